@@ -1,0 +1,22 @@
+"""fastconv: fast CPU convolution, pooling and resampling on NumPy arrays.
+
+Operators follow PyTorch's semantics and argument names; hot loops are Cython kernels,
+parallel with OpenMP, over float32 and float64.
+"""
+from fastconv._version import __version__
+from fastconv._cpu import check_cpu_supports_build as _check_cpu_supports_build
+
+_check_cpu_supports_build()
+
+from fastconv._parallel import get_num_threads, num_threads, set_num_threads  # noqa: E402
+from fastconv.config import show_config  # noqa: E402
+from fastconv.convolution import (  # noqa: E402
+    ReceptiveField, choose_algorithm, conv1d, conv2d, conv3d, convolve, correlate, output_shape,
+    receptive_field,
+)
+
+__all__ = [
+    "__version__", "show_config", "set_num_threads", "get_num_threads", "num_threads",
+    "conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape", "receptive_field",
+    "ReceptiveField", "choose_algorithm",
+]

@@ -1,0 +1,108 @@
+"""Argument normalization shared by every operator: one place that turns what users pass
+(ints or tuples, array-likes, dtypes) into clean values, or raises an error that names the
+argument, what was expected and what was given.
+"""
+import numbers
+
+import numpy as np
+
+SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
+
+
+def is_int(value):
+    """True for Python and NumPy integers (bool is not a size)."""
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def ntuple(value, n, name, minimum=None):
+    """An int or a sequence of `n` ints as a tuple of `n` ints, each >= `minimum` if given."""
+    if is_int(value):
+        values = (int(value),) * n
+    elif isinstance(value, (tuple, list, np.ndarray)) and len(value) == n \
+            and all(is_int(v) for v in value):
+        values = tuple(int(v) for v in value)
+    else:
+        raise TypeError(f"{name} must be an int or a sequence of {n} ints; got {value!r}")
+    if minimum is not None and any(v < minimum for v in values):
+        bound = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{name} must be {bound}; got {value!r}")
+    return values
+
+
+def positive_int(value, name):
+    if not is_int(value):
+        raise TypeError(f"{name} must be a positive int; got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return int(value)
+
+
+def choice(value, name, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name} must be one of {options}; got {value!r}")
+    return value
+
+
+def as_array(value, name):
+    """A NumPy view of `value` when possible (arrays, buffers, DLPack), without copying."""
+    if isinstance(value, np.ndarray):
+        return value
+    if value is None:
+        raise TypeError(f"{name} must be an array; got None")
+    if hasattr(value, "__dlpack__") and not hasattr(value, "__array__"):
+        try:
+            return np.from_dlpack(value)
+        except (TypeError, RuntimeError, BufferError) as err:
+            raise TypeError(f"{name}: cannot view this DLPack array from NumPy ({err})") from None
+    try:
+        array = np.asarray(value)
+    except Exception as err:  # ragged lists and exotic objects
+        raise TypeError(f"{name} must be a real numeric array; got {type(value).__name__} "
+                        f"({err})") from None
+    return array
+
+
+def compute_dtype(**arrays):
+    """The dtype fastconv computes in for these arrays: float32 or float64.
+
+    NumPy's promotion picks the common type; integers and bools compute in float64 (as NumPy's
+    true division would), float16 in float32. Complex, object, string and extended-precision
+    arrays raise TypeError naming the argument.
+    """
+    present = {name: a for name, a in arrays.items() if a is not None}
+    for name, a in present.items():
+        kind = a.dtype.kind
+        if kind == "c":
+            raise TypeError(f"{name} must be real; got complex dtype {a.dtype}")
+        if kind not in "biuf" or (kind == "f" and a.dtype.itemsize > 8):
+            raise TypeError(f"{name} must have a real numeric dtype (float32 or float64 "
+                            f"computed natively); got {a.dtype}")
+    common = np.result_type(*present.values())
+    if common.kind in "biu":
+        return np.dtype(np.float64)
+    if common.itemsize <= 4:
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def check_out(out, shape, dtype):
+    """Validate a user-supplied output array, or allocate one."""
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray; got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out must have shape {tuple(shape)}; got {out.shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out must have dtype {dtype}; got {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous; got a non-contiguous array")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable; got a read-only array")
+    return out
+
+
+def overlaps(out, *arrays):
+    """True if `out` may share memory with any of `arrays` (writing it would corrupt them)."""
+    return any(a is not None and np.may_share_memory(out, a) for a in arrays)

@@ -1,0 +1,22 @@
+# cython: language_level=3
+"""Row-major GEMM over fused float/double on SciPy's BLAS, callable without the GIL.
+
+Kernels call it from inside their own OpenMP threads; the Python layer keeps the BLAS library
+single-threaded for the duration of a call (fastconv/_parallel.py), so threads never multiply.
+"""
+from cython cimport floating
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+                      const floating* a, int lda, const floating* b, int ldb, floating beta,
+                      floating* c, int ldc) noexcept nogil:
+    """C := alpha * op(A) @ op(B) + beta * C with C (m x n), op(A) (m x k), op(B) (k x n), row-major."""
+    # A column-major BLAS reads a row-major matrix as its transpose, so it computes
+    # C^T = op(B)^T op(A)^T: swap the operands and the dimensions m and n.
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda, &beta, c, &ldc)

@@ -1,0 +1,26 @@
+# cython: language_level=3
+"""Shared description of an N-d convolution problem for the compiled kernels.
+
+Every problem is three-dimensional inside the kernels: a 1d or 2d convolution is a 3d one
+with unit leading spatial dimensions. Arrays are C-contiguous:
+x (n, c_in, D, H, W), w (c_out, c_in_g, KD, KH, KW), out (n, c_out, OD, OH, OW).
+"""
+from cython cimport floating
+
+ctypedef struct ConvShape:
+    Py_ssize_t n, c_in, c_out, groups, c_in_g, c_out_g
+    Py_ssize_t in_size[3]      # D, H, W
+    Py_ssize_t kernel[3]       # KD, KH, KW
+    Py_ssize_t out_size[3]     # OD, OH, OW
+    Py_ssize_t stride[3]
+    Py_ssize_t pad[3]          # zero padding before each axis (after-padding only sets out_size)
+    Py_ssize_t dilation[3]
+
+cdef ConvShape make_shape(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
+                          tuple pad, tuple dilation, Py_ssize_t groups) except *
+
+cdef void output_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t in_len,
+                       Py_ssize_t out_len, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil
+
+cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_begin,
+                      Py_ssize_t row_end, floating* col) noexcept nogil

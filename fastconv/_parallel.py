@@ -1,0 +1,170 @@
+"""fastconv's one thread policy: how many OpenMP threads a kernel uses, and how BLAS is kept
+from multiplying them.
+
+- The count is ``set_num_threads(n)`` if called, else the environment variable
+  ``FASTCONV_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this process may run on
+  (its affinity mask, which also reflects ``taskset`` and most container limits).
+- Kernels that call BLAS do so from inside their own OpenMP threads, one GEMM per thread,
+  so during a fastconv call the BLAS library that SciPy's ``cython_blas`` uses is held at one
+  thread: total threads = fastconv's count, never fastconv's count x BLAS's count. The BLAS
+  count is restored when the last concurrent fastconv call returns.
+- A workload too small to amortize starting a parallel region runs on one thread.
+"""
+import contextlib
+import os
+import threading
+
+from fastconv import _core
+
+__all__ = ["set_num_threads", "get_num_threads", "num_threads"]
+
+# A parallel region costs a few microseconds to wake the team; below this many
+# multiply-adds the serial loop finishes first (measured on the benchmark cases: ~10 us).
+MIN_PARALLEL_WORK = 1 << 16
+
+_requested = None
+
+
+def _cpus_available():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _positive_int_from_env(name):
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        count = int(value.split(",")[0])
+    except ValueError:
+        return None
+    return count if count > 0 else None
+
+
+def _check_count(n, name="n"):
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"{name} must be a positive int; got {type(n).__name__}")
+    n = int(n.__index__())
+    if n < 1:
+        raise ValueError(f"{name} must be a positive int; got {n}")
+    return n
+
+
+def set_num_threads(n):
+    """Set the number of threads fastconv's kernels use (BLAS included); returns the old count.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> old = fastconv.set_num_threads(1)
+    >>> fastconv.get_num_threads()
+    1
+    >>> _ = fastconv.set_num_threads(old)
+    """
+    global _requested
+    n = _check_count(n)
+    previous = get_num_threads()
+    _requested = n
+    return previous
+
+
+def get_num_threads():
+    """The number of threads fastconv's kernels use (see the module docstring for the order)."""
+    if _requested is not None:
+        return _requested
+    if not _core.openmp_enabled():
+        return 1
+    for name in ("FASTCONV_NUM_THREADS", "OMP_NUM_THREADS"):
+        count = _positive_int_from_env(name)
+        if count is not None:
+            return count
+    return _cpus_available()
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Context manager: use `n` threads inside the block, the previous count after it.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> with fastconv.num_threads(1):
+    ...     fastconv.get_num_threads()
+    1
+    """
+    global _requested
+    n = _check_count(n)
+    saved = _requested
+    _requested = n
+    try:
+        yield n
+    finally:
+        _requested = saved
+
+
+def threads_for(work):
+    """Threads for a kernel doing about `work` multiply-adds (1 when a team would not pay)."""
+    if not _core.openmp_enabled() or work < MIN_PARALLEL_WORK:
+        return 1
+    return get_num_threads()
+
+
+class _SingleThreadedBlas:
+    """Holds the BLAS behind scipy.linalg.cython_blas at one thread while any call is inside.
+
+    Reference-counted so that concurrent calls from several Python threads restore the user's
+    setting exactly once, when the last of them leaves.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = []
+        self._controllers = None
+
+    def _blas_controllers(self):
+        if self._controllers is None:
+            try:
+                import scipy.linalg.cython_blas  # noqa: F401  (loads the library to control)
+                from threadpoolctl import ThreadpoolController
+                import scipy
+
+                scipy_dir = os.path.dirname(os.path.dirname(scipy.__file__))
+                ctl = ThreadpoolController().select(user_api="blas")
+                # SciPy's BLAS only: NumPy may carry a second one that fastconv never calls.
+                self._controllers = [c for c in ctl.lib_controllers
+                                     if c.filepath.startswith(scipy_dir)
+                                     and "numpy" not in c.filepath] or list(ctl.lib_controllers)
+            except Exception:  # threadpoolctl missing or unable to inspect: nothing to hold
+                self._controllers = []
+        return self._controllers
+
+    def describe(self):
+        return [c.info() for c in self._blas_controllers()]
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                self._saved = []
+                for c in self._blas_controllers():
+                    current = c.get_num_threads()
+                    self._saved.append((c, current))
+                    if current != 1:
+                        c.set_num_threads(1)
+            self._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                for c, count in self._saved:
+                    if count != 1:
+                        c.set_num_threads(count)
+                self._saved = []
+        return False
+
+
+single_threaded_blas = _SingleThreadedBlas()

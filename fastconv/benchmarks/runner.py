@@ -1,0 +1,159 @@
+"""The ``python -m fastconv bench`` report: median times and speedups against each peer."""
+import json
+import statistics
+import time
+
+import fastconv
+from fastconv.benchmarks import PeerUnavailable, all_cases
+
+PEERS = ("numpy", "torch", "scipy", "opencv")
+
+
+def time_callable(fn, min_time=0.2, max_repeats=50, min_repeats=5):
+    """Median wall time of `fn()` in seconds, after one warm-up call."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or (time.perf_counter() - start < min_time
+                                       and len(times) < max_repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), len(times)
+
+
+def _progress(items, enabled):
+    if not enabled:
+        return items
+    try:
+        from tqdm import tqdm
+        return tqdm(items, desc="fastconv bench", unit="run", leave=False)
+    except ImportError:
+        return items
+
+
+def run(case_filter=None, impl_filter=None, min_time=0.2, progress=True, algorithms=False):
+    """Time every (case, implementation) pair; returns a list of result dicts."""
+    cases = [c for c in all_cases() if not case_filter or any(f in c.name for f in case_filter)]
+    jobs = []
+    for case in cases:
+        for impl in case.impls:
+            forced = impl.startswith("fastconv[")
+            if forced != algorithms and impl != "fastconv":
+                continue
+            if impl_filter and impl != "fastconv" and impl not in impl_filter:
+                continue
+            jobs.append((case, impl))
+    results, inputs_of = [], {}
+    for case, impl in _progress(jobs, progress):
+        inputs = inputs_of.setdefault(case.name, case.make_inputs())
+        row = {"case": case.name, "family": case.family, "impl": impl,
+               "description": case.description}
+        try:
+            fn = case.callable_for(impl, inputs)
+            row["median_s"], row["repeats"] = time_callable(fn, min_time=min_time)
+        except PeerUnavailable as why:
+            row["skipped"] = str(why)
+            results.append(row)
+            continue
+        if case.flops:
+            row["gflops"] = case.flops(inputs) / row["median_s"] / 1e9
+        if case.bytes_moved:
+            row["gbytes_per_s"] = case.bytes_moved(inputs) / row["median_s"] / 1e9
+        results.append(row)
+    return results
+
+
+def format_table(results):
+    """One line per case: fastconv's median and, per peer, its median and fastconv's speedup."""
+    by_case = {}
+    for r in results:
+        by_case.setdefault(r["case"], {})[r["impl"]] = r
+    impls = []
+    for r in results:
+        if r["impl"] not in impls and r["impl"] != "fastconv":
+            impls.append(r["impl"])
+    header = f"{'case':<22}{'fastconv':>12}" + "".join(f"{i:>24}" for i in impls)
+    lines = [header, "-" * len(header)]
+    for case, rows in by_case.items():
+        mine = rows.get("fastconv", {}).get("median_s")
+        extra = ""
+        if "gflops" in rows.get("fastconv", {}):
+            extra = f"  {rows['fastconv']['gflops']:.0f} GFLOP/s"
+        if "gbytes_per_s" in rows.get("fastconv", {}):
+            extra += f"  {rows['fastconv']['gbytes_per_s']:.1f} GB/s"
+        line = f"{case:<22}{_ms(mine):>12}"
+        for impl in impls:
+            r = rows.get(impl)
+            if r is None or "median_s" not in r:
+                line += f"{'-':>24}"
+            else:
+                ratio = f"({r['median_s'] / mine:.2f}x)" if mine else ""
+                line += f"{_ms(r['median_s']) + ' ' + ratio:>24}"
+        lines.append(line + extra)
+    lines.append("times are medians in ms; (Nx) = peer time / fastconv time, above 1 means "
+                 "fastconv is faster")
+    return "\n".join(lines)
+
+
+def _ms(seconds):
+    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys(r["case"] for r in results))
+    impls = list(dict.fromkeys(r["impl"] for r in results if "median_s" in r))
+    mine = {r["case"]: r["median_s"] for r in results if r["impl"] == "fastconv" and "median_s" in r}
+    fig, ax = plt.subplots(figsize=(max(6, len(cases) * 0.9), 4))
+    width = 0.8 / max(1, len(impls) - 1)
+    for j, impl in enumerate(i for i in impls if i != "fastconv"):
+        xs, ys = [], []
+        for i, case in enumerate(cases):
+            r = next((r for r in results if r["case"] == case and r["impl"] == impl
+                      and "median_s" in r), None)
+            if r and case in mine:
+                xs.append(i + j * width)
+                ys.append(r["median_s"] / mine[case])
+        ax.bar(xs, ys, width, label=impl)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))])
+    ax.set_xticklabels(cases, rotation=45, ha="right")
+    ax.set_ylabel("peer time / fastconv time")
+    ax.set_title(f"fastconv {fastconv.__version__} speedup (higher is better)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(args):
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m fastconv bench",
+                                     description="Time fastconv against its peers.")
+    parser.add_argument("--cases", nargs="*", help="substrings of case names to run")
+    parser.add_argument("--peers", nargs="*", help=f"peers to run (default: all of {PEERS})")
+    parser.add_argument("--algorithms", action="store_true",
+                        help="time every forced algorithm instead of the peers (dispatcher data)")
+    parser.add_argument("--min-time", type=float, default=0.3, help="seconds per measurement")
+    parser.add_argument("--threads", type=int, help="fastconv (and peer) thread count")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--plot", metavar="PNG", help="also plot the speedups to this file")
+    parser.add_argument("--no-progress", action="store_true")
+    opts = parser.parse_args(args)
+    if opts.threads:
+        fastconv.set_num_threads(opts.threads)
+    fastconv.show_config()
+    print()
+    results = run(opts.cases, opts.peers, opts.min_time, not opts.no_progress, opts.algorithms)
+    print(format_table(results))
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump({"config": fastconv.config.config_info(), "results": results}, f, indent=1)
+    if opts.plot:
+        plot(results, opts.plot)
+        print(f"plot written to {opts.plot}")
+    return 0

@@ -1,0 +1,72 @@
+"""Build and runtime configuration: what a bug report about speed needs to say."""
+import platform
+import sys
+
+from fastconv import _core, _cpu, _parallel
+from fastconv._version import __version__
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def config_info():
+    """The facts :func:`show_config` prints, as a dict."""
+    info = _cpu._build_info()
+    features = _cpu.cpu_features()
+    simd_cpu = [name for name in ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512BW",
+                                  "AVX512VL", "AVX512_SPR") if features.get(name)]
+    blas = [{key: d.get(key) for key in ("internal_api", "version", "threading_layer",
+                                          "architecture", "num_threads", "filepath")}
+            for d in _parallel.single_threaded_blas.describe()]
+    return {
+        "fastconv": __version__,
+        "python": sys.version.split()[0],
+        "numpy": __import__("numpy").__version__,
+        "scipy": __import__("scipy").__version__,
+        "cpu": _cpu_model(),
+        "compile_args": list(info.compile_args) if info else None,
+        "arch": info.arch if info else None,
+        "simd_compiled_for": list(info.simd_required) if info else [],
+        "simd_cpu": simd_cpu,
+        "openmp": _core.openmp_enabled(),
+        "openmp_version": _core.openmp_version(),
+        "num_threads": _parallel.get_num_threads(),
+        "blas": blas,
+    }
+
+
+def show_config():
+    """Print fastconv's version, build flags, OpenMP and thread count, BLAS and SIMD.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> fastconv.show_config()  # doctest: +SKIP
+    fastconv 0.1.0 ...
+    """
+    c = config_info()
+    lines = [
+        f"fastconv {c['fastconv']}  (python {c['python']}, numpy {c['numpy']}, scipy {c['scipy']})",
+        f"cpu:            {c['cpu']}",
+        f"simd (cpu):     {' '.join(c['simd_cpu']) or 'unknown'}",
+        f"simd (build):   {' '.join(c['simd_compiled_for']) or 'baseline'}  (arch={c['arch']})",
+        f"compile args:   {' '.join(c['compile_args'] or [])}",
+        f"openmp:         {'yes, _OPENMP=%d' % c['openmp_version'] if c['openmp'] else 'NO (serial kernels)'}",
+        f"threads:        {c['num_threads']}  (set_num_threads / FASTCONV_NUM_THREADS / OMP_NUM_THREADS)",
+    ]
+    if not c["blas"]:
+        lines.append("blas:           unknown (threadpoolctl could not inspect SciPy's BLAS)")
+    for b in c["blas"]:
+        lines.append(f"blas:           {b['internal_api']} {b['version']} ({b['threading_layer']}, "
+                     f"kernels: {b['architecture']}); held at 1 thread inside fastconv calls, "
+                     f"{b['num_threads']} outside")
+        lines.append(f"                {b['filepath']}")
+    print("\n".join(lines))

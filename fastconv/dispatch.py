@@ -1,0 +1,134 @@
+"""The algorithm dispatcher: an ordered list of rules, each (algorithm, applies-to, why).
+
+``choose_algorithm`` walks the rules and returns the first that applies, with its reason, so
+every choice of ``algorithm="auto"`` can be explained and reproduced. The thresholds come from
+the benchmark cases (``python -m fastconv bench --algorithms``); README.md records the
+measurements behind them.
+"""
+from collections import namedtuple
+from dataclasses import dataclass
+from math import prod
+
+ALGORITHMS = ("direct", "im2col", "gemm1x1")
+
+Choice = namedtuple("Choice", ["algorithm", "reason"])
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    """A convolution call reduced to plain numbers: what the dispatcher and kernels need."""
+    batch: int
+    in_channels: int
+    out_channels: int
+    groups: int
+    in_size: tuple          # spatial input size, one int per axis
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple          # (before, after) per axis
+    dilation: tuple
+    padding_mode: str = "zeros"
+
+    @property
+    def ndim(self):
+        return len(self.in_size)
+
+    @property
+    def in_per_group(self):
+        return self.in_channels // self.groups
+
+    @property
+    def out_per_group(self):
+        return self.out_channels // self.groups
+
+    @property
+    def out_size(self):
+        return tuple((n + p0 + p1 - d * (k - 1) - 1) // s + 1
+                     for n, k, s, (p0, p1), d in zip(self.in_size, self.kernel_size, self.stride,
+                                                      self.padding, self.dilation))
+
+    @property
+    def out_shape(self):
+        return (self.batch, self.out_channels) + self.out_size
+
+    @property
+    def gemm_depth(self):
+        """K of the GEMM: the taps one output sums over."""
+        return self.in_per_group * prod(self.kernel_size)
+
+    @property
+    def multiply_adds(self):
+        return self.batch * self.out_channels * prod(self.out_size) * self.gemm_depth
+
+    @property
+    def pointwise(self):
+        return (all(k == 1 for k in self.kernel_size) and all(s == 1 for s in self.stride)
+                and all(p == (0, 0) for p in self.padding))
+
+
+@dataclass(frozen=True)
+class Rule:
+    algorithm: str
+    applies: object     # ConvProblem -> bool
+    why: str
+
+
+# Measured on the bench cases (README, "What the dispatcher chooses"): the GEMM path pays for
+# its im2col copy and BLAS call only when the GEMM is at least this big in both dimensions
+# that BLAS blocks over; below it, the direct loops keep everything in registers and L1.
+MIN_GEMM_OUT_CHANNELS = 8
+MIN_GEMM_DEPTH = 32
+
+RULES = (
+    Rule("gemm1x1", lambda p: p.pointwise,
+         "1x1 kernel, stride 1, no padding: the input already is the GEMM operand (no copy)"),
+    Rule("direct", lambda p: p.out_per_group < MIN_GEMM_OUT_CHANNELS,
+         f"fewer than {MIN_GEMM_OUT_CHANNELS} output channels per group (depthwise, "
+         "single-filter): a GEMM this thin wastes BLAS; direct loops stay in cache"),
+    Rule("direct", lambda p: p.gemm_depth < MIN_GEMM_DEPTH,
+         f"fewer than {MIN_GEMM_DEPTH} taps per output (channels per group x kernel): "
+         "the im2col copy would cost more than the GEMM saves"),
+    Rule("im2col", lambda p: True,
+         "enough channels for a GEMM: unfold bands of the input (im2col) and multiply with BLAS"),
+)
+
+# Which algorithms can compute a problem at all (forcing one outside this is a ValueError).
+SUPPORTS = {
+    "direct": lambda p: True,
+    "im2col": lambda p: True,
+    "gemm1x1": lambda p: p.pointwise,
+}
+REQUIREMENT = {
+    "gemm1x1": "a 1x1 kernel with stride 1 and no padding",
+}
+
+
+def select(problem, algorithm="auto"):
+    """The Choice for `problem`: the first applicable rule, or the forced `algorithm`."""
+    if algorithm == "auto":
+        for rule in RULES:
+            if rule.applies(problem):
+                return Choice(rule.algorithm, rule.why)
+        raise AssertionError("the last rule applies to every problem")
+    if algorithm not in ALGORITHMS:
+        options = ", ".join(repr(a) for a in ("auto",) + ALGORITHMS)
+        raise ValueError(f"algorithm must be one of {options}; got {algorithm!r}")
+    if not SUPPORTS[algorithm](problem):
+        raise ValueError(f"algorithm={algorithm!r} needs {REQUIREMENT[algorithm]}; got kernel "
+                         f"{problem.kernel_size}, stride {problem.stride}, padding "
+                         f"{problem.padding}")
+    return Choice(algorithm, "forced by the caller")
+
+
+def gemm_band_rows(problem, itemsize, num_threads):
+    """Output rows per im2col band: the unfolded band (K x rows*OW) should stay in L2 (about
+    512 KiB), and there should be at least two bands per thread for load balance."""
+    out_w = problem.out_size[-1]
+    rows = prod(problem.out_size[:-1])
+    target_bytes = 512 * 1024
+    band = max(1, target_bytes // max(1, problem.gemm_depth * out_w * itemsize))
+    if problem.pointwise:
+        band = max(1, 4096 // out_w)   # no copy: bands only split the work, keep GEMMs wide
+    work_items = problem.batch * problem.groups
+    while band > 1 and work_items * -(-rows // band) < 2 * num_threads:
+        band = (band + 1) // 2
+    return int(min(band, rows))
