@@ -44,33 +44,101 @@ cdef inline void output_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t i
 
 
 # ---------------------------------------------------------------------------------------------
-# direct: one output row (fixed n, c_out, od, oh) at a time, accumulated tap by tap.
-# Best when the GEMM would be thin: few channels per group, depthwise, single-channel images.
+# direct: a block of up to CO_BLOCK output channels of one output row (fixed n, od, oh) at a
+# time. Best when the GEMM would be thin: few channels per group, depthwise, 1-channel images.
+#
+# The input rows an output row reads (one per input channel, kd, kh inside the input) are
+# listed once per row and copied into zero-padded lines; then chunks of one vector register
+# of outputs accumulate over all taps in registers (_simd.h). Strided rows go tap by tap.
 
-cdef void direct_row(const floating* x, const floating* w, const floating* bias,
-                     floating* out, const ConvShape* s, Py_ssize_t row) noexcept nogil:
-    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
+cdef extern from "_simd.h":
+    void fc_direct_chunk_f32(float* out, Py_ssize_t out_step, Py_ssize_t channels,
+                             Py_ssize_t taps, const float** xs, Py_ssize_t x_offset,
+                             const float** ws, Py_ssize_t w_step, Py_ssize_t kw,
+                             Py_ssize_t dw, int wide) noexcept nogil
+    void fc_direct_chunk_f64(double* out, Py_ssize_t out_step, Py_ssize_t channels,
+                             Py_ssize_t taps, const double** xs, Py_ssize_t x_offset,
+                             const double** ws, Py_ssize_t w_step, Py_ssize_t kw,
+                             Py_ssize_t dw, int wide) noexcept nogil
+
+cdef enum:
+    CO_BLOCK = 4        # output channels sharing each input load (fc_direct_chunk's fast path)
+    VECTOR_BYTES = 64   # outputs per chunk: one AVX-512 register (two AVX2 ones)
+
+
+cdef inline void direct_chunk(floating* out, Py_ssize_t out_step, Py_ssize_t channels,
+                              Py_ssize_t taps, const floating** xs, Py_ssize_t x_offset,
+                              const floating** ws, Py_ssize_t w_step, Py_ssize_t kw,
+                              Py_ssize_t dw, bint wide) noexcept nogil:
+    if floating is float:
+        fc_direct_chunk_f32(out, out_step, channels, taps, xs, x_offset, ws, w_step, kw, dw, wide)
+    else:
+        fc_direct_chunk_f64(out, out_step, channels, taps, xs, x_offset, ws, w_step, kw, dw, wide)
+
+
+cdef void direct_taps_by_column(floating* out_row, Py_ssize_t out_step, Py_ssize_t channels,
+                                Py_ssize_t taps, const floating** xs, const floating** ws,
+                                Py_ssize_t w_step, const ConvShape* s, Py_ssize_t col_begin,
+                                Py_ssize_t col_end) noexcept nogil:
+    """out_row[c, o] += sum_t,kw ws[t][c * w_step + kw] * xs[t][o * stride + kw * dil - pad]
+    for the columns o in [col_begin, col_end), skipping taps that read padding."""
+    cdef Py_ssize_t W = s.in_size[2], OW = s.out_size[2], sw = s.stride[2]
+    cdef Py_ssize_t t, kw, off, lo, hi, o, c
+    cdef floating wv
+    cdef const floating* x_row
+    if col_begin >= col_end:
+        return
+    for t in range(taps):
+        x_row = xs[t]
+        for kw in range(s.kernel[2]):
+            off = kw * s.dilation[2] - s.pad[2]
+            output_range(off, sw, W, OW, &lo, &hi)
+            if lo < col_begin:
+                lo = col_begin
+            if hi > col_end:
+                hi = col_end
+            for c in range(channels):
+                wv = ws[t][c * w_step + kw]
+                if sw == 1:
+                    for o in range(lo, hi):
+                        out_row[c * out_step + o] += wv * x_row[o + off]
+                else:
+                    for o in range(lo, hi):
+                        out_row[c * out_step + o] += wv * x_row[o * sw + off]
+
+
+cdef inline Py_ssize_t direct_line_length(const ConvShape* s, Py_ssize_t vector) noexcept nogil:
+    """Length of a zero-padded input line from which whole vector chunks of a row can be read:
+    the outputs rounded up to whole chunks, plus the kernel's dilated width."""
+    cdef Py_ssize_t chunks = (s.out_size[2] + vector - 1) // vector
+    return chunks * vector + (s.kernel[2] - 1) * s.dilation[2]
+
+
+cdef void direct_row_block(const floating* x, const floating* w, const floating* bias,
+                           floating* out, const ConvShape* s, Py_ssize_t n, Py_ssize_t co0,
+                           Py_ssize_t channels, Py_ssize_t od, Py_ssize_t oh,
+                           const floating** xs, const floating** ws, floating* lines,
+                           floating* row_sums) noexcept nogil:
+    """Output row (n, co0 .. co0 + channels, od, oh) of the direct convolution. `xs`, `ws`
+    (one pointer per input row read), `lines` and `row_sums` are the calling thread's scratch."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
-    cdef Py_ssize_t sw = s.stride[2]
-    cdef Py_ssize_t oh = row % OH, t = row // OH
-    cdef Py_ssize_t od = t % OD
-    t = t // OD
-    cdef Py_ssize_t co = t % s.c_out, n = t // s.c_out
-    cdef Py_ssize_t g = co // s.c_out_g
-    cdef floating* out_row = out + row * OW
-    cdef const floating* x_c
-    cdef const floating* x_row
-    cdef const floating* w_c
-    cdef floating wv
-    cdef floating b = bias[co] if bias != NULL else 0
-    cdef Py_ssize_t ci, kd, kh, kw, i_d, i_h, off, lo, hi, o
+    cdef Py_ssize_t out_plane = s.out_size[0] * OH * OW
+    cdef Py_ssize_t w_step = s.c_in_g * KD * KH * KW
+    cdef Py_ssize_t vector = VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t line_len = direct_line_length(s, vector)
+    cdef Py_ssize_t padded_w = line_len - (KW - 1) * s.dilation[2]   # whole chunks of outputs
+    cdef Py_ssize_t g = co0 // s.c_out_g
+    cdef Py_ssize_t pad_w = s.pad[2]
+    cdef floating* out_row = out + (n * s.c_out + co0) * out_plane + (od * OH + oh) * OW
+    cdef floating* line
+    cdef floating b
+    cdef Py_ssize_t ci, kd, kh, i_d, i_h, o, c, taps = 0, copied
+    cdef bint wide
 
-    for o in range(OW):
-        out_row[o] = b
+    # the input rows this output row reads (input channel, kd, kh inside the input)
     for ci in range(s.c_in_g):
-        x_c = x + (n * s.c_in + g * s.c_in_g + ci) * D * H * W
-        w_c = w + (co * s.c_in_g + ci) * KD * KH * KW
         for kd in range(KD):
             i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
             if i_d < 0 or i_d >= D:
@@ -79,27 +147,84 @@ cdef void direct_row(const floating* x, const floating* w, const floating* bias,
                 i_h = oh * s.stride[1] - s.pad[1] + kh * s.dilation[1]
                 if i_h < 0 or i_h >= H:
                     continue
-                x_row = x_c + (i_d * H + i_h) * W
-                for kw in range(KW):
-                    wv = w_c[(kd * KH + kh) * KW + kw]
-                    off = kw * s.dilation[2] - s.pad[2]
-                    output_range(off, sw, W, OW, &lo, &hi)
-                    if sw == 1:
-                        # unit stride: a contiguous axpy the compiler vectorizes
-                        for o in range(lo, hi):
-                            out_row[o] += wv * x_row[o + off]
-                    else:
-                        for o in range(lo, hi):
-                            out_row[o] += wv * x_row[o * sw + off]
+                xs[taps] = x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d) * H + i_h) * W
+                ws[taps] = w + (co0 * s.c_in_g + ci) * KD * KH * KW + (kd * KH + kh) * KW
+                taps += 1
+
+    if s.stride[2] != 1:
+        # strided rows have no contiguous vector of inputs: accumulate tap by tap
+        for c in range(channels):
+            b = bias[co0 + c] if bias != NULL else 0
+            for o in range(OW):
+                out_row[c * out_plane + o] = b
+        direct_taps_by_column(out_row, out_plane, channels, taps, xs, ws, w_step, s, 0, OW)
+        return
+
+    # Unit stride: copy each input row into a zero-padded line long enough that every chunk
+    # of outputs reads inside it, so the register-blocked chunk kernel needs no edge cases.
+    for ci in range(taps):
+        line = lines + ci * line_len
+        copied = W if pad_w + W <= line_len else line_len - pad_w
+        memset(line, 0, pad_w * sizeof(floating))
+        memcpy(line + pad_w, xs[ci], copied * sizeof(floating))
+        memset(line + pad_w + copied, 0, (line_len - pad_w - copied) * sizeof(floating))
+        xs[ci] = line
+    memset(row_sums, 0, channels * padded_w * sizeof(floating))
+    o = 0
+    while o < padded_w:
+        # fewer than four filters: four vectors of outputs at once keep four FMA chains busy
+        wide = channels < CO_BLOCK and o + 4 * vector <= padded_w
+        direct_chunk(row_sums + o, padded_w, channels, taps, xs, o, ws, w_step, KW,
+                     s.dilation[2], wide)
+        o += 4 * vector if wide else vector
+    for c in range(channels):
+        b = bias[co0 + c] if bias != NULL else 0
+        for o in range(OW):
+            out_row[c * out_plane + o] = row_sums[c * padded_w + o] + b
 
 
 cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
                      floating* out, const ConvShape* s, int num_threads) noexcept nogil:
-    cdef Py_ssize_t rows = s.n * s.c_out * s.out_size[0] * s.out_size[1]
-    cdef Py_ssize_t row
-    for row in prange(rows, num_threads=num_threads, schedule='static'):
-        direct_row(x, w, bias, out, s, row)
-    return 0
+    # work item: (image, block of output channels inside one group, output row)
+    cdef Py_ssize_t blocks_per_group = (s.c_out_g + CO_BLOCK - 1) // CO_BLOCK
+    cdef Py_ssize_t rows = s.out_size[0] * s.out_size[1]
+    cdef Py_ssize_t items = s.n * s.groups * blocks_per_group * rows
+    cdef Py_ssize_t max_taps = s.c_in_g * s.kernel[0] * s.kernel[1]
+    cdef Py_ssize_t line_len = direct_line_length(s, VECTOR_BYTES // sizeof(floating))
+    cdef Py_ssize_t item, row, t, block, g, n, co0, channels
+    cdef const floating** xs = NULL
+    cdef const floating** ws = NULL
+    cdef floating* lines = NULL
+    cdef floating* row_sums = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    with parallel(num_threads=num_threads):
+        xs = <const floating**> malloc(max_taps * sizeof(floating*))
+        ws = <const floating**> malloc(max_taps * sizeof(floating*))
+        lines = <floating*> malloc(max_taps * line_len * sizeof(floating))
+        row_sums = <floating*> malloc(CO_BLOCK * line_len * sizeof(floating))
+        if xs == NULL or ws == NULL or lines == NULL or row_sums == NULL:
+            failed_flag[0] = 1
+        for item in prange(items, schedule='static'):
+            if xs == NULL or ws == NULL or lines == NULL or row_sums == NULL:
+                continue
+            row = item % rows
+            t = item // rows
+            block = t % blocks_per_group
+            t = t // blocks_per_group
+            g = t % s.groups
+            n = t // s.groups
+            co0 = g * s.c_out_g + block * CO_BLOCK
+            channels = s.c_out_g - block * CO_BLOCK
+            if channels > CO_BLOCK:
+                channels = CO_BLOCK
+            direct_row_block(x, w, bias, out, s, n, co0, channels,
+                             row // s.out_size[1], row % s.out_size[1], xs, ws, lines, row_sums)
+        free(xs)
+        free(ws)
+        free(lines)
+        free(row_sums)
+    return failed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,4 +361,4 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
             status = conv_gemm(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
                                &out[0, 0, 0, 0, 0], &s, kind == 2, band_rows, num_threads)
     if status != 0:
-        raise MemoryError("fastconv: could not allocate the im2col work buffer")
+        raise MemoryError("fastconv: could not allocate a convolution work buffer")

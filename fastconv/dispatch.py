@@ -119,9 +119,11 @@ def select(problem, algorithm="auto"):
     return Choice(algorithm, "forced by the caller")
 
 
-def gemm_band_rows(problem, itemsize, num_threads):
+def gemm_band_rows(problem, itemsize):
     """Output rows per im2col band: the unfolded band (K x rows*OW) should stay in L2 (about
-    512 KiB), and there should be at least two bands per thread for load balance."""
+    512 KiB), and there should be enough bands to keep up to 16 threads busy, as long as each
+    GEMM keeps at least 256 columns. The band never depends on the thread count, so results
+    are bit-for-bit the same whatever the number of threads."""
     out_w = problem.out_size[-1]
     rows = prod(problem.out_size[:-1])
     target_bytes = 512 * 1024
@@ -129,6 +131,6 @@ def gemm_band_rows(problem, itemsize, num_threads):
     if problem.pointwise:
         band = max(1, 4096 // out_w)   # no copy: bands only split the work, keep GEMMs wide
     work_items = problem.batch * problem.groups
-    while band > 1 and work_items * -(-rows // band) < 2 * num_threads:
+    while band > 1 and work_items * -(-rows // band) < 16 and (band // 2) * out_w >= 256:
         band = (band + 1) // 2
     return int(min(band, rows))
