@@ -20,3 +20,23 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda, &beta, c, &ldc)
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda, &beta, c, &ldc)
+
+
+# OpenBLAS (0.3.27+) keeps a per-thread thread count: openblas_set_num_threads_local(n) sets
+# it for the calling thread and returns the previous one. Each OpenMP thread of a kernel sets
+# it to 1 before its GEMMs and restores it after, so BLAS never spawns threads of its own
+# inside ours, and nothing global changes. The Python layer registers the function's address
+# (fastconv/_parallel.py); without it (other BLAS) the Python layer holds BLAS at one thread.
+ctypedef int (*set_local_threads_t)(int) noexcept nogil
+
+
+cdef inline int hold_blas_single_threaded(set_local_threads_t set_local) noexcept nogil:
+    """Make this thread's BLAS calls single-threaded; returns the count to restore (or 0)."""
+    if set_local == NULL:
+        return 0
+    return set_local(1)
+
+
+cdef inline void release_blas(set_local_threads_t set_local, int previous) noexcept nogil:
+    if set_local != NULL and previous > 0 and previous != 1:
+        set_local(previous)

@@ -10,7 +10,15 @@ from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
 
-from fastconv._blas cimport gemm
+from fastconv._blas cimport gemm, set_local_threads_t, hold_blas_single_threaded, release_blas
+
+cdef set_local_threads_t blas_set_local_threads = NULL
+
+
+def set_blas_local_threads_hook(size_t address):
+    """Register openblas_set_num_threads_local (its address; 0 for none), see _blas.pxd."""
+    global blas_set_local_threads
+    blas_set_local_threads = <set_local_threads_t> address
 
 
 cdef ConvShape make_shape(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride,
@@ -302,8 +310,10 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
     cdef int failed = 0
     cdef int* failed_flag = &failed
     cdef floating beta
+    cdef int blas_threads_before
 
     with parallel(num_threads=num_threads):
+        blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
         if not pointwise:
             col = <floating*> malloc(K * band_rows * OW * sizeof(floating))
             if col == NULL:
@@ -334,6 +344,7 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
                  w + g * s.c_out_g * K, <int> K, operand,
                  <int> (in_plane if pointwise else cols), beta, out_block, <int> out_plane)
         free(col)
+        release_blas(blas_set_local_threads, blas_threads_before)
     return failed
 
 

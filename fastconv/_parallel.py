@@ -5,9 +5,12 @@ from multiplying them.
   ``FASTCONV_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this process may run on
   (its affinity mask, which also reflects ``taskset`` and most container limits).
 - Kernels that call BLAS do so from inside their own OpenMP threads, one GEMM per thread,
-  so during a fastconv call the BLAS library that SciPy's ``cython_blas`` uses is held at one
-  thread: total threads = fastconv's count, never fastconv's count x BLAS's count. The BLAS
-  count is restored when the last concurrent fastconv call returns.
+  so each of those GEMMs must run single-threaded: total threads = fastconv's count, never
+  fastconv's count x BLAS's count. With OpenBLAS (SciPy's wheels) every OpenMP thread sets
+  its own per-thread BLAS count to 1 and restores it (``openblas_set_num_threads_local``,
+  registered with the kernels by ``register_blas_hook``); nothing global changes. With a BLAS
+  that lacks it, ``blas_guard()`` holds the library at one thread for the duration of the
+  call, restored when the last concurrent fastconv call returns.
 - A workload too small to amortize starting a parallel region runs on one thread.
 """
 import contextlib
@@ -168,3 +171,37 @@ class _SingleThreadedBlas:
 
 
 single_threaded_blas = _SingleThreadedBlas()
+
+
+def _blas_local_setter_address():
+    """Address of SciPy's OpenBLAS openblas_set_num_threads_local, or 0 if it has none."""
+    import ctypes
+    for controller in single_threaded_blas._blas_controllers():
+        if getattr(controller, "internal_api", "") != "openblas":
+            continue
+        prefix = getattr(controller, "prefix", "") or ""
+        for name in ("openblas_set_num_threads_local", f"{prefix}_set_num_threads_local",
+                     "scipy_openblas_set_num_threads_local"):
+            fn = getattr(controller.dynlib, name, None)
+            if fn is not None:
+                return ctypes.cast(fn, ctypes.c_void_p).value or 0
+    return 0
+
+
+_BLAS_LOCAL_SETTER = None
+
+
+def register_blas_hook(kernel_module):
+    """Give a kernel module the per-thread BLAS thread setter (see the module docstring)."""
+    global _BLAS_LOCAL_SETTER
+    if _BLAS_LOCAL_SETTER is None:
+        _BLAS_LOCAL_SETTER = _blas_local_setter_address()
+    kernel_module.set_blas_local_threads_hook(_BLAS_LOCAL_SETTER)
+
+
+def blas_guard():
+    """Context for a call whose kernels run GEMMs in OpenMP threads: nothing to do when the
+    kernels set BLAS's per-thread count themselves, else hold the BLAS library at one thread."""
+    if _BLAS_LOCAL_SETTER:
+        return contextlib.nullcontext()
+    return single_threaded_blas

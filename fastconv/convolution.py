@@ -4,7 +4,6 @@
 Each public function normalizes its arguments into a ConvProblem (dispatch.py), checks it,
 allocates the output, picks the algorithm and calls one compiled kernel (_conv.pyx).
 """
-import contextlib
 from collections import namedtuple
 
 import numpy as np
@@ -14,6 +13,8 @@ from fastconv.dispatch import ConvProblem, Choice, gemm_band_rows, select
 
 __all__ = ["conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape",
            "receptive_field", "choose_algorithm", "ReceptiveField"]
+
+_parallel.register_blas_hook(_conv)
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _NUMPY_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -132,9 +133,7 @@ def run_conv(problem, x, w, bias, out, choice):
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)   # the kernels see every problem as 3-d
     threads = _parallel.threads_for(problem.multiply_adds)
     band = gemm_band_rows(problem, dtype.itemsize)
-    blas_guard = _parallel.single_threaded_blas if choice.algorithm != "direct" \
-        else contextlib.nullcontext()
-    with blas_guard:
+    with _parallel.blas_guard():
         _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd),
                            unit + problem.stride, zero + pad_before, unit + problem.dilation,
                            problem.groups, choice.algorithm, band, threads)

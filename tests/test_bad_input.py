@@ -1,0 +1,122 @@
+"""Bad input raises ValueError/TypeError naming the argument; it never crashes or computes."""
+import numpy as np
+import pytest
+
+import fastconv
+
+X = np.ones((2, 4, 8, 8), np.float32)
+W = np.ones((6, 2, 3, 3), np.float32)   # fits groups=2
+
+
+# (description, call, exception type, regex the message must match)
+BAD_CALLS = [
+    ("input ndim", lambda: fastconv.conv2d(X[0], W), ValueError, "input must be 4-d"),
+    ("weight ndim", lambda: fastconv.conv2d(X, W[0]), ValueError, "weight must be 4-d"),
+    ("conv1d given 2d", lambda: fastconv.conv1d(X, W), ValueError, "input must be 3-d"),
+    ("groups do not divide C_in", lambda: fastconv.conv2d(X, W, groups=3), ValueError, "groups"),
+    ("weight channels vs groups", lambda: fastconv.conv2d(X, W), ValueError, r"weight.shape\[1\]"),
+    ("groups not int", lambda: fastconv.conv2d(X, W, groups=2.0), TypeError, "groups"),
+    ("groups zero", lambda: fastconv.conv2d(X, W, groups=0), ValueError, "groups"),
+    ("bias shape", lambda: fastconv.conv2d(X, W, np.ones(5), groups=2), ValueError, "bias"),
+    ("kernel larger than input",
+     lambda: fastconv.conv2d(X, np.ones((6, 2, 9, 3)), groups=2), ValueError, "larger than"),
+    ("dilated kernel larger than padded input",
+     lambda: fastconv.conv2d(X, W, groups=2, dilation=5, padding=1), ValueError, "larger than"),
+    ("stride zero", lambda: fastconv.conv2d(X, W, groups=2, stride=0), ValueError, "stride"),
+    ("stride negative", lambda: fastconv.conv2d(X, W, groups=2, stride=(1, -1)), ValueError,
+     "stride"),
+    ("stride wrong length", lambda: fastconv.conv2d(X, W, groups=2, stride=(1, 1, 1)), TypeError,
+     "stride"),
+    ("stride float", lambda: fastconv.conv2d(X, W, groups=2, stride=1.5), TypeError, "stride"),
+    ("dilation zero", lambda: fastconv.conv2d(X, W, groups=2, dilation=0), ValueError,
+     "dilation"),
+    ("padding negative", lambda: fastconv.conv2d(X, W, groups=2, padding=-1), ValueError,
+     "padding"),
+    ("padding pair negative", lambda: fastconv.conv2d(X, W, groups=2, padding=((0, -1), 1)),
+     ValueError, "padding"),
+    ("padding bad string", lambda: fastconv.conv2d(X, W, groups=2, padding="full"), ValueError,
+     "padding"),
+    ("padding bad type", lambda: fastconv.conv2d(X, W, groups=2, padding=1.0), TypeError,
+     "padding"),
+    ("same with stride", lambda: fastconv.conv2d(X, W, groups=2, padding="same", stride=2),
+     ValueError, "same"),
+    ("unknown padding mode", lambda: fastconv.conv2d(X, W, groups=2, padding_mode="mirror"),
+     ValueError, "padding_mode must be one of 'zeros', 'reflect', 'replicate', 'circular'; "
+                 "got 'mirror'"),
+    ("reflect padding too large",
+     lambda: fastconv.conv2d(X, W, groups=2, padding=8, padding_mode="reflect"), ValueError,
+     "reflect"),
+    ("circular padding too large",
+     lambda: fastconv.conv2d(X, W, groups=2, padding=9, padding_mode="circular"), ValueError,
+     "circular"),
+    ("unknown algorithm", lambda: fastconv.conv2d(X, W, groups=2, algorithm="fft"), ValueError,
+     "algorithm"),
+    ("algorithm that does not apply",
+     lambda: fastconv.conv2d(X, W, groups=2, algorithm="gemm1x1"), ValueError, "gemm1x1"),
+    ("complex input", lambda: fastconv.conv2d(X.astype(complex), W, groups=2), TypeError,
+     "input must be real"),
+    ("object weight", lambda: fastconv.conv2d(X, W.astype(object), groups=2), TypeError,
+     "weight"),
+    ("string input", lambda: fastconv.conv2d(np.full((1, 4, 8, 8), "a"), W, groups=2),
+     TypeError, "input"),
+    ("empty spatial", lambda: fastconv.conv2d(np.ones((1, 4, 0, 8)), W, groups=2), ValueError,
+     "non-empty"),
+    ("empty channels", lambda: fastconv.conv2d(np.ones((1, 0, 8, 8)), np.ones((0, 0, 3, 3))),
+     ValueError, "non-empty"),
+    ("empty kernel", lambda: fastconv.conv2d(X, np.ones((6, 2, 0, 3)), groups=2), ValueError,
+     "weight"),
+    ("out wrong shape", lambda: fastconv.conv2d(X, W, groups=2, out=np.empty((2, 6, 5, 5),
+                                                                             np.float32)),
+     ValueError, "out must have shape"),
+    ("out wrong dtype", lambda: fastconv.conv2d(X, W, groups=2, out=np.empty((2, 6, 6, 6))),
+     ValueError, "out must have dtype float32"),
+    ("out not contiguous",
+     lambda: fastconv.conv2d(X, W, groups=2, out=np.empty((2, 6, 6, 12), np.float32)[..., ::2]),
+     ValueError, "C-contiguous"),
+    ("out not an array", lambda: fastconv.conv2d(X, W, groups=2, out=[0]), TypeError, "out"),
+    ("out read-only", lambda: fastconv.conv2d(X, W, groups=2, out=np.broadcast_to(
+        np.float32(0), (2, 6, 6, 6))), ValueError, "out"),
+    ("ragged input", lambda: fastconv.conv1d([[[1, 2], [3]]], np.ones((1, 1, 1))), TypeError,
+     "input"),
+    ("None input", lambda: fastconv.conv2d(None, W), TypeError, "input"),
+    ("convolve mode", lambda: fastconv.convolve([1.0], [1.0], mode="causal"), ValueError, "mode"),
+    ("convolve ndim mismatch", lambda: fastconv.convolve(np.ones(3), np.ones((2, 2))),
+     ValueError, "same number of dimensions"),
+    ("convolve 4d", lambda: fastconv.convolve(np.ones((2,) * 4), np.ones((2,) * 4)), ValueError,
+     "1-, 2- or 3-d"),
+    ("convolve empty", lambda: fastconv.convolve(np.ones(0), np.ones(2)), ValueError,
+     "non-empty"),
+    ("convolve complex", lambda: fastconv.convolve(np.ones(3, complex), np.ones(2)), TypeError,
+     "in1"),
+    ("output_shape ndim", lambda: fastconv.output_shape((1, 3, 8), (4, 3, 3, 3)), ValueError,
+     "input"),
+    ("receptive_field not a list", lambda: fastconv.receptive_field(3), TypeError, "layers"),
+    ("receptive_field empty", lambda: fastconv.receptive_field([]), ValueError, "layers"),
+    ("receptive_field bad key", lambda: fastconv.receptive_field([dict(kernel_size=3, pad=1)]),
+     ValueError, "unknown keys"),
+    ("set_num_threads zero", lambda: fastconv.set_num_threads(0), ValueError, "positive"),
+    ("set_num_threads float", lambda: fastconv.set_num_threads(1.5), TypeError, "positive int"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in BAD_CALLS],
+                         ids=[c[0] for c in BAD_CALLS])
+def test_bad_input_raises_a_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_out_must_not_alias_the_input():
+    x = np.ones((1, 1, 8, 8), np.float32)
+    w = np.ones((1, 1, 1, 1), np.float32)
+    with pytest.raises(ValueError, match="share memory"):
+        fastconv.conv2d(x, w, out=x)
+
+
+def test_error_messages_say_what_was_given():
+    with pytest.raises(ValueError) as info:
+        fastconv.conv2d(X, W, groups=2, stride=0)
+    assert "0" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        fastconv.conv2d(X[0], W)
+    assert "(4, 8, 8)" in str(info.value)
