@@ -349,27 +349,254 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
 
 
 # ---------------------------------------------------------------------------------------------
+# packed: im2col writes straight into the panel layout of fastconv's own register-blocked GEMM
+# micro-kernel (_simd.h), instead of a row-major matrix that a BLAS would pack again. Work
+# items are (image, group, tile of output positions); each thread unfolds its tile into
+# private panels (sized for L2) and multiplies them by the weights, packed once per call.
+# Every output is one complete sum over the taps in a fixed order, so the result does not
+# depend on the tiling or the thread count.
+
+cdef extern from "_simd.h":
+    int FC_GEMM_MR
+    int FC_NR_f32
+    int FC_NR_f64
+    void fc_gemm_tile_f32(Py_ssize_t k_len, const float* a, const float* b, float* c,
+                          Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+                          const float* bias, int accumulate) noexcept nogil
+    void fc_gemm_tile_f64(Py_ssize_t k_len, const double* a, const double* b, double* c,
+                          Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+                          const double* bias, int accumulate) noexcept nogil
+
+
+cdef enum:
+    # An A panel's K block (K_BLOCK x MR) of 12 KiB: with the matching B panel block it fits L1.
+    K_BLOCK_BYTES = 12 * 1024
+
+
+def packed_tile_width(bint double_precision):
+    """(MR, NR) of the packed GEMM micro-kernel built for this CPU."""
+    return FC_GEMM_MR, (FC_NR_f64 if double_precision else FC_NR_f32)
+
+
+cdef inline Py_ssize_t panel_width(floating* dummy) noexcept nogil:
+    if floating is float:
+        return FC_NR_f32
+    return FC_NR_f64
+
+
+cdef void pack_weights(const floating* w, const ConvShape* s, floating* packed) noexcept nogil:
+    """packed[g][panel][k][m] = w[g * c_out_g + panel * MR + m][k], zero past c_out_g."""
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t MR = FC_GEMM_MR
+    cdef Py_ssize_t panels = (s.c_out_g + MR - 1) // MR
+    cdef Py_ssize_t g, panel, k, m, co
+    cdef floating* dst
+    for g in range(s.groups):
+        for panel in range(panels):
+            dst = packed + (g * panels + panel) * K * MR
+            for k in range(K):
+                for m in range(MR):
+                    co = panel * MR + m
+                    dst[k * MR + m] = w[(g * s.c_out_g + co) * K + k] if co < s.c_out_g else 0
+
+
+ctypedef struct PanelSegment:
+    # a run of output positions inside one output row and one panel
+    Py_ssize_t q          # index of its first position inside the tile
+    Py_ssize_t length
+    Py_ssize_t ow         # output column of its first position
+    Py_ssize_t d0, h0     # input depth/row its output row reads at tap kd = kh = 0
+
+
+cdef Py_ssize_t panel_segments(const ConvShape* s, Py_ssize_t p_begin, Py_ssize_t count,
+                               Py_ssize_t NR, PanelSegment* segments) noexcept nogil:
+    """Split output positions [p_begin, p_begin + count) at row and panel boundaries (the
+    same for every tap, so computed once per tile); returns the number of segments."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t q = 0, n_segments = 0, p, r, ow, length
+    while q < count:
+        p = p_begin + q
+        r = p // OW
+        ow = p - r * OW
+        length = OW - ow
+        if length > count - q:
+            length = count - q
+        if length > NR - q % NR:
+            length = NR - q % NR
+        segments[n_segments].q = q
+        segments[n_segments].length = length
+        segments[n_segments].ow = ow
+        segments[n_segments].d0 = (r // OH) * s.stride[0] - s.pad[0]
+        segments[n_segments].h0 = (r % OH) * s.stride[1] - s.pad[1]
+        n_segments += 1
+        q += length
+    return n_segments
+
+
+cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegment* segments,
+                        Py_ssize_t n_segments, Py_ssize_t count, Py_ssize_t NR,
+                        floating* dst) noexcept nogil:
+    """Unfold a tile of output positions of one image and group into panels:
+    dst[j][k][c] = input read by tap k at the tile's position j * NR + c (0 past count)."""
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t KH = s.kernel[1], KW = s.kernel[2]
+    cdef Py_ssize_t taps = s.kernel[0] * KH * KW
+    cdef Py_ssize_t K = s.c_in_g * taps
+    cdef Py_ssize_t sw = s.stride[2], OW = s.out_size[2]
+    cdef Py_ssize_t k, c, tap, kd, kh, kw, off, lo, hi, i_d, i_h, i, ow, n, e
+    cdef const PanelSegment* seg
+    cdef const floating* src
+    cdef floating* d
+    for k in range(K):
+        c = k // taps
+        tap = k % taps
+        kd = tap // (KH * KW)
+        kh = (tap // KW) % KH
+        kw = tap % KW
+        off = kw * s.dilation[2] - s.pad[2]
+        output_range(off, sw, W, OW, &lo, &hi)
+        for e in range(n_segments):
+            seg = &segments[e]
+            n = seg.length
+            ow = seg.ow
+            d = dst + (seg.q // NR) * K * NR + k * NR + seg.q % NR
+            i_d = seg.d0 + kd * s.dilation[0]
+            i_h = seg.h0 + kh * s.dilation[1]
+            if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
+                for i in range(n):
+                    d[i] = 0
+                continue
+            src = x_g + ((c * D + i_d) * H + i_h) * W + off
+            if sw == 1 and ow >= lo and ow + n <= hi:
+                src = src + ow
+                for i in range(n):
+                    d[i] = src[i]
+            else:
+                for i in range(n):
+                    d[i] = src[(ow + i) * sw] if lo <= ow + i < hi else 0
+        if count % NR:
+            d = dst + (count // NR) * K * NR + k * NR
+            for i in range(count % NR, NR):
+                d[i] = 0
+
+
+cdef inline void gemm_tile(Py_ssize_t k_len, const floating* a, const floating* b, floating* c,
+                           Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+                           const floating* bias, bint accumulate) noexcept nogil:
+    if floating is float:
+        fc_gemm_tile_f32(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
+    else:
+        fc_gemm_tile_f64(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
+
+
+cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
+                        Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
+                        const floating* b_packed, floating* out, Py_ssize_t out_plane,
+                        const floating* bias) noexcept nogil:
+    """out[c, j] = bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
+    positions, K in blocks whose A and B panel slices stay in L1 while C accumulates."""
+    cdef Py_ssize_t MR = FC_GEMM_MR
+    cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))
+    cdef Py_ssize_t k0, k_len, panel, j, m_valid, n_valid
+    k0 = 0
+    while k0 < K:
+        k_len = K - k0 if K - k0 < k_block else k_block
+        for panel in range(m_panels):
+            m_valid = channels - panel * MR if channels - panel * MR < MR else MR
+            for j in range((count + NR - 1) // NR):
+                n_valid = count - j * NR if count - j * NR < NR else NR
+                gemm_tile(k_len, a_packed + panel * K * MR + k0 * MR, b_packed + j * K * NR + k0 * NR,
+                          out + panel * MR * out_plane + j * NR, out_plane, m_valid, n_valid,
+                          bias + panel * MR if bias != NULL and k0 == 0 else NULL, k0 > 0)
+        k0 += k_block
+
+
+cdef int conv_packed(const floating* x, const floating* w, const floating* bias, floating* out,
+                     const ConvShape* s, Py_ssize_t tile_panels, Py_ssize_t channel_panels,
+                     int num_threads) noexcept nogil:
+    cdef Py_ssize_t MR = FC_GEMM_MR
+    cdef Py_ssize_t NR = panel_width(<floating*> NULL)
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
+    cdef Py_ssize_t tile = tile_panels * NR
+    cdef Py_ssize_t tiles = (out_plane + tile - 1) // tile
+    cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
+    cdef Py_ssize_t items = s.n * s.groups * tiles * channel_blocks
+    cdef Py_ssize_t item, t, g, n, p_begin, count, block, first_panel, panels
+    cdef floating* a_packed = <floating*> malloc(s.groups * m_panels * K * MR * sizeof(floating))
+    cdef floating* b_packed = NULL
+    cdef PanelSegment* segments = NULL
+    cdef Py_ssize_t n_segments
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if a_packed == NULL:
+        return 1
+    pack_weights(w, s, a_packed)
+    with parallel(num_threads=num_threads):
+        b_packed = <floating*> malloc(tile_panels * K * NR * sizeof(floating))
+        # at most one segment per position, plus one per panel start
+        segments = <PanelSegment*> malloc((tile + tile_panels + 1) * sizeof(PanelSegment))
+        if b_packed == NULL or segments == NULL:
+            failed_flag[0] = 1
+        for item in prange(items, schedule='dynamic'):
+            if b_packed == NULL or segments == NULL:
+                continue
+            # item = ((n * groups + g) * tiles + t) * channel_blocks + block
+            block = item % channel_blocks
+            t = (item // channel_blocks) % tiles
+            g = (item // (channel_blocks * tiles)) % s.groups
+            n = item // (channel_blocks * tiles * s.groups)
+            p_begin = t * tile
+            count = out_plane - p_begin
+            if count > tile:
+                count = tile
+            first_panel = block * channel_panels
+            panels = m_panels - first_panel
+            if panels > channel_panels:
+                panels = channel_panels
+            n_segments = panel_segments(s, p_begin, count, NR, segments)
+            im2col_panels(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, segments, n_segments,
+                          count, NR, b_packed)
+            multiply_tile(K, panels, s.c_out_g - first_panel * MR, count, NR,
+                          a_packed + (g * m_panels + first_panel) * K * MR, b_packed,
+                          out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
+                          + p_begin, out_plane,
+                          bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL)
+        free(b_packed)
+        free(segments)
+    free(a_packed)
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point from Python: 5-d C-contiguous arrays, already validated by fastconv/convolution.py.
 
 def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                  const floating[::1] bias, floating[:, :, :, :, ::1] out,
                  tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
-                 str algorithm, Py_ssize_t band_rows, int num_threads):
-    """out := conv(x, w) + bias with zero padding `pad` before each axis, by `algorithm`."""
+                 str algorithm, Py_ssize_t band, int num_threads, Py_ssize_t channel_panels=1):
+    """out := conv(x, w) + bias with zero padding `pad` before each axis, by `algorithm`.
+    `band`: output rows per im2col band, or position panels per tile for 'packed', which
+    also splits output channels into blocks of `channel_panels` weight panels."""
     cdef ConvShape s = make_shape(tuple([x.shape[i] for i in range(5)]), tuple([w.shape[i] for i in range(5)]),
                                   tuple([out.shape[i] for i in range(5)]),
                                   stride, pad, dilation, groups)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
     cdef int status = 0
-    cdef int kind = {"direct": 0, "im2col": 1, "gemm1x1": 2}[algorithm]
+    cdef int kind = {"direct": 0, "im2col": 1, "gemm1x1": 2, "packed": 3}[algorithm]
     if out.shape[0] == 0:
         return
     with nogil:
         if kind == 0:
             status = conv_direct(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
                                  &out[0, 0, 0, 0, 0], &s, num_threads)
+        elif kind == 3:
+            status = conv_packed(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
+                                 &out[0, 0, 0, 0, 0], &s, band, channel_panels, num_threads)
         else:
             status = conv_gemm(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
-                               &out[0, 0, 0, 0, 0], &s, kind == 2, band_rows, num_threads)
+                               &out[0, 0, 0, 0, 0], &s, kind == 2, band, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")

@@ -6,11 +6,12 @@ from multiplying them.
   (its affinity mask, which also reflects ``taskset`` and most container limits).
 - Kernels that call BLAS do so from inside their own OpenMP threads, one GEMM per thread,
   so each of those GEMMs must run single-threaded: total threads = fastconv's count, never
-  fastconv's count x BLAS's count. With OpenBLAS (SciPy's wheels) every OpenMP thread sets
-  its own per-thread BLAS count to 1 and restores it (``openblas_set_num_threads_local``,
-  registered with the kernels by ``register_blas_hook``); nothing global changes. With a BLAS
-  that lacks it, ``blas_guard()`` holds the library at one thread for the duration of the
-  call, restored when the last concurrent fastconv call returns.
+  fastconv's count x BLAS's count. Two holds make that true with OpenBLAS (SciPy's wheels),
+  which keeps a per-thread count beside the global one: every OpenMP thread of a kernel sets
+  its own count to 1 and restores it (``openblas_set_num_threads_local``, registered with the
+  kernels by ``register_blas_hook``), and ``blas_guard()`` holds the global count at 1 for
+  the duration of the call, restored when the last concurrent fastconv call returns. Either
+  alone was measured to leave some GEMMs multi-threaded (and their rounding unstable).
 - A workload too small to amortize starting a parallel region runs on one thread.
 """
 import contextlib
@@ -200,8 +201,5 @@ def register_blas_hook(kernel_module):
 
 
 def blas_guard():
-    """Context for a call whose kernels run GEMMs in OpenMP threads: nothing to do when the
-    kernels set BLAS's per-thread count themselves, else hold the BLAS library at one thread."""
-    if _BLAS_LOCAL_SETTER:
-        return contextlib.nullcontext()
+    """Context for a call whose kernels run BLAS GEMMs in OpenMP threads (see module doc)."""
     return single_threaded_blas

@@ -80,4 +80,68 @@ static inline void fc_direct_chunk_##SUFFIX(T* out, ptrdiff_t out_step, ptrdiff_
 FC_DEFINE_DIRECT_CHUNK(f32, float, 16)
 FC_DEFINE_DIRECT_CHUNK(f64, double, 8)
 
+/* ------------------------------------------------------------------------------------------
+ * GEMM micro-kernel for the "packed" convolution: C tile (MR x NR) (+)= A panel^T . B panel,
+ *   c[m * ldc + j] = (c[m * ldc + j] if accumulate) + bias[m] (if bias)
+ *                    + sum_{k < k_len} a[k * MR + m] * b[k * NR + j]   (m < m_valid, j < n_valid)
+ * A panels hold MR output channels' filters tap-major (packed once per call); B panels hold
+ * NR = NRV vectors of output positions tap-major (written there directly by im2col). The
+ * MR x NRV accumulators stay in vector registers for the whole K loop: 8 x 3 AVX-512
+ * registers (MR = 8 divides the usual channel counts, so no rows are wasted), or 6 x 2 AVX2
+ * registers (of 16) otherwise.
+ */
+#ifdef __AVX512F__
+#define FC_GEMM_VEC_BYTES 64
+#define FC_GEMM_MR 8
+#define FC_GEMM_NRV 3
+#else
+#define FC_GEMM_VEC_BYTES 32
+#define FC_GEMM_MR 6
+#define FC_GEMM_NRV 2
 #endif
+
+#define FC_DEFINE_GEMM_TILE(SUFFIX, T)                                                          \
+typedef T fc_gvec_##SUFFIX __attribute__((vector_size(FC_GEMM_VEC_BYTES)));                    \
+enum { FC_VEC_##SUFFIX = FC_GEMM_VEC_BYTES / sizeof(T),                                        \
+       FC_NR_##SUFFIX = FC_GEMM_NRV * FC_VEC_##SUFFIX };                                       \
+static inline void fc_gemm_tile_##SUFFIX(ptrdiff_t k_len, const T* a, const T* b, T* c,         \
+        ptrdiff_t ldc, ptrdiff_t m_valid, ptrdiff_t n_valid, const T* bias, int accumulate) {   \
+    fc_gvec_##SUFFIX acc[FC_GEMM_MR][FC_GEMM_NRV];                                             \
+    ptrdiff_t k, m, j, v;                                                                      \
+    for (m = 0; m < FC_GEMM_MR; m++)                                                           \
+        for (v = 0; v < FC_GEMM_NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                   \
+    for (k = 0; k < k_len; k++) {                                                              \
+        fc_gvec_##SUFFIX bv[FC_GEMM_NRV];                                                      \
+        for (v = 0; v < FC_GEMM_NRV; v++)                                                      \
+            memcpy(&bv[v], b + k * FC_NR_##SUFFIX + v * FC_VEC_##SUFFIX, sizeof(bv[v]));       \
+        for (m = 0; m < FC_GEMM_MR; m++) {                                                     \
+            T am = a[k * FC_GEMM_MR + m];                                                      \
+            for (v = 0; v < FC_GEMM_NRV; v++) acc[m][v] += am * bv[v];                         \
+        }                                                                                      \
+    }                                                                                          \
+    for (m = 0; m < m_valid; m++) {                                                            \
+        T* c_row = c + m * ldc;                                                                \
+        if (bias != NULL)                                                                      \
+            for (v = 0; v < FC_GEMM_NRV; v++) acc[m][v] += bias[m];                            \
+        if (n_valid == FC_NR_##SUFFIX) {                                                       \
+            for (v = 0; v < FC_GEMM_NRV; v++) {                                                \
+                if (accumulate) {                                                              \
+                    fc_gvec_##SUFFIX old;                                                      \
+                    memcpy(&old, c_row + v * FC_VEC_##SUFFIX, sizeof(old));                    \
+                    acc[m][v] += old;                                                          \
+                }                                                                              \
+                memcpy(c_row + v * FC_VEC_##SUFFIX, &acc[m][v], sizeof(acc[m][v]));            \
+            }                                                                                  \
+        } else {                                                                               \
+            T row[FC_NR_##SUFFIX];                                                             \
+            memcpy(row, acc[m], sizeof(row));                                                  \
+            for (j = 0; j < n_valid; j++)                                                      \
+                c_row[j] = accumulate ? c_row[j] + row[j] : row[j];                            \
+        }                                                                                      \
+    }                                                                                          \
+}
+
+FC_DEFINE_GEMM_TILE(f32, float)
+FC_DEFINE_GEMM_TILE(f64, double)
+
+#endif /* FASTCONV_SIMD_H */

@@ -9,7 +9,7 @@ from collections import namedtuple
 import numpy as np
 
 from fastconv import _args, _conv, _parallel
-from fastconv.dispatch import ConvProblem, Choice, gemm_band_rows, select
+from fastconv.dispatch import ConvProblem, Choice, gemm_band_rows, packed_partition, select
 
 __all__ = ["conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape",
            "receptive_field", "choose_algorithm", "ReceptiveField"]
@@ -132,11 +132,16 @@ def run_conv(problem, x, w, bias, out, choice):
     nd = problem.ndim
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)   # the kernels see every problem as 3-d
     threads = _parallel.threads_for(problem.multiply_adds)
-    band = gemm_band_rows(problem, dtype.itemsize)
+    channel_panels = 1
+    if choice.algorithm == "packed":
+        mr, nr = _conv.packed_tile_width(dtype == np.float64)
+        band, channel_panels = packed_partition(problem, dtype.itemsize, mr, nr)
+    else:
+        band = gemm_band_rows(problem, dtype.itemsize)
     with _parallel.blas_guard():
         _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd),
                            unit + problem.stride, zero + pad_before, unit + problem.dilation,
-                           problem.groups, choice.algorithm, band, threads)
+                           problem.groups, choice.algorithm, band, threads, channel_panels)
     return out
 
 

@@ -9,7 +9,7 @@ from collections import namedtuple
 from dataclasses import dataclass
 from math import prod
 
-ALGORITHMS = ("direct", "im2col", "gemm1x1")
+ALGORITHMS = ("direct", "im2col", "gemm1x1", "packed")
 
 Choice = namedtuple("Choice", ["algorithm", "reason"])
 
@@ -96,6 +96,7 @@ SUPPORTS = {
     "direct": lambda p: True,
     "im2col": lambda p: True,
     "gemm1x1": lambda p: p.pointwise,
+    "packed": lambda p: True,
 }
 REQUIREMENT = {
     "gemm1x1": "a 1x1 kernel with stride 1 and no padding",
@@ -134,3 +135,27 @@ def gemm_band_rows(problem, itemsize):
     while band > 1 and work_items * -(-rows // band) < 16 and (band // 2) * out_w >= 256:
         band = (band + 1) // 2
     return int(min(band, rows))
+
+
+def packed_partition(problem, itemsize, mr, nr):
+    """How the packed algorithm splits one call into work items: (position panels per tile,
+    weight panels per channel block). A tile's unfolded input (K x panels * nr) should stay in
+    about half of L2; then tiles and channel blocks are split until there are enough work
+    items to keep up to 16 threads busy. Every output is computed the same way whatever the
+    split, so results do not depend on it (nor on the thread count)."""
+    positions = prod(problem.out_size)
+    per_panel = problem.gemm_depth * nr * itemsize
+    tile_panels = max(1, min((512 * 1024) // per_panel, -(-positions // nr)))
+    channel_panels = -(-problem.out_per_group // mr)
+    base_items = problem.batch * problem.groups
+
+    def items():
+        return (base_items * -(-positions // (tile_panels * nr))
+                * -(-(-(-problem.out_per_group // mr)) // channel_panels))
+    while items() < 16 and (tile_panels > 1 or channel_panels > 1):
+        # halve whichever keeps each GEMM squarer: positions first while the tile is wide
+        if tile_panels >= channel_panels and tile_panels > 1:
+            tile_panels = (tile_panels + 1) // 2
+        else:
+            channel_panels = (channel_panels + 1) // 2
+    return int(tile_panels), int(channel_panels)
