@@ -4,6 +4,7 @@
 Each public function normalizes its arguments into a ConvProblem (dispatch.py), checks it,
 allocates the output, picks the algorithm and calls one compiled kernel (_conv.pyx).
 """
+import contextlib
 from collections import namedtuple
 
 import numpy as np
@@ -138,7 +139,8 @@ def run_conv(problem, x, w, bias, out, choice):
         band, channel_panels = packed_partition(problem, dtype.itemsize, mr, nr)
     else:
         band = gemm_band_rows(problem, dtype.itemsize)
-    with _parallel.blas_guard():
+    uses_blas = choice.algorithm in ("im2col", "gemm1x1")
+    with _parallel.blas_guard() if uses_blas else contextlib.nullcontext():
         _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd),
                            unit + problem.stride, zero + pad_before, unit + problem.dilation,
                            problem.groups, choice.algorithm, band, threads, channel_panels)
@@ -173,7 +175,7 @@ _CONV_DOC = """{nd}-d convolution (cross-correlation, as in PyTorch's ``conv{nd}
     groups : int
         Split channels into groups convolved separately; groups == C_in is depthwise.
     padding_mode : {{'zeros', 'reflect', 'replicate', 'circular'}}
-    algorithm : {{'auto', 'direct', 'im2col', 'gemm1x1'}}
+    algorithm : {{'auto', 'direct', 'im2col', 'gemm1x1', 'packed'}}
         'auto' asks :func:`fastconv.choose_algorithm`; a forced algorithm that cannot compute
         this call raises ValueError.
     out : ndarray, optional
@@ -258,9 +260,9 @@ def choose_algorithm(input, weight, bias=None, stride=1, padding=0, dilation=1, 
     Examples
     --------
     >>> import fastconv
-    >>> fastconv.choose_algorithm((1, 256, 56, 56), (64, 256, 1, 1)).algorithm
-    'gemm1x1'
-    >>> fastconv.choose_algorithm((1, 144, 56, 56), (144, 1, 3, 3), padding=1, groups=144).algorithm
+    >>> choice = fastconv.choose_algorithm((1, 144, 56, 56), (144, 1, 3, 3), padding=1,
+    ...                                    groups=144)
+    >>> choice.algorithm
     'direct'
     """
     return select(_problem_from_call(input, weight, bias, stride, padding, dilation, groups,

@@ -72,23 +72,41 @@ class Rule:
     why: str
 
 
-# Measured on the bench cases (README, "What the dispatcher chooses"): the GEMM path pays for
-# its im2col copy and BLAS call only when the GEMM is at least this big in both dimensions
-# that BLAS blocks over; below it, the direct loops keep everything in registers and L1.
-MIN_GEMM_OUT_CHANNELS = 8
-MIN_GEMM_DEPTH = 32
+# Thresholds measured on the bench cases (README, "What the dispatcher chooses"): with fewer
+# output channels per group than this, the packed GEMM's register tile (8 or 6 channels)
+# would mostly multiply zeros; the direct loops keep a whole row of taps in registers instead.
+MIN_PACKED_OUT_CHANNELS = 4
+
+_AVX512_BLAS_KERNELS = ("skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5")
+
+
+def blas_runs_full_width():
+    """True unless SciPy's OpenBLAS is held to narrower kernels than this CPU has (for example
+    OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU): then fastconv's own kernels are faster."""
+    global _BLAS_FULL_WIDTH
+    if _BLAS_FULL_WIDTH is None:
+        from fastconv import _cpu, _parallel
+        cpu_has_avx512 = bool(_cpu.cpu_features().get("AVX512F"))
+        kernels = [str(d.get("architecture") or "").lower()
+                   for d in _parallel.single_threaded_blas.describe()]
+        _BLAS_FULL_WIDTH = not (cpu_has_avx512 and kernels
+                                and not any(k in _AVX512_BLAS_KERNELS for k in kernels))
+    return _BLAS_FULL_WIDTH
+
+
+_BLAS_FULL_WIDTH = None
 
 RULES = (
-    Rule("gemm1x1", lambda p: p.pointwise,
-         "1x1 kernel, stride 1, no padding: the input already is the GEMM operand (no copy)"),
-    Rule("direct", lambda p: p.out_per_group < MIN_GEMM_OUT_CHANNELS,
-         f"fewer than {MIN_GEMM_OUT_CHANNELS} output channels per group (depthwise, "
-         "single-filter): a GEMM this thin wastes BLAS; direct loops stay in cache"),
-    Rule("direct", lambda p: p.gemm_depth < MIN_GEMM_DEPTH,
-         f"fewer than {MIN_GEMM_DEPTH} taps per output (channels per group x kernel): "
-         "the im2col copy would cost more than the GEMM saves"),
-    Rule("im2col", lambda p: True,
-         "enough channels for a GEMM: unfold bands of the input (im2col) and multiply with BLAS"),
+    Rule("gemm1x1", lambda p: p.pointwise and blas_runs_full_width(),
+         "1x1 kernel, stride 1, no padding: the input already is the GEMM operand, so one "
+         "BLAS GEMM per image with no copy"),
+    Rule("direct", lambda p: p.out_per_group < MIN_PACKED_OUT_CHANNELS,
+         f"fewer than {MIN_PACKED_OUT_CHANNELS} output channels per group (depthwise, "
+         "single filter): a GEMM tile would mostly multiply zeros; direct loops keep each "
+         "row's taps in registers"),
+    Rule("packed", lambda p: True,
+         "im2col straight into the panels of fastconv's register-blocked GEMM micro-kernel "
+         "(measured faster than im2col + BLAS on every GEMM-shaped bench case)"),
 )
 
 # Which algorithms can compute a problem at all (forcing one outside this is a ValueError).
@@ -101,6 +119,7 @@ SUPPORTS = {
 REQUIREMENT = {
     "gemm1x1": "a 1x1 kernel with stride 1 and no padding",
 }
+WHY_FORCED = "forced by the caller"
 
 
 def select(problem, algorithm="auto"):
