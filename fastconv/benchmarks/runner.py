@@ -9,17 +9,31 @@ from fastconv.benchmarks import PeerUnavailable, all_cases
 PEERS = ("numpy", "torch", "scipy", "opencv")
 
 
-def time_callable(fn, min_time=0.2, max_repeats=50, min_repeats=5):
-    """Median wall time of `fn()` in seconds, after one warm-up call."""
-    fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_repeats or (time.perf_counter() - start < min_time
-                                       and len(times) < max_repeats):
+def time_side_by_side(fns, min_time=0.3, max_rounds=30, min_rounds=3, burst=0.02):
+    """Median wall time (s) of each zero-argument callable in `fns` (a dict), measured in
+    interleaved rounds so that a machine slowing down or speeding up affects all of them alike
+    and their ratios stay meaningful. In each round every callable runs a short burst (about
+    `burst` seconds); the burst's first call is not timed, because it absorbs the hand-over
+    between libraries' thread pools (a pool still spinning from the previous library's call)."""
+    per_call = {}
+    for name, fn in fns.items():    # warm-up: caches, lazy initialization, JIT of peers
+        fn()
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), len(times)
+        per_call[name] = max(time.perf_counter() - t0, 1e-6)
+    times = {name: [] for name in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() - start < min_time * len(fns)
+                                  and rounds < max_rounds):
+        for name, fn in fns.items():
+            fn()
+            for _ in range(max(1, min(50, int(burst / per_call[name])))):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: (statistics.median(t), len(t)) for name, t in times.items()}
 
 
 def _progress(items, enabled):
@@ -27,40 +41,38 @@ def _progress(items, enabled):
         return items
     try:
         from tqdm import tqdm
-        return tqdm(items, desc="fastconv bench", unit="run", leave=False)
+        return tqdm(items, desc="fastconv bench", unit="case", leave=False)
     except ImportError:
         return items
 
 
 def run(case_filter=None, impl_filter=None, min_time=0.2, progress=True, algorithms=False):
-    """Time every (case, implementation) pair; returns a list of result dicts."""
+    """Time every case's implementations side by side; returns a list of result dicts."""
     cases = [c for c in all_cases() if not case_filter or any(f in c.name for f in case_filter)]
-    jobs = []
-    for case in cases:
+    results = []
+    for case in _progress(cases, progress):
+        inputs = case.make_inputs()
+        fns, rows = {}, {}
         for impl in case.impls:
             forced = impl.startswith("fastconv[")
-            if forced != algorithms and impl != "fastconv":
+            if impl != "fastconv" and (forced != algorithms
+                                       or (impl_filter and not forced
+                                           and impl not in impl_filter)):
                 continue
-            if impl_filter and impl != "fastconv" and impl not in impl_filter:
-                continue
-            jobs.append((case, impl))
-    results, inputs_of = [], {}
-    for case, impl in _progress(jobs, progress):
-        inputs = inputs_of.setdefault(case.name, case.make_inputs())
-        row = {"case": case.name, "family": case.family, "impl": impl,
-               "description": case.description}
-        try:
-            fn = case.callable_for(impl, inputs)
-            row["median_s"], row["repeats"] = time_callable(fn, min_time=min_time)
-        except PeerUnavailable as why:
-            row["skipped"] = str(why)
-            results.append(row)
-            continue
-        if case.flops:
-            row["gflops"] = case.flops(inputs) / row["median_s"] / 1e9
-        if case.bytes_moved:
-            row["gbytes_per_s"] = case.bytes_moved(inputs) / row["median_s"] / 1e9
-        results.append(row)
+            rows[impl] = {"case": case.name, "family": case.family, "impl": impl,
+                          "description": case.description}
+            try:
+                fns[impl] = case.callable_for(impl, inputs)
+            except PeerUnavailable as why:
+                rows[impl]["skipped"] = str(why)
+        for impl, (median, repeats) in time_side_by_side(fns, min_time).items():
+            row = rows[impl]
+            row["median_s"], row["repeats"] = median, repeats
+            if case.flops:
+                row["gflops"] = case.flops(inputs) / median / 1e9
+            if case.bytes_moved:
+                row["gbytes_per_s"] = case.bytes_moved(inputs) / median / 1e9
+        results += rows.values()
     return results
 
 
