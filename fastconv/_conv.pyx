@@ -52,186 +52,219 @@ cdef inline void output_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t i
 
 
 # ---------------------------------------------------------------------------------------------
-# direct: a block of up to CO_BLOCK output channels of one output row (fixed n, od, oh) at a
-# time. Best when the GEMM would be thin: few channels per group, depthwise, 1-channel images.
+# direct: a block of up to CO_BLOCK output channels of a band of output rows (fixed n, od) at a
+# time. Best when a GEMM would be thin: few channels per group, depthwise, 1-channel images.
 #
-# The input rows an output row reads (one per input channel, kd, kh inside the input) are
-# listed once per row and copied into zero-padded lines; then chunks of one vector register
-# of outputs accumulate over all taps in registers (_simd.h). Strided rows go tap by tap.
+# The input rows the band reads are copied once into zero-padded lines (so every tap of a
+# chunk reads inside its line, with no edge cases), then chunks of one vector register of
+# outputs accumulate over all taps in registers (_simd.h) and are stored once, bias included.
+# Strided rows have no contiguous vector of inputs and go tap by tap.
 
 cdef extern from "_simd.h":
     void fc_direct_chunk_f32(float* out, Py_ssize_t out_step, Py_ssize_t channels,
-                             Py_ssize_t taps, const float** xs, Py_ssize_t x_offset,
-                             const float** ws, Py_ssize_t w_step, Py_ssize_t kw,
-                             Py_ssize_t dw, int wide) noexcept nogil
+                             const float* bias, Py_ssize_t taps, const float** xs,
+                             Py_ssize_t x_offset, const float** ws, Py_ssize_t w_step,
+                             Py_ssize_t kw, Py_ssize_t dw, int wide) noexcept nogil
     void fc_direct_chunk_f64(double* out, Py_ssize_t out_step, Py_ssize_t channels,
-                             Py_ssize_t taps, const double** xs, Py_ssize_t x_offset,
-                             const double** ws, Py_ssize_t w_step, Py_ssize_t kw,
-                             Py_ssize_t dw, int wide) noexcept nogil
+                             const double* bias, Py_ssize_t taps, const double** xs,
+                             Py_ssize_t x_offset, const double** ws, Py_ssize_t w_step,
+                             Py_ssize_t kw, Py_ssize_t dw, int wide) noexcept nogil
 
 cdef enum:
-    CO_BLOCK = 4        # output channels sharing each input load (fc_direct_chunk's fast path)
-    VECTOR_BYTES = 64   # outputs per chunk: one AVX-512 register (two AVX2 ones)
+    CO_BLOCK = 4                # output channels sharing each input load (fc_direct_chunk)
+    VECTOR_BYTES = 64           # outputs per chunk: one AVX-512 register (two AVX2 ones)
+    BAND_BYTES = 256 * 1024     # padded input lines of one band: stays in L2
 
 
 cdef inline void direct_chunk(floating* out, Py_ssize_t out_step, Py_ssize_t channels,
-                              Py_ssize_t taps, const floating** xs, Py_ssize_t x_offset,
-                              const floating** ws, Py_ssize_t w_step, Py_ssize_t kw,
-                              Py_ssize_t dw, bint wide) noexcept nogil:
+                              const floating* bias, Py_ssize_t taps, const floating** xs,
+                              Py_ssize_t x_offset, const floating** ws, Py_ssize_t w_step,
+                              Py_ssize_t kw, Py_ssize_t dw, bint wide) noexcept nogil:
     if floating is float:
-        fc_direct_chunk_f32(out, out_step, channels, taps, xs, x_offset, ws, w_step, kw, dw, wide)
+        fc_direct_chunk_f32(out, out_step, channels, bias, taps, xs, x_offset, ws, w_step, kw,
+                            dw, wide)
     else:
-        fc_direct_chunk_f64(out, out_step, channels, taps, xs, x_offset, ws, w_step, kw, dw, wide)
+        fc_direct_chunk_f64(out, out_step, channels, bias, taps, xs, x_offset, ws, w_step, kw,
+                            dw, wide)
 
 
 cdef void direct_taps_by_column(floating* out_row, Py_ssize_t out_step, Py_ssize_t channels,
                                 Py_ssize_t taps, const floating** xs, const floating** ws,
-                                Py_ssize_t w_step, const ConvShape* s, Py_ssize_t col_begin,
-                                Py_ssize_t col_end) noexcept nogil:
+                                Py_ssize_t w_step, const ConvShape* s) noexcept nogil:
     """out_row[c, o] += sum_t,kw ws[t][c * w_step + kw] * xs[t][o * stride + kw * dil - pad]
-    for the columns o in [col_begin, col_end), skipping taps that read padding."""
+    over all columns, skipping taps that read padding."""
     cdef Py_ssize_t W = s.in_size[2], OW = s.out_size[2], sw = s.stride[2]
     cdef Py_ssize_t t, kw, off, lo, hi, o, c
     cdef floating wv
     cdef const floating* x_row
-    if col_begin >= col_end:
-        return
     for t in range(taps):
         x_row = xs[t]
         for kw in range(s.kernel[2]):
             off = kw * s.dilation[2] - s.pad[2]
             output_range(off, sw, W, OW, &lo, &hi)
-            if lo < col_begin:
-                lo = col_begin
-            if hi > col_end:
-                hi = col_end
             for c in range(channels):
                 wv = ws[t][c * w_step + kw]
-                if sw == 1:
-                    for o in range(lo, hi):
-                        out_row[c * out_step + o] += wv * x_row[o + off]
-                else:
-                    for o in range(lo, hi):
-                        out_row[c * out_step + o] += wv * x_row[o * sw + off]
+                for o in range(lo, hi):
+                    out_row[c * out_step + o] += wv * x_row[o * sw + off]
 
 
 cdef inline Py_ssize_t direct_line_length(const ConvShape* s, Py_ssize_t vector) noexcept nogil:
-    """Length of a zero-padded input line from which whole vector chunks of a row can be read:
-    the outputs rounded up to whole chunks, plus the kernel's dilated width."""
+    """Length of a zero-padded input line from which whole chunks of `vector` outputs of a row
+    can be read: the outputs rounded up to whole chunks, plus the kernel's dilated width."""
     cdef Py_ssize_t chunks = (s.out_size[2] + vector - 1) // vector
     return chunks * vector + (s.kernel[2] - 1) * s.dilation[2]
 
 
-cdef void direct_row_block(const floating* x, const floating* w, const floating* bias,
-                           floating* out, const ConvShape* s, Py_ssize_t n, Py_ssize_t co0,
-                           Py_ssize_t channels, Py_ssize_t od, Py_ssize_t oh,
-                           const floating** xs, const floating** ws, floating* lines,
-                           floating* row_sums) noexcept nogil:
-    """Output row (n, co0 .. co0 + channels, od, oh) of the direct convolution. `xs`, `ws`
-    (one pointer per input row read), `lines` and `row_sums` are the calling thread's scratch."""
+cdef inline Py_ssize_t direct_band_lines(const ConvShape* s, Py_ssize_t band) noexcept nogil:
+    """Input rows (per input channel and kd) that a band of `band` output rows reads."""
+    return (band - 1) * s.stride[1] + (s.kernel[1] - 1) * s.dilation[1] + 1
+
+
+cdef void direct_band(const floating* x, const floating* w, const floating* bias,
+                      floating* out, const ConvShape* s, Py_ssize_t n, Py_ssize_t co0,
+                      Py_ssize_t channels, Py_ssize_t od, Py_ssize_t oh0, Py_ssize_t oh1,
+                      const floating** xs, const floating** ws, floating* lines,
+                      floating* tail) noexcept nogil:
+    """Output rows oh0 .. oh1 - 1 of channels co0 .. co0 + channels - 1 at depth od of image n.
+    `xs`, `ws` (a pointer per input row read), `lines` and `tail` are the thread's scratch."""
     cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
     cdef Py_ssize_t out_plane = s.out_size[0] * OH * OW
     cdef Py_ssize_t w_step = s.c_in_g * KD * KH * KW
     cdef Py_ssize_t vector = VECTOR_BYTES // sizeof(floating)
-    cdef Py_ssize_t line_len = direct_line_length(s, vector)
-    cdef Py_ssize_t padded_w = line_len - (KW - 1) * s.dilation[2]   # whole chunks of outputs
-    cdef Py_ssize_t g = co0 // s.c_out_g
-    cdef Py_ssize_t pad_w = s.pad[2]
-    cdef floating* out_row = out + (n * s.c_out + co0) * out_plane + (od * OH + oh) * OW
+    cdef Py_ssize_t line_len = direct_line_length(s, VECTOR_BYTES // sizeof(floating))
+    cdef Py_ssize_t band_lines = direct_band_lines(s, oh1 - oh0)
+    cdef Py_ssize_t first_line = oh0 * s.stride[1] - s.pad[1]   # input row of band line 0
+    cdef Py_ssize_t g = co0 // s.c_out_g, pad_w = s.pad[2]
+    cdef bint unit_stride = s.stride[2] == 1
+    cdef const floating* b = bias + co0 if bias != NULL else NULL
+    cdef const floating* x_row
     cdef floating* line
-    cdef floating b
-    cdef Py_ssize_t ci, kd, kh, i_d, i_h, o, c, taps = 0, copied
+    cdef floating* out_row
+    cdef Py_ssize_t ci, kd, kh, i_d, i_h, o, c, r, oh, taps, copied, rest
     cdef bint wide
 
-    # the input rows this output row reads (input channel, kd, kh inside the input)
-    for ci in range(s.c_in_g):
-        for kd in range(KD):
-            i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
-            if i_d < 0 or i_d >= D:
-                continue
-            for kh in range(KH):
-                i_h = oh * s.stride[1] - s.pad[1] + kh * s.dilation[1]
-                if i_h < 0 or i_h >= H:
+    if unit_stride:
+        # copy the band's input rows (those inside the input) into zero-padded lines, once
+        for ci in range(s.c_in_g):
+            for kd in range(KD):
+                i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
+                if i_d < 0 or i_d >= D:
                     continue
-                xs[taps] = x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d) * H + i_h) * W
-                ws[taps] = w + (co0 * s.c_in_g + ci) * KD * KH * KW + (kd * KH + kh) * KW
-                taps += 1
+                for r in range(band_lines):
+                    i_h = first_line + r
+                    if i_h < 0 or i_h >= H:
+                        continue
+                    x_row = x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d) * H + i_h) * W
+                    line = lines + ((ci * KD + kd) * band_lines + r) * line_len
+                    copied = W if pad_w + W <= line_len else line_len - pad_w
+                    memset(line, 0, pad_w * sizeof(floating))
+                    memcpy(line + pad_w, x_row, copied * sizeof(floating))
+                    memset(line + pad_w + copied, 0,
+                           (line_len - pad_w - copied) * sizeof(floating))
 
-    if s.stride[2] != 1:
-        # strided rows have no contiguous vector of inputs: accumulate tap by tap
-        for c in range(channels):
-            b = bias[co0 + c] if bias != NULL else 0
-            for o in range(OW):
-                out_row[c * out_plane + o] = b
-        direct_taps_by_column(out_row, out_plane, channels, taps, xs, ws, w_step, s, 0, OW)
-        return
+    for oh in range(oh0, oh1):
+        out_row = out + (n * s.c_out + co0) * out_plane + (od * OH + oh) * OW
+        # the input rows this output row reads (rows of padding contribute nothing)
+        taps = 0
+        for ci in range(s.c_in_g):
+            for kd in range(KD):
+                i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
+                if i_d < 0 or i_d >= D:
+                    continue
+                for kh in range(KH):
+                    i_h = oh * s.stride[1] - s.pad[1] + kh * s.dilation[1]
+                    if i_h < 0 or i_h >= H:
+                        continue
+                    if unit_stride:
+                        xs[taps] = lines + ((ci * KD + kd) * band_lines
+                                            + i_h - first_line) * line_len
+                    else:
+                        xs[taps] = x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d) * H
+                                        + i_h) * W
+                    ws[taps] = w + (co0 * s.c_in_g + ci) * KD * KH * KW + (kd * KH + kh) * KW
+                    taps += 1
 
-    # Unit stride: copy each input row into a zero-padded line long enough that every chunk
-    # of outputs reads inside it, so the register-blocked chunk kernel needs no edge cases.
-    for ci in range(taps):
-        line = lines + ci * line_len
-        copied = W if pad_w + W <= line_len else line_len - pad_w
-        memset(line, 0, pad_w * sizeof(floating))
-        memcpy(line + pad_w, xs[ci], copied * sizeof(floating))
-        memset(line + pad_w + copied, 0, (line_len - pad_w - copied) * sizeof(floating))
-        xs[ci] = line
-    memset(row_sums, 0, channels * padded_w * sizeof(floating))
-    o = 0
-    while o < padded_w:
-        # fewer than four filters: four vectors of outputs at once keep four FMA chains busy
-        wide = channels < CO_BLOCK and o + 4 * vector <= padded_w
-        direct_chunk(row_sums + o, padded_w, channels, taps, xs, o, ws, w_step, KW,
-                     s.dilation[2], wide)
-        o += 4 * vector if wide else vector
-    for c in range(channels):
-        b = bias[co0 + c] if bias != NULL else 0
-        for o in range(OW):
-            out_row[c * out_plane + o] = row_sums[c * padded_w + o] + b
+        if not unit_stride:
+            for c in range(channels):
+                for o in range(OW):
+                    out_row[c * out_plane + o] = b[c] if b != NULL else 0
+            direct_taps_by_column(out_row, out_plane, channels, taps, xs, ws, w_step, s)
+            continue
+
+        o = 0
+        while o + vector <= OW:
+            # fewer than four filters: four vectors of outputs at once keep four FMA chains busy
+            wide = channels < CO_BLOCK and o + 4 * vector <= OW
+            direct_chunk(out_row + o, out_plane, channels, b, taps, xs, o, ws, w_step, KW,
+                         s.dilation[2], wide)
+            o += 4 * vector if wide else vector
+        if o < OW:
+            # the last, partial chunk goes through a scratch row and is cut to the row's end
+            direct_chunk(tail, vector, channels, b, taps, xs, o, ws, w_step, KW,
+                         s.dilation[2], False)
+            rest = OW - o
+            for c in range(channels):
+                memcpy(out_row + c * out_plane + o, tail + c * vector, rest * sizeof(floating))
 
 
 cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
                      floating* out, const ConvShape* s, int num_threads) noexcept nogil:
-    # work item: (image, block of output channels inside one group, output row)
+    # work item: (image, block of output channels inside one group, output depth, band of
+    # output rows); a band is as many rows as keep its padded input lines in L2
     cdef Py_ssize_t blocks_per_group = (s.c_out_g + CO_BLOCK - 1) // CO_BLOCK
-    cdef Py_ssize_t rows = s.out_size[0] * s.out_size[1]
-    cdef Py_ssize_t items = s.n * s.groups * blocks_per_group * rows
-    cdef Py_ssize_t max_taps = s.c_in_g * s.kernel[0] * s.kernel[1]
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1]
     cdef Py_ssize_t line_len = direct_line_length(s, VECTOR_BYTES // sizeof(floating))
-    cdef Py_ssize_t item, row, t, block, g, n, co0, channels
+    cdef Py_ssize_t per_band_line = s.c_in_g * s.kernel[0] * line_len * sizeof(floating)
+    cdef Py_ssize_t band = OH, bands, items, max_lines
+    cdef Py_ssize_t max_taps = s.c_in_g * s.kernel[0] * s.kernel[1]
+    cdef Py_ssize_t item, t, block, g, n, co0, channels, od, oh0, oh1
     cdef const floating** xs = NULL
     cdef const floating** ws = NULL
     cdef floating* lines = NULL
-    cdef floating* row_sums = NULL
+    cdef floating* tail = NULL
     cdef int failed = 0
     cdef int* failed_flag = &failed
+    while band > 1 and direct_band_lines(s, band) * per_band_line > BAND_BYTES:
+        band = (band + 1) // 2
+    # enough work items for the threads (a band re-reads KH - stride rows of its neighbour)
+    while band > 1 and s.n * s.groups * blocks_per_group * OD * ((OH + band - 1) // band) \
+            < 4 * num_threads:
+        band = (band + 1) // 2
+    bands = (OH + band - 1) // band
+    items = s.n * s.groups * blocks_per_group * OD * bands
+    max_lines = s.c_in_g * s.kernel[0] * direct_band_lines(s, band)
     with parallel(num_threads=num_threads):
         xs = <const floating**> malloc(max_taps * sizeof(floating*))
         ws = <const floating**> malloc(max_taps * sizeof(floating*))
-        lines = <floating*> malloc(max_taps * line_len * sizeof(floating))
-        row_sums = <floating*> malloc(CO_BLOCK * line_len * sizeof(floating))
-        if xs == NULL or ws == NULL or lines == NULL or row_sums == NULL:
+        lines = <floating*> malloc(max_lines * line_len * sizeof(floating))
+        tail = <floating*> malloc(CO_BLOCK * VECTOR_BYTES)
+        if xs == NULL or ws == NULL or lines == NULL or tail == NULL:
             failed_flag[0] = 1
-        for item in prange(items, schedule='static'):
-            if xs == NULL or ws == NULL or lines == NULL or row_sums == NULL:
+        for item in prange(items, schedule='dynamic'):
+            if xs == NULL or ws == NULL or lines == NULL or tail == NULL:
                 continue
-            row = item % rows
-            t = item // rows
+            # item = (((n * groups + g) * blocks + block) * OD + od) * bands + band index
+            t = item
+            oh0 = (t % bands) * band
+            t = t // bands
+            od = t % OD
+            t = t // OD
             block = t % blocks_per_group
             t = t // blocks_per_group
             g = t % s.groups
             n = t // s.groups
+            oh1 = oh0 + band if oh0 + band < OH else OH
             co0 = g * s.c_out_g + block * CO_BLOCK
             channels = s.c_out_g - block * CO_BLOCK
             if channels > CO_BLOCK:
                 channels = CO_BLOCK
-            direct_row_block(x, w, bias, out, s, n, co0, channels,
-                             row // s.out_size[1], row % s.out_size[1], xs, ws, lines, row_sums)
+            direct_band(x, w, bias, out, s, n, co0, channels, od, oh0, oh1, xs, ws, lines, tail)
         free(xs)
         free(ws)
         free(lines)
-        free(row_sums)
+        free(tail)
     return failed
 
 

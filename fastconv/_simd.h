@@ -3,10 +3,10 @@
  * lowers a 64-byte vector to one AVX-512 register, two AVX2 registers or four SSE registers,
  * so the same source is right for every -march (no run-time dispatch needed).
  *
- * fc_direct_chunk_<t>(out, out_step, channels, taps, xs, x_offset, ws, w_step, kw, dw, wide):
+ * fc_direct_chunk_<t>(out, out_step, channels, bias, taps, xs, x_offset, ws, w_step, kw, dw, wide):
  *   for c < channels, i < VEC (i < 4 * VEC if wide):
- *     out[c * out_step + i] +=
- *         sum_{t < taps, k < kw} ws[t][c * w_step + k] * xs[t][x_offset + k * dw + i]
+ *     out[c * out_step + i] = (bias ? bias[c] : 0)
+ *         + sum_{t < taps, k < kw} ws[t][c * w_step + k] * xs[t][x_offset + k * dw + i]
  * xs[t] points at the input row read by tap row t (a fixed input channel, kd, kh), ws[t] at
  * the kw weights of that row for the first of the `channels` filters.
  */
@@ -20,17 +20,17 @@ typedef T fc_vec_##SUFFIX __attribute__((vector_size(VEC * sizeof(T))));        
 static inline fc_vec_##SUFFIX fc_load_##SUFFIX(const T* p) {                                    \
     fc_vec_##SUFFIX v; memcpy(&v, p, sizeof(v)); return v;  /* unaligned load */              \
 }                                                                                              \
-static inline void fc_add_store_##SUFFIX(T* p, fc_vec_##SUFFIX v) {                             \
-    v += fc_load_##SUFFIX(p); memcpy(p, &v, sizeof(v));                                        \
+static inline void fc_store_##SUFFIX(T* p, fc_vec_##SUFFIX v, T b) {                            \
+    v += b; memcpy(p, &v, sizeof(v));                                                          \
 }                                                                                              \
 static inline void fc_direct_chunk_##SUFFIX(T* out, ptrdiff_t out_step, ptrdiff_t channels,     \
-        ptrdiff_t taps, const T* const* xs, ptrdiff_t x_offset, const T* const* ws,            \
-        ptrdiff_t w_step, ptrdiff_t kw, ptrdiff_t dw, int wide) {                              \
+        const T* bias, ptrdiff_t taps, const T* const* xs, ptrdiff_t x_offset,                 \
+        const T* const* ws, ptrdiff_t w_step, ptrdiff_t kw, ptrdiff_t dw, int wide) {          \
     ptrdiff_t t, k, c;                                                                         \
     if (channels == 4 && !wide) {  /* four filters share every input load */                  \
         fc_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                \
         for (t = 0; t < taps; t++) {                                                           \
-            const T* x = xs[t] + x_offset; const T* w = ws[t];                                          \
+            const T* x = xs[t] + x_offset; const T* w = ws[t];                                 \
             for (k = 0; k < kw; k++) {                                                         \
                 fc_vec_##SUFFIX v = fc_load_##SUFFIX(x + k * dw);                              \
                 a0 += w[k] * v;                                                                \
@@ -39,13 +39,14 @@ static inline void fc_direct_chunk_##SUFFIX(T* out, ptrdiff_t out_step, ptrdiff_
                 a3 += w[3 * w_step + k] * v;                                                   \
             }                                                                                  \
         }                                                                                      \
-        fc_add_store_##SUFFIX(out, a0);                                                        \
-        fc_add_store_##SUFFIX(out + out_step, a1);                                             \
-        fc_add_store_##SUFFIX(out + 2 * out_step, a2);                                         \
-        fc_add_store_##SUFFIX(out + 3 * out_step, a3);                                         \
+        fc_store_##SUFFIX(out, a0, bias ? bias[0] : 0);                                        \
+        fc_store_##SUFFIX(out + out_step, a1, bias ? bias[1] : 0);                             \
+        fc_store_##SUFFIX(out + 2 * out_step, a2, bias ? bias[2] : 0);                         \
+        fc_store_##SUFFIX(out + 3 * out_step, a3, bias ? bias[3] : 0);                         \
         return;                                                                                \
     }                                                                                          \
     for (c = 0; c < channels; c++) {                                                           \
+        T b = bias ? bias[c] : 0;                                                              \
         if (wide) {  /* four consecutive vectors: four independent FMA chains */              \
             fc_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                            \
             for (t = 0; t < taps; t++) {                                                       \
@@ -58,10 +59,10 @@ static inline void fc_direct_chunk_##SUFFIX(T* out, ptrdiff_t out_step, ptrdiff_
                     a3 += w[k] * fc_load_##SUFFIX(xk + 3 * VEC);                               \
                 }                                                                              \
             }                                                                                  \
-            fc_add_store_##SUFFIX(out + c * out_step, a0);                                     \
-            fc_add_store_##SUFFIX(out + c * out_step + VEC, a1);                               \
-            fc_add_store_##SUFFIX(out + c * out_step + 2 * VEC, a2);                           \
-            fc_add_store_##SUFFIX(out + c * out_step + 3 * VEC, a3);                           \
+            fc_store_##SUFFIX(out + c * out_step, a0, b);                                      \
+            fc_store_##SUFFIX(out + c * out_step + VEC, a1, b);                                \
+            fc_store_##SUFFIX(out + c * out_step + 2 * VEC, a2, b);                            \
+            fc_store_##SUFFIX(out + c * out_step + 3 * VEC, a3, b);                            \
         } else {                                                                               \
             fc_vec_##SUFFIX a0 = {0}, a1 = {0};  /* two chains hide some FMA latency */       \
             for (t = 0; t < taps; t++) {                                                       \
@@ -72,7 +73,7 @@ static inline void fc_direct_chunk_##SUFFIX(T* out, ptrdiff_t out_step, ptrdiff_
                 }                                                                              \
                 if (k < kw) a0 += w[k] * fc_load_##SUFFIX(x + k * dw);                         \
             }                                                                                  \
-            fc_add_store_##SUFFIX(out + c * out_step, a0 + a1);                                \
+            fc_store_##SUFFIX(out + c * out_step, a0 + a1, b);                                 \
         }                                                                                      \
     }                                                                                          \
 }
