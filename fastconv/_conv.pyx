@@ -64,11 +64,13 @@ cdef extern from "_simd.h":
     void fc_direct_chunk_f32(float* out, Py_ssize_t out_step, Py_ssize_t channels,
                              const float* bias, Py_ssize_t taps, const float** xs,
                              Py_ssize_t x_offset, const float** ws, Py_ssize_t w_step,
-                             Py_ssize_t kw, Py_ssize_t dw, int wide) noexcept nogil
+                             Py_ssize_t kw, Py_ssize_t dw, int wide, Py_ssize_t x_wide,
+                             Py_ssize_t out_wide) noexcept nogil
     void fc_direct_chunk_f64(double* out, Py_ssize_t out_step, Py_ssize_t channels,
                              const double* bias, Py_ssize_t taps, const double** xs,
                              Py_ssize_t x_offset, const double** ws, Py_ssize_t w_step,
-                             Py_ssize_t kw, Py_ssize_t dw, int wide) noexcept nogil
+                             Py_ssize_t kw, Py_ssize_t dw, int wide, Py_ssize_t x_wide,
+                             Py_ssize_t out_wide) noexcept nogil
 
 cdef enum:
     CO_BLOCK = 4                # output channels sharing each input load (fc_direct_chunk)
@@ -79,13 +81,14 @@ cdef enum:
 cdef inline void direct_chunk(floating* out, Py_ssize_t out_step, Py_ssize_t channels,
                               const floating* bias, Py_ssize_t taps, const floating** xs,
                               Py_ssize_t x_offset, const floating** ws, Py_ssize_t w_step,
-                              Py_ssize_t kw, Py_ssize_t dw, bint wide) noexcept nogil:
+                              Py_ssize_t kw, Py_ssize_t dw, bint wide, Py_ssize_t x_wide,
+                              Py_ssize_t out_wide) noexcept nogil:
     if floating is float:
         fc_direct_chunk_f32(out, out_step, channels, bias, taps, xs, x_offset, ws, w_step, kw,
-                            dw, wide)
+                            dw, wide, x_wide, out_wide)
     else:
         fc_direct_chunk_f64(out, out_step, channels, bias, taps, xs, x_offset, ws, w_step, kw,
-                            dw, wide)
+                            dw, wide, x_wide, out_wide)
 
 
 cdef void direct_taps_by_column(floating* out_row, Py_ssize_t out_step, Py_ssize_t channels,
@@ -136,37 +139,106 @@ cdef void direct_band(const floating* x, const floating* w, const floating* bias
     cdef Py_ssize_t line_len = direct_line_length(s, VECTOR_BYTES // sizeof(floating))
     cdef Py_ssize_t band_lines = direct_band_lines(s, oh1 - oh0)
     cdef Py_ssize_t first_line = oh0 * s.stride[1] - s.pad[1]   # input row of band line 0
+    cdef Py_ssize_t row_step = s.stride[1] * line_len            # next output row's lines
     cdef Py_ssize_t g = co0 // s.c_out_g, pad_w = s.pad[2]
-    cdef bint unit_stride = s.stride[2] == 1
     cdef const floating* b = bias + co0 if bias != NULL else NULL
     cdef const floating* x_row
     cdef floating* line
     cdef floating* out_row
-    cdef Py_ssize_t ci, kd, kh, i_d, i_h, o, c, r, oh, taps, copied, rest
-    cdef bint wide
+    cdef Py_ssize_t ci, kd, kh, i_d, i_h, o, c, r, oh, taps = 0, copied
+    cdef bint by_rows, wide
 
-    if unit_stride:
-        # copy the band's input rows (those inside the input) into zero-padded lines, once
-        for ci in range(s.c_in_g):
-            for kd in range(KD):
-                i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
-                if i_d < 0 or i_d >= D:
+    if s.stride[2] != 1:
+        direct_band_strided(x, w, bias, out, s, n, co0, channels, od, oh0, oh1, xs, ws)
+        return
+
+    # Copy the band's input rows into zero-padded lines once (rows of padding become zero
+    # lines), so every output row of the band reads the same taps at a fixed offset.
+    for ci in range(s.c_in_g):
+        for kd in range(KD):
+            i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
+            if i_d < 0 or i_d >= D:
+                continue
+            for r in range(band_lines):
+                i_h = first_line + r
+                line = lines + ((ci * KD + kd) * band_lines + r) * line_len
+                if i_h < 0 or i_h >= H:
+                    memset(line, 0, line_len * sizeof(floating))
                     continue
-                for r in range(band_lines):
-                    i_h = first_line + r
-                    if i_h < 0 or i_h >= H:
-                        continue
-                    x_row = x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d) * H + i_h) * W
-                    line = lines + ((ci * KD + kd) * band_lines + r) * line_len
-                    copied = W if pad_w + W <= line_len else line_len - pad_w
-                    memset(line, 0, pad_w * sizeof(floating))
-                    memcpy(line + pad_w, x_row, copied * sizeof(floating))
-                    memset(line + pad_w + copied, 0,
-                           (line_len - pad_w - copied) * sizeof(floating))
+                x_row = x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d) * H + i_h) * W
+                copied = W if pad_w + W <= line_len else line_len - pad_w
+                memset(line, 0, pad_w * sizeof(floating))
+                memcpy(line + pad_w, x_row, copied * sizeof(floating))
+                memset(line + pad_w + copied, 0, (line_len - pad_w - copied) * sizeof(floating))
+            for kh in range(KH):
+                xs[taps] = lines + ((ci * KD + kd) * band_lines + kh * s.dilation[1]) * line_len
+                ws[taps] = w + (co0 * s.c_in_g + ci) * KD * KH * KW + (kd * KH + kh) * KW
+                taps += 1
 
+    # Narrow rows with few filters: the same chunk of four output rows at once, for four
+    # independent FMA chains; otherwise four chunks of one row (or four filters) at once.
+    by_rows = channels < CO_BLOCK and OW < 4 * vector
+    oh = oh0
+    while oh < oh1:
+        out_row = out + (n * s.c_out + co0) * out_plane + (od * OH + oh) * OW
+        r = (oh - oh0) * row_step
+        if by_rows and oh + 4 <= oh1:
+            o = 0
+            while o + vector <= OW:
+                direct_chunk(out_row + o, out_plane, channels, b, taps, xs, r + o, ws, w_step,
+                             KW, s.dilation[2], True, row_step, OW)
+                o += vector
+            direct_row_tail(out_row, out_plane, channels, b, taps, xs, r, ws, w_step, s, o,
+                            tail, 4, row_step)
+            oh += 4
+            continue
+        o = 0
+        while o + vector <= OW:
+            wide = channels < CO_BLOCK and o + 4 * vector <= OW
+            direct_chunk(out_row + o, out_plane, channels, b, taps, xs, r + o, ws, w_step, KW,
+                         s.dilation[2], wide, vector, vector)
+            o += 4 * vector if wide else vector
+        direct_row_tail(out_row, out_plane, channels, b, taps, xs, r, ws, w_step, s, o, tail,
+                        1, row_step)
+        oh += 1
+
+
+cdef void direct_row_tail(floating* out_row, Py_ssize_t out_plane, Py_ssize_t channels,
+                          const floating* b, Py_ssize_t taps, const floating** xs,
+                          Py_ssize_t r, const floating** ws, Py_ssize_t w_step,
+                          const ConvShape* s, Py_ssize_t o, floating* tail, Py_ssize_t rows,
+                          Py_ssize_t row_step) noexcept nogil:
+    """Columns o .. OW - 1 (less than a vector) of `rows` (1 or 4) consecutive output rows:
+    computed into a scratch chunk per row and cut to the row's end."""
+    cdef Py_ssize_t vector = VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t OW = s.out_size[2], rest = s.out_size[2] - o, c, k
+    if rest <= 0:
+        return
+    # tail[c][k] holds channel c of row k
+    direct_chunk(tail, rows * vector, channels, b, taps, xs, r + o, ws, w_step, s.kernel[2],
+                 s.dilation[2], rows == 4, row_step, vector)
+    for c in range(channels):
+        for k in range(rows):
+            memcpy(out_row + c * out_plane + k * OW + o, tail + (c * rows + k) * vector,
+                   rest * sizeof(floating))
+
+
+cdef void direct_band_strided(const floating* x, const floating* w, const floating* bias,
+                              floating* out, const ConvShape* s, Py_ssize_t n, Py_ssize_t co0,
+                              Py_ssize_t channels, Py_ssize_t od, Py_ssize_t oh0,
+                              Py_ssize_t oh1, const floating** xs,
+                              const floating** ws) noexcept nogil:
+    """direct_band for a stride along W: no contiguous vector of inputs, so tap by tap."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
+    cdef Py_ssize_t out_plane = s.out_size[0] * OH * OW
+    cdef Py_ssize_t w_step = s.c_in_g * KD * KH * KW
+    cdef Py_ssize_t g = co0 // s.c_out_g
+    cdef floating* out_row
+    cdef Py_ssize_t ci, kd, kh, i_d, i_h, o, c, oh, taps
     for oh in range(oh0, oh1):
         out_row = out + (n * s.c_out + co0) * out_plane + (od * OH + oh) * OW
-        # the input rows this output row reads (rows of padding contribute nothing)
         taps = 0
         for ci in range(s.c_in_g):
             for kd in range(KD):
@@ -177,36 +249,13 @@ cdef void direct_band(const floating* x, const floating* w, const floating* bias
                     i_h = oh * s.stride[1] - s.pad[1] + kh * s.dilation[1]
                     if i_h < 0 or i_h >= H:
                         continue
-                    if unit_stride:
-                        xs[taps] = lines + ((ci * KD + kd) * band_lines
-                                            + i_h - first_line) * line_len
-                    else:
-                        xs[taps] = x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d) * H
-                                        + i_h) * W
+                    xs[taps] = x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d) * H + i_h) * W
                     ws[taps] = w + (co0 * s.c_in_g + ci) * KD * KH * KW + (kd * KH + kh) * KW
                     taps += 1
-
-        if not unit_stride:
-            for c in range(channels):
-                for o in range(OW):
-                    out_row[c * out_plane + o] = b[c] if b != NULL else 0
-            direct_taps_by_column(out_row, out_plane, channels, taps, xs, ws, w_step, s)
-            continue
-
-        o = 0
-        while o + vector <= OW:
-            # fewer than four filters: four vectors of outputs at once keep four FMA chains busy
-            wide = channels < CO_BLOCK and o + 4 * vector <= OW
-            direct_chunk(out_row + o, out_plane, channels, b, taps, xs, o, ws, w_step, KW,
-                         s.dilation[2], wide)
-            o += 4 * vector if wide else vector
-        if o < OW:
-            # the last, partial chunk goes through a scratch row and is cut to the row's end
-            direct_chunk(tail, vector, channels, b, taps, xs, o, ws, w_step, KW,
-                         s.dilation[2], False)
-            rest = OW - o
-            for c in range(channels):
-                memcpy(out_row + c * out_plane + o, tail + c * vector, rest * sizeof(floating))
+        for c in range(channels):
+            for o in range(OW):
+                out_row[c * out_plane + o] = bias[co0 + c] if bias != NULL else 0
+        direct_taps_by_column(out_row, out_plane, channels, taps, xs, ws, w_step, s)
 
 
 cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
@@ -239,7 +288,7 @@ cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
         xs = <const floating**> malloc(max_taps * sizeof(floating*))
         ws = <const floating**> malloc(max_taps * sizeof(floating*))
         lines = <floating*> malloc(max_lines * line_len * sizeof(floating))
-        tail = <floating*> malloc(CO_BLOCK * VECTOR_BYTES)
+        tail = <floating*> malloc(4 * CO_BLOCK * VECTOR_BYTES)
         if xs == NULL or ws == NULL or lines == NULL or tail == NULL:
             failed_flag[0] = 1
         for item in prange(items, schedule='dynamic'):

@@ -3,12 +3,15 @@
  * lowers a 64-byte vector to one AVX-512 register, two AVX2 registers or four SSE registers,
  * so the same source is right for every -march (no run-time dispatch needed).
  *
- * fc_direct_chunk_<t>(out, out_step, channels, bias, taps, xs, x_offset, ws, w_step, kw, dw, wide):
- *   for c < channels, i < VEC (i < 4 * VEC if wide):
- *     out[c * out_step + i] = (bias ? bias[c] : 0)
- *         + sum_{t < taps, k < kw} ws[t][c * w_step + k] * xs[t][x_offset + k * dw + i]
+ * fc_direct_chunk_<t>(out, out_step, channels, bias, taps, xs, x_offset, ws, w_step, kw, dw,
+ *                     wide, x_wide, out_wide):
+ *   for c < channels, i < VEC, v < (4 if wide else 1):
+ *     out[c * out_step + v * out_wide + i] = (bias ? bias[c] : 0)
+ *         + sum_{t < taps, k < kw} ws[t][c * w_step + k] * xs[t][x_offset + v * x_wide + k * dw + i]
  * xs[t] points at the input row read by tap row t (a fixed input channel, kd, kh), ws[t] at
- * the kw weights of that row for the first of the `channels` filters.
+ * the kw weights of that row for the first of the `channels` filters. `wide` computes four
+ * vectors at once (four independent FMA chains): four consecutive chunks of a row
+ * (x_wide = out_wide = VEC) or the same chunk of four consecutive rows.
  */
 #ifndef FASTCONV_SIMD_H
 #define FASTCONV_SIMD_H
@@ -25,7 +28,8 @@ static inline void fc_store_##SUFFIX(T* p, fc_vec_##SUFFIX v, T b) {            
 }                                                                                              \
 static inline void fc_direct_chunk_##SUFFIX(T* out, ptrdiff_t out_step, ptrdiff_t channels,     \
         const T* bias, ptrdiff_t taps, const T* const* xs, ptrdiff_t x_offset,                 \
-        const T* const* ws, ptrdiff_t w_step, ptrdiff_t kw, ptrdiff_t dw, int wide) {          \
+        const T* const* ws, ptrdiff_t w_step, ptrdiff_t kw, ptrdiff_t dw, int wide,            \
+        ptrdiff_t x_wide, ptrdiff_t out_wide) {                                                \
     ptrdiff_t t, k, c;                                                                         \
     if (channels == 4 && !wide) {  /* four filters share every input load */                  \
         fc_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                \
@@ -47,22 +51,22 @@ static inline void fc_direct_chunk_##SUFFIX(T* out, ptrdiff_t out_step, ptrdiff_
     }                                                                                          \
     for (c = 0; c < channels; c++) {                                                           \
         T b = bias ? bias[c] : 0;                                                              \
-        if (wide) {  /* four consecutive vectors: four independent FMA chains */              \
+        if (wide) {  /* four vectors at once: four independent FMA chains */                  \
             fc_vec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                            \
             for (t = 0; t < taps; t++) {                                                       \
                 const T* x = xs[t] + x_offset; const T* w = ws[t] + c * w_step;                \
                 for (k = 0; k < kw; k++) {                                                     \
                     const T* xk = x + k * dw;                                                  \
                     a0 += w[k] * fc_load_##SUFFIX(xk);                                         \
-                    a1 += w[k] * fc_load_##SUFFIX(xk + VEC);                                   \
-                    a2 += w[k] * fc_load_##SUFFIX(xk + 2 * VEC);                               \
-                    a3 += w[k] * fc_load_##SUFFIX(xk + 3 * VEC);                               \
+                    a1 += w[k] * fc_load_##SUFFIX(xk + x_wide);                                \
+                    a2 += w[k] * fc_load_##SUFFIX(xk + 2 * x_wide);                            \
+                    a3 += w[k] * fc_load_##SUFFIX(xk + 3 * x_wide);                            \
                 }                                                                              \
             }                                                                                  \
             fc_store_##SUFFIX(out + c * out_step, a0, b);                                      \
-            fc_store_##SUFFIX(out + c * out_step + VEC, a1, b);                                \
-            fc_store_##SUFFIX(out + c * out_step + 2 * VEC, a2, b);                            \
-            fc_store_##SUFFIX(out + c * out_step + 3 * VEC, a3, b);                            \
+            fc_store_##SUFFIX(out + c * out_step + out_wide, a1, b);                           \
+            fc_store_##SUFFIX(out + c * out_step + 2 * out_wide, a2, b);                       \
+            fc_store_##SUFFIX(out + c * out_step + 3 * out_wide, a3, b);                       \
         } else {                                                                               \
             fc_vec_##SUFFIX a0 = {0}, a1 = {0};  /* two chains hide some FMA latency */       \
             for (t = 0; t < taps; t++) {                                                       \
