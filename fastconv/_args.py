@@ -8,6 +8,13 @@ import numpy as np
 
 SPATIAL_NAMES = {1: "L", 2: "H, W", 3: "D, H, W"}
 
+# Largest stride, dilation or padding accepted: the kernels do their index arithmetic in
+# 64-bit integers, and a padded extent, a stride times a row length or an output count must
+# stay far below 2**63 for every product they form. No real array comes near this.
+SIZE_LIMIT = 2**32
+# Largest output, in bytes, that NumPy (and a 64-bit address) can describe.
+MAX_BYTES = np.iinfo(np.intp).max
+
 
 def is_int(value):
     """True for Python and NumPy integers (bool is not a size)."""
@@ -26,6 +33,8 @@ def ntuple(value, n, name, minimum=None):
     if minimum is not None and any(v < minimum for v in values):
         bound = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{name} must be {bound}; got {value!r}")
+    if any(v > SIZE_LIMIT for v in values):
+        raise ValueError(f"{name} must be at most 2**32 = {SIZE_LIMIT}; got {value!r}")
     return values
 
 
@@ -84,6 +93,17 @@ def compute_dtype(**arrays):
     if common.itemsize <= 4:
         return np.dtype(np.float32)
     return np.dtype(np.float64)
+
+
+def check_output_size(shape, dtype, names):
+    """Raise ValueError if an output of `shape` would not fit in memory addressing: its
+    element count or byte size past what int64 can count (`names` caused it)."""
+    elements = 1
+    for n in shape:
+        elements *= int(n)
+    if elements * np.dtype(dtype).itemsize > MAX_BYTES or any(n > MAX_BYTES for n in shape):
+        raise ValueError(f"the output shape {tuple(shape)} would take more than 2**63 bytes; "
+                         f"check {names}")
 
 
 def check_out(out, shape, dtype):

@@ -28,6 +28,11 @@ MIN_PARALLEL_WORK = 1 << 16
 
 _requested = None
 
+# More threads than this are refused (set_num_threads) or capped (environment variables):
+# no CPU has that many cores, and libgomp crashed the process with a segmentation fault when
+# asked for a team of 100,000 threads it could not create (tests/test_reliability.py).
+MAX_THREADS = 1024
+
 
 def _cpus_available():
     try:
@@ -44,15 +49,15 @@ def _positive_int_from_env(name):
         count = int(value.split(",")[0])
     except ValueError:
         return None
-    return count if count > 0 else None
+    return min(count, MAX_THREADS) if count > 0 else None
 
 
 def _check_count(n, name="n"):
     if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
         raise TypeError(f"{name} must be a positive int; got {type(n).__name__}")
     n = int(n.__index__())
-    if n < 1:
-        raise ValueError(f"{name} must be a positive int; got {n}")
+    if n < 1 or n > MAX_THREADS:
+        raise ValueError(f"{name} must be a positive int at most {MAX_THREADS}; got {n}")
     return n
 
 

@@ -53,6 +53,8 @@ def _normalize_padding(padding, nd, kernel_size, stride, dilation):
                         f"'same' or 'valid'; got {padding!r}")
     if any(v < 0 for pair in pairs for v in pair):
         raise ValueError(f"padding must be non-negative; got {padding!r}")
+    if any(v > _args.SIZE_LIMIT for pair in pairs for v in pair):
+        raise ValueError(f"padding must be at most 2**32 = {_args.SIZE_LIMIT}; got {padding!r}")
     return pairs
 
 
@@ -99,9 +101,12 @@ def _conv_problem(nd, x_shape, w_shape, bias_shape, stride, padding, dilation, g
             raise ValueError(f"kernel size {kernel} with dilation {dilation} is larger than the "
                              f"padded input {tuple(m + a + b for m, (a, b) in zip(in_size, pads))}"
                              f" along spatial axis {axis}")
-    return ConvProblem(batch=int(batch), in_channels=int(c_in), out_channels=int(c_out),
-                       groups=groups, in_size=in_size, kernel_size=kernel, stride=stride,
-                       padding=pads, dilation=dilation, padding_mode=padding_mode)
+    problem = ConvProblem(batch=int(batch), in_channels=int(c_in), out_channels=int(c_out),
+                          groups=groups, in_size=in_size, kernel_size=kernel, stride=stride,
+                          padding=pads, dilation=dilation, padding_mode=padding_mode)
+    _args.check_output_size(problem.out_shape, np.float64,
+                            "the input size, padding, stride and dilation")
+    return problem
 
 
 def _as_5d(a, nd):
@@ -132,6 +137,9 @@ def run_conv(problem, x, w, bias, out, choice):
                               ((0, 0),) * problem.ndim, problem.dilation)
     nd = problem.ndim
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)   # the kernels see every problem as 3-d
+    # Along an axis with one output the stride is never applied: give the kernels 1, so that
+    # no index product (stride x row length) can approach 2**63 for a huge, legal stride.
+    stride = tuple(1 if m == 1 else s for m, s in zip(problem.out_size, problem.stride))
     threads = _parallel.threads_for(problem.multiply_adds)
     channel_panels = 1
     if choice.algorithm == "packed":
@@ -142,7 +150,7 @@ def run_conv(problem, x, w, bias, out, choice):
     uses_blas = choice.algorithm in ("im2col", "gemm1x1")
     with _parallel.blas_guard() if uses_blas else contextlib.nullcontext():
         _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd),
-                           unit + problem.stride, zero + pad_before, unit + problem.dilation,
+                           unit + stride, zero + pad_before, unit + problem.dilation,
                            problem.groups, choice.algorithm, band, threads, channel_panels)
     return out
 

@@ -1,0 +1,118 @@
+"""Shared machinery of the fuzz tests: profiles, example counting, array layouts, tolerances.
+
+The strategies draw *tiny* problems (the float64 references in reference.py are plain loops),
+so that a CI run can afford tens of thousands of them.
+"""
+import collections
+import os
+
+import numpy as np
+from hypothesis import strategies as st
+
+PROFILE = os.environ.get("FASTCONV_FUZZ", "ci")
+if PROFILE not in ("ci", "long", "tiny"):
+    raise RuntimeError(f"FASTCONV_FUZZ must be 'ci', 'long' or 'tiny'; got {PROFILE!r}")
+
+# max_examples of a weight-1 fuzz test in each profile; tests scale it with examples(weight)
+BASE_EXAMPLES = {"ci": 400, "long": 4000, "tiny": 40}
+
+# examples run per test in this session, printed by conftest.pytest_terminal_summary
+EXAMPLES = collections.Counter()
+
+
+def examples(weight):
+    return max(1, int(BASE_EXAMPLES[PROFILE] * weight))
+
+
+def count(name):
+    EXAMPLES[name] += 1
+
+
+try:
+    import torch
+except ImportError:  # PyTorch is an optional second oracle
+    torch = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and memory layouts
+
+DTYPES = (np.float32, np.float64)
+# other real dtypes are promoted (integers and bools to float64, float16 to float32)
+PROMOTED_DTYPES = (np.int32, np.int64, np.uint8, np.float16, np.bool_)
+LAYOUTS = ("C", "F", "reversed", "strided", "transposed-copy")
+
+
+def layout_of(a, layout):
+    """The same values as `a`, in another memory layout (a view where possible)."""
+    if layout == "C" or a.ndim == 0:
+        return np.ascontiguousarray(a)
+    if layout == "F":
+        return np.asfortranarray(a)
+    if layout == "reversed":
+        # negatively strided along every axis: a reversed copy viewed backwards
+        return np.ascontiguousarray(a[(slice(None, None, -1),) * a.ndim])[
+            (slice(None, None, -1),) * a.ndim]
+    if layout == "strided":
+        # every other element of a larger buffer along every axis
+        big = np.zeros(tuple(2 * n for n in a.shape), a.dtype)
+        view = big[(slice(None, None, 2),) * a.ndim]
+        view[...] = a
+        return view
+    # the last two axes swapped in memory, viewed back
+    if a.ndim < 2:
+        return a.copy()
+    return np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
+
+
+@st.composite
+def arrays(draw, shape, dtype, nonfinite=False):
+    """Random values of `shape` in a random layout; with `nonfinite`, maybe NaN/Inf too."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    if np.dtype(dtype).kind == "b":
+        a = rng.random(shape) < 0.5
+    elif np.dtype(dtype).kind in "iu":
+        a = rng.integers(0, 5, shape).astype(dtype)
+    else:
+        a = rng.standard_normal(shape).astype(dtype)
+        if nonfinite and a.size and draw(st.integers(0, 3)) == 0:
+            special = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+            a.reshape(-1)[draw(st.integers(0, a.size - 1))] = special
+    return layout_of(a, draw(st.sampled_from(LAYOUTS)))
+
+
+def float_dtype(*arrays):
+    """The dtype fastconv computes in (NumPy promotion, integers to float64)."""
+    common = np.result_type(*[a for a in arrays if a is not None])
+    if common.kind in "biu":
+        return np.dtype(np.float64)
+    return np.dtype(np.float32) if common.itemsize <= 4 else np.dtype(np.float64)
+
+
+def assert_close(got, want, magnitude, terms, dtype, what=""):
+    """`got` agrees with the float64 `want` within the rounding of a sum of `terms` products.
+
+    `magnitude` is the same computation on absolute values (the size of the largest partial
+    sum); NaN must be NaN and +-Inf must be the same Inf at the same positions.
+    """
+    eps = np.finfo(dtype).eps
+    got = np.asarray(got, np.float64)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{what}: NaN positions")
+    np.testing.assert_array_equal(got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)],
+                                  err_msg=f"{what}: Inf positions")
+    tol = (terms + 4) * eps * (magnitude[finite] + 1e-30) + 10 * np.finfo(dtype).tiny
+    err = np.abs(got[finite] - want[finite])
+    if err.size and not (err <= tol).all():
+        worst = int(np.argmax(err - tol))
+        raise AssertionError(f"{what}: {int((err > tol).sum())} of {err.size} values off; worst "
+                             f"{got[finite][worst]!r} vs {want[finite][worst]!r} (tol "
+                             f"{tol[worst]:.3g})")
+
+
+def message_names(error, *names):
+    """The error message mentions at least one of `names` (the argument at fault)."""
+    text = str(error.value)
+    assert any(n in text for n in names), f"message {text!r} names none of {names}"
