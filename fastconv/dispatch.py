@@ -91,10 +91,31 @@ RULES = (
          "enough channels for a GEMM: unfold bands of the input (im2col) and multiply with BLAS"),
 )
 
+# The input gradient of a convolution, which is also the transposed convolution: `problem`
+# describes the forward convolution (its input is the gradient's shape). The GEMM computes
+# col = W_g^T @ grad_out_band: (C_in/groups x taps) x band, summing over C_out/groups, so it is
+# thin when either of those is small, like the forward GEMM with the roles of K and M swapped.
+INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1")
+
+INPUT_GRAD_RULES = (
+    Rule("gemm1x1", lambda p: p.pointwise,
+         "1x1 kernel, stride 1, no padding: the GEMM writes the input gradient directly"),
+    Rule("direct", lambda p: p.out_per_group < MIN_GEMM_OUT_CHANNELS,
+         f"fewer than {MIN_GEMM_OUT_CHANNELS} channels summed per gradient pixel (C_out/groups "
+         "of the forward convolution): a GEMM this shallow wastes BLAS; direct loops gather"),
+    Rule("direct", lambda p: p.gemm_depth < MIN_GEMM_DEPTH,
+         f"fewer than {MIN_GEMM_DEPTH} taps per gradient pixel group (channels x kernel): "
+         "the col2im scatter would cost more than the GEMM saves"),
+    Rule("col2im", lambda p: True,
+         "enough channels for a GEMM: multiply bands by W^T with BLAS and scatter them back "
+         "(col2im)"),
+)
+
 # Which algorithms can compute a problem at all (forcing one outside this is a ValueError).
 SUPPORTS = {
     "direct": lambda p: True,
     "im2col": lambda p: True,
+    "col2im": lambda p: True,
     "gemm1x1": lambda p: p.pointwise,
 }
 REQUIREMENT = {
@@ -102,15 +123,15 @@ REQUIREMENT = {
 }
 
 
-def select(problem, algorithm="auto"):
+def select(problem, algorithm="auto", rules=RULES, algorithms=ALGORITHMS):
     """The Choice for `problem`: the first applicable rule, or the forced `algorithm`."""
     if algorithm == "auto":
-        for rule in RULES:
+        for rule in rules:
             if rule.applies(problem):
                 return Choice(rule.algorithm, rule.why)
         raise AssertionError("the last rule applies to every problem")
-    if algorithm not in ALGORITHMS:
-        options = ", ".join(repr(a) for a in ("auto",) + ALGORITHMS)
+    if algorithm not in algorithms:
+        options = ", ".join(repr(a) for a in ("auto",) + algorithms)
         raise ValueError(f"algorithm must be one of {options}; got {algorithm!r}")
     if not SUPPORTS[algorithm](problem):
         raise ValueError(f"algorithm={algorithm!r} needs {REQUIREMENT[algorithm]}; got kernel "
@@ -132,3 +153,27 @@ def gemm_band_rows(problem, itemsize, num_threads):
     while band > 1 and work_items * -(-rows // band) < 2 * num_threads:
         band = (band + 1) // 2
     return int(min(band, rows))
+
+
+def select_input_grad(problem, algorithm="auto"):
+    """The Choice for the input gradient (or transposed convolution) of `problem`."""
+    return select(problem, algorithm, INPUT_GRAD_RULES, INPUT_GRAD_ALGORITHMS)
+
+
+def input_grad_work_split(problem, itemsize, num_threads):
+    """(band_rows, channel_chunks) for the col2im path.
+
+    A work item owns whole input channels of one (image, group) so that the col2im scatter never
+    races; when images x groups cannot keep every thread busy (batch 1), each group's input
+    channels are split into chunks. Bands keep the unfolded columns of a chunk in L2."""
+    items = problem.batch * problem.groups
+    chunks = 1
+    if items < 2 * num_threads:
+        chunks = min(problem.in_per_group, -(-2 * num_threads // items))
+    chunk_depth = -(-problem.in_per_group // chunks) * prod(problem.kernel_size)
+    out_w = problem.out_size[-1]
+    rows = prod(problem.out_size[:-1])
+    band = max(1, 512 * 1024 // max(1, chunk_depth * out_w * itemsize))
+    if problem.pointwise:
+        band = max(1, 4096 // out_w)
+    return int(min(band, rows)), int(chunks)
