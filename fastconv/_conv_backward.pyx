@@ -33,6 +33,7 @@ cdef void col2im_rows(floating* x_g, const ConvShape* s, Py_ssize_t c_begin, Py_
     cdef Py_ssize_t band = (row_end - row_begin) * OW
     cdef Py_ssize_t taps = s.kernel[0] * KH * KW
     cdef Py_ssize_t k, c, tap, kd, kh, kw, r, od, oh, i_d, i_h, off, lo, hi, o
+    cdef Py_ssize_t od_first = row_begin // OH, oh_first = row_begin % OH
     cdef floating* x_row
     cdef const floating* src
     for k in range((c_end - c_begin) * taps):
@@ -43,22 +44,27 @@ cdef void col2im_rows(floating* x_g, const ConvShape* s, Py_ssize_t c_begin, Py_
         kw = tap % KW
         off = kw * s.dilation[2] - s.pad[2]
         output_range(off, sw, W, OW, &lo, &hi)
+        src = col + k * band
+        # (od, oh) of row r advance by counting: no division per row in this hot loop
+        od = od_first
+        oh = oh_first
         for r in range(row_begin, row_end):
-            od = r // OH
-            oh = r % OH
             i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
             i_h = oh * s.stride[1] - s.pad[1] + kh * s.dilation[1]
-            if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
-                continue
-            src = col + k * band + (r - row_begin) * OW
-            x_row = x_g + ((c * D + i_d) * H + i_h) * W
-            if sw == 1:
-                # unit stride: a contiguous add the compiler vectorizes
-                for o in range(lo, hi):
-                    x_row[o + off] += src[o]
-            else:
-                for o in range(lo, hi):
-                    x_row[o * sw + off] += src[o]
+            if 0 <= i_d < D and 0 <= i_h < H:
+                x_row = x_g + ((c * D + i_d) * H + i_h) * W
+                if sw == 1:
+                    # unit stride: a contiguous add the compiler vectorizes
+                    for o in range(lo, hi):
+                        x_row[o + off] += src[o]
+                else:
+                    for o in range(lo, hi):
+                        x_row[o * sw + off] += src[o]
+            src += OW
+            oh = oh + 1
+            if oh == OH:
+                oh = 0
+                od = od + 1
 
 
 cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, const ConvShape* s,
@@ -188,12 +194,14 @@ cdef int input_grad_direct(const floating* g, const floating* w, floating* dx,
 
 
 # ---------------------------------------------------------------------------------------------
-# weight gradient: dW_g += g_band @ col^T over every (image, group, band). Thread t takes a
-# fixed contiguous share of the work items into its own zeroed buffer; the buffers are then
-# summed in thread order, so the result is the same on every run with the same thread count.
+# weight gradient: dW_g += g_band @ col^T over every (image, group, band). The work items are
+# cut into `chunks` fixed contiguous runs, each summed into its own zeroed buffer by whichever
+# thread takes it (dynamic scheduling copes with a busy core); the buffers are then added in
+# chunk order, so the result does not depend on which thread ran what.
 
 cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, const ConvShape* s,
-                          bint pointwise, Py_ssize_t band_rows, int num_threads) noexcept nogil:
+                          bint pointwise, Py_ssize_t band_rows, Py_ssize_t chunks,
+                          int num_threads) noexcept nogil:
     cdef Py_ssize_t OW = s.out_size[2]
     cdef Py_ssize_t rows = s.out_size[0] * s.out_size[1]
     cdef Py_ssize_t out_plane = rows * OW
@@ -202,12 +210,13 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
     cdef Py_ssize_t bands = (rows + band_rows - 1) // band_rows
     cdef Py_ssize_t items = s.n * s.groups * bands
     cdef Py_ssize_t size = s.c_out * K
-    cdef Py_ssize_t t, item, first, last, band, n, g_idx, r0, r1, cols, i
-    cdef floating* partial = <floating*> calloc(num_threads * size, sizeof(floating))
+    cdef Py_ssize_t chunk, item, band, n, g_idx, r0, r1, cols, i, t
+    cdef floating* partial = <floating*> calloc(chunks * size, sizeof(floating))
     cdef floating* mine
     cdef floating* col = NULL
     cdef const floating* x_g
     cdef const floating* operand
+    cdef floating total
     cdef int failed = 0
     cdef int* failed_flag = &failed
     if partial == NULL:
@@ -218,13 +227,11 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
             col = <floating*> malloc(K * band_rows * OW * sizeof(floating))
             if col == NULL:
                 failed_flag[0] = 1
-        for t in prange(num_threads, schedule='static', chunksize=1):
+        for chunk in prange(chunks, schedule='dynamic'):
             if not pointwise and col == NULL:
                 continue
-            mine = partial + t * size
-            first = items * t // num_threads
-            last = items * (t + 1) // num_threads
-            for item in range(first, last):
+            mine = partial + chunk * size
+            for item in range(items * chunk // chunks, items * (chunk + 1) // chunks):
                 band = item % bands
                 g_idx = (item // bands) % s.groups
                 n = item // (bands * s.groups)
@@ -247,9 +254,10 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
 
     if failed == 0:
         for i in prange(size, num_threads=num_threads, schedule='static'):
-            dw[i] = partial[i]
-            for t in range(1, num_threads):
-                dw[i] = dw[i] + partial[t * size + i]
+            total = partial[i]
+            for t in range(1, chunks):
+                total = total + partial[t * size + i]
+            dw[i] = total
     free(partial)
     return failed
 
@@ -437,14 +445,16 @@ def conv_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, :, :
 
 def conv_weight_grad(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] g,
                      floating[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
-                     Py_ssize_t groups, bint pointwise, Py_ssize_t band_rows, int num_threads):
-    """dw := the weight gradient of conv(x, dw-shaped weight) for output gradient g."""
+                     Py_ssize_t groups, bint pointwise, Py_ssize_t band_rows, Py_ssize_t chunks,
+                     int num_threads):
+    """dw := the weight gradient of conv(x, dw-shaped weight) for output gradient g, summed in
+    `chunks` fixed partial sums."""
     cdef ConvShape s = make_shape(_shape5(x.shape), _shape5(dw.shape), _shape5(g.shape),
                                   stride, pad, dilation, groups)
     cdef int status = 0
     with nogil:
         status = weight_grad_gemm(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
-                                  &s, pointwise, band_rows, num_threads)
+                                  &s, pointwise, band_rows, chunks, num_threads)
     _raise_if(status)
 
 

@@ -6,12 +6,14 @@ gradient. They accept every padding form and padding mode of the forward convolu
 reflect/replicate/circular pad is run on the explicitly padded input and its gradient folded
 back onto the input pixels it copied.
 """
+from math import prod
+
 import numpy as np
 
 from fastconv import _args, _conv_backward, _parallel
 from fastconv.convolution import _NUMPY_PAD_MODE, _as_5d, _conv_problem
-from fastconv.dispatch import ConvProblem, input_grad_work_split, select_input_grad, \
-    gemm_band_rows
+from fastconv.dispatch import ConvProblem, gemm_band_rows, input_grad_work_split, \
+    select_input_grad, weight_grad_chunks
 
 __all__ = ["conv1d_input", "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight",
            "conv3d_weight", "conv_bias"]
@@ -66,9 +68,10 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
     choice = select_input_grad(problem, algorithm)
     w = np.ascontiguousarray(weight, dtype=dtype)
     g = np.ascontiguousarray(grad_output, dtype=dtype)
-    dx = np.zeros((problem.batch, problem.in_channels) + tuple(problem.in_size), dtype)
-    if dx.size == 0 or g.size == 0:
-        return dx
+    shape = (problem.batch, problem.in_channels) + tuple(problem.in_size)
+    if prod(shape) == 0 or g.size == 0:
+        return np.zeros(shape, dtype)
+    dx = np.empty(shape, dtype)   # every kernel writes (or first zeroes) all of it
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)
     threads = _parallel.threads_for(problem.multiply_adds)
     band, chunks = input_grad_work_split(problem, dtype.itemsize, threads)
@@ -92,12 +95,13 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype):
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)
     threads = _parallel.threads_for(problem.multiply_adds)
     band = gemm_band_rows(problem, dtype.itemsize, threads)
+    chunks = weight_grad_chunks(problem, threads, band)
     with _parallel.single_threaded_blas:
         _conv_backward.conv_weight_grad(_as_5d(x, nd), _as_5d(g, nd), _as_5d(dw, nd),
                                         unit + problem.stride,
                                         zero + tuple(p[0] for p in problem.padding),
                                         unit + problem.dilation, problem.groups,
-                                        problem.pointwise, band, threads)
+                                        problem.pointwise, band, chunks, threads)
     return dw
 
 
@@ -170,7 +174,7 @@ _WEIGHT_DOC = """Gradient of ``conv{nd}d`` with respect to its weight (``torch.n
     Returns
     -------
     ndarray of shape `weight_shape`, float32 or float64. Deterministic for a given thread
-    count: per-thread partial sums are added in a fixed order.
+    count: partial sums over fixed runs of the work are added in a fixed order.
 
     Examples
     --------

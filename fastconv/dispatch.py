@@ -177,3 +177,13 @@ def input_grad_work_split(problem, itemsize, num_threads):
     if problem.pointwise:
         band = max(1, 4096 // out_w)
     return int(min(band, rows)), int(chunks)
+
+
+def weight_grad_chunks(problem, num_threads, band_rows):
+    """Partial sums for the weight gradient: about four per thread so that dynamic scheduling
+    can balance a busy core, no more than the work items, and at most 64 MiB of buffers."""
+    bands = -(-prod(problem.out_size[:-1]) // band_rows)
+    items = problem.batch * problem.groups * bands
+    weight_bytes = 8 * problem.out_channels * problem.gemm_depth
+    by_memory = max(1, (64 << 20) // weight_bytes)
+    return int(max(1, min(items, 4 * num_threads, by_memory)))
