@@ -155,27 +155,28 @@ cdef void input_grad_direct_row(const floating* g, const floating* w, floating* 
 
     for o in range(W):
         dx_row[o] = 0
-    for co in range(g_idx * s.c_out_g, (g_idx + 1) * s.c_out_g):
-        for kd in range(KD):
-            # the output row od whose tap kd reads input row i_d, if any
-            num_d = i_d + s.pad[0] - kd * s.dilation[0]
-            if num_d < 0 or num_d % s.stride[0] != 0:
+    for kd in range(KD):
+        # the output row od whose tap kd reads input row i_d, if any
+        num_d = i_d + s.pad[0] - kd * s.dilation[0]
+        if num_d < 0 or num_d % s.stride[0] != 0:
+            continue
+        od = num_d // s.stride[0]
+        if od >= OD:
+            continue
+        for kh in range(KH):
+            num_h = i_h + s.pad[1] - kh * s.dilation[1]
+            if num_h < 0 or num_h % s.stride[1] != 0:
                 continue
-            od = num_d // s.stride[0]
-            if od >= OD:
+            oh = num_h // s.stride[1]
+            if oh >= OH:
                 continue
-            for kh in range(KH):
-                num_h = i_h + s.pad[1] - kh * s.dilation[1]
-                if num_h < 0 or num_h % s.stride[1] != 0:
-                    continue
-                oh = num_h // s.stride[1]
-                if oh >= OH:
-                    continue
-                g_row = g + ((n * s.c_out + co) * OD + od) * OH * OW + oh * OW
-                for kw in range(KW):
+            for kw in range(KW):
+                off = kw * s.dilation[2] - s.pad[2]
+                output_range(off, sw, W, OW, &lo, &hi)
+                # the output channels of the group innermost: the range above is shared
+                for co in range(g_idx * s.c_out_g, (g_idx + 1) * s.c_out_g):
                     wv = w[((co * s.c_in_g + c) * KD + kd) * KH * KW + kh * KW + kw]
-                    off = kw * s.dilation[2] - s.pad[2]
-                    output_range(off, sw, W, OW, &lo, &hi)
+                    g_row = g + ((n * s.c_out + co) * OD + od) * OH * OW + oh * OW
                     if sw == 1:
                         for o in range(lo, hi):
                             dx_row[o + off] += wv * g_row[o]

@@ -162,7 +162,7 @@ def test_torch_nn_grad_signature_is_accepted():
         rtol=1e-12, atol=1e-12)
 
 
-def test_weight_grad_is_deterministic_and_independent_of_thread_count():
+def test_weight_grad_is_deterministic_and_close_across_thread_counts():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 16, 20, 20), dtype=np.float32)
     g = rng.standard_normal((4, 32, 20, 20), dtype=np.float32)
