@@ -90,6 +90,14 @@ def test_weight_grad_matches_reference(case):
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", IDS)
+def test_forward_im2col_that_weight_grad_shares_matches_reference(case):
+    """The weight gradient reuses the forward pass's im2col; both must read the same taps."""
+    nd, x, w, b, g, kwargs = make_arrays(case)
+    np.testing.assert_allclose(CONV[nd](x, w, b, algorithm="im2col", **kwargs),
+                               reference.conv_nd(x, w, b, **kwargs), rtol=1e-12, atol=1e-12)
+
+
 def test_bias_grad_sums_batch_and_space():
     g = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)
     np.testing.assert_array_equal(grad.conv_bias(g), g.sum(axis=(0, 2, 3)))
@@ -242,3 +250,18 @@ def test_bad_forward_arguments_are_rejected_as_in_the_forward_call():
         grad.conv_bias(np.ones((2, 3)))
     with pytest.raises(TypeError, match="grad_output must be real"):
         grad.conv_bias(np.ones((1, 2, 3), complex))
+
+
+@pytest.mark.parametrize("band_rows", [1, 2, 3, 5, 7, 100])
+def test_every_band_size_gives_the_same_gradients(band_rows, monkeypatch):
+    """Bands of output rows may start and end anywhere, across depth slices (3-d)."""
+    import fastconv.conv_grad as conv_grad
+    nd, x, w, b, g, kwargs = make_arrays("3d-stride2-groups2")
+    monkeypatch.setattr(conv_grad, "gemm_band_rows", lambda *args: band_rows)
+    monkeypatch.setattr(conv_grad, "input_grad_work_split", lambda *args: (band_rows, 2))
+    np.testing.assert_allclose(grad.conv3d_input(x.shape, w, g, algorithm="col2im", **kwargs),
+                               reference.conv_input_grad(x.shape, w, g, **kwargs),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad.conv3d_weight(x, w.shape, g, **kwargs),
+                               reference.conv_weight_grad(x, w.shape, g, **kwargs),
+                               rtol=1e-12, atol=1e-12)
