@@ -3,8 +3,8 @@
 Specification:
 - they equal the per-position definition in tests/reference.py;
 - with the same filter at every position they are the convolution;
-- their gradients are derivatives of the forward pass (finite differences, float64) and equal
-  the reference gradients;
+- their gradients are derivatives of the forward pass (finite differences, float64), equal
+  the reference gradients, and match PyTorch's autograd through an unfold-based layer;
 - a weight that does not fit the output grid, or mismatched shapes, raise errors naming the
   argument.
 """
@@ -100,6 +100,40 @@ def test_gradients_are_derivatives_of_the_forward_pass(case):
         v = rng.standard_normal(value.shape)
         expected = (loss(value + eps * v) - loss(value - eps * v)) / (2 * eps)
         assert np.vdot(gradient, v) == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+def torch_locally_connected(torch, nd, x, w, b, kwargs):
+    """The layer in PyTorch: F.unfold gathers every patch, one einsum applies the filters."""
+    F = torch.nn.functional
+    kernel = tuple(w.shape[nd + 2:])
+    stride = reference.as_tuple(kwargs.get("stride", 1), nd)
+    dilation = reference.as_tuple(kwargs.get("dilation", 1), nd)
+    pads = reference.padding_pairs(kwargs.get("padding", 0), kernel, dilation)
+    x = F.pad(x, [v for pair in reversed(pads) for v in pair])
+    if nd == 1:   # unfold is 2-d only: a 1-d layer is a 2-d one of height 1
+        x, kernel, stride, dilation = x[:, :, None], (1,) + kernel, (1,) + stride, (1,) + dilation
+    cols = F.unfold(x, kernel, dilation=dilation, stride=stride)       # (N, C_in * K, P)
+    grid = w.shape[:nd]
+    w_flat = w.reshape(-1, w.shape[nd], cols.shape[1])                 # (P, C_out, C_in * K)
+    out = torch.einsum("nkp,pok->nop", cols, w_flat)
+    return out.reshape((x.shape[0], w.shape[nd]) + tuple(grid)) + b
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", IDS)
+def test_forward_and_gradients_match_torch_autograd(case, dtype):
+    torch = pytest.importorskip("torch")
+    nd, x, w, b, g, kwargs = make_arrays(case, dtype)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    out = torch_locally_connected(torch, nd, xt, wt, bt, kwargs)
+    out.backward(torch.tensor(g))
+    tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(LOCAL[nd](x, w, b, **kwargs), out.detach().numpy(), **tol)
+    for got, expected in ((INPUT_GRAD[nd](x.shape, w, g, **kwargs), xt.grad),
+                          (WEIGHT_GRAD[nd](x, w.shape, g, **kwargs), wt.grad),
+                          (grad.locally_connected_bias(g), bt.grad)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected.numpy(), **tol)
 
 
 def test_threads_give_the_same_result():
