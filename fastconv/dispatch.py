@@ -164,12 +164,14 @@ def input_grad_work_split(problem, itemsize, num_threads):
     """(band_rows, channel_chunks) for the col2im path.
 
     A work item owns whole input channels of one (image, group) so that the col2im scatter never
-    races; when images x groups cannot keep every thread busy (batch 1), each group's input
-    channels are split into chunks. Bands keep the unfolded columns of a chunk in L2."""
+    races; when images x groups are fewer than the threads (batch 1), each group's input
+    channels are split into chunks, one per thread: smaller chunks make thinner GEMMs (measured
+    on conv_transpose_2x2_s2 with 2 threads: 2 chunks 0.32 ms, 4 chunks 0.35 ms, 8 0.42 ms).
+    Bands keep the unfolded columns of a chunk in L2."""
     items = problem.batch * problem.groups
     chunks = 1
-    if items < 2 * num_threads:
-        chunks = min(problem.in_per_group, -(-2 * num_threads // items))
+    if items < num_threads:
+        chunks = min(problem.in_per_group, -(-num_threads // items))
     chunk_depth = -(-problem.in_per_group // chunks) * prod(problem.kernel_size)
     out_w = problem.out_size[-1]
     rows = prod(problem.out_size[:-1])
