@@ -9,6 +9,7 @@ Specification:
 """
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import fastconv
 from fastconv import grad
@@ -265,3 +266,34 @@ def test_every_band_size_gives_the_same_gradients(band_rows, monkeypatch):
     np.testing.assert_allclose(grad.conv3d_weight(x, w.shape, g, **kwargs),
                                reference.conv_weight_grad(x, w.shape, g, **kwargs),
                                rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_random_calls_match_the_reference(data):
+    """Any valid combination of stride, per-side padding, padding mode, dilation and groups."""
+    nd = data.draw(st.integers(1, 3), label="nd")
+    groups = data.draw(st.integers(1, 2), label="groups")
+    c_in = groups * data.draw(st.integers(1, 3), label="c_in/groups")
+    c_out = groups * data.draw(st.integers(1, 3), label="c_out/groups")
+    kernel = data.draw(st.tuples(*[st.integers(1, 3)] * nd), label="kernel")
+    stride = data.draw(st.tuples(*[st.integers(1, 3)] * nd), label="stride")
+    dilation = data.draw(st.tuples(*[st.integers(1, 2)] * nd), label="dilation")
+    mode = data.draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+                     label="padding_mode")
+    size = tuple(data.draw(st.integers(max(3, d * (k - 1) + 1), 7), label="size")
+                 for k, d in zip(kernel, dilation))
+    padding = tuple(data.draw(st.tuples(st.integers(0, 2), st.integers(0, 2)), label="pads")
+                    for _ in range(nd))
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                  padding_mode=mode)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    x = rng.standard_normal((2, c_in) + size)
+    w = rng.standard_normal((c_out, c_in // groups) + kernel)
+    g = rng.standard_normal(CONV[nd](x, w, **kwargs).shape)
+    np.testing.assert_allclose(INPUT_GRAD[nd](x.shape, w, g, **kwargs),
+                               reference.conv_input_grad(x.shape, w, g, **kwargs),
+                               rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(WEIGHT_GRAD[nd](x, w.shape, g, **kwargs),
+                               reference.conv_weight_grad(x, w.shape, g, **kwargs),
+                               rtol=1e-11, atol=1e-11)
