@@ -265,8 +265,8 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
 
 # ---------------------------------------------------------------------------------------------
 # locally connected: out[n, o, p] = bias[o, p] + sum_k w[p, o, k] * patch(n, p)[k], with a
-# separate weight matrix w[p] (c_out x K) at every output position p. Per position, a small
-# matrix-vector product on a gathered patch; correctness first (the layers are small).
+# separate weight matrix w[p] (c_out x K) at every output position p: per position, one small
+# GEMM over a block of images' gathered patches.
 
 cdef void gather_patch(const floating* x_n, const ConvShape* s, Py_ssize_t p,
                        floating* patch) noexcept nogil:
@@ -311,100 +311,137 @@ cdef void scatter_patch(floating* x_n, const ConvShape* s, Py_ssize_t p,
                     k = k + 1
 
 
+# Images per GEMM block: bounds each thread's patch buffer (block x K) while keeping the
+# per-position GEMMs tall enough for BLAS to pay off.
+cdef enum:
+    IMAGE_BLOCK = 64
+
+
+cdef inline void gather_position_grad(const floating* g, const ConvShape* s, Py_ssize_t P,
+                                      Py_ssize_t p, Py_ssize_t n0, Py_ssize_t n1,
+                                      floating* g_p) noexcept nogil:
+    """g_p[i, o] = g[n0 + i, o, p]: the output gradient at position p as a (block x c_out)
+    matrix."""
+    cdef Py_ssize_t i, o
+    for i in range(n1 - n0):
+        for o in range(s.c_out):
+            g_p[i * s.c_out + o] = g[((n0 + i) * s.c_out + o) * P + p]
+
+
 cdef int locally_connected_forward_kernel(const floating* x, const floating* w,
                                           const floating* bias, floating* out,
                                           const ConvShape* s, int num_threads) noexcept nogil:
+    """Per position p and block of images: out_p (block x c_out) = patches (block x K) @ w[p]^T."""
     cdef Py_ssize_t P = s.out_size[0] * s.out_size[1] * s.out_size[2]
     cdef Py_ssize_t K = s.c_in * s.kernel[0] * s.kernel[1] * s.kernel[2]
     cdef Py_ssize_t in_image = s.c_in * s.in_size[0] * s.in_size[1] * s.in_size[2]
-    cdef Py_ssize_t item, n, p, o, k
-    cdef floating acc
-    cdef const floating* w_po
-    cdef floating* patch = NULL
+    cdef Py_ssize_t blocks = (s.n + IMAGE_BLOCK - 1) // IMAGE_BLOCK
+    cdef Py_ssize_t item, p, n0, n1, i, o
+    cdef floating b
+    cdef floating* patches = NULL
+    cdef floating* out_p = NULL
     cdef int failed = 0
     cdef int* failed_flag = &failed
     with parallel(num_threads=num_threads):
-        patch = <floating*> malloc(K * sizeof(floating))
-        if patch == NULL:
+        patches = <floating*> malloc(IMAGE_BLOCK * K * sizeof(floating))
+        out_p = <floating*> malloc(IMAGE_BLOCK * s.c_out * sizeof(floating))
+        if patches == NULL or out_p == NULL:
             failed_flag[0] = 1
-        for item in prange(s.n * P, schedule='static'):
-            if patch == NULL:
+        for item in prange(P * blocks, schedule='dynamic'):
+            if patches == NULL or out_p == NULL:
                 continue
-            n = item // P
-            p = item % P
-            gather_patch(x + n * in_image, s, p, patch)
-            for o in range(s.c_out):
-                w_po = w + (p * s.c_out + o) * K
-                acc = bias[o * P + p] if bias != NULL else 0
-                for k in range(K):
-                    acc = acc + w_po[k] * patch[k]
-                out[(n * s.c_out + o) * P + p] = acc
-        free(patch)
+            p = item // blocks
+            n0 = (item % blocks) * IMAGE_BLOCK
+            n1 = n0 + IMAGE_BLOCK
+            if n1 > s.n:
+                n1 = s.n
+            for i in range(n1 - n0):
+                gather_patch(x + (n0 + i) * in_image, s, p, patches + i * K)
+            gemm(False, True, <int> (n1 - n0), <int> s.c_out, <int> K, <floating> 1, patches,
+                 <int> K, w + p * s.c_out * K, <int> K, <floating> 0, out_p, <int> s.c_out)
+            for i in range(n1 - n0):
+                for o in range(s.c_out):
+                    b = bias[o * P + p] if bias != NULL else 0
+                    out[((n0 + i) * s.c_out + o) * P + p] = out_p[i * s.c_out + o] + b
+        free(patches)
+        free(out_p)
     return failed
 
 
 cdef int locally_connected_input_grad_kernel(const floating* g, const floating* w,
                                              floating* dx, const ConvShape* s,
+                                             Py_ssize_t images_per_item,
                                              int num_threads) noexcept nogil:
-    """Each thread owns whole images: patches of neighbouring positions overlap."""
+    """Per position: dpatches (block x K) = g_p (block x c_out) @ w[p], scattered back. A work
+    item owns a block of whole images, since the patches of neighbouring positions overlap."""
     cdef Py_ssize_t P = s.out_size[0] * s.out_size[1] * s.out_size[2]
     cdef Py_ssize_t K = s.c_in * s.kernel[0] * s.kernel[1] * s.kernel[2]
     cdef Py_ssize_t in_image = s.c_in * s.in_size[0] * s.in_size[1] * s.in_size[2]
-    cdef Py_ssize_t n, p, o, k
-    cdef floating gv
-    cdef const floating* w_po
-    cdef floating* patch = NULL
+    cdef Py_ssize_t items = (s.n + images_per_item - 1) // images_per_item
+    cdef Py_ssize_t item, p, n0, n1, i
+    cdef floating* patches = NULL
+    cdef floating* g_p = NULL
     cdef int failed = 0
     cdef int* failed_flag = &failed
     with parallel(num_threads=num_threads):
-        patch = <floating*> malloc(K * sizeof(floating))
-        if patch == NULL:
+        patches = <floating*> malloc(images_per_item * K * sizeof(floating))
+        g_p = <floating*> malloc(images_per_item * s.c_out * sizeof(floating))
+        if patches == NULL or g_p == NULL:
             failed_flag[0] = 1
-        for n in prange(s.n, schedule='static'):
-            if patch == NULL:
+        for item in prange(items, schedule='dynamic'):
+            if patches == NULL or g_p == NULL:
                 continue
-            memset(dx + n * in_image, 0, in_image * sizeof(floating))
+            n0 = item * images_per_item
+            n1 = n0 + images_per_item
+            if n1 > s.n:
+                n1 = s.n
+            memset(dx + n0 * in_image, 0, (n1 - n0) * in_image * sizeof(floating))
             for p in range(P):
-                memset(patch, 0, K * sizeof(floating))
-                for o in range(s.c_out):
-                    gv = g[(n * s.c_out + o) * P + p]
-                    w_po = w + (p * s.c_out + o) * K
-                    for k in range(K):
-                        patch[k] += gv * w_po[k]
-                scatter_patch(dx + n * in_image, s, p, patch)
-        free(patch)
+                gather_position_grad(g, s, P, p, n0, n1, g_p)
+                gemm(False, False, <int> (n1 - n0), <int> K, <int> s.c_out, <floating> 1, g_p,
+                     <int> s.c_out, w + p * s.c_out * K, <int> K, <floating> 0, patches, <int> K)
+                for i in range(n1 - n0):
+                    scatter_patch(dx + (n0 + i) * in_image, s, p, patches + i * K)
+        free(patches)
+        free(g_p)
     return failed
 
 
 cdef int locally_connected_weight_grad_kernel(const floating* x, const floating* g,
                                               floating* dw, const ConvShape* s,
                                               int num_threads) noexcept nogil:
-    """Each thread owns whole positions, and sums over images in order: deterministic."""
+    """Per position: dw[p] (c_out x K) = sum over image blocks of g_p^T @ patches. Each work
+    item owns whole positions and sums the blocks in order: deterministic."""
     cdef Py_ssize_t P = s.out_size[0] * s.out_size[1] * s.out_size[2]
     cdef Py_ssize_t K = s.c_in * s.kernel[0] * s.kernel[1] * s.kernel[2]
     cdef Py_ssize_t in_image = s.c_in * s.in_size[0] * s.in_size[1] * s.in_size[2]
-    cdef Py_ssize_t n, p, o, k
-    cdef floating gv
-    cdef floating* dw_po
-    cdef floating* patch = NULL
+    cdef Py_ssize_t p, block, n0, n1, i
+    cdef floating* patches = NULL
+    cdef floating* g_p = NULL
     cdef int failed = 0
     cdef int* failed_flag = &failed
     with parallel(num_threads=num_threads):
-        patch = <floating*> malloc(K * sizeof(floating))
-        if patch == NULL:
+        patches = <floating*> malloc(IMAGE_BLOCK * K * sizeof(floating))
+        g_p = <floating*> malloc(IMAGE_BLOCK * s.c_out * sizeof(floating))
+        if patches == NULL or g_p == NULL:
             failed_flag[0] = 1
-        for p in prange(P, schedule='static'):
-            if patch == NULL:
+        for p in prange(P, schedule='dynamic'):
+            if patches == NULL or g_p == NULL:
                 continue
             memset(dw + p * s.c_out * K, 0, s.c_out * K * sizeof(floating))
-            for n in range(s.n):
-                gather_patch(x + n * in_image, s, p, patch)
-                for o in range(s.c_out):
-                    gv = g[(n * s.c_out + o) * P + p]
-                    dw_po = dw + (p * s.c_out + o) * K
-                    for k in range(K):
-                        dw_po[k] += gv * patch[k]
-        free(patch)
+            for block in range((s.n + IMAGE_BLOCK - 1) // IMAGE_BLOCK):
+                n0 = block * IMAGE_BLOCK
+                n1 = n0 + IMAGE_BLOCK
+                if n1 > s.n:
+                    n1 = s.n
+                for i in range(n1 - n0):
+                    gather_patch(x + (n0 + i) * in_image, s, p, patches + i * K)
+                gather_position_grad(g, s, P, p, n0, n1, g_p)
+                gemm(True, False, <int> s.c_out, <int> K, <int> (n1 - n0), <floating> 1, g_p,
+                     <int> s.c_out, patches, <int> K, <floating> 1, dw + p * s.c_out * K,
+                     <int> K)
+        free(patches)
+        free(g_p)
     return failed
 
 
@@ -486,10 +523,13 @@ def locally_connected_input_grad(const floating[:, :, :, :, ::1] g, const floati
     """dx := the input gradient of the locally connected layer for output gradient g."""
     cdef ConvShape s = _local_shape(_shape5(dx.shape), _shape5(g.shape), kernel, stride, pad,
                                     dilation)
+    # whole images per work item, as many items as threads (batch 1 runs on one thread)
+    cdef Py_ssize_t images_per_item = min((s.n + num_threads - 1) // num_threads, IMAGE_BLOCK)
     cdef int status = 0
     with nogil:
         status = locally_connected_input_grad_kernel(&g[0, 0, 0, 0, 0], &w[0, 0, 0],
-                                                     &dx[0, 0, 0, 0, 0], &s, num_threads)
+                                                     &dx[0, 0, 0, 0, 0], &s, images_per_item,
+                                                     num_threads)
     _raise_if(status)
 
 

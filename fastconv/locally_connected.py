@@ -77,8 +77,10 @@ def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
     x = np.ascontiguousarray(x, dtype=dtype)
     flat_bias = np.empty((0, 0), dtype) if b is None else \
         np.ascontiguousarray(b, dtype=dtype).reshape(problem.out_channels, -1)
-    _conv_backward.locally_connected_forward(_as_5d(x, nd), _flat_weight(w, problem, dtype),
-                                             flat_bias, _as_5d(out, nd), *_kernel_args(problem))
+    with _parallel.single_threaded_blas:
+        _conv_backward.locally_connected_forward(_as_5d(x, nd), _flat_weight(w, problem, dtype),
+                                                 flat_bias, _as_5d(out, nd),
+                                                 *_kernel_args(problem))
     return out
 
 
@@ -93,8 +95,10 @@ def _locally_connected_input(nd, input_shape, weight, grad_output, stride, paddi
     if dx.size == 0:
         return dx
     g = np.ascontiguousarray(g, dtype=dtype)
-    _conv_backward.locally_connected_input_grad(_as_5d(g, nd), _flat_weight(w, problem, dtype),
-                                                _as_5d(dx, nd), *_kernel_args(problem))
+    with _parallel.single_threaded_blas:
+        _conv_backward.locally_connected_input_grad(_as_5d(g, nd),
+                                                    _flat_weight(w, problem, dtype),
+                                                    _as_5d(dx, nd), *_kernel_args(problem))
     return dx
 
 
@@ -110,11 +114,12 @@ def _locally_connected_weight(nd, input, weight_shape, grad_output, stride, padd
         return dw
     x = np.ascontiguousarray(x, dtype=dtype)
     g = np.ascontiguousarray(g, dtype=dtype)
-    _conv_backward.locally_connected_weight_grad(_as_5d(x, nd), _as_5d(g, nd),
-                                                 dw.reshape(prod(problem.out_size),
-                                                            problem.out_channels,
-                                                            problem.gemm_depth),
-                                                 *_kernel_args(problem))
+    with _parallel.single_threaded_blas:
+        _conv_backward.locally_connected_weight_grad(_as_5d(x, nd), _as_5d(g, nd),
+                                                     dw.reshape(prod(problem.out_size),
+                                                                problem.out_channels,
+                                                                problem.gemm_depth),
+                                                     *_kernel_args(problem))
     return dw
 
 

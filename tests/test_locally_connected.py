@@ -136,6 +136,29 @@ def test_forward_and_gradients_match_torch_autograd(case, dtype):
         np.testing.assert_allclose(got, expected.numpy(), **tol)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_batches_larger_than_one_gemm_block(threads):
+    """The kernels multiply blocks of 64 images per position; 130 images span three blocks."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((130, 2, 5, 6))
+    w = rng.standard_normal((2, 2, 3, 2, 3, 3))
+    b = rng.standard_normal((3, 2, 2))
+    g = rng.standard_normal((130, 3, 2, 2))
+    kwargs = dict(stride=(2, 1), padding=((1, 0), (0, 0)), dilation=(1, 2))
+    with fastconv.num_threads(threads):
+        np.testing.assert_allclose(fastconv.locally_connected2d(x, w, b, **kwargs),
+                                   reference.locally_connected_nd(x, w, b, **kwargs),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            grad.locally_connected2d_input(x.shape, w, g, **kwargs),
+            reference.locally_connected_input_grad(x.shape, w, g, **kwargs),
+            rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            grad.locally_connected2d_weight(x, w.shape, g, **kwargs),
+            reference.locally_connected_weight_grad(x, w.shape, g, **kwargs),
+            rtol=1e-12, atol=1e-12)
+
+
 def test_threads_give_the_same_result():
     nd, x, w, b, g, kwargs = make_arrays("2d-stride2-pad1")
     with fastconv.num_threads(1):
