@@ -52,7 +52,8 @@ def fold_padding(grad_padded, problem):
     grad = grad_padded
     for axis, (size, (before, after)) in enumerate(zip(problem.in_size, problem.padding)):
         # for every padded position, the index of its source along this axis
-        source = np.pad(np.arange(size), (before, after), mode=_NUMPY_PAD_MODE[problem.padding_mode])
+        source = np.pad(np.arange(size), (before, after),
+                        mode=_NUMPY_PAD_MODE[problem.padding_mode])
         moved = np.moveaxis(grad, axis + 2, 0)
         folded = moved[before:before + size].copy()
         np.add.at(folded, source[:before], moved[:before])
@@ -135,7 +136,8 @@ def _weight_grad(nd, input, weight_shape, grad_output, stride, padding, dilation
     return run_weight_grad(padded, x, g, weight_shape, dtype)
 
 
-_INPUT_DOC = """Gradient of ``conv{nd}d`` with respect to its input (``torch.nn.grad.conv{nd}d_input``).
+_INPUT_DOC = """Gradient of ``conv{nd}d`` with respect to its input
+    (``torch.nn.grad.conv{nd}d_input``).
 
     Parameters
     ----------
@@ -158,7 +160,8 @@ _INPUT_DOC = """Gradient of ``conv{nd}d`` with respect to its input (``torch.nn.
     {example}
     """
 
-_WEIGHT_DOC = """Gradient of ``conv{nd}d`` with respect to its weight (``torch.nn.grad.conv{nd}d_weight``).
+_WEIGHT_DOC = """Gradient of ``conv{nd}d`` with respect to its weight
+    (``torch.nn.grad.conv{nd}d_weight``).
 
     Parameters
     ----------

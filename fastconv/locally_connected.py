@@ -2,7 +2,8 @@
 
 Every output position p has its own filter bank ``weight[p]`` of shape (C_out, C_in, *kernel):
 
-    out[n, o, p] = bias[o, p] + sum over c, taps t of weight[p, o, c, t] * x_pad[n, c, p * stride + t * dilation]
+    out[n, o, p] = bias[o, p] + sum over c, taps t of
+                   weight[p, o, c, t] * x_pad[n, c, p * stride + t * dilation]
 
 The output grid is the convolution's (same stride, padding, dilation), so the weight's leading
 axes must equal it.

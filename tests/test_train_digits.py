@@ -78,7 +78,8 @@ def test_one_step_matches_the_same_network_in_pytorch(example):
         for p in torch_params.values():
             p -= lr * p.grad
     after, _ = example.softmax_cross_entropy(example.forward(params, x)[0], y)
-    torch_after = torch_network(torch, example, torch_params, torch.tensor(x), torch.tensor(y)).item()
+    torch_after = torch_network(torch, example, torch_params, torch.tensor(x),
+                                torch.tensor(y)).item()
     assert after < loss
     assert after == pytest.approx(torch_after, rel=1e-5)
 
