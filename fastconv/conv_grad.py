@@ -64,6 +64,97 @@ def fold_padding(grad_padded, problem):
     return np.ascontiguousarray(grad)
 
 
+def subpixel_phases(problem):
+    """The input gradient of `problem` (a transposed convolution) as stride-1 convolutions.
+
+    Along an axis with stride s, input position i = o * s - p + k * d receives from the taps
+    k of one residue class: for phase f = (i + p) mod s those with k = f + m * s. So the
+    input positions i = i0 + q * s of phase f are a stride-1 correlation of the output
+    gradient with that phase's taps, reversed (d = 1; with s = 1, any d, there is one phase:
+    the whole kernel, reversed, dilated). Returns, per axis, a list of phases
+    (start i0, count, taps, padding before, padding after, phase); padding may be negative
+    (a crop of the gradient). None for a stride and a dilation on one axis."""
+    per_axis = []
+    for n_in, n_out, k, s, (p, _), d in zip(problem.in_size, problem.out_size,
+                                            problem.kernel_size, problem.stride,
+                                            problem.padding, problem.dilation):
+        if s > 1 and d > 1:
+            return None
+        phases = []
+        for f in range(s):
+            taps = -(-(k - f) // s) if f < k else 0            # k = f, f + s, ... < kernel
+            q_lo = -((f - p) // s)                              # ceil((p - f) / s)
+            q_hi = (n_in - 1 + p - f) // s
+            count = q_hi - q_lo + 1
+            if count <= 0:
+                continue
+            start = q_lo * s + f - p
+            span = (taps - 1) * d + 1 if taps else 0
+            before = span - 1 - q_lo if s > 1 else (k - 1) * d - p
+            after = count + span - 1 - n_out - before
+            phases.append((start, count, taps, before, after, f))
+        per_axis.append(phases)
+    return per_axis
+
+
+def subpixel_plan(problem):
+    """The stride-1 convolutions (one per combination of phases along the axes) that make up
+    the input gradient of `problem`, as (output slices, tap slices, gradient slices, padding,
+    dilation) tuples; phases that no tap reaches are left out (their gradient is zero).
+    None when some phase would need more cropping than the gradient has (use col2im)."""
+    per_axis = subpixel_phases(problem)
+    if per_axis is None:
+        return None
+    plan = []
+    for combo in np.ndindex(*[len(p) for p in per_axis]):
+        phases = [per_axis[a][i] for a, i in enumerate(combo)]
+        if any(taps == 0 for _, _, taps, _, _, _ in phases):
+            continue
+        out_index, taps_index, g_index, padding = [], [], [], []
+        for (start, count, taps, before, after, f), n_out, s, d in zip(
+                phases, problem.out_size, problem.stride, problem.dilation):
+            out_index.append(slice(start, start + count * s, s))
+            taps_index.append(slice(f, None, s) if s > 1 else slice(None))
+            lo, hi = max(0, -before), n_out + min(0, after)
+            if hi - lo <= 0:
+                return None
+            g_index.append(slice(lo, hi))
+            padding.append((max(0, before), max(0, after)))
+            span = ((taps - 1) * (d if s == 1 else 1)) + 1
+            if hi - lo + padding[-1][0] + padding[-1][1] < span:
+                return None
+        dilation = tuple(d if s == 1 else 1 for s, d in zip(problem.stride, problem.dilation))
+        plan.append((tuple(out_index), tuple(taps_index), tuple(g_index), tuple(padding),
+                     dilation))
+    return plan
+
+
+def _run_subpixel(problem, w, g, dtype, plan):
+    """Input gradient by phases (see subpixel_phases), each on the forward kernels."""
+    from fastconv.convolution import run_conv
+    from fastconv.dispatch import select
+
+    nd = problem.ndim
+    everything = (slice(None), slice(None))
+    dx = np.zeros((problem.batch, problem.in_channels) + tuple(problem.in_size), dtype)
+    groups = problem.groups
+    # the forward weight of the adjoint: (C_in, C_out/groups, *kernel), per group transposed
+    w_adj = w.reshape((groups, problem.out_per_group, problem.in_per_group) + w.shape[2:])
+    w_adj = w_adj.swapaxes(1, 2).reshape((problem.in_channels, problem.out_per_group)
+                                         + w.shape[2:])
+    for out_index, taps_index, g_index, padding, dilation in plan:
+        sub_w = np.ascontiguousarray(w_adj[everything + taps_index][
+            everything + (slice(None, None, -1),) * nd])
+        sub_g = g[everything + g_index]
+        sub = ConvProblem(problem.batch, problem.out_channels, problem.in_channels, groups,
+                          tuple(sub_g.shape[2:]), tuple(sub_w.shape[2:]), (1,) * nd,
+                          padding, dilation)
+        y = np.empty(sub.out_shape, dtype)
+        run_conv(sub, sub_g, sub_w, None, y, select(sub))
+        dx[everything + out_index] = y
+    return dx
+
+
 def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
     """The input gradient of the zero-padded convolution `problem` (shape problem.batch,
     problem.in_channels, *problem.in_size); padding pairs only their `before` part matters."""
@@ -74,6 +165,8 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
     shape = (problem.batch, problem.in_channels) + tuple(problem.in_size)
     if prod(shape) == 0 or g.size == 0:
         return np.zeros(shape, dtype)
+    if choice.algorithm == "subpixel":
+        return _run_subpixel(problem, w, g, dtype, subpixel_plan(problem))
     dx = np.empty(shape, dtype)   # every kernel writes (or first zeroes) all of it
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)
     threads = _parallel.threads_for(problem.multiply_adds)

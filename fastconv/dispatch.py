@@ -116,7 +116,7 @@ RULES = (
 # channels per group, 3-channel images) by 1.5-4x; the direct gathering loops win only when one
 # input channel meets one output channel per group (depthwise, single-channel images), where
 # the GEMM degenerates into an outer product.
-INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1")
+INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel")
 
 INPUT_GRAD_RULES = (
     Rule("gemm1x1", lambda p: p.pointwise,
@@ -124,21 +124,32 @@ INPUT_GRAD_RULES = (
     Rule("direct", lambda p: p.in_per_group == 1 and p.out_per_group == 1,
          "one input and one output channel per group (depthwise, single-channel): the GEMM "
          "would be an outer product; direct loops gather each gradient row in cache"),
+    Rule("subpixel", lambda p: p.in_per_group >= MIN_PACKED_OUT_CHANNELS and _subpixel_fits(p),
+         "split by stride phase into stride-1 convolutions of the output gradient with the "
+         "kernel's phases, reversed: the forward kernels' packed GEMM, and no scatter "
+         "(falls back to col2im where a phase would need negative padding)"),
     Rule("col2im", lambda p: True,
          "a GEMM over channels: multiply bands by W^T with BLAS and scatter them back "
          "(col2im)"),
 )
+
+def _subpixel_fits(problem):
+    from fastconv.conv_grad import subpixel_plan
+    return subpixel_plan(problem) is not None
+
 
 # Which algorithms can compute a problem at all (forcing one outside this is a ValueError).
 SUPPORTS = {
     "direct": lambda p: True,
     "im2col": lambda p: True,
     "col2im": lambda p: True,
+    "subpixel": lambda p: _subpixel_fits(p),
     "gemm1x1": lambda p: p.pointwise,
     "packed": lambda p: True,
 }
 REQUIREMENT = {
     "gemm1x1": "a 1x1 kernel with stride 1 and no padding",
+    "subpixel": "stride 1 or dilation 1 along each axis, and phases that fit the gradient",
 }
 WHY_FORCED = "forced by the caller"
 

@@ -69,7 +69,15 @@ def make_arrays(case, dtype=np.float64, seed=0):
 def algorithms_for(case):
     x_shape, w_shape, kwargs = CASES[case]
     pointwise = all(k == 1 for k in w_shape[2:]) and not kwargs
-    return ["auto", "direct", "col2im"] + (["gemm1x1"] if pointwise else [])
+    nd = len(w_shape) - 2
+    options = dict(stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros")
+    options.update(kwargs)
+    problem = fastconv.conv_grad.explicitly_padded(fastconv.convolution._conv_problem(
+        nd, x_shape, w_shape, None, options["stride"], options["padding"], options["dilation"],
+        options["groups"], options["padding_mode"]))
+    subpixel = fastconv.dispatch.SUPPORTS["subpixel"](problem)
+    return ["auto", "direct", "col2im"] + (["gemm1x1"] if pointwise else []) \
+        + (["subpixel"] if subpixel else [])
 
 
 @pytest.mark.parametrize("case", IDS)

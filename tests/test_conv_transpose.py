@@ -68,7 +68,14 @@ def make_arrays(case, dtype=np.float64, seed=0):
 def algorithms_for(case):
     x_shape, w_shape, kwargs = CASES[case]
     pointwise = all(k == 1 for k in w_shape[2:]) and not kwargs
-    return ["auto", "direct", "col2im"] + (["gemm1x1"] if pointwise else [])
+    options = dict(stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+    options.update(kwargs)
+    problem = fastconv.conv_transpose._transpose_problem(
+        len(w_shape) - 2, x_shape, w_shape, None, options["stride"], options["padding"],
+        options["output_padding"], options["groups"], options["dilation"])
+    subpixel = fastconv.dispatch.SUPPORTS["subpixel"](problem)
+    return ["auto", "direct", "col2im"] + (["gemm1x1"] if pointwise else []) \
+        + (["subpixel"] if subpixel else [])
 
 
 @pytest.mark.parametrize("case", IDS)
