@@ -14,9 +14,16 @@ from fastconv.convolution import (  # noqa: E402
     ReceptiveField, choose_algorithm, conv1d, conv2d, conv3d, convolve, correlate, output_shape,
     receptive_field,
 )
+from fastconv.conv_transpose import (  # noqa: E402
+    conv_transpose1d, conv_transpose2d, conv_transpose3d,
+)
+from fastconv.locally_connected import locally_connected1d, locally_connected2d  # noqa: E402
+from fastconv import grad  # noqa: E402,F401
 
 __all__ = [
     "__version__", "show_config", "set_num_threads", "get_num_threads", "num_threads",
     "conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape", "receptive_field",
     "ReceptiveField", "choose_algorithm",
+    "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+    "locally_connected1d", "locally_connected2d",
 ]

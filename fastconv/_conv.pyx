@@ -333,6 +333,7 @@ cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_be
     cdef Py_ssize_t band = (row_end - row_begin) * OW
     cdef Py_ssize_t taps = KD * KH * KW
     cdef Py_ssize_t k, c, tap, kd, kh, kw, r, od, oh, i_d, i_h, off, lo, hi, o
+    cdef Py_ssize_t od_first = row_begin // OH, oh_first = row_begin % OH
     cdef const floating* x_row
     cdef floating* dst
     for k in range(s.c_in_g * taps):
@@ -343,25 +344,31 @@ cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_be
         kw = tap % KW
         off = kw * s.dilation[2] - s.pad[2]
         output_range(off, sw, W, OW, &lo, &hi)
+        dst = col + k * band
+        # (od, oh) of row r advance by counting: no division per row in this hot loop
+        od = od_first
+        oh = oh_first
         for r in range(row_begin, row_end):
-            dst = col + k * band + (r - row_begin) * OW
-            od = r // OH
-            oh = r % OH
             i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
             i_h = oh * s.stride[1] - s.pad[1] + kh * s.dilation[1]
             if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
                 memset(dst, 0, OW * sizeof(floating))
-                continue
-            x_row = x_g + ((c * D + i_d) * H + i_h) * W
-            for o in range(lo):
-                dst[o] = 0
-            if sw == 1:
-                memcpy(dst + lo, x_row + lo + off, (hi - lo) * sizeof(floating))
             else:
-                for o in range(lo, hi):
-                    dst[o] = x_row[o * sw + off]
-            for o in range(hi, OW):
-                dst[o] = 0
+                x_row = x_g + ((c * D + i_d) * H + i_h) * W
+                for o in range(lo):
+                    dst[o] = 0
+                if sw == 1:
+                    memcpy(dst + lo, x_row + lo + off, (hi - lo) * sizeof(floating))
+                else:
+                    for o in range(lo, hi):
+                        dst[o] = x_row[o * sw + off]
+                for o in range(hi, OW):
+                    dst[o] = 0
+            dst += OW
+            oh = oh + 1
+            if oh == OH:
+                oh = 0
+                od = od + 1
 
 
 cdef inline void fill_bias(floating* out_block, const floating* bias, Py_ssize_t channels,

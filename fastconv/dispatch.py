@@ -109,28 +109,60 @@ RULES = (
          "(measured faster than im2col + BLAS on every GEMM-shaped bench case)"),
 )
 
+# The input gradient of a convolution, which is also the transposed convolution: `problem`
+# describes the forward convolution (its input is the gradient's shape). The GEMM computes
+# col = W_g^T @ grad_out_band ((C_in/groups x taps) x band, summing over C_out/groups), then
+# col2im scatters it. Measured (notes/issue4.md): col2im wins even for thin GEMMs (2 or 4
+# channels per group, 3-channel images) by 1.5-4x; the direct gathering loops win only when one
+# input channel meets one output channel per group (depthwise, single-channel images), where
+# the GEMM degenerates into an outer product.
+INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel")
+
+INPUT_GRAD_RULES = (
+    Rule("gemm1x1", lambda p: p.pointwise,
+         "1x1 kernel, stride 1, no padding: the GEMM writes the input gradient directly"),
+    Rule("direct", lambda p: p.in_per_group == 1 and p.out_per_group == 1,
+         "one input and one output channel per group (depthwise, single-channel): the GEMM "
+         "would be an outer product; direct loops gather each gradient row in cache"),
+    Rule("subpixel", lambda p: p.in_per_group >= MIN_PACKED_OUT_CHANNELS and _subpixel_fits(p),
+         "split by stride phase into stride-1 convolutions of the output gradient with the "
+         "kernel's phases, reversed: the forward kernels' packed GEMM, and no scatter "
+         "(falls back to col2im where a phase would need negative padding)"),
+    Rule("col2im", lambda p: True,
+         "a GEMM over channels: multiply bands by W^T with BLAS and scatter them back "
+         "(col2im)"),
+)
+
+def _subpixel_fits(problem):
+    from fastconv.conv_grad import subpixel_plan
+    return subpixel_plan(problem) is not None
+
+
 # Which algorithms can compute a problem at all (forcing one outside this is a ValueError).
 SUPPORTS = {
     "direct": lambda p: True,
     "im2col": lambda p: True,
+    "col2im": lambda p: True,
+    "subpixel": lambda p: _subpixel_fits(p),
     "gemm1x1": lambda p: p.pointwise,
     "packed": lambda p: True,
 }
 REQUIREMENT = {
     "gemm1x1": "a 1x1 kernel with stride 1 and no padding",
+    "subpixel": "stride 1 or dilation 1 along each axis, and phases that fit the gradient",
 }
 WHY_FORCED = "forced by the caller"
 
 
-def select(problem, algorithm="auto"):
+def select(problem, algorithm="auto", rules=RULES, algorithms=ALGORITHMS):
     """The Choice for `problem`: the first applicable rule, or the forced `algorithm`."""
     if algorithm == "auto":
-        for rule in RULES:
+        for rule in rules:
             if rule.applies(problem):
                 return Choice(rule.algorithm, rule.why)
         raise AssertionError("the last rule applies to every problem")
-    if algorithm not in ALGORITHMS:
-        options = ", ".join(repr(a) for a in ("auto",) + ALGORITHMS)
+    if algorithm not in algorithms:
+        options = ", ".join(repr(a) for a in ("auto",) + algorithms)
         raise ValueError(f"algorithm must be one of {options}; got {algorithm!r}")
     if not SUPPORTS[algorithm](problem):
         raise ValueError(f"algorithm={algorithm!r} needs {REQUIREMENT[algorithm]}; got kernel "
@@ -178,3 +210,39 @@ def packed_partition(problem, itemsize, mr, nr):
         else:
             channel_panels = (channel_panels + 1) // 2
     return int(tile_panels), int(channel_panels)
+
+
+def select_input_grad(problem, algorithm="auto"):
+    """The Choice for the input gradient (or transposed convolution) of `problem`."""
+    return select(problem, algorithm, INPUT_GRAD_RULES, INPUT_GRAD_ALGORITHMS)
+
+
+def input_grad_work_split(problem, itemsize, num_threads):
+    """(band_rows, channel_chunks) for the col2im path.
+
+    A work item owns whole input channels of one (image, group) so that the col2im scatter never
+    races; when images x groups are fewer than the threads (batch 1), each group's input
+    channels are split into chunks, one per thread: smaller chunks make thinner GEMMs (measured
+    on conv_transpose_2x2_s2 with 2 threads: 2 chunks 0.32 ms, 4 chunks 0.35 ms, 8 0.42 ms).
+    Bands keep the unfolded columns of a chunk in L2."""
+    items = problem.batch * problem.groups
+    chunks = 1
+    if items < num_threads:
+        chunks = min(problem.in_per_group, -(-num_threads // items))
+    chunk_depth = -(-problem.in_per_group // chunks) * prod(problem.kernel_size)
+    out_w = problem.out_size[-1]
+    rows = prod(problem.out_size[:-1])
+    band = max(1, 512 * 1024 // max(1, chunk_depth * out_w * itemsize))
+    if problem.pointwise:
+        band = max(1, 4096 // out_w)
+    return int(min(band, rows)), int(chunks)
+
+
+def weight_grad_chunks(problem, num_threads, band_rows):
+    """Partial sums for the weight gradient: about four per thread so that dynamic scheduling
+    can balance a busy core, no more than the work items, and at most 64 MiB of buffers."""
+    bands = -(-prod(problem.out_size[:-1]) // band_rows)
+    items = problem.batch * problem.groups * bands
+    weight_bytes = 8 * problem.out_channels * problem.gemm_depth
+    by_memory = max(1, (64 << 20) // weight_bytes)
+    return int(max(1, min(items, 4 * num_threads, by_memory)))

@@ -1,0 +1,570 @@
+# cython: language_level=3
+"""Backward kernels of convolution: input gradient (= transposed convolution), weight
+gradient, and locally connected layers (convolution without weight sharing).
+
+Every problem is described by the forward convolution's ConvShape (see _conv.pxd):
+x (n, c_in, D, H, W) is the convolution's input, w (c_out, c_in_g, KD, KH, KW) its weight and
+g (n, c_out, OD, OH, OW) the gradient of its output. A transposed convolution is the input
+gradient of the convolution whose input has the transposed convolution's output shape.
+The Python layer validates everything; these kernels trust their inputs.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, parallel
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memset
+
+from fastconv._blas cimport gemm, set_local_threads_t, hold_blas_single_threaded, release_blas
+
+cdef set_local_threads_t blas_set_local_threads = NULL
+
+
+def set_blas_local_threads_hook(size_t address):
+    """Register openblas_set_num_threads_local (its address; 0 for none), see _blas.pxd."""
+    global blas_set_local_threads
+    blas_set_local_threads = <set_local_threads_t> address
+from fastconv._conv cimport ConvShape, make_shape, output_range, im2col_rows
+
+
+# ---------------------------------------------------------------------------------------------
+# col2im: the adjoint of im2col_rows.
+
+cdef void col2im_rows(floating* x_g, const ConvShape* s, Py_ssize_t c_begin, Py_ssize_t c_end,
+                      Py_ssize_t row_begin, Py_ssize_t row_end,
+                      const floating* col) noexcept nogil:
+    """x_g[c, d, h, w] += col[k, j] for every tap k = (c, kd, kh, kw) of the channels
+    [c_begin, c_end) that reads input pixel (d, h, w) at output position j of the band of
+    output rows [row_begin, row_end); taps that read padding are dropped."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t KH = s.kernel[1], KW = s.kernel[2]
+    cdef Py_ssize_t sw = s.stride[2]
+    cdef Py_ssize_t band = (row_end - row_begin) * OW
+    cdef Py_ssize_t taps = s.kernel[0] * KH * KW
+    cdef Py_ssize_t k, c, tap, kd, kh, kw, r, od, oh, i_d, i_h, off, lo, hi, o
+    cdef Py_ssize_t od_first = row_begin // OH, oh_first = row_begin % OH
+    cdef floating* x_row
+    cdef const floating* src
+    for k in range((c_end - c_begin) * taps):
+        c = c_begin + k // taps
+        tap = k % taps
+        kd = tap // (KH * KW)
+        kh = (tap // KW) % KH
+        kw = tap % KW
+        off = kw * s.dilation[2] - s.pad[2]
+        output_range(off, sw, W, OW, &lo, &hi)
+        src = col + k * band
+        # (od, oh) of row r advance by counting: no division per row in this hot loop
+        od = od_first
+        oh = oh_first
+        for r in range(row_begin, row_end):
+            i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
+            i_h = oh * s.stride[1] - s.pad[1] + kh * s.dilation[1]
+            if 0 <= i_d < D and 0 <= i_h < H:
+                x_row = x_g + ((c * D + i_d) * H + i_h) * W
+                if sw == 1:
+                    # unit stride: a contiguous add the compiler vectorizes
+                    for o in range(lo, hi):
+                        x_row[o + off] += src[o]
+                else:
+                    for o in range(lo, hi):
+                        x_row[o * sw + off] += src[o]
+            src += OW
+            oh = oh + 1
+            if oh == OH:
+                oh = 0
+                od = od + 1
+
+
+cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, const ConvShape* s,
+                         bint pointwise, Py_ssize_t band_rows, Py_ssize_t channel_chunks,
+                         int num_threads) noexcept nogil:
+    """dx := conv^T(g): per band, col = W_g^T @ g_band (one single-threaded GEMM), then col2im.
+
+    A work item owns whole input channels (image, group, chunk of input channels) and walks
+    every band, so the scatter of col2im never races; chunks split the channels of a group
+    when there are too few images x groups to keep every thread busy (batch 1)."""
+    cdef int blas_threads_before
+    cdef Py_ssize_t OW = s.out_size[2]
+    cdef Py_ssize_t rows = s.out_size[0] * s.out_size[1]
+    cdef Py_ssize_t out_plane = rows * OW
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t taps = s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t K = s.c_in_g * taps
+    cdef Py_ssize_t chunk_channels = (s.c_in_g + channel_chunks - 1) // channel_chunks
+    cdef Py_ssize_t bands = (rows + band_rows - 1) // band_rows
+    cdef Py_ssize_t items = s.n * s.groups * channel_chunks
+    cdef Py_ssize_t item, chunk, n, g_idx, c0, c1, band, r0, r1, cols
+    cdef floating* col = NULL
+    cdef floating* dx_g
+    cdef const floating* g_block
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+
+    with parallel(num_threads=num_threads):
+        blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
+        if not pointwise:
+            col = <floating*> malloc(chunk_channels * taps * band_rows * OW * sizeof(floating))
+            if col == NULL:
+                failed_flag[0] = 1
+        for item in prange(items, schedule='dynamic'):
+            if not pointwise and col == NULL:
+                continue
+            chunk = item % channel_chunks
+            g_idx = (item // channel_chunks) % s.groups
+            n = item // (channel_chunks * s.groups)
+            c0 = chunk * chunk_channels
+            c1 = c0 + chunk_channels
+            if c1 > s.c_in_g:
+                c1 = s.c_in_g
+            if c0 >= c1:
+                continue
+            dx_g = dx + (n * s.c_in + g_idx * s.c_in_g) * in_plane
+            g_block = g + (n * s.c_out + g_idx * s.c_out_g) * out_plane
+            if not pointwise:
+                memset(dx_g + c0 * in_plane, 0, (c1 - c0) * in_plane * sizeof(floating))
+            for band in range(bands):
+                r0 = band * band_rows
+                r1 = r0 + band_rows
+                if r1 > rows:
+                    r1 = rows
+                cols = (r1 - r0) * OW
+                if pointwise:
+                    # 1x1, stride 1, no padding: the band of dx is the GEMM's output itself
+                    gemm(True, False, <int> ((c1 - c0) * taps), <int> cols, <int> s.c_out_g,
+                         <floating> 1, w + g_idx * s.c_out_g * K + c0 * taps, <int> K,
+                         g_block + r0 * OW, <int> out_plane, <floating> 0,
+                         dx_g + c0 * in_plane + r0 * OW, <int> in_plane)
+                else:
+                    gemm(True, False, <int> ((c1 - c0) * taps), <int> cols, <int> s.c_out_g,
+                         <floating> 1, w + g_idx * s.c_out_g * K + c0 * taps, <int> K,
+                         g_block + r0 * OW, <int> out_plane, <floating> 0, col, <int> cols)
+                    col2im_rows(dx_g, s, c0, c1, r0, r1, col)
+        free(col)
+        release_blas(blas_set_local_threads, blas_threads_before)
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
+# direct transposed kernel: one input-gradient row (fixed n, c_in, d, h) at a time, gathering
+# from every output channel of its group. Best when the GEMM would be thin (few channels).
+
+cdef void input_grad_direct_row(const floating* g, const floating* w, floating* dx,
+                                const ConvShape* s, Py_ssize_t row) noexcept nogil:
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
+    cdef Py_ssize_t sw = s.stride[2]
+    cdef Py_ssize_t i_h = row % H, t = row // H
+    cdef Py_ssize_t i_d = t % D
+    t = t // D
+    cdef Py_ssize_t ci = t % s.c_in, n = t // s.c_in
+    cdef Py_ssize_t g_idx = ci // s.c_in_g, c = ci % s.c_in_g
+    cdef floating* dx_row = dx + row * W
+    cdef const floating* g_row
+    cdef floating wv
+    cdef Py_ssize_t co, kd, kh, kw, num_d, num_h, od, oh, off, lo, hi, o
+
+    for o in range(W):
+        dx_row[o] = 0
+    for kd in range(KD):
+        # the output row od whose tap kd reads input row i_d, if any
+        num_d = i_d + s.pad[0] - kd * s.dilation[0]
+        if num_d < 0 or num_d % s.stride[0] != 0:
+            continue
+        od = num_d // s.stride[0]
+        if od >= OD:
+            continue
+        for kh in range(KH):
+            num_h = i_h + s.pad[1] - kh * s.dilation[1]
+            if num_h < 0 or num_h % s.stride[1] != 0:
+                continue
+            oh = num_h // s.stride[1]
+            if oh >= OH:
+                continue
+            for kw in range(KW):
+                off = kw * s.dilation[2] - s.pad[2]
+                output_range(off, sw, W, OW, &lo, &hi)
+                # the output channels of the group innermost: the range above is shared
+                for co in range(g_idx * s.c_out_g, (g_idx + 1) * s.c_out_g):
+                    wv = w[((co * s.c_in_g + c) * KD + kd) * KH * KW + kh * KW + kw]
+                    g_row = g + ((n * s.c_out + co) * OD + od) * OH * OW + oh * OW
+                    if sw == 1:
+                        for o in range(lo, hi):
+                            dx_row[o + off] += wv * g_row[o]
+                    else:
+                        for o in range(lo, hi):
+                            dx_row[o * sw + off] += wv * g_row[o]
+
+
+cdef int input_grad_direct(const floating* g, const floating* w, floating* dx,
+                           const ConvShape* s, int num_threads) noexcept nogil:
+    cdef Py_ssize_t rows = s.n * s.c_in * s.in_size[0] * s.in_size[1]
+    cdef Py_ssize_t row
+    for row in prange(rows, num_threads=num_threads, schedule='static'):
+        input_grad_direct_row(g, w, dx, s, row)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# weight gradient: dW_g += g_band @ col^T over every (image, group, band). The work items are
+# cut into `chunks` fixed contiguous runs, each summed into its own zeroed buffer by whichever
+# thread takes it (dynamic scheduling copes with a busy core); the buffers are then added in
+# chunk order, so the result does not depend on which thread ran what.
+
+cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, const ConvShape* s,
+                          bint pointwise, Py_ssize_t band_rows, Py_ssize_t chunks,
+                          int num_threads) noexcept nogil:
+    cdef int blas_threads_before
+    cdef Py_ssize_t OW = s.out_size[2]
+    cdef Py_ssize_t rows = s.out_size[0] * s.out_size[1]
+    cdef Py_ssize_t out_plane = rows * OW
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t bands = (rows + band_rows - 1) // band_rows
+    cdef Py_ssize_t items = s.n * s.groups * bands
+    cdef Py_ssize_t size = s.c_out * K
+    cdef Py_ssize_t chunk, item, band, n, g_idx, r0, r1, cols, i, t
+    cdef floating* partial = <floating*> calloc(chunks * size, sizeof(floating))
+    cdef floating* mine
+    cdef floating* col = NULL
+    cdef const floating* x_g
+    cdef const floating* operand
+    cdef floating total
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if partial == NULL:
+        return 1
+
+    with parallel(num_threads=num_threads):
+        blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
+        if not pointwise:
+            col = <floating*> malloc(K * band_rows * OW * sizeof(floating))
+            if col == NULL:
+                failed_flag[0] = 1
+        for chunk in prange(chunks, schedule='dynamic'):
+            if not pointwise and col == NULL:
+                continue
+            mine = partial + chunk * size
+            for item in range(items * chunk // chunks, items * (chunk + 1) // chunks):
+                band = item % bands
+                g_idx = (item // bands) % s.groups
+                n = item // (bands * s.groups)
+                r0 = band * band_rows
+                r1 = r0 + band_rows
+                if r1 > rows:
+                    r1 = rows
+                cols = (r1 - r0) * OW
+                x_g = x + (n * s.c_in + g_idx * s.c_in_g) * in_plane
+                if pointwise:
+                    operand = x_g + r0 * OW
+                else:
+                    im2col_rows(x_g, s, r0, r1, col)
+                    operand = col
+                gemm(False, True, <int> s.c_out_g, <int> K, <int> cols, <floating> 1,
+                     g + (n * s.c_out + g_idx * s.c_out_g) * out_plane + r0 * OW,
+                     <int> out_plane, operand, <int> (in_plane if pointwise else cols),
+                     <floating> 1, mine + g_idx * s.c_out_g * K, <int> K)
+        free(col)
+        release_blas(blas_set_local_threads, blas_threads_before)
+
+    if failed == 0:
+        for i in prange(size, num_threads=num_threads, schedule='static'):
+            total = partial[i]
+            for t in range(1, chunks):
+                total = total + partial[t * size + i]
+            dw[i] = total
+    free(partial)
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
+# locally connected: out[n, o, p] = bias[o, p] + sum_k w[p, o, k] * patch(n, p)[k], with a
+# separate weight matrix w[p] (c_out x K) at every output position p: per position, one small
+# GEMM over a block of images' gathered patches.
+
+cdef void gather_patch(const floating* x_n, const ConvShape* s, Py_ssize_t p,
+                       floating* patch) noexcept nogil:
+    """patch[k] = x_n[c, d, h, w] read by tap k = (c, kd, kh, kw) at output position p; 0 in
+    padding."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
+    cdef Py_ssize_t ow = p % OW, oh = (p // OW) % OH, od = p // (OW * OH)
+    cdef Py_ssize_t c, kd, kh, kw, i_d, i_h, i_w, k = 0
+    for c in range(s.c_in):
+        for kd in range(KD):
+            i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
+            for kh in range(KH):
+                i_h = oh * s.stride[1] - s.pad[1] + kh * s.dilation[1]
+                for kw in range(KW):
+                    i_w = ow * s.stride[2] - s.pad[2] + kw * s.dilation[2]
+                    if 0 <= i_d < D and 0 <= i_h < H and 0 <= i_w < W:
+                        patch[k] = x_n[((c * D + i_d) * H + i_h) * W + i_w]
+                    else:
+                        patch[k] = 0
+                    k = k + 1
+
+
+cdef void scatter_patch(floating* x_n, const ConvShape* s, Py_ssize_t p,
+                        const floating* patch) noexcept nogil:
+    """The adjoint of gather_patch: x_n[c, d, h, w] += patch[k]; taps in padding are dropped."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
+    cdef Py_ssize_t ow = p % OW, oh = (p // OW) % OH, od = p // (OW * OH)
+    cdef Py_ssize_t c, kd, kh, kw, i_d, i_h, i_w, k = 0
+    for c in range(s.c_in):
+        for kd in range(KD):
+            i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
+            for kh in range(KH):
+                i_h = oh * s.stride[1] - s.pad[1] + kh * s.dilation[1]
+                for kw in range(KW):
+                    i_w = ow * s.stride[2] - s.pad[2] + kw * s.dilation[2]
+                    if 0 <= i_d < D and 0 <= i_h < H and 0 <= i_w < W:
+                        x_n[((c * D + i_d) * H + i_h) * W + i_w] += patch[k]
+                    k = k + 1
+
+
+# Images per GEMM block: bounds each thread's patch buffer (block x K) while keeping the
+# per-position GEMMs tall enough for BLAS to pay off.
+cdef enum:
+    IMAGE_BLOCK = 64
+
+
+cdef inline void gather_position_grad(const floating* g, const ConvShape* s, Py_ssize_t P,
+                                      Py_ssize_t p, Py_ssize_t n0, Py_ssize_t n1,
+                                      floating* g_p) noexcept nogil:
+    """g_p[i, o] = g[n0 + i, o, p]: the output gradient at position p as a (block x c_out)
+    matrix."""
+    cdef Py_ssize_t i, o
+    for i in range(n1 - n0):
+        for o in range(s.c_out):
+            g_p[i * s.c_out + o] = g[((n0 + i) * s.c_out + o) * P + p]
+
+
+cdef int locally_connected_forward_kernel(const floating* x, const floating* w,
+                                          const floating* bias, floating* out,
+                                          const ConvShape* s, int num_threads) noexcept nogil:
+    """Per position p and block of images: out_p (block x c_out) = patches (block x K) @ w[p]^T."""
+    cdef int blas_threads_before
+    cdef Py_ssize_t P = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t K = s.c_in * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t in_image = s.c_in * s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t blocks = (s.n + IMAGE_BLOCK - 1) // IMAGE_BLOCK
+    cdef Py_ssize_t item, p, n0, n1, i, o
+    cdef floating b
+    cdef floating* patches = NULL
+    cdef floating* out_p = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    with parallel(num_threads=num_threads):
+        blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
+        patches = <floating*> malloc(IMAGE_BLOCK * K * sizeof(floating))
+        out_p = <floating*> malloc(IMAGE_BLOCK * s.c_out * sizeof(floating))
+        if patches == NULL or out_p == NULL:
+            failed_flag[0] = 1
+        for item in prange(P * blocks, schedule='dynamic'):
+            if patches == NULL or out_p == NULL:
+                continue
+            p = item // blocks
+            n0 = (item % blocks) * IMAGE_BLOCK
+            n1 = n0 + IMAGE_BLOCK
+            if n1 > s.n:
+                n1 = s.n
+            for i in range(n1 - n0):
+                gather_patch(x + (n0 + i) * in_image, s, p, patches + i * K)
+            gemm(False, True, <int> (n1 - n0), <int> s.c_out, <int> K, <floating> 1, patches,
+                 <int> K, w + p * s.c_out * K, <int> K, <floating> 0, out_p, <int> s.c_out)
+            for i in range(n1 - n0):
+                for o in range(s.c_out):
+                    b = bias[o * P + p] if bias != NULL else 0
+                    out[((n0 + i) * s.c_out + o) * P + p] = out_p[i * s.c_out + o] + b
+        free(patches)
+        free(out_p)
+        release_blas(blas_set_local_threads, blas_threads_before)
+    return failed
+
+
+cdef int locally_connected_input_grad_kernel(const floating* g, const floating* w,
+                                             floating* dx, const ConvShape* s,
+                                             Py_ssize_t images_per_item,
+                                             int num_threads) noexcept nogil:
+    """Per position: dpatches (block x K) = g_p (block x c_out) @ w[p], scattered back. A work
+    item owns a block of whole images, since the patches of neighbouring positions overlap."""
+    cdef int blas_threads_before
+    cdef Py_ssize_t P = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t K = s.c_in * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t in_image = s.c_in * s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t items = (s.n + images_per_item - 1) // images_per_item
+    cdef Py_ssize_t item, p, n0, n1, i
+    cdef floating* patches = NULL
+    cdef floating* g_p = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    with parallel(num_threads=num_threads):
+        blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
+        patches = <floating*> malloc(images_per_item * K * sizeof(floating))
+        g_p = <floating*> malloc(images_per_item * s.c_out * sizeof(floating))
+        if patches == NULL or g_p == NULL:
+            failed_flag[0] = 1
+        for item in prange(items, schedule='dynamic'):
+            if patches == NULL or g_p == NULL:
+                continue
+            n0 = item * images_per_item
+            n1 = n0 + images_per_item
+            if n1 > s.n:
+                n1 = s.n
+            memset(dx + n0 * in_image, 0, (n1 - n0) * in_image * sizeof(floating))
+            for p in range(P):
+                gather_position_grad(g, s, P, p, n0, n1, g_p)
+                gemm(False, False, <int> (n1 - n0), <int> K, <int> s.c_out, <floating> 1, g_p,
+                     <int> s.c_out, w + p * s.c_out * K, <int> K, <floating> 0, patches, <int> K)
+                for i in range(n1 - n0):
+                    scatter_patch(dx + (n0 + i) * in_image, s, p, patches + i * K)
+        free(patches)
+        free(g_p)
+        release_blas(blas_set_local_threads, blas_threads_before)
+    return failed
+
+
+cdef int locally_connected_weight_grad_kernel(const floating* x, const floating* g,
+                                              floating* dw, const ConvShape* s,
+                                              int num_threads) noexcept nogil:
+    """Per position: dw[p] (c_out x K) = sum over image blocks of g_p^T @ patches. Each work
+    item owns whole positions and sums the blocks in order: deterministic."""
+    cdef int blas_threads_before
+    cdef Py_ssize_t P = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t K = s.c_in * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t in_image = s.c_in * s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t p, block, n0, n1, i
+    cdef floating* patches = NULL
+    cdef floating* g_p = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    with parallel(num_threads=num_threads):
+        blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
+        patches = <floating*> malloc(IMAGE_BLOCK * K * sizeof(floating))
+        g_p = <floating*> malloc(IMAGE_BLOCK * s.c_out * sizeof(floating))
+        if patches == NULL or g_p == NULL:
+            failed_flag[0] = 1
+        for p in prange(P, schedule='dynamic'):
+            if patches == NULL or g_p == NULL:
+                continue
+            memset(dw + p * s.c_out * K, 0, s.c_out * K * sizeof(floating))
+            for block in range((s.n + IMAGE_BLOCK - 1) // IMAGE_BLOCK):
+                n0 = block * IMAGE_BLOCK
+                n1 = n0 + IMAGE_BLOCK
+                if n1 > s.n:
+                    n1 = s.n
+                for i in range(n1 - n0):
+                    gather_patch(x + (n0 + i) * in_image, s, p, patches + i * K)
+                gather_position_grad(g, s, P, p, n0, n1, g_p)
+                gemm(True, False, <int> s.c_out, <int> K, <int> (n1 - n0), <floating> 1, g_p,
+                     <int> s.c_out, patches, <int> K, <floating> 1, dw + p * s.c_out * K,
+                     <int> K)
+        free(patches)
+        free(g_p)
+        release_blas(blas_set_local_threads, blas_threads_before)
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points from Python: 5-d C-contiguous arrays (1d and 2d problems with unit leading
+# spatial axes), already validated by fastconv/conv_grad.py, conv_transpose.py and
+# locally_connected.py.
+
+cdef inline tuple _shape5(Py_ssize_t* shape):
+    return (shape[0], shape[1], shape[2], shape[3], shape[4])
+
+
+def _raise_if(int status):
+    if status != 0:
+        raise MemoryError("fastconv: could not allocate a work buffer")
+
+
+def conv_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, :, :, ::1] w,
+                    floating[:, :, :, :, ::1] dx, tuple stride, tuple pad, tuple dilation,
+                    Py_ssize_t groups, str algorithm, Py_ssize_t band_rows,
+                    Py_ssize_t channel_chunks, int num_threads):
+    """dx := the input gradient of conv(dx-shaped input, w) for output gradient g (zero padding
+    `pad` before each axis), by `algorithm` ('direct', 'col2im' or 'gemm1x1')."""
+    cdef ConvShape s = make_shape(_shape5(dx.shape), _shape5(w.shape), _shape5(g.shape),
+                                  stride, pad, dilation, groups)
+    cdef int status = 0
+    cdef int kind = {"direct": 0, "col2im": 1, "gemm1x1": 2}[algorithm]
+    if dx.shape[0] == 0:
+        return
+    with nogil:
+        if kind == 0:
+            status = input_grad_direct(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &dx[0, 0, 0, 0, 0],
+                                       &s, num_threads)
+        else:
+            status = input_grad_gemm(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &dx[0, 0, 0, 0, 0],
+                                     &s, kind == 2, band_rows, channel_chunks, num_threads)
+    _raise_if(status)
+
+
+def conv_weight_grad(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] g,
+                     floating[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
+                     Py_ssize_t groups, bint pointwise, Py_ssize_t band_rows, Py_ssize_t chunks,
+                     int num_threads):
+    """dw := the weight gradient of conv(x, dw-shaped weight) for output gradient g, summed in
+    `chunks` fixed partial sums."""
+    cdef ConvShape s = make_shape(_shape5(x.shape), _shape5(dw.shape), _shape5(g.shape),
+                                  stride, pad, dilation, groups)
+    cdef int status = 0
+    with nogil:
+        status = weight_grad_gemm(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
+                                  &s, pointwise, band_rows, chunks, num_threads)
+    _raise_if(status)
+
+
+cdef ConvShape _local_shape(tuple x_shape, tuple out_shape, tuple kernel, tuple stride,
+                            tuple pad, tuple dilation) except *:
+    w_shape = (out_shape[1], x_shape[1]) + kernel
+    return make_shape(x_shape, w_shape, out_shape, stride, pad, dilation, 1)
+
+
+def locally_connected_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, ::1] w,
+                              const floating[:, ::1] bias, floating[:, :, :, :, ::1] out,
+                              tuple kernel, tuple stride, tuple pad, tuple dilation,
+                              int num_threads):
+    """out := locally connected layer of x with w (P, C_out, K) and bias (C_out, P) or empty."""
+    cdef ConvShape s = _local_shape(_shape5(x.shape), _shape5(out.shape), kernel, stride, pad,
+                                    dilation)
+    cdef const floating* bias_ptr = &bias[0, 0] if bias.shape[0] > 0 else NULL
+    cdef int status = 0
+    with nogil:
+        status = locally_connected_forward_kernel(&x[0, 0, 0, 0, 0], &w[0, 0, 0], bias_ptr,
+                                                  &out[0, 0, 0, 0, 0], &s, num_threads)
+    _raise_if(status)
+
+
+def locally_connected_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, ::1] w,
+                                 floating[:, :, :, :, ::1] dx, tuple kernel, tuple stride,
+                                 tuple pad, tuple dilation, int num_threads):
+    """dx := the input gradient of the locally connected layer for output gradient g."""
+    cdef ConvShape s = _local_shape(_shape5(dx.shape), _shape5(g.shape), kernel, stride, pad,
+                                    dilation)
+    # whole images per work item, as many items as threads (batch 1 runs on one thread)
+    cdef Py_ssize_t images_per_item = min((s.n + num_threads - 1) // num_threads, IMAGE_BLOCK)
+    cdef int status = 0
+    with nogil:
+        status = locally_connected_input_grad_kernel(&g[0, 0, 0, 0, 0], &w[0, 0, 0],
+                                                     &dx[0, 0, 0, 0, 0], &s, images_per_item,
+                                                     num_threads)
+    _raise_if(status)
+
+
+def locally_connected_weight_grad(const floating[:, :, :, :, ::1] x,
+                                  const floating[:, :, :, :, ::1] g, floating[:, :, ::1] dw,
+                                  tuple kernel, tuple stride, tuple pad, tuple dilation,
+                                  int num_threads):
+    """dw := the weight gradient (P, C_out, K) of the locally connected layer."""
+    cdef ConvShape s = _local_shape(_shape5(x.shape), _shape5(g.shape), kernel, stride, pad,
+                                    dilation)
+    cdef int status = 0
+    with nogil:
+        status = locally_connected_weight_grad_kernel(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
+                                                      &dw[0, 0, 0], &s, num_threads)
+    _raise_if(status)

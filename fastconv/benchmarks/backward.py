@@ -1,0 +1,110 @@
+"""Training benchmark cases (float32): convolution backward and transposed convolution,
+fastconv against PyTorch's CPU kernels on the same shapes and thread count."""
+from math import prod
+
+import numpy as np
+
+import fastconv
+from fastconv import grad
+from fastconv.benchmarks import Case, require, torch_threads
+
+
+def _inputs(x_shape, w_shape, g_shape):
+    def make():
+        rng = np.random.default_rng(0)
+        return {"x": rng.standard_normal(x_shape, dtype=np.float32),
+                "w": rng.standard_normal(w_shape, dtype=np.float32)
+                * np.float32(prod(w_shape[1:]) ** -0.5),
+                "g": rng.standard_normal(g_shape, dtype=np.float32)}
+    return make
+
+
+def _torch_setup(inp):
+    torch = require("torch")
+    torch_threads(torch, fastconv.get_num_threads())
+    return torch, {k: torch.from_numpy(v) for k, v in inp.items()}
+
+
+# --- conv2d backward: grad input + grad weight -------------------------------------------------
+
+def _conv_backward_fastconv(kwargs):
+    def make(inp):
+        x, w, g = inp["x"], inp["w"], inp["g"]
+
+        def run():
+            return (grad.conv2d_input(x.shape, w, g, **kwargs),
+                    grad.conv2d_weight(x, w.shape, g, **kwargs))
+        return run
+    return make
+
+
+def _conv_backward_torch(kwargs):
+    def make(inp):
+        torch, t = _torch_setup(inp)
+        stride, padding = kwargs.get("stride", 1), kwargs.get("padding", 0)
+        pair = lambda v: [v, v] if isinstance(v, int) else list(v)
+
+        def run():
+            # what autograd runs for conv2d's backward: both gradients in one call
+            with torch.no_grad():
+                return torch.ops.aten.convolution_backward(
+                    t["g"], t["x"], t["w"], None, pair(stride), pair(padding), [1, 1], False,
+                    [0, 0], 1, [True, True, False])
+        return run
+    return make
+
+
+def _conv_backward_flops(inp):
+    # two GEMM-shaped products (grad input, grad weight), each the forward's size
+    return 2 * 2.0 * inp["g"].size * prod(inp["w"].shape[1:])
+
+
+def _conv_backward_case(name, x_shape, w_shape, kwargs):
+    g_shape = fastconv.output_shape(x_shape, w_shape, **kwargs)
+    desc = f"grad input + grad weight, x{x_shape} w{w_shape} " + \
+        " ".join(f"{k}={v}" for k, v in kwargs.items())
+    return Case(name=name, family="backward", description=desc,
+                make_inputs=_inputs(x_shape, w_shape, g_shape),
+                impls={"fastconv": _conv_backward_fastconv(kwargs),
+                       "torch": _conv_backward_torch(kwargs)},
+                flops=_conv_backward_flops)
+
+
+# --- conv_transpose2d forward ------------------------------------------------------------------
+
+def _transpose_fastconv(kwargs):
+    return lambda inp: (lambda: fastconv.conv_transpose2d(inp["x"], inp["w"], **kwargs))
+
+
+def _transpose_torch(kwargs):
+    def make(inp):
+        torch, t = _torch_setup(inp)
+
+        def run():
+            with torch.no_grad():
+                return torch.nn.functional.conv_transpose2d(t["x"], t["w"], **kwargs)
+        return run
+    return make
+
+
+def _transpose_flops(inp):
+    return 2.0 * inp["x"].size * prod(inp["w"].shape[1:])
+
+
+def _transpose_case(name, x_shape, w_shape, kwargs):
+    out = fastconv.conv_transpose2d(np.zeros((1,) + x_shape[1:], np.float32),
+                                    np.zeros(w_shape, np.float32), **kwargs).shape
+    desc = f"x{x_shape} w{w_shape} " + " ".join(f"{k}={v}" for k, v in kwargs.items())
+    return Case(name=name, family="backward", description=desc,
+                make_inputs=_inputs(x_shape, w_shape, (x_shape[0],) + out[1:]),
+                impls={"fastconv": _transpose_fastconv(kwargs),
+                       "torch": _transpose_torch(kwargs)},
+                flops=_transpose_flops)
+
+
+CASES = [
+    _conv_backward_case("conv2d_backward_64", (8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
+    _transpose_case("conv_transpose_4x4_s2", (16, 256, 8, 8), (256, 128, 4, 4),
+                    dict(stride=2, padding=1)),
+    _transpose_case("conv_transpose_2x2_s2", (1, 128, 28, 28), (128, 64, 2, 2), dict(stride=2)),
+]

@@ -1,0 +1,314 @@
+"""Locally connected layers: convolution without weight sharing, in 1 and 2 dimensions.
+
+Every output position p has its own filter bank ``weight[p]`` of shape (C_out, C_in, *kernel):
+
+    out[n, o, p] = bias[o, p] + sum over c, taps t of
+                   weight[p, o, c, t] * x_pad[n, c, p * stride + t * dilation]
+
+The output grid is the convolution's (same stride, padding, dilation), so the weight's leading
+axes must equal it.
+"""
+from math import prod
+
+import numpy as np
+
+from fastconv import _args, _conv_backward, _parallel
+from fastconv.conv_grad import check_grad_output, shape_argument
+from fastconv.convolution import _as_5d, _conv_problem
+
+__all__ = ["locally_connected1d", "locally_connected2d", "locally_connected1d_input",
+           "locally_connected2d_input", "locally_connected1d_weight",
+           "locally_connected2d_weight", "locally_connected_bias"]
+
+
+def _local_problem(nd, x_shape, w_shape, bias_shape, stride, padding, dilation):
+    """Check a locally connected call; return its ConvProblem (the convolution with one filter
+    bank per position would have the same grid) and the output channel count."""
+    dims = _args.SPATIAL_NAMES[nd]
+    kdims = ", ".join("k" + d for d in dims.split(", "))
+    odims = ", ".join(d + "_out" for d in dims.split(", "))
+    layout = f"({odims}, C_out, C_in, {kdims})"
+    if len(w_shape) != 2 * nd + 2:
+        raise ValueError(f"weight must be {2 * nd + 2}-d {layout} for locally_connected{nd}d; "
+                         f"got shape {tuple(w_shape)}")
+    if len(x_shape) != nd + 2:
+        raise ValueError(f"input must be {nd + 2}-d (N, C_in, {dims}) for "
+                         f"locally_connected{nd}d; got shape {tuple(x_shape)}")
+    c_out, c_in = w_shape[nd], w_shape[nd + 1]
+    if c_in != x_shape[1]:
+        raise ValueError(f"weight.shape[{nd + 1}] must be C_in = input.shape[1] = {x_shape[1]}; "
+                         f"got weight shape {tuple(w_shape)}")
+    conv_weight_shape = (c_out, c_in) + tuple(w_shape[nd + 2:])
+    problem = _conv_problem(nd, x_shape, conv_weight_shape, None, stride, padding, dilation, 1,
+                            "zeros")
+    if tuple(w_shape[:nd]) != problem.out_size:
+        raise ValueError(f"weight.shape[:{nd}] must be the output grid ({odims}) = "
+                         f"{problem.out_size} for this input, kernel, stride, padding and "
+                         f"dilation; got weight shape {tuple(w_shape)}")
+    if bias_shape is not None and tuple(bias_shape) != (c_out,) + problem.out_size:
+        raise ValueError(f"bias must have shape (C_out, {odims}) = "
+                         f"{(c_out,) + problem.out_size}; got {tuple(bias_shape)}")
+    return problem
+
+
+def _kernel_args(problem):
+    nd = problem.ndim
+    unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)
+    return (unit + tuple(problem.kernel_size), unit + problem.stride,
+            zero + tuple(p[0] for p in problem.padding), unit + problem.dilation,
+            _parallel.threads_for(problem.multiply_adds))
+
+
+def _flat_weight(w, problem, dtype):
+    """(P, C_out, K): one C_out x K matrix per output position."""
+    return np.ascontiguousarray(w, dtype=dtype).reshape(
+        prod(problem.out_size), problem.out_channels, problem.gemm_depth)
+
+
+def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
+    x = _args.as_array(input, "input")
+    w = _args.as_array(weight, "weight")
+    b = None if bias is None else _args.as_array(bias, "bias")
+    dtype = _args.compute_dtype(input=x, weight=w, bias=b)
+    problem = _local_problem(nd, x.shape, w.shape, None if b is None else b.shape, stride,
+                             padding, dilation)
+    out = np.empty(problem.out_shape, dtype)
+    if out.size == 0:
+        return out
+    x = np.ascontiguousarray(x, dtype=dtype)
+    flat_bias = np.empty((0, 0), dtype) if b is None else \
+        np.ascontiguousarray(b, dtype=dtype).reshape(problem.out_channels, -1)
+    with _parallel.single_threaded_blas:
+        _conv_backward.locally_connected_forward(_as_5d(x, nd), _flat_weight(w, problem, dtype),
+                                                 flat_bias, _as_5d(out, nd),
+                                                 *_kernel_args(problem))
+    return out
+
+
+def _locally_connected_input(nd, input_shape, weight, grad_output, stride, padding, dilation):
+    w = _args.as_array(weight, "weight")
+    g = _args.as_array(grad_output, "grad_output")
+    dtype = _args.compute_dtype(weight=w, grad_output=g)
+    input_shape = shape_argument(input_shape, "input_shape", nd + 2)
+    problem = _local_problem(nd, input_shape, w.shape, None, stride, padding, dilation)
+    check_grad_output(g, problem.out_shape, f"locally_connected{nd}d")
+    dx = np.zeros(input_shape, dtype)
+    if dx.size == 0:
+        return dx
+    g = np.ascontiguousarray(g, dtype=dtype)
+    with _parallel.single_threaded_blas:
+        _conv_backward.locally_connected_input_grad(_as_5d(g, nd),
+                                                    _flat_weight(w, problem, dtype),
+                                                    _as_5d(dx, nd), *_kernel_args(problem))
+    return dx
+
+
+def _locally_connected_weight(nd, input, weight_shape, grad_output, stride, padding, dilation):
+    x = _args.as_array(input, "input")
+    g = _args.as_array(grad_output, "grad_output")
+    dtype = _args.compute_dtype(input=x, grad_output=g)
+    weight_shape = shape_argument(weight_shape, "weight_shape", 2 * nd + 2)
+    problem = _local_problem(nd, x.shape, weight_shape, None, stride, padding, dilation)
+    check_grad_output(g, problem.out_shape, f"locally_connected{nd}d")
+    dw = np.zeros(weight_shape, dtype)
+    if dw.size == 0 or g.size == 0:
+        return dw
+    x = np.ascontiguousarray(x, dtype=dtype)
+    g = np.ascontiguousarray(g, dtype=dtype)
+    with _parallel.single_threaded_blas:
+        _conv_backward.locally_connected_weight_grad(_as_5d(x, nd), _as_5d(g, nd),
+                                                     dw.reshape(prod(problem.out_size),
+                                                                problem.out_channels,
+                                                                problem.gemm_depth),
+                                                     *_kernel_args(problem))
+    return dw
+
+
+def locally_connected1d(input, weight, bias=None, stride=1, padding=0, dilation=1):
+    """1-d locally connected layer: a convolution with a separate filter at every position.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, L)
+    weight : array_like, shape (L_out, C_out, C_in, kL)
+        L_out must be the convolution's output length for this kernel, stride, padding and
+        dilation.
+    bias : array_like, shape (C_out, L_out), optional
+    stride, dilation : int or tuple of 1 int
+    padding : int, (before, after) pair in a 1-tuple, 'same' or 'valid' (zero padding)
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, L_out)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(4, dtype=np.float32).reshape(1, 1, 4)
+    >>> w = np.ones((3, 1, 1, 2), np.float32) * np.float32([1, 2, 3]).reshape(3, 1, 1, 1)
+    >>> fastconv.locally_connected1d(x, w)
+    array([[[ 1.,  6., 15.]]], dtype=float32)
+    """
+    return _locally_connected(1, input, weight, bias, stride, padding, dilation)
+
+
+def locally_connected2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
+    """2-d locally connected layer: a convolution with a separate filter at every position.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, H, W)
+    weight : array_like, shape (H_out, W_out, C_out, C_in, kH, kW)
+        (H_out, W_out) must be the convolution's output grid for this kernel, stride, padding
+        and dilation.
+    bias : array_like, shape (C_out, H_out, W_out), optional
+    stride, dilation : int or tuple of 2 ints
+    padding : int, 2 ints, 2 (before, after) pairs, 'same' or 'valid' (zero padding)
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, H_out, W_out)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((2, 3, 8, 8), np.float32)
+    >>> w = np.ones((4, 4, 5, 3, 3, 3), np.float32)
+    >>> fastconv.locally_connected2d(x, w, stride=2, padding=1).shape
+    (2, 5, 4, 4)
+    """
+    return _locally_connected(2, input, weight, bias, stride, padding, dilation)
+
+
+def locally_connected1d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1):
+    """Gradient of :func:`fastconv.locally_connected1d` with respect to its input.
+
+    Parameters
+    ----------
+    input_shape : tuple of 3 ints
+        Shape of the forward call's input (N, C_in, L).
+    weight : array_like, shape (L_out, C_out, C_in, kL)
+    grad_output : array_like, shape (N, C_out, L_out)
+    stride, padding, dilation
+        As in the forward call.
+
+    Returns
+    -------
+    ndarray of shape `input_shape`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> w = np.ones((3, 1, 1, 2))
+    >>> fastconv.grad.locally_connected1d_input((1, 1, 4), w, np.ones((1, 1, 3)))
+    array([[[1., 2., 2., 1.]]])
+    """
+    return _locally_connected_input(1, input_shape, weight, grad_output, stride, padding,
+                                    dilation)
+
+
+def locally_connected2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1):
+    """Gradient of :func:`fastconv.locally_connected2d` with respect to its input.
+
+    Parameters
+    ----------
+    input_shape : tuple of 4 ints
+        Shape of the forward call's input (N, C_in, H, W).
+    weight : array_like, shape (H_out, W_out, C_out, C_in, kH, kW)
+    grad_output : array_like, shape (N, C_out, H_out, W_out)
+    stride, padding, dilation
+        As in the forward call.
+
+    Returns
+    -------
+    ndarray of shape `input_shape`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> w = np.ones((4, 4, 5, 3, 3, 3))
+    >>> g = np.ones((2, 5, 4, 4))
+    >>> fastconv.grad.locally_connected2d_input((2, 3, 8, 8), w, g, stride=2, padding=1).shape
+    (2, 3, 8, 8)
+    """
+    return _locally_connected_input(2, input_shape, weight, grad_output, stride, padding,
+                                    dilation)
+
+
+def locally_connected1d_weight(input, weight_shape, grad_output, stride=1, padding=0,
+                               dilation=1):
+    """Gradient of :func:`fastconv.locally_connected1d` with respect to its weight.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, L)
+    weight_shape : tuple of 4 ints
+        (L_out, C_out, C_in, kL)
+    grad_output : array_like, shape (N, C_out, L_out)
+    stride, padding, dilation
+        As in the forward call.
+
+    Returns
+    -------
+    ndarray of shape `weight_shape`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.arange(4.).reshape(1, 1, 4)
+    >>> fastconv.grad.locally_connected1d_weight(x, (3, 1, 1, 2), np.ones((1, 1, 3)))[:, 0, 0]
+    array([[0., 1.],
+           [1., 2.],
+           [2., 3.]])
+    """
+    return _locally_connected_weight(1, input, weight_shape, grad_output, stride, padding,
+                                     dilation)
+
+
+def locally_connected2d_weight(input, weight_shape, grad_output, stride=1, padding=0,
+                               dilation=1):
+    """Gradient of :func:`fastconv.locally_connected2d` with respect to its weight.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, H, W)
+    weight_shape : tuple of 6 ints
+        (H_out, W_out, C_out, C_in, kH, kW)
+    grad_output : array_like, shape (N, C_out, H_out, W_out)
+    stride, padding, dilation
+        As in the forward call.
+
+    Returns
+    -------
+    ndarray of shape `weight_shape`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((2, 3, 8, 8))
+    >>> g = np.ones((2, 5, 4, 4))
+    >>> fastconv.grad.locally_connected2d_weight(x, (4, 4, 5, 3, 3, 3), g, stride=2,
+    ...                                          padding=1).shape
+    (4, 4, 5, 3, 3, 3)
+    """
+    return _locally_connected_weight(2, input, weight_shape, grad_output, stride, padding,
+                                     dilation)
+
+
+def locally_connected_bias(grad_output):
+    """Gradient of a locally connected layer with respect to its bias (C_out, *out_grid): the
+    output gradient summed over the batch.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.grad.locally_connected_bias(np.ones((4, 2, 3), np.float32))
+    array([[4., 4., 4.],
+           [4., 4., 4.]], dtype=float32)
+    """
+    g = _args.as_array(grad_output, "grad_output")
+    dtype = _args.compute_dtype(grad_output=g)
+    if g.ndim < 3:
+        raise ValueError(f"grad_output must be at least 3-d (N, C_out, *out_grid); got shape "
+                         f"{g.shape}")
+    return g.sum(axis=0, dtype=dtype)

@@ -1,0 +1,307 @@
+"""Gradients of convolution (fastconv.grad.conv{1,2,3}d_input/_weight, conv_bias).
+
+Specification:
+- they equal the plain float64 references in tests/reference.py, for every algorithm;
+- they are the derivatives of fastconv's own forward convolution (finite differences, float64);
+- they match PyTorch's autograd in float32 and float64;
+- every padding form and mode of the forward call works (a non-zero mode folds its gradient);
+- the weight gradient is deterministic; bad calls raise errors that name the argument.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fastconv
+from fastconv import grad
+
+import reference
+
+CONV = {1: fastconv.conv1d, 2: fastconv.conv2d, 3: fastconv.conv3d}
+INPUT_GRAD = {1: grad.conv1d_input, 2: grad.conv2d_input, 3: grad.conv3d_input}
+WEIGHT_GRAD = {1: grad.conv1d_weight, 2: grad.conv2d_weight, 3: grad.conv3d_weight}
+
+# id: (input shape, weight shape, keyword arguments of the forward call)
+CASES = {
+    "1d": ((2, 3, 11), (4, 3, 3), {}),
+    "1d-stride3>kernel2": ((2, 2, 13), (3, 2, 2), dict(stride=3)),
+    "1d-dilation3-pad2": ((1, 3, 12), (2, 3, 3), dict(padding=2, dilation=3)),
+    "1d-asymmetric-pad": ((2, 2, 9), (3, 2, 4), dict(padding=((3, 1),), stride=2)),
+    "1d-same-even-kernel": ((2, 2, 8), (2, 2, 4), dict(padding="same")),
+    "1d-reflect": ((2, 2, 9), (3, 2, 3), dict(padding=2, padding_mode="reflect")),
+    "1d-circular-stride2": ((1, 2, 7), (2, 2, 3), dict(padding=3, stride=2,
+                                                        padding_mode="circular")),
+    "2d-pad1": ((2, 3, 7, 6), (4, 3, 3, 3), dict(padding=1)),
+    "2d-stride2-groups2": ((2, 4, 9, 8), (6, 2, 3, 3), dict(stride=2, padding=1, groups=2)),
+    "2d-stride(2,3)-dilation2": ((1, 2, 11, 12), (3, 2, 3, 2), dict(stride=(2, 3),
+                                                                    dilation=2)),
+    "2d-asymmetric-pads": ((2, 2, 6, 7), (3, 2, 3, 3), dict(padding=((1, 0), (2, 1)))),
+    "2d-stride>kernel": ((1, 3, 10, 9), (2, 3, 2, 2), dict(stride=3)),
+    "2d-depthwise": ((2, 4, 7, 7), (4, 1, 3, 3), dict(padding=1, groups=4)),
+    "2d-pointwise": ((2, 16, 5, 6), (12, 16, 1, 1), {}),
+    "2d-gemm-sized": ((2, 16, 8, 7), (16, 16, 3, 3), dict(padding=1, stride=(1, 2))),
+    "2d-gemm-groups-dilation": ((1, 16, 9, 9), (16, 8, 3, 3), dict(groups=2, dilation=2,
+                                                                   padding=(2, 1))),
+    "2d-reflect": ((2, 2, 6, 5), (3, 2, 3, 3), dict(padding=(2, 1), padding_mode="reflect")),
+    "2d-replicate-stride2": ((1, 3, 7, 8), (2, 3, 3, 3), dict(padding=2, stride=2,
+                                                              padding_mode="replicate")),
+    "2d-circular-asymmetric": ((1, 2, 5, 6), (3, 2, 3, 2), dict(padding=((2, 1), (1, 0)),
+                                                                padding_mode="circular")),
+    "3d": ((1, 2, 5, 4, 6), (3, 2, 2, 3, 3), dict(padding=1)),
+    "3d-stride2-groups2": ((2, 4, 5, 6, 5), (4, 2, 3, 2, 3), dict(stride=2, groups=2)),
+    "3d-replicate": ((1, 2, 4, 4, 4), (2, 2, 3, 3, 3), dict(padding=1,
+                                                            padding_mode="replicate")),
+}
+IDS = list(CASES)
+
+
+def make_arrays(case, dtype=np.float64, seed=0):
+    x_shape, w_shape, kwargs = CASES[case]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    nd = len(w_shape) - 2
+    out_shape = CONV[nd](x, w, **kwargs).shape
+    g = rng.standard_normal(out_shape).astype(dtype)
+    return nd, x, w, b, g, kwargs
+
+
+def algorithms_for(case):
+    x_shape, w_shape, kwargs = CASES[case]
+    pointwise = all(k == 1 for k in w_shape[2:]) and not kwargs
+    nd = len(w_shape) - 2
+    options = dict(stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros")
+    options.update(kwargs)
+    problem = fastconv.conv_grad.explicitly_padded(fastconv.convolution._conv_problem(
+        nd, x_shape, w_shape, None, options["stride"], options["padding"], options["dilation"],
+        options["groups"], options["padding_mode"]))
+    subpixel = fastconv.dispatch.SUPPORTS["subpixel"](problem)
+    return ["auto", "direct", "col2im"] + (["gemm1x1"] if pointwise else []) \
+        + (["subpixel"] if subpixel else [])
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_input_grad_matches_reference_for_every_algorithm(case):
+    nd, x, w, b, g, kwargs = make_arrays(case)
+    expected = reference.conv_input_grad(x.shape, w, g, **kwargs)
+    for algorithm in algorithms_for(case):
+        got = INPUT_GRAD[nd](x.shape, w, g, algorithm=algorithm, **kwargs)
+        assert got.shape == x.shape and got.dtype == np.float64
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=algorithm)
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_weight_grad_matches_reference(case):
+    nd, x, w, b, g, kwargs = make_arrays(case)
+    got = WEIGHT_GRAD[nd](x, w.shape, g, **kwargs)
+    assert got.shape == w.shape
+    np.testing.assert_allclose(got, reference.conv_weight_grad(x, w.shape, g, **kwargs),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_forward_im2col_that_weight_grad_shares_matches_reference(case):
+    """The weight gradient reuses the forward pass's im2col; both must read the same taps."""
+    nd, x, w, b, g, kwargs = make_arrays(case)
+    np.testing.assert_allclose(CONV[nd](x, w, b, algorithm="im2col", **kwargs),
+                               reference.conv_nd(x, w, b, **kwargs), rtol=1e-12, atol=1e-12)
+
+
+def test_bias_grad_sums_batch_and_space():
+    g = np.arange(2 * 3 * 4 * 5, dtype=np.float64).reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(grad.conv_bias(g), g.sum(axis=(0, 2, 3)))
+    assert grad.conv_bias(g.astype(np.float32)).dtype == np.float32
+
+
+def directional_derivative(f, x, v, eps=1e-6):
+    return (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_gradients_are_derivatives_of_the_forward_pass(case):
+    """Finite differences in float64 of L = <conv(x, w, b), g> along random directions."""
+    nd, x, w, b, g, kwargs = make_arrays(case)
+    rng = np.random.default_rng(1)
+    conv = CONV[nd]
+    loss_x = lambda x_: np.vdot(conv(x_, w, b, **kwargs), g)
+    loss_w = lambda w_: np.vdot(conv(x, w_, b, **kwargs), g)
+    loss_b = lambda b_: np.vdot(conv(x, w, b_, **kwargs), g)
+    dx = INPUT_GRAD[nd](x.shape, w, g, **kwargs)
+    dw = WEIGHT_GRAD[nd](x, w.shape, g, **kwargs)
+    db = grad.conv_bias(g)
+    for _ in range(2):
+        for value, gradient, loss in ((x, dx, loss_x), (w, dw, loss_w), (b, db, loss_b)):
+            v = rng.standard_normal(value.shape)
+            expected = directional_derivative(loss, value, v)
+            assert np.vdot(gradient, v) == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+def torch_forward(torch, nd, x, w, b, kwargs):
+    """PyTorch's conv with fastconv's padding forms: any pad applied explicitly by F.pad."""
+    F = torch.nn.functional
+    kwargs = dict(kwargs)
+    mode = kwargs.pop("padding_mode", "zeros")
+    padding = kwargs.pop("padding", 0)
+    pads = reference.padding_pairs(padding, w.shape[2:],
+                                   reference.as_tuple(kwargs.get("dilation", 1), nd))
+    flat = [v for pair in reversed(pads) for v in pair]   # F.pad wants last axis first
+    x = F.pad(x, flat, mode={"zeros": "constant"}.get(mode, mode))
+    return {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd](x, w, b, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("case", IDS)
+def test_gradients_match_torch_autograd(case, dtype):
+    torch = pytest.importorskip("torch")
+    nd, x, w, b, g, kwargs = make_arrays(case, dtype)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    torch_forward(torch, nd, xt, wt, bt, kwargs).backward(torch.tensor(g))
+    tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    dx = INPUT_GRAD[nd](x.shape, w, g, **kwargs)
+    dw = WEIGHT_GRAD[nd](x, w.shape, g, **kwargs)
+    db = grad.conv_bias(g)
+    for got, expected in ((dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected.numpy(), **tol)
+
+
+def test_torch_nn_grad_signature_is_accepted():
+    torch = pytest.importorskip("torch")
+    nd, x, w, b, g, kwargs = make_arrays("2d-stride2-groups2")
+    args = dict(stride=2, padding=1, dilation=1, groups=2)
+    np.testing.assert_allclose(
+        grad.conv2d_input(x.shape, w, g, **args),
+        torch.nn.grad.conv2d_input(x.shape, torch.tensor(w), torch.tensor(g), **args).numpy(),
+        rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        grad.conv2d_weight(x, w.shape, g, **args),
+        torch.nn.grad.conv2d_weight(torch.tensor(x), w.shape, torch.tensor(g), **args).numpy(),
+        rtol=1e-12, atol=1e-12)
+
+
+def test_weight_grad_is_deterministic_and_close_across_thread_counts():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 16, 20, 20), dtype=np.float32)
+    g = rng.standard_normal((4, 32, 20, 20), dtype=np.float32)
+    with fastconv.num_threads(2):
+        first = grad.conv2d_weight(x, (32, 16, 3, 3), g, padding=1)
+        second = grad.conv2d_weight(x, (32, 16, 3, 3), g, padding=1)
+    with fastconv.num_threads(1):
+        serial = grad.conv2d_weight(x, (32, 16, 3, 3), g, padding=1)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, serial, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_input_grad_with_channel_split_and_threads(batch, threads):
+    """Batch 1 splits input channels across threads; every split gives the same gradient."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((16, 24, 3, 3))
+    g = rng.standard_normal((batch, 16, 9, 10))
+    with fastconv.num_threads(threads):
+        got = grad.conv2d_input((batch, 24, 11, 12), w, g, algorithm="col2im")
+    np.testing.assert_allclose(got, reference.conv_input_grad((batch, 24, 11, 12), w, g),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_integer_and_float32_inputs_follow_forward_dtype_rules():
+    w = np.ones((2, 1, 3), np.float32)
+    g = np.ones((1, 2, 3), np.float32)
+    assert grad.conv1d_input((1, 1, 5), w, g).dtype == np.float32
+    assert grad.conv1d_input((1, 1, 5), w.astype(int), g.astype(int)).dtype == np.float64
+
+
+# ------------------------------------------------------------------------------------------
+# bad input
+
+def test_grad_output_of_the_wrong_shape_is_rejected():
+    x, w = np.ones((1, 2, 8, 8)), np.ones((3, 2, 3, 3))
+    bad = np.ones((1, 3, 7, 7))
+    with pytest.raises(ValueError, match=r"grad_output must have the shape .*\(1, 3, 6, 6\)"):
+        grad.conv2d_input(x.shape, w, bad)
+    with pytest.raises(ValueError, match="grad_output"):
+        grad.conv2d_weight(x, w.shape, bad)
+    with pytest.raises(ValueError, match="grad_output"):
+        grad.conv2d_input(x.shape, w, np.ones((1, 3, 6, 6)), stride=2)
+
+
+@pytest.mark.parametrize("input_shape, error, words", [
+    ((1, 2, 8), ValueError, "input_shape must have 4 entries"),
+    ("1, 2, 8, 8", TypeError, "input_shape must be a tuple"),
+    ((1, 2, 8.0, 8), TypeError, "input_shape must be a tuple of 4 ints"),
+    ((1, 4, 8, 8), ValueError, "weight.shape"),
+], ids=["too-short", "string", "float-entry", "channels-mismatch"])
+def test_bad_input_shape_is_rejected(input_shape, error, words):
+    with pytest.raises(error, match=words):
+        grad.conv2d_input(input_shape, np.ones((3, 2, 3, 3)), np.ones((1, 3, 6, 6)))
+
+
+def test_bad_weight_shape_is_rejected():
+    x = np.ones((1, 2, 8, 8))
+    with pytest.raises(ValueError, match="weight_shape must have 4 entries"):
+        grad.conv2d_weight(x, (3, 2, 3), np.ones((1, 3, 6, 6)))
+    with pytest.raises(ValueError, match="weight.shape"):
+        grad.conv2d_weight(x, (3, 1, 3, 3), np.ones((1, 3, 6, 6)))
+
+
+def test_bad_forward_arguments_are_rejected_as_in_the_forward_call():
+    x, w, g = np.ones((1, 2, 8, 8)), np.ones((3, 2, 3, 3)), np.ones((1, 3, 6, 6))
+    with pytest.raises(ValueError, match="padding_mode"):
+        grad.conv2d_input(x.shape, w, g, padding_mode="mirror")
+    with pytest.raises(ValueError, match="stride"):
+        grad.conv2d_weight(x, w.shape, g, stride=0)
+    with pytest.raises(ValueError, match="algorithm"):
+        grad.conv2d_input(x.shape, w, g, algorithm="im2col")
+    with pytest.raises(ValueError, match="gemm1x1"):
+        grad.conv2d_input(x.shape, w, g, algorithm="gemm1x1")
+    with pytest.raises(ValueError, match="grad_output must be at least 3-d"):
+        grad.conv_bias(np.ones((2, 3)))
+    with pytest.raises(TypeError, match="grad_output must be real"):
+        grad.conv_bias(np.ones((1, 2, 3), complex))
+
+
+@pytest.mark.parametrize("band_rows", [1, 2, 3, 5, 7, 100])
+def test_every_band_size_gives_the_same_gradients(band_rows, monkeypatch):
+    """Bands of output rows may start and end anywhere, across depth slices (3-d)."""
+    import fastconv.conv_grad as conv_grad
+    nd, x, w, b, g, kwargs = make_arrays("3d-stride2-groups2")
+    monkeypatch.setattr(conv_grad, "gemm_band_rows", lambda *args: band_rows)
+    monkeypatch.setattr(conv_grad, "input_grad_work_split", lambda *args: (band_rows, 2))
+    np.testing.assert_allclose(grad.conv3d_input(x.shape, w, g, algorithm="col2im", **kwargs),
+                               reference.conv_input_grad(x.shape, w, g, **kwargs),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad.conv3d_weight(x, w.shape, g, **kwargs),
+                               reference.conv_weight_grad(x, w.shape, g, **kwargs),
+                               rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_random_calls_match_the_reference(data):
+    """Any valid combination of stride, per-side padding, padding mode, dilation and groups."""
+    nd = data.draw(st.integers(1, 3), label="nd")
+    groups = data.draw(st.integers(1, 2), label="groups")
+    c_in = groups * data.draw(st.integers(1, 3), label="c_in/groups")
+    c_out = groups * data.draw(st.integers(1, 3), label="c_out/groups")
+    kernel = data.draw(st.tuples(*[st.integers(1, 3)] * nd), label="kernel")
+    stride = data.draw(st.tuples(*[st.integers(1, 3)] * nd), label="stride")
+    dilation = data.draw(st.tuples(*[st.integers(1, 2)] * nd), label="dilation")
+    mode = data.draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+                     label="padding_mode")
+    size = tuple(data.draw(st.integers(max(3, d * (k - 1) + 1), 7), label="size")
+                 for k, d in zip(kernel, dilation))
+    padding = tuple(data.draw(st.tuples(st.integers(0, 2), st.integers(0, 2)), label="pads")
+                    for _ in range(nd))
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                  padding_mode=mode)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    x = rng.standard_normal((2, c_in) + size)
+    w = rng.standard_normal((c_out, c_in // groups) + kernel)
+    g = rng.standard_normal(CONV[nd](x, w, **kwargs).shape)
+    np.testing.assert_allclose(INPUT_GRAD[nd](x.shape, w, g, **kwargs),
+                               reference.conv_input_grad(x.shape, w, g, **kwargs),
+                               rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(WEIGHT_GRAD[nd](x, w.shape, g, **kwargs),
+                               reference.conv_weight_grad(x, w.shape, g, **kwargs),
+                               rtol=1e-11, atol=1e-11)
