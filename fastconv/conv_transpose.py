@@ -68,6 +68,8 @@ def _transpose_problem(nd, x_shape, w_shape, bias_shape, stride, padding, output
         raise ValueError(f"padding {padding!r} is too large: the output size would be "
                          f"{out_size} for input shape {tuple(x_shape)}, kernel {kernel}, "
                          f"stride {stride}, dilation {dilation}")
+    _args.check_output_size((batch, c_out_g * groups) + out_size, np.float64,
+                            "the input size, stride, padding, output_padding and dilation")
     # The convolution with (p0, p1 - output_padding) maps out_size back to exactly the input
     # size; only its `before` padding reaches the kernels.
     conv_pads = tuple((p0, p1 - op) for (p0, p1), op in zip(pads, output_padding))
