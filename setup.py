@@ -74,7 +74,10 @@ def openmp_flags():
 
 ARCH = arch_flags()
 OPENMP = openmp_flags()
-SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] \
+# -fno-sanitize-recover: undefined behaviour aborts the process, so a test run cannot pass
+# over it (.ci/sanitize runs the tests on such a build).
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+            "-fno-omit-frame-pointer", "-g"] \
     if os.environ.get("FASTCONV_SANITIZE") == "1" else []
 # -O3 for the vectorizer; no -ffast-math: max-pool must see NaN and sums keep IEEE order.
 COMPILE_ARGS = ["-O3", "-fno-math-errno", "-Wno-unused-function", "-Wno-unreachable-code"] \

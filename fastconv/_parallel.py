@@ -113,9 +113,26 @@ def num_threads(n):
         _requested = saved
 
 
+# GNU libgomp cannot start a team in a process forked from one that already ran a parallel
+# region: the child waits forever for pool threads that were not copied (measured: every
+# algorithm hung in a multiprocessing "fork" child). A team of one never touches that pool,
+# so kernels in a forked child run on one thread. True in such a child.
+_in_forked_child = False
+
+
+def _after_fork_in_child():
+    global _in_forked_child
+    _in_forked_child = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def threads_for(work):
-    """Threads for a kernel doing about `work` multiply-adds (1 when a team would not pay)."""
-    if not _core.openmp_enabled() or work < MIN_PARALLEL_WORK:
+    """Threads for a kernel doing about `work` multiply-adds (1 when a team would not pay, and
+    in a forked child process)."""
+    if not _core.openmp_enabled() or work < MIN_PARALLEL_WORK or _in_forked_child:
         return 1
     return get_num_threads()
 

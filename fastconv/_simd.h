@@ -68,16 +68,16 @@ static inline void fc_direct_chunk_##SUFFIX(T* out, ptrdiff_t out_step, ptrdiff_
             fc_store_##SUFFIX(out + c * out_step + 2 * out_wide, a2, b);                       \
             fc_store_##SUFFIX(out + c * out_step + 3 * out_wide, a3, b);                       \
         } else {                                                                               \
-            fc_vec_##SUFFIX a0 = {0}, a1 = {0};  /* two chains hide some FMA latency */       \
+            /* one chain, taps in the same order as every other path: which path computes  \
+               an output depends on the band split (so on the thread count), and a second   \
+               chain would round differently (found by tests/test_reliability.py) */        \
+            fc_vec_##SUFFIX a0 = {0};                                                          \
             for (t = 0; t < taps; t++) {                                                       \
                 const T* x = xs[t] + x_offset; const T* w = ws[t] + c * w_step;                \
-                for (k = 0; k + 1 < kw; k += 2) {                                              \
+                for (k = 0; k < kw; k++)                                                       \
                     a0 += w[k] * fc_load_##SUFFIX(x + k * dw);                                 \
-                    a1 += w[k + 1] * fc_load_##SUFFIX(x + (k + 1) * dw);                       \
-                }                                                                              \
-                if (k < kw) a0 += w[k] * fc_load_##SUFFIX(x + k * dw);                         \
             }                                                                                  \
-            fc_store_##SUFFIX(out + c * out_step, a0 + a1, b);                                 \
+            fc_store_##SUFFIX(out + c * out_step, a0, b);                                      \
         }                                                                                      \
     }                                                                                          \
 }

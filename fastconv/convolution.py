@@ -122,6 +122,31 @@ def _pad_input(x, problem):
     return np.pad(x, widths, mode=_NUMPY_PAD_MODE[problem.padding_mode]), (0,) * problem.ndim
 
 
+# A call with more multiply-adds than this runs as several kernel calls (blocks of images, or
+# of one image's output channels): a kernel runs without the GIL and cannot be interrupted,
+# but Python raises KeyboardInterrupt between two calls, so Ctrl-C stops a long convolution
+# within one piece (2**28 multiply-adds: about 0.01-0.3 s on one core, and still enough work
+# for every thread). Pieces change no result: every output is one complete sum either way.
+INTERRUPT_WORK = 1 << 28
+
+
+def interruptible_pieces(problem):
+    """(images, output channels) slices that cover `problem`, each of about INTERRUPT_WORK
+    multiply-adds or less where the problem can be cut there (whole images first; within one
+    image, whole groups, or blocks of 8 output channels for one group)."""
+    batch, c_out = problem.batch, problem.out_channels
+    if problem.multiply_adds <= INTERRUPT_WORK or batch == 0:
+        return [(slice(0, batch), slice(0, c_out))]
+    per_image = problem.multiply_adds // batch
+    if per_image <= INTERRUPT_WORK:
+        step = INTERRUPT_WORK // per_image
+        return [(slice(n, min(n + step, batch)), slice(0, c_out)) for n in range(0, batch, step)]
+    unit = problem.out_per_group if problem.groups > 1 else min(8, c_out)
+    step = unit * max(1, INTERRUPT_WORK // (per_image * unit // c_out or 1))
+    return [(slice(n, n + 1), slice(c, min(c + step, c_out)))
+            for n in range(batch) for c in range(0, c_out, step)]
+
+
 def run_conv(problem, x, w, bias, out, choice):
     """Compute `problem` into `out` with the algorithm in `choice` (arrays already validated)."""
     dtype = out.dtype
@@ -135,6 +160,35 @@ def run_conv(problem, x, w, bias, out, choice):
         problem = ConvProblem(problem.batch, problem.in_channels, problem.out_channels,
                               problem.groups, x.shape[2:], problem.kernel_size, problem.stride,
                               ((0, 0),) * problem.ndim, problem.dilation)
+    uses_blas = choice.algorithm in ("im2col", "gemm1x1")
+    with _parallel.blas_guard() if uses_blas else contextlib.nullcontext():
+        for images, channels in interruptible_pieces(problem):
+            if channels == slice(0, problem.out_channels):
+                piece, x_piece, w_piece, b_piece = problem, x[images], w, bias
+            else:   # one image, a block of whole groups (or output channels of one group)
+                groups = max(1, (channels.stop - channels.start) // problem.out_per_group) \
+                    if problem.groups > 1 else 1
+                first_group = channels.start // problem.out_per_group \
+                    if problem.groups > 1 else 0
+                c_in = groups * problem.in_per_group if problem.groups > 1 \
+                    else problem.in_channels
+                x_piece = x[images, first_group * problem.in_per_group:][:, :c_in]
+                w_piece, b_piece = w[channels], bias[channels] if bias.size else bias
+                piece = ConvProblem(1, c_in, channels.stop - channels.start, groups,
+                                    problem.in_size, problem.kernel_size, problem.stride,
+                                    problem.padding, problem.dilation)
+            if piece.batch != problem.batch:
+                piece = ConvProblem(x_piece.shape[0], piece.in_channels, piece.out_channels,
+                                    piece.groups, piece.in_size, piece.kernel_size,
+                                    piece.stride, piece.padding, piece.dilation)
+            _conv_kernel(piece, x_piece, w_piece, b_piece, out[images, channels], choice,
+                         pad_before)
+    return out
+
+
+def _conv_kernel(problem, x, w, bias, out, choice, pad_before):
+    """One kernel call: `problem` on C-contiguous float arrays of its exact shapes."""
+    dtype = out.dtype
     nd = problem.ndim
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)   # the kernels see every problem as 3-d
     # Along an axis with one output the stride is never applied: give the kernels 1, so that
@@ -147,12 +201,9 @@ def run_conv(problem, x, w, bias, out, choice):
         band, channel_panels = packed_partition(problem, dtype.itemsize, mr, nr)
     else:
         band = gemm_band_rows(problem, dtype.itemsize)
-    uses_blas = choice.algorithm in ("im2col", "gemm1x1")
-    with _parallel.blas_guard() if uses_blas else contextlib.nullcontext():
-        _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd),
-                           unit + stride, zero + pad_before, unit + problem.dilation,
-                           problem.groups, choice.algorithm, band, threads, channel_panels)
-    return out
+    _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd),
+                       unit + stride, zero + pad_before, unit + problem.dilation,
+                       problem.groups, choice.algorithm, band, threads, channel_panels)
 
 
 def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,

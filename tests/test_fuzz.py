@@ -107,7 +107,7 @@ def torch_conv(x, w, bias, kwargs):
                 groups=kwargs["groups"]).numpy()
 
 
-def check_conv(nd, x, w, bias, kwargs, use_out):
+def check_conv(nd, x, w, bias, kwargs, use_out, pieces=False):
     want = reference.conv_nd(x, w, bias, **kwargs)
     magnitude = conv_magnitude(x, w, bias, kwargs)
     dtype = float_dtype(x, w, bias)
@@ -117,7 +117,13 @@ def check_conv(nd, x, w, bias, kwargs, use_out):
                      "PyTorch vs reference")
     for algorithm in algorithms_for(x, w, kwargs):
         out = np.full(want.shape, np.nan, dtype) if use_out else None
-        got = CONV[nd](x, w, bias, **kwargs, algorithm=algorithm, out=out)
+        saved = fastconv.convolution.INTERRUPT_WORK
+        if pieces:   # as a long call runs: one kernel call per image and block of channels
+            fastconv.convolution.INTERRUPT_WORK = 1
+        try:
+            got = CONV[nd](x, w, bias, **kwargs, algorithm=algorithm, out=out)
+        finally:
+            fastconv.convolution.INTERRUPT_WORK = saved
         assert got.dtype == dtype, (algorithm, got.dtype)
         if use_out:
             assert got is out
@@ -127,10 +133,10 @@ def check_conv(nd, x, w, bias, kwargs, use_out):
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_conv_agrees_with_the_reference_for_every_algorithm(nd):
     @settings(max_examples=examples({1: 3, 2: 4, 3: 2}[nd]))
-    @given(conv_configs(nd), st.booleans())
-    def run(config, use_out):
+    @given(conv_configs(nd), st.booleans(), st.booleans())
+    def run(config, use_out, pieces):
         count(f"conv{nd}d")
-        check_conv(nd, *config, use_out)
+        check_conv(nd, *config, use_out, pieces)
     run()
 
 
