@@ -115,7 +115,12 @@ RULES = (
 # col2im scatters it. Measured (notes/issue4.md): col2im wins even for thin GEMMs (2 or 4
 # channels per group, 3-channel images) by 1.5-4x; the direct gathering loops win only when one
 # input channel meets one output channel per group (depthwise, single-channel images), where
-# the GEMM degenerates into an outer product.
+# the GEMM degenerates into an outer product. With stride 1 the gradient is a forward
+# correlation with the reversed kernel ("subpixel" with a single phase), which the packed
+# forward kernel computes faster than BLAS + col2im (grad input of conv2d_backward_64: 9.1-9.3
+# against 11.9-12.4 ms, 2 threads). With stride s it splits into s^d phase convolutions, each
+# too small for the packed GEMM's panels: measured slower than col2im (conv_transpose_4x4_s2
+# 8.1-8.6 against 7.2-7.6 ms; conv_transpose_2x2_s2 0.87 against 0.39 ms), so not chosen.
 INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel")
 
 INPUT_GRAD_RULES = (
@@ -124,10 +129,10 @@ INPUT_GRAD_RULES = (
     Rule("direct", lambda p: p.in_per_group == 1 and p.out_per_group == 1,
          "one input and one output channel per group (depthwise, single-channel): the GEMM "
          "would be an outer product; direct loops gather each gradient row in cache"),
-    Rule("subpixel", lambda p: p.in_per_group >= MIN_PACKED_OUT_CHANNELS and _subpixel_fits(p),
-         "split by stride phase into stride-1 convolutions of the output gradient with the "
-         "kernel's phases, reversed: the forward kernels' packed GEMM, and no scatter "
-         "(falls back to col2im where a phase would need negative padding)"),
+    Rule("subpixel", lambda p: all(s == 1 for s in p.stride)
+         and p.in_per_group >= MIN_PACKED_OUT_CHANNELS and _subpixel_fits(p),
+         "stride 1: the input gradient is the correlation of the output gradient with the "
+         "reversed kernel, so the forward kernels' packed GEMM computes it with no scatter"),
     Rule("col2im", lambda p: True,
          "a GEMM over channels: multiply bands by W^T with BLAS and scatter them back "
          "(col2im)"),
