@@ -546,15 +546,21 @@ cdef void pack_a_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t c
                     if i < M else 0
 
 
-cdef void pack_b_panels(const floating* src, Py_ssize_t ld, Py_ssize_t K, Py_ssize_t N,
-                        Py_ssize_t NR, floating* packed) noexcept nogil:
-    """packed[j][k][c] = B[k][j * NR + c] with B[k][n] = src[k * ld + n], zero past N."""
+cdef void pack_b_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                        Py_ssize_t K, Py_ssize_t N, Py_ssize_t NR,
+                        floating* packed) noexcept nogil:
+    """packed[j][k][c] = B[k][j * NR + c] with B[k][n] = src[k * row_stride + n * col_stride]
+    (any layout, transposed included), zero past N: B in micro-kernel panels."""
     cdef Py_ssize_t j, k, c, width
     for j in range((N + NR - 1) // NR):
         width = N - j * NR if N - j * NR < NR else NR
         for k in range(K):
-            for c in range(width):
-                packed[(j * K + k) * NR + c] = src[k * ld + j * NR + c]
+            if col_stride == 1:
+                for c in range(width):
+                    packed[(j * K + k) * NR + c] = src[k * row_stride + j * NR + c]
+            else:
+                for c in range(width):
+                    packed[(j * K + k) * NR + c] = src[k * row_stride + (j * NR + c) * col_stride]
             for c in range(width, NR):
                 packed[(j * K + k) * NR + c] = 0
 
@@ -618,8 +624,8 @@ cdef inline void gemm_tile(Py_ssize_t k_len, const floating* a, const floating* 
 cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                         Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
                         const floating* b_packed, floating* out, Py_ssize_t out_plane,
-                        const floating* bias) noexcept nogil:
-    """out[c, j] = bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
+                        const floating* bias, bint accumulate=False) noexcept nogil:
+    """out[c, j] (+)= bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
     positions, K in blocks whose A and B panel slices stay in L1 while C accumulates."""
     cdef Py_ssize_t MR = FC_GEMM_MR
     cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))
@@ -633,7 +639,8 @@ cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                 n_valid = count - j * NR if count - j * NR < NR else NR
                 gemm_tile(k_len, a_packed + panel * K * MR + k0 * MR, b_packed + j * K * NR + k0 * NR,
                           out + panel * MR * out_plane + j * NR, out_plane, m_valid, n_valid,
-                          bias + panel * MR if bias != NULL and k0 == 0 else NULL, k0 > 0)
+                          bias + panel * MR if bias != NULL and k0 == 0 else NULL,
+                          accumulate or k0 > 0)
         k0 += k_block
 
 
