@@ -322,6 +322,26 @@ cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
 # band into a thread-private buffer sized for the cache, then one single-threaded GEMM writes
 # the band of every output channel of the group. The full im2col matrix never exists.
 
+cdef inline void decode_tap(Py_ssize_t k, const ConvShape* s, Py_ssize_t* c, Py_ssize_t* kd,
+                            Py_ssize_t* kh, Py_ssize_t* kw) noexcept nogil:
+    """Row k of an unfolded matrix is input channel c (of the group) at tap (kd, kh, kw)."""
+    cdef Py_ssize_t taps = s.kernel[0] * s.kernel[1] * s.kernel[2], tap = k % taps
+    c[0] = k // taps
+    kd[0] = tap // (s.kernel[1] * s.kernel[2])
+    kh[0] = (tap // s.kernel[2]) % s.kernel[1]
+    kw[0] = tap % s.kernel[2]
+
+
+cdef const floating* unfold_band(const floating* x_g, const ConvShape* s, Py_ssize_t r0,
+                                 Py_ssize_t r1, bint pointwise, floating* col) noexcept nogil:
+    """The GEMM operand for output rows [r0, r1): for a pointwise convolution the input band
+    itself (row stride: the input plane), else its im2col written into `col`."""
+    if pointwise:
+        return x_g + r0 * s.out_size[2]
+    im2col_rows(x_g, s, r0, r1, col)
+    return col
+
+
 cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_begin,
                       Py_ssize_t row_end, floating* col) noexcept nogil:
     """col[k, j] = x_g[c, d, h, w] read by tap k = (c, kd, kh, kw) at output position j of the
@@ -337,11 +357,7 @@ cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_be
     cdef const floating* x_row
     cdef floating* dst
     for k in range(s.c_in_g * taps):
-        c = k // taps
-        tap = k % taps
-        kd = tap // (KH * KW)
-        kh = (tap // KW) % KH
-        kw = tap % KW
+        decode_tap(k, s, &c, &kd, &kh, &kw)
         off = kw * s.dilation[2] - s.pad[2]
         output_range(off, sw, W, OW, &lo, &hi)
         dst = col + k * band
@@ -394,7 +410,6 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
     cdef Py_ssize_t item, band, n, g, r0, r1, cols
     cdef floating* col = NULL
     cdef floating* out_block
-    cdef const floating* x_g
     cdef const floating* operand
     cdef int failed = 0
     cdef int* failed_flag = &failed
@@ -418,12 +433,8 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
             if r1 > rows:
                 r1 = rows
             cols = (r1 - r0) * OW
-            x_g = x + (n * s.c_in + g * s.c_in_g) * in_plane
-            if pointwise:
-                operand = x_g + r0 * OW
-            else:
-                im2col_rows(x_g, s, r0, r1, col)
-                operand = col
+            operand = unfold_band(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, r0, r1,
+                                  pointwise, col)
             out_block = out + (n * s.c_out + g * s.c_out_g) * out_plane + r0 * OW
             beta = 0
             if bias != NULL:
@@ -580,11 +591,7 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
     cdef const floating* src
     cdef floating* d
     for k in range(K):
-        c = k // taps
-        tap = k % taps
-        kd = tap // (KH * KW)
-        kh = (tap // KW) % KH
-        kw = tap % KW
+        decode_tap(k, s, &c, &kd, &kh, &kw)
         off = kw * s.dilation[2] - s.pad[2]
         output_range(off, sw, W, OW, &lo, &hi)
         for e in range(n_segments):

@@ -22,7 +22,7 @@ def set_blas_local_threads_hook(size_t address):
     """Register openblas_set_num_threads_local (its address; 0 for none), see _blas.pxd."""
     global blas_set_local_threads
     blas_set_local_threads = <set_local_threads_t> address
-from fastconv._conv cimport ConvShape, make_shape, output_range, im2col_rows, pack_a_panels, \
+from fastconv._conv cimport ConvShape, make_shape, output_range, unfold_band, pack_a_panels, \
     pack_b_panels, multiply_tile, gemm_mr, gemm_nr
 
 
@@ -266,7 +266,6 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
     cdef floating* partial = <floating*> calloc(chunks * size, sizeof(floating))
     cdef floating* mine
     cdef floating* col = NULL
-    cdef const floating* x_g
     cdef const floating* operand
     cdef floating total
     cdef int failed = 0
@@ -303,12 +302,8 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
                 if r1 > rows:
                     r1 = rows
                 cols = (r1 - r0) * OW
-                x_g = x + (n * s.c_in + g_idx * s.c_in_g) * in_plane
-                if pointwise:
-                    operand = x_g + r0 * OW
-                else:
-                    im2col_rows(x_g, s, r0, r1, col)
-                    operand = col
+                operand = unfold_band(x + (n * s.c_in + g_idx * s.c_in_g) * in_plane, s, r0,
+                                      r1, pointwise, col)
                 if own_gemm:
                     # A = g_band (channels x positions), B = operand^T (positions x taps)
                     pack_a_panels(g + (n * s.c_out + g_idx * s.c_out_g) * out_plane + r0 * OW,
