@@ -322,6 +322,26 @@ cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
 # band into a thread-private buffer sized for the cache, then one single-threaded GEMM writes
 # the band of every output channel of the group. The full im2col matrix never exists.
 
+cdef inline void decode_tap(Py_ssize_t k, const ConvShape* s, Py_ssize_t* c, Py_ssize_t* kd,
+                            Py_ssize_t* kh, Py_ssize_t* kw) noexcept nogil:
+    """Row k of an unfolded matrix is input channel c (of the group) at tap (kd, kh, kw)."""
+    cdef Py_ssize_t taps = s.kernel[0] * s.kernel[1] * s.kernel[2], tap = k % taps
+    c[0] = k // taps
+    kd[0] = tap // (s.kernel[1] * s.kernel[2])
+    kh[0] = (tap // s.kernel[2]) % s.kernel[1]
+    kw[0] = tap % s.kernel[2]
+
+
+cdef const floating* unfold_band(const floating* x_g, const ConvShape* s, Py_ssize_t r0,
+                                 Py_ssize_t r1, bint pointwise, floating* col) noexcept nogil:
+    """The GEMM operand for output rows [r0, r1): for a pointwise convolution the input band
+    itself (row stride: the input plane), else its im2col written into `col`."""
+    if pointwise:
+        return x_g + r0 * s.out_size[2]
+    im2col_rows(x_g, s, r0, r1, col)
+    return col
+
+
 cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_begin,
                       Py_ssize_t row_end, floating* col) noexcept nogil:
     """col[k, j] = x_g[c, d, h, w] read by tap k = (c, kd, kh, kw) at output position j of the
@@ -337,11 +357,7 @@ cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_be
     cdef const floating* x_row
     cdef floating* dst
     for k in range(s.c_in_g * taps):
-        c = k // taps
-        tap = k % taps
-        kd = tap // (KH * KW)
-        kh = (tap // KW) % KH
-        kw = tap % KW
+        decode_tap(k, s, &c, &kd, &kh, &kw)
         off = kw * s.dilation[2] - s.pad[2]
         output_range(off, sw, W, OW, &lo, &hi)
         dst = col + k * band
@@ -394,7 +410,6 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
     cdef Py_ssize_t item, band, n, g, r0, r1, cols
     cdef floating* col = NULL
     cdef floating* out_block
-    cdef const floating* x_g
     cdef const floating* operand
     cdef int failed = 0
     cdef int* failed_flag = &failed
@@ -418,12 +433,8 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
             if r1 > rows:
                 r1 = rows
             cols = (r1 - r0) * OW
-            x_g = x + (n * s.c_in + g * s.c_in_g) * in_plane
-            if pointwise:
-                operand = x_g + r0 * OW
-            else:
-                im2col_rows(x_g, s, r0, r1, col)
-                operand = col
+            operand = unfold_band(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, r0, r1,
+                                  pointwise, col)
             out_block = out + (n * s.c_out + g * s.c_out_g) * out_plane + r0 * OW
             beta = 0
             if bias != NULL:
@@ -471,6 +482,16 @@ cdef inline Py_ssize_t panel_width(floating* dummy) noexcept nogil:
     if floating is float:
         return FC_NR_f32
     return FC_NR_f64
+
+
+cdef Py_ssize_t gemm_mr() noexcept nogil:
+    """Rows (output channels) of the micro-kernel's register tile."""
+    return FC_GEMM_MR
+
+
+cdef Py_ssize_t gemm_nr(floating* dummy) noexcept nogil:
+    """Columns (positions) of the micro-kernel's register tile for this precision."""
+    return panel_width(dummy)
 
 
 cdef void pack_weights(const floating* w, const ConvShape* s, floating* packed) noexcept nogil:
@@ -522,6 +543,39 @@ cdef Py_ssize_t panel_segments(const ConvShape* s, Py_ssize_t p_begin, Py_ssize_
     return n_segments
 
 
+cdef void pack_a_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                        Py_ssize_t M, Py_ssize_t K, floating* packed) noexcept nogil:
+    """packed[panel][k][m] = A[panel * MR + m][k] with A[i][j] = src[i * row_stride +
+    j * col_stride] (any layout, transposed included), zero past M: A in micro-kernel panels."""
+    cdef Py_ssize_t MR = FC_GEMM_MR
+    cdef Py_ssize_t panel, k, m, i
+    for panel in range((M + MR - 1) // MR):
+        for k in range(K):
+            for m in range(MR):
+                i = panel * MR + m
+                packed[(panel * K + k) * MR + m] = src[i * row_stride + k * col_stride] \
+                    if i < M else 0
+
+
+cdef void pack_b_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                        Py_ssize_t K, Py_ssize_t N, Py_ssize_t NR,
+                        floating* packed) noexcept nogil:
+    """packed[j][k][c] = B[k][j * NR + c] with B[k][n] = src[k * row_stride + n * col_stride]
+    (any layout, transposed included), zero past N: B in micro-kernel panels."""
+    cdef Py_ssize_t j, k, c, width
+    for j in range((N + NR - 1) // NR):
+        width = N - j * NR if N - j * NR < NR else NR
+        for k in range(K):
+            if col_stride == 1:
+                for c in range(width):
+                    packed[(j * K + k) * NR + c] = src[k * row_stride + j * NR + c]
+            else:
+                for c in range(width):
+                    packed[(j * K + k) * NR + c] = src[k * row_stride + (j * NR + c) * col_stride]
+            for c in range(width, NR):
+                packed[(j * K + k) * NR + c] = 0
+
+
 cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegment* segments,
                         Py_ssize_t n_segments, Py_ssize_t count, Py_ssize_t NR,
                         floating* dst) noexcept nogil:
@@ -537,11 +591,7 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
     cdef const floating* src
     cdef floating* d
     for k in range(K):
-        c = k // taps
-        tap = k % taps
-        kd = tap // (KH * KW)
-        kh = (tap // KW) % KH
-        kw = tap % KW
+        decode_tap(k, s, &c, &kd, &kh, &kw)
         off = kw * s.dilation[2] - s.pad[2]
         output_range(off, sw, W, OW, &lo, &hi)
         for e in range(n_segments):
@@ -581,8 +631,8 @@ cdef inline void gemm_tile(Py_ssize_t k_len, const floating* a, const floating* 
 cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                         Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
                         const floating* b_packed, floating* out, Py_ssize_t out_plane,
-                        const floating* bias) noexcept nogil:
-    """out[c, j] = bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
+                        const floating* bias, bint accumulate=False) noexcept nogil:
+    """out[c, j] (+)= bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
     positions, K in blocks whose A and B panel slices stay in L1 while C accumulates."""
     cdef Py_ssize_t MR = FC_GEMM_MR
     cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))
@@ -596,7 +646,8 @@ cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                 n_valid = count - j * NR if count - j * NR < NR else NR
                 gemm_tile(k_len, a_packed + panel * K * MR + k0 * MR, b_packed + j * K * NR + k0 * NR,
                           out + panel * MR * out_plane + j * NR, out_plane, m_valid, n_valid,
-                          bias + panel * MR if bias != NULL and k0 == 0 else NULL, k0 > 0)
+                          bias + panel * MR if bias != NULL and k0 == 0 else NULL,
+                          accumulate or k0 > 0)
         k0 += k_block
 
 
@@ -689,3 +740,26 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
                                &out[0, 0, 0, 0, 0], &s, kind == 2, band, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")
+
+
+def adjoint_phase_weight(const floating[:, :, :, :, ::1] w, floating[:, :, :, :, ::1] out,
+                         Py_ssize_t groups, tuple phase, tuple stride):
+    """out[g * C_in_g + ci, co, j] := w[g * C_out_g + co, ci, k(j)] with, per axis,
+    k(j) = phase + (M - 1 - j) * stride (M = out's size along the axis): the reversed taps of one stride phase, channels transposed per group — the forward weight
+    of one phase of the transposed convolution (see fastconv/conv_grad.py, subpixel)."""
+    cdef Py_ssize_t c_out = w.shape[0], c_in_g = w.shape[1]
+    cdef Py_ssize_t c_out_g = c_out // groups
+    cdef Py_ssize_t M0 = out.shape[2], M1 = out.shape[3], M2 = out.shape[4]
+    cdef Py_ssize_t f0 = phase[0], f1 = phase[1], f2 = phase[2]
+    cdef Py_ssize_t s0 = stride[0], s1 = stride[1], s2 = stride[2]
+    cdef Py_ssize_t g, ci, co, j0, j1, j2
+    with nogil:
+        for g in range(groups):
+            for ci in range(c_in_g):
+                for co in range(c_out_g):
+                    for j0 in range(M0):
+                        for j1 in range(M1):
+                            for j2 in range(M2):
+                                out[g * c_in_g + ci, co, j0, j1, j2] = w[
+                                    g * c_out_g + co, ci, f0 + (M0 - 1 - j0) * s0,
+                                    f1 + (M1 - 1 - j1) * s1, f2 + (M2 - 1 - j2) * s2]

@@ -10,9 +10,9 @@ from math import prod
 
 import numpy as np
 
-from fastconv import _args, _conv_backward, _parallel
+from fastconv import _args, _conv, _conv_backward, _parallel
 from fastconv.convolution import _NUMPY_PAD_MODE, _as_5d, _conv_problem
-from fastconv.dispatch import ConvProblem, gemm_band_rows, input_grad_work_split, \
+from fastconv.dispatch import ConvProblem, blas_runs_full_width, gemm_band_rows, input_grad_work_split, \
     select_input_grad, weight_grad_chunks
 
 _parallel.register_blas_hook(_conv_backward)
@@ -131,28 +131,36 @@ def subpixel_plan(problem):
 
 def _run_subpixel(problem, w, g, dtype, plan):
     """Input gradient by phases (see subpixel_phases), each on the forward kernels."""
-    from fastconv.convolution import run_conv
-    from fastconv.dispatch import select
-
     nd = problem.ndim
     everything = (slice(None), slice(None))
     dx = np.zeros((problem.batch, problem.in_channels) + tuple(problem.in_size), dtype)
     groups = problem.groups
-    # the forward weight of the adjoint: (C_in, C_out/groups, *kernel), per group transposed
-    w_adj = w.reshape((groups, problem.out_per_group, problem.in_per_group) + w.shape[2:])
-    w_adj = w_adj.swapaxes(1, 2).reshape((problem.in_channels, problem.out_per_group)
-                                         + w.shape[2:])
+    w5 = _as_5d(w, nd)
     for out_index, taps_index, g_index, padding, dilation in plan:
-        sub_w = np.ascontiguousarray(w_adj[everything + taps_index][
-            everything + (slice(None, None, -1),) * nd])
+        # this phase's taps, reversed, channels transposed per group (one pass in Cython)
+        phase = tuple(t.start or 0 for t in taps_index)
+        step = tuple(t.step or 1 for t in taps_index)
+        taps = tuple(len(range(k)[t]) for k, t in zip(w.shape[2:], taps_index))
+        sub_w = np.empty((problem.in_channels, problem.out_per_group) + taps, dtype)
+        _conv.adjoint_phase_weight(w5, _as_5d(sub_w, nd), groups, (0,) * (3 - nd) + phase,
+                                   (1,) * (3 - nd) + step)
         sub_g = g[everything + g_index]
-        sub = ConvProblem(problem.batch, problem.out_channels, problem.in_channels, groups,
-                          tuple(sub_g.shape[2:]), tuple(sub_w.shape[2:]), (1,) * nd,
-                          padding, dilation)
-        y = np.empty(sub.out_shape, dtype)
-        run_conv(sub, sub_g, sub_w, None, y, select(sub))
-        dx[everything + out_index] = y
+        dx[everything + out_index] = _stride1_conv(sub_g, sub_w, padding, dilation, groups,
+                                                   dtype)
     return dx
+
+
+def _stride1_conv(x, w, padding, dilation, groups, dtype):
+    """conv(x, w) with stride 1, zero `padding` pairs and `dilation`, on the forward kernels."""
+    from fastconv.convolution import run_conv
+    from fastconv.dispatch import select
+
+    nd = w.ndim - 2
+    problem = ConvProblem(x.shape[0], x.shape[1], w.shape[0], groups, tuple(x.shape[2:]),
+                          tuple(w.shape[2:]), (1,) * nd, tuple(padding), tuple(dilation))
+    y = np.empty(problem.out_shape, dtype)
+    run_conv(problem, x, w, None, y, select(problem))
+    return y
 
 
 def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
@@ -176,7 +184,8 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
                                        unit + problem.stride,
                                        zero + tuple(p[0] for p in problem.padding),
                                        unit + problem.dilation, problem.groups,
-                                       choice.algorithm, band, chunks, threads)
+                                       choice.algorithm, band, chunks, threads,
+                                       not blas_runs_full_width())
     return dx
 
 
@@ -197,7 +206,8 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype):
                                         unit + problem.stride,
                                         zero + tuple(p[0] for p in problem.padding),
                                         unit + problem.dilation, problem.groups,
-                                        problem.pointwise, band, chunks, threads)
+                                        problem.pointwise, band, chunks, threads,
+                                        not blas_runs_full_width())
     return dw
 
 

@@ -115,7 +115,12 @@ RULES = (
 # col2im scatters it. Measured (notes/issue4.md): col2im wins even for thin GEMMs (2 or 4
 # channels per group, 3-channel images) by 1.5-4x; the direct gathering loops win only when one
 # input channel meets one output channel per group (depthwise, single-channel images), where
-# the GEMM degenerates into an outer product.
+# the GEMM degenerates into an outer product. The col2im GEMM runs on fastconv's micro-kernel
+# unless SciPy's BLAS has full-width kernels (blas_runs_full_width). "subpixel" (the gradient
+# as s^d stride-1 phase convolutions on the forward kernels, no scatter) is available forced
+# but not chosen: measured slower than col2im with the micro-kernel (2 threads, ms: grad input
+# of conv2d_backward_64 8.7-9.6 against 6.7; conv_transpose_4x4_s2 6.2-7.1 against 6.3-6.5;
+# conv_transpose_2x2_s2 0.66 against 0.21).
 INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel")
 
 INPUT_GRAD_RULES = (
@@ -124,13 +129,9 @@ INPUT_GRAD_RULES = (
     Rule("direct", lambda p: p.in_per_group == 1 and p.out_per_group == 1,
          "one input and one output channel per group (depthwise, single-channel): the GEMM "
          "would be an outer product; direct loops gather each gradient row in cache"),
-    Rule("subpixel", lambda p: p.in_per_group >= MIN_PACKED_OUT_CHANNELS and _subpixel_fits(p),
-         "split by stride phase into stride-1 convolutions of the output gradient with the "
-         "kernel's phases, reversed: the forward kernels' packed GEMM, and no scatter "
-         "(falls back to col2im where a phase would need negative padding)"),
     Rule("col2im", lambda p: True,
-         "a GEMM over channels: multiply bands by W^T with BLAS and scatter them back "
-         "(col2im)"),
+         "a GEMM over channels: multiply bands by W^T (fastconv's micro-kernel, or BLAS where "
+         "it runs full width) and scatter them back (col2im)"),
 )
 
 def _subpixel_fits(problem):
