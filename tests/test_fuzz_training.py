@@ -22,7 +22,7 @@ from fastconv.conv_grad import explicitly_padded
 from fastconv.conv_transpose import _transpose_problem
 from fastconv.convolution import _problem_from_call
 from fuzzing import (DTYPES, arrays, assert_close, count, examples, float_dtype,
-                     message_names)
+                     message_names, torch)
 from test_fuzz import conv_configs
 
 INPUT_GRAD = {1: grad.conv1d_input, 2: grad.conv2d_input, 3: grad.conv3d_input}
@@ -130,6 +130,15 @@ def test_conv_transpose_agrees_with_the_reference_and_its_gradients_are_adjoints
         problem = _transpose_problem(nd, x.shape, w.shape, None, kwargs["stride"],
                                      kwargs["padding"], kwargs["output_padding"],
                                      kwargs["groups"], kwargs["dilation"])
+        padding = kwargs["padding"]
+        if torch is not None and (isinstance(padding, int)   # PyTorch has no (before, after)
+                                  or all(isinstance(p, int) for p in padding)):
+            fn = (torch.nn.functional.conv_transpose1d, torch.nn.functional.conv_transpose2d,
+                  torch.nn.functional.conv_transpose3d)[nd - 1]
+            as_tensor = lambda a: None if a is None else torch.from_numpy(  # noqa: E731
+                np.array(a, np.float64))
+            assert_close(fn(as_tensor(x), as_tensor(w), as_tensor(bias), **kwargs).numpy(),
+                         want, magnitude, terms, np.float64, "PyTorch vs reference")
         for algorithm in input_grad_algorithms(problem):
             got = TRANSPOSE[nd](x, w, bias, **kwargs, algorithm=algorithm)
             assert got.dtype == dtype
