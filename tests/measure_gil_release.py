@@ -14,12 +14,12 @@ import numpy as np
 
 import fastconv
 
-CALLS = 40
+CALLS = 20
 
 
 def main():
-    x = np.random.default_rng(0).standard_normal((1, 16, 96, 96)).astype(np.float32)
-    w = np.random.default_rng(1).standard_normal((16, 16, 3, 3)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((1, 32, 128, 128)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((32, 32, 3, 3)).astype(np.float32)
     fastconv.set_num_threads(1)
     cases = {"conv2d packed": lambda: fastconv.conv2d(x, w, padding=1, algorithm="packed"),
              "conv2d direct": lambda: fastconv.conv2d(x, w[:2], padding=1, algorithm="direct"),
