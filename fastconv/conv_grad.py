@@ -12,8 +12,8 @@ import numpy as np
 
 from fastconv import _args, _conv, _conv_backward, _parallel
 from fastconv.convolution import _NUMPY_PAD_MODE, _as_5d, _conv_problem
-from fastconv.dispatch import ConvProblem, blas_runs_full_width, gemm_band_rows, input_grad_work_split, \
-    select_input_grad, weight_grad_chunks
+from fastconv.dispatch import ConvProblem, blas_runs_full_width, fits_blas, gemm_band_rows, \
+    input_grad_work_split, select_input_grad, weight_grad_chunks
 
 _parallel.register_blas_hook(_conv_backward)
 
@@ -185,7 +185,7 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
                                        zero + tuple(p[0] for p in problem.padding),
                                        unit + problem.dilation, problem.groups,
                                        choice.algorithm, band, chunks, threads,
-                                       not blas_runs_full_width())
+                                       not blas_runs_full_width() or not fits_blas(problem))
     return dx
 
 
@@ -206,8 +206,9 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype):
                                         unit + problem.stride,
                                         zero + tuple(p[0] for p in problem.padding),
                                         unit + problem.dilation, problem.groups,
-                                        problem.pointwise, band, chunks, threads,
-                                        not blas_runs_full_width())
+                                        problem.pointwise and fits_blas(problem), band,
+                                        chunks, threads,
+                                        not blas_runs_full_width() or not fits_blas(problem))
     return dw
 
 

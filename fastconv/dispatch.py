@@ -97,8 +97,20 @@ def blas_runs_full_width():
 
 _BLAS_FULL_WIDTH = None
 
+# BLAS takes 32-bit sizes and leading dimensions: a GEMM over an image plane (or a K) of 2**31
+# elements or more would overflow them, so such problems never go to BLAS; fastconv's own
+# kernels index in 64 bits (tests/test_reliability.py, arrays past 2**31 elements).
+BLAS_INDEX_LIMIT = 2**31 - 1
+
+
+def fits_blas(problem):
+    """True if every size and leading dimension a BLAS GEMM of `problem` sees fits in int32."""
+    return max(prod(problem.in_size), prod(problem.out_size), problem.gemm_depth,
+               problem.in_channels, problem.out_channels) <= BLAS_INDEX_LIMIT
+
+
 RULES = (
-    Rule("gemm1x1", lambda p: p.pointwise and blas_runs_full_width(),
+    Rule("gemm1x1", lambda p: p.pointwise and blas_runs_full_width() and fits_blas(p),
          "1x1 kernel, stride 1, no padding: the input already is the GEMM operand, so one "
          "BLAS GEMM per image with no copy"),
     Rule("direct", lambda p: p.out_per_group <= MAX_DIRECT_OUT_CHANNELS,
@@ -125,7 +137,7 @@ RULES = (
 INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel")
 
 INPUT_GRAD_RULES = (
-    Rule("gemm1x1", lambda p: p.pointwise,
+    Rule("gemm1x1", lambda p: p.pointwise and fits_blas(p),
          "1x1 kernel, stride 1, no padding: the GEMM writes the input gradient directly"),
     Rule("direct", lambda p: p.in_per_group == 1 and p.out_per_group == 1,
          "one input and one output channel per group (depthwise, single-channel): the GEMM "
@@ -143,14 +155,16 @@ def _subpixel_fits(problem):
 # Which algorithms can compute a problem at all (forcing one outside this is a ValueError).
 SUPPORTS = {
     "direct": lambda p: True,
-    "im2col": lambda p: True,
+    "im2col": lambda p: fits_blas(p),
     "col2im": lambda p: True,
     "subpixel": lambda p: _subpixel_fits(p),
-    "gemm1x1": lambda p: p.pointwise,
+    "gemm1x1": lambda p: p.pointwise and fits_blas(p),
     "packed": lambda p: True,
 }
 REQUIREMENT = {
-    "gemm1x1": "a 1x1 kernel with stride 1 and no padding",
+    "im2col": "image planes and a GEMM depth under 2**31 elements (BLAS sizes are 32-bit)",
+    "gemm1x1": "a 1x1 kernel with stride 1 and no padding, and image planes under 2**31 "
+               "elements (BLAS sizes are 32-bit)",
     "subpixel": "stride 1 or dilation 1 along each axis, and phases that fit the gradient",
 }
 WHY_FORCED = "forced by the caller"

@@ -397,6 +397,26 @@ def test_regression_a_legal_huge_stride_and_padding_compute_correctly():
         np.testing.assert_array_equal(got, [[[3.0]]])
 
 
+@pytest.mark.parametrize("full_width_blas", [True, False])
+def test_regression_planes_past_2_to_the_31_never_go_to_blas(full_width_blas, monkeypatch):
+    # BLAS sizes and leading dimensions are 32-bit ints: the im2col/gemm1x1 kernels passed
+    # plane sizes of 2**31 or more to it truncated (wrong results or a crash, for a legal call)
+    monkeypatch.setattr(fastconv.dispatch, "_BLAS_FULL_WIDTH", full_width_blas)
+    side = 46341                                            # side**2 > 2**31
+    x = np.broadcast_to(np.float32(0), (1, 1, side, side))   # no memory behind it
+    w = np.ones((1, 1, 1, 1), np.float32)
+    assert fastconv.choose_algorithm(x.shape, w.shape).algorithm != "gemm1x1"
+    if full_width_blas:   # below the limit the rule still applies
+        assert fastconv.choose_algorithm((1, 1, 1000, 1000), w.shape).algorithm == "gemm1x1"
+    for algorithm in ("im2col", "gemm1x1"):
+        with pytest.raises(ValueError, match=r"2\*\*31"):
+            fastconv.conv2d(x, w, algorithm=algorithm)
+    problem = fastconv.convolution._problem_from_call(x.shape, w.shape)
+    assert fastconv.dispatch.select_input_grad(problem).algorithm != "gemm1x1"
+    with pytest.raises(ValueError, match=r"2\*\*31"):
+        grad.conv2d_input(x.shape, w, x, algorithm="gemm1x1")
+
+
 @pytest.mark.parametrize("algorithm", ["direct", "packed", "im2col"])
 def test_long_calls_run_in_pieces_with_the_same_result(algorithm, monkeypatch):
     x = np.random.default_rng(3).standard_normal((3, 6, 9, 9)).astype(np.float32)
