@@ -14,9 +14,20 @@ from fastconv.convolution import (  # noqa: E402
     ReceptiveField, choose_algorithm, conv1d, conv2d, conv3d, convolve, correlate, output_shape,
     receptive_field,
 )
+from fastconv.pooling import (  # noqa: E402
+    adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d, adaptive_max_pool1d,
+    adaptive_max_pool2d, adaptive_max_pool3d, avg_pool1d, avg_pool2d, avg_pool3d, max_pool1d,
+    max_pool2d, max_pool3d, max_unpool1d, max_unpool2d, max_unpool3d,
+)
+from fastconv.resample import interpolate  # noqa: E402
+from fastconv import grad  # noqa: E402,F401
 
 __all__ = [
     "__version__", "show_config", "set_num_threads", "get_num_threads", "num_threads",
     "conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape", "receptive_field",
     "ReceptiveField", "choose_algorithm",
+    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "max_unpool1d", "max_unpool2d", "max_unpool3d", "interpolate",
 ]
