@@ -125,6 +125,41 @@ cdef inline void max_outputs(const floating** rows, const int64_t* row_pos, Py_s
             indices[ow] = pos
 
 
+cdef inline void max_rows_s2(const floating* r0, const floating* r1, const floating* r2,
+                             int64_t p0, int64_t p1, int64_t p2, Py_ssize_t K, Py_ssize_t pw,
+                             floating* out, int64_t* indices, Py_ssize_t lo,
+                             Py_ssize_t hi) noexcept nogil:
+    """max_outputs for K x K windows (K = 2 or 3, rows r0, r1[, r2]) at stride 2, with the
+    row pointers in registers: the form the compiler vectorizes across outputs."""
+    cdef Py_ssize_t ow, w, kw
+    cdef floating v, best
+    cdef int64_t pos
+    cdef bint take
+    for ow in range(lo, hi):
+        w = 2 * ow - pw
+        best = -INFINITY
+        pos = p0 + w
+        for kw in range(K):
+            v = r0[w + kw]
+            take = (v > best) | (v != v)
+            best = v if take else best
+            pos = p0 + w + kw if take else pos
+        for kw in range(K):
+            v = r1[w + kw]
+            take = (v > best) | (v != v)
+            best = v if take else best
+            pos = p1 + w + kw if take else pos
+        if K == 3:
+            for kw in range(K):
+                v = r2[w + kw]
+                take = (v > best) | (v != v)
+                best = v if take else best
+                pos = p2 + w + kw if take else pos
+        out[ow] = best
+        if indices != NULL:
+            indices[ow] = pos
+
+
 cdef void max_row_2d(const floating* x_p, floating* out_row, int64_t* idx_row,
                      const PoolShape* s, Py_ssize_t d0, Py_ssize_t h0,
                      Py_ssize_t nh) noexcept nogil:
@@ -148,10 +183,18 @@ cdef void max_row_2d(const floating* x_p, floating* out_row, int64_t* idx_row,
     if lo > hi:
         lo = hi
     # constant window shapes let the compiler unroll the taps and vectorize across outputs
-    if nh == 2 and KW == 2 and sw == 2 and dw == 1:
-        max_outputs(rows, row_pos, 2, 2, 2, 1, pw, out_row, idx_row, lo, hi)
+    if nh == 2 and KW == 2 and sw == 2 and dw == 1 and idx_row != NULL:
+        max_rows_s2(rows[0], rows[1], rows[1], row_pos[0], row_pos[1], row_pos[1], 2, pw,
+                    out_row, idx_row, lo, hi)
+    elif nh == 2 and KW == 2 and sw == 2 and dw == 1:
+        max_rows_s2(rows[0], rows[1], rows[1], row_pos[0], row_pos[1], row_pos[1], 2, pw,
+                    out_row, NULL, lo, hi)
+    elif nh == 3 and KW == 3 and sw == 2 and dw == 1 and idx_row != NULL:
+        max_rows_s2(rows[0], rows[1], rows[2], row_pos[0], row_pos[1], row_pos[2], 3, pw,
+                    out_row, idx_row, lo, hi)
     elif nh == 3 and KW == 3 and sw == 2 and dw == 1:
-        max_outputs(rows, row_pos, 3, 3, 2, 1, pw, out_row, idx_row, lo, hi)
+        max_rows_s2(rows[0], rows[1], rows[2], row_pos[0], row_pos[1], row_pos[2], 3, pw,
+                    out_row, NULL, lo, hi)
     else:
         max_outputs(rows, row_pos, nh, KW, sw, dw, pw, out_row, idx_row, lo, hi)
     for i in range(OW - (hi - lo)):      # the W-edge outputs: [0, lo) and [hi, OW)
@@ -314,7 +357,7 @@ cdef int scatter_planes(const floating* src, const int64_t* indices, floating* d
     cdef floating* d
     cdef const floating* v
     cdef const int64_t* idx
-    for p in prange(planes, num_threads=num_threads, schedule='static'):
+    for p in prange(planes, num_threads=num_threads, schedule='guided'):
         d = dst + p * dst_plane
         v = src + p * src_plane
         idx = indices + p * src_plane
@@ -336,7 +379,7 @@ cdef int gather_planes(const floating* src, const int64_t* indices, floating* ds
     cdef floating* d
     cdef const floating* v
     cdef const int64_t* idx
-    for p in prange(planes, num_threads=num_threads, schedule='static'):
+    for p in prange(planes, num_threads=num_threads, schedule='guided'):
         d = dst + p * dst_plane
         v = src + p * src_plane
         idx = indices + p * dst_plane
