@@ -750,7 +750,7 @@ def _document_backward(nd):
                      f"        The indices given to the forward ``max_unpool{nd}d``.\n"
                      f"    input_shape : tuple of ints\n        Shape of the forward input, "
                      f"which is also the shape of `indices`.")
-    k = 2 if nd < 3 else 2
+    k = 2
     specs = [
         (globals()[f"max_pool{nd}d_backward"], f"max_pool{nd}d",
          _SCATTER_PARAMS.format(dims=dims, odims=odims), _SCATTER_FORMULA,
