@@ -49,7 +49,8 @@ cdef ResampleShape make_shape(tuple in_shape, tuple out_shape, tuple taps,
     return s
 
 
-cdef inline void resample_w(const floating* r, floating* dst, const ResampleShape* s) noexcept nogil:
+cdef inline void resample_w(const floating* r, floating* dst,
+                            const ResampleShape* s) noexcept nogil:
     """dst[ow] = the input row r resampled along W (one or two taps)."""
     cdef Py_ssize_t ow, OW = s.out_size[2]
     cdef const int64_t* w0 = s.src[0][2]

@@ -455,7 +455,8 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                        return_indices)
 
 
-_document(max_pool1d, _MAX_POOL_DOC, 1, """>>> out, idx = fastconv.max_pool1d(x, 2, return_indices=True)
+_document(max_pool1d, _MAX_POOL_DOC, 1,
+          """>>> out, idx = fastconv.max_pool1d(x, 2, return_indices=True)
     >>> out, idx
     (array([[[5., 2.]]]), array([[[1, 2]]]))""")
 _document(max_pool2d, _MAX_POOL_DOC, 2, """>>> fastconv.max_pool2d(x, 2)
@@ -626,16 +627,19 @@ def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_siz
     return _max_unpoolnd(3, input, indices, kernel_size, stride, padding, output_size)
 
 
-_document(max_unpool1d, _MAX_UNPOOL_DOC, 1, """>>> out, idx = fastconv.max_pool1d(x, 2, return_indices=True)
+_document(max_unpool1d, _MAX_UNPOOL_DOC, 1,
+          """>>> out, idx = fastconv.max_pool1d(x, 2, return_indices=True)
     >>> fastconv.max_unpool1d(out, idx, 2)
     array([[[0., 5., 2., 0.]]])""")
-_document(max_unpool2d, _MAX_UNPOOL_DOC, 2, """>>> out, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+_document(max_unpool2d, _MAX_UNPOOL_DOC, 2,
+          """>>> out, idx = fastconv.max_pool2d(x, 2, return_indices=True)
     >>> fastconv.max_unpool2d(out, idx, 2)[0, 0]
     array([[ 0.,  0.,  0.,  0.],
            [ 0.,  5.,  0.,  7.],
            [ 0.,  0.,  0.,  0.],
            [ 0., 13.,  0., 15.]])""")
-_document(max_unpool3d, _MAX_UNPOOL_DOC, 3, """>>> out, idx = fastconv.max_pool3d(x, 2, return_indices=True)
+_document(max_unpool3d, _MAX_UNPOOL_DOC, 3,
+          """>>> out, idx = fastconv.max_pool3d(x, 2, return_indices=True)
     >>> fastconv.max_unpool3d(out, idx, 2).shape
     (1, 1, 4, 4, 4)""")
 
