@@ -20,8 +20,9 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 from libc.math cimport INFINITY
 
-DEF MAX_ROWS = 16      # the register path of 2-d max pools handles windows up to 16 rows
-DEF VECTOR_BLOCK = 16  # outputs per AVX-512 vector of float32 (a multiple of narrower ones)
+cdef enum:
+    MAX_ROWS = 16       # the register path of 2-d max pools handles windows up to 16 rows
+    VECTOR_BLOCK = 16   # outputs per AVX-512 vector of float32 (a multiple of narrower ones)
 
 
 ctypedef struct PoolShape:
@@ -56,11 +57,15 @@ cdef PoolShape make_shape(tuple in_shape, tuple out_shape, tuple step,
 
 # ---------------------------------------------------------------------------------------------
 # forward: one output row (plane p, od, oh) per work item; rows write disjoint outputs.
-# Regular pools (kernel_w > 0) visit the window tap by tap along W, each tap updating the whole
-# output row in one branch-free loop the compiler vectorizes; per output the taps still come in
-# window order (d, h, w), so NaN and tie rules match the element-by-element definition.
-# (Measured on the benchmark cases: the per-output loop with a data-dependent branch was 3-5x
-# slower, mispredicting on random data.) Adaptive pools have irregular windows and use it.
+# Per output the window is always scanned in window order (d, h, w), so the NaN and tie rules
+# match the element-by-element definition; what differs is how the scan is laid out:
+# - 2-d max pools (one input depth): the whole window of an output in registers, outputs in a
+#   branch-free loop; 2x2 and 3x3 windows at stride 2 have their taps written out, the form the
+#   compiler vectorizes (measured on the benchmark cases: 3-6x faster than the generic loop,
+#   whose data-dependent branches mispredict on random data).
+# - other regular pools (3-d, average): tap by tap along W, each tap updating the whole output
+#   row in one branch-free loop.
+# - adaptive pools (irregular windows): one output at a time through the window tables.
 
 cdef inline void tap_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t in_len,
                            Py_ssize_t out_len, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
@@ -187,8 +192,7 @@ cdef void max_row_2d(const floating* x_p, floating* out_row, int64_t* idx_row,
                      const PoolShape* s, Py_ssize_t d0, Py_ssize_t h0,
                      Py_ssize_t nh) noexcept nogil:
     """One output row of a max pool reading one input depth (2-d pools): interior outputs in
-    registers, the few W-edge outputs (padding) through the window tables. (Measured: ~3x
-    faster than the tap-by-tap row on the 2x2 and 3x3 stride-2 benchmark cases.)"""
+    registers, the few W-edge outputs (padding) through the window tables."""
     cdef const floating* rows[MAX_ROWS]
     cdef int64_t row_pos[MAX_ROWS]
     cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2], OW = s.out_size[2]
