@@ -190,7 +190,8 @@ def _max_pool(nd, x, windows, return_indices, dtype):
     n, c = x.shape[:2]
     out_shape = (n, c) + windows.out_size[3 - nd:]
     out = np.empty(out_shape, dtype)
-    indices = np.empty(out_shape if return_indices else (0,) * (nd + 2), np.int64)
+    indices = np.empty(out_shape, np.int64) if return_indices else None
+    # an empty index array tells the kernel not to write indices
     idx_planes = _planes(indices, nd) if return_indices else np.empty((0, 1, 1, 1), np.int64)
     _pool.max_pool_forward(_planes(np.ascontiguousarray(x, dtype=dtype), nd), _planes(out, nd),
                            idx_planes, windows.step, windows.win, windows.regular_w,

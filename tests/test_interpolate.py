@@ -104,6 +104,16 @@ def test_noncontiguous_and_integer_input():
     np.testing.assert_allclose(out, ref.interpolate_nd(ints, (5, 7), "linear", True))
 
 
+def test_read_only_input_is_accepted():
+    x = rand((1, 2, 3, 4))
+    x.setflags(write=False)
+    out = fastconv.interpolate(x, scale_factor=2, mode="bilinear")
+    out.setflags(write=False)
+    np.testing.assert_allclose(out, ref.interpolate_nd(x, (6, 8), "linear", scales=(2, 2)))
+    assert fastconv.grad.interpolate(out, x.shape, scale_factor=2, mode="bilinear").shape == \
+        x.shape
+
+
 def test_align_corners_keeps_the_corners():
     x = rand((1, 1, 4, 5))
     out = fastconv.interpolate(x, size=(9, 13), mode="bilinear", align_corners=True)

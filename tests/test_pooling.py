@@ -156,6 +156,18 @@ def test_dtypes_follow_compute_dtype():
     np.testing.assert_array_equal(fastconv.max_pool2d(x, 2), ref.max_pool_nd(x, 2)[0])
 
 
+def test_read_only_inputs_are_accepted():
+    x = rand((2, 3, 8, 8))
+    out, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    for a in (x, out, idx):
+        a.setflags(write=False)
+    np.testing.assert_array_equal(fastconv.max_pool2d(x, 2), out)
+    np.testing.assert_array_equal(fastconv.avg_pool2d(x, 2), ref.avg_pool_nd(x, 2))
+    restored = fastconv.max_unpool2d(out, idx, 2)
+    np.testing.assert_array_equal(GRAD.max_pool2d(out, idx, x.shape), restored)
+    np.testing.assert_array_equal(GRAD.max_unpool2d(restored, idx, out.shape), out)
+
+
 def test_empty_batch_gives_empty_output():
     out, idx = fastconv.max_pool2d(np.zeros((0, 3, 4, 4)), 2, return_indices=True)
     assert out.shape == idx.shape == (0, 3, 2, 2)
