@@ -70,13 +70,15 @@ def interpolate_output_size(in_size, size=None, scale_factor=None):
     return out_size, scales
 
 
-def _nearest_axis(in_size, out_size, scale):
-    """PyTorch's 'nearest': src = min(floor(o * s), in - 1) in float32, s = 1 / scale_factor
-    or in / out (identity and exact doubling taken directly)."""
+def _nearest_axis(in_size, out_size, scale, shortcuts):
+    """PyTorch's 'nearest': src = min(floor(o * s), in - 1) computed in float32, with
+    s = 1 / scale_factor when given, else in / out. With `shortcuts` an output exactly as long
+    as the input copies it and one exactly twice as long takes o // 2, whatever scale_factor
+    says: torch 2.13's CPU kernels do this for 2-d input only (measured), so we do the same."""
     o = np.arange(out_size, dtype=np.int64)
-    if out_size == in_size:
+    if shortcuts and out_size == in_size:
         src = o
-    elif out_size == 2 * in_size:
+    elif shortcuts and out_size == 2 * in_size:
         src = o >> 1
     else:
         s = np.float32(1.0 / scale) if scale else np.float32(in_size) / np.float32(out_size)
@@ -107,7 +109,7 @@ def _tables(nd, in_size, out_size, scales, mode, align_corners, dtype):
     """(taps, src, weight) for the kernel, padded to three axes."""
     axes = [(1, np.zeros((2, 1), np.int64), None)] * (3 - nd)
     for n, o, s in zip(in_size, out_size, scales):
-        axes.append(_nearest_axis(n, o, s) if mode == "nearest"
+        axes.append(_nearest_axis(n, o, s, nd == 2) if mode == "nearest"
                     else _linear_axis(n, o, s, align_corners, dtype))
     taps = tuple(a[0] for a in axes)
     src = np.ascontiguousarray(np.concatenate([a[1] for a in axes], axis=1), dtype=np.int64)

@@ -91,6 +91,18 @@ def test_matches_torch(name, spatial, size, scale, mode, dtype):
         np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("n,scale", [(3, 2.04), (5, 1.1), (8, 2.12), (4, 0.5), (7, 1.0)])
+def test_nearest_scale_factor_edge_rules_match_torch(nd, n, scale):
+    """Outputs exactly 1x or 2x the input while scale_factor says otherwise: torch 2.13 takes
+    the shortcut (copy, o // 2) for 2-d input only; fastconv follows it."""
+    torch = pytest.importorskip("torch")
+    x = rand((2, 3) + (n,) * nd, np.float32, seed=9)
+    out = fastconv.interpolate(x, scale_factor=scale)
+    want = torch.nn.functional.interpolate(torch.from_numpy(x), scale_factor=scale).numpy()
+    np.testing.assert_array_equal(out, want)
+
+
 def test_noncontiguous_and_integer_input():
     x = rand((3, 2, 5, 6))
     view = np.swapaxes(x, 0, 1)
