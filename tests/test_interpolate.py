@@ -103,6 +103,19 @@ def test_nearest_scale_factor_edge_rules_match_torch(nd, n, scale):
     np.testing.assert_array_equal(out, want)
 
 
+@pytest.mark.parametrize("nd", [1, 3])
+def test_nearest_backward_is_the_adjoint_where_torch_is_not(nd):
+    """3 -> 6 with scale_factor 2.04: the 1-d/3-d forward (like torch's) reads floor(o / 2.04);
+    the gradient must route to the same inputs (torch 2.13's backward uses o // 2 instead)."""
+    x = rand((1, 2) + (3,) * nd, seed=10)
+    out = fastconv.interpolate(x, scale_factor=2.04)
+    g = rand(out.shape, seed=11)
+    grad = fastconv.grad.interpolate(g, x.shape, scale_factor=2.04)
+    numeric = numerical_gradient(lambda v: (fastconv.interpolate(v, scale_factor=2.04) * g).sum(),
+                                 x.copy())
+    np.testing.assert_allclose(grad, numeric, atol=1e-7)
+
+
 def test_noncontiguous_and_integer_input():
     x = rand((3, 2, 5, 6))
     view = np.swapaxes(x, 0, 1)
