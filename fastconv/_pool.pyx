@@ -237,11 +237,11 @@ cdef void max_row_2d(const floating* x_p, floating* out_row, int64_t* idx_row,
         hi = OW
     if lo > hi:
         lo = hi
-    # constant window shapes let the compiler unroll the taps and vectorize across outputs
+    # Constant window shapes let the compiler unroll the taps and vectorize across outputs.
     # 2x2: whole vector blocks, then one last block overlapping the previous outputs
     # (recomputing an output is harmless), so the scalar remainder loop, whose branches
     # mispredict on random data, never runs (measured: ~2x faster on the k2s2 benchmark's
-    # 28-wide rows). 3x3: one range (measured: the split made the 56-wide rows ~1.6x slower).
+    # 28-wide rows). 3x3 blocks its outputs itself (max_rows_3x3s2).
     ranges[0] = lo
     ranges[1] = lo + (hi - lo) // VECTOR_BLOCK * VECTOR_BLOCK
     ranges[2] = hi - VECTOR_BLOCK if hi - lo >= VECTOR_BLOCK else ranges[1]
