@@ -301,7 +301,7 @@ def _max_unpoolnd(nd, input, indices, kernel_size, stride, padding, output_size)
     size = unpool_output_size(x.shape[2:], kernel, stride, pad, output_size)
     plane = int(np.prod(size))
     idx = _check_indices(indices, x.shape, plane, op)
-    out = np.empty(x.shape[:2] + size, dtype)
+    out = np.zeros(x.shape[:2] + size, dtype)      # the kernel writes the maxima only
     src = np.ascontiguousarray(x, dtype=dtype)
     p = x.shape[0] * x.shape[1]
     _pool.scatter(src.reshape(p, -1), idx.reshape(p, -1), out.reshape(p, -1), False,
@@ -329,7 +329,7 @@ def _scatter_backward(nd, grad_output, indices, input_shape, op):
         raise ValueError(f"grad_output must have N, C = {shape[:2]} (from input_shape) for "
                          f"{op}; got shape {g.shape}")
     idx = _check_indices(indices, g.shape, int(np.prod(shape[2:])), op)
-    grad_in = np.empty(shape, dtype)
+    grad_in = np.zeros(shape, dtype)       # the kernel adds into it
     p = shape[0] * shape[1]
     _pool.scatter(np.ascontiguousarray(g, dtype=dtype).reshape(p, -1), idx.reshape(p, -1),
                   grad_in.reshape(p, -1), True, _threads(grad_in.size))
