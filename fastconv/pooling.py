@@ -8,6 +8,7 @@ are flat positions inside each (n, c) input plane, as in PyTorch, so they can be
 ``torch.nn.functional.max_unpool2d`` and back.
 """
 from collections import namedtuple
+from math import prod
 
 import numpy as np
 
@@ -56,6 +57,7 @@ def _check_shape(shape, nd, name, op):
     if any(n < 0 for n in shape) or any(n == 0 for n in shape[2:]):
         raise ValueError(f"{name} must be non-negative with non-empty spatial dimensions for "
                          f"{op}; got {shape}")
+    _args.check_output_size(shape, np.float64, name)
     return shape
 
 
@@ -85,6 +87,12 @@ def _check_indices(indices, shape, plane, op):
 def _planes(a, nd):
     """View (N, C, *spatial) as (N * C, D, H, W), inserting unit leading spatial axes."""
     return a.reshape((a.shape[0] * a.shape[1],) + (1,) * (3 - nd) + a.shape[2:])
+
+
+def _rows(a, planes):
+    """(N, C, *spatial) as (N * C, elements per plane), an empty batch included (reshape's -1
+    cannot be inferred for zero planes)."""
+    return a.reshape(planes, prod(a.shape[2:]))
 
 
 def _threads(elements):
@@ -189,6 +197,7 @@ def _adaptive_windows(nd, in_size, output_size, op):
 def _max_pool(nd, x, windows, return_indices, dtype):
     n, c = x.shape[:2]
     out_shape = (n, c) + windows.out_size[3 - nd:]
+    _args.check_output_size(out_shape, np.float64, "output_size, kernel_size and stride")
     out = np.empty(out_shape, dtype)
     indices = np.empty(out_shape, np.int64) if return_indices else None
     # an empty index array tells the kernel not to write indices
@@ -212,6 +221,8 @@ def _max_poolnd(nd, input, kernel_size, stride, padding, dilation, ceil_mode, re
 
 def _avg_pool(nd, x, windows, divisor_override, dtype):
     n, c = x.shape[:2]
+    _args.check_output_size((n, c) + windows.out_size[3 - nd:], np.float64,
+                            "output_size, kernel_size and stride")
     out = np.empty((n, c) + windows.out_size[3 - nd:], dtype)
     _pool.avg_pool_forward(_planes(np.ascontiguousarray(x, dtype=dtype), nd), _planes(out, nd),
                            windows.step, windows.win, windows.div, windows.regular_w,
@@ -228,6 +239,9 @@ def _avg_windows(nd, in_size, kernel_size, stride, padding, ceil_mode, count_inc
                             f"{divisor_override!r}")
         if divisor_override == 0:
             raise ValueError(f"divisor_override must be non-zero for {op}; got 0")
+        if abs(divisor_override) > np.iinfo(np.int64).max:   # PyTorch's int64; float() fails
+            raise ValueError(f"divisor_override must fit in int64 for {op}; got "
+                             f"{divisor_override!r}")
     windows = _pool_windows(nd, in_size, kernel_size, stride, padding, 1, ceil_mode, op)
     if not count_include_pad:   # divide by the number of input elements in the window
         windows = windows._replace(div=windows.win[1].astype(np.float64))
@@ -299,13 +313,14 @@ def _max_unpoolnd(nd, input, indices, kernel_size, stride, padding, output_size)
     stride = kernel if stride is None else _args.ntuple(stride, nd, "stride", minimum=1)
     pad = _args.ntuple(padding, nd, "padding", minimum=0)
     size = unpool_output_size(x.shape[2:], kernel, stride, pad, output_size)
-    plane = int(np.prod(size))
+    _args.check_output_size(x.shape[:2] + size, np.float64, "output_size, kernel_size and "
+                            "stride")
+    plane = prod(size)
     idx = _check_indices(indices, x.shape, plane, op)
     out = np.zeros(x.shape[:2] + size, dtype)      # the kernel writes the maxima only
     src = np.ascontiguousarray(x, dtype=dtype)
     p = x.shape[0] * x.shape[1]
-    _pool.scatter(src.reshape(p, -1), idx.reshape(p, -1), out.reshape(p, -1), False,
-                  _threads(out.size))
+    _pool.scatter(_rows(src, p), _rows(idx, p), _rows(out, p), False, _threads(out.size))
     return out
 
 
@@ -331,8 +346,8 @@ def _scatter_backward(nd, grad_output, indices, input_shape, op):
     idx = _check_indices(indices, g.shape, int(np.prod(shape[2:])), op)
     grad_in = np.zeros(shape, dtype)       # the kernel adds into it
     p = shape[0] * shape[1]
-    _pool.scatter(np.ascontiguousarray(g, dtype=dtype).reshape(p, -1), idx.reshape(p, -1),
-                  grad_in.reshape(p, -1), True, _threads(grad_in.size))
+    _pool.scatter(_rows(np.ascontiguousarray(g, dtype=dtype), p), _rows(idx, p),
+                  _rows(grad_in, p), True, _threads(grad_in.size))
     return grad_in
 
 
@@ -386,8 +401,8 @@ def _max_unpoolnd_backward(nd, grad_output, indices, input_shape):
     idx = _check_indices(indices, shape, int(np.prod(g.shape[2:])), op)
     grad_in = np.empty(shape, dtype)
     p = shape[0] * shape[1]
-    _pool.gather(np.ascontiguousarray(g, dtype=dtype).reshape(p, -1), idx.reshape(p, -1),
-                 grad_in.reshape(p, -1), _threads(grad_in.size))
+    _pool.gather(_rows(np.ascontiguousarray(g, dtype=dtype), p), _rows(idx, p),
+                 _rows(grad_in, p), _threads(grad_in.size))
     return grad_in
 
 

@@ -64,6 +64,9 @@ def interpolate_output_size(in_size, size=None, scale_factor=None):
         return out_size, (None,) * nd
     scales = _scales(scale_factor, nd)
     out_size = tuple(int(math.floor(n * s)) for n, s in zip(in_size, scales))
+    if any(o > _args.SIZE_LIMIT for o in out_size):   # as `size` is limited
+        raise ValueError(f"scale_factor={scale_factor!r} gives an output size past 2**32 for "
+                         f"input spatial size {tuple(in_size)}: {out_size}")
     if any(o < 1 for o in out_size):
         raise ValueError(f"scale_factor={scale_factor!r} gives an empty output for input "
                          f"spatial size {tuple(in_size)}: output size {out_size}")
@@ -187,6 +190,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                          f"shape {x.shape}")
     out_size, scales = interpolate_output_size(x.shape[2:], size, scale_factor)
     taps, src, weight = _tables(nd, x.shape[2:], out_size, scales, mode, align, dtype)
+    _args.check_output_size(x.shape[:2] + out_size, np.float64, "size or scale_factor")
     out = np.empty(x.shape[:2] + out_size, dtype)
     _resample.interpolate_forward(_planes(np.ascontiguousarray(x, dtype=dtype), nd),
                                   _planes(out, nd), taps, src, weight,
@@ -236,6 +240,7 @@ def interpolate_backward(grad_output, input_shape, size=None, scale_factor=None,
         raise ValueError(f"grad_output must have the forward output's shape {expected} for "
                          f"{op}; got {g.shape}")
     taps, src, weight = _tables(nd, shape[2:], out_size, scales, mode, align, dtype)
+    _args.check_output_size(shape, np.float64, "input_shape")
     grad_in = np.empty(shape, dtype)
     _resample.interpolate_backward(_planes(np.ascontiguousarray(g, dtype=dtype), nd),
                                    _planes(grad_in, nd), taps, src, weight,

@@ -14,7 +14,7 @@ if PROFILE not in ("ci", "long", "tiny"):
     raise RuntimeError(f"FASTCONV_FUZZ must be 'ci', 'long' or 'tiny'; got {PROFILE!r}")
 
 # max_examples of a weight-1 fuzz test in each profile; tests scale it with examples(weight)
-BASE_EXAMPLES = {"ci": 400, "long": 4000, "tiny": 40}
+BASE_EXAMPLES = {"ci": 300, "long": 3000, "tiny": 30}
 
 # examples run per test in this session, printed by conftest.pytest_terminal_summary
 EXAMPLES = collections.Counter()
