@@ -32,6 +32,7 @@ X1 = RNG.standard_normal((2, 3, 12)).astype(np.float32)
 WL = RNG.standard_normal((10, 4, 3, 3)).astype(np.float32)      # locally connected 1d
 GL = RNG.standard_normal((2, 4, 10)).astype(np.float32)
 X3 = RNG.standard_normal((1, 4, 6, 7, 8)).astype(np.float32)
+POOLED = fastconv.max_pool2d(X, 2, return_indices=True)              # (2, 8, 10, 10)
 W3 = RNG.standard_normal((5, 4, 3, 2, 3)).astype(np.float32)
 
 # Every public operator, as (name, call, exact): `exact` when the result is bit-for-bit the
@@ -70,6 +71,22 @@ OPERATORS = [
     ("locally_connected1d_weight", lambda: grad.locally_connected1d_weight(X1, WL.shape, GL),
      False),
     ("locally_connected_bias", lambda: grad.locally_connected_bias(GL), True),
+    ("max_pool2d", lambda: fastconv.max_pool2d(X, 3, 2, 1, return_indices=True)[1], True),
+    ("max_pool1d", lambda: fastconv.max_pool1d(X1, 2, dilation=2, ceil_mode=True), True),
+    ("max_pool3d", lambda: fastconv.max_pool3d(X3, 2), True),
+    ("avg_pool2d", lambda: fastconv.avg_pool2d(X, 3, 2, 1, count_include_pad=False), True),
+    ("adaptive_avg_pool2d", lambda: fastconv.adaptive_avg_pool2d(X, (7, 5)), True),
+    ("adaptive_max_pool2d", lambda: fastconv.adaptive_max_pool2d(X, 6), True),
+    ("max_unpool2d", lambda: fastconv.max_unpool2d(*POOLED, 2), True),
+    ("interpolate", lambda: fastconv.interpolate(X, scale_factor=1.5, mode="bilinear"), True),
+    ("grad.max_pool2d", lambda: grad.max_pool2d(POOLED[0], POOLED[1], X.shape), True),
+    ("grad.avg_pool2d", lambda: grad.avg_pool2d(POOLED[0], X.shape, 2), True),
+    ("grad.adaptive_avg_pool2d", lambda: grad.adaptive_avg_pool2d(POOLED[0], X.shape), True),
+    ("grad.adaptive_max_pool2d", lambda: grad.adaptive_max_pool2d(POOLED[0], POOLED[1],
+                                                                  X.shape), True),
+    ("grad.max_unpool2d", lambda: grad.max_unpool2d(X, POOLED[1], POOLED[0].shape), True),
+    ("grad.interpolate", lambda: grad.interpolate(np.ones((2, 8, 30, 30), np.float32), X.shape,
+                                                  scale_factor=1.5, mode="bilinear"), True),
 ]
 OPERATOR_IDS = [name for name, _, _ in OPERATORS]
 
@@ -84,11 +101,13 @@ def assert_same(got, want, exact, what):
 def test_every_public_operator_is_exercised_here():
     """The harness must grow with the package: a new public operator fails this test until it
     joins OPERATORS (and the fuzzers)."""
-    public = set(fastconv.__all__) | set(grad.__all__)
+    public = set(fastconv.__all__) | {f"grad.{n}" for n in grad.__all__}
     helpers = {"__version__", "show_config", "set_num_threads", "get_num_threads",
                "num_threads", "output_shape", "receptive_field", "ReceptiveField",
                "choose_algorithm"}
     covered = {name.split()[0] for name in OPERATOR_IDS}
+    # the gradients listed under their module's own names (conv2d_input is in fastconv.grad)
+    covered |= {f"grad.{c}" for c in covered if c in grad.__all__ and c not in fastconv.__all__}
 
     def family(name):   # conv_transpose3d_input and conv_transpose1d_input are one family
         for d in ("1d", "2d", "3d"):
@@ -287,6 +306,17 @@ def test_ten_thousand_calls_of_each_operator_leak_nothing():
         lambda: fastconv.locally_connected1d(X1[:1], WL),
         lambda: grad.locally_connected1d_input(X1[:1].shape, WL, GL[:1]),
         lambda: grad.locally_connected1d_weight(X1[:1], WL.shape, GL[:1]),
+        lambda: fastconv.max_pool2d(small["X"], 3, 2, 1, return_indices=True),
+        lambda: fastconv.avg_pool2d(small["X"], 2, ceil_mode=True),
+        lambda: fastconv.adaptive_max_pool2d(small["X"], 4, return_indices=True),
+        lambda: fastconv.adaptive_avg_pool2d(small["X"], 4),
+        lambda: fastconv.max_unpool2d(POOLED[0][:1, :, :3, :3], POOLED[1][:1, :, :3, :3] % 36,
+                                      2),
+        lambda: fastconv.interpolate(small["X"], size=(9, 7), mode="bilinear"),
+        lambda: grad.max_pool2d(POOLED[0][:1, :, :3, :3], POOLED[1][:1, :, :3, :3] % 36,
+                                (1, 8, 6, 6)),
+        lambda: grad.avg_pool2d(small["G"], (1, 8, 6, 6), 1),
+        lambda: grad.interpolate(small["G"], (1, 8, 3, 3), scale_factor=2),
     ]
     for index, call in enumerate(calls):
         for _ in range(500):          # warm up: caches, arenas, lazily created objects
@@ -436,11 +466,11 @@ def test_long_calls_run_in_pieces_with_the_same_result(algorithm, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# Large arrays (run with --runslow; about 20 GiB of memory and a few minutes)
+# Large arrays (run with --runslow; about 11 GiB of memory and a few minutes)
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_convolution_of_an_array_past_2_to_the_31_elements():
+def test_convolution_and_max_pool_of_an_array_past_2_to_the_31_elements():
     side = 46341                             # side**2 = 2**31 + 9,282
     x = np.empty((1, 1, side, side), np.float32)
     columns = (np.arange(side) % 241).astype(np.float32) * 0.5
@@ -463,6 +493,23 @@ def test_convolution_of_an_array_past_2_to_the_31_elements():
                     window[a, b] = x[0, 0, r, c]
         want = reference.conv_nd(window[None, None], w)[0, 0, 0, 0]
         assert abs(y[0, 0, i, j] - want) <= 1e-4 * (1 + abs(want)), (i, j)
+    # the GEMM-shaped path too (64-bit panels; BLAS paths refuse planes this large)
+    packed = fastconv.conv2d(x, w, padding=1, stride=2, algorithm="packed")
+    for r0 in range(0, y.shape[2], 2048):   # in blocks: assert_allclose's float64
+        np.testing.assert_allclose(packed[0, 0, r0:r0 + 2048], y[0, 0, r0:r0 + 2048],
+                                   rtol=1e-5, atol=1e-3)   # temporaries would take 12 GiB
+    del y, packed
+    # max-pool with indices: flat positions past 2**31 must be exact int64
+    values, indices = fastconv.max_pool2d(x, 3, return_indices=True)
+    assert values.shape == (1, 1, 15447, 15447) and indices.dtype == np.int64
+    assert indices.max() > 2**31
+    positions = list(zip(rng.integers(0, 15447, 200), rng.integers(0, 15447, 200)))
+    positions += [(15446, 15446), (15446, 0), (0, 15446)]
+    for i, j in positions:
+        window = x[0, 0, 3 * i:3 * i + 3, 3 * j:3 * j + 3]
+        a, b = np.unravel_index(np.argmax(window), (3, 3))   # first maximum, as PyTorch
+        assert values[0, 0, i, j] == window[a, b], (i, j)
+        assert indices[0, 0, i, j] == (3 * i + a) * side + 3 * j + b, (i, j)
 
 
 # ---------------------------------------------------------------------------------------------
