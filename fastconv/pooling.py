@@ -187,6 +187,7 @@ def _adaptive_windows(nd, in_size, output_size, op):
     if isinstance(output_size, (tuple, list)) and len(output_size) == nd:
         output_size = tuple(n if o is None else o for o, n in zip(output_size, in_size))
     out_size = _args.ntuple(output_size, nd, "output_size", minimum=1)
+    _args.check_output_size(out_size, np.float64, "output_size")   # before any table exists
     axes = [_adaptive_axis_windows(n, o) for n, o in zip(in_size, out_size)]
     return _pack(nd, in_size, out_size, (1,) * nd, axes)
 

@@ -189,8 +189,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         raise ValueError(f"input must have non-empty spatial dimensions for interpolate; got "
                          f"shape {x.shape}")
     out_size, scales = interpolate_output_size(x.shape[2:], size, scale_factor)
-    taps, src, weight = _tables(nd, x.shape[2:], out_size, scales, mode, align, dtype)
     _args.check_output_size(x.shape[:2] + out_size, np.float64, "size or scale_factor")
+    taps, src, weight = _tables(nd, x.shape[2:], out_size, scales, mode, align, dtype)
     out = np.empty(x.shape[:2] + out_size, dtype)
     _resample.interpolate_forward(_planes(np.ascontiguousarray(x, dtype=dtype), nd),
                                   _planes(out, nd), taps, src, weight,
@@ -239,8 +239,8 @@ def interpolate_backward(grad_output, input_shape, size=None, scale_factor=None,
     if g.shape != expected:
         raise ValueError(f"grad_output must have the forward output's shape {expected} for "
                          f"{op}; got {g.shape}")
-    taps, src, weight = _tables(nd, shape[2:], out_size, scales, mode, align, dtype)
     _args.check_output_size(shape, np.float64, "input_shape")
+    taps, src, weight = _tables(nd, shape[2:], out_size, scales, mode, align, dtype)
     grad_in = np.empty(shape, dtype)
     _resample.interpolate_backward(_planes(np.ascontiguousarray(g, dtype=dtype), nd),
                                    _planes(grad_in, nd), taps, src, weight,

@@ -415,6 +415,36 @@ def test_regression_sizes_past_int64_raise_a_clear_error(call, name):
         call()
 
 
+def test_regression_pooling_backward_and_unpooling_of_an_empty_batch():
+    # raised NumPy's "cannot reshape array of size 0 into shape (0,newaxis)"
+    values, indices = fastconv.max_pool2d(np.ones((0, 2, 4, 4)), 2, return_indices=True)
+    assert grad.max_pool2d(values, indices, (0, 2, 4, 4)).shape == (0, 2, 4, 4)
+    assert grad.adaptive_max_pool2d(values, indices, (0, 2, 4, 4)).shape == (0, 2, 4, 4)
+    assert fastconv.max_unpool2d(values, indices, 2).shape == (0, 2, 4, 4)
+    assert grad.max_unpool2d(np.ones((0, 2, 4, 4)), indices, values.shape).shape == (0, 2, 2, 2)
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: fastconv.avg_pool2d(np.ones((1, 1, 4, 4)), 2, divisor_override=2**1100),
+     "divisor_override"),
+    (lambda: grad.max_pool1d(np.ones((2, 3, 3)), np.zeros((2, 3, 3), np.int64), (2, 3, 2**62)),
+     "input_shape"),
+    (lambda: fastconv.adaptive_avg_pool3d(np.ones((1, 1, 2, 2, 2)), 2**32), "output_size"),
+    (lambda: fastconv.max_unpool3d(np.ones((1, 1, 1, 1, 1)), np.zeros((1, 1, 1, 1, 1), int),
+                                   2**32), "output_size"),
+    (lambda: fastconv.interpolate(np.ones((1, 1, 6)), scale_factor=1e300), "scale_factor"),
+    (lambda: fastconv.interpolate(np.ones((1, 1, 2, 2, 2)), size=2**32), "size"),
+    (lambda: grad.interpolate(np.ones((1, 1, 2)), (1, 1, 2**62), size=2), "input_shape"),
+], ids=["divisor_override-2**1100", "pool-backward-input_shape-2**62", "adaptive-2**96",
+        "unpool-2**96", "interpolate-scale-1e300", "interpolate-size-2**96",
+        "interpolate-backward-input_shape"])
+def test_regression_pooling_sizes_past_int64_raise_a_clear_error(call, name):
+    # these raised OverflowError or NumPy's unnamed "array is too big" / "Maximum allowed
+    # dimension exceeded"
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
 def test_regression_a_legal_huge_stride_and_padding_compute_correctly():
     """Stride and padding of 2**32 are legal (one output per axis reads the input): the
     kernels see the stride as 1 where it is never applied."""
