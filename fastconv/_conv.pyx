@@ -504,10 +504,15 @@ cdef void pack_weights(const floating* w, const ConvShape* s, floating* packed) 
     for g in range(s.groups):
         for panel in range(panels):
             dst = packed + (g * panels + panel) * K * MR
-            for k in range(K):
-                for m in range(MR):
-                    co = panel * MR + m
-                    dst[k * MR + m] = w[(g * s.c_out_g + co) * K + k] if co < s.c_out_g else 0
+            # one filter at a time: contiguous reads of w, writes MR apart
+            for m in range(MR):
+                co = panel * MR + m
+                if co < s.c_out_g:
+                    for k in range(K):
+                        dst[k * MR + m] = w[(g * s.c_out_g + co) * K + k]
+                else:
+                    for k in range(K):
+                        dst[k * MR + m] = 0
 
 
 ctypedef struct PanelSegment:
@@ -651,6 +656,65 @@ cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
         k0 += k_block
 
 
+cdef int packed_shared_panels(const floating* x, const floating* a_packed,
+                              const floating* bias, floating* out, const ConvShape* s,
+                              Py_ssize_t tile_panels, Py_ssize_t channel_panels,
+                              int num_threads) noexcept nogil:
+    """conv_packed for planes with few tiles: per (image, group), all tiles are unfolded into
+    one shared panel buffer (in parallel), then (tile, block of channels) items multiply."""
+    cdef Py_ssize_t MR = FC_GEMM_MR
+    cdef Py_ssize_t NR = panel_width(<floating*> NULL)
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
+    cdef Py_ssize_t tile = tile_panels * NR
+    cdef Py_ssize_t tiles = (out_plane + tile - 1) // tile
+    cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
+    cdef Py_ssize_t tile_size = tile_panels * K * NR
+    cdef floating* shared = <floating*> malloc(tiles * tile_size * sizeof(floating))
+    cdef PanelSegment* segments = NULL
+    cdef Py_ssize_t ng, n, g, t, item, block, p_begin, count, first_panel, panels, n_segments
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if shared == NULL:
+        return 1
+    for ng in range(s.n * s.groups):
+        n = ng // s.groups
+        g = ng % s.groups
+        with parallel(num_threads=num_threads):
+            segments = <PanelSegment*> malloc((tile + tile_panels + 1) * sizeof(PanelSegment))
+            if segments == NULL:
+                failed_flag[0] = 1
+            for t in prange(tiles, schedule='static'):
+                if segments == NULL:
+                    continue
+                p_begin = t * tile
+                count = out_plane - p_begin if out_plane - p_begin < tile else tile
+                n_segments = panel_segments(s, p_begin, count, NR, segments)
+                im2col_panels(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, segments,
+                              n_segments, count, NR, shared + t * tile_size)
+            free(segments)
+        if failed:
+            break
+        for item in prange(tiles * channel_blocks, num_threads=num_threads, schedule='dynamic'):
+            t = item // channel_blocks
+            block = item % channel_blocks
+            p_begin = t * tile
+            count = out_plane - p_begin if out_plane - p_begin < tile else tile
+            first_panel = block * channel_panels
+            panels = m_panels - first_panel if m_panels - first_panel < channel_panels \
+                else channel_panels
+            multiply_tile(K, panels, s.c_out_g - first_panel * MR, count, NR,
+                          a_packed + (g * m_panels + first_panel) * K * MR,
+                          shared + t * tile_size,
+                          out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
+                          + p_begin, out_plane,
+                          bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL)
+    free(shared)
+    return failed
+
+
 cdef int conv_packed(const floating* x, const floating* w, const floating* bias, floating* out,
                      const ConvShape* s, Py_ssize_t tile_panels, Py_ssize_t channel_panels,
                      int num_threads) noexcept nogil:
@@ -674,6 +738,13 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
     if a_packed == NULL:
         return 1
     pack_weights(w, s, a_packed)
+    if channel_blocks > 1:
+        # Few tiles per plane, so output channels are split too: unfold each plane once into
+        # panels that every channel block shares, instead of once per block.
+        failed = packed_shared_panels(x, a_packed, bias, out, s, tile_panels, channel_panels,
+                                      num_threads)
+        free(a_packed)
+        return failed
     with parallel(num_threads=num_threads):
         b_packed = <floating*> malloc(tile_panels * K * NR * sizeof(floating))
         # at most one segment per position, plus one per panel start
