@@ -591,7 +591,7 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
     cdef Py_ssize_t taps = s.kernel[0] * KH * KW
     cdef Py_ssize_t K = s.c_in_g * taps
     cdef Py_ssize_t sw = s.stride[2], OW = s.out_size[2]
-    cdef Py_ssize_t k, c, tap, kd, kh, kw, off, lo, hi, i_d, i_h, i, ow, n, e
+    cdef Py_ssize_t k, c, tap, kd, kh, kw, off, lo, hi, i_d, i_h, i, ow, n, e, first, last
     cdef const PanelSegment* seg
     cdef const floating* src
     cdef floating* d
@@ -611,13 +611,27 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
                     d[i] = 0
                 continue
             src = x_g + ((c * D + i_d) * H + i_h) * W + off
-            if sw == 1 and ow >= lo and ow + n <= hi:
-                src = src + ow
-                for i in range(n):
-                    d[i] = src[i]
+            if ow >= lo and ow + n <= hi:
+                if sw == 1:
+                    src = src + ow
+                    for i in range(n):
+                        d[i] = src[i]
+                else:
+                    src = src + ow * sw
+                    for i in range(n):
+                        d[i] = src[i * sw]
             else:
-                for i in range(n):
-                    d[i] = src[(ow + i) * sw] if lo <= ow + i < hi else 0
+                # the columns [first, last) read the input; the others read padding
+                first = lo - ow if lo > ow else 0
+                last = hi - ow if hi - ow < n else n
+                if last < first:
+                    last = first
+                for i in range(first):
+                    d[i] = 0
+                for i in range(first, last):
+                    d[i] = src[(ow + i) * sw]
+                for i in range(last, n):
+                    d[i] = 0
         if count % NR:
             d = dst + (count // NR) * K * NR + k * NR
             for i in range(count % NR, NR):
