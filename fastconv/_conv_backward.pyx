@@ -11,6 +11,14 @@ The Python layer validates everything; these kernels trust their inputs.
 from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, calloc, free
+
+cdef extern from "_workspace.h":
+    void* fc_workspace(int slot, size_t bytes) noexcept nogil
+    void fc_workspace_trim() noexcept nogil
+
+# Slots of the per-thread workspace (_workspace.h): buffers reused from call to call.
+cdef enum:
+    WS_COL, WS_W_PACKED, WS_G_PACKED, WS_COL_PACKED, WS_PARTIAL
 from libc.string cimport memset
 
 from fastconv._blas cimport gemm, set_local_threads_t, hold_blas_single_threaded, release_blas
@@ -23,7 +31,7 @@ def set_blas_local_threads_hook(size_t address):
     global blas_set_local_threads
     blas_set_local_threads = <set_local_threads_t> address
 from fastconv._conv cimport ConvShape, make_shape, output_range, unfold_band, pack_a_panels, \
-    pack_b_panels, multiply_tile, gemm_mr, gemm_nr
+    pack_b_panels, multiply_tile, tile_mr, tile_nr, choose_tile
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +110,9 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
     cdef const floating* g_block
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    cdef Py_ssize_t MR = gemm_mr(), NR = gemm_nr(<floating*> NULL)
+    # the register tile that wastes least on (channels x taps) x (positions of a band)
+    cdef int shape = choose_tile(chunk_channels * taps, band_rows * OW, <floating*> NULL)
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t m_panels = (chunk_channels * taps + MR - 1) // MR
     cdef floating* w_packed = NULL
     cdef floating* g_packed = NULL
@@ -110,8 +120,8 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
     own_gemm = own_gemm and not pointwise
     if own_gemm:
         # W_g^T of every (group, chunk of input channels), in micro-kernel panels
-        w_packed = <floating*> malloc(s.groups * channel_chunks * m_panels * s.c_out_g * MR
-                                      * sizeof(floating))
+        w_packed = <floating*> fc_workspace(
+            WS_W_PACKED, s.groups * channel_chunks * m_panels * s.c_out_g * MR * sizeof(floating))
         if w_packed == NULL:
             return 1
         for g_idx in range(s.groups):
@@ -121,16 +131,18 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
                 if c0 < c1:
                     pack_a_panels(w + g_idx * s.c_out_g * K + c0 * taps, 1, K, (c1 - c0) * taps,
                                   s.c_out_g, w_packed + (g_idx * channel_chunks + chunk)
-                                  * m_panels * s.c_out_g * MR)
+                                  * m_panels * s.c_out_g * MR, shape)
 
     with parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
         if not pointwise:
-            col = <floating*> malloc(chunk_channels * taps * band_rows * OW * sizeof(floating))
+            col = <floating*> fc_workspace(WS_COL,
+                                           chunk_channels * taps * band_rows * OW * sizeof(floating))
             if col == NULL:
                 failed_flag[0] = 1
         if own_gemm:
-            g_packed = <floating*> malloc(s.c_out_g * (band_rows * OW + NR) * sizeof(floating))
+            g_packed = <floating*> fc_workspace(WS_G_PACKED,
+                                                s.c_out_g * (band_rows * OW + NR) * sizeof(floating))
             if g_packed == NULL:
                 failed_flag[0] = 1
         for item in prange(items, schedule='dynamic'):
@@ -166,17 +178,15 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
                     multiply_tile(s.c_out_g, ((c1 - c0) * taps + MR - 1) // MR,
                                   (c1 - c0) * taps, cols, NR,
                                   w_packed + (g_idx * channel_chunks + chunk) * m_panels
-                                  * s.c_out_g * MR, g_packed, col, cols, NULL)
+                                  * s.c_out_g * MR, g_packed, col, cols, NULL, False, shape)
                     col2im_rows(dx_g, s, c0, c1, r0, r1, col)
                 else:
                     gemm(True, False, <int> ((c1 - c0) * taps), <int> cols, <int> s.c_out_g,
                          <floating> 1, w + g_idx * s.c_out_g * K + c0 * taps, <int> K,
                          g_block + r0 * OW, <int> out_plane, <floating> 0, col, <int> cols)
                     col2im_rows(dx_g, s, c0, c1, r0, r1, col)
-        free(col)
-        free(g_packed)
         release_blas(blas_set_local_threads, blas_threads_before)
-    free(w_packed)
+    fc_workspace_trim()   # the main thread's buffers; the other threads' are band-sized
     return failed
 
 
@@ -270,7 +280,9 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
     cdef floating total
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    cdef Py_ssize_t MR = gemm_mr(), NR = gemm_nr(<floating*> NULL)
+    # the register tile that wastes least on (output channels) x (taps)
+    cdef int shape = choose_tile(s.c_out_g, K, <floating*> NULL)
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
     cdef floating* g_packed = NULL
     cdef floating* col_packed = NULL
@@ -280,12 +292,14 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
     with parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
         if not pointwise:
-            col = <floating*> malloc(K * band_rows * OW * sizeof(floating))
+            col = <floating*> fc_workspace(WS_COL, K * band_rows * OW * sizeof(floating))
             if col == NULL:
                 failed_flag[0] = 1
         if own_gemm:
-            g_packed = <floating*> malloc(m_panels * MR * band_rows * OW * sizeof(floating))
-            col_packed = <floating*> malloc((K + NR) * band_rows * OW * sizeof(floating))
+            g_packed = <floating*> fc_workspace(WS_G_PACKED,
+                                                m_panels * MR * band_rows * OW * sizeof(floating))
+            col_packed = <floating*> fc_workspace(WS_COL_PACKED,
+                                                  (K + NR) * band_rows * OW * sizeof(floating))
             if g_packed == NULL or col_packed == NULL:
                 failed_flag[0] = 1
         for chunk in prange(chunks, schedule='dynamic'):
@@ -307,19 +321,16 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
                 if own_gemm:
                     # A = g_band (channels x positions), B = operand^T (positions x taps)
                     pack_a_panels(g + (n * s.c_out + g_idx * s.c_out_g) * out_plane + r0 * OW,
-                                  out_plane, 1, s.c_out_g, cols, g_packed)
+                                  out_plane, 1, s.c_out_g, cols, g_packed, shape)
                     pack_b_panels(operand, 1, in_plane if pointwise else cols, cols, K, NR,
                                   col_packed)
                     multiply_tile(cols, m_panels, s.c_out_g, K, NR, g_packed, col_packed,
-                                  mine + g_idx * s.c_out_g * K, K, NULL, True)
+                                  mine + g_idx * s.c_out_g * K, K, NULL, True, shape)
                 else:
                     gemm(False, True, <int> s.c_out_g, <int> K, <int> cols, <floating> 1,
                          g + (n * s.c_out + g_idx * s.c_out_g) * out_plane + r0 * OW,
                          <int> out_plane, operand, <int> (in_plane if pointwise else cols),
                          <floating> 1, mine + g_idx * s.c_out_g * K, <int> K)
-        free(col)
-        free(g_packed)
-        free(col_packed)
         release_blas(blas_set_local_threads, blas_threads_before)
 
     if failed == 0:
@@ -329,6 +340,7 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
                 total = total + partial[t * size + i]
             dw[i] = total
     free(partial)
+    fc_workspace_trim()   # the main thread's buffers; the other threads' are band-sized
     return failed
 
 
