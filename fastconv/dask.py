@@ -1,0 +1,490 @@
+"""fastconv past one machine: the operators on ``dask.array`` inputs, on Dask's own schedulers.
+
+Each output block is computed by fastconv from one input block plus exactly the halo its
+receptive field needs, taken from the neighbouring blocks with ``dask.array.overlap`` (the
+``map_overlap`` approach dask-image uses for SciPy's filters):
+
+1. the padding is applied once to the whole array with ``dask.array.pad`` in the operator's
+   mode, so border rules act only at the array's true borders;
+2. along each spatial axis the input is rechunked so that every block starts at a multiple of
+   the stride (block ``j`` owns the output positions whose window starts inside it), and a
+   block smaller than the halo its left neighbour needs is merged with the next one, with a
+   warning;
+3. every block gets its right-hand halo (``span - stride`` elements, ``span = dilation x
+   (kernel - 1) + 1``) and fastconv computes a *valid* operation on it.
+
+The blocks therefore see exactly the windows of the in-memory call, in the same order: with a
+deterministic algorithm (``algorithm='packed'`` or ``'direct'``) the result is bit-for-bit the
+in-memory result, for every chunking. Channels are never split (they are rechunked to one).
+
+Threads: a task uses ``threads_per_task()`` fastconv threads, so that concurrent tasks x
+threads never exceed the cores (Dask's distributed workers already set OMP_NUM_THREADS=1).
+
+Install with ``pip install "fastconv[dask]"``.
+"""
+import math
+import multiprocessing
+import threading
+import warnings
+from typing import NamedTuple, Tuple
+
+import numpy as np
+
+try:
+    import dask
+    import dask.array as da
+    from dask.array.overlap import overlap as _overlap
+except ImportError as err:  # pragma: no cover - exercised only without dask
+    raise ImportError("fastconv.dask needs Dask; install the extra: "
+                      "pip install \"fastconv[dask]\"") from err
+
+import fastconv
+
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+           "conv_transpose3d", "conv1d_weight_grad", "conv2d_weight_grad", "conv3d_weight_grad",
+           "threads_per_task", "HaloRechunkWarning"]
+
+_NUMPY_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                   "circular": "wrap"}
+
+
+class HaloRechunkWarning(UserWarning):
+    """A chunk was smaller than the halo its neighbour needs and was merged with the next."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads per task
+
+
+class _TaskThreads:
+    """Holds fastconv's thread count at the per-task value while any task of this process runs.
+
+    ``fastconv.num_threads`` is process-wide: nested per-task enter/exit from concurrent
+    threads would restore the count while another task still runs, so the first task in sets
+    it and the last one out restores it.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = None
+
+    def __call__(self, n):
+        self._n = n
+        return self
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                self._saved = fastconv.set_num_threads(self._n)
+            self._depth += 1
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                fastconv.set_num_threads(self._saved)
+        return False
+
+
+_task_threads = _TaskThreads()
+
+
+def threads_per_task():
+    """fastconv threads for one Dask task running here, so that tasks x threads <= cores.
+
+    - in a ``dask.distributed`` worker: the process's count (Dask's nanny sets
+      OMP_NUM_THREADS=1, which fastconv honours) divided by the worker's threads;
+    - in the synchronous scheduler (the main thread of the main process): every core;
+    - in the threads or processes scheduler: the cores divided by the pool size (Dask's
+      ``num_workers`` setting, else its default, the CPU count).
+
+    Examples
+    --------
+    >>> import fastconv.dask
+    >>> fastconv.dask.threads_per_task() >= 1
+    True
+    """
+    cores = fastconv.get_num_threads() if _task_threads._depth == 0 else _task_threads._saved
+    try:
+        from distributed import get_worker
+        worker = get_worker()
+    except (ImportError, ValueError):
+        worker = None
+    if worker is not None:
+        return max(1, cores // max(1, worker.state.nthreads))
+    if threading.current_thread() is threading.main_thread() \
+            and multiprocessing.parent_process() is None:
+        return cores
+    workers = dask.config.get("num_workers", None) or dask.system.CPU_COUNT
+    return max(1, cores // workers)
+
+
+def _with_task_threads(fn, *args, **kwargs):
+    with _task_threads(threads_per_task()):
+        return fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry along one axis
+
+
+class AxisPlan(NamedTuple):
+    """How one spatial axis is cut: input blocks (before their halo), halo, output blocks."""
+    in_chunks: Tuple[int, ...]
+    halo_before: int
+    halo_after: int
+    out_chunks: Tuple[int, ...]
+
+
+def _boundaries(chunks):
+    return np.cumsum((0,) + tuple(chunks)).tolist()
+
+
+def _sliding_plan(chunks, offset, used, out_size, span, stride, axis):
+    """Plan for a sliding-window operator over a padded axis of length >= `used`.
+
+    `chunks` are the input's chunks, `offset` the padding added in front (so the user's chunk
+    boundaries sit at `offset + boundary` in padded coordinates). Output block j owns the
+    windows starting in input block j; its input block starts at a multiple of the stride.
+    """
+    halo = max(span - stride, 0)
+    starts = sorted({math.ceil((b + offset) / stride) for b in _boundaries(chunks)[1:-1]})
+    cuts = [0] + [o for o in starts if 0 < o < out_size] + [out_size]
+    counts = [b - a for a, b in zip(cuts[:-1], cuts[1:])]
+    merged = _merge_small(counts, lambda c: c * stride, halo, axis)
+    in_chunks = [c * stride for c in merged[:-1]] + [(merged[-1] - 1) * stride + span]
+    assert sum(in_chunks) == used
+    return AxisPlan(tuple(in_chunks), 0, halo, tuple(merged))
+
+
+def _merge_small(counts, in_length, halo, axis):
+    """Merge output blocks whose input block is shorter than `halo` with the next one: a
+    block's halo comes from its neighbour only (dask's overlap reaches one block)."""
+    merged = list(counts)
+    changed = False
+    j = 0
+    while j < len(merged) - 1:
+        if in_length(merged[j]) < halo:
+            merged[j:j + 2] = [merged[j] + merged[j + 1]]
+            changed = True
+        else:
+            j += 1
+    if changed:
+        warnings.warn(f"spatial axis {axis}: chunks smaller than the halo ({halo} elements) "
+                      f"were merged with their neighbour; output chunks are now "
+                      f"{tuple(merged)}", HaloRechunkWarning, stacklevel=5)
+    return merged
+
+
+def _block_index(block_info):
+    return block_info[0]["chunk-location"]
+
+
+def _dask_input(x, nd, name):
+    if not isinstance(x, da.Array):
+        x = da.asarray(x)
+    if x.ndim != nd + 2:
+        dims = {1: "L", 2: "H, W", 3: "D, H, W"}[nd]
+        raise ValueError(f"{name} must be {nd + 2}-d (N, C, {dims}); got shape {x.shape}")
+    if len(x.chunks[1]) > 1:
+        x = x.rechunk({1: -1})  # channels are never split
+    return x
+
+
+def _compute_dtype(x, *arrays):
+    from fastconv import _args  # lazily: an internal module
+    probes = {f"a{i}": a for i, a in enumerate(arrays) if a is not None}
+    return _args.compute_dtype(input=np.empty(0, x.dtype), **probes)
+
+
+def _with_halo(x, plans):
+    x = x.rechunk({2 + i: p.in_chunks for i, p in enumerate(plans)})
+    depth = {2 + i: (p.halo_before, p.halo_after) for i, p in enumerate(plans)}
+    if any(d != (0, 0) for d in depth.values()):
+        x = _overlap(x, depth=depth, boundary="none")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution
+
+
+def _conv_problem(nd, x, w, b, stride, padding, dilation, groups, padding_mode):
+    from fastconv.convolution import _conv_problem as problem  # lazily: an internal module
+    return problem(nd, x.shape, w.shape, None if b is None else b.shape, stride, padding,
+                   dilation, groups, padding_mode)
+
+
+def _pad(x, pads, mode):
+    if any(p != (0, 0) for p in pads):
+        x = da.pad(x, ((0, 0), (0, 0)) + tuple(pads), mode=mode)
+    return x
+
+
+def _conv_block(block, nd, stride, dilation, groups, algorithm, weight, bias):
+    return _with_task_threads(getattr(fastconv, f"conv{nd}d"), block, weight, bias,
+                              stride=stride, padding=0, dilation=dilation, groups=groups,
+                              algorithm=algorithm)
+
+
+def _prepare_conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode):
+    x = _dask_input(input, nd, "input")
+    w = np.asarray(weight)
+    b = None if bias is None else np.asarray(bias)
+    problem = _conv_problem(nd, x, w, b, stride, padding, dilation, groups, padding_mode)
+    x_padded = _pad(x, problem.padding, _NUMPY_PAD_MODE[problem.padding_mode])
+    plans = []
+    for axis in range(nd):
+        span = problem.dilation[axis] * (problem.kernel_size[axis] - 1) + 1
+        out = problem.out_size[axis]
+        used = (out - 1) * problem.stride[axis] + span
+        plans.append(_sliding_plan(x.chunks[2 + axis], problem.padding[axis][0], used, out,
+                                   span, problem.stride[axis], axis))
+    x_used = x_padded[(slice(None),) * 2 + tuple(slice(0, sum(p.in_chunks)) for p in plans)]
+    return x, w, b, problem, plans, x_used
+
+
+def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm):
+    x, w, b, problem, plans, x_used = _prepare_conv(nd, input, weight, bias, stride, padding,
+                                                    dilation, groups, padding_mode)
+    dtype = _compute_dtype(x, w, b)
+    blocks = _with_halo(x_used, plans)
+    chunks = (blocks.chunks[0], (problem.out_channels,)) + tuple(p.out_chunks for p in plans)
+    # NumPy operands go as keywords: map_blocks would chunk positional arrays like the input
+    return blocks.map_blocks(_conv_block, nd, problem.stride, problem.dilation,
+                             problem.groups, algorithm, weight=w, bias=b, chunks=chunks,
+                             dtype=dtype,
+                             meta=np.empty((0,) * (nd + 2), dtype))
+
+
+_CONV_DOC = """:func:`fastconv.conv{nd}d` on a Dask array chunked along batch and space.
+
+    Parameters
+    ----------
+    input : dask.array.Array, shape (N, C_in, {dims})
+        Any chunking along N and the spatial axes; channels are rechunked to one block.
+    weight, bias : NumPy arrays (small: sent with every task)
+    stride, padding, dilation, groups, padding_mode, algorithm
+        As in :func:`fastconv.conv{nd}d`.
+
+    Returns
+    -------
+    dask.array.Array, shape (N, C_out, {odims}): equal to the in-memory call for every
+    chunking (bit-for-bit with a deterministic algorithm such as 'packed' or 'direct').
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastconv, fastconv.dask
+    >>> x = np.random.rand({example_shape}).astype(np.float32)
+    >>> w = np.random.rand({example_weight}).astype(np.float32)
+    >>> y = fastconv.dask.conv{nd}d(da.from_array(x, chunks={example_chunks}), w, padding=1,
+    ...                            algorithm="direct")
+    >>> bool((y.compute() == fastconv.conv{nd}d(x, w, padding=1, algorithm="direct")).all())
+    True
+    """
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, algorithm="auto"):
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 algorithm)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, algorithm="auto"):
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 algorithm)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, algorithm="auto"):
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+                 algorithm)
+
+
+conv1d.__doc__ = _CONV_DOC.format(nd=1, dims="L", odims="L_out", example_shape="2, 3, 50",
+                                  example_weight="4, 3, 3", example_chunks="(1, 3, 16)")
+conv2d.__doc__ = _CONV_DOC.format(nd=2, dims="H, W", odims="H_out, W_out",
+                                  example_shape="2, 3, 40, 40", example_weight="4, 3, 3, 3",
+                                  example_chunks="(1, 3, 16, 16)")
+conv3d.__doc__ = _CONV_DOC.format(nd=3, dims="D, H, W", odims="D_out, H_out, W_out",
+                                  example_shape="1, 2, 12, 12, 12",
+                                  example_weight="2, 2, 3, 3, 3", example_chunks="(1, 2, 5, 6, 6)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight gradient of a batch-sharded training step
+
+
+def _weight_grad_block(block, grad, nd, weight_shape, stride, dilation, groups):
+    return _with_task_threads(getattr(fastconv.grad, f"conv{nd}d_weight"), block, weight_shape,
+                              grad, stride=stride, padding=0, dilation=dilation, groups=groups)
+
+
+def _weight_grad(nd, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                 padding_mode, split_every):
+    x = _dask_input(input, nd, "input")
+    weight_shape = tuple(int(n) for n in weight_shape)
+    probe = np.empty(weight_shape, np.float32)  # shapes only: the checks need no data
+    problem = _conv_problem(nd, x, probe, None, stride, padding, dilation, groups, padding_mode)
+    g = _dask_input(grad_output, nd, "grad_output")
+    if g.shape != problem.out_shape:
+        raise ValueError(f"grad_output must have shape {problem.out_shape} (the forward "
+                         f"output of conv{nd}d); got {g.shape}")
+    # shard along the batch only: each shard's gradient is a full weight-shaped array
+    x = _pad(x, problem.padding, _NUMPY_PAD_MODE[problem.padding_mode])
+    x = x.rechunk({i: -1 for i in range(1, nd + 2)})
+    g = g.rechunk({0: x.chunks[0], **{i: -1 for i in range(1, nd + 2)}})
+    dtype = _compute_dtype(x, np.empty(0, g.dtype))
+    shard_grad = dask.delayed(_weight_grad_block, pure=True)
+    shards = [da.from_delayed(shard_grad(x.blocks[i], g.blocks[i], nd, weight_shape,
+                                         problem.stride, problem.dilation, problem.groups),
+                              shape=weight_shape, dtype=dtype)
+              for i in range(len(x.chunks[0]))]
+    # Dask's sum is a tree reduction: split_every shards per node
+    return da.stack(shards).sum(axis=0, split_every=split_every, dtype=dtype)
+
+
+_WEIGHT_GRAD_DOC = """Gradient of ``conv{nd}d`` with respect to its weight over a batch-sharded
+    Dask array: one :func:`fastconv.grad.conv{nd}d_weight` per batch chunk, summed by a tree
+    reduction (``split_every`` shards per node).
+
+    Parameters
+    ----------
+    input : dask.array.Array (N, C_in, {dims}), chunked along N
+    weight_shape : tuple of ints
+    grad_output : dask.array.Array, the forward output's shape (rechunked like `input`)
+    stride, padding, dilation, groups, padding_mode : as in the forward call
+    split_every : int, optional
+        Fan-in of the reduction tree (Dask's default if None).
+
+    Returns
+    -------
+    dask.array.Array of `weight_shape`, equal to the in-memory gradient up to the rounding of
+    the summation order.
+    """
+
+
+def conv1d_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
+                       groups=1, padding_mode="zeros", *, split_every=None):
+    return _weight_grad(1, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                        padding_mode, split_every)
+
+
+def conv2d_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
+                       groups=1, padding_mode="zeros", *, split_every=None):
+    return _weight_grad(2, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                        padding_mode, split_every)
+
+
+def conv3d_weight_grad(input, weight_shape, grad_output, stride=1, padding=0, dilation=1,
+                       groups=1, padding_mode="zeros", *, split_every=None):
+    return _weight_grad(3, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                        padding_mode, split_every)
+
+
+for _nd, _fn in ((1, conv1d_weight_grad), (2, conv2d_weight_grad), (3, conv3d_weight_grad)):
+    _fn.__doc__ = _WEIGHT_GRAD_DOC.format(nd=_nd, dims={1: "L", 2: "H, W", 3: "D, H, W"}[_nd])
+
+
+# ---------------------------------------------------------------------------------------------
+# Transposed convolution: output block j gathers from input block j and a left halo
+
+
+def _transpose_block(block, nd, plans, in_bounds, stride, pads, groups, dilation, weight, bias,
+                     block_info=None):
+    index = _block_index(block_info)[2:]
+    padding, extra = [], []
+    for axis, j in enumerate(index):
+        plan, bounds = plans[axis], in_bounds[axis]
+        s, p0 = stride[axis], pads[axis][0]
+        span = dilation[axis] * (weight.shape[2 + axis] - 1) + 1
+        start_in = max(bounds[j] - plan.halo_before, 0)
+        n_in = bounds[j + 1] - start_in
+        out_start = sum(plan.out_chunks[:j])
+        out_end = out_start + plan.out_chunks[j]
+        full_start = start_in * s - p0
+        full_end = full_start + (n_in - 1) * s + span
+        before, after = out_start - full_start, full_end - out_end
+        padding.append((before, max(after, 0)))
+        extra.append(max(-after, 0))
+    return _with_task_threads(getattr(fastconv, f"conv_transpose{nd}d"), block, weight, bias,
+                              stride=stride, padding=tuple(padding), output_padding=tuple(extra),
+                              groups=groups, dilation=dilation)
+
+
+def _transpose_plan(chunks, size, out_size, span, stride, p0, axis):
+    halo = math.ceil((span - 1) / stride)
+    bounds = _boundaries(chunks)
+    # output block j: [B_j * s - p0, B_{j+1} * s - p0), clipped; empty blocks are merged
+    cuts = [0] + [min(max(b * stride - p0, 0), out_size) for b in bounds[1:-1]] + [out_size]
+    in_chunks, out_chunks, too_small = [], [], False
+    for j, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
+        if out_chunks and (b == a or in_chunks[-1] < halo):
+            too_small |= in_chunks[-1] < halo
+            in_chunks[-1] += chunks[j]
+            out_chunks[-1] += b - a
+        else:
+            in_chunks.append(chunks[j])
+            out_chunks.append(b - a)
+    while len(out_chunks) > 1 and out_chunks[0] == 0:  # blocks before the first output
+        in_chunks[0:2] = [in_chunks[0] + in_chunks[1]]
+        out_chunks[0:2] = [out_chunks[0] + out_chunks[1]]
+    while len(in_chunks) > 1 and in_chunks[-1] < halo:  # dask's overlap checks every block
+        too_small = True
+        in_chunks[-2:] = [in_chunks[-2] + in_chunks[-1]]
+        out_chunks[-2:] = [out_chunks[-2] + out_chunks[-1]]
+    if too_small:
+        warnings.warn(f"spatial axis {axis}: chunks smaller than the halo ({halo} elements) "
+                      f"were merged with their neighbour; input chunks are now "
+                      f"{tuple(in_chunks)}", HaloRechunkWarning, stacklevel=5)
+    return AxisPlan(tuple(in_chunks), halo, 0, tuple(out_chunks))
+
+
+def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups,
+                    dilation):
+    from fastconv.conv_transpose import _transpose_problem  # lazily: an internal module
+    x = _dask_input(input, nd, "input")
+    w = np.asarray(weight)
+    b = None if bias is None else np.asarray(bias)
+    problem = _transpose_problem(nd, x.shape, w.shape, None if b is None else b.shape, stride,
+                                 padding, output_padding, groups, dilation)
+    # `problem` describes the convolution this transposes: its input is our output
+    out_size = problem.in_size
+    from fastconv.convolution import _normalize_padding
+    pads = _normalize_padding(padding, nd, w.shape[2:], problem.stride, problem.dilation)
+    plans = []
+    for axis in range(nd):
+        span = problem.dilation[axis] * (w.shape[2 + axis] - 1) + 1
+        plans.append(_transpose_plan(x.chunks[2 + axis], x.shape[2 + axis], out_size[axis],
+                                     span, problem.stride[axis], pads[axis][0], axis))
+    dtype = _compute_dtype(x, w, b)
+    blocks = _with_halo(x, plans)
+    in_bounds = tuple(_boundaries(p.in_chunks) for p in plans)
+    chunks = (blocks.chunks[0], (problem.in_channels,)) + tuple(p.out_chunks for p in plans)
+    return blocks.map_blocks(_transpose_block, nd, tuple(plans), in_bounds,
+                             problem.stride, pads, problem.groups, problem.dilation,
+                             weight=w, bias=b, chunks=chunks, dtype=dtype, meta=np.empty((0,) * (nd + 2), dtype))
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """:func:`fastconv.conv_transpose1d` on a Dask array (see :func:`conv2d` for chunking)."""
+    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """:func:`fastconv.conv_transpose2d` on a Dask array: output block j is gathered from input
+    block j and the left halo its windows reach (``ceil((span - 1) / stride)`` elements)."""
+    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """:func:`fastconv.conv_transpose3d` on a Dask array (see :func:`conv_transpose2d`)."""
+    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation)
