@@ -1,23 +1,13 @@
-"""pytest-benchmark view of the training cases in fastconv/benchmarks/backward.py.
-
-Run: python -m pytest bench/test_bench_backward.py --benchmark-enable
-"""
+"""Training cases (convolution gradients, transposed convolution): fastconv against PyTorch."""
 import pytest
 
-from fastconv.benchmarks import PeerUnavailable
-from fastconv.benchmarks.backward import CASES
+from fastconv.benchmarks import backward
+
+from conftest import case_params, run_case
 
 IMPLS = ("fastconv", "torch")
-_inputs = {}
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case, impl", case_params(backward.CASES, IMPLS))
 def test_backward(benchmark, case, impl):
-    inputs = _inputs.setdefault(case.name, case.make_inputs())
-    try:
-        fn = case.callable_for(impl, inputs)
-    except PeerUnavailable as why:
-        pytest.skip(str(why))
-    benchmark.group = case.name
-    benchmark(fn)
+    run_case(benchmark, case, impl)
