@@ -24,3 +24,17 @@ cdef void output_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t in_len,
 
 cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_begin,
                       Py_ssize_t row_end, floating* col) noexcept nogil
+
+cdef void pack_a_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                        Py_ssize_t M, Py_ssize_t K, floating* packed) noexcept nogil
+
+cdef void pack_b_panels(const floating* src, Py_ssize_t ld, Py_ssize_t K, Py_ssize_t N,
+                        Py_ssize_t NR, floating* packed) noexcept nogil
+
+cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
+                        Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
+                        const floating* b_packed, floating* out, Py_ssize_t out_plane,
+                        const floating* bias) noexcept nogil
+
+cdef Py_ssize_t gemm_mr() noexcept nogil
+cdef Py_ssize_t gemm_nr(floating* dummy) noexcept nogil

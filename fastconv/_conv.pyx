@@ -473,6 +473,16 @@ cdef inline Py_ssize_t panel_width(floating* dummy) noexcept nogil:
     return FC_NR_f64
 
 
+cdef Py_ssize_t gemm_mr() noexcept nogil:
+    """Rows (output channels) of the micro-kernel's register tile."""
+    return FC_GEMM_MR
+
+
+cdef Py_ssize_t gemm_nr(floating* dummy) noexcept nogil:
+    """Columns (positions) of the micro-kernel's register tile for this precision."""
+    return panel_width(dummy)
+
+
 cdef void pack_weights(const floating* w, const ConvShape* s, floating* packed) noexcept nogil:
     """packed[g][panel][k][m] = w[g * c_out_g + panel * MR + m][k], zero past c_out_g."""
     cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
@@ -520,6 +530,33 @@ cdef Py_ssize_t panel_segments(const ConvShape* s, Py_ssize_t p_begin, Py_ssize_
         n_segments += 1
         q += length
     return n_segments
+
+
+cdef void pack_a_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                        Py_ssize_t M, Py_ssize_t K, floating* packed) noexcept nogil:
+    """packed[panel][k][m] = A[panel * MR + m][k] with A[i][j] = src[i * row_stride +
+    j * col_stride] (any layout, transposed included), zero past M: A in micro-kernel panels."""
+    cdef Py_ssize_t MR = FC_GEMM_MR
+    cdef Py_ssize_t panel, k, m, i
+    for panel in range((M + MR - 1) // MR):
+        for k in range(K):
+            for m in range(MR):
+                i = panel * MR + m
+                packed[(panel * K + k) * MR + m] = src[i * row_stride + k * col_stride] \
+                    if i < M else 0
+
+
+cdef void pack_b_panels(const floating* src, Py_ssize_t ld, Py_ssize_t K, Py_ssize_t N,
+                        Py_ssize_t NR, floating* packed) noexcept nogil:
+    """packed[j][k][c] = B[k][j * NR + c] with B[k][n] = src[k * ld + n], zero past N."""
+    cdef Py_ssize_t j, k, c, width
+    for j in range((N + NR - 1) // NR):
+        width = N - j * NR if N - j * NR < NR else NR
+        for k in range(K):
+            for c in range(width):
+                packed[(j * K + k) * NR + c] = src[k * ld + j * NR + c]
+            for c in range(width, NR):
+                packed[(j * K + k) * NR + c] = 0
 
 
 cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegment* segments,

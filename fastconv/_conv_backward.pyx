@@ -22,7 +22,8 @@ def set_blas_local_threads_hook(size_t address):
     """Register openblas_set_num_threads_local (its address; 0 for none), see _blas.pxd."""
     global blas_set_local_threads
     blas_set_local_threads = <set_local_threads_t> address
-from fastconv._conv cimport ConvShape, make_shape, output_range, im2col_rows
+from fastconv._conv cimport ConvShape, make_shape, output_range, im2col_rows, pack_a_panels, \
+    pack_b_panels, multiply_tile, gemm_mr, gemm_nr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,12 +78,14 @@ cdef void col2im_rows(floating* x_g, const ConvShape* s, Py_ssize_t c_begin, Py_
 
 cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, const ConvShape* s,
                          bint pointwise, Py_ssize_t band_rows, Py_ssize_t channel_chunks,
-                         int num_threads) noexcept nogil:
+                         bint own_gemm, int num_threads) noexcept nogil:
     """dx := conv^T(g): per band, col = W_g^T @ g_band (one single-threaded GEMM), then col2im.
 
     A work item owns whole input channels (image, group, chunk of input channels) and walks
     every band, so the scatter of col2im never races; chunks split the channels of a group
-    when there are too few images x groups to keep every thread busy (batch 1)."""
+    when there are too few images x groups to keep every thread busy (batch 1). With
+    `own_gemm` the GEMM is fastconv's micro-kernel (W^T packed once per call, each band of g
+    packed per item) instead of BLAS."""
     cdef int blas_threads_before
     cdef Py_ssize_t OW = s.out_size[2]
     cdef Py_ssize_t rows = s.out_size[0] * s.out_size[1]
@@ -99,6 +102,26 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
     cdef const floating* g_block
     cdef int failed = 0
     cdef int* failed_flag = &failed
+    cdef Py_ssize_t MR = gemm_mr(), NR = gemm_nr(<floating*> NULL)
+    cdef Py_ssize_t m_panels = (chunk_channels * taps + MR - 1) // MR
+    cdef floating* w_packed = NULL
+    cdef floating* g_packed = NULL
+
+    own_gemm = own_gemm and not pointwise
+    if own_gemm:
+        # W_g^T of every (group, chunk of input channels), in micro-kernel panels
+        w_packed = <floating*> malloc(s.groups * channel_chunks * m_panels * s.c_out_g * MR
+                                      * sizeof(floating))
+        if w_packed == NULL:
+            return 1
+        for g_idx in range(s.groups):
+            for chunk in range(channel_chunks):
+                c0 = chunk * chunk_channels
+                c1 = c0 + chunk_channels if c0 + chunk_channels < s.c_in_g else s.c_in_g
+                if c0 < c1:
+                    pack_a_panels(w + g_idx * s.c_out_g * K + c0 * taps, 1, K, (c1 - c0) * taps,
+                                  s.c_out_g, w_packed + (g_idx * channel_chunks + chunk)
+                                  * m_panels * s.c_out_g * MR)
 
     with parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
@@ -106,8 +129,12 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
             col = <floating*> malloc(chunk_channels * taps * band_rows * OW * sizeof(floating))
             if col == NULL:
                 failed_flag[0] = 1
+        if own_gemm:
+            g_packed = <floating*> malloc(s.c_out_g * (band_rows * OW + NR) * sizeof(floating))
+            if g_packed == NULL:
+                failed_flag[0] = 1
         for item in prange(items, schedule='dynamic'):
-            if not pointwise and col == NULL:
+            if not pointwise and col == NULL or own_gemm and g_packed == NULL:
                 continue
             chunk = item % channel_chunks
             g_idx = (item // channel_chunks) % s.groups
@@ -134,13 +161,22 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
                          <floating> 1, w + g_idx * s.c_out_g * K + c0 * taps, <int> K,
                          g_block + r0 * OW, <int> out_plane, <floating> 0,
                          dx_g + c0 * in_plane + r0 * OW, <int> in_plane)
+                elif own_gemm:
+                    pack_b_panels(g_block + r0 * OW, out_plane, s.c_out_g, cols, NR, g_packed)
+                    multiply_tile(s.c_out_g, ((c1 - c0) * taps + MR - 1) // MR,
+                                  (c1 - c0) * taps, cols, NR,
+                                  w_packed + (g_idx * channel_chunks + chunk) * m_panels
+                                  * s.c_out_g * MR, g_packed, col, cols, NULL)
+                    col2im_rows(dx_g, s, c0, c1, r0, r1, col)
                 else:
                     gemm(True, False, <int> ((c1 - c0) * taps), <int> cols, <int> s.c_out_g,
                          <floating> 1, w + g_idx * s.c_out_g * K + c0 * taps, <int> K,
                          g_block + r0 * OW, <int> out_plane, <floating> 0, col, <int> cols)
                     col2im_rows(dx_g, s, c0, c1, r0, r1, col)
         free(col)
+        free(g_packed)
         release_blas(blas_set_local_threads, blas_threads_before)
+    free(w_packed)
     return failed
 
 
@@ -485,7 +521,7 @@ def _raise_if(int status):
 def conv_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, :, :, ::1] w,
                     floating[:, :, :, :, ::1] dx, tuple stride, tuple pad, tuple dilation,
                     Py_ssize_t groups, str algorithm, Py_ssize_t band_rows,
-                    Py_ssize_t channel_chunks, int num_threads):
+                    Py_ssize_t channel_chunks, int num_threads, bint own_gemm=False):
     """dx := the input gradient of conv(dx-shaped input, w) for output gradient g (zero padding
     `pad` before each axis), by `algorithm` ('direct', 'col2im' or 'gemm1x1')."""
     cdef ConvShape s = make_shape(_shape5(dx.shape), _shape5(w.shape), _shape5(g.shape),
@@ -500,7 +536,8 @@ def conv_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, :, :
                                        &s, num_threads)
         else:
             status = input_grad_gemm(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &dx[0, 0, 0, 0, 0],
-                                     &s, kind == 2, band_rows, channel_chunks, num_threads)
+                                     &s, kind == 2, band_rows, channel_chunks, own_gemm,
+                                     num_threads)
     _raise_if(status)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from fastconv import _args, _conv, _conv_backward, _parallel
 from fastconv.convolution import _NUMPY_PAD_MODE, _as_5d, _conv_problem
-from fastconv.dispatch import ConvProblem, gemm_band_rows, input_grad_work_split, \
+from fastconv.dispatch import ConvProblem, blas_runs_full_width, gemm_band_rows, input_grad_work_split, \
     select_input_grad, weight_grad_chunks
 
 _parallel.register_blas_hook(_conv_backward)
@@ -184,7 +184,8 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
                                        unit + problem.stride,
                                        zero + tuple(p[0] for p in problem.padding),
                                        unit + problem.dilation, problem.groups,
-                                       choice.algorithm, band, chunks, threads)
+                                       choice.algorithm, band, chunks, threads,
+                                       not blas_runs_full_width())
     return dx
 
 

@@ -115,12 +115,12 @@ RULES = (
 # col2im scatters it. Measured (notes/issue4.md): col2im wins even for thin GEMMs (2 or 4
 # channels per group, 3-channel images) by 1.5-4x; the direct gathering loops win only when one
 # input channel meets one output channel per group (depthwise, single-channel images), where
-# the GEMM degenerates into an outer product. With stride 1 the gradient is a forward
-# correlation with the reversed kernel ("subpixel" with a single phase), which the packed
-# forward kernel computes faster than BLAS + col2im (grad input of conv2d_backward_64: 9.1-9.3
-# against 11.9-12.4 ms, 2 threads). With stride s it splits into s^d phase convolutions, each
-# too small for the packed GEMM's panels: measured slower than col2im (conv_transpose_4x4_s2
-# 8.1-8.6 against 7.2-7.6 ms; conv_transpose_2x2_s2 0.87 against 0.39 ms), so not chosen.
+# the GEMM degenerates into an outer product. The col2im GEMM runs on fastconv's micro-kernel
+# unless SciPy's BLAS has full-width kernels (blas_runs_full_width). "subpixel" (the gradient
+# as s^d stride-1 phase convolutions on the forward kernels, no scatter) is available forced
+# but not chosen: measured slower than col2im with the micro-kernel (2 threads, ms: grad input
+# of conv2d_backward_64 8.7-9.6 against 6.7; conv_transpose_4x4_s2 6.2-7.1 against 6.3-6.5;
+# conv_transpose_2x2_s2 0.66 against 0.21).
 INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel")
 
 INPUT_GRAD_RULES = (
@@ -129,13 +129,9 @@ INPUT_GRAD_RULES = (
     Rule("direct", lambda p: p.in_per_group == 1 and p.out_per_group == 1,
          "one input and one output channel per group (depthwise, single-channel): the GEMM "
          "would be an outer product; direct loops gather each gradient row in cache"),
-    Rule("subpixel", lambda p: all(s == 1 for s in p.stride)
-         and p.in_per_group >= MIN_PACKED_OUT_CHANNELS and _subpixel_fits(p),
-         "stride 1: the input gradient is the correlation of the output gradient with the "
-         "reversed kernel, so the forward kernels' packed GEMM computes it with no scatter"),
     Rule("col2im", lambda p: True,
-         "a GEMM over channels: multiply bands by W^T with BLAS and scatter them back "
-         "(col2im)"),
+         "a GEMM over channels: multiply bands by W^T (fastconv's micro-kernel, or BLAS where "
+         "it runs full width) and scatter them back (col2im)"),
 )
 
 def _subpixel_fits(problem):
