@@ -42,7 +42,8 @@ import fastconv
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "conv1d_weight_grad", "conv2d_weight_grad", "conv3d_weight_grad",
-           "threads_per_task", "HaloRechunkWarning"]
+           "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+           "pool_output_size", "threads_per_task", "HaloRechunkWarning"]
 
 _NUMPY_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
                    "circular": "wrap"}
@@ -488,3 +489,185 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     """:func:`fastconv.conv_transpose3d` on a Dask array (see :func:`conv_transpose2d`)."""
     return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups,
                            dilation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling: the padding is applied once (-inf for max, zeros for average), blocks pool validly
+
+
+def pool_output_size(in_size, kernel, stride, padding, dilation=1, ceil_mode=False):
+    """PyTorch's pooled length of one axis (with ceil_mode, the last window must start inside
+    the input or its left padding)."""
+    span = dilation * (kernel - 1) + 1
+    out = (in_size + 2 * padding - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= in_size + padding:
+        out -= 1
+    return out
+
+
+def _pool_geometry(nd, x, kernel_size, stride, padding, dilation, ceil_mode, op):
+    from fastconv import _args  # lazily: an internal module
+    kernel = _args.ntuple(kernel_size, nd, "kernel_size", minimum=1)
+    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) \
+        else _args.ntuple(stride, nd, "stride", minimum=1)
+    pads = _args.ntuple(padding, nd, "padding", minimum=0)
+    dilation = _args.ntuple(dilation, nd, "dilation", minimum=1)
+    if any(2 * p > k for p, k in zip(pads, kernel)):
+        raise ValueError(f"padding must be at most half the kernel size for {op} (as in "
+                         f"PyTorch); got padding {pads} for kernel_size {kernel}")
+    sizes = x.shape[2:]
+    outs = tuple(pool_output_size(n, k, s, p, d, ceil_mode)
+                 for n, k, s, p, d in zip(sizes, kernel, stride, pads, dilation))
+    if any(o < 1 for o in outs):
+        raise ValueError(f"{op}: the output would be empty for input shape {x.shape}, "
+                         f"kernel_size {kernel}, stride {stride}, padding {pads}")
+    plans, pad_widths = [], []
+    for axis in range(nd):
+        span = dilation[axis] * (kernel[axis] - 1) + 1
+        used = (outs[axis] - 1) * stride[axis] + span
+        after = max(0, used - sizes[axis] - pads[axis])
+        pad_widths.append((pads[axis], after))
+        plans.append(_sliding_plan(x.chunks[2 + axis], pads[axis], used, outs[axis], span,
+                                   stride[axis], axis))
+    return kernel, stride, pads, dilation, outs, plans, pad_widths
+
+
+def _pooled_input(x, plans, pad_widths, value):
+    if any(p != (0, 0) for p in pad_widths):
+        x = da.pad(x, ((0, 0), (0, 0)) + tuple(pad_widths), mode="constant",
+                   constant_values=value)
+    x = x[(slice(None),) * 2 + tuple(slice(0, sum(p.in_chunks)) for p in plans)]
+    return _with_halo(x, plans)
+
+
+def _max_pool_block(block, nd, kernel, stride, dilation, plans, pads, in_size,
+                    block_info=None):
+    out, local = _with_task_threads(getattr(fastconv, f"max_pool{nd}d"), block, kernel,
+                                    stride=stride, padding=0, dilation=dilation,
+                                    return_indices=True)
+    # block-local flat indices -> flat indices into the whole input plane
+    index = _block_index(block_info)[2:]
+    coords = np.unravel_index(local, block.shape[2:])
+    origin = [sum(plan.in_chunks[:j]) - p for plan, j, p in zip(plans, index, pads)]
+    global_coords = tuple(c + o for c, o in zip(coords, origin))
+    return out, np.ravel_multi_index(global_coords, in_size)
+
+
+def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    x = _dask_input(input, nd, "input")
+    dtype = _compute_dtype(x)
+    kernel, stride, pads, dilation, outs, plans, pad_widths = _pool_geometry(
+        nd, x, kernel_size, stride, padding, dilation, ceil_mode, f"max_pool{nd}d")
+    blocks = _pooled_input(x.astype(dtype), plans, pad_widths, -np.inf)
+    chunks = blocks.chunks[:2] + tuple(p.out_chunks for p in plans)
+    meta = np.empty((0,) * (nd + 2), dtype)
+    # one task computes values and indices; two light tasks per block pick them apart
+    pairs = blocks.map_blocks(_max_pool_block, nd, kernel, stride, dilation, tuple(plans),
+                              pads, tuple(x.shape[2:]), chunks=chunks, dtype=dtype, meta=meta)
+    values = pairs.map_blocks(lambda pair: pair[0], dtype=dtype, meta=meta)
+    if not return_indices:
+        return values
+    indices = pairs.map_blocks(lambda pair: pair[1], dtype=np.int64,
+                               meta=np.empty((0,) * (nd + 2), np.int64))
+    return values, indices
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """:func:`fastconv.max_pool1d` on a Dask array (see :func:`max_pool2d`)."""
+    return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """:func:`fastconv.max_pool2d` on a Dask array chunked along batch and space.
+
+    The input is padded once with -inf (so windows at the array's true borders see PyTorch's
+    implicit padding); each block pools validly with its halo. With ``return_indices`` the
+    indices are a Dask array of flat positions in each whole input plane (H x W), exactly as
+    the in-memory call returns them.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, fastconv, fastconv.dask
+    >>> x = np.random.rand(1, 2, 9, 9)
+    >>> y, i = fastconv.dask.max_pool2d(da.from_array(x, chunks=(1, 2, 4, 5)), 3, 2, 1,
+    ...                                 return_indices=True)
+    >>> y0, i0 = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+    >>> bool((y.compute() == y0).all() and (i.compute() == i0).all())
+    True
+    """
+    return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """:func:`fastconv.max_pool3d` on a Dask array (see :func:`max_pool2d`)."""
+    return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def _avg_divisor(out_size, in_size, kernel, stride, pad, count_include_pad):
+    """PyTorch's divisor along one axis: the window clipped to the padded input (not to
+    ceil_mode's overhang), or to the input itself without count_include_pad."""
+    start = np.arange(out_size) * stride - pad
+    end = np.minimum(start + kernel, in_size + pad)
+    if not count_include_pad:
+        return np.minimum(end, in_size) - np.maximum(start, 0)
+    return end - start
+
+
+def _avg_pool_block(block, nd, kernel, stride, divisors, divisor_override, block_info=None):
+    sums = _with_task_threads(getattr(fastconv, f"avg_pool{nd}d"), block, kernel,
+                              stride=stride, padding=0, divisor_override=1)
+    if divisor_override is not None:
+        return sums / sums.dtype.type(divisor_override)
+    location = block_info[None]["array-location"][2:]
+    divisor = np.ones((), np.int64)
+    for axis, (lo, hi) in enumerate(location):
+        shape = [1] * nd
+        shape[axis] = hi - lo
+        divisor = divisor * divisors[axis][lo:hi].reshape(shape)
+    return sums / divisor.astype(sums.dtype)
+
+
+def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override):
+    x = _dask_input(input, nd, "input")
+    dtype = _compute_dtype(x)
+    kernel, stride, pads, dilation, outs, plans, pad_widths = _pool_geometry(
+        nd, x, kernel_size, stride, padding, 1, ceil_mode, f"avg_pool{nd}d")
+    divisors = tuple(_avg_divisor(o, n, k, s, p, count_include_pad)
+                     for o, n, k, s, p in zip(outs, x.shape[2:], kernel, stride, pads))
+    blocks = _pooled_input(x.astype(dtype), plans, pad_widths, 0)
+    chunks = blocks.chunks[:2] + tuple(p.out_chunks for p in plans)
+    return blocks.map_blocks(_avg_pool_block, nd, kernel, stride, divisors, divisor_override,
+                             chunks=chunks, dtype=dtype, meta=np.empty((0,) * (nd + 2), dtype))
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """:func:`fastconv.avg_pool1d` on a Dask array (see :func:`avg_pool2d`)."""
+    return _avg_pool(1, input, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """:func:`fastconv.avg_pool2d` on a Dask array chunked along batch and space.
+
+    Each block sums its windows with fastconv (zero padding applied once to the whole array)
+    and divides by PyTorch's divisor for that output position, so the borders follow
+    ``count_include_pad``, ``ceil_mode`` and ``divisor_override`` exactly; equal to the
+    in-memory call up to the last bit of the division.
+    """
+    return _avg_pool(2, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """:func:`fastconv.avg_pool3d` on a Dask array (see :func:`avg_pool2d`)."""
+    return _avg_pool(3, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)

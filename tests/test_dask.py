@@ -186,3 +186,65 @@ def test_distributed_local_cluster_matches_threads():
     np.testing.assert_array_equal(result, threaded)
     np.testing.assert_array_equal(result, fastconv.conv2d(x, w, stride=2, padding=1,
                                                           algorithm="packed"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling
+
+POOL_CASES = [
+    ("k2", dict(kernel_size=2)),
+    ("k3-s2-p1", dict(kernel_size=3, stride=2, padding=1)),
+    ("k3-s2-p1-ceil", dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    ("k3x2-s3x1-ceil", dict(kernel_size=(3, 2), stride=(3, 1), padding=(1, 1), ceil_mode=True)),
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("kwargs", [c[1] for c in POOL_CASES], ids=[c[0] for c in POOL_CASES])
+def test_max_pool2d_values_and_global_indices(kwargs, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3, 17, 14)).astype(np.float32)
+    dilated = dict(kwargs, dilation=(2, 1)) if seed == 2 else kwargs
+    expected, expected_idx = fastconv.max_pool2d(x, return_indices=True, **dilated)
+    chunks = random_chunking(rng, x.shape)
+    y, idx = fd.max_pool2d(da.from_array(x, chunks=chunks), return_indices=True, **dilated)
+    assert idx.dtype == np.int64
+    np.testing.assert_array_equal(compute(y), expected, err_msg=f"chunks {chunks}")
+    np.testing.assert_array_equal(compute(idx), expected_idx, err_msg=f"chunks {chunks}")
+
+
+@pytest.mark.parametrize("nd", [1, 3])
+def test_max_pool_1d_3d(nd):
+    rng = np.random.default_rng(nd)
+    x = rng.standard_normal((2, 2) + (9,) * nd)
+    expected, expected_idx = getattr(fastconv, f"max_pool{nd}d")(x, 3, 2, 1, return_indices=True)
+    chunks = random_chunking(rng, x.shape)
+    y, idx = getattr(fd, f"max_pool{nd}d")(da.from_array(x, chunks=chunks), 3, 2, 1,
+                                           return_indices=True)
+    np.testing.assert_array_equal(compute(y), expected)
+    np.testing.assert_array_equal(compute(idx), expected_idx)
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("kwargs", [c[1] for c in POOL_CASES], ids=[c[0] for c in POOL_CASES])
+def test_avg_pool2d_random_chunkings(kwargs, count_include_pad):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 17, 14))
+    expected = fastconv.avg_pool2d(x, count_include_pad=count_include_pad, **kwargs)
+    chunks = random_chunking(rng, x.shape)
+    y = fd.avg_pool2d(da.from_array(x, chunks=chunks), count_include_pad=count_include_pad,
+                      **kwargs)
+    np.testing.assert_allclose(compute(y), expected, rtol=1e-14, atol=0,
+                               err_msg=f"chunks {chunks}")
+
+
+def test_avg_pool_divisor_override_1d_3d():
+    rng = np.random.default_rng(8)
+    x1, x3 = rng.standard_normal((2, 3, 20)), rng.standard_normal((1, 2, 7, 8, 9))
+    np.testing.assert_allclose(
+        compute(fd.avg_pool1d(da.from_array(x1, chunks=(1, 3, 3)), 4, 3, 2, ceil_mode=True)),
+        fastconv.avg_pool1d(x1, 4, 3, 2, ceil_mode=True), rtol=1e-14)
+    np.testing.assert_allclose(
+        compute(fd.avg_pool3d(da.from_array(x3, chunks=(1, 2, 3, 4, 5)), 2,
+                              divisor_override=3)),
+        fastconv.avg_pool3d(x3, 2, divisor_override=3), rtol=1e-14)
