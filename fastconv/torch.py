@@ -31,10 +31,14 @@ __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "locally_connected1d", "locally_connected2d",
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
     "max_unpool1d", "max_unpool2d", "max_unpool3d", "interpolate",
     "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d",
     "LocallyConnected1d", "LocallyConnected2d", "MaxPool1d", "MaxPool2d", "MaxPool3d",
-    "AvgPool1d", "AvgPool2d", "AvgPool3d", "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d",
+    "AvgPool1d", "AvgPool2d", "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d",
+    "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d",
     "Upsample",
 ]
 
@@ -47,6 +51,14 @@ def _operator(name):
     for part in name.split("."):
         module = getattr(module, part)
     return module
+
+
+def _backward(name):
+    """fastconv.grad's backward pass of the forward operator `name` (``grad.max_pool2d``)."""
+    for candidate in (name, f"{name}_backward"):
+        if hasattr(fastconv.grad, candidate):
+            return getattr(fastconv.grad, candidate)
+    raise AttributeError(f"fastconv.grad has no backward pass for {name}")
 
 
 def as_numpy(tensor, name):
@@ -190,12 +202,12 @@ class MaxPoolFunction(torch.autograd.Function):
     """max_pool{n}d with indices; the backward scatters through the indices."""
 
     @staticmethod
-    def forward(ctx, input, nd, spec):
-        out, indices = _operator(f"max_pool{nd}d")(as_numpy(input, "input"), **dict(spec),
-                                                   return_indices=True)
+    def forward(ctx, input, name, spec):
+        out, indices = _operator(name)(as_numpy(input, "input"), **dict(spec),
+                                       return_indices=True)
         indices = _tensor(indices)
         ctx.mark_non_differentiable(indices)
-        ctx.nd, ctx.input_shape = nd, tuple(input.shape)
+        ctx.name, ctx.input_shape = name, tuple(input.shape)
         ctx.save_for_backward(indices)
         return _tensor(out), indices
 
@@ -203,26 +215,25 @@ class MaxPoolFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output, grad_indices):
         (indices,) = ctx.saved_tensors
-        dx = _operator(f"grad.max_pool{ctx.nd}d_backward")(
-            _grad_numpy(grad_output), indices.numpy(), ctx.input_shape)
+        dx = _backward(ctx.name)(_grad_numpy(grad_output), indices.numpy(), ctx.input_shape)
         return _tensor(dx), None, None
 
 
 class AvgPoolFunction(torch.autograd.Function):
-    """avg_pool{n}d."""
+    """avg_pool{n}d and adaptive_avg_pool{n}d: the backward spreads each output evenly."""
 
     @staticmethod
-    def forward(ctx, input, nd, spec):
+    def forward(ctx, input, name, spec):
         kwargs = dict(spec)
-        out = _operator(f"avg_pool{nd}d")(as_numpy(input, "input"), **kwargs)
-        ctx.nd, ctx.kwargs, ctx.input_shape = nd, kwargs, tuple(input.shape)
+        out = _operator(name)(as_numpy(input, "input"), **kwargs)
+        ctx.name, ctx.kwargs, ctx.input_shape = name, kwargs, tuple(input.shape)
         return _tensor(out)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        dx = _operator(f"grad.avg_pool{ctx.nd}d_backward")(
-            _grad_numpy(grad_output), ctx.input_shape, **ctx.kwargs)
+        kwargs = {k: v for k, v in ctx.kwargs.items() if k != "output_size"}
+        dx = _backward(ctx.name)(_grad_numpy(grad_output), ctx.input_shape, **kwargs)
         return _tensor(dx), None, None
 
 
@@ -241,8 +252,8 @@ class MaxUnpoolFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output):
         (indices,) = ctx.saved_tensors
-        dx = _operator(f"grad.max_unpool{ctx.nd}d_backward")(
-            _grad_numpy(grad_output), indices.numpy(), ctx.input_shape)
+        dx = _backward(f"max_unpool{ctx.nd}d")(_grad_numpy(grad_output), indices.numpy(),
+                                               ctx.input_shape)
         return _tensor(dx), None, None, None
 
 
@@ -259,8 +270,7 @@ class InterpolateFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        dx = _operator("grad.interpolate_backward")(
-            _grad_numpy(grad_output), ctx.input_shape, **ctx.kwargs)
+        dx = _backward("interpolate")(_grad_numpy(grad_output), ctx.input_shape, **ctx.kwargs)
         return _tensor(dx), None
 
 
@@ -357,7 +367,7 @@ def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, retu
     _common_dtype(input=input)
     spec = _spec(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
                  ceil_mode=ceil_mode)
-    out, indices = MaxPoolFunction.apply(input, nd, spec)
+    out, indices = MaxPoolFunction.apply(input, f"max_pool{nd}d", spec)
     return (out, indices) if return_indices else out
 
 
@@ -384,7 +394,7 @@ def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_
     _common_dtype(input=input)
     spec = _spec(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                  count_include_pad=count_include_pad, divisor_override=divisor_override)
-    return AvgPoolFunction.apply(input, nd, spec)
+    return AvgPoolFunction.apply(input, f"avg_pool{nd}d", spec)
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -405,6 +415,49 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     """``torch.nn.functional.avg_pool3d`` computed by fastconv (differentiable)."""
     return _avg_pool(3, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                      divisor_override)
+
+
+def _adaptive_avg_pool(nd, input, output_size):
+    _common_dtype(input=input)
+    return AvgPoolFunction.apply(input, f"adaptive_avg_pool{nd}d",
+                                 _spec(output_size=output_size))
+
+
+def adaptive_avg_pool1d(input, output_size):
+    """``torch.nn.functional.adaptive_avg_pool1d`` computed by fastconv (differentiable)."""
+    return _adaptive_avg_pool(1, input, output_size)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """``torch.nn.functional.adaptive_avg_pool2d`` computed by fastconv (differentiable)."""
+    return _adaptive_avg_pool(2, input, output_size)
+
+
+def adaptive_avg_pool3d(input, output_size):
+    """``torch.nn.functional.adaptive_avg_pool3d`` computed by fastconv (differentiable)."""
+    return _adaptive_avg_pool(3, input, output_size)
+
+
+def _adaptive_max_pool(nd, input, output_size, return_indices):
+    _common_dtype(input=input)
+    out, indices = MaxPoolFunction.apply(input, f"adaptive_max_pool{nd}d",
+                                         _spec(output_size=output_size))
+    return (out, indices) if return_indices else out
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    """``torch.nn.functional.adaptive_max_pool1d`` computed by fastconv (differentiable)."""
+    return _adaptive_max_pool(1, input, output_size, return_indices)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """``torch.nn.functional.adaptive_max_pool2d`` computed by fastconv (differentiable)."""
+    return _adaptive_max_pool(2, input, output_size, return_indices)
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False):
+    """``torch.nn.functional.adaptive_max_pool3d`` computed by fastconv (differentiable)."""
+    return _adaptive_max_pool(3, input, output_size, return_indices)
 
 
 def _max_unpool(nd, input, indices, kernel_size, stride, padding, output_size):
@@ -539,6 +592,50 @@ class AvgPool3d(torch.nn.AvgPool3d):
     def forward(self, input):
         return _avg_pool(3, input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                          self.count_include_pad, self.divisor_override)
+
+
+class _AdaptiveAvgPoolForward:
+    _nd = None
+
+    def forward(self, input):
+        return _adaptive_avg_pool(self._nd, input, self.output_size)
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolForward, torch.nn.AdaptiveAvgPool1d):
+    """``torch.nn.AdaptiveAvgPool1d`` computed by fastconv."""
+    _nd = 1
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolForward, torch.nn.AdaptiveAvgPool2d):
+    """``torch.nn.AdaptiveAvgPool2d`` computed by fastconv."""
+    _nd = 2
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolForward, torch.nn.AdaptiveAvgPool3d):
+    """``torch.nn.AdaptiveAvgPool3d`` computed by fastconv."""
+    _nd = 3
+
+
+class _AdaptiveMaxPoolForward:
+    _nd = None
+
+    def forward(self, input):
+        return _adaptive_max_pool(self._nd, input, self.output_size, self.return_indices)
+
+
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolForward, torch.nn.AdaptiveMaxPool1d):
+    """``torch.nn.AdaptiveMaxPool1d`` computed by fastconv."""
+    _nd = 1
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolForward, torch.nn.AdaptiveMaxPool2d):
+    """``torch.nn.AdaptiveMaxPool2d`` computed by fastconv."""
+    _nd = 2
+
+
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolForward, torch.nn.AdaptiveMaxPool3d):
+    """``torch.nn.AdaptiveMaxPool3d`` computed by fastconv."""
+    _nd = 3
 
 
 class _MaxUnpoolForward:

@@ -191,3 +191,119 @@ def test_same_cnn_same_loss_and_gradients_after_sgd_steps():
         for opt in optimizers:
             opt.step()
     assert losses[0].item() != pytest.approx(F.cross_entropy(reference(x) * 0, labels).item())
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling, unpooling and resampling
+
+needs_pooling = pytest.mark.skipif(not hasattr(fastconv, "max_pool2d"),
+                                   reason="pooling has not landed in fastconv yet")
+
+
+def distinct(*shape, seed=0):
+    """float64 values far apart (no ties, so max pooling is differentiable everywhere)."""
+    g = torch.Generator().manual_seed(seed)
+    n = math_prod(shape)
+    return (torch.randperm(n, generator=g).to(torch.float64) / n).reshape(shape) \
+        .requires_grad_()
+
+
+def math_prod(shape):
+    out = 1
+    for n in shape:
+        out *= n
+    return out
+
+
+POOL_CASES = [
+    ("max1d", "max_pool1d", (2, 3, 11), dict(kernel_size=3, stride=2, padding=1)),
+    ("max2d-ceil-dilated", "max_pool2d", (1, 2, 9, 8), dict(kernel_size=(3, 2), stride=2,
+                                                            dilation=(1, 2), ceil_mode=True)),
+    ("max3d", "max_pool3d", (1, 2, 5, 6, 5), dict(kernel_size=2)),
+    ("avg1d", "avg_pool1d", (2, 3, 10), dict(kernel_size=3, stride=2, padding=1,
+                                            count_include_pad=False)),
+    ("avg2d-ceil", "avg_pool2d", (1, 2, 9, 8), dict(kernel_size=3, stride=2, padding=1,
+                                                    ceil_mode=True)),
+    ("avg2d-divisor", "avg_pool2d", (1, 2, 6, 6), dict(kernel_size=2, divisor_override=3)),
+    ("avg3d", "avg_pool3d", (1, 1, 4, 5, 6), dict(kernel_size=(2, 3, 2), stride=1)),
+    ("adaptive-avg2d", "adaptive_avg_pool2d", (1, 2, 7, 9), dict(output_size=(3, 4))),
+    ("adaptive-max1d", "adaptive_max_pool1d", (2, 2, 10), dict(output_size=4)),
+    ("adaptive-max3d", "adaptive_max_pool3d", (1, 1, 5, 6, 4), dict(output_size=(2, 3, 2))),
+    ("nearest2d", "interpolate", (1, 2, 4, 5), dict(scale_factor=2, mode="nearest")),
+    ("linear1d", "interpolate", (1, 2, 6), dict(size=11, mode="linear", align_corners=True)),
+    ("bilinear", "interpolate", (1, 2, 4, 5), dict(size=(7, 9), mode="bilinear")),
+    ("trilinear", "interpolate", (1, 1, 3, 4, 3), dict(scale_factor=2, mode="trilinear")),
+]
+
+
+@needs_pooling
+@pytest.mark.parametrize("name, shape, kwargs", [c[1:] for c in POOL_CASES],
+                         ids=[c[0] for c in POOL_CASES])
+def test_pool_and_resample_gradcheck_and_value(name, shape, kwargs):
+    x = distinct(*shape)
+    ours = getattr(ft, name)
+    gradcheck(lambda x: ours(x, **kwargs), x)
+    torch.testing.assert_close(ours(x, **kwargs), getattr(F, name)(x, **kwargs),
+                               rtol=1e-12, atol=1e-12)
+
+
+@needs_pooling
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_max_pool_indices_and_unpool_gradcheck(nd):
+    x = distinct(*((1, 2) + (6,) * nd))
+    out, idx = getattr(ft, f"max_pool{nd}d")(x, 2, return_indices=True)
+    ref_out, ref_idx = getattr(F, f"max_pool{nd}d")(x, 2, return_indices=True)
+    assert torch.equal(idx, ref_idx) and not idx.requires_grad
+    unpool = getattr(ft, f"max_unpool{nd}d")
+    y = out.detach().requires_grad_()
+    gradcheck(lambda y: unpool(y, idx, 2, output_size=(7,) * nd), y)
+    torch.testing.assert_close(unpool(y, idx, 2), getattr(F, f"max_unpool{nd}d")(y, idx, 2))
+
+
+@needs_pooling
+def test_pool_modules_match_torch():
+    x = torch.randn(2, 3, 12, 12)
+    pairs = [
+        (ft.MaxPool2d(3, 2, 1, ceil_mode=True), torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True)),
+        (ft.AvgPool2d(2, count_include_pad=False), torch.nn.AvgPool2d(2, count_include_pad=False)),
+        (ft.AvgPool1d(3), torch.nn.AvgPool1d(3)),
+        (ft.AdaptiveAvgPool2d((5, 3)), torch.nn.AdaptiveAvgPool2d((5, 3))),
+        (ft.AdaptiveMaxPool2d(4), torch.nn.AdaptiveMaxPool2d(4)),
+        (ft.Upsample(scale_factor=2, mode="bilinear"),
+         torch.nn.Upsample(scale_factor=2, mode="bilinear")),
+        (ft.Upsample(size=(5, 17)), torch.nn.Upsample(size=(5, 17))),
+    ]
+    for ours, theirs in pairs:
+        xin = x[:, :, 0] if isinstance(ours, torch.nn.AvgPool1d) else x
+        torch.testing.assert_close(ours(xin), theirs(xin), msg=lambda m: f"{ours}: {m}")
+    pool, unpool = ft.MaxPool2d(2, return_indices=True), ft.MaxUnpool2d(2)
+    y, idx = pool(x)
+    torch.testing.assert_close(unpool(y, idx, output_size=x.shape),
+                               torch.nn.MaxUnpool2d(2)(y, idx, output_size=x.shape))
+
+
+@needs_pooling
+def test_cnn_with_pooling_same_loss_and_gradients():
+    def net(nn):
+        return torch.nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(), nn.AvgPool2d(2),
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(8, 4, 3),
+            torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5))
+    torch.manual_seed(1)
+    reference, ours = net(torch.nn), net(ft)
+    ours.load_state_dict(reference.state_dict())
+    x, labels = torch.randn(8, 3, 16, 16), torch.randint(0, 5, (8,))
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (reference, ours)]
+    for step in range(3):
+        losses = []
+        for model, opt in zip((reference, ours), optimizers):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), labels)
+            loss.backward()
+            losses.append(loss)
+        torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-5)
+        for p_ref, p_ours in zip(reference.parameters(), ours.parameters()):
+            torch.testing.assert_close(p_ours.grad, p_ref.grad, rtol=1e-4, atol=1e-5)
+        for opt in optimizers:
+            opt.step()
