@@ -131,32 +131,62 @@ def _with_task_threads(fn, *args, **kwargs):
 
 
 class AxisPlan(NamedTuple):
-    """How one spatial axis is cut: input blocks (before their halo), halo, output blocks."""
+    """How one spatial axis is cut: input blocks (before their halo), halo, output blocks, and
+    the zeros the kernel adds at the array's true borders (first and last block only)."""
     in_chunks: Tuple[int, ...]
     halo_before: int
     halo_after: int
     out_chunks: Tuple[int, ...]
+    pad_before: int = 0
+    pad_after: int = 0
 
 
 def _boundaries(chunks):
     return np.cumsum((0,) + tuple(chunks)).tolist()
 
 
-def _sliding_plan(chunks, offset, used, out_size, span, stride, axis):
+def _sliding_plan(chunks, offset, used, out_size, span, stride, axis, zero_pad=None):
     """Plan for a sliding-window operator over a padded axis of length >= `used`.
 
     `chunks` are the input's chunks, `offset` the padding added in front (so the user's chunk
     boundaries sit at `offset + boundary` in padded coordinates). Output block j owns the
     windows starting in input block j; its input block starts at a multiple of the stride.
+
+    With ``zero_pad=(before, size)`` the zeros are not materialized: the first and last blocks
+    ask the kernel for them, so the plan's chunks are in the unpadded array of length `size`
+    (None if that is impossible: the windows reach no input at all).
     """
     halo = max(span - stride, 0)
     starts = sorted({math.ceil((b + offset) / stride) for b in _boundaries(chunks)[1:-1]})
     cuts = [0] + [o for o in starts if 0 < o < out_size] + [out_size]
     counts = [b - a for a, b in zip(cuts[:-1], cuts[1:])]
     merged = _merge_small(counts, lambda c: c * stride, halo, axis)
-    in_chunks = [c * stride for c in merged[:-1]] + [(merged[-1] - 1) * stride + span]
-    assert sum(in_chunks) == used
-    return AxisPlan(tuple(in_chunks), 0, halo, tuple(merged))
+
+    def padded_chunks(counts):
+        return [c * stride for c in counts[:-1]] + [(counts[-1] - 1) * stride + span]
+
+    if zero_pad is None:
+        in_chunks = padded_chunks(merged)
+        assert sum(in_chunks) == used
+        return AxisPlan(tuple(in_chunks), 0, halo, tuple(merged))
+    before, size = zero_pad
+    after = max(used - before - size, 0)
+    while True:
+        in_chunks = padded_chunks(merged)
+        in_chunks[0] -= before
+        in_chunks[-1] -= after
+        if len(merged) == 1:
+            if in_chunks[0] < 1:
+                return None
+            break
+        # the border blocks lose their zeros: each must still hold its neighbour's halo
+        if in_chunks[0] < max(halo, 1):
+            merged[0:2] = [merged[0] + merged[1]]
+        elif in_chunks[-1] < max(halo, 1):
+            merged[-2:] = [merged[-2] + merged[-1]]
+        else:
+            break
+    return AxisPlan(tuple(in_chunks), 0, halo, tuple(merged), before, after)
 
 
 def _merge_small(counts, in_length, halo, axis):
@@ -201,10 +231,19 @@ def _compute_dtype(x, *arrays):
 
 def _with_halo(x, plans):
     x = x.rechunk({2 + i: p.in_chunks for i, p in enumerate(plans)})
-    depth = {2 + i: (p.halo_before, p.halo_after) for i, p in enumerate(plans)}
+    # an axis in one block needs no halo (and dask's overlap would refuse a deeper one)
+    depth = {2 + i: (p.halo_before, p.halo_after) if len(p.in_chunks) > 1 else (0, 0)
+             for i, p in enumerate(plans)}
     if any(d != (0, 0) for d in depth.values()):
         x = _overlap(x, depth=depth, boundary="none")
     return x
+
+
+def _border_padding(plans, block_info):
+    """The zeros the kernel adds to this block: only at the array's true borders."""
+    location, count = block_info[0]["chunk-location"][2:], block_info[0]["num-chunks"][2:]
+    return tuple((p.pad_before if j == 0 else 0, p.pad_after if j == n - 1 else 0)
+                 for p, j, n in zip(plans, location, count))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,10 +262,11 @@ def _pad(x, pads, mode):
     return x
 
 
-def _conv_block(block, nd, stride, dilation, groups, algorithm, weight, bias):
+def _conv_block(block, nd, stride, dilation, groups, algorithm, plans, weight, bias,
+                block_info=None):
     return _with_task_threads(getattr(fastconv, f"conv{nd}d"), block, weight, bias,
-                              stride=stride, padding=0, dilation=dilation, groups=groups,
-                              algorithm=algorithm)
+                              stride=stride, padding=_border_padding(plans, block_info),
+                              dilation=dilation, groups=groups, algorithm=algorithm)
 
 
 def _prepare_conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode):
@@ -234,14 +274,26 @@ def _prepare_conv(nd, input, weight, bias, stride, padding, dilation, groups, pa
     w = np.asarray(weight)
     b = None if bias is None else np.asarray(bias)
     problem = _conv_problem(nd, x, w, b, stride, padding, dilation, groups, padding_mode)
+
+    def plans_for(zeros_by_kernel):
+        plans = []
+        for axis in range(nd):
+            span = problem.dilation[axis] * (problem.kernel_size[axis] - 1) + 1
+            out = problem.out_size[axis]
+            used = (out - 1) * problem.stride[axis] + span
+            zero_pad = (problem.padding[axis][0], x.shape[2 + axis]) if zeros_by_kernel else None
+            plans.append(_sliding_plan(x.chunks[2 + axis], problem.padding[axis][0], used, out,
+                                       span, problem.stride[axis], axis, zero_pad))
+        return plans
+
+    if problem.padding_mode == "zeros":
+        # zeros come from the kernel at the true borders: no padded copy of the array
+        plans = plans_for(True)
+        if all(p is not None for p in plans):
+            crop = tuple(slice(0, sum(p.in_chunks)) for p in plans)
+            return x, w, b, problem, plans, x[(slice(None),) * 2 + crop]
+    plans = plans_for(False)
     x_padded = _pad(x, problem.padding, _NUMPY_PAD_MODE[problem.padding_mode])
-    plans = []
-    for axis in range(nd):
-        span = problem.dilation[axis] * (problem.kernel_size[axis] - 1) + 1
-        out = problem.out_size[axis]
-        used = (out - 1) * problem.stride[axis] + span
-        plans.append(_sliding_plan(x.chunks[2 + axis], problem.padding[axis][0], used, out,
-                                   span, problem.stride[axis], axis))
     x_used = x_padded[(slice(None),) * 2 + tuple(slice(0, sum(p.in_chunks)) for p in plans)]
     return x, w, b, problem, plans, x_used
 
@@ -254,9 +306,8 @@ def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mo
     chunks = (blocks.chunks[0], (problem.out_channels,)) + tuple(p.out_chunks for p in plans)
     # NumPy operands go as keywords: map_blocks would chunk positional arrays like the input
     return blocks.map_blocks(_conv_block, nd, problem.stride, problem.dilation,
-                             problem.groups, algorithm, weight=w, bias=b, chunks=chunks,
-                             dtype=dtype,
-                             meta=np.empty((0,) * (nd + 2), dtype))
+                             problem.groups, algorithm, tuple(plans), weight=w, bias=b,
+                             chunks=chunks, dtype=dtype, meta=np.empty((0,) * (nd + 2), dtype))
 
 
 _CONV_DOC = """:func:`fastconv.conv{nd}d` on a Dask array chunked along batch and space.
