@@ -6,7 +6,9 @@ fastconv.dask, side by side with the direct NumPy call and with PyTorch's own la
 - ``small_cnn_step``: forward + backward of a small CNN built from ``fastconv.torch`` layers
   ("fastconv") against the same CNN from ``torch.nn`` ("torch").
 - ``dask_conv2d_8192``: conv2d over (1, 16, 8192, 8192) with 3x3 weights, in memory
-  ("fastconv") against fastconv.dask over 2048 x 2048 chunks on Dask's threads ("fastconv.dask").
+  ("fastconv") against fastconv.dask over 2048 x 2048 chunks on Dask's threads, gathered by
+  ``compute()`` ("fastconv.dask") or written block by block with ``da.store`` into one
+  preallocated array ("fastconv.dask+store").
   FASTCONV_BENCH_DASK_SIZE shrinks it. Peak memory: ``python -m
   fastconv.benchmarks.frameworks memory`` runs each variant in its own process.
 """
@@ -121,6 +123,23 @@ def _dask_chunked(inp):
     return lambda: y.compute(scheduler="threads")
 
 
+def _dask_stored(inp):
+    # da.store writes each block into one preallocated array: no final concatenation copy
+    try:
+        import dask.array as da
+        import fastconv.dask as fd
+    except ImportError as err:
+        raise PeerUnavailable(f"dask is not installed ({err})") from None
+    x = da.from_array(inp["x"], chunks=(1, 16, DASK_CHUNK, DASK_CHUNK))
+    y = fd.conv2d(x, inp["w"], padding=1)
+
+    def run():
+        out = np.empty(y.shape, y.dtype)
+        da.store(y, out, lock=False, scheduler="threads")
+        return out
+    return run
+
+
 CASES = [
     _wrap_case("wrap_resnet_3x3_64", (1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
     _wrap_case("wrap_small", (1, 4, 8, 8), (4, 4, 3, 3), dict(padding=1)),
@@ -133,7 +152,8 @@ CASES = [
          description=f"conv2d (1, 16, {DASK_SIZE}, {DASK_SIZE}) * (16, 16, 3, 3): in memory vs "
                      f"fastconv.dask, chunks {DASK_CHUNK}^2, threads scheduler",
          make_inputs=_dask_inputs,
-         impls={"fastconv": _dask_in_memory, "fastconv.dask": _dask_chunked}),
+         impls={"fastconv": _dask_in_memory, "fastconv.dask": _dask_chunked,
+                "fastconv.dask+store": _dask_stored}),
 ]
 
 
