@@ -52,34 +52,6 @@ def init_params(seed=0, dtype=np.float32):
 
 
 # ------------------------------------------------------------------------------------------
-# Max-pooling (kernel 2, stride 2) with indices, in plain NumPy.
-# TEMPORARY: fastconv.max_pool2d(..., return_indices=True) and fastconv.grad.max_pool2d are
-# being written on another branch; these two functions have their signatures and PyTorch's
-# index convention (flat index into each input plane, first maximum wins) so that swapping
-# them in changes only these two functions.
-
-def _max_pool2x2_with_indices(x):
-    """(out, indices): 2x2 max-pool with stride 2 of x (N, C, H, W), H and W even; indices
-    are flat positions h * W + w of each maximum in its input plane."""
-    n, c, h, w = x.shape
-    windows = x.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5)
-    windows = windows.reshape(n, c, h // 2, w // 2, 4)
-    arg = windows.argmax(axis=-1)          # first maximum in row-major window order
-    out = np.take_along_axis(windows, arg[..., None], axis=-1)[..., 0]
-    rows = 2 * np.arange(h // 2)[:, None] + arg // 2
-    cols = 2 * np.arange(w // 2)[None, :] + arg % 2
-    return out, rows * w + cols
-
-
-def _max_pool2x2_backward(grad_output, indices, input_shape):
-    """Gradient of _max_pool2x2_with_indices: each output's gradient goes to its maximum."""
-    n, c = input_shape[:2]
-    grad_input = np.zeros((n, c, input_shape[2] * input_shape[3]), grad_output.dtype)
-    np.put_along_axis(grad_input, indices.reshape(n, c, -1), grad_output.reshape(n, c, -1),
-                      axis=2)   # stride 2 windows do not overlap: no index repeats
-    return grad_input.reshape(input_shape)
-
-
 # ------------------------------------------------------------------------------------------
 # The network
 
@@ -87,10 +59,10 @@ def forward(params, x):
     """Logits (N, 10) and what the backward pass needs."""
     z1 = fastconv.conv2d(x, params["w1"], params["b1"], **CONV1)
     a1 = np.maximum(z1, 0)
-    p1, i1 = _max_pool2x2_with_indices(a1)
+    p1, i1 = fastconv.max_pool2d(a1, 2, return_indices=True)
     z2 = fastconv.conv2d(p1, params["w2"], params["b2"], **CONV2)
     a2 = np.maximum(z2, 0)
-    p2, i2 = _max_pool2x2_with_indices(a2)
+    p2, i2 = fastconv.max_pool2d(a2, 2, return_indices=True)
     flat = p2.reshape(len(x), -1)
     logits = flat @ params["w3"].T + params["b3"]
     return logits, (x, z1, a1, i1, p1, z2, a2, i2, p2, flat)
@@ -112,11 +84,11 @@ def backward(params, cache, dlogits):
     x, z1, a1, i1, p1, z2, a2, i2, p2, flat = cache
     grads = {"w3": dlogits.T @ flat, "b3": dlogits.sum(axis=0)}
     dp2 = (dlogits @ params["w3"]).reshape(p2.shape)
-    dz2 = _max_pool2x2_backward(dp2, i2, a2.shape) * (z2 > 0)
+    dz2 = grad.max_pool2d(dp2, i2, a2.shape) * (z2 > 0)
     grads["w2"] = grad.conv2d_weight(p1, params["w2"].shape, dz2, **CONV2)
     grads["b2"] = grad.conv_bias(dz2)
     dp1 = grad.conv2d_input(p1.shape, params["w2"], dz2, **CONV2)
-    dz1 = _max_pool2x2_backward(dp1, i1, a1.shape) * (z1 > 0)
+    dz1 = grad.max_pool2d(dp1, i1, a1.shape) * (z1 > 0)
     grads["w1"] = grad.conv2d_weight(x, params["w1"].shape, dz1, **CONV1)
     grads["b1"] = grad.conv_bias(dz1)
     return grads

@@ -18,6 +18,12 @@ from fastconv.conv_transpose import (  # noqa: E402
     conv_transpose1d, conv_transpose2d, conv_transpose3d,
 )
 from fastconv.locally_connected import locally_connected1d, locally_connected2d  # noqa: E402
+from fastconv.pooling import (  # noqa: E402
+    adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d, adaptive_max_pool1d,
+    adaptive_max_pool2d, adaptive_max_pool3d, avg_pool1d, avg_pool2d, avg_pool3d, max_pool1d,
+    max_pool2d, max_pool3d, max_unpool1d, max_unpool2d, max_unpool3d,
+)
+from fastconv.resample import interpolate  # noqa: E402
 from fastconv import grad  # noqa: E402,F401
 
 __all__ = [
@@ -26,4 +32,8 @@ __all__ = [
     "ReceptiveField", "choose_algorithm",
     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
     "locally_connected1d", "locally_connected2d",
+    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "max_unpool1d", "max_unpool2d", "max_unpool3d", "interpolate",
 ]

@@ -322,6 +322,26 @@ cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
 # band into a thread-private buffer sized for the cache, then one single-threaded GEMM writes
 # the band of every output channel of the group. The full im2col matrix never exists.
 
+cdef inline void decode_tap(Py_ssize_t k, const ConvShape* s, Py_ssize_t* c, Py_ssize_t* kd,
+                            Py_ssize_t* kh, Py_ssize_t* kw) noexcept nogil:
+    """Row k of an unfolded matrix is input channel c (of the group) at tap (kd, kh, kw)."""
+    cdef Py_ssize_t taps = s.kernel[0] * s.kernel[1] * s.kernel[2], tap = k % taps
+    c[0] = k // taps
+    kd[0] = tap // (s.kernel[1] * s.kernel[2])
+    kh[0] = (tap // s.kernel[2]) % s.kernel[1]
+    kw[0] = tap % s.kernel[2]
+
+
+cdef const floating* unfold_band(const floating* x_g, const ConvShape* s, Py_ssize_t r0,
+                                 Py_ssize_t r1, bint pointwise, floating* col) noexcept nogil:
+    """The GEMM operand for output rows [r0, r1): for a pointwise convolution the input band
+    itself (row stride: the input plane), else its im2col written into `col`."""
+    if pointwise:
+        return x_g + r0 * s.out_size[2]
+    im2col_rows(x_g, s, r0, r1, col)
+    return col
+
+
 cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_begin,
                       Py_ssize_t row_end, floating* col) noexcept nogil:
     """col[k, j] = x_g[c, d, h, w] read by tap k = (c, kd, kh, kw) at output position j of the
@@ -337,11 +357,7 @@ cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_be
     cdef const floating* x_row
     cdef floating* dst
     for k in range(s.c_in_g * taps):
-        c = k // taps
-        tap = k % taps
-        kd = tap // (KH * KW)
-        kh = (tap // KW) % KH
-        kw = tap % KW
+        decode_tap(k, s, &c, &kd, &kh, &kw)
         off = kw * s.dilation[2] - s.pad[2]
         output_range(off, sw, W, OW, &lo, &hi)
         dst = col + k * band
@@ -394,7 +410,6 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
     cdef Py_ssize_t item, band, n, g, r0, r1, cols
     cdef floating* col = NULL
     cdef floating* out_block
-    cdef const floating* x_g
     cdef const floating* operand
     cdef int failed = 0
     cdef int* failed_flag = &failed
@@ -418,12 +433,8 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
             if r1 > rows:
                 r1 = rows
             cols = (r1 - r0) * OW
-            x_g = x + (n * s.c_in + g * s.c_in_g) * in_plane
-            if pointwise:
-                operand = x_g + r0 * OW
-            else:
-                im2col_rows(x_g, s, r0, r1, col)
-                operand = col
+            operand = unfold_band(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, r0, r1,
+                                  pointwise, col)
             out_block = out + (n * s.c_out + g * s.c_out_g) * out_plane + r0 * OW
             beta = 0
             if bias != NULL:
@@ -493,10 +504,15 @@ cdef void pack_weights(const floating* w, const ConvShape* s, floating* packed) 
     for g in range(s.groups):
         for panel in range(panels):
             dst = packed + (g * panels + panel) * K * MR
-            for k in range(K):
-                for m in range(MR):
-                    co = panel * MR + m
-                    dst[k * MR + m] = w[(g * s.c_out_g + co) * K + k] if co < s.c_out_g else 0
+            # one filter at a time: contiguous reads of w, writes MR apart
+            for m in range(MR):
+                co = panel * MR + m
+                if co < s.c_out_g:
+                    for k in range(K):
+                        dst[k * MR + m] = w[(g * s.c_out_g + co) * K + k]
+                else:
+                    for k in range(K):
+                        dst[k * MR + m] = 0
 
 
 ctypedef struct PanelSegment:
@@ -546,15 +562,21 @@ cdef void pack_a_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t c
                     if i < M else 0
 
 
-cdef void pack_b_panels(const floating* src, Py_ssize_t ld, Py_ssize_t K, Py_ssize_t N,
-                        Py_ssize_t NR, floating* packed) noexcept nogil:
-    """packed[j][k][c] = B[k][j * NR + c] with B[k][n] = src[k * ld + n], zero past N."""
+cdef void pack_b_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t col_stride,
+                        Py_ssize_t K, Py_ssize_t N, Py_ssize_t NR,
+                        floating* packed) noexcept nogil:
+    """packed[j][k][c] = B[k][j * NR + c] with B[k][n] = src[k * row_stride + n * col_stride]
+    (any layout, transposed included), zero past N: B in micro-kernel panels."""
     cdef Py_ssize_t j, k, c, width
     for j in range((N + NR - 1) // NR):
         width = N - j * NR if N - j * NR < NR else NR
         for k in range(K):
-            for c in range(width):
-                packed[(j * K + k) * NR + c] = src[k * ld + j * NR + c]
+            if col_stride == 1:
+                for c in range(width):
+                    packed[(j * K + k) * NR + c] = src[k * row_stride + j * NR + c]
+            else:
+                for c in range(width):
+                    packed[(j * K + k) * NR + c] = src[k * row_stride + (j * NR + c) * col_stride]
             for c in range(width, NR):
                 packed[(j * K + k) * NR + c] = 0
 
@@ -569,16 +591,12 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
     cdef Py_ssize_t taps = s.kernel[0] * KH * KW
     cdef Py_ssize_t K = s.c_in_g * taps
     cdef Py_ssize_t sw = s.stride[2], OW = s.out_size[2]
-    cdef Py_ssize_t k, c, tap, kd, kh, kw, off, lo, hi, i_d, i_h, i, ow, n, e
+    cdef Py_ssize_t k, c, tap, kd, kh, kw, off, lo, hi, i_d, i_h, i, ow, n, e, first, last
     cdef const PanelSegment* seg
     cdef const floating* src
     cdef floating* d
     for k in range(K):
-        c = k // taps
-        tap = k % taps
-        kd = tap // (KH * KW)
-        kh = (tap // KW) % KH
-        kw = tap % KW
+        decode_tap(k, s, &c, &kd, &kh, &kw)
         off = kw * s.dilation[2] - s.pad[2]
         output_range(off, sw, W, OW, &lo, &hi)
         for e in range(n_segments):
@@ -593,13 +611,27 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
                     d[i] = 0
                 continue
             src = x_g + ((c * D + i_d) * H + i_h) * W + off
-            if sw == 1 and ow >= lo and ow + n <= hi:
-                src = src + ow
-                for i in range(n):
-                    d[i] = src[i]
+            if ow >= lo and ow + n <= hi:
+                if sw == 1:
+                    src = src + ow
+                    for i in range(n):
+                        d[i] = src[i]
+                else:
+                    src = src + ow * sw
+                    for i in range(n):
+                        d[i] = src[i * sw]
             else:
-                for i in range(n):
-                    d[i] = src[(ow + i) * sw] if lo <= ow + i < hi else 0
+                # the columns [first, last) read the input; the others read padding
+                first = lo - ow if lo > ow else 0
+                last = hi - ow if hi - ow < n else n
+                if last < first:
+                    last = first
+                for i in range(first):
+                    d[i] = 0
+                for i in range(first, last):
+                    d[i] = src[(ow + i) * sw]
+                for i in range(last, n):
+                    d[i] = 0
         if count % NR:
             d = dst + (count // NR) * K * NR + k * NR
             for i in range(count % NR, NR):
@@ -618,8 +650,8 @@ cdef inline void gemm_tile(Py_ssize_t k_len, const floating* a, const floating* 
 cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                         Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
                         const floating* b_packed, floating* out, Py_ssize_t out_plane,
-                        const floating* bias) noexcept nogil:
-    """out[c, j] = bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
+                        const floating* bias, bint accumulate=False) noexcept nogil:
+    """out[c, j] (+)= bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
     positions, K in blocks whose A and B panel slices stay in L1 while C accumulates."""
     cdef Py_ssize_t MR = FC_GEMM_MR
     cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))
@@ -633,8 +665,68 @@ cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                 n_valid = count - j * NR if count - j * NR < NR else NR
                 gemm_tile(k_len, a_packed + panel * K * MR + k0 * MR, b_packed + j * K * NR + k0 * NR,
                           out + panel * MR * out_plane + j * NR, out_plane, m_valid, n_valid,
-                          bias + panel * MR if bias != NULL and k0 == 0 else NULL, k0 > 0)
+                          bias + panel * MR if bias != NULL and k0 == 0 else NULL,
+                          accumulate or k0 > 0)
         k0 += k_block
+
+
+cdef int packed_shared_panels(const floating* x, const floating* a_packed,
+                              const floating* bias, floating* out, const ConvShape* s,
+                              Py_ssize_t tile_panels, Py_ssize_t channel_panels,
+                              int num_threads) noexcept nogil:
+    """conv_packed for planes with few tiles: per (image, group), all tiles are unfolded into
+    one shared panel buffer (in parallel), then (tile, block of channels) items multiply."""
+    cdef Py_ssize_t MR = FC_GEMM_MR
+    cdef Py_ssize_t NR = panel_width(<floating*> NULL)
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
+    cdef Py_ssize_t tile = tile_panels * NR
+    cdef Py_ssize_t tiles = (out_plane + tile - 1) // tile
+    cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
+    cdef Py_ssize_t tile_size = tile_panels * K * NR
+    cdef floating* shared = <floating*> malloc(tiles * tile_size * sizeof(floating))
+    cdef PanelSegment* segments = NULL
+    cdef Py_ssize_t ng, n, g, t, item, block, p_begin, count, first_panel, panels, n_segments
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if shared == NULL:
+        return 1
+    for ng in range(s.n * s.groups):
+        n = ng // s.groups
+        g = ng % s.groups
+        with parallel(num_threads=num_threads):
+            segments = <PanelSegment*> malloc((tile + tile_panels + 1) * sizeof(PanelSegment))
+            if segments == NULL:
+                failed_flag[0] = 1
+            for t in prange(tiles, schedule='static'):
+                if segments == NULL:
+                    continue
+                p_begin = t * tile
+                count = out_plane - p_begin if out_plane - p_begin < tile else tile
+                n_segments = panel_segments(s, p_begin, count, NR, segments)
+                im2col_panels(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, segments,
+                              n_segments, count, NR, shared + t * tile_size)
+            free(segments)
+        if failed:
+            break
+        for item in prange(tiles * channel_blocks, num_threads=num_threads, schedule='dynamic'):
+            t = item // channel_blocks
+            block = item % channel_blocks
+            p_begin = t * tile
+            count = out_plane - p_begin if out_plane - p_begin < tile else tile
+            first_panel = block * channel_panels
+            panels = m_panels - first_panel if m_panels - first_panel < channel_panels \
+                else channel_panels
+            multiply_tile(K, panels, s.c_out_g - first_panel * MR, count, NR,
+                          a_packed + (g * m_panels + first_panel) * K * MR,
+                          shared + t * tile_size,
+                          out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
+                          + p_begin, out_plane,
+                          bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL)
+    free(shared)
+    return failed
 
 
 cdef int conv_packed(const floating* x, const floating* w, const floating* bias, floating* out,
@@ -660,6 +752,13 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
     if a_packed == NULL:
         return 1
     pack_weights(w, s, a_packed)
+    if channel_blocks > 1:
+        # Few tiles per plane, so output channels are split too: unfold each plane once into
+        # panels that every channel block shares, instead of once per block.
+        failed = packed_shared_panels(x, a_packed, bias, out, s, tile_panels, channel_panels,
+                                      num_threads)
+        free(a_packed)
+        return failed
     with parallel(num_threads=num_threads):
         b_packed = <floating*> malloc(tile_panels * K * NR * sizeof(floating))
         # at most one segment per position, plus one per panel start

@@ -22,7 +22,7 @@ def set_blas_local_threads_hook(size_t address):
     """Register openblas_set_num_threads_local (its address; 0 for none), see _blas.pxd."""
     global blas_set_local_threads
     blas_set_local_threads = <set_local_threads_t> address
-from fastconv._conv cimport ConvShape, make_shape, output_range, im2col_rows, pack_a_panels, \
+from fastconv._conv cimport ConvShape, make_shape, output_range, unfold_band, pack_a_panels, \
     pack_b_panels, multiply_tile, gemm_mr, gemm_nr
 
 
@@ -162,7 +162,7 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
                          g_block + r0 * OW, <int> out_plane, <floating> 0,
                          dx_g + c0 * in_plane + r0 * OW, <int> in_plane)
                 elif own_gemm:
-                    pack_b_panels(g_block + r0 * OW, out_plane, s.c_out_g, cols, NR, g_packed)
+                    pack_b_panels(g_block + r0 * OW, out_plane, 1, s.c_out_g, cols, NR, g_packed)
                     multiply_tile(s.c_out_g, ((c1 - c0) * taps + MR - 1) // MR,
                                   (c1 - c0) * taps, cols, NR,
                                   w_packed + (g_idx * channel_chunks + chunk) * m_panels
@@ -249,7 +249,10 @@ cdef int input_grad_direct(const floating* g, const floating* w, floating* dx,
 
 cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, const ConvShape* s,
                           bint pointwise, Py_ssize_t band_rows, Py_ssize_t chunks,
-                          int num_threads) noexcept nogil:
+                          bint own_gemm, int num_threads) noexcept nogil:
+    """dw := sum over (image, band) of g_band @ col^T, summed per chunk of work items into
+    private partial buffers added in a fixed order. With `own_gemm` each product runs on
+    fastconv's micro-kernel (both operands packed per band) instead of BLAS."""
     cdef int blas_threads_before
     cdef Py_ssize_t OW = s.out_size[2]
     cdef Py_ssize_t rows = s.out_size[0] * s.out_size[1]
@@ -263,11 +266,14 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
     cdef floating* partial = <floating*> calloc(chunks * size, sizeof(floating))
     cdef floating* mine
     cdef floating* col = NULL
-    cdef const floating* x_g
     cdef const floating* operand
     cdef floating total
     cdef int failed = 0
     cdef int* failed_flag = &failed
+    cdef Py_ssize_t MR = gemm_mr(), NR = gemm_nr(<floating*> NULL)
+    cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
+    cdef floating* g_packed = NULL
+    cdef floating* col_packed = NULL
     if partial == NULL:
         return 1
 
@@ -277,8 +283,14 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
             col = <floating*> malloc(K * band_rows * OW * sizeof(floating))
             if col == NULL:
                 failed_flag[0] = 1
+        if own_gemm:
+            g_packed = <floating*> malloc(m_panels * MR * band_rows * OW * sizeof(floating))
+            col_packed = <floating*> malloc((K + NR) * band_rows * OW * sizeof(floating))
+            if g_packed == NULL or col_packed == NULL:
+                failed_flag[0] = 1
         for chunk in prange(chunks, schedule='dynamic'):
-            if not pointwise and col == NULL:
+            if not pointwise and col == NULL or own_gemm and (g_packed == NULL
+                                                              or col_packed == NULL):
                 continue
             mine = partial + chunk * size
             for item in range(items * chunk // chunks, items * (chunk + 1) // chunks):
@@ -290,17 +302,24 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
                 if r1 > rows:
                     r1 = rows
                 cols = (r1 - r0) * OW
-                x_g = x + (n * s.c_in + g_idx * s.c_in_g) * in_plane
-                if pointwise:
-                    operand = x_g + r0 * OW
+                operand = unfold_band(x + (n * s.c_in + g_idx * s.c_in_g) * in_plane, s, r0,
+                                      r1, pointwise, col)
+                if own_gemm:
+                    # A = g_band (channels x positions), B = operand^T (positions x taps)
+                    pack_a_panels(g + (n * s.c_out + g_idx * s.c_out_g) * out_plane + r0 * OW,
+                                  out_plane, 1, s.c_out_g, cols, g_packed)
+                    pack_b_panels(operand, 1, in_plane if pointwise else cols, cols, K, NR,
+                                  col_packed)
+                    multiply_tile(cols, m_panels, s.c_out_g, K, NR, g_packed, col_packed,
+                                  mine + g_idx * s.c_out_g * K, K, NULL, True)
                 else:
-                    im2col_rows(x_g, s, r0, r1, col)
-                    operand = col
-                gemm(False, True, <int> s.c_out_g, <int> K, <int> cols, <floating> 1,
-                     g + (n * s.c_out + g_idx * s.c_out_g) * out_plane + r0 * OW,
-                     <int> out_plane, operand, <int> (in_plane if pointwise else cols),
-                     <floating> 1, mine + g_idx * s.c_out_g * K, <int> K)
+                    gemm(False, True, <int> s.c_out_g, <int> K, <int> cols, <floating> 1,
+                         g + (n * s.c_out + g_idx * s.c_out_g) * out_plane + r0 * OW,
+                         <int> out_plane, operand, <int> (in_plane if pointwise else cols),
+                         <floating> 1, mine + g_idx * s.c_out_g * K, <int> K)
         free(col)
+        free(g_packed)
+        free(col_packed)
         release_blas(blas_set_local_threads, blas_threads_before)
 
     if failed == 0:
@@ -544,7 +563,7 @@ def conv_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, :, :
 def conv_weight_grad(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] g,
                      floating[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
                      Py_ssize_t groups, bint pointwise, Py_ssize_t band_rows, Py_ssize_t chunks,
-                     int num_threads):
+                     int num_threads, bint own_gemm=False):
     """dw := the weight gradient of conv(x, dw-shaped weight) for output gradient g, summed in
     `chunks` fixed partial sums."""
     cdef ConvShape s = make_shape(_shape5(x.shape), _shape5(dw.shape), _shape5(g.shape),
@@ -552,7 +571,7 @@ def conv_weight_grad(const floating[:, :, :, :, ::1] x, const floating[:, :, :, 
     cdef int status = 0
     with nogil:
         status = weight_grad_gemm(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
-                                  &s, pointwise, band_rows, chunks, num_threads)
+                                  &s, pointwise, band_rows, chunks, own_gemm, num_threads)
     _raise_if(status)
 
 

@@ -206,7 +206,8 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype):
                                         unit + problem.stride,
                                         zero + tuple(p[0] for p in problem.padding),
                                         unit + problem.dilation, problem.groups,
-                                        problem.pointwise, band, chunks, threads)
+                                        problem.pointwise, band, chunks, threads,
+                                        not blas_runs_full_width())
     return dw
 
 

@@ -72,10 +72,11 @@ class Rule:
     why: str
 
 
-# Thresholds measured on the bench cases (README, "What the dispatcher chooses"): with fewer
-# output channels per group than this, the packed GEMM's register tile (8 or 6 channels)
-# would mostly multiply zeros; the direct loops keep a whole row of taps in registers instead.
-MIN_PACKED_OUT_CHANNELS = 4
+# Measured (README, "Algorithms and what the dispatcher chooses"; 2 threads, Zen 5): up to
+# this many output channels per group the direct loops, which keep a whole row of taps in
+# registers for blocks of 4 filters, beat the packed GEMM by 1.3-2.8x (lenet_b64, 8-channel
+# layers, depthwise); at 12 they tie, and from 16 on the GEMM's 8-channel tiles win.
+MAX_DIRECT_OUT_CHANNELS = 8
 
 _AVX512_BLAS_KERNELS = ("skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5")
 
@@ -100,10 +101,10 @@ RULES = (
     Rule("gemm1x1", lambda p: p.pointwise and blas_runs_full_width(),
          "1x1 kernel, stride 1, no padding: the input already is the GEMM operand, so one "
          "BLAS GEMM per image with no copy"),
-    Rule("direct", lambda p: p.out_per_group < MIN_PACKED_OUT_CHANNELS,
-         f"fewer than {MIN_PACKED_OUT_CHANNELS} output channels per group (depthwise, "
-         "single filter): a GEMM tile would mostly multiply zeros; direct loops keep each "
-         "row's taps in registers"),
+    Rule("direct", lambda p: p.out_per_group <= MAX_DIRECT_OUT_CHANNELS,
+         f"at most {MAX_DIRECT_OUT_CHANNELS} output channels per group (depthwise, "
+         "single-filter, thin layers): direct loops keep each row's taps in registers; a "
+         "GEMM this thin wastes its tiles"),
     Rule("packed", lambda p: True,
          "im2col straight into the panels of fastconv's register-blocked GEMM micro-kernel "
          "(measured faster than im2col + BLAS on every GEMM-shaped bench case)"),

@@ -17,6 +17,25 @@ from fastconv.locally_connected import (
     locally_connected2d_weight, locally_connected_bias,
 )
 
+from fastconv.pooling import (  # noqa: E402
+    adaptive_avg_pool1d_backward as adaptive_avg_pool1d,
+    adaptive_avg_pool2d_backward as adaptive_avg_pool2d,
+    adaptive_avg_pool3d_backward as adaptive_avg_pool3d,
+    adaptive_max_pool1d_backward as adaptive_max_pool1d,
+    adaptive_max_pool2d_backward as adaptive_max_pool2d,
+    adaptive_max_pool3d_backward as adaptive_max_pool3d,
+    avg_pool1d_backward as avg_pool1d,
+    avg_pool2d_backward as avg_pool2d,
+    avg_pool3d_backward as avg_pool3d,
+    max_pool1d_backward as max_pool1d,
+    max_pool2d_backward as max_pool2d,
+    max_pool3d_backward as max_pool3d,
+    max_unpool1d_backward as max_unpool1d,
+    max_unpool2d_backward as max_unpool2d,
+    max_unpool3d_backward as max_unpool3d,
+)
+from fastconv.resample import interpolate_backward as interpolate  # noqa: E402
+
 __all__ = [
     "conv1d_input", "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight",
     "conv3d_weight", "conv_bias",
@@ -24,4 +43,8 @@ __all__ = [
     "conv_transpose1d_weight", "conv_transpose2d_weight", "conv_transpose3d_weight",
     "locally_connected1d_input", "locally_connected2d_input", "locally_connected1d_weight",
     "locally_connected2d_weight", "locally_connected_bias",
+    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "max_unpool1d", "max_unpool2d", "max_unpool3d", "interpolate",
 ]

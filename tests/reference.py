@@ -259,3 +259,156 @@ def locally_connected_weight_grad(x, weight_shape, grad_output, stride=1, paddin
     for p in np.ndindex(*grid):
         dw[p] = np.tensordot(g[(slice(None), slice(None)) + p], xp[window(p)], axes=(0, 0))
     return dw
+# Pooling, unpooling and interpolation (issue #3)
+
+def pool_output_len(n, kernel, stride, padding, dilation=1, ceil_mode=False):
+    """PyTorch's pooled length: windows of span dilation * (kernel - 1) + 1 over the padded
+    axis; with ceil_mode a partial last window counts if it starts inside input or left pad."""
+    span = dilation * (kernel - 1) + 1
+    if ceil_mode:
+        out = -(-(n + 2 * padding - span) // stride) + 1
+        if (out - 1) * stride >= n + padding:
+            out -= 1
+    else:
+        out = (n + 2 * padding - span) // stride + 1
+    return out
+
+
+def _window(o, kernel, stride, padding, dilation):
+    """Input positions (possibly in the padding) of output o's window along one axis."""
+    return [o * stride - padding + t * dilation for t in range(kernel)]
+
+
+def max_pool_nd(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """Max pool from the definition. Returns (values, indices): for each output, the largest
+    element of its window inside the input (padding never wins), scanning the window in order
+    and replacing the current best by a larger element or by a NaN; the index is the flat
+    position of the chosen element in its (n, c) plane."""
+    x = np.asarray(x, dtype=np.float64)
+    nd = x.ndim - 2
+    kernel = as_tuple(kernel_size, nd)
+    stride = kernel if stride is None else as_tuple(stride, nd)
+    padding, dilation = as_tuple(padding, nd), as_tuple(dilation, nd)
+    in_size = x.shape[2:]
+    out_size = [pool_output_len(*a, ceil_mode) for a in zip(in_size, kernel, stride, padding,
+                                                             dilation)]
+    values = np.empty(x.shape[:2] + tuple(out_size))
+    indices = np.empty(values.shape, dtype=np.int64)
+    for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+        for out_pos in itertools.product(*[range(m) for m in out_size]):
+            windows = [_window(*a) for a in zip(out_pos, kernel, stride, padding, dilation)]
+            best, best_index = -np.inf, None
+            for pos in itertools.product(*windows):
+                if not all(0 <= p < m for p, m in zip(pos, in_size)):
+                    continue            # padding
+                v = x[(n, c) + pos]
+                if best_index is None:
+                    best_index = np.ravel_multi_index(pos, in_size)
+                if v > best or np.isnan(v):
+                    best, best_index = v, np.ravel_multi_index(pos, in_size)
+            values[(n, c) + out_pos] = best
+            indices[(n, c) + out_pos] = best_index
+    return values, indices
+
+
+def avg_pool_nd(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                divisor_override=None):
+    """Average pool from the definition: the sum of the window's input elements divided by
+    divisor_override, or by the window size clipped to the padded input (count_include_pad),
+    or by the number of input elements in the window."""
+    x = np.asarray(x, dtype=np.float64)
+    nd = x.ndim - 2
+    kernel = as_tuple(kernel_size, nd)
+    stride = kernel if stride is None else as_tuple(stride, nd)
+    padding = as_tuple(padding, nd)
+    in_size = x.shape[2:]
+    out_size = [pool_output_len(*a, 1, ceil_mode) for a in zip(in_size, kernel, stride, padding)]
+    out = np.empty(x.shape[:2] + tuple(out_size))
+    for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+        for out_pos in itertools.product(*[range(m) for m in out_size]):
+            windows = [_window(*a, 1) for a in zip(out_pos, kernel, stride, padding)]
+            inside = [[p for p in w if 0 <= p < m] for w, m in zip(windows, in_size)]
+            padded = [[p for p in w if p < m + pad] for w, m, pad in zip(windows, in_size,
+                                                                           padding)]
+            total = sum(x[(n, c) + pos] for pos in itertools.product(*inside))
+            if divisor_override:
+                divisor = divisor_override
+            elif count_include_pad:
+                divisor = np.prod([len(w) for w in padded])
+            else:
+                divisor = np.prod([len(w) for w in inside])
+            out[(n, c) + out_pos] = total / divisor
+    return out
+
+
+def adaptive_pool_nd(x, output_size, kind):
+    """Adaptive pooling: output i of an axis of length n pools [floor(i n / m), ceil((i+1) n / m)).
+    kind 'avg' returns the means; 'max' returns (values, indices) as max_pool_nd."""
+    x = np.asarray(x, dtype=np.float64)
+    in_size = x.shape[2:]
+    output_size = as_tuple(output_size, len(in_size))
+    values = np.empty(x.shape[:2] + tuple(output_size))
+    indices = np.empty(values.shape, dtype=np.int64)
+    for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+        for out_pos in itertools.product(*[range(m) for m in output_size]):
+            ranges = [range(int(np.floor(i * n_ / m)), int(np.ceil((i + 1) * n_ / m)))
+                      for i, n_, m in zip(out_pos, in_size, output_size)]
+            positions = list(itertools.product(*ranges))
+            window = np.array([x[(n, c) + pos] for pos in positions])
+            if kind == "avg":
+                values[(n, c) + out_pos] = window.mean()
+                continue
+            best, best_k = -np.inf, 0
+            for k, v in enumerate(window):
+                if v > best or np.isnan(v):
+                    best, best_k = v, k
+            values[(n, c) + out_pos] = best
+            indices[(n, c) + out_pos] = np.ravel_multi_index(positions[best_k], in_size)
+    return values if kind == "avg" else (values, indices)
+
+
+def max_unpool_nd(x, indices, out_size):
+    """Zeros of spatial size out_size with each value placed at its flat plane index."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros(x.shape[:2] + tuple(out_size))
+    for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+        plane = out[n, c].reshape(-1)
+        for v, i in zip(x[n, c].reshape(-1), indices[n, c].reshape(-1)):
+            plane[i] = v
+    return out
+
+
+def interpolate_nd(x, out_size, mode, align_corners=False, scales=None):
+    """Nearest or (multi)linear resampling, one axis after the other, in float64.
+
+    Source coordinate of output o along an axis of n inputs and m outputs, with s the inverse
+    scale (1 / scale_factor if given, else n / m):
+      nearest:                 floor(o * s), clipped to n - 1
+      linear, align_corners:   o * (n - 1) / (m - 1)
+      linear, otherwise:       max((o + 0.5) * s - 0.5, 0)
+    Linear interpolates between floor(src) and the next input (clamped to the last one).
+    """
+    out = np.asarray(x, dtype=np.float64)
+    nd = out.ndim - 2
+    scales = scales or (None,) * nd
+    for axis, (m, scale) in enumerate(zip(out_size, scales)):
+        n = out.shape[2 + axis]
+        s = 1.0 / scale if scale else n / m
+        moved = np.moveaxis(out, 2 + axis, -1)
+        result = np.empty(moved.shape[:-1] + (m,))
+        for o in range(m):
+            if mode == "nearest":
+                result[..., o] = moved[..., min(int(np.floor(o * s)), n - 1)]
+                continue
+            if m == n:
+                src = float(o)
+            elif align_corners:
+                src = o * (n - 1) / (m - 1) if m > 1 else 0.0
+            else:
+                src = max((o + 0.5) * s - 0.5, 0.0)
+            i0 = min(int(np.floor(src)), n - 1)
+            i1 = min(i0 + 1, n - 1)
+            lam = min(max(src - i0, 0.0), 1.0)
+            result[..., o] = (1 - lam) * moved[..., i0] + lam * moved[..., i1]
+        out = np.moveaxis(result, -1, 2 + axis)
+    return out

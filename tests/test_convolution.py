@@ -71,7 +71,10 @@ GRID = [
     (2, 1, 2, 3, 37, 4, dict(padding="same", dilation=3)),
     (2, 1, 3, 4, 64, 3, dict(stride=3)),
     (2, 1, 3, 4, 70, 2, dict(padding=((1, 0), (2, 3)))),       # asymmetric pairs
+    (2, 1, 16, 40, 6, 3, dict(padding=1)),                     # few tiles: shared panels
+    (1, 1, 8, 64, 10, 3, dict(padding=1, groups=2)),
     (3, 1, 2, 3, 6, 3, dict(padding=1)),
+    (3, 1, 4, 24, 4, 3, dict(padding=1)),
     (3, 2, 3, 4, (4, 7, 9), (2, 3, 3), dict(stride=(1, 2, 2), padding=(0, 1, 1))),
     (3, 1, 4, 4, 5, 3, dict(padding=1, groups=4)),
     (3, 1, 2, 2, (5, 6, 20), (1, 2, 5), dict(dilation=(1, 2, 2), padding="same")),
