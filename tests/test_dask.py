@@ -191,9 +191,6 @@ def test_distributed_local_cluster_matches_threads():
 # ---------------------------------------------------------------------------------------------
 # Pooling
 
-needs_pooling = pytest.mark.skipif(not hasattr(fastconv, "max_pool2d"),
-                                   reason="pooling has not landed in fastconv yet")
-
 POOL_CASES = [
     ("k2", dict(kernel_size=2)),
     ("k3-s2-p1", dict(kernel_size=3, stride=2, padding=1)),
@@ -202,7 +199,6 @@ POOL_CASES = [
 ]
 
 
-@needs_pooling
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("kwargs", [c[1] for c in POOL_CASES], ids=[c[0] for c in POOL_CASES])
 def test_max_pool2d_values_and_global_indices(kwargs, seed):
@@ -217,7 +213,6 @@ def test_max_pool2d_values_and_global_indices(kwargs, seed):
     np.testing.assert_array_equal(compute(idx), expected_idx, err_msg=f"chunks {chunks}")
 
 
-@needs_pooling
 @pytest.mark.parametrize("nd", [1, 3])
 def test_max_pool_1d_3d(nd):
     rng = np.random.default_rng(nd)
@@ -230,7 +225,6 @@ def test_max_pool_1d_3d(nd):
     np.testing.assert_array_equal(compute(idx), expected_idx)
 
 
-@needs_pooling
 @pytest.mark.parametrize("count_include_pad", [True, False])
 @pytest.mark.parametrize("kwargs", [c[1] for c in POOL_CASES], ids=[c[0] for c in POOL_CASES])
 def test_avg_pool2d_random_chunkings(kwargs, count_include_pad):
@@ -244,7 +238,6 @@ def test_avg_pool2d_random_chunkings(kwargs, count_include_pad):
                                err_msg=f"chunks {chunks}")
 
 
-@needs_pooling
 def test_avg_pool_divisor_override_1d_3d():
     rng = np.random.default_rng(8)
     x1, x3 = rng.standard_normal((2, 3, 20)), rng.standard_normal((1, 2, 7, 8, 9))

@@ -196,10 +196,6 @@ def test_same_cnn_same_loss_and_gradients_after_sgd_steps():
 # ---------------------------------------------------------------------------------------------
 # Pooling, unpooling and resampling
 
-needs_pooling = pytest.mark.skipif(not hasattr(fastconv, "max_pool2d"),
-                                   reason="pooling has not landed in fastconv yet")
-
-
 def distinct(*shape, seed=0):
     """float64 values far apart (no ties, so max pooling is differentiable everywhere)."""
     g = torch.Generator().manual_seed(seed)
@@ -236,7 +232,6 @@ POOL_CASES = [
 ]
 
 
-@needs_pooling
 @pytest.mark.parametrize("name, shape, kwargs", [c[1:] for c in POOL_CASES],
                          ids=[c[0] for c in POOL_CASES])
 def test_pool_and_resample_gradcheck_and_value(name, shape, kwargs):
@@ -247,7 +242,6 @@ def test_pool_and_resample_gradcheck_and_value(name, shape, kwargs):
                                rtol=1e-12, atol=1e-12)
 
 
-@needs_pooling
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_max_pool_indices_and_unpool_gradcheck(nd):
     x = distinct(*((1, 2) + (6,) * nd))
@@ -260,7 +254,6 @@ def test_max_pool_indices_and_unpool_gradcheck(nd):
     torch.testing.assert_close(unpool(y, idx, 2), getattr(F, f"max_unpool{nd}d")(y, idx, 2))
 
 
-@needs_pooling
 def test_pool_modules_match_torch():
     x = torch.randn(2, 3, 12, 12)
     pairs = [
@@ -282,7 +275,6 @@ def test_pool_modules_match_torch():
                                torch.nn.MaxUnpool2d(2)(y, idx, output_size=x.shape))
 
 
-@needs_pooling
 def test_cnn_with_pooling_same_loss_and_gradients():
     def net(nn):
         return torch.nn.Sequential(
