@@ -1,10 +1,13 @@
 """A 3-layer conv/pool feature extractor over an image larger than the memory it is given.
 
 The image (default 47104 x 47104 float32 = 8.3 GiB) never exists whole: it is a dask.array
-built lazily from a generator, one 2048 x 2048 tile per task, and the features are reduced
-(per-channel mean and max) as the tiles flow through, so only a few tiles are alive at once.
-fastconv computes every block (fastconv.dask: stride-aligned halos, one thread per Dask
-worker thread); Dask schedules them, with its progress bar.
+built lazily from a generator, one 2048 x 2048 tile per task. It is processed in bands of tile
+rows: each band is a Dask array of one row of tiles plus the rows its receptive field reaches
+into the neighbouring bands (32 above and below, aligned to the extractor's total stride of
+16), so the kept feature rows are exactly those of the whole-image computation, and only one
+band's tiles are alive at a time. Inside a band fastconv.dask computes every tile with its
+halo; the features are reduced (per-channel mean and max) as they are produced. Dask's
+progress bar follows the bands.
 
     python examples/large_image.py                 # the full 8.3 GiB image
     python examples/large_image.py --size 8192     # a quick run
@@ -27,9 +30,14 @@ import fastconv.dask as fd
 
 
 def image_tile(block_info=None):
-    """One tile of a synthetic image: smooth blobs plus noise, seeded by the tile's position."""
+    """One tile of a synthetic image: smooth blobs plus noise, seeded by the tile's position
+    (the `row0` offset of its band is added by the caller's chunking)."""
     (_, _), (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
-    rng = np.random.default_rng([y0, x0])
+    return _tile_pixels(y0, y1, x0, x1)
+
+
+def _tile_pixels(y0, y1, x0, x1):
+    rng = np.random.default_rng([y0, x0, y1, x1])
     yy, xx = np.meshgrid(np.arange(y0, y1, dtype=np.float32),
                          np.arange(x0, x1, dtype=np.float32), indexing="ij")
     tile = np.sin(yy / 97.0) * np.cos(xx / 61.0)
@@ -37,14 +45,23 @@ def image_tile(block_info=None):
     return tile[None, None]
 
 
-def lazy_image(size, tile):
-    chunks = ((1,), (1,), _tiles(size, tile), _tiles(size, tile))
-    return da.map_blocks(image_tile, chunks=chunks, dtype=np.float32,
+def lazy_band(row0, row1, width, tile):
+    """Rows [row0, row1) of the image as a dask.array of tiles along the width."""
+    def band_tile(block_info=None):
+        (_, _), (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        return _tile_pixels(row0 + y0, row0 + y1, x0, x1)
+
+    chunks = ((1,), (1,), (row1 - row0,), _tiles(width, tile))
+    return da.map_blocks(band_tile, chunks=chunks, dtype=np.float32,
                          meta=np.empty((0, 0, 0, 0), np.float32))
 
 
 def _tiles(size, tile):
     return (tile,) * (size // tile) + ((size % tile,) if size % tile else ())
+
+
+STRIDE = 16  # the extractor's total stride: 2 x 2 x 4
+HALO = 32    # its receptive field reaches 30 rows beyond a band; rounded up to the stride
 
 
 def relu(x):
@@ -53,7 +70,7 @@ def relu(x):
 
 def feature_extractor(image, weights):
     """conv 3x3 (1 -> 8) -> ReLU -> max-pool 2 -> conv 3x3 (8 -> 8) -> ReLU -> max-pool 2
-    -> conv 3x3 (8 -> 16) -> ReLU -> average-pool 4: a (1, 16, size/16, size/16) feature map."""
+    -> conv 3x3 (8 -> 16) -> ReLU -> average-pool 4: a (1, 16, H/16, W/16) feature map."""
     w1, w2, w3 = weights
     h = fd.max_pool2d(relu(fd.conv2d(image, w1, padding=1)), 2)
     h = fd.max_pool2d(relu(fd.conv2d(h, w2, padding=1)), 2)
@@ -71,18 +88,30 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     weights = [rng.standard_normal(s, dtype=np.float32) * np.float32(1 / np.sqrt(np.prod(s[1:])))
                for s in ((8, 1, 3, 3), (8, 8, 3, 3), (16, 8, 3, 3))]
-    image = lazy_image(opts.size, opts.tile)
-    features = feature_extractor(image, weights)
-    # reduce as the tiles flow: the feature map is never gathered either
-    summary = da.stack([features.mean(axis=(0, 2, 3)), features.max(axis=(0, 2, 3))])
+    if opts.size % STRIDE or opts.tile % STRIDE:
+        parser.error(f"--size and --tile must be multiples of the total stride {STRIDE}")
+    bands = [(r, min(r + opts.tile, opts.size)) for r in range(0, opts.size, opts.tile)]
+    summaries = []
+    for r0, r1 in bands:
+        # the band plus the rows its receptive field reads (clipped at the true borders)
+        s0, s1 = max(r0 - HALO, 0), min(r1 + HALO, opts.size)
+        features = feature_extractor(lazy_band(s0, s1, opts.size, opts.tile), weights)
+        kept = features[:, :, (r0 - s0) // STRIDE:(r1 - s0) // STRIDE, :]
+        summaries.append(da.stack([kept.sum(axis=(0, 2, 3)), kept.max(axis=(0, 2, 3))]))
 
-    gib = image.nbytes / 2**30
-    print(f"image {image.shape} float32, {gib:.2f} GiB, {image.numblocks[2] * image.numblocks[3]}"
-          f" tiles of {opts.tile}^2; features {features.shape}; fastconv threads "
-          f"{fastconv.get_num_threads()}, Dask workers {dask.system.CPU_COUNT}")
+    gib = opts.size ** 2 * 4 / 2**30
+    n_tiles = len(bands) * len(_tiles(opts.size, opts.tile))
+    print(f"image (1, 1, {opts.size}, {opts.size}) float32, {gib:.2f} GiB, {n_tiles} tiles of "
+          f"{opts.tile}^2 in {len(bands)} bands; features (1, 16, {opts.size // STRIDE}, "
+          f"{opts.size // STRIDE}); fastconv threads {fastconv.get_num_threads()}, Dask workers "
+          f"{dask.system.CPU_COUNT}")
     start = time.perf_counter()
-    with ProgressBar(dt=5):
-        mean, peak = summary.compute(scheduler="threads")
+    total, peak = 0.0, -np.inf
+    with ProgressBar(dt=10):
+        for summary in summaries:  # one band at a time: its tiles are freed before the next
+            band_sum, band_max = summary.compute(scheduler="threads")
+            total, peak = total + band_sum, np.maximum(peak, band_max)
+    mean = total / (opts.size // STRIDE) ** 2
     elapsed = time.perf_counter() - start
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"per-channel mean {np.round(mean, 3)}")

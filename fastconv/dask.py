@@ -591,11 +591,14 @@ def _pooled_input(x, plans, pad_widths, value):
     return _with_halo(x, plans)
 
 
-def _max_pool_block(block, nd, kernel, stride, dilation, plans, pads, in_size,
+def _max_pool_block(block, nd, kernel, stride, dilation, plans, pads, in_size, with_indices,
                     block_info=None):
-    out, local = _with_task_threads(getattr(fastconv, f"max_pool{nd}d"), block, kernel,
-                                    stride=stride, padding=0, dilation=dilation,
-                                    return_indices=True)
+    result = _with_task_threads(getattr(fastconv, f"max_pool{nd}d"), block, kernel,
+                                stride=stride, padding=0, dilation=dilation,
+                                return_indices=with_indices)
+    if not with_indices:
+        return result
+    out, local = result
     # block-local flat indices -> flat indices into the whole input plane
     index = _block_index(block_info)[2:]
     coords = np.unravel_index(local, block.shape[2:])
@@ -612,12 +615,14 @@ def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, retu
     blocks = _pooled_input(x.astype(dtype), plans, pad_widths, -np.inf)
     chunks = blocks.chunks[:2] + tuple(p.out_chunks for p in plans)
     meta = np.empty((0,) * (nd + 2), dtype)
-    # one task computes values and indices; two light tasks per block pick them apart
-    pairs = blocks.map_blocks(_max_pool_block, nd, kernel, stride, dilation, tuple(plans),
-                              pads, tuple(x.shape[2:]), chunks=chunks, dtype=dtype, meta=meta)
-    values = pairs.map_blocks(lambda pair: pair[0], dtype=dtype, meta=meta)
+    args = (nd, kernel, stride, dilation, tuple(plans), pads, tuple(x.shape[2:]))
     if not return_indices:
-        return values
+        return blocks.map_blocks(_max_pool_block, *args, False, chunks=chunks, dtype=dtype,
+                                 meta=meta)
+    # one task computes values and indices; two light tasks per block pick them apart
+    pairs = blocks.map_blocks(_max_pool_block, *args, True, chunks=chunks, dtype=dtype,
+                              meta=meta)
+    values = pairs.map_blocks(lambda pair: pair[0], dtype=dtype, meta=meta)
     indices = pairs.map_blocks(lambda pair: pair[1], dtype=np.int64,
                                meta=np.empty((0,) * (nd + 2), np.int64))
     return values, indices
