@@ -20,7 +20,8 @@ except ImportError as err:  # pragma: no cover - exercised only without jax
 import fastconv
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
-           "conv_transpose3d", "locally_connected1d", "locally_connected2d"]
+           "conv_transpose3d", "locally_connected1d", "locally_connected2d", "max_pool1d",
+           "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "interpolate"]
 
 
 def _operator(name):
@@ -173,3 +174,117 @@ def locally_connected1d(input, weight, bias=None, stride=1, padding=0, dilation=
 def locally_connected2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
     """:func:`fastconv.locally_connected2d` as a differentiable, jit-able JAX function."""
     return _locally_connected(2, input, weight, bias, stride, padding, dilation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling and resampling: functions of the input alone
+
+
+def _single_input(forward_name, backward, out_shape, input, kwargs, with_indices=False):
+    """custom_vjp of one input. `backward(g, residual)` is fastconv's backward call: the
+    indices of max pooling travel as the residual (computed once, in the forward callback)."""
+    dtype = _dtype(input)
+    x_shape = tuple(input.shape)
+
+    if with_indices:
+        def forward(x):
+            return jax.pure_callback(
+                lambda a: tuple(np.asarray(r) for r in _operator(forward_name)(
+                    a, **kwargs, return_indices=True)),
+                (jax.ShapeDtypeStruct(out_shape, dtype),
+                 jax.ShapeDtypeStruct(out_shape, jnp.int64 if jax.config.jax_enable_x64
+                                      else jnp.int32)),
+                x, vmap_method="sequential")
+    else:
+        def forward(x):
+            return _host(lambda a: _operator(forward_name)(a, **kwargs), out_shape, dtype, x), None
+
+    @jax.custom_vjp
+    def f(x):
+        return forward(x)[0]
+
+    def f_fwd(x):
+        out, residual = forward(x)
+        return out, residual
+
+    def f_bwd(residual, g):
+        return (_host(lambda *a: backward(x_shape, *a), x_shape, dtype, g,
+                      *(() if residual is None else (residual,))),)
+
+    f.defvjp(f_fwd, f_bwd)
+    return f(input)
+
+
+def _pooled_shape(input, nd, kernel_size, stride, padding, dilation, ceil_mode):
+    from fastconv.pooling import pool_output_size  # lazily: an internal module
+    from fastconv import _args
+    kernel = _args.ntuple(kernel_size, nd, "kernel_size", minimum=1)
+    stride = kernel if stride is None else _args.ntuple(stride, nd, "stride", minimum=1)
+    padding = _args.ntuple(padding, nd, "padding", minimum=0)
+    dilation = _args.ntuple(dilation, nd, "dilation", minimum=1)
+    return tuple(input.shape[:2]) + tuple(
+        pool_output_size(n, k, s, p, d, ceil_mode)
+        for n, k, s, p, d in zip(input.shape[2:], kernel, stride, padding, dilation))
+
+
+def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode):
+    kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                  ceil_mode=ceil_mode)
+    out_shape = _pooled_shape(input, nd, kernel_size, stride, padding, dilation, ceil_mode)
+    backward = (lambda shape, g, idx: _operator(f"grad.max_pool{nd}d")(
+        g, idx.astype(np.int64), shape))
+    return _single_input(f"max_pool{nd}d", backward, out_shape, input, kwargs, True)
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """:func:`fastconv.max_pool1d` (values) as a differentiable, jit-able JAX function."""
+    return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """:func:`fastconv.max_pool2d` (values) as a differentiable, jit-able JAX function."""
+    return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """:func:`fastconv.max_pool3d` (values) as a differentiable, jit-able JAX function."""
+    return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override):
+    kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                  count_include_pad=count_include_pad, divisor_override=divisor_override)
+    out_shape = _pooled_shape(input, nd, kernel_size, stride, padding, 1, ceil_mode)
+    backward = (lambda shape, g: _operator(f"grad.avg_pool{nd}d")(g, shape, **kwargs))
+    return _single_input(f"avg_pool{nd}d", backward, out_shape, input, kwargs)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """:func:`fastconv.avg_pool1d` as a differentiable, jit-able JAX function."""
+    return _avg_pool(1, input, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """:func:`fastconv.avg_pool2d` as a differentiable, jit-able JAX function."""
+    return _avg_pool(2, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """:func:`fastconv.avg_pool3d` as a differentiable, jit-able JAX function."""
+    return _avg_pool(3, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """:func:`fastconv.interpolate` as a differentiable, jit-able JAX function."""
+    from fastconv.resample import interpolate_output_size  # lazily: an internal module
+    kwargs = dict(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
+    out_size, _ = interpolate_output_size(tuple(input.shape[2:]), size, scale_factor)
+    out_shape = tuple(input.shape[:2]) + tuple(out_size)
+    backward = (lambda shape, g: _operator("grad.interpolate")(g, shape, **kwargs))
+    return _single_input("interpolate", backward, out_shape, input, kwargs)

@@ -99,3 +99,32 @@ def test_float32_under_jit_and_vmap():
     np.testing.assert_allclose(np.asarray(y), np.asarray(expected), rtol=1e-5, atol=1e-5)
     with pytest.raises(TypeError, match="float32 or float64"):
         fj.conv2d(jnp.ones((1, 1, 4, 4), jnp.int32), jnp.ones((1, 1, 3, 3), jnp.int32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling and resampling: PyTorch's autograd is the oracle for the gradients
+
+
+@pytest.mark.parametrize("name, shape, kwargs", [
+    ("max_pool1d", (2, 3, 11), dict(kernel_size=3, stride=2, padding=1)),
+    ("max_pool2d", (1, 2, 9, 8), dict(kernel_size=(3, 2), stride=2, ceil_mode=True)),
+    ("max_pool3d", (1, 2, 4, 5, 4), dict(kernel_size=2)),
+    ("avg_pool2d", (1, 2, 9, 8), dict(kernel_size=3, stride=2, padding=1,
+                                      count_include_pad=False)),
+    ("avg_pool3d", (1, 1, 4, 5, 6), dict(kernel_size=2, ceil_mode=True)),
+    ("interpolate", (1, 2, 4, 5), dict(size=(7, 9), mode="bilinear")),
+    ("interpolate", (1, 2, 6), dict(scale_factor=2, mode="nearest")),
+], ids=["max1d", "max2d-ceil", "max3d", "avg2d", "avg3d-ceil", "bilinear", "nearest1d"])
+def test_pool_and_resample_grad_equals_torch(name, shape, kwargs):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.permutation(np.prod(shape)).reshape(shape) / np.prod(shape)  # no ties
+    ours_fn = getattr(fj, name)
+    y = jax.jit(lambda x: ours_fn(x, **kwargs))(jnp.asarray(x))
+    dx = jax.jit(jax.grad(lambda x: loss(ours_fn(x, **kwargs))))(jnp.asarray(x))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = getattr(torch.nn.functional, name)(xt, **kwargs)
+    weights = torch.arange(yt.numel(), dtype=yt.dtype).reshape(yt.shape) / yt.numel()
+    (torch.sin(yt) * weights).sum().backward()
+    np.testing.assert_allclose(np.asarray(y), yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(dx), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
