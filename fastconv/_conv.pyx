@@ -8,6 +8,15 @@ modes beforehand; these kernels trust their inputs and only ever pad with zeros,
 from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
+
+cdef extern from "_workspace.h":
+    void* fc_workspace(int slot, size_t bytes) noexcept nogil
+    void fc_workspace_trim() noexcept nogil
+
+# Slots of the per-thread workspace (_workspace.h): buffers reused from call to call.
+cdef enum:
+    WS_DIRECT_XS, WS_DIRECT_WS, WS_DIRECT_LINES, WS_DIRECT_TAIL, WS_IM2COL,
+    WS_PACKED_WEIGHTS, WS_SHARED_PANELS, WS_PANELS, WS_SEGMENTS
 from libc.string cimport memset, memcpy
 
 from fastconv._blas cimport gemm, set_local_threads_t, hold_blas_single_threaded, release_blas
@@ -285,10 +294,11 @@ cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
     items = s.n * s.groups * blocks_per_group * OD * bands
     max_lines = s.c_in_g * s.kernel[0] * direct_band_lines(s, band)
     with parallel(num_threads=num_threads):
-        xs = <const floating**> malloc(max_taps * sizeof(floating*))
-        ws = <const floating**> malloc(max_taps * sizeof(floating*))
-        lines = <floating*> malloc(max_lines * line_len * sizeof(floating))
-        tail = <floating*> malloc(4 * CO_BLOCK * VECTOR_BYTES)
+        xs = <const floating**> fc_workspace(WS_DIRECT_XS, max_taps * sizeof(floating*))
+        ws = <const floating**> fc_workspace(WS_DIRECT_WS, max_taps * sizeof(floating*))
+        lines = <floating*> fc_workspace(WS_DIRECT_LINES,
+                                         max_lines * line_len * sizeof(floating))
+        tail = <floating*> fc_workspace(WS_DIRECT_TAIL, 4 * CO_BLOCK * VECTOR_BYTES)
         if xs == NULL or ws == NULL or lines == NULL or tail == NULL:
             failed_flag[0] = 1
         for item in prange(items, schedule='dynamic'):
@@ -310,10 +320,6 @@ cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
             if channels > CO_BLOCK:
                 channels = CO_BLOCK
             direct_band(x, w, bias, out, s, n, co0, channels, od, oh0, oh1, xs, ws, lines, tail)
-        free(xs)
-        free(ws)
-        free(lines)
-        free(tail)
     return failed
 
 
@@ -419,7 +425,7 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
     with parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
         if not pointwise:
-            col = <floating*> malloc(K * band_rows * OW * sizeof(floating))
+            col = <floating*> fc_workspace(WS_IM2COL, K * band_rows * OW * sizeof(floating))
             if col == NULL:
                 failed_flag[0] = 1
         for item in prange(items, schedule='dynamic'):
@@ -443,7 +449,6 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
             gemm(False, False, <int> s.c_out_g, <int> cols, <int> K, <floating> 1,
                  w + g * s.c_out_g * K, <int> K, operand,
                  <int> (in_plane if pointwise else cols), beta, out_block, <int> out_plane)
-        free(col)
         release_blas(blas_set_local_threads, blas_threads_before)
     return failed
 
@@ -686,7 +691,8 @@ cdef int packed_shared_panels(const floating* x, const floating* a_packed,
     cdef Py_ssize_t tiles = (out_plane + tile - 1) // tile
     cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
     cdef Py_ssize_t tile_size = tile_panels * K * NR
-    cdef floating* shared = <floating*> malloc(tiles * tile_size * sizeof(floating))
+    cdef floating* shared = <floating*> fc_workspace(WS_SHARED_PANELS,
+                                                    tiles * tile_size * sizeof(floating))
     cdef PanelSegment* segments = NULL
     cdef Py_ssize_t ng, n, g, t, item, block, p_begin, count, first_panel, panels, n_segments
     cdef int failed = 0
@@ -697,7 +703,8 @@ cdef int packed_shared_panels(const floating* x, const floating* a_packed,
         n = ng // s.groups
         g = ng % s.groups
         with parallel(num_threads=num_threads):
-            segments = <PanelSegment*> malloc((tile + tile_panels + 1) * sizeof(PanelSegment))
+            segments = <PanelSegment*> fc_workspace(
+                WS_SEGMENTS, (tile + tile_panels + 1) * sizeof(PanelSegment))
             if segments == NULL:
                 failed_flag[0] = 1
             for t in prange(tiles, schedule='static'):
@@ -708,7 +715,6 @@ cdef int packed_shared_panels(const floating* x, const floating* a_packed,
                 n_segments = panel_segments(s, p_begin, count, NR, segments)
                 im2col_panels(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, segments,
                               n_segments, count, NR, shared + t * tile_size)
-            free(segments)
         if failed:
             break
         for item in prange(tiles * channel_blocks, num_threads=num_threads, schedule='dynamic'):
@@ -725,7 +731,6 @@ cdef int packed_shared_panels(const floating* x, const floating* a_packed,
                           out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
                           + p_begin, out_plane,
                           bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL)
-    free(shared)
     return failed
 
 
@@ -743,7 +748,8 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
     cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
     cdef Py_ssize_t items = s.n * s.groups * tiles * channel_blocks
     cdef Py_ssize_t item, t, g, n, p_begin, count, block, first_panel, panels
-    cdef floating* a_packed = <floating*> malloc(s.groups * m_panels * K * MR * sizeof(floating))
+    cdef floating* a_packed = <floating*> fc_workspace(
+        WS_PACKED_WEIGHTS, s.groups * m_panels * K * MR * sizeof(floating))
     cdef floating* b_packed = NULL
     cdef PanelSegment* segments = NULL
     cdef Py_ssize_t n_segments
@@ -757,12 +763,13 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
         # panels that every channel block shares, instead of once per block.
         failed = packed_shared_panels(x, a_packed, bias, out, s, tile_panels, channel_panels,
                                       num_threads)
-        free(a_packed)
+        fc_workspace_trim()   # the main thread's buffers; the other threads' are tile-sized
         return failed
     with parallel(num_threads=num_threads):
-        b_packed = <floating*> malloc(tile_panels * K * NR * sizeof(floating))
+        b_packed = <floating*> fc_workspace(WS_PANELS, tile_panels * K * NR * sizeof(floating))
         # at most one segment per position, plus one per panel start
-        segments = <PanelSegment*> malloc((tile + tile_panels + 1) * sizeof(PanelSegment))
+        segments = <PanelSegment*> fc_workspace(
+            WS_SEGMENTS, (tile + tile_panels + 1) * sizeof(PanelSegment))
         if b_packed == NULL or segments == NULL:
             failed_flag[0] = 1
         for item in prange(items, schedule='dynamic'):
@@ -789,9 +796,7 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
                           out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
                           + p_begin, out_plane,
                           bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL)
-        free(b_packed)
-        free(segments)
-    free(a_packed)
+    fc_workspace_trim()   # the main thread's buffers; the other threads' are tile-sized
     return failed
 
 

@@ -11,6 +11,14 @@ The Python layer validates everything; these kernels trust their inputs.
 from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, calloc, free
+
+cdef extern from "_workspace.h":
+    void* fc_workspace(int slot, size_t bytes) noexcept nogil
+    void fc_workspace_trim() noexcept nogil
+
+# Slots of the per-thread workspace (_workspace.h): buffers reused from call to call.
+cdef enum:
+    WS_COL, WS_W_PACKED, WS_G_PACKED, WS_COL_PACKED, WS_PARTIAL
 from libc.string cimport memset
 
 from fastconv._blas cimport gemm, set_local_threads_t, hold_blas_single_threaded, release_blas
@@ -110,8 +118,8 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
     own_gemm = own_gemm and not pointwise
     if own_gemm:
         # W_g^T of every (group, chunk of input channels), in micro-kernel panels
-        w_packed = <floating*> malloc(s.groups * channel_chunks * m_panels * s.c_out_g * MR
-                                      * sizeof(floating))
+        w_packed = <floating*> fc_workspace(
+            WS_W_PACKED, s.groups * channel_chunks * m_panels * s.c_out_g * MR * sizeof(floating))
         if w_packed == NULL:
             return 1
         for g_idx in range(s.groups):
@@ -126,11 +134,13 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
     with parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
         if not pointwise:
-            col = <floating*> malloc(chunk_channels * taps * band_rows * OW * sizeof(floating))
+            col = <floating*> fc_workspace(WS_COL,
+                                           chunk_channels * taps * band_rows * OW * sizeof(floating))
             if col == NULL:
                 failed_flag[0] = 1
         if own_gemm:
-            g_packed = <floating*> malloc(s.c_out_g * (band_rows * OW + NR) * sizeof(floating))
+            g_packed = <floating*> fc_workspace(WS_G_PACKED,
+                                                s.c_out_g * (band_rows * OW + NR) * sizeof(floating))
             if g_packed == NULL:
                 failed_flag[0] = 1
         for item in prange(items, schedule='dynamic'):
@@ -173,10 +183,8 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
                          <floating> 1, w + g_idx * s.c_out_g * K + c0 * taps, <int> K,
                          g_block + r0 * OW, <int> out_plane, <floating> 0, col, <int> cols)
                     col2im_rows(dx_g, s, c0, c1, r0, r1, col)
-        free(col)
-        free(g_packed)
         release_blas(blas_set_local_threads, blas_threads_before)
-    free(w_packed)
+    fc_workspace_trim()   # the main thread's buffers; the other threads' are band-sized
     return failed
 
 
@@ -280,12 +288,14 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
     with parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
         if not pointwise:
-            col = <floating*> malloc(K * band_rows * OW * sizeof(floating))
+            col = <floating*> fc_workspace(WS_COL, K * band_rows * OW * sizeof(floating))
             if col == NULL:
                 failed_flag[0] = 1
         if own_gemm:
-            g_packed = <floating*> malloc(m_panels * MR * band_rows * OW * sizeof(floating))
-            col_packed = <floating*> malloc((K + NR) * band_rows * OW * sizeof(floating))
+            g_packed = <floating*> fc_workspace(WS_G_PACKED,
+                                                m_panels * MR * band_rows * OW * sizeof(floating))
+            col_packed = <floating*> fc_workspace(WS_COL_PACKED,
+                                                  (K + NR) * band_rows * OW * sizeof(floating))
             if g_packed == NULL or col_packed == NULL:
                 failed_flag[0] = 1
         for chunk in prange(chunks, schedule='dynamic'):
@@ -317,9 +327,6 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
                          g + (n * s.c_out + g_idx * s.c_out_g) * out_plane + r0 * OW,
                          <int> out_plane, operand, <int> (in_plane if pointwise else cols),
                          <floating> 1, mine + g_idx * s.c_out_g * K, <int> K)
-        free(col)
-        free(g_packed)
-        free(col_packed)
         release_blas(blas_set_local_threads, blas_threads_before)
 
     if failed == 0:
@@ -329,6 +336,7 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
                 total = total + partial[t * size + i]
             dw[i] = total
     free(partial)
+    fc_workspace_trim()   # the main thread's buffers; the other threads' are band-sized
     return failed
 
 

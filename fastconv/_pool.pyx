@@ -162,6 +162,33 @@ cdef inline void max_rows_2x2s2(const floating* r0, const floating* r1, int64_t 
                 indices[ow] = pos
 
 
+cdef inline void max_rows_3x3s1(const floating* r0, const floating* r1, const floating* r2,
+                                int64_t p0, int64_t p1, int64_t p2, Py_ssize_t pw,
+                                floating* out, int64_t* indices,
+                                const Py_ssize_t* ranges) noexcept nogil:
+    """max_rows_2x2s2 for 3x3 windows at stride 1 (contiguous reads: no deinterleaving)."""
+    cdef Py_ssize_t segment, ow, w
+    cdef floating best
+    cdef int64_t pos
+    for segment in range(2):   # outputs [ranges[0], ranges[1]), then [ranges[2], ranges[3])
+        for ow in range(ranges[2 * segment], ranges[2 * segment + 1]):
+            w = ow - pw
+            best = -INFINITY
+            pos = p0 + w
+            max_tap_update(r0[w], p0 + w, &best, &pos)
+            max_tap_update(r0[w + 1], p0 + w + 1, &best, &pos)
+            max_tap_update(r0[w + 2], p0 + w + 2, &best, &pos)
+            max_tap_update(r1[w], p1 + w, &best, &pos)
+            max_tap_update(r1[w + 1], p1 + w + 1, &best, &pos)
+            max_tap_update(r1[w + 2], p1 + w + 2, &best, &pos)
+            max_tap_update(r2[w], p2 + w, &best, &pos)
+            max_tap_update(r2[w + 1], p2 + w + 1, &best, &pos)
+            max_tap_update(r2[w + 2], p2 + w + 2, &best, &pos)
+            out[ow] = best
+            if indices != NULL:
+                indices[ow] = pos
+
+
 cdef inline void max_rows_3x3s2(const floating* r0, const floating* r1, const floating* r2,
                                 int64_t p0, int64_t p1, int64_t p2, Py_ssize_t pw,
                                 floating* out, int64_t* indices, Py_ssize_t lo,
@@ -241,7 +268,7 @@ cdef void max_row_2d(const floating* x_p, floating* out_row, int64_t* idx_row,
     # 2x2: whole vector blocks, then one last block overlapping the previous outputs
     # (recomputing an output is harmless), so the scalar remainder loop, whose branches
     # mispredict on random data, never runs (measured: ~2x faster on the k2s2 benchmark's
-    # 28-wide rows). 3x3 blocks its outputs itself (max_rows_3x3s2).
+    # 28-wide rows); 3x3 at stride 1 likewise. 3x3 at stride 2 blocks its outputs itself.
     ranges[0] = lo
     ranges[1] = lo + (hi - lo) // VECTOR_BLOCK * VECTOR_BLOCK
     ranges[2] = hi - VECTOR_BLOCK if hi - lo >= VECTOR_BLOCK else ranges[1]
@@ -256,6 +283,12 @@ cdef void max_row_2d(const floating* x_p, floating* out_row, int64_t* idx_row,
     elif nh == 3 and KW == 3 and sw == 2 and dw == 1:
         max_rows_3x3s2(rows[0], rows[1], rows[2], row_pos[0], row_pos[1], row_pos[2], pw,
                        out_row, NULL, lo, hi)
+    elif nh == 3 and KW == 3 and sw == 1 and dw == 1 and idx_row != NULL:
+        max_rows_3x3s1(rows[0], rows[1], rows[2], row_pos[0], row_pos[1], row_pos[2], pw,
+                       out_row, idx_row, ranges)
+    elif nh == 3 and KW == 3 and sw == 1 and dw == 1:
+        max_rows_3x3s1(rows[0], rows[1], rows[2], row_pos[0], row_pos[1], row_pos[2], pw,
+                       out_row, NULL, ranges)
     else:
         max_outputs(rows, row_pos, nh, KW, sw, dw, pw, out_row, idx_row, lo, hi)
     for i in range(OW - (hi - lo)):      # the W-edge outputs: [0, lo) and [hi, OW)

@@ -111,19 +111,22 @@ def test_max_pool_nan_matches_torch(nd):
 
 
 def test_max_pool_specialized_rows_match_reference_on_big_planes():
-    """The 2x2/s2 and 3x3/s2 register paths (interior outputs) and their W-edge outputs."""
+    """The 2x2/s2, 3x3/s2 and 3x3/s1 register paths (interior outputs, blocks) and their
+    W-edge outputs."""
     x = rand((1, 2, 9, 46), ties=True, seed=3)     # rows of a block and an overlapping one
     x[0, 1, 3, 5] = np.nan
     wide = rand((1, 1, 5, 301), ties=True, seed=4)  # 3x3 rows of several 64-output blocks
     wide[0, 0, 2, 150:153] = np.nan
-    for kwargs in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3, stride=2)):
+    for kwargs in (dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3, stride=2),
+                   dict(kernel_size=3, stride=1, padding=1)):
         out, idx = fastconv.max_pool2d(wide, return_indices=True, **kwargs)
         want, want_idx = ref.max_pool_nd(wide, **kwargs)
         np.testing.assert_array_equal(out, want)
         np.testing.assert_array_equal(idx, want_idx)
     for kwargs in (dict(kernel_size=2, stride=2), dict(kernel_size=3, stride=2, padding=1),
                    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
-                   dict(kernel_size=2, stride=2, ceil_mode=True)):
+                   dict(kernel_size=2, stride=2, ceil_mode=True),
+                   dict(kernel_size=3, stride=1, padding=1), dict(kernel_size=3, stride=1)):
         out, idx = fastconv.max_pool2d(x, return_indices=True, **kwargs)
         want, want_idx = ref.max_pool_nd(x, **kwargs)
         np.testing.assert_array_equal(out, want)
