@@ -248,3 +248,31 @@ def test_avg_pool_divisor_override_1d_3d():
         compute(fd.avg_pool3d(da.from_array(x3, chunks=(1, 2, 3, 4, 5)), 2,
                               divisor_override=3)),
         fastconv.avg_pool3d(x3, 2, divisor_override=3), rtol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpolation
+
+INTERPOLATE_CASES = [
+    ("bilinear-up", (2, 3, 9, 7), dict(size=(20, 11), mode="bilinear")),
+    ("bilinear-down-aligned", (2, 3, 9, 7), dict(size=(4, 3), mode="bilinear",
+                                                 align_corners=True)),
+    ("nearest-x2", (2, 3, 9, 7), dict(scale_factor=2)),
+    ("nearest-odd", (1, 2, 10, 9), dict(size=(7, 23))),
+    ("linear-down", (1, 2, 13), dict(scale_factor=0.4, mode="linear")),
+    ("trilinear", (1, 2, 5, 6, 4), dict(scale_factor=(1.5, 2, 0.5), mode="trilinear")),
+    ("nearest3d", (1, 2, 5, 6, 4), dict(size=(3, 11, 4))),
+]
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("shape, kwargs", [c[1:] for c in INTERPOLATE_CASES],
+                         ids=[c[0] for c in INTERPOLATE_CASES])
+def test_interpolate_random_chunkings_bit_for_bit(shape, kwargs, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    expected = fastconv.interpolate(x, **kwargs)
+    chunks = random_chunking(rng, shape)
+    y = fd.interpolate(da.from_array(x, chunks=chunks), **kwargs)
+    assert y.shape == expected.shape and y.dtype == expected.dtype
+    np.testing.assert_array_equal(compute(y), expected, err_msg=f"chunks {chunks}")
