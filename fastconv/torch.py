@@ -65,26 +65,30 @@ def as_numpy(tensor, name):
     """A NumPy view of a CPU float32/float64 tensor (no copy), or TypeError naming `name`."""
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(tensor).__name__}")
-    if tensor.device.type != "cpu":
+    if not tensor.is_cpu:
         raise TypeError(f"{name} must be a CPU tensor (fastconv computes on the CPU and never "
                         f"copies between devices); got a tensor on {tensor.device}")
-    if tensor.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor; got layout {tensor.layout}")
     if tensor.dtype not in _COMPUTED_DTYPES:
         raise TypeError(f"{name} must be float32 or float64; got {tensor.dtype}")
-    # resolve_neg is free unless a lazy negation is pending (numpy() refuses those)
-    return tensor.detach().resolve_neg().numpy()
+    try:
+        return tensor.detach().numpy()
+    except (RuntimeError, TypeError):
+        if tensor.layout != torch.strided:
+            raise TypeError(f"{name} must be a dense (strided) tensor; got layout "
+                            f"{tensor.layout}") from None
+        # a lazily negated view: numpy() refuses it, resolve_neg materializes it
+        return tensor.detach().resolve_neg().numpy()
 
 
-def _common_dtype(**tensors):
-    """The one dtype of the given tensors (PyTorch does not mix float32 and float64 either)."""
-    present = {k: t for k, t in tensors.items() if t is not None}
-    for k, t in present.items():
-        as_numpy(t, k)  # device, layout and dtype checks
-    dtypes = {t.dtype for t in present.values()}
+def _numpy_operands(**tensors):
+    """NumPy views of the operands (None stays None), checked once: one dtype for all
+    (PyTorch does not mix float32 and float64 either)."""
+    arrays = tuple(None if t is None else as_numpy(t, k) for k, t in tensors.items())
+    dtypes = {a.dtype for a in arrays if a is not None}
     if len(dtypes) > 1:
-        given = ", ".join(f"{k}: {t.dtype}" for k, t in present.items())
+        given = ", ".join(f"{k}: {t.dtype}" for k, t in tensors.items() if t is not None)
         raise TypeError(f"tensors must share one dtype (float32 or float64); got {given}")
+    return arrays
 
 
 def _tensor(array):
@@ -99,18 +103,16 @@ def _grad_numpy(grad):
 
 
 # ---------------------------------------------------------------------------------------------
-# Autograd functions. Non-tensor arguments travel as one `spec` tuple of keyword items, so one
-# Function class serves every dimensionality.
+# Autograd functions. Non-tensor arguments travel as one keyword dict, so one Function class
+# serves every dimensionality; the convolutions also get the operands' NumPy views, made and
+# checked once by the caller (the per-call overhead is what small inputs pay).
 
 class ConvFunction(torch.autograd.Function):
     """conv{n}d: forward, input, weight and bias gradients by fastconv."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, nd, spec):
-        kwargs = dict(spec)
-        x, w = as_numpy(input, "input"), as_numpy(weight, "weight")
-        b = None if bias is None else as_numpy(bias, "bias")
-        out = _operator(f"conv{nd}d")(x, w, b, **kwargs)
+    def forward(ctx, input, weight, bias, nd, kwargs, arrays):
+        out = _operator(f"conv{nd}d")(*arrays, **kwargs)
         ctx.nd, ctx.kwargs = nd, kwargs
         ctx.save_for_backward(input, weight)
         ctx.has_bias = bias is not None
@@ -131,18 +133,15 @@ class ConvFunction(torch.autograd.Function):
                 as_numpy(input, "input"), tuple(weight.shape), g, **kw))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = _tensor(_operator("grad.conv_bias")(g))
-        return dx, dw, db, None, None
+        return dx, dw, db, None, None, None
 
 
 class ConvTransposeFunction(torch.autograd.Function):
     """conv_transpose{n}d: forward and gradients by fastconv."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, nd, spec):
-        kwargs = dict(spec)
-        x, w = as_numpy(input, "input"), as_numpy(weight, "weight")
-        b = None if bias is None else as_numpy(bias, "bias")
-        out = _operator(f"conv_transpose{nd}d")(x, w, b, **kwargs)
+    def forward(ctx, input, weight, bias, nd, kwargs, arrays):
+        out = _operator(f"conv_transpose{nd}d")(*arrays, **kwargs)
         ctx.nd, ctx.kwargs = nd, kwargs
         ctx.save_for_backward(input, weight)
         ctx.has_bias = bias is not None
@@ -163,18 +162,15 @@ class ConvTransposeFunction(torch.autograd.Function):
                 as_numpy(input, "input"), tuple(weight.shape), g, **kw))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = _tensor(_operator("grad.conv_bias")(g))
-        return dx, dw, db, None, None
+        return dx, dw, db, None, None, None
 
 
 class LocallyConnectedFunction(torch.autograd.Function):
     """locally_connected{n}d: forward and gradients by fastconv."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, nd, spec):
-        kwargs = dict(spec)
-        x, w = as_numpy(input, "input"), as_numpy(weight, "weight")
-        b = None if bias is None else as_numpy(bias, "bias")
-        out = _operator(f"locally_connected{nd}d")(x, w, b, **kwargs)
+    def forward(ctx, input, weight, bias, nd, kwargs, arrays):
+        out = _operator(f"locally_connected{nd}d")(*arrays, **kwargs)
         ctx.nd, ctx.kwargs = nd, kwargs
         ctx.save_for_backward(input, weight)
         ctx.has_bias = bias is not None
@@ -195,7 +191,7 @@ class LocallyConnectedFunction(torch.autograd.Function):
                 as_numpy(input, "input"), tuple(weight.shape), g, **kw))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = _tensor(_operator("grad.locally_connected_bias")(g))
-        return dx, dw, db, None, None
+        return dx, dw, db, None, None, None
 
 
 class MaxPoolFunction(torch.autograd.Function):
@@ -286,10 +282,10 @@ def _spec(**kwargs):
 
 
 def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode):
-    _common_dtype(input=input, weight=weight, bias=bias)
-    spec = _spec(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 padding_mode=padding_mode)
-    return ConvFunction.apply(input, weight, bias, nd, spec)
+    arrays = _numpy_operands(input=input, weight=weight, bias=bias)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                  padding_mode=padding_mode)
+    return ConvFunction.apply(input, weight, bias, nd, kwargs, arrays)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -320,10 +316,10 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
 
 
 def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups, dilation):
-    _common_dtype(input=input, weight=weight, bias=bias)
-    spec = _spec(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
-                 dilation=dilation)
-    return ConvTransposeFunction.apply(input, weight, bias, nd, spec)
+    arrays = _numpy_operands(input=input, weight=weight, bias=bias)
+    kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+                  dilation=dilation)
+    return ConvTransposeFunction.apply(input, weight, bias, nd, kwargs, arrays)
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -348,9 +344,9 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
-    _common_dtype(input=input, weight=weight, bias=bias)
-    spec = _spec(stride=stride, padding=padding, dilation=dilation)
-    return LocallyConnectedFunction.apply(input, weight, bias, nd, spec)
+    arrays = _numpy_operands(input=input, weight=weight, bias=bias)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation)
+    return LocallyConnectedFunction.apply(input, weight, bias, nd, kwargs, arrays)
 
 
 def locally_connected1d(input, weight, bias=None, stride=1, padding=0, dilation=1):
@@ -364,7 +360,7 @@ def locally_connected2d(input, weight, bias=None, stride=1, padding=0, dilation=
 
 
 def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
-    _common_dtype(input=input)
+    _numpy_operands(input=input)
     spec = _spec(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
                  ceil_mode=ceil_mode)
     out, indices = MaxPoolFunction.apply(input, f"max_pool{nd}d", spec)
@@ -391,7 +387,7 @@ def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
               divisor_override):
-    _common_dtype(input=input)
+    _numpy_operands(input=input)
     spec = _spec(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                  count_include_pad=count_include_pad, divisor_override=divisor_override)
     return AvgPoolFunction.apply(input, f"avg_pool{nd}d", spec)
@@ -418,7 +414,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 
 def _adaptive_avg_pool(nd, input, output_size):
-    _common_dtype(input=input)
+    _numpy_operands(input=input)
     return AvgPoolFunction.apply(input, f"adaptive_avg_pool{nd}d",
                                  _spec(output_size=output_size))
 
@@ -439,7 +435,7 @@ def adaptive_avg_pool3d(input, output_size):
 
 
 def _adaptive_max_pool(nd, input, output_size, return_indices):
-    _common_dtype(input=input)
+    _numpy_operands(input=input)
     out, indices = MaxPoolFunction.apply(input, f"adaptive_max_pool{nd}d",
                                          _spec(output_size=output_size))
     return (out, indices) if return_indices else out
@@ -461,7 +457,7 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
 
 
 def _max_unpool(nd, input, indices, kernel_size, stride, padding, output_size):
-    _common_dtype(input=input)
+    _numpy_operands(input=input)
     if output_size is not None:
         output_size = tuple(int(n) for n in output_size)
     spec = _spec(kernel_size=kernel_size, stride=stride, padding=padding,
@@ -486,7 +482,7 @@ def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_siz
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
     """``torch.nn.functional.interpolate`` computed by :func:`fastconv.interpolate`."""
-    _common_dtype(input=input)
+    _numpy_operands(input=input)
     spec = _spec(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
     return InterpolateFunction.apply(input, spec)
 
