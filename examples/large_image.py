@@ -29,21 +29,24 @@ import fastconv
 import fastconv.dask as fd
 
 
-def image_tile(block_info=None):
-    """One tile of a synthetic image: smooth blobs plus noise, seeded by the tile's position
-    (the `row0` offset of its band is added by the caller's chunking)."""
-    (_, _), (_, _), (y0, y1), (x0, x1) = block_info[None]["array-location"]
-    return _tile_pixels(y0, y1, x0, x1)
-
-
 def _tile_pixels(y0, y1, x0, x1):
-    rng = np.random.default_rng([y0, x0, y1, x1])
-    # an outer product of two 1-d waves: the trigonometry costs O(height + width), not O(area)
-    rows = np.sin(np.arange(y0, y1, dtype=np.float32) / np.float32(97.0))
-    cols = np.cos(np.arange(x0, x1, dtype=np.float32) / np.float32(61.0))
-    tile = rng.standard_normal((y1 - y0, x1 - x0), dtype=np.float32)
-    tile *= np.float32(0.1)
-    tile += rows[:, None] * cols[None, :]
+    """Pixels [y0, y1) x [x0, x1): a pure function of each pixel's coordinates, so any
+    tiling of the image (the bands and their halos included) sees the same values."""
+    rows = np.arange(y0, y1, dtype=np.uint32)
+    cols = np.arange(x0, x1, dtype=np.uint32)
+    # noise from an integer hash of (row, column): uint32 arithmetic wraps, as intended
+    h = (rows[:, None] * np.uint32(0x9E3779B1)) ^ (cols[None, :] * np.uint32(0x85EBCA77))
+    h ^= h >> np.uint32(15)
+    h *= np.uint32(0x2C1B3C6D)
+    h ^= h >> np.uint32(12)
+    h *= np.uint32(0x297A2D39)
+    h ^= h >> np.uint32(15)
+    tile = h.astype(np.float32)
+    tile *= np.float32(0.2 / 2**32)
+    tile -= np.float32(0.1)
+    # plus an outer product of two 1-d waves: trigonometry in O(height + width), not O(area)
+    tile += (np.sin(rows.astype(np.float32) / np.float32(97.0))[:, None]
+             * np.cos(cols.astype(np.float32) / np.float32(61.0))[None, :])
     return tile[None, None]
 
 

@@ -276,3 +276,33 @@ def test_interpolate_random_chunkings_bit_for_bit(shape, kwargs, seed):
     y = fd.interpolate(da.from_array(x, chunks=chunks), **kwargs)
     assert y.shape == expected.shape and y.dtype == expected.dtype
     np.testing.assert_array_equal(compute(y), expected, err_msg=f"chunks {chunks}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The large-image example: its bands (plus receptive-field halos) give the whole-image features
+
+
+def test_large_image_example_bands_equal_the_whole_image():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parent.parent / "examples" / "large_image.py"
+    spec = importlib.util.spec_from_file_location("large_image", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    size, tile = 256, 64
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal(s, dtype=np.float32) for s in
+               ((8, 1, 3, 3), (8, 8, 3, 3), (16, 8, 3, 3))]
+    whole = compute(example.feature_extractor(example.lazy_band(0, size, size, tile), weights))
+    rows = []
+    for r0 in range(0, size, tile):
+        s0, s1 = max(r0 - example.HALO, 0), min(r0 + tile + example.HALO, size)
+        features = compute(example.feature_extractor(example.lazy_band(s0, s1, size, tile),
+                                                     weights))
+        rows.append(features[:, :, (r0 - s0) // example.STRIDE:(r0 + tile - s0)
+                             // example.STRIDE])
+    banded = np.concatenate(rows, axis=2)
+    assert banded.shape == whole.shape == (1, 16, size // 16, size // 16)
+    np.testing.assert_allclose(banded, whole, rtol=1e-5, atol=1e-5)
+    # a halo one stride short of the receptive field would change the band borders
+    assert example.HALO >= 30
