@@ -331,8 +331,8 @@ _CONV_DOC = """:func:`fastconv.conv{nd}d` on a Dask array chunked along batch an
     >>> x = np.random.rand({example_shape}).astype(np.float32)
     >>> w = np.random.rand({example_weight}).astype(np.float32)
     >>> y = fastconv.dask.conv{nd}d(da.from_array(x, chunks={example_chunks}), w, padding=1,
-    ...                            algorithm="direct")
-    >>> bool((y.compute() == fastconv.conv{nd}d(x, w, padding=1, algorithm="direct")).all())
+    ...                            algorithm="packed")
+    >>> bool((y.compute() == fastconv.conv{nd}d(x, w, padding=1, algorithm="packed")).all())
     True
     """
 
