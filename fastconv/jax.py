@@ -111,7 +111,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     --------
     >>> import jax, jax.numpy as jnp, fastconv.jax as fj
     >>> loss = lambda w, x: fj.conv2d(x, w, padding=1).sum()
-    >>> jax.jit(jax.grad(loss))(jnp.ones((1, 1, 3, 3)), jnp.ones((1, 1, 4, 4)))[0, 0, 0]
+    >>> w, x = jnp.ones((1, 1, 3, 3), jnp.float32), jnp.ones((1, 1, 4, 4), jnp.float32)
+    >>> jax.jit(jax.grad(loss))(w, x)[0, 0, 0]
     Array([ 9., 12.,  9.], dtype=float32)
     """
     return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode)
