@@ -26,7 +26,7 @@ cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_be
                       Py_ssize_t row_end, floating* col) noexcept nogil
 
 cdef void pack_a_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t col_stride,
-                        Py_ssize_t M, Py_ssize_t K, floating* packed) noexcept nogil
+                        Py_ssize_t M, Py_ssize_t K, floating* packed, int shape=*) noexcept nogil
 
 cdef void pack_b_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t col_stride,
                         Py_ssize_t K, Py_ssize_t N, Py_ssize_t NR,
@@ -35,10 +35,13 @@ cdef void pack_b_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t c
 cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                         Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
                         const floating* b_packed, floating* out, Py_ssize_t out_plane,
-                        const floating* bias, bint accumulate=*) noexcept nogil
+                        const floating* bias, bint accumulate=*, int shape=*) noexcept nogil
 
 cdef Py_ssize_t gemm_mr() noexcept nogil
 cdef Py_ssize_t gemm_nr(floating* dummy) noexcept nogil
+cdef Py_ssize_t tile_mr(int shape) noexcept nogil
+cdef Py_ssize_t tile_nr(int shape, floating* dummy) noexcept nogil
+cdef int choose_tile(Py_ssize_t M, Py_ssize_t N, floating* dummy) noexcept nogil
 
 cdef const floating* unfold_band(const floating* x_g, const ConvShape* s, Py_ssize_t r0,
                                  Py_ssize_t r1, bint pointwise, floating* col) noexcept nogil

@@ -463,24 +463,67 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
 
 cdef extern from "_simd.h":
     int FC_GEMM_MR
+    int FC_GEMM_MR_NARROW
     int FC_NR_f32
     int FC_NR_f64
+    int FC_NR_NARROW_f32
+    int FC_NR_NARROW_f64
     void fc_gemm_tile_f32(Py_ssize_t k_len, const float* a, const float* b, float* c,
                           Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                           const float* bias, int accumulate) noexcept nogil
     void fc_gemm_tile_f64(Py_ssize_t k_len, const double* a, const double* b, double* c,
                           Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                           const double* bias, int accumulate) noexcept nogil
+    void fc_gemm_tile_narrow_f32(Py_ssize_t k_len, const float* a, const float* b, float* c,
+                                 Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+                                 const float* bias, int accumulate) noexcept nogil
+    void fc_gemm_tile_narrow_f64(Py_ssize_t k_len, const double* a, const double* b, double* c,
+                                 Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+                                 const double* bias, int accumulate) noexcept nogil
 
 
 cdef enum:
     # An A panel's K block (K_BLOCK x MR) of 12 KiB: with the matching B panel block it fits L1.
     K_BLOCK_BYTES = 12 * 1024
+    # The micro-kernel's two register-tile shapes (_simd.h): 8 x 48 and 12 x 32 with AVX-512.
+    TILE_WIDE = 0
+    TILE_NARROW = 1
 
 
-def packed_tile_width(bint double_precision):
-    """(MR, NR) of the packed GEMM micro-kernel built for this CPU."""
-    return FC_GEMM_MR, (FC_NR_f64 if double_precision else FC_NR_f32)
+def packed_tile_width(bint double_precision, int shape=TILE_WIDE):
+    """(MR, NR) of the packed GEMM micro-kernel's register tile `shape` on this CPU."""
+    return tile_mr(shape), tile_nr(shape, <double*> NULL) if double_precision \
+        else tile_nr(shape, <float*> NULL)
+
+
+cdef Py_ssize_t tile_mr(int shape) noexcept nogil:
+    """Rows (output channels) of a register tile."""
+    return FC_GEMM_MR_NARROW if shape == TILE_NARROW else FC_GEMM_MR
+
+
+cdef Py_ssize_t tile_nr(int shape, floating* dummy) noexcept nogil:
+    """Columns (positions) of a register tile for this precision."""
+    if floating is float:
+        return FC_NR_NARROW_f32 if shape == TILE_NARROW else FC_NR_f32
+    return FC_NR_NARROW_f64 if shape == TILE_NARROW else FC_NR_f64
+
+
+cdef int choose_tile(Py_ssize_t M, Py_ssize_t N, floating* dummy) noexcept nogil:
+    """The tile shape that wastes least on an M x N product (rows and columns rounded up to
+    whole tiles; the narrow shape's extra broadcasts cost it about 8%)."""
+    cdef Py_ssize_t mr_w = tile_mr(TILE_WIDE), nr_w = tile_nr(TILE_WIDE, dummy)
+    cdef Py_ssize_t mr_n = tile_mr(TILE_NARROW), nr_n = tile_nr(TILE_NARROW, dummy)
+    cdef double wide = <double> ((M + mr_w - 1) // mr_w * mr_w) * ((N + nr_w - 1) // nr_w * nr_w)
+    cdef double narrow = <double> ((M + mr_n - 1) // mr_n * mr_n) \
+        * ((N + nr_n - 1) // nr_n * nr_n)
+    return TILE_NARROW if narrow * 1.08 < wide else TILE_WIDE
+
+
+def packed_tile_shape(Py_ssize_t M, Py_ssize_t N, bint double_precision):
+    """choose_tile for Python: the tile shape for an M x N product."""
+    if double_precision:
+        return choose_tile(M, N, <double*> NULL)
+    return choose_tile(M, N, <float*> NULL)
 
 
 cdef inline Py_ssize_t panel_width(floating* dummy) noexcept nogil:
@@ -490,19 +533,20 @@ cdef inline Py_ssize_t panel_width(floating* dummy) noexcept nogil:
 
 
 cdef Py_ssize_t gemm_mr() noexcept nogil:
-    """Rows (output channels) of the micro-kernel's register tile."""
+    """Rows (output channels) of the micro-kernel's wide register tile."""
     return FC_GEMM_MR
 
 
 cdef Py_ssize_t gemm_nr(floating* dummy) noexcept nogil:
-    """Columns (positions) of the micro-kernel's register tile for this precision."""
+    """Columns (positions) of the micro-kernel's wide register tile for this precision."""
     return panel_width(dummy)
 
 
-cdef void pack_weights(const floating* w, const ConvShape* s, floating* packed) noexcept nogil:
+cdef void pack_weights(const floating* w, const ConvShape* s, floating* packed,
+                       int shape) noexcept nogil:
     """packed[g][panel][k][m] = w[g * c_out_g + panel * MR + m][k], zero past c_out_g."""
     cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
-    cdef Py_ssize_t MR = FC_GEMM_MR
+    cdef Py_ssize_t MR = tile_mr(shape)
     cdef Py_ssize_t panels = (s.c_out_g + MR - 1) // MR
     cdef Py_ssize_t g, panel, k, m, co
     cdef floating* dst
@@ -554,10 +598,11 @@ cdef Py_ssize_t panel_segments(const ConvShape* s, Py_ssize_t p_begin, Py_ssize_
 
 
 cdef void pack_a_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t col_stride,
-                        Py_ssize_t M, Py_ssize_t K, floating* packed) noexcept nogil:
+                        Py_ssize_t M, Py_ssize_t K, floating* packed,
+                        int shape=TILE_WIDE) noexcept nogil:
     """packed[panel][k][m] = A[panel * MR + m][k] with A[i][j] = src[i * row_stride +
     j * col_stride] (any layout, transposed included), zero past M: A in micro-kernel panels."""
-    cdef Py_ssize_t MR = FC_GEMM_MR
+    cdef Py_ssize_t MR = tile_mr(shape)
     cdef Py_ssize_t panel, k, m, i
     for panel in range((M + MR - 1) // MR):
         for k in range(K):
@@ -643,22 +688,29 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
                 d[i] = 0
 
 
-cdef inline void gemm_tile(Py_ssize_t k_len, const floating* a, const floating* b, floating* c,
-                           Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, const floating* b,
+                           floating* c, Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                            const floating* bias, bint accumulate) noexcept nogil:
     if floating is float:
-        fc_gemm_tile_f32(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
+        if shape == TILE_NARROW:
+            fc_gemm_tile_narrow_f32(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
+        else:
+            fc_gemm_tile_f32(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
     else:
-        fc_gemm_tile_f64(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
+        if shape == TILE_NARROW:
+            fc_gemm_tile_narrow_f64(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
+        else:
+            fc_gemm_tile_f64(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
 
 
 cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                         Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
                         const floating* b_packed, floating* out, Py_ssize_t out_plane,
-                        const floating* bias, bint accumulate=False) noexcept nogil:
+                        const floating* bias, bint accumulate=False,
+                        int shape=TILE_WIDE) noexcept nogil:
     """out[c, j] (+)= bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
     positions, K in blocks whose A and B panel slices stay in L1 while C accumulates."""
-    cdef Py_ssize_t MR = FC_GEMM_MR
+    cdef Py_ssize_t MR = tile_mr(shape)
     cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))
     cdef Py_ssize_t k0, k_len, panel, j, m_valid, n_valid
     k0 = 0
@@ -668,8 +720,9 @@ cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
             m_valid = channels - panel * MR if channels - panel * MR < MR else MR
             for j in range((count + NR - 1) // NR):
                 n_valid = count - j * NR if count - j * NR < NR else NR
-                gemm_tile(k_len, a_packed + panel * K * MR + k0 * MR, b_packed + j * K * NR + k0 * NR,
-                          out + panel * MR * out_plane + j * NR, out_plane, m_valid, n_valid,
+                gemm_tile(shape, k_len, a_packed + panel * K * MR + k0 * MR,
+                          b_packed + j * K * NR + k0 * NR, out + panel * MR * out_plane + j * NR,
+                          out_plane, m_valid, n_valid,
                           bias + panel * MR if bias != NULL and k0 == 0 else NULL,
                           accumulate or k0 > 0)
         k0 += k_block
@@ -677,12 +730,12 @@ cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
 
 cdef int packed_shared_panels(const floating* x, const floating* a_packed,
                               const floating* bias, floating* out, const ConvShape* s,
-                              Py_ssize_t tile_panels, Py_ssize_t channel_panels,
+                              Py_ssize_t tile_panels, Py_ssize_t channel_panels, int shape,
                               int num_threads) noexcept nogil:
     """conv_packed for planes with few tiles: per (image, group), all tiles are unfolded into
     one shared panel buffer (in parallel), then (tile, block of channels) items multiply."""
-    cdef Py_ssize_t MR = FC_GEMM_MR
-    cdef Py_ssize_t NR = panel_width(<floating*> NULL)
+    cdef Py_ssize_t MR = tile_mr(shape)
+    cdef Py_ssize_t NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
     cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
     cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
@@ -730,15 +783,16 @@ cdef int packed_shared_panels(const floating* x, const floating* a_packed,
                           shared + t * tile_size,
                           out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
                           + p_begin, out_plane,
-                          bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL)
+                          bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL,
+                          False, shape)
     return failed
 
 
 cdef int conv_packed(const floating* x, const floating* w, const floating* bias, floating* out,
                      const ConvShape* s, Py_ssize_t tile_panels, Py_ssize_t channel_panels,
-                     int num_threads) noexcept nogil:
-    cdef Py_ssize_t MR = FC_GEMM_MR
-    cdef Py_ssize_t NR = panel_width(<floating*> NULL)
+                     int shape, int num_threads) noexcept nogil:
+    cdef Py_ssize_t MR = tile_mr(shape)
+    cdef Py_ssize_t NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
     cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
     cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
@@ -757,12 +811,12 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
     cdef int* failed_flag = &failed
     if a_packed == NULL:
         return 1
-    pack_weights(w, s, a_packed)
+    pack_weights(w, s, a_packed, shape)
     if channel_blocks > 1:
         # Few tiles per plane, so output channels are split too: unfold each plane once into
         # panels that every channel block shares, instead of once per block.
         failed = packed_shared_panels(x, a_packed, bias, out, s, tile_panels, channel_panels,
-                                      num_threads)
+                                      shape, num_threads)
         fc_workspace_trim()   # the main thread's buffers; the other threads' are tile-sized
         return failed
     with parallel(num_threads=num_threads):
@@ -795,7 +849,8 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
                           a_packed + (g * m_panels + first_panel) * K * MR, b_packed,
                           out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
                           + p_begin, out_plane,
-                          bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL)
+                          bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL,
+                          False, shape)
     fc_workspace_trim()   # the main thread's buffers; the other threads' are tile-sized
     return failed
 
@@ -806,7 +861,8 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
 def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                  const floating[::1] bias, floating[:, :, :, :, ::1] out,
                  tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
-                 str algorithm, Py_ssize_t band, int num_threads, Py_ssize_t channel_panels=1):
+                 str algorithm, Py_ssize_t band, int num_threads, Py_ssize_t channel_panels=1,
+                 int tile_shape=TILE_WIDE):
     """out := conv(x, w) + bias with zero padding `pad` before each axis, by `algorithm`.
     `band`: output rows per im2col band, or position panels per tile for 'packed', which
     also splits output channels into blocks of `channel_panels` weight panels."""
@@ -824,7 +880,8 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
                                  &out[0, 0, 0, 0, 0], &s, num_threads)
         elif kind == 3:
             status = conv_packed(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
-                                 &out[0, 0, 0, 0, 0], &s, band, channel_panels, num_threads)
+                                 &out[0, 0, 0, 0, 0], &s, band, channel_panels, tile_shape,
+                                 num_threads)
         else:
             status = conv_gemm(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
                                &out[0, 0, 0, 0, 0], &s, kind == 2, band, num_threads)

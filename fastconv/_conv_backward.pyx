@@ -31,7 +31,7 @@ def set_blas_local_threads_hook(size_t address):
     global blas_set_local_threads
     blas_set_local_threads = <set_local_threads_t> address
 from fastconv._conv cimport ConvShape, make_shape, output_range, unfold_band, pack_a_panels, \
-    pack_b_panels, multiply_tile, gemm_mr, gemm_nr
+    pack_b_panels, multiply_tile, tile_mr, tile_nr, choose_tile
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +110,9 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
     cdef const floating* g_block
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    cdef Py_ssize_t MR = gemm_mr(), NR = gemm_nr(<floating*> NULL)
+    # the register tile that wastes least on (channels x taps) x (positions of a band)
+    cdef int shape = choose_tile(chunk_channels * taps, band_rows * OW, <floating*> NULL)
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t m_panels = (chunk_channels * taps + MR - 1) // MR
     cdef floating* w_packed = NULL
     cdef floating* g_packed = NULL
@@ -129,7 +131,7 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
                 if c0 < c1:
                     pack_a_panels(w + g_idx * s.c_out_g * K + c0 * taps, 1, K, (c1 - c0) * taps,
                                   s.c_out_g, w_packed + (g_idx * channel_chunks + chunk)
-                                  * m_panels * s.c_out_g * MR)
+                                  * m_panels * s.c_out_g * MR, shape)
 
     with parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
@@ -176,7 +178,7 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
                     multiply_tile(s.c_out_g, ((c1 - c0) * taps + MR - 1) // MR,
                                   (c1 - c0) * taps, cols, NR,
                                   w_packed + (g_idx * channel_chunks + chunk) * m_panels
-                                  * s.c_out_g * MR, g_packed, col, cols, NULL)
+                                  * s.c_out_g * MR, g_packed, col, cols, NULL, False, shape)
                     col2im_rows(dx_g, s, c0, c1, r0, r1, col)
                 else:
                     gemm(True, False, <int> ((c1 - c0) * taps), <int> cols, <int> s.c_out_g,
@@ -278,7 +280,9 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
     cdef floating total
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    cdef Py_ssize_t MR = gemm_mr(), NR = gemm_nr(<floating*> NULL)
+    # the register tile that wastes least on (output channels) x (taps)
+    cdef int shape = choose_tile(s.c_out_g, K, <floating*> NULL)
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
     cdef floating* g_packed = NULL
     cdef floating* col_packed = NULL
@@ -317,11 +321,11 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
                 if own_gemm:
                     # A = g_band (channels x positions), B = operand^T (positions x taps)
                     pack_a_panels(g + (n * s.c_out + g_idx * s.c_out_g) * out_plane + r0 * OW,
-                                  out_plane, 1, s.c_out_g, cols, g_packed)
+                                  out_plane, 1, s.c_out_g, cols, g_packed, shape)
                     pack_b_panels(operand, 1, in_plane if pointwise else cols, cols, K, NR,
                                   col_packed)
                     multiply_tile(cols, m_panels, s.c_out_g, K, NR, g_packed, col_packed,
-                                  mine + g_idx * s.c_out_g * K, K, NULL, True)
+                                  mine + g_idx * s.c_out_g * K, K, NULL, True, shape)
                 else:
                     gemm(False, True, <int> s.c_out_g, <int> K, <int> cols, <floating> 1,
                          g + (n * s.c_out + g_idx * s.c_out_g) * out_plane + r0 * OW,

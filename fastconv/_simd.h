@@ -99,37 +99,49 @@ FC_DEFINE_DIRECT_CHUNK(f64, double, 8)
 #define FC_GEMM_VEC_BYTES 64
 #define FC_GEMM_MR 8
 #define FC_GEMM_NRV 3
+/* a second shape for planes of few positions: 32-wide panels waste less of a 49- or 64-wide
+   plane than 48-wide ones (7x7 and 8x8 feature maps) */
+#define FC_GEMM_MR_NARROW 12
+#define FC_GEMM_NRV_NARROW 2
 #else
 #define FC_GEMM_VEC_BYTES 32
 #define FC_GEMM_MR 6
 #define FC_GEMM_NRV 2
+#define FC_GEMM_MR_NARROW 6
+#define FC_GEMM_NRV_NARROW 2
 #endif
 
-#define FC_DEFINE_GEMM_TILE(SUFFIX, T)                                                          \
-typedef T fc_gvec_##SUFFIX __attribute__((vector_size(FC_GEMM_VEC_BYTES)));                    \
-enum { FC_VEC_##SUFFIX = FC_GEMM_VEC_BYTES / sizeof(T),                                        \
-       FC_NR_##SUFFIX = FC_GEMM_NRV * FC_VEC_##SUFFIX };                                       \
-static inline void fc_gemm_tile_##SUFFIX(ptrdiff_t k_len, const T* a, const T* b, T* c,         \
+typedef float fc_gvec_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+typedef double fc_gvec_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
+       FC_VEC_f64 = FC_GEMM_VEC_BYTES / sizeof(double),
+       FC_NR_f32 = FC_GEMM_NRV * FC_VEC_f32, FC_NR_f64 = FC_GEMM_NRV * FC_VEC_f64,
+       FC_NR_NARROW_f32 = FC_GEMM_NRV_NARROW * FC_VEC_f32,
+       FC_NR_NARROW_f64 = FC_GEMM_NRV_NARROW * FC_VEC_f64 };
+
+#define FC_DEFINE_GEMM_TILE(NAME, SUFFIX, T, MR, NRV)                                           \
+static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b, T* c,           \
         ptrdiff_t ldc, ptrdiff_t m_valid, ptrdiff_t n_valid, const T* bias, int accumulate) {   \
-    fc_gvec_##SUFFIX acc[FC_GEMM_MR][FC_GEMM_NRV];                                             \
+    enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
+    fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
     ptrdiff_t k, m, j, v;                                                                      \
-    for (m = 0; m < FC_GEMM_MR; m++)                                                           \
-        for (v = 0; v < FC_GEMM_NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                   \
+    for (m = 0; m < MR; m++)                                                                   \
+        for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                           \
     for (k = 0; k < k_len; k++) {                                                              \
-        fc_gvec_##SUFFIX bv[FC_GEMM_NRV];                                                      \
-        for (v = 0; v < FC_GEMM_NRV; v++)                                                      \
-            memcpy(&bv[v], b + k * FC_NR_##SUFFIX + v * FC_VEC_##SUFFIX, sizeof(bv[v]));       \
-        for (m = 0; m < FC_GEMM_MR; m++) {                                                     \
-            T am = a[k * FC_GEMM_MR + m];                                                      \
-            for (v = 0; v < FC_GEMM_NRV; v++) acc[m][v] += am * bv[v];                         \
+        fc_gvec_##SUFFIX bv[NRV];                                                              \
+        for (v = 0; v < NRV; v++)                                                              \
+            memcpy(&bv[v], b + k * NR + v * FC_VEC_##SUFFIX, sizeof(bv[v]));                   \
+        for (m = 0; m < MR; m++) {                                                             \
+            T am = a[k * MR + m];                                                              \
+            for (v = 0; v < NRV; v++) acc[m][v] += am * bv[v];                                 \
         }                                                                                      \
     }                                                                                          \
     for (m = 0; m < m_valid; m++) {                                                            \
         T* c_row = c + m * ldc;                                                                \
         if (bias != NULL)                                                                      \
-            for (v = 0; v < FC_GEMM_NRV; v++) acc[m][v] += bias[m];                            \
-        if (n_valid == FC_NR_##SUFFIX) {                                                       \
-            for (v = 0; v < FC_GEMM_NRV; v++) {                                                \
+            for (v = 0; v < NRV; v++) acc[m][v] += bias[m];                                    \
+        if (n_valid == NR) {                                                                   \
+            for (v = 0; v < NRV; v++) {                                                        \
                 if (accumulate) {                                                              \
                     fc_gvec_##SUFFIX old;                                                      \
                     memcpy(&old, c_row + v * FC_VEC_##SUFFIX, sizeof(old));                    \
@@ -138,7 +150,7 @@ static inline void fc_gemm_tile_##SUFFIX(ptrdiff_t k_len, const T* a, const T* b
                 memcpy(c_row + v * FC_VEC_##SUFFIX, &acc[m][v], sizeof(acc[m][v]));            \
             }                                                                                  \
         } else {                                                                               \
-            T row[FC_NR_##SUFFIX];                                                             \
+            T row[NR];                                                                         \
             memcpy(row, acc[m], sizeof(row));                                                  \
             for (j = 0; j < n_valid; j++)                                                      \
                 c_row[j] = accumulate ? c_row[j] + row[j] : row[j];                            \
@@ -146,7 +158,9 @@ static inline void fc_gemm_tile_##SUFFIX(ptrdiff_t k_len, const T* a, const T* b
     }                                                                                          \
 }
 
-FC_DEFINE_GEMM_TILE(f32, float)
-FC_DEFINE_GEMM_TILE(f64, double)
+FC_DEFINE_GEMM_TILE(f32, f32, float, FC_GEMM_MR, FC_GEMM_NRV)
+FC_DEFINE_GEMM_TILE(f64, f64, double, FC_GEMM_MR, FC_GEMM_NRV)
+FC_DEFINE_GEMM_TILE(narrow_f32, f32, float, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
+FC_DEFINE_GEMM_TILE(narrow_f64, f64, double, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
 
 #endif /* FASTCONV_SIMD_H */

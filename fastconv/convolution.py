@@ -5,6 +5,7 @@ Each public function normalizes its arguments into a ConvProblem (dispatch.py), 
 allocates the output, picks the algorithm and calls one compiled kernel (_conv.pyx).
 """
 import contextlib
+from math import prod
 from collections import namedtuple
 
 import numpy as np
@@ -133,9 +134,11 @@ def run_conv(problem, x, w, bias, out, choice):
     nd = problem.ndim
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)   # the kernels see every problem as 3-d
     threads = _parallel.threads_for(problem.multiply_adds)
-    channel_panels = 1
+    channel_panels, tile_shape = 1, 0
     if choice.algorithm == "packed":
-        mr, nr = _conv.packed_tile_width(dtype == np.float64)
+        double = dtype == np.float64
+        tile_shape = _conv.packed_tile_shape(problem.out_per_group, prod(problem.out_size), double)
+        mr, nr = _conv.packed_tile_width(double, tile_shape)
         band, channel_panels = packed_partition(problem, dtype.itemsize, mr, nr)
     else:
         band = gemm_band_rows(problem, dtype.itemsize)
@@ -143,7 +146,8 @@ def run_conv(problem, x, w, bias, out, choice):
     with _parallel.blas_guard() if uses_blas else contextlib.nullcontext():
         _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd),
                            unit + problem.stride, zero + pad_before, unit + problem.dilation,
-                           problem.groups, choice.algorithm, band, threads, channel_panels)
+                           problem.groups, choice.algorithm, band, threads, channel_panels,
+                           tile_shape)
     return out
 
 

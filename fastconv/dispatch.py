@@ -97,10 +97,11 @@ def blas_runs_full_width():
 
 _BLAS_FULL_WIDTH = None
 
+# gemm1x1 and im2col are not chosen: measured, they at best tie with packed (2 threads, ms, with
+# OPENBLAS_CORETYPE unset so that OpenBLAS runs AVX-512 kernels: bottleneck_1x1 gemm1x1 0.39
+# against packed 0.37; resnet_3x3_256 im2col 0.98 against packed 1.07), and lose by 1.5-2x
+# when OpenBLAS is held to AVX2; ties go to packed, which is bit-for-bit reproducible.
 RULES = (
-    Rule("gemm1x1", lambda p: p.pointwise and blas_runs_full_width(),
-         "1x1 kernel, stride 1, no padding: the input already is the GEMM operand, so one "
-         "BLAS GEMM per image with no copy"),
     Rule("direct", lambda p: p.out_per_group <= MAX_DIRECT_OUT_CHANNELS,
          f"at most {MAX_DIRECT_OUT_CHANNELS} output channels per group (depthwise, "
          "single-filter, thin layers): direct loops keep each row's taps in registers; a "

@@ -211,3 +211,25 @@ def test_padding_modes_match_pytorch():
         want = layer(torch.from_numpy(x)).detach().numpy()
         np.testing.assert_allclose(fastconv.conv2d(x, w, padding=2, padding_mode=mode), want,
                                    rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [0, 1], ids=["wide-tile", "narrow-tile"])
+def test_both_register_tile_shapes_of_the_packed_kernel(shape, dtype):
+    """The packed algorithm picks a register-tile shape per call; each must be exact."""
+    from fastconv import _conv
+    from fastconv.dispatch import ConvProblem, packed_partition
+    rng = np.random.default_rng(11)
+    for c_in, c_out, size, groups in [(6, 20, (7, 9), 1), (8, 26, (8, 8), 2), (3, 13, (5, 50), 1)]:
+        x = rng.standard_normal((2, c_in, *size)).astype(dtype)
+        w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(dtype)
+        b = rng.standard_normal(c_out).astype(dtype)
+        want = reference.conv_nd(x, w, b, padding=1, groups=groups)
+        problem = ConvProblem(2, c_in, c_out, groups, size, (3, 3), (1, 1), ((1, 1), (1, 1)),
+                              (1, 1))
+        mr, nr = _conv.packed_tile_width(dtype == np.float64, shape)
+        band, channel_panels = packed_partition(problem, np.dtype(dtype).itemsize, mr, nr)
+        out = np.empty(want.shape, dtype)
+        _conv.conv_forward(x[:, :, None], w[:, :, None], b, out[:, :, None], (1, 1, 1),
+                           (0, 1, 1), (1, 1, 1), groups, "packed", band, 2, channel_panels, shape)
+        np.testing.assert_allclose(out, want, **TOLERANCE[dtype])
