@@ -133,6 +133,16 @@ def test_float32_gradients_match_torch():
     torch.testing.assert_close(w.grad, w2.grad, rtol=1e-4, atol=1e-4)
 
 
+def test_non_contiguous_tensors_are_accepted():
+    # channels_last and strided views: NumPy views with strides; fastconv copies only if needed
+    x = rand(2, 3, 8, 9).detach().to(memory_format=torch.channels_last).requires_grad_()
+    w = rand(4, 3, 3, 3, seed=1)
+    gradcheck(lambda x, w: ft.conv2d(x, w, padding=1), x, w)
+    y = rand(2, 3, 9, 8, seed=2).detach().transpose(2, 3).requires_grad_()
+    gradcheck(lambda y: ft.conv2d(y, w, stride=2), y)
+    torch.testing.assert_close(ft.conv2d(y[:, :, ::2], w), F.conv2d(y[:, :, ::2], w))
+
+
 # ---------------------------------------------------------------------------------------------
 # Zero copy: fastconv receives views of the tensors' memory and its output becomes the tensor
 
