@@ -466,7 +466,7 @@ def _transpose_block(block, nd, plans, in_bounds, stride, pads, groups, dilation
                               groups=groups, dilation=dilation)
 
 
-def _transpose_plan(chunks, size, out_size, span, stride, p0, axis):
+def _transpose_plan(chunks, out_size, span, stride, p0, axis):
     halo = math.ceil((span - 1) / stride)
     bounds = _boundaries(chunks)
     # output block j: [B_j * s - p0, B_{j+1} * s - p0), clipped; empty blocks are merged
@@ -509,7 +509,7 @@ def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, gr
     plans = []
     for axis in range(nd):
         span = problem.dilation[axis] * (w.shape[2 + axis] - 1) + 1
-        plans.append(_transpose_plan(x.chunks[2 + axis], x.shape[2 + axis], out_size[axis],
+        plans.append(_transpose_plan(x.chunks[2 + axis], out_size[axis],
                                      span, problem.stride[axis], pads[axis][0], axis))
     dtype = _compute_dtype(x, w, b)
     blocks = _with_halo(x, plans)
@@ -517,7 +517,8 @@ def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, gr
     chunks = (blocks.chunks[0], (problem.in_channels,)) + tuple(p.out_chunks for p in plans)
     return blocks.map_blocks(_transpose_block, nd, tuple(plans), in_bounds,
                              problem.stride, pads, problem.groups, problem.dilation,
-                             weight=w, bias=b, chunks=chunks, dtype=dtype, meta=np.empty((0,) * (nd + 2), dtype))
+                             weight=w, bias=b, chunks=chunks, dtype=dtype,
+                             meta=np.empty((0,) * (nd + 2), dtype))
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
