@@ -59,11 +59,15 @@ def as_array(value, name):
         return value
     if value is None:
         raise TypeError(f"{name} must be an array; got None")
-    if hasattr(value, "__dlpack__") and not hasattr(value, "__array__"):
+    if hasattr(value, "__dlpack__"):
+        # DLPack first, even where __array__ exists too (torch, JAX): it is a view by contract,
+        # while __array__ may copy. A device array or a tensor that refuses export is an error,
+        # never a silent copy.
         try:
             return np.from_dlpack(value)
-        except (TypeError, RuntimeError, BufferError) as err:
-            raise TypeError(f"{name}: cannot view this DLPack array from NumPy ({err})") from None
+        except (TypeError, RuntimeError, BufferError, ValueError) as err:
+            raise TypeError(f"{name}: cannot view this DLPack array from NumPy on the CPU "
+                            f"({err})") from None
     try:
         array = np.asarray(value)
     except Exception as err:  # ragged lists and exotic objects

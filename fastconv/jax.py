@@ -1,0 +1,291 @@
+"""fastconv inside JAX: the operators as differentiable JAX functions.
+
+Each function is a ``jax.custom_vjp`` whose forward and backward run fastconv's kernels on the
+host through ``jax.pure_callback``, so it works under ``jax.jit``, ``jax.grad`` and
+``jax.vmap`` (sequentially over the mapped axis). Shapes are static, as in any JAX function;
+the arrays are float32 or float64 (float64 needs ``jax.config.update("jax_enable_x64",
+True)``). First-order gradients only (the backward pass is itself a callback).
+
+Install with ``pip install "fastconv[jax]"``.
+"""
+import numpy as np
+
+try:
+    import jax
+    import jax.numpy as jnp
+except ImportError as err:  # pragma: no cover - exercised only without jax
+    raise ImportError("fastconv.jax needs JAX; install the extra: "
+                      "pip install \"fastconv[jax]\"") from err
+
+import fastconv
+
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+           "conv_transpose3d", "locally_connected1d", "locally_connected2d", "max_pool1d",
+           "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "interpolate"]
+
+
+def _operator(name):
+    module = fastconv
+    for part in name.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _host(fn, shape, dtype, *arrays):
+    """fn(*arrays) computed by fastconv on the host, as a JAX value of `shape` and `dtype`."""
+    def run(*host_arrays):
+        # the callback receives NumPy arrays; fastconv views them (read-only is fine)
+        return np.asarray(fn(*host_arrays), dtype=dtype)
+    return jax.pure_callback(run, jax.ShapeDtypeStruct(tuple(shape), dtype), *arrays,
+                             vmap_method="sequential")
+
+
+def _dtype(*arrays):
+    dtype = jnp.result_type(*[a for a in arrays if a is not None])
+    if dtype not in (jnp.float32, jnp.float64):
+        raise TypeError(f"fastconv.jax computes float32 or float64 arrays; got {dtype}")
+    return dtype
+
+
+def _with_vjp(names, out_shape, input, weight, bias, kwargs):
+    """A custom_vjp function of (input, weight[, bias]) for one static configuration.
+
+    `names` are fastconv's forward, input-gradient, weight-gradient and bias-gradient
+    functions, looked up when the callback runs.
+    """
+    forward_name, input_grad, weight_grad, bias_grad = names
+    dtype = _dtype(input, weight, bias)
+    x_shape, w_shape = tuple(input.shape), tuple(weight.shape)
+
+    def forward(x, w, *b):
+        return _host(lambda *a: _operator(forward_name)(*a, **kwargs), out_shape, dtype,
+                     x, w, *b)
+
+    def grads(x, w, g, with_bias):
+        dx = _host(lambda w, g: _operator(input_grad)(x_shape, w, g, **kwargs), x_shape, dtype,
+                   w, g)
+        dw = _host(lambda x, g: _operator(weight_grad)(x, w_shape, g, **kwargs), w_shape,
+                   dtype, x, g)
+        if not with_bias:
+            return dx, dw
+        return dx, dw, _host(_operator(bias_grad), bias.shape, dtype, g)
+
+    if bias is None:
+        @jax.custom_vjp
+        def f(x, w):
+            return forward(x, w)
+
+        f.defvjp(lambda x, w: (forward(x, w), (x, w)),
+                 lambda res, g: grads(*res, g, False))
+        return f(input, weight)
+
+    @jax.custom_vjp
+    def f(x, w, b):
+        return forward(x, w, b)
+
+    f.defvjp(lambda x, w, b: (forward(x, w, b), (x, w)),
+             lambda res, g: grads(*res, g, True))
+    return f(input, weight, bias)
+
+
+def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode):
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
+                  padding_mode=padding_mode)
+    out_shape = fastconv.output_shape(input.shape, weight.shape, stride=stride, padding=padding,
+                                      dilation=dilation, groups=groups)
+    names = (f"conv{nd}d", f"grad.conv{nd}d_input", f"grad.conv{nd}d_weight", "grad.conv_bias")
+    return _with_vjp(names, out_shape, input, weight, bias, kwargs)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros"):
+    """:func:`fastconv.conv1d` as a differentiable, jit-able JAX function."""
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros"):
+    """:func:`fastconv.conv2d` as a differentiable, jit-able JAX function.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, fastconv.jax as fj
+    >>> loss = lambda w, x: fj.conv2d(x, w, padding=1).sum()
+    >>> w, x = jnp.ones((1, 1, 3, 3), jnp.float32), jnp.ones((1, 1, 4, 4), jnp.float32)
+    >>> jax.jit(jax.grad(loss))(w, x)[0, 0, 0]
+    Array([ 9., 12.,  9.], dtype=float32)
+    """
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros"):
+    """:func:`fastconv.conv3d` as a differentiable, jit-able JAX function."""
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups, dilation):
+    kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+                  dilation=dilation)
+    # the output shape from a zero-cost probe: fastconv checks the call as it would run it
+    from fastconv.conv_transpose import _transpose_problem  # lazily: an internal module
+    problem = _transpose_problem(nd, tuple(input.shape), tuple(weight.shape), None, stride,
+                                 padding, output_padding, groups, dilation)
+    out_shape = (problem.batch, problem.in_channels) + tuple(problem.in_size)
+    names = (f"conv_transpose{nd}d", f"grad.conv_transpose{nd}d_input",
+             f"grad.conv_transpose{nd}d_weight", "grad.conv_bias")
+    return _with_vjp(names, out_shape, input, weight, bias, kwargs)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """:func:`fastconv.conv_transpose1d` as a differentiable, jit-able JAX function."""
+    return _conv_transpose(1, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """:func:`fastconv.conv_transpose2d` as a differentiable, jit-able JAX function."""
+    return _conv_transpose(2, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """:func:`fastconv.conv_transpose3d` as a differentiable, jit-able JAX function."""
+    return _conv_transpose(3, input, weight, bias, stride, padding, output_padding, groups,
+                           dilation)
+
+
+def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation)
+    out_grid = tuple(weight.shape[:nd])
+    out_shape = (input.shape[0], weight.shape[nd]) + out_grid
+    names = (f"locally_connected{nd}d", f"grad.locally_connected{nd}d_input",
+             f"grad.locally_connected{nd}d_weight", "grad.locally_connected_bias")
+    return _with_vjp(names, out_shape, input, weight, bias, kwargs)
+
+
+def locally_connected1d(input, weight, bias=None, stride=1, padding=0, dilation=1):
+    """:func:`fastconv.locally_connected1d` as a differentiable, jit-able JAX function."""
+    return _locally_connected(1, input, weight, bias, stride, padding, dilation)
+
+
+def locally_connected2d(input, weight, bias=None, stride=1, padding=0, dilation=1):
+    """:func:`fastconv.locally_connected2d` as a differentiable, jit-able JAX function."""
+    return _locally_connected(2, input, weight, bias, stride, padding, dilation)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling and resampling: functions of the input alone
+
+
+def _single_input(forward_name, backward, out_shape, input, kwargs, with_indices=False):
+    """custom_vjp of one input. `backward(g, residual)` is fastconv's backward call: the
+    indices of max pooling travel as the residual (computed once, in the forward callback)."""
+    dtype = _dtype(input)
+    x_shape = tuple(input.shape)
+
+    if with_indices:
+        def forward(x):
+            return jax.pure_callback(
+                lambda a: tuple(np.asarray(r) for r in _operator(forward_name)(
+                    a, **kwargs, return_indices=True)),
+                (jax.ShapeDtypeStruct(out_shape, dtype),
+                 jax.ShapeDtypeStruct(out_shape, jnp.int64 if jax.config.jax_enable_x64
+                                      else jnp.int32)),
+                x, vmap_method="sequential")
+    else:
+        def forward(x):
+            return _host(lambda a: _operator(forward_name)(a, **kwargs), out_shape, dtype, x), None
+
+    @jax.custom_vjp
+    def f(x):
+        return forward(x)[0]
+
+    def f_fwd(x):
+        out, residual = forward(x)
+        return out, residual
+
+    def f_bwd(residual, g):
+        return (_host(lambda *a: backward(x_shape, *a), x_shape, dtype, g,
+                      *(() if residual is None else (residual,))),)
+
+    f.defvjp(f_fwd, f_bwd)
+    return f(input)
+
+
+def _pooled_shape(input, nd, kernel_size, stride, padding, dilation, ceil_mode):
+    from fastconv.pooling import pool_output_size  # lazily: an internal module
+    from fastconv import _args
+    kernel = _args.ntuple(kernel_size, nd, "kernel_size", minimum=1)
+    stride = kernel if stride is None else _args.ntuple(stride, nd, "stride", minimum=1)
+    padding = _args.ntuple(padding, nd, "padding", minimum=0)
+    dilation = _args.ntuple(dilation, nd, "dilation", minimum=1)
+    return tuple(input.shape[:2]) + tuple(
+        pool_output_size(n, k, s, p, d, ceil_mode)
+        for n, k, s, p, d in zip(input.shape[2:], kernel, stride, padding, dilation))
+
+
+def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode):
+    kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
+                  ceil_mode=ceil_mode)
+    out_shape = _pooled_shape(input, nd, kernel_size, stride, padding, dilation, ceil_mode)
+    backward = (lambda shape, g, idx: _operator(f"grad.max_pool{nd}d")(
+        g, idx.astype(np.int64), shape))
+    return _single_input(f"max_pool{nd}d", backward, out_shape, input, kwargs, True)
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """:func:`fastconv.max_pool1d` (values) as a differentiable, jit-able JAX function."""
+    return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """:func:`fastconv.max_pool2d` (values) as a differentiable, jit-able JAX function."""
+    return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """:func:`fastconv.max_pool3d` (values) as a differentiable, jit-able JAX function."""
+    return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override):
+    kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                  count_include_pad=count_include_pad, divisor_override=divisor_override)
+    out_shape = _pooled_shape(input, nd, kernel_size, stride, padding, 1, ceil_mode)
+    backward = (lambda shape, g: _operator(f"grad.avg_pool{nd}d")(g, shape, **kwargs))
+    return _single_input(f"avg_pool{nd}d", backward, out_shape, input, kwargs)
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """:func:`fastconv.avg_pool1d` as a differentiable, jit-able JAX function."""
+    return _avg_pool(1, input, kernel_size, stride, padding, ceil_mode, count_include_pad, None)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """:func:`fastconv.avg_pool2d` as a differentiable, jit-able JAX function."""
+    return _avg_pool(2, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """:func:`fastconv.avg_pool3d` as a differentiable, jit-able JAX function."""
+    return _avg_pool(3, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                     divisor_override)
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """:func:`fastconv.interpolate` as a differentiable, jit-able JAX function."""
+    from fastconv.resample import interpolate_output_size  # lazily: an internal module
+    kwargs = dict(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
+    out_size, _ = interpolate_output_size(tuple(input.shape[2:]), size, scale_factor)
+    out_shape = tuple(input.shape[:2]) + tuple(out_size)
+    backward = (lambda shape, g: _operator("grad.interpolate")(g, shape, **kwargs))
+    return _single_input("interpolate", backward, out_shape, input, kwargs)
