@@ -126,9 +126,11 @@ def _pad_input(x, problem):
 # A call with more multiply-adds than this runs as several kernel calls (blocks of images, or
 # of one image's output channels): a kernel runs without the GIL and cannot be interrupted,
 # but Python raises KeyboardInterrupt between two calls, so Ctrl-C stops a long convolution
-# within one piece (2**28 multiply-adds: about 0.01-0.3 s on one core, and still enough work
-# for every thread). Pieces change no result: every output is one complete sum either way.
-INTERRUPT_WORK = 1 << 28
+# within one piece. 2**33 multiply-adds take about 0.05-0.5 s on two cores; a smaller piece costs
+# speed, because every piece unfolds its input again (2**28 made conv3d_video, 1.4e9
+# multiply-adds in one image, run as 8 pieces and 3x slower). Pieces change no result: every
+# output is one complete sum either way.
+INTERRUPT_WORK = 1 << 33
 
 
 def interruptible_pieces(problem):
