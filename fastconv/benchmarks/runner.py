@@ -9,12 +9,13 @@ from fastconv.benchmarks import PeerUnavailable, all_cases
 PEERS = ("numpy", "torch", "scipy", "opencv")
 
 
-def time_side_by_side(fns, min_time=0.3, max_rounds=30, min_rounds=3, burst=0.02):
+def time_side_by_side(fns, min_time=0.3, max_rounds=30, min_rounds=3, burst=0.02, settle=0.15):
     """Median wall time (s) of each zero-argument callable in `fns` (a dict), measured in
     interleaved rounds so that a machine slowing down or speeding up affects all of them alike
     and their ratios stay meaningful. In each round every callable runs a short burst (about
-    `burst` seconds); the burst's first call is not timed, because it absorbs the hand-over
-    between libraries' thread pools (a pool still spinning from the previous library's call)."""
+    `burst` seconds) after a pause of `settle` seconds, and the burst's first call is not timed:
+    other libraries' thread pools (OpenBLAS's, OpenCV's) keep spinning for up to ~0.1 s after
+    their last call, and would otherwise steal the cores from whichever library runs next."""
     per_call = {}
     for name, fn in fns.items():    # warm-up: caches, lazy initialization, JIT of peers
         fn()
@@ -24,9 +25,12 @@ def time_side_by_side(fns, min_time=0.3, max_rounds=30, min_rounds=3, burst=0.02
     times = {name: [] for name in fns}
     start = time.perf_counter()
     rounds = 0
-    while rounds < min_rounds or (time.perf_counter() - start < min_time * len(fns)
+    while rounds < min_rounds or (time.perf_counter() - start
+                                  < (min_time + settle * (len(fns) > 1)) * len(fns)
                                   and rounds < max_rounds):
         for name, fn in fns.items():
+            if len(fns) > 1:
+                time.sleep(settle)
             fn()
             for _ in range(max(1, min(50, int(burst / per_call[name])))):
                 t0 = time.perf_counter()
