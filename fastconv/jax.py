@@ -21,7 +21,10 @@ import fastconv
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "locally_connected1d", "locally_connected2d", "max_pool1d",
-           "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "interpolate"]
+           "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "interpolate",
+           "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
+           "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+           "max_unpool1d", "max_unpool2d", "max_unpool3d"]
 
 
 def _operator(name):
@@ -181,9 +184,15 @@ def locally_connected2d(input, weight, bias=None, stride=1, padding=0, dilation=
 # Pooling and resampling: functions of the input alone
 
 
-def _single_input(forward_name, backward, out_shape, input, kwargs, with_indices=False):
+def _index_dtype():
+    return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
+
+
+def _single_input(forward_name, backward, out_shape, input, kwargs, with_indices=False,
+                  return_indices=False):
     """custom_vjp of one input. `backward(g, residual)` is fastconv's backward call: the
-    indices of max pooling travel as the residual (computed once, in the forward callback)."""
+    indices of max pooling travel as the residual (computed once, in the forward callback);
+    with `return_indices` they are also an output (with no gradient)."""
     dtype = _dtype(input)
     x_shape = tuple(input.shape)
 
@@ -193,24 +202,36 @@ def _single_input(forward_name, backward, out_shape, input, kwargs, with_indices
                 lambda a: tuple(np.asarray(r) for r in _operator(forward_name)(
                     a, **kwargs, return_indices=True)),
                 (jax.ShapeDtypeStruct(out_shape, dtype),
-                 jax.ShapeDtypeStruct(out_shape, jnp.int64 if jax.config.jax_enable_x64
-                                      else jnp.int32)),
+                 jax.ShapeDtypeStruct(out_shape, _index_dtype())),
                 x, vmap_method="sequential")
     else:
         def forward(x):
             return _host(lambda a: _operator(forward_name)(a, **kwargs), out_shape, dtype, x), None
 
-    @jax.custom_vjp
-    def f(x):
-        return forward(x)[0]
-
-    def f_fwd(x):
-        out, residual = forward(x)
-        return out, residual
-
-    def f_bwd(residual, g):
+    def grad_input(residual, g):
         return (_host(lambda *a: backward(x_shape, *a), x_shape, dtype, g,
                       *(() if residual is None else (residual,))),)
+
+    if return_indices:
+        @jax.custom_vjp
+        def f(x):
+            return forward(x)
+
+        def f_fwd(x):
+            out, indices = forward(x)
+            return (out, indices), indices
+
+        def f_bwd(indices, cotangents):
+            return grad_input(indices, cotangents[0])   # the indices carry no gradient
+    else:
+        @jax.custom_vjp
+        def f(x):
+            return forward(x)[0]
+
+        def f_fwd(x):
+            return forward(x)
+
+        f_bwd = grad_input
 
     f.defvjp(f_fwd, f_bwd)
     return f(input)
@@ -228,28 +249,36 @@ def _pooled_shape(input, nd, kernel_size, stride, padding, dilation, ceil_mode):
         for n, k, s, p, d in zip(input.shape[2:], kernel, stride, padding, dilation))
 
 
-def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode):
+def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
                   ceil_mode=ceil_mode)
     out_shape = _pooled_shape(input, nd, kernel_size, stride, padding, dilation, ceil_mode)
     backward = (lambda shape, g, idx: _operator(f"grad.max_pool{nd}d")(
         g, idx.astype(np.int64), shape))
-    return _single_input(f"max_pool{nd}d", backward, out_shape, input, kwargs, True)
+    return _single_input(f"max_pool{nd}d", backward, out_shape, input, kwargs, True,
+                         bool(return_indices))
 
 
-def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """:func:`fastconv.max_pool1d` (values) as a differentiable, jit-able JAX function."""
-    return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode)
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """:func:`fastconv.max_pool1d` as a differentiable, jit-able JAX function (indices, when
+    returned, are int64 with jax_enable_x64, else int32)."""
+    return _max_pool(1, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """:func:`fastconv.max_pool2d` (values) as a differentiable, jit-able JAX function."""
-    return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode)
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """:func:`fastconv.max_pool2d` as a differentiable, jit-able JAX function."""
+    return _max_pool(2, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
 
 
-def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """:func:`fastconv.max_pool3d` (values) as a differentiable, jit-able JAX function."""
-    return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode)
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """:func:`fastconv.max_pool3d` as a differentiable, jit-able JAX function."""
+    return _max_pool(3, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
 
 
 def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -289,3 +318,110 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     out_shape = tuple(input.shape[:2]) + tuple(out_size)
     backward = (lambda shape, g: _operator("grad.interpolate")(g, shape, **kwargs))
     return _single_input("interpolate", backward, out_shape, input, kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adaptive pooling and max-unpooling
+
+
+def _adaptive_shape(input, nd, output_size):
+    from fastconv import _args
+    in_size = tuple(input.shape[2:])
+    if isinstance(output_size, (tuple, list)) and len(output_size) == nd:
+        output_size = tuple(n if o is None else o for o, n in zip(output_size, in_size))
+    return tuple(input.shape[:2]) + _args.ntuple(output_size, nd, "output_size", minimum=1)
+
+
+def _adaptive_avg(nd, input, output_size):
+    out_shape = _adaptive_shape(input, nd, output_size)
+    backward = (lambda shape, g: _operator(f"grad.adaptive_avg_pool{nd}d")(g, shape))
+    return _single_input(f"adaptive_avg_pool{nd}d", backward, out_shape, input,
+                         dict(output_size=output_size))
+
+
+def _adaptive_max(nd, input, output_size, return_indices):
+    out_shape = _adaptive_shape(input, nd, output_size)
+    backward = (lambda shape, g, idx: _operator(f"grad.adaptive_max_pool{nd}d")(
+        g, idx.astype(np.int64), shape))
+    return _single_input(f"adaptive_max_pool{nd}d", backward, out_shape, input,
+                         dict(output_size=output_size), True, bool(return_indices))
+
+
+def adaptive_avg_pool1d(input, output_size):
+    """:func:`fastconv.adaptive_avg_pool1d` as a differentiable, jit-able JAX function."""
+    return _adaptive_avg(1, input, output_size)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """:func:`fastconv.adaptive_avg_pool2d` as a differentiable, jit-able JAX function."""
+    return _adaptive_avg(2, input, output_size)
+
+
+def adaptive_avg_pool3d(input, output_size):
+    """:func:`fastconv.adaptive_avg_pool3d` as a differentiable, jit-able JAX function."""
+    return _adaptive_avg(3, input, output_size)
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    """:func:`fastconv.adaptive_max_pool1d` as a differentiable, jit-able JAX function."""
+    return _adaptive_max(1, input, output_size, return_indices)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """:func:`fastconv.adaptive_max_pool2d` as a differentiable, jit-able JAX function."""
+    return _adaptive_max(2, input, output_size, return_indices)
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False):
+    """:func:`fastconv.adaptive_max_pool3d` as a differentiable, jit-able JAX function."""
+    return _adaptive_max(3, input, output_size, return_indices)
+
+
+def _max_unpool(nd, input, indices, kernel_size, stride, padding, output_size):
+    from fastconv import _args
+    from fastconv.pooling import unpool_output_size  # lazily: an internal module
+    dtype = _dtype(input)
+    kernel = _args.ntuple(kernel_size, nd, "kernel_size", minimum=1)
+    stride_ = kernel if stride is None else _args.ntuple(stride, nd, "stride", minimum=1)
+    padding_ = _args.ntuple(padding, nd, "padding", minimum=0)
+    out_shape = tuple(input.shape[:2]) + tuple(
+        unpool_output_size(tuple(input.shape[2:]), kernel, stride_, padding_, output_size))
+    x_shape = tuple(input.shape)
+    kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding,
+                  output_size=output_size)
+
+    def forward(x, idx):
+        return _host(lambda a, i: _operator(f"max_unpool{nd}d")(a, i.astype(np.int64),
+                                                                 **kwargs),
+                     out_shape, dtype, x, idx)
+
+    @jax.custom_vjp
+    def f(x, idx):
+        return forward(x, idx)
+
+    def f_fwd(x, idx):
+        return forward(x, idx), idx
+
+    def f_bwd(idx, g):
+        dx = _host(lambda a, i: _operator(f"grad.max_unpool{nd}d")(a, i.astype(np.int64),
+                                                                    x_shape),
+                   x_shape, dtype, g, idx)
+        return dx, None   # the indices carry no gradient
+
+    f.defvjp(f_fwd, f_bwd)
+    return f(input, indices)
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """:func:`fastconv.max_unpool1d` as a differentiable, jit-able JAX function."""
+    return _max_unpool(1, input, indices, kernel_size, stride, padding, output_size)
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """:func:`fastconv.max_unpool2d` as a differentiable, jit-able JAX function."""
+    return _max_unpool(2, input, indices, kernel_size, stride, padding, output_size)
+
+
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """:func:`fastconv.max_unpool3d` as a differentiable, jit-able JAX function."""
+    return _max_unpool(3, input, indices, kernel_size, stride, padding, output_size)

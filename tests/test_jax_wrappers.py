@@ -128,3 +128,42 @@ def test_pool_and_resample_grad_equals_torch(name, shape, kwargs):
     (torch.sin(yt) * weights).sum().backward()
     np.testing.assert_allclose(np.asarray(y), yt.detach().numpy(), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(np.asarray(dx), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name, shape, kwargs", [
+    ("adaptive_avg_pool1d", (2, 3, 11), dict(output_size=4)),
+    ("adaptive_avg_pool2d", (1, 2, 9, 7), dict(output_size=(4, 3))),
+    ("adaptive_avg_pool3d", (1, 1, 5, 6, 4), dict(output_size=2)),
+    ("adaptive_max_pool1d", (2, 3, 11), dict(output_size=4)),
+    ("adaptive_max_pool2d", (1, 2, 9, 7), dict(output_size=(4, 3))),
+    ("adaptive_max_pool3d", (1, 1, 5, 6, 4), dict(output_size=2)),
+], ids=["aavg1d", "aavg2d", "aavg3d", "amax1d", "amax2d", "amax3d"])
+def test_adaptive_pool_grad_equals_torch(name, shape, kwargs):
+    test_pool_and_resample_grad_equals_torch(name, shape, kwargs)
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_max_pool_indices_and_unpool_grad_equal_torch(nd):
+    torch = pytest.importorskip("torch")
+    shape = (1, 2) + (6, 5, 4)[:nd]
+    rng = np.random.default_rng(nd)
+    x = rng.permutation(np.prod(shape)).reshape(shape) / np.prod(shape)   # no ties
+    pool = getattr(fj, f"max_pool{nd}d")
+    unpool = getattr(fj, f"max_unpool{nd}d")
+    y, idx = jax.jit(lambda x: pool(x, 2, return_indices=True))(jnp.asarray(x))
+    yt, idxt = getattr(torch.nn.functional, f"max_pool{nd}d")(torch.tensor(x), 2,
+                                                              return_indices=True)
+    np.testing.assert_array_equal(np.asarray(idx), idxt.numpy())
+    np.testing.assert_array_equal(np.asarray(y), yt.numpy())
+
+    def through_both(x):   # pool (values and indices), unpool, a weighted loss
+        values, indices = pool(x, 2, return_indices=True)
+        return loss(unpool(values, indices, 2, output_size=x.shape[2:]))
+
+    dx = jax.jit(jax.grad(through_both))(jnp.asarray(x))
+    xt = torch.tensor(x, requires_grad=True)
+    vt, it = getattr(torch.nn.functional, f"max_pool{nd}d")(xt, 2, return_indices=True)
+    ut = getattr(torch.nn.functional, f"max_unpool{nd}d")(vt, it, 2, output_size=xt.shape[2:])
+    weights = torch.arange(ut.numel(), dtype=ut.dtype).reshape(ut.shape) / ut.numel()
+    (torch.sin(ut) * weights).sum().backward()
+    np.testing.assert_allclose(np.asarray(dx), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
