@@ -18,7 +18,7 @@ cdef extern from "_workspace.h":
 
 # Slots of the per-thread workspace (_workspace.h): buffers reused from call to call.
 cdef enum:
-    WS_COL, WS_W_PACKED, WS_G_PACKED, WS_COL_PACKED, WS_PARTIAL
+    WS_COL, WS_W_PACKED, WS_G_PACKED, WS_COL_PACKED, WS_PARTIAL, WS_PATCHES, WS_POSITION
 from libc.string cimport memset
 
 from fastconv._blas cimport gemm, set_local_threads_t, hold_blas_single_threaded, release_blas
@@ -426,8 +426,8 @@ cdef int locally_connected_forward_kernel(const floating* x, const floating* w,
     cdef int* failed_flag = &failed
     with parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
-        patches = <floating*> malloc(IMAGE_BLOCK * K * sizeof(floating))
-        out_p = <floating*> malloc(IMAGE_BLOCK * s.c_out * sizeof(floating))
+        patches = <floating*> fc_workspace(WS_PATCHES, IMAGE_BLOCK * K * sizeof(floating))
+        out_p = <floating*> fc_workspace(WS_POSITION, IMAGE_BLOCK * s.c_out * sizeof(floating))
         if patches == NULL or out_p == NULL:
             failed_flag[0] = 1
         for item in prange(P * blocks, schedule='dynamic'):
@@ -446,8 +446,6 @@ cdef int locally_connected_forward_kernel(const floating* x, const floating* w,
                 for o in range(s.c_out):
                     b = bias[o * P + p] if bias != NULL else 0
                     out[((n0 + i) * s.c_out + o) * P + p] = out_p[i * s.c_out + o] + b
-        free(patches)
-        free(out_p)
         release_blas(blas_set_local_threads, blas_threads_before)
     return failed
 
@@ -470,8 +468,8 @@ cdef int locally_connected_input_grad_kernel(const floating* g, const floating* 
     cdef int* failed_flag = &failed
     with parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
-        patches = <floating*> malloc(images_per_item * K * sizeof(floating))
-        g_p = <floating*> malloc(images_per_item * s.c_out * sizeof(floating))
+        patches = <floating*> fc_workspace(WS_PATCHES, images_per_item * K * sizeof(floating))
+        g_p = <floating*> fc_workspace(WS_POSITION, images_per_item * s.c_out * sizeof(floating))
         if patches == NULL or g_p == NULL:
             failed_flag[0] = 1
         for item in prange(items, schedule='dynamic'):
@@ -488,8 +486,6 @@ cdef int locally_connected_input_grad_kernel(const floating* g, const floating* 
                      <int> s.c_out, w + p * s.c_out * K, <int> K, <floating> 0, patches, <int> K)
                 for i in range(n1 - n0):
                     scatter_patch(dx + (n0 + i) * in_image, s, p, patches + i * K)
-        free(patches)
-        free(g_p)
         release_blas(blas_set_local_threads, blas_threads_before)
     return failed
 
@@ -510,8 +506,8 @@ cdef int locally_connected_weight_grad_kernel(const floating* x, const floating*
     cdef int* failed_flag = &failed
     with parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_set_local_threads)
-        patches = <floating*> malloc(IMAGE_BLOCK * K * sizeof(floating))
-        g_p = <floating*> malloc(IMAGE_BLOCK * s.c_out * sizeof(floating))
+        patches = <floating*> fc_workspace(WS_PATCHES, IMAGE_BLOCK * K * sizeof(floating))
+        g_p = <floating*> fc_workspace(WS_POSITION, IMAGE_BLOCK * s.c_out * sizeof(floating))
         if patches == NULL or g_p == NULL:
             failed_flag[0] = 1
         for p in prange(P, schedule='dynamic'):
@@ -529,8 +525,6 @@ cdef int locally_connected_weight_grad_kernel(const floating* x, const floating*
                 gemm(True, False, <int> s.c_out, <int> K, <int> (n1 - n0), <floating> 1, g_p,
                      <int> s.c_out, patches, <int> K, <floating> 1, dw + p * s.c_out * K,
                      <int> K)
-        free(patches)
-        free(g_p)
         release_blas(blas_set_local_threads, blas_threads_before)
     return failed
 

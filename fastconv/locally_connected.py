@@ -92,7 +92,7 @@ def _locally_connected_input(nd, input_shape, weight, grad_output, stride, paddi
     input_shape = shape_argument(input_shape, "input_shape", nd + 2)
     problem = _local_problem(nd, input_shape, w.shape, None, stride, padding, dilation)
     check_grad_output(g, problem.out_shape, f"locally_connected{nd}d")
-    dx = np.zeros(input_shape, dtype)
+    dx = np.empty(input_shape, dtype)   # the kernel zeroes each block of images it owns
     if dx.size == 0:
         return dx
     g = np.ascontiguousarray(g, dtype=dtype)
