@@ -16,7 +16,8 @@ cdef extern from "_workspace.h":
 # Slots of the per-thread workspace (_workspace.h): buffers reused from call to call.
 cdef enum:
     WS_DIRECT_XS, WS_DIRECT_WS, WS_DIRECT_LINES, WS_DIRECT_TAIL, WS_IM2COL,
-    WS_PACKED_WEIGHTS, WS_SHARED_PANELS, WS_PANELS, WS_SEGMENTS
+    WS_PACKED_WEIGHTS, WS_SHARED_PANELS, WS_PANELS, WS_SEGMENTS, WS_PHASE, WS_PHASE_OUT,
+    WS_PHASE_OFFSETS
 from libc.string cimport memset, memcpy
 
 from fastconv._blas cimport gemm, set_local_threads_t, hold_blas_single_threaded, release_blas
@@ -480,6 +481,10 @@ cdef extern from "_simd.h":
     void fc_gemm_tile_narrow_f64(Py_ssize_t k_len, const double* a, const double* b, double* c,
                                  Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                                  const double* bias, int accumulate) noexcept nogil
+    void fc_copy_panel_f32(float* dst, const float* base, const Py_ssize_t* offsets,
+                           Py_ssize_t k_len, Py_ssize_t nr) noexcept nogil
+    void fc_copy_panel_f64(double* dst, const double* base, const Py_ssize_t* offsets,
+                           Py_ssize_t k_len, Py_ssize_t nr) noexcept nogil
 
 
 cdef enum:
@@ -856,16 +861,191 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
 
 
 # ---------------------------------------------------------------------------------------------
+# packed, phase-grid unfolding: for planes of few positions per row the segment-by-segment
+# im2col above costs more than the GEMM (a 14-wide row is a loop of its own per tap). Instead
+# each (image, group) is first copied once into a zero-padded buffer split by stride phase
+# along every axis. In that buffer the input read by tap k at output (od, oh, ow) sits at
+# offset[k] + (od * Q1 + oh) * Q2 + ow, where Q are the phase lengths: on this "extended"
+# grid (rows of Q2 >= OW positions, planes of Q1 >= OH rows) every tap's operand is one
+# contiguous run, so a B panel is K plain vector copies. The positions past OW (OH) are
+# computed and dropped. Each output is the same sum in the same order as above: the result
+# is bit-for-bit that of conv_packed.
+
+ctypedef struct PhaseGrid:
+    Py_ssize_t q[3]          # phase length along each axis: ceil(padded length / stride)
+    Py_ssize_t plane         # q[0] * q[1] * q[2]: one phase of one input channel
+    Py_ssize_t positions     # extended positions covering every output
+    Py_ssize_t size          # elements of the buffer, slack for the last panel included
+
+
+cdef void phase_grid(const ConvShape* s, Py_ssize_t slack, PhaseGrid* pg) noexcept nogil:
+    cdef Py_ssize_t a, used
+    for a in range(3):
+        # the padded length the valid windows read
+        used = (s.out_size[a] - 1) * s.stride[a] + s.dilation[a] * (s.kernel[a] - 1) + 1
+        pg.q[a] = (used + s.stride[a] - 1) // s.stride[a]
+    pg.plane = pg.q[0] * pg.q[1] * pg.q[2]
+    pg.positions = ((s.out_size[0] - 1) * pg.q[1] + s.out_size[1] - 1) * pg.q[2] + s.out_size[2]
+    pg.size = s.c_in_g * s.stride[0] * s.stride[1] * s.stride[2] * pg.plane + slack
+
+
+cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t* offsets) noexcept nogil:
+    """offsets[k]: where tap k = (c, kd, kh, kw) reads extended position 0 in the buffer."""
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t k, c, kd, kh, kw, t0, t1, t2, phase
+    for k in range(K):
+        decode_tap(k, s, &c, &kd, &kh, &kw)
+        t0 = kd * s.dilation[0]
+        t1 = kh * s.dilation[1]
+        t2 = kw * s.dilation[2]
+        phase = ((c * s.stride[0] + t0 % s.stride[0]) * s.stride[1]
+                 + t1 % s.stride[1]) * s.stride[2] + t2 % s.stride[2]
+        offsets[k] = phase * pg.plane + ((t0 // s.stride[0]) * pg.q[1]
+                                         + t1 // s.stride[1]) * pg.q[2] + t2 // s.stride[2]
+
+
+cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
+                          floating* buf) noexcept nogil:
+    """buf[phase (c, r0, r1, r2)][i0][i1][i2] = padded input of channel c at
+    (i0 * s0 + r0, i1 * s1 + r1, i2 * s2 + r2) (zero in the padding); the slack is zeroed."""
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], s2 = s.stride[2]
+    cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2]
+    cdef Py_ssize_t c, r0, r1, r2, i0, i1, i2, d, h, lo, hi, off
+    cdef floating* row = buf
+    cdef const floating* x_row
+    for c in range(s.c_in_g):
+        for r0 in range(s0):
+            for r1 in range(s1):
+                for r2 in range(s2):
+                    off = r2 - s.pad[2]
+                    output_range(off, s2, W, Q2, &lo, &hi)
+                    for i0 in range(Q0):
+                        d = i0 * s0 + r0 - s.pad[0]
+                        for i1 in range(Q1):
+                            h = i1 * s1 + r1 - s.pad[1]
+                            if d < 0 or d >= D or h < 0 or h >= H:
+                                memset(row, 0, Q2 * sizeof(floating))
+                            else:
+                                x_row = x_g + ((c * D + d) * H + h) * W + off
+                                for i2 in range(lo):
+                                    row[i2] = 0
+                                if s2 == 1:
+                                    memcpy(row + lo, x_row + lo, (hi - lo) * sizeof(floating))
+                                elif s2 == 2:   # a constant stride the compiler vectorizes
+                                    for i2 in range(lo, hi):
+                                        row[i2] = x_row[2 * i2]
+                                else:
+                                    for i2 in range(lo, hi):
+                                        row[i2] = x_row[i2 * s2]
+                                for i2 in range(hi, Q2):
+                                    row[i2] = 0
+                            row += Q2
+    memset(row, 0, (pg.size - (row - buf)) * sizeof(floating))
+
+
+cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t channels,
+                           Py_ssize_t p_begin, Py_ssize_t count, const ConvShape* s,
+                           const PhaseGrid* pg, floating* out, Py_ssize_t out_plane) noexcept nogil:
+    """out[c, position of extended p] = tile_out[c, p - p_begin] for the valid positions of
+    [p_begin, p_begin + count): row runs of the extended grid, cut at OW, rows past OH dropped."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2], Q1 = pg.q[1], Q2 = pg.q[2]
+    cdef Py_ssize_t p = p_begin, end = p_begin + count, r, ow, run, c, dst
+    while p < end:
+        r = p // Q2
+        ow = p - r * Q2
+        run = Q2 - ow if Q2 - ow < end - p else end - p
+        if ow < OW and r % Q1 < OH:
+            dst = ((r // Q1) * OH + r % Q1) * OW + ow
+            for c in range(channels):
+                memcpy(out + c * out_plane + dst, tile_out + c * ld + (p - p_begin),
+                       (run if run < OW - ow else OW - ow) * sizeof(floating))
+        p += run
+
+
+cdef inline void copy_panel(floating* dst, const floating* base, const Py_ssize_t* offsets,
+                            Py_ssize_t k_len, Py_ssize_t nr) noexcept nogil:
+    if floating is float:
+        fc_copy_panel_f32(dst, base, offsets, k_len, nr)
+    else:
+        fc_copy_panel_f64(dst, base, offsets, k_len, nr)
+
+
+cdef int conv_packed_phase(const floating* x, const floating* w, const floating* bias,
+                           floating* out, const ConvShape* s, Py_ssize_t tile_panels, int shape,
+                           int num_threads) noexcept nogil:
+    """conv_packed with phase-grid unfolding; work items are whole (image, group) planes."""
+    cdef Py_ssize_t MR = tile_mr(shape)
+    cdef Py_ssize_t NR = tile_nr(shape, <floating*> NULL)
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
+    cdef Py_ssize_t tile = tile_panels * NR
+    cdef PhaseGrid pg
+    cdef Py_ssize_t item, n, g, p_begin, count, j
+    cdef floating* a_packed = <floating*> fc_workspace(
+        WS_PACKED_WEIGHTS, s.groups * m_panels * K * MR * sizeof(floating))
+    cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,
+                                                          K * sizeof(Py_ssize_t))
+    cdef floating* grid = NULL
+    cdef floating* b_packed = NULL
+    cdef floating* tile_out = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if a_packed == NULL or offsets == NULL:
+        return 1
+    phase_grid(s, tile, &pg)
+    phase_offsets(s, &pg, offsets)
+    pack_weights(w, s, a_packed, shape)
+    with parallel(num_threads=num_threads):
+        grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
+        b_packed = <floating*> fc_workspace(WS_PANELS, tile_panels * K * NR * sizeof(floating))
+        tile_out = <floating*> fc_workspace(WS_PHASE_OUT, s.c_out_g * tile * sizeof(floating))
+        if grid == NULL or b_packed == NULL or tile_out == NULL:
+            failed_flag[0] = 1
+        for item in prange(s.n * s.groups, schedule='dynamic'):
+            if grid == NULL or b_packed == NULL or tile_out == NULL:
+                continue
+            n = item // s.groups
+            g = item % s.groups
+            fill_phase_grid(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, &pg, grid)
+            p_begin = 0
+            while p_begin < pg.positions:
+                count = pg.positions - p_begin if pg.positions - p_begin < tile else tile
+                for j in range((count + NR - 1) // NR):
+                    copy_panel(b_packed + j * K * NR, grid + p_begin + j * NR, offsets, K, NR)
+                multiply_tile(K, m_panels, s.c_out_g, count, NR,
+                              a_packed + g * m_panels * K * MR, b_packed, tile_out, tile,
+                              bias + g * s.c_out_g if bias != NULL else NULL, False, shape)
+                scatter_extended(tile_out, tile, s.c_out_g, p_begin, count, s, &pg,
+                                 out + (n * s.c_out + g * s.c_out_g) * out_plane, out_plane)
+                p_begin = p_begin + tile
+    fc_workspace_trim()
+    return failed
+
+
+def phase_grid_shape(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride, tuple pad,
+                     tuple dilation, Py_ssize_t groups):
+    """(extended positions, buffer elements without slack) of the phase-grid unfolding."""
+    cdef ConvShape s = make_shape(x_shape, w_shape, out_shape, stride, pad, dilation, groups)
+    cdef PhaseGrid pg
+    phase_grid(&s, 0, &pg)
+    return pg.positions, pg.size
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry point from Python: 5-d C-contiguous arrays, already validated by fastconv/convolution.py.
 
 def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] w,
                  const floating[::1] bias, floating[:, :, :, :, ::1] out,
                  tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
                  str algorithm, Py_ssize_t band, int num_threads, Py_ssize_t channel_panels=1,
-                 int tile_shape=TILE_WIDE):
+                 int tile_shape=TILE_WIDE, bint phase=False):
     """out := conv(x, w) + bias with zero padding `pad` before each axis, by `algorithm`.
     `band`: output rows per im2col band, or position panels per tile for 'packed', which
-    also splits output channels into blocks of `channel_panels` weight panels."""
+    also splits output channels into blocks of `channel_panels` weight panels, or unfolds
+    through the phase grid if `phase` (then `channel_panels` is ignored)."""
     cdef ConvShape s = make_shape(tuple([x.shape[i] for i in range(5)]), tuple([w.shape[i] for i in range(5)]),
                                   tuple([out.shape[i] for i in range(5)]),
                                   stride, pad, dilation, groups)
@@ -878,6 +1058,9 @@ def conv_forward(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, :
         if kind == 0:
             status = conv_direct(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
                                  &out[0, 0, 0, 0, 0], &s, num_threads)
+        elif kind == 3 and phase:
+            status = conv_packed_phase(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
+                                       &out[0, 0, 0, 0, 0], &s, band, tile_shape, num_threads)
         elif kind == 3:
             status = conv_packed(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
                                  &out[0, 0, 0, 0, 0], &s, band, channel_panels, tile_shape,

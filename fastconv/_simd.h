@@ -163,4 +163,25 @@ FC_DEFINE_GEMM_TILE(f64, f64, double, FC_GEMM_MR, FC_GEMM_NRV)
 FC_DEFINE_GEMM_TILE(narrow_f32, f32, float, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
 FC_DEFINE_GEMM_TILE(narrow_f64, f64, double, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
 
+/* One B panel of the packed GEMM gathered from rows that are already contiguous:
+ *   dst[k * nr + j] = base[offsets[k] + j]   (k < k_len, j < nr; nr a multiple of the vector)
+ * used when every tap's operand row is a contiguous run of a phase-split input (see
+ * conv_packed_phase in _conv.pyx): one vector load and store per VEC elements, no bounds. */
+#define FC_DEFINE_COPY_PANEL(SUFFIX, T)                                                         \
+static inline void fc_copy_panel_##SUFFIX(T* dst, const T* base, const ptrdiff_t* offsets,      \
+                                          ptrdiff_t k_len, ptrdiff_t nr) {                     \
+    ptrdiff_t k, v, nv = nr / FC_VEC_##SUFFIX;                                                 \
+    for (k = 0; k < k_len; k++) {                                                              \
+        const T* src = base + offsets[k];                                                      \
+        for (v = 0; v < nv; v++) {                                                             \
+            fc_gvec_##SUFFIX t;                                                                \
+            memcpy(&t, src + v * FC_VEC_##SUFFIX, sizeof(t));                                  \
+            memcpy(dst + k * nr + v * FC_VEC_##SUFFIX, &t, sizeof(t));                         \
+        }                                                                                      \
+    }                                                                                          \
+}
+
+FC_DEFINE_COPY_PANEL(f32, float)
+FC_DEFINE_COPY_PANEL(f64, double)
+
 #endif /* FASTCONV_SIMD_H */

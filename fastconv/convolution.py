@@ -11,7 +11,8 @@ from collections import namedtuple
 import numpy as np
 
 from fastconv import _args, _conv, _parallel
-from fastconv.dispatch import ConvProblem, Choice, gemm_band_rows, packed_partition, select
+from fastconv.dispatch import (ConvProblem, Choice, gemm_band_rows, packed_partition,
+                               packed_phase_grid, phase_grid_tile, select)
 
 __all__ = ["conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape",
            "receptive_field", "choose_algorithm", "ReceptiveField"]
@@ -198,18 +199,22 @@ def _conv_kernel(problem, x, w, bias, out, choice, pad_before):
     # no index product (stride x row length) can approach 2**63 for a huge, legal stride.
     stride = tuple(1 if m == 1 else s for m, s in zip(problem.out_size, problem.stride))
     threads = _parallel.threads_for(problem.multiply_adds)
-    channel_panels, tile_shape = 1, 0
+    channel_panels, tile_shape, phase = 1, 0, False
     if choice.algorithm == "packed":
         double = dtype == np.float64
         tile_shape = _conv.packed_tile_shape(problem.out_per_group, prod(problem.out_size), double)
         mr, nr = _conv.packed_tile_width(double, tile_shape)
-        band, channel_panels = packed_partition(problem, dtype.itemsize, mr, nr)
+        phase = packed_phase_grid(problem, dtype.itemsize, threads)
+        if phase:
+            band = phase_grid_tile(problem, dtype.itemsize, nr)
+        else:
+            band, channel_panels = packed_partition(problem, dtype.itemsize, mr, nr)
     else:
         band = gemm_band_rows(problem, dtype.itemsize)
     _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd),
                        unit + stride, zero + pad_before, unit + problem.dilation,
                        problem.groups, choice.algorithm, band, threads, channel_panels,
-                       tile_shape)
+                       tile_shape, phase)
 
 
 def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,

@@ -229,6 +229,50 @@ def packed_partition(problem, itemsize, mr, nr):
     return int(tile_panels), int(channel_panels)
 
 
+# The packed algorithm unfolds its input one of two ways (bit-for-bit the same result):
+# row segment by row segment into each panel, or through a stride-phase grid (_conv.pyx,
+# conv_packed_phase: one zero-padded, stride-phase-split copy of each (image, group), from
+# which every panel row is one vector copy, at the price of computing Q_W - OW extra columns
+# per output row). Measured on Zen 5, 2 threads, float32 (segments -> phase grid, us):
+# (32,16,28,28)*(32,16,3,3) s2 445 -> 296; (32,32,14,14)*(32,32,3,3) s2 303 -> 215;
+# (64,64,7,7)*(64,64,3,3) 1489 -> 915; (64,128,4,4)*(128,128,3,3) 2155 -> 1582 (38% extra
+# columns); (2,16,256,256)*(16,16,3,3) 2389 -> 2207; (16,3,224,224)*(64,3,7,7) s2 15267 ->
+# 12060; a 1x1 convolution 622 -> 880 (nothing to unfold: the copy is pure cost).
+PHASE_GRID_MAX_BYTES = 8 << 20     # the per-thread copy of one (image, group)
+PHASE_GRID_MAX_EXTRA = 1.5         # extended positions per output position
+
+
+def _phase_grid_shape(problem):
+    """(extended positions, buffer elements) of the phase grid, from the kernel's own code."""
+    from fastconv import _conv
+    unit = (1,) * (3 - problem.ndim)
+    stride = tuple(1 if m == 1 else s for m, s in zip(problem.out_size, problem.stride))
+    return _conv.phase_grid_shape(
+        (problem.batch, problem.in_channels) + unit + problem.in_size,
+        (problem.out_channels, problem.in_per_group) + unit + problem.kernel_size,
+        (problem.batch, problem.out_channels) + unit + problem.out_size,
+        unit + stride, (0,) * 3, unit + problem.dilation, problem.groups)
+
+
+def packed_phase_grid(problem, itemsize, num_threads):
+    """True if the packed algorithm should unfold through the phase grid: work items are
+    whole (image, group) planes, so there must be one per thread; the copy of a plane must
+    stay small, the extended grid must not add much work, and there must be taps to unfold."""
+    if problem.pointwise or problem.batch * problem.groups < num_threads:
+        return False
+    positions, elements = _phase_grid_shape(problem)
+    return (elements * itemsize <= PHASE_GRID_MAX_BYTES
+            and positions <= PHASE_GRID_MAX_EXTRA * prod(problem.out_size))
+
+
+def phase_grid_tile(problem, itemsize, nr):
+    """Position panels per tile of the phase-grid path: the tile's panels (K x tile) in about
+    half of L2, as for the segment path."""
+    positions = _phase_grid_shape(problem)[0]
+    per_panel = problem.gemm_depth * nr * itemsize
+    return int(max(1, min((512 * 1024) // per_panel, -(-positions // nr))))
+
+
 def select_input_grad(problem, algorithm="auto"):
     """The Choice for the input gradient (or transposed convolution) of `problem`."""
     return select(problem, algorithm, INPUT_GRAD_RULES, INPUT_GRAD_ALGORITHMS)

@@ -1,0 +1,67 @@
+"""The packed algorithm's two ways of unfolding its input (row segments into each panel, or
+the stride-phase grid with its extended rows) compute every output as the same sum in the
+same order: bit-for-bit equal results, and both equal to the float64 reference."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import convolution, dispatch
+
+import reference
+
+CONV = {1: fastconv.conv1d, 2: fastconv.conv2d, 3: fastconv.conv3d}
+
+
+def packed_with(monkeypatch, phase_grid, conv, *args, **kwargs):
+    monkeypatch.setattr(convolution, "packed_phase_grid", lambda *a: phase_grid)
+    try:
+        return conv(*args, algorithm="packed", **kwargs)
+    finally:
+        monkeypatch.undo()
+
+
+CASES = [
+    # nd, batch, c_in, c_out, size, kernel, stride, padding, dilation, groups
+    (2, 3, 16, 32, (28, 28), 3, 2, 1, 1, 1),      # the small CNN's strided layer
+    (2, 2, 5, 20, (7, 9), 3, 1, 1, 1, 1),         # rows much shorter than a panel
+    (2, 2, 4, 17, (11, 13), (2, 4), (3, 2), (0, 2), (2, 1), 1),
+    (2, 2, 6, 24, (9, 10), 3, 2, 2, 2, 3),        # groups, dilation, stride
+    (2, 1, 3, 16, (20, 21), 7, 2, 3, 1, 1),       # a stem: 7x7 stride 2 on 3 channels
+    (1, 4, 8, 16, 37, 5, 3, 2, 2, 1),
+    (3, 2, 4, 12, (5, 6, 7), 3, (2, 1, 2), 1, 1, 1),
+    (3, 2, 2, 16, (4, 9, 5), (2, 3, 1), 1, (1, 0, 0), (2, 1, 1), 2),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[4]}-k{c[5]}-s{c[6]}")
+def test_phase_grid_equals_segments_bit_for_bit(monkeypatch, case, dtype):
+    nd, batch, c_in, c_out, size, kernel, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    size = (size,) * nd if isinstance(size, int) else size
+    kernel = (kernel,) * nd if isinstance(kernel, int) else kernel
+    x = rng.standard_normal((batch, c_in) + size).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    segments = packed_with(monkeypatch, False, CONV[nd], x, w, b, **kw)
+    phase = packed_with(monkeypatch, True, CONV[nd], x, w, b, **kw)
+    np.testing.assert_array_equal(phase, segments)
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(phase, reference.conv_nd(x.astype(np.float64), w, b, **kw),
+                               rtol=tol, atol=tol)
+
+
+def test_phase_grid_is_chosen_for_batches_of_small_planes_only():
+    small = convolution._problem_from_call((32, 16, 28, 28), (32, 16, 3, 3), stride=2,
+                                           padding=1)
+    assert dispatch.packed_phase_grid(small, 4, num_threads=2)
+    # fewer (image, group) planes than threads: the segment path splits each plane instead
+    assert not dispatch.packed_phase_grid(dataclasses.replace(small, batch=1), 4, num_threads=2)
+    # nothing to unfold in a 1x1 convolution; a huge plane would need a huge copy
+    pointwise = convolution._problem_from_call((8, 64, 28, 28), (64, 64, 1, 1))
+    assert not dispatch.packed_phase_grid(pointwise, 4, num_threads=2)
+    huge = convolution._problem_from_call((4, 64, 512, 512), (64, 64, 3, 3), padding=1)
+    assert not dispatch.packed_phase_grid(huge, 4, num_threads=2)
