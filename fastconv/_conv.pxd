@@ -45,3 +45,23 @@ cdef int choose_tile(Py_ssize_t M, Py_ssize_t N, floating* dummy) noexcept nogil
 
 cdef const floating* unfold_band(const floating* x_g, const ConvShape* s, Py_ssize_t r0,
                                  Py_ssize_t r1, bint pointwise, floating* col) noexcept nogil
+
+# The stride-phase grid of the packed algorithm (_conv.pyx, conv_packed_phase): one (image,
+# group) of the input, zero-padded and split by stride phase along every axis, so that the
+# input read by tap k at output (od, oh, ow) is buffer[offset[k] + (od * q[1] + oh) * q[2] + ow]
+ctypedef struct PhaseGrid:
+    Py_ssize_t q[3]          # phase length along each axis: ceil(padded length / stride)
+    Py_ssize_t plane         # q[0] * q[1] * q[2]: one phase of one input channel
+    Py_ssize_t phase_stride  # from one phase plane to the next: `batch` planes, one per image
+    Py_ssize_t positions     # extended positions covering every output
+    Py_ssize_t slack         # zeroed elements past the last plane, for reads past the end
+    Py_ssize_t size          # elements of the buffer, slack included
+
+cdef void phase_grid(const ConvShape* s, Py_ssize_t slack, Py_ssize_t batch,
+                     PhaseGrid* pg) noexcept nogil
+cdef void zero_slack(const PhaseGrid* pg, floating* buf) noexcept nogil
+cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t* offsets) noexcept nogil
+cdef void copy_panel(floating* dst, const floating* base, const Py_ssize_t* offsets,
+                     Py_ssize_t k_len, Py_ssize_t nr) noexcept nogil
+cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
+                          floating* buf) noexcept nogil

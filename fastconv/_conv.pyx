@@ -871,14 +871,10 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
 # computed and dropped. Each output is the same sum in the same order as above: the result
 # is bit-for-bit that of conv_packed.
 
-ctypedef struct PhaseGrid:
-    Py_ssize_t q[3]          # phase length along each axis: ceil(padded length / stride)
-    Py_ssize_t plane         # q[0] * q[1] * q[2]: one phase of one input channel
-    Py_ssize_t positions     # extended positions covering every output
-    Py_ssize_t size          # elements of the buffer, slack for the last panel included
-
-
-cdef void phase_grid(const ConvShape* s, Py_ssize_t slack, PhaseGrid* pg) noexcept nogil:
+cdef void phase_grid(const ConvShape* s, Py_ssize_t slack, Py_ssize_t batch,
+                     PhaseGrid* pg) noexcept nogil:
+    """The phase grid of `s` (PhaseGrid in _conv.pxd) for `batch` images side by side in each
+    phase plane (image j's plane at j * plane), `slack` elements after the last plane."""
     cdef Py_ssize_t a, used
     for a in range(3):
         # the padded length the valid windows read
@@ -886,7 +882,13 @@ cdef void phase_grid(const ConvShape* s, Py_ssize_t slack, PhaseGrid* pg) noexce
         pg.q[a] = (used + s.stride[a] - 1) // s.stride[a]
     pg.plane = pg.q[0] * pg.q[1] * pg.q[2]
     pg.positions = ((s.out_size[0] - 1) * pg.q[1] + s.out_size[1] - 1) * pg.q[2] + s.out_size[2]
-    pg.size = s.c_in_g * s.stride[0] * s.stride[1] * s.stride[2] * pg.plane + slack
+    pg.phase_stride = batch * pg.plane
+    pg.slack = slack
+    pg.size = s.c_in_g * s.stride[0] * s.stride[1] * s.stride[2] * pg.phase_stride + slack
+
+
+cdef void zero_slack(const PhaseGrid* pg, floating* buf) noexcept nogil:
+    memset(buf + pg.size - pg.slack, 0, pg.slack * sizeof(floating))
 
 
 cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t* offsets) noexcept nogil:
@@ -900,24 +902,26 @@ cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t* off
         t2 = kw * s.dilation[2]
         phase = ((c * s.stride[0] + t0 % s.stride[0]) * s.stride[1]
                  + t1 % s.stride[1]) * s.stride[2] + t2 % s.stride[2]
-        offsets[k] = phase * pg.plane + ((t0 // s.stride[0]) * pg.q[1]
+        offsets[k] = phase * pg.phase_stride + ((t0 // s.stride[0]) * pg.q[1]
                                          + t1 // s.stride[1]) * pg.q[2] + t2 // s.stride[2]
 
 
 cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
                           floating* buf) noexcept nogil:
-    """buf[phase (c, r0, r1, r2)][i0][i1][i2] = padded input of channel c at
-    (i0 * s0 + r0, i1 * s1 + r1, i2 * s2 + r2) (zero in the padding); the slack is zeroed."""
+    """buf[phase (c, r0, r1, r2) * phase_stride + (i0 * Q1 + i1) * Q2 + i2] = padded input
+    of channel c at (i0 * s0 + r0, i1 * s1 + r1, i2 * s2 + r2), zero in the padding (one
+    image: pass buf + j * plane for image j of a batched grid; the slack is not touched)."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], s2 = s.stride[2]
     cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2]
     cdef Py_ssize_t c, r0, r1, r2, i0, i1, i2, d, h, lo, hi, off
-    cdef floating* row = buf
+    cdef floating* row
     cdef const floating* x_row
     for c in range(s.c_in_g):
         for r0 in range(s0):
             for r1 in range(s1):
                 for r2 in range(s2):
+                    row = buf + (((c * s0 + r0) * s1 + r1) * s2 + r2) * pg.phase_stride
                     off = r2 - s.pad[2]
                     output_range(off, s2, W, Q2, &lo, &hi)
                     for i0 in range(Q0):
@@ -941,7 +945,6 @@ cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGr
                                 for i2 in range(hi, Q2):
                                     row[i2] = 0
                             row += Q2
-    memset(row, 0, (pg.size - (row - buf)) * sizeof(floating))
 
 
 cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t channels,
@@ -963,7 +966,7 @@ cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t c
         p += run
 
 
-cdef inline void copy_panel(floating* dst, const floating* base, const Py_ssize_t* offsets,
+cdef void copy_panel(floating* dst, const floating* base, const Py_ssize_t* offsets,
                             Py_ssize_t k_len, Py_ssize_t nr) noexcept nogil:
     if floating is float:
         fc_copy_panel_f32(dst, base, offsets, k_len, nr)
@@ -995,7 +998,7 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
     cdef int* failed_flag = &failed
     if a_packed == NULL or offsets == NULL:
         return 1
-    phase_grid(s, tile, &pg)
+    phase_grid(s, tile, 1, &pg)
     phase_offsets(s, &pg, offsets)
     pack_weights(w, s, a_packed, shape)
     with parallel(num_threads=num_threads):
@@ -1004,6 +1007,8 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
         tile_out = <floating*> fc_workspace(WS_PHASE_OUT, s.c_out_g * tile * sizeof(floating))
         if grid == NULL or b_packed == NULL or tile_out == NULL:
             failed_flag[0] = 1
+        else:
+            zero_slack(&pg, grid)
         for item in prange(s.n * s.groups, schedule='dynamic'):
             if grid == NULL or b_packed == NULL or tile_out == NULL:
                 continue
@@ -1030,7 +1035,7 @@ def phase_grid_shape(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride
     """(extended positions, buffer elements without slack) of the phase-grid unfolding."""
     cdef ConvShape s = make_shape(x_shape, w_shape, out_shape, stride, pad, dilation, groups)
     cdef PhaseGrid pg
-    phase_grid(&s, 0, &pg)
+    phase_grid(&s, 0, 1, &pg)
     return pg.positions, pg.size
 
 

@@ -12,14 +12,26 @@ from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, calloc, free
 
+cdef extern from "_simd.h":
+    double fc_sum_f32(const float* x, Py_ssize_t n) noexcept nogil
+    double fc_sum_f64(const double* x, Py_ssize_t n) noexcept nogil
+    int FC_DOT_M, FC_DOT_K, FC_VEC_f32, FC_VEC_f64
+    void fc_dot_tile_f32(const float* g, Py_ssize_t g_stride, const float* grid,
+                         const Py_ssize_t* offsets, const int* mask, Py_ssize_t length,
+                         float* acc, Py_ssize_t acc_stride) noexcept nogil
+    void fc_dot_tile_f64(const double* g, Py_ssize_t g_stride, const double* grid,
+                         const Py_ssize_t* offsets, const long long* mask, Py_ssize_t length,
+                         double* acc, Py_ssize_t acc_stride) noexcept nogil
+
 cdef extern from "_workspace.h":
     void* fc_workspace(int slot, size_t bytes) noexcept nogil
     void fc_workspace_trim() noexcept nogil
 
 # Slots of the per-thread workspace (_workspace.h): buffers reused from call to call.
 cdef enum:
-    WS_COL, WS_W_PACKED, WS_G_PACKED, WS_COL_PACKED, WS_PARTIAL, WS_PATCHES, WS_POSITION
-from libc.string cimport memset
+    WS_COL, WS_W_PACKED, WS_G_PACKED, WS_COL_PACKED, WS_PARTIAL, WS_PATCHES, WS_POSITION,
+    WS_PHASE, WS_G_EXTENDED, WS_PHASE_OFFSETS
+from libc.string cimport memset, memcpy
 
 from fastconv._blas cimport gemm, set_local_threads_t, hold_blas_single_threaded, release_blas
 
@@ -31,7 +43,8 @@ def set_blas_local_threads_hook(size_t address):
     global blas_set_local_threads
     blas_set_local_threads = <set_local_threads_t> address
 from fastconv._conv cimport ConvShape, make_shape, output_range, unfold_band, pack_a_panels, \
-    pack_b_panels, multiply_tile, tile_mr, tile_nr, choose_tile
+    pack_b_panels, multiply_tile, tile_mr, tile_nr, choose_tile, PhaseGrid, phase_grid, \
+    phase_offsets, fill_phase_grid, zero_slack
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +204,152 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
 
 
 # ---------------------------------------------------------------------------------------------
+# col2im through the phase grid (the adjoint of _conv.pyx's conv_packed_phase): the output
+# gradient of one (image, group) is laid out on the extended grid (zeros past OW and OH), the
+# micro-kernel computes col = W^T @ g_ext tile by tile, and every tap's row of col is added as
+# one contiguous run into the phase grid, which is finally read back into dx. The extended
+# columns of col are exact zeros only if the weights are finite: the Python layer checks.
+
+cdef void extend_rows(const floating* g_plane, const ConvShape* s, const PhaseGrid* pg,
+                      floating* g_ext) noexcept nogil:
+    """g_ext[(od * Q1 + oh) * Q2 + ow] = g_plane[(od * OH + oh) * OW + ow]; the rest is zero."""
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t od, oh
+    for od in range(OD):
+        for oh in range(OH):
+            memcpy(g_ext + (od * pg.q[1] + oh) * pg.q[2], g_plane + (od * OH + oh) * OW,
+                   OW * sizeof(floating))
+
+
+cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseGrid* pg,
+                          floating* dx_g) noexcept nogil:
+    """dx_g[c, d, h, w] = the grid at padded position (d + pad0, h + pad1, w + pad2), zero
+    where the grid does not reach (no window reads that input)."""
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], s2 = s.stride[2]
+    cdef Py_ssize_t c, d, h, x, i0, i1, r2, first, last, reach
+    cdef const floating* row
+    cdef floating* dx_row
+    cdef floating* dx_row_phase
+    cdef const floating* base
+    cdef const floating* even
+    cdef const floating* odd
+    # columns past `reach` are read by no window
+    reach = pg.q[2] * s2 - s.pad[2]
+    if reach > W:
+        reach = W
+    if reach < 0:
+        reach = 0
+    for c in range(s.c_in_g):
+        for d in range(D):
+            i0 = (d + s.pad[0]) // s0
+            for h in range(H):
+                i1 = (h + s.pad[1]) // s1
+                dx_row = dx_g + ((c * D + d) * H + h) * W
+                if i0 >= pg.q[0] or i1 >= pg.q[1]:
+                    memset(dx_row, 0, W * sizeof(floating))
+                    continue
+                memset(dx_row + reach, 0, (W - reach) * sizeof(floating))
+                if s2 == 2:
+                    # interleave the two phase rows in one loop the compiler vectorizes:
+                    # column x reads phase (x + pad2) % 2 at (x + pad2) // 2
+                    base = grid + (((c * s0 + (d + s.pad[0]) % s0) * s1
+                                    + (h + s.pad[1]) % s1) * 2) * pg.phase_stride \
+                        + (i0 * pg.q[1] + i1) * pg.q[2]
+                    even = base + (s.pad[2] % 2) * pg.phase_stride + s.pad[2] // 2
+                    odd = base + ((s.pad[2] + 1) % 2) * pg.phase_stride + (s.pad[2] + 1) // 2
+                    for x in range(reach // 2):
+                        dx_row[2 * x] = even[x]
+                        dx_row[2 * x + 1] = odd[x]
+                    if reach % 2:
+                        dx_row[reach - 1] = even[reach // 2]
+                    continue
+                for r2 in range(s2):
+                    row = grid + (((c * s0 + (d + s.pad[0]) % s0) * s1
+                                   + (h + s.pad[1]) % s1) * s2 + r2) * pg.phase_stride \
+                        + (i0 * pg.q[1] + i1) * pg.q[2]
+                    # columns x with (x + pad2) % s2 == r2, from `first` on, step s2
+                    first = ((r2 - s.pad[2]) % s2 + s2) % s2
+                    if s2 == 1:
+                        memcpy(dx_row, row + s.pad[2], reach * sizeof(floating))
+                    elif first < reach:
+                        row = row + (first + s.pad[2]) // s2
+                        dx_row_phase = dx_row + first
+                        for x in range((reach - first + s2 - 1) // s2):
+                            dx_row_phase[x * s2] = row[x]
+
+
+cdef int input_grad_phase(const floating* g, const floating* w, floating* dx,
+                          const ConvShape* s, Py_ssize_t tile_panels,
+                          int num_threads) noexcept nogil:
+    """dx := conv^T(g), col2im through the phase grid; work items are (image, group) planes."""
+    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t M = s.c_out_g
+    cdef int shape = choose_tile(K, tile_panels * tile_nr(0, <floating*> NULL),
+                                 <floating*> NULL)
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
+    cdef Py_ssize_t tile = tile_panels * NR
+    cdef Py_ssize_t m_panels = (K + MR - 1) // MR
+    cdef PhaseGrid pg
+    cdef Py_ssize_t extended, item, n, g_idx, p_begin, count, k, j
+    cdef floating* w_packed = <floating*> fc_workspace(
+        WS_W_PACKED, s.groups * m_panels * M * MR * sizeof(floating))
+    cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,
+                                                          K * sizeof(Py_ssize_t))
+    cdef floating* grid = NULL
+    cdef floating* g_ext = NULL
+    cdef floating* b_packed = NULL
+    cdef floating* col = NULL
+    cdef floating* target
+    cdef const floating* source
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if w_packed == NULL or offsets == NULL:
+        return 1
+    phase_grid(s, tile, 1, &pg)
+    phase_offsets(s, &pg, offsets)
+    extended = (pg.positions + tile - 1) // tile * tile
+    for g_idx in range(s.groups):
+        # A = W_g^T: rows are the taps (c, kd, kh, kw), columns the group's output channels
+        pack_a_panels(w + g_idx * M * K, 1, K, K, M, w_packed + g_idx * m_panels * M * MR,
+                      shape)
+    with parallel(num_threads=num_threads):
+        grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
+        g_ext = <floating*> fc_workspace(WS_G_EXTENDED, M * extended * sizeof(floating))
+        b_packed = <floating*> fc_workspace(WS_G_PACKED, M * tile * sizeof(floating))
+        col = <floating*> fc_workspace(WS_COL, K * tile * sizeof(floating))
+        if grid == NULL or g_ext == NULL or b_packed == NULL or col == NULL:
+            failed_flag[0] = 1
+        for item in prange(s.n * s.groups, schedule='dynamic'):
+            if grid == NULL or g_ext == NULL or b_packed == NULL or col == NULL:
+                continue
+            n = item // s.groups
+            g_idx = item % s.groups
+            memset(g_ext, 0, M * extended * sizeof(floating))
+            for j in range(M):
+                extend_rows(g + (n * s.c_out + g_idx * M + j) * out_plane, s, &pg,
+                            g_ext + j * extended)
+            memset(grid, 0, pg.size * sizeof(floating))
+            p_begin = 0
+            while p_begin < pg.positions:
+                count = pg.positions - p_begin if pg.positions - p_begin < tile else tile
+                pack_b_panels(g_ext + p_begin, extended, 1, M, count, NR, b_packed)
+                multiply_tile(M, m_panels, K, count, NR, w_packed + g_idx * m_panels * M * MR,
+                              b_packed, col, tile, NULL, False, shape)
+                for k in range(K):
+                    target = grid + offsets[k] + p_begin
+                    source = col + k * tile
+                    for j in range(count):
+                        target[j] += source[j]
+                p_begin = p_begin + tile
+            read_phase_grid(grid, s, &pg, dx + (n * s.c_in + g_idx * s.c_in_g) * in_plane)
+    fc_workspace_trim()
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
 # direct transposed kernel: one input-gradient row (fixed n, c_in, d, h) at a time, gathering
 # from every output channel of its group. Best when the GEMM would be thin (few channels).
 
@@ -341,6 +500,149 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
             dw[i] = total
     free(partial)
     fc_workspace_trim()   # the main thread's buffers; the other threads' are band-sized
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
+# weight gradient on the phase grid: dW_g[m, k] = sum over (image, extended position p) of
+# g_ext[m, p] * grid[offset[k] + p], the extended positions masked out. Both operands are read
+# as contiguous rows (no unfolding, no transposition): register tiles of FC_DOT_M channels x
+# FC_DOT_K taps accumulate unreduced vectors, summed per fixed chunk of work items and then
+# across chunks and lanes in a fixed order.
+
+cdef inline Py_ssize_t vector_width(floating* dummy) noexcept nogil:
+    if floating is float:
+        return FC_VEC_f32
+    return FC_VEC_f64
+
+
+cdef inline void dot_tile(const floating* g, Py_ssize_t g_stride, const floating* grid,
+                          const Py_ssize_t* offsets, const void* mask, Py_ssize_t length,
+                          floating* acc, Py_ssize_t acc_stride) noexcept nogil:
+    if floating is float:
+        fc_dot_tile_f32(g, g_stride, grid, offsets, <const int*> mask, length, acc, acc_stride)
+    else:
+        fc_dot_tile_f64(g, g_stride, grid, offsets, <const long long*> mask, length, acc,
+                        acc_stride)
+
+
+cdef void valid_mask(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t length,
+                     floating* dummy, void* mask) noexcept nogil:
+    """mask[p] = all ones where position p of a batched grid's planes is an output (within
+    its image's plane: p % plane < positions, ow < OW, oh < OH), else 0, in the integer type
+    as wide as `floating`."""
+    cdef Py_ssize_t p, q, keep
+    cdef int* mask32 = <int*> mask
+    cdef long long* mask64 = <long long*> mask
+    for p in range(length):
+        q = p % pg.plane
+        keep = p < pg.phase_stride and q < pg.positions and q % pg.q[2] < s.out_size[2] \
+            and (q // pg.q[2]) % pg.q[1] < s.out_size[1]
+        if floating is float:
+            mask32[p] = -1 if keep else 0
+        else:
+            mask64[p] = -1 if keep else 0
+
+
+cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
+                           const ConvShape* s, Py_ssize_t images_per_unit, Py_ssize_t chunks,
+                           int num_threads) noexcept nogil:
+    """Work units are (block of `images_per_unit` images, group): the block's phase grids sit
+    side by side in each phase plane, so one run of dot products covers all of its images.
+    Channels and taps are padded to whole register tiles (zero rows of g, repeated taps)
+    whose extra sums are dropped."""
+    cdef Py_ssize_t V = vector_width(<floating*> NULL)
+    cdef Py_ssize_t B = images_per_unit
+    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t M = s.c_out_g
+    cdef Py_ssize_t K_pad = (K + FC_DOT_K - 1) // FC_DOT_K * FC_DOT_K
+    cdef Py_ssize_t M_pad = (M + FC_DOT_M - 1) // FC_DOT_M * FC_DOT_M
+    cdef Py_ssize_t blocks = (s.n + B - 1) // B
+    cdef Py_ssize_t units = blocks * s.groups
+    cdef Py_ssize_t size = s.groups * M_pad * K_pad
+    cdef Py_ssize_t phases = s.c_in_g * s.stride[0] * s.stride[1] * s.stride[2]
+    cdef PhaseGrid pg
+    cdef Py_ssize_t row_length, length, chunk, unit, first, count, g_idx, m0, k0, i, t, j, b
+    cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,
+                                                          K_pad * sizeof(Py_ssize_t))
+    cdef floating* partial = NULL
+    cdef void* mask = NULL
+    cdef floating* grid = NULL
+    cdef floating* g_ext = NULL
+    cdef floating* mine
+    cdef floating total
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if offsets == NULL:
+        return 1
+    phase_grid(s, 1, B, &pg)
+    # a row of g_ext: the block's planes, rounded up to whole vectors; reads at masked
+    # positions may run one plane plus a vector past the last image, into the slack
+    row_length = (B * pg.plane + V - 1) // V * V
+    phase_grid(s, pg.plane + 2 * V, B, &pg)
+    phase_offsets(s, &pg, offsets)
+    for k0 in range(K, K_pad):
+        offsets[k0] = offsets[0]
+    partial = <floating*> calloc(chunks * size, sizeof(floating))
+    mask = malloc(row_length * sizeof(floating))
+    if partial == NULL or mask == NULL:
+        free(partial)
+        free(mask)
+        return 1
+    valid_mask(s, &pg, row_length, <floating*> NULL, mask)
+    with parallel(num_threads=num_threads):
+        grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
+        g_ext = <floating*> fc_workspace(WS_G_EXTENDED, M_pad * row_length * sizeof(floating))
+        if grid == NULL or g_ext == NULL:
+            failed_flag[0] = 1
+        else:
+            # the slack is read at masked positions only: zeroed so that nothing
+            # uninitialized is ever read
+            zero_slack(&pg, grid)
+        for chunk in prange(chunks, schedule='dynamic'):
+            if grid == NULL or g_ext == NULL:
+                continue
+            mine = partial + chunk * size
+            for unit in range(units * chunk // chunks, units * (chunk + 1) // chunks):
+                g_idx = unit % s.groups
+                first = (unit // s.groups) * B
+                count = s.n - first if s.n - first < B else B
+                memset(g_ext, 0, M_pad * row_length * sizeof(floating))
+                if count < B:
+                    # a short last block: the mask keeps positions of its empty image slots
+                    # (g_ext is zero there), so they must hold zeros, not an earlier unit's
+                    # planes: zero times inf is NaN
+                    for j in range(phases):
+                        memset(grid + j * pg.phase_stride + count * pg.plane, 0,
+                               (B - count) * pg.plane * sizeof(floating))
+                for b in range(count):
+                    fill_phase_grid(x + ((first + b) * s.c_in + g_idx * s.c_in_g) * in_plane,
+                                    s, &pg, grid + b * pg.plane)
+                    for j in range(M):
+                        extend_rows(g + ((first + b) * s.c_out + g_idx * M + j) * out_plane,
+                                    s, &pg, g_ext + j * row_length + b * pg.plane)
+                length = (count * pg.plane + V - 1) // V * V
+                m0 = 0
+                while m0 < M_pad:
+                    k0 = 0
+                    while k0 < K_pad:
+                        dot_tile(g_ext + m0 * row_length, row_length, grid, offsets + k0, mask,
+                                 length, mine + (g_idx * M_pad + m0) * K_pad + k0, K_pad)
+                        k0 = k0 + FC_DOT_K
+                    m0 = m0 + FC_DOT_M
+    if failed == 0:
+        for i in prange(s.c_out * K, num_threads=num_threads, schedule='static'):
+            g_idx = i // (M * K)
+            j = (g_idx * M_pad + (i // K) % M) * K_pad + i % K
+            total = 0
+            for t in range(chunks):
+                total = total + partial[t * size + j]
+            dw[i] = total
+    free(partial)
+    free(mask)
+    fc_workspace_trim()
     return failed
 
 
@@ -548,17 +850,21 @@ def conv_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, :, :
                     Py_ssize_t groups, str algorithm, Py_ssize_t band_rows,
                     Py_ssize_t channel_chunks, int num_threads, bint own_gemm=False):
     """dx := the input gradient of conv(dx-shaped input, w) for output gradient g (zero padding
-    `pad` before each axis), by `algorithm` ('direct', 'col2im' or 'gemm1x1')."""
+    `pad` before each axis), by `algorithm` ('direct', 'col2im' or 'gemm1x1'; 'col2im-phase':
+    col2im through the phase grid, `band_rows` then being position panels per tile)."""
     cdef ConvShape s = make_shape(_shape5(dx.shape), _shape5(w.shape), _shape5(g.shape),
                                   stride, pad, dilation, groups)
     cdef int status = 0
-    cdef int kind = {"direct": 0, "col2im": 1, "gemm1x1": 2}[algorithm]
+    cdef int kind = {"direct": 0, "col2im": 1, "gemm1x1": 2, "col2im-phase": 3}[algorithm]
     if dx.shape[0] == 0:
         return
     with nogil:
         if kind == 0:
             status = input_grad_direct(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &dx[0, 0, 0, 0, 0],
                                        &s, num_threads)
+        elif kind == 3:
+            status = input_grad_phase(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &dx[0, 0, 0, 0, 0],
+                                      &s, band_rows, num_threads)
         else:
             status = input_grad_gemm(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &dx[0, 0, 0, 0, 0],
                                      &s, kind == 2, band_rows, channel_chunks, own_gemm,
@@ -569,15 +875,22 @@ def conv_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, :, :
 def conv_weight_grad(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] g,
                      floating[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
                      Py_ssize_t groups, bint pointwise, Py_ssize_t band_rows, Py_ssize_t chunks,
-                     int num_threads, bint own_gemm=False):
+                     int num_threads, bint own_gemm=False, Py_ssize_t phase_images=0):
     """dw := the weight gradient of conv(x, dw-shaped weight) for output gradient g, summed in
-    `chunks` fixed partial sums."""
+    `chunks` fixed partial sums (by dot products on the phase grid, in work units of
+    `phase_images` images, if that is positive)."""
     cdef ConvShape s = make_shape(_shape5(x.shape), _shape5(dw.shape), _shape5(g.shape),
                                   stride, pad, dilation, groups)
     cdef int status = 0
     with nogil:
-        status = weight_grad_gemm(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
-                                  &s, pointwise, band_rows, chunks, own_gemm, num_threads)
+        if phase_images > 0:
+            status = weight_grad_phase(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
+                                       &dw[0, 0, 0, 0, 0], &s, phase_images, chunks,
+                                       num_threads)
+        else:
+            status = weight_grad_gemm(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
+                                      &dw[0, 0, 0, 0, 0], &s, pointwise, band_rows, chunks,
+                                      own_gemm, num_threads)
     _raise_if(status)
 
 
@@ -630,3 +943,28 @@ def locally_connected_weight_grad(const floating[:, :, :, :, ::1] x,
         status = locally_connected_weight_grad_kernel(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
                                                       &dw[0, 0, 0], &s, num_threads)
     _raise_if(status)
+
+
+# ---------------------------------------------------------------------------------------------
+# bias gradient: out[c] = sum over images and positions of g[n, c, p], one channel per task.
+
+cdef inline double plane_sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fc_sum_f32(x, n)
+    return fc_sum_f64(x, n)
+
+
+def bias_grad(const floating[:, :, ::1] g, floating[::1] out, int num_threads):
+    """out[c] := sum_{n, p} g[n, c, p] (summed in double per block of 1024 elements)."""
+    cdef Py_ssize_t N = g.shape[0], C = g.shape[1], P = g.shape[2]
+    cdef Py_ssize_t c, n
+    cdef double total
+    if C == 0:
+        return
+    with nogil:
+        for c in prange(C, num_threads=num_threads, schedule='static'):
+            total = 0
+            for n in range(N):
+                if P > 0:
+                    total = total + plane_sum(&g[n, c, 0], P)
+            out[c] = <floating> total

@@ -184,4 +184,81 @@ static inline void fc_copy_panel_##SUFFIX(T* dst, const T* base, const ptrdiff_t
 FC_DEFINE_COPY_PANEL(f32, float)
 FC_DEFINE_COPY_PANEL(f64, double)
 
+/* Sum of n elements, for bias gradients: four vector accumulators over blocks of 1024
+ * elements, each block's sum added in double, so that a plane of millions of float32 values
+ * loses no more than a float32 sum of 1024 values does. */
+#define FC_DEFINE_SUM(SUFFIX, T)                                                                \
+static inline double fc_sum_##SUFFIX(const T* x, ptrdiff_t n) {                                 \
+    enum { V = FC_VEC_##SUFFIX };                                                              \
+    double total = 0;                                                                          \
+    for (ptrdiff_t start = 0; start < n; start += 1024) {                                      \
+        ptrdiff_t end = n - start < 1024 ? n : start + 1024, i = start;                        \
+        fc_gvec_##SUFFIX a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, v0, v1, v2, v3;               \
+        for (; i + 4 * V <= end; i += 4 * V) {                                                 \
+            memcpy(&v0, x + i, sizeof(v0));                                                    \
+            memcpy(&v1, x + i + V, sizeof(v1));                                                \
+            memcpy(&v2, x + i + 2 * V, sizeof(v2));                                            \
+            memcpy(&v3, x + i + 3 * V, sizeof(v3));                                            \
+            a0 += v0; a1 += v1; a2 += v2; a3 += v3;                                            \
+        }                                                                                      \
+        a0 += a1; a2 += a3; a0 += a2;                                                          \
+        T block = 0;                                                                           \
+        for (int j = 0; j < V; j++) block += a0[j];                                            \
+        for (; i < end; i++) block += x[i];                                                    \
+        total += block;                                                                        \
+    }                                                                                          \
+    return total;                                                                              \
+}
+
+FC_DEFINE_SUM(f32, float)
+FC_DEFINE_SUM(f64, double)
+
+/* Weight-gradient dot products on the phase grid (_conv_backward.pyx, weight_grad_phase):
+ *   acc[i * acc_stride + j] += sum_p g[i * g_stride + p] * (grid[offsets[j] + p] if mask[p])
+ * for p < length (a multiple of the vector width), i < FC_DOT_M, j < FC_DOT_K: a register
+ * tile of FC_DOT_M x FC_DOT_K vector accumulators, reduced across lanes (in a fixed order)
+ * once at the end. The mask drops the extended grid's extra positions exactly (a bitwise
+ * and, so that an inf or NaN read there never leaks in). */
+#ifdef __AVX512F__
+#define FC_DOT_M 4
+#define FC_DOT_K 6
+#else
+#define FC_DOT_M 2
+#define FC_DOT_K 4
+#endif
+typedef int fc_gmask_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+typedef long long fc_gmask_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+
+#define FC_DEFINE_DOT_TILE(SUFFIX, T, MASK_T)                                                   \
+static inline void fc_dot_tile_##SUFFIX(const T* g, ptrdiff_t g_stride, const T* grid,          \
+        const ptrdiff_t* offsets, const MASK_T* mask, ptrdiff_t length, T* acc,               \
+        ptrdiff_t acc_stride) {                                                                \
+    enum { V = FC_VEC_##SUFFIX };                                                              \
+    typedef fc_gmask_##SUFFIX mvec;                                                            \
+    fc_gvec_##SUFFIX a[FC_DOT_M][FC_DOT_K];                                                    \
+    ptrdiff_t i, j, p;                                                                         \
+    for (i = 0; i < FC_DOT_M; i++)                                                             \
+        for (j = 0; j < FC_DOT_K; j++) a[i][j] = (fc_gvec_##SUFFIX){0};                        \
+    for (p = 0; p < length; p += V) {                                                          \
+        mvec keep; fc_gvec_##SUFFIX gv[FC_DOT_M];                                              \
+        memcpy(&keep, mask + p, sizeof(keep));                                                 \
+        for (i = 0; i < FC_DOT_M; i++) memcpy(&gv[i], g + i * g_stride + p, sizeof(gv[i]));    \
+        for (j = 0; j < FC_DOT_K; j++) {                                                       \
+            fc_gvec_##SUFFIX xv;                                                               \
+            memcpy(&xv, grid + offsets[j] + p, sizeof(xv));                                    \
+            xv = (fc_gvec_##SUFFIX)((mvec)xv & keep);                                          \
+            for (i = 0; i < FC_DOT_M; i++) a[i][j] += gv[i] * xv;                              \
+        }                                                                                      \
+    }                                                                                          \
+    for (i = 0; i < FC_DOT_M; i++)                                                             \
+        for (j = 0; j < FC_DOT_K; j++) {                                                       \
+            T total = 0;                                                                       \
+            for (int lane = 0; lane < V; lane++) total += a[i][j][lane];                       \
+            acc[i * acc_stride + j] += total;                                                  \
+        }                                                                                      \
+}
+
+FC_DEFINE_DOT_TILE(f32, float, int)
+FC_DEFINE_DOT_TILE(f64, double, long long)
+
 #endif /* FASTCONV_SIMD_H */

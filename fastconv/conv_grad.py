@@ -12,8 +12,9 @@ import numpy as np
 
 from fastconv import _args, _conv, _conv_backward, _parallel
 from fastconv.convolution import _NUMPY_PAD_MODE, _as_5d, _conv_problem
-from fastconv.dispatch import ConvProblem, blas_runs_full_width, fits_blas, gemm_band_rows, \
-    input_grad_work_split, select_input_grad, weight_grad_chunks
+from fastconv.dispatch import (ConvProblem, blas_runs_full_width, fits_blas, gemm_band_rows,
+                               input_grad_phase_grid, input_grad_work_split, phase_grid_tile,
+                               select_input_grad, weight_grad_chunks, weight_grad_phase_grid)
 
 _parallel.register_blas_hook(_conv_backward)
 
@@ -179,12 +180,17 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)
     threads = _parallel.threads_for(problem.multiply_adds)
     band, chunks = input_grad_work_split(problem, dtype.itemsize, threads)
+    kernel = choice.algorithm
+    if kernel == "col2im" and input_grad_phase_grid(problem, dtype.itemsize, w):
+        kernel = "col2im-phase"
+        band = phase_grid_tile(problem, dtype.itemsize, _conv.packed_tile_width(
+            dtype == np.float64)[1])
     with _parallel.single_threaded_blas:
         _conv_backward.conv_input_grad(_as_5d(g, nd), _as_5d(w, nd), _as_5d(dx, nd),
                                        unit + problem.stride,
                                        zero + tuple(p[0] for p in problem.padding),
                                        unit + problem.dilation, problem.groups,
-                                       choice.algorithm, band, chunks, threads,
+                                       kernel, band, chunks, threads,
                                        not blas_runs_full_width() or not fits_blas(problem))
     return dx
 
@@ -200,7 +206,12 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype):
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)
     threads = _parallel.threads_for(problem.multiply_adds)
     band = gemm_band_rows(problem, dtype.itemsize)
-    chunks = weight_grad_chunks(problem, threads, band)
+    phase_images = weight_grad_phase_grid(problem, dtype.itemsize, threads)
+    if phase_images:   # work units: blocks of phase_images images of one group
+        units = -(-problem.batch // phase_images) * problem.groups
+        chunks = int(max(1, min(units, 4 * threads)))
+    else:
+        chunks = weight_grad_chunks(problem, threads, band)
     with _parallel.single_threaded_blas:
         _conv_backward.conv_weight_grad(_as_5d(x, nd), _as_5d(g, nd), _as_5d(dw, nd),
                                         unit + problem.stride,
@@ -208,7 +219,8 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype):
                                         unit + problem.dilation, problem.groups,
                                         problem.pointwise and fits_blas(problem), band,
                                         chunks, threads,
-                                        not blas_runs_full_width() or not fits_blas(problem))
+                                        not blas_runs_full_width() or not fits_blas(problem),
+                                        phase_images)
     return dw
 
 
@@ -350,7 +362,15 @@ def conv_bias(grad_output):
     if g.ndim < 3:
         raise ValueError(f"grad_output must be at least 3-d (N, C_out, *spatial); got shape "
                          f"{g.shape}")
-    return g.sum(axis=(0,) + tuple(range(2, g.ndim)), dtype=dtype)
+    g = np.ascontiguousarray(g, dtype=dtype)
+    out = np.empty(g.shape[1], dtype)
+    planes = g.reshape(g.shape[0], g.shape[1], -1) if g.size else g.reshape(
+        g.shape[0], g.shape[1], 0)
+    if g.shape[0] == 0 or planes.shape[2] == 0:
+        out[...] = 0
+        return out
+    _conv_backward.bias_grad(planes, out, _parallel.threads_for(g.size))
+    return out
 
 
 _EXAMPLES = {

@@ -5,6 +5,7 @@ Each public function normalizes its arguments into a ConvProblem (dispatch.py), 
 allocates the output, picks the algorithm and calls one compiled kernel (_conv.pyx).
 """
 import contextlib
+import functools
 from math import prod
 from collections import namedtuple
 
@@ -60,9 +61,32 @@ def _normalize_padding(padding, nd, kernel_size, stride, dilation):
     return pairs
 
 
+def _plain(value):
+    """True for an int, str, None, or a (nested) tuple of those: an argument whose hash says
+    everything the checks look at (1.0 == 1 and True == 1 hash alike but are refused)."""
+    if value is None or type(value) is int or type(value) is str:
+        return True
+    return type(value) is tuple and all(_plain(v) for v in value)
+
+
+@functools.lru_cache(maxsize=512)
+def _checked_problem(*args):
+    return _check_conv_problem(*args)
+
+
 def _conv_problem(nd, x_shape, w_shape, bias_shape, stride, padding, dilation, groups,
                   padding_mode):
-    """Check a convolution call and describe it as a ConvProblem."""
+    """Check a convolution call and describe it as a ConvProblem; the checks of a call whose
+    arguments are plain ints and tuples are remembered (a training loop repeats its shapes,
+    and small layers pay the Python layer's time per call)."""
+    args = (nd, x_shape, w_shape, bias_shape, stride, padding, dilation, groups, padding_mode)
+    if all(_plain(a) for a in args):
+        return _checked_problem(*args)
+    return _check_conv_problem(*args)
+
+
+def _check_conv_problem(nd, x_shape, w_shape, bias_shape, stride, padding, dilation, groups,
+                        padding_mode):
     dims = _args.SPATIAL_NAMES[nd]
     if len(x_shape) != nd + 2:
         raise ValueError(f"input must be {nd + 2}-d (N, C_in, {dims}) for conv{nd}d; got shape "
@@ -199,22 +223,26 @@ def _conv_kernel(problem, x, w, bias, out, choice, pad_before):
     # no index product (stride x row length) can approach 2**63 for a huge, legal stride.
     stride = tuple(1 if m == 1 else s for m, s in zip(problem.out_size, problem.stride))
     threads = _parallel.threads_for(problem.multiply_adds)
-    channel_panels, tile_shape, phase = 1, 0, False
-    if choice.algorithm == "packed":
-        double = dtype == np.float64
-        tile_shape = _conv.packed_tile_shape(problem.out_per_group, prod(problem.out_size), double)
-        mr, nr = _conv.packed_tile_width(double, tile_shape)
-        phase = packed_phase_grid(problem, dtype.itemsize, threads)
-        if phase:
-            band = phase_grid_tile(problem, dtype.itemsize, nr)
-        else:
-            band, channel_panels = packed_partition(problem, dtype.itemsize, mr, nr)
-    else:
-        band = gemm_band_rows(problem, dtype.itemsize)
+    band, channel_panels, tile_shape, phase = _kernel_plan(problem, choice.algorithm,
+                                                           dtype.itemsize, threads)
     _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd),
                        unit + stride, zero + pad_before, unit + problem.dilation,
                        problem.groups, choice.algorithm, band, threads, channel_panels,
                        tile_shape, phase)
+
+
+@functools.lru_cache(maxsize=512)
+def _kernel_plan(problem, algorithm, itemsize, threads):
+    """(band, channel_panels, tile_shape, phase) of a kernel call: how it cuts its work."""
+    if algorithm != "packed":
+        return gemm_band_rows(problem, itemsize), 1, 0, False
+    double = itemsize == 8
+    tile_shape = _conv.packed_tile_shape(problem.out_per_group, prod(problem.out_size), double)
+    mr, nr = _conv.packed_tile_width(double, tile_shape)
+    if packed_phase_grid(problem, itemsize, threads):
+        return phase_grid_tile(problem, itemsize, nr), 1, tile_shape, True
+    band, channel_panels = packed_partition(problem, itemsize, mr, nr)
+    return band, channel_panels, tile_shape, False
 
 
 def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,

@@ -7,7 +7,10 @@ measurements behind them.
 """
 from collections import namedtuple
 from dataclasses import dataclass
+from functools import cached_property
 from math import prod
+
+import numpy as np
 
 ALGORITHMS = ("direct", "im2col", "gemm1x1", "packed")
 
@@ -40,7 +43,7 @@ class ConvProblem:
     def out_per_group(self):
         return self.out_channels // self.groups
 
-    @property
+    @cached_property   # read many times per call by the dispatcher (frozen: never stale)
     def out_size(self):
         return tuple((n + p0 + p1 - d * (k - 1) - 1) // s + 1
                      for n, k, s, (p0, p1), d in zip(self.in_size, self.kernel_size, self.stride,
@@ -263,6 +266,51 @@ def packed_phase_grid(problem, itemsize, num_threads):
     positions, elements = _phase_grid_shape(problem)
     return (elements * itemsize <= PHASE_GRID_MAX_BYTES
             and positions <= PHASE_GRID_MAX_EXTRA * prod(problem.out_size))
+
+
+# The input gradient through the phase grid sums each input pixel's contributions in another
+# order than col2im by row segments, so the choice must not depend on the thread count (the
+# result would): it needs this many (image, group) planes whatever the threads, enough to keep
+# 16 busy. Measured on Zen 5, 2 threads, float32 (col2im by segments -> phase grid, us, the
+# forward problem named): (32,16,28,28)*(32,16,3,3) s2 430 -> 331; (32,32,14,14)*(32,32,3,3)
+# s2 294 -> 264; the same at stride 1 1109 -> 807; (16,64,56,56)*(64,64,3,3) 12166 -> 10047.
+PHASE_GRID_MIN_PLANES_INPUT_GRAD = 16
+
+
+def input_grad_phase_grid(problem, itemsize, weight):
+    """True if the col2im input gradient should go through the phase grid (see
+    packed_phase_grid); its extended columns are exact zeros only for finite weights."""
+    if problem.pointwise or problem.batch * problem.groups < PHASE_GRID_MIN_PLANES_INPUT_GRAD:
+        return False
+    positions, elements = _phase_grid_shape(problem)
+    return (elements * itemsize <= PHASE_GRID_MAX_BYTES
+            and positions <= PHASE_GRID_MAX_EXTRA * prod(problem.out_size)
+            and bool(np.isfinite(weight).all()))
+
+
+# The weight gradient as dot products on the phase grid (no unfolding, no transposition).
+# Measured on Zen 5, 2 threads, float32 (im2col + GEMM -> phase grid, us): (32,1,28,28) with
+# 16 3x3 filters 221 -> 109; (32,16,28,28)*(32,16,3,3) s2 460 -> 321, s1 1247 -> 702;
+# (32,32,14,14)*(32,32,3,3) s2 318 -> 245; (64,64,7,7)*(64,64,3,3) 1443 -> 1120;
+# (16,64,56,56)*(64,64,3,3) 13292 -> 9103. Each chunk of work keeps a partial gradient:
+# bounded here.
+PHASE_GRID_MAX_WEIGHT_GRAD = 1 << 16     # C_out x C_in/groups x taps
+
+
+def weight_grad_phase_grid(problem, itemsize, num_threads):
+    """Images per work unit if the weight gradient should be dot products on the phase grid
+    (see packed_phase_grid), else 0. A unit's images sit side by side in one grid of up to
+    512 KiB, so that the dot products run long enough to pay for their register tiles, and
+    there are at least two units per thread."""
+    if problem.pointwise or problem.out_channels * problem.gemm_depth \
+            > PHASE_GRID_MAX_WEIGHT_GRAD:
+        return 0
+    positions, elements = _phase_grid_shape(problem)
+    if (elements * itemsize > PHASE_GRID_MAX_BYTES
+            or positions > PHASE_GRID_MAX_EXTRA * prod(problem.out_size)):
+        return 0
+    return int(max(1, min(problem.batch // (2 * num_threads),
+                          (512 * 1024) // (elements * itemsize))))
 
 
 def phase_grid_tile(problem, itemsize, nr):

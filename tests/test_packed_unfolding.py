@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import convolution, dispatch
+from fastconv import conv_grad, convolution, dispatch
 
 import reference
 
@@ -16,10 +16,12 @@ CONV = {1: fastconv.conv1d, 2: fastconv.conv2d, 3: fastconv.conv3d}
 
 def packed_with(monkeypatch, phase_grid, conv, *args, **kwargs):
     monkeypatch.setattr(convolution, "packed_phase_grid", lambda *a: phase_grid)
+    convolution._kernel_plan.cache_clear()   # plans are remembered per problem
     try:
         return conv(*args, algorithm="packed", **kwargs)
     finally:
         monkeypatch.undo()
+        convolution._kernel_plan.cache_clear()
 
 
 CASES = [
@@ -65,3 +67,72 @@ def test_phase_grid_is_chosen_for_batches_of_small_planes_only():
     assert not dispatch.packed_phase_grid(pointwise, 4, num_threads=2)
     huge = convolution._problem_from_call((4, 64, 512, 512), (64, 64, 3, 3), padding=1)
     assert not dispatch.packed_phase_grid(huge, 4, num_threads=2)
+
+
+# The gradients through the phase grid: the input gradient (col2im as one contiguous add per
+# tap) and the weight gradient (dot products over blocks of images side by side) against the
+# float64 reference, and against their segment-by-segment versions.
+
+GRAD_INPUT = {1: fastconv.grad.conv1d_input, 2: fastconv.grad.conv2d_input,
+              3: fastconv.grad.conv3d_input}
+GRAD_WEIGHT = {1: fastconv.grad.conv1d_weight, 2: fastconv.grad.conv2d_weight,
+               3: fastconv.grad.conv3d_weight}
+
+
+def gradient_case(case, dtype):
+    nd, batch, c_in, c_out, size, kernel, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    size = (size,) * nd if isinstance(size, int) else size
+    kernel = (kernel,) * nd if isinstance(kernel, int) else kernel
+    x = rng.standard_normal((batch, c_in) + size).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups) + kernel).astype(dtype)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    y_shape = reference.conv_nd(x[:1], w, None, **kw).shape[2:]
+    g = rng.standard_normal((batch, c_out) + y_shape).astype(dtype)
+    return nd, x, w, g, kw
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[4]}-k{c[5]}-s{c[6]}")
+def test_input_grad_through_phase_grid(monkeypatch, case, dtype):
+    nd, x, w, g, kw = gradient_case(case, dtype)
+    results = {}
+    for phase in (False, True):
+        monkeypatch.setattr(conv_grad, "input_grad_phase_grid", lambda *a: phase)
+        results[phase] = GRAD_INPUT[nd](x.shape, w, g, **kw)
+    monkeypatch.undo()
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    expected = reference.conv_input_grad(x.shape, w.astype(np.float64), g, **kw)
+    for result in results.values():
+        np.testing.assert_allclose(result, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("images_per_unit", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[4]}-k{c[5]}-s{c[6]}")
+def test_weight_grad_through_phase_grid(monkeypatch, case, dtype, images_per_unit):
+    nd, x, w, g, kw = gradient_case(case, dtype)
+    monkeypatch.setattr(conv_grad, "weight_grad_phase_grid", lambda *a: images_per_unit)
+    result = GRAD_WEIGHT[nd](x, w.shape, g, **kw)
+    monkeypatch.undo()
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    expected = reference.conv_weight_grad(x.astype(np.float64), w.shape, g, **kw)
+    np.testing.assert_allclose(result, expected, rtol=tol * 10, atol=tol * 10)
+
+
+def test_phase_grid_gradients_keep_infinities_where_they_belong(monkeypatch):
+    """The extended grid reads past each output row; an inf there must not leak into the
+    gradients as NaN (0 * inf): the input gradient is taken only for finite weights, the
+    weight gradient masks the extra positions bit by bit."""
+    x = np.ones((3, 2, 5, 6))
+    x[:, :, :, -1] = np.inf            # read by the last valid window and by extra positions
+    g = np.ones((3, 3, 3, 4))
+    for images_per_unit in (1, 2):     # 2: a short last block of one image
+        monkeypatch.setattr(conv_grad, "weight_grad_phase_grid", lambda *a: images_per_unit)
+        got = fastconv.grad.conv2d_weight(x, (3, 2, 3, 3), g)
+        np.testing.assert_array_equal(got, reference.conv_weight_grad(x, (3, 2, 3, 3), g))
+    monkeypatch.undo()
+    w = np.ones((3, 2, 3, 3))
+    w[0, 0, 0, 0] = np.inf
+    assert not dispatch.input_grad_phase_grid(
+        convolution._problem_from_call((32, 2, 5, 6), w.shape), 8, w)
