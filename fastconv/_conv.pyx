@@ -906,6 +906,55 @@ cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t* off
                                          + t1 // s.stride[1]) * pg.q[2] + t2 // s.stride[2]
 
 
+cdef void fill_phase_grid_pairs(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
+                                floating* buf) noexcept nogil:
+    """fill_phase_grid for stride 2 along W: each input row is read once and split into its
+    even and odd phase rows by one loop the compiler vectorizes."""
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], p2 = s.pad[2]
+    cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2]
+    cdef Py_ssize_t c, r0, r1, i0, i1, i, j, d, h, first, last
+    cdef floating* even
+    cdef floating* odd
+    cdef const floating* x_row
+    cdef const floating* pairs
+    # columns 2i - p2 and 2i + 1 - p2 are both inside the row for first <= i < last
+    first = (p2 + 1) // 2
+    last = (W + p2) // 2
+    if last > Q2:
+        last = Q2
+    if last < first:
+        last = first
+    for c in range(s.c_in_g):
+        for r0 in range(s0):
+            for r1 in range(s1):
+                even = buf + (((c * s0 + r0) * s1 + r1) * 2) * pg.phase_stride
+                odd = even + pg.phase_stride
+                for i0 in range(Q0):
+                    d = i0 * s0 + r0 - s.pad[0]
+                    for i1 in range(Q1):
+                        h = i1 * s1 + r1 - s.pad[1]
+                        if d < 0 or d >= D or h < 0 or h >= H:
+                            memset(even, 0, Q2 * sizeof(floating))
+                            memset(odd, 0, Q2 * sizeof(floating))
+                        else:
+                            x_row = x_g + ((c * D + d) * H + h) * W
+                            for i in range(first):
+                                j = 2 * i - p2
+                                even[i] = x_row[j] if 0 <= j < W else 0
+                                odd[i] = x_row[j + 1] if 0 <= j + 1 < W else 0
+                            pairs = x_row + 2 * first - p2
+                            for i in range(last - first):
+                                even[first + i] = pairs[2 * i]
+                                odd[first + i] = pairs[2 * i + 1]
+                            for i in range(last, Q2):
+                                j = 2 * i - p2
+                                even[i] = x_row[j] if 0 <= j < W else 0
+                                odd[i] = x_row[j + 1] if 0 <= j + 1 < W else 0
+                        even += Q2
+                        odd += Q2
+
+
 cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
                           floating* buf) noexcept nogil:
     """buf[phase (c, r0, r1, r2) * phase_stride + (i0 * Q1 + i1) * Q2 + i2] = padded input
@@ -917,6 +966,9 @@ cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGr
     cdef Py_ssize_t c, r0, r1, r2, i0, i1, i2, d, h, lo, hi, off
     cdef floating* row
     cdef const floating* x_row
+    if s2 == 2:
+        fill_phase_grid_pairs(x_g, s, pg, buf)
+        return
     for c in range(s.c_in_g):
         for r0 in range(s0):
             for r1 in range(s1):

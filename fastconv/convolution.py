@@ -62,11 +62,19 @@ def _normalize_padding(padding, nd, kernel_size, stride, dilation):
 
 
 def _plain(value):
-    """True for an int, str, None, or a (nested) tuple of those: an argument whose hash says
-    everything the checks look at (1.0 == 1 and True == 1 hash alike but are refused)."""
-    if value is None or type(value) is int or type(value) is str:
+    """True for an int, str, None, or a tuple of ints or of tuples of ints: an argument whose
+    hash says everything the checks look at (1.0 == 1 and True == 1 hash alike but are
+    refused). Called per convolution call, so written for speed."""
+    kind = type(value)
+    if kind is int or kind is str or value is None:
         return True
-    return type(value) is tuple and all(_plain(v) for v in value)
+    if kind is not tuple:
+        return False
+    for item in value:
+        if type(item) is not int and not (type(item) is tuple
+                                          and all(type(v) is int for v in item)):
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=512)
