@@ -22,6 +22,7 @@ threads never exceed the cores (Dask's distributed workers already set OMP_NUM_T
 
 Install with ``pip install "fastconv[dask]"``.
 """
+import functools
 import math
 import multiprocessing
 import threading
@@ -33,7 +34,6 @@ import numpy as np
 try:
     import dask
     import dask.array as da
-    from dask.array.overlap import overlap as _overlap
 except ImportError as err:  # pragma: no cover - exercised only without dask
     raise ImportError("fastconv.dask needs Dask; install the extra: "
                       "pip install \"fastconv[dask]\"") from err
@@ -230,13 +230,97 @@ def _compute_dtype(x, *arrays):
 
 
 def _with_halo(x, plans):
-    x = x.rechunk({2 + i: p.in_chunks for i, p in enumerate(plans)})
-    # an axis in one block needs no halo (and dask's overlap would refuse a deeper one)
-    depth = {2 + i: (p.halo_before, p.halo_after) if len(p.in_chunks) > 1 else (0, 0)
-             for i, p in enumerate(plans)}
-    if any(d != (0, 0) for d in depth.values()):
-        x = _overlap(x, depth=depth, boundary="none")
-    return x
+    """x cut as the plans say, every block extended by its halo from the neighbouring blocks
+    (the map_overlap pattern; see _halo_map)."""
+    x, depth = _halo_depth(x, plans)
+    if all(d == (0, 0) for d in depth):
+        return x
+    extended = list(x.chunks)
+    for a, (before, after) in enumerate(depth):
+        axis = x.chunks[2 + a]
+        extended[2 + a] = tuple(c + (before if j > 0 else 0) + (after if j < len(axis) - 1
+                                                                else 0)
+                                for j, c in enumerate(axis))
+    return _halo_map(x, depth, _assemble, tuple(extended), x.dtype, x._meta)
+
+
+def _halo_depth(x, plans):
+    """x rechunked as the plans say, and the halo (before, after) of each spatial axis."""
+    chunks, depth = list(x.chunks), []
+    for i, p in enumerate(plans):
+        chunks[2 + i] = p.in_chunks
+        depth.append((p.halo_before, p.halo_after) if len(p.in_chunks) > 1 else (0, 0))
+    return x.rechunk(tuple(chunks)), tuple(depth)
+
+
+def _edge_copy(block, index):
+    """A copy (not a view: the block may then be released) of block[index]."""
+    return np.array(block[index], copy=True)
+
+
+def _assemble(center, edges, offsets, depth, rows=None, **_):
+    """The block extended by its neighbours' edges: edges[e] lies at offsets[e] (one of -1,
+    0, 1 per spatial axis: before, along, after the block). With ``rows=(a, b)`` only those
+    rows of the extended block along the first spatial axis are assembled."""
+    nd = len(depth)
+    lead = [depth[a][0] if any(o[a] == -1 for o in offsets) else 0 for a in range(nd)]
+    trail = [depth[a][1] if any(o[a] == 1 for o in offsets) else 0 for a in range(nd)]
+    size = center.shape[2:]
+    full = [l + n + t for l, n, t in zip(lead, size, trail)]
+    a, b = rows if rows is not None else (0, full[0])
+    out = np.empty(center.shape[:2] + (b - a,) + tuple(full[1:]), center.dtype)
+    for piece, offset in [(center, (0,) * nd)] + list(zip(edges, offsets)):
+        # where the piece lies in the extended block, axis by axis
+        spans = [(0, lead[i]) if o == -1 else (lead[i], lead[i] + size[i]) if o == 0
+                 else (lead[i] + size[i], full[i]) for i, o in enumerate(offset)]
+        lo, hi = max(spans[0][0], a), min(spans[0][1], b)
+        if lo >= hi:
+            continue
+        region = (slice(None), slice(None), slice(lo - a, hi - a)) + tuple(
+            slice(*span) for span in spans[1:])
+        out[region] = piece[:, :, lo - spans[0][0]:hi - spans[0][0]]
+    return out
+
+
+def _halo_map(x, depth, fn, chunks, dtype, meta):
+    """One task per block of x: fn(center, edges, offsets=..., depth=..., index=..., counts=...)
+    where `edges` are the neighbours' edges (depth[a] = (before, after) elements along spatial
+    axis a, boundary 'none') at `offsets` (-1, 0, 1 per axis), `index` the block's spatial
+    index and `counts` the blocks per axis. Every edge is a task of its own that copies it,
+    so that a neighbour block is held only until its edge is taken, not until this block's
+    task runs (dask's overlap slices views, which keep the whole neighbour alive)."""
+    import functools
+    import itertools
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    token = tokenize(x, depth, fn, chunks)
+    name, edge_name = f"fastconv-halo-{token}", f"fastconv-halo-edge-{token}"
+    counts = x.numblocks[2:]
+    dsk = {}
+    for index in itertools.product(*(range(n) for n in x.numblocks)):
+        spatial = index[2:]
+        choices = []
+        for a, (before, after) in enumerate(depth):
+            choices.append([0] + ([-1] if before and spatial[a] > 0 else [])
+                           + ([1] if after and spatial[a] < counts[a] - 1 else []))
+        edge_keys, offsets = [], []
+        for offset in itertools.product(*choices):
+            if not any(offset):
+                continue
+            region = (slice(None), slice(None)) + tuple(
+                slice(-depth[a][0], None) if o == -1 else slice(0, depth[a][1]) if o == 1
+                else slice(None) for a, o in enumerate(offset))
+            neighbour = index[:2] + tuple(i + o for i, o in zip(spatial, offset))
+            key = (edge_name,) + index + tuple(o + 1 for o in offset)
+            dsk[key] = (_edge_copy, (x.name,) + neighbour, region)
+            edge_keys.append(key)
+            offsets.append(offset)
+        task = functools.partial(fn, offsets=tuple(offsets), depth=tuple(depth),
+                                 index=spatial, counts=counts)
+        dsk[(name,) + index] = (task, (x.name,) + index, edge_keys)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x])
+    return da.Array(graph, name, chunks=chunks, dtype=dtype, meta=meta)
 
 
 def _border_padding(plans, block_info):
@@ -262,11 +346,43 @@ def _pad(x, pads, mode):
     return x
 
 
-def _conv_block(block, nd, stride, dilation, groups, algorithm, plans, weight, bias,
-                block_info=None):
-    return _with_task_threads(getattr(fastconv, f"conv{nd}d"), block, weight, bias,
-                              stride=stride, padding=_border_padding(plans, block_info),
-                              dilation=dilation, groups=groups, algorithm=algorithm)
+# The input of a band of output rows: at most this many bytes (a task never holds its whole
+# halo-extended block, only its own block, its neighbours' edges and one band)
+BAND_BYTES = 8 << 20
+
+
+def _conv_block(center, edges, offsets, depth, index, counts, nd, stride, dilation, groups,
+                algorithm, plans, weight, bias):
+    """One output block, by bands of output rows (first spatial axis): each band's input is
+    assembled from the block and its neighbours' edges, convolved, and written in place."""
+    padding = tuple((p.pad_before if j == 0 else 0, p.pad_after if j == n - 1 else 0)
+                    for p, j, n in zip(plans, index, counts))
+    lead = depth[0][0] if any(o[0] == -1 for o in offsets) else 0
+    trail = depth[0][1] if any(o[0] == 1 for o in offsets) else 0
+    length = lead + center.shape[2] + trail           # extended rows along the first axis
+    span = dilation[0] * (weight.shape[2] - 1) + 1
+    (before, after), s = padding[0], stride[0]
+    rows_out = (length + before + after - span) // s + 1
+    band = max(1, BAND_BYTES // max(1, center[:, :, :1].nbytes * s))   # output rows
+    conv = getattr(fastconv, f"conv{nd}d")
+    out = None
+    for o0 in range(0, rows_out, band):
+        o1 = min(rows_out, o0 + band)
+        a, b = o0 * s - before, (o1 - 1) * s + span - before   # extended rows it reads
+        if max(a, 0) < min(b, length):
+            piece = _assemble(center, edges, offsets, depth, rows=(max(a, 0), min(b, length)))
+            rows_padding = (max(-a, 0), max(b - length, 0))
+        else:   # rows read in the padding only: the kernel's zeros, made explicit
+            piece = _assemble(center, edges, offsets, depth, rows=(0, 0))
+            piece = np.zeros(piece.shape[:2] + (b - a,) + piece.shape[3:], piece.dtype)
+            rows_padding = (0, 0)
+        result = _with_task_threads(conv, piece, weight, bias, stride=stride,
+                                    padding=(rows_padding,) + padding[1:],
+                                    dilation=dilation, groups=groups, algorithm=algorithm)
+        if out is None:
+            out = np.empty(result.shape[:2] + (rows_out,) + result.shape[3:], result.dtype)
+        out[:, :, o0:o1] = result
+    return out
 
 
 def _prepare_conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode):
@@ -302,12 +418,12 @@ def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mo
     x, w, b, problem, plans, x_used = _prepare_conv(nd, input, weight, bias, stride, padding,
                                                     dilation, groups, padding_mode)
     dtype = _compute_dtype(x, w, b)
-    blocks = _with_halo(x_used, plans)
-    chunks = (blocks.chunks[0], (problem.out_channels,)) + tuple(p.out_chunks for p in plans)
-    # NumPy operands go as keywords: map_blocks would chunk positional arrays like the input
-    return blocks.map_blocks(_conv_block, nd, problem.stride, problem.dilation,
-                             problem.groups, algorithm, tuple(plans), weight=w, bias=b,
-                             chunks=chunks, dtype=dtype, meta=np.empty((0,) * (nd + 2), dtype))
+    x_used, depth = _halo_depth(x_used, plans)
+    chunks = (x_used.chunks[0], (problem.out_channels,)) + tuple(p.out_chunks for p in plans)
+    task = functools.partial(_conv_block, nd=nd, stride=problem.stride,
+                             dilation=problem.dilation, groups=problem.groups,
+                             algorithm=algorithm, plans=tuple(plans), weight=w, bias=b)
+    return _halo_map(x_used, depth, task, chunks, dtype, np.empty((0,) * (nd + 2), dtype))
 
 
 _CONV_DOC = """:func:`fastconv.conv{nd}d` on a Dask array chunked along batch and space.

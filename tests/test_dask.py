@@ -70,6 +70,24 @@ def test_conv_random_chunkings_bit_for_bit(nd, x_shape, w_shape, kwargs, seed):
     np.testing.assert_array_equal(compute(y), expected, err_msg=f"chunks {chunks}")
 
 
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("nd, x_shape, w_shape, kwargs", [c[1:] for c in CONV_CASES],
+                         ids=[c[0] for c in CONV_CASES])
+def test_conv_blocks_computed_by_bands_of_rows_bit_for_bit(monkeypatch, nd, x_shape, w_shape,
+                                                            kwargs, seed):
+    """A task convolves its block band by band (never holding the halo-extended block): with
+    bands of one or a few output rows, the result is still the in-memory one."""
+    monkeypatch.setattr(fd, "BAND_BYTES", 1 + seed * 200)
+    rng = np.random.default_rng(seed + 10)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    expected = getattr(fastconv, f"conv{nd}d")(x, w, algorithm="packed", **kwargs)
+    chunks = random_chunking(rng, x_shape)
+    y = getattr(fd, f"conv{nd}d")(da.from_array(x, chunks=chunks), w, algorithm="packed",
+                                  **kwargs)
+    np.testing.assert_array_equal(compute(y), expected, err_msg=f"chunks {chunks}")
+
+
 def test_conv_single_output_pixel_chunks_and_auto_algorithm():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 12, 12))
