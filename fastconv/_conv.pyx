@@ -1005,16 +1005,21 @@ cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t c
     """out[c, position of extended p] = tile_out[c, p - p_begin] for the valid positions of
     [p_begin, p_begin + count): row runs of the extended grid, cut at OW, rows past OH dropped."""
     cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2], Q1 = pg.q[1], Q2 = pg.q[2]
-    cdef Py_ssize_t p = p_begin, end = p_begin + count, r, ow, run, c, dst
+    cdef Py_ssize_t p = p_begin, end = p_begin + count, r, ow, run, c, dst, i, n
+    cdef floating* target
+    cdef const floating* source
     while p < end:
         r = p // Q2
         ow = p - r * Q2
         run = Q2 - ow if Q2 - ow < end - p else end - p
         if ow < OW and r % Q1 < OH:
             dst = ((r // Q1) * OH + r % Q1) * OW + ow
+            n = run if run < OW - ow else OW - ow
             for c in range(channels):
-                memcpy(out + c * out_plane + dst, tile_out + c * ld + (p - p_begin),
-                       (run if run < OW - ow else OW - ow) * sizeof(floating))
+                target = out + c * out_plane + dst
+                source = tile_out + c * ld + (p - p_begin)
+                for i in range(n):   # short rows: a loop, not a library call per row
+                    target[i] = source[i]
         p += run
 
 

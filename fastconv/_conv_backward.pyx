@@ -214,11 +214,15 @@ cdef void extend_rows(const floating* g_plane, const ConvShape* s, const PhaseGr
                       floating* g_ext) noexcept nogil:
     """g_ext[(od * Q1 + oh) * Q2 + ow] = g_plane[(od * OH + oh) * OW + ow]; the rest is zero."""
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
-    cdef Py_ssize_t od, oh
+    cdef Py_ssize_t od, oh, i
+    cdef floating* dst
+    cdef const floating* src
     for od in range(OD):
         for oh in range(OH):
-            memcpy(g_ext + (od * pg.q[1] + oh) * pg.q[2], g_plane + (od * OH + oh) * OW,
-                   OW * sizeof(floating))
+            dst = g_ext + (od * pg.q[1] + oh) * pg.q[2]
+            src = g_plane + (od * OH + oh) * OW
+            for i in range(OW):   # short rows: a loop, not a library call per row
+                dst[i] = src[i]
 
 
 cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseGrid* pg,
