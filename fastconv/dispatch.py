@@ -123,7 +123,9 @@ RULES = (
          "GEMM this thin wastes its tiles"),
     Rule("packed", lambda p: True,
          "im2col straight into the panels of fastconv's register-blocked GEMM micro-kernel "
-         "(measured faster than im2col + BLAS on every GEMM-shaped bench case)"),
+         "(measured faster than im2col + BLAS on every GEMM-shaped bench case); a batch of "
+         "small planes is unfolded through a stride-phase grid (packed_phase_grid), with the "
+         "same result"),
 )
 
 # The input gradient of a convolution, which is also the transposed convolution: `problem`
@@ -148,7 +150,8 @@ INPUT_GRAD_RULES = (
          "would be an outer product; direct loops gather each gradient row in cache"),
     Rule("col2im", lambda p: True,
          "a GEMM over channels: multiply bands by W^T (fastconv's micro-kernel, or BLAS where "
-         "it runs full width) and scatter them back (col2im)"),
+         "it runs full width) and scatter them back (col2im; through a stride-phase grid for "
+         "batches of small planes, see input_grad_phase_grid)"),
 )
 
 def _subpixel_fits(problem):
