@@ -37,9 +37,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[4]}-k{c[5]}-s{c[6]}")
-def test_phase_grid_equals_segments_bit_for_bit(monkeypatch, case, dtype):
+def make_case(case, dtype):
+    """(nd, input, weight, bias, keyword arguments) of a CASES row, seeded by the row."""
     nd, batch, c_in, c_out, size, kernel, stride, padding, dilation, groups = case
     rng = np.random.default_rng(hash(case) % 2**32)
     size = (size,) * nd if isinstance(size, int) else size
@@ -47,7 +46,13 @@ def test_phase_grid_equals_segments_bit_for_bit(monkeypatch, case, dtype):
     x = rng.standard_normal((batch, c_in) + size).astype(dtype)
     w = rng.standard_normal((c_out, c_in // groups) + kernel).astype(dtype)
     b = rng.standard_normal(c_out).astype(dtype)
-    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return nd, x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[4]}-k{c[5]}-s{c[6]}")
+def test_phase_grid_equals_segments_bit_for_bit(monkeypatch, case, dtype):
+    nd, x, w, b, kw = make_case(case, dtype)
     segments = packed_with(monkeypatch, False, CONV[nd], x, w, b, **kw)
     phase = packed_with(monkeypatch, True, CONV[nd], x, w, b, **kw)
     np.testing.assert_array_equal(phase, segments)
@@ -80,15 +85,11 @@ GRAD_WEIGHT = {1: fastconv.grad.conv1d_weight, 2: fastconv.grad.conv2d_weight,
 
 
 def gradient_case(case, dtype):
-    nd, batch, c_in, c_out, size, kernel, stride, padding, dilation, groups = case
-    rng = np.random.default_rng(hash(case) % 2**32)
-    size = (size,) * nd if isinstance(size, int) else size
-    kernel = (kernel,) * nd if isinstance(kernel, int) else kernel
-    x = rng.standard_normal((batch, c_in) + size).astype(dtype)
-    w = rng.standard_normal((c_out, c_in // groups) + kernel).astype(dtype)
-    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    """make_case with an output gradient in place of the bias."""
+    nd, x, w, _, kw = make_case(case, dtype)
     y_shape = reference.conv_nd(x[:1], w, None, **kw).shape[2:]
-    g = rng.standard_normal((batch, c_out) + y_shape).astype(dtype)
+    rng = np.random.default_rng(hash(case) % 2**32 + 1)
+    g = rng.standard_normal(x.shape[:1] + w.shape[:1] + y_shape).astype(dtype)
     return nd, x, w, g, kw
 
 
