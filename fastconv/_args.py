@@ -18,6 +18,8 @@ MAX_BYTES = np.iinfo(np.intp).max
 
 def is_int(value):
     """True for Python and NumPy integers (bool is not a size)."""
+    if type(value) is int:   # the usual case, without the abstract-class checks
+        return True
     return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -84,6 +86,9 @@ def compute_dtype(**arrays):
     arrays raise TypeError naming the argument.
     """
     present = {name: a for name, a in arrays.items() if a is not None}
+    chars = {a.dtype.char for a in present.values()}
+    if chars <= {"f", "d"} and chars:   # float32/float64 only: the common, quick case
+        return np.dtype(np.float64 if "d" in chars else np.float32)
     for name, a in present.items():
         kind = a.dtype.kind
         if kind == "c":

@@ -6,6 +6,7 @@ gradient. They accept every padding form and padding mode of the forward convolu
 reflect/replicate/circular pad is run on the explicitly padded input and its gradient folded
 back onto the input pixels it copied.
 """
+import contextlib
 from math import prod
 
 import numpy as np
@@ -185,13 +186,14 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
         kernel = "col2im-phase"
         band = phase_grid_tile(problem, dtype.itemsize, _conv.packed_tile_width(
             dtype == np.float64)[1])
-    with _parallel.single_threaded_blas:
+    own_gemm = not blas_runs_full_width() or not fits_blas(problem)
+    uses_blas = kernel == "gemm1x1" or (kernel == "col2im" and not own_gemm)
+    with _parallel.single_threaded_blas if uses_blas else contextlib.nullcontext():
         _conv_backward.conv_input_grad(_as_5d(g, nd), _as_5d(w, nd), _as_5d(dx, nd),
                                        unit + problem.stride,
                                        zero + tuple(p[0] for p in problem.padding),
                                        unit + problem.dilation, problem.groups,
-                                       kernel, band, chunks, threads,
-                                       not blas_runs_full_width() or not fits_blas(problem))
+                                       kernel, band, chunks, threads, own_gemm)
     return dx
 
 
@@ -212,15 +214,15 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype):
         chunks = int(max(1, min(units, 4 * threads)))
     else:
         chunks = weight_grad_chunks(problem, threads, band)
-    with _parallel.single_threaded_blas:
+    own_gemm = not blas_runs_full_width() or not fits_blas(problem)
+    uses_blas = not phase_images and not own_gemm
+    with _parallel.single_threaded_blas if uses_blas else contextlib.nullcontext():
         _conv_backward.conv_weight_grad(_as_5d(x, nd), _as_5d(g, nd), _as_5d(dw, nd),
                                         unit + problem.stride,
                                         zero + tuple(p[0] for p in problem.padding),
                                         unit + problem.dilation, problem.groups,
                                         problem.pointwise and fits_blas(problem), band,
-                                        chunks, threads,
-                                        not blas_runs_full_width() or not fits_blas(problem),
-                                        phase_images)
+                                        chunks, threads, own_gemm, phase_images)
     return dw
 
 

@@ -61,18 +61,18 @@ def _normalize_padding(padding, nd, kernel_size, stride, dilation):
     return pairs
 
 
-def _plain(value):
-    """True for an int, str, None, or a tuple of ints or of tuples of ints: an argument whose
-    hash says everything the checks look at (1.0 == 1 and True == 1 hash alike but are
-    refused). Called per convolution call, so written for speed."""
-    kind = type(value)
-    if kind is int or kind is str or value is None:
-        return True
-    if kind is not tuple:
-        return False
-    for item in value:
-        if type(item) is not int and not (type(item) is tuple
-                                          and all(type(v) is int for v in item)):
+def _plain(args):
+    """True if every argument is an int, str, None, or a tuple of ints or of tuples of ints:
+    arguments whose hash says everything the checks look at (1.0 == 1 and True == 1 hash
+    alike but are refused). Called per convolution call, so written for speed."""
+    for value in args:
+        kind = type(value)
+        if kind is tuple:
+            for item in value:
+                if type(item) is not int and not (type(item) is tuple
+                                                  and all(type(v) is int for v in item)):
+                    return False
+        elif not (kind is int or kind is str or value is None):
             return False
     return True
 
@@ -88,7 +88,7 @@ def _conv_problem(nd, x_shape, w_shape, bias_shape, stride, padding, dilation, g
     arguments are plain ints and tuples are remembered (a training loop repeats its shapes,
     and small layers pay the Python layer's time per call)."""
     args = (nd, x_shape, w_shape, bias_shape, stride, padding, dilation, groups, padding_mode)
-    if all(_plain(a) for a in args):
+    if _plain(args):
         return _checked_problem(*args)
     return _check_conv_problem(*args)
 

@@ -7,7 +7,7 @@ measurements behind them.
 """
 from collections import namedtuple
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from math import prod
 
 import numpy as np
@@ -53,16 +53,16 @@ class ConvProblem:
     def out_shape(self):
         return (self.batch, self.out_channels) + self.out_size
 
-    @property
+    @cached_property
     def gemm_depth(self):
         """K of the GEMM: the taps one output sums over."""
         return self.in_per_group * prod(self.kernel_size)
 
-    @property
+    @cached_property
     def multiply_adds(self):
         return self.batch * self.out_channels * prod(self.out_size) * self.gemm_depth
 
-    @property
+    @cached_property
     def pointwise(self):
         return (all(k == 1 for k in self.kernel_size) and all(s == 1 for s in self.stride)
                 and all(p == (0, 0) for p in self.padding))
@@ -194,6 +194,7 @@ def select(problem, algorithm="auto", rules=RULES, algorithms=ALGORITHMS):
     return Choice(algorithm, "forced by the caller")
 
 
+@lru_cache(maxsize=1024)   # a pure function of its arguments, asked on every call
 def gemm_band_rows(problem, itemsize):
     """Output rows per im2col band: the unfolded band (K x rows*OW) should stay in L2 (about
     512 KiB), and there should be enough bands to keep up to 16 threads busy, as long as each
@@ -248,6 +249,7 @@ PHASE_GRID_MAX_BYTES = 8 << 20     # the per-thread copy of one (image, group)
 PHASE_GRID_MAX_EXTRA = 1.5         # extended positions per output position
 
 
+@lru_cache(maxsize=1024)   # a pure function of its arguments, asked on every call
 def _phase_grid_shape(problem):
     """(extended positions, buffer elements) of the phase grid, from the kernel's own code."""
     from fastconv import _conv
@@ -329,6 +331,7 @@ def select_input_grad(problem, algorithm="auto"):
     return select(problem, algorithm, INPUT_GRAD_RULES, INPUT_GRAD_ALGORITHMS)
 
 
+@lru_cache(maxsize=1024)   # a pure function of its arguments, asked on every call
 def input_grad_work_split(problem, itemsize, num_threads):
     """(band_rows, channel_chunks) for the col2im path.
 
@@ -350,6 +353,7 @@ def input_grad_work_split(problem, itemsize, num_threads):
     return int(min(band, rows)), int(chunks)
 
 
+@lru_cache(maxsize=1024)   # a pure function of its arguments, asked on every call
 def weight_grad_chunks(problem, num_threads, band_rows):
     """Partial sums for the weight gradient: about four per thread so that dynamic scheduling
     can balance a busy core, no more than the work items, and at most 64 MiB of buffers."""
