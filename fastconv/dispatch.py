@@ -304,9 +304,12 @@ PHASE_GRID_MAX_WEIGHT_GRAD = 1 << 16     # C_out x C_in/groups x taps
 
 def weight_grad_phase_grid(problem, itemsize, num_threads):
     """Images per work unit if the weight gradient should be dot products on the phase grid
-    (see packed_phase_grid), else 0. A unit's images sit side by side in one grid of up to
-    512 KiB, so that the dot products run long enough to pay for their register tiles, and
-    there are at least two units per thread."""
+    (see packed_phase_grid), else 0. A unit's images sit side by side in one grid, enough of
+    them for dot products of about 1024 positions (shorter ones pay for reducing their
+    register tiles; longer ones only spill the grid out of L2), at most 512 KiB of grid, and
+    at least two units per thread. Measured on the small CNN's weight gradients (Zen 5, 2
+    threads, us, 1/2/4/8/16 images per unit): 28x28 planes 74/76/83/102/145, 15x15 (stride 2)
+    396/317/359/350/308, 8x8 493/343/262/215/200."""
     if problem.pointwise or problem.out_channels * problem.gemm_depth \
             > PHASE_GRID_MAX_WEIGHT_GRAD:
         return 0
@@ -314,7 +317,7 @@ def weight_grad_phase_grid(problem, itemsize, num_threads):
     if (elements * itemsize > PHASE_GRID_MAX_BYTES
             or positions > PHASE_GRID_MAX_EXTRA * prod(problem.out_size)):
         return 0
-    return int(max(1, min(problem.batch // (2 * num_threads),
+    return int(max(1, min(-(-1024 // positions), problem.batch // (2 * num_threads),
                           (512 * 1024) // (elements * itemsize))))
 
 
