@@ -35,7 +35,8 @@ cdef void pack_b_panels(const floating* src, Py_ssize_t row_stride, Py_ssize_t c
 cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                         Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
                         const floating* b_packed, floating* out, Py_ssize_t out_plane,
-                        const floating* bias, bint accumulate=*, int shape=*) noexcept nogil
+                        const floating* bias, bint accumulate=*, int shape=*,
+                        const Py_ssize_t* b_offsets=*) noexcept nogil
 
 cdef Py_ssize_t gemm_mr() noexcept nogil
 cdef Py_ssize_t gemm_nr(floating* dummy) noexcept nogil
@@ -60,8 +61,7 @@ ctypedef struct PhaseGrid:
 cdef void phase_grid(const ConvShape* s, Py_ssize_t slack, Py_ssize_t batch,
                      PhaseGrid* pg) noexcept nogil
 cdef void zero_slack(const PhaseGrid* pg, floating* buf) noexcept nogil
-cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t* offsets) noexcept nogil
-cdef void copy_panel(floating* dst, const floating* base, const Py_ssize_t* offsets,
-                     Py_ssize_t k_len, Py_ssize_t nr) noexcept nogil
+cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg,
+                        Py_ssize_t* offsets) noexcept nogil
 cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
                           floating* buf) noexcept nogil

@@ -469,22 +469,22 @@ cdef extern from "_simd.h":
     int FC_NR_f64
     int FC_NR_NARROW_f32
     int FC_NR_NARROW_f64
-    void fc_gemm_tile_f32(Py_ssize_t k_len, const float* a, const float* b, float* c,
+    void fc_gemm_tile_f32(Py_ssize_t k_len, const float* a, const float* b,
+                          const Py_ssize_t* offsets, float* c,
                           Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                           const float* bias, int accumulate) noexcept nogil
-    void fc_gemm_tile_f64(Py_ssize_t k_len, const double* a, const double* b, double* c,
+    void fc_gemm_tile_f64(Py_ssize_t k_len, const double* a, const double* b,
+                          const Py_ssize_t* offsets, double* c,
                           Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                           const double* bias, int accumulate) noexcept nogil
-    void fc_gemm_tile_narrow_f32(Py_ssize_t k_len, const float* a, const float* b, float* c,
+    void fc_gemm_tile_narrow_f32(Py_ssize_t k_len, const float* a, const float* b,
+                          const Py_ssize_t* offsets, float* c,
                                  Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                                  const float* bias, int accumulate) noexcept nogil
-    void fc_gemm_tile_narrow_f64(Py_ssize_t k_len, const double* a, const double* b, double* c,
+    void fc_gemm_tile_narrow_f64(Py_ssize_t k_len, const double* a, const double* b,
+                          const Py_ssize_t* offsets, double* c,
                                  Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                                  const double* bias, int accumulate) noexcept nogil
-    void fc_copy_panel_f32(float* dst, const float* base, const Py_ssize_t* offsets,
-                           Py_ssize_t k_len, Py_ssize_t nr) noexcept nogil
-    void fc_copy_panel_f64(double* dst, const double* base, const Py_ssize_t* offsets,
-                           Py_ssize_t k_len, Py_ssize_t nr) noexcept nogil
 
 
 cdef enum:
@@ -694,27 +694,31 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
 
 
 cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, const floating* b,
-                           floating* c, Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
-                           const floating* bias, bint accumulate) noexcept nogil:
+                           const Py_ssize_t* offsets, floating* c, Py_ssize_t ldc,
+                           Py_ssize_t m_valid, Py_ssize_t n_valid, const floating* bias,
+                           bint accumulate) noexcept nogil:
     if floating is float:
         if shape == TILE_NARROW:
-            fc_gemm_tile_narrow_f32(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
+            fc_gemm_tile_narrow_f32(k_len, a, b, offsets, c, ldc, m_valid, n_valid, bias,
+                                    accumulate)
         else:
-            fc_gemm_tile_f32(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
+            fc_gemm_tile_f32(k_len, a, b, offsets, c, ldc, m_valid, n_valid, bias, accumulate)
     else:
         if shape == TILE_NARROW:
-            fc_gemm_tile_narrow_f64(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
+            fc_gemm_tile_narrow_f64(k_len, a, b, offsets, c, ldc, m_valid, n_valid, bias,
+                                    accumulate)
         else:
-            fc_gemm_tile_f64(k_len, a, b, c, ldc, m_valid, n_valid, bias, accumulate)
+            fc_gemm_tile_f64(k_len, a, b, offsets, c, ldc, m_valid, n_valid, bias, accumulate)
 
 
 cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                         Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
                         const floating* b_packed, floating* out, Py_ssize_t out_plane,
                         const floating* bias, bint accumulate=False,
-                        int shape=TILE_WIDE) noexcept nogil:
+                        int shape=TILE_WIDE, const Py_ssize_t* b_offsets=NULL) noexcept nogil:
     """out[c, j] (+)= bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
-    positions, K in blocks whose A and B panel slices stay in L1 while C accumulates."""
+    positions, K in blocks whose A and B panel slices stay in L1 while C accumulates. With
+    `b_offsets`, B is read in place: b[k, j] = b_packed[b_offsets[k] + j]."""
     cdef Py_ssize_t MR = tile_mr(shape)
     cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))
     cdef Py_ssize_t k0, k_len, panel, j, m_valid, n_valid
@@ -726,8 +730,10 @@ cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
             for j in range((count + NR - 1) // NR):
                 n_valid = count - j * NR if count - j * NR < NR else NR
                 gemm_tile(shape, k_len, a_packed + panel * K * MR + k0 * MR,
-                          b_packed + j * K * NR + k0 * NR, out + panel * MR * out_plane + j * NR,
-                          out_plane, m_valid, n_valid,
+                          b_packed + j * NR if b_offsets != NULL
+                          else b_packed + j * K * NR + k0 * NR,
+                          b_offsets + k0 if b_offsets != NULL else NULL,
+                          out + panel * MR * out_plane + j * NR, out_plane, m_valid, n_valid,
                           bias + panel * MR if bias != NULL and k0 == 0 else NULL,
                           accumulate or k0 > 0)
         k0 += k_block
@@ -867,8 +873,8 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
 # along every axis. In that buffer the input read by tap k at output (od, oh, ow) sits at
 # offset[k] + (od * Q1 + oh) * Q2 + ow, where Q are the phase lengths: on this "extended"
 # grid (rows of Q2 >= OW positions, planes of Q1 >= OH rows) every tap's operand is one
-# contiguous run, so a B panel is K plain vector copies. The positions past OW (OH) are
-# computed and dropped. Each output is the same sum in the same order as above: the result
+# contiguous run, which the micro-kernel reads in place (no B panels). The positions past OW
+# (OH) are computed and dropped. Each output is the same sum in the same order as above: the result
 # is bit-for-bit that of conv_packed.
 
 cdef void phase_grid(const ConvShape* s, Py_ssize_t slack, Py_ssize_t batch,
@@ -891,7 +897,8 @@ cdef void zero_slack(const PhaseGrid* pg, floating* buf) noexcept nogil:
     memset(buf + pg.size - pg.slack, 0, pg.slack * sizeof(floating))
 
 
-cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t* offsets) noexcept nogil:
+cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg,
+                        Py_ssize_t* offsets) noexcept nogil:
     """offsets[k]: where tap k = (c, kd, kh, kw) reads extended position 0 in the buffer."""
     cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
     cdef Py_ssize_t k, c, kd, kh, kw, t0, t1, t2, phase
@@ -1023,14 +1030,6 @@ cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t c
         p += run
 
 
-cdef void copy_panel(floating* dst, const floating* base, const Py_ssize_t* offsets,
-                            Py_ssize_t k_len, Py_ssize_t nr) noexcept nogil:
-    if floating is float:
-        fc_copy_panel_f32(dst, base, offsets, k_len, nr)
-    else:
-        fc_copy_panel_f64(dst, base, offsets, k_len, nr)
-
-
 cdef int conv_packed_phase(const floating* x, const floating* w, const floating* bias,
                            floating* out, const ConvShape* s, Py_ssize_t tile_panels, int shape,
                            int num_threads) noexcept nogil:
@@ -1049,7 +1048,6 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
     cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,
                                                           K * sizeof(Py_ssize_t))
     cdef floating* grid = NULL
-    cdef floating* b_packed = NULL
     cdef floating* tile_out = NULL
     cdef int failed = 0
     cdef int* failed_flag = &failed
@@ -1060,14 +1058,13 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
     pack_weights(w, s, a_packed, shape)
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
-        b_packed = <floating*> fc_workspace(WS_PANELS, tile_panels * K * NR * sizeof(floating))
         tile_out = <floating*> fc_workspace(WS_PHASE_OUT, s.c_out_g * tile * sizeof(floating))
-        if grid == NULL or b_packed == NULL or tile_out == NULL:
+        if grid == NULL or tile_out == NULL:
             failed_flag[0] = 1
         else:
             zero_slack(&pg, grid)
         for item in prange(s.n * s.groups, schedule='dynamic'):
-            if grid == NULL or b_packed == NULL or tile_out == NULL:
+            if grid == NULL or tile_out == NULL:
                 continue
             n = item // s.groups
             g = item % s.groups
@@ -1075,11 +1072,10 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
             p_begin = 0
             while p_begin < pg.positions:
                 count = pg.positions - p_begin if pg.positions - p_begin < tile else tile
-                for j in range((count + NR - 1) // NR):
-                    copy_panel(b_packed + j * K * NR, grid + p_begin + j * NR, offsets, K, NR)
                 multiply_tile(K, m_panels, s.c_out_g, count, NR,
-                              a_packed + g * m_panels * K * MR, b_packed, tile_out, tile,
-                              bias + g * s.c_out_g if bias != NULL else NULL, False, shape)
+                              a_packed + g * m_panels * K * MR, grid + p_begin, tile_out, tile,
+                              bias + g * s.c_out_g if bias != NULL else NULL, False, shape,
+                              offsets)
                 scatter_extended(tile_out, tile, s.c_out_g, p_begin, count, s, &pg,
                                  out + (n * s.c_out + g * s.c_out_g) * out_plane, out_plane)
                 p_begin = p_begin + tile

@@ -206,9 +206,10 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
 # ---------------------------------------------------------------------------------------------
 # col2im through the phase grid (the adjoint of _conv.pyx's conv_packed_phase): the output
 # gradient of one (image, group) is laid out on the extended grid (zeros past OW and OH), the
-# micro-kernel computes col = W^T @ g_ext tile by tile, and every tap's row of col is added as
-# one contiguous run into the phase grid, which is finally read back into dx. The extended
-# columns of col are exact zeros only if the weights are finite: the Python layer checks.
+# micro-kernel computes col = W^T @ g_ext tile by tile (reading g_ext in place), and every
+# tap's row of col is added as one contiguous run into the phase grid, which is finally read
+# back into dx. The extended columns of col are exact zeros only if the weights are finite:
+# the Python layer checks.
 
 cdef void extend_rows(const floating* g_plane, const ConvShape* s, const PhaseGrid* pg,
                       floating* g_ext) noexcept nogil:
@@ -301,10 +302,10 @@ cdef int input_grad_phase(const floating* g, const floating* w, floating* dx,
     cdef floating* w_packed = <floating*> fc_workspace(
         WS_W_PACKED, s.groups * m_panels * M * MR * sizeof(floating))
     cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,
-                                                          K * sizeof(Py_ssize_t))
+                                                          (K + M) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* g_rows = offsets + K   # B = g_ext read in place: row j at j * extended
     cdef floating* grid = NULL
     cdef floating* g_ext = NULL
-    cdef floating* b_packed = NULL
     cdef floating* col = NULL
     cdef floating* target
     cdef const floating* source
@@ -315,6 +316,8 @@ cdef int input_grad_phase(const floating* g, const floating* w, floating* dx,
     phase_grid(s, tile, 1, &pg)
     phase_offsets(s, &pg, offsets)
     extended = (pg.positions + tile - 1) // tile * tile
+    for j in range(M):
+        g_rows[j] = j * extended
     for g_idx in range(s.groups):
         # A = W_g^T: rows are the taps (c, kd, kh, kw), columns the group's output channels
         pack_a_panels(w + g_idx * M * K, 1, K, K, M, w_packed + g_idx * m_panels * M * MR,
@@ -322,12 +325,11 @@ cdef int input_grad_phase(const floating* g, const floating* w, floating* dx,
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
         g_ext = <floating*> fc_workspace(WS_G_EXTENDED, M * extended * sizeof(floating))
-        b_packed = <floating*> fc_workspace(WS_G_PACKED, M * tile * sizeof(floating))
         col = <floating*> fc_workspace(WS_COL, K * tile * sizeof(floating))
-        if grid == NULL or g_ext == NULL or b_packed == NULL or col == NULL:
+        if grid == NULL or g_ext == NULL or col == NULL:
             failed_flag[0] = 1
         for item in prange(s.n * s.groups, schedule='dynamic'):
-            if grid == NULL or g_ext == NULL or b_packed == NULL or col == NULL:
+            if grid == NULL or g_ext == NULL or col == NULL:
                 continue
             n = item // s.groups
             g_idx = item % s.groups
@@ -339,9 +341,8 @@ cdef int input_grad_phase(const floating* g, const floating* w, floating* dx,
             p_begin = 0
             while p_begin < pg.positions:
                 count = pg.positions - p_begin if pg.positions - p_begin < tile else tile
-                pack_b_panels(g_ext + p_begin, extended, 1, M, count, NR, b_packed)
                 multiply_tile(M, m_panels, K, count, NR, w_packed + g_idx * m_panels * M * MR,
-                              b_packed, col, tile, NULL, False, shape)
+                              g_ext + p_begin, col, tile, NULL, False, shape, g_rows)
                 for k in range(K):
                     target = grid + offsets[k] + p_begin
                     source = col + k * tile

@@ -119,22 +119,34 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
        FC_NR_NARROW_f32 = FC_GEMM_NRV_NARROW * FC_VEC_f32,
        FC_NR_NARROW_f64 = FC_GEMM_NRV_NARROW * FC_VEC_f64 };
 
+/* The K loop of the micro-kernel, B's row k at ROW (an expression of k). */
+#define FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, ROW)                                                 \
+    for (k = 0; k < k_len; k++) {                                                              \
+        const T* b_row = ROW;                                                                  \
+        fc_gvec_##SUFFIX bv[NRV];                                                              \
+        for (v = 0; v < NRV; v++)                                                              \
+            memcpy(&bv[v], b_row + v * FC_VEC_##SUFFIX, sizeof(bv[v]));                        \
+        for (m = 0; m < MR; m++) {                                                             \
+            T am = a[k * MR + m];                                                              \
+            for (v = 0; v < NRV; v++) acc[m][v] += am * bv[v];                                 \
+        }                                                                                      \
+    }
+
+/* With `offsets` (not NULL) B is not a packed panel: its row k is b + offsets[k], NR
+ * contiguous elements anywhere (the phase grid's rows, read in place). */
 #define FC_DEFINE_GEMM_TILE(NAME, SUFFIX, T, MR, NRV)                                           \
-static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b, T* c,           \
-        ptrdiff_t ldc, ptrdiff_t m_valid, ptrdiff_t n_valid, const T* bias, int accumulate) {   \
+static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b,                 \
+        const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid, ptrdiff_t n_valid,   \
+        const T* bias, int accumulate) {                                                       \
     enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
     fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
     ptrdiff_t k, m, j, v;                                                                      \
     for (m = 0; m < MR; m++)                                                                   \
         for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                           \
-    for (k = 0; k < k_len; k++) {                                                              \
-        fc_gvec_##SUFFIX bv[NRV];                                                              \
-        for (v = 0; v < NRV; v++)                                                              \
-            memcpy(&bv[v], b + k * NR + v * FC_VEC_##SUFFIX, sizeof(bv[v]));                   \
-        for (m = 0; m < MR; m++) {                                                             \
-            T am = a[k * MR + m];                                                              \
-            for (v = 0; v < NRV; v++) acc[m][v] += am * bv[v];                                 \
-        }                                                                                      \
+    if (offsets != NULL) {                                                                     \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + offsets[k])                                     \
+    } else {                                                                                   \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * NR)                                         \
     }                                                                                          \
     for (m = 0; m < m_valid; m++) {                                                            \
         T* c_row = c + m * ldc;                                                                \
@@ -162,27 +174,6 @@ FC_DEFINE_GEMM_TILE(f32, f32, float, FC_GEMM_MR, FC_GEMM_NRV)
 FC_DEFINE_GEMM_TILE(f64, f64, double, FC_GEMM_MR, FC_GEMM_NRV)
 FC_DEFINE_GEMM_TILE(narrow_f32, f32, float, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
 FC_DEFINE_GEMM_TILE(narrow_f64, f64, double, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
-
-/* One B panel of the packed GEMM gathered from rows that are already contiguous:
- *   dst[k * nr + j] = base[offsets[k] + j]   (k < k_len, j < nr; nr a multiple of the vector)
- * used when every tap's operand row is a contiguous run of a phase-split input (see
- * conv_packed_phase in _conv.pyx): one vector load and store per VEC elements, no bounds. */
-#define FC_DEFINE_COPY_PANEL(SUFFIX, T)                                                         \
-static inline void fc_copy_panel_##SUFFIX(T* dst, const T* base, const ptrdiff_t* offsets,      \
-                                          ptrdiff_t k_len, ptrdiff_t nr) {                     \
-    ptrdiff_t k, v, nv = nr / FC_VEC_##SUFFIX;                                                 \
-    for (k = 0; k < k_len; k++) {                                                              \
-        const T* src = base + offsets[k];                                                      \
-        for (v = 0; v < nv; v++) {                                                             \
-            fc_gvec_##SUFFIX t;                                                                \
-            memcpy(&t, src + v * FC_VEC_##SUFFIX, sizeof(t));                                  \
-            memcpy(dst + k * nr + v * FC_VEC_##SUFFIX, &t, sizeof(t));                         \
-        }                                                                                      \
-    }                                                                                          \
-}
-
-FC_DEFINE_COPY_PANEL(f32, float)
-FC_DEFINE_COPY_PANEL(f64, double)
 
 /* Sum of n elements, for bias gradients: four vector accumulators over blocks of 1024
  * elements, each block's sum added in double, so that a plane of millions of float32 values
