@@ -317,8 +317,11 @@ def weight_grad_phase_grid(problem, itemsize, num_threads):
     if (elements * itemsize > PHASE_GRID_MAX_BYTES
             or positions > PHASE_GRID_MAX_EXTRA * prod(problem.out_size)):
         return 0
-    return int(max(1, min(-(-1024 // positions), problem.batch // (2 * num_threads),
-                          (512 * 1024) // (elements * itemsize))))
+    images = max(1, min(-(-1024 // positions), problem.batch // (2 * num_threads),
+                        (512 * 1024) // (elements * itemsize)))
+    # as many units as a multiple of the threads, so that no thread waits for a last one
+    units = num_threads * -(-problem.batch // (images * num_threads))
+    return int(-(-problem.batch // units))
 
 
 def phase_grid_tile(problem, itemsize, nr):
