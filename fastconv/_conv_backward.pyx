@@ -204,11 +204,11 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
 
 
 # ---------------------------------------------------------------------------------------------
-# col2im through the phase grid (the adjoint of _conv.pyx's conv_packed_phase): the output
-# gradient of one (image, group) is laid out on the extended grid (zeros past OW and OH), the
-# micro-kernel computes col = W^T @ g_ext tile by tile (reading g_ext in place), and every
-# tap's row of col is added as one contiguous run into the phase grid, which is finally read
-# back into dx. The extended columns of col are exact zeros only if the weights are finite:
+# The input gradient through the phase grid (the adjoint of _conv.pyx's conv_packed_phase):
+# the output gradient of one (image, group) is laid out on the extended grid (zeros past OW
+# and OH, and before its first row), each stride class of the grid is computed as a product
+# on the micro-kernel (input_grad_phase), and the grid is read back into dx. The zeros of the
+# extended gradient contribute exact zeros only if the weights are finite (0 * inf is NaN):
 # the Python layer checks.
 
 cdef void extend_rows(const floating* g_plane, const ConvShape* s, const PhaseGrid* pg,
@@ -287,69 +287,116 @@ cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseG
 cdef int input_grad_phase(const floating* g, const floating* w, floating* dx,
                           const ConvShape* s, Py_ssize_t tile_panels,
                           int num_threads) noexcept nogil:
-    """dx := conv^T(g), col2im through the phase grid; work items are (image, group) planes."""
+    """dx := conv^T(g) through the phase grid, one stride class at a time; work items are
+    (image, group) planes. The inputs of one class (padded position = j * stride + r along
+    every axis) receive exactly the taps whose offset is r modulo the stride, each from the
+    output gradient shifted by the tap's offset divided by the stride: so each class's plane
+    of the grid is a plain product W_class^T @ g_ext, written by the micro-kernel reading
+    g_ext in place at one shift per tap (no scatter), and the grid is then read into dx."""
     cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
     cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
-    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
-    cdef Py_ssize_t M = s.c_out_g
-    cdef int shape = choose_tile(K, tile_panels * tile_nr(0, <floating*> NULL),
+    cdef Py_ssize_t taps = s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t C = s.c_in_g, M = s.c_out_g
+    cdef Py_ssize_t phases = s.stride[0] * s.stride[1] * s.stride[2]
+    cdef int shape = choose_tile(C, tile_panels * tile_nr(0, <floating*> NULL),
                                  <floating*> NULL)
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t tile = tile_panels * NR
-    cdef Py_ssize_t m_panels = (K + MR - 1) // MR
+    cdef Py_ssize_t c_panels = (C + MR - 1) // MR
+    cdef Py_ssize_t per_group = c_panels * M * taps * MR
     cdef PhaseGrid pg
-    cdef Py_ssize_t extended, item, n, g_idx, p_begin, count, k, j
-    cdef floating* w_packed = <floating*> fc_workspace(
-        WS_W_PACKED, s.groups * m_panels * M * MR * sizeof(floating))
-    cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,
-                                                          (K + M) * sizeof(Py_ssize_t))
-    cdef Py_ssize_t* g_rows = offsets + K   # B = g_ext read in place: row j at j * extended
+    cdef Py_ssize_t lead, row_length, item, n, g_idx, p_begin, count, t, e, r, co, c, m, p
+    cdef Py_ssize_t kd, kh, kw, t0, t1, t2, k_class, base
+    cdef Py_ssize_t* tap_class = <Py_ssize_t*> malloc((3 * taps + phases + 1 + M * taps)
+                                                      * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* tap_shift = tap_class + taps
+    cdef Py_ssize_t* order = tap_shift + taps              # taps sorted by class
+    cdef Py_ssize_t* class_start = order + taps            # class r: order[start[r]:start[r+1]]
+    cdef Py_ssize_t* b_offsets = class_start + phases + 1  # per class, tap-major: (tap, co)
+    cdef floating* a_packed = <floating*> malloc(s.groups * per_group * sizeof(floating))
     cdef floating* grid = NULL
     cdef floating* g_ext = NULL
-    cdef floating* col = NULL
-    cdef floating* target
-    cdef const floating* source
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    if w_packed == NULL or offsets == NULL:
+    if tap_class == NULL or a_packed == NULL:
+        free(tap_class)
+        free(a_packed)
         return 1
     phase_grid(s, tile, 1, &pg)
-    phase_offsets(s, &pg, offsets)
-    extended = (pg.positions + tile - 1) // tile * tile
-    for j in range(M):
-        g_rows[j] = j * extended
+    # each tap's class (its offset modulo the stride) and shift on the extended grid
+    for t in range(taps):
+        kd = t // (s.kernel[1] * s.kernel[2])
+        kh = (t // s.kernel[2]) % s.kernel[1]
+        kw = t % s.kernel[2]
+        t0 = kd * s.dilation[0]
+        t1 = kh * s.dilation[1]
+        t2 = kw * s.dilation[2]
+        tap_class[t] = ((t0 % s.stride[0]) * s.stride[1] + t1 % s.stride[1]) * s.stride[2] \
+            + t2 % s.stride[2]
+        tap_shift[t] = ((t0 // s.stride[0]) * pg.q[1] + t1 // s.stride[1]) * pg.q[2] \
+            + t2 // s.stride[2]
+    lead = tap_shift[taps - 1]            # the largest shift: zeros before g_ext's rows
+    row_length = lead + pg.plane + NR     # reads reach one panel past the plane
+    e = 0
+    for r in range(phases):
+        class_start[r] = e
+        for t in range(taps):
+            if tap_class[t] == r:
+                order[e] = t
+                e = e + 1
+    class_start[phases] = e
+    # B rows (tap, co) of each class: g_ext's row co, shifted back by the tap's shift
+    for e in range(taps):
+        for co in range(M):
+            b_offsets[e * M + co] = co * row_length + lead - tap_shift[order[e]]
+    # A = W_class^T per group and class: rows (tap, co) of the class, columns the input
+    # channels of the group in panels of MR (zero past C)
     for g_idx in range(s.groups):
-        # A = W_g^T: rows are the taps (c, kd, kh, kw), columns the group's output channels
-        pack_a_panels(w + g_idx * M * K, 1, K, K, M, w_packed + g_idx * m_panels * M * MR,
-                      shape)
+        for r in range(phases):
+            k_class = (class_start[r + 1] - class_start[r]) * M
+            base = g_idx * per_group + class_start[r] * M * c_panels * MR
+            for p in range(c_panels):
+                for e in range(class_start[r], class_start[r + 1]):
+                    for co in range(M):
+                        for m in range(MR):
+                            c = p * MR + m
+                            a_packed[base + (p * k_class + (e - class_start[r]) * M + co) * MR
+                                     + m] = w[((g_idx * M + co) * C + c) * taps + order[e]] \
+                                if c < C else 0
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
-        g_ext = <floating*> fc_workspace(WS_G_EXTENDED, M * extended * sizeof(floating))
-        col = <floating*> fc_workspace(WS_COL, K * tile * sizeof(floating))
-        if grid == NULL or g_ext == NULL or col == NULL:
+        g_ext = <floating*> fc_workspace(WS_G_EXTENDED, M * row_length * sizeof(floating))
+        if grid == NULL or g_ext == NULL:
             failed_flag[0] = 1
         for item in prange(s.n * s.groups, schedule='dynamic'):
-            if grid == NULL or g_ext == NULL or col == NULL:
+            if grid == NULL or g_ext == NULL:
                 continue
             n = item // s.groups
             g_idx = item % s.groups
-            memset(g_ext, 0, M * extended * sizeof(floating))
-            for j in range(M):
-                extend_rows(g + (n * s.c_out + g_idx * M + j) * out_plane, s, &pg,
-                            g_ext + j * extended)
-            memset(grid, 0, pg.size * sizeof(floating))
-            p_begin = 0
-            while p_begin < pg.positions:
-                count = pg.positions - p_begin if pg.positions - p_begin < tile else tile
-                multiply_tile(M, m_panels, K, count, NR, w_packed + g_idx * m_panels * M * MR,
-                              g_ext + p_begin, col, tile, NULL, False, shape, g_rows)
-                for k in range(K):
-                    target = grid + offsets[k] + p_begin
-                    source = col + k * tile
-                    for j in range(count):
-                        target[j] += source[j]
-                p_begin = p_begin + tile
+            memset(g_ext, 0, M * row_length * sizeof(floating))
+            for co in range(M):
+                extend_rows(g + (n * s.c_out + g_idx * M + co) * out_plane, s, &pg,
+                            g_ext + co * row_length + lead)
+            for r in range(phases):
+                k_class = (class_start[r + 1] - class_start[r]) * M
+                if k_class == 0:   # no tap lands on this class: its inputs get nothing
+                    for c in range(C):
+                        memset(grid + (c * phases + r) * pg.phase_stride, 0,
+                               pg.plane * sizeof(floating))
+                    continue
+                p_begin = 0
+                while p_begin < pg.plane:
+                    count = pg.plane - p_begin if pg.plane - p_begin < tile else tile
+                    multiply_tile(k_class, c_panels, C, count, NR,
+                                  a_packed + g_idx * per_group
+                                  + class_start[r] * M * c_panels * MR,
+                                  g_ext + p_begin, grid + r * pg.phase_stride + p_begin,
+                                  phases * pg.phase_stride, NULL, False, shape,
+                                  b_offsets + class_start[r] * M)
+                    p_begin = p_begin + tile
             read_phase_grid(grid, s, &pg, dx + (n * s.c_in + g_idx * s.c_in_g) * in_plane)
+    free(tap_class)
+    free(a_packed)
     fc_workspace_trim()
     return failed
 

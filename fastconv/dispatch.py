@@ -277,14 +277,16 @@ def packed_phase_grid(problem, itemsize, num_threads):
 # order than col2im by row segments, so the choice must not depend on the thread count (the
 # result would): it needs this many (image, group) planes whatever the threads, enough to keep
 # 16 busy. Measured on Zen 5, 2 threads, float32 (col2im by segments -> phase grid, us, the
-# forward problem named): (32,16,28,28)*(32,16,3,3) s2 430 -> 331; (32,32,14,14)*(32,32,3,3)
-# s2 294 -> 264; the same at stride 1 1109 -> 807; (16,64,56,56)*(64,64,3,3) 12166 -> 10047.
+# forward problem named): (32,16,28,28)*(32,16,3,3) s2 442 -> 283; (32,32,14,14)*(32,32,3,3)
+# s2 277 -> 220; the same at stride 1 1105 -> 701; (64,64,7,7)*(64,64,3,3) 1352 -> 1094;
+# (16,64,56,56)*(64,64,3,3) 12016 -> 8895.
 PHASE_GRID_MIN_PLANES_INPUT_GRAD = 16
 
 
 def input_grad_phase_grid(problem, itemsize, weight):
-    """True if the col2im input gradient should go through the phase grid (see
-    packed_phase_grid); its extended columns are exact zeros only for finite weights."""
+    """True if the col2im input gradient should go through the phase grid, one stride class
+    at a time (see packed_phase_grid); the zeros of the extended output gradient contribute
+    exact zeros only for finite weights."""
     if problem.pointwise or problem.batch * problem.groups < PHASE_GRID_MIN_PLANES_INPUT_GRAD:
         return False
     positions, elements = _phase_grid_shape(problem)
