@@ -284,6 +284,78 @@ cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseG
                             dx_row_phase[x * s2] = row[x]
 
 
+cdef int input_grad_phase_scatter(const floating* g, const floating* w, floating* dx,
+                          const ConvShape* s, Py_ssize_t tile_panels,
+                          int num_threads) noexcept nogil:
+    """dx := conv^T(g) through the phase grid for groups of few input channels (the stride
+    classes of input_grad_phase would waste most of each register tile): col = W^T @ g_ext
+    tile by tile, each tap's row of col added as one contiguous run into the grid."""
+    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t M = s.c_out_g
+    cdef int shape = choose_tile(K, tile_panels * tile_nr(0, <floating*> NULL),
+                                 <floating*> NULL)
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
+    cdef Py_ssize_t tile = tile_panels * NR
+    cdef Py_ssize_t m_panels = (K + MR - 1) // MR
+    cdef PhaseGrid pg
+    cdef Py_ssize_t extended, item, n, g_idx, p_begin, count, k, j
+    cdef floating* w_packed = <floating*> fc_workspace(
+        WS_W_PACKED, s.groups * m_panels * M * MR * sizeof(floating))
+    cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,
+                                                          (K + M) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* g_rows = offsets + K   # B = g_ext read in place: row j at j * extended
+    cdef floating* grid = NULL
+    cdef floating* g_ext = NULL
+    cdef floating* col = NULL
+    cdef floating* target
+    cdef const floating* source
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if w_packed == NULL or offsets == NULL:
+        return 1
+    phase_grid(s, tile, 1, &pg)
+    phase_offsets(s, &pg, offsets)
+    extended = (pg.positions + tile - 1) // tile * tile
+    for j in range(M):
+        g_rows[j] = j * extended
+    for g_idx in range(s.groups):
+        # A = W_g^T: rows are the taps (c, kd, kh, kw), columns the group's output channels
+        pack_a_panels(w + g_idx * M * K, 1, K, K, M, w_packed + g_idx * m_panels * M * MR,
+                      shape)
+    with parallel(num_threads=num_threads):
+        grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
+        g_ext = <floating*> fc_workspace(WS_G_EXTENDED, M * extended * sizeof(floating))
+        col = <floating*> fc_workspace(WS_COL, K * tile * sizeof(floating))
+        if grid == NULL or g_ext == NULL or col == NULL:
+            failed_flag[0] = 1
+        for item in prange(s.n * s.groups, schedule='dynamic'):
+            if grid == NULL or g_ext == NULL or col == NULL:
+                continue
+            n = item // s.groups
+            g_idx = item % s.groups
+            memset(g_ext, 0, M * extended * sizeof(floating))
+            for j in range(M):
+                extend_rows(g + (n * s.c_out + g_idx * M + j) * out_plane, s, &pg,
+                            g_ext + j * extended)
+            memset(grid, 0, pg.size * sizeof(floating))
+            p_begin = 0
+            while p_begin < pg.positions:
+                count = pg.positions - p_begin if pg.positions - p_begin < tile else tile
+                multiply_tile(M, m_panels, K, count, NR, w_packed + g_idx * m_panels * M * MR,
+                              g_ext + p_begin, col, tile, NULL, False, shape, g_rows)
+                for k in range(K):
+                    target = grid + offsets[k] + p_begin
+                    source = col + k * tile
+                    for j in range(count):
+                        target[j] += source[j]
+                p_begin = p_begin + tile
+            read_phase_grid(grid, s, &pg, dx + (n * s.c_in + g_idx * s.c_in_g) * in_plane)
+    fc_workspace_trim()
+    return failed
+
+
 cdef int input_grad_phase(const floating* g, const floating* w, floating* dx,
                           const ConvShape* s, Py_ssize_t tile_panels,
                           int num_threads) noexcept nogil:
@@ -903,7 +975,9 @@ def conv_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, :, :
                     Py_ssize_t channel_chunks, int num_threads, bint own_gemm=False):
     """dx := the input gradient of conv(dx-shaped input, w) for output gradient g (zero padding
     `pad` before each axis), by `algorithm` ('direct', 'col2im' or 'gemm1x1'; 'col2im-phase':
-    col2im through the phase grid, `band_rows` then being position panels per tile)."""
+    through the phase grid, by stride classes, or by scattering a col buffer for groups of
+    fewer input channels than a register tile has rows; `band_rows` then being position
+    panels per tile)."""
     cdef ConvShape s = make_shape(_shape5(dx.shape), _shape5(w.shape), _shape5(g.shape),
                                   stride, pad, dilation, groups)
     cdef int status = 0
@@ -914,6 +988,9 @@ def conv_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, :, :
         if kind == 0:
             status = input_grad_direct(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &dx[0, 0, 0, 0, 0],
                                        &s, num_threads)
+        elif kind == 3 and s.c_in_g < tile_mr(0):
+            status = input_grad_phase_scatter(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
+                                              &dx[0, 0, 0, 0, 0], &s, band_rows, num_threads)
         elif kind == 3:
             status = input_grad_phase(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &dx[0, 0, 0, 0, 0],
                                       &s, band_rows, num_threads)
