@@ -21,6 +21,9 @@ class Case:
     impls: Dict[str, Callable[[dict], Callable[[], object]]] = field(default_factory=dict)
     flops: Optional[Callable[[dict], float]] = None         # compute-bound cases: FLOP per call
     bytes_moved: Optional[Callable[[dict], float]] = None   # memory-bound: bytes read + written
+    # overrides of the runner's burst/settle timing (runner.time_side_by_side), for cases whose
+    # implementations share their thread pools and are best timed back to back
+    timing: Dict[str, float] = field(default_factory=dict)
 
     def callable_for(self, impl, inputs):
         """A zero-argument callable running `impl` on `inputs` (raises PeerUnavailable)."""

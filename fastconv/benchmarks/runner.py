@@ -72,7 +72,7 @@ def run(case_filter=None, impl_filter=None, min_time=0.2, progress=True, algorit
                 fns[impl] = case.callable_for(impl, inputs)
             except PeerUnavailable as why:
                 rows[impl]["skipped"] = str(why)
-        for impl, (median, repeats) in time_side_by_side(fns, min_time).items():
+        for impl, (median, repeats) in time_side_by_side(fns, min_time, **case.timing).items():
             row = rows[impl]
             row["median_s"], row["repeats"] = median, repeats
             if case.flops:
