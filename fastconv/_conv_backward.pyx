@@ -226,6 +226,17 @@ cdef void extend_rows(const floating* g_plane, const ConvShape* s, const PhaseGr
                 dst[i] = src[i]
 
 
+cdef void extend_gradient(const floating* g_block, const ConvShape* s, const PhaseGrid* pg,
+                          floating* g_ext, Py_ssize_t row_length, Py_ssize_t lead) noexcept nogil:
+    """Row co of g_ext (row_length apart): `lead` zeros, then channel co of the group's output
+    gradient g_block on the extended grid (extend_rows), zeros elsewhere."""
+    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t co
+    memset(g_ext, 0, s.c_out_g * row_length * sizeof(floating))
+    for co in range(s.c_out_g):
+        extend_rows(g_block + co * out_plane, s, pg, g_ext + co * row_length + lead)
+
+
 cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseGrid* pg,
                           floating* dx_g) noexcept nogil:
     """dx_g[c, d, h, w] = the grid at padded position (d + pad0, h + pad1, w + pad2), zero
@@ -335,10 +346,8 @@ cdef int input_grad_phase_scatter(const floating* g, const floating* w, floating
                 continue
             n = item // s.groups
             g_idx = item % s.groups
-            memset(g_ext, 0, M * extended * sizeof(floating))
-            for j in range(M):
-                extend_rows(g + (n * s.c_out + g_idx * M + j) * out_plane, s, &pg,
-                            g_ext + j * extended)
+            extend_gradient(g + (n * s.c_out + g_idx * M) * out_plane, s, &pg, g_ext, extended,
+                            0)
             memset(grid, 0, pg.size * sizeof(floating))
             p_begin = 0
             while p_begin < pg.positions:
@@ -445,10 +454,8 @@ cdef int input_grad_phase(const floating* g, const floating* w, floating* dx,
                 continue
             n = item // s.groups
             g_idx = item % s.groups
-            memset(g_ext, 0, M * row_length * sizeof(floating))
-            for co in range(M):
-                extend_rows(g + (n * s.c_out + g_idx * M + co) * out_plane, s, &pg,
-                            g_ext + co * row_length + lead)
+            extend_gradient(g + (n * s.c_out + g_idx * M) * out_plane, s, &pg, g_ext,
+                            row_length, lead)
             for r in range(phases):
                 k_class = (class_start[r + 1] - class_start[r]) * M
                 if k_class == 0:   # no tap lands on this class: its inputs get nothing
