@@ -1042,7 +1042,7 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
     cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
     cdef Py_ssize_t tile = tile_panels * NR
     cdef PhaseGrid pg
-    cdef Py_ssize_t item, n, g, p_begin, count, j
+    cdef Py_ssize_t item, n, g, p_begin, count
     cdef floating* a_packed = <floating*> fc_workspace(
         WS_PACKED_WEIGHTS, s.groups * m_panels * K * MR * sizeof(floating))
     cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,

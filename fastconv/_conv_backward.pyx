@@ -1091,16 +1091,16 @@ cdef inline double plane_sum(const floating* x, Py_ssize_t n) noexcept nogil:
 
 
 def bias_grad(const floating[:, :, ::1] g, floating[::1] out, int num_threads):
-    """out[c] := sum_{n, p} g[n, c, p] (summed in double per block of 1024 elements)."""
+    """out[c] := sum_{n, p} g[n, c, p] (summed in double per block of 1024 elements); an
+    empty g leaves out as it is."""
     cdef Py_ssize_t N = g.shape[0], C = g.shape[1], P = g.shape[2]
     cdef Py_ssize_t c, n
     cdef double total
-    if C == 0:
+    if N == 0 or C == 0 or P == 0:
         return
     with nogil:
         for c in prange(C, num_threads=num_threads, schedule='static'):
             total = 0
             for n in range(N):
-                if P > 0:
-                    total = total + plane_sum(&g[n, c, 0], P)
+                total = total + plane_sum(&g[n, c, 0], P)
             out[c] = <floating> total

@@ -165,6 +165,11 @@ def _stride1_conv(x, w, padding, dilation, groups, dtype):
     return y
 
 
+def _own_gemm(problem):
+    """True if the GEMMs of `problem` run on fastconv's micro-kernel rather than BLAS."""
+    return not blas_runs_full_width() or not fits_blas(problem)
+
+
 def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
     """The input gradient of the zero-padded convolution `problem` (shape problem.batch,
     problem.in_channels, *problem.in_size); padding pairs only their `before` part matters."""
@@ -186,7 +191,7 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
         kernel = "col2im-phase"
         band = phase_grid_tile(problem, dtype.itemsize, _conv.packed_tile_width(
             dtype == np.float64)[1])
-    own_gemm = not blas_runs_full_width() or not fits_blas(problem)
+    own_gemm = _own_gemm(problem)
     uses_blas = kernel == "gemm1x1" or (kernel == "col2im" and not own_gemm)
     with _parallel.single_threaded_blas if uses_blas else contextlib.nullcontext():
         _conv_backward.conv_input_grad(_as_5d(g, nd), _as_5d(w, nd), _as_5d(dx, nd),
@@ -214,7 +219,7 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype):
         chunks = int(max(1, min(units, 4 * threads)))
     else:
         chunks = weight_grad_chunks(problem, threads, band)
-    own_gemm = not blas_runs_full_width() or not fits_blas(problem)
+    own_gemm = _own_gemm(problem)
     uses_blas = not phase_images and not own_gemm
     with _parallel.single_threaded_blas if uses_blas else contextlib.nullcontext():
         _conv_backward.conv_weight_grad(_as_5d(x, nd), _as_5d(g, nd), _as_5d(dw, nd),
@@ -364,14 +369,10 @@ def conv_bias(grad_output):
     if g.ndim < 3:
         raise ValueError(f"grad_output must be at least 3-d (N, C_out, *spatial); got shape "
                          f"{g.shape}")
-    g = np.ascontiguousarray(g, dtype=dtype)
-    out = np.empty(g.shape[1], dtype)
-    planes = g.reshape(g.shape[0], g.shape[1], -1) if g.size else g.reshape(
-        g.shape[0], g.shape[1], 0)
-    if g.shape[0] == 0 or planes.shape[2] == 0:
-        out[...] = 0
-        return out
-    _conv_backward.bias_grad(planes, out, _parallel.threads_for(g.size))
+    out = np.zeros(g.shape[1], dtype)
+    if g.size:
+        planes = np.ascontiguousarray(g, dtype=dtype).reshape(g.shape[0], g.shape[1], -1)
+        _conv_backward.bias_grad(planes, out, _parallel.threads_for(g.size))
     return out
 
 

@@ -258,13 +258,20 @@ def _edge_copy(block, index):
     return np.array(block[index], copy=True)
 
 
+def _edge_widths(offsets, depth):
+    """Per spatial axis, the elements the neighbours' edges add before and after a block."""
+    nd = len(depth)
+    lead = [depth[a][0] if any(o[a] == -1 for o in offsets) else 0 for a in range(nd)]
+    trail = [depth[a][1] if any(o[a] == 1 for o in offsets) else 0 for a in range(nd)]
+    return lead, trail
+
+
 def _assemble(center, edges, offsets, depth, rows=None, **_):
     """The block extended by its neighbours' edges: edges[e] lies at offsets[e] (one of -1,
     0, 1 per spatial axis: before, along, after the block). With ``rows=(a, b)`` only those
     rows of the extended block along the first spatial axis are assembled."""
     nd = len(depth)
-    lead = [depth[a][0] if any(o[a] == -1 for o in offsets) else 0 for a in range(nd)]
-    trail = [depth[a][1] if any(o[a] == 1 for o in offsets) else 0 for a in range(nd)]
+    lead, trail = _edge_widths(offsets, depth)
     size = center.shape[2:]
     full = [l + n + t for l, n, t in zip(lead, size, trail)]
     a, b = rows if rows is not None else (0, full[0])
@@ -289,7 +296,6 @@ def _halo_map(x, depth, fn, chunks, dtype, meta):
     index and `counts` the blocks per axis. Every edge is a task of its own that copies it,
     so that a neighbour block is held only until its edge is taken, not until this block's
     task runs (dask's overlap slices views, which keep the whole neighbour alive)."""
-    import functools
     import itertools
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -323,11 +329,11 @@ def _halo_map(x, depth, fn, chunks, dtype, meta):
     return da.Array(graph, name, chunks=chunks, dtype=dtype, meta=meta)
 
 
-def _border_padding(plans, block_info):
-    """The zeros the kernel adds to this block: only at the array's true borders."""
-    location, count = block_info[0]["chunk-location"][2:], block_info[0]["num-chunks"][2:]
+def _border_padding(plans, index, counts):
+    """The zeros the kernel adds to the block at spatial `index` (of `counts` blocks per
+    axis): only at the array's true borders."""
     return tuple((p.pad_before if j == 0 else 0, p.pad_after if j == n - 1 else 0)
-                 for p, j, n in zip(plans, location, count))
+                 for p, j, n in zip(plans, index, counts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,11 +361,9 @@ def _conv_block(center, edges, offsets, depth, index, counts, nd, stride, dilati
                 algorithm, plans, weight, bias):
     """One output block, by bands of output rows (first spatial axis): each band's input is
     assembled from the block and its neighbours' edges, convolved, and written in place."""
-    padding = tuple((p.pad_before if j == 0 else 0, p.pad_after if j == n - 1 else 0)
-                    for p, j, n in zip(plans, index, counts))
-    lead = depth[0][0] if any(o[0] == -1 for o in offsets) else 0
-    trail = depth[0][1] if any(o[0] == 1 for o in offsets) else 0
-    length = lead + center.shape[2] + trail           # extended rows along the first axis
+    padding = _border_padding(plans, index, counts)
+    lead, trail = _edge_widths(offsets, depth)
+    length = lead[0] + center.shape[2] + trail[0]     # extended rows along the first axis
     span = dilation[0] * (weight.shape[2] - 1) + 1
     (before, after), s = padding[0], stride[0]
     rows_out = (length + before + after - span) // s + 1
@@ -373,8 +377,9 @@ def _conv_block(center, edges, offsets, depth, index, counts, nd, stride, dilati
             piece = _assemble(center, edges, offsets, depth, rows=(max(a, 0), min(b, length)))
             rows_padding = (max(-a, 0), max(b - length, 0))
         else:   # rows read in the padding only: the kernel's zeros, made explicit
-            piece = _assemble(center, edges, offsets, depth, rows=(0, 0))
-            piece = np.zeros(piece.shape[:2] + (b - a,) + piece.shape[3:], piece.dtype)
+            piece = np.zeros(center.shape[:2] + (b - a,) + tuple(
+                l + n + t for l, n, t in zip(lead[1:], center.shape[3:], trail[1:])),
+                center.dtype)
             rows_padding = (0, 0)
         result = _with_task_threads(conv, piece, weight, bias, stride=stride,
                                     padding=(rows_padding,) + padding[1:],
