@@ -913,10 +913,27 @@ cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg,
                                          + t1 // s.stride[1]) * pg.q[2] + t2 // s.stride[2]
 
 
+cdef extern from "_simd.h":
+    void fc_copy_short(void* dst, const void* src, size_t bytes) noexcept nogil
+    void fc_split_pairs_f32(const float* src, float* even, float* odd,
+                            Py_ssize_t n) noexcept nogil
+    void fc_split_pairs_f64(const double* src, double* even, double* odd,
+                            Py_ssize_t n) noexcept nogil
+
+
+cdef inline void split_pairs(const floating* src, floating* even, floating* odd,
+                             Py_ssize_t n) noexcept nogil:
+    """even[i] = src[2i], odd[i] = src[2i + 1] for i < n (vector shuffles, _simd.h)."""
+    if floating is float:
+        fc_split_pairs_f32(src, even, odd, n)
+    else:
+        fc_split_pairs_f64(src, even, odd, n)
+
+
 cdef void fill_phase_grid_pairs(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
                                 floating* buf) noexcept nogil:
     """fill_phase_grid for stride 2 along W: each input row is read once and split into its
-    even and odd phase rows by one loop the compiler vectorizes."""
+    even and odd phase rows by vector shuffles."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], p2 = s.pad[2]
     cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2]
@@ -924,7 +941,6 @@ cdef void fill_phase_grid_pairs(const floating* x_g, const ConvShape* s, const P
     cdef floating* even
     cdef floating* odd
     cdef const floating* x_row
-    cdef const floating* pairs
     # columns 2i - p2 and 2i + 1 - p2 are both inside the row for first <= i < last
     first = (p2 + 1) // 2
     last = (W + p2) // 2
@@ -950,10 +966,8 @@ cdef void fill_phase_grid_pairs(const floating* x_g, const ConvShape* s, const P
                                 j = 2 * i - p2
                                 even[i] = x_row[j] if 0 <= j < W else 0
                                 odd[i] = x_row[j + 1] if 0 <= j + 1 < W else 0
-                            pairs = x_row + 2 * first - p2
-                            for i in range(last - first):
-                                even[first + i] = pairs[2 * i]
-                                odd[first + i] = pairs[2 * i + 1]
+                            split_pairs(x_row + 2 * first - p2, even + first, odd + first,
+                                        last - first)
                             for i in range(last, Q2):
                                 j = 2 * i - p2
                                 even[i] = x_row[j] if 0 <= j < W else 0
@@ -1012,9 +1026,7 @@ cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t c
     """out[c, position of extended p] = tile_out[c, p - p_begin] for the valid positions of
     [p_begin, p_begin + count): row runs of the extended grid, cut at OW, rows past OH dropped."""
     cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2], Q1 = pg.q[1], Q2 = pg.q[2]
-    cdef Py_ssize_t p = p_begin, end = p_begin + count, r, ow, run, c, dst, i, n
-    cdef floating* target
-    cdef const floating* source
+    cdef Py_ssize_t p = p_begin, end = p_begin + count, r, ow, run, c, dst, n
     while p < end:
         r = p // Q2
         ow = p - r * Q2
@@ -1023,10 +1035,8 @@ cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t c
             dst = ((r // Q1) * OH + r % Q1) * OW + ow
             n = run if run < OW - ow else OW - ow
             for c in range(channels):
-                target = out + c * out_plane + dst
-                source = tile_out + c * ld + (p - p_begin)
-                for i in range(n):   # short rows: a loop, not a library call per row
-                    target[i] = source[i]
+                fc_copy_short(out + c * out_plane + dst, tile_out + c * ld + (p - p_begin),
+                              n * sizeof(floating))
         p += run
 
 

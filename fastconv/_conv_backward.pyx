@@ -23,6 +23,12 @@ cdef extern from "_simd.h":
                          const Py_ssize_t* offsets, const long long* mask, Py_ssize_t length,
                          double* acc, Py_ssize_t acc_stride) noexcept nogil
 
+    void fc_copy_short(void* dst, const void* src, size_t bytes) noexcept nogil
+    void fc_merge_pairs_f32(const float* even, const float* odd, float* dst,
+                            Py_ssize_t n) noexcept nogil
+    void fc_merge_pairs_f64(const double* even, const double* odd, double* dst,
+                            Py_ssize_t n) noexcept nogil
+
 cdef extern from "_workspace.h":
     void* fc_workspace(int slot, size_t bytes) noexcept nogil
     void fc_workspace_trim() noexcept nogil
@@ -215,15 +221,11 @@ cdef void extend_rows(const floating* g_plane, const ConvShape* s, const PhaseGr
                       floating* g_ext) noexcept nogil:
     """g_ext[(od * Q1 + oh) * Q2 + ow] = g_plane[(od * OH + oh) * OW + ow]; the rest is zero."""
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
-    cdef Py_ssize_t od, oh, i
-    cdef floating* dst
-    cdef const floating* src
+    cdef Py_ssize_t od, oh
     for od in range(OD):
         for oh in range(OH):
-            dst = g_ext + (od * pg.q[1] + oh) * pg.q[2]
-            src = g_plane + (od * OH + oh) * OW
-            for i in range(OW):   # short rows: a loop, not a library call per row
-                dst[i] = src[i]
+            fc_copy_short(g_ext + (od * pg.q[1] + oh) * pg.q[2], g_plane + (od * OH + oh) * OW,
+                          OW * sizeof(floating))
 
 
 cdef void extend_gradient(const floating* g_block, const ConvShape* s, const PhaseGrid* pg,
@@ -235,6 +237,15 @@ cdef void extend_gradient(const floating* g_block, const ConvShape* s, const Pha
     memset(g_ext, 0, s.c_out_g * row_length * sizeof(floating))
     for co in range(s.c_out_g):
         extend_rows(g_block + co * out_plane, s, pg, g_ext + co * row_length + lead)
+
+
+cdef inline void merge_pairs(const floating* even, const floating* odd, floating* dst,
+                             Py_ssize_t n) noexcept nogil:
+    """dst[2i] = even[i], dst[2i + 1] = odd[i] for i < n (vector shuffles, _simd.h)."""
+    if floating is float:
+        fc_merge_pairs_f32(even, odd, dst, n)
+    else:
+        fc_merge_pairs_f64(even, odd, dst, n)
 
 
 cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseGrid* pg,
@@ -267,16 +278,14 @@ cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseG
                     continue
                 memset(dx_row + reach, 0, (W - reach) * sizeof(floating))
                 if s2 == 2:
-                    # interleave the two phase rows in one loop the compiler vectorizes:
+                    # interleave the two phase rows by vector shuffles:
                     # column x reads phase (x + pad2) % 2 at (x + pad2) // 2
                     base = grid + (((c * s0 + (d + s.pad[0]) % s0) * s1
                                     + (h + s.pad[1]) % s1) * 2) * pg.phase_stride \
                         + (i0 * pg.q[1] + i1) * pg.q[2]
                     even = base + (s.pad[2] % 2) * pg.phase_stride + s.pad[2] // 2
                     odd = base + ((s.pad[2] + 1) % 2) * pg.phase_stride + (s.pad[2] + 1) // 2
-                    for x in range(reach // 2):
-                        dx_row[2 * x] = even[x]
-                        dx_row[2 * x + 1] = odd[x]
+                    merge_pairs(even, odd, dx_row, reach // 2)
                     if reach % 2:
                         dx_row[reach - 1] = even[reach // 2]
                     continue

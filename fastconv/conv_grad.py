@@ -240,9 +240,7 @@ def _input_grad(nd, input_shape, weight, grad_output, stride, padding, dilation,
     problem = _conv_problem(nd, input_shape, w.shape, None, stride, padding, dilation, groups,
                             padding_mode)
     check_grad_output(g, problem.out_shape, f"conv{nd}d")
-    padded = explicitly_padded(problem)
-    grad = run_input_grad(padded, w, g, dtype, algorithm)
-    return grad if padded is problem else fold_padding(grad, problem)
+    return input_grad_of(problem, w, g, dtype, algorithm)
 
 
 def _weight_grad(nd, input, weight_shape, grad_output, stride, padding, dilation, groups,
@@ -254,11 +252,37 @@ def _weight_grad(nd, input, weight_shape, grad_output, stride, padding, dilation
     problem = _conv_problem(nd, x.shape, weight_shape, None, stride, padding, dilation, groups,
                             padding_mode)
     check_grad_output(g, problem.out_shape, f"conv{nd}d")
+    return weight_grad_of(problem, x, g, weight_shape, dtype)
+
+
+# The gradients of a checked call (its ConvProblem, operands of its shapes): the public
+# functions above after their checks, and the framework wrappers, which keep the problem of
+# the forward call and skip checking it again (fastconv.torch).
+
+def input_grad_of(problem, weight, grad_output, dtype, algorithm="auto"):
+    """The input gradient of the checked convolution `problem`, any padding mode."""
+    padded = explicitly_padded(problem)
+    grad = run_input_grad(padded, weight, grad_output, dtype, algorithm)
+    return grad if padded is problem else fold_padding(grad, problem)
+
+
+def weight_grad_of(problem, input, grad_output, weight_shape, dtype):
+    """The weight gradient of the checked convolution `problem` on `input`, any padding mode."""
     padded = explicitly_padded(problem)
     if padded is not problem:
-        x = np.pad(x, ((0, 0), (0, 0)) + problem.padding,
-                   mode=_NUMPY_PAD_MODE[problem.padding_mode])
-    return run_weight_grad(padded, x, g, weight_shape, dtype)
+        input = np.pad(input, ((0, 0), (0, 0)) + problem.padding,
+                       mode=_NUMPY_PAD_MODE[problem.padding_mode])
+    return run_weight_grad(padded, input, grad_output, weight_shape, dtype)
+
+
+def bias_grad_of(grad_output, dtype):
+    """The bias gradient from a checked output gradient of at least 3 dimensions."""
+    out = np.zeros(grad_output.shape[1], dtype)
+    if grad_output.size:
+        planes = np.ascontiguousarray(grad_output, dtype=dtype).reshape(
+            grad_output.shape[0], grad_output.shape[1], -1)
+        _conv_backward.bias_grad(planes, out, _parallel.threads_for(grad_output.size))
+    return out
 
 
 _INPUT_DOC = """Gradient of ``conv{nd}d`` with respect to its input
@@ -369,11 +393,7 @@ def conv_bias(grad_output):
     if g.ndim < 3:
         raise ValueError(f"grad_output must be at least 3-d (N, C_out, *spatial); got shape "
                          f"{g.shape}")
-    out = np.zeros(g.shape[1], dtype)
-    if g.size:
-        planes = np.ascontiguousarray(g, dtype=dtype).reshape(g.shape[0], g.shape[1], -1)
-        _conv_backward.bias_grad(planes, out, _parallel.threads_for(g.size))
-    return out
+    return bias_grad_of(g, dtype)
 
 
 _EXAMPLES = {

@@ -255,6 +255,14 @@ def _kernel_plan(problem, algorithm, itemsize, threads):
 
 def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,
           algorithm, out):
+    return conv_call(nd, input, weight, bias, stride, padding, dilation, groups,
+                     padding_mode, algorithm, out)[1]
+
+
+def conv_call(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+              algorithm="auto", out=None):
+    """(problem, output) of a checked conv{nd}d call: frameworks keep the ConvProblem for the
+    backward pass (fastconv.conv_grad.input_grad_of, ...) instead of checking it again."""
     x = _args.as_array(input, "input")
     w = _args.as_array(weight, "weight")
     b = None if bias is None else _args.as_array(bias, "bias")
@@ -265,7 +273,7 @@ def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, padding_
     out = _args.check_out(out, problem.out_shape, dtype)
     if _args.overlaps(out, x, w, b):
         raise ValueError("out must not share memory with input, weight or bias")
-    return run_conv(problem, x, w, b, out, choice)
+    return problem, run_conv(problem, x, w, b, out, choice)
 
 
 _CONV_DOC = """{nd}-d convolution (cross-correlation, as in PyTorch's ``conv{nd}d``).

@@ -26,6 +26,8 @@ except ImportError as err:  # pragma: no cover - exercised only without torch
                       "pip install \"fastconv[torch]\"") from err
 
 import fastconv
+from fastconv import conv_grad
+from fastconv.convolution import conv_call
 
 __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -112,8 +114,9 @@ class ConvFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, weight, bias, nd, kwargs, arrays):
-        out = _operator(f"conv{nd}d")(*arrays, **kwargs)
-        ctx.nd, ctx.kwargs = nd, kwargs
+        # the checked problem travels to the backward pass, which runs the gradient kernels
+        # without checking the call again (what small layers pay per call is Python time)
+        ctx.problem, out = conv_call(nd, *arrays, **kwargs)
         ctx.save_for_backward(input, weight)
         ctx.has_bias = bias is not None
         return _tensor(out)
@@ -122,17 +125,16 @@ class ConvFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
-        nd, kw = ctx.nd, ctx.kwargs
         g = _grad_numpy(grad_output)
+        dtype, problem = g.dtype, ctx.problem
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = _tensor(_operator(f"grad.conv{nd}d_input")(
-                tuple(input.shape), as_numpy(weight, "weight"), g, **kw))
+            dx = _tensor(conv_grad.input_grad_of(problem, as_numpy(weight, "weight"), g, dtype))
         if ctx.needs_input_grad[1]:
-            dw = _tensor(_operator(f"grad.conv{nd}d_weight")(
-                as_numpy(input, "input"), tuple(weight.shape), g, **kw))
+            dw = _tensor(conv_grad.weight_grad_of(problem, as_numpy(input, "input"), g,
+                                                  tuple(weight.shape), dtype))
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = _tensor(_operator("grad.conv_bias")(g))
+            db = _tensor(conv_grad.bias_grad_of(g, dtype))
         return dx, dw, db, None, None, None
 
 
