@@ -40,9 +40,10 @@ cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
 
 cdef Py_ssize_t gemm_mr() noexcept nogil
 cdef Py_ssize_t gemm_nr(floating* dummy) noexcept nogil
+cdef Py_ssize_t vector_width(floating* dummy) noexcept nogil
 cdef Py_ssize_t tile_mr(int shape) noexcept nogil
 cdef Py_ssize_t tile_nr(int shape, floating* dummy) noexcept nogil
-cdef int choose_tile(Py_ssize_t M, Py_ssize_t N, floating* dummy) noexcept nogil
+cdef int choose_tile(Py_ssize_t M, floating* dummy) noexcept nogil
 
 cdef const floating* unfold_band(const floating* x_g, const ConvShape* s, Py_ssize_t r0,
                                  Py_ssize_t r1, bint pointwise, floating* col) noexcept nogil

@@ -469,22 +469,50 @@ cdef extern from "_simd.h":
     int FC_NR_f64
     int FC_NR_NARROW_f32
     int FC_NR_NARROW_f64
-    void fc_gemm_tile_f32(Py_ssize_t k_len, const float* a, const float* b,
-                          const Py_ssize_t* offsets, float* c,
-                          Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
-                          const float* bias, int accumulate) noexcept nogil
-    void fc_gemm_tile_f64(Py_ssize_t k_len, const double* a, const double* b,
-                          const Py_ssize_t* offsets, double* c,
-                          Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
-                          const double* bias, int accumulate) noexcept nogil
-    void fc_gemm_tile_narrow_f32(Py_ssize_t k_len, const float* a, const float* b,
-                          const Py_ssize_t* offsets, float* c,
-                                 Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
-                                 const float* bias, int accumulate) noexcept nogil
-    void fc_gemm_tile_narrow_f64(Py_ssize_t k_len, const double* a, const double* b,
-                          const Py_ssize_t* offsets, double* c,
-                                 Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
-                                 const double* bias, int accumulate) noexcept nogil
+    int FC_GEMM_NRV
+    int FC_GEMM_NRV_NARROW
+    int FC_VEC_f32
+    int FC_VEC_f64
+    void fc_gemm_tile_f32(Py_ssize_t k_len, const float* a, const float* b, Py_ssize_t b_stride,
+                          const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
+                          int accumulate) noexcept nogil
+    void fc_gemm_tile_f64(Py_ssize_t k_len, const double* a, const double* b, Py_ssize_t b_stride,
+                          const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
+                          int accumulate) noexcept nogil
+    void fc_gemm_tile_narrow_f32(Py_ssize_t k_len, const float* a, const float* b, Py_ssize_t b_stride,
+                          const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
+                          int accumulate) noexcept nogil
+    void fc_gemm_tile_narrow_f64(Py_ssize_t k_len, const double* a, const double* b, Py_ssize_t b_stride,
+                          const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
+                          int accumulate) noexcept nogil
+    void fc_gemm_tile_tail1_f32(Py_ssize_t k_len, const float* a, const float* b, Py_ssize_t b_stride,
+                          const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
+                          int accumulate) noexcept nogil
+    void fc_gemm_tile_tail1_f64(Py_ssize_t k_len, const double* a, const double* b, Py_ssize_t b_stride,
+                          const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
+                          int accumulate) noexcept nogil
+    void fc_gemm_tile_tail2_f32(Py_ssize_t k_len, const float* a, const float* b, Py_ssize_t b_stride,
+                          const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
+                          int accumulate) noexcept nogil
+    void fc_gemm_tile_tail2_f64(Py_ssize_t k_len, const double* a, const double* b, Py_ssize_t b_stride,
+                          const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
+                          int accumulate) noexcept nogil
+    void fc_gemm_tile_narrow_tail1_f32(Py_ssize_t k_len, const float* a, const float* b, Py_ssize_t b_stride,
+                          const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
+                          int accumulate) noexcept nogil
+    void fc_gemm_tile_narrow_tail1_f64(Py_ssize_t k_len, const double* a, const double* b, Py_ssize_t b_stride,
+                          const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
+                          int accumulate) noexcept nogil
 
 
 cdef enum:
@@ -501,6 +529,13 @@ def packed_tile_width(bint double_precision, int shape=TILE_WIDE):
         else tile_nr(shape, <float*> NULL)
 
 
+cdef Py_ssize_t vector_width(floating* dummy) noexcept nogil:
+    """Elements of one vector register of the micro-kernels for this precision."""
+    if floating is float:
+        return FC_VEC_f32
+    return FC_VEC_f64
+
+
 cdef Py_ssize_t tile_mr(int shape) noexcept nogil:
     """Rows (output channels) of a register tile."""
     return FC_GEMM_MR_NARROW if shape == TILE_NARROW else FC_GEMM_MR
@@ -513,22 +548,22 @@ cdef Py_ssize_t tile_nr(int shape, floating* dummy) noexcept nogil:
     return FC_NR_NARROW_f64 if shape == TILE_NARROW else FC_NR_f64
 
 
-cdef int choose_tile(Py_ssize_t M, Py_ssize_t N, floating* dummy) noexcept nogil:
-    """The tile shape that wastes least on an M x N product (rows and columns rounded up to
-    whole tiles; the narrow shape's extra broadcasts cost it about 8%)."""
-    cdef Py_ssize_t mr_w = tile_mr(TILE_WIDE), nr_w = tile_nr(TILE_WIDE, dummy)
-    cdef Py_ssize_t mr_n = tile_mr(TILE_NARROW), nr_n = tile_nr(TILE_NARROW, dummy)
-    cdef double wide = <double> ((M + mr_w - 1) // mr_w * mr_w) * ((N + nr_w - 1) // nr_w * nr_w)
-    cdef double narrow = <double> ((M + mr_n - 1) // mr_n * mr_n) \
-        * ((N + nr_n - 1) // nr_n * nr_n)
+cdef int choose_tile(Py_ssize_t M, floating* dummy) noexcept nogil:
+    """The tile shape that wastes least on a product of M rows. Both shapes compute whole
+    vectors of columns (a last panel goes to a tail kernel of fewer vectors), so the rows
+    decide: M rounded up to whole tiles, the narrow shape's extra broadcasts costing it
+    about 8%."""
+    cdef Py_ssize_t mr_w = tile_mr(TILE_WIDE), mr_n = tile_mr(TILE_NARROW)
+    cdef double wide = <double> ((M + mr_w - 1) // mr_w * mr_w)
+    cdef double narrow = <double> ((M + mr_n - 1) // mr_n * mr_n)
     return TILE_NARROW if narrow * 1.08 < wide else TILE_WIDE
 
 
-def packed_tile_shape(Py_ssize_t M, Py_ssize_t N, bint double_precision):
-    """choose_tile for Python: the tile shape for an M x N product."""
+def packed_tile_shape(Py_ssize_t M, bint double_precision):
+    """choose_tile for Python: the tile shape for a product of M rows (output channels)."""
     if double_precision:
-        return choose_tile(M, N, <double*> NULL)
-    return choose_tile(M, N, <float*> NULL)
+        return choose_tile(M, <double*> NULL)
+    return choose_tile(M, <float*> NULL)
 
 
 cdef inline Py_ssize_t panel_width(floating* dummy) noexcept nogil:
@@ -694,21 +729,46 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
 
 
 cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, const floating* b,
-                           const Py_ssize_t* offsets, floating* c, Py_ssize_t ldc,
-                           Py_ssize_t m_valid, Py_ssize_t n_valid, const floating* bias,
-                           bint accumulate) noexcept nogil:
-    if floating is float:
-        if shape == TILE_NARROW:
-            fc_gemm_tile_narrow_f32(k_len, a, b, offsets, c, ldc, m_valid, n_valid, bias,
-                                    accumulate)
+                           Py_ssize_t b_stride, const Py_ssize_t* offsets, floating* c,
+                           Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+                           const floating* bias, bint accumulate) noexcept nogil:
+    """The register tile `shape`, or for a last panel of fewer vectors its tail variant."""
+    cdef Py_ssize_t vectors = (n_valid + vector_width(<floating*> NULL) - 1) \
+        // vector_width(<floating*> NULL)
+    if shape == TILE_NARROW:
+        if vectors == 1 and FC_GEMM_NRV_NARROW > 1:
+            if floating is float:
+                fc_gemm_tile_narrow_tail1_f32(k_len, a, b, b_stride, offsets, c, ldc, m_valid,
+                                              n_valid, bias, accumulate)
+            else:
+                fc_gemm_tile_narrow_tail1_f64(k_len, a, b, b_stride, offsets, c, ldc, m_valid,
+                                              n_valid, bias, accumulate)
+        elif floating is float:
+            fc_gemm_tile_narrow_f32(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
+                                    bias, accumulate)
         else:
-            fc_gemm_tile_f32(k_len, a, b, offsets, c, ldc, m_valid, n_valid, bias, accumulate)
+            fc_gemm_tile_narrow_f64(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
+                                    bias, accumulate)
+    elif vectors == 1 and FC_GEMM_NRV > 1:
+        if floating is float:
+            fc_gemm_tile_tail1_f32(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
+                                   bias, accumulate)
+        else:
+            fc_gemm_tile_tail1_f64(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
+                                   bias, accumulate)
+    elif vectors == 2 and FC_GEMM_NRV > 2:
+        if floating is float:
+            fc_gemm_tile_tail2_f32(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
+                                   bias, accumulate)
+        else:
+            fc_gemm_tile_tail2_f64(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
+                                   bias, accumulate)
+    elif floating is float:
+        fc_gemm_tile_f32(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid, bias,
+                         accumulate)
     else:
-        if shape == TILE_NARROW:
-            fc_gemm_tile_narrow_f64(k_len, a, b, offsets, c, ldc, m_valid, n_valid, bias,
-                                    accumulate)
-        else:
-            fc_gemm_tile_f64(k_len, a, b, offsets, c, ldc, m_valid, n_valid, bias, accumulate)
+        fc_gemm_tile_f64(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid, bias,
+                         accumulate)
 
 
 cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
@@ -731,7 +791,7 @@ cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                 n_valid = count - j * NR if count - j * NR < NR else NR
                 gemm_tile(shape, k_len, a_packed + panel * K * MR + k0 * MR,
                           b_packed + j * NR if b_offsets != NULL
-                          else b_packed + j * K * NR + k0 * NR,
+                          else b_packed + j * K * NR + k0 * NR, NR,
                           b_offsets + k0 if b_offsets != NULL else NULL,
                           out + panel * MR * out_plane + j * NR, out_plane, m_valid, n_valid,
                           bias + panel * MR if bias != NULL and k0 == 0 else NULL,

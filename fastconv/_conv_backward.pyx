@@ -15,7 +15,7 @@ from libc.stdlib cimport malloc, calloc, free
 cdef extern from "_simd.h":
     double fc_sum_f32(const float* x, Py_ssize_t n) noexcept nogil
     double fc_sum_f64(const double* x, Py_ssize_t n) noexcept nogil
-    int FC_DOT_M, FC_DOT_K, FC_VEC_f32, FC_VEC_f64
+    int FC_DOT_M, FC_DOT_K
     void fc_dot_tile_f32(const float* g, Py_ssize_t g_stride, const float* grid,
                          const Py_ssize_t* offsets, const int* mask, Py_ssize_t length,
                          float* acc, Py_ssize_t acc_stride) noexcept nogil
@@ -49,8 +49,8 @@ def set_blas_local_threads_hook(size_t address):
     global blas_set_local_threads
     blas_set_local_threads = <set_local_threads_t> address
 from fastconv._conv cimport ConvShape, make_shape, output_range, unfold_band, pack_a_panels, \
-    pack_b_panels, multiply_tile, tile_mr, tile_nr, choose_tile, PhaseGrid, phase_grid, \
-    phase_offsets, fill_phase_grid, zero_slack
+    pack_b_panels, multiply_tile, vector_width, tile_mr, tile_nr, choose_tile, PhaseGrid, \
+    phase_grid, phase_offsets, fill_phase_grid, zero_slack
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
     cdef int failed = 0
     cdef int* failed_flag = &failed
     # the register tile that wastes least on (channels x taps) x (positions of a band)
-    cdef int shape = choose_tile(chunk_channels * taps, band_rows * OW, <floating*> NULL)
+    cdef int shape = choose_tile(chunk_channels * taps, <floating*> NULL)
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t m_panels = (chunk_channels * taps + MR - 1) // MR
     cdef floating* w_packed = NULL
@@ -314,8 +314,7 @@ cdef int input_grad_phase_scatter(const floating* g, const floating* w, floating
     cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
     cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
     cdef Py_ssize_t M = s.c_out_g
-    cdef int shape = choose_tile(K, tile_panels * tile_nr(0, <floating*> NULL),
-                                 <floating*> NULL)
+    cdef int shape = choose_tile(K, <floating*> NULL)
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t tile = tile_panels * NR
     cdef Py_ssize_t m_panels = (K + MR - 1) // MR
@@ -388,8 +387,7 @@ cdef int input_grad_phase(const floating* g, const floating* w, floating* dx,
     cdef Py_ssize_t taps = s.kernel[0] * s.kernel[1] * s.kernel[2]
     cdef Py_ssize_t C = s.c_in_g, M = s.c_out_g
     cdef Py_ssize_t phases = s.stride[0] * s.stride[1] * s.stride[2]
-    cdef int shape = choose_tile(C, tile_panels * tile_nr(0, <floating*> NULL),
-                                 <floating*> NULL)
+    cdef int shape = choose_tile(C, <floating*> NULL)
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t tile = tile_panels * NR
     cdef Py_ssize_t c_panels = (C + MR - 1) // MR
@@ -580,7 +578,7 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
     cdef int failed = 0
     cdef int* failed_flag = &failed
     # the register tile that wastes least on (output channels) x (taps)
-    cdef int shape = choose_tile(s.c_out_g, K, <floating*> NULL)
+    cdef int shape = choose_tile(s.c_out_g, <floating*> NULL)
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
     cdef floating* g_packed = NULL
@@ -649,12 +647,6 @@ cdef int weight_grad_gemm(const floating* x, const floating* g, floating* dw, co
 # as contiguous rows (no unfolding, no transposition): register tiles of FC_DOT_M channels x
 # FC_DOT_K taps accumulate unreduced vectors, summed per fixed chunk of work items and then
 # across chunks and lanes in a fixed order.
-
-cdef inline Py_ssize_t vector_width(floating* dummy) noexcept nogil:
-    if floating is float:
-        return FC_VEC_f32
-    return FC_VEC_f64
-
 
 cdef inline void dot_tile(const floating* g, Py_ssize_t g_stride, const floating* grid,
                           const Py_ssize_t* offsets, const void* mask, Py_ssize_t length,
@@ -773,13 +765,15 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                         k0 = k0 + FC_DOT_K
                     m0 = m0 + FC_DOT_M
     if failed == 0:
-        for i in prange(s.c_out * K, num_threads=num_threads, schedule='static'):
-            g_idx = i // (M * K)
-            j = (g_idx * M_pad + (i // K) % M) * K_pad + i % K
-            total = 0
-            for t in range(chunks):
-                total = total + partial[t * size + j]
-            dw[i] = total
+        # the chunks' partial sums, added in chunk order (row by row: no index divisions
+        # per element, which cost more than the additions)
+        for i in prange(s.c_out, num_threads=num_threads, schedule='static'):
+            j = ((i // M) * M_pad + i % M) * K_pad
+            for k0 in range(K):
+                total = 0
+                for t in range(chunks):
+                    total = total + partial[t * size + j + k0]
+                dw[i * K + k0] = total
     free(partial)
     free(mask)
     fc_workspace_trim()

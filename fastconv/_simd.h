@@ -132,12 +132,12 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
         }                                                                                      \
     }
 
-/* With `offsets` (not NULL) B is not a packed panel: its row k is b + offsets[k], NR
- * contiguous elements anywhere (the phase grid's rows, read in place). */
+/* B's row k is b + k * b_stride (a packed panel), or with `offsets` (not NULL) b + offsets[k]:
+ * NR contiguous elements anywhere (the phase grid's rows, read in place). */
 #define FC_DEFINE_GEMM_TILE(NAME, SUFFIX, T, MR, NRV)                                           \
 static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b,                 \
-        const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid, ptrdiff_t n_valid,   \
-        const T* bias, int accumulate) {                                                       \
+        ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
+        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
     enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
     fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
     ptrdiff_t k, m, j, v;                                                                      \
@@ -146,7 +146,7 @@ static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b, 
     if (offsets != NULL) {                                                                     \
         FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + offsets[k])                                     \
     } else {                                                                                   \
-        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * NR)                                         \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride)                                   \
     }                                                                                          \
     for (m = 0; m < m_valid; m++) {                                                            \
         T* c_row = c + m * ldc;                                                                \
@@ -174,6 +174,16 @@ FC_DEFINE_GEMM_TILE(f32, f32, float, FC_GEMM_MR, FC_GEMM_NRV)
 FC_DEFINE_GEMM_TILE(f64, f64, double, FC_GEMM_MR, FC_GEMM_NRV)
 FC_DEFINE_GEMM_TILE(narrow_f32, f32, float, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
 FC_DEFINE_GEMM_TILE(narrow_f64, f64, double, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
+/* Tails: the last panel of a row of positions, when it needs fewer vectors than the tile
+ * has, is computed with only those (a 7x7 plane's extended grid of 55 positions is one
+ * 48-wide panel and 7 more, not two full panels). Same sums in the same order: the same
+ * results as the full tile. */
+FC_DEFINE_GEMM_TILE(tail1_f32, f32, float, FC_GEMM_MR, 1)
+FC_DEFINE_GEMM_TILE(tail1_f64, f64, double, FC_GEMM_MR, 1)
+FC_DEFINE_GEMM_TILE(tail2_f32, f32, float, FC_GEMM_MR, 2)
+FC_DEFINE_GEMM_TILE(tail2_f64, f64, double, FC_GEMM_MR, 2)
+FC_DEFINE_GEMM_TILE(narrow_tail1_f32, f32, float, FC_GEMM_MR_NARROW, 1)
+FC_DEFINE_GEMM_TILE(narrow_tail1_f64, f64, double, FC_GEMM_MR_NARROW, 1)
 
 /* Sum of n elements, for bias gradients: four vector accumulators over blocks of 1024
  * elements, each block's sum added in double, so that a plane of millions of float32 values

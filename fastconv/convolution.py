@@ -245,7 +245,7 @@ def _kernel_plan(problem, algorithm, itemsize, threads):
     if algorithm != "packed":
         return gemm_band_rows(problem, itemsize), 1, 0, False
     double = itemsize == 8
-    tile_shape = _conv.packed_tile_shape(problem.out_per_group, prod(problem.out_size), double)
+    tile_shape = _conv.packed_tile_shape(problem.out_per_group, double)
     mr, nr = _conv.packed_tile_width(double, tile_shape)
     if packed_phase_grid(problem, itemsize, threads):
         return phase_grid_tile(problem, itemsize, nr), 1, tile_shape, True
