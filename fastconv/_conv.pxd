@@ -61,7 +61,7 @@ ctypedef struct PhaseGrid:
 
 cdef void phase_grid(const ConvShape* s, Py_ssize_t slack, Py_ssize_t batch,
                      PhaseGrid* pg) noexcept nogil
-cdef void zero_slack(const PhaseGrid* pg, floating* buf) noexcept nogil
+cdef void clear_phase_grid(const PhaseGrid* pg, floating* buf) noexcept nogil
 cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg,
                         Py_ssize_t* offsets) noexcept nogil
 cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,

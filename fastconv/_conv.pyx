@@ -953,10 +953,6 @@ cdef void phase_grid(const ConvShape* s, Py_ssize_t slack, Py_ssize_t batch,
     pg.size = s.c_in_g * s.stride[0] * s.stride[1] * s.stride[2] * pg.phase_stride + slack
 
 
-cdef void zero_slack(const PhaseGrid* pg, floating* buf) noexcept nogil:
-    memset(buf + pg.size - pg.slack, 0, pg.slack * sizeof(floating))
-
-
 cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg,
                         Py_ssize_t* offsets) noexcept nogil:
     """offsets[k]: where tap k = (c, kd, kh, kw) reads extended position 0 in the buffer."""
@@ -990,94 +986,62 @@ cdef inline void split_pairs(const floating* src, floating* even, floating* odd,
         fc_split_pairs_f64(src, even, odd, n)
 
 
-cdef void fill_phase_grid_pairs(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
-                                floating* buf) noexcept nogil:
-    """fill_phase_grid for stride 2 along W: each input row is read once and split into its
-    even and odd phase rows by vector shuffles."""
-    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
-    cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], p2 = s.pad[2]
-    cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2]
-    cdef Py_ssize_t c, r0, r1, i0, i1, i, j, d, h, first, last
-    cdef floating* even
-    cdef floating* odd
-    cdef const floating* x_row
-    # columns 2i - p2 and 2i + 1 - p2 are both inside the row for first <= i < last
-    first = (p2 + 1) // 2
-    last = (W + p2) // 2
-    if last > Q2:
-        last = Q2
-    if last < first:
-        last = first
-    for c in range(s.c_in_g):
-        for r0 in range(s0):
-            for r1 in range(s1):
-                even = buf + (((c * s0 + r0) * s1 + r1) * 2) * pg.phase_stride
-                odd = even + pg.phase_stride
-                for i0 in range(Q0):
-                    d = i0 * s0 + r0 - s.pad[0]
-                    for i1 in range(Q1):
-                        h = i1 * s1 + r1 - s.pad[1]
-                        if d < 0 or d >= D or h < 0 or h >= H:
-                            memset(even, 0, Q2 * sizeof(floating))
-                            memset(odd, 0, Q2 * sizeof(floating))
-                        else:
-                            x_row = x_g + ((c * D + d) * H + h) * W
-                            for i in range(first):
-                                j = 2 * i - p2
-                                even[i] = x_row[j] if 0 <= j < W else 0
-                                odd[i] = x_row[j + 1] if 0 <= j + 1 < W else 0
-                            split_pairs(x_row + 2 * first - p2, even + first, odd + first,
-                                        last - first)
-                            for i in range(last, Q2):
-                                j = 2 * i - p2
-                                even[i] = x_row[j] if 0 <= j < W else 0
-                                odd[i] = x_row[j + 1] if 0 <= j + 1 < W else 0
-                        even += Q2
-                        odd += Q2
+cdef void clear_phase_grid(const PhaseGrid* pg, floating* buf) noexcept nogil:
+    """Zero the whole buffer, slack included: fill_phase_grid writes only the positions that
+    read the input, so the padding positions keep these zeros for every image of a call."""
+    memset(buf, 0, pg.size * sizeof(floating))
+
+
+cdef inline void fill_phase_row(const floating* x_row, const ConvShape* s, const PhaseGrid* pg,
+                                floating* row) noexcept nogil:
+    """One input row into its s2 phase rows (phase r2's row at row + r2 * phase_stride):
+    row_r2[i] = x_row[i * s2 + r2 - pad2] where that is inside the row."""
+    cdef Py_ssize_t W = s.in_size[2], s2 = s.stride[2], p2 = s.pad[2], Q2 = pg.q[2]
+    cdef Py_ssize_t r2, lo, hi, i, n
+    if s2 == 2:
+        # element j goes to phase (j + p2) % 2 at (j + p2) // 2: pairs (x[2m], x[2m + 1]) to
+        # two phase rows at once, by vector shuffles
+        n = W if W < 2 * Q2 - p2 else 2 * Q2 - p2
+        if n <= 0:
+            return
+        split_pairs(x_row, row + (p2 % 2) * pg.phase_stride + p2 // 2,
+                    row + ((p2 + 1) % 2) * pg.phase_stride + (p2 + 1) // 2, n // 2)
+        if n % 2:
+            row[(p2 % 2) * pg.phase_stride + (n - 1 + p2) // 2] = x_row[n - 1]
+        return
+    for r2 in range(s2):
+        output_range(r2 - p2, s2, W, Q2, &lo, &hi)
+        if s2 == 1:
+            fc_copy_short(row + lo, x_row + lo - p2, (hi - lo) * sizeof(floating))
+        else:
+            n = r2 - p2
+            for i in range(lo, hi):
+                row[r2 * pg.phase_stride + i] = x_row[i * s2 + n]
 
 
 cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
                           floating* buf) noexcept nogil:
     """buf[phase (c, r0, r1, r2) * phase_stride + (i0 * Q1 + i1) * Q2 + i2] = padded input
-    of channel c at (i0 * s0 + r0, i1 * s1 + r1, i2 * s2 + r2), zero in the padding (one
-    image: pass buf + j * plane for image j of a batched grid; the slack is not touched)."""
+    of channel c at (i0 * s0 + r0, i1 * s1 + r1, i2 * s2 + r2), for the positions inside the
+    input only: the others are padding, zero since clear_phase_grid (one image: pass
+    buf + j * plane for image j of a batched grid)."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], s2 = s.stride[2]
-    cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2]
-    cdef Py_ssize_t c, r0, r1, r2, i0, i1, i2, d, h, lo, hi, off
-    cdef floating* row
-    cdef const floating* x_row
-    if s2 == 2:
-        fill_phase_grid_pairs(x_g, s, pg, buf)
-        return
+    cdef Py_ssize_t Q1 = pg.q[1], Q2 = pg.q[2]
+    cdef Py_ssize_t c, r0, r1, i0, i1, lo0, hi0, lo1, hi1
+    cdef floating* phase_rows
     for c in range(s.c_in_g):
         for r0 in range(s0):
+            output_range(r0 - s.pad[0], s0, D, pg.q[0], &lo0, &hi0)
             for r1 in range(s1):
-                for r2 in range(s2):
-                    row = buf + (((c * s0 + r0) * s1 + r1) * s2 + r2) * pg.phase_stride
-                    off = r2 - s.pad[2]
-                    output_range(off, s2, W, Q2, &lo, &hi)
-                    for i0 in range(Q0):
-                        d = i0 * s0 + r0 - s.pad[0]
-                        for i1 in range(Q1):
-                            h = i1 * s1 + r1 - s.pad[1]
-                            if d < 0 or d >= D or h < 0 or h >= H:
-                                memset(row, 0, Q2 * sizeof(floating))
-                            else:
-                                x_row = x_g + ((c * D + d) * H + h) * W + off
-                                for i2 in range(lo):
-                                    row[i2] = 0
-                                if s2 == 1:
-                                    memcpy(row + lo, x_row + lo, (hi - lo) * sizeof(floating))
-                                elif s2 == 2:   # a constant stride the compiler vectorizes
-                                    for i2 in range(lo, hi):
-                                        row[i2] = x_row[2 * i2]
-                                else:
-                                    for i2 in range(lo, hi):
-                                        row[i2] = x_row[i2 * s2]
-                                for i2 in range(hi, Q2):
-                                    row[i2] = 0
-                            row += Q2
+                output_range(r1 - s.pad[1], s1, H, Q1, &lo1, &hi1)
+                phase_rows = buf + ((c * s0 + r0) * s1 + r1) * s2 * pg.phase_stride
+                for i0 in range(lo0, hi0):
+                    for i1 in range(lo1, hi1):
+                        fill_phase_row(
+                            x_g + ((c * D + i0 * s0 + r0 - s.pad[0]) * H
+                                   + i1 * s1 + r1 - s.pad[1]) * W,
+                            s, pg, phase_rows + (i0 * Q1 + i1) * Q2)
 
 
 cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t channels,
@@ -1132,7 +1096,7 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
         if grid == NULL or tile_out == NULL:
             failed_flag[0] = 1
         else:
-            zero_slack(&pg, grid)
+            clear_phase_grid(&pg, grid)
         for item in prange(s.n * s.groups, schedule='dynamic'):
             if grid == NULL or tile_out == NULL:
                 continue

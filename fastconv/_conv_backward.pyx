@@ -50,7 +50,7 @@ def set_blas_local_threads_hook(size_t address):
     blas_set_local_threads = <set_local_threads_t> address
 from fastconv._conv cimport ConvShape, make_shape, output_range, unfold_band, pack_a_panels, \
     pack_b_panels, multiply_tile, vector_width, tile_mr, tile_nr, choose_tile, PhaseGrid, \
-    phase_grid, phase_offsets, fill_phase_grid, zero_slack
+    phase_grid, phase_offsets, fill_phase_grid, clear_phase_grid
 
 
 # ---------------------------------------------------------------------------------------------
@@ -730,9 +730,9 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
         if grid == NULL or g_ext == NULL:
             failed_flag[0] = 1
         else:
-            # the slack is read at masked positions only: zeroed so that nothing
-            # uninitialized is ever read
-            zero_slack(&pg, grid)
+            # padding positions are never written by the fill (zero for every image), and
+            # the slack is read at masked positions only: nothing uninitialized is read
+            clear_phase_grid(&pg, grid)
         for chunk in prange(chunks, schedule='dynamic'):
             if grid == NULL or g_ext == NULL:
                 continue
