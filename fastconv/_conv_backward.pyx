@@ -248,60 +248,69 @@ cdef inline void merge_pairs(const floating* even, const floating* odd, floating
         fc_merge_pairs_f64(even, odd, dst, n)
 
 
+cdef inline Py_ssize_t phase_reach(Py_ssize_t q, Py_ssize_t stride, Py_ssize_t pad,
+                                   Py_ssize_t size) noexcept nogil:
+    """Input positions [0, reach) along an axis lie on the grid; those past it are read by
+    no window."""
+    cdef Py_ssize_t reach = q * stride - pad
+    return 0 if reach < 0 else (size if reach > size else reach)
+
+
+cdef inline void read_phase_row(const floating* row, const ConvShape* s, const PhaseGrid* pg,
+                                floating* dx_row) noexcept nogil:
+    """dx_row[x] = phase row (x + pad2) % s2 (at row + r2 * phase_stride) at (x + pad2) // s2,
+    zero past the grid's reach."""
+    cdef Py_ssize_t W = s.in_size[2], s2 = s.stride[2], p2 = s.pad[2]
+    cdef Py_ssize_t reach = phase_reach(pg.q[2], s2, p2, W)
+    cdef Py_ssize_t r2, first, x
+    cdef const floating* phase_row
+    if reach < W:
+        memset(dx_row + reach, 0, (W - reach) * sizeof(floating))
+    if s2 == 1:
+        fc_copy_short(dx_row, row + p2, reach * sizeof(floating))
+    elif s2 == 2:   # interleave the two phase rows by vector shuffles
+        merge_pairs(row + (p2 % 2) * pg.phase_stride + p2 // 2,
+                    row + ((p2 + 1) % 2) * pg.phase_stride + (p2 + 1) // 2, dx_row, reach // 2)
+        if reach % 2:
+            dx_row[reach - 1] = row[(p2 % 2) * pg.phase_stride + (reach - 1 + p2) // 2]
+    else:
+        for r2 in range(s2):
+            # columns x with (x + pad2) % s2 == r2, from `first` on, step s2
+            first = ((r2 - p2) % s2 + s2) % s2
+            phase_row = row + r2 * pg.phase_stride + (first + p2) // s2
+            for x in range((reach - first + s2 - 1) // s2 if first < reach else 0):
+                dx_row[first + x * s2] = phase_row[x]
+
+
 cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseGrid* pg,
                           floating* dx_g) noexcept nogil:
     """dx_g[c, d, h, w] = the grid at padded position (d + pad0, h + pad1, w + pad2), zero
-    where the grid does not reach (no window reads that input)."""
+    where the grid does not reach (no window reads that input). Loops run over the grid's
+    phases and rows (no index divisions per row)."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], s2 = s.stride[2]
-    cdef Py_ssize_t c, d, h, x, i0, i1, r2, first, last, reach
-    cdef const floating* row
-    cdef floating* dx_row
-    cdef floating* dx_row_phase
-    cdef const floating* base
-    cdef const floating* even
-    cdef const floating* odd
-    # columns past `reach` are read by no window
-    reach = pg.q[2] * s2 - s.pad[2]
-    if reach > W:
-        reach = W
-    if reach < 0:
-        reach = 0
+    cdef Py_ssize_t Q1 = pg.q[1], Q2 = pg.q[2]
+    cdef Py_ssize_t reach0 = phase_reach(pg.q[0], s0, s.pad[0], D)
+    cdef Py_ssize_t reach1 = phase_reach(Q1, s1, s.pad[1], H)
+    cdef Py_ssize_t c, d, r0, r1, i0, i1, lo0, hi0, lo1, hi1
+    cdef floating* plane
+    cdef const floating* phase_rows
     for c in range(s.c_in_g):
-        for d in range(D):
-            i0 = (d + s.pad[0]) // s0
-            for h in range(H):
-                i1 = (h + s.pad[1]) // s1
-                dx_row = dx_g + ((c * D + d) * H + h) * W
-                if i0 >= pg.q[0] or i1 >= pg.q[1]:
-                    memset(dx_row, 0, W * sizeof(floating))
-                    continue
-                memset(dx_row + reach, 0, (W - reach) * sizeof(floating))
-                if s2 == 2:
-                    # interleave the two phase rows by vector shuffles:
-                    # column x reads phase (x + pad2) % 2 at (x + pad2) // 2
-                    base = grid + (((c * s0 + (d + s.pad[0]) % s0) * s1
-                                    + (h + s.pad[1]) % s1) * 2) * pg.phase_stride \
-                        + (i0 * pg.q[1] + i1) * pg.q[2]
-                    even = base + (s.pad[2] % 2) * pg.phase_stride + s.pad[2] // 2
-                    odd = base + ((s.pad[2] + 1) % 2) * pg.phase_stride + (s.pad[2] + 1) // 2
-                    merge_pairs(even, odd, dx_row, reach // 2)
-                    if reach % 2:
-                        dx_row[reach - 1] = even[reach // 2]
-                    continue
-                for r2 in range(s2):
-                    row = grid + (((c * s0 + (d + s.pad[0]) % s0) * s1
-                                   + (h + s.pad[1]) % s1) * s2 + r2) * pg.phase_stride \
-                        + (i0 * pg.q[1] + i1) * pg.q[2]
-                    # columns x with (x + pad2) % s2 == r2, from `first` on, step s2
-                    first = ((r2 - s.pad[2]) % s2 + s2) % s2
-                    if s2 == 1:
-                        memcpy(dx_row, row + s.pad[2], reach * sizeof(floating))
-                    elif first < reach:
-                        row = row + (first + s.pad[2]) // s2
-                        dx_row_phase = dx_row + first
-                        for x in range((reach - first + s2 - 1) // s2):
-                            dx_row_phase[x * s2] = row[x]
+        # planes and rows past the reach: no window reads them
+        memset(dx_g + (c * D + reach0) * H * W, 0, (D - reach0) * H * W * sizeof(floating))
+        for d in range(reach0):
+            memset(dx_g + ((c * D + d) * H + reach1) * W, 0,
+                   (H - reach1) * W * sizeof(floating))
+        for r0 in range(s0):
+            output_range(r0 - s.pad[0], s0, D, pg.q[0], &lo0, &hi0)
+            for i0 in range(lo0, hi0):
+                plane = dx_g + (c * D + i0 * s0 + r0 - s.pad[0]) * H * W
+                for r1 in range(s1):
+                    output_range(r1 - s.pad[1], s1, H, Q1, &lo1, &hi1)
+                    phase_rows = grid + ((c * s0 + r0) * s1 + r1) * s2 * pg.phase_stride
+                    for i1 in range(lo1, hi1):
+                        read_phase_row(phase_rows + (i0 * Q1 + i1) * Q2, s, pg,
+                                       plane + (i1 * s1 + r1 - s.pad[1]) * W)
 
 
 cdef int input_grad_phase_scatter(const floating* g, const floating* w, floating* dx,
