@@ -992,11 +992,12 @@ cdef void clear_phase_grid(const PhaseGrid* pg, floating* buf) noexcept nogil:
     memset(buf, 0, pg.size * sizeof(floating))
 
 
-cdef inline void fill_phase_row(const floating* x_row, const ConvShape* s, const PhaseGrid* pg,
-                                floating* row) noexcept nogil:
+cdef inline void fill_phase_row(const floating* x_row, floating* row, Py_ssize_t W,
+                                Py_ssize_t s2, Py_ssize_t p2, Py_ssize_t Q2,
+                                Py_ssize_t phase_stride) noexcept nogil:
     """One input row into its s2 phase rows (phase r2's row at row + r2 * phase_stride):
-    row_r2[i] = x_row[i * s2 + r2 - pad2] where that is inside the row."""
-    cdef Py_ssize_t W = s.in_size[2], s2 = s.stride[2], p2 = s.pad[2], Q2 = pg.q[2]
+    row_r2[i] = x_row[i * s2 + r2 - p2] where that is inside the row. Scalars, not the
+    shape structs: with them, every store through `row` made the compiler reload them."""
     cdef Py_ssize_t r2, lo, hi, i, n
     if s2 == 2:
         # element j goes to phase (j + p2) % 2 at (j + p2) // 2: pairs (x[2m], x[2m + 1]) to
@@ -1004,10 +1005,10 @@ cdef inline void fill_phase_row(const floating* x_row, const ConvShape* s, const
         n = W if W < 2 * Q2 - p2 else 2 * Q2 - p2
         if n <= 0:
             return
-        split_pairs(x_row, row + (p2 % 2) * pg.phase_stride + p2 // 2,
-                    row + ((p2 + 1) % 2) * pg.phase_stride + (p2 + 1) // 2, n // 2)
+        split_pairs(x_row, row + (p2 % 2) * phase_stride + p2 // 2,
+                    row + ((p2 + 1) % 2) * phase_stride + (p2 + 1) // 2, n // 2)
         if n % 2:
-            row[(p2 % 2) * pg.phase_stride + (n - 1 + p2) // 2] = x_row[n - 1]
+            row[(p2 % 2) * phase_stride + (n - 1 + p2) // 2] = x_row[n - 1]
         return
     for r2 in range(s2):
         output_range(r2 - p2, s2, W, Q2, &lo, &hi)
@@ -1016,7 +1017,7 @@ cdef inline void fill_phase_row(const floating* x_row, const ConvShape* s, const
         else:
             n = r2 - p2
             for i in range(lo, hi):
-                row[r2 * pg.phase_stride + i] = x_row[i * s2 + n]
+                row[r2 * phase_stride + i] = x_row[i * s2 + n]
 
 
 cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
@@ -1027,21 +1028,22 @@ cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGr
     buf + j * plane for image j of a batched grid)."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], s2 = s.stride[2]
-    cdef Py_ssize_t Q1 = pg.q[1], Q2 = pg.q[2]
+    cdef Py_ssize_t p0 = s.pad[0], p1 = s.pad[1], p2 = s.pad[2]
+    cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2], phase_stride = pg.phase_stride
     cdef Py_ssize_t c, r0, r1, i0, i1, lo0, hi0, lo1, hi1
     cdef floating* phase_rows
+    cdef const floating* x_plane
     for c in range(s.c_in_g):
         for r0 in range(s0):
-            output_range(r0 - s.pad[0], s0, D, pg.q[0], &lo0, &hi0)
+            output_range(r0 - p0, s0, D, Q0, &lo0, &hi0)
             for r1 in range(s1):
-                output_range(r1 - s.pad[1], s1, H, Q1, &lo1, &hi1)
-                phase_rows = buf + ((c * s0 + r0) * s1 + r1) * s2 * pg.phase_stride
+                output_range(r1 - p1, s1, H, Q1, &lo1, &hi1)
+                phase_rows = buf + ((c * s0 + r0) * s1 + r1) * s2 * phase_stride
                 for i0 in range(lo0, hi0):
+                    x_plane = x_g + ((c * D + i0 * s0 + r0 - p0) * H + r1 - p1) * W
                     for i1 in range(lo1, hi1):
-                        fill_phase_row(
-                            x_g + ((c * D + i0 * s0 + r0 - s.pad[0]) * H
-                                   + i1 * s1 + r1 - s.pad[1]) * W,
-                            s, pg, phase_rows + (i0 * Q1 + i1) * Q2)
+                        fill_phase_row(x_plane + i1 * s1 * W, phase_rows + (i0 * Q1 + i1) * Q2,
+                                       W, s2, p2, Q2, phase_stride)
 
 
 cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t channels,

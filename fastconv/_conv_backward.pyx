@@ -256,12 +256,11 @@ cdef inline Py_ssize_t phase_reach(Py_ssize_t q, Py_ssize_t stride, Py_ssize_t p
     return 0 if reach < 0 else (size if reach > size else reach)
 
 
-cdef inline void read_phase_row(const floating* row, const ConvShape* s, const PhaseGrid* pg,
-                                floating* dx_row) noexcept nogil:
-    """dx_row[x] = phase row (x + pad2) % s2 (at row + r2 * phase_stride) at (x + pad2) // s2,
-    zero past the grid's reach."""
-    cdef Py_ssize_t W = s.in_size[2], s2 = s.stride[2], p2 = s.pad[2]
-    cdef Py_ssize_t reach = phase_reach(pg.q[2], s2, p2, W)
+cdef inline void read_phase_row(const floating* row, floating* dx_row, Py_ssize_t W,
+                                Py_ssize_t s2, Py_ssize_t p2, Py_ssize_t reach,
+                                Py_ssize_t phase_stride) noexcept nogil:
+    """dx_row[x] = phase row (x + p2) % s2 (at row + r2 * phase_stride) at (x + p2) // s2,
+    zero past the grid's reach (scalars, not the shape structs: see fill_phase_row)."""
     cdef Py_ssize_t r2, first, x
     cdef const floating* phase_row
     if reach < W:
@@ -269,15 +268,15 @@ cdef inline void read_phase_row(const floating* row, const ConvShape* s, const P
     if s2 == 1:
         fc_copy_short(dx_row, row + p2, reach * sizeof(floating))
     elif s2 == 2:   # interleave the two phase rows by vector shuffles
-        merge_pairs(row + (p2 % 2) * pg.phase_stride + p2 // 2,
-                    row + ((p2 + 1) % 2) * pg.phase_stride + (p2 + 1) // 2, dx_row, reach // 2)
+        merge_pairs(row + (p2 % 2) * phase_stride + p2 // 2,
+                    row + ((p2 + 1) % 2) * phase_stride + (p2 + 1) // 2, dx_row, reach // 2)
         if reach % 2:
-            dx_row[reach - 1] = row[(p2 % 2) * pg.phase_stride + (reach - 1 + p2) // 2]
+            dx_row[reach - 1] = row[(p2 % 2) * phase_stride + (reach - 1 + p2) // 2]
     else:
         for r2 in range(s2):
-            # columns x with (x + pad2) % s2 == r2, from `first` on, step s2
+            # columns x with (x + p2) % s2 == r2, from `first` on, step s2
             first = ((r2 - p2) % s2 + s2) % s2
-            phase_row = row + r2 * pg.phase_stride + (first + p2) // s2
+            phase_row = row + r2 * phase_stride + (first + p2) // s2
             for x in range((reach - first + s2 - 1) // s2 if first < reach else 0):
                 dx_row[first + x * s2] = phase_row[x]
 
@@ -289,11 +288,13 @@ cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseG
     phases and rows (no index divisions per row)."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], s2 = s.stride[2]
-    cdef Py_ssize_t Q1 = pg.q[1], Q2 = pg.q[2]
-    cdef Py_ssize_t reach0 = phase_reach(pg.q[0], s0, s.pad[0], D)
-    cdef Py_ssize_t reach1 = phase_reach(Q1, s1, s.pad[1], H)
+    cdef Py_ssize_t p0 = s.pad[0], p1 = s.pad[1], p2 = s.pad[2]
+    cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2], phase_stride = pg.phase_stride
+    cdef Py_ssize_t reach0 = phase_reach(Q0, s0, p0, D)
+    cdef Py_ssize_t reach1 = phase_reach(Q1, s1, p1, H)
+    cdef Py_ssize_t reach2 = phase_reach(Q2, s2, p2, W)
     cdef Py_ssize_t c, d, r0, r1, i0, i1, lo0, hi0, lo1, hi1
-    cdef floating* plane
+    cdef floating* dx_plane
     cdef const floating* phase_rows
     for c in range(s.c_in_g):
         # planes and rows past the reach: no window reads them
@@ -302,15 +303,15 @@ cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseG
             memset(dx_g + ((c * D + d) * H + reach1) * W, 0,
                    (H - reach1) * W * sizeof(floating))
         for r0 in range(s0):
-            output_range(r0 - s.pad[0], s0, D, pg.q[0], &lo0, &hi0)
-            for i0 in range(lo0, hi0):
-                plane = dx_g + (c * D + i0 * s0 + r0 - s.pad[0]) * H * W
-                for r1 in range(s1):
-                    output_range(r1 - s.pad[1], s1, H, Q1, &lo1, &hi1)
-                    phase_rows = grid + ((c * s0 + r0) * s1 + r1) * s2 * pg.phase_stride
+            output_range(r0 - p0, s0, D, Q0, &lo0, &hi0)
+            for r1 in range(s1):
+                output_range(r1 - p1, s1, H, Q1, &lo1, &hi1)
+                phase_rows = grid + ((c * s0 + r0) * s1 + r1) * s2 * phase_stride
+                for i0 in range(lo0, hi0):
+                    dx_plane = dx_g + ((c * D + i0 * s0 + r0 - p0) * H + r1 - p1) * W
                     for i1 in range(lo1, hi1):
-                        read_phase_row(phase_rows + (i0 * Q1 + i1) * Q2, s, pg,
-                                       plane + (i1 * s1 + r1 - s.pad[1]) * W)
+                        read_phase_row(phase_rows + (i0 * Q1 + i1) * Q2, dx_plane + i1 * s1 * W,
+                                       W, s2, p2, reach2, phase_stride)
 
 
 cdef int input_grad_phase_scatter(const floating* g, const floating* w, floating* dx,

@@ -296,14 +296,89 @@ static inline void fc_dot_tile_##SUFFIX(const T* g, ptrdiff_t g_stride, const T*
 FC_DEFINE_DOT_TILE(f32, float, int)
 FC_DEFINE_DOT_TILE(f64, double, long long)
 
-/* Stride-2 phase split and merge for the phase grid (_conv.pyx fill_phase_grid_pairs,
- * _conv_backward.pyx read_phase_grid):
+/* Stride-2 phase split and merge for the phase grid (_conv.pyx fill_phase_row,
+ * _conv_backward.pyx read_phase_row), and short copies:
  *   fc_split_pairs_<t>(src, even, odd, n):  even[i] = src[2i], odd[i] = src[2i + 1]   (i < n)
  *   fc_merge_pairs_<t>(even, odd, dst, n):  dst[2i] = even[i], dst[2i + 1] = odd[i]   (i < n)
+ *   fc_copy_short(dst, src, bytes):          memcpy for a whole number of 4-byte words
  * The rows of small planes hold 7-30 pairs, too few for the compiler's own vector loop to
- * start (it was a scalar loop at 40% of the fill's time): here blocks of 16, 8, 4 and 2 pairs
- * each take two loads, two shuffles and two stores, in vectors as wide as the block, and
- * nothing is read or written outside the n pairs. */
+ * start (it was a scalar loop at 40% of the fill's time). Nothing is read or written outside
+ * the n pairs (or bytes). With AVX-512 a row's last partial block is one masked load and one
+ * masked store per vector (masked-off lanes are not accessed, so they cannot fault); without
+ * it, blocks of halving width in GCC vector extensions, then single elements. */
+#ifdef __AVX512F__
+#include <immintrin.h>
+
+static inline __mmask16 fc_mask16(ptrdiff_t lanes) {   /* the first `lanes` of 16 (none if <= 0) */
+    return (__mmask16)(lanes >= 16 ? 0xFFFF : lanes <= 0 ? 0 : (1u << lanes) - 1);
+}
+
+static inline void fc_split_pairs_f32(const float* src, float* even, float* odd, ptrdiff_t n) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (ptrdiff_t i = 0; i < n; i += 16) {
+        ptrdiff_t pairs = n - i < 16 ? n - i : 16;
+        __m512 a = _mm512_maskz_loadu_ps(fc_mask16(2 * pairs), src + 2 * i);
+        __m512 b = _mm512_maskz_loadu_ps(fc_mask16(2 * pairs - 16), src + 2 * i + 16);
+        _mm512_mask_storeu_ps(even + i, fc_mask16(pairs), _mm512_permutex2var_ps(a, ie, b));
+        _mm512_mask_storeu_ps(odd + i, fc_mask16(pairs), _mm512_permutex2var_ps(a, io, b));
+    }
+}
+
+static inline void fc_merge_pairs_f32(const float* even, const float* odd, float* dst,
+                                      ptrdiff_t n) {
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                         15, 31);
+    for (ptrdiff_t i = 0; i < n; i += 16) {
+        ptrdiff_t pairs = n - i < 16 ? n - i : 16;
+        __m512 e = _mm512_maskz_loadu_ps(fc_mask16(pairs), even + i);
+        __m512 o = _mm512_maskz_loadu_ps(fc_mask16(pairs), odd + i);
+        _mm512_mask_storeu_ps(dst + 2 * i, fc_mask16(2 * pairs), _mm512_permutex2var_ps(e, il, o));
+        _mm512_mask_storeu_ps(dst + 2 * i + 16, fc_mask16(2 * pairs - 16),
+                              _mm512_permutex2var_ps(e, ih, o));
+    }
+}
+
+static inline void fc_split_pairs_f64(const double* src, double* even, double* odd,
+                                      ptrdiff_t n) {
+    const __m512i ie = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i io = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    for (ptrdiff_t i = 0; i < n; i += 8) {
+        ptrdiff_t pairs = n - i < 8 ? n - i : 8;
+        __m512d a = _mm512_maskz_loadu_pd((__mmask8)fc_mask16(2 * pairs), src + 2 * i);
+        __m512d b = _mm512_maskz_loadu_pd((__mmask8)fc_mask16(2 * pairs - 8), src + 2 * i + 8);
+        _mm512_mask_storeu_pd(even + i, (__mmask8)fc_mask16(pairs), _mm512_permutex2var_pd(a, ie, b));
+        _mm512_mask_storeu_pd(odd + i, (__mmask8)fc_mask16(pairs), _mm512_permutex2var_pd(a, io, b));
+    }
+}
+
+static inline void fc_merge_pairs_f64(const double* even, const double* odd, double* dst,
+                                      ptrdiff_t n) {
+    const __m512i il = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i ih = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    for (ptrdiff_t i = 0; i < n; i += 8) {
+        ptrdiff_t pairs = n - i < 8 ? n - i : 8;
+        __m512d e = _mm512_maskz_loadu_pd((__mmask8)fc_mask16(pairs), even + i);
+        __m512d o = _mm512_maskz_loadu_pd((__mmask8)fc_mask16(pairs), odd + i);
+        _mm512_mask_storeu_pd(dst + 2 * i, (__mmask8)fc_mask16(2 * pairs),
+                              _mm512_permutex2var_pd(e, il, o));
+        _mm512_mask_storeu_pd(dst + 2 * i + 8, (__mmask8)fc_mask16(2 * pairs - 8),
+                              _mm512_permutex2var_pd(e, ih, o));
+    }
+}
+
+static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
+    ptrdiff_t words = (ptrdiff_t)(bytes / 4);
+    for (ptrdiff_t i = 0; i < words; i += 16) {
+        __mmask16 m = fc_mask16(words - i);
+        _mm512_mask_storeu_epi32((int*)dst + i, m,
+                                 _mm512_maskz_loadu_epi32(m, (const int*)src + i));
+    }
+}
+
+#else
+
 #define FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, L)                                                   \
 typedef T fc_pv##L##_##SUFFIX __attribute__((vector_size(L * sizeof(T))));                      \
 typedef I fc_pi##L##_##SUFFIX __attribute__((vector_size(L * sizeof(T))));                      \
@@ -355,9 +430,6 @@ static inline void fc_merge_pairs_##SUFFIX(const T* even, const T* odd, T* dst, 
 FC_DEFINE_PAIRS(f32, float, int, 16, 8, 4, 2)
 FC_DEFINE_PAIRS(f64, double, long long, 8, 4, 2, 1)
 
-/* Copy of a short run (the rows of small planes, 7-30 elements): whole vectors of 64, 32,
- * 16 and 8 bytes, then 4-byte words, inline (a library call per row cost more than the
- * copy, and the compiler's own loop had no vector trip at these lengths). */
 static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
     char* d = (char*)dst;
     const char* s = (const char*)src;
@@ -368,5 +440,6 @@ static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
     if (i + 8 <= bytes) { memcpy(d + i, s + i, 8); i += 8; }
     if (i + 4 <= bytes) { memcpy(d + i, s + i, 4); i += 4; }
 }
+#endif
 
 #endif /* FASTCONV_SIMD_H */
