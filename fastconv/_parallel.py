@@ -3,7 +3,8 @@ from multiplying them.
 
 - The count is ``set_num_threads(n)`` if called, else the environment variable
   ``FASTCONV_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this process may run on
-  (its affinity mask, which also reflects ``taskset`` and most container limits).
+  (its affinity mask, which also reflects ``taskset`` and most container limits); the
+  environment and the mask are read once, at the first call that needs them.
 - Kernels that call BLAS do so from inside their own OpenMP threads, one GEMM per thread,
   so each of those GEMMs must run single-threaded: total threads = fastconv's count, never
   fastconv's count x BLAS's count. Two holds make that true with OpenBLAS (SciPy's wheels),
@@ -83,13 +84,24 @@ def get_num_threads():
     """The number of threads fastconv's kernels use (see the module docstring for the order)."""
     if _requested is not None:
         return _requested
-    if not _core.openmp_enabled():
-        return 1
-    for name in ("FASTCONV_NUM_THREADS", "OMP_NUM_THREADS"):
-        count = _positive_int_from_env(name)
-        if count is not None:
-            return count
-    return _cpus_available()
+    return _default_threads()
+
+
+_default = None
+
+
+def _default_threads():
+    # read once, as OpenMP reads OMP_NUM_THREADS once: every kernel call asks, and the
+    # environment lookups and the affinity syscall cost ~50 us per small CNN training step
+    global _default
+    if _default is None:
+        if not _core.openmp_enabled():
+            _default = 1
+        else:
+            from_env = [_positive_int_from_env(name)
+                        for name in ("FASTCONV_NUM_THREADS", "OMP_NUM_THREADS")]
+            _default = next((n for n in from_env if n is not None), None) or _cpus_available()
+    return _default
 
 
 @contextlib.contextmanager
