@@ -36,7 +36,7 @@ cdef extern from "_workspace.h":
 # Slots of the per-thread workspace (_workspace.h): buffers reused from call to call.
 cdef enum:
     WS_COL, WS_W_PACKED, WS_G_PACKED, WS_COL_PACKED, WS_PARTIAL, WS_PATCHES, WS_POSITION,
-    WS_PHASE, WS_G_EXTENDED, WS_PHASE_OFFSETS
+    WS_PHASE, WS_G_EXTENDED, WS_PHASE_OFFSETS, WS_MASK
 from libc.string cimport memset, memcpy
 
 from fastconv._blas cimport gemm, set_local_threads_t, hold_blas_single_threaded, release_blas
@@ -727,12 +727,13 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
     phase_offsets(s, &pg, offsets)
     for k0 in range(K, K_pad):
         offsets[k0] = offsets[0]
-    partial = <floating*> calloc(chunks * size, sizeof(floating))
-    mask = malloc(row_length * sizeof(floating))
+    # the calling thread's buffers, reused from call to call (calloc'ed ones came as fresh
+    # pages to fault in on every call)
+    partial = <floating*> fc_workspace(WS_PARTIAL, chunks * size * sizeof(floating))
+    mask = fc_workspace(WS_MASK, row_length * sizeof(floating))
     if partial == NULL or mask == NULL:
-        free(partial)
-        free(mask)
         return 1
+    memset(partial, 0, chunks * size * sizeof(floating))
     valid_mask(s, &pg, row_length, <floating*> NULL, mask)
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
@@ -784,8 +785,6 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                 for t in range(chunks):
                     total = total + partial[t * size + j + k0]
                 dw[i * K + k0] = total
-    free(partial)
-    free(mask)
     fc_workspace_trim()
     return failed
 
