@@ -688,8 +688,10 @@ cdef void valid_mask(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t length,
 
 cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                            const ConvShape* s, Py_ssize_t images_per_unit, Py_ssize_t chunks,
-                           int num_threads) noexcept nogil:
-    """Work units are (block of `images_per_unit` images, group): the block's phase grids sit
+                           int num_threads, double* plane_sums=NULL) noexcept nogil:
+    """With `plane_sums` (not NULL), also plane_sums[n * c_out + c] = the sum of g[n, c] (as
+    bias_grad sums it), taken while each plane is copied anyway.
+    Work units are (block of `images_per_unit` images, group): the block's phase grids sit
     side by side in each phase plane, so one run of dot products covers all of its images.
     Channels and taps are padded to whole register tiles (zero rows of g, repeated taps)
     whose extra sums are dropped."""
@@ -766,6 +768,10 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                     for j in range(M):
                         extend_rows(g + ((first + b) * s.c_out + g_idx * M + j) * out_plane,
                                     s, &pg, g_ext + j * row_length + b * pg.plane)
+                        if plane_sums != NULL:
+                            plane_sums[(first + b) * s.c_out + g_idx * M + j] = plane_sum(
+                                g + ((first + b) * s.c_out + g_idx * M + j) * out_plane,
+                                out_plane)
                 length = (count * pg.plane + V - 1) // V * V
                 m0 = 0
                 while m0 < M_pad:
@@ -1023,22 +1029,38 @@ def conv_input_grad(const floating[:, :, :, :, ::1] g, const floating[:, :, :, :
 def conv_weight_grad(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] g,
                      floating[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
                      Py_ssize_t groups, bint pointwise, Py_ssize_t band_rows, Py_ssize_t chunks,
-                     int num_threads, bint own_gemm=False, Py_ssize_t phase_images=0):
+                     int num_threads, bint own_gemm=False, Py_ssize_t phase_images=0,
+                     floating[::1] db=None):
     """dw := the weight gradient of conv(x, dw-shaped weight) for output gradient g, summed in
     `chunks` fixed partial sums (by dot products on the phase grid, in work units of
-    `phase_images` images, if that is positive)."""
+    `phase_images` images, if that is positive). On the phase grid only, also db := the bias
+    gradient (as bias_grad computes it) if db is given."""
     cdef ConvShape s = make_shape(_shape5(x.shape), _shape5(dw.shape), _shape5(g.shape),
                                   stride, pad, dilation, groups)
     cdef int status = 0
+    cdef double* plane_sums = NULL
+    cdef double total
+    cdef Py_ssize_t c, n
+    if db is not None and phase_images > 0:
+        plane_sums = <double*> malloc(max(1, s.n * s.c_out) * sizeof(double))
+        if plane_sums == NULL:
+            raise MemoryError("fastconv: could not allocate a convolution work buffer")
     with nogil:
         if phase_images > 0:
             status = weight_grad_phase(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
                                        &dw[0, 0, 0, 0, 0], &s, phase_images, chunks,
-                                       num_threads)
+                                       num_threads, plane_sums)
+            if plane_sums != NULL and status == 0:
+                for c in range(s.c_out):   # images in order, as bias_grad adds them
+                    total = 0
+                    for n in range(s.n):
+                        total = total + plane_sums[n * s.c_out + c]
+                    db[c] = <floating> total
         else:
             status = weight_grad_gemm(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
                                       &dw[0, 0, 0, 0, 0], &s, pointwise, band_rows, chunks,
                                       own_gemm, num_threads)
+    free(plane_sums)
     _raise_if(status)
 
 

@@ -202,13 +202,17 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
     return dx
 
 
-def run_weight_grad(problem, input, grad_output, weight_shape, dtype):
-    """The weight gradient of the zero-padded convolution `problem` on `input`."""
+def run_weight_grad(problem, input, grad_output, weight_shape, dtype, bias_out=None):
+    """The weight gradient of the zero-padded convolution `problem` on `input`; with
+    `bias_out` (an array of C_out elements), the bias gradient too, written there (on the
+    phase grid it is summed while the output gradient is read anyway)."""
     nd = problem.ndim
     x = np.ascontiguousarray(input, dtype=dtype)
     g = np.ascontiguousarray(grad_output, dtype=dtype)
     dw = np.zeros(weight_shape, dtype)
     if g.size == 0:
+        if bias_out is not None:
+            bias_out[...] = 0
         return dw
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)
     threads = _parallel.threads_for(problem.multiply_adds)
@@ -227,7 +231,10 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype):
                                         zero + tuple(p[0] for p in problem.padding),
                                         unit + problem.dilation, problem.groups,
                                         problem.pointwise and fits_blas(problem), band,
-                                        chunks, threads, own_gemm, phase_images)
+                                        chunks, threads, own_gemm, phase_images,
+                                        bias_out if phase_images else None)
+    if bias_out is not None and not phase_images:
+        bias_out[...] = bias_grad_of(g, dtype)
     return dw
 
 
@@ -266,13 +273,14 @@ def input_grad_of(problem, weight, grad_output, dtype, algorithm="auto"):
     return grad if padded is problem else fold_padding(grad, problem)
 
 
-def weight_grad_of(problem, input, grad_output, weight_shape, dtype):
-    """The weight gradient of the checked convolution `problem` on `input`, any padding mode."""
+def weight_grad_of(problem, input, grad_output, weight_shape, dtype, bias_out=None):
+    """The weight gradient of the checked convolution `problem` on `input`, any padding mode
+    (and the bias gradient into `bias_out`, if given: see run_weight_grad)."""
     padded = explicitly_padded(problem)
     if padded is not problem:
         input = np.pad(input, ((0, 0), (0, 0)) + problem.padding,
                        mode=_NUMPY_PAD_MODE[problem.padding_mode])
-    return run_weight_grad(padded, input, grad_output, weight_shape, dtype)
+    return run_weight_grad(padded, input, grad_output, weight_shape, dtype, bias_out)
 
 
 def bias_grad_of(grad_output, dtype):

@@ -130,10 +130,13 @@ class ConvFunction(torch.autograd.Function):
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
             dx = _tensor(conv_grad.input_grad_of(problem, as_numpy(weight, "weight"), g, dtype))
-        if ctx.needs_input_grad[1]:
+        wants_db = ctx.has_bias and ctx.needs_input_grad[2]
+        if ctx.needs_input_grad[1]:   # the bias gradient comes with it
+            bias_out = np.empty(g.shape[1], dtype) if wants_db else None
             dw = _tensor(conv_grad.weight_grad_of(problem, as_numpy(input, "input"), g,
-                                                  tuple(weight.shape), dtype))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+                                                  tuple(weight.shape), dtype, bias_out))
+            db = _tensor(bias_out) if wants_db else None
+        elif wants_db:
             db = _tensor(conv_grad.bias_grad_of(g, dtype))
         return dx, dw, db, None, None, None
 

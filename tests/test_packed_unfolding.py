@@ -128,6 +128,25 @@ def test_weight_grad_through_phase_grid(monkeypatch, case, dtype, images_per_uni
     np.testing.assert_allclose(result, expected, rtol=tol * 10, atol=tol * 10)
 
 
+@pytest.mark.parametrize("images_per_unit", [0, 1, 3])   # 0: not on the phase grid
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES[:4], ids=lambda c: f"{c[0]}d-{c[4]}-k{c[5]}-s{c[6]}")
+def test_bias_gradient_taken_with_the_weight_gradient_is_conv_bias_exactly(
+        monkeypatch, case, dtype, images_per_unit):
+    """weight_grad_of(..., bias_out) (what fastconv.torch's backward pass calls) sums the
+    bias gradient while it reads the output gradient: the same sums as grad.conv_bias, in the
+    same order, and the weight gradient is unchanged by it."""
+    nd, x, w, g, kw = gradient_case(case, dtype)
+    monkeypatch.setattr(conv_grad, "weight_grad_phase_grid", lambda *a: images_per_unit)
+    problem = convolution._conv_problem(nd, x.shape, w.shape, None, kw["stride"],
+                                        kw["padding"], kw["dilation"], kw["groups"], "zeros")
+    bias_out = np.full(w.shape[0], np.nan, dtype)
+    with_bias = conv_grad.weight_grad_of(problem, x, g, w.shape, np.dtype(dtype), bias_out)
+    without = conv_grad.weight_grad_of(problem, x, g, w.shape, np.dtype(dtype))
+    np.testing.assert_array_equal(bias_out, fastconv.grad.conv_bias(g))
+    np.testing.assert_array_equal(with_bias, without)
+
+
 def test_phase_grid_gradients_keep_infinities_where_they_belong(monkeypatch):
     """The extended grid reads past each output row; an inf there must not leak into the
     gradients as NaN (0 * inf): the input gradient is taken only for finite weights, the
