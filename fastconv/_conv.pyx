@@ -971,19 +971,23 @@ cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg,
 
 cdef extern from "_simd.h":
     void fc_copy_short(void* dst, const void* src, size_t bytes) noexcept nogil
-    void fc_split_pairs_f32(const float* src, float* even, float* odd,
-                            Py_ssize_t n) noexcept nogil
-    void fc_split_pairs_f64(const double* src, double* even, double* odd,
-                            Py_ssize_t n) noexcept nogil
+    void fc_split_pairs_rows_f32(const float* src, Py_ssize_t src_stride, float* even,
+                                 float* odd, Py_ssize_t dst_stride, Py_ssize_t n,
+                                 Py_ssize_t rows) noexcept nogil
+    void fc_split_pairs_rows_f64(const double* src, Py_ssize_t src_stride, double* even,
+                                 double* odd, Py_ssize_t dst_stride, Py_ssize_t n,
+                                 Py_ssize_t rows) noexcept nogil
 
 
-cdef inline void split_pairs(const floating* src, floating* even, floating* odd,
-                             Py_ssize_t n) noexcept nogil:
-    """even[i] = src[2i], odd[i] = src[2i + 1] for i < n (vector shuffles, _simd.h)."""
+cdef inline void split_pairs_rows(const floating* src, Py_ssize_t src_stride, floating* even,
+                                  floating* odd, Py_ssize_t dst_stride, Py_ssize_t n,
+                                  Py_ssize_t rows) noexcept nogil:
+    """even[r * dst_stride + i] = src[r * src_stride + 2i], odd[...] = src[... + 2i + 1]
+    for i < n, r < rows (vector shuffles, _simd.h)."""
     if floating is float:
-        fc_split_pairs_f32(src, even, odd, n)
+        fc_split_pairs_rows_f32(src, src_stride, even, odd, dst_stride, n, rows)
     else:
-        fc_split_pairs_f64(src, even, odd, n)
+        fc_split_pairs_rows_f64(src, src_stride, even, odd, dst_stride, n, rows)
 
 
 cdef void clear_phase_grid(const PhaseGrid* pg, floating* buf) noexcept nogil:
@@ -992,32 +996,36 @@ cdef void clear_phase_grid(const PhaseGrid* pg, floating* buf) noexcept nogil:
     memset(buf, 0, pg.size * sizeof(floating))
 
 
-cdef inline void fill_phase_row(const floating* x_row, floating* row, Py_ssize_t W,
-                                Py_ssize_t s2, Py_ssize_t p2, Py_ssize_t Q2,
-                                Py_ssize_t phase_stride) noexcept nogil:
-    """One input row into its s2 phase rows (phase r2's row at row + r2 * phase_stride):
-    row_r2[i] = x_row[i * s2 + r2 - p2] where that is inside the row. Scalars, not the
-    shape structs: with them, every store through `row` made the compiler reload them."""
-    cdef Py_ssize_t r2, lo, hi, i, n
+cdef inline void fill_phase_rows(const floating* x_row, Py_ssize_t x_stride, floating* row,
+                                 Py_ssize_t rows, Py_ssize_t W, Py_ssize_t s2, Py_ssize_t p2,
+                                 Py_ssize_t Q2, Py_ssize_t phase_stride) noexcept nogil:
+    """`rows` input rows (x_stride apart) into their s2 phase rows each (Q2 apart, phase r2's
+    at + r2 * phase_stride): row_r2[i] = x_row[i * s2 + r2 - p2] where that is inside the
+    row. Scalars, not the shape structs (with them, every store made the compiler reload
+    them), and rows in batches (the vector masks of a row length are made once)."""
+    cdef Py_ssize_t r2, lo, hi, i, n, r
     if s2 == 2:
         # element j goes to phase (j + p2) % 2 at (j + p2) // 2: pairs (x[2m], x[2m + 1]) to
         # two phase rows at once, by vector shuffles
         n = W if W < 2 * Q2 - p2 else 2 * Q2 - p2
         if n <= 0:
             return
-        split_pairs(x_row, row + (p2 % 2) * phase_stride + p2 // 2,
-                    row + ((p2 + 1) % 2) * phase_stride + (p2 + 1) // 2, n // 2)
+        split_pairs_rows(x_row, x_stride, row + (p2 % 2) * phase_stride + p2 // 2,
+                         row + ((p2 + 1) % 2) * phase_stride + (p2 + 1) // 2, Q2, n // 2, rows)
         if n % 2:
-            row[(p2 % 2) * phase_stride + (n - 1 + p2) // 2] = x_row[n - 1]
+            for r in range(rows):
+                row[r * Q2 + (p2 % 2) * phase_stride + (n - 1 + p2) // 2] = \
+                    x_row[r * x_stride + n - 1]
         return
     for r2 in range(s2):
         output_range(r2 - p2, s2, W, Q2, &lo, &hi)
-        if s2 == 1:
-            fc_copy_short(row + lo, x_row + lo - p2, (hi - lo) * sizeof(floating))
-        else:
-            n = r2 - p2
-            for i in range(lo, hi):
-                row[r2 * phase_stride + i] = x_row[i * s2 + n]
+        for r in range(rows):
+            if s2 == 1:
+                fc_copy_short(row + r * Q2 + lo, x_row + r * x_stride + lo - p2,
+                              (hi - lo) * sizeof(floating))
+            else:
+                for i in range(lo, hi):
+                    row[r * Q2 + r2 * phase_stride + i] = x_row[r * x_stride + i * s2 + r2 - p2]
 
 
 cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
@@ -1030,7 +1038,7 @@ cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGr
     cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], s2 = s.stride[2]
     cdef Py_ssize_t p0 = s.pad[0], p1 = s.pad[1], p2 = s.pad[2]
     cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2], phase_stride = pg.phase_stride
-    cdef Py_ssize_t c, r0, r1, i0, i1, lo0, hi0, lo1, hi1
+    cdef Py_ssize_t c, r0, r1, i0, lo0, hi0, lo1, hi1
     cdef floating* phase_rows
     cdef const floating* x_plane
     for c in range(s.c_in_g):
@@ -1041,9 +1049,9 @@ cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGr
                 phase_rows = buf + ((c * s0 + r0) * s1 + r1) * s2 * phase_stride
                 for i0 in range(lo0, hi0):
                     x_plane = x_g + ((c * D + i0 * s0 + r0 - p0) * H + r1 - p1) * W
-                    for i1 in range(lo1, hi1):
-                        fill_phase_row(x_plane + i1 * s1 * W, phase_rows + (i0 * Q1 + i1) * Q2,
-                                       W, s2, p2, Q2, phase_stride)
+                    fill_phase_rows(x_plane + lo1 * s1 * W, s1 * W,
+                                    phase_rows + (i0 * Q1 + lo1) * Q2, hi1 - lo1,
+                                    W, s2, p2, Q2, phase_stride)
 
 
 cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t channels,
@@ -1187,3 +1195,4 @@ def adjoint_phase_weight(const floating[:, :, :, :, ::1] w, floating[:, :, :, :,
                                 out[g * c_in_g + ci, co, j0, j1, j2] = w[
                                     g * c_out_g + co, ci, f0 + (M0 - 1 - j0) * s0,
                                     f1 + (M1 - 1 - j1) * s1, f2 + (M2 - 1 - j2) * s2]
+

@@ -24,10 +24,12 @@ cdef extern from "_simd.h":
                          double* acc, Py_ssize_t acc_stride) noexcept nogil
 
     void fc_copy_short(void* dst, const void* src, size_t bytes) noexcept nogil
-    void fc_merge_pairs_f32(const float* even, const float* odd, float* dst,
-                            Py_ssize_t n) noexcept nogil
-    void fc_merge_pairs_f64(const double* even, const double* odd, double* dst,
-                            Py_ssize_t n) noexcept nogil
+    void fc_merge_pairs_rows_f32(const float* even, const float* odd, Py_ssize_t src_stride,
+                                 float* dst, Py_ssize_t dst_stride, Py_ssize_t n,
+                                 Py_ssize_t rows) noexcept nogil
+    void fc_merge_pairs_rows_f64(const double* even, const double* odd, Py_ssize_t src_stride,
+                                 double* dst, Py_ssize_t dst_stride, Py_ssize_t n,
+                                 Py_ssize_t rows) noexcept nogil
 
 cdef extern from "_workspace.h":
     void* fc_workspace(int slot, size_t bytes) noexcept nogil
@@ -239,13 +241,15 @@ cdef void extend_gradient(const floating* g_block, const ConvShape* s, const Pha
         extend_rows(g_block + co * out_plane, s, pg, g_ext + co * row_length + lead)
 
 
-cdef inline void merge_pairs(const floating* even, const floating* odd, floating* dst,
-                             Py_ssize_t n) noexcept nogil:
-    """dst[2i] = even[i], dst[2i + 1] = odd[i] for i < n (vector shuffles, _simd.h)."""
+cdef inline void merge_pairs_rows(const floating* even, const floating* odd,
+                                  Py_ssize_t src_stride, floating* dst, Py_ssize_t dst_stride,
+                                  Py_ssize_t n, Py_ssize_t rows) noexcept nogil:
+    """dst[r * dst_stride + 2i] = even[r * src_stride + i], dst[... + 2i + 1] = odd[...]
+    for i < n, r < rows (vector shuffles, _simd.h)."""
     if floating is float:
-        fc_merge_pairs_f32(even, odd, dst, n)
+        fc_merge_pairs_rows_f32(even, odd, src_stride, dst, dst_stride, n, rows)
     else:
-        fc_merge_pairs_f64(even, odd, dst, n)
+        fc_merge_pairs_rows_f64(even, odd, src_stride, dst, dst_stride, n, rows)
 
 
 cdef inline Py_ssize_t phase_reach(Py_ssize_t q, Py_ssize_t stride, Py_ssize_t pad,
@@ -256,29 +260,37 @@ cdef inline Py_ssize_t phase_reach(Py_ssize_t q, Py_ssize_t stride, Py_ssize_t p
     return 0 if reach < 0 else (size if reach > size else reach)
 
 
-cdef inline void read_phase_row(const floating* row, floating* dx_row, Py_ssize_t W,
-                                Py_ssize_t s2, Py_ssize_t p2, Py_ssize_t reach,
-                                Py_ssize_t phase_stride) noexcept nogil:
-    """dx_row[x] = phase row (x + p2) % s2 (at row + r2 * phase_stride) at (x + p2) // s2,
-    zero past the grid's reach (scalars, not the shape structs: see fill_phase_row)."""
-    cdef Py_ssize_t r2, first, x
+cdef inline void read_phase_rows(const floating* row, floating* dx_row, Py_ssize_t dx_stride,
+                                 Py_ssize_t rows, Py_ssize_t W, Py_ssize_t s2, Py_ssize_t p2,
+                                 Py_ssize_t reach, Py_ssize_t Q2,
+                                 Py_ssize_t phase_stride) noexcept nogil:
+    """For `rows` rows (grid rows Q2 apart, dx rows dx_stride apart): dx_row[x] = phase row
+    (x + p2) % s2 (at row + r2 * phase_stride) at (x + p2) // s2, zero past the grid's reach
+    (scalars and batches of rows: see fill_phase_rows)."""
+    cdef Py_ssize_t r2, first, x, r
     cdef const floating* phase_row
     if reach < W:
-        memset(dx_row + reach, 0, (W - reach) * sizeof(floating))
+        for r in range(rows):
+            memset(dx_row + r * dx_stride + reach, 0, (W - reach) * sizeof(floating))
     if s2 == 1:
-        fc_copy_short(dx_row, row + p2, reach * sizeof(floating))
+        for r in range(rows):
+            fc_copy_short(dx_row + r * dx_stride, row + r * Q2 + p2, reach * sizeof(floating))
     elif s2 == 2:   # interleave the two phase rows by vector shuffles
-        merge_pairs(row + (p2 % 2) * phase_stride + p2 // 2,
-                    row + ((p2 + 1) % 2) * phase_stride + (p2 + 1) // 2, dx_row, reach // 2)
+        merge_pairs_rows(row + (p2 % 2) * phase_stride + p2 // 2,
+                         row + ((p2 + 1) % 2) * phase_stride + (p2 + 1) // 2, Q2, dx_row,
+                         dx_stride, reach // 2, rows)
         if reach % 2:
-            dx_row[reach - 1] = row[(p2 % 2) * phase_stride + (reach - 1 + p2) // 2]
+            for r in range(rows):
+                dx_row[r * dx_stride + reach - 1] = \
+                    row[r * Q2 + (p2 % 2) * phase_stride + (reach - 1 + p2) // 2]
     else:
-        for r2 in range(s2):
-            # columns x with (x + p2) % s2 == r2, from `first` on, step s2
-            first = ((r2 - p2) % s2 + s2) % s2
-            phase_row = row + r2 * phase_stride + (first + p2) // s2
-            for x in range((reach - first + s2 - 1) // s2 if first < reach else 0):
-                dx_row[first + x * s2] = phase_row[x]
+        for r in range(rows):
+            for r2 in range(s2):
+                # columns x with (x + p2) % s2 == r2, from `first` on, step s2
+                first = ((r2 - p2) % s2 + s2) % s2
+                phase_row = row + r * Q2 + r2 * phase_stride + (first + p2) // s2
+                for x in range((reach - first + s2 - 1) // s2 if first < reach else 0):
+                    dx_row[r * dx_stride + first + x * s2] = phase_row[x]
 
 
 cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseGrid* pg,
@@ -293,7 +305,7 @@ cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseG
     cdef Py_ssize_t reach0 = phase_reach(Q0, s0, p0, D)
     cdef Py_ssize_t reach1 = phase_reach(Q1, s1, p1, H)
     cdef Py_ssize_t reach2 = phase_reach(Q2, s2, p2, W)
-    cdef Py_ssize_t c, d, r0, r1, i0, i1, lo0, hi0, lo1, hi1
+    cdef Py_ssize_t c, d, r0, r1, i0, lo0, hi0, lo1, hi1
     cdef floating* dx_plane
     cdef const floating* phase_rows
     for c in range(s.c_in_g):
@@ -309,9 +321,8 @@ cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseG
                 phase_rows = grid + ((c * s0 + r0) * s1 + r1) * s2 * phase_stride
                 for i0 in range(lo0, hi0):
                     dx_plane = dx_g + ((c * D + i0 * s0 + r0 - p0) * H + r1 - p1) * W
-                    for i1 in range(lo1, hi1):
-                        read_phase_row(phase_rows + (i0 * Q1 + i1) * Q2, dx_plane + i1 * s1 * W,
-                                       W, s2, p2, reach2, phase_stride)
+                    read_phase_rows(phase_rows + (i0 * Q1 + lo1) * Q2, dx_plane + lo1 * s1 * W,
+                                    s1 * W, hi1 - lo1, W, s2, p2, reach2, Q2, phase_stride)
 
 
 cdef int input_grad_phase_scatter(const floating* g, const floating* w, floating* dx,

@@ -301,6 +301,7 @@ FC_DEFINE_DOT_TILE(f64, double, long long)
  *   fc_split_pairs_<t>(src, even, odd, n):  even[i] = src[2i], odd[i] = src[2i + 1]   (i < n)
  *   fc_merge_pairs_<t>(even, odd, dst, n):  dst[2i] = even[i], dst[2i + 1] = odd[i]   (i < n)
  *   fc_copy_short(dst, src, bytes):          memcpy for a whole number of 4-byte words
+ * and fc_{split,merge}_pairs_rows_<t>, the same over `rows` rows at the given strides.
  * The rows of small planes hold 7-30 pairs, too few for the compiler's own vector loop to
  * start (it was a scalar loop at 40% of the fill's time). Nothing is read or written outside
  * the n pairs (or bytes). With AVX-512 a row's last partial block is one masked load and one
@@ -313,60 +314,94 @@ static inline __mmask16 fc_mask16(ptrdiff_t lanes) {   /* the first `lanes` of 1
     return (__mmask16)(lanes >= 16 ? 0xFFFF : lanes <= 0 ? 0 : (1u << lanes) - 1);
 }
 
-static inline void fc_split_pairs_f32(const float* src, float* even, float* odd, ptrdiff_t n) {
-    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    for (ptrdiff_t i = 0; i < n; i += 16) {
-        ptrdiff_t pairs = n - i < 16 ? n - i : 16;
-        __m512 a = _mm512_maskz_loadu_ps(fc_mask16(2 * pairs), src + 2 * i);
-        __m512 b = _mm512_maskz_loadu_ps(fc_mask16(2 * pairs - 16), src + 2 * i + 16);
-        _mm512_mask_storeu_ps(even + i, fc_mask16(pairs), _mm512_permutex2var_ps(a, ie, b));
-        _mm512_mask_storeu_ps(odd + i, fc_mask16(pairs), _mm512_permutex2var_ps(a, io, b));
-    }
+/* One block of up to 16 (float) or 8 (double) pairs, its masks made by the caller: a row's
+ * length is the same for every row of a plane, so the row loops below make them once. */
+typedef struct { __mmask16 lo, hi, pairs; } fc_pair_masks;
+
+static inline fc_pair_masks fc_pair_masks_of(ptrdiff_t pairs, ptrdiff_t lanes) {
+    fc_pair_masks m = { fc_mask16(2 * pairs), fc_mask16(2 * pairs - lanes), fc_mask16(pairs) };
+    return m;
 }
 
-static inline void fc_merge_pairs_f32(const float* even, const float* odd, float* dst,
-                                      ptrdiff_t n) {
+static inline void fc_split_block_f32(const float* src, float* even, float* odd,
+                                      fc_pair_masks m) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __m512 a = _mm512_maskz_loadu_ps(m.lo, src), b = _mm512_maskz_loadu_ps(m.hi, src + 16);
+    _mm512_mask_storeu_ps(even, m.pairs, _mm512_permutex2var_ps(a, ie, b));
+    _mm512_mask_storeu_ps(odd, m.pairs, _mm512_permutex2var_ps(a, io, b));
+}
+
+static inline void fc_merge_block_f32(const float* even, const float* odd, float* dst,
+                                      fc_pair_masks m) {
     const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
                                          15, 31);
-    for (ptrdiff_t i = 0; i < n; i += 16) {
-        ptrdiff_t pairs = n - i < 16 ? n - i : 16;
-        __m512 e = _mm512_maskz_loadu_ps(fc_mask16(pairs), even + i);
-        __m512 o = _mm512_maskz_loadu_ps(fc_mask16(pairs), odd + i);
-        _mm512_mask_storeu_ps(dst + 2 * i, fc_mask16(2 * pairs), _mm512_permutex2var_ps(e, il, o));
-        _mm512_mask_storeu_ps(dst + 2 * i + 16, fc_mask16(2 * pairs - 16),
-                              _mm512_permutex2var_ps(e, ih, o));
-    }
+    __m512 e = _mm512_maskz_loadu_ps(m.pairs, even), o = _mm512_maskz_loadu_ps(m.pairs, odd);
+    _mm512_mask_storeu_ps(dst, m.lo, _mm512_permutex2var_ps(e, il, o));
+    _mm512_mask_storeu_ps(dst + 16, m.hi, _mm512_permutex2var_ps(e, ih, o));
 }
 
-static inline void fc_split_pairs_f64(const double* src, double* even, double* odd,
-                                      ptrdiff_t n) {
+static inline void fc_split_block_f64(const double* src, double* even, double* odd,
+                                      fc_pair_masks m) {
     const __m512i ie = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
     const __m512i io = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
-    for (ptrdiff_t i = 0; i < n; i += 8) {
-        ptrdiff_t pairs = n - i < 8 ? n - i : 8;
-        __m512d a = _mm512_maskz_loadu_pd((__mmask8)fc_mask16(2 * pairs), src + 2 * i);
-        __m512d b = _mm512_maskz_loadu_pd((__mmask8)fc_mask16(2 * pairs - 8), src + 2 * i + 8);
-        _mm512_mask_storeu_pd(even + i, (__mmask8)fc_mask16(pairs), _mm512_permutex2var_pd(a, ie, b));
-        _mm512_mask_storeu_pd(odd + i, (__mmask8)fc_mask16(pairs), _mm512_permutex2var_pd(a, io, b));
-    }
+    __m512d a = _mm512_maskz_loadu_pd((__mmask8)m.lo, src);
+    __m512d b = _mm512_maskz_loadu_pd((__mmask8)m.hi, src + 8);
+    _mm512_mask_storeu_pd(even, (__mmask8)m.pairs, _mm512_permutex2var_pd(a, ie, b));
+    _mm512_mask_storeu_pd(odd, (__mmask8)m.pairs, _mm512_permutex2var_pd(a, io, b));
 }
 
-static inline void fc_merge_pairs_f64(const double* even, const double* odd, double* dst,
-                                      ptrdiff_t n) {
+static inline void fc_merge_block_f64(const double* even, const double* odd, double* dst,
+                                      fc_pair_masks m) {
     const __m512i il = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
     const __m512i ih = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
-    for (ptrdiff_t i = 0; i < n; i += 8) {
-        ptrdiff_t pairs = n - i < 8 ? n - i : 8;
-        __m512d e = _mm512_maskz_loadu_pd((__mmask8)fc_mask16(pairs), even + i);
-        __m512d o = _mm512_maskz_loadu_pd((__mmask8)fc_mask16(pairs), odd + i);
-        _mm512_mask_storeu_pd(dst + 2 * i, (__mmask8)fc_mask16(2 * pairs),
-                              _mm512_permutex2var_pd(e, il, o));
-        _mm512_mask_storeu_pd(dst + 2 * i + 8, (__mmask8)fc_mask16(2 * pairs - 8),
-                              _mm512_permutex2var_pd(e, ih, o));
-    }
+    __m512d e = _mm512_maskz_loadu_pd((__mmask8)m.pairs, even);
+    __m512d o = _mm512_maskz_loadu_pd((__mmask8)m.pairs, odd);
+    _mm512_mask_storeu_pd(dst, (__mmask8)m.lo, _mm512_permutex2var_pd(e, il, o));
+    _mm512_mask_storeu_pd(dst + 8, (__mmask8)m.hi, _mm512_permutex2var_pd(e, ih, o));
 }
+
+#define FC_DEFINE_PAIRS_AVX512(SUFFIX, T, L)                                                    \
+static inline void fc_split_pairs_##SUFFIX(const T* src, T* even, T* odd, ptrdiff_t n) {       \
+    for (ptrdiff_t i = 0; i < n; i += L)                                                       \
+        fc_split_block_##SUFFIX(src + 2 * i, even + i, odd + i,                                \
+                                fc_pair_masks_of(n - i < L ? n - i : L, L));                   \
+}                                                                                              \
+static inline void fc_merge_pairs_##SUFFIX(const T* even, const T* odd, T* dst, ptrdiff_t n) { \
+    for (ptrdiff_t i = 0; i < n; i += L)                                                       \
+        fc_merge_block_##SUFFIX(even + i, odd + i, dst + 2 * i,                                \
+                                fc_pair_masks_of(n - i < L ? n - i : L, L));                   \
+}                                                                                              \
+static inline void fc_split_pairs_rows_##SUFFIX(const T* src, ptrdiff_t src_stride, T* even,    \
+        T* odd, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {                           \
+    if (n <= L) {   /* one block per row: its masks once */                                    \
+        fc_pair_masks m = fc_pair_masks_of(n, L);                                              \
+        for (ptrdiff_t r = 0; r < rows; r++)                                                   \
+            fc_split_block_##SUFFIX(src + r * src_stride, even + r * dst_stride,               \
+                                    odd + r * dst_stride, m);                                  \
+        return;                                                                                \
+    }                                                                                          \
+    for (ptrdiff_t r = 0; r < rows; r++)                                                       \
+        fc_split_pairs_##SUFFIX(src + r * src_stride, even + r * dst_stride,                   \
+                                odd + r * dst_stride, n);                                      \
+}                                                                                              \
+static inline void fc_merge_pairs_rows_##SUFFIX(const T* even, const T* odd,                   \
+        ptrdiff_t src_stride, T* dst, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {     \
+    if (n <= L) {                                                                              \
+        fc_pair_masks m = fc_pair_masks_of(n, L);                                              \
+        for (ptrdiff_t r = 0; r < rows; r++)                                                   \
+            fc_merge_block_##SUFFIX(even + r * src_stride, odd + r * src_stride,               \
+                                    dst + r * dst_stride, m);                                  \
+        return;                                                                                \
+    }                                                                                          \
+    for (ptrdiff_t r = 0; r < rows; r++)                                                       \
+        fc_merge_pairs_##SUFFIX(even + r * src_stride, odd + r * src_stride,                   \
+                                dst + r * dst_stride, n);                                      \
+}
+
+FC_DEFINE_PAIRS_AVX512(f32, float, 16)
+FC_DEFINE_PAIRS_AVX512(f64, double, 8)
 
 static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
     ptrdiff_t words = (ptrdiff_t)(bytes / 4);
@@ -429,6 +464,23 @@ static inline void fc_merge_pairs_##SUFFIX(const T* even, const T* odd, T* dst, 
 
 FC_DEFINE_PAIRS(f32, float, int, 16, 8, 4, 2)
 FC_DEFINE_PAIRS(f64, double, long long, 8, 4, 2, 1)
+
+#define FC_DEFINE_PAIRS_ROWS(SUFFIX, T)                                                         \
+static inline void fc_split_pairs_rows_##SUFFIX(const T* src, ptrdiff_t src_stride, T* even,    \
+        T* odd, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {                           \
+    for (ptrdiff_t r = 0; r < rows; r++)                                                       \
+        fc_split_pairs_##SUFFIX(src + r * src_stride, even + r * dst_stride,                   \
+                                odd + r * dst_stride, n);                                      \
+}                                                                                              \
+static inline void fc_merge_pairs_rows_##SUFFIX(const T* even, const T* odd,                   \
+        ptrdiff_t src_stride, T* dst, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {     \
+    for (ptrdiff_t r = 0; r < rows; r++)                                                       \
+        fc_merge_pairs_##SUFFIX(even + r * src_stride, odd + r * src_stride,                   \
+                                dst + r * dst_stride, n);                                      \
+}
+
+FC_DEFINE_PAIRS_ROWS(f32, float)
+FC_DEFINE_PAIRS_ROWS(f64, double)
 
 static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
     char* d = (char*)dst;
