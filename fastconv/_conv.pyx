@@ -970,7 +970,8 @@ cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg,
 
 
 cdef extern from "_simd.h":
-    void fc_copy_short(void* dst, const void* src, size_t bytes) noexcept nogil
+    void fc_copy_rows(void* dst, size_t dst_stride, const void* src, size_t src_stride,
+                      size_t bytes, Py_ssize_t rows) noexcept nogil
     void fc_split_pairs_rows_f32(const float* src, Py_ssize_t src_stride, float* even,
                                  float* odd, Py_ssize_t dst_stride, Py_ssize_t n,
                                  Py_ssize_t rows) noexcept nogil
@@ -1019,13 +1020,13 @@ cdef inline void fill_phase_rows(const floating* x_row, Py_ssize_t x_stride, flo
         return
     for r2 in range(s2):
         output_range(r2 - p2, s2, W, Q2, &lo, &hi)
+        if s2 == 1:
+            fc_copy_rows(row + lo, Q2 * sizeof(floating), x_row + lo - p2,
+                         x_stride * sizeof(floating), (hi - lo) * sizeof(floating), rows)
+            return
         for r in range(rows):
-            if s2 == 1:
-                fc_copy_short(row + r * Q2 + lo, x_row + r * x_stride + lo - p2,
-                              (hi - lo) * sizeof(floating))
-            else:
-                for i in range(lo, hi):
-                    row[r * Q2 + r2 * phase_stride + i] = x_row[r * x_stride + i * s2 + r2 - p2]
+            for i in range(lo, hi):
+                row[r * Q2 + r2 * phase_stride + i] = x_row[r * x_stride + i * s2 + r2 - p2]
 
 
 cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
@@ -1060,7 +1061,7 @@ cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t c
     """out[c, position of extended p] = tile_out[c, p - p_begin] for the valid positions of
     [p_begin, p_begin + count): row runs of the extended grid, cut at OW, rows past OH dropped."""
     cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2], Q1 = pg.q[1], Q2 = pg.q[2]
-    cdef Py_ssize_t p = p_begin, end = p_begin + count, r, ow, run, c, dst, n
+    cdef Py_ssize_t p = p_begin, end = p_begin + count, r, ow, run, dst, n
     while p < end:
         r = p // Q2
         ow = p - r * Q2
@@ -1068,9 +1069,9 @@ cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t c
         if ow < OW and r % Q1 < OH:
             dst = ((r // Q1) * OH + r % Q1) * OW + ow
             n = run if run < OW - ow else OW - ow
-            for c in range(channels):
-                fc_copy_short(out + c * out_plane + dst, tile_out + c * ld + (p - p_begin),
-                              n * sizeof(floating))
+            # the run in every channel: rows out_plane apart in out, ld apart in the tile
+            fc_copy_rows(out + dst, out_plane * sizeof(floating), tile_out + (p - p_begin),
+                         ld * sizeof(floating), n * sizeof(floating), channels)
         p += run
 
 

@@ -23,7 +23,8 @@ cdef extern from "_simd.h":
                          const Py_ssize_t* offsets, const long long* mask, Py_ssize_t length,
                          double* acc, Py_ssize_t acc_stride) noexcept nogil
 
-    void fc_copy_short(void* dst, const void* src, size_t bytes) noexcept nogil
+    void fc_copy_rows(void* dst, size_t dst_stride, const void* src, size_t src_stride,
+                      size_t bytes, Py_ssize_t rows) noexcept nogil
     void fc_merge_pairs_rows_f32(const float* even, const float* odd, Py_ssize_t src_stride,
                                  float* dst, Py_ssize_t dst_stride, Py_ssize_t n,
                                  Py_ssize_t rows) noexcept nogil
@@ -223,11 +224,10 @@ cdef void extend_rows(const floating* g_plane, const ConvShape* s, const PhaseGr
                       floating* g_ext) noexcept nogil:
     """g_ext[(od * Q1 + oh) * Q2 + ow] = g_plane[(od * OH + oh) * OW + ow]; the rest is zero."""
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
-    cdef Py_ssize_t od, oh
+    cdef Py_ssize_t od
     for od in range(OD):
-        for oh in range(OH):
-            fc_copy_short(g_ext + (od * pg.q[1] + oh) * pg.q[2], g_plane + (od * OH + oh) * OW,
-                          OW * sizeof(floating))
+        fc_copy_rows(g_ext + od * pg.q[1] * pg.q[2], pg.q[2] * sizeof(floating),
+                     g_plane + od * OH * OW, OW * sizeof(floating), OW * sizeof(floating), OH)
 
 
 cdef void extend_gradient(const floating* g_block, const ConvShape* s, const PhaseGrid* pg,
@@ -273,8 +273,8 @@ cdef inline void read_phase_rows(const floating* row, floating* dx_row, Py_ssize
         for r in range(rows):
             memset(dx_row + r * dx_stride + reach, 0, (W - reach) * sizeof(floating))
     if s2 == 1:
-        for r in range(rows):
-            fc_copy_short(dx_row + r * dx_stride, row + r * Q2 + p2, reach * sizeof(floating))
+        fc_copy_rows(dx_row, dx_stride * sizeof(floating), row + p2, Q2 * sizeof(floating),
+                     reach * sizeof(floating), rows)
     elif s2 == 2:   # interleave the two phase rows by vector shuffles
         merge_pairs_rows(row + (p2 % 2) * phase_stride + p2 // 2,
                          row + ((p2 + 1) % 2) * phase_stride + (p2 + 1) // 2, Q2, dx_row,

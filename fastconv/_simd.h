@@ -301,7 +301,8 @@ FC_DEFINE_DOT_TILE(f64, double, long long)
  *   fc_split_pairs_<t>(src, even, odd, n):  even[i] = src[2i], odd[i] = src[2i + 1]   (i < n)
  *   fc_merge_pairs_<t>(even, odd, dst, n):  dst[2i] = even[i], dst[2i + 1] = odd[i]   (i < n)
  *   fc_copy_short(dst, src, bytes):          memcpy for a whole number of 4-byte words
- * and fc_{split,merge}_pairs_rows_<t>, the same over `rows` rows at the given strides.
+ * and fc_{split,merge}_pairs_rows_<t> and fc_copy_rows, the same over `rows` rows at the
+ * given strides (element strides; bytes for fc_copy_rows).
  * The rows of small planes hold 7-30 pairs, too few for the compiler's own vector loop to
  * start (it was a scalar loop at 40% of the fill's time). Nothing is read or written outside
  * the n pairs (or bytes). With AVX-512 a row's last partial block is one masked load and one
@@ -412,6 +413,20 @@ static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
     }
 }
 
+static inline void fc_copy_rows(void* dst, size_t dst_stride, const void* src,
+                                size_t src_stride, size_t bytes, ptrdiff_t rows) {
+    ptrdiff_t words = (ptrdiff_t)(bytes / 4);
+    if (words <= 16) {   /* one masked move per row, its mask made once */
+        __mmask16 m = fc_mask16(words);
+        for (ptrdiff_t r = 0; r < rows; r++)
+            _mm512_mask_storeu_epi32((char*)dst + r * dst_stride, m, _mm512_maskz_loadu_epi32(
+                m, (const char*)src + r * src_stride));
+        return;
+    }
+    for (ptrdiff_t r = 0; r < rows; r++)
+        fc_copy_short((char*)dst + r * dst_stride, (const char*)src + r * src_stride, bytes);
+}
+
 #else
 
 #define FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, L)                                                   \
@@ -491,6 +506,12 @@ static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
     if (i + 16 <= bytes) { memcpy(d + i, s + i, 16); i += 16; }
     if (i + 8 <= bytes) { memcpy(d + i, s + i, 8); i += 8; }
     if (i + 4 <= bytes) { memcpy(d + i, s + i, 4); i += 4; }
+}
+
+static inline void fc_copy_rows(void* dst, size_t dst_stride, const void* src,
+                                size_t src_stride, size_t bytes, ptrdiff_t rows) {
+    for (ptrdiff_t r = 0; r < rows; r++)
+        fc_copy_short((char*)dst + r * dst_stride, (const char*)src + r * src_stride, bytes);
 }
 #endif
 
