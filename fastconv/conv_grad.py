@@ -7,6 +7,7 @@ reflect/replicate/circular pad is run on the explicitly padded input and its gra
 back onto the input pixels it copied.
 """
 import contextlib
+import functools
 from math import prod
 
 import numpy as np
@@ -170,6 +171,14 @@ def _own_gemm(problem):
     return not blas_runs_full_width() or not fits_blas(problem)
 
 
+@functools.lru_cache(maxsize=512)
+def _kernel_geometry(problem):
+    """(stride, padding before, dilation) of `problem` in 3-d, as the kernels take them."""
+    unit, zero = (1,) * (3 - problem.ndim), (0,) * (3 - problem.ndim)
+    return (unit + problem.stride, zero + tuple(p[0] for p in problem.padding),
+            unit + problem.dilation)
+
+
 def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
     """The input gradient of the zero-padded convolution `problem` (shape problem.batch,
     problem.in_channels, *problem.in_size); padding pairs only their `before` part matters."""
@@ -183,7 +192,6 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
     if choice.algorithm == "subpixel":
         return _run_subpixel(problem, w, g, dtype, subpixel_plan(problem))
     dx = np.empty(shape, dtype)   # every kernel writes (or first zeroes) all of it
-    unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)
     threads = _parallel.threads_for(problem.multiply_adds)
     band, chunks = input_grad_work_split(problem, dtype.itemsize, threads)
     kernel = choice.algorithm
@@ -195,9 +203,7 @@ def run_input_grad(problem, weight, grad_output, dtype, algorithm="auto"):
     uses_blas = kernel == "gemm1x1" or (kernel == "col2im" and not own_gemm)
     with _parallel.single_threaded_blas if uses_blas else contextlib.nullcontext():
         _conv_backward.conv_input_grad(_as_5d(g, nd), _as_5d(w, nd), _as_5d(dx, nd),
-                                       unit + problem.stride,
-                                       zero + tuple(p[0] for p in problem.padding),
-                                       unit + problem.dilation, problem.groups,
+                                       *_kernel_geometry(problem), problem.groups,
                                        kernel, band, chunks, threads, own_gemm)
     return dx
 
@@ -214,7 +220,6 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype, bias_out=N
         if bias_out is not None:
             bias_out[...] = 0
         return dw
-    unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)
     threads = _parallel.threads_for(problem.multiply_adds)
     band = gemm_band_rows(problem, dtype.itemsize)
     phase_images = weight_grad_phase_grid(problem, dtype.itemsize, threads)
@@ -227,9 +232,7 @@ def run_weight_grad(problem, input, grad_output, weight_shape, dtype, bias_out=N
     uses_blas = not phase_images and not own_gemm
     with _parallel.single_threaded_blas if uses_blas else contextlib.nullcontext():
         _conv_backward.conv_weight_grad(_as_5d(x, nd), _as_5d(g, nd), _as_5d(dw, nd),
-                                        unit + problem.stride,
-                                        zero + tuple(p[0] for p in problem.padding),
-                                        unit + problem.dilation, problem.groups,
+                                        *_kernel_geometry(problem), problem.groups,
                                         problem.pointwise and fits_blas(problem), band,
                                         chunks, threads, own_gemm, phase_images,
                                         bias_out if phase_images else None)

@@ -224,33 +224,33 @@ def run_conv(problem, x, w, bias, out, choice):
 
 def _conv_kernel(problem, x, w, bias, out, choice, pad_before):
     """One kernel call: `problem` on C-contiguous float arrays of its exact shapes."""
-    dtype = out.dtype
     nd = problem.ndim
-    unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)   # the kernels see every problem as 3-d
-    # Along an axis with one output the stride is never applied: give the kernels 1, so that
-    # no index product (stride x row length) can approach 2**63 for a huge, legal stride.
-    stride = tuple(1 if m == 1 else s for m, s in zip(problem.out_size, problem.stride))
     threads = _parallel.threads_for(problem.multiply_adds)
-    band, channel_panels, tile_shape, phase = _kernel_plan(problem, choice.algorithm,
-                                                           dtype.itemsize, threads)
-    _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd),
-                       unit + stride, zero + pad_before, unit + problem.dilation,
-                       problem.groups, choice.algorithm, band, threads, channel_panels,
-                       tile_shape, phase)
+    stride, dilation, band, channel_panels, tile_shape, phase = _kernel_plan(
+        problem, choice.algorithm, out.dtype.itemsize, threads)
+    _conv.conv_forward(_as_5d(x, nd), _as_5d(w, nd), bias, _as_5d(out, nd), stride,
+                       (0,) * (3 - nd) + pad_before, dilation, problem.groups,
+                       choice.algorithm, band, threads, channel_panels, tile_shape, phase)
 
 
 @functools.lru_cache(maxsize=512)
 def _kernel_plan(problem, algorithm, itemsize, threads):
-    """(band, channel_panels, tile_shape, phase) of a kernel call: how it cuts its work."""
+    """(stride, dilation, band, channel_panels, tile_shape, phase) of a kernel call: its 3-d
+    stride and dilation (the kernels see every problem as 3-d) and how it cuts its work."""
+    unit = (1,) * (3 - problem.ndim)
+    # Along an axis with one output the stride is never applied: give the kernels 1, so that
+    # no index product (stride x row length) can approach 2**63 for a huge, legal stride.
+    stride = unit + tuple(1 if m == 1 else s for m, s in zip(problem.out_size, problem.stride))
+    geometry = (stride, unit + problem.dilation)
     if algorithm != "packed":
-        return gemm_band_rows(problem, itemsize), 1, 0, False
+        return geometry + (gemm_band_rows(problem, itemsize), 1, 0, False)
     double = itemsize == 8
     tile_shape = _conv.packed_tile_shape(problem.out_per_group, double)
     mr, nr = _conv.packed_tile_width(double, tile_shape)
     if packed_phase_grid(problem, itemsize, threads):
-        return phase_grid_tile(problem, itemsize, nr), 1, tile_shape, True
+        return geometry + (phase_grid_tile(problem, itemsize, nr), 1, tile_shape, True)
     band, channel_panels = packed_partition(problem, itemsize, mr, nr)
-    return band, channel_panels, tile_shape, False
+    return geometry + (band, channel_panels, tile_shape, False)
 
 
 def _convnd(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,
@@ -270,9 +270,12 @@ def conv_call(nd, input, weight, bias, stride, padding, dilation, groups, paddin
     problem = _conv_problem(nd, x.shape, w.shape, None if b is None else b.shape, stride,
                             padding, dilation, groups, padding_mode)
     choice = select(problem, algorithm)
-    out = _args.check_out(out, problem.out_shape, dtype)
-    if _args.overlaps(out, x, w, b):
-        raise ValueError("out must not share memory with input, weight or bias")
+    if out is not None:   # a fresh output shares memory with nothing
+        out = _args.check_out(out, problem.out_shape, dtype)
+        if _args.overlaps(out, x, w, b):
+            raise ValueError("out must not share memory with input, weight or bias")
+    else:
+        out = np.empty(problem.out_shape, dtype)
     return problem, run_conv(problem, x, w, b, out, choice)
 
 

@@ -43,6 +43,19 @@ class ConvProblem:
     def out_per_group(self):
         return self.out_channels // self.groups
 
+    def __hash__(self):
+        # the key of every per-problem cache, hashed several times per call: computed once.
+        # Numbers only (padding_mode is left out: equal problems still hash alike), so the
+        # remembered hash is the same in every process a pickled problem goes to.
+        try:
+            return self.__dict__["_hash"]
+        except KeyError:
+            value = hash((self.batch, self.in_channels, self.out_channels, self.groups,
+                          self.in_size, self.kernel_size, self.stride, self.padding,
+                          self.dilation))
+            object.__setattr__(self, "_hash", value)
+            return value
+
     @cached_property   # read many times per call by the dispatcher (frozen: never stale)
     def out_size(self):
         return tuple((n + p0 + p1 - d * (k - 1) - 1) // s + 1
@@ -180,10 +193,7 @@ WHY_FORCED = "forced by the caller"
 def select(problem, algorithm="auto", rules=RULES, algorithms=ALGORITHMS):
     """The Choice for `problem`: the first applicable rule, or the forced `algorithm`."""
     if algorithm == "auto":
-        for rule in rules:
-            if rule.applies(problem):
-                return Choice(rule.algorithm, rule.why)
-        raise AssertionError("the last rule applies to every problem")
+        return _first_rule(problem, rules)
     if algorithm not in algorithms:
         options = ", ".join(repr(a) for a in ("auto",) + algorithms)
         raise ValueError(f"algorithm must be one of {options}; got {algorithm!r}")
@@ -192,6 +202,14 @@ def select(problem, algorithm="auto", rules=RULES, algorithms=ALGORITHMS):
                          f"{problem.kernel_size}, stride {problem.stride}, padding "
                          f"{problem.padding}")
     return Choice(algorithm, "forced by the caller")
+
+
+@lru_cache(maxsize=1024)   # rules are pure functions of the problem, asked on every call
+def _first_rule(problem, rules):
+    for rule in rules:
+        if rule.applies(problem):
+            return Choice(rule.algorithm, rule.why)
+    raise AssertionError("the last rule applies to every problem")
 
 
 @lru_cache(maxsize=1024)   # a pure function of its arguments, asked on every call
@@ -306,6 +324,7 @@ def input_grad_phase_grid(problem, itemsize, weight):
 PHASE_GRID_MAX_WEIGHT_GRAD = 1 << 16     # C_out x C_in/groups x taps
 
 
+@lru_cache(maxsize=1024)   # a pure function of its arguments, asked on every call
 def weight_grad_phase_grid(problem, itemsize, num_threads):
     """Images per work unit if the weight gradient should be dot products on the phase grid
     (see packed_phase_grid), else 0. A unit's images sit side by side in one grid, enough of
