@@ -469,50 +469,16 @@ cdef extern from "_simd.h":
     int FC_NR_f64
     int FC_NR_NARROW_f32
     int FC_NR_NARROW_f64
-    int FC_GEMM_NRV
-    int FC_GEMM_NRV_NARROW
     int FC_VEC_f32
     int FC_VEC_f64
-    void fc_gemm_tile_f32(Py_ssize_t k_len, const float* a, const float* b, Py_ssize_t b_stride,
-                          const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
-                          int accumulate) noexcept nogil
-    void fc_gemm_tile_f64(Py_ssize_t k_len, const double* a, const double* b, Py_ssize_t b_stride,
-                          const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
-                          int accumulate) noexcept nogil
-    void fc_gemm_tile_narrow_f32(Py_ssize_t k_len, const float* a, const float* b, Py_ssize_t b_stride,
-                          const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
-                          int accumulate) noexcept nogil
-    void fc_gemm_tile_narrow_f64(Py_ssize_t k_len, const double* a, const double* b, Py_ssize_t b_stride,
-                          const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
-                          int accumulate) noexcept nogil
-    void fc_gemm_tile_tail1_f32(Py_ssize_t k_len, const float* a, const float* b, Py_ssize_t b_stride,
-                          const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
-                          int accumulate) noexcept nogil
-    void fc_gemm_tile_tail1_f64(Py_ssize_t k_len, const double* a, const double* b, Py_ssize_t b_stride,
-                          const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
-                          int accumulate) noexcept nogil
-    void fc_gemm_tile_tail2_f32(Py_ssize_t k_len, const float* a, const float* b, Py_ssize_t b_stride,
-                          const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
-                          int accumulate) noexcept nogil
-    void fc_gemm_tile_tail2_f64(Py_ssize_t k_len, const double* a, const double* b, Py_ssize_t b_stride,
-                          const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
-                          int accumulate) noexcept nogil
-    void fc_gemm_tile_narrow_tail1_f32(Py_ssize_t k_len, const float* a, const float* b, Py_ssize_t b_stride,
-                          const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
-                          int accumulate) noexcept nogil
-    void fc_gemm_tile_narrow_tail1_f64(Py_ssize_t k_len, const double* a, const double* b, Py_ssize_t b_stride,
-                          const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
-                          int accumulate) noexcept nogil
+    void fc_gemm_f32(int narrow, Py_ssize_t k_len, const float* a, const float* b,
+                     Py_ssize_t b_stride, const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
+                     Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
+                     int accumulate) noexcept nogil
+    void fc_gemm_f64(int narrow, Py_ssize_t k_len, const double* a, const double* b,
+                     Py_ssize_t b_stride, const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
+                     Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
+                     int accumulate) noexcept nogil
 
 
 cdef enum:
@@ -732,43 +698,13 @@ cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, const
                            Py_ssize_t b_stride, const Py_ssize_t* offsets, floating* c,
                            Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                            const floating* bias, bint accumulate) noexcept nogil:
-    """The register tile `shape`, or for a last panel of fewer vectors its tail variant."""
-    cdef Py_ssize_t vectors = (n_valid + vector_width(<floating*> NULL) - 1) \
-        // vector_width(<floating*> NULL)
-    if shape == TILE_NARROW:
-        if vectors == 1 and FC_GEMM_NRV_NARROW > 1:
-            if floating is float:
-                fc_gemm_tile_narrow_tail1_f32(k_len, a, b, b_stride, offsets, c, ldc, m_valid,
-                                              n_valid, bias, accumulate)
-            else:
-                fc_gemm_tile_narrow_tail1_f64(k_len, a, b, b_stride, offsets, c, ldc, m_valid,
-                                              n_valid, bias, accumulate)
-        elif floating is float:
-            fc_gemm_tile_narrow_f32(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
-                                    bias, accumulate)
-        else:
-            fc_gemm_tile_narrow_f64(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
-                                    bias, accumulate)
-    elif vectors == 1 and FC_GEMM_NRV > 1:
-        if floating is float:
-            fc_gemm_tile_tail1_f32(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
-                                   bias, accumulate)
-        else:
-            fc_gemm_tile_tail1_f64(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
-                                   bias, accumulate)
-    elif vectors == 2 and FC_GEMM_NRV > 2:
-        if floating is float:
-            fc_gemm_tile_tail2_f32(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
-                                   bias, accumulate)
-        else:
-            fc_gemm_tile_tail2_f64(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,
-                                   bias, accumulate)
-    elif floating is float:
-        fc_gemm_tile_f32(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid, bias,
-                         accumulate)
+    """The register tile `shape`, or for a last panel of fewer vectors its tail (_simd.h)."""
+    if floating is float:
+        fc_gemm_f32(shape == TILE_NARROW, k_len, a, b, b_stride, offsets, c, ldc, m_valid,
+                    n_valid, bias, accumulate)
     else:
-        fc_gemm_tile_f64(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid, bias,
-                         accumulate)
+        fc_gemm_f64(shape == TILE_NARROW, k_len, a, b, b_stride, offsets, c, ldc, m_valid,
+                    n_valid, bias, accumulate)
 
 
 cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,

@@ -185,6 +185,33 @@ FC_DEFINE_GEMM_TILE(tail2_f64, f64, double, FC_GEMM_MR, 2)
 FC_DEFINE_GEMM_TILE(narrow_tail1_f32, f32, float, FC_GEMM_MR_NARROW, 1)
 FC_DEFINE_GEMM_TILE(narrow_tail1_f64, f64, double, FC_GEMM_MR_NARROW, 1)
 
+/* fc_gemm_<t>(narrow, ...): the wide (narrow = 0) or narrow register tile, or the tail variant
+ * for a last panel of fewer vectors; the arguments of fc_gemm_tile_*. */
+#define FC_DEFINE_GEMM(SUFFIX, T)                                                               \
+static inline void fc_gemm_##SUFFIX(int narrow, ptrdiff_t k_len, const T* a, const T* b,        \
+        ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
+        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
+    ptrdiff_t vectors = (n_valid + FC_VEC_##SUFFIX - 1) / FC_VEC_##SUFFIX;                      \
+    if (narrow && vectors == 1 && FC_GEMM_NRV_NARROW > 1)                                      \
+        fc_gemm_tile_narrow_tail1_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid,    \
+                                           n_valid, bias, accumulate);                         \
+    else if (narrow)                                                                           \
+        fc_gemm_tile_narrow_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid,          \
+                                     n_valid, bias, accumulate);                               \
+    else if (vectors == 1 && FC_GEMM_NRV > 1)                                                  \
+        fc_gemm_tile_tail1_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,  \
+                                    bias, accumulate);                                         \
+    else if (vectors == 2 && FC_GEMM_NRV > 2)                                                  \
+        fc_gemm_tile_tail2_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,  \
+                                    bias, accumulate);                                         \
+    else                                                                                       \
+        fc_gemm_tile_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid, bias,  \
+                              accumulate);                                                     \
+}
+
+FC_DEFINE_GEMM(f32, float)
+FC_DEFINE_GEMM(f64, double)
+
 /* Sum of n elements, for bias gradients: four vector accumulators over blocks of 1024
  * elements, each block's sum added in double, so that a plane of millions of float32 values
  * loses no more than a float32 sum of 1024 values does. */
@@ -232,40 +259,27 @@ typedef long long fc_gmask_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
 
 /* The sum of a vector's lanes by halves (a fixed order): a lane-by-lane loop was 16
  * dependent scalar additions per accumulator, as long as the dot products of a 7x7 plane. */
-typedef float fc_v8_f32 __attribute__((vector_size(32)));
-typedef float fc_v4_f32 __attribute__((vector_size(16)));
-typedef double fc_v4_f64 __attribute__((vector_size(32)));
-typedef double fc_v2_f64 __attribute__((vector_size(16)));
-
-static inline float fc_lane_sum_f32(fc_gvec_f32 v) {
-    fc_v8_f32 half;
-    memcpy(&half, &v, sizeof(half));
-#if FC_GEMM_VEC_BYTES == 64
-    fc_v8_f32 upper;
-    memcpy(&upper, (const char*)&v + 32, sizeof(upper));
-    half += upper;
-#endif
-    fc_v4_f32 lo, hi;
-    memcpy(&lo, &half, sizeof(lo));
-    memcpy(&hi, (const char*)&half + 16, sizeof(hi));
-    lo += hi;
-    return (lo[0] + lo[2]) + (lo[1] + lo[3]);
+#define FC_DEFINE_LANE_SUM(SUFFIX, T)                                                           \
+typedef T fc_h32_##SUFFIX __attribute__((vector_size(32)));                                     \
+typedef T fc_h16_##SUFFIX __attribute__((vector_size(16)));                                     \
+typedef T fc_h8_##SUFFIX __attribute__((vector_size(8)));                                       \
+static inline T fc_lane_sum_##SUFFIX(fc_gvec_##SUFFIX v) {                                      \
+    fc_h32_##SUFFIX h32, u32;                                                                  \
+    fc_h16_##SUFFIX h16, u16;                                                                  \
+    fc_h8_##SUFFIX h8, u8;                                                                     \
+    T lanes[8 / sizeof(T)], total;                                                             \
+    memcpy(&h32, &v, 32);                                                                      \
+    if (sizeof(v) == 64) { memcpy(&u32, (const char*)&v + 32, 32); h32 += u32; }               \
+    memcpy(&h16, &h32, 16); memcpy(&u16, (const char*)&h32 + 16, 16); h16 += u16;              \
+    memcpy(&h8, &h16, 8); memcpy(&u8, (const char*)&h16 + 8, 8); h8 += u8;                     \
+    memcpy(lanes, &h8, 8);                                                                     \
+    total = lanes[0];                                                                          \
+    for (size_t i = 1; i < 8 / sizeof(T); i++) total += lanes[i];                              \
+    return total;                                                                              \
 }
 
-static inline double fc_lane_sum_f64(fc_gvec_f64 v) {
-    fc_v4_f64 half;
-    memcpy(&half, &v, sizeof(half));
-#if FC_GEMM_VEC_BYTES == 64
-    fc_v4_f64 upper;
-    memcpy(&upper, (const char*)&v + 32, sizeof(upper));
-    half += upper;
-#endif
-    fc_v2_f64 lo, hi;
-    memcpy(&lo, &half, sizeof(lo));
-    memcpy(&hi, (const char*)&half + 16, sizeof(hi));
-    lo += hi;
-    return lo[0] + lo[1];
-}
+FC_DEFINE_LANE_SUM(f32, float)
+FC_DEFINE_LANE_SUM(f64, double)
 
 #define FC_DEFINE_DOT_TILE(SUFFIX, T, MASK_T)                                                   \
 static inline void fc_dot_tile_##SUFFIX(const T* g, ptrdiff_t g_stride, const T* grid,          \
@@ -296,18 +310,19 @@ static inline void fc_dot_tile_##SUFFIX(const T* g, ptrdiff_t g_stride, const T*
 FC_DEFINE_DOT_TILE(f32, float, int)
 FC_DEFINE_DOT_TILE(f64, double, long long)
 
-/* Stride-2 phase split and merge for the phase grid (_conv.pyx fill_phase_row,
- * _conv_backward.pyx read_phase_row), and short copies:
- *   fc_split_pairs_<t>(src, even, odd, n):  even[i] = src[2i], odd[i] = src[2i + 1]   (i < n)
- *   fc_merge_pairs_<t>(even, odd, dst, n):  dst[2i] = even[i], dst[2i + 1] = odd[i]   (i < n)
- *   fc_copy_short(dst, src, bytes):          memcpy for a whole number of 4-byte words
- * and fc_{split,merge}_pairs_rows_<t> and fc_copy_rows, the same over `rows` rows at the
- * given strides (element strides; bytes for fc_copy_rows).
- * The rows of small planes hold 7-30 pairs, too few for the compiler's own vector loop to
- * start (it was a scalar loop at 40% of the fill's time). Nothing is read or written outside
- * the n pairs (or bytes). With AVX-512 a row's last partial block is one masked load and one
- * masked store per vector (masked-off lanes are not accessed, so they cannot fault); without
- * it, blocks of halving width in GCC vector extensions, then single elements. */
+/* Stride-2 phase split and merge for the phase grid (_conv.pyx fill_phase_rows,
+ * _conv_backward.pyx read_phase_rows), and short row copies, each over `rows` rows:
+ *   fc_split_pairs_rows_<t>(src, src_stride, even, odd, dst_stride, n, rows):
+ *       even[r * dst_stride + i] = src[r * src_stride + 2i], odd[...] = src[... + 2i + 1]
+ *   fc_merge_pairs_rows_<t>(even, odd, src_stride, dst, dst_stride, n, rows): the inverse
+ *   fc_copy_rows(dst, dst_stride, src, src_stride, bytes, rows): memcpy per row (strides in
+ *       bytes, a whole number of 4-byte words)
+ * for i < n, r < rows. The rows of small planes hold 7-30 pairs, too few for the compiler's
+ * own vector loop to start (it was a scalar loop at 40% of the fill's time). Nothing is read
+ * or written outside the rows. With AVX-512 each block of a row is one masked load and one
+ * masked store per vector (masked-off lanes are not accessed, so they cannot fault), the
+ * masks of a block made once for all rows; without it, blocks of halving width in GCC vector
+ * extensions, then single elements. */
 #ifdef __AVX512F__
 #include <immintrin.h>
 
@@ -364,67 +379,38 @@ static inline void fc_merge_block_f64(const double* even, const double* odd, dou
 }
 
 #define FC_DEFINE_PAIRS_AVX512(SUFFIX, T, L)                                                    \
-static inline void fc_split_pairs_##SUFFIX(const T* src, T* even, T* odd, ptrdiff_t n) {       \
-    for (ptrdiff_t i = 0; i < n; i += L)                                                       \
-        fc_split_block_##SUFFIX(src + 2 * i, even + i, odd + i,                                \
-                                fc_pair_masks_of(n - i < L ? n - i : L, L));                   \
-}                                                                                              \
-static inline void fc_merge_pairs_##SUFFIX(const T* even, const T* odd, T* dst, ptrdiff_t n) { \
-    for (ptrdiff_t i = 0; i < n; i += L)                                                       \
-        fc_merge_block_##SUFFIX(even + i, odd + i, dst + 2 * i,                                \
-                                fc_pair_masks_of(n - i < L ? n - i : L, L));                   \
-}                                                                                              \
 static inline void fc_split_pairs_rows_##SUFFIX(const T* src, ptrdiff_t src_stride, T* even,    \
         T* odd, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {                           \
-    if (n <= L) {   /* one block per row: its masks once */                                    \
-        fc_pair_masks m = fc_pair_masks_of(n, L);                                              \
+    for (ptrdiff_t i = 0; i < n; i += L) {   /* block i of every row: its masks once */        \
+        fc_pair_masks m = fc_pair_masks_of(n - i < L ? n - i : L, L);                          \
         for (ptrdiff_t r = 0; r < rows; r++)                                                   \
-            fc_split_block_##SUFFIX(src + r * src_stride, even + r * dst_stride,               \
-                                    odd + r * dst_stride, m);                                  \
-        return;                                                                                \
+            fc_split_block_##SUFFIX(src + r * src_stride + 2 * i, even + r * dst_stride + i,   \
+                                    odd + r * dst_stride + i, m);                              \
     }                                                                                          \
-    for (ptrdiff_t r = 0; r < rows; r++)                                                       \
-        fc_split_pairs_##SUFFIX(src + r * src_stride, even + r * dst_stride,                   \
-                                odd + r * dst_stride, n);                                      \
 }                                                                                              \
 static inline void fc_merge_pairs_rows_##SUFFIX(const T* even, const T* odd,                   \
         ptrdiff_t src_stride, T* dst, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {     \
-    if (n <= L) {                                                                              \
-        fc_pair_masks m = fc_pair_masks_of(n, L);                                              \
+    for (ptrdiff_t i = 0; i < n; i += L) {                                                     \
+        fc_pair_masks m = fc_pair_masks_of(n - i < L ? n - i : L, L);                          \
         for (ptrdiff_t r = 0; r < rows; r++)                                                   \
-            fc_merge_block_##SUFFIX(even + r * src_stride, odd + r * src_stride,               \
-                                    dst + r * dst_stride, m);                                  \
-        return;                                                                                \
+            fc_merge_block_##SUFFIX(even + r * src_stride + i, odd + r * src_stride + i,       \
+                                    dst + r * dst_stride + 2 * i, m);                          \
     }                                                                                          \
-    for (ptrdiff_t r = 0; r < rows; r++)                                                       \
-        fc_merge_pairs_##SUFFIX(even + r * src_stride, odd + r * src_stride,                   \
-                                dst + r * dst_stride, n);                                      \
 }
 
 FC_DEFINE_PAIRS_AVX512(f32, float, 16)
 FC_DEFINE_PAIRS_AVX512(f64, double, 8)
 
-static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
-    ptrdiff_t words = (ptrdiff_t)(bytes / 4);
-    for (ptrdiff_t i = 0; i < words; i += 16) {
-        __mmask16 m = fc_mask16(words - i);
-        _mm512_mask_storeu_epi32((int*)dst + i, m,
-                                 _mm512_maskz_loadu_epi32(m, (const int*)src + i));
-    }
-}
-
 static inline void fc_copy_rows(void* dst, size_t dst_stride, const void* src,
                                 size_t src_stride, size_t bytes, ptrdiff_t rows) {
     ptrdiff_t words = (ptrdiff_t)(bytes / 4);
-    if (words <= 16) {   /* one masked move per row, its mask made once */
-        __mmask16 m = fc_mask16(words);
+    for (ptrdiff_t i = 0; i < words; i += 16) {   /* block i of every row: its mask once */
+        __mmask16 m = fc_mask16(words - i);
         for (ptrdiff_t r = 0; r < rows; r++)
-            _mm512_mask_storeu_epi32((char*)dst + r * dst_stride, m, _mm512_maskz_loadu_epi32(
-                m, (const char*)src + r * src_stride));
-        return;
+            _mm512_mask_storeu_epi32((int*)((char*)dst + r * dst_stride) + i, m,
+                                     _mm512_maskz_loadu_epi32(
+                                         m, (const int*)((const char*)src + r * src_stride) + i));
     }
-    for (ptrdiff_t r = 0; r < rows; r++)
-        fc_copy_short((char*)dst + r * dst_stride, (const char*)src + r * src_stride, bytes);
 }
 
 #else
