@@ -746,8 +746,8 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
     mask = fc_workspace(WS_MASK, row_length * sizeof(floating))
     if partial == NULL or mask == NULL:
         return 1
-    memset(partial, 0, chunks * size * sizeof(floating))
     valid_mask(s, &pg, row_length, <floating*> NULL, mask)
+    # one parallel region: the chunks, then (after prange's barrier) their reduction
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
         g_ext = <floating*> fc_workspace(WS_G_EXTENDED, M_pad * row_length * sizeof(floating))
@@ -761,6 +761,7 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
             if grid == NULL or g_ext == NULL:
                 continue
             mine = partial + chunk * size
+            memset(mine, 0, size * sizeof(floating))
             for unit in range(units * chunk // chunks, units * (chunk + 1) // chunks):
                 g_idx = unit % s.groups
                 first = (unit // s.groups) * B
@@ -792,10 +793,11 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                                  length, mine + (g_idx * M_pad + m0) * K_pad + k0, K_pad)
                         k0 = k0 + FC_DOT_K
                     m0 = m0 + FC_DOT_M
-    if failed == 0:
         # the chunks' partial sums, added in chunk order (row by row: no index divisions
         # per element, which cost more than the additions)
-        for i in prange(s.c_out, num_threads=num_threads, schedule='static'):
+        for i in prange(s.c_out, schedule='static'):
+            if failed_flag[0] != 0:
+                continue
             j = ((i // M) * M_pad + i % M) * K_pad
             for k0 in range(K):
                 total = 0
