@@ -6,7 +6,6 @@ allocates the output, picks the algorithm and calls one compiled kernel (_conv.p
 """
 import contextlib
 import functools
-from math import prod
 from collections import namedtuple
 
 import numpy as np

@@ -6,7 +6,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fastconv  # noqa: E402
 import fastconv.torch as ft  # noqa: E402
 
 F = torch.nn.functional
