@@ -1132,4 +1132,3 @@ def adjoint_phase_weight(const floating[:, :, :, :, ::1] w, floating[:, :, :, :,
                                 out[g * c_in_g + ci, co, j0, j1, j2] = w[
                                     g * c_out_g + co, ci, f0 + (M0 - 1 - j0) * s0,
                                     f1 + (M1 - 1 - j1) * s1, f2 + (M2 - 1 - j2) * s2]
-
