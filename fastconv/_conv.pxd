@@ -64,5 +64,13 @@ cdef void phase_grid(const ConvShape* s, Py_ssize_t slack, Py_ssize_t batch,
 cdef void clear_phase_grid(const PhaseGrid* pg, floating* buf) noexcept nogil
 cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg,
                         Py_ssize_t* offsets) noexcept nogil
+ctypedef struct PhaseRun:
+    Py_ssize_t grid          # the run's first row in the phase grid (its phase r2 = 0 row)
+    Py_ssize_t image         # its first input row in the image's (c_in_g, D, H, W) planes
+    Py_ssize_t rows          # rows: s1 * W apart in the image, Q2 apart in the grid
+
+cdef bint phase_run(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t k,
+                    PhaseRun* run) noexcept nogil
+cdef Py_ssize_t phase_runs(const ConvShape* s, const PhaseGrid* pg) noexcept nogil
 cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
                           floating* buf) noexcept nogil

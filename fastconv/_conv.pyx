@@ -735,19 +735,37 @@ cdef void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
         k0 += k_block
 
 
+ctypedef struct PackedGeometry:
+    Py_ssize_t MR, NR       # the register tile
+    Py_ssize_t K            # GEMM depth: taps of one group
+    Py_ssize_t out_plane, in_plane
+    Py_ssize_t m_panels     # weight panels of MR output channels per group
+    Py_ssize_t tile         # positions per tile: tile_panels panels of NR
+
+
+cdef PackedGeometry packed_geometry(const ConvShape* s, int shape, Py_ssize_t tile_panels,
+                                    floating* dummy) noexcept nogil:
+    """The sizes every packed kernel starts from, for register tile `shape`."""
+    cdef PackedGeometry geo
+    geo.MR = tile_mr(shape)
+    geo.NR = tile_nr(shape, dummy)
+    geo.K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    geo.out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    geo.in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    geo.m_panels = (s.c_out_g + geo.MR - 1) // geo.MR
+    geo.tile = tile_panels * geo.NR
+    return geo
+
+
 cdef int packed_shared_panels(const floating* x, const floating* a_packed,
                               const floating* bias, floating* out, const ConvShape* s,
                               Py_ssize_t tile_panels, Py_ssize_t channel_panels, int shape,
                               int num_threads) noexcept nogil:
     """conv_packed for planes with few tiles: per (image, group), all tiles are unfolded into
     one shared panel buffer (in parallel), then (tile, block of channels) items multiply."""
-    cdef Py_ssize_t MR = tile_mr(shape)
-    cdef Py_ssize_t NR = tile_nr(shape, <floating*> NULL)
-    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
-    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
-    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
-    cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
-    cdef Py_ssize_t tile = tile_panels * NR
+    cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
+    cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
+    cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
     cdef Py_ssize_t tiles = (out_plane + tile - 1) // tile
     cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
     cdef Py_ssize_t tile_size = tile_panels * K * NR
@@ -798,13 +816,9 @@ cdef int packed_shared_panels(const floating* x, const floating* a_packed,
 cdef int conv_packed(const floating* x, const floating* w, const floating* bias, floating* out,
                      const ConvShape* s, Py_ssize_t tile_panels, Py_ssize_t channel_panels,
                      int shape, int num_threads) noexcept nogil:
-    cdef Py_ssize_t MR = tile_mr(shape)
-    cdef Py_ssize_t NR = tile_nr(shape, <floating*> NULL)
-    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
-    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
-    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
-    cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
-    cdef Py_ssize_t tile = tile_panels * NR
+    cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
+    cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
+    cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
     cdef Py_ssize_t tiles = (out_plane + tile - 1) // tile
     cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
     cdef Py_ssize_t items = s.n * s.groups * tiles * channel_blocks
@@ -965,30 +979,47 @@ cdef inline void fill_phase_rows(const floating* x_row, Py_ssize_t x_stride, flo
                 row[r * Q2 + r2 * phase_stride + i] = x_row[r * x_stride + i * s2 + r2 - p2]
 
 
+cdef bint phase_run(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t k,
+                    PhaseRun* run) noexcept nogil:
+    """Run k < phase_runs(s, pg), k = ((c * s0 + r0) * s1 + r1) * Q0 + i0: the input rows of
+    channel c at depth i0 * s0 + r0 - pad0 whose row phase is r1 (False if that depth is
+    padding or no such row lies inside the input)."""
+    cdef Py_ssize_t i0 = k % pg.q[0], r1 = (k // pg.q[0]) % s.stride[1]
+    cdef Py_ssize_t r0 = (k // (pg.q[0] * s.stride[1])) % s.stride[0]
+    cdef Py_ssize_t c = k // (pg.q[0] * s.stride[1] * s.stride[0])
+    cdef Py_ssize_t d = i0 * s.stride[0] + r0 - s.pad[0]
+    cdef Py_ssize_t lo, hi
+    if d < 0 or d >= s.in_size[0]:
+        return False
+    output_range(r1 - s.pad[1], s.stride[1], s.in_size[1], pg.q[1], &lo, &hi)
+    if hi <= lo:
+        return False
+    run.grid = ((c * s.stride[0] + r0) * s.stride[1] + r1) * s.stride[2] * pg.phase_stride \
+        + (i0 * pg.q[1] + lo) * pg.q[2]
+    run.image = ((c * s.in_size[0] + d) * s.in_size[1] + lo * s.stride[1] + r1 - s.pad[1]) \
+        * s.in_size[2]
+    run.rows = hi - lo
+    return True
+
+
+cdef Py_ssize_t phase_runs(const ConvShape* s, const PhaseGrid* pg) noexcept nogil:
+    """How many runs phase_run numbers (some of them empty)."""
+    return s.c_in_g * s.stride[0] * s.stride[1] * pg.q[0]
+
+
 cdef void fill_phase_grid(const floating* x_g, const ConvShape* s, const PhaseGrid* pg,
                           floating* buf) noexcept nogil:
     """buf[phase (c, r0, r1, r2) * phase_stride + (i0 * Q1 + i1) * Q2 + i2] = padded input
     of channel c at (i0 * s0 + r0, i1 * s1 + r1, i2 * s2 + r2), for the positions inside the
     input only: the others are padding, zero since clear_phase_grid (one image: pass
     buf + j * plane for image j of a batched grid)."""
-    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
-    cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], s2 = s.stride[2]
-    cdef Py_ssize_t p0 = s.pad[0], p1 = s.pad[1], p2 = s.pad[2]
-    cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2], phase_stride = pg.phase_stride
-    cdef Py_ssize_t c, r0, r1, i0, lo0, hi0, lo1, hi1
-    cdef floating* phase_rows
-    cdef const floating* x_plane
-    for c in range(s.c_in_g):
-        for r0 in range(s0):
-            output_range(r0 - p0, s0, D, Q0, &lo0, &hi0)
-            for r1 in range(s1):
-                output_range(r1 - p1, s1, H, Q1, &lo1, &hi1)
-                phase_rows = buf + ((c * s0 + r0) * s1 + r1) * s2 * phase_stride
-                for i0 in range(lo0, hi0):
-                    x_plane = x_g + ((c * D + i0 * s0 + r0 - p0) * H + r1 - p1) * W
-                    fill_phase_rows(x_plane + lo1 * s1 * W, s1 * W,
-                                    phase_rows + (i0 * Q1 + lo1) * Q2, hi1 - lo1,
-                                    W, s2, p2, Q2, phase_stride)
+    cdef PhaseRun run
+    cdef Py_ssize_t k
+    for k in range(phase_runs(s, pg)):
+        if phase_run(s, pg, k, &run):
+            fill_phase_rows(x_g + run.image, s.stride[1] * s.in_size[2], buf + run.grid,
+                            run.rows, s.in_size[2], s.stride[2], s.pad[2], pg.q[2],
+                            pg.phase_stride)
 
 
 cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t channels,
@@ -1015,13 +1046,9 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
                            floating* out, const ConvShape* s, Py_ssize_t tile_panels, int shape,
                            int num_threads) noexcept nogil:
     """conv_packed with phase-grid unfolding; work items are whole (image, group) planes."""
-    cdef Py_ssize_t MR = tile_mr(shape)
-    cdef Py_ssize_t NR = tile_nr(shape, <floating*> NULL)
-    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
-    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
-    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
-    cdef Py_ssize_t m_panels = (s.c_out_g + MR - 1) // MR
-    cdef Py_ssize_t tile = tile_panels * NR
+    cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
+    cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
+    cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
     cdef PhaseGrid pg
     cdef Py_ssize_t item, n, g, p_begin, count
     cdef floating* a_packed = <floating*> fc_workspace(

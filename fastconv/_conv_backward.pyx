@@ -53,7 +53,8 @@ def set_blas_local_threads_hook(size_t address):
     blas_set_local_threads = <set_local_threads_t> address
 from fastconv._conv cimport ConvShape, make_shape, output_range, unfold_band, pack_a_panels, \
     pack_b_panels, multiply_tile, vector_width, tile_mr, tile_nr, choose_tile, PhaseGrid, \
-    phase_grid, phase_offsets, fill_phase_grid, clear_phase_grid
+    PhaseRun, phase_grid, phase_run, phase_runs, phase_offsets, fill_phase_grid, \
+    clear_phase_grid
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,33 +297,24 @@ cdef inline void read_phase_rows(const floating* row, floating* dx_row, Py_ssize
 cdef void read_phase_grid(const floating* grid, const ConvShape* s, const PhaseGrid* pg,
                           floating* dx_g) noexcept nogil:
     """dx_g[c, d, h, w] = the grid at padded position (d + pad0, h + pad1, w + pad2), zero
-    where the grid does not reach (no window reads that input). Loops run over the grid's
-    phases and rows (no index divisions per row)."""
+    where the grid does not reach (no window reads that input)."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
-    cdef Py_ssize_t s0 = s.stride[0], s1 = s.stride[1], s2 = s.stride[2]
-    cdef Py_ssize_t p0 = s.pad[0], p1 = s.pad[1], p2 = s.pad[2]
-    cdef Py_ssize_t Q0 = pg.q[0], Q1 = pg.q[1], Q2 = pg.q[2], phase_stride = pg.phase_stride
-    cdef Py_ssize_t reach0 = phase_reach(Q0, s0, p0, D)
-    cdef Py_ssize_t reach1 = phase_reach(Q1, s1, p1, H)
-    cdef Py_ssize_t reach2 = phase_reach(Q2, s2, p2, W)
-    cdef Py_ssize_t c, d, r0, r1, i0, lo0, hi0, lo1, hi1
-    cdef floating* dx_plane
-    cdef const floating* phase_rows
+    cdef Py_ssize_t reach0 = phase_reach(pg.q[0], s.stride[0], s.pad[0], D)
+    cdef Py_ssize_t reach1 = phase_reach(pg.q[1], s.stride[1], s.pad[1], H)
+    cdef Py_ssize_t reach2 = phase_reach(pg.q[2], s.stride[2], s.pad[2], W)
+    cdef Py_ssize_t c, d, k
+    cdef PhaseRun run
     for c in range(s.c_in_g):
         # planes and rows past the reach: no window reads them
         memset(dx_g + (c * D + reach0) * H * W, 0, (D - reach0) * H * W * sizeof(floating))
         for d in range(reach0):
             memset(dx_g + ((c * D + d) * H + reach1) * W, 0,
                    (H - reach1) * W * sizeof(floating))
-        for r0 in range(s0):
-            output_range(r0 - p0, s0, D, Q0, &lo0, &hi0)
-            for r1 in range(s1):
-                output_range(r1 - p1, s1, H, Q1, &lo1, &hi1)
-                phase_rows = grid + ((c * s0 + r0) * s1 + r1) * s2 * phase_stride
-                for i0 in range(lo0, hi0):
-                    dx_plane = dx_g + ((c * D + i0 * s0 + r0 - p0) * H + r1 - p1) * W
-                    read_phase_rows(phase_rows + (i0 * Q1 + lo1) * Q2, dx_plane + lo1 * s1 * W,
-                                    s1 * W, hi1 - lo1, W, s2, p2, reach2, Q2, phase_stride)
+    # the same runs of rows as the fill (fill_phase_grid), read back
+    for k in range(phase_runs(s, pg)):
+        if phase_run(s, pg, k, &run):
+            read_phase_rows(grid + run.grid, dx_g + run.image, s.stride[1] * W, run.rows, W,
+                            s.stride[2], s.pad[2], reach2, pg.q[2], pg.phase_stride)
 
 
 cdef int input_grad_phase_scatter(const floating* g, const floating* w, floating* dx,

@@ -11,8 +11,8 @@ from collections import namedtuple
 import numpy as np
 
 from fastconv import _args, _conv, _parallel
-from fastconv.dispatch import (ConvProblem, Choice, gemm_band_rows, packed_partition,
-                               packed_phase_grid, phase_grid_tile, select)
+from fastconv.dispatch import (ConvProblem, Choice, forward_kernel_stride, gemm_band_rows,
+                               packed_partition, packed_phase_grid, phase_grid_tile, select)
 
 __all__ = ["conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape",
            "receptive_field", "choose_algorithm", "ReceptiveField"]
@@ -236,11 +236,7 @@ def _conv_kernel(problem, x, w, bias, out, choice, pad_before):
 def _kernel_plan(problem, algorithm, itemsize, threads):
     """(stride, dilation, band, channel_panels, tile_shape, phase) of a kernel call: its 3-d
     stride and dilation (the kernels see every problem as 3-d) and how it cuts its work."""
-    unit = (1,) * (3 - problem.ndim)
-    # Along an axis with one output the stride is never applied: give the kernels 1, so that
-    # no index product (stride x row length) can approach 2**63 for a huge, legal stride.
-    stride = unit + tuple(1 if m == 1 else s for m, s in zip(problem.out_size, problem.stride))
-    geometry = (stride, unit + problem.dilation)
+    geometry = (forward_kernel_stride(problem), (1,) * (3 - problem.ndim) + problem.dilation)
     if algorithm != "packed":
         return geometry + (gemm_band_rows(problem, itemsize), 1, 0, False)
     double = itemsize == 8

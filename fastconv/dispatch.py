@@ -267,17 +267,24 @@ PHASE_GRID_MAX_BYTES = 8 << 20     # the per-thread copy of one (image, group)
 PHASE_GRID_MAX_EXTRA = 1.5         # extended positions per output position
 
 
+def forward_kernel_stride(problem):
+    """The forward kernels' 3-d stride (they see every problem as 3-d). Along an axis with one
+    output the stride is never applied: they get 1, so that no index product (stride x row
+    length) can approach 2**63 for a huge, legal stride."""
+    return (1,) * (3 - problem.ndim) + tuple(1 if m == 1 else s for m, s in
+                                             zip(problem.out_size, problem.stride))
+
+
 @lru_cache(maxsize=1024)   # a pure function of its arguments, asked on every call
 def _phase_grid_shape(problem):
     """(extended positions, buffer elements) of the phase grid, from the kernel's own code."""
     from fastconv import _conv
     unit = (1,) * (3 - problem.ndim)
-    stride = tuple(1 if m == 1 else s for m, s in zip(problem.out_size, problem.stride))
     return _conv.phase_grid_shape(
         (problem.batch, problem.in_channels) + unit + problem.in_size,
         (problem.out_channels, problem.in_per_group) + unit + problem.kernel_size,
         (problem.batch, problem.out_channels) + unit + problem.out_size,
-        unit + stride, (0,) * 3, unit + problem.dilation, problem.groups)
+        forward_kernel_stride(problem), (0,) * 3, unit + problem.dilation, problem.groups)
 
 
 def packed_phase_grid(problem, itemsize, num_threads):
