@@ -109,11 +109,15 @@ class BuildExt(build_ext):
 def extensions():
     from Cython.Build import cythonize
 
+    # the runtime core (fastconv/_core.pyx) and one module per kernel family
+    # (fastconv/_kernels/*.pyx); their shared headers live in fastconv/_kernels
+    sources = [PACKAGE / "_core.pyx"] + sorted((PACKAGE / "_kernels").glob("*.pyx"))
     modules = [
-        Extension(f"fastconv.{pyx.stem}", [str(pyx.relative_to(HERE))],
-                  include_dirs=[str(PACKAGE)],
+        Extension(".".join(pyx.relative_to(HERE).with_suffix("").parts),
+                  [str(pyx.relative_to(HERE))],
+                  include_dirs=[str(PACKAGE / "_kernels"), str(PACKAGE)],
                   extra_compile_args=COMPILE_ARGS, extra_link_args=LINK_ARGS)
-        for pyx in sorted(PACKAGE.glob("*.pyx"))
+        for pyx in sources
     ]
     directives = {"language_level": 3, "boundscheck": False, "wraparound": False,
                   "cdivision": True, "initializedcheck": False, "embedsignature": True}

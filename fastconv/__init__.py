@@ -4,27 +4,31 @@ Operators follow PyTorch's semantics and argument names; hot loops are Cython ke
 parallel with OpenMP, over float32 and float64.
 """
 from fastconv._version import __version__
-from fastconv._cpu import check_cpu_supports_build as _check_cpu_supports_build
+from fastconv._runtime.cpu import check_cpu_supports_build as _check_cpu_supports_build
 
-_check_cpu_supports_build()
+_check_cpu_supports_build()   # before any compiled module loads: ImportError, not SIGILL
 
-from fastconv._parallel import get_num_threads, num_threads, set_num_threads  # noqa: E402
+from fastconv._runtime import threads as _threads  # noqa: E402
+from fastconv._runtime.threads import get_num_threads, num_threads, set_num_threads  # noqa: E402
 from fastconv.config import show_config  # noqa: E402
-from fastconv.convolution import (  # noqa: E402
-    ReceptiveField, choose_algorithm, conv1d, conv2d, conv3d, convolve, correlate, output_shape,
-    receptive_field,
+from fastconv.planning import (  # noqa: E402
+    ReceptiveField, choose_algorithm, output_shape, receptive_field,
 )
-from fastconv.conv_transpose import (  # noqa: E402
+from fastconv._ops.conv import conv1d, conv2d, conv3d  # noqa: E402
+from fastconv._ops.signal import convolve, correlate  # noqa: E402
+from fastconv._ops.conv_transpose import (  # noqa: E402
     conv_transpose1d, conv_transpose2d, conv_transpose3d,
 )
-from fastconv.locally_connected import locally_connected1d, locally_connected2d  # noqa: E402
-from fastconv.pooling import (  # noqa: E402
+from fastconv._ops.locally_connected import locally_connected1d, locally_connected2d  # noqa: E402
+from fastconv._ops.pooling import (  # noqa: E402
     adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d, adaptive_max_pool1d,
     adaptive_max_pool2d, adaptive_max_pool3d, avg_pool1d, avg_pool2d, avg_pool3d, max_pool1d,
     max_pool2d, max_pool3d, max_unpool1d, max_unpool2d, max_unpool3d,
 )
-from fastconv.resample import interpolate  # noqa: E402
-from fastconv import grad  # noqa: E402,F401
+from fastconv._ops.interpolate import interpolate  # noqa: E402
+from fastconv import grad, planning  # noqa: E402,F401
+
+_threads.register_blas_hook()
 
 __all__ = [
     "__version__", "show_config", "set_num_threads", "get_num_threads", "num_threads",

@@ -1,14 +1,55 @@
 # cython: language_level=3
-"""Facts about the compiled runtime: whether OpenMP is there, and how many threads it offers.
+"""The compiled runtime core: whether OpenMP is there and how many threads it offers, the
+one registration of the per-thread BLAS thread setter, and the kernel ids.
 
 The thread *policy* (what count each kernel uses, how BLAS is kept from oversubscribing)
 lives in fastconv/_parallel.py; kernels receive their thread count as an argument.
 """
+from fastconv._kernels cimport kernel_ids as ids
 
-cdef extern from "_openmp.h":
+cdef extern from "openmp.h":
     int FASTCONV_HAVE_OPENMP
     int FASTCONV_OPENMP_VERSION
     int omp_get_max_threads() nogil
+
+
+cdef set_local_threads_t blas_set_local_threads = NULL
+
+
+cdef set_local_threads_t blas_local_threads() noexcept nogil:
+    """The registered openblas_set_num_threads_local, or NULL (see _kernels/blas.pxd)."""
+    return blas_set_local_threads
+
+
+def set_blas_local_threads_hook(size_t address):
+    """Register openblas_set_num_threads_local (its address; 0 for none) for every kernel
+    module (see fastconv/_kernels/blas.pxd)."""
+    global blas_set_local_threads
+    blas_set_local_threads = <set_local_threads_t> address
+
+
+def kernel_ids():
+    """{name: id} of the kernel variants (fastconv/_kernels/kernel_ids.pxd): the first
+    argument of every kernel entry point."""
+    return {
+        "CONV_DIRECT": ids.CONV_DIRECT,
+        "CONV_IM2COL_BLAS": ids.CONV_IM2COL_BLAS,
+        "CONV_GEMM1X1_BLAS": ids.CONV_GEMM1X1_BLAS,
+        "CONV_PACKED_SEGMENTS": ids.CONV_PACKED_SEGMENTS,
+        "CONV_PACKED_PHASE": ids.CONV_PACKED_PHASE,
+        "INPUT_GRAD_DIRECT": ids.INPUT_GRAD_DIRECT,
+        "INPUT_GRAD_COL2IM_BLAS": ids.INPUT_GRAD_COL2IM_BLAS,
+        "INPUT_GRAD_COL2IM_PACKED": ids.INPUT_GRAD_COL2IM_PACKED,
+        "INPUT_GRAD_GEMM1X1_BLAS": ids.INPUT_GRAD_GEMM1X1_BLAS,
+        "INPUT_GRAD_PHASE_CLASSES": ids.INPUT_GRAD_PHASE_CLASSES,
+        "INPUT_GRAD_PHASE_SCATTER": ids.INPUT_GRAD_PHASE_SCATTER,
+        "INPUT_GRAD_SUBPIXEL": ids.INPUT_GRAD_SUBPIXEL,
+        "WEIGHT_GRAD_IM2COL_BLAS": ids.WEIGHT_GRAD_IM2COL_BLAS,
+        "WEIGHT_GRAD_IM2COL_PACKED": ids.WEIGHT_GRAD_IM2COL_PACKED,
+        "WEIGHT_GRAD_GEMM1X1_BLAS": ids.WEIGHT_GRAD_GEMM1X1_BLAS,
+        "WEIGHT_GRAD_GEMM1X1_PACKED": ids.WEIGHT_GRAD_GEMM1X1_PACKED,
+        "WEIGHT_GRAD_PHASE": ids.WEIGHT_GRAD_PHASE,
+    }
 
 
 def openmp_enabled():

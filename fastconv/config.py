@@ -2,7 +2,8 @@
 import platform
 import sys
 
-from fastconv import _core, _cpu, _parallel
+from fastconv import _core
+from fastconv._runtime import cpu as _cpu, threads as _parallel
 from fastconv._version import __version__
 
 

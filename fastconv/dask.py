@@ -39,6 +39,7 @@ except ImportError as err:  # pragma: no cover - exercised only without dask
                       "pip install \"fastconv[dask]\"") from err
 
 import fastconv
+from fastconv import operators, planning
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "conv1d_weight_grad", "conv2d_weight_grad", "conv3d_weight_grad",
@@ -224,9 +225,7 @@ def _dask_input(x, nd, name):
 
 
 def _compute_dtype(x, *arrays):
-    from fastconv import _args  # lazily: an internal module
-    probes = {f"a{i}": a for i, a in enumerate(arrays) if a is not None}
-    return _args.compute_dtype(input=np.empty(0, x.dtype), **probes)
+    return planning.compute_dtype(np.empty(0, x.dtype), *arrays)
 
 
 def _with_halo(x, plans):
@@ -341,9 +340,8 @@ def _border_padding(plans, index, counts):
 
 
 def _conv_problem(nd, x, w, b, stride, padding, dilation, groups, padding_mode):
-    from fastconv.convolution import _conv_problem as problem  # lazily: an internal module
-    return problem(nd, x.shape, w.shape, None if b is None else b.shape, stride, padding,
-                   dilation, groups, padding_mode)
+    return planning.conv_problem(nd, x.shape, w.shape, None if b is None else b.shape, stride,
+                                 padding, dilation, groups, padding_mode)
 
 
 def _pad(x, pads, mode):
@@ -617,16 +615,15 @@ def _transpose_plan(chunks, out_size, span, stride, p0, axis):
 
 def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups,
                     dilation):
-    from fastconv.conv_transpose import _transpose_problem  # lazily: an internal module
     x = _dask_input(input, nd, "input")
     w = np.asarray(weight)
     b = None if bias is None else np.asarray(bias)
-    problem = _transpose_problem(nd, x.shape, w.shape, None if b is None else b.shape, stride,
-                                 padding, output_padding, groups, dilation)
+    problem = planning.conv_transpose_problem(nd, x.shape, w.shape,
+                                              None if b is None else b.shape, stride, padding,
+                                              output_padding, groups, dilation)
     # `problem` describes the convolution this transposes: its input is our output
     out_size = problem.in_size
-    from fastconv.convolution import _normalize_padding
-    pads = _normalize_padding(padding, nd, w.shape[2:], problem.stride, problem.dilation)
+    pads = planning.normalize_padding(padding, nd, w.shape[2:], problem.stride, problem.dilation)
     plans = []
     for axis in range(nd):
         span = problem.dilation[axis] * (w.shape[2 + axis] - 1) + 1
@@ -668,23 +665,15 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
 # Pooling: the padding is applied once (-inf for max, zeros for average), blocks pool validly
 
 
-def pool_output_size(in_size, kernel, stride, padding, dilation=1, ceil_mode=False):
-    """PyTorch's pooled length of one axis (with ceil_mode, the last window must start inside
-    the input or its left padding)."""
-    span = dilation * (kernel - 1) + 1
-    out = (in_size + 2 * padding - span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= in_size + padding:
-        out -= 1
-    return out
+pool_output_size = planning.pool_output_size   # kept here for users of fastconv.dask
 
 
 def _pool_geometry(nd, x, kernel_size, stride, padding, dilation, ceil_mode, op):
-    from fastconv import _args  # lazily: an internal module
-    kernel = _args.ntuple(kernel_size, nd, "kernel_size", minimum=1)
+    kernel = planning.ntuple(kernel_size, nd, "kernel_size", minimum=1)
     stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) \
-        else _args.ntuple(stride, nd, "stride", minimum=1)
-    pads = _args.ntuple(padding, nd, "padding", minimum=0)
-    dilation = _args.ntuple(dilation, nd, "dilation", minimum=1)
+        else planning.ntuple(stride, nd, "stride", minimum=1)
+    pads = planning.ntuple(padding, nd, "padding", minimum=0)
+    dilation = planning.ntuple(dilation, nd, "dilation", minimum=1)
     if any(2 * p > k for p, k in zip(pads, kernel)):
         raise ValueError(f"padding must be at most half the kernel size for {op} (as in "
                          f"PyTorch); got padding {pads} for kernel_size {kernel}")
@@ -858,7 +847,6 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 def _interpolate_block(block, nd, tables, plans, out_bounds, in_bounds, taps,
                        block_info=None):
-    from fastconv import _parallel, _resample  # lazily: internal modules
     index = _block_index(block_info)[2:]
     src_parts, weight_parts = [], []
     src, weight = tables
@@ -872,18 +860,10 @@ def _interpolate_block(block, nd, tables, plans, out_bounds, in_bounds, taps,
         src_parts.append(src[:, base + o0:base + o1] - in_bounds[axis][j])
         weight_parts.append(weight[:, base + o0:base + o1])
     out_shape = block.shape[:2] + tuple(b[j + 1] - b[j] for b, j in zip(out_bounds, index))
-    out = np.empty(out_shape, weight.dtype)
-    if out.size == 0:
-        return out
-    block = np.ascontiguousarray(block, dtype=weight.dtype)
-    planes = (block.shape[0] * block.shape[1],) + (1,) * (3 - nd)
     with _task_threads(threads_per_task()):
-        _resample.interpolate_forward(
-            block.reshape(planes + block.shape[2:]), out.reshape(planes + out.shape[2:]), taps,
-            np.ascontiguousarray(np.concatenate(src_parts, axis=1)),
-            np.ascontiguousarray(np.concatenate(weight_parts, axis=1)),
-            _parallel.threads_for(out.size * max(taps)))
-    return out
+        return operators.resample_with_tables(block, out_shape, taps,
+                                              np.concatenate(src_parts, axis=1),
+                                              np.concatenate(weight_parts, axis=1))
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
@@ -904,13 +884,12 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     >>> bool((y.compute() == fastconv.interpolate(x, size=(20, 11), mode="bilinear")).all())
     True
     """
-    from fastconv import resample  # lazily: internal helpers shared with the kernel's tables
     x = da.asarray(input) if not isinstance(input, da.Array) else input
     dtype = _compute_dtype(x)
-    nd, align = resample._check_call(x.ndim, mode, align_corners, "input", "interpolate")
+    out_size, taps, src, weight = planning.interpolation_tables(
+        x.shape, size, scale_factor, mode, align_corners, dtype)
+    nd = x.ndim - 2
     x = _dask_input(x, nd, "input")
-    out_size, scales = resample.interpolate_output_size(x.shape[2:], size, scale_factor)
-    taps, src, weight = resample._tables(nd, x.shape[2:], out_size, scales, mode, align, dtype)
     halo = 1 if mode != "nearest" else 0
     plans, out_bounds, in_bounds = [], [], []
     starts = np.cumsum([3 - nd] + list(out_size))

@@ -4,20 +4,20 @@
 Each operator family defines its gradients next to its forward pass; this module gathers them
 under one name so users find every backward pass in ``fastconv.grad``.
 """
-from fastconv.conv_grad import (
+from fastconv._ops.conv_grad import (
     conv1d_input, conv2d_input, conv3d_input, conv1d_weight, conv2d_weight, conv3d_weight,
     conv_bias,
 )
-from fastconv.conv_transpose import (
+from fastconv._ops.conv_transpose import (
     conv_transpose1d_input, conv_transpose2d_input, conv_transpose3d_input,
     conv_transpose1d_weight, conv_transpose2d_weight, conv_transpose3d_weight,
 )
-from fastconv.locally_connected import (
+from fastconv._ops.locally_connected import (
     locally_connected1d_input, locally_connected2d_input, locally_connected1d_weight,
     locally_connected2d_weight, locally_connected_bias,
 )
 
-from fastconv.pooling import (  # noqa: E402
+from fastconv._ops.pooling import (  # noqa: E402
     adaptive_avg_pool1d_backward as adaptive_avg_pool1d,
     adaptive_avg_pool2d_backward as adaptive_avg_pool2d,
     adaptive_avg_pool3d_backward as adaptive_avg_pool3d,
@@ -34,7 +34,7 @@ from fastconv.pooling import (  # noqa: E402
     max_unpool2d_backward as max_unpool2d,
     max_unpool3d_backward as max_unpool3d,
 )
-from fastconv.resample import interpolate_backward as interpolate  # noqa: E402
+from fastconv._ops.interpolate import interpolate_backward as interpolate  # noqa: E402
 
 __all__ = [
     "conv1d_input", "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight",

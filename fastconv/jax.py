@@ -17,7 +17,10 @@ except ImportError as err:  # pragma: no cover - exercised only without jax
     raise ImportError("fastconv.jax needs JAX; install the extra: "
                       "pip install \"fastconv[jax]\"") from err
 
-import fastconv
+from fastconv.operators import OPERATORS
+from fastconv.planning import (adaptive_pool_output_shape, conv_transpose_problem,
+                               interpolate_output_size, output_shape, pool_output_shape,
+                               unpool_output_shape)
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "locally_connected1d", "locally_connected2d", "max_pool1d",
@@ -25,13 +28,6 @@ __all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
            "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
            "max_unpool1d", "max_unpool2d", "max_unpool3d"]
-
-
-def _operator(name):
-    module = fastconv
-    for part in name.split("."):
-        module = getattr(module, part)
-    return module
 
 
 def _host(fn, shape, dtype, *arrays):
@@ -50,28 +46,26 @@ def _dtype(*arrays):
     return dtype
 
 
-def _with_vjp(names, out_shape, input, weight, bias, kwargs):
-    """A custom_vjp function of (input, weight[, bias]) for one static configuration.
-
-    `names` are fastconv's forward, input-gradient, weight-gradient and bias-gradient
-    functions, looked up when the callback runs.
-    """
-    forward_name, input_grad, weight_grad, bias_grad = names
+def _with_vjp(op, nd, out_shape, input, weight, bias, kwargs):
+    """A custom_vjp function of (input, weight[, bias]) for one static configuration of the
+    weighted operator `op` (fastconv.operators) in `nd` dimensions."""
+    forward_fn = OPERATORS[op].forward(nd)
+    input_grad, weight_grad, bias_grad = OPERATORS[op].gradients(nd)
     dtype = _dtype(input, weight, bias)
     x_shape, w_shape = tuple(input.shape), tuple(weight.shape)
 
     def forward(x, w, *b):
-        return _host(lambda *a: _operator(forward_name)(*a, **kwargs), out_shape, dtype,
+        return _host(lambda *a: forward_fn(*a, **kwargs), out_shape, dtype,
                      x, w, *b)
 
     def grads(x, w, g, with_bias):
-        dx = _host(lambda w, g: _operator(input_grad)(x_shape, w, g, **kwargs), x_shape, dtype,
+        dx = _host(lambda w, g: input_grad(x_shape, w, g, **kwargs), x_shape, dtype,
                    w, g)
-        dw = _host(lambda x, g: _operator(weight_grad)(x, w_shape, g, **kwargs), w_shape,
+        dw = _host(lambda x, g: weight_grad(x, w_shape, g, **kwargs), w_shape,
                    dtype, x, g)
         if not with_bias:
             return dx, dw
-        return dx, dw, _host(_operator(bias_grad), bias.shape, dtype, g)
+        return dx, dw, _host(bias_grad, bias.shape, dtype, g)
 
     if bias is None:
         @jax.custom_vjp
@@ -94,10 +88,9 @@ def _with_vjp(names, out_shape, input, weight, bias, kwargs):
 def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode):
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                   padding_mode=padding_mode)
-    out_shape = fastconv.output_shape(input.shape, weight.shape, stride=stride, padding=padding,
+    out_shape = output_shape(input.shape, weight.shape, stride=stride, padding=padding,
                                       dilation=dilation, groups=groups)
-    names = (f"conv{nd}d", f"grad.conv{nd}d_input", f"grad.conv{nd}d_weight", "grad.conv_bias")
-    return _with_vjp(names, out_shape, input, weight, bias, kwargs)
+    return _with_vjp("conv", nd, out_shape, input, weight, bias, kwargs)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -131,13 +124,9 @@ def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, gr
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
                   dilation=dilation)
     # the output shape from a zero-cost probe: fastconv checks the call as it would run it
-    from fastconv.conv_transpose import _transpose_problem  # lazily: an internal module
-    problem = _transpose_problem(nd, tuple(input.shape), tuple(weight.shape), None, stride,
+    problem = conv_transpose_problem(nd, tuple(input.shape), tuple(weight.shape), None, stride,
                                  padding, output_padding, groups, dilation)
-    out_shape = (problem.batch, problem.in_channels) + tuple(problem.in_size)
-    names = (f"conv_transpose{nd}d", f"grad.conv_transpose{nd}d_input",
-             f"grad.conv_transpose{nd}d_weight", "grad.conv_bias")
-    return _with_vjp(names, out_shape, input, weight, bias, kwargs)
+    return _with_vjp("conv_transpose", nd, problem.in_shape, input, weight, bias, kwargs)
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -165,9 +154,7 @@ def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
     kwargs = dict(stride=stride, padding=padding, dilation=dilation)
     out_grid = tuple(weight.shape[:nd])
     out_shape = (input.shape[0], weight.shape[nd]) + out_grid
-    names = (f"locally_connected{nd}d", f"grad.locally_connected{nd}d_input",
-             f"grad.locally_connected{nd}d_weight", "grad.locally_connected_bias")
-    return _with_vjp(names, out_shape, input, weight, bias, kwargs)
+    return _with_vjp("locally_connected", nd, out_shape, input, weight, bias, kwargs)
 
 
 def locally_connected1d(input, weight, bias=None, stride=1, padding=0, dilation=1):
@@ -188,7 +175,7 @@ def _index_dtype():
     return jnp.int64 if jax.config.jax_enable_x64 else jnp.int32
 
 
-def _single_input(forward_name, backward, out_shape, input, kwargs, with_indices=False,
+def _single_input(forward_fn, backward, out_shape, input, kwargs, with_indices=False,
                   return_indices=False):
     """custom_vjp of one input. `backward(g, residual)` is fastconv's backward call: the
     indices of max pooling travel as the residual (computed once, in the forward callback);
@@ -199,14 +186,14 @@ def _single_input(forward_name, backward, out_shape, input, kwargs, with_indices
     if with_indices:
         def forward(x):
             return jax.pure_callback(
-                lambda a: tuple(np.asarray(r) for r in _operator(forward_name)(
+                lambda a: tuple(np.asarray(r) for r in forward_fn(
                     a, **kwargs, return_indices=True)),
                 (jax.ShapeDtypeStruct(out_shape, dtype),
                  jax.ShapeDtypeStruct(out_shape, _index_dtype())),
                 x, vmap_method="sequential")
     else:
         def forward(x):
-            return _host(lambda a: _operator(forward_name)(a, **kwargs), out_shape, dtype, x), None
+            return _host(lambda a: forward_fn(a, **kwargs), out_shape, dtype, x), None
 
     def grad_input(residual, g):
         return (_host(lambda *a: backward(x_shape, *a), x_shape, dtype, g,
@@ -238,25 +225,18 @@ def _single_input(forward_name, backward, out_shape, input, kwargs, with_indices
 
 
 def _pooled_shape(input, nd, kernel_size, stride, padding, dilation, ceil_mode):
-    from fastconv.pooling import pool_output_size  # lazily: an internal module
-    from fastconv import _args
-    kernel = _args.ntuple(kernel_size, nd, "kernel_size", minimum=1)
-    stride = kernel if stride is None else _args.ntuple(stride, nd, "stride", minimum=1)
-    padding = _args.ntuple(padding, nd, "padding", minimum=0)
-    dilation = _args.ntuple(dilation, nd, "dilation", minimum=1)
-    return tuple(input.shape[:2]) + tuple(
-        pool_output_size(n, k, s, p, d, ceil_mode)
-        for n, k, s, p, d in zip(input.shape[2:], kernel, stride, padding, dilation))
+    return pool_output_shape(nd, tuple(input.shape), kernel_size, stride, padding, dilation,
+                             ceil_mode)
 
 
 def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
                   ceil_mode=ceil_mode)
     out_shape = _pooled_shape(input, nd, kernel_size, stride, padding, dilation, ceil_mode)
-    backward = (lambda shape, g, idx: _operator(f"grad.max_pool{nd}d")(
+    backward = (lambda shape, g, idx: OPERATORS["max_pool"].backward(nd)(
         g, idx.astype(np.int64), shape))
-    return _single_input(f"max_pool{nd}d", backward, out_shape, input, kwargs, True,
-                         bool(return_indices))
+    return _single_input(OPERATORS["max_pool"].forward(nd), backward, out_shape, input, kwargs,
+                         True, bool(return_indices))
 
 
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -286,8 +266,8 @@ def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_
     kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                   count_include_pad=count_include_pad, divisor_override=divisor_override)
     out_shape = _pooled_shape(input, nd, kernel_size, stride, padding, 1, ceil_mode)
-    backward = (lambda shape, g: _operator(f"grad.avg_pool{nd}d")(g, shape, **kwargs))
-    return _single_input(f"avg_pool{nd}d", backward, out_shape, input, kwargs)
+    backward = (lambda shape, g: OPERATORS["avg_pool"].backward(nd)(g, shape, **kwargs))
+    return _single_input(OPERATORS["avg_pool"].forward(nd), backward, out_shape, input, kwargs)
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -312,12 +292,12 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
     """:func:`fastconv.interpolate` as a differentiable, jit-able JAX function."""
-    from fastconv.resample import interpolate_output_size  # lazily: an internal module
     kwargs = dict(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
+    nd = input.ndim - 2
     out_size, _ = interpolate_output_size(tuple(input.shape[2:]), size, scale_factor)
     out_shape = tuple(input.shape[:2]) + tuple(out_size)
-    backward = (lambda shape, g: _operator("grad.interpolate")(g, shape, **kwargs))
-    return _single_input("interpolate", backward, out_shape, input, kwargs)
+    backward = (lambda shape, g: OPERATORS["interpolate"].backward(nd)(g, shape, **kwargs))
+    return _single_input(OPERATORS["interpolate"].forward(nd), backward, out_shape, input, kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,25 +305,24 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
 
 
 def _adaptive_shape(input, nd, output_size):
-    from fastconv import _args
     in_size = tuple(input.shape[2:])
     if isinstance(output_size, (tuple, list)) and len(output_size) == nd:
         output_size = tuple(n if o is None else o for o, n in zip(output_size, in_size))
-    return tuple(input.shape[:2]) + _args.ntuple(output_size, nd, "output_size", minimum=1)
+    return adaptive_pool_output_shape(nd, tuple(input.shape), output_size)
 
 
 def _adaptive_avg(nd, input, output_size):
     out_shape = _adaptive_shape(input, nd, output_size)
-    backward = (lambda shape, g: _operator(f"grad.adaptive_avg_pool{nd}d")(g, shape))
-    return _single_input(f"adaptive_avg_pool{nd}d", backward, out_shape, input,
+    backward = (lambda shape, g: OPERATORS["adaptive_avg_pool"].backward(nd)(g, shape))
+    return _single_input(OPERATORS["adaptive_avg_pool"].forward(nd), backward, out_shape, input,
                          dict(output_size=output_size))
 
 
 def _adaptive_max(nd, input, output_size, return_indices):
     out_shape = _adaptive_shape(input, nd, output_size)
-    backward = (lambda shape, g, idx: _operator(f"grad.adaptive_max_pool{nd}d")(
+    backward = (lambda shape, g, idx: OPERATORS["adaptive_max_pool"].backward(nd)(
         g, idx.astype(np.int64), shape))
-    return _single_input(f"adaptive_max_pool{nd}d", backward, out_shape, input,
+    return _single_input(OPERATORS["adaptive_max_pool"].forward(nd), backward, out_shape, input,
                          dict(output_size=output_size), True, bool(return_indices))
 
 
@@ -378,20 +357,15 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
 
 
 def _max_unpool(nd, input, indices, kernel_size, stride, padding, output_size):
-    from fastconv import _args
-    from fastconv.pooling import unpool_output_size  # lazily: an internal module
     dtype = _dtype(input)
-    kernel = _args.ntuple(kernel_size, nd, "kernel_size", minimum=1)
-    stride_ = kernel if stride is None else _args.ntuple(stride, nd, "stride", minimum=1)
-    padding_ = _args.ntuple(padding, nd, "padding", minimum=0)
-    out_shape = tuple(input.shape[:2]) + tuple(
-        unpool_output_size(tuple(input.shape[2:]), kernel, stride_, padding_, output_size))
+    out_shape = unpool_output_shape(nd, tuple(input.shape), kernel_size, stride, padding,
+                                    output_size)
     x_shape = tuple(input.shape)
     kwargs = dict(kernel_size=kernel_size, stride=stride, padding=padding,
                   output_size=output_size)
 
     def forward(x, idx):
-        return _host(lambda a, i: _operator(f"max_unpool{nd}d")(a, i.astype(np.int64),
+        return _host(lambda a, i: OPERATORS["max_unpool"].forward(nd)(a, i.astype(np.int64),
                                                                  **kwargs),
                      out_shape, dtype, x, idx)
 
@@ -403,7 +377,7 @@ def _max_unpool(nd, input, indices, kernel_size, stride, padding, output_size):
         return forward(x, idx), idx
 
     def f_bwd(idx, g):
-        dx = _host(lambda a, i: _operator(f"grad.max_unpool{nd}d")(a, i.astype(np.int64),
+        dx = _host(lambda a, i: OPERATORS["max_unpool"].backward(nd)(a, i.astype(np.int64),
                                                                     x_shape),
                    x_shape, dtype, g, idx)
         return dx, None   # the indices carry no gradient

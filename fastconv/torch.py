@@ -25,9 +25,8 @@ except ImportError as err:  # pragma: no cover - exercised only without torch
     raise ImportError("fastconv.torch needs PyTorch; install the extra: "
                       "pip install \"fastconv[torch]\"") from err
 
-import fastconv
-from fastconv import conv_grad
-from fastconv.convolution import conv_call
+from fastconv.operators import OPERATORS
+from fastconv.planning import output_shape
 
 __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -45,22 +44,6 @@ __all__ = [
 ]
 
 _COMPUTED_DTYPES = (torch.float32, torch.float64)
-
-
-def _operator(name):
-    """fastconv's operator `name`, looked up per call (``fastconv.conv2d``, ``grad.conv_bias``)."""
-    module = fastconv
-    for part in name.split("."):
-        module = getattr(module, part)
-    return module
-
-
-def _backward(name):
-    """fastconv.grad's backward pass of the forward operator `name` (``grad.max_pool2d``)."""
-    for candidate in (name, f"{name}_backward"):
-        if hasattr(fastconv.grad, candidate):
-            return getattr(fastconv.grad, candidate)
-    raise AttributeError(f"fastconv.grad has no backward pass for {name}")
 
 
 def as_numpy(tensor, name):
@@ -109,14 +92,17 @@ def _grad_numpy(grad):
 # serves every dimensionality; the convolutions also get the operands' NumPy views, made and
 # checked once by the caller (the per-call overhead is what small inputs pay).
 
-class ConvFunction(torch.autograd.Function):
-    """conv{n}d: forward, input, weight and bias gradients by fastconv."""
+class WeightedFunction(torch.autograd.Function):
+    """Every weighted operator of fastconv.operators (conv, conv_transpose,
+    locally_connected): forward, input, weight and bias gradients by fastconv."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, nd, kwargs, arrays):
-        # the checked problem travels to the backward pass, which runs the gradient kernels
-        # without checking the call again (what small layers pay per call is Python time)
-        ctx.problem, out = conv_call(nd, *arrays, **kwargs)
+    def forward(ctx, input, weight, bias, op, nd, kwargs, arrays):
+        # the checked state (the problem) travels to the backward pass, which runs the
+        # gradient kernels without checking the call again (small layers pay Python time)
+        ops = OPERATORS[op].weighted
+        ctx.state, out = ops.call(nd, *arrays, kwargs)
+        ctx.ops = ops
         ctx.save_for_backward(input, weight)
         ctx.has_bias = bias is not None
         return _tensor(out)
@@ -126,77 +112,23 @@ class ConvFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         g = _grad_numpy(grad_output)
-        dtype, problem = g.dtype, ctx.problem
+        ops, state = ctx.ops, ctx.state
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = _tensor(conv_grad.input_grad_of(problem, as_numpy(weight, "weight"), g, dtype))
+            dx = _tensor(ops.input_grad(state, tuple(input.shape), as_numpy(weight, "weight"),
+                                        g))
         wants_db = ctx.has_bias and ctx.needs_input_grad[2]
-        if ctx.needs_input_grad[1]:   # the bias gradient comes with it
-            bias_out = np.empty(g.shape[1], dtype) if wants_db else None
-            dw = _tensor(conv_grad.weight_grad_of(problem, as_numpy(input, "input"), g,
-                                                  tuple(weight.shape), dtype, bias_out))
-            db = _tensor(bias_out) if wants_db else None
-        elif wants_db:
-            db = _tensor(conv_grad.bias_grad_of(g, dtype))
-        return dx, dw, db, None, None, None
-
-
-class ConvTransposeFunction(torch.autograd.Function):
-    """conv_transpose{n}d: forward and gradients by fastconv."""
-
-    @staticmethod
-    def forward(ctx, input, weight, bias, nd, kwargs, arrays):
-        out = _operator(f"conv_transpose{nd}d")(*arrays, **kwargs)
-        ctx.nd, ctx.kwargs = nd, kwargs
-        ctx.save_for_backward(input, weight)
-        ctx.has_bias = bias is not None
-        return _tensor(out)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
-        nd, kw = ctx.nd, ctx.kwargs
-        g = _grad_numpy(grad_output)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = _tensor(_operator(f"grad.conv_transpose{nd}d_input")(
-                tuple(input.shape), as_numpy(weight, "weight"), g, **kw))
-        if ctx.needs_input_grad[1]:
-            dw = _tensor(_operator(f"grad.conv_transpose{nd}d_weight")(
-                as_numpy(input, "input"), tuple(weight.shape), g, **kw))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = _tensor(_operator("grad.conv_bias")(g))
-        return dx, dw, db, None, None, None
-
-
-class LocallyConnectedFunction(torch.autograd.Function):
-    """locally_connected{n}d: forward and gradients by fastconv."""
-
-    @staticmethod
-    def forward(ctx, input, weight, bias, nd, kwargs, arrays):
-        out = _operator(f"locally_connected{nd}d")(*arrays, **kwargs)
-        ctx.nd, ctx.kwargs = nd, kwargs
-        ctx.save_for_backward(input, weight)
-        ctx.has_bias = bias is not None
-        return _tensor(out)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
-        nd, kw = ctx.nd, ctx.kwargs
-        g = _grad_numpy(grad_output)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = _tensor(_operator(f"grad.locally_connected{nd}d_input")(
-                tuple(input.shape), as_numpy(weight, "weight"), g, **kw))
-        if ctx.needs_input_grad[1]:
-            dw = _tensor(_operator(f"grad.locally_connected{nd}d_weight")(
-                as_numpy(input, "input"), tuple(weight.shape), g, **kw))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = _tensor(_operator("grad.locally_connected_bias")(g))
-        return dx, dw, db, None, None, None
+        fused = False
+        if ctx.needs_input_grad[1]:   # the bias gradient may come with it
+            bias_out = np.empty(g.shape[1], g.dtype) if wants_db else None
+            weight_grad, fused = ops.weight_grad(state, as_numpy(input, "input"),
+                                                 tuple(weight.shape), g, bias_out)
+            dw = _tensor(weight_grad)
+            if fused:
+                db = _tensor(bias_out)
+        if wants_db and not fused:
+            db = _tensor(ops.bias_grad(state, g))
+        return dx, dw, db, None, None, None, None
 
 
 class MaxPoolFunction(torch.autograd.Function):
@@ -204,8 +136,9 @@ class MaxPoolFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, name, spec):
-        out, indices = _operator(name)(as_numpy(input, "input"), **dict(spec),
-                                       return_indices=True)
+        op, nd = name
+        out, indices = OPERATORS[op].forward(nd)(as_numpy(input, "input"), **dict(spec),
+                                                 return_indices=True)
         indices = _tensor(indices)
         ctx.mark_non_differentiable(indices)
         ctx.name, ctx.input_shape = name, tuple(input.shape)
@@ -216,7 +149,9 @@ class MaxPoolFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output, grad_indices):
         (indices,) = ctx.saved_tensors
-        dx = _backward(ctx.name)(_grad_numpy(grad_output), indices.numpy(), ctx.input_shape)
+        op, nd = ctx.name
+        dx = OPERATORS[op].backward(nd)(_grad_numpy(grad_output), indices.numpy(),
+                                        ctx.input_shape)
         return _tensor(dx), None, None
 
 
@@ -226,7 +161,8 @@ class AvgPoolFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, name, spec):
         kwargs = dict(spec)
-        out = _operator(name)(as_numpy(input, "input"), **kwargs)
+        op, nd = name
+        out = OPERATORS[op].forward(nd)(as_numpy(input, "input"), **kwargs)
         ctx.name, ctx.kwargs, ctx.input_shape = name, kwargs, tuple(input.shape)
         return _tensor(out)
 
@@ -234,7 +170,8 @@ class AvgPoolFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output):
         kwargs = {k: v for k, v in ctx.kwargs.items() if k != "output_size"}
-        dx = _backward(ctx.name)(_grad_numpy(grad_output), ctx.input_shape, **kwargs)
+        op, nd = ctx.name
+        dx = OPERATORS[op].backward(nd)(_grad_numpy(grad_output), ctx.input_shape, **kwargs)
         return _tensor(dx), None, None
 
 
@@ -244,7 +181,7 @@ class MaxUnpoolFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, indices, nd, spec):
         idx = indices.detach().numpy()
-        out = _operator(f"max_unpool{nd}d")(as_numpy(input, "input"), idx, **dict(spec))
+        out = OPERATORS["max_unpool"].forward(nd)(as_numpy(input, "input"), idx, **dict(spec))
         ctx.nd, ctx.input_shape = nd, tuple(input.shape)
         ctx.save_for_backward(indices)
         return _tensor(out)
@@ -253,8 +190,8 @@ class MaxUnpoolFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_output):
         (indices,) = ctx.saved_tensors
-        dx = _backward(f"max_unpool{ctx.nd}d")(_grad_numpy(grad_output), indices.numpy(),
-                                               ctx.input_shape)
+        dx = OPERATORS["max_unpool"].backward(ctx.nd)(_grad_numpy(grad_output), indices.numpy(),
+                                                      ctx.input_shape)
         return _tensor(dx), None, None, None
 
 
@@ -264,14 +201,16 @@ class InterpolateFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, spec):
         kwargs = dict(spec)
-        out = _operator("interpolate")(as_numpy(input, "input"), **kwargs)
+        out = OPERATORS["interpolate"].forward(input.dim() - 2)(
+            as_numpy(input, "input"), **kwargs)
         ctx.kwargs, ctx.input_shape = kwargs, tuple(input.shape)
         return _tensor(out)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        dx = _backward("interpolate")(_grad_numpy(grad_output), ctx.input_shape, **ctx.kwargs)
+        backward = OPERATORS["interpolate"].backward(len(ctx.input_shape) - 2)
+        dx = backward(_grad_numpy(grad_output), ctx.input_shape, **ctx.kwargs)
         return _tensor(dx), None
 
 
@@ -290,7 +229,7 @@ def _conv(nd, input, weight, bias, stride, padding, dilation, groups, padding_mo
     arrays = _numpy_operands(input=input, weight=weight, bias=bias)
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
                   padding_mode=padding_mode)
-    return ConvFunction.apply(input, weight, bias, nd, kwargs, arrays)
+    return WeightedFunction.apply(input, weight, bias, "conv", nd, kwargs, arrays)
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -324,7 +263,7 @@ def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, gr
     arrays = _numpy_operands(input=input, weight=weight, bias=bias)
     kwargs = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups,
                   dilation=dilation)
-    return ConvTransposeFunction.apply(input, weight, bias, nd, kwargs, arrays)
+    return WeightedFunction.apply(input, weight, bias, "conv_transpose", nd, kwargs, arrays)
 
 
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
@@ -351,7 +290,7 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
 def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
     arrays = _numpy_operands(input=input, weight=weight, bias=bias)
     kwargs = dict(stride=stride, padding=padding, dilation=dilation)
-    return LocallyConnectedFunction.apply(input, weight, bias, nd, kwargs, arrays)
+    return WeightedFunction.apply(input, weight, bias, "locally_connected", nd, kwargs, arrays)
 
 
 def locally_connected1d(input, weight, bias=None, stride=1, padding=0, dilation=1):
@@ -368,7 +307,7 @@ def _max_pool(nd, input, kernel_size, stride, padding, dilation, ceil_mode, retu
     _numpy_operands(input=input)
     spec = _spec(kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
                  ceil_mode=ceil_mode)
-    out, indices = MaxPoolFunction.apply(input, f"max_pool{nd}d", spec)
+    out, indices = MaxPoolFunction.apply(input, ("max_pool", nd), spec)
     return (out, indices) if return_indices else out
 
 
@@ -395,7 +334,7 @@ def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_
     _numpy_operands(input=input)
     spec = _spec(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                  count_include_pad=count_include_pad, divisor_override=divisor_override)
-    return AvgPoolFunction.apply(input, f"avg_pool{nd}d", spec)
+    return AvgPoolFunction.apply(input, ("avg_pool", nd), spec)
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -420,7 +359,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 def _adaptive_avg_pool(nd, input, output_size):
     _numpy_operands(input=input)
-    return AvgPoolFunction.apply(input, f"adaptive_avg_pool{nd}d",
+    return AvgPoolFunction.apply(input, ("adaptive_avg_pool", nd),
                                  _spec(output_size=output_size))
 
 
@@ -441,7 +380,7 @@ def adaptive_avg_pool3d(input, output_size):
 
 def _adaptive_max_pool(nd, input, output_size, return_indices):
     _numpy_operands(input=input)
-    out, indices = MaxPoolFunction.apply(input, f"adaptive_max_pool{nd}d",
+    out, indices = MaxPoolFunction.apply(input, ("adaptive_max_pool", nd),
                                          _spec(output_size=output_size))
     return (out, indices) if return_indices else out
 
@@ -683,7 +622,7 @@ class _LocallyConnected(torch.nn.Module):
         self.input_size, self.kernel_size = as_tuple(input_size), as_tuple(kernel_size)
         self.stride, self.padding, self.dilation = as_tuple(stride), as_tuple(padding), \
             as_tuple(dilation)
-        shape = fastconv.output_shape(
+        shape = output_shape(
             (1, self.in_channels) + self.input_size,
             (self.out_channels, self.in_channels) + self.kernel_size,
             stride=self.stride, padding=self.padding, dilation=self.dilation)

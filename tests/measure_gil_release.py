@@ -5,7 +5,7 @@ two free cores): two threads each doing CALLS calls finish in about the time one
 
     python tests/measure_gil_release.py      # prints the times and the ratio
 
-Not a test: the result depends on the machine's other load (tests/RELIABILITY.md records it).
+Not a test: the result depends on the machine's other load (notes/reliability.md records it).
 """
 import threading
 import time

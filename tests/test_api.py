@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import dispatch
+from fastconv._plan import dispatch
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kwargs, expected", [
@@ -126,11 +126,11 @@ def test_environment_variable_sets_the_default():
 
 
 def test_blas_is_single_threaded_during_a_call_and_restored_after():
-    controllers = fastconv._parallel.single_threaded_blas._blas_controllers()
+    controllers = fastconv._runtime.threads.single_threaded_blas._blas_controllers()
     if not controllers:
         pytest.skip("threadpoolctl cannot see SciPy's BLAS here")
     before = [c.get_num_threads() for c in controllers]
-    with fastconv._parallel.single_threaded_blas:
+    with fastconv._runtime.threads.single_threaded_blas:
         assert all(c.get_num_threads() == 1 for c in controllers)
     assert [c.get_num_threads() for c in controllers] == before
 
@@ -175,7 +175,7 @@ def test_show_config_reports_build_and_runtime(capsys):
 
 
 def test_a_build_for_missing_simd_refuses_to_load(monkeypatch):
-    from fastconv import _cpu
+    from fastconv._runtime import cpu as _cpu
 
     class FakeInfo:
         simd_required = ["AVX512F"]

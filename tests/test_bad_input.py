@@ -120,3 +120,47 @@ def test_error_messages_say_what_was_given():
     with pytest.raises(ValueError) as info:
         fastconv.conv2d(X[0], W)
     assert "(4, 8, 8)" in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every operator of the operator table (fastconv.operators), every dimensionality: the same
+# rules for the operands every operator takes.
+
+def _table_calls():
+    from fastconv.operators import OPERATORS
+    for op in OPERATORS.values():
+        for nd in op.dims:
+            yield pytest.param(op, nd, id=f"{op.name}{nd}d")
+
+
+def _call(op, nd, x):
+    """`op` in `nd` dimensions on input `x`, with valid other arguments."""
+    spatial = x.shape[2:] if x.ndim == nd + 2 else (4,) * nd
+    c = x.shape[1] if x.ndim > 1 else 2
+    if op.name == "conv":
+        return op.forward(nd)(x, np.ones((3, c) + (2,) * nd))
+    if op.name == "conv_transpose":
+        return op.forward(nd)(x, np.ones((c, 3) + (2,) * nd))
+    if op.name == "locally_connected":
+        grid = tuple(n - 1 for n in spatial)
+        return op.forward(nd)(x, np.ones(grid + (3, c) + (2,) * nd))
+    if op.name == "max_unpool":
+        return op.forward(nd)(x, np.zeros(x.shape, np.int64), 2)
+    if op.name in ("adaptive_max_pool", "adaptive_avg_pool"):
+        return op.forward(nd)(x, 2)
+    if op.name == "interpolate":
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[nd]
+        return op.forward(nd)(x, scale_factor=2, mode=mode)
+    return op.forward(nd)(x, 2)
+
+
+@pytest.mark.parametrize("op, nd", _table_calls())
+def test_every_operator_names_its_input_when_it_is_wrong(op, nd):
+    good = np.ones((1, 2) + (4,) * nd)
+    assert _call(op, nd, good).shape[:1] == (1,)      # the valid call runs
+    with pytest.raises(TypeError, match="input"):
+        _call(op, nd, good.astype(complex))
+    with pytest.raises(TypeError, match="input"):
+        _call(op, nd, good.astype(object))
+    with pytest.raises(ValueError, match="input"):
+        _call(op, nd, np.ones((1, 2) + (4,) * (nd + 1)))   # one spatial axis too many

@@ -72,10 +72,10 @@ def algorithms_for(case):
     nd = len(w_shape) - 2
     options = dict(stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros")
     options.update(kwargs)
-    problem = fastconv.conv_grad.explicitly_padded(fastconv.convolution._conv_problem(
+    problem = fastconv.planning.conv_problem(
         nd, x_shape, w_shape, None, options["stride"], options["padding"], options["dilation"],
-        options["groups"], options["padding_mode"]))
-    subpixel = fastconv.dispatch.SUPPORTS["subpixel"](problem)
+        options["groups"], options["padding_mode"]).explicitly_padded
+    subpixel = fastconv.planning.SUPPORTS["subpixel"](problem)
     return ["auto", "direct", "col2im"] + (["gemm1x1"] if pointwise else []) \
         + (["subpixel"] if subpixel else [])
 
@@ -264,16 +264,22 @@ def test_bad_forward_arguments_are_rejected_as_in_the_forward_call():
 @pytest.mark.parametrize("band_rows", [1, 2, 3, 5, 7, 100])
 def test_every_band_size_gives_the_same_gradients(band_rows, monkeypatch):
     """Bands of output rows may start and end anywhere, across depth slices (3-d)."""
-    import fastconv.conv_grad as conv_grad
+    from fastconv._plan import dispatch, tiling
     nd, x, w, b, g, kwargs = make_arrays("3d-stride2-groups2")
-    monkeypatch.setattr(conv_grad, "gemm_band_rows", lambda *args: band_rows)
-    monkeypatch.setattr(conv_grad, "input_grad_work_split", lambda *args: (band_rows, 2))
-    np.testing.assert_allclose(grad.conv3d_input(x.shape, w, g, algorithm="col2im", **kwargs),
-                               reference.conv_input_grad(x.shape, w, g, **kwargs),
-                               rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(grad.conv3d_weight(x, w.shape, g, **kwargs),
-                               reference.conv_weight_grad(x, w.shape, g, **kwargs),
-                               rtol=1e-12, atol=1e-12)
+    monkeypatch.setattr(tiling, "gemm_band_rows", lambda *args: band_rows)
+    monkeypatch.setattr(tiling, "input_grad_work_split", lambda *args: (band_rows, 2))
+    dispatch.forget_plans()   # plans are remembered per problem
+    try:
+        np.testing.assert_allclose(grad.conv3d_input(x.shape, w, g, algorithm="col2im",
+                                                     **kwargs),
+                                   reference.conv_input_grad(x.shape, w, g, **kwargs),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(grad.conv3d_weight(x, w.shape, g, **kwargs),
+                                   reference.conv_weight_grad(x, w.shape, g, **kwargs),
+                                   rtol=1e-12, atol=1e-12)
+    finally:
+        monkeypatch.undo()
+        dispatch.forget_plans()
 
 
 @settings(max_examples=40, deadline=None)

@@ -70,10 +70,10 @@ def algorithms_for(case):
     pointwise = all(k == 1 for k in w_shape[2:]) and not kwargs
     options = dict(stride=1, padding=0, output_padding=0, groups=1, dilation=1)
     options.update(kwargs)
-    problem = fastconv.conv_transpose._transpose_problem(
+    problem = fastconv.planning.conv_transpose_problem(
         len(w_shape) - 2, x_shape, w_shape, None, options["stride"], options["padding"],
         options["output_padding"], options["groups"], options["dilation"])
-    subpixel = fastconv.dispatch.SUPPORTS["subpixel"](problem)
+    subpixel = fastconv.planning.SUPPORTS["subpixel"](problem)
     return ["auto", "direct", "col2im"] + (["gemm1x1"] if pointwise else []) \
         + (["subpixel"] if subpixel else [])
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.dispatch import ALGORITHMS
+from fastconv.planning import ALGORITHMS
 
 import reference
 
@@ -23,8 +23,9 @@ def random_problem(rng, nd, batch, c_in, c_out, size, kernel, groups=1, dtype=np
 
 def applicable(algorithm, x, w, **kwargs):
     try:
-        fastconv.dispatch.select(fastconv.convolution._problem_from_call(x.shape, w.shape,
-                                                                         **kwargs), algorithm)
+        fastconv.planning.plan_conv(fastconv.planning.problem_from_call(x.shape, w.shape,
+                                                                         **kwargs),
+                                    np.float64, algorithm)
         return True
     except ValueError:
         return False
@@ -217,8 +218,9 @@ def test_padding_modes_match_pytorch():
 @pytest.mark.parametrize("shape", [0, 1], ids=["wide-tile", "narrow-tile"])
 def test_both_register_tile_shapes_of_the_packed_kernel(shape, dtype):
     """The packed algorithm picks a register-tile shape per call; each must be exact."""
-    from fastconv import _conv
-    from fastconv.dispatch import ConvProblem, packed_partition
+    from fastconv._kernels import conv_packed
+    from fastconv._plan.tiling import packed_partition
+    from fastconv.planning import ConvProblem, Kernel
     rng = np.random.default_rng(11)
     for c_in, c_out, size, groups in [(6, 20, (7, 9), 1), (8, 26, (8, 8), 2), (3, 13, (5, 50), 1)]:
         x = rng.standard_normal((2, c_in, *size)).astype(dtype)
@@ -227,9 +229,10 @@ def test_both_register_tile_shapes_of_the_packed_kernel(shape, dtype):
         want = reference.conv_nd(x, w, b, padding=1, groups=groups)
         problem = ConvProblem(2, c_in, c_out, groups, size, (3, 3), (1, 1), ((1, 1), (1, 1)),
                               (1, 1))
-        mr, nr = _conv.packed_tile_width(dtype == np.float64, shape)
+        mr, nr = conv_packed.tile_size(dtype == np.float64, shape)
         band, channel_panels = packed_partition(problem, np.dtype(dtype).itemsize, mr, nr)
         out = np.empty(want.shape, dtype)
-        _conv.conv_forward(x[:, :, None], w[:, :, None], b, out[:, :, None], (1, 1, 1),
-                           (0, 1, 1), (1, 1, 1), groups, "packed", band, 2, channel_panels, shape)
+        conv_packed.conv_forward(Kernel.CONV_PACKED_SEGMENTS, x[:, :, None], w[:, :, None], b,
+                                 out[:, :, None], (1, 1, 1), (0, 1, 1), (1, 1, 1), groups,
+                                 band, channel_panels, shape, 2)
         np.testing.assert_allclose(out, want, **TOLERANCE[dtype])

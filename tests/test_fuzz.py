@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import fastconv
 import reference
-from fastconv import dispatch
+from fastconv import planning as dispatch
+from fastconv._plan import tiling
 from fuzzing import (DTYPES, PROMOTED_DTYPES, arrays, assert_close, count, examples,
                      float_dtype, message_names, torch)
 
@@ -75,9 +76,11 @@ def conv_configs(draw, nd):
 
 
 def algorithms_for(x, w, kwargs):
-    """'auto' and every algorithm that can compute this call."""
-    problem = fastconv.convolution._problem_from_call(x, w, **kwargs)
-    return ["auto"] + [a for a in dispatch.ALGORITHMS if dispatch.SUPPORTS[a](problem)]
+    """'auto', every algorithm family and every single kernel that can compute this call."""
+    problem = fastconv.planning.problem_from_call(x, w, **kwargs)
+    names = dispatch.ALGORITHMS + tuple(v for v in dispatch.variants("forward")
+                                        if v not in dispatch.ALGORITHMS)
+    return ["auto"] + [a for a in names if dispatch.SUPPORTS[a](problem)]
 
 
 def conv_magnitude(x, w, bias, kwargs):
@@ -117,13 +120,13 @@ def check_conv(nd, x, w, bias, kwargs, use_out, pieces=False):
                      "PyTorch vs reference")
     for algorithm in algorithms_for(x, w, kwargs):
         out = np.full(want.shape, np.nan, dtype) if use_out else None
-        saved = fastconv.convolution.INTERRUPT_WORK
+        saved = tiling.INTERRUPT_WORK
         if pieces:   # as a long call runs: one kernel call per image and block of channels
-            fastconv.convolution.INTERRUPT_WORK = 1
+            tiling.INTERRUPT_WORK = 1
         try:
             got = CONV[nd](x, w, bias, **kwargs, algorithm=algorithm, out=out)
         finally:
-            fastconv.convolution.INTERRUPT_WORK = saved
+            tiling.INTERRUPT_WORK = saved
         assert got.dtype == dtype, (algorithm, got.dtype)
         if use_out:
             assert got is out
@@ -182,8 +185,9 @@ def test_output_shape_and_choose_algorithm_describe_the_call(config):
     assert shape == reference.conv_nd(x[:0], w, **kwargs).shape[:1] * 0 + \
         (x.shape[0],) + reference.conv_nd(x[:1] if x.shape[0] else np.zeros((1,) + x.shape[1:]),
                                           w, **kwargs).shape[1:]
+    dtype = fastconv.planning.compute_dtype(x, w, bias)
     choice = fastconv.choose_algorithm(x.shape, w.shape, bias=None if bias is None else
-                                       bias.shape, **kwargs)
+                                       bias.shape, **kwargs, dtype=dtype)
     assert choice.algorithm in dispatch.ALGORITHMS and choice.reason
     assert fastconv.choose_algorithm(x, w, bias, **kwargs) == choice
     assert CONV[nd](x, w, bias, **kwargs).shape == shape

@@ -230,7 +230,7 @@ def interpolate_configs(draw):
     mode = draw(st.sampled_from(["nearest", ("linear", "bilinear", "trilinear")[nd - 1]]))
     size = tuple(draw(st.integers(1, SIZE[nd])) for _ in range(nd))
     # NaN/Inf for 'nearest' only: where a linear weight is exactly 0, PyTorch 2.13 returns NaN
-    # for an Inf neighbour on some paths and Inf on others (RELIABILITY.md, "Not done")
+    # for an Inf neighbour on some paths and Inf on others (notes/reliability.md, "Not done")
     x = draw(arrays((draw(st.sampled_from([0, 1, 2])), 2) + size,
                     draw(st.sampled_from(DTYPES + (np.int32,))), nonfinite=mode == "nearest"))
     kwargs = dict(mode=mode)

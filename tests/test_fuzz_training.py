@@ -17,10 +17,9 @@ from hypothesis import strategies as st
 import fastconv
 import fastconv.grad as grad
 import reference
-from fastconv import dispatch
-from fastconv.conv_grad import explicitly_padded
-from fastconv.conv_transpose import _transpose_problem
-from fastconv.convolution import _problem_from_call
+from fastconv import planning as dispatch
+from fastconv.planning import conv_transpose_problem as _transpose_problem
+from fastconv.planning import problem_from_call as _problem_from_call
 from fuzzing import (DTYPES, arrays, assert_close, count, examples, float_dtype,
                      message_names, torch)
 from test_fuzz import conv_configs
@@ -38,8 +37,19 @@ LOCAL_INPUT = {1: grad.locally_connected1d_input, 2: grad.locally_connected2d_in
 LOCAL_WEIGHT = {1: grad.locally_connected1d_weight, 2: grad.locally_connected2d_weight}
 
 
-def input_grad_algorithms(problem):
-    return ["auto"] + [a for a in dispatch.INPUT_GRAD_ALGORITHMS
+def input_grad_algorithms(problem, weight=None):
+    """'auto', every family and every single kernel that can compute this input gradient
+    (the phase-grid kernels only for finite weights: they refuse others)."""
+    names = dispatch.INPUT_GRAD_ALGORITHMS + tuple(
+        v for v in dispatch.variants("input_grad") if v not in dispatch.INPUT_GRAD_ALGORITHMS)
+    finite = weight is None or np.isfinite(np.asarray(weight, np.float64)).all()
+    return ["auto"] + [a for a in names if dispatch.SUPPORTS[a](problem)
+                       and (finite or not a.startswith("phase"))]
+
+
+def weight_grad_algorithms(problem):
+    """'auto' and every single weight-gradient kernel that can compute this call."""
+    return ["auto"] + [a for a in dispatch.variants("weight_grad")
                        if dispatch.SUPPORTS[a](problem)]
 
 
@@ -60,7 +70,7 @@ def test_conv_gradients_agree_with_the_reference(nd):
         magnitude = reference.conv_input_grad(x.shape, np.abs(w), np.abs(g), **kwargs)
         dtype = float_dtype(w, g)
         terms = w.shape[0] * math.prod(w.shape[2:]) * 2 ** nd + 1
-        for algorithm in input_grad_algorithms(explicitly_padded(problem)):
+        for algorithm in input_grad_algorithms(problem.explicitly_padded, w):
             got = INPUT_GRAD[nd](x.shape, w, g, **kwargs, algorithm=algorithm)
             assert got.dtype == dtype
             assert_close(got, want, magnitude, terms, dtype, f"conv{nd}d_input {algorithm}")
@@ -68,9 +78,10 @@ def test_conv_gradients_agree_with_the_reference(nd):
         want = reference.conv_weight_grad(x, w.shape, g, **kwargs)
         finite_x = np.nan_to_num(np.abs(np.asarray(x, np.float64)), nan=0, posinf=0, neginf=0)
         magnitude = reference.conv_weight_grad(finite_x, w.shape, np.abs(g), **kwargs)
-        got = WEIGHT_GRAD[nd](x, w.shape, g, **kwargs)
-        assert_close(got, want, magnitude, x.shape[0] * math.prod(problem.out_size) + 1,
-                     float_dtype(x, g), f"conv{nd}d_weight")
+        for algorithm in weight_grad_algorithms(problem.explicitly_padded):
+            got = WEIGHT_GRAD[nd](x, w.shape, g, **kwargs, algorithm=algorithm)
+            assert_close(got, want, magnitude, x.shape[0] * math.prod(problem.out_size) + 1,
+                         float_dtype(x, g), f"conv{nd}d_weight {algorithm}")
         # bias gradient
         assert_close(grad.conv_bias(g), np.asarray(g, np.float64).sum(
             axis=(0,) + tuple(range(2, g.ndim))), np.abs(np.asarray(g, np.float64)).sum(
@@ -139,7 +150,7 @@ def test_conv_transpose_agrees_with_the_reference_and_its_gradients_are_adjoints
                 np.array(a, np.float64))
             assert_close(fn(as_tensor(x), as_tensor(w), as_tensor(bias), **kwargs).numpy(),
                          want, magnitude, terms, np.float64, "PyTorch vs reference")
-        for algorithm in input_grad_algorithms(problem):
+        for algorithm in input_grad_algorithms(problem, w):
             got = TRANSPOSE[nd](x, w, bias, **kwargs, algorithm=algorithm)
             assert got.dtype == dtype
             assert_close(got, want, magnitude, terms, dtype, f"conv_transpose{nd}d {algorithm}")

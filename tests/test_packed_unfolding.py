@@ -7,21 +7,25 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import conv_grad, convolution, dispatch
+from fastconv import planning
+from fastconv._ops import conv_grad
+from fastconv._plan import dispatch, tiling
 
 import reference
 
 CONV = {1: fastconv.conv1d, 2: fastconv.conv2d, 3: fastconv.conv3d}
 
 
-def packed_with(monkeypatch, phase_grid, conv, *args, **kwargs):
-    monkeypatch.setattr(convolution, "packed_phase_grid", lambda *a: phase_grid)
-    convolution._kernel_plan.cache_clear()   # plans are remembered per problem
+def with_images_per_unit(monkeypatch, images_per_unit, fn, *args, **kwargs):
+    """fn(...) with the weight gradient on the phase grid in work units of this many images
+    (0: not on the phase grid), whatever the dispatcher would choose."""
+    monkeypatch.setattr(tiling, "weight_grad_phase_images", lambda *a: images_per_unit)
+    dispatch.forget_plans()   # plans are remembered per problem
     try:
-        return conv(*args, algorithm="packed", **kwargs)
+        return fn(*args, **kwargs, algorithm="phase" if images_per_unit else "gemm")
     finally:
         monkeypatch.undo()
-        convolution._kernel_plan.cache_clear()
+        dispatch.forget_plans()
 
 
 CASES = [
@@ -58,10 +62,10 @@ def make_case(case, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[4]}-k{c[5]}-s{c[6]}")
-def test_phase_grid_equals_segments_bit_for_bit(monkeypatch, case, dtype):
+def test_phase_grid_equals_segments_bit_for_bit(case, dtype):
     nd, x, w, b, kw = make_case(case, dtype)
-    segments = packed_with(monkeypatch, False, CONV[nd], x, w, b, **kw)
-    phase = packed_with(monkeypatch, True, CONV[nd], x, w, b, **kw)
+    segments = CONV[nd](x, w, b, **kw, algorithm="packed_segments")
+    phase = CONV[nd](x, w, b, **kw, algorithm="packed_phase")
     np.testing.assert_array_equal(phase, segments)
     tol = 2e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(phase, reference.conv_nd(x.astype(np.float64), w, b, **kw),
@@ -69,15 +73,15 @@ def test_phase_grid_equals_segments_bit_for_bit(monkeypatch, case, dtype):
 
 
 def test_phase_grid_is_chosen_for_batches_of_small_planes_only():
-    small = convolution._problem_from_call((32, 16, 28, 28), (32, 16, 3, 3), stride=2,
+    small = planning.problem_from_call((32, 16, 28, 28), (32, 16, 3, 3), stride=2,
                                            padding=1)
     assert dispatch.packed_phase_grid(small, 4, num_threads=2)
     # fewer (image, group) planes than threads: the segment path splits each plane instead
     assert not dispatch.packed_phase_grid(dataclasses.replace(small, batch=1), 4, num_threads=2)
     # nothing to unfold in a 1x1 convolution; a huge plane would need a huge copy
-    pointwise = convolution._problem_from_call((8, 64, 28, 28), (64, 64, 1, 1))
+    pointwise = planning.problem_from_call((8, 64, 28, 28), (64, 64, 1, 1))
     assert not dispatch.packed_phase_grid(pointwise, 4, num_threads=2)
-    huge = convolution._problem_from_call((4, 64, 512, 512), (64, 64, 3, 3), padding=1)
+    huge = planning.problem_from_call((4, 64, 512, 512), (64, 64, 3, 3), padding=1)
     assert not dispatch.packed_phase_grid(huge, 4, num_threads=2)
 
 
@@ -102,13 +106,10 @@ def gradient_case(case, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[4]}-k{c[5]}-s{c[6]}")
-def test_input_grad_through_phase_grid(monkeypatch, case, dtype):
+def test_input_grad_through_phase_grid(case, dtype):
     nd, x, w, g, kw = gradient_case(case, dtype)
-    results = {}
-    for phase in (False, True):
-        monkeypatch.setattr(conv_grad, "input_grad_phase_grid", lambda *a: phase)
-        results[phase] = GRAD_INPUT[nd](x.shape, w, g, **kw)
-    monkeypatch.undo()
+    results = {algorithm: GRAD_INPUT[nd](x.shape, w, g, **kw, algorithm=algorithm)
+               for algorithm in ("col2im_packed", "phase_classes", "phase_scatter")}
     tol = 2e-4 if dtype == np.float32 else 1e-10
     expected = reference.conv_input_grad(x.shape, w.astype(np.float64), g, **kw)
     for result in results.values():
@@ -120,9 +121,8 @@ def test_input_grad_through_phase_grid(monkeypatch, case, dtype):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}d-{c[4]}-k{c[5]}-s{c[6]}")
 def test_weight_grad_through_phase_grid(monkeypatch, case, dtype, images_per_unit):
     nd, x, w, g, kw = gradient_case(case, dtype)
-    monkeypatch.setattr(conv_grad, "weight_grad_phase_grid", lambda *a: images_per_unit)
-    result = GRAD_WEIGHT[nd](x, w.shape, g, **kw)
-    monkeypatch.undo()
+    result = with_images_per_unit(monkeypatch, images_per_unit, GRAD_WEIGHT[nd], x, w.shape, g,
+                                  **kw)
     tol = 2e-4 if dtype == np.float32 else 1e-10
     expected = reference.conv_weight_grad(x.astype(np.float64), w.shape, g, **kw)
     np.testing.assert_allclose(result, expected, rtol=tol * 10, atol=tol * 10)
@@ -137,12 +137,13 @@ def test_bias_gradient_taken_with_the_weight_gradient_is_conv_bias_exactly(
     bias gradient while it reads the output gradient: the same sums as grad.conv_bias, in the
     same order, and the weight gradient is unchanged by it."""
     nd, x, w, g, kw = gradient_case(case, dtype)
-    monkeypatch.setattr(conv_grad, "weight_grad_phase_grid", lambda *a: images_per_unit)
-    problem = convolution._conv_problem(nd, x.shape, w.shape, None, kw["stride"],
-                                        kw["padding"], kw["dilation"], kw["groups"], "zeros")
+    problem = planning.conv_problem(nd, x.shape, w.shape, None, kw["stride"], kw["padding"],
+                                    kw["dilation"], kw["groups"], "zeros")
     bias_out = np.full(w.shape[0], np.nan, dtype)
-    with_bias = conv_grad.weight_grad_of(problem, x, g, w.shape, np.dtype(dtype), bias_out)
-    without = conv_grad.weight_grad_of(problem, x, g, w.shape, np.dtype(dtype))
+    with_bias = with_images_per_unit(monkeypatch, images_per_unit, conv_grad.weight_grad_of,
+                                     problem, x, g, w.shape, np.dtype(dtype), bias_out)
+    without = with_images_per_unit(monkeypatch, images_per_unit, conv_grad.weight_grad_of,
+                                   problem, x, g, w.shape, np.dtype(dtype))
     np.testing.assert_array_equal(bias_out, fastconv.grad.conv_bias(g))
     np.testing.assert_array_equal(with_bias, without)
 
@@ -155,11 +156,16 @@ def test_phase_grid_gradients_keep_infinities_where_they_belong(monkeypatch):
     x[:, :, :, -1] = np.inf            # read by the last valid window and by extra positions
     g = np.ones((3, 3, 3, 4))
     for images_per_unit in (1, 2):     # 2: a short last block of one image
-        monkeypatch.setattr(conv_grad, "weight_grad_phase_grid", lambda *a: images_per_unit)
-        got = fastconv.grad.conv2d_weight(x, (3, 2, 3, 3), g)
+        got = with_images_per_unit(monkeypatch, images_per_unit, fastconv.grad.conv2d_weight,
+                                   x, (3, 2, 3, 3), g)
         np.testing.assert_array_equal(got, reference.conv_weight_grad(x, (3, 2, 3, 3), g))
-    monkeypatch.undo()
     w = np.ones((3, 2, 3, 3))
     w[0, 0, 0, 0] = np.inf
-    assert not dispatch.input_grad_phase_grid(
-        convolution._problem_from_call((32, 2, 5, 6), w.shape), 8, w)
+    problem = planning.problem_from_call((32, 2, 5, 6), w.shape)
+    assert planning.plan_input_grad(problem, np.float64, "auto", np.ones(w.shape)).kernel \
+        in dispatch.FINITE_WEIGHT_KERNELS   # finite weights: the phase grid is chosen
+    assert planning.plan_input_grad(problem, np.float64, "auto", w).kernel \
+        not in dispatch.FINITE_WEIGHT_KERNELS
+    with pytest.raises(ValueError, match="finite weights"):
+        fastconv.grad.conv2d_input((32, 2, 5, 6), w, np.ones((32, 3, 3, 4)),
+                                   algorithm="phase_scatter")

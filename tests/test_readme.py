@@ -10,8 +10,8 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_example_runs(index, capsys, monkeypatch):
-    import fastconv._parallel
-    monkeypatch.setattr(fastconv._parallel, "_requested", None)   # examples set thread counts
+    import fastconv._runtime.threads
+    monkeypatch.setattr(fastconv._runtime.threads, "_requested", None)   # examples set thread counts
     try:
         exec(compile(BLOCKS[index], f"README.md (python block {index})", "exec"), {})
     except ModuleNotFoundError as missing:   # an optional framework's example (torch, jax, dask)

@@ -1,6 +1,6 @@
 """Reliability: concurrent calls, thread pools, forked children, thread-count changes while
 calls run, leaks over 10,000 calls, Ctrl-C during a long call, arrays past 2**31 elements,
-and regressions for the defects the fuzzers found (tests/RELIABILITY.md lists them).
+and regressions for the defects the fuzzers found (notes/reliability.md lists them).
 """
 import gc
 import multiprocessing
@@ -237,7 +237,7 @@ def _child_conv(queue):
     y = fastconv.conv2d(x, w, padding=1)
     dx = grad.conv2d_input(x.shape, w, y, padding=1)
     queue.put((float(y[0, 0, 10, 10]), float(dx[0, 0, 10, 10]),
-               fastconv._parallel.threads_for(10**9)))
+               fastconv._runtime.threads.threads_for(10**9)))
 
 
 @pytest.mark.timeout(120)
@@ -379,7 +379,7 @@ def test_ctrl_c_stops_a_long_convolution_within_a_second(algorithm):
 
 
 # ---------------------------------------------------------------------------------------------
-# Regressions: one test per defect found by the harness (tests/RELIABILITY.md)
+# Regressions: one test per defect found by the harness (notes/reliability.md)
 
 def test_regression_a_huge_thread_count_is_refused_instead_of_crashing():
     # set_num_threads(100000) was accepted, then the next call crashed the process (SIGSEGV
@@ -462,7 +462,7 @@ def test_regression_a_legal_huge_stride_and_padding_compute_correctly():
 def test_regression_planes_past_2_to_the_31_never_go_to_blas(full_width_blas, monkeypatch):
     # BLAS sizes and leading dimensions are 32-bit ints: the im2col/gemm1x1 kernels passed
     # plane sizes of 2**31 or more to it truncated (wrong results or a crash, for a legal call)
-    monkeypatch.setattr(fastconv.dispatch, "_BLAS_FULL_WIDTH", full_width_blas)
+    monkeypatch.setattr(fastconv._plan.dispatch, "_BLAS_FULL_WIDTH", full_width_blas)
     side = 46341                                            # side**2 > 2**31
     x = np.broadcast_to(np.float32(0), (1, 1, side, side))   # no memory behind it
     w = np.ones((1, 1, 1, 1), np.float32)
@@ -470,8 +470,8 @@ def test_regression_planes_past_2_to_the_31_never_go_to_blas(full_width_blas, mo
     for algorithm in ("im2col", "gemm1x1"):
         with pytest.raises(ValueError, match=r"2\*\*31"):
             fastconv.conv2d(x, w, algorithm=algorithm)
-    problem = fastconv.convolution._problem_from_call(x.shape, w.shape)
-    assert fastconv.dispatch.select_input_grad(problem).algorithm != "gemm1x1"
+    problem = fastconv.planning.problem_from_call(x.shape, w.shape)
+    assert fastconv.planning.plan_input_grad(problem, x.dtype).algorithm != "gemm1x1"
     with pytest.raises(ValueError, match=r"2\*\*31"):
         grad.conv2d_input(x.shape, w, x, algorithm="gemm1x1")
 
@@ -482,13 +482,11 @@ def test_long_calls_run_in_pieces_with_the_same_result(algorithm, monkeypatch):
     w = np.random.default_rng(4).standard_normal((12, 3, 3, 3)).astype(np.float32)
     b = np.random.default_rng(5).standard_normal(12).astype(np.float32)
     whole = fastconv.conv2d(x, w, b, padding=1, groups=2, algorithm=algorithm)
-    pieces = []
-    original = fastconv.convolution.interruptible_pieces
-    monkeypatch.setattr(fastconv.convolution, "INTERRUPT_WORK", 1)
-    monkeypatch.setattr(fastconv.convolution, "interruptible_pieces",
-                        lambda p: pieces.append(original(p)) or pieces[-1])
+    monkeypatch.setattr(fastconv._plan.tiling, "INTERRUPT_WORK", 1)
+    plan = fastconv.planning.plan_conv(fastconv.planning.problem_from_call(
+        x, w, b, padding=1, groups=2), x.dtype, algorithm)
     split = fastconv.conv2d(x, w, b, padding=1, groups=2, algorithm=algorithm)
-    assert len(pieces[0]) == 3 * 2          # per image, per group
+    assert len(plan.pieces) == 3 * 2          # per image, per group
     assert_same(split, whole, algorithm != "im2col", algorithm)
     np.testing.assert_allclose(split, reference.conv_nd(x, w, b, padding=1, groups=2),
                                rtol=1e-4, atol=1e-4)
@@ -547,11 +545,11 @@ def test_convolution_and_max_pool_of_an_array_past_2_to_the_31_elements():
 
 @pytest.mark.skipif(not _sanitizer_build(), reason="only in the sanitizer build: .ci/sanitize")
 def test_the_sanitizer_reports_an_out_of_bounds_read_in_a_kernel():
-    code = ("import numpy as np; from fastconv import _conv; "
+    code = ("import numpy as np, fastconv; from fastconv._kernels import conv_direct; "
             "x = np.ones((1, 1, 1, 4, 4)); w = np.ones((1, 8, 1, 1, 1)); "   # 8 channels of 1
             "out = np.empty((1, 1, 1, 4, 4)); "
-            "_conv.conv_forward(x, w, np.empty(0), out, (1, 1, 1), (0, 0, 0), (1, 1, 1), 1, "
-            "'direct', 4, 1)")
+            "conv_direct.conv_forward(int(fastconv.planning.Kernel.CONV_DIRECT), x, w, "
+            "np.empty(0), out, (1, 1, 1), (0, 0, 0), (1, 1, 1), 1, 1)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode != 0

@@ -1,12 +1,15 @@
 """fastconv.torch: every wrapped operator is differentiable in PyTorch's autograd (gradcheck in
 float64), its layers are drop-in replacements for torch.nn's, and tensors cross without a copy.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 import fastconv.torch as ft  # noqa: E402
+from fastconv.operators import OPERATORS  # noqa: E402
 
 F = torch.nn.functional
 
@@ -148,15 +151,16 @@ def test_non_contiguous_tensors_are_accepted():
 
 def test_contiguous_tensors_cross_without_copy(monkeypatch):
     seen = {}
-    real_conv_call = ft.conv_call
+    conv = OPERATORS["conv"]
 
-    def spy(nd, x, w, b, **kwargs):
+    def spy(nd, x, w, b, kwargs):
         seen["x"], seen["w"], seen["b"] = (a.__array_interface__["data"][0] for a in (x, w, b))
-        problem, out = real_conv_call(nd, x, w, b, **kwargs)
+        problem, out = conv.weighted.call(nd, x, w, b, kwargs)
         seen["out"] = out.__array_interface__["data"][0]
         return problem, out
 
-    monkeypatch.setattr(ft, "conv_call", spy)
+    monkeypatch.setitem(OPERATORS, "conv", dataclasses.replace(
+        conv, weighted=dataclasses.replace(conv.weighted, call=spy)))
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     w = torch.randn(4, 3, 3, 3, requires_grad=True)
     b = torch.randn(4, requires_grad=True)

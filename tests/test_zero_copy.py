@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _args
+from fastconv._plan import args as _args
 
 
 def address(a):

@@ -4,8 +4,7 @@ from math import prod
 import numpy as np
 
 import fastconv
-from fastconv.convolution import _problem_from_call
-from fastconv.dispatch import ALGORITHMS, select
+from fastconv.planning import ALGORITHMS, plan_conv, problem_from_call
 from fastconv.benchmarks import Case, PeerUnavailable, require, torch_threads
 
 # name, input shape, weight shape, keyword arguments
@@ -39,7 +38,8 @@ def _fastconv(kwargs, algorithm="auto"):
         fn = CONV_FN[inp["w"].ndim - 2]
         if algorithm != "auto":
             try:
-                select(_problem_from_call(inp["x"].shape, inp["w"].shape, **kwargs), algorithm)
+                plan_conv(problem_from_call(inp["x"].shape, inp["w"].shape, **kwargs), "float32",
+                          algorithm)
             except ValueError as err:
                 raise PeerUnavailable(str(err)) from None
         return lambda: fn(inp["x"], inp["w"], inp["b"], algorithm=algorithm, **kwargs)

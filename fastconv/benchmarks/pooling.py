@@ -67,7 +67,7 @@ def _maxpool_case(name, shape, k, s, p, numpy_impl=None):
         impls["numpy"] = lambda inp: (lambda: numpy_impl(inp["x"]))
 
     def bytes_moved(inp):
-        out = fastconv.pooling.pool_output_size
+        out = fastconv.planning.pool_output_size
         oh, ow = (out(n, k, s, p) for n in shape[2:])
         return inp["x"].nbytes + shape[0] * shape[1] * oh * ow * (4 + 8)   # values + int64
     return Case(name=name, family="pool",

@@ -135,3 +135,14 @@ def check_out(out, shape, dtype):
 def overlaps(out, *arrays):
     """True if `out` may share memory with any of `arrays` (writing it would corrupt them)."""
     return any(a is not None and np.may_share_memory(out, a) for a in arrays)
+
+
+def shape_argument(value, name, ndim):
+    """A shape given as a sequence of `ndim` non-negative ints, as a tuple."""
+    if not isinstance(value, (tuple, list)) or not all(is_int(v) for v in value):
+        raise TypeError(f"{name} must be a tuple of {ndim} ints; got {value!r}")
+    if len(value) != ndim:
+        raise ValueError(f"{name} must have {ndim} entries; got {tuple(value)}")
+    if any(v < 0 for v in value):
+        raise ValueError(f"{name} must be non-negative; got {tuple(value)}")
+    return tuple(int(v) for v in value)

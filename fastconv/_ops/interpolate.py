@@ -3,14 +3,16 @@ with PyTorch's semantics and argument names.
 
 The Python layer computes, per spatial axis, the source positions and weights of every output
 with PyTorch's rules (in the compute dtype, as PyTorch computes them in its accumulation type)
-and the compiled kernel (_resample.pyx) applies them separably.
+and the compiled kernel (fastconv/_kernels/resample.pyx) applies them separably.
 """
 import math
 import numbers
 
 import numpy as np
 
-from fastconv import _args, _parallel, _resample
+from fastconv._kernels import resample as _resample
+from fastconv._plan import args as _args
+from fastconv._runtime import threads as _parallel
 
 __all__ = ["interpolate", "interpolate_backward", "interpolate_output_size"]
 
@@ -49,7 +51,7 @@ def interpolate_output_size(in_size, size=None, scale_factor=None):
 
     Examples
     --------
-    >>> from fastconv.resample import interpolate_output_size
+    >>> from fastconv.planning import interpolate_output_size
     >>> interpolate_output_size((5, 7), scale_factor=1.5)
     ((7, 10), (1.5, 1.5))
     """
@@ -143,6 +145,27 @@ def _check_call(ndim, mode, align_corners, name, op):
     if not isinstance(align_corners, (bool, np.bool_)):
         raise TypeError(f"align_corners must be None or a bool; got {align_corners!r}")
     return nd, bool(align_corners)
+
+
+def interpolation_tables(input_shape, size, scale_factor, mode, align_corners, dtype):
+    """(out_size, taps, src, weight) of a checked interpolate call on `input_shape`."""
+    nd, align = _check_call(len(input_shape), mode, align_corners, "input", "interpolate")
+    out_size, scales = interpolate_output_size(tuple(input_shape[2:]), size, scale_factor)
+    taps, src, weight = _tables(nd, tuple(input_shape[2:]), out_size, scales, mode, align,
+                                np.dtype(dtype))
+    return out_size, taps, src, weight
+
+
+def resample_with_tables(x, out_shape, taps, src, weight):
+    """interpolate's kernel on `x` (N, C, *spatial) with given tables, into a new array."""
+    nd = x.ndim - 2
+    out = np.empty(out_shape, weight.dtype)
+    if out.size:
+        _resample.interpolate_forward(
+            _planes(np.ascontiguousarray(x, dtype=weight.dtype), nd), _planes(out, nd), taps,
+            np.ascontiguousarray(src), np.ascontiguousarray(weight),
+            _parallel.threads_for(out.size * max(taps)))
+    return out
 
 
 def _planes(a, nd):

@@ -7,6 +7,8 @@ single-threaded for the duration of a call (fastconv/_parallel.py), so threads n
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+from fastconv._core cimport set_local_threads_t, blas_local_threads
+
 
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
                       const floating* a, int lda, const floating* b, int ldb, floating beta,
@@ -26,8 +28,8 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
 # it for the calling thread and returns the previous one. Each OpenMP thread of a kernel sets
 # it to 1 before its GEMMs and restores it after, so BLAS never spawns threads of its own
 # inside ours, and nothing global changes. The Python layer registers the function's address
-# (fastconv/_parallel.py); without it (other BLAS) the Python layer holds BLAS at one thread.
-ctypedef int (*set_local_threads_t)(int) noexcept nogil
+# once, in fastconv._core (fastconv/_parallel.py); kernels pass blas_local_threads() here.
+# Without it (other BLAS) the Python layer holds BLAS at one thread.
 
 
 cdef inline int hold_blas_single_threaded(set_local_threads_t set_local) noexcept nogil:

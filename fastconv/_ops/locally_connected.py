@@ -12,43 +12,15 @@ from math import prod
 
 import numpy as np
 
-from fastconv import _args, _conv_backward, _parallel
-from fastconv.conv_grad import check_grad_output, shape_argument
-from fastconv.convolution import _as_5d, _conv_problem
+from fastconv._kernels import locally_connected as _kernels
+from fastconv._ops.conv import as_5d
+from fastconv._plan import args as _args
+from fastconv._plan.problems import check_grad_output, locally_connected_problem
+from fastconv._runtime import threads as _threads
 
 __all__ = ["locally_connected1d", "locally_connected2d", "locally_connected1d_input",
            "locally_connected2d_input", "locally_connected1d_weight",
            "locally_connected2d_weight", "locally_connected_bias"]
-
-
-def _local_problem(nd, x_shape, w_shape, bias_shape, stride, padding, dilation):
-    """Check a locally connected call; return its ConvProblem (the convolution with one filter
-    bank per position would have the same grid) and the output channel count."""
-    dims = _args.SPATIAL_NAMES[nd]
-    kdims = ", ".join("k" + d for d in dims.split(", "))
-    odims = ", ".join(d + "_out" for d in dims.split(", "))
-    layout = f"({odims}, C_out, C_in, {kdims})"
-    if len(w_shape) != 2 * nd + 2:
-        raise ValueError(f"weight must be {2 * nd + 2}-d {layout} for locally_connected{nd}d; "
-                         f"got shape {tuple(w_shape)}")
-    if len(x_shape) != nd + 2:
-        raise ValueError(f"input must be {nd + 2}-d (N, C_in, {dims}) for "
-                         f"locally_connected{nd}d; got shape {tuple(x_shape)}")
-    c_out, c_in = w_shape[nd], w_shape[nd + 1]
-    if c_in != x_shape[1]:
-        raise ValueError(f"weight.shape[{nd + 1}] must be C_in = input.shape[1] = {x_shape[1]}; "
-                         f"got weight shape {tuple(w_shape)}")
-    conv_weight_shape = (c_out, c_in) + tuple(w_shape[nd + 2:])
-    problem = _conv_problem(nd, x_shape, conv_weight_shape, None, stride, padding, dilation, 1,
-                            "zeros")
-    if tuple(w_shape[:nd]) != problem.out_size:
-        raise ValueError(f"weight.shape[:{nd}] must be the output grid ({odims}) = "
-                         f"{problem.out_size} for this input, kernel, stride, padding and "
-                         f"dilation; got weight shape {tuple(w_shape)}")
-    if bias_shape is not None and tuple(bias_shape) != (c_out,) + problem.out_size:
-        raise ValueError(f"bias must have shape (C_out, {odims}) = "
-                         f"{(c_out,) + problem.out_size}; got {tuple(bias_shape)}")
-    return problem
 
 
 def _kernel_args(problem):
@@ -56,7 +28,7 @@ def _kernel_args(problem):
     unit, zero = (1,) * (3 - nd), (0,) * (3 - nd)
     return (unit + tuple(problem.kernel_size), unit + problem.stride,
             zero + tuple(p[0] for p in problem.padding), unit + problem.dilation,
-            _parallel.threads_for(problem.multiply_adds))
+            _threads.threads_for(problem.multiply_adds))
 
 
 def _flat_weight(w, problem, dtype):
@@ -70,18 +42,17 @@ def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
     w = _args.as_array(weight, "weight")
     b = None if bias is None else _args.as_array(bias, "bias")
     dtype = _args.compute_dtype(input=x, weight=w, bias=b)
-    problem = _local_problem(nd, x.shape, w.shape, None if b is None else b.shape, stride,
-                             padding, dilation)
+    problem = locally_connected_problem(nd, x.shape, w.shape, None if b is None else b.shape,
+                                        stride, padding, dilation)
     out = np.empty(problem.out_shape, dtype)
     if out.size == 0:
         return out
     x = np.ascontiguousarray(x, dtype=dtype)
     flat_bias = np.empty((0, 0), dtype) if b is None else \
         np.ascontiguousarray(b, dtype=dtype).reshape(problem.out_channels, -1)
-    with _parallel.single_threaded_blas:
-        _conv_backward.locally_connected_forward(_as_5d(x, nd), _flat_weight(w, problem, dtype),
-                                                 flat_bias, _as_5d(out, nd),
-                                                 *_kernel_args(problem))
+    with _threads.single_threaded_blas:
+        _kernels.forward(as_5d(x, nd), _flat_weight(w, problem, dtype), flat_bias,
+                         as_5d(out, nd), *_kernel_args(problem))
     return out
 
 
@@ -89,17 +60,16 @@ def _locally_connected_input(nd, input_shape, weight, grad_output, stride, paddi
     w = _args.as_array(weight, "weight")
     g = _args.as_array(grad_output, "grad_output")
     dtype = _args.compute_dtype(weight=w, grad_output=g)
-    input_shape = shape_argument(input_shape, "input_shape", nd + 2)
-    problem = _local_problem(nd, input_shape, w.shape, None, stride, padding, dilation)
+    input_shape = _args.shape_argument(input_shape, "input_shape", nd + 2)
+    problem = locally_connected_problem(nd, input_shape, w.shape, None, stride, padding, dilation)
     check_grad_output(g, problem.out_shape, f"locally_connected{nd}d")
     dx = np.empty(input_shape, dtype)   # the kernel zeroes each block of images it owns
     if dx.size == 0:
         return dx
     g = np.ascontiguousarray(g, dtype=dtype)
-    with _parallel.single_threaded_blas:
-        _conv_backward.locally_connected_input_grad(_as_5d(g, nd),
-                                                    _flat_weight(w, problem, dtype),
-                                                    _as_5d(dx, nd), *_kernel_args(problem))
+    with _threads.single_threaded_blas:
+        _kernels.input_grad(as_5d(g, nd), _flat_weight(w, problem, dtype), as_5d(dx, nd),
+                            *_kernel_args(problem))
     return dx
 
 
@@ -107,20 +77,19 @@ def _locally_connected_weight(nd, input, weight_shape, grad_output, stride, padd
     x = _args.as_array(input, "input")
     g = _args.as_array(grad_output, "grad_output")
     dtype = _args.compute_dtype(input=x, grad_output=g)
-    weight_shape = shape_argument(weight_shape, "weight_shape", 2 * nd + 2)
-    problem = _local_problem(nd, x.shape, weight_shape, None, stride, padding, dilation)
+    weight_shape = _args.shape_argument(weight_shape, "weight_shape", 2 * nd + 2)
+    problem = locally_connected_problem(nd, x.shape, weight_shape, None, stride, padding, dilation)
     check_grad_output(g, problem.out_shape, f"locally_connected{nd}d")
     dw = np.zeros(weight_shape, dtype)
     if dw.size == 0 or g.size == 0:
         return dw
     x = np.ascontiguousarray(x, dtype=dtype)
     g = np.ascontiguousarray(g, dtype=dtype)
-    with _parallel.single_threaded_blas:
-        _conv_backward.locally_connected_weight_grad(_as_5d(x, nd), _as_5d(g, nd),
-                                                     dw.reshape(prod(problem.out_size),
-                                                                problem.out_channels,
-                                                                problem.gemm_depth),
-                                                     *_kernel_args(problem))
+    with _threads.single_threaded_blas:
+        _kernels.weight_grad(as_5d(x, nd), as_5d(g, nd),
+                             dw.reshape(prod(problem.out_size), problem.out_channels,
+                                        problem.gemm_depth),
+                             *_kernel_args(problem))
     return dw
 
 

@@ -3,8 +3,8 @@ dimensions with PyTorch's semantics and argument names.
 
 Each public function normalizes its arguments, describes the pooling windows of every spatial
 axis as a small table (first input position read, number of positions read, divisor factor;
-see _pool.pyx), checks it, allocates the output and calls one compiled kernel. Max-pool indices
-are flat positions inside each (n, c) input plane, as in PyTorch, so they can be exchanged with
+see fastconv/_kernels/pooling.pyx), checks it, allocates the output and calls one compiled
+kernel. Max-pool indices are flat positions inside each (n, c) input plane, as in PyTorch, so they can be exchanged with
 ``torch.nn.functional.max_unpool2d`` and back.
 """
 from collections import namedtuple
@@ -12,7 +12,9 @@ from math import prod
 
 import numpy as np
 
-from fastconv import _args, _parallel, _pool
+from fastconv._kernels import pooling as _pool
+from fastconv._plan import args as _args
+from fastconv._runtime import threads as _parallel
 
 __all__ = [
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
@@ -110,7 +112,7 @@ def pool_output_size(in_size, kernel_size, stride, padding, dilation=1, ceil_mod
 
     Examples
     --------
-    >>> from fastconv.pooling import pool_output_size
+    >>> from fastconv.planning import pool_output_size
     >>> pool_output_size(112, 3, 2, 1), pool_output_size(5, 2, 2, 0, ceil_mode=True)
     (56, 3)
     """
@@ -278,7 +280,7 @@ def unpool_output_size(in_size, kernel_size, stride, padding, output_size=None):
 
     Examples
     --------
-    >>> from fastconv.pooling import unpool_output_size
+    >>> from fastconv.planning import unpool_output_size
     >>> unpool_output_size((28, 28), (2, 2), (2, 2), (0, 0))
     (56, 56)
     >>> unpool_output_size((28, 28), (2, 2), (2, 2), (0, 0), output_size=(57, 57))
@@ -423,6 +425,12 @@ def _document(fn, template, nd, example):
     return fn
 
 
+def _pool_doc(template, nd, example):
+    """Decorator: the pooling docstring `template` for `nd` dimensions, its example preceded
+    by the input it pools."""
+    return lambda fn: _document(fn, template, nd, example)
+
+
 _MAX_POOL_DOC = """{nd}-d max pooling (PyTorch's ``max_pool{nd}d``).
 
     Parameters
@@ -454,33 +462,30 @@ _MAX_POOL_DOC = """{nd}-d max pooling (PyTorch's ``max_pool{nd}d``).
     """
 
 
+@_pool_doc(_MAX_POOL_DOC, 1, """>>> out, idx = fastconv.max_pool1d(x, 2, return_indices=True)
+    >>> out, idx
+    (array([[[5., 2.]]]), array([[[1, 2]]]))""")
 def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     return _max_poolnd(1, input, kernel_size, stride, padding, dilation, ceil_mode,
                        return_indices)
 
 
+@_pool_doc(_MAX_POOL_DOC, 2, """>>> fastconv.max_pool2d(x, 2)
+    array([[[[ 5.,  7.],
+             [13., 15.]]]])""")
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     return _max_poolnd(2, input, kernel_size, stride, padding, dilation, ceil_mode,
                        return_indices)
 
 
+@_pool_doc(_MAX_POOL_DOC, 3, """>>> fastconv.max_pool3d(x, 2, stride=2).shape
+    (1, 1, 2, 2, 2)""")
 def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     return _max_poolnd(3, input, kernel_size, stride, padding, dilation, ceil_mode,
                        return_indices)
-
-
-_document(max_pool1d, _MAX_POOL_DOC, 1,
-          """>>> out, idx = fastconv.max_pool1d(x, 2, return_indices=True)
-    >>> out, idx
-    (array([[[5., 2.]]]), array([[[1, 2]]]))""")
-_document(max_pool2d, _MAX_POOL_DOC, 2, """>>> fastconv.max_pool2d(x, 2)
-    array([[[[ 5.,  7.],
-             [13., 15.]]]])""")
-_document(max_pool3d, _MAX_POOL_DOC, 3, """>>> fastconv.max_pool3d(x, 2, stride=2).shape
-    (1, 1, 2, 2, 2)""")
 
 
 _AVG_POOL_DOC = """{nd}-d average pooling (PyTorch's ``avg_pool{nd}d``).
@@ -512,31 +517,29 @@ _AVG_POOL_DOC = """{nd}-d average pooling (PyTorch's ``avg_pool{nd}d``).
     """
 
 
+@_pool_doc(_AVG_POOL_DOC, 1, """>>> fastconv.avg_pool1d(x, 2)
+    array([[[3., 1.]]])""")
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     return _avg_poolnd(1, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                        divisor_override)
 
 
+@_pool_doc(_AVG_POOL_DOC, 2, """>>> fastconv.avg_pool2d(x, 2)
+    array([[[[ 2.5,  4.5],
+             [10.5, 12.5]]]])""")
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     return _avg_poolnd(2, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                        divisor_override)
 
 
+@_pool_doc(_AVG_POOL_DOC, 3, """>>> fastconv.avg_pool3d(x, 4)
+    array([[[[[31.5]]]]])""")
 def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     return _avg_poolnd(3, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                        divisor_override)
-
-
-_document(avg_pool1d, _AVG_POOL_DOC, 1, """>>> fastconv.avg_pool1d(x, 2)
-    array([[[3., 1.]]])""")
-_document(avg_pool2d, _AVG_POOL_DOC, 2, """>>> fastconv.avg_pool2d(x, 2)
-    array([[[[ 2.5,  4.5],
-             [10.5, 12.5]]]])""")
-_document(avg_pool3d, _AVG_POOL_DOC, 3, """>>> fastconv.avg_pool3d(x, 4)
-    array([[[[[31.5]]]]])""")
 
 
 _ADAPTIVE_DOC = """{nd}-d adaptive {kind} pooling (PyTorch's ``adaptive_{kind}_pool{nd}d``).
@@ -632,33 +635,28 @@ _MAX_UNPOOL_DOC = """{nd}-d max-unpooling (PyTorch's ``max_unpool{nd}d``): the p
     """
 
 
+@_pool_doc(_MAX_UNPOOL_DOC, 1, """>>> out, idx = fastconv.max_pool1d(x, 2, return_indices=True)
+    >>> fastconv.max_unpool1d(out, idx, 2)
+    array([[[0., 5., 2., 0.]]])""")
 def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
     return _max_unpoolnd(1, input, indices, kernel_size, stride, padding, output_size)
 
 
-def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
-    return _max_unpoolnd(2, input, indices, kernel_size, stride, padding, output_size)
-
-
-def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
-    return _max_unpoolnd(3, input, indices, kernel_size, stride, padding, output_size)
-
-
-_document(max_unpool1d, _MAX_UNPOOL_DOC, 1,
-          """>>> out, idx = fastconv.max_pool1d(x, 2, return_indices=True)
-    >>> fastconv.max_unpool1d(out, idx, 2)
-    array([[[0., 5., 2., 0.]]])""")
-_document(max_unpool2d, _MAX_UNPOOL_DOC, 2,
-          """>>> out, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+@_pool_doc(_MAX_UNPOOL_DOC, 2, """>>> out, idx = fastconv.max_pool2d(x, 2, return_indices=True)
     >>> fastconv.max_unpool2d(out, idx, 2)[0, 0]
     array([[ 0.,  0.,  0.,  0.],
            [ 0.,  5.,  0.,  7.],
            [ 0.,  0.,  0.,  0.],
            [ 0., 13.,  0., 15.]])""")
-_document(max_unpool3d, _MAX_UNPOOL_DOC, 3,
-          """>>> out, idx = fastconv.max_pool3d(x, 2, return_indices=True)
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    return _max_unpoolnd(2, input, indices, kernel_size, stride, padding, output_size)
+
+
+@_pool_doc(_MAX_UNPOOL_DOC, 3, """>>> out, idx = fastconv.max_pool3d(x, 2, return_indices=True)
     >>> fastconv.max_unpool3d(out, idx, 2).shape
     (1, 1, 4, 4, 4)""")
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    return _max_unpoolnd(3, input, indices, kernel_size, stride, padding, output_size)
 
 
 _BACKWARD_DOC = """Gradient of ``{op}`` with respect to its input (``fastconv.grad.{name}``).

@@ -10,8 +10,8 @@ from multiplying them.
   fastconv's count x BLAS's count. Two holds make that true with OpenBLAS (SciPy's wheels),
   which keeps a per-thread count beside the global one: every OpenMP thread of a kernel sets
   its own count to 1 and restores it (``openblas_set_num_threads_local``, registered with the
-  kernels by ``register_blas_hook``), and ``blas_guard()`` holds the global count at 1 for
-  the duration of the call, restored when the last concurrent fastconv call returns. Either
+  compiled runtime core by ``register_blas_hook``), and ``blas_guard()`` holds the global
+  count at 1 for the duration of the call, restored when the last concurrent fastconv call returns. Either
   alone was measured to leave some GEMMs multi-threaded (and their rounding unstable).
 - A workload too small to amortize starting a parallel region runs on one thread.
 """
@@ -223,15 +223,10 @@ def _blas_local_setter_address():
     return 0
 
 
-_BLAS_LOCAL_SETTER = None
-
-
-def register_blas_hook(kernel_module):
-    """Give a kernel module the per-thread BLAS thread setter (see the module docstring)."""
-    global _BLAS_LOCAL_SETTER
-    if _BLAS_LOCAL_SETTER is None:
-        _BLAS_LOCAL_SETTER = _blas_local_setter_address()
-    kernel_module.set_blas_local_threads_hook(_BLAS_LOCAL_SETTER)
+def register_blas_hook():
+    """Give the compiled runtime core (which every kernel module reads) the per-thread BLAS
+    thread setter (see the module docstring). Called once, when fastconv is imported."""
+    _core.set_blas_local_threads_hook(_blas_local_setter_address())
 
 
 def blas_guard():

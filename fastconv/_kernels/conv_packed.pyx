@@ -1,0 +1,278 @@
+# cython: language_level=3
+"""The packed convolution by row segments (CONV_PACKED_SEGMENTS): im2col writes straight into
+the panel layout of fastconv's own register-blocked GEMM micro-kernel (packed_gemm.pxd),
+segment by segment of output rows. Work items are (image, group, tile of output positions);
+each thread unfolds its tile into private panels (sized for L2) and multiplies them by the
+weights, packed once per call. Every output is one complete sum over the taps in a fixed
+order, so the result does not depend on the tiling or the thread count.
+
+Also the register-tile facts the Python layer plans with: tile_shape and tile_size.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, parallel
+
+from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, decode_tap, \
+    shape5
+from fastconv._kernels.kernel_ids cimport CONV_PACKED_SEGMENTS
+from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile_nr, \
+    choose_tile, pack_weights, multiply_tile, PackedGeometry, packed_geometry
+from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
+
+# Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
+cdef enum:
+    WS_PACKED_WEIGHTS, WS_SHARED_PANELS, WS_PANELS, WS_SEGMENTS
+
+
+def tile_size(bint double_precision, int shape=TILE_WIDE):
+    """(MR, NR) of the packed GEMM micro-kernel's register tile `shape` on this CPU."""
+    return tile_mr(shape), tile_nr(shape, <double*> NULL) if double_precision \
+        else tile_nr(shape, <float*> NULL)
+
+
+def tile_shape(Py_ssize_t M, bint double_precision):
+    """choose_tile for Python: the tile shape for a product of M rows (output channels)."""
+    if double_precision:
+        return choose_tile(M, <double*> NULL)
+    return choose_tile(M, <float*> NULL)
+
+
+ctypedef struct PanelSegment:
+    # a run of output positions inside one output row and one panel
+    Py_ssize_t q          # index of its first position inside the tile
+    Py_ssize_t length
+    Py_ssize_t ow         # output column of its first position
+    Py_ssize_t d0, h0     # input depth/row its output row reads at tap kd = kh = 0
+
+
+cdef Py_ssize_t panel_segments(const ConvShape* s, Py_ssize_t p_begin, Py_ssize_t count,
+                               Py_ssize_t NR, PanelSegment* segments) noexcept nogil:
+    """Split output positions [p_begin, p_begin + count) at row and panel boundaries (the
+    same for every tap, so computed once per tile); returns the number of segments."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t q = 0, n_segments = 0, p, r, ow, length
+    while q < count:
+        p = p_begin + q
+        r = p // OW
+        ow = p - r * OW
+        length = OW - ow
+        if length > count - q:
+            length = count - q
+        if length > NR - q % NR:
+            length = NR - q % NR
+        segments[n_segments].q = q
+        segments[n_segments].length = length
+        segments[n_segments].ow = ow
+        segments[n_segments].d0 = (r // OH) * s.stride[0] - s.pad[0]
+        segments[n_segments].h0 = (r % OH) * s.stride[1] - s.pad[1]
+        n_segments += 1
+        q += length
+    return n_segments
+
+
+
+cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegment* segments,
+                        Py_ssize_t n_segments, Py_ssize_t count, Py_ssize_t NR,
+                        floating* dst) noexcept nogil:
+    """Unfold a tile of output positions of one image and group into panels:
+    dst[j][k][c] = input read by tap k at the tile's position j * NR + c (0 past count)."""
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t KH = s.kernel[1], KW = s.kernel[2]
+    cdef Py_ssize_t taps = s.kernel[0] * KH * KW
+    cdef Py_ssize_t K = s.c_in_g * taps
+    cdef Py_ssize_t sw = s.stride[2], OW = s.out_size[2]
+    cdef Py_ssize_t k, c, tap, kd, kh, kw, off, lo, hi, i_d, i_h, i, ow, n, e, first, last
+    cdef const PanelSegment* seg
+    cdef const floating* src
+    cdef floating* d
+    for k in range(K):
+        decode_tap(k, s, &c, &kd, &kh, &kw)
+        off = kw * s.dilation[2] - s.pad[2]
+        output_range(off, sw, W, OW, &lo, &hi)
+        for e in range(n_segments):
+            seg = &segments[e]
+            n = seg.length
+            ow = seg.ow
+            d = dst + (seg.q // NR) * K * NR + k * NR + seg.q % NR
+            i_d = seg.d0 + kd * s.dilation[0]
+            i_h = seg.h0 + kh * s.dilation[1]
+            if i_d < 0 or i_d >= D or i_h < 0 or i_h >= H:
+                for i in range(n):
+                    d[i] = 0
+                continue
+            src = x_g + ((c * D + i_d) * H + i_h) * W + off
+            if ow >= lo and ow + n <= hi:
+                if sw == 1:
+                    src = src + ow
+                    for i in range(n):
+                        d[i] = src[i]
+                else:
+                    src = src + ow * sw
+                    for i in range(n):
+                        d[i] = src[i * sw]
+            else:
+                # the columns [first, last) read the input; the others read padding
+                first = lo - ow if lo > ow else 0
+                last = hi - ow if hi - ow < n else n
+                if last < first:
+                    last = first
+                for i in range(first):
+                    d[i] = 0
+                for i in range(first, last):
+                    d[i] = src[(ow + i) * sw]
+                for i in range(last, n):
+                    d[i] = 0
+        if count % NR:
+            d = dst + (count // NR) * K * NR + k * NR
+            for i in range(count % NR, NR):
+                d[i] = 0
+
+
+
+cdef int packed_shared_panels(const floating* x, const floating* a_packed,
+                              const floating* bias, floating* out, const ConvShape* s,
+                              Py_ssize_t tile_panels, Py_ssize_t channel_panels, int shape,
+                              int num_threads) noexcept nogil:
+    """conv_packed for planes with few tiles: per (image, group), all tiles are unfolded into
+    one shared panel buffer (in parallel), then (tile, block of channels) items multiply."""
+    cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
+    cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
+    cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
+    cdef Py_ssize_t tiles = (out_plane + tile - 1) // tile
+    cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
+    cdef Py_ssize_t tile_size = tile_panels * K * NR
+    cdef floating* shared = <floating*> fc_workspace(WS_SHARED_PANELS,
+                                                    tiles * tile_size * sizeof(floating))
+    cdef PanelSegment* segments = NULL
+    cdef Py_ssize_t ng, n, g, t, item, block, p_begin, count, first_panel, panels, n_segments
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if shared == NULL:
+        return 1
+    for ng in range(s.n * s.groups):
+        n = ng // s.groups
+        g = ng % s.groups
+        with parallel(num_threads=num_threads):
+            segments = <PanelSegment*> fc_workspace(
+                WS_SEGMENTS, (tile + tile_panels + 1) * sizeof(PanelSegment))
+            if segments == NULL:
+                failed_flag[0] = 1
+            for t in prange(tiles, schedule='static'):
+                if segments == NULL:
+                    continue
+                p_begin = t * tile
+                count = out_plane - p_begin if out_plane - p_begin < tile else tile
+                n_segments = panel_segments(s, p_begin, count, NR, segments)
+                im2col_panels(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, segments,
+                              n_segments, count, NR, shared + t * tile_size)
+        if failed:
+            break
+        for item in prange(tiles * channel_blocks, num_threads=num_threads, schedule='dynamic'):
+            t = item // channel_blocks
+            block = item % channel_blocks
+            p_begin = t * tile
+            count = out_plane - p_begin if out_plane - p_begin < tile else tile
+            first_panel = block * channel_panels
+            panels = m_panels - first_panel if m_panels - first_panel < channel_panels \
+                else channel_panels
+            multiply_tile(K, panels, s.c_out_g - first_panel * MR, count, NR,
+                          a_packed + (g * m_panels + first_panel) * K * MR,
+                          shared + t * tile_size,
+                          out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
+                          + p_begin, out_plane,
+                          bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL,
+                          False, shape, NULL)
+    return failed
+
+
+cdef int conv_packed(const floating* x, const floating* w, const floating* bias, floating* out,
+                     const ConvShape* s, Py_ssize_t tile_panels, Py_ssize_t channel_panels,
+                     int shape, int num_threads) noexcept nogil:
+    cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
+    cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
+    cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
+    cdef Py_ssize_t tiles = (out_plane + tile - 1) // tile
+    cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
+    cdef Py_ssize_t items = s.n * s.groups * tiles * channel_blocks
+    cdef Py_ssize_t item, t, g, n, p_begin, count, block, first_panel, panels
+    cdef floating* a_packed = <floating*> fc_workspace(
+        WS_PACKED_WEIGHTS, s.groups * m_panels * K * MR * sizeof(floating))
+    cdef floating* b_packed = NULL
+    cdef PanelSegment* segments = NULL
+    cdef Py_ssize_t n_segments
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if a_packed == NULL:
+        return 1
+    pack_weights(w, s, a_packed, shape)
+    if channel_blocks > 1:
+        # Few tiles per plane, so output channels are split too: unfold each plane once into
+        # panels that every channel block shares, instead of once per block.
+        failed = packed_shared_panels(x, a_packed, bias, out, s, tile_panels, channel_panels,
+                                      shape, num_threads)
+        fc_workspace_trim()   # the main thread's buffers; the other threads' are tile-sized
+        return failed
+    with parallel(num_threads=num_threads):
+        b_packed = <floating*> fc_workspace(WS_PANELS, tile_panels * K * NR * sizeof(floating))
+        # at most one segment per position, plus one per panel start
+        segments = <PanelSegment*> fc_workspace(
+            WS_SEGMENTS, (tile + tile_panels + 1) * sizeof(PanelSegment))
+        if b_packed == NULL or segments == NULL:
+            failed_flag[0] = 1
+        for item in prange(items, schedule='dynamic'):
+            if b_packed == NULL or segments == NULL:
+                continue
+            # item = ((n * groups + g) * tiles + t) * channel_blocks + block
+            block = item % channel_blocks
+            t = (item // channel_blocks) % tiles
+            g = (item // (channel_blocks * tiles)) % s.groups
+            n = item // (channel_blocks * tiles * s.groups)
+            p_begin = t * tile
+            count = out_plane - p_begin
+            if count > tile:
+                count = tile
+            first_panel = block * channel_panels
+            panels = m_panels - first_panel
+            if panels > channel_panels:
+                panels = channel_panels
+            n_segments = panel_segments(s, p_begin, count, NR, segments)
+            im2col_panels(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, segments, n_segments,
+                          count, NR, b_packed)
+            multiply_tile(K, panels, s.c_out_g - first_panel * MR, count, NR,
+                          a_packed + (g * m_panels + first_panel) * K * MR, b_packed,
+                          out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
+                          + p_begin, out_plane,
+                          bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL,
+                          False, shape, NULL)
+    fc_workspace_trim()   # the main thread's buffers; the other threads' are tile-sized
+    return failed
+
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point from Python: 5-d C-contiguous arrays, already validated by the Python layer.
+
+def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
+                 const floating[:, :, :, :, ::1] w, const floating[::1] bias,
+                 floating[:, :, :, :, ::1] out, tuple stride, tuple pad, tuple dilation,
+                 Py_ssize_t groups, Py_ssize_t tile_panels, Py_ssize_t channel_panels,
+                 int tile_shape, int num_threads):
+    """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
+    axis, on the packed micro-kernel with register tile `tile_shape` (TILE_WIDE 0 or
+    TILE_NARROW 1), tiles of `tile_panels` position panels, output channels in blocks of
+    `channel_panels` weight panels. `kernel`: CONV_PACKED_SEGMENTS."""
+    cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
+                                  stride, pad, dilation, groups)
+    cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef int status = 0
+    if kernel != CONV_PACKED_SEGMENTS:
+        raise ValueError(f"conv_packed.conv_forward does not run kernel {kernel}")
+    if tile_shape != TILE_WIDE and tile_shape != TILE_NARROW:
+        raise ValueError(f"conv_packed.conv_forward: no register tile shape {tile_shape}")
+    if out.shape[0] == 0:
+        return
+    with nogil:
+        status = conv_packed(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
+                             &out[0, 0, 0, 0, 0], &s, tile_panels, channel_panels, tile_shape,
+                             num_threads)
+    if status != 0:
+        raise MemoryError("fastconv: could not allocate a convolution work buffer")

@@ -1,0 +1,132 @@
+/* GEMM micro-kernel for the "packed" convolution: C tile (MR x NR) (+)= A panel^T . B panel,
+ *   c[m * ldc + j] = (c[m * ldc + j] if accumulate) + bias[m] (if bias)
+ *                    + sum_{k < k_len} a[k * MR + m] * b[k * NR + j]   (m < m_valid, j < n_valid)
+ * A panels hold MR output channels' filters tap-major (packed once per call); B panels hold
+ * NR = NRV vectors of output positions tap-major (written there directly by im2col). The
+ * MR x NRV accumulators stay in vector registers for the whole K loop: 8 x 3 AVX-512
+ * registers (MR = 8 divides the usual channel counts, so no rows are wasted), or 6 x 2 AVX2
+ * registers (of 16) otherwise.
+ */
+#ifndef FASTCONV_GEMM_MICROKERNEL_H
+#define FASTCONV_GEMM_MICROKERNEL_H
+#include <stddef.h>
+#include <string.h>
+
+#ifdef __AVX512F__
+#define FC_GEMM_VEC_BYTES 64
+#define FC_GEMM_MR 8
+#define FC_GEMM_NRV 3
+/* a second shape for planes of few positions: 32-wide panels waste less of a 49- or 64-wide
+   plane than 48-wide ones (7x7 and 8x8 feature maps) */
+#define FC_GEMM_MR_NARROW 12
+#define FC_GEMM_NRV_NARROW 2
+#else
+#define FC_GEMM_VEC_BYTES 32
+#define FC_GEMM_MR 6
+#define FC_GEMM_NRV 2
+#define FC_GEMM_MR_NARROW 6
+#define FC_GEMM_NRV_NARROW 2
+#endif
+
+typedef float fc_gvec_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+typedef double fc_gvec_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
+       FC_VEC_f64 = FC_GEMM_VEC_BYTES / sizeof(double),
+       FC_NR_f32 = FC_GEMM_NRV * FC_VEC_f32, FC_NR_f64 = FC_GEMM_NRV * FC_VEC_f64,
+       FC_NR_NARROW_f32 = FC_GEMM_NRV_NARROW * FC_VEC_f32,
+       FC_NR_NARROW_f64 = FC_GEMM_NRV_NARROW * FC_VEC_f64 };
+
+/* The K loop of the micro-kernel, B's row k at ROW (an expression of k). */
+#define FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, ROW)                                                 \
+    for (k = 0; k < k_len; k++) {                                                              \
+        const T* b_row = ROW;                                                                  \
+        fc_gvec_##SUFFIX bv[NRV];                                                              \
+        for (v = 0; v < NRV; v++)                                                              \
+            memcpy(&bv[v], b_row + v * FC_VEC_##SUFFIX, sizeof(bv[v]));                        \
+        for (m = 0; m < MR; m++) {                                                             \
+            T am = a[k * MR + m];                                                              \
+            for (v = 0; v < NRV; v++) acc[m][v] += am * bv[v];                                 \
+        }                                                                                      \
+    }
+
+/* B's row k is b + k * b_stride (a packed panel), or with `offsets` (not NULL) b + offsets[k]:
+ * NR contiguous elements anywhere (the phase grid's rows, read in place). */
+#define FC_DEFINE_GEMM_TILE(NAME, SUFFIX, T, MR, NRV)                                           \
+static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b,                 \
+        ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
+        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
+    enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
+    fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
+    ptrdiff_t k, m, j, v;                                                                      \
+    for (m = 0; m < MR; m++)                                                                   \
+        for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                           \
+    if (offsets != NULL) {                                                                     \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + offsets[k])                                     \
+    } else {                                                                                   \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride)                                   \
+    }                                                                                          \
+    for (m = 0; m < m_valid; m++) {                                                            \
+        T* c_row = c + m * ldc;                                                                \
+        if (bias != NULL)                                                                      \
+            for (v = 0; v < NRV; v++) acc[m][v] += bias[m];                                    \
+        if (n_valid == NR) {                                                                   \
+            for (v = 0; v < NRV; v++) {                                                        \
+                if (accumulate) {                                                              \
+                    fc_gvec_##SUFFIX old;                                                      \
+                    memcpy(&old, c_row + v * FC_VEC_##SUFFIX, sizeof(old));                    \
+                    acc[m][v] += old;                                                          \
+                }                                                                              \
+                memcpy(c_row + v * FC_VEC_##SUFFIX, &acc[m][v], sizeof(acc[m][v]));            \
+            }                                                                                  \
+        } else {                                                                               \
+            T row[NR];                                                                         \
+            memcpy(row, acc[m], sizeof(row));                                                  \
+            for (j = 0; j < n_valid; j++)                                                      \
+                c_row[j] = accumulate ? c_row[j] + row[j] : row[j];                            \
+        }                                                                                      \
+    }                                                                                          \
+}
+
+FC_DEFINE_GEMM_TILE(f32, f32, float, FC_GEMM_MR, FC_GEMM_NRV)
+FC_DEFINE_GEMM_TILE(f64, f64, double, FC_GEMM_MR, FC_GEMM_NRV)
+FC_DEFINE_GEMM_TILE(narrow_f32, f32, float, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
+FC_DEFINE_GEMM_TILE(narrow_f64, f64, double, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
+/* Tails: the last panel of a row of positions, when it needs fewer vectors than the tile
+ * has, is computed with only those (a 7x7 plane's extended grid of 55 positions is one
+ * 48-wide panel and 7 more, not two full panels). Same sums in the same order: the same
+ * results as the full tile. */
+FC_DEFINE_GEMM_TILE(tail1_f32, f32, float, FC_GEMM_MR, 1)
+FC_DEFINE_GEMM_TILE(tail1_f64, f64, double, FC_GEMM_MR, 1)
+FC_DEFINE_GEMM_TILE(tail2_f32, f32, float, FC_GEMM_MR, 2)
+FC_DEFINE_GEMM_TILE(tail2_f64, f64, double, FC_GEMM_MR, 2)
+FC_DEFINE_GEMM_TILE(narrow_tail1_f32, f32, float, FC_GEMM_MR_NARROW, 1)
+FC_DEFINE_GEMM_TILE(narrow_tail1_f64, f64, double, FC_GEMM_MR_NARROW, 1)
+
+/* fc_gemm_<t>(narrow, ...): the wide (narrow = 0) or narrow register tile, or the tail variant
+ * for a last panel of fewer vectors; the arguments of fc_gemm_tile_*. */
+#define FC_DEFINE_GEMM(SUFFIX, T)                                                               \
+static inline void fc_gemm_##SUFFIX(int narrow, ptrdiff_t k_len, const T* a, const T* b,        \
+        ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
+        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
+    ptrdiff_t vectors = (n_valid + FC_VEC_##SUFFIX - 1) / FC_VEC_##SUFFIX;                      \
+    if (narrow && vectors == 1 && FC_GEMM_NRV_NARROW > 1)                                      \
+        fc_gemm_tile_narrow_tail1_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid,    \
+                                           n_valid, bias, accumulate);                         \
+    else if (narrow)                                                                           \
+        fc_gemm_tile_narrow_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid,          \
+                                     n_valid, bias, accumulate);                               \
+    else if (vectors == 1 && FC_GEMM_NRV > 1)                                                  \
+        fc_gemm_tile_tail1_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,  \
+                                    bias, accumulate);                                         \
+    else if (vectors == 2 && FC_GEMM_NRV > 2)                                                  \
+        fc_gemm_tile_tail2_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,  \
+                                    bias, accumulate);                                         \
+    else                                                                                       \
+        fc_gemm_tile_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid, bias,  \
+                              accumulate);                                                     \
+}
+
+FC_DEFINE_GEMM(f32, float)
+FC_DEFINE_GEMM(f64, double)
+
+#endif /* FASTCONV_GEMM_MICROKERNEL_H */

@@ -1,0 +1,196 @@
+# cython: language_level=3
+"""fastconv's own packed GEMM on its register-blocked micro-kernel (gemm_microkernel.h): the
+register-tile geometry, packing of A (weights or any matrix) and B panels, and the product
+of one tile of positions. Shared by the packed forward (conv_packed.pyx), the phase grid
+(conv_phase_grid.pyx) and the micro-kernel variants of col2im and of the weight gradient
+(conv_im2col.pyx).
+
+The packed layout: im2col writes straight into the panel layout of the micro-kernel, instead
+of a row-major matrix that a BLAS would pack again. Every output is one complete sum over the
+taps in a fixed order, so the result does not depend on the tiling or the thread count.
+"""
+from cython cimport floating
+
+from fastconv._kernels.conv_shape cimport ConvShape
+
+cdef extern from "gemm_microkernel.h":
+    int FC_GEMM_MR
+    int FC_GEMM_MR_NARROW
+    int FC_NR_f32
+    int FC_NR_f64
+    int FC_NR_NARROW_f32
+    int FC_NR_NARROW_f64
+    int FC_VEC_f32
+    int FC_VEC_f64
+    void fc_gemm_f32(int narrow, Py_ssize_t k_len, const float* a, const float* b,
+                     Py_ssize_t b_stride, const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
+                     Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
+                     int accumulate) noexcept nogil
+    void fc_gemm_f64(int narrow, Py_ssize_t k_len, const double* a, const double* b,
+                     Py_ssize_t b_stride, const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
+                     Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
+                     int accumulate) noexcept nogil
+
+
+cdef enum:
+    # An A panel's K block (K_BLOCK x MR) of 12 KiB: with the matching B panel block it fits L1.
+    K_BLOCK_BYTES = 12 * 1024
+    # The micro-kernel's two register-tile shapes (gemm_microkernel.h): 8 x 48 and 12 x 32
+    # with AVX-512.
+    TILE_WIDE = 0
+    TILE_NARROW = 1
+
+
+
+
+cdef inline Py_ssize_t vector_width(floating* dummy) noexcept nogil:
+    """Elements of one vector register of the micro-kernels for this precision."""
+    if floating is float:
+        return FC_VEC_f32
+    return FC_VEC_f64
+
+
+cdef inline Py_ssize_t tile_mr(int shape) noexcept nogil:
+    """Rows (output channels) of a register tile."""
+    return FC_GEMM_MR_NARROW if shape == TILE_NARROW else FC_GEMM_MR
+
+
+cdef inline Py_ssize_t tile_nr(int shape, floating* dummy) noexcept nogil:
+    """Columns (positions) of a register tile for this precision."""
+    if floating is float:
+        return FC_NR_NARROW_f32 if shape == TILE_NARROW else FC_NR_f32
+    return FC_NR_NARROW_f64 if shape == TILE_NARROW else FC_NR_f64
+
+
+cdef inline int choose_tile(Py_ssize_t M, floating* dummy) noexcept nogil:
+    """The tile shape that wastes least on a product of M rows. Both shapes compute whole
+    vectors of columns (a last panel goes to a tail kernel of fewer vectors), so the rows
+    decide: M rounded up to whole tiles, the narrow shape's extra broadcasts costing it
+    about 8%."""
+    cdef Py_ssize_t mr_w = tile_mr(TILE_WIDE), mr_n = tile_mr(TILE_NARROW)
+    cdef double wide = <double> ((M + mr_w - 1) // mr_w * mr_w)
+    cdef double narrow = <double> ((M + mr_n - 1) // mr_n * mr_n)
+    return TILE_NARROW if narrow * 1.08 < wide else TILE_WIDE
+
+
+
+cdef inline void pack_weights(const floating* w, const ConvShape* s, floating* packed,
+                              int shape) noexcept nogil:
+    """packed[g][panel][k][m] = w[g * c_out_g + panel * MR + m][k], zero past c_out_g."""
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t MR = tile_mr(shape)
+    cdef Py_ssize_t panels = (s.c_out_g + MR - 1) // MR
+    cdef Py_ssize_t g, panel, k, m, co
+    cdef floating* dst
+    for g in range(s.groups):
+        for panel in range(panels):
+            dst = packed + (g * panels + panel) * K * MR
+            # one filter at a time: contiguous reads of w, writes MR apart
+            for m in range(MR):
+                co = panel * MR + m
+                if co < s.c_out_g:
+                    for k in range(K):
+                        dst[k * MR + m] = w[(g * s.c_out_g + co) * K + k]
+                else:
+                    for k in range(K):
+                        dst[k * MR + m] = 0
+
+
+
+cdef inline void pack_a_panels(const floating* src, Py_ssize_t row_stride,
+                               Py_ssize_t col_stride, Py_ssize_t M, Py_ssize_t K,
+                               floating* packed, int shape) noexcept nogil:
+    """packed[panel][k][m] = A[panel * MR + m][k] with A[i][j] = src[i * row_stride +
+    j * col_stride] (any layout, transposed included), zero past M: A in micro-kernel panels."""
+    cdef Py_ssize_t MR = tile_mr(shape)
+    cdef Py_ssize_t panel, k, m, i
+    for panel in range((M + MR - 1) // MR):
+        for k in range(K):
+            for m in range(MR):
+                i = panel * MR + m
+                packed[(panel * K + k) * MR + m] = src[i * row_stride + k * col_stride] \
+                    if i < M else 0
+
+
+cdef inline void pack_b_panels(const floating* src, Py_ssize_t row_stride,
+                               Py_ssize_t col_stride, Py_ssize_t K, Py_ssize_t N,
+                               Py_ssize_t NR, floating* packed) noexcept nogil:
+    """packed[j][k][c] = B[k][j * NR + c] with B[k][n] = src[k * row_stride + n * col_stride]
+    (any layout, transposed included), zero past N: B in micro-kernel panels."""
+    cdef Py_ssize_t j, k, c, width
+    for j in range((N + NR - 1) // NR):
+        width = N - j * NR if N - j * NR < NR else NR
+        for k in range(K):
+            if col_stride == 1:
+                for c in range(width):
+                    packed[(j * K + k) * NR + c] = src[k * row_stride + j * NR + c]
+            else:
+                for c in range(width):
+                    packed[(j * K + k) * NR + c] = src[k * row_stride + (j * NR + c) * col_stride]
+            for c in range(width, NR):
+                packed[(j * K + k) * NR + c] = 0
+
+
+
+cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, const floating* b,
+                           Py_ssize_t b_stride, const Py_ssize_t* offsets, floating* c,
+                           Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+                           const floating* bias, bint accumulate) noexcept nogil:
+    """The register tile `shape`, or for a last panel of fewer vectors its tail (gemm_microkernel.h)."""
+    if floating is float:
+        fc_gemm_f32(shape == TILE_NARROW, k_len, a, b, b_stride, offsets, c, ldc, m_valid,
+                    n_valid, bias, accumulate)
+    else:
+        fc_gemm_f64(shape == TILE_NARROW, k_len, a, b, b_stride, offsets, c, ldc, m_valid,
+                    n_valid, bias, accumulate)
+
+
+cdef inline void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
+                               Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
+                               const floating* b_packed, floating* out, Py_ssize_t out_plane,
+                               const floating* bias, bint accumulate,
+                               int shape, const Py_ssize_t* b_offsets) noexcept nogil:
+    """out[c, j] (+)= bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
+    positions, K in blocks whose A and B panel slices stay in L1 while C accumulates. With
+    `b_offsets`, B is read in place: b[k, j] = b_packed[b_offsets[k] + j]."""
+    cdef Py_ssize_t MR = tile_mr(shape)
+    cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))
+    cdef Py_ssize_t k0, k_len, panel, j, m_valid, n_valid
+    k0 = 0
+    while k0 < K:
+        k_len = K - k0 if K - k0 < k_block else k_block
+        for panel in range(m_panels):
+            m_valid = channels - panel * MR if channels - panel * MR < MR else MR
+            for j in range((count + NR - 1) // NR):
+                n_valid = count - j * NR if count - j * NR < NR else NR
+                gemm_tile(shape, k_len, a_packed + panel * K * MR + k0 * MR,
+                          b_packed + j * NR if b_offsets != NULL
+                          else b_packed + j * K * NR + k0 * NR, NR,
+                          b_offsets + k0 if b_offsets != NULL else NULL,
+                          out + panel * MR * out_plane + j * NR, out_plane, m_valid, n_valid,
+                          bias + panel * MR if bias != NULL and k0 == 0 else NULL,
+                          accumulate or k0 > 0)
+        k0 += k_block
+
+
+ctypedef struct PackedGeometry:
+    Py_ssize_t MR, NR       # the register tile
+    Py_ssize_t K            # GEMM depth: taps of one group
+    Py_ssize_t out_plane, in_plane
+    Py_ssize_t m_panels     # weight panels of MR output channels per group
+    Py_ssize_t tile         # positions per tile: tile_panels panels of NR
+
+
+cdef inline PackedGeometry packed_geometry(const ConvShape* s, int shape,
+                                           Py_ssize_t tile_panels,
+                                           floating* dummy) noexcept nogil:
+    """The sizes every packed kernel starts from, for register tile `shape`."""
+    cdef PackedGeometry geo
+    geo.MR = tile_mr(shape)
+    geo.NR = tile_nr(shape, dummy)
+    geo.K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    geo.out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    geo.in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    geo.m_panels = (s.c_out_g + geo.MR - 1) // geo.MR
+    geo.tile = tile_panels * geo.NR
+    return geo

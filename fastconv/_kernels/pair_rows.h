@@ -1,0 +1,197 @@
+/* Stride-2 phase split and merge for the phase grid (conv_phase_grid.pyx: fill_phase_rows
+ * and read_phase_rows), and short row copies, each over `rows` rows:
+ *   fc_split_pairs_rows_<t>(src, src_stride, even, odd, dst_stride, n, rows):
+ *       even[r * dst_stride + i] = src[r * src_stride + 2i], odd[...] = src[... + 2i + 1]
+ *   fc_merge_pairs_rows_<t>(even, odd, src_stride, dst, dst_stride, n, rows): the inverse
+ *   fc_copy_rows(dst, dst_stride, src, src_stride, bytes, rows): memcpy per row (strides in
+ *       bytes, a whole number of 4-byte words)
+ * for i < n, r < rows. The rows of small planes hold 7-30 pairs, too few for the compiler's
+ * own vector loop to start (it was a scalar loop at 40% of the fill's time). Nothing is read
+ * or written outside the rows. With AVX-512 each block of a row is one masked load and one
+ * masked store per vector (masked-off lanes are not accessed, so they cannot fault), the
+ * masks of a block made once for all rows; without it, blocks of halving width in GCC vector
+ * extensions, then single elements. */
+#ifndef FASTCONV_PAIR_ROWS_H
+#define FASTCONV_PAIR_ROWS_H
+#include <stddef.h>
+#include <string.h>
+
+#ifdef __AVX512F__
+#include <immintrin.h>
+
+static inline __mmask16 fc_mask16(ptrdiff_t lanes) {   /* the first `lanes` of 16 (none if <= 0) */
+    return (__mmask16)(lanes >= 16 ? 0xFFFF : lanes <= 0 ? 0 : (1u << lanes) - 1);
+}
+
+/* One block of up to 16 (float) or 8 (double) pairs, its masks made by the caller: a row's
+ * length is the same for every row of a plane, so the row loops below make them once. */
+typedef struct { __mmask16 lo, hi, pairs; } fc_pair_masks;
+
+static inline fc_pair_masks fc_pair_masks_of(ptrdiff_t pairs, ptrdiff_t lanes) {
+    fc_pair_masks m = { fc_mask16(2 * pairs), fc_mask16(2 * pairs - lanes), fc_mask16(pairs) };
+    return m;
+}
+
+static inline void fc_split_block_f32(const float* src, float* even, float* odd,
+                                      fc_pair_masks m) {
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    __m512 a = _mm512_maskz_loadu_ps(m.lo, src), b = _mm512_maskz_loadu_ps(m.hi, src + 16);
+    _mm512_mask_storeu_ps(even, m.pairs, _mm512_permutex2var_ps(a, ie, b));
+    _mm512_mask_storeu_ps(odd, m.pairs, _mm512_permutex2var_ps(a, io, b));
+}
+
+static inline void fc_merge_block_f32(const float* even, const float* odd, float* dst,
+                                      fc_pair_masks m) {
+    const __m512i il = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i ih = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30,
+                                         15, 31);
+    __m512 e = _mm512_maskz_loadu_ps(m.pairs, even), o = _mm512_maskz_loadu_ps(m.pairs, odd);
+    _mm512_mask_storeu_ps(dst, m.lo, _mm512_permutex2var_ps(e, il, o));
+    _mm512_mask_storeu_ps(dst + 16, m.hi, _mm512_permutex2var_ps(e, ih, o));
+}
+
+static inline void fc_split_block_f64(const double* src, double* even, double* odd,
+                                      fc_pair_masks m) {
+    const __m512i ie = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i io = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
+    __m512d a = _mm512_maskz_loadu_pd((__mmask8)m.lo, src);
+    __m512d b = _mm512_maskz_loadu_pd((__mmask8)m.hi, src + 8);
+    _mm512_mask_storeu_pd(even, (__mmask8)m.pairs, _mm512_permutex2var_pd(a, ie, b));
+    _mm512_mask_storeu_pd(odd, (__mmask8)m.pairs, _mm512_permutex2var_pd(a, io, b));
+}
+
+static inline void fc_merge_block_f64(const double* even, const double* odd, double* dst,
+                                      fc_pair_masks m) {
+    const __m512i il = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i ih = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    __m512d e = _mm512_maskz_loadu_pd((__mmask8)m.pairs, even);
+    __m512d o = _mm512_maskz_loadu_pd((__mmask8)m.pairs, odd);
+    _mm512_mask_storeu_pd(dst, (__mmask8)m.lo, _mm512_permutex2var_pd(e, il, o));
+    _mm512_mask_storeu_pd(dst + 8, (__mmask8)m.hi, _mm512_permutex2var_pd(e, ih, o));
+}
+
+#define FC_DEFINE_PAIRS_AVX512(SUFFIX, T, L)                                                    \
+static inline void fc_split_pairs_rows_##SUFFIX(const T* src, ptrdiff_t src_stride, T* even,    \
+        T* odd, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {                           \
+    for (ptrdiff_t i = 0; i < n; i += L) {   /* block i of every row: its masks once */        \
+        fc_pair_masks m = fc_pair_masks_of(n - i < L ? n - i : L, L);                          \
+        for (ptrdiff_t r = 0; r < rows; r++)                                                   \
+            fc_split_block_##SUFFIX(src + r * src_stride + 2 * i, even + r * dst_stride + i,   \
+                                    odd + r * dst_stride + i, m);                              \
+    }                                                                                          \
+}                                                                                              \
+static inline void fc_merge_pairs_rows_##SUFFIX(const T* even, const T* odd,                   \
+        ptrdiff_t src_stride, T* dst, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {     \
+    for (ptrdiff_t i = 0; i < n; i += L) {                                                     \
+        fc_pair_masks m = fc_pair_masks_of(n - i < L ? n - i : L, L);                          \
+        for (ptrdiff_t r = 0; r < rows; r++)                                                   \
+            fc_merge_block_##SUFFIX(even + r * src_stride + i, odd + r * src_stride + i,       \
+                                    dst + r * dst_stride + 2 * i, m);                          \
+    }                                                                                          \
+}
+
+FC_DEFINE_PAIRS_AVX512(f32, float, 16)
+FC_DEFINE_PAIRS_AVX512(f64, double, 8)
+
+static inline void fc_copy_rows(void* dst, size_t dst_stride, const void* src,
+                                size_t src_stride, size_t bytes, ptrdiff_t rows) {
+    ptrdiff_t words = (ptrdiff_t)(bytes / 4);
+    for (ptrdiff_t i = 0; i < words; i += 16) {   /* block i of every row: its mask once */
+        __mmask16 m = fc_mask16(words - i);
+        for (ptrdiff_t r = 0; r < rows; r++)
+            _mm512_mask_storeu_epi32((int*)((char*)dst + r * dst_stride) + i, m,
+                                     _mm512_maskz_loadu_epi32(
+                                         m, (const int*)((const char*)src + r * src_stride) + i));
+    }
+}
+
+#else
+
+#define FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, L)                                                   \
+typedef T fc_pv##L##_##SUFFIX __attribute__((vector_size(L * sizeof(T))));                      \
+typedef I fc_pi##L##_##SUFFIX __attribute__((vector_size(L * sizeof(T))));                      \
+static inline void fc_split_##L##_##SUFFIX(const T* src, T* even, T* odd) {                    \
+    fc_pv##L##_##SUFFIX a, b, e, o;                                                            \
+    fc_pi##L##_##SUFFIX ie, io;                                                                \
+    for (int i = 0; i < L; i++) { ie[i] = 2 * i; io[i] = 2 * i + 1; }                          \
+    memcpy(&a, src, sizeof(a)); memcpy(&b, src + L, sizeof(b));                               \
+    e = __builtin_shuffle(a, b, ie); o = __builtin_shuffle(a, b, io);                          \
+    memcpy(even, &e, sizeof(e)); memcpy(odd, &o, sizeof(o));                                   \
+}                                                                                              \
+static inline void fc_merge_##L##_##SUFFIX(const T* even, const T* odd, T* dst) {              \
+    fc_pv##L##_##SUFFIX e, o, lo, hi;                                                          \
+    fc_pi##L##_##SUFFIX il, ih;                                                                \
+    for (int i = 0; i < L; i++) {                                                              \
+        il[i] = i / 2 + (i % 2) * L; ih[i] = (L + i) / 2 + ((L + i) % 2) * L;                \
+    }                                                                                          \
+    memcpy(&e, even, sizeof(e)); memcpy(&o, odd, sizeof(o));                                   \
+    lo = __builtin_shuffle(e, o, il); hi = __builtin_shuffle(e, o, ih);                        \
+    memcpy(dst, &lo, sizeof(lo)); memcpy(dst + L, &hi, sizeof(hi));                            \
+}
+
+#define FC_DEFINE_PAIRS(SUFFIX, T, I, BIG, MID, SMALL, TINY)                                    \
+FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, BIG)                                                        \
+FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, MID)                                                        \
+FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, SMALL)                                                      \
+FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, TINY)                                                       \
+static inline void fc_split_pairs_##SUFFIX(const T* src, T* even, T* odd, ptrdiff_t n) {       \
+    ptrdiff_t i = 0;                                                                           \
+    for (; i + BIG <= n; i += BIG) fc_split_##BIG##_##SUFFIX(src + 2 * i, even + i, odd + i);  \
+    if (i + MID <= n) { fc_split_##MID##_##SUFFIX(src + 2 * i, even + i, odd + i); i += MID; } \
+    if (i + SMALL <= n) {                                                                      \
+        fc_split_##SMALL##_##SUFFIX(src + 2 * i, even + i, odd + i); i += SMALL;               \
+    }                                                                                          \
+    if (i + TINY <= n) { fc_split_##TINY##_##SUFFIX(src + 2 * i, even + i, odd + i); i += TINY; } \
+    for (; i < n; i++) { even[i] = src[2 * i]; odd[i] = src[2 * i + 1]; }                      \
+}                                                                                              \
+static inline void fc_merge_pairs_##SUFFIX(const T* even, const T* odd, T* dst, ptrdiff_t n) { \
+    ptrdiff_t i = 0;                                                                           \
+    for (; i + BIG <= n; i += BIG) fc_merge_##BIG##_##SUFFIX(even + i, odd + i, dst + 2 * i);  \
+    if (i + MID <= n) { fc_merge_##MID##_##SUFFIX(even + i, odd + i, dst + 2 * i); i += MID; } \
+    if (i + SMALL <= n) {                                                                      \
+        fc_merge_##SMALL##_##SUFFIX(even + i, odd + i, dst + 2 * i); i += SMALL;               \
+    }                                                                                          \
+    if (i + TINY <= n) { fc_merge_##TINY##_##SUFFIX(even + i, odd + i, dst + 2 * i); i += TINY; } \
+    for (; i < n; i++) { dst[2 * i] = even[i]; dst[2 * i + 1] = odd[i]; }                      \
+}
+
+FC_DEFINE_PAIRS(f32, float, int, 16, 8, 4, 2)
+FC_DEFINE_PAIRS(f64, double, long long, 8, 4, 2, 1)
+
+#define FC_DEFINE_PAIRS_ROWS(SUFFIX, T)                                                         \
+static inline void fc_split_pairs_rows_##SUFFIX(const T* src, ptrdiff_t src_stride, T* even,    \
+        T* odd, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {                           \
+    for (ptrdiff_t r = 0; r < rows; r++)                                                       \
+        fc_split_pairs_##SUFFIX(src + r * src_stride, even + r * dst_stride,                   \
+                                odd + r * dst_stride, n);                                      \
+}                                                                                              \
+static inline void fc_merge_pairs_rows_##SUFFIX(const T* even, const T* odd,                   \
+        ptrdiff_t src_stride, T* dst, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {     \
+    for (ptrdiff_t r = 0; r < rows; r++)                                                       \
+        fc_merge_pairs_##SUFFIX(even + r * src_stride, odd + r * src_stride,                   \
+                                dst + r * dst_stride, n);                                      \
+}
+
+FC_DEFINE_PAIRS_ROWS(f32, float)
+FC_DEFINE_PAIRS_ROWS(f64, double)
+
+static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
+    char* d = (char*)dst;
+    const char* s = (const char*)src;
+    size_t i = 0;
+    for (; i + 64 <= bytes; i += 64) memcpy(d + i, s + i, 64);
+    if (i + 32 <= bytes) { memcpy(d + i, s + i, 32); i += 32; }
+    if (i + 16 <= bytes) { memcpy(d + i, s + i, 16); i += 16; }
+    if (i + 8 <= bytes) { memcpy(d + i, s + i, 8); i += 8; }
+    if (i + 4 <= bytes) { memcpy(d + i, s + i, 4); i += 4; }
+}
+
+static inline void fc_copy_rows(void* dst, size_t dst_stride, const void* src,
+                                size_t src_stride, size_t bytes, ptrdiff_t rows) {
+    for (ptrdiff_t r = 0; r < rows; r++)
+        fc_copy_short((char*)dst + r * dst_stride, (const char*)src + r * src_stride, bytes);
+}
+#endif
+
+#endif /* FASTCONV_PAIR_ROWS_H */

@@ -1,0 +1,152 @@
+"""Convolution in 1, 2 and 3 dimensions with PyTorch's semantics.
+
+``conv_call`` checks a call into a ConvProblem, asks the dispatcher for its Plan and runs it:
+``run_conv`` applies a non-zero padding mode as an explicit copy, then calls the planned
+kernel once per piece (``forward_kernel`` is the one switch from a Kernel to its compiled
+entry point).
+"""
+import contextlib
+
+import numpy as np
+
+from fastconv._kernels import conv_direct, conv_im2col, conv_packed, conv_phase_grid
+from fastconv._ops.docs import document
+from fastconv._plan import args as _args
+from fastconv._plan.dispatch import Kernel, plan_conv
+from fastconv._plan.problems import NUMPY_PAD_MODE, conv_problem
+from fastconv._runtime import threads as _threads
+
+__all__ = ["conv1d", "conv2d", "conv3d"]
+
+
+def as_5d(a, nd):
+    """View (N, C, *spatial) as (N, C, D, H, W) by inserting unit axes in front."""
+    return a.reshape(a.shape[:2] + (1,) * (3 - nd) + a.shape[2:])
+
+
+def pad_input(x, problem):
+    """Apply a non-zero padding mode as an explicit copy; zero padding stays implicit."""
+    if problem.explicitly_padded is problem:
+        return x
+    widths = ((0, 0), (0, 0)) + problem.padding
+    return np.pad(x, widths, mode=NUMPY_PAD_MODE[problem.padding_mode])
+
+
+def forward_kernel(plan, problem, x, w, bias, out):
+    """Run `plan` (one forward kernel) for the zero-padded `problem` on C-contiguous arrays of
+    its exact shapes."""
+    nd, kernel = problem.ndim, plan.kernel
+    args = (kernel, as_5d(x, nd), as_5d(w, nd), bias, as_5d(out, nd)) + plan.geometry \
+        + (problem.groups,)
+    if kernel == Kernel.CONV_DIRECT:
+        conv_direct.conv_forward(*args, plan.threads)
+    elif kernel == Kernel.CONV_PACKED_SEGMENTS:
+        conv_packed.conv_forward(*args, plan.tile_panels, plan.channel_panels, plan.tile_shape,
+                                 plan.threads)
+    elif kernel == Kernel.CONV_PACKED_PHASE:
+        conv_phase_grid.conv_forward(*args, plan.tile_panels, plan.tile_shape, plan.threads)
+    else:   # CONV_IM2COL_BLAS, CONV_GEMM1X1_BLAS
+        conv_im2col.conv_forward(*args, plan.band_rows, plan.threads)
+
+
+def run_conv(problem, plan, x, w, bias, out):
+    """Compute `problem` into `out` by `plan` (arrays already validated)."""
+    dtype = out.dtype
+    x = np.ascontiguousarray(x, dtype=dtype)
+    w = np.ascontiguousarray(w, dtype=dtype)
+    bias = np.empty(0, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
+    if out.size == 0:
+        return out
+    x = pad_input(x, problem)
+    padded = problem.explicitly_padded
+    with _threads.blas_guard() if plan.uses_blas else contextlib.nullcontext():
+        if not plan.pieces:
+            forward_kernel(plan, padded, x, w, bias, out)
+        # a long call runs as pieces: Python raises KeyboardInterrupt between two of them
+        for images, in_channels, channels, piece, piece_plan in plan.pieces:
+            b_piece = bias[channels] if bias.size else bias
+            forward_kernel(piece_plan, piece, x[images, in_channels], w[channels], b_piece,
+                           out[images, channels])
+    return out
+
+
+def conv_call(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+              algorithm="auto", out=None):
+    """(problem, output) of a checked conv{nd}d call: frameworks keep the ConvProblem for the
+    backward pass (the gradient operators take it) instead of checking it again."""
+    x = _args.as_array(input, "input")
+    w = _args.as_array(weight, "weight")
+    b = None if bias is None else _args.as_array(bias, "bias")
+    dtype = _args.compute_dtype(input=x, weight=w, bias=b)
+    problem = conv_problem(nd, x.shape, w.shape, None if b is None else b.shape, stride,
+                           padding, dilation, groups, padding_mode)
+    plan = plan_conv(problem, dtype, algorithm)
+    if out is not None:   # a fresh output shares memory with nothing
+        out = _args.check_out(out, problem.out_shape, dtype)
+        if _args.overlaps(out, x, w, b):
+            raise ValueError("out must not share memory with input, weight or bias")
+    else:
+        out = np.empty(problem.out_shape, dtype)
+    return problem, run_conv(problem, plan, x, w, b, out)
+
+
+CONV_DOC = """{nd}-d convolution (cross-correlation, as in PyTorch's ``conv{nd}d``).
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, {dims})
+    weight : array_like, shape (C_out, C_in / groups, {kdims})
+    bias : array_like, shape (C_out,), optional
+    stride, dilation : int or tuple of {nd} ints
+    padding : int, tuple of {nd} ints, tuple of {nd} (before, after) pairs, 'same' or 'valid'
+        'same' keeps the spatial size (stride 1 only); an odd total pads one more after.
+    groups : int
+        Split channels into groups convolved separately; groups == C_in is depthwise.
+    padding_mode : {{'zeros', 'reflect', 'replicate', 'circular'}}
+    algorithm : str
+        'auto' asks :func:`fastconv.choose_algorithm`; a family ('direct', 'im2col',
+        'gemm1x1', 'packed') or one kernel variant ('packed_segments', 'packed_phase', ...:
+        ``fastconv.planning.algorithm_names("forward")``) forces it; one that cannot compute
+        this call raises ValueError.
+    out : ndarray, optional
+        C-contiguous array of the output shape and dtype to write into.
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, {odims}), float32 or float64 (NumPy's promotion of the inputs;
+    integers compute in float64).
+
+    Examples
+    --------
+    {example}
+    """
+
+
+@document(CONV_DOC, nd=1, example=""">>> import numpy as np, fastconv
+    >>> x = np.arange(5, dtype=np.float32).reshape(1, 1, 5)
+    >>> fastconv.conv1d(x, np.ones((1, 1, 2), np.float32))
+    array([[[1., 3., 5., 7.]]], dtype=float32)""")
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, algorithm="auto", out=None):
+    return conv_call(1, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+                     algorithm, out)[1]
+
+
+@document(CONV_DOC, nd=2, example=""">>> import numpy as np, fastconv
+    >>> x = np.ones((1, 3, 8, 8), np.float32)
+    >>> fastconv.conv2d(x, np.ones((4, 3, 3, 3), np.float32), padding=1).shape
+    (1, 4, 8, 8)""")
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, algorithm="auto", out=None):
+    return conv_call(2, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+                     algorithm, out)[1]
+
+
+@document(CONV_DOC, nd=3, example=""">>> import numpy as np, fastconv
+    >>> x = np.ones((1, 2, 4, 8, 8), np.float32)
+    >>> fastconv.conv3d(x, np.ones((3, 2, 3, 3, 3), np.float32), stride=2).shape
+    (1, 3, 1, 3, 3)""")
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", *, algorithm="auto", out=None):
+    return conv_call(3, input, weight, bias, stride, padding, dilation, groups, padding_mode,
+                     algorithm, out)[1]

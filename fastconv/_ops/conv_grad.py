@@ -1,0 +1,316 @@
+"""Gradients of convolution, with the signatures of ``torch.nn.grad``.
+
+``conv{1,2,3}d_input`` and ``conv{1,2,3}d_weight`` take the forward call's arguments (the
+input or weight as a shape) and the gradient of its output; ``conv_bias`` sums the output
+gradient. They accept every padding form and padding mode of the forward convolution: a
+reflect/replicate/circular pad is run on the explicitly padded input and its gradient folded
+back onto the input pixels it copied. ``input_grad_of``, ``weight_grad_of`` and
+``bias_grad_of`` compute the gradients of an already checked problem (the transposed
+convolution and the framework front ends use them).
+"""
+import contextlib
+
+import numpy as np
+
+from fastconv._kernels import conv_bias as _conv_bias, conv_direct, conv_im2col, \
+    conv_phase_grid, conv_subpixel
+from fastconv._ops.conv import as_5d, run_conv
+from fastconv._ops.docs import document
+from fastconv._plan import args as _args
+from fastconv._plan.dispatch import Kernel, plan_input_grad, plan_weight_grad
+from fastconv._plan.problems import NUMPY_PAD_MODE, check_grad_output, conv_problem
+from fastconv._runtime import threads as _threads
+
+__all__ = ["conv1d_input", "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight",
+           "conv3d_weight", "conv_bias"]
+
+
+def fold_padding(grad_padded, problem):
+    """The gradient of ``np.pad(x, problem.padding, mode)`` applied to `grad_padded`: every
+    padded pixel's gradient is added to the input pixel it was copied from."""
+    grad = grad_padded
+    for axis, (size, (before, after)) in enumerate(zip(problem.in_size, problem.padding)):
+        # for every padded position, the index of its source along this axis
+        source = np.pad(np.arange(size), (before, after),
+                        mode=NUMPY_PAD_MODE[problem.padding_mode])
+        moved = np.moveaxis(grad, axis + 2, 0)
+        folded = moved[before:before + size].copy()
+        np.add.at(folded, source[:before], moved[:before])
+        np.add.at(folded, source[before + size:], moved[before + size:])
+        grad = np.moveaxis(folded, 0, axis + 2)
+    return np.ascontiguousarray(grad)
+
+
+def _run_subpixel(plan, problem, w, g, dtype):
+    """Input gradient by phases (see tiling.subpixel_phases), each a stride-1 convolution of
+    a slice of the output gradient with that phase's taps, on the forward kernels."""
+    nd = problem.ndim
+    everything = (slice(None), slice(None))
+    dx = np.zeros(problem.in_shape, dtype)
+    w5 = as_5d(w, nd)
+    for out_index, taps_index, g_index, phase_problem, phase_plan in plan.phases:
+        # this phase's taps, reversed, channels transposed per group (one pass in Cython)
+        phase = tuple(t.start or 0 for t in taps_index)
+        step = tuple(t.step or 1 for t in taps_index)
+        sub_w = np.empty(phase_problem.weight_shape, dtype)
+        conv_subpixel.adjoint_phase_weight(w5, as_5d(sub_w, nd), problem.groups,
+                                           (0,) * (3 - nd) + phase, (1,) * (3 - nd) + step)
+        y = np.empty(phase_problem.out_shape, dtype)
+        run_conv(phase_problem, phase_plan, g[everything + g_index], sub_w, None, y)
+        dx[everything + out_index] = y
+    return dx
+
+
+def input_grad_kernel(plan, problem, g, w, dx):
+    """Run `plan` (one input-gradient kernel) for the zero-padded `problem`."""
+    nd, kernel = problem.ndim, plan.kernel
+    args = (kernel, as_5d(g, nd), as_5d(w, nd), as_5d(dx, nd)) + plan.geometry \
+        + (problem.groups,)
+    if kernel == Kernel.INPUT_GRAD_DIRECT:
+        conv_direct.input_grad(*args, plan.threads)
+    elif kernel in (Kernel.INPUT_GRAD_PHASE_CLASSES, Kernel.INPUT_GRAD_PHASE_SCATTER):
+        conv_phase_grid.input_grad(*args, plan.tile_panels, plan.threads)
+    else:   # INPUT_GRAD_COL2IM_BLAS, _COL2IM_PACKED, _GEMM1X1_BLAS
+        conv_im2col.input_grad(*args, plan.band_rows, plan.channel_chunks, plan.threads)
+
+
+def run_input_grad(problem, plan, weight, grad_output, dtype):
+    """The input gradient of the zero-padded convolution `problem` by `plan`."""
+    w = np.ascontiguousarray(weight, dtype=dtype)
+    g = np.ascontiguousarray(grad_output, dtype=dtype)
+    if problem.in_shape.count(0) or g.size == 0:
+        return np.zeros(problem.in_shape, dtype)
+    if plan.kernel == Kernel.INPUT_GRAD_SUBPIXEL:
+        return _run_subpixel(plan, problem, w, g, dtype)
+    dx = np.empty(problem.in_shape, dtype)   # every kernel writes (or first zeroes) all of it
+    with _threads.single_threaded_blas if plan.uses_blas else contextlib.nullcontext():
+        input_grad_kernel(plan, problem, g, w, dx)
+    return dx
+
+
+def run_weight_grad(problem, plan, input, grad_output, weight_shape, dtype, bias_out=None):
+    """The weight gradient of the zero-padded convolution `problem` on `input` by `plan`;
+    with `bias_out` (an array of C_out elements), the bias gradient too, written there (on the
+    phase grid it is summed while the output gradient is read anyway)."""
+    nd = problem.ndim
+    x = np.ascontiguousarray(input, dtype=dtype)
+    g = np.ascontiguousarray(grad_output, dtype=dtype)
+    dw = np.zeros(weight_shape, dtype)
+    if g.size == 0:
+        if bias_out is not None:
+            bias_out[...] = 0
+        return dw
+    args = (plan.kernel, as_5d(x, nd), as_5d(g, nd), as_5d(dw, nd)) + plan.geometry \
+        + (problem.groups,)
+    if plan.kernel == Kernel.WEIGHT_GRAD_PHASE:
+        conv_phase_grid.weight_grad(*args, plan.images_per_unit, plan.chunks, plan.threads,
+                                    bias_out)
+        return dw
+    with _threads.single_threaded_blas if plan.uses_blas else contextlib.nullcontext():
+        conv_im2col.weight_grad(*args, plan.band_rows, plan.chunks, plan.threads)
+    if bias_out is not None:
+        bias_out[...] = bias_grad_of(g, dtype)
+    return dw
+
+
+# The gradients of a checked call (its ConvProblem, operands of its shapes): the public
+# functions below after their checks, the transposed convolution, and the framework front
+# ends, which keep the problem of the forward call and skip checking it again.
+
+def input_grad_of(problem, weight, grad_output, dtype, algorithm="auto"):
+    """The input gradient of the checked convolution `problem`, any padding mode."""
+    plan = plan_input_grad(problem, dtype, algorithm, weight)
+    padded = problem.explicitly_padded
+    grad = run_input_grad(padded, plan, weight, grad_output, dtype)
+    return grad if padded is problem else fold_padding(grad, problem)
+
+
+def weight_grad_of(problem, input, grad_output, weight_shape, dtype, bias_out=None,
+                   algorithm="auto"):
+    """The weight gradient of the checked convolution `problem` on `input`, any padding mode
+    (and the bias gradient into `bias_out`, if given: see run_weight_grad)."""
+    plan = plan_weight_grad(problem, dtype, algorithm)
+    padded = problem.explicitly_padded
+    if padded is not problem:
+        input = np.pad(input, ((0, 0), (0, 0)) + problem.padding,
+                       mode=NUMPY_PAD_MODE[problem.padding_mode])
+    return run_weight_grad(padded, plan, input, grad_output, weight_shape, dtype, bias_out)
+
+
+def bias_grad_of(grad_output, dtype):
+    """The bias gradient from a checked output gradient of at least 3 dimensions."""
+    out = np.zeros(grad_output.shape[1], dtype)
+    if grad_output.size:
+        planes = np.ascontiguousarray(grad_output, dtype=dtype).reshape(
+            grad_output.shape[0], grad_output.shape[1], -1)
+        _conv_bias.bias_grad(planes, out, _threads.threads_for(grad_output.size))
+    return out
+
+
+def _input_grad(nd, input_shape, weight, grad_output, stride, padding, dilation, groups,
+                padding_mode, algorithm):
+    w = _args.as_array(weight, "weight")
+    g = _args.as_array(grad_output, "grad_output")
+    dtype = _args.compute_dtype(weight=w, grad_output=g)
+    input_shape = _args.shape_argument(input_shape, "input_shape", nd + 2)
+    problem = conv_problem(nd, input_shape, w.shape, None, stride, padding, dilation, groups,
+                           padding_mode)
+    check_grad_output(g, problem.out_shape, f"conv{nd}d")
+    return input_grad_of(problem, w, g, dtype, algorithm)
+
+
+def _weight_grad(nd, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                 padding_mode, algorithm):
+    x = _args.as_array(input, "input")
+    g = _args.as_array(grad_output, "grad_output")
+    dtype = _args.compute_dtype(input=x, grad_output=g)
+    weight_shape = _args.shape_argument(weight_shape, "weight_shape", nd + 2)
+    problem = conv_problem(nd, x.shape, weight_shape, None, stride, padding, dilation, groups,
+                           padding_mode)
+    check_grad_output(g, problem.out_shape, f"conv{nd}d")
+    return weight_grad_of(problem, x, g, weight_shape, dtype, algorithm=algorithm)
+
+
+INPUT_DOC = """Gradient of ``conv{nd}d`` with respect to its input
+    (``torch.nn.grad.conv{nd}d_input``).
+
+    Parameters
+    ----------
+    input_shape : tuple of {n} ints
+        Shape of the forward call's input (N, C_in, {dims}).
+    weight : array_like, shape (C_out, C_in / groups, {kdims})
+    grad_output : array_like
+        Gradient of the loss with respect to the forward output; must have its shape.
+    stride, padding, dilation, groups, padding_mode
+        As in the forward call (every padding form and mode of :func:`fastconv.conv{nd}d`).
+    algorithm : str
+        'auto' lets the dispatcher choose (``fastconv.planning.INPUT_GRAD_RULES``); a family
+        ('direct', 'col2im', 'gemm1x1', 'subpixel') or a kernel variant
+        (``fastconv.planning.algorithm_names("input_grad")``) forces it.
+
+    Returns
+    -------
+    ndarray of shape `input_shape`, float32 or float64.
+
+    Examples
+    --------
+    {example}
+    """
+
+WEIGHT_DOC = """Gradient of ``conv{nd}d`` with respect to its weight
+    (``torch.nn.grad.conv{nd}d_weight``).
+
+    Parameters
+    ----------
+    input : array_like, shape (N, C_in, {dims})
+        The forward call's input.
+    weight_shape : tuple of {n} ints
+        Shape of the forward call's weight (C_out, C_in / groups, {kdims}).
+    grad_output : array_like
+        Gradient of the loss with respect to the forward output; must have its shape.
+    stride, padding, dilation, groups, padding_mode
+        As in the forward call.
+    algorithm : str
+        'auto' lets the dispatcher choose (``fastconv.planning.WEIGHT_GRAD_RULES``); 'gemm',
+        'phase' or a kernel variant (``fastconv.planning.algorithm_names("weight_grad")``)
+        forces it.
+
+    Returns
+    -------
+    ndarray of shape `weight_shape`, float32 or float64. Deterministic for a given thread
+    count: partial sums over fixed runs of the work are added in a fixed order.
+
+    Examples
+    --------
+    {example}
+    """
+
+
+@document(INPUT_DOC, nd=1, example=""">>> import numpy as np, fastconv
+    >>> w = np.ones((1, 1, 2), np.float32)
+    >>> fastconv.grad.conv1d_input((1, 1, 4), w, np.ones((1, 1, 3), np.float32))
+    array([[[1., 2., 2., 1.]]], dtype=float32)""")
+def conv1d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 padding_mode="zeros", *, algorithm="auto"):
+    return _input_grad(1, input_shape, weight, grad_output, stride, padding, dilation, groups,
+                       padding_mode, algorithm)
+
+
+@document(INPUT_DOC, nd=2, example=""">>> import numpy as np, fastconv
+    >>> w = np.ones((4, 3, 3, 3), np.float32)
+    >>> g = np.ones((1, 4, 8, 8), np.float32)
+    >>> fastconv.grad.conv2d_input((1, 3, 8, 8), w, g, padding=1).shape
+    (1, 3, 8, 8)""")
+def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 padding_mode="zeros", *, algorithm="auto"):
+    return _input_grad(2, input_shape, weight, grad_output, stride, padding, dilation, groups,
+                       padding_mode, algorithm)
+
+
+@document(INPUT_DOC, nd=3, example=""">>> import numpy as np, fastconv
+    >>> w = np.ones((2, 1, 3, 3, 3), np.float32)
+    >>> g = np.ones((1, 2, 2, 2, 2), np.float32)
+    >>> fastconv.grad.conv3d_input((1, 1, 4, 4, 4), w, g).shape
+    (1, 1, 4, 4, 4)""")
+def conv3d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 padding_mode="zeros", *, algorithm="auto"):
+    return _input_grad(3, input_shape, weight, grad_output, stride, padding, dilation, groups,
+                       padding_mode, algorithm)
+
+
+@document(WEIGHT_DOC, nd=1, example=""">>> import numpy as np, fastconv
+    >>> x = np.arange(4, dtype=np.float32).reshape(1, 1, 4)
+    >>> fastconv.grad.conv1d_weight(x, (1, 1, 2), np.ones((1, 1, 3), np.float32))
+    array([[[3., 6.]]], dtype=float32)""")
+def conv1d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                  padding_mode="zeros", *, algorithm="auto"):
+    return _weight_grad(1, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                        padding_mode, algorithm)
+
+
+@document(WEIGHT_DOC, nd=2, example=""">>> import numpy as np, fastconv
+    >>> x = np.ones((1, 3, 8, 8), np.float32)
+    >>> g = np.ones((1, 4, 8, 8), np.float32)
+    >>> fastconv.grad.conv2d_weight(x, (4, 3, 3, 3), g, padding=1).shape
+    (4, 3, 3, 3)""")
+def conv2d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                  padding_mode="zeros", *, algorithm="auto"):
+    return _weight_grad(2, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                        padding_mode, algorithm)
+
+
+@document(WEIGHT_DOC, nd=3, example=""">>> import numpy as np, fastconv
+    >>> x = np.ones((1, 1, 4, 4, 4), np.float32)
+    >>> g = np.ones((1, 2, 2, 2, 2), np.float32)
+    >>> fastconv.grad.conv3d_weight(x, (2, 1, 3, 3, 3), g).shape
+    (2, 1, 3, 3, 3)""")
+def conv3d_weight(input, weight_shape, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                  padding_mode="zeros", *, algorithm="auto"):
+    return _weight_grad(3, input, weight_shape, grad_output, stride, padding, dilation, groups,
+                        padding_mode, algorithm)
+
+
+def conv_bias(grad_output):
+    """Gradient of any convolution (or transposed convolution) with respect to its bias: the
+    output gradient summed over the batch and every spatial axis.
+
+    Parameters
+    ----------
+    grad_output : array_like, shape (N, C_out, *spatial)
+
+    Returns
+    -------
+    ndarray, shape (C_out,)
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> fastconv.grad.conv_bias(np.ones((2, 3, 4, 4), np.float32))
+    array([32., 32., 32.], dtype=float32)
+    """
+    g = _args.as_array(grad_output, "grad_output")
+    dtype = _args.compute_dtype(grad_output=g)
+    if g.ndim < 3:
+        raise ValueError(f"grad_output must be at least 3-d (N, C_out, *spatial); got shape "
+                         f"{g.shape}")
+    return bias_grad_of(g, dtype)

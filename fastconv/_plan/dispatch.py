@@ -1,0 +1,519 @@
+"""The dispatcher: one plan per call.
+
+A plan names the kernel that runs (a value of :class:`Kernel`, the enum the compiled modules
+take), says why, and carries every number the kernel needs to cut its work. It is made once,
+from a checked :class:`~fastconv._plan.problems.ConvProblem`, by walking an ordered list of
+rules (algorithm family, applies-to, why) and then choosing the family's variant and its
+tiling; nothing below the plan chooses again. ``algorithm=`` forces a family or any single
+variant by name. Plans are pure functions of the problem, the dtype, the thread count and
+the BLAS in use, and are remembered per problem. The measurements behind the rules and
+thresholds are in notes/dispatch.md and notes/phase-grid.md.
+"""
+from dataclasses import dataclass
+from enum import IntEnum
+from functools import lru_cache
+from math import prod
+
+import numpy as np
+
+from fastconv import _core
+from fastconv._plan import tiling
+from fastconv._plan.problems import ConvProblem
+from fastconv._runtime import cpu, threads as _threads
+
+# Every kernel fastconv can run, named once; the values are the compiled enum's.
+Kernel = IntEnum("Kernel", _core.kernel_ids())
+Kernel.__doc__ = """Every kernel a convolution-family call can run (the compiled modules'
+enum). Each member's forcing name is its name in lower case without the operation prefix:
+``Kernel.CONV_PACKED_PHASE`` is ``conv2d(..., algorithm="packed_phase")``."""
+
+_PREFIXES = {"CONV_": "forward", "INPUT_GRAD_": "input_grad", "WEIGHT_GRAD_": "weight_grad"}
+
+
+def kernel_operation(kernel):
+    """'forward', 'input_grad' or 'weight_grad': which computation `kernel` does."""
+    return next(op for prefix, op in _PREFIXES.items() if kernel.name.startswith(prefix))
+
+
+def variant_name(kernel):
+    """The name that forces exactly `kernel` (``Kernel.INPUT_GRAD_PHASE_SCATTER`` ->
+    'phase_scatter')."""
+    prefix = next(p for p in _PREFIXES if kernel.name.startswith(p))
+    return kernel.name[len(prefix):].lower()
+
+
+# The family each kernel belongs to: what ``Plan.algorithm`` reports and the rules choose.
+_FAMILY = {
+    Kernel.CONV_DIRECT: "direct", Kernel.CONV_IM2COL_BLAS: "im2col",
+    Kernel.CONV_GEMM1X1_BLAS: "gemm1x1", Kernel.CONV_PACKED_SEGMENTS: "packed",
+    Kernel.CONV_PACKED_PHASE: "packed",
+    Kernel.INPUT_GRAD_DIRECT: "direct", Kernel.INPUT_GRAD_COL2IM_BLAS: "col2im",
+    Kernel.INPUT_GRAD_COL2IM_PACKED: "col2im", Kernel.INPUT_GRAD_GEMM1X1_BLAS: "gemm1x1",
+    Kernel.INPUT_GRAD_PHASE_CLASSES: "col2im", Kernel.INPUT_GRAD_PHASE_SCATTER: "col2im",
+    Kernel.INPUT_GRAD_SUBPIXEL: "subpixel",
+    Kernel.WEIGHT_GRAD_IM2COL_BLAS: "gemm", Kernel.WEIGHT_GRAD_IM2COL_PACKED: "gemm",
+    Kernel.WEIGHT_GRAD_GEMM1X1_BLAS: "gemm", Kernel.WEIGHT_GRAD_GEMM1X1_PACKED: "gemm",
+    Kernel.WEIGHT_GRAD_PHASE: "phase",
+}
+_BLAS_KERNELS = frozenset({
+    Kernel.CONV_IM2COL_BLAS, Kernel.CONV_GEMM1X1_BLAS, Kernel.INPUT_GRAD_COL2IM_BLAS,
+    Kernel.INPUT_GRAD_GEMM1X1_BLAS, Kernel.WEIGHT_GRAD_IM2COL_BLAS,
+    Kernel.WEIGHT_GRAD_GEMM1X1_BLAS})
+# The input gradient on the phase grid multiplies the zeros of an extended output gradient by
+# every weight: exact only for finite weights (0 * inf is NaN).
+FINITE_WEIGHT_KERNELS = frozenset({Kernel.INPUT_GRAD_PHASE_CLASSES,
+                                   Kernel.INPUT_GRAD_PHASE_SCATTER})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One call, decided: the kernel, why, and how it cuts its work.
+
+    ``algorithm`` is the kernel's family ('direct', 'packed', 'col2im', ...), ``kernel`` the
+    exact variant. A forward call too long to interrupt is run as ``pieces`` (each (images,
+    input channels, output channels, problem, plan)); a subpixel input gradient as
+    ``phases`` (stride-1 convolutions, each (output index, tap index, gradient index,
+    problem, plan)).
+    """
+    kernel: Kernel
+    reason: str
+    threads: int = 1
+    geometry: tuple = ()        # (stride, padding before, dilation) in 3-d, as kernels take them
+    band_rows: int = 0          # im2col/col2im: output rows per band
+    tile_panels: int = 0        # packed and phase grid: position panels per tile
+    channel_panels: int = 1     # packed: weight panels per block of output channels
+    channel_chunks: int = 1     # col2im: chunks of a group's input channels
+    tile_shape: int = 0         # packed micro-kernel register tile (0 wide, 1 narrow)
+    chunks: int = 1             # weight gradient: partial sums
+    images_per_unit: int = 0    # weight gradient on the phase grid: images per work unit
+    pieces: tuple = ()
+    phases: tuple = ()
+
+    @property
+    def algorithm(self):
+        return _FAMILY[self.kernel]
+
+    @property
+    def uses_blas(self):
+        """True if the kernel calls SciPy's BLAS from its threads (BLAS is held at one)."""
+        return self.kernel in _BLAS_KERNELS or any(p.uses_blas for *_, p in self.pieces) \
+            or any(p.uses_blas for *_, p in self.phases)
+
+    def explain(self):
+        """The plan in words: kernel, reason, threads and work split."""
+        defaults = Plan(self.kernel, "")
+        split = {k: getattr(self, k) for k in ("band_rows", "tile_panels", "channel_panels",
+                                                "channel_chunks", "tile_shape", "chunks",
+                                                "images_per_unit")
+                 if getattr(self, k) != getattr(defaults, k)}
+        text = f"{self.kernel.name} ({self.algorithm}): {self.reason}; threads {self.threads}"
+        if split:
+            text += "; " + ", ".join(f"{k} {v}" for k, v in split.items())
+        if self.pieces:
+            text += f"; run in {len(self.pieces)} interruptible pieces"
+        if self.phases:
+            text += f"; {len(self.phases)} stride-1 phase convolutions"
+        return text
+
+
+@dataclass(frozen=True)
+class Rule:
+    algorithm: str
+    applies: object     # (ConvProblem, itemsize, threads) -> bool
+    why: str
+
+
+# Measured (README, "Algorithms and what the dispatcher chooses"; 2 threads, Zen 5): up to
+# this many output channels per group the direct loops, which keep a whole row of taps in
+# registers for blocks of 4 filters, beat the packed GEMM by 1.3-2.8x (lenet_b64, 8-channel
+# layers, depthwise); at 12 they tie, and from 16 on the GEMM's 8-channel tiles win.
+MAX_DIRECT_OUT_CHANNELS = 8
+
+_AVX512_BLAS_KERNELS = ("skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5")
+_BLAS_FULL_WIDTH = None
+
+
+def blas_runs_full_width():
+    """True unless SciPy's OpenBLAS is held to narrower kernels than this CPU has (for example
+    OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU): then fastconv's own kernels are faster."""
+    global _BLAS_FULL_WIDTH
+    if _BLAS_FULL_WIDTH is None:
+        cpu_has_avx512 = bool(cpu.cpu_features().get("AVX512F"))
+        kernels = [str(d.get("architecture") or "").lower()
+                   for d in _threads.single_threaded_blas.describe()]
+        _BLAS_FULL_WIDTH = not (cpu_has_avx512 and kernels
+                                and not any(k in _AVX512_BLAS_KERNELS for k in kernels))
+    return _BLAS_FULL_WIDTH
+
+
+# BLAS takes 32-bit sizes and leading dimensions: a GEMM over an image plane (or a K) of 2**31
+# elements or more would overflow them, so such problems never go to BLAS; fastconv's own
+# kernels index in 64 bits (tests/test_reliability.py, arrays past 2**31 elements).
+BLAS_INDEX_LIMIT = 2**31 - 1
+
+
+def fits_blas(problem):
+    """True if every size and leading dimension a BLAS GEMM of `problem` sees fits in int32."""
+    return max(prod(problem.in_size), prod(problem.out_size), problem.gemm_depth,
+               problem.in_channels, problem.out_channels) <= BLAS_INDEX_LIMIT
+
+
+def own_gemm(problem):
+    """True if the GEMMs of `problem` should run on fastconv's micro-kernel rather than BLAS."""
+    return not blas_runs_full_width() or not fits_blas(problem)
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward convolution
+
+ALGORITHMS = ("direct", "im2col", "gemm1x1", "packed")
+
+# gemm1x1 and im2col are not chosen: measured, they at best tie with packed (2 threads, ms, with
+# OPENBLAS_CORETYPE unset so that OpenBLAS runs AVX-512 kernels: bottleneck_1x1 gemm1x1 0.39
+# against packed 0.37; resnet_3x3_256 im2col 0.98 against packed 1.07), and lose by 1.5-2x
+# when OpenBLAS is held to AVX2; ties go to packed, which is bit-for-bit reproducible.
+RULES = (
+    Rule("direct", lambda p, *_: p.out_per_group <= MAX_DIRECT_OUT_CHANNELS,
+         f"at most {MAX_DIRECT_OUT_CHANNELS} output channels per group (depthwise, "
+         "single-filter, thin layers): direct loops keep each row's taps in registers; a "
+         "GEMM this thin wastes its tiles"),
+    Rule("packed", lambda *_: True,
+         "im2col straight into the panels of fastconv's register-blocked GEMM micro-kernel "
+         "(measured faster than im2col + BLAS on every GEMM-shaped bench case); a batch of "
+         "small planes is unfolded through a stride-phase grid (packed_phase), with the "
+         "same result"),
+)
+
+
+def packed_phase_grid(problem, itemsize, num_threads):
+    """True if the packed algorithm should unfold through the phase grid: work items are
+    whole (image, group) planes, so there must be one per thread; the copy of a plane must
+    stay small, the extended grid must not add much work, and there must be taps to unfold.
+    Measured (Zen 5, 2 threads, float32, segments -> phase grid, us): (32,16,28,28)*(32,16,
+    3,3) s2 445 -> 296; (64,64,7,7)*(64,64,3,3) 1489 -> 915; (16,3,224,224)*(64,3,7,7) s2
+    15267 -> 12060; a 1x1 convolution 622 -> 880."""
+    if problem.pointwise or problem.batch * problem.groups < num_threads:
+        return False
+    return tiling.phase_grid_fits(problem, itemsize)
+
+
+def _forward_kernel(family, problem, itemsize, threads):
+    if family == "packed":
+        return Kernel.CONV_PACKED_PHASE if packed_phase_grid(problem, itemsize, threads) \
+            else Kernel.CONV_PACKED_SEGMENTS
+    return {"direct": Kernel.CONV_DIRECT, "im2col": Kernel.CONV_IM2COL_BLAS,
+            "gemm1x1": Kernel.CONV_GEMM1X1_BLAS}[family]
+
+
+def _forward_kernel_plan(kernel, reason, problem, itemsize, threads):
+    """The plan of one forward kernel call on the zero-padded `problem`."""
+    geometry = tiling.forward_geometry(problem)
+    if kernel == Kernel.CONV_PACKED_SEGMENTS:
+        shape, mr, nr = tiling.packed_tile(problem, itemsize)
+        tile_panels, channel_panels = tiling.packed_partition(problem, itemsize, mr, nr)
+        return Plan(kernel, reason, threads, geometry, tile_panels=tile_panels,
+                    channel_panels=channel_panels, tile_shape=shape)
+    if kernel == Kernel.CONV_PACKED_PHASE:
+        shape, _, nr = tiling.packed_tile(problem, itemsize)
+        return Plan(kernel, reason, threads, geometry, tile_panels=tiling.phase_grid_tile(
+            problem, itemsize, nr), tile_shape=shape)
+    return Plan(kernel, reason, threads, geometry,
+                band_rows=tiling.gemm_band_rows(problem, itemsize))
+
+
+def plan_conv(problem, dtype, algorithm="auto"):
+    """The Plan of a forward convolution `problem` in `dtype` ('auto', a family of
+    ALGORITHMS, or a variant name of a CONV_ kernel)."""
+    itemsize = np.dtype(dtype).itemsize
+    threads = _threads.threads_for(problem.multiply_adds)
+    _check_name(algorithm, "forward")
+    return _plan_conv(problem, itemsize, algorithm, threads, tiling.INTERRUPT_WORK)
+
+
+@lru_cache(maxsize=1024)   # a pure function of its arguments, asked on every call
+def _plan_conv(problem, itemsize, algorithm, threads, interrupt_work):
+    family, variant, reason = _choose(problem, itemsize, threads, algorithm, RULES, ALGORITHMS,
+                                      "forward")
+    padded = problem.explicitly_padded
+    pieces = tiling.interruptible_pieces(padded, interrupt_work)
+
+    def piece_plan(piece, piece_threads):
+        kernel = variant or _forward_kernel(family, piece, itemsize, piece_threads)
+        return _forward_kernel_plan(kernel, reason, piece, itemsize, piece_threads)
+
+    if len(pieces) == 1:
+        return piece_plan(padded, threads)
+    parts = []
+    for images, channels in pieces:
+        piece = tiling.piece_problem(padded, images, channels)
+        parts.append((images, tiling.piece_input_channels(padded, channels), channels, piece,
+                      piece_plan(piece, _threads.threads_for(piece.multiply_adds))))
+    first = parts[0][-1]
+    return Plan(first.kernel, reason, threads, pieces=tuple(parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Input gradient (also the transposed convolution): `problem` describes the forward convolution
+# (its input is the gradient's shape). The GEMM computes col = W_g^T @ grad_out_band
+# ((C_in/groups x taps) x band, summing over C_out/groups), then col2im scatters it. Measured
+# (notes/dispatch.md): col2im wins even for thin GEMMs (2 or 4 channels per group, 3-channel
+# images) by 1.5-4x; the direct gathering loops win only when one input channel meets one
+# output channel per group (depthwise, single-channel images), where the GEMM degenerates into
+# an outer product. The col2im GEMM runs on fastconv's micro-kernel unless SciPy's BLAS has
+# full-width kernels (blas_runs_full_width). "subpixel" (the gradient as s^d stride-1 phase
+# convolutions on the forward kernels, no scatter) is available forced but not chosen:
+# measured slower than col2im with the micro-kernel (2 threads, ms: grad input of
+# conv2d_backward_64 8.7-9.6 against 6.7; conv_transpose_4x4_s2 6.2-7.1 against 6.3-6.5;
+# conv_transpose_2x2_s2 0.66 against 0.21).
+INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel")
+
+INPUT_GRAD_RULES = (
+    Rule("gemm1x1", lambda p, *_: p.pointwise and fits_blas(p),
+         "1x1 kernel, stride 1, no padding: the GEMM writes the input gradient directly"),
+    Rule("direct", lambda p, *_: p.in_per_group == 1 and p.out_per_group == 1,
+         "one input and one output channel per group (depthwise, single-channel): the GEMM "
+         "would be an outer product; direct loops gather each gradient row in cache"),
+    Rule("col2im", lambda *_: True,
+         "a GEMM over channels: multiply bands by W^T (fastconv's micro-kernel, or BLAS where "
+         "it runs full width) and scatter them back (col2im; through a stride-phase grid for "
+         "batches of small planes, see input_grad_phase_grid)"),
+)
+
+# The input gradient through the phase grid sums each input pixel's contributions in another
+# order than col2im by row segments, so the choice must not depend on the thread count (the
+# result would): it needs this many (image, group) planes whatever the threads, enough to keep
+# 16 busy. Measured on Zen 5, 2 threads, float32 (col2im by segments -> phase grid, us, the
+# forward problem named): (32,16,28,28)*(32,16,3,3) s2 442 -> 283; (32,32,14,14)*(32,32,3,3)
+# s2 277 -> 220; the same at stride 1 1105 -> 701; (64,64,7,7)*(64,64,3,3) 1352 -> 1094;
+# (16,64,56,56)*(64,64,3,3) 12016 -> 8895.
+PHASE_GRID_MIN_PLANES_INPUT_GRAD = 16
+
+
+def input_grad_phase_grid(problem, itemsize):
+    """True if the col2im input gradient should go through the phase grid (for finite
+    weights: see FINITE_WEIGHT_KERNELS)."""
+    return (problem.batch * problem.groups >= PHASE_GRID_MIN_PLANES_INPUT_GRAD
+            and tiling.phase_grid_fits(problem, itemsize))
+
+
+def _phase_input_grad_kernel(problem, itemsize):
+    # a group of fewer input channels than a register tile has rows would waste most of
+    # each tile as one product per stride class: scatter a col buffer instead
+    mr, _ = tiling.wide_tile(itemsize)
+    return Kernel.INPUT_GRAD_PHASE_SCATTER if problem.in_per_group < mr \
+        else Kernel.INPUT_GRAD_PHASE_CLASSES
+
+
+def _input_grad_kernel(family, problem, itemsize, finite_weights):
+    if family == "col2im":
+        if finite_weights and input_grad_phase_grid(problem, itemsize):
+            return _phase_input_grad_kernel(problem, itemsize)
+        return Kernel.INPUT_GRAD_COL2IM_PACKED if own_gemm(problem) \
+            else Kernel.INPUT_GRAD_COL2IM_BLAS
+    return {"direct": Kernel.INPUT_GRAD_DIRECT, "gemm1x1": Kernel.INPUT_GRAD_GEMM1X1_BLAS,
+            "subpixel": Kernel.INPUT_GRAD_SUBPIXEL}[family]
+
+
+def plan_input_grad(problem, dtype, algorithm="auto", weight=None):
+    """The Plan of the input gradient of `problem` (or the transposed convolution it
+    describes) in `dtype`. `weight`, if given, is checked for finiteness only when the plan
+    would run a kernel that needs finite weights."""
+    itemsize = np.dtype(dtype).itemsize
+    threads = _threads.threads_for(problem.explicitly_padded.multiply_adds)
+    _check_name(algorithm, "input_grad")
+    key = (problem, itemsize, algorithm, threads, blas_runs_full_width())
+    plan = _plan_input_grad(*key, True)
+    if plan.kernel in FINITE_WEIGHT_KERNELS and weight is not None \
+            and not _all_finite(weight):
+        plan = _plan_input_grad(*key, False)
+    return plan
+
+
+def _all_finite(weight):
+    # a finite sum means finite weights (an inf or NaN makes it inf or NaN; a sum that
+    # overflows only costs the faster path), without a boolean temporary
+    return bool(np.isfinite(np.add.reduce(weight, axis=None)))
+
+
+@lru_cache(maxsize=1024)
+def _plan_input_grad(problem, itemsize, algorithm, threads, full_width_blas, finite_weights):
+    padded = problem.explicitly_padded
+    family, variant, reason = _choose(padded, itemsize, threads, algorithm, INPUT_GRAD_RULES,
+                                      INPUT_GRAD_ALGORITHMS, "input_grad")
+    kernel = variant or _input_grad_kernel(family, padded, itemsize, finite_weights)
+    if kernel in FINITE_WEIGHT_KERNELS and not finite_weights:
+        raise ValueError(f"algorithm={algorithm!r} needs finite weights (the phase grid "
+                         f"multiplies padding zeros by every weight); got a weight with inf "
+                         f"or NaN")
+    if kernel == Kernel.INPUT_GRAD_SUBPIXEL:
+        return Plan(kernel, reason, threads, phases=_subpixel_phases(padded, itemsize))
+    geometry = tiling.kernel_geometry(padded)
+    if kernel in FINITE_WEIGHT_KERNELS:
+        _, nr = tiling.wide_tile(itemsize)
+        return Plan(kernel, reason, threads, geometry,
+                    tile_panels=tiling.phase_grid_tile(padded, itemsize, nr))
+    band, chunks = tiling.input_grad_work_split(padded, itemsize, threads)
+    return Plan(kernel, reason, threads, geometry, band_rows=band, channel_chunks=chunks)
+
+
+def _subpixel_phases(problem, itemsize):
+    """The stride-1 forward convolutions of a subpixel input gradient, each with its plan."""
+    phases = []
+    for out_index, taps_index, g_index, padding, dilation in tiling.subpixel_plan(problem):
+        taps = tuple(len(range(k)[t]) for k, t in zip(problem.kernel_size, taps_index))
+        size = tuple(len(range(n)[g]) for n, g in zip(problem.out_size, g_index))
+        phase = ConvProblem(problem.batch, problem.out_channels, problem.in_channels,
+                            problem.groups, size, taps, (1,) * problem.ndim, tuple(padding),
+                            tuple(dilation))
+        threads = _threads.threads_for(phase.multiply_adds)
+        phases.append((out_index, taps_index, g_index, phase,
+                       _plan_conv(phase, itemsize, "auto", threads, tiling.INTERRUPT_WORK)))
+    return tuple(phases)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight gradient
+
+WEIGHT_GRAD_ALGORITHMS = ("gemm", "phase")
+
+# The weight gradient as dot products on the phase grid (no unfolding, no transposition).
+# Measured on Zen 5, 2 threads, float32 (im2col + GEMM -> phase grid, us): (32,1,28,28) with
+# 16 3x3 filters 221 -> 109; (32,16,28,28)*(32,16,3,3) s2 460 -> 321, s1 1247 -> 702;
+# (32,32,14,14)*(32,32,3,3) s2 318 -> 245; (64,64,7,7)*(64,64,3,3) 1443 -> 1120;
+# (16,64,56,56)*(64,64,3,3) 13292 -> 9103. Each chunk of work keeps a partial gradient:
+# bounded here.
+PHASE_GRID_MAX_WEIGHT_GRAD = 1 << 16     # C_out x C_in/groups x taps
+
+WEIGHT_GRAD_RULES = (
+    Rule("phase", lambda p, itemsize=4, *_: (
+        p.out_channels * p.gemm_depth <= PHASE_GRID_MAX_WEIGHT_GRAD
+        and tiling.phase_grid_fits(p, itemsize)),
+         "dot products of the output gradient with the stride-phase grid of the input (no "
+         "unfolding, no transposition; the bias gradient summed on the way)"),
+    Rule("gemm", lambda *_: True,
+         "im2col bands (or the input itself for a 1x1 kernel) times the output gradient, on "
+         "fastconv's micro-kernel or BLAS where it runs full width, summed in fixed partial "
+         "sums"),
+)
+
+
+def _weight_grad_kernel(family, problem):
+    if family == "phase":
+        return Kernel.WEIGHT_GRAD_PHASE
+    pointwise = problem.pointwise and fits_blas(problem)
+    if own_gemm(problem):
+        return Kernel.WEIGHT_GRAD_GEMM1X1_PACKED if pointwise \
+            else Kernel.WEIGHT_GRAD_IM2COL_PACKED
+    return Kernel.WEIGHT_GRAD_GEMM1X1_BLAS if pointwise else Kernel.WEIGHT_GRAD_IM2COL_BLAS
+
+
+def plan_weight_grad(problem, dtype, algorithm="auto"):
+    """The Plan of the weight gradient of `problem` in `dtype`."""
+    itemsize = np.dtype(dtype).itemsize
+    threads = _threads.threads_for(problem.explicitly_padded.multiply_adds)
+    _check_name(algorithm, "weight_grad")
+    return _plan_weight_grad(problem, itemsize, algorithm, threads, blas_runs_full_width())
+
+
+@lru_cache(maxsize=1024)
+def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas):
+    padded = problem.explicitly_padded
+    family, variant, reason = _choose(padded, itemsize, threads, algorithm, WEIGHT_GRAD_RULES,
+                                      WEIGHT_GRAD_ALGORITHMS, "weight_grad")
+    kernel = variant or _weight_grad_kernel(family, padded)
+    geometry = tiling.kernel_geometry(padded)
+    if kernel == Kernel.WEIGHT_GRAD_PHASE:
+        images = tiling.weight_grad_phase_images(padded, itemsize, threads)
+        return Plan(kernel, reason, threads, geometry, images_per_unit=images,
+                    chunks=tiling.weight_grad_phase_chunks(padded, images, threads))
+    band = tiling.gemm_band_rows(padded, itemsize)
+    return Plan(kernel, reason, threads, geometry, band_rows=band,
+                chunks=tiling.weight_grad_chunks(padded, threads, band))
+
+
+def forget_plans():
+    """Drop every remembered plan (tests that change the tiling arithmetic call it)."""
+    for cache in (_plan_conv, _plan_input_grad, _plan_weight_grad):
+        cache.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing and forcing
+
+# Which families and variants can compute a problem at all (forcing one outside this is a
+# ValueError). The phase-grid variants compute any problem, but a grid copy per (image,
+# group) and an extended grid: that is the dispatcher's reason not to choose them for large
+# planes, not a limit.
+SUPPORTS = {
+    "direct": lambda p: True,
+    "im2col": lambda p: fits_blas(p),
+    "im2col_blas": lambda p: fits_blas(p),
+    "gemm1x1": lambda p: p.pointwise and fits_blas(p),
+    "gemm1x1_blas": lambda p: p.pointwise and fits_blas(p),
+    "gemm1x1_packed": lambda p: p.pointwise and fits_blas(p),
+    "packed": lambda p: True,
+    "packed_segments": lambda p: True,
+    "packed_phase": lambda p: True,
+    "col2im": lambda p: True,
+    "col2im_blas": lambda p: fits_blas(p),
+    "col2im_packed": lambda p: True,
+    "phase_classes": lambda p: True,
+    "phase_scatter": lambda p: True,
+    "subpixel": lambda p: tiling.subpixel_plan(p) is not None,
+    "gemm": lambda p: True,
+    "im2col_packed": lambda p: True,
+    "phase": lambda p: True,
+}
+REQUIREMENT = {
+    "im2col": "image planes and a GEMM depth under 2**31 elements (BLAS sizes are 32-bit)",
+    "gemm1x1": "a 1x1 kernel with stride 1 and no padding, and image planes under 2**31 "
+               "elements (BLAS sizes are 32-bit)",
+    "col2im_blas": "image planes and a GEMM depth under 2**31 elements (BLAS sizes are 32-bit)",
+    "subpixel": "stride 1 or dilation 1 along each axis, and phases that fit the gradient",
+}
+for _name in ("im2col_blas",):
+    REQUIREMENT[_name] = REQUIREMENT["im2col"]
+for _name in ("gemm1x1_blas", "gemm1x1_packed"):
+    REQUIREMENT[_name] = REQUIREMENT["gemm1x1"]
+WHY_FORCED = "forced by the caller"
+
+
+def variants(operation):
+    """{forcing name: Kernel} of the kernels that compute `operation` ('forward',
+    'input_grad' or 'weight_grad')."""
+    return {variant_name(k): k for k in Kernel if kernel_operation(k) == operation}
+
+
+def algorithm_names(operation):
+    """Every name `algorithm=` accepts for `operation`: 'auto', the families, the variants."""
+    families = {"forward": ALGORITHMS, "input_grad": INPUT_GRAD_ALGORITHMS,
+                "weight_grad": WEIGHT_GRAD_ALGORITHMS}[operation]
+    return ("auto",) + families + tuple(v for v in variants(operation) if v not in families)
+
+
+def _check_name(algorithm, operation):
+    # before the plan caches see it: an unhashable name must fail as a bad name
+    if type(algorithm) is not str:
+        options = ", ".join(repr(a) for a in algorithm_names(operation))
+        raise ValueError(f"algorithm must be one of {options}; got {algorithm!r}")
+
+
+def _choose(problem, itemsize, threads, algorithm, rules, families, operation):
+    """(family, variant kernel or None, reason): the first applicable rule, or the family or
+    variant the caller forced."""
+    if algorithm == "auto":
+        for rule in rules:
+            if rule.applies(problem, itemsize, threads):
+                return rule.algorithm, None, rule.why
+        raise AssertionError("the last rule applies to every problem")
+    kinds = variants(operation)
+    if not isinstance(algorithm, str) or (algorithm not in families and algorithm not in kinds):
+        options = ", ".join(repr(a) for a in algorithm_names(operation))
+        raise ValueError(f"algorithm must be one of {options}; got {algorithm!r}")
+    if not SUPPORTS[algorithm](problem):
+        raise ValueError(f"algorithm={algorithm!r} needs {REQUIREMENT[algorithm]}; got kernel "
+                         f"{problem.kernel_size}, stride {problem.stride}, padding "
+                         f"{problem.padding}")
+    if algorithm in families:
+        return algorithm, None, WHY_FORCED
+    return _FAMILY[kinds[algorithm]], kinds[algorithm], WHY_FORCED

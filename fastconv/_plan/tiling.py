@@ -1,0 +1,299 @@
+"""Tiling arithmetic: how one kernel call cuts its work, as pure functions of the problem.
+
+Every number here shapes the work (bands of rows, tiles of positions, blocks of channels,
+partial sums), never the result: each output is one complete sum in a fixed order whatever
+the split (the exceptions, where a split changes the order of a sum, are said so and never
+depend on the thread count). The dispatcher (dispatch.py) calls these once per plan; the
+measurements behind the constants are in notes/dispatch.md and notes/phase-grid.md.
+"""
+from math import prod
+
+import numpy as np
+
+from fastconv._kernels import conv_packed, conv_phase_grid
+from fastconv._plan.problems import ConvProblem
+
+# The cache budget of one thread's unfolded operand: about half of a 1-2 MiB L2.
+L2_TILE_BYTES = 512 * 1024
+
+
+def kernel_geometry(problem):
+    """(stride, padding before, dilation) of `problem` in 3-d, as the kernels take them."""
+    unit, zero = (1,) * (3 - problem.ndim), (0,) * (3 - problem.ndim)
+    return (unit + problem.stride, zero + tuple(p[0] for p in problem.padding),
+            unit + problem.dilation)
+
+
+def forward_kernel_stride(problem):
+    """The forward kernels' 3-d stride (they see every problem as 3-d). Along an axis with one
+    output the stride is never applied: they get 1, so that no index product (stride x row
+    length) can approach 2**63 for a huge, legal stride."""
+    return (1,) * (3 - problem.ndim) + tuple(1 if m == 1 else s for m, s in
+                                             zip(problem.out_size, problem.stride))
+
+
+def forward_geometry(problem):
+    """(stride, padding before, dilation) of a forward kernel call on `problem`."""
+    _, pad, dilation = kernel_geometry(problem)
+    return forward_kernel_stride(problem), pad, dilation
+
+
+def gemm_band_rows(problem, itemsize):
+    """Output rows per im2col band: the unfolded band (K x rows*OW) should stay in L2 (about
+    512 KiB), and there should be enough bands to keep up to 16 threads busy, as long as each
+    GEMM keeps at least 256 columns. The band never depends on the thread count, so results
+    are bit-for-bit the same whatever the number of threads."""
+    out_w = problem.out_size[-1]
+    rows = prod(problem.out_size[:-1])
+    band = max(1, L2_TILE_BYTES // max(1, problem.gemm_depth * out_w * itemsize))
+    if problem.pointwise:
+        band = max(1, 4096 // out_w)   # no copy: bands only split the work, keep GEMMs wide
+    work_items = problem.batch * problem.groups
+    while band > 1 and work_items * -(-rows // band) < 16 and (band // 2) * out_w >= 256:
+        band = (band + 1) // 2
+    return int(min(band, rows))
+
+
+def packed_tile(problem, itemsize):
+    """(tile shape, MR, NR) of the packed micro-kernel's register tile for this problem: the
+    shape that wastes least on its output channels per group."""
+    double = itemsize == 8
+    shape = conv_packed.tile_shape(problem.out_per_group, double)
+    mr, nr = conv_packed.tile_size(double, shape)
+    return shape, mr, nr
+
+
+def wide_tile(itemsize):
+    """(MR, NR) of the micro-kernel's wide register tile, the one the gradients use."""
+    return conv_packed.tile_size(itemsize == 8, 0)
+
+
+def packed_partition(problem, itemsize, mr, nr):
+    """How the packed algorithm splits one call into work items: (position panels per tile,
+    weight panels per channel block). A tile's unfolded input (K x panels * nr) should stay in
+    about half of L2; then tiles and channel blocks are split until there are enough work
+    items to keep up to 16 threads busy. Every output is computed the same way whatever the
+    split, so results do not depend on it (nor on the thread count)."""
+    positions = prod(problem.out_size)
+    per_panel = problem.gemm_depth * nr * itemsize
+    tile_panels = max(1, min(L2_TILE_BYTES // per_panel, -(-positions // nr)))
+    channel_panels = -(-problem.out_per_group // mr)
+    base_items = problem.batch * problem.groups
+
+    def items():
+        return (base_items * -(-positions // (tile_panels * nr))
+                * -(-(-(-problem.out_per_group // mr)) // channel_panels))
+    while items() < 16 and (tile_panels > 1 or channel_panels > 1):
+        # halve whichever keeps each GEMM squarer: positions first while the tile is wide
+        if tile_panels >= channel_panels and tile_panels > 1:
+            tile_panels = (tile_panels + 1) // 2
+        else:
+            channel_panels = (channel_panels + 1) // 2
+    return int(tile_panels), int(channel_panels)
+
+
+# The stride-phase grid (notes/phase-grid.md): one zero-padded, stride-phase-split copy of each
+# (image, group), from which every tap's operand row is one contiguous run, at the price of
+# computing a few extended columns per output row. These bound it.
+PHASE_GRID_MAX_BYTES = 8 << 20     # the per-thread copy of one (image, group)
+PHASE_GRID_MAX_EXTRA = 1.5         # extended positions per output position
+
+
+def phase_grid_shape(problem):
+    """(extended positions, buffer elements) of the phase grid, from the kernel's own code."""
+    unit = (1,) * (3 - problem.ndim)
+    return conv_phase_grid.grid_shape(
+        (problem.batch, problem.in_channels) + unit + problem.in_size,
+        (problem.out_channels, problem.in_per_group) + unit + problem.kernel_size,
+        (problem.batch, problem.out_channels) + unit + problem.out_size,
+        forward_kernel_stride(problem), (0,) * 3, unit + problem.dilation, problem.groups)
+
+
+def phase_grid_fits(problem, itemsize):
+    """True if the phase grid of one (image, group) stays small and its extended grid adds
+    little work, and there are taps to unfold (a 1x1 convolution has nothing to unfold: the
+    copy would be pure cost)."""
+    if problem.pointwise:
+        return False
+    positions, elements = phase_grid_shape(problem)
+    return (elements * itemsize <= PHASE_GRID_MAX_BYTES
+            and positions <= PHASE_GRID_MAX_EXTRA * prod(problem.out_size))
+
+
+def phase_grid_tile(problem, itemsize, nr):
+    """Position panels per tile of the phase-grid path: the tile's panels (K x tile) in about
+    half of L2, as for the segment path."""
+    positions = phase_grid_shape(problem)[0]
+    per_panel = problem.gemm_depth * nr * itemsize
+    return int(max(1, min(L2_TILE_BYTES // per_panel, -(-positions // nr))))
+
+
+def weight_grad_phase_images(problem, itemsize, num_threads):
+    """Images per work unit of the weight gradient on the phase grid. A unit's images sit side
+    by side in one grid, enough of them for dot products of about 1024 positions (shorter
+    ones pay for reducing their register tiles; longer ones only spill the grid out of L2),
+    at most 512 KiB of grid, and at least two units per thread. Measured on the small CNN's
+    weight gradients (Zen 5, 2 threads, us, 1/2/4/8/16 images per unit): 28x28 planes
+    74/76/83/102/145, 15x15 (stride 2) 396/317/359/350/308, 8x8 493/343/262/215/200."""
+    if problem.batch == 0:   # an empty batch is planned, never run
+        return 1
+    positions, elements = phase_grid_shape(problem)
+    images = max(1, min(-(-1024 // positions), problem.batch // (2 * num_threads),
+                        L2_TILE_BYTES // (elements * itemsize)))
+    # as many units as a multiple of the threads, so that no thread waits for a last one
+    units = num_threads * -(-problem.batch // (images * num_threads))
+    return int(-(-problem.batch // units))
+
+
+def input_grad_work_split(problem, itemsize, num_threads):
+    """(band_rows, channel_chunks) for the col2im path.
+
+    A work item owns whole input channels of one (image, group) so that the col2im scatter never
+    races; when images x groups are fewer than the threads (batch 1), each group's input
+    channels are split into chunks, one per thread: smaller chunks make thinner GEMMs (measured
+    on conv_transpose_2x2_s2 with 2 threads: 2 chunks 0.32 ms, 4 chunks 0.35 ms, 8 0.42 ms).
+    Bands keep the unfolded columns of a chunk in L2."""
+    items = max(1, problem.batch * problem.groups)   # an empty batch is planned, never run
+    chunks = 1
+    if items < num_threads:
+        chunks = min(problem.in_per_group, -(-num_threads // items))
+    chunk_depth = -(-problem.in_per_group // chunks) * prod(problem.kernel_size)
+    out_w = problem.out_size[-1]
+    rows = prod(problem.out_size[:-1])
+    band = max(1, L2_TILE_BYTES // max(1, chunk_depth * out_w * itemsize))
+    if problem.pointwise:
+        band = max(1, 4096 // out_w)
+    return int(min(band, rows)), int(chunks)
+
+
+def weight_grad_chunks(problem, num_threads, band_rows):
+    """Partial sums for the weight gradient: about four per thread so that dynamic scheduling
+    can balance a busy core, no more than the work items, and at most 64 MiB of buffers."""
+    bands = -(-prod(problem.out_size[:-1]) // band_rows)
+    items = problem.batch * problem.groups * bands
+    weight_bytes = 8 * problem.out_channels * problem.gemm_depth
+    by_memory = max(1, (64 << 20) // weight_bytes)
+    return int(max(1, min(items, 4 * num_threads, by_memory)))
+
+
+def weight_grad_phase_chunks(problem, images_per_unit, num_threads):
+    """Partial sums of the weight gradient on the phase grid: one per work unit (a block of
+    images of one group), at most four per thread."""
+    units = -(-problem.batch // images_per_unit) * problem.groups
+    return int(max(1, min(units, 4 * num_threads)))
+
+
+# A call with more multiply-adds than this runs as several kernel calls (blocks of images, or
+# of one image's output channels): a kernel runs without the GIL and cannot be interrupted,
+# but Python raises KeyboardInterrupt between two calls, so Ctrl-C stops a long convolution
+# within one piece. 2**33 multiply-adds take about 0.05-0.5 s on two cores; a smaller piece costs
+# speed, because every piece unfolds its input again (2**28 made conv3d_video, 1.4e9
+# multiply-adds in one image, run as 8 pieces and 3x slower). Pieces change no result: every
+# output is one complete sum either way.
+INTERRUPT_WORK = 1 << 33
+
+
+def interruptible_pieces(problem, work=None):
+    """(images, output channels) slices that cover `problem`, each of about `work`
+    (INTERRUPT_WORK) multiply-adds or less where the problem can be cut there (whole images
+    first; within one image, whole groups, or blocks of 8 output channels for one group)."""
+    work = INTERRUPT_WORK if work is None else work
+    batch, c_out = problem.batch, problem.out_channels
+    if problem.multiply_adds <= work or batch == 0:
+        return [(slice(0, batch), slice(0, c_out))]
+    per_image = problem.multiply_adds // batch
+    if per_image <= work:
+        step = work // per_image
+        return [(slice(n, min(n + step, batch)), slice(0, c_out)) for n in range(0, batch, step)]
+    unit = problem.out_per_group if problem.groups > 1 else min(8, c_out)
+    step = unit * max(1, work // (per_image * unit // c_out or 1))
+    return [(slice(n, n + 1), slice(c, min(c + step, c_out)))
+            for n in range(batch) for c in range(0, c_out, step)]
+
+
+def piece_problem(problem, images, channels):
+    """The zero-padded problem of one piece: `images` of the batch and the output `channels`
+    (whole groups, or output channels of a single group)."""
+    batch = len(range(problem.batch)[images])
+    if channels == slice(0, problem.out_channels):
+        return problem.with_batch(batch)
+    groups = max(1, (channels.stop - channels.start) // problem.out_per_group) \
+        if problem.groups > 1 else 1
+    c_in = groups * problem.in_per_group if problem.groups > 1 else problem.in_channels
+    return ConvProblem(batch, c_in, channels.stop - channels.start, groups, problem.in_size,
+                       problem.kernel_size, problem.stride, problem.padding, problem.dilation)
+
+
+def piece_input_channels(problem, channels):
+    """The input channels a piece of output `channels` reads (whole groups, or all)."""
+    if problem.groups == 1 or channels == slice(0, problem.out_channels):
+        return slice(0, problem.in_channels)
+    first_group = channels.start // problem.out_per_group
+    groups = max(1, (channels.stop - channels.start) // problem.out_per_group)
+    start = first_group * problem.in_per_group
+    return slice(start, start + groups * problem.in_per_group)
+
+
+def subpixel_phases(problem):
+    """The input gradient of `problem` (a transposed convolution) as stride-1 convolutions.
+
+    Along an axis with stride s, input position i = o * s - p + k * d receives from the taps
+    k of one residue class: for phase f = (i + p) mod s those with k = f + m * s. So the
+    input positions i = i0 + q * s of phase f are a stride-1 correlation of the output
+    gradient with that phase's taps, reversed (d = 1; with s = 1, any d, there is one phase:
+    the whole kernel, reversed, dilated). Returns, per axis, a list of phases
+    (start i0, count, taps, padding before, padding after, phase); padding may be negative
+    (a crop of the gradient). None for a stride and a dilation on one axis."""
+    per_axis = []
+    for n_in, n_out, k, s, (p, _), d in zip(problem.in_size, problem.out_size,
+                                            problem.kernel_size, problem.stride,
+                                            problem.padding, problem.dilation):
+        if s > 1 and d > 1:
+            return None
+        phases = []
+        for f in range(s):
+            taps = -(-(k - f) // s) if f < k else 0            # k = f, f + s, ... < kernel
+            q_lo = -((f - p) // s)                              # ceil((p - f) / s)
+            q_hi = (n_in - 1 + p - f) // s
+            count = q_hi - q_lo + 1
+            if count <= 0:
+                continue
+            start = q_lo * s + f - p
+            span = (taps - 1) * d + 1 if taps else 0
+            before = span - 1 - q_lo if s > 1 else (k - 1) * d - p
+            after = count + span - 1 - n_out - before
+            phases.append((start, count, taps, before, after, f))
+        per_axis.append(phases)
+    return per_axis
+
+
+def subpixel_plan(problem):
+    """The stride-1 convolutions (one per combination of phases along the axes) that make up
+    the input gradient of `problem`, as (output slices, tap slices, gradient slices, padding,
+    dilation) tuples; phases that no tap reaches are left out (their gradient is zero).
+    None when some phase would need more cropping than the gradient has (use col2im)."""
+    per_axis = subpixel_phases(problem)
+    if per_axis is None:
+        return None
+    plan = []
+    for combo in np.ndindex(*[len(p) for p in per_axis]):
+        phases = [per_axis[a][i] for a, i in enumerate(combo)]
+        if any(taps == 0 for _, _, taps, _, _, _ in phases):
+            continue
+        out_index, taps_index, g_index, padding = [], [], [], []
+        for (start, count, taps, before, after, f), n_out, s, d in zip(
+                phases, problem.out_size, problem.stride, problem.dilation):
+            out_index.append(slice(start, start + count * s, s))
+            taps_index.append(slice(f, None, s) if s > 1 else slice(None))
+            lo, hi = max(0, -before), n_out + min(0, after)
+            if hi - lo <= 0:
+                return None
+            g_index.append(slice(lo, hi))
+            padding.append((max(0, before), max(0, after)))
+            span = ((taps - 1) * (d if s == 1 else 1)) + 1
+            if hi - lo + padding[-1][0] + padding[-1][1] < span:
+                return None
+        dilation = tuple(d if s == 1 else 1 for s, d in zip(problem.stride, problem.dilation))
+        plan.append((tuple(out_index), tuple(taps_index), tuple(g_index), tuple(padding),
+                     dilation))
+    return plan

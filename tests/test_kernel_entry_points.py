@@ -1,0 +1,99 @@
+"""The compiled kernels' interface (fastconv/_kernels): one kernel id per variant, declared
+once; every entry point runs exactly the variant it is given or raises ValueError."""
+import numpy as np
+import pytest
+
+from fastconv import _core
+from fastconv._kernels import conv_direct, conv_im2col, conv_packed, conv_phase_grid
+
+import reference
+
+IDS = {
+    "CONV_DIRECT": 1, "CONV_IM2COL_BLAS": 2, "CONV_GEMM1X1_BLAS": 3, "CONV_PACKED_SEGMENTS": 4,
+    "CONV_PACKED_PHASE": 5,
+    "INPUT_GRAD_DIRECT": 11, "INPUT_GRAD_COL2IM_BLAS": 12, "INPUT_GRAD_COL2IM_PACKED": 13,
+    "INPUT_GRAD_GEMM1X1_BLAS": 14, "INPUT_GRAD_PHASE_CLASSES": 15,
+    "INPUT_GRAD_PHASE_SCATTER": 16, "INPUT_GRAD_SUBPIXEL": 17,
+    "WEIGHT_GRAD_IM2COL_BLAS": 21, "WEIGHT_GRAD_IM2COL_PACKED": 22,
+    "WEIGHT_GRAD_GEMM1X1_BLAS": 23, "WEIGHT_GRAD_GEMM1X1_PACKED": 24, "WEIGHT_GRAD_PHASE": 25,
+}
+GEOMETRY = ((1, 1, 1), (0, 1, 1), (1, 1, 1), 1)   # stride, padding before, dilation, groups
+
+
+def test_kernel_ids_are_the_documented_table():
+    assert _core.kernel_ids() == IDS
+
+
+def arrays(dtype=np.float64):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 1, 6, 7)).astype(dtype)
+    w = rng.standard_normal((5, 4, 1, 3, 3)).astype(dtype)
+    out = np.empty((2, 5, 1, 6, 7), dtype)
+    return x, w, np.empty(0, dtype), out
+
+
+ENTRIES = {
+    "conv_direct.conv_forward": (
+        {"CONV_DIRECT"},
+        lambda k, x, w, b, out: conv_direct.conv_forward(k, x, w, b, out, *GEOMETRY, 1)),
+    "conv_direct.input_grad": (
+        {"INPUT_GRAD_DIRECT"},
+        lambda k, x, w, b, out: conv_direct.input_grad(k, out, w, x, *GEOMETRY, 1)),
+    "conv_im2col.conv_forward": (
+        {"CONV_IM2COL_BLAS", "CONV_GEMM1X1_BLAS"},
+        lambda k, x, w, b, out: conv_im2col.conv_forward(k, x, w, b, out, *GEOMETRY, 6, 1)),
+    "conv_im2col.input_grad": (
+        {"INPUT_GRAD_COL2IM_BLAS", "INPUT_GRAD_COL2IM_PACKED", "INPUT_GRAD_GEMM1X1_BLAS"},
+        lambda k, x, w, b, out: conv_im2col.input_grad(k, out, w, x, *GEOMETRY, 6, 1, 1)),
+    "conv_im2col.weight_grad": (
+        {"WEIGHT_GRAD_IM2COL_BLAS", "WEIGHT_GRAD_IM2COL_PACKED", "WEIGHT_GRAD_GEMM1X1_BLAS",
+         "WEIGHT_GRAD_GEMM1X1_PACKED"},
+        lambda k, x, w, b, out: conv_im2col.weight_grad(k, x, out, w.copy(), *GEOMETRY, 6, 1,
+                                                        1)),
+    "conv_packed.conv_forward": (
+        {"CONV_PACKED_SEGMENTS"},
+        lambda k, x, w, b, out: conv_packed.conv_forward(k, x, w, b, out, *GEOMETRY, 1, 1, 0,
+                                                         1)),
+    "conv_phase_grid.conv_forward": (
+        {"CONV_PACKED_PHASE"},
+        lambda k, x, w, b, out: conv_phase_grid.conv_forward(k, x, w, b, out, *GEOMETRY, 1, 0,
+                                                             1)),
+    "conv_phase_grid.input_grad": (
+        {"INPUT_GRAD_PHASE_CLASSES", "INPUT_GRAD_PHASE_SCATTER"},
+        lambda k, x, w, b, out: conv_phase_grid.input_grad(k, out, w, x, *GEOMETRY, 1, 1)),
+    "conv_phase_grid.weight_grad": (
+        {"WEIGHT_GRAD_PHASE"},
+        lambda k, x, w, b, out: conv_phase_grid.weight_grad(k, x, out, w.copy(), *GEOMETRY, 1,
+                                                            1, 1)),
+}
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRIES))
+def test_an_entry_point_refuses_every_kernel_it_does_not_run(entry):
+    runs, call = ENTRIES[entry]
+    for name, kernel in list(IDS.items()) + [("none", 0), ("unknown", 99)]:
+        if name in runs:
+            continue
+        with pytest.raises(ValueError, match="does not run kernel"):
+            call(kernel, *arrays())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c_in_g", [1, 3, 8, 16])
+@pytest.mark.parametrize("kernel", ["INPUT_GRAD_PHASE_CLASSES", "INPUT_GRAD_PHASE_SCATTER"])
+def test_either_phase_grid_input_grad_is_exact_for_any_input_channels(kernel, c_in_g, dtype):
+    """The Python layer picks scatter or classes by the input channels per group; either
+    variant, forced, computes the gradient for any count."""
+    rng = np.random.default_rng(c_in_g)
+    groups = 2
+    x_shape = (3, c_in_g * groups, 1, 9, 10)
+    w = rng.standard_normal((6, c_in_g, 1, 3, 3)).astype(dtype)
+    kw = dict(stride=(1, 2, 2), padding=(0, 1, 1), dilation=(1, 1, 2), groups=groups)
+    out_shape = reference.conv_nd(np.zeros((1,) + x_shape[1:]), w, None, **kw).shape[2:]
+    g = rng.standard_normal(x_shape[:1] + (6,) + out_shape).astype(dtype)
+    dx = np.full(x_shape, np.nan, dtype)
+    conv_phase_grid.input_grad(IDS[kernel], g, w, dx, kw["stride"], kw["padding"],
+                               kw["dilation"], groups, 2, 2)
+    want = reference.conv_input_grad(x_shape, w.astype(np.float64), g, **kw)
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(dx, want, rtol=tol, atol=tol)
