@@ -3,7 +3,7 @@
 one registration of the per-thread BLAS thread setter, and the kernel ids.
 
 The thread *policy* (what count each kernel uses, how BLAS is kept from oversubscribing)
-lives in fastconv/_parallel.py; kernels receive their thread count as an argument.
+lives in fastconv/_runtime/threads.py; kernels receive their thread count as an argument.
 """
 from fastconv._kernels cimport kernel_ids as ids
 

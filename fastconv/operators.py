@@ -21,8 +21,6 @@ and is tested and wrapped from here.
 """
 from dataclasses import dataclass
 
-import numpy as np
-
 import fastconv
 from fastconv import grad as _grad
 from fastconv._ops.conv import conv_call
@@ -59,6 +57,7 @@ class Operator:
     dims: tuple
     args: tuple                     # ((name, default), ...)
     weighted: WeightedGradients = None
+    forward_only_args: tuple = ()   # arguments the backward pass does not take
 
     def forward(self, nd):
         """The public forward function for `nd` dimensions (``fastconv.conv2d``)."""
@@ -77,9 +76,11 @@ class Operator:
         return getattr(_grad, f"{name}_input"), getattr(_grad, f"{name}_weight"), bias
 
     def _function_name(self, nd):
+        if self.name == "interpolate":   # one function for every dimensionality
+            return self.name
         if nd not in self.dims:
             raise ValueError(f"{self.name} exists in {self.dims} dimensions; got {nd}")
-        return self.name if self.name == "interpolate" else f"{self.name}{nd}d"
+        return f"{self.name}{nd}d"
 
 
 def _conv_weight_grad(problem, x, weight_shape, g, bias_out):
@@ -130,7 +131,8 @@ OPERATORS = {op.name: op for op in (
     Operator("avg_pool", "plain", (1, 2, 3),
              _POOL_ARGS + (("ceil_mode", False), ("count_include_pad", True),
                            ("divisor_override", None))),
-    Operator("adaptive_avg_pool", "plain", (1, 2, 3), (("output_size", None),)),
+    Operator("adaptive_avg_pool", "plain", (1, 2, 3), (("output_size", None),),
+             forward_only_args=("output_size",)),   # the gradient's shape says it
     Operator("interpolate", "plain", (1, 2, 3),
              (("size", None), ("scale_factor", None), ("mode", "nearest"),
               ("align_corners", None))),

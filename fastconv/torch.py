@@ -155,8 +155,9 @@ class MaxPoolFunction(torch.autograd.Function):
         return _tensor(dx), None, None
 
 
-class AvgPoolFunction(torch.autograd.Function):
-    """avg_pool{n}d and adaptive_avg_pool{n}d: the backward spreads each output evenly."""
+class PlainFunction(torch.autograd.Function):
+    """Every plain operator of fastconv.operators (avg_pool, adaptive_avg_pool, interpolate):
+    the backward pass needs only the forward call's arguments."""
 
     @staticmethod
     def forward(ctx, input, name, spec):
@@ -169,8 +170,9 @@ class AvgPoolFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        kwargs = {k: v for k, v in ctx.kwargs.items() if k != "output_size"}
         op, nd = ctx.name
+        kwargs = {k: v for k, v in ctx.kwargs.items()
+                  if k not in OPERATORS[op].forward_only_args}
         dx = OPERATORS[op].backward(nd)(_grad_numpy(grad_output), ctx.input_shape, **kwargs)
         return _tensor(dx), None, None
 
@@ -193,25 +195,6 @@ class MaxUnpoolFunction(torch.autograd.Function):
         dx = OPERATORS["max_unpool"].backward(ctx.nd)(_grad_numpy(grad_output), indices.numpy(),
                                                       ctx.input_shape)
         return _tensor(dx), None, None, None
-
-
-class InterpolateFunction(torch.autograd.Function):
-    """interpolate (nearest, linear, bilinear, trilinear)."""
-
-    @staticmethod
-    def forward(ctx, input, spec):
-        kwargs = dict(spec)
-        out = OPERATORS["interpolate"].forward(input.dim() - 2)(
-            as_numpy(input, "input"), **kwargs)
-        ctx.kwargs, ctx.input_shape = kwargs, tuple(input.shape)
-        return _tensor(out)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        backward = OPERATORS["interpolate"].backward(len(ctx.input_shape) - 2)
-        dx = backward(_grad_numpy(grad_output), ctx.input_shape, **ctx.kwargs)
-        return _tensor(dx), None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +317,7 @@ def _avg_pool(nd, input, kernel_size, stride, padding, ceil_mode, count_include_
     _numpy_operands(input=input)
     spec = _spec(kernel_size=kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                  count_include_pad=count_include_pad, divisor_override=divisor_override)
-    return AvgPoolFunction.apply(input, ("avg_pool", nd), spec)
+    return PlainFunction.apply(input, ("avg_pool", nd), spec)
 
 
 def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
@@ -359,7 +342,7 @@ def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 def _adaptive_avg_pool(nd, input, output_size):
     _numpy_operands(input=input)
-    return AvgPoolFunction.apply(input, ("adaptive_avg_pool", nd),
+    return PlainFunction.apply(input, ("adaptive_avg_pool", nd),
                                  _spec(output_size=output_size))
 
 
@@ -428,7 +411,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     """``torch.nn.functional.interpolate`` computed by :func:`fastconv.interpolate`."""
     _numpy_operands(input=input)
     spec = _spec(size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
-    return InterpolateFunction.apply(input, spec)
+    return PlainFunction.apply(input, ("interpolate", input.dim() - 2), spec)
 
 
 # ---------------------------------------------------------------------------------------------

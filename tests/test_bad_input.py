@@ -154,7 +154,7 @@ def _call(op, nd, x):
     return op.forward(nd)(x, 2)
 
 
-@pytest.mark.parametrize("op, nd", _table_calls())
+@pytest.mark.parametrize("op, nd", list(_table_calls()))
 def test_every_operator_names_its_input_when_it_is_wrong(op, nd):
     good = np.ones((1, 2) + (4,) * nd)
     assert _call(op, nd, good).shape[:1] == (1,)      # the valid call runs

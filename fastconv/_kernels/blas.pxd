@@ -2,7 +2,7 @@
 """Row-major GEMM over fused float/double on SciPy's BLAS, callable without the GIL.
 
 Kernels call it from inside their own OpenMP threads; the Python layer keeps the BLAS library
-single-threaded for the duration of a call (fastconv/_parallel.py), so threads never multiply.
+single-threaded for the duration of a call (fastconv/_runtime/threads.py), so threads never multiply.
 """
 from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -28,7 +28,7 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating 
 # it for the calling thread and returns the previous one. Each OpenMP thread of a kernel sets
 # it to 1 before its GEMMs and restores it after, so BLAS never spawns threads of its own
 # inside ours, and nothing global changes. The Python layer registers the function's address
-# once, in fastconv._core (fastconv/_parallel.py); kernels pass blas_local_threads() here.
+# once, in fastconv._core (fastconv/_runtime/threads.py); kernels pass blas_local_threads() here.
 # Without it (other BLAS) the Python layer holds BLAS at one thread.
 
 

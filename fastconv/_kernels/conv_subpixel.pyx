@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Weights for the sub-pixel input gradient (INPUT_GRAD_SUBPIXEL, composed in Python from
-forward kernels, fastconv/conv_grad.py): the forward weight of one stride phase of the
+forward kernels, fastconv/_ops/conv_grad.py): the forward weight of one stride phase of the
 transposed convolution."""
 from cython cimport floating
 
@@ -9,7 +9,7 @@ def adjoint_phase_weight(const floating[:, :, :, :, ::1] w, floating[:, :, :, :,
                          Py_ssize_t groups, tuple phase, tuple stride):
     """out[g * C_in_g + ci, co, j] := w[g * C_out_g + co, ci, k(j)] with, per axis,
     k(j) = phase + (M - 1 - j) * stride (M = out's size along the axis): the reversed taps of one stride phase, channels transposed per group — the forward weight
-    of one phase of the transposed convolution (see fastconv/conv_grad.py, subpixel)."""
+    of one phase of the transposed convolution (see fastconv/_ops/conv_grad.py, _run_subpixel)."""
     cdef Py_ssize_t c_out = w.shape[0], c_in_g = w.shape[1]
     cdef Py_ssize_t c_out_g = c_out // groups
     cdef Py_ssize_t M0 = out.shape[2], M1 = out.shape[3], M2 = out.shape[4]
