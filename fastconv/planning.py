@@ -20,10 +20,10 @@ import numpy as np
 from fastconv._ops.interpolate import interpolate_output_size
 from fastconv._ops.pooling import pool_output_size, unpool_output_size
 from fastconv._plan import args as _args
+from fastconv._plan import dispatch as _dispatch
 from fastconv._plan.dispatch import (
     ALGORITHMS, INPUT_GRAD_ALGORITHMS, INPUT_GRAD_RULES, RULES, SUPPORTS, WEIGHT_GRAD_ALGORITHMS,
-    WEIGHT_GRAD_RULES, Kernel, Plan, Rule, algorithm_names, plan_conv, plan_input_grad,
-    plan_weight_grad, variants,
+    WEIGHT_GRAD_RULES, Kernel, Plan, Rule, algorithm_names, variants,
 )
 from fastconv._plan.problems import (
     ConvProblem, conv_problem, conv_transpose_problem, locally_connected_problem,
@@ -41,6 +41,35 @@ __all__ = [
     "unpool_output_shape", "compute_dtype", "ntuple", "normalize_padding",
     "interpolation_tables",
 ]
+
+
+def _checked(problem, dtype):
+    if not isinstance(problem, ConvProblem):
+        raise TypeError(f"problem must be a ConvProblem (from conv_problem, "
+                        f"conv_transpose_problem or problem_from_call); got "
+                        f"{type(problem).__name__}")
+    return _dtype_of(dtype)
+
+
+def plan_conv(problem, dtype="float32", algorithm="auto"):
+    """The Plan that ``conv{n}d`` runs for the checked `problem` in `dtype` ('auto', a
+    family of ALGORITHMS or a kernel's name: ``algorithm_names("forward")``)."""
+    return _dispatch.plan_conv(problem, _checked(problem, dtype), algorithm)
+
+
+def plan_input_grad(problem, dtype="float32", algorithm="auto", weight=None):
+    """The Plan of the input gradient (or transposed convolution) of `problem`; with
+    `weight`, as for those weights (the phase-grid kernels need finite ones)."""
+    dtype = _checked(problem, dtype)
+    w = None if weight is None else _args.as_array(weight, "weight")
+    if w is not None:
+        _args.compute_dtype(weight=w)   # a real numeric array, or TypeError naming it
+    return _dispatch.plan_input_grad(problem, dtype, algorithm, w)
+
+
+def plan_weight_grad(problem, dtype="float32", algorithm="auto"):
+    """The Plan of the weight gradient of `problem`."""
+    return _dispatch.plan_weight_grad(problem, _checked(problem, dtype), algorithm)
 
 
 def _dtype_of(dtype, **operands):
@@ -182,6 +211,12 @@ def receptive_field(layers):
     return ReceptiveField(tuple(size), tuple(jump), tuple(start))
 
 
+def _shape(input_shape, nd):
+    if nd not in (1, 2, 3):
+        raise ValueError(f"nd must be 1, 2 or 3; got {nd!r}")
+    return _args.shape_argument(input_shape, "input_shape", nd + 2)
+
+
 def pool_output_shape(nd, input_shape, kernel_size, stride=None, padding=0, dilation=1,
                       ceil_mode=False):
     """Shape of ``max_pool{nd}d`` / ``avg_pool{nd}d`` on an input of `input_shape` (PyTorch's
@@ -191,6 +226,7 @@ def pool_output_shape(nd, input_shape, kernel_size, stride=None, padding=0, dila
     >>> fp.pool_output_shape(2, (1, 64, 112, 112), 3, 2, 1)
     (1, 64, 56, 56)
     """
+    input_shape = _shape(input_shape, nd)
     kernel = _args.ntuple(kernel_size, nd, "kernel_size", minimum=1)
     stride = kernel if stride is None else _args.ntuple(stride, nd, "stride", minimum=1)
     padding = _args.ntuple(padding, nd, "padding", minimum=0)
@@ -202,13 +238,15 @@ def pool_output_shape(nd, input_shape, kernel_size, stride=None, padding=0, dila
 
 def adaptive_pool_output_shape(nd, input_shape, output_size):
     """Shape of ``adaptive_{avg,max}_pool{nd}d`` with `output_size` on `input_shape`."""
-    return tuple(input_shape[:2]) + _args.ntuple(output_size, nd, "output_size", minimum=1)
+    return _shape(input_shape, nd)[:2] + _args.ntuple(output_size, nd, "output_size",
+                                                       minimum=1)
 
 
 def unpool_output_shape(nd, input_shape, kernel_size, stride=None, padding=0,
                         output_size=None):
     """Shape of ``max_unpool{nd}d`` on an input of `input_shape` (see
     :func:`unpool_output_size`)."""
+    input_shape = _shape(input_shape, nd)
     kernel = _args.ntuple(kernel_size, nd, "kernel_size", minimum=1)
     stride = kernel if stride is None else _args.ntuple(stride, nd, "stride", minimum=1)
     padding = _args.ntuple(padding, nd, "padding", minimum=0)

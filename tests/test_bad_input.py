@@ -164,3 +164,37 @@ def test_every_operator_names_its_input_when_it_is_wrong(op, nd):
         _call(op, nd, good.astype(object))
     with pytest.raises(ValueError, match="input"):
         _call(op, nd, np.ones((1, 2) + (4,) * (nd + 1)))   # one spatial axis too many
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning a call without running it (fastconv.planning): the same rules
+
+PROBLEM = fastconv.planning.conv_problem(2, (2, 4, 8, 8), (6, 2, 3, 3), groups=2)
+PLANNING_CALLS = [
+    ("plan of no problem", lambda: fastconv.planning.plan_conv((2, 4, 8, 8)), TypeError,
+     "problem must be a ConvProblem"),
+    ("plan dtype unknown", lambda: fastconv.planning.plan_conv(PROBLEM, "float99"), TypeError,
+     "dtype"),
+    ("plan dtype complex", lambda: fastconv.planning.plan_weight_grad(PROBLEM, complex),
+     TypeError, "dtype"),
+    ("plan algorithm unknown", lambda: fastconv.planning.plan_input_grad(PROBLEM, "float32",
+                                                                       "winograd"),
+     ValueError, "algorithm must be one of"),
+    ("plan with a string weight", lambda: fastconv.planning.plan_input_grad(
+        PROBLEM, "float32", "auto", "weights"), TypeError, "weight"),
+    ("choose_algorithm dtype", lambda: fastconv.choose_algorithm(X, W, groups=2, dtype="x"),
+     TypeError, "dtype"),
+    ("pool shape of an int", lambda: fastconv.planning.pool_output_shape(2, 8, 2), TypeError,
+     "input_shape"),
+    ("pool shape nd", lambda: fastconv.planning.pool_output_shape(4, (1, 1, 4, 4), 2),
+     ValueError, "nd"),
+    ("unpool shape length", lambda: fastconv.planning.unpool_output_shape(2, (1, 1, 4), 2),
+     ValueError, "input_shape"),
+]
+
+
+@pytest.mark.parametrize("description, call, error, message", PLANNING_CALLS,
+                         ids=[c[0] for c in PLANNING_CALLS])
+def test_planning_names_what_is_wrong(description, call, error, message):
+    with pytest.raises(error, match=message):
+        call()

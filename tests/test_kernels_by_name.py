@@ -57,57 +57,45 @@ def test_the_kernel_enum_is_the_compiled_one():
         assert planning.variants(operation)   # every operation has named kernels
 
 
+# operation: (its call with algorithm=name, its float64 reference, its planner, tolerance factor)
+OPERATIONS = {
+    "forward": (
+        lambda nd, x, w, b, g, kw, name: CONV[nd](x, w, b, **kw, algorithm=name),
+        lambda x, w, b, g, kw: reference.conv_nd(x.astype(np.float64), w, b, **kw),
+        lambda problem, dtype, name: planning.plan_conv(problem, dtype, name), 1),
+    "input_grad": (
+        lambda nd, x, w, b, g, kw, name: INPUT[nd](x.shape, w, g, **kw, algorithm=name),
+        lambda x, w, b, g, kw: reference.conv_input_grad(x.shape, w.astype(np.float64), g, **kw),
+        lambda problem, dtype, name: planning.plan_input_grad(problem, dtype, name), 1),
+    "weight_grad": (
+        lambda nd, x, w, b, g, kw, name: WEIGHT[nd](x, w.shape, g, **kw, algorithm=name),
+        lambda x, w, b, g, kw: reference.conv_weight_grad(x.astype(np.float64), w.shape, g,
+                                                           **kw),
+        lambda problem, dtype, name: planning.plan_weight_grad(problem, dtype, name),
+        10),   # sums over the whole batch and plane
+}
+KERNELS = [pytest.param(operation, name, id=f"{operation}-{name}")
+           for operation in OPERATIONS for name in sorted(planning.variants(operation))]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("case", CASES, ids=ids)
-@pytest.mark.parametrize("name", sorted(planning.variants("forward")))
-def test_every_forward_kernel_by_name(name, case, dtype):
-    nd, x, w, b, _, kw = make(case, dtype)
+@pytest.mark.parametrize("operation, name", KERNELS)
+def test_every_kernel_by_name(operation, name, case, dtype):
+    call, expected, plan_of, factor = OPERATIONS[operation]
+    nd, x, w, b, g, kw = make(case, dtype)
+    if operation != "forward":
+        b = None   # the gradients take no bias
     problem = planning.problem_from_call(x, w, b, **kw)
     if not supported(name, problem):
         with pytest.raises(ValueError, match="algorithm="):
-            CONV[nd](x, w, b, **kw, algorithm=name)
+            call(nd, x, w, b, g, kw, name)
         return
-    plan = planning.plan_conv(problem, dtype, name)
-    assert plan.kernel == planning.variants("forward")[name] and plan.reason
-    got = CONV[nd](x, w, b, **kw, algorithm=name)
-    want = reference.conv_nd(x.astype(np.float64), w, b, **kw)
-    tol = TOLERANCE[dtype]
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", CASES, ids=ids)
-@pytest.mark.parametrize("name", sorted(planning.variants("input_grad")))
-def test_every_input_gradient_kernel_by_name(name, case, dtype):
-    nd, x, w, _, g, kw = make(case, dtype)
-    problem = planning.problem_from_call(x.shape, w.shape, **kw)
-    if not supported(name, problem):
-        with pytest.raises(ValueError, match="algorithm="):
-            INPUT[nd](x.shape, w, g, **kw, algorithm=name)
-        return
-    plan = planning.plan_input_grad(problem, dtype, name)
-    assert plan.kernel == planning.variants("input_grad")[name]
-    got = INPUT[nd](x.shape, w, g, **kw, algorithm=name)
-    want = reference.conv_input_grad(x.shape, w.astype(np.float64), g, **kw)
-    tol = TOLERANCE[dtype]
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("case", CASES, ids=ids)
-@pytest.mark.parametrize("name", sorted(planning.variants("weight_grad")))
-def test_every_weight_gradient_kernel_by_name(name, case, dtype):
-    nd, x, w, _, g, kw = make(case, dtype)
-    problem = planning.problem_from_call(x.shape, w.shape, **kw)
-    if not supported(name, problem):
-        with pytest.raises(ValueError, match="algorithm="):
-            WEIGHT[nd](x, w.shape, g, **kw, algorithm=name)
-        return
-    plan = planning.plan_weight_grad(problem, dtype, name)
-    assert plan.kernel == planning.variants("weight_grad")[name]
-    got = WEIGHT[nd](x, w.shape, g, **kw, algorithm=name)
-    want = reference.conv_weight_grad(x.astype(np.float64), w.shape, g, **kw)
-    tol = TOLERANCE[dtype] * 10   # sums over the whole batch and plane
+    plan = plan_of(problem, dtype, name)
+    assert plan.kernel == planning.variants(operation)[name] and plan.reason
+    got = call(nd, x, w, b, g, kw, name)
+    want = expected(x, w, b, g, kw)
+    tol = TOLERANCE[dtype] * factor
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
