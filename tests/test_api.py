@@ -91,6 +91,8 @@ def test_choose_algorithm_for_the_benchmark_shapes(x_shape, w_shape, kwargs, alg
     assert isinstance(choice.reason, str) and len(choice.reason) > 20
     x = np.zeros(x_shape, np.float32)
     assert fastconv.choose_algorithm(x, np.zeros(w_shape, np.float32), **kwargs) == choice
+    name, reason = choice            # unpacks as fastconv 0.1's (algorithm, reason) did
+    assert (name, reason) == (choice.algorithm, choice.reason)
 
 
 def test_dispatcher_rules_are_data_with_reasons():

@@ -79,3 +79,21 @@ def test_lower_layers_never_import_higher_ones(layer, forbidden):
         if name.startswith(layer):
             bad = {d for d in deps if d.startswith(forbidden)}
             assert not bad, f"{name} imports {sorted(bad)} from a higher layer"
+
+
+@pytest.mark.parametrize("module, name, home", [
+    ("fastconv.dispatch", "RULES", "fastconv.planning"),
+    ("fastconv.convolution", "conv2d", "fastconv"),
+    ("fastconv.conv_grad", "conv2d_input", "fastconv.grad"),
+    ("fastconv.conv_transpose", "conv_transpose2d", "fastconv"),
+    ("fastconv.locally_connected", "locally_connected2d", "fastconv"),
+    ("fastconv.pooling", "pool_output_size", "fastconv.planning"),
+    ("fastconv.resample", "interpolate_output_size", "fastconv.planning"),
+])
+def test_the_flat_modules_of_0_1_still_import_and_say_where_names_moved(module, name, home):
+    import importlib
+    import sys
+    sys.modules.pop(module, None)
+    with pytest.warns(DeprecationWarning, match=home.replace(".", r"\.")):
+        alias = importlib.import_module(module)
+    assert getattr(alias, name) is getattr(importlib.import_module(home), name)

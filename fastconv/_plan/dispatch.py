@@ -93,6 +93,10 @@ class Plan:
     def algorithm(self):
         return _FAMILY[self.kernel]
 
+    def __iter__(self):
+        """Unpacks as (algorithm, reason), as fastconv 0.1's Choice did."""
+        return iter((self.algorithm, self.reason))
+
     @property
     def uses_blas(self):
         """True if the kernel calls SciPy's BLAS from its threads (BLAS is held at one)."""

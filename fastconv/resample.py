@@ -1,0 +1,10 @@
+"""Deprecated alias from fastconv 0.1's flat layout: these names now live
+in fastconv, fastconv.grad and fastconv.planning.
+
+Importing this module still works, with a DeprecationWarning (see ARCHITECTURE.md)."""
+from fastconv._deprecated import warn_moved
+
+from fastconv._ops.interpolate import *  # noqa: F401,F403
+from fastconv._ops.interpolate import __all__  # noqa: F401
+
+warn_moved(__name__, "fastconv, fastconv.grad and fastconv.planning")
