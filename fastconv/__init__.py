@@ -4,9 +4,9 @@ Operators follow PyTorch's semantics and argument names; hot loops are Cython ke
 parallel with OpenMP, over float32 and float64.
 """
 from fastconv._version import __version__
-from fastconv._runtime.cpu import check_cpu_supports_build as _check_cpu_supports_build
+from fastconv._runtime.cpu import simd_level as _simd_level
 
-_check_cpu_supports_build()   # before any compiled module loads: ImportError, not SIGILL
+_simd_level()   # the kernels' SIMD level, before any compiled module loads: ImportError, not SIGILL
 
 from fastconv._runtime import threads as _threads  # noqa: E402
 from fastconv._runtime.threads import get_num_threads, num_threads, set_num_threads  # noqa: E402

@@ -1,4 +1,5 @@
 """Build and runtime configuration: what a bug report about speed needs to say."""
+import os
 import platform
 import sys
 
@@ -22,8 +23,8 @@ def config_info():
     """The facts :func:`show_config` prints, as a dict."""
     info = _cpu._build_info()
     features = _cpu.cpu_features()
-    simd_cpu = [name for name in ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512BW",
-                                  "AVX512VL", "AVX512_SPR") if features.get(name)]
+    simd_cpu = [name for name in ("SSE42", "AVX", "AVX2", "FMA3", "F16C", "AVX512F", "AVX512BW",
+                                  "AVX512DQ", "AVX512VL", "AVX512_SPR") if features.get(name)]
     blas = [{key: d.get(key) for key in ("internal_api", "version", "threading_layer",
                                           "architecture", "num_threads", "filepath")}
             for d in _parallel.single_threaded_blas.describe()]
@@ -35,7 +36,11 @@ def config_info():
         "cpu": _cpu_model(),
         "compile_args": list(info.compile_args) if info else None,
         "arch": info.arch if info else None,
-        "simd_compiled_for": list(info.simd_required) if info else [],
+        "simd_level": _cpu.simd_level(),
+        "simd_levels_built": list(_cpu.built_levels()),
+        "simd_levels_runnable": _cpu.runnable_levels(_cpu.built_levels()),
+        "simd_level_flags": list(_cpu.built_levels()[_cpu.simd_level()][0]),
+        "simd_forced": os.environ.get(_cpu.SIMD_ENV) or None,
         "simd_cpu": simd_cpu,
         "openmp": _core.openmp_enabled(),
         "openmp_version": _core.openmp_version(),
@@ -58,8 +63,11 @@ def show_config():
         f"fastconv {c['fastconv']}  (python {c['python']}, numpy {c['numpy']}, scipy {c['scipy']})",
         f"cpu:            {c['cpu']}",
         f"simd (cpu):     {' '.join(c['simd_cpu']) or 'unknown'}",
-        f"simd (build):   {' '.join(c['simd_compiled_for']) or 'baseline'}  (arch={c['arch']})",
-        f"compile args:   {' '.join(c['compile_args'] or [])}",
+        f"simd level:     {c['simd_level']}  "
+        f"({'forced by ' + _cpu.SIMD_ENV if c['simd_forced'] else 'the best this CPU runs'}; "
+        f"built: {' '.join(c['simd_levels_built'])}; this CPU runs: "
+        f"{' '.join(c['simd_levels_runnable'])}; FASTCONV_ARCH={c['arch']} at build)",
+        f"compile args:   {' '.join((c['compile_args'] or []) + c['simd_level_flags'])}",
         f"openmp:         {'yes, _OPENMP=%d' % c['openmp_version'] if c['openmp'] else 'NO (serial kernels)'}",
         f"threads:        {c['num_threads']}  (set_num_threads / FASTCONV_NUM_THREADS / OMP_NUM_THREADS)",
     ]
