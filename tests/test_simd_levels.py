@@ -86,6 +86,16 @@ def test_without_numpy_s_answer_the_cpuinfo_flags_decide(monkeypatch):
     assert cpu.choose_simd_level(LEVELS, forced=None, features={}) == "baseline"
 
 
+def test_a_tree_built_by_an_older_setup_py_asks_to_be_rebuilt(monkeypatch):
+    class OldBuildInfo:   # fastconv 0.2: one -march for everything, no levels
+        simd_required = ["AVX2"]
+        compile_args = ["-march=native"]
+
+    monkeypatch.setattr(cpu, "_build_info", lambda: OldBuildInfo)
+    with pytest.raises(ImportError, match="older setup.py.*rebuild"):
+        cpu.built_levels()
+
+
 # --- this build ------------------------------------------------------------------------------
 
 def test_every_kernel_source_is_bound_and_built_for_every_level():

@@ -1,7 +1,10 @@
 """fastconv.torch: every wrapped operator is differentiable in PyTorch's autograd (gradcheck in
 float64), its layers are drop-in replacements for torch.nn's, and tensors cross without a copy.
 """
+import ast
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -312,3 +315,31 @@ def test_cnn_with_pooling_same_loss_and_gradients():
             torch.testing.assert_close(p_ours.grad, p_ref.grad, rtol=1e-4, atol=1e-5)
         for opt in optimizers:
             opt.step()
+
+
+# One OpenMP runtime per process: fastconv's extensions and PyTorch's both ask for
+# libgomp.so.1, and the dynamic loader serves the second with the first one loaded, so the two
+# thread pools never spin against each other (a wheel carries its libgomp under that same name
+# for this reason: setup.py, BdistWheel). Checked in a fresh process for each import order.
+OPENMP_RUNTIMES = """
+import sys
+first, second = sys.argv[1:]
+__import__(first); __import__(second)
+import numpy as np, torch, fastconv.torch as ft
+x, w = torch.randn(2, 4, 16, 16), torch.randn(8, 4, 3, 3)
+for _ in range(3):    # both pools busy in turn
+    torch.nn.functional.conv2d(x, w, padding=1); ft.conv2d(x, w, padding=1)
+with open("/proc/self/maps") as maps:
+    print(sorted({line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+@pytest.mark.parametrize("order", [("torch", "fastconv"), ("fastconv", "torch")],
+                         ids=["torch-first", "fastconv-first"])
+def test_pytorch_and_fastconv_share_one_openmp_runtime_in_either_import_order(order):
+    run = subprocess.run([sys.executable, "-c", OPENMP_RUNTIMES, *order], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    runtimes = ast.literal_eval(run.stdout.strip().splitlines()[-1])
+    assert len(runtimes) == 1, f"two OpenMP runtimes in one process: {runtimes}"

@@ -71,6 +71,9 @@ def built_levels():
     info = _build_info()
     if info is None:
         return {}
+    if not hasattr(info, "levels"):   # built by fastconv 0.2's setup.py: kernels not per level
+        raise ImportError("this fastconv tree was built by an older setup.py (no SIMD levels): "
+                          "rebuild it (pip install -e . or python setup.py build_ext --inplace)")
     return dict(info.levels)
 
 
