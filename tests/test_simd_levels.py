@@ -30,6 +30,13 @@ AVX2_CPU = {"SSE42": True, "AVX": True, "AVX2": True, "FMA3": True, "F16C": True
 AVX512_CPU = dict(AVX2_CPU, AVX512F=True, AVX512BW=True, AVX512DQ=True, AVX512VL=True)
 
 
+@pytest.fixture(autouse=True)
+def no_level_forced_in_this_process(monkeypatch):
+    # choose_simd_level(forced=None) reads FASTCONV_SIMD, which .ci/run sets for a whole run;
+    # the rules below are tested with and without it explicitly
+    monkeypatch.delenv(cpu.SIMD_ENV, raising=False)
+
+
 def run_python(code, simd=None):
     env = {k: v for k, v in os.environ.items() if k != cpu.SIMD_ENV}
     if simd is not None:

@@ -31,9 +31,13 @@ static inline T fc_lane_sum_##SUFFIX(fc_gvec_##SUFFIX v) {                      
     fc_h16_##SUFFIX h16, u16;                                                                  \
     fc_h8_##SUFFIX h8, u8;                                                                     \
     T lanes[8 / sizeof(T)], total;                                                             \
-    memcpy(&h32, &v, 32);                                                                      \
-    if (sizeof(v) == 64) { memcpy(&u32, (const char*)&v + 32, 32); h32 += u32; }               \
-    memcpy(&h16, &h32, 16); memcpy(&u16, (const char*)&h32 + 16, 16); h16 += u16;              \
+    if (sizeof(v) >= 32) {                                                                     \
+        memcpy(&h32, &v, 32);                                                                  \
+        if (sizeof(v) == 64) { memcpy(&u32, (const char*)&v + 32, 32); h32 += u32; }           \
+        memcpy(&h16, &h32, 16); memcpy(&u16, (const char*)&h32 + 16, 16); h16 += u16;          \
+    } else {                   /* 16-byte vectors (the baseline level) */                      \
+        memcpy(&h16, &v, 16);                                                                  \
+    }                                                                                          \
     memcpy(&h8, &h16, 8); memcpy(&u8, (const char*)&h16 + 8, 8); h8 += u8;                     \
     memcpy(lanes, &h8, 8);                                                                     \
     total = lanes[0];                                                                          \

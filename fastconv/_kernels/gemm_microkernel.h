@@ -5,7 +5,7 @@
  * NR = NRV vectors of output positions tap-major (written there directly by im2col). The
  * MR x NRV accumulators stay in vector registers for the whole K loop: 8 x 3 AVX-512
  * registers (MR = 8 divides the usual channel counts, so no rows are wasted), or 6 x 2 AVX2
- * registers (of 16) otherwise.
+ * registers (of 16), or 6 x 2 16-byte registers without AVX (the baseline level).
  */
 #ifndef FASTCONV_GEMM_MICROKERNEL_H
 #define FASTCONV_GEMM_MICROKERNEL_H
@@ -20,8 +20,16 @@
    plane than 48-wide ones (7x7 and 8x8 feature maps) */
 #define FC_GEMM_MR_NARROW 12
 #define FC_GEMM_NRV_NARROW 2
-#else
+#elif defined(__AVX__)
 #define FC_GEMM_VEC_BYTES 32
+#define FC_GEMM_MR 6
+#define FC_GEMM_NRV 2
+#define FC_GEMM_MR_NARROW 6
+#define FC_GEMM_NRV_NARROW 2
+#else
+/* 16-byte vectors (SSE2, NEON): wider ones are emulated in pairs of registers, and a 6 x 2
+   tile of them spilled (the packed kernel ran 27x slower than with AVX2 on one Zen 3) */
+#define FC_GEMM_VEC_BYTES 16
 #define FC_GEMM_MR 6
 #define FC_GEMM_NRV 2
 #define FC_GEMM_MR_NARROW 6
