@@ -190,10 +190,12 @@ def extensions():
     directives = {"language_level": 3, "boundscheck": False, "wraparound": False,
                   "cdivision": True, "initializedcheck": False, "embedsignature": True}
     include_dirs = [str(KERNELS), str(PACKAGE)]
+    # the C headers the kernels include: an edited one recompiles them (build_ext compares times)
+    headers = [str(h.relative_to(HERE)) for h in sorted(KERNELS.glob("*.h"))]
 
     def extension(name, source, flags=(), runpath=None):
         rpath = [f"-Wl,-rpath,{runpath}"] if runpath else []
-        return Extension(name, [str(source)], include_dirs=include_dirs,
+        return Extension(name, [str(source)], include_dirs=include_dirs, depends=headers,
                          extra_compile_args=COMPILE_ARGS + list(flags),
                          extra_link_args=LINK_ARGS + rpath)
 

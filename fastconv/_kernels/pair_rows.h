@@ -9,8 +9,9 @@
  * own vector loop to start (it was a scalar loop at 40% of the fill's time). Nothing is read
  * or written outside the rows. With AVX-512 each block of a row is one masked load and one
  * masked store per vector (masked-off lanes are not accessed, so they cannot fault), the
- * masks of a block made once for all rows; without it, blocks of halving width in GCC vector
- * extensions, then single elements. */
+ * masks of a block made once for all rows; without it, blocks of the level's register width
+ * and of half of it in GCC vector extensions, then single elements (a block wider than a
+ * register was shuffled element by element through general registers). */
 #ifndef FASTCONV_PAIR_ROWS_H
 #define FASTCONV_PAIR_ROWS_H
 #include <stddef.h>
@@ -130,34 +131,29 @@ static inline void fc_merge_##L##_##SUFFIX(const T* even, const T* odd, T* dst) 
     memcpy(dst, &lo, sizeof(lo)); memcpy(dst + L, &hi, sizeof(hi));                            \
 }
 
-#define FC_DEFINE_PAIRS(SUFFIX, T, I, BIG, MID, SMALL, TINY)                                    \
+#define FC_DEFINE_PAIRS(SUFFIX, T, I, BIG, MID)                                                  \
 FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, BIG)                                                        \
 FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, MID)                                                        \
-FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, SMALL)                                                      \
-FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, TINY)                                                       \
 static inline void fc_split_pairs_##SUFFIX(const T* src, T* even, T* odd, ptrdiff_t n) {       \
     ptrdiff_t i = 0;                                                                           \
     for (; i + BIG <= n; i += BIG) fc_split_##BIG##_##SUFFIX(src + 2 * i, even + i, odd + i);  \
     if (i + MID <= n) { fc_split_##MID##_##SUFFIX(src + 2 * i, even + i, odd + i); i += MID; } \
-    if (i + SMALL <= n) {                                                                      \
-        fc_split_##SMALL##_##SUFFIX(src + 2 * i, even + i, odd + i); i += SMALL;               \
-    }                                                                                          \
-    if (i + TINY <= n) { fc_split_##TINY##_##SUFFIX(src + 2 * i, even + i, odd + i); i += TINY; } \
     for (; i < n; i++) { even[i] = src[2 * i]; odd[i] = src[2 * i + 1]; }                      \
 }                                                                                              \
 static inline void fc_merge_pairs_##SUFFIX(const T* even, const T* odd, T* dst, ptrdiff_t n) { \
     ptrdiff_t i = 0;                                                                           \
     for (; i + BIG <= n; i += BIG) fc_merge_##BIG##_##SUFFIX(even + i, odd + i, dst + 2 * i);  \
     if (i + MID <= n) { fc_merge_##MID##_##SUFFIX(even + i, odd + i, dst + 2 * i); i += MID; } \
-    if (i + SMALL <= n) {                                                                      \
-        fc_merge_##SMALL##_##SUFFIX(even + i, odd + i, dst + 2 * i); i += SMALL;               \
-    }                                                                                          \
-    if (i + TINY <= n) { fc_merge_##TINY##_##SUFFIX(even + i, odd + i, dst + 2 * i); i += TINY; } \
     for (; i < n; i++) { dst[2 * i] = even[i]; dst[2 * i + 1] = odd[i]; }                      \
 }
 
-FC_DEFINE_PAIRS(f32, float, int, 16, 8, 4, 2)
-FC_DEFINE_PAIRS(f64, double, long long, 8, 4, 2, 1)
+#ifdef __AVX__   /* 32-byte registers */
+FC_DEFINE_PAIRS(f32, float, int, 8, 4)
+FC_DEFINE_PAIRS(f64, double, long long, 4, 2)
+#else            /* 16-byte registers */
+FC_DEFINE_PAIRS(f32, float, int, 4, 2)
+FC_DEFINE_PAIRS(f64, double, long long, 2, 1)
+#endif
 
 #define FC_DEFINE_PAIRS_ROWS(SUFFIX, T)                                                         \
 static inline void fc_split_pairs_rows_##SUFFIX(const T* src, ptrdiff_t src_stride, T* even,    \
