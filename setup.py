@@ -1,7 +1,7 @@
 """Build fastconv's Cython extensions with OpenMP, its kernels once per SIMD level.
 
 The kernels (fastconv/_kernels/*.pyx) are compiled from one source several times, once per
-instruction-set level, into fastconv/_kernels/<level>/; at import fastconv/_runtime/simd.py
+instruction-set level, into fastconv/_kernels/<level>/; at import fastconv/_runtime/cpu.py
 picks the best level this CPU runs (or the one FASTCONV_SIMD names). The runtime core
 (fastconv/_core.pyx) holds no hot loop and is compiled once, for the baseline.
 
@@ -21,6 +21,7 @@ FASTCONV_OPENMP
 FASTCONV_SANITIZE
     ``1`` builds with AddressSanitizer and UndefinedBehaviorSanitizer (debugging only).
 """
+import functools
 import os
 import shutil
 import subprocess
@@ -58,20 +59,25 @@ def compiler_accepts(flags, source="int main(void){return 0;}\n"):
             return False
 
 
+@functools.lru_cache(maxsize=None)
+def _predefined_macros(flags):
+    try:
+        return subprocess.run(compiler() + list(flags) + ["-dM", "-E", "-x", "c", "/dev/null"],
+                              capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+
+
 def predefined_simd_macros(flags):
     """The SIMD feature macros (__AVX2__, ...) that `flags` make the compiler assume."""
-    try:
-        out = subprocess.run(compiler() + flags + ["-dM", "-E", "-x", "c", "/dev/null"],
-                             capture_output=True, text=True).stdout
-    except OSError:
-        return []
+    out = _predefined_macros(tuple(flags))
     names = ("__SSE4_2__", "__AVX__", "__AVX2__", "__FMA__", "__F16C__", "__AVX512F__",
              "__AVX512BW__", "__AVX512DQ__", "__AVX512VL__")
     return [n.strip("_") for n in names if f"#define {n} " in out]
 
 
 # The dispatch levels, lowest first. Feature flags rather than -march=x86-64-v3/v4: the CPU
-# check at import (fastconv/_runtime/simd.py) can then test exactly what the code assumes.
+# check at import (fastconv/_runtime/cpu.py) can then test exactly what the code assumes.
 DISPATCH_LEVELS = {
     "baseline": [],
     "avx2": ["-mavx2", "-mfma", "-mf16c"],

@@ -9,19 +9,13 @@ from fastconv._version import __version__
 
 
 def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpu.cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def config_info():
     """The facts :func:`show_config` prints, as a dict."""
     info = _cpu._build_info()
+    levels = _cpu.built_levels()
     features = _cpu.cpu_features()
     simd_cpu = [name for name in ("SSE42", "AVX", "AVX2", "FMA3", "F16C", "AVX512F", "AVX512BW",
                                   "AVX512DQ", "AVX512VL", "AVX512_SPR") if features.get(name)]
@@ -37,9 +31,9 @@ def config_info():
         "compile_args": list(info.compile_args) if info else None,
         "arch": info.arch if info else None,
         "simd_level": _cpu.simd_level(),
-        "simd_levels_built": list(_cpu.built_levels()),
-        "simd_levels_runnable": _cpu.runnable_levels(_cpu.built_levels()),
-        "simd_level_flags": list(_cpu.built_levels()[_cpu.simd_level()][0]),
+        "simd_levels_built": list(levels),
+        "simd_levels_runnable": _cpu.runnable_levels(levels),
+        "simd_level_flags": list(levels[_cpu.simd_level()][0]),
         "simd_forced": os.environ.get(_cpu.SIMD_ENV) or None,
         "simd_cpu": simd_cpu,
         "openmp": _core.openmp_enabled(),

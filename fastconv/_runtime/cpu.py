@@ -44,15 +44,21 @@ def cpu_features():
     return dict(__cpu_features__)
 
 
-def _cpuinfo_flags():
+def cpuinfo_field(name):
+    """The value of the first `name` line of /proc/cpuinfo (None where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return None
+
+
+def _cpuinfo_flags():
+    flags = cpuinfo_field("flags")
+    return None if flags is None else set(flags.split())
 
 
 def missing_features(required, features=None):
