@@ -158,6 +158,19 @@ cdef int conv_gemm(const floating* x, const floating* w, const floating* bias, f
 # ---------------------------------------------------------------------------------------------
 # col2im: the adjoint of im2col_rows.
 
+cdef extern from "pair_rows.h":
+    void fc_add_even_f32(float* dst, const float* src, Py_ssize_t n) noexcept nogil
+    void fc_add_even_f64(double* dst, const double* src, Py_ssize_t n) noexcept nogil
+
+
+cdef inline void add_even(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    """dst[2 * i] += src[i] for i < n."""
+    if floating is float:
+        fc_add_even_f32(dst, src, n)
+    else:
+        fc_add_even_f64(dst, src, n)
+
+
 cdef void col2im_rows(floating* x_g, const ConvShape* s, Py_ssize_t c_begin, Py_ssize_t c_end,
                       Py_ssize_t row_begin, Py_ssize_t row_end,
                       const floating* col) noexcept nogil:
@@ -195,6 +208,9 @@ cdef void col2im_rows(floating* x_g, const ConvShape* s, Py_ssize_t c_begin, Py_
                     # unit stride: a contiguous add the compiler vectorizes
                     for o in range(lo, hi):
                         x_row[o + off] += src[o]
+                elif sw == 2 and hi > lo:
+                    # by shuffles (pair_rows.h): this thread owns channel c's plane
+                    add_even(x_row + lo * 2 + off, src + lo, hi - lo)
                 else:
                     for o in range(lo, hi):
                         x_row[o * sw + off] += src[o]

@@ -70,6 +70,28 @@ cdef Py_ssize_t panel_segments(const ConvShape* s, Py_ssize_t p_begin, Py_ssize_
 
 
 
+cdef extern from "pair_rows.h":
+    void fc_take_even_f32(const float* src, float* dst, Py_ssize_t n) noexcept nogil
+    void fc_take_even_f64(const double* src, double* dst, Py_ssize_t n) noexcept nogil
+
+
+cdef inline void copy_strided(floating* dst, const floating* src, Py_ssize_t n,
+                              Py_ssize_t stride) noexcept nogil:
+    """dst[i] = src[i * stride] for i < n; stride 2 (every downsampling layer) by shuffles."""
+    cdef Py_ssize_t i
+    if stride == 1:
+        for i in range(n):
+            dst[i] = src[i]
+    elif stride == 2:
+        if floating is float:
+            fc_take_even_f32(src, dst, n)
+        else:
+            fc_take_even_f64(src, dst, n)
+    else:
+        for i in range(n):
+            dst[i] = src[i * stride]
+
+
 cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegment* segments,
                         Py_ssize_t n_segments, Py_ssize_t count, Py_ssize_t NR,
                         floating* dst) noexcept nogil:
@@ -101,14 +123,7 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
                 continue
             src = x_g + ((c * D + i_d) * H + i_h) * W + off
             if ow >= lo and ow + n <= hi:
-                if sw == 1:
-                    src = src + ow
-                    for i in range(n):
-                        d[i] = src[i]
-                else:
-                    src = src + ow * sw
-                    for i in range(n):
-                        d[i] = src[i * sw]
+                copy_strided(d, src + ow * sw, n, sw)
             else:
                 # the columns [first, last) read the input; the others read padding
                 first = lo - ow if lo > ow else 0
@@ -117,8 +132,7 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
                     last = first
                 for i in range(first):
                     d[i] = 0
-                for i in range(first, last):
-                    d[i] = src[(ow + i) * sw]
+                copy_strided(d + first, src + (ow + first) * sw, last - first, sw)
                 for i in range(last, n):
                     d[i] = 0
         if count % NR:

@@ -5,6 +5,12 @@
  *   fc_merge_pairs_rows_<t>(even, odd, src_stride, dst, dst_stride, n, rows): the inverse
  *   fc_copy_rows(dst, dst_stride, src, src_stride, bytes, rows): memcpy per row (strides in
  *       bytes, a whole number of 4-byte words)
+ *   fc_take_even_<t>(src, dst, n): dst[i] = src[2i] for i < n, reading no further than
+ *       src[2n - 2] (the stride-2 unfolding of conv_packed.pyx; a strided scalar loop there
+ *       was vectorized or not depending on GCC's -mtune)
+ *   fc_add_even_<t>(dst, src, n): dst[2i] += src[i] for i < n, touching no further than
+ *       dst[2n - 2] (the stride-2 col2im of conv_im2col.pyx); the odd elements in between
+ *       are read and written back unchanged, so dst's row must be the caller's alone
  * for i < n, r < rows. The rows of small planes hold 7-30 pairs, too few for the compiler's
  * own vector loop to start (it was a scalar loop at 40% of the fill's time). Nothing is read
  * or written outside the rows. With AVX-512 each block of a row is one masked load and one
@@ -95,6 +101,33 @@ static inline void fc_merge_pairs_rows_##SUFFIX(const T* even, const T* odd,    
 FC_DEFINE_PAIRS_AVX512(f32, float, 16)
 FC_DEFINE_PAIRS_AVX512(f64, double, 8)
 
+#define FC_DEFINE_EVEN_AVX512(SUFFIX, T, L)                                                     \
+static inline fc_pair_masks fc_even_masks_##SUFFIX(ptrdiff_t pairs) {                          \
+    /* 2 * pairs - 1 elements: the last pair's odd element is not touched */                 \
+    fc_pair_masks m = { fc_mask16(2 * pairs - 1), fc_mask16(2 * pairs - 1 - L),                 \
+                        fc_mask16(pairs) };                                                    \
+    return m;                                                                                  \
+}                                                                                              \
+static inline void fc_take_even_##SUFFIX(const T* src, T* dst, ptrdiff_t n) {                  \
+    T odd[L];   /* the odd lanes, not kept */                                                  \
+    for (ptrdiff_t i = 0; i < n; i += L)                                                       \
+        fc_split_block_##SUFFIX(src + 2 * i, dst + i, odd,                                     \
+                                fc_even_masks_##SUFFIX(n - i < L ? n - i : L));                \
+}                                                                                              \
+static inline void fc_add_even_##SUFFIX(T* dst, const T* src, ptrdiff_t n) {                   \
+    T even[L], odd[L];                                                                         \
+    for (ptrdiff_t i = 0; i < n; i += L) {                                                     \
+        ptrdiff_t pairs = n - i < L ? n - i : L;                                               \
+        fc_pair_masks m = fc_even_masks_##SUFFIX(pairs);                                       \
+        fc_split_block_##SUFFIX(dst + 2 * i, even, odd, m);                                    \
+        for (ptrdiff_t j = 0; j < pairs; j++) even[j] += src[i + j];                           \
+        fc_merge_block_##SUFFIX(even, odd, dst + 2 * i, m);                                    \
+    }                                                                                          \
+}
+
+FC_DEFINE_EVEN_AVX512(f32, float, 16)
+FC_DEFINE_EVEN_AVX512(f64, double, 8)
+
 static inline void fc_copy_rows(void* dst, size_t dst_stride, const void* src,
                                 size_t src_stride, size_t bytes, ptrdiff_t rows) {
     ptrdiff_t words = (ptrdiff_t)(bytes / 4);
@@ -153,6 +186,33 @@ FC_DEFINE_PAIRS(f64, double, long long, 4, 2)
 #else            /* 16-byte registers */
 FC_DEFINE_PAIRS(f32, float, int, 4, 2)
 FC_DEFINE_PAIRS(f64, double, long long, 2, 1)
+#endif
+
+/* a block of BIG pairs touches 2 * BIG elements: only while a further pair follows it */
+#define FC_DEFINE_EVEN(SUFFIX, T, BIG)                                                          \
+static inline void fc_take_even_##SUFFIX(const T* src, T* dst, ptrdiff_t n) {                  \
+    T odd[BIG];   /* the odd elements, not kept */                                             \
+    ptrdiff_t i = 0;                                                                           \
+    for (; i + BIG < n; i += BIG) fc_split_##BIG##_##SUFFIX(src + 2 * i, dst + i, odd);        \
+    for (; i < n; i++) dst[i] = src[2 * i];                                                    \
+}                                                                                              \
+static inline void fc_add_even_##SUFFIX(T* dst, const T* src, ptrdiff_t n) {                   \
+    T even[BIG], odd[BIG];                                                                     \
+    ptrdiff_t i = 0;                                                                           \
+    for (; i + BIG < n; i += BIG) {                                                            \
+        fc_split_##BIG##_##SUFFIX(dst + 2 * i, even, odd);                                     \
+        for (int j = 0; j < BIG; j++) even[j] += src[i + j];                                   \
+        fc_merge_##BIG##_##SUFFIX(even, odd, dst + 2 * i);                                     \
+    }                                                                                          \
+    for (; i < n; i++) dst[2 * i] += src[i];                                                   \
+}
+
+#ifdef __AVX__
+FC_DEFINE_EVEN(f32, float, 8)
+FC_DEFINE_EVEN(f64, double, 4)
+#else
+FC_DEFINE_EVEN(f32, float, 4)
+FC_DEFINE_EVEN(f64, double, 2)
 #endif
 
 #define FC_DEFINE_PAIRS_ROWS(SUFFIX, T)                                                         \
