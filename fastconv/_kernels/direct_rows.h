@@ -22,15 +22,11 @@
 #define FASTCONV_DIRECT_ROWS_H
 #include <stddef.h>
 #include <string.h>
+/* the level's register width (FC_GEMM_VEC_BYTES), decided once for every kernel */
+#include "gemm_microkernel.h"
 
 #define FC_DIRECT_CHUNK_BYTES 64
-#if defined(__AVX512F__)
-#define FC_DIRECT_VEC_BYTES 64
-#elif defined(__AVX__)
-#define FC_DIRECT_VEC_BYTES 32
-#else
-#define FC_DIRECT_VEC_BYTES 16
-#endif
+#define FC_DIRECT_VEC_BYTES FC_GEMM_VEC_BYTES
 #define FC_DIRECT_PARTS (FC_DIRECT_CHUNK_BYTES / FC_DIRECT_VEC_BYTES)
 
 /* acc[p] += s * (vector p of the chunk at x), for every part p */

@@ -20,16 +20,14 @@
    plane than 48-wide ones (7x7 and 8x8 feature maps) */
 #define FC_GEMM_MR_NARROW 12
 #define FC_GEMM_NRV_NARROW 2
-#elif defined(__AVX__)
-#define FC_GEMM_VEC_BYTES 32
-#define FC_GEMM_MR 6
-#define FC_GEMM_NRV 2
-#define FC_GEMM_MR_NARROW 6
-#define FC_GEMM_NRV_NARROW 2
 #else
-/* 16-byte vectors (SSE2, NEON): wider ones are emulated in pairs of registers, and a 6 x 2
-   tile of them spilled (the packed kernel ran 27x slower than with AVX2 on one Zen 3) */
+/* 6 x 2 tiles of AVX2 registers; without AVX (SSE2, NEON) the same tile on 16-byte vectors
+   (32-byte ones were emulated in pairs and the tile spilled: 27x slower on one Zen 3) */
+#ifdef __AVX__
+#define FC_GEMM_VEC_BYTES 32
+#else
 #define FC_GEMM_VEC_BYTES 16
+#endif
 #define FC_GEMM_MR 6
 #define FC_GEMM_NRV 2
 #define FC_GEMM_MR_NARROW 6
