@@ -133,7 +133,10 @@ SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
             "-fno-omit-frame-pointer", "-g"] \
     if os.environ.get("FASTCONV_SANITIZE") == "1" else []
 # -O3 for the vectorizer; no -ffast-math: max-pool must see NaN and sums keep IEEE order.
-BASE_ARGS = ["-O3", "-fno-math-errno", "-Wno-unused-function", "-Wno-unreachable-code"]
+# an undeclared C function is an error: it would link, then fail to load (undefined symbol)
+# on the one SIMD level whose header branch lacks it
+BASE_ARGS = ["-O3", "-fno-math-errno", "-Wno-unused-function", "-Wno-unreachable-code",
+             "-Werror=implicit-function-declaration"]
 COMPILE_ARGS = BASE_ARGS + OPENMP + SANITIZE
 # The wheel carries libgomp.so.1 in fastconv/_libs (see BdistWheel); the extensions look
 # there after the libraries already loaded, so a PyTorch imported first lends its own.

@@ -37,6 +37,12 @@ CASES = {
     "2d-asymmetric-pads": ((2, 2, 6, 7), (3, 2, 3, 3), dict(padding=((1, 0), (2, 1)))),
     "2d-stride>kernel": ((1, 3, 10, 9), (2, 3, 2, 2), dict(stride=3)),
     "2d-depthwise": ((2, 4, 7, 7), (4, 1, 3, 3), dict(padding=1, groups=4)),
+    "2d-depthwise-stride2": ((2, 6, 9, 10), (6, 1, 3, 3), dict(stride=2, padding=1, groups=6)),
+    "2d-depthwise-5x5-dilation2": ((1, 4, 12, 13), (4, 1, 5, 5), dict(padding=(4, 3),
+                                                                     dilation=2, groups=4)),
+    "2d-single-channel-stride2": ((2, 1, 15, 16), (1, 1, 7, 7), dict(stride=2, padding=3)),
+    "1d-depthwise-stride2": ((2, 5, 17), (5, 1, 5), dict(stride=2, padding=2, groups=5)),
+    "3d-depthwise": ((1, 3, 5, 6, 7), (3, 1, 3, 3, 3), dict(padding=1, groups=3)),
     "2d-pointwise": ((2, 16, 5, 6), (12, 16, 1, 1), {}),
     "2d-gemm-sized": ((2, 16, 8, 7), (16, 16, 3, 3), dict(padding=1, stride=(1, 2))),
     "2d-gemm-groups-dilation": ((1, 16, 9, 9), (16, 8, 3, 3), dict(groups=2, dilation=2,
@@ -88,6 +94,27 @@ def test_input_grad_matches_reference_for_every_algorithm(case):
         got = INPUT_GRAD[nd](x.shape, w, g, algorithm=algorithm, **kwargs)
         assert got.shape == x.shape and got.dtype == np.float64
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=algorithm)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_input_grad_keeps_infinities_where_they_belong(stride):
+    """With an inf weight, the gradient is inf only where that weight reaches a gradient
+    pixel, never NaN (subpixel, chosen for finite weights at stride 1, would multiply the
+    zeros padding the output gradient by it: 0 * inf)."""
+    w = np.ones((3, 1, 3, 3))
+    w[1, 0, 0, 0] = np.inf
+    x_shape = (2, 3, 8, 9)
+    kw = dict(stride=stride, padding=1, groups=3)
+    g = np.ones(fastconv.conv2d(np.zeros(x_shape), w, **kw).shape)
+    problem = fastconv.planning.problem_from_call(x_shape, w.shape, **kw)
+    if stride == 1:
+        assert fastconv.planning.plan_input_grad(problem, np.float64, "auto",
+                                                 np.ones(w.shape)).algorithm == "subpixel"
+        with pytest.raises(ValueError, match="finite weights"):
+            grad.conv2d_input(x_shape, w, g, algorithm="subpixel", **kw)
+    got = grad.conv2d_input(x_shape, w, g, **kw)
+    np.testing.assert_array_equal(got, reference.conv_input_grad(x_shape, w, g, **kw))
+    assert np.isinf(got[:, 1]).any() and not np.isnan(got).any()
 
 
 @pytest.mark.parametrize("case", IDS)

@@ -116,6 +116,37 @@ def test_without_bias_and_wide_rows():
     check_all_algorithms(x, w, None, padding=8, groups=2)
 
 
+# The direct kernel splits each input row into its stride phases (every tap then reads
+# contiguous inputs): strides 2 and 3 against dilations sharing a factor with them or not,
+# a stride wider than the dilated kernel (only some phases read), a 1-wide kernel, odd and
+# even paddings and widths, rows wider than four vector chunks and shorter than one.
+STRIDED_ROWS = [
+    ((1, 3), 2, dict(stride=(1, 2), padding=(0, 1))),
+    ((3, 5), 2, dict(stride=2, padding=2)),
+    ((3, 5), 145, dict(stride=(1, 2), padding=(1, 2))),
+    ((3, 3), 200, dict(stride=(1, 3), padding=(1, 0))),
+    ((2, 3), 31, dict(stride=(1, 2), dilation=(1, 2), padding=(0, 3))),
+    ((2, 3), 31, dict(stride=(1, 2), dilation=(1, 3), padding=(0, 2))),
+    ((2, 4), 40, dict(stride=(2, 3), dilation=(1, 2))),
+    ((3, 2), 29, dict(stride=(1, 5), padding=(1, 4))),
+    ((1, 1), 33, dict(stride=(1, 2))),
+    ((7, 7), 133, dict(stride=2, padding=3)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kernel, width, kwargs", STRIDED_ROWS,
+                         ids=[f"k{k}-w{w}-" + ",".join(f"{a}={v}" for a, v in kw.items())
+                              for k, w, kw in STRIDED_ROWS])
+def test_strided_rows_every_algorithm(kernel, width, kwargs, dtype):
+    rng = np.random.default_rng(width)
+    for c_in, c_out, groups in ((4, 4, 4), (2, 4, 1), (3, 6, 3)):
+        x, w, b = random_problem(rng, 2, 2, c_in, c_out, (9, width), kernel, groups, dtype)
+        check_all_algorithms(x, w, b, groups=groups, **kwargs)
+        # a sliced input: its rows are not contiguous in memory
+        check_all_algorithms(x[:, :, ::-1, 1:], w, b, groups=groups, **kwargs)
+
+
 @pytest.mark.parametrize("layout", ["transposed", "sliced", "fortran", "negative"])
 def test_non_contiguous_inputs(layout):
     rng = np.random.default_rng(7)

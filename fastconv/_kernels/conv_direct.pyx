@@ -7,12 +7,15 @@ One kernel serves 1d, 2d and 3d (see conv_shape.pxd) and float32/float64 through
 type `floating`. The Python layer validates everything and pads non-zero padding modes
 beforehand; these kernels trust their inputs and only ever pad with zeros, implicitly.
 """
+cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.string cimport memset, memcpy
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, shape5
 from fastconv._kernels.kernel_ids cimport CONV_DIRECT, INPUT_GRAD_DIRECT
+from fastconv._kernels.pair_rows cimport copy_strided, split_pairs, fc_copy_short, \
+    fc_zero_short
 from fastconv._kernels.workspace cimport fc_workspace
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
@@ -27,7 +30,8 @@ cdef enum:
 # The input rows the band reads are copied once into zero-padded lines (so every tap of a
 # chunk reads inside its line, with no edge cases), then chunks of one vector register of
 # outputs accumulate over all taps in registers (direct_rows.h) and are stored once, bias included.
-# Strided rows have no contiguous vector of inputs and go tap by tap.
+# A stride along W splits each line into its stride phases (fill_line), which makes every
+# tap's inputs contiguous again.
 
 cdef extern from "direct_rows.h":
     void fc_direct_chunk_f32(float* out, Py_ssize_t out_step, Py_ssize_t channels,
@@ -60,36 +64,82 @@ cdef inline void direct_chunk(floating* out, Py_ssize_t out_step, Py_ssize_t cha
                             dw, wide, x_wide, out_wide)
 
 
-cdef void direct_taps_by_column(floating* out_row, Py_ssize_t out_step, Py_ssize_t channels,
-                                Py_ssize_t taps, const floating** xs, const floating** ws,
-                                Py_ssize_t w_step, const ConvShape* s) noexcept nogil:
-    """out_row[c, o] += sum_t,kw ws[t][c * w_step + kw] * xs[t][o * stride + kw * dil - pad]
-    over all columns, skipping taps that read padding."""
-    cdef Py_ssize_t W = s.in_size[2], OW = s.out_size[2], sw = s.stride[2]
-    cdef Py_ssize_t t, kw, off, lo, hi, o, c
-    cdef floating wv
-    cdef const floating* x_row
-    for t in range(taps):
-        x_row = xs[t]
-        for kw in range(s.kernel[2]):
-            off = kw * s.dilation[2] - s.pad[2]
-            output_range(off, sw, W, OW, &lo, &hi)
-            for c in range(channels):
-                wv = ws[t][c * w_step + kw]
-                for o in range(lo, hi):
-                    out_row[c * out_step + o] += wv * x_row[o * sw + off]
+cdef inline Py_ssize_t direct_phases(const ConvShape* s) noexcept nogil:
+    """Stride phases of a line (fill_line) that the taps read: all sw of them, or, for a
+    stride wider than the dilated kernel, the first (KW - 1) * dw + 1."""
+    cdef Py_ssize_t span = (s.kernel[2] - 1) * s.dilation[2] + 1
+    return s.stride[2] if s.stride[2] < span else span
+
+
+cdef inline Py_ssize_t direct_phase_length(const ConvShape* s, Py_ssize_t vector) noexcept nogil:
+    """Length of one phase of a line: the outputs rounded up to whole chunks of `vector`, plus
+    the kernel's dilated width in that phase's columns."""
+    cdef Py_ssize_t chunks = (s.out_size[2] + vector - 1) // vector
+    return chunks * vector + (s.kernel[2] - 1) * s.dilation[2] // s.stride[2]
 
 
 cdef inline Py_ssize_t direct_line_length(const ConvShape* s, Py_ssize_t vector) noexcept nogil:
-    """Length of a zero-padded input line from which whole chunks of `vector` outputs of a row
-    can be read: the outputs rounded up to whole chunks, plus the kernel's dilated width."""
-    cdef Py_ssize_t chunks = (s.out_size[2] + vector - 1) // vector
-    return chunks * vector + (s.kernel[2] - 1) * s.dilation[2]
+    """Length of the zero-padded copy of one input row (all its phases), from which whole
+    chunks of `vector` outputs can be read."""
+    return direct_phases(s) * direct_phase_length(s, vector)
 
 
 cdef inline Py_ssize_t direct_band_lines(const ConvShape* s, Py_ssize_t band) noexcept nogil:
     """Input rows (per input channel and kd) that a band of `band` output rows reads."""
     return (band - 1) * s.stride[1] + (s.kernel[1] - 1) * s.dilation[1] + 1
+
+
+cdef inline Py_ssize_t direct_max_taps(const ConvShape* s) noexcept nogil:
+    """Entries of a band's tap list: one per tap row, or one per tap with a stride along W."""
+    return s.c_in_g * s.kernel[0] * s.kernel[1] * (s.kernel[2] if s.stride[2] > 1 else 1)
+
+
+@cython.cdivision(True)
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    """a / b rounded up, for a >= 0 and b > 0, without overflow near 2**63."""
+    return a // b + (a % b != 0)
+
+
+@cython.cdivision(True)
+cdef void fill_line(floating* line, Py_ssize_t line_len, const floating* x_row,
+                    const ConvShape* s) noexcept nogil:
+    """Copy one input row into its zero-padded line. With a stride sw along W the line holds
+    direct_phases phases of direct_phase_length: phase q, column m = the padded row's column
+    m * sw + q, so output column o reads tap kw at column o + kw * dw // sw of phase
+    (kw * dw) % sw: contiguous.
+    Inline copies and zeroing only: a row is a few hundred bytes (and a call per row cost as
+    much as its data)."""
+    cdef Py_ssize_t W = s.in_size[2], pad = s.pad[2], sw = s.stride[2]
+    cdef Py_ssize_t phases = direct_phases(s), phase_len = line_len // phases
+    cdef Py_ssize_t q, first, end, even, odd, pairs, i
+    cdef floating* even_dst
+    cdef floating* odd_dst
+    fc_zero_short(line, line_len * sizeof(floating))
+    if phases == 2 and sw == 2:
+        # x_row[2i] lands in phase pad % 2 at column pad // 2 + i, x_row[2i + 1] in the other
+        # phase at column (pad + 1) // 2 + i: one pass splits the row into both
+        even_dst = line + (pad % 2) * phase_len + pad // 2
+        odd_dst = line + (1 - pad % 2) * phase_len + (pad + 1) // 2
+        even = min(max(phase_len - pad // 2, 0), (W + 1) // 2)
+        odd = min(max(phase_len - (pad + 1) // 2, 0), W // 2)
+        pairs = min(even, odd)
+        split_pairs(x_row, even_dst, odd_dst, pairs)
+        for i in range(pairs, even):
+            even_dst[i] = x_row[2 * i]
+        for i in range(pairs, odd):
+            odd_dst[i] = x_row[2 * i + 1]
+        return
+    for q in range(phases):
+        # the phase's columns that hold input: 0 <= m * sw + q - pad < W
+        first = ceil_div(pad - q, sw) if pad > q else 0
+        end = min(ceil_div(W + pad - q, sw) if W + pad > q else 0, phase_len)
+        if end <= first:
+            continue
+        if sw == 1:
+            fc_copy_short(line + first, x_row + first - pad, (end - first) * sizeof(floating))
+        else:
+            copy_strided(line + q * phase_len + first, x_row + first * sw + q - pad,
+                         end - first, sw)
 
 
 cdef void direct_band(const floating* x, const floating* w, const floating* bias,
@@ -109,17 +159,17 @@ cdef void direct_band(const floating* x, const floating* w, const floating* bias
     cdef Py_ssize_t band_lines = direct_band_lines(s, oh1 - oh0)
     cdef Py_ssize_t first_line = oh0 * s.stride[1] - s.pad[1]   # input row of band line 0
     cdef Py_ssize_t row_step = s.stride[1] * line_len            # next output row's lines
-    cdef Py_ssize_t g = co0 // s.c_out_g, pad_w = s.pad[2]
+    cdef Py_ssize_t g = co0 // s.c_out_g, sw = s.stride[2]
+    cdef Py_ssize_t phase_len = direct_phase_length(s, vector)
     cdef const floating* b = bias + co0 if bias != NULL else NULL
-    cdef const floating* x_row
+    cdef const floating* w_row
     cdef floating* line
     cdef floating* out_row
-    cdef Py_ssize_t ci, kd, kh, i_d, i_h, o, c, r, oh, taps = 0, copied
+    cdef Py_ssize_t ci, kd, kh, k, i_d, i_h, o, c, r, oh, taps = 0
+    # a tap list entry covers a tap row's kw taps at offsets 0, dw, 2 dw, ... of one line;
+    # with a stride along W, each tap is an entry of its own, in its phase (fill_line)
+    cdef Py_ssize_t kw = KW if sw == 1 else 1, dw = s.dilation[2]
     cdef bint by_rows, wide
-
-    if s.stride[2] != 1:
-        direct_band_strided(x, w, bias, out, s, n, co0, channels, od, oh0, oh1, xs, ws)
-        return
 
     # Copy the band's input rows into zero-padded lines once (rows of padding become zero
     # lines), so every output row of the band reads the same taps at a fixed offset.
@@ -132,17 +182,22 @@ cdef void direct_band(const floating* x, const floating* w, const floating* bias
                 i_h = first_line + r
                 line = lines + ((ci * KD + kd) * band_lines + r) * line_len
                 if i_h < 0 or i_h >= H:
-                    memset(line, 0, line_len * sizeof(floating))
-                    continue
-                x_row = x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d) * H + i_h) * W
-                copied = W if pad_w + W <= line_len else line_len - pad_w
-                memset(line, 0, pad_w * sizeof(floating))
-                memcpy(line + pad_w, x_row, copied * sizeof(floating))
-                memset(line + pad_w + copied, 0, (line_len - pad_w - copied) * sizeof(floating))
+                    fc_zero_short(line, line_len * sizeof(floating))
+                else:
+                    fill_line(line, line_len, x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d)
+                                                   * H + i_h) * W, s)
             for kh in range(KH):
-                xs[taps] = lines + ((ci * KD + kd) * band_lines + kh * s.dilation[1]) * line_len
-                ws[taps] = w + (co0 * s.c_in_g + ci) * KD * KH * KW + (kd * KH + kh) * KW
-                taps += 1
+                line = lines + ((ci * KD + kd) * band_lines + kh * s.dilation[1]) * line_len
+                w_row = w + (co0 * s.c_in_g + ci) * KD * KH * KW + (kd * KH + kh) * KW
+                if sw == 1:
+                    xs[taps] = line
+                    ws[taps] = w_row
+                    taps += 1
+                    continue
+                for k in range(KW):
+                    xs[taps] = line + (k * dw) % sw * phase_len + k * dw // sw
+                    ws[taps] = w_row + k
+                    taps += 1
 
     # Narrow rows with few filters: the same chunk of four output rows at once, for four
     # independent FMA chains; otherwise four chunks of one row (or four filters) at once.
@@ -155,76 +210,41 @@ cdef void direct_band(const floating* x, const floating* w, const floating* bias
             o = 0
             while o + vector <= OW:
                 direct_chunk(out_row + o, out_plane, channels, b, taps, xs, r + o, ws, w_step,
-                             KW, s.dilation[2], True, row_step, OW)
+                             kw, dw, True, row_step, OW)
                 o += vector
-            direct_row_tail(out_row, out_plane, channels, b, taps, xs, r, ws, w_step, s, o,
-                            tail, 4, row_step)
+            direct_row_tail(out_row, out_plane, channels, b, taps, xs, r, ws, w_step, kw, dw,
+                            OW, o, tail, 4, row_step)
             oh += 4
             continue
         o = 0
         while o + vector <= OW:
             wide = channels < CO_BLOCK and o + 4 * vector <= OW
-            direct_chunk(out_row + o, out_plane, channels, b, taps, xs, r + o, ws, w_step, KW,
-                         s.dilation[2], wide, vector, vector)
+            direct_chunk(out_row + o, out_plane, channels, b, taps, xs, r + o, ws, w_step, kw,
+                         dw, wide, vector, vector)
             o += 4 * vector if wide else vector
-        direct_row_tail(out_row, out_plane, channels, b, taps, xs, r, ws, w_step, s, o, tail,
-                        1, row_step)
+        direct_row_tail(out_row, out_plane, channels, b, taps, xs, r, ws, w_step, kw, dw, OW,
+                        o, tail, 1, row_step)
         oh += 1
 
 
 cdef void direct_row_tail(floating* out_row, Py_ssize_t out_plane, Py_ssize_t channels,
                           const floating* b, Py_ssize_t taps, const floating** xs,
-                          Py_ssize_t r, const floating** ws, Py_ssize_t w_step,
-                          const ConvShape* s, Py_ssize_t o, floating* tail, Py_ssize_t rows,
-                          Py_ssize_t row_step) noexcept nogil:
+                          Py_ssize_t r, const floating** ws, Py_ssize_t w_step, Py_ssize_t kw,
+                          Py_ssize_t dw, Py_ssize_t OW, Py_ssize_t o, floating* tail,
+                          Py_ssize_t rows, Py_ssize_t row_step) noexcept nogil:
     """Columns o .. OW - 1 (less than a vector) of `rows` (1 or 4) consecutive output rows:
     computed into a scratch chunk per row and cut to the row's end."""
     cdef Py_ssize_t vector = VECTOR_BYTES // sizeof(floating)
-    cdef Py_ssize_t OW = s.out_size[2], rest = s.out_size[2] - o, c, k
+    cdef Py_ssize_t rest = OW - o, c, k
     if rest <= 0:
         return
     # tail[c][k] holds channel c of row k
-    direct_chunk(tail, rows * vector, channels, b, taps, xs, r + o, ws, w_step, s.kernel[2],
-                 s.dilation[2], rows == 4, row_step, vector)
+    direct_chunk(tail, rows * vector, channels, b, taps, xs, r + o, ws, w_step, kw, dw,
+                 rows == 4, row_step, vector)
     for c in range(channels):
         for k in range(rows):
             memcpy(out_row + c * out_plane + k * OW + o, tail + (c * rows + k) * vector,
                    rest * sizeof(floating))
-
-
-cdef void direct_band_strided(const floating* x, const floating* w, const floating* bias,
-                              floating* out, const ConvShape* s, Py_ssize_t n, Py_ssize_t co0,
-                              Py_ssize_t channels, Py_ssize_t od, Py_ssize_t oh0,
-                              Py_ssize_t oh1, const floating** xs,
-                              const floating** ws) noexcept nogil:
-    """direct_band for a stride along W: no contiguous vector of inputs, so tap by tap."""
-    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
-    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
-    cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
-    cdef Py_ssize_t out_plane = s.out_size[0] * OH * OW
-    cdef Py_ssize_t w_step = s.c_in_g * KD * KH * KW
-    cdef Py_ssize_t g = co0 // s.c_out_g
-    cdef floating* out_row
-    cdef Py_ssize_t ci, kd, kh, i_d, i_h, o, c, oh, taps
-    for oh in range(oh0, oh1):
-        out_row = out + (n * s.c_out + co0) * out_plane + (od * OH + oh) * OW
-        taps = 0
-        for ci in range(s.c_in_g):
-            for kd in range(KD):
-                i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
-                if i_d < 0 or i_d >= D:
-                    continue
-                for kh in range(KH):
-                    i_h = oh * s.stride[1] - s.pad[1] + kh * s.dilation[1]
-                    if i_h < 0 or i_h >= H:
-                        continue
-                    xs[taps] = x + (((n * s.c_in + g * s.c_in_g + ci) * D + i_d) * H + i_h) * W
-                    ws[taps] = w + (co0 * s.c_in_g + ci) * KD * KH * KW + (kd * KH + kh) * KW
-                    taps += 1
-        for c in range(channels):
-            for o in range(OW):
-                out_row[c * out_plane + o] = bias[co0 + c] if bias != NULL else 0
-        direct_taps_by_column(out_row, out_plane, channels, taps, xs, ws, w_step, s)
 
 
 cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
@@ -236,7 +256,7 @@ cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
     cdef Py_ssize_t line_len = direct_line_length(s, VECTOR_BYTES // sizeof(floating))
     cdef Py_ssize_t per_band_line = s.c_in_g * s.kernel[0] * line_len * sizeof(floating)
     cdef Py_ssize_t band = OH, bands, items, max_lines
-    cdef Py_ssize_t max_taps = s.c_in_g * s.kernel[0] * s.kernel[1]
+    cdef Py_ssize_t max_taps = direct_max_taps(s)
     cdef Py_ssize_t item, t, block, g, n, co0, channels, od, oh0, oh1
     cdef const floating** xs = NULL
     cdef const floating** ws = NULL

@@ -14,6 +14,7 @@ from cython.parallel cimport prange, parallel
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, decode_tap, \
     shape5
 from fastconv._kernels.kernel_ids cimport CONV_PACKED_SEGMENTS
+from fastconv._kernels.pair_rows cimport copy_strided
 from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile_nr, \
     choose_tile, pack_weights, multiply_tile, PackedGeometry, packed_geometry
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
@@ -68,28 +69,6 @@ cdef Py_ssize_t panel_segments(const ConvShape* s, Py_ssize_t p_begin, Py_ssize_
         q += length
     return n_segments
 
-
-
-cdef extern from "pair_rows.h":
-    void fc_take_even_f32(const float* src, float* dst, Py_ssize_t n) noexcept nogil
-    void fc_take_even_f64(const double* src, double* dst, Py_ssize_t n) noexcept nogil
-
-
-cdef inline void copy_strided(floating* dst, const floating* src, Py_ssize_t n,
-                              Py_ssize_t stride) noexcept nogil:
-    """dst[i] = src[i * stride] for i < n; stride 2 (every downsampling layer) by shuffles."""
-    cdef Py_ssize_t i
-    if stride == 1:
-        for i in range(n):
-            dst[i] = src[i]
-    elif stride == 2:
-        if floating is float:
-            fc_take_even_f32(src, dst, n)
-        else:
-            fc_take_even_f64(src, dst, n)
-    else:
-        for i in range(n):
-            dst[i] = src[i * stride]
 
 
 cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegment* segments,

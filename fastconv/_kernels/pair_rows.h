@@ -2,9 +2,13 @@
  * and read_phase_rows), and short row copies, each over `rows` rows:
  *   fc_split_pairs_rows_<t>(src, src_stride, even, odd, dst_stride, n, rows):
  *       even[r * dst_stride + i] = src[r * src_stride + 2i], odd[...] = src[... + 2i + 1]
+ *   fc_split_pairs_<t>(src, even, odd, n): the same for one row
  *   fc_merge_pairs_rows_<t>(even, odd, src_stride, dst, dst_stride, n, rows): the inverse
  *   fc_copy_rows(dst, dst_stride, src, src_stride, bytes, rows): memcpy per row (strides in
  *       bytes, a whole number of 4-byte words)
+ *   fc_copy_short(dst, src, bytes), fc_zero_short(dst, bytes): one such row, copied or
+ *       zeroed inline (a libc call per short row cost as much as the row's data: the
+ *       direct kernel's zero-padded lines)
  *   fc_take_even_<t>(src, dst, n): dst[i] = src[2i] for i < n, reading no further than
  *       src[2n - 2] (the stride-2 unfolding of conv_packed.pyx; a strided scalar loop there
  *       was vectorized or not depending on GCC's -mtune)
@@ -22,6 +26,26 @@
 #define FASTCONV_PAIR_ROWS_H
 #include <stddef.h>
 #include <string.h>
+
+/* short rows copied or zeroed inline, at every level */
+static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
+    char* d = (char*)dst;
+    const char* s = (const char*)src;
+    size_t i = 0;
+    for (; i + 64 <= bytes; i += 64) memcpy(d + i, s + i, 64);
+    if (i + 32 <= bytes) { memcpy(d + i, s + i, 32); i += 32; }
+    if (i + 16 <= bytes) { memcpy(d + i, s + i, 16); i += 16; }
+    if (i + 8 <= bytes) { memcpy(d + i, s + i, 8); i += 8; }
+    if (i + 4 <= bytes) { memcpy(d + i, s + i, 4); i += 4; }
+}
+
+static inline void fc_zero_short(void* dst, size_t bytes) {
+    static const char zeros[64] = {0};
+    char* d = (char*)dst;
+    size_t i = 0;
+    for (; i + 64 <= bytes; i += 64) memcpy(d + i, zeros, 64);
+    fc_copy_short(d + i, zeros, bytes - i);   /* the last < 64 bytes */
+}
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -100,6 +124,15 @@ static inline void fc_merge_pairs_rows_##SUFFIX(const T* even, const T* odd,    
 
 FC_DEFINE_PAIRS_AVX512(f32, float, 16)
 FC_DEFINE_PAIRS_AVX512(f64, double, 8)
+
+/* one row (the direct kernel's stride-2 lines) */
+static inline void fc_split_pairs_f32(const float* src, float* even, float* odd, ptrdiff_t n) {
+    fc_split_pairs_rows_f32(src, 0, even, odd, 0, n, 1);
+}
+static inline void fc_split_pairs_f64(const double* src, double* even, double* odd,
+                                      ptrdiff_t n) {
+    fc_split_pairs_rows_f64(src, 0, even, odd, 0, n, 1);
+}
 
 #define FC_DEFINE_EVEN_AVX512(SUFFIX, T, L)                                                     \
 static inline fc_pair_masks fc_even_masks_##SUFFIX(ptrdiff_t pairs) {                          \
@@ -231,17 +264,6 @@ static inline void fc_merge_pairs_rows_##SUFFIX(const T* even, const T* odd,    
 
 FC_DEFINE_PAIRS_ROWS(f32, float)
 FC_DEFINE_PAIRS_ROWS(f64, double)
-
-static inline void fc_copy_short(void* dst, const void* src, size_t bytes) {
-    char* d = (char*)dst;
-    const char* s = (const char*)src;
-    size_t i = 0;
-    for (; i + 64 <= bytes; i += 64) memcpy(d + i, s + i, 64);
-    if (i + 32 <= bytes) { memcpy(d + i, s + i, 32); i += 32; }
-    if (i + 16 <= bytes) { memcpy(d + i, s + i, 16); i += 16; }
-    if (i + 8 <= bytes) { memcpy(d + i, s + i, 8); i += 8; }
-    if (i + 4 <= bytes) { memcpy(d + i, s + i, 4); i += 4; }
-}
 
 static inline void fc_copy_rows(void* dst, size_t dst_stride, const void* src,
                                 size_t src_stride, size_t bytes, ptrdiff_t rows) {

@@ -46,8 +46,13 @@ def _run_subpixel(plan, problem, w, g, dtype):
     a slice of the output gradient with that phase's taps, on the forward kernels."""
     nd = problem.ndim
     everything = (slice(None), slice(None))
-    dx = np.zeros(problem.in_shape, dtype)
     w5 = as_5d(w, nd)
+    whole = tuple(slice(0, n, 1) for n in problem.in_size)
+    if len(plan.phases) == 1 and plan.phases[0][0] == whole:
+        # one phase covering every input position (stride 1): it writes dx itself
+        dx = np.empty(problem.in_shape, dtype)
+    else:
+        dx = np.zeros(problem.in_shape, dtype)
     for out_index, taps_index, g_index, phase_problem, phase_plan in plan.phases:
         # this phase's taps, reversed, channels transposed per group (one pass in Cython)
         phase = tuple(t.start or 0 for t in taps_index)
@@ -55,6 +60,9 @@ def _run_subpixel(plan, problem, w, g, dtype):
         sub_w = np.empty(phase_problem.weight_shape, dtype)
         conv_subpixel.adjoint_phase_weight(w5, as_5d(sub_w, nd), problem.groups,
                                            (0,) * (3 - nd) + phase, (1,) * (3 - nd) + step)
+        if out_index == whole and len(plan.phases) == 1:
+            run_conv(phase_problem, phase_plan, g[everything + g_index], sub_w, None, dx)
+            continue
         y = np.empty(phase_problem.out_shape, dtype)
         run_conv(phase_problem, phase_plan, g[everything + g_index], sub_w, None, y)
         dx[everything + out_index] = y

@@ -320,7 +320,7 @@ def _max_unpoolnd(nd, input, indices, kernel_size, stride, padding, output_size)
                             "stride")
     plane = prod(size)
     idx = _check_indices(indices, x.shape, plane, op)
-    out = np.zeros(x.shape[:2] + size, dtype)      # the kernel writes the maxima only
+    out = np.empty(x.shape[:2] + size, dtype)      # the kernel zeroes it, then writes the maxima
     src = np.ascontiguousarray(x, dtype=dtype)
     p = x.shape[0] * x.shape[1]
     _pool.scatter(_rows(src, p), _rows(idx, p), _rows(out, p), False, _threads(out.size))
@@ -347,7 +347,7 @@ def _scatter_backward(nd, grad_output, indices, input_shape, op):
         raise ValueError(f"grad_output must have N, C = {shape[:2]} (from input_shape) for "
                          f"{op}; got shape {g.shape}")
     idx = _check_indices(indices, g.shape, int(np.prod(shape[2:])), op)
-    grad_in = np.zeros(shape, dtype)       # the kernel adds into it
+    grad_in = np.empty(shape, dtype)       # the kernel zeroes it, then adds into it
     p = shape[0] * shape[1]
     _pool.scatter(_rows(np.ascontiguousarray(g, dtype=dtype), p), _rows(idx, p),
                   _rows(grad_in, p), True, _threads(grad_in.size))

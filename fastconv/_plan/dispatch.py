@@ -60,9 +60,11 @@ _BLAS_KERNELS = frozenset({
     Kernel.INPUT_GRAD_GEMM1X1_BLAS, Kernel.WEIGHT_GRAD_IM2COL_BLAS,
     Kernel.WEIGHT_GRAD_GEMM1X1_BLAS})
 # The input gradient on the phase grid multiplies the zeros of an extended output gradient by
-# every weight: exact only for finite weights (0 * inf is NaN).
+# every weight, and subpixel the zeros padding the output gradient: exact only for finite
+# weights (0 * inf is NaN).
 FINITE_WEIGHT_KERNELS = frozenset({Kernel.INPUT_GRAD_PHASE_CLASSES,
-                                   Kernel.INPUT_GRAD_PHASE_SCATTER})
+                                   Kernel.INPUT_GRAD_PHASE_SCATTER,
+                                   Kernel.INPUT_GRAD_SUBPIXEL})
 
 
 @dataclass(frozen=True)
@@ -261,22 +263,44 @@ def _plan_conv(problem, itemsize, algorithm, threads, interrupt_work):
 # (its input is the gradient's shape). The GEMM computes col = W_g^T @ grad_out_band
 # ((C_in/groups x taps) x band, summing over C_out/groups), then col2im scatters it. Measured
 # (notes/dispatch.md): col2im wins even for thin GEMMs (2 or 4 channels per group, 3-channel
-# images) by 1.5-4x; the direct gathering loops win only when one input channel meets one
-# output channel per group (depthwise, single-channel images), where the GEMM degenerates into
-# an outer product. The col2im GEMM runs on fastconv's micro-kernel unless SciPy's BLAS has
-# full-width kernels (blas_runs_full_width). "subpixel" (the gradient as s^d stride-1 phase
-# convolutions on the forward kernels, no scatter) is available forced but not chosen:
-# measured slower than col2im with the micro-kernel (2 threads, ms: grad input of
-# conv2d_backward_64 8.7-9.6 against 6.7; conv_transpose_4x4_s2 6.2-7.1 against 6.3-6.5;
-# conv_transpose_2x2_s2 0.66 against 0.21).
+# images) by 1.5-4x. The col2im GEMM runs on fastconv's micro-kernel unless SciPy's BLAS has
+# full-width kernels (blas_runs_full_width).
+# One input and one output channel per group (depthwise, single-channel images), where the
+# GEMM degenerates into an outer product: at stride 1 the gradient is one forward convolution
+# of the output gradient with the reversed kernel ("subpixel" with a single phase), on the
+# direct forward kernel; measured 1.8-8x faster than the direct gathering loops on 2-d, 3-d
+# and single-channel layers, a tie in 1-d (Zen 3, 2 threads, notes/dispatch.md). With a
+# stride, depthwise layers go to col2im (1.6-2x faster than the direct loops, 2-3x faster
+# than subpixel's phases; its scatter is no worse than theirs), single-channel images stay
+# on the direct loops (few planes: col2im's scatter cannot be split among the threads).
+# subpixel pads the gradient with zeros and multiplies them by every weight: exact only for
+# finite weights (FINITE_WEIGHT_KERNELS); with an inf or NaN weight the direct loops run.
+# "subpixel" with strides (s^d phases) is available forced but not chosen: measured slower
+# than col2im with the micro-kernel (2 threads, ms: grad input of conv2d_backward_64 8.7-9.6
+# against 6.7; conv_transpose_4x4_s2 6.2-7.1 against 6.3-6.5; conv_transpose_2x2_s2 0.66
+# against 0.21).
 INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel")
+
+
+def _one_to_one(p):
+    return p.in_per_group == 1 and p.out_per_group == 1
+
 
 INPUT_GRAD_RULES = (
     Rule("gemm1x1", lambda p, *_: p.pointwise and fits_blas(p),
          "1x1 kernel, stride 1, no padding: the GEMM writes the input gradient directly"),
-    Rule("direct", lambda p, *_: p.in_per_group == 1 and p.out_per_group == 1,
-         "one input and one output channel per group (depthwise, single-channel): the GEMM "
-         "would be an outer product; direct loops gather each gradient row in cache"),
+    Rule("subpixel", lambda p, *_: _one_to_one(p) and all(s == 1 for s in p.stride)
+         and tiling.subpixel_plan(p) is not None,
+         "one input and one output channel per group (depthwise, single-channel), stride 1: "
+         "the gradient is a forward convolution of the output gradient with the reversed "
+         "kernel, on the direct forward kernel"),
+    Rule("col2im", lambda p, *_: _one_to_one(p) and p.groups > 1,
+         "depthwise with a stride: the GEMM over channels is an outer product per group, "
+         "scattered back by col2im, faster than gathering loops"),
+    Rule("direct", lambda p, *_: _one_to_one(p),
+         "one input and one output channel per group (single-channel images, with a stride "
+         "or finite-weight fallback): the GEMM would be an outer product; direct loops "
+         "gather each gradient row in cache"),
     Rule("col2im", lambda *_: True,
          "a GEMM over channels: multiply bands by W^T (fastconv's micro-kernel, or BLAS where "
          "it runs full width) and scatter them back (col2im; through a stride-phase grid for "
@@ -344,11 +368,12 @@ def _plan_input_grad(problem, itemsize, algorithm, threads, full_width_blas, fin
     padded = problem.explicitly_padded
     family, variant, reason = _choose(padded, itemsize, threads, algorithm, INPUT_GRAD_RULES,
                                       INPUT_GRAD_ALGORITHMS, "input_grad")
+    if family == "subpixel" and algorithm == "auto" and not finite_weights:
+        family, reason = "direct", WHY_NOT_FINITE
     kernel = variant or _input_grad_kernel(family, padded, itemsize, finite_weights)
     if kernel in FINITE_WEIGHT_KERNELS and not finite_weights:
-        raise ValueError(f"algorithm={algorithm!r} needs finite weights (the phase grid "
-                         f"multiplies padding zeros by every weight); got a weight with inf "
-                         f"or NaN")
+        raise ValueError(f"algorithm={algorithm!r} needs finite weights (it multiplies "
+                         f"padding zeros by every weight); got a weight with inf or NaN")
     if kernel == Kernel.INPUT_GRAD_SUBPIXEL:
         return Plan(kernel, reason, threads, phases=_subpixel_phases(padded, itemsize))
     geometry = tiling.kernel_geometry(padded)
@@ -480,6 +505,8 @@ for _name in ("im2col_blas",):
 for _name in ("gemm1x1_blas", "gemm1x1_packed"):
     REQUIREMENT[_name] = REQUIREMENT["gemm1x1"]
 WHY_FORCED = "forced by the caller"
+WHY_NOT_FINITE = ("a weight is inf or NaN: the direct loops, which never multiply padding by "
+                  "a weight")
 
 
 def variants(operation):

@@ -41,15 +41,16 @@ def _conv_backward_fastconv(kwargs):
 def _conv_backward_torch(kwargs):
     def make(inp):
         torch, t = _torch_setup(inp)
-        stride, padding = kwargs.get("stride", 1), kwargs.get("padding", 0)
         pair = lambda v: [v, v] if isinstance(v, int) else list(v)
+        stride, padding = pair(kwargs.get("stride", 1)), pair(kwargs.get("padding", 0))
+        dilation, groups = pair(kwargs.get("dilation", 1)), kwargs.get("groups", 1)
 
         def run():
             # what autograd runs for conv2d's backward: both gradients in one call
             with torch.no_grad():
                 return torch.ops.aten.convolution_backward(
-                    t["g"], t["x"], t["w"], None, pair(stride), pair(padding), [1, 1], False,
-                    [0, 0], 1, [True, True, False])
+                    t["g"], t["x"], t["w"], None, stride, padding, dilation, False,
+                    [0, 0], groups, [True, True, False])
         return run
     return make
 
@@ -63,11 +64,15 @@ def _conv_backward_case(name, x_shape, w_shape, kwargs):
     g_shape = fastconv.output_shape(x_shape, w_shape, **kwargs)
     desc = f"grad input + grad weight, x{x_shape} w{w_shape} " + \
         " ".join(f"{k}={v}" for k, v in kwargs.items())
+    # depthwise: memory-bound, so also GB/s (read x and g, write both gradients)
+    depthwise = 1 < kwargs.get("groups", 1) == x_shape[1] == w_shape[0]
     return Case(name=name, family="backward", description=desc,
                 make_inputs=_inputs(x_shape, w_shape, g_shape),
                 impls={"fastconv": _conv_backward_fastconv(kwargs),
                        "torch": _conv_backward_torch(kwargs)},
-                flops=_conv_backward_flops)
+                flops=_conv_backward_flops,
+                bytes_moved=(lambda inp: 2 * inp["x"].nbytes + inp["g"].nbytes
+                             + inp["w"].nbytes) if depthwise else None)
 
 
 # --- conv_transpose2d forward ------------------------------------------------------------------
@@ -104,6 +109,10 @@ def _transpose_case(name, x_shape, w_shape, kwargs):
 
 CASES = [
     _conv_backward_case("conv2d_backward_64", (8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
+    _conv_backward_case("depthwise_backward_3x3", (8, 144, 56, 56), (144, 1, 3, 3),
+                        dict(padding=1, groups=144)),
+    _conv_backward_case("depthwise_backward_3x3_s2", (8, 144, 56, 56), (144, 1, 3, 3),
+                        dict(stride=2, padding=1, groups=144)),
     _transpose_case("conv_transpose_4x4_s2", (16, 256, 8, 8), (256, 128, 4, 4),
                     dict(stride=2, padding=1)),
     _transpose_case("conv_transpose_2x2_s2", (1, 128, 28, 28), (128, 64, 2, 2), dict(stride=2)),

@@ -14,6 +14,10 @@ CONV_CASES = [
     ("resnet_stem", (1, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3)),
     ("bottleneck_1x1", (1, 256, 56, 56), (64, 256, 1, 1), dict()),
     ("depthwise_3x3", (1, 144, 56, 56), (144, 1, 3, 3), dict(padding=1, groups=144)),
+    # MobileNetV2's and EfficientNet-B0's strided and 5x5 depthwise layers
+    ("depthwise_3x3_s2", (1, 144, 56, 56), (144, 1, 3, 3), dict(stride=2, padding=1, groups=144)),
+    ("depthwise_5x5", (1, 240, 28, 28), (240, 1, 5, 5), dict(padding=2, groups=240)),
+    ("depthwise_5x5_s2", (1, 144, 56, 56), (144, 1, 5, 5), dict(stride=2, padding=2, groups=144)),
     ("cifar_b32", (32, 32, 32, 32), (64, 32, 3, 3), dict(padding=1)),
     ("lenet_b64", (64, 1, 28, 28), (6, 1, 5, 5), dict()),
     ("image_1ch_7x7", (1, 1, 1024, 1024), (1, 1, 7, 7), dict(padding=3)),
@@ -118,6 +122,11 @@ def _conv_flops(inp, kwargs):
     return 2.0 * prod(out) * prod(inp["w"].shape[1:])
 
 
+def _conv_bytes(inp, kwargs):
+    out = fastconv.output_shape(inp["x"].shape, inp["w"].shape, **kwargs)
+    return inp["x"].nbytes + inp["w"].nbytes + prod(out) * inp["x"].itemsize
+
+
 def _make_case(name, x_shape, w_shape, kwargs):
     impls = {"fastconv": _fastconv(kwargs), "numpy": _numpy(kwargs), "torch": _torch(kwargs)}
     if x_shape[:2] == (1, 1):
@@ -126,9 +135,12 @@ def _make_case(name, x_shape, w_shape, kwargs):
     for algorithm in ALGORITHMS:
         impls[f"fastconv[{algorithm}]"] = _fastconv(kwargs, algorithm)
     desc = f"x{x_shape} w{w_shape} " + " ".join(f"{k}={v}" for k, v in kwargs.items())
+    # depthwise layers do a few multiply-adds per byte: memory-bound, so also their GB/s
+    depthwise = 1 < kwargs.get("groups", 1) == x_shape[1] == w_shape[0]
     return Case(name=name, family="conv", description=desc.strip(),
                 make_inputs=_inputs(x_shape, w_shape), impls=impls,
-                flops=lambda inp, kw=kwargs: _conv_flops(inp, kw))
+                flops=lambda inp, kw=kwargs: _conv_flops(inp, kw),
+                bytes_moved=(lambda inp, kw=kwargs: _conv_bytes(inp, kw)) if depthwise else None)
 
 
 CASES = [_make_case(*spec) for spec in CONV_CASES]

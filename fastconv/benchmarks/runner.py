@@ -3,6 +3,8 @@ import json
 import statistics
 import time
 
+import numpy as np
+
 import fastconv
 from fastconv.benchmarks import PeerUnavailable, all_cases
 
@@ -38,6 +40,26 @@ def time_side_by_side(fns, min_time=0.3, max_rounds=30, min_rounds=3, burst=0.02
                 times[name].append(time.perf_counter() - t0)
         rounds += 1
     return {name: (statistics.median(t), len(t)) for name, t in times.items()}
+
+
+def copy_bandwidth(threads=None, nbytes=64 * 2**20, repeats=9):
+    """GB/s (bytes read + written) of a plain copy of an array larger than the caches, split
+    across `threads` threads (NumPy releases the GIL while it copies): the roofline that the
+    memory-bound cases' GB/s are read against, measured in the same run since these machines'
+    bandwidth drifts. Cases whose data fits in the last-level cache can exceed it."""
+    from concurrent.futures import ThreadPoolExecutor
+    threads = threads or fastconv.get_num_threads()
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    bounds = np.linspace(0, src.size, threads + 1).astype(int)
+    parts = [(dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    times = []
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats + 1):     # the first copy faults the pages in, not timed
+            t0 = time.perf_counter()
+            list(pool.map(lambda part: np.copyto(*part), parts))
+            times.append(time.perf_counter() - t0)
+    return 2 * src.nbytes / statistics.median(times[1:]) / 1e9
 
 
 def _progress(items, enabled):
@@ -83,8 +105,9 @@ def run(case_filter=None, impl_filter=None, min_time=0.2, progress=True, algorit
     return results
 
 
-def format_table(results):
-    """One line per case: fastconv's median and, per peer, its median and fastconv's speedup."""
+def format_table(results, copy_gbps=None):
+    """One line per case: fastconv's median and, per peer, its median and fastconv's speedup;
+    memory-bound cases also their GB/s and, given `copy_gbps`, its share of that."""
     by_case = {}
     for r in results:
         by_case.setdefault(r["case"], {})[r["impl"]] = r
@@ -92,7 +115,7 @@ def format_table(results):
     for r in results:
         if r["impl"] not in impls and r["impl"] != "fastconv":
             impls.append(r["impl"])
-    header = f"{'case':<22}{'fastconv':>12}" + "".join(f"{i:>24}" for i in impls)
+    header = f"{'case':<28}{'fastconv':>12}" + "".join(f"{i:>24}" for i in impls)
     lines = [header, "-" * len(header)]
     for case, rows in by_case.items():
         mine = rows.get("fastconv", {}).get("median_s")
@@ -100,8 +123,11 @@ def format_table(results):
         if "gflops" in rows.get("fastconv", {}):
             extra = f"  {rows['fastconv']['gflops']:.0f} GFLOP/s"
         if "gbytes_per_s" in rows.get("fastconv", {}):
-            extra += f"  {rows['fastconv']['gbytes_per_s']:.1f} GB/s"
-        line = f"{case:<22}{_ms(mine):>12}"
+            gbps = rows['fastconv']['gbytes_per_s']
+            extra += f"  {gbps:.1f} GB/s"
+            if copy_gbps:
+                extra += f" ({100 * gbps / copy_gbps:.0f}% of copy)"
+        line = f"{case:<28}{_ms(mine):>12}"
         for impl in impls:
             r = rows.get(impl)
             if r is None or "median_s" not in r:
@@ -168,11 +194,17 @@ def main(args):
         fastconv.set_num_threads(opts.threads)
     fastconv.show_config()
     print()
+    copy = [copy_bandwidth()]
     results = run(opts.cases, opts.peers, opts.min_time, not opts.no_progress, opts.algorithms)
-    print(format_table(results))
+    copy.append(copy_bandwidth())
+    print(f"copy bandwidth ({fastconv.get_num_threads()} threads, 64 MiB, read + write): "
+          f"{min(copy):.1f}-{max(copy):.1f} GB/s (before and after the cases); "
+          f"'% of copy' is against {max(copy):.1f}")
+    print(format_table(results, max(copy)))
     if opts.json:
         with open(opts.json, "w") as f:
-            json.dump({"config": fastconv.config.config_info(), "results": results}, f, indent=1)
+            json.dump({"config": fastconv.config.config_info(), "copy_gbytes_per_s": copy,
+                       "results": results}, f, indent=1)
     if opts.plot:
         plot(results, opts.plot)
         print(f"plot written to {opts.plot}")

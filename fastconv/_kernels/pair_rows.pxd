@@ -1,0 +1,39 @@
+# cython: language_level=3
+"""Row copies shared by the kernels that de-interleave input rows: the packed unfolding
+(conv_packed.pyx) and the direct kernel's stride phases (conv_direct.pyx); pair_rows.h."""
+from cython cimport floating
+from libc.string cimport memcpy
+
+cdef extern from "pair_rows.h":
+    void fc_take_even_f32(const float* src, float* dst, Py_ssize_t n) noexcept nogil
+    void fc_take_even_f64(const double* src, double* dst, Py_ssize_t n) noexcept nogil
+    void fc_split_pairs_f32(const float* src, float* even, float* odd, Py_ssize_t n) noexcept nogil
+    void fc_split_pairs_f64(const double* src, double* even, double* odd,
+                            Py_ssize_t n) noexcept nogil
+    void fc_copy_short(void* dst, const void* src, size_t bytes) noexcept nogil
+    void fc_zero_short(void* dst, size_t bytes) noexcept nogil
+
+
+cdef inline void copy_strided(floating* dst, const floating* src, Py_ssize_t n,
+                              Py_ssize_t stride) noexcept nogil:
+    """dst[i] = src[i * stride] for i < n; stride 2 (every downsampling layer) by shuffles."""
+    cdef Py_ssize_t i
+    if stride == 1:
+        memcpy(dst, src, n * sizeof(floating))
+    elif stride == 2:
+        if floating is float:
+            fc_take_even_f32(src, dst, n)
+        else:
+            fc_take_even_f64(src, dst, n)
+    else:
+        for i in range(n):
+            dst[i] = src[i * stride]
+
+
+cdef inline void split_pairs(const floating* src, floating* even, floating* odd,
+                             Py_ssize_t n) noexcept nogil:
+    """even[i] = src[2i], odd[i] = src[2i + 1] for i < n, by shuffles."""
+    if floating is float:
+        fc_split_pairs_f32(src, even, odd, n)
+    else:
+        fc_split_pairs_f64(src, even, odd, n)
