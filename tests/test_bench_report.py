@@ -1,0 +1,31 @@
+"""The benchmark report (python -m fastconv bench): its arithmetic, not its timings."""
+import math
+
+from fastconv.benchmarks import all_cases
+from fastconv.benchmarks.runner import copy_bandwidth, format_table
+
+
+def test_copy_bandwidth_is_bytes_read_plus_written_per_second():
+    gbps = copy_bandwidth(threads=2, nbytes=2**20, repeats=3)
+    assert math.isfinite(gbps) and gbps > 0
+
+
+def test_memory_bound_rows_report_their_share_of_the_copy_bandwidth():
+    rows = [{"case": "unpool_2x2", "impl": "fastconv", "median_s": 0.002, "gbytes_per_s": 12.0},
+            {"case": "unpool_2x2", "impl": "torch", "median_s": 0.004}]
+    table = format_table(rows, copy_gbps=24.0)
+    assert "12.0 GB/s (50% of copy)" in table and "(2.00x)" in table
+    assert "% of copy" not in format_table(rows)
+
+
+def test_depthwise_cases_count_their_bytes_and_dense_ones_do_not():
+    cases = {c.name: c for c in all_cases()}
+    for name in ("depthwise_3x3", "depthwise_3x3_s2", "depthwise_5x5", "depthwise_5x5_s2",
+                 "depthwise_backward_3x3", "depthwise_backward_3x3_s2"):
+        assert cases[name].bytes_moved is not None, name
+    for name in ("resnet_3x3_64", "image_1ch_7x7", "conv2d_backward_64"):
+        assert cases[name].bytes_moved is None, name
+    case = cases["depthwise_3x3_s2"]
+    inputs = case.make_inputs()
+    # x (1,144,56,56) + w (144,1,3,3) + out (1,144,28,28), float32
+    assert case.bytes_moved(inputs) == 4 * (144 * 56 * 56 + 144 * 9 + 144 * 28 * 28)
