@@ -21,7 +21,7 @@ from libc.string cimport memset
 from libc.math cimport INFINITY
 
 cdef enum:
-    MAX_ROWS = 16       # the register path of 2-d max pools handles windows up to 16 rows
+    MAX_ROWS = 16       # the register path of max pools handles windows up to 16 rows (d x h)
     VECTOR_BLOCK = 16   # outputs per AVX-512 vector of float32 (a multiple of narrower ones)
     DEINTERLEAVE_BLOCK = 64     # outputs per block of the 3x3 stride-2 path (2 KiB of buffers)
 
@@ -60,12 +60,14 @@ cdef PoolShape make_shape(tuple in_shape, tuple out_shape, tuple step,
 # forward: one output row (plane p, od, oh) per work item; rows write disjoint outputs.
 # Per output the window is always scanned in window order (d, h, w), so the NaN and tie rules
 # match the element-by-element definition; what differs is how the scan is laid out:
-# - 2-d max pools (one input depth): the whole window of an output in registers, outputs in a
-#   branch-free loop; 2x2 and 3x3 windows at stride 2 have their taps written out, the form the
-#   compiler vectorizes (measured on the benchmark cases: 3-6x faster than the generic loop,
-#   whose data-dependent branches mispredict on random data).
-# - other regular pools (3-d, average): tap by tap along W, each tap updating the whole output
-#   row in one branch-free loop.
+# - regular max pools reading at most MAX_ROWS input rows per window (1-, 2- and 3-d): the
+#   whole window of an output in registers, outputs in a branch-free loop; windows 2 wide at
+#   stride 2 and 3 wide at stride 1 or 2 (one row per depth for 1-d, 2 or 3 for 2-d and 3-d)
+#   have their taps written out, the form the compiler vectorizes (measured on the benchmark
+#   cases: 3-6x faster than the generic loop, whose data-dependent branches mispredict on
+#   random data); a 3-d window runs them depth by depth, each continuing the scan in place.
+# - other regular pools (larger windows, average): tap by tap along W, each tap updating the
+#   whole output row in one branch-free loop.
 # - adaptive pools (irregular windows): one output at a time through the window tables.
 
 cdef inline void tap_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t in_len,
@@ -140,124 +142,192 @@ cdef inline void max_tap_update(floating v, int64_t p, floating* best,
     pos[0] = p if take else pos[0]
 
 
-cdef inline void max_rows_2x2s2(const floating* r0, const floating* r1, int64_t p0, int64_t p1,
-                                Py_ssize_t pw, floating* out, int64_t* indices,
-                                const Py_ssize_t* ranges) noexcept nogil:
-    """max_outputs for 2x2 windows at stride 2, taps written out: the form the compiler
-    vectorizes across outputs (measured: a loop over the taps kept it scalar, 3-4x slower)."""
+cdef inline void max_window_start(const floating* out, const int64_t* indices, Py_ssize_t o,
+                                  bint update, int64_t first, floating* best,
+                                  int64_t* pos) noexcept nogil:
+    """The state a window's scan starts from: nothing seen yet, or (update) the maximum and
+    its position over the rows that an earlier call scanned (a 3-d window, depth by depth)."""
+    best[0] = out[o] if update else -INFINITY
+    pos[0] = first
+    if update and indices != NULL:
+        pos[0] = indices[o]
+
+
+cdef inline void max_rows_k2s2(const floating** rows, const int64_t* row_pos, int nrows,
+                               bint update, Py_ssize_t pw, floating* out, int64_t* indices,
+                               const Py_ssize_t* ranges) noexcept nogil:
+    """max_outputs for windows 2 wide at stride 2 over `nrows` rows, taps written out: with
+    nrows a constant at the call, the form the compiler vectorizes across outputs (measured:
+    a loop over runtime taps kept it scalar, 3-4x slower)."""
     cdef Py_ssize_t segment, ow, w
+    cdef int r
     cdef floating best
     cdef int64_t pos
     for segment in range(2):   # outputs [ranges[0], ranges[1]), then [ranges[2], ranges[3])
         for ow in range(ranges[2 * segment], ranges[2 * segment + 1]):
             w = 2 * ow - pw
-            best = -INFINITY
-            pos = p0 + w
-            max_tap_update(r0[w], p0 + w, &best, &pos)
-            max_tap_update(r0[w + 1], p0 + w + 1, &best, &pos)
-            max_tap_update(r1[w], p1 + w, &best, &pos)
-            max_tap_update(r1[w + 1], p1 + w + 1, &best, &pos)
+            max_window_start(out, indices, ow, update, row_pos[0] + w, &best, &pos)
+            for r in range(nrows):
+                max_tap_update(rows[r][w], row_pos[r] + w, &best, &pos)
+                max_tap_update(rows[r][w + 1], row_pos[r] + w + 1, &best, &pos)
             out[ow] = best
             if indices != NULL:
                 indices[ow] = pos
 
 
-cdef inline void max_rows_3x3s1(const floating* r0, const floating* r1, const floating* r2,
-                                int64_t p0, int64_t p1, int64_t p2, Py_ssize_t pw,
-                                floating* out, int64_t* indices,
-                                const Py_ssize_t* ranges) noexcept nogil:
-    """max_rows_2x2s2 for 3x3 windows at stride 1 (contiguous reads: no deinterleaving)."""
+cdef inline void max_rows_k3s1(const floating** rows, const int64_t* row_pos, int nrows,
+                               bint update, Py_ssize_t pw, floating* out, int64_t* indices,
+                               const Py_ssize_t* ranges) noexcept nogil:
+    """max_rows_k2s2 for windows 3 wide at stride 1 (contiguous reads: no deinterleaving)."""
     cdef Py_ssize_t segment, ow, w
+    cdef int r
     cdef floating best
     cdef int64_t pos
-    for segment in range(2):   # outputs [ranges[0], ranges[1]), then [ranges[2], ranges[3])
+    for segment in range(2):
         for ow in range(ranges[2 * segment], ranges[2 * segment + 1]):
             w = ow - pw
-            best = -INFINITY
-            pos = p0 + w
-            max_tap_update(r0[w], p0 + w, &best, &pos)
-            max_tap_update(r0[w + 1], p0 + w + 1, &best, &pos)
-            max_tap_update(r0[w + 2], p0 + w + 2, &best, &pos)
-            max_tap_update(r1[w], p1 + w, &best, &pos)
-            max_tap_update(r1[w + 1], p1 + w + 1, &best, &pos)
-            max_tap_update(r1[w + 2], p1 + w + 2, &best, &pos)
-            max_tap_update(r2[w], p2 + w, &best, &pos)
-            max_tap_update(r2[w + 1], p2 + w + 1, &best, &pos)
-            max_tap_update(r2[w + 2], p2 + w + 2, &best, &pos)
+            max_window_start(out, indices, ow, update, row_pos[0] + w, &best, &pos)
+            for r in range(nrows):
+                max_tap_update(rows[r][w], row_pos[r] + w, &best, &pos)
+                max_tap_update(rows[r][w + 1], row_pos[r] + w + 1, &best, &pos)
+                max_tap_update(rows[r][w + 2], row_pos[r] + w + 2, &best, &pos)
             out[ow] = best
             if indices != NULL:
                 indices[ow] = pos
 
 
-cdef inline void max_rows_3x3s2(const floating* r0, const floating* r1, const floating* r2,
-                                int64_t p0, int64_t p1, int64_t p2, Py_ssize_t pw,
-                                floating* out, int64_t* indices, Py_ssize_t lo,
-                                Py_ssize_t hi) noexcept nogil:
-    """max_rows_2x2s2 for 3x3 windows at stride 2. Taps w and w + 2 of neighbouring outputs
-    overlap, which the compiler turns into (slow) gathers; so each block of outputs first splits
-    its input rows into even and odd columns, then reads them contiguously: even[j], odd[j],
-    even[j + 1] (measured: ~3x faster than the strided reads). Blocks are whole vectors, the
-    last one overlapping its predecessor (recomputing an output is harmless), so no scalar
-    remainder runs either."""
+cdef inline void max_rows_k3s2(const floating** rows, const int64_t* row_pos, int nrows,
+                               bint update, Py_ssize_t pw, floating* out, int64_t* indices,
+                               Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """max_rows_k2s2 for windows 3 wide at stride 2 (nrows at most 3). Taps w and w + 2 of
+    neighbouring outputs overlap, which the compiler turns into (slow) gathers; so each block
+    of outputs first splits its input rows into even and odd columns, then reads them
+    contiguously: even[j], odd[j], even[j + 1] (measured: ~3x faster than the strided reads).
+    Blocks are whole vectors, the last one overlapping its predecessor (recomputing an output
+    is harmless: it starts again from the same state), so no scalar remainder runs either."""
     cdef floating even[3][DEINTERLEAVE_BLOCK + 1]
     cdef floating odd[3][DEINTERLEAVE_BLOCK]
-    cdef const floating* rows[3]
-    cdef int64_t row_pos[3]
-    cdef Py_ssize_t start = lo, n, j, k, b
+    cdef Py_ssize_t start = lo, n, j, b
+    cdef int r
     cdef floating best
-    cdef int64_t pos, q0, q1, q2
-    rows[0], rows[1], rows[2] = r0, r1, r2
+    cdef int64_t pos
+    cdef int64_t q[3]
     while start < hi:
         n = hi - start if hi - start < DEINTERLEAVE_BLOCK else DEINTERLEAVE_BLOCK
         if n % VECTOR_BLOCK != 0 and hi - lo >= VECTOR_BLOCK:
             if n >= VECTOR_BLOCK:       # whole vectors now, the rest in the last block
                 n = n // VECTOR_BLOCK * VECTOR_BLOCK
             else:                       # the last block: one vector ending at hi
+                if update:              # an output computed twice must not update twice
+                    break
                 start = hi - VECTOR_BLOCK
                 n = VECTOR_BLOCK
         b = 2 * start - pw              # input column of the first tap of output `start`
-        for k in range(3):
+        for r in range(nrows):
             for j in range(n):
-                even[k][j] = rows[k][b + 2 * j]
-                odd[k][j] = rows[k][b + 2 * j + 1]
-            even[k][n] = rows[k][b + 2 * n]
-        q0 = p0 + b
-        q1 = p1 + b
-        q2 = p2 + b
+                even[r][j] = rows[r][b + 2 * j]
+                odd[r][j] = rows[r][b + 2 * j + 1]
+            even[r][n] = rows[r][b + 2 * n]
+            q[r] = row_pos[r] + b
         for j in range(n):
-            best = -INFINITY
-            pos = q0 + 2 * j
-            max_tap_update(even[0][j], q0 + 2 * j, &best, &pos)
-            max_tap_update(odd[0][j], q0 + 2 * j + 1, &best, &pos)
-            max_tap_update(even[0][j + 1], q0 + 2 * j + 2, &best, &pos)
-            max_tap_update(even[1][j], q1 + 2 * j, &best, &pos)
-            max_tap_update(odd[1][j], q1 + 2 * j + 1, &best, &pos)
-            max_tap_update(even[1][j + 1], q1 + 2 * j + 2, &best, &pos)
-            max_tap_update(even[2][j], q2 + 2 * j, &best, &pos)
-            max_tap_update(odd[2][j], q2 + 2 * j + 1, &best, &pos)
-            max_tap_update(even[2][j + 1], q2 + 2 * j + 2, &best, &pos)
+            max_window_start(out, indices, start + j, update, q[0] + 2 * j, &best, &pos)
+            for r in range(nrows):
+                max_tap_update(even[r][j], q[r] + 2 * j, &best, &pos)
+                max_tap_update(odd[r][j], q[r] + 2 * j + 1, &best, &pos)
+                max_tap_update(even[r][j + 1], q[r] + 2 * j + 2, &best, &pos)
             out[start + j] = best
             if indices != NULL:
                 indices[start + j] = pos
         start = start + n
+    if start < hi:                      # update's last outputs, one at a time
+        for j in range(start, hi):
+            b = 2 * j - pw
+            max_window_start(out, indices, j, update, row_pos[0] + b, &best, &pos)
+            for r in range(nrows):
+                max_tap_update(rows[r][b], row_pos[r] + b, &best, &pos)
+                max_tap_update(rows[r][b + 1], row_pos[r] + b + 1, &best, &pos)
+                max_tap_update(rows[r][b + 2], row_pos[r] + b + 2, &best, &pos)
+            out[j] = best
+            if indices != NULL:
+                indices[j] = pos
 
 
-cdef void max_row_2d(const floating* x_p, floating* out_row, int64_t* idx_row,
-                     const PoolShape* s, Py_ssize_t d0, Py_ssize_t h0,
-                     Py_ssize_t nh) noexcept nogil:
-    """One output row of a max pool reading one input depth (2-d pools): interior outputs in
-    registers, the few W-edge outputs (padding) through the window tables."""
+# The written-out kernels below are called with the number of rows a constant (so that the
+# compiler unrolls the taps) and with NULL itself for no indices (so that those loops store
+# none): one small function per kernel holds its constant calls, few enough for the compiler
+# to inline them all (with all 14 in one function it stopped: 2x2 pools ran 5-7x slower).
+
+cdef void max_rows_k2s2_fixed(int nrows, const floating** rows, const int64_t* row_pos,
+                              bint update, Py_ssize_t pw, floating* out, int64_t* indices,
+                              const Py_ssize_t* ranges) noexcept nogil:
+    """max_rows_k2s2 over 1, 2 or 4 rows (1-d, 2x2, 2x2x2 windows)."""
+    if nrows == 1 and indices != NULL:
+        max_rows_k2s2(rows, row_pos, 1, update, pw, out, indices, ranges)
+    elif nrows == 1:
+        max_rows_k2s2(rows, row_pos, 1, update, pw, out, NULL, ranges)
+    elif nrows == 2 and indices != NULL:
+        max_rows_k2s2(rows, row_pos, 2, update, pw, out, indices, ranges)
+    elif nrows == 2:
+        max_rows_k2s2(rows, row_pos, 2, update, pw, out, NULL, ranges)
+    elif indices != NULL:
+        max_rows_k2s2(rows, row_pos, 4, update, pw, out, indices, ranges)
+    else:
+        max_rows_k2s2(rows, row_pos, 4, update, pw, out, NULL, ranges)
+
+
+cdef void max_rows_k3s1_fixed(int nrows, const floating** rows, const int64_t* row_pos,
+                              bint update, Py_ssize_t pw, floating* out, int64_t* indices,
+                              const Py_ssize_t* ranges) noexcept nogil:
+    """max_rows_k3s1 over 1 or 3 rows."""
+    if nrows == 1 and indices != NULL:
+        max_rows_k3s1(rows, row_pos, 1, update, pw, out, indices, ranges)
+    elif nrows == 1:
+        max_rows_k3s1(rows, row_pos, 1, update, pw, out, NULL, ranges)
+    elif indices != NULL:
+        max_rows_k3s1(rows, row_pos, 3, update, pw, out, indices, ranges)
+    else:
+        max_rows_k3s1(rows, row_pos, 3, update, pw, out, NULL, ranges)
+
+
+cdef void max_rows_k3s2_fixed(int nrows, const floating** rows, const int64_t* row_pos,
+                              bint update, Py_ssize_t pw, floating* out, int64_t* indices,
+                              Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """max_rows_k3s2 over 1 or 3 rows."""
+    if nrows == 1 and indices != NULL:
+        max_rows_k3s2(rows, row_pos, 1, update, pw, out, indices, lo, hi)
+    elif nrows == 1:
+        max_rows_k3s2(rows, row_pos, 1, update, pw, out, NULL, lo, hi)
+    elif indices != NULL:
+        max_rows_k3s2(rows, row_pos, 3, update, pw, out, indices, lo, hi)
+    else:
+        max_rows_k3s2(rows, row_pos, 3, update, pw, out, NULL, lo, hi)
+
+
+cdef void max_row_regular(const floating* x_p, floating* out_row, int64_t* idx_row,
+                          const PoolShape* s, Py_ssize_t d0, Py_ssize_t nd, Py_ssize_t h0,
+                          Py_ssize_t nh) noexcept nogil:
+    """One output row of a regular max pool whose window reads nd x nh <= MAX_ROWS input rows:
+    interior outputs in registers, the few W-edge outputs (padding) through the window
+    tables. Common window shapes (2 or 3 wide: 1-d, 2x2, 3x3, 2x2x2) run a written-out
+    kernel over all their rows; other 3-d windows of 2 or 3 rows per depth (3x3x3, or cut by
+    padding) run it depth by depth, each depth after the first continuing the scan from
+    where the previous one stopped."""
     cdef const floating* rows[MAX_ROWS]
     cdef int64_t row_pos[MAX_ROWS]
     cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2], OW = s.out_size[2]
     cdef Py_ssize_t KW = s.kernel_w, sw = s.stride_w, pw = s.pad_w, dw = s.step[2]
-    cdef Py_ssize_t th, lo, hi, i, ow, tw, w0, pos
+    cdef Py_ssize_t nrows = nd * nh
+    cdef Py_ssize_t td, th, r, lo, hi, i, ow, tw, w0, pos
     cdef Py_ssize_t ranges[4]
     cdef floating v, best
     cdef int64_t best_pos
-    for th in range(nh):
-        row_pos[th] = (d0 * H + h0 + th * s.step[1]) * W
-        rows[th] = x_p + row_pos[th]
+    cdef bint whole, by_depth
+    cdef Py_ssize_t group
+    for td in range(nd):
+        for th in range(nh):
+            r = td * nh + th
+            row_pos[r] = ((d0 + td * s.step[0]) * H + h0 + th * s.step[1]) * W
+            rows[r] = x_p + row_pos[r]
     lo = (pw + sw - 1) // sw
     hi = (W - 1 + pw - (KW - 1) * dw) // sw + 1 if W - 1 + pw - (KW - 1) * dw >= 0 else 0
     if hi > OW:
@@ -265,44 +335,50 @@ cdef void max_row_2d(const floating* x_p, floating* out_row, int64_t* idx_row,
     if lo > hi:
         lo = hi
     # Constant window shapes let the compiler unroll the taps and vectorize across outputs.
-    # 2x2: whole vector blocks, then one last block overlapping the previous outputs
+    # k2s2: whole vector blocks, then one last block overlapping the previous outputs
     # (recomputing an output is harmless), so the scalar remainder loop, whose branches
     # mispredict on random data, never runs (measured: ~2x faster on the k2s2 benchmark's
-    # 28-wide rows); 3x3 at stride 1 likewise. 3x3 at stride 2 blocks its outputs itself.
+    # 28-wide rows); k3s1 likewise; k3s2 blocks its outputs itself. A depth after the first
+    # updates its outputs in place, so its overlap must not revisit any: one pass each.
     ranges[0] = lo
     ranges[1] = lo + (hi - lo) // VECTOR_BLOCK * VECTOR_BLOCK
     ranges[2] = hi - VECTOR_BLOCK if hi - lo >= VECTOR_BLOCK else ranges[1]
     ranges[3] = hi if ranges[1] < hi else ranges[2]
-    if nh == 2 and KW == 2 and sw == 2 and dw == 1 and idx_row != NULL:
-        max_rows_2x2s2(rows[0], rows[1], row_pos[0], row_pos[1], pw, out_row, idx_row, ranges)
-    elif nh == 2 and KW == 2 and sw == 2 and dw == 1:
-        max_rows_2x2s2(rows[0], rows[1], row_pos[0], row_pos[1], pw, out_row, NULL, ranges)
-    elif nh == 3 and KW == 3 and sw == 2 and dw == 1 and idx_row != NULL:
-        max_rows_3x3s2(rows[0], rows[1], rows[2], row_pos[0], row_pos[1], row_pos[2], pw,
-                       out_row, idx_row, lo, hi)
-    elif nh == 3 and KW == 3 and sw == 2 and dw == 1:
-        max_rows_3x3s2(rows[0], rows[1], rows[2], row_pos[0], row_pos[1], row_pos[2], pw,
-                       out_row, NULL, lo, hi)
-    elif nh == 3 and KW == 3 and sw == 1 and dw == 1 and idx_row != NULL:
-        max_rows_3x3s1(rows[0], rows[1], rows[2], row_pos[0], row_pos[1], row_pos[2], pw,
-                       out_row, idx_row, ranges)
-    elif nh == 3 and KW == 3 and sw == 1 and dw == 1:
-        max_rows_3x3s1(rows[0], rows[1], rows[2], row_pos[0], row_pos[1], row_pos[2], pw,
-                       out_row, NULL, ranges)
+    # one call over all rows (up to a whole 2x2x2 window), else one per depth
+    whole = dw == 1 and ((KW == 2 and sw == 2 and (nrows == 1 or nrows == 2 or nrows == 4)) or
+                         (KW == 3 and sw <= 2 and (nrows == 1 or nrows == 3)))
+    by_depth = not whole and dw == 1 and ((KW == 2 and sw == 2 and nh <= 2) or
+                                          (KW == 3 and sw <= 2 and (nh == 1 or nh == 3)))
+    if whole or by_depth:
+        group = nrows if whole else nh
+        if group < nrows:       # a depth updates its outputs in place: one pass over each
+            ranges[1] = hi
+            ranges[2] = hi
+            ranges[3] = hi
+        for r in range(nrows // group):
+            if KW == 2:
+                max_rows_k2s2_fixed(<int> group, rows + r * group, row_pos + r * group, r > 0,
+                                    pw, out_row, idx_row, ranges)
+            elif sw == 1:
+                max_rows_k3s1_fixed(<int> group, rows + r * group, row_pos + r * group, r > 0,
+                                    pw, out_row, idx_row, ranges)
+            else:
+                max_rows_k3s2_fixed(<int> group, rows + r * group, row_pos + r * group, r > 0,
+                                    pw, out_row, idx_row, lo, hi)
     else:
-        max_outputs(rows, row_pos, nh, KW, sw, dw, pw, out_row, idx_row, lo, hi)
+        max_outputs(rows, row_pos, nrows, KW, sw, dw, pw, out_row, idx_row, lo, hi)
     for i in range(OW - (hi - lo)):      # the W-edge outputs: [0, lo) and [hi, OW)
         ow = i if i < lo else i + hi - lo
         w0 = s.first[2][ow]
         best = -INFINITY
         best_pos = row_pos[0] + w0
-        for th in range(nh):
+        for r in range(nrows):
             for tw in range(s.count[2][ow]):
                 pos = w0 + tw * dw
-                v = rows[th][pos]
+                v = rows[r][pos]
                 if v > best or v != v:
                     best = v
-                    best_pos = row_pos[th] + pos
+                    best_pos = row_pos[r] + pos
         out_row[ow] = best
         if idx_row != NULL:
             idx_row[ow] = best_pos
@@ -328,8 +404,8 @@ cdef void pool_row(const floating* x, floating* out, int64_t* indices, const Poo
     cdef Py_ssize_t ow, td, th, kw, tw, w0, nw, base, pos, best_pos, off, lo, hi
     cdef floating v, best
     cdef double row_divisor
-    if is_max and s.kernel_w > 0 and nd == 1 and nh <= MAX_ROWS:
-        max_row_2d(x_p, out_row, idx_row, s, d0, h0, nh)
+    if is_max and s.kernel_w > 0 and nd * nh <= MAX_ROWS:
+        max_row_regular(x_p, out_row, idx_row, s, d0, nd, h0, nh)
         return
     if s.kernel_w == 0:     # adaptive windows: one output at a time
         for ow in range(OW):
@@ -397,50 +473,9 @@ cdef int pool_forward(const floating* x, floating* out, int64_t* indices, const 
 
 
 # ---------------------------------------------------------------------------------------------
-# backward: one input-gradient plane per work item, so no two threads write the same element
-# and the sums are taken in the same order whatever the thread count (deterministic).
-
-cdef void avg_pool_backward_plane(const floating* grad_out, floating* grad_in,
-                                  const PoolShape* s, double divisor_override,
-                                  Py_ssize_t p) noexcept nogil:
-    """grad_in[window of o] += grad_out[o] / divisor, over the outputs o in order."""
-    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
-    cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2]
-    cdef Py_ssize_t plane = s.in_size[0] * H * W
-    cdef Py_ssize_t sd = s.step[0], sh = s.step[1], sw = s.step[2]
-    cdef floating* gin = grad_in + p * plane
-    cdef const floating* gout = grad_out + p * OD * OH * OW
-    cdef floating* gin_row
-    cdef Py_ssize_t od, oh, ow, td, th, tw, d0, nd, h0, nh, w0, nw
-    cdef floating g
-    cdef double divisor
-    memset(gin, 0, plane * sizeof(floating))
-    for od in range(OD):
-        d0 = s.first[0][od]
-        nd = s.count[0][od]
-        for oh in range(OH):
-            h0 = s.first[1][oh]
-            nh = s.count[1][oh]
-            for ow in range(OW):
-                w0 = s.first[2][ow]
-                nw = s.count[2][ow]
-                divisor = divisor_override if divisor_override != 0 else \
-                    s.divisor[0][od] * s.divisor[1][oh] * s.divisor[2][ow]
-                g = gout[(od * OH + oh) * OW + ow] / <floating> divisor
-                for td in range(nd):
-                    for th in range(nh):
-                        gin_row = gin + ((d0 + td * sd) * H + h0 + th * sh) * W + w0
-                        for tw in range(nw):
-                            gin_row[tw * sw] += g
-
-
-cdef int avg_pool_backward(const floating* grad_out, floating* grad_in, const PoolShape* s,
-                           double divisor_override, int num_threads) noexcept nogil:
-    cdef Py_ssize_t p
-    for p in prange(s.planes, num_threads=num_threads, schedule='static'):
-        avg_pool_backward_plane(grad_out, grad_in, s, divisor_override, p)
-    return 0
-
+# backward of max pooling (and max-unpooling's forward): one plane per work item, so no two
+# threads write the same element and the sums are taken in the same order whatever the thread
+# count (deterministic). Average pooling's backward is a gather: resample.pyx's adjoint_gather.
 
 cdef int scatter_planes(const floating* src, const int64_t* indices, floating* dst,
                         Py_ssize_t planes, Py_ssize_t src_plane, Py_ssize_t dst_plane,
@@ -515,21 +550,6 @@ def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     with nogil:
         pool_forward(&x[0, 0, 0, 0], &out[0, 0, 0, 0], NULL, &s, False, divisor_override,
                      num_threads)
-
-
-def avg_pool_backward_planes(const floating[:, :, :, ::1] grad_out,
-                             floating[:, :, :, ::1] grad_in, tuple step,
-                             const int64_t[:, ::1] win, const double[::1] div,
-                             double divisor_override, int num_threads):
-    """grad_in := the adjoint of avg_pool_forward applied to grad_out."""
-    cdef PoolShape s = make_shape(tuple([grad_in.shape[i] for i in range(4)]),
-                                  tuple([grad_out.shape[i] for i in range(4)]), step, win, div,
-                                  (0, 0, 0))
-    if grad_in.shape[0] == 0:
-        return
-    with nogil:
-        avg_pool_backward(&grad_out[0, 0, 0, 0], &grad_in[0, 0, 0, 0], &s, divisor_override,
-                          num_threads)
 
 
 def scatter(const floating[:, ::1] src, const int64_t[:, ::1] indices, floating[:, ::1] dst,

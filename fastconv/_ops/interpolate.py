@@ -110,18 +110,54 @@ def _linear_axis(in_size, out_size, scale, align_corners, dtype):
     return 2, np.stack([i0, i1]), np.stack([one - lam1, lam1])
 
 
-def _tables(nd, in_size, out_size, scales, mode, align_corners, dtype):
-    """(taps, src, weight) for the kernel, padded to three axes."""
+def _axes(nd, in_size, out_size, scales, mode, align_corners, dtype):
+    """Per axis, padded to three: (taps, src, weight) with src and weight (2, out) arrays."""
     axes = [(1, np.zeros((2, 1), np.int64), None)] * (3 - nd)
     for n, o, s in zip(in_size, out_size, scales):
         axes.append(_nearest_axis(n, o, s, nd == 2) if mode == "nearest"
                     else _linear_axis(n, o, s, align_corners, dtype))
+    return [(taps, src, weight if weight is not None else
+             np.stack([np.ones(src.shape[1]), np.zeros(src.shape[1])]).astype(dtype))
+            for taps, src, weight in axes]
+
+
+def _tables(nd, in_size, out_size, scales, mode, align_corners, dtype):
+    """(taps, src, weight) for the kernel, padded to three axes."""
+    axes = _axes(nd, in_size, out_size, scales, mode, align_corners, dtype)
     taps = tuple(a[0] for a in axes)
     src = np.ascontiguousarray(np.concatenate([a[1] for a in axes], axis=1), dtype=np.int64)
-    weight = np.concatenate([a[2] if a[2] is not None else
-                             np.stack([np.ones(a[1].shape[1]), np.zeros(a[1].shape[1])])
-                             for a in axes], axis=1)
+    weight = np.concatenate([a[2] for a in axes], axis=1)
     return taps, src, np.ascontiguousarray(weight, dtype=dtype)
+
+
+def adjoint_axis(in_size, out_size, i, o, w, dtype):
+    """One axis of a separable linear map's adjoint, as the gather tables of
+    _resample.adjoint_gather: the entries (input position i, output position o, weight w) of
+    the forward map grouped by input position, in output order, padded to the largest fan-in
+    with position `out_size` (read as zero) and weight 0."""
+    order = np.lexsort((o, i))
+    i, o, w = i[order], o[order], w[order]
+    counts = np.bincount(i, minlength=in_size)
+    rank = np.arange(i.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    if out_size >= 2**31 - 1:      # the tables are int32 (the kernel's vector gathers)
+        raise ValueError(f"the gradient of an axis of {out_size} outputs is not supported "
+                         f"(at most 2**31 - 2)")
+    src = np.full((max(int(counts.max(initial=0)), 1), in_size), out_size, np.int32)
+    weight = np.zeros(src.shape, dtype)
+    src[rank, i] = o
+    weight[rank, i] = w
+    return src, weight
+
+
+def apply_adjoint(grad_out, grad_in, axes, nd):
+    """grad_in (N, C, *in) := the adjoint map given by `axes` (three adjoint_axis tables, D, H,
+    W, with unit leading axes) applied to grad_out (N, C, *out)."""
+    if grad_in.size:
+        _resample.adjoint_gather(
+            _planes(np.ascontiguousarray(grad_out, dtype=grad_in.dtype), nd), _planes(grad_in, nd),
+            tuple(a[0] for a in axes), tuple(a[1] for a in axes),
+            _parallel.threads_for(grad_out.size + grad_in.size))
+    return grad_in
 
 
 def _check_call(ndim, mode, align_corners, name, op):
@@ -263,9 +299,10 @@ def interpolate_backward(grad_output, input_shape, size=None, scale_factor=None,
         raise ValueError(f"grad_output must have the forward output's shape {expected} for "
                          f"{op}; got {g.shape}")
     _args.check_output_size(shape, np.float64, "input_shape")
-    taps, src, weight = _tables(nd, shape[2:], out_size, scales, mode, align, dtype)
-    grad_in = np.empty(shape, dtype)
-    _resample.interpolate_backward(_planes(np.ascontiguousarray(g, dtype=dtype), nd),
-                                   _planes(grad_in, nd), taps, src, weight,
-                                   _parallel.threads_for(g.size * max(taps)))
-    return grad_in
+    axes = []
+    for n, m, (taps, src, weight) in zip((1,) * (3 - nd) + shape[2:], (1,) * (3 - nd) + out_size,
+                                         _axes(nd, shape[2:], out_size, scales, mode, align,
+                                               dtype)):
+        o = np.tile(np.arange(m, dtype=np.int64), taps)
+        axes.append(adjoint_axis(n, m, src[:taps].ravel(), o, weight[:taps].ravel(), dtype))
+    return apply_adjoint(g, np.empty(shape, dtype), axes, nd)

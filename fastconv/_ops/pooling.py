@@ -13,6 +13,7 @@ from math import prod
 import numpy as np
 
 from fastconv._kernels import pooling as _pool
+from fastconv._ops.interpolate import adjoint_axis, apply_adjoint
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
 
@@ -368,11 +369,20 @@ def _avg_backward(nd, g, dtype, shape, windows, divisor_override, op):
     if g.shape != expected:
         raise ValueError(f"grad_output must have the forward output's shape {expected} for "
                          f"{op}; got {g.shape}")
-    grad_in = np.empty(shape, dtype)
-    _pool.avg_pool_backward_planes(_planes(np.ascontiguousarray(g, dtype=dtype), nd),
-                                   _planes(grad_in, nd), windows.step, windows.win, windows.div,
-                                   float(divisor_override or 0), _threads(grad_in.size))
-    return grad_in
+    # per axis, output o reads first[o] + t * step (t < count[o]) with weight 1 / divisor[o];
+    # a divisor_override divides the whole sum instead (folded into the W axis)
+    axes, offset = [], 0
+    for a, (n, m, step) in enumerate(zip(windows.in_size, windows.out_size, windows.step)):
+        first, count = windows.win[:, offset:offset + m]
+        o = np.repeat(np.arange(m, dtype=np.int64), count)
+        t = np.arange(o.size) - np.repeat(np.cumsum(count) - count, count)
+        if divisor_override:
+            weight = np.full(m, 1.0 / divisor_override if a == 2 else 1.0)
+        else:
+            weight = 1.0 / windows.div[offset:offset + m]
+        axes.append(adjoint_axis(n, m, first[o] + t * step, o, weight[o], dtype))
+        offset += m
+    return apply_adjoint(g, np.empty(shape, dtype), axes, nd)
 
 
 def _avg_poolnd_backward(nd, grad_output, input_shape, kernel_size, stride, padding, ceil_mode,

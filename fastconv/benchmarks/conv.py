@@ -18,6 +18,8 @@ CONV_CASES = [
     ("depthwise_3x3_s2", (1, 144, 56, 56), (144, 1, 3, 3), dict(stride=2, padding=1, groups=144)),
     ("depthwise_5x5", (1, 240, 28, 28), (240, 1, 5, 5), dict(padding=2, groups=240)),
     ("depthwise_5x5_s2", (1, 144, 56, 56), (144, 1, 5, 5), dict(stride=2, padding=2, groups=144)),
+    # ResNeXt-50's 32 groups of 4 channels (conv2 of its first stage)
+    ("resnext_grouped_3x3", (1, 128, 56, 56), (128, 4, 3, 3), dict(padding=1, groups=32)),
     ("cifar_b32", (32, 32, 32, 32), (64, 32, 3, 3), dict(padding=1)),
     ("lenet_b64", (64, 1, 28, 28), (6, 1, 5, 5), dict()),
     ("image_1ch_7x7", (1, 1, 1024, 1024), (1, 1, 7, 7), dict(padding=3)),

@@ -7,6 +7,7 @@ These operators are memory-bound, so each case reports the bytes it must read pl
 import numpy as np
 
 import fastconv
+import fastconv.grad
 from fastconv.benchmarks import Case, require, torch_threads
 
 
@@ -119,10 +120,81 @@ def _unpool_case():
         bytes_moved=lambda inp: inp["values"].nbytes * 5 + inp["indices"].nbytes)
 
 
+def _maxpool_nd_case(name, shape, k, s, p):
+    """1-d and 3-d max pooling with indices (the generic window loops)."""
+    nd = len(shape) - 2
+    fc = {1: fastconv.max_pool1d, 3: fastconv.max_pool3d}[nd]
+
+    def bytes_moved(inp):
+        out = fastconv.planning.pool_output_size
+        size = [out(n, k, s, p) for n in shape[2:]]
+        return inp["x"].nbytes + shape[0] * shape[1] * int(np.prod(size)) * (4 + 8)
+    return Case(
+        name=name, family="pool",
+        description=f"max_pool{nd}d x{shape} k{k} s{s} p{p} return_indices=True",
+        make_inputs=lambda: {"x": _random(shape)},
+        impls={"fastconv": lambda inp: (lambda: fc(inp["x"], k, s, p, return_indices=True)),
+               "torch": _torch_call(lambda torch, F, t: (lambda: getattr(F, f"max_pool{nd}d")(
+                   t["x"], k, s, p, return_indices=True)))},
+        bytes_moved=bytes_moved)
+
+
+def _maxpool_backward_case():
+    """The gradient of maxpool_3x3s2: each output's gradient added at its argmax."""
+    shape = (8, 64, 112, 112)
+
+    def make_inputs():
+        values, indices = fastconv.max_pool2d(_random(shape), 3, 2, 1, return_indices=True)
+        return {"x": _random(shape), "g": _random(values.shape, 1), "indices": indices}
+
+    def torch_backward(torch, F, t):
+        # what autograd runs for F.max_pool2d(..., return_indices=True)'s backward
+        return lambda: torch.ops.aten.max_pool2d_with_indices_backward(
+            t["g"], t["x"], [3, 3], [2, 2], [1, 1], [1, 1], False, t["indices"])
+    return Case(
+        name="maxpool_backward_3x3s2", family="pool",
+        description=f"max_pool2d backward, x{shape} k3 s2 p1",
+        make_inputs=make_inputs,
+        impls={"fastconv": lambda inp: (lambda: fastconv.grad.max_pool2d(
+                   inp["g"], inp["indices"], shape)),
+               "torch": _torch_call(torch_backward)},
+        bytes_moved=lambda inp: inp["g"].nbytes + inp["indices"].nbytes + inp["x"].nbytes)
+
+
+def _resample_backward_case(name, mode, op_torch):
+    """The gradients of avg_pool2d 2x2 and bilinear x2 upsampling (8 x 64 x 56^2 inputs; x
+    only gives PyTorch's avg_pool2d_backward its shape)."""
+    shape = (8, 64, 56, 56)
+    if mode == "avg":
+        g_shape = shape[:2] + (28, 28)
+        fc = lambda g: fastconv.grad.avg_pool2d(g, shape, 2, 2)
+    else:
+        g_shape = shape[:2] + (112, 112)
+        fc = lambda g: fastconv.grad.interpolate(g, shape, scale_factor=2, mode="bilinear",
+                                                 align_corners=False)
+    return Case(
+        name=name, family="pool", description=f"{name}: grad of x{shape}",
+        make_inputs=lambda: {"g": _random(g_shape, 1), "x": _random(shape)},
+        impls={"fastconv": lambda inp: (lambda: fc(inp["g"])),
+               "torch": _torch_call(lambda torch, F, t: (lambda: op_torch(torch, t)))},
+        bytes_moved=lambda inp: inp["g"].nbytes + 4 * int(np.prod(shape)))
+
+
 CASES = [
     _maxpool_case("maxpool_3x3s2", (8, 64, 112, 112), 3, 2, 1),
     _maxpool_case("maxpool_2x2", (32, 64, 56, 56), 2, 2, 0, numpy_max_pool_k2s2),
+    _maxpool_nd_case("maxpool1d_3s2", (16, 64, 8000), 3, 2, 1),
+    _maxpool_nd_case("maxpool3d_2x2x2", (4, 32, 16, 56, 56), 2, 2, 0),
     _avgpool_case(),
     _bilinear_case(),
     _unpool_case(),
+    _maxpool_backward_case(),
+    _resample_backward_case(
+        "avgpool_backward_2x2", "avg",
+        lambda torch, t: torch.ops.aten.avg_pool2d_backward(
+            t["g"], t["x"], [2, 2], [2, 2], [0, 0], False, True, None)),
+    _resample_backward_case(
+        "bilinear_backward_x2", "bilinear",
+        lambda torch, t: torch.ops.aten.upsample_bilinear2d_backward(
+            t["g"], [112, 112], list(t["x"].shape), False, 2.0, 2.0)),
 ]
