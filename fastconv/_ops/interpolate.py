@@ -274,7 +274,7 @@ def interpolate_backward(grad_output, input_shape, size=None, scale_factor=None,
     -------
     ndarray of shape `input_shape`: every output's gradient sent back to the inputs it was
     interpolated from, with the same weights (nearest: summed over the duplicates).
-    Deterministic: each (n, c) plane is summed by one thread.
+    Deterministic: each gradient row is summed by one thread, in a fixed order.
 
     Examples
     --------
