@@ -130,18 +130,23 @@ def _tables(nd, in_size, out_size, scales, mode, align_corners, dtype):
     return taps, src, np.ascontiguousarray(weight, dtype=dtype)
 
 
+def ranks_in_groups(counts):
+    """For consecutive groups of counts[k] elements: each element's place in its group."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
 def adjoint_axis(in_size, out_size, i, o, w, dtype):
     """One axis of a separable linear map's adjoint, as the gather tables of
     _resample.adjoint_gather: the entries (input position i, output position o, weight w) of
     the forward map grouped by input position, in output order, padded to the largest fan-in
     with position `out_size` (read as zero) and weight 0."""
-    order = np.lexsort((o, i))
-    i, o, w = i[order], o[order], w[order]
-    counts = np.bincount(i, minlength=in_size)
-    rank = np.arange(i.size) - np.repeat(np.cumsum(counts) - counts, counts)
     if out_size >= 2**31 - 1:      # the tables are int32 (the kernel's vector gathers)
         raise ValueError(f"the gradient of an axis of {out_size} outputs is not supported "
                          f"(at most 2**31 - 2)")
+    order = np.lexsort((o, i))
+    i, o, w = i[order], o[order], w[order]
+    counts = np.bincount(i, minlength=in_size)
+    rank = ranks_in_groups(counts)
     src = np.full((max(int(counts.max(initial=0)), 1), in_size), out_size, np.int32)
     weight = np.zeros(src.shape, dtype)
     src[rank, i] = o

@@ -13,7 +13,7 @@ from math import prod
 import numpy as np
 
 from fastconv._kernels import pooling as _pool
-from fastconv._ops.interpolate import adjoint_axis, apply_adjoint
+from fastconv._ops.interpolate import adjoint_axis, apply_adjoint, ranks_in_groups
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
 
@@ -375,7 +375,7 @@ def _avg_backward(nd, g, dtype, shape, windows, divisor_override, op):
     for a, (n, m, step) in enumerate(zip(windows.in_size, windows.out_size, windows.step)):
         first, count = windows.win[:, offset:offset + m]
         o = np.repeat(np.arange(m, dtype=np.int64), count)
-        t = np.arange(o.size) - np.repeat(np.cumsum(count) - count, count)
+        t = ranks_in_groups(count)
         if divisor_override:
             weight = np.full(m, 1.0 / divisor_override if a == 2 else 1.0)
         else:
