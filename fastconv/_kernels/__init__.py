@@ -19,7 +19,7 @@ import sys
 from fastconv._runtime.cpu import simd_level
 
 MODULES = ("conv_bias", "conv_direct", "conv_im2col", "conv_packed", "conv_phase_grid",
-           "conv_subpixel", "locally_connected", "pooling", "resample")
+           "conv_subpixel", "filters", "locally_connected", "pooling", "resample")
 
 LEVEL = simd_level()
 

@@ -1,0 +1,212 @@
+# cython: language_level=3
+"""N-d filtering of one array with one weight array (scipy.ndimage's correlate, the separable
+filters' 1-d passes, and scipy.signal's correlate beyond three dimensions).
+
+The output is a C-contiguous array of shape (O_0, ..., O_{d-1}); the input a C-contiguous
+array of any shape (I_0, ..., I_{d-1}); the weights a (R, K) array, R = K_0 * ... * K_{d-2}
+rows of K = K_{d-1} taps. Along each axis a, a table src_a of O_a + K_a - 1 entries says which
+input index sits at each position of the extended axis (-1: the constant `cval`), so that
+
+    out[i] = sum over t, k of  w[t, k] * x[src_0[i_0 + t_0], ..., src_{d-1}[i_{d-1} + k]].
+
+Every border mode, origin and output size (scipy.signal's 'full', 'same', 'valid') is a choice
+of tables made by the Python layer (fastconv/_ops/ndimage.py). Each output row gathers the R
+input rows its weight rows meet, then runs the vector loop of filter_rows.h on the stretch
+[j0, j1) of the last axis whose taps all fall inside the input row (the same for every row),
+and the same loop on copies of the inputs made through src_{d-1} for the rest (the borders).
+Kernels trust their inputs.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+
+cdef extern from "filter_rows.h":
+    void fc_filter_row_f32(const float* const* src, const float* const* w, Py_ssize_t nrows,
+                           Py_ssize_t taps, float c, float* out, Py_ssize_t j0,
+                           Py_ssize_t j1) noexcept nogil
+    void fc_filter_row_f64(const double* const* src, const double* const* w, Py_ssize_t nrows,
+                           Py_ssize_t taps, double c, double* out, Py_ssize_t j0,
+                           Py_ssize_t j1) noexcept nogil
+
+cdef enum:
+    MAX_DIMS = 64        # NumPy 2's limit
+    BORDER_BLOCK = 64    # border outputs computed per copy of their inputs
+
+
+ctypedef struct FilterShape:
+    int ndim
+    Py_ssize_t out_size[MAX_DIMS]
+    Py_ssize_t in_stride[MAX_DIMS]      # elements
+    Py_ssize_t taps[MAX_DIMS]
+    const int64_t* src[MAX_DIMS]        # per axis: O_a + K_a - 1 entries
+    Py_ssize_t rows                     # R: weight rows
+    Py_ssize_t total_rows               # output rows: O_0 * ... * O_{d-2}
+    Py_ssize_t chunks                   # pieces each output row is cut into
+    Py_ssize_t width                    # outputs per piece (the last may have fewer)
+    Py_ssize_t j0, j1                   # the vector stretch of the last axis
+
+
+cdef inline void filter_row_stretch(const floating* const* src, const floating* const* w,
+                                    Py_ssize_t nrows, Py_ssize_t taps, floating c,
+                                    floating* out, Py_ssize_t j0,
+                                    Py_ssize_t j1) noexcept nogil:
+    if floating is float:
+        fc_filter_row_f32(src, w, nrows, taps, c, out, j0, j1)
+    else:
+        fc_filter_row_f64(src, w, nrows, taps, c, out, j0, j1)
+
+
+cdef int filter_items(const floating* x, floating* out, const floating* weight,
+                      const floating* row_sums, floating cval, const FilterShape* s,
+                      Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Items first..last-1: item = piece * total_rows + row (consecutive items: consecutive
+    rows of one piece)."""
+    cdef int d = s.ndim, a
+    cdef Py_ssize_t L = s.out_size[d - 1], K = s.taps[d - 1]
+    cdef Py_ssize_t ext_len = BORDER_BLOCK + K - 1
+    cdef const int64_t* src_last = s.src[d - 1]
+    # per weight row: its input row, its taps, and its border block extended by the mode
+    cdef const floating** rows = <const floating**> malloc(3 * s.rows * sizeof(void*))
+    cdef floating* ext = <floating*> malloc(s.rows * ext_len * sizeof(floating))
+    if rows == NULL or ext == NULL:
+        free(rows)
+        free(ext)
+        return -1
+    cdef const floating** wrows = rows + s.rows
+    cdef const floating** ext_rows = rows + 2 * s.rows
+    cdef Py_ssize_t index[MAX_DIMS]
+    cdef Py_ssize_t tap[MAX_DIMS]
+    cdef Py_ssize_t item, row, piece, t, rest, offset, nvalid, c0, c1, v0, v1, q, shift
+    cdef floating c
+    cdef floating* out_row
+    cdef bint inside
+    for item in range(first, last):
+        piece = item // s.total_rows
+        row = item - piece * s.total_rows
+        c0 = piece * s.width
+        c1 = c0 + s.width if c0 + s.width < L else L
+        # the output row's index along the leading axes
+        rest = row
+        for a in range(d - 2, -1, -1):
+            index[a] = rest % s.out_size[a]
+            rest = rest // s.out_size[a]
+        # the input rows its weight rows meet; rows outside the input add cval * row sum
+        c = 0
+        nvalid = 0
+        for a in range(d - 1):
+            tap[a] = 0
+        for t in range(s.rows):
+            # tap[] counts t along the leading axes (an odometer: no division per row)
+            offset = 0
+            inside = True
+            for a in range(d - 1):
+                q = s.src[a][index[a] + tap[a]]
+                if q < 0:
+                    inside = False
+                offset += q * s.in_stride[a]
+            a = d - 2
+            while a >= 0:
+                tap[a] += 1
+                if tap[a] < s.taps[a]:
+                    break
+                tap[a] = 0
+                a -= 1
+            if inside:
+                rows[nvalid] = x + offset
+                wrows[nvalid] = weight + t * K
+                ext_rows[nvalid] = ext + nvalid * ext_len
+                nvalid += 1
+            else:
+                c += cval * row_sums[t]
+        out_row = out + row * L
+        v0 = s.j0 if s.j0 > c0 else c0
+        v1 = s.j1 if s.j1 < c1 else c1
+        if v0 >= v1:
+            v0 = c1
+            v1 = c1
+        filter_border(rows, wrows, ext_rows, nvalid, K, src_last, c, cval, out_row, c0, v0)
+        if v1 > v0:
+            # the stretch's input starts src_last[j0] - j0 elements into each row
+            shift = src_last[s.j0] - s.j0
+            for t in range(nvalid):
+                rows[t] = rows[t] + shift
+            filter_row_stretch(rows, wrows, nvalid, K, c, out_row, v0, v1)
+            for t in range(nvalid):
+                rows[t] = rows[t] - shift
+        filter_border(rows, wrows, ext_rows, nvalid, K, src_last, c, cval, out_row, v1, c1)
+    free(rows)
+    free(ext)
+    return 0
+
+
+cdef inline void filter_border(const floating** rows, const floating** wrows,
+                               const floating** ext_rows, Py_ssize_t nvalid, Py_ssize_t K,
+                               const int64_t* src_last, floating c, floating cval,
+                               floating* out_row, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """out_row[j0:j1], outputs some of whose taps leave the input row: in blocks, each
+    weight row's inputs copied through the index table (cval where it says -1), then the
+    vector loop on the copies."""
+    cdef Py_ssize_t jb, n, t, p, q
+    cdef floating* e
+    jb = j0
+    while jb < j1:
+        n = j1 - jb if j1 - jb < BORDER_BLOCK else BORDER_BLOCK
+        for t in range(nvalid):
+            e = <floating*> ext_rows[t]
+            for p in range(n + K - 1):
+                q = src_last[jb + p]
+                e[p] = rows[t][q] if q >= 0 else cval
+        filter_row_stretch(ext_rows, wrows, nvalid, K, c, out_row + jb, 0, n)
+        jb += n
+
+
+def correlate_tables(const floating[::1] x, tuple in_shape, floating[::1] out, tuple out_shape,
+                     const floating[:, ::1] weight, const floating[::1] row_sums, tuple taps,
+                     tuple src, double cval,
+                     Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t width, int num_threads):
+    """out := x filtered with `weight` through the per-axis index tables `src` (see above).
+
+    x, out: the C-contiguous input and output, flattened (x not empty); weight: (R, K);
+    row_sums: weight summed over its rows' taps (what a row outside the input adds);
+    taps: (K_0, ..., K_{d-1}); src: d int64 arrays; [j0, j1): the stretch of the last axis where every tap falls
+    inside the input row; width: the outputs of a row one item computes (a whole row, or a
+    piece of a long one when rows are few, so that every thread has work)."""
+    cdef FilterShape s
+    cdef int d = len(out_shape), a
+    cdef const int64_t[::1] table
+    cdef Py_ssize_t stride = 1, R = weight.shape[0]
+    cdef Py_ssize_t total_rows = 1
+    if d < 1 or d > MAX_DIMS:
+        raise ValueError(f"fastconv: filters take 1 to {MAX_DIMS} dimensions; got {d}")
+    s.ndim = d
+    for a in range(d - 1, -1, -1):
+        table = src[a]
+        s.src[a] = &table[0]
+        s.out_size[a] = out_shape[a]
+        s.taps[a] = taps[a]
+        s.in_stride[a] = stride
+        stride *= <Py_ssize_t> in_shape[a]
+    for a in range(d - 1):
+        total_rows *= s.out_size[a]
+    s.rows = R
+    s.total_rows = total_rows
+    s.width = width if width > 0 else 1
+    s.chunks = (s.out_size[d - 1] + s.width - 1) // s.width
+    s.j0 = j0
+    s.j1 = j1
+    if total_rows == 0 or s.out_size[d - 1] == 0:
+        return
+    cdef Py_ssize_t items = total_rows * s.chunks
+    cdef Py_ssize_t pieces = num_threads * 8 if items > num_threads * 8 else items
+    cdef Py_ssize_t piece
+    cdef int failed = 0
+    cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
+    cdef floating cv = <floating> cval
+    with nogil:
+        for piece in prange(pieces, num_threads=num_threads, schedule='dynamic'):
+            if filter_items(&x[0], &out[0], &weight[0, 0], &row_sums[0], cv, &s,
+                            piece * items // pieces, (piece + 1) * items // pieces) != 0:
+                failed_flag[0] = 1
+    if failed:
+        raise MemoryError("fastconv: could not allocate the filter's row pointers")
