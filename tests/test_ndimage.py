@@ -293,3 +293,28 @@ def test_bad_arguments_raise_errors_that_name_them(call, error, names):
         call()
     for name in names:
         assert name in str(raised.value)
+
+
+@pytest.mark.parametrize("shape", [(23, 40), (3, 5, 70), (2, 1, 9), (7, 3), (4, 6, 2)], ids=str)
+@pytest.mark.parametrize("mode", ["reflect", "mirror", "wrap", "constant", "nearest"])
+def test_the_fused_last_two_passes_match_the_pass_by_pass_filter(shape, mode):
+    # float outputs run the last two axes' passes as one kernel (groups of four rows, row
+    # buffers); integer outputs run pass by pass: both are SciPy's filter
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal(shape)
+    for sigma in [0.8, 3.0]:
+        got = ndimage.gaussian_filter(x, sigma, mode=mode, cval=-1.0)
+        want = scipy_ndimage.gaussian_filter(x, sigma, mode=mode, cval=-1.0)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        one_by_one = x
+        for axis in range(x.ndim):
+            one_by_one = ndimage.gaussian_filter1d(one_by_one, sigma, axis=axis, mode=mode,
+                                                   cval=-1.0)
+        np.testing.assert_allclose(got, one_by_one, rtol=1e-12, atol=1e-12)
+    for size in [2, 5, (3, 4, 1)[:len(shape)]]:
+        np.testing.assert_allclose(
+            ndimage.uniform_filter(x.astype(np.float32), size, mode=mode, origin=-1 if
+                                   np.all(np.asarray(size) > 1) else 0),
+            scipy_ndimage.uniform_filter(x.astype(np.float32), size, mode=mode, origin=-1 if
+                                         np.all(np.asarray(size) > 1) else 0),
+            rtol=2e-5, atol=2e-5)

@@ -59,4 +59,49 @@ static inline void fc_filter_row_##SUFFIX(const T* const* src, const T* const* w
 FC_DEFINE_FILTER_ROW(f32, float)
 FC_DEFINE_FILTER_ROW(f64, double)
 
+/* Four output rows at once of a column filter (one tap per input row):
+ *
+ *     out[m][j] = c[m] + sum over u < n of  w[4 u + m] * src[u][j],   m < 4, j < len,
+ *
+ * where the four outputs are consecutive rows, so that they read the same n input rows (with
+ * weights shifted by one row each, zero where a row is not among an output's taps). Each
+ * input vector is loaded once for four outputs: a column pass of k taps reads k + 3 rows for
+ * four output rows instead of 4 k. */
+#define FC_DEFINE_FILTER_COLUMNS4(SUFFIX, T)                                                    \
+static inline void fc_filter_columns4_##SUFFIX(const T* const* src, const T* w, ptrdiff_t n,   \
+                                               const T* c, T* const* out, ptrdiff_t len) {     \
+    enum { V = FC_VEC_##SUFFIX };                                                              \
+    typedef fc_gvec_##SUFFIX vec;                                                              \
+    ptrdiff_t j = 0;                                                                           \
+    for (; j + 2 * V <= len; j += 2 * V) {                                                     \
+        vec a00 = (vec){0} + c[0], a01 = a00, a10 = (vec){0} + c[1], a11 = a10;                \
+        vec a20 = (vec){0} + c[2], a21 = a20, a30 = (vec){0} + c[3], a31 = a30, v0, v1;        \
+        for (ptrdiff_t u = 0; u < n; u++) {                                                    \
+            const T* wu = w + 4 * u;                                                           \
+            memcpy(&v0, src[u] + j, sizeof(vec));                                              \
+            memcpy(&v1, src[u] + j + V, sizeof(vec));                                          \
+            a00 += wu[0] * v0; a01 += wu[0] * v1;                                              \
+            a10 += wu[1] * v0; a11 += wu[1] * v1;                                              \
+            a20 += wu[2] * v0; a21 += wu[2] * v1;                                              \
+            a30 += wu[3] * v0; a31 += wu[3] * v1;                                              \
+        }                                                                                      \
+        memcpy(out[0] + j, &a00, sizeof(vec)); memcpy(out[0] + j + V, &a01, sizeof(vec));      \
+        memcpy(out[1] + j, &a10, sizeof(vec)); memcpy(out[1] + j + V, &a11, sizeof(vec));      \
+        memcpy(out[2] + j, &a20, sizeof(vec)); memcpy(out[2] + j + V, &a21, sizeof(vec));      \
+        memcpy(out[3] + j, &a30, sizeof(vec)); memcpy(out[3] + j + V, &a31, sizeof(vec));      \
+    }                                                                                          \
+    for (; j < len; j++) {                                                                     \
+        T a0 = c[0], a1 = c[1], a2 = c[2], a3 = c[3];                                          \
+        for (ptrdiff_t u = 0; u < n; u++) {                                                    \
+            T v = src[u][j];                                                                   \
+            a0 += w[4 * u] * v; a1 += w[4 * u + 1] * v;                                        \
+            a2 += w[4 * u + 2] * v; a3 += w[4 * u + 3] * v;                                    \
+        }                                                                                      \
+        out[0][j] = a0; out[1][j] = a1; out[2][j] = a2; out[3][j] = a3;                        \
+    }                                                                                          \
+}
+
+FC_DEFINE_FILTER_COLUMNS4(f32, float)
+FC_DEFINE_FILTER_COLUMNS4(f64, double)
+
 #endif /* FASTCONV_FILTER_ROWS_H */

@@ -28,10 +28,17 @@ cdef extern from "filter_rows.h":
     void fc_filter_row_f64(const double* const* src, const double* const* w, Py_ssize_t nrows,
                            Py_ssize_t taps, double c, double* out, Py_ssize_t j0,
                            Py_ssize_t j1) noexcept nogil
+    void fc_filter_columns4_f32(const float* const* src, const float* w, Py_ssize_t n,
+                                const float* c, float* const* out, Py_ssize_t len) noexcept nogil
+    void fc_filter_columns4_f64(const double* const* src, const double* w, Py_ssize_t n,
+                                const double* c, double* const* out,
+                                Py_ssize_t len) noexcept nogil
 
 cdef enum:
     MAX_DIMS = 64        # NumPy 2's limit
     BORDER_BLOCK = 64    # border outputs computed per copy of their inputs
+    GROUP = 4            # output rows computed together (they share most input rows)
+    SEGMENT = 256        # outputs of each row of a group per turn: the shared inputs stay in L1
 
 
 ctypedef struct FilterShape:
@@ -57,84 +64,115 @@ cdef inline void filter_row_stretch(const floating* const* src, const floating* 
         fc_filter_row_f64(src, w, nrows, taps, c, out, j0, j1)
 
 
+cdef inline void filter_columns4(const floating* const* src, const floating* w, Py_ssize_t n,
+                                 const floating* c, floating* const* out,
+                                 Py_ssize_t length) noexcept nogil:
+    if floating is float:
+        fc_filter_columns4_f32(src, w, n, c, out, length)
+    else:
+        fc_filter_columns4_f64(src, w, n, c, out, length)
+
+
 cdef int filter_items(const floating* x, floating* out, const floating* weight,
                       const floating* row_sums, floating cval, const FilterShape* s,
                       Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    """Items first..last-1: item = piece * total_rows + row (consecutive items: consecutive
-    rows of one piece)."""
+    """Items first..last-1: item = piece * total_rows + row. Up to GROUP consecutive items of
+    one piece run together, their vector stretches segment by segment, so that the input rows
+    they share are read from L1 by all of them."""
     cdef int d = s.ndim, a
-    cdef Py_ssize_t L = s.out_size[d - 1], K = s.taps[d - 1]
+    cdef Py_ssize_t L = s.out_size[d - 1], K = s.taps[d - 1], R = s.rows
     cdef Py_ssize_t ext_len = BORDER_BLOCK + K - 1
     cdef const int64_t* src_last = s.src[d - 1]
-    # per weight row: its input row, its taps, and its border block extended by the mode
-    cdef const floating** rows = <const floating**> malloc(3 * s.rows * sizeof(void*))
-    cdef floating* ext = <floating*> malloc(s.rows * ext_len * sizeof(floating))
+    # per output row of the group and weight row: its input row and its taps; per weight row,
+    # its border block extended by the mode
+    cdef const floating** rows = <const floating**> malloc((2 * GROUP + 1) * R * sizeof(void*))
+    cdef floating* ext = <floating*> malloc(R * ext_len * sizeof(floating))
     if rows == NULL or ext == NULL:
         free(rows)
         free(ext)
         return -1
-    cdef const floating** wrows = rows + s.rows
-    cdef const floating** ext_rows = rows + 2 * s.rows
+    cdef const floating** wrows = rows + GROUP * R
+    cdef const floating** ext_rows = rows + 2 * GROUP * R
+    cdef Py_ssize_t nvalid[GROUP]
+    cdef floating c[GROUP]
     cdef Py_ssize_t index[MAX_DIMS]
     cdef Py_ssize_t tap[MAX_DIMS]
-    cdef Py_ssize_t item, row, piece, t, rest, offset, nvalid, c0, c1, v0, v1, q, shift
-    cdef floating c
-    cdef floating* out_row
+    cdef Py_ssize_t item, row, piece, t, rest, offset, c0, c1, v0, v1, q, shift, g, m, seg, end
+    cdef const floating** rows_m
+    cdef const floating** wrows_m
     cdef bint inside
-    for item in range(first, last):
+    for t in range(R):
+        ext_rows[t] = ext + t * ext_len
+    item = first
+    while item < last:
         piece = item // s.total_rows
         row = item - piece * s.total_rows
+        # the group: up to GROUP items of the same piece
+        g = last - item
+        if g > GROUP:
+            g = GROUP
+        if g > s.total_rows - row:
+            g = s.total_rows - row
         c0 = piece * s.width
         c1 = c0 + s.width if c0 + s.width < L else L
-        # the output row's index along the leading axes
-        rest = row
-        for a in range(d - 2, -1, -1):
-            index[a] = rest % s.out_size[a]
-            rest = rest // s.out_size[a]
-        # the input rows its weight rows meet; rows outside the input add cval * row sum
-        c = 0
-        nvalid = 0
-        for a in range(d - 1):
-            tap[a] = 0
-        for t in range(s.rows):
-            # tap[] counts t along the leading axes (an odometer: no division per row)
-            offset = 0
-            inside = True
+        for m in range(g):
+            rows_m = rows + m * R
+            wrows_m = wrows + m * R
+            # the output row's index along the leading axes
+            rest = row + m
+            for a in range(d - 2, -1, -1):
+                index[a] = rest % s.out_size[a]
+                rest = rest // s.out_size[a]
+            # the input rows its weight rows meet; rows outside the input add cval * row sum
+            c[m] = 0
+            nvalid[m] = 0
             for a in range(d - 1):
-                q = s.src[a][index[a] + tap[a]]
-                if q < 0:
-                    inside = False
-                offset += q * s.in_stride[a]
-            a = d - 2
-            while a >= 0:
-                tap[a] += 1
-                if tap[a] < s.taps[a]:
-                    break
                 tap[a] = 0
-                a -= 1
-            if inside:
-                rows[nvalid] = x + offset
-                wrows[nvalid] = weight + t * K
-                ext_rows[nvalid] = ext + nvalid * ext_len
-                nvalid += 1
-            else:
-                c += cval * row_sums[t]
-        out_row = out + row * L
+            for t in range(R):
+                # tap[] counts t along the leading axes (an odometer: no division per row)
+                offset = 0
+                inside = True
+                for a in range(d - 1):
+                    q = s.src[a][index[a] + tap[a]]
+                    if q < 0:
+                        inside = False
+                    offset += q * s.in_stride[a]
+                a = d - 2
+                while a >= 0:
+                    tap[a] += 1
+                    if tap[a] < s.taps[a]:
+                        break
+                    tap[a] = 0
+                    a -= 1
+                if inside:
+                    rows_m[nvalid[m]] = x + offset
+                    wrows_m[nvalid[m]] = weight + t * K
+                    nvalid[m] += 1
+                else:
+                    c[m] += cval * row_sums[t]
         v0 = s.j0 if s.j0 > c0 else c0
         v1 = s.j1 if s.j1 < c1 else c1
         if v0 >= v1:
             v0 = c1
             v1 = c1
-        filter_border(rows, wrows, ext_rows, nvalid, K, src_last, c, cval, out_row, c0, v0)
+        for m in range(g):
+            filter_border(rows + m * R, wrows + m * R, ext_rows, nvalid[m], K, src_last, c[m],
+                          cval, out + (row + m) * L, c0, v0)
+            filter_border(rows + m * R, wrows + m * R, ext_rows, nvalid[m], K, src_last, c[m],
+                          cval, out + (row + m) * L, v1, c1)
         if v1 > v0:
             # the stretch's input starts src_last[j0] - j0 elements into each row
             shift = src_last[s.j0] - s.j0
-            for t in range(nvalid):
+            for t in range(g * R):
                 rows[t] = rows[t] + shift
-            filter_row_stretch(rows, wrows, nvalid, K, c, out_row, v0, v1)
-            for t in range(nvalid):
-                rows[t] = rows[t] - shift
-        filter_border(rows, wrows, ext_rows, nvalid, K, src_last, c, cval, out_row, v1, c1)
+            seg = v0
+            while seg < v1:
+                end = seg + SEGMENT if seg + SEGMENT < v1 else v1
+                for m in range(g):
+                    filter_row_stretch(rows + m * R, wrows + m * R, nvalid[m], K, c[m],
+                                       out + (row + m) * L, seg, end)
+                seg = end
+        item += g
     free(rows)
     free(ext)
     return 0
@@ -169,8 +207,8 @@ def correlate_tables(const floating[::1] x, tuple in_shape, floating[::1] out, t
 
     x, out: the C-contiguous input and output, flattened (x not empty); weight: (R, K);
     row_sums: weight summed over its rows' taps (what a row outside the input adds);
-    taps: (K_0, ..., K_{d-1}); src: d int64 arrays; [j0, j1): the stretch of the last axis where every tap falls
-    inside the input row; width: the outputs of a row one item computes (a whole row, or a
+    taps: (K_0, ..., K_{d-1}); src: d int64 arrays; [j0, j1): the stretch of the last axis
+    where every tap falls inside the input row; width: the outputs of a row one item computes (a whole row, or a
     piece of a long one when rows are few, so that every thread has work)."""
     cdef FilterShape s
     cdef int d = len(out_shape), a
@@ -210,3 +248,102 @@ def correlate_tables(const floating[::1] x, tuple in_shape, floating[::1] out, t
                 failed_flag[0] = 1
     if failed:
         raise MemoryError("fastconv: could not allocate the filter's row pointers")
+
+
+cdef int separable_rows(const floating* x, floating* out, const floating* w_col,
+                        Py_ssize_t k_col, const int64_t* src_col, const floating* w_row,
+                        Py_ssize_t k_row, const int64_t* src_row, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t j0, Py_ssize_t j1, floating cval, Py_ssize_t first,
+                        Py_ssize_t last) noexcept nogil:
+    """Output rows first..last-1 of the (P*H, W) output, four at a time: their column pass
+    into four row buffers, then each one's row pass from its buffer. No intermediate image
+    is written."""
+    cdef Py_ssize_t ext_len = BORDER_BLOCK + k_row - 1
+    cdef Py_ssize_t n_max = k_col + 3
+    cdef const floating** ptrs = <const floating**> malloc((n_max + 3) * sizeof(void*))
+    cdef floating* buf = <floating*> malloc((4 * W + ext_len + 4 * n_max + 4) * sizeof(floating))
+    if ptrs == NULL or buf == NULL:
+        free(ptrs)
+        free(buf)
+        return -1
+    cdef const floating** col_rows = ptrs
+    cdef const floating** line = ptrs + n_max                 # [0]: a row, [1]: w_row, [2]: ext
+    cdef floating* ext = buf + 4 * W
+    cdef floating* weights = ext + ext_len                    # (n_max, 4)
+    cdef floating* c = weights + 4 * n_max
+    cdef floating* outs[4]
+    cdef Py_ssize_t r, plane, i, u, m, t, q, n, group
+    cdef floating wt
+    for m in range(4):
+        outs[m] = buf + m * W
+    line[1] = w_row
+    line[2] = ext
+    r = first
+    while r < last:
+        plane = r // H
+        i = r - plane * H
+        group = last - r
+        if group > 4:
+            group = 4
+        if group > H - i:
+            group = H - i
+        # the k + group - 1 input rows the group reads; output m weighs row u by w[u - m]
+        n = 0
+        for m in range(4):
+            c[m] = 0
+        for u in range(k_col + group - 1):
+            q = src_col[i + u]
+            if q >= 0:
+                col_rows[n] = x + (plane * H + q) * W
+            for m in range(4):
+                t = u - m
+                wt = w_col[t] if 0 <= t < k_col and m < group else 0
+                if q >= 0:
+                    weights[4 * n + m] = wt
+                else:
+                    c[m] += cval * wt
+            if q >= 0:
+                n += 1
+        filter_columns4(col_rows, weights, n, c, outs, W)
+        for m in range(group):
+            line[0] = outs[m]
+            filter_border(line, line + 1, line + 2, 1, k_row, src_row, 0, cval,
+                          out + (r + m) * W, 0, j0)
+            if j1 > j0:
+                line[0] = outs[m] + (src_row[j0] - j0)
+                filter_row_stretch(line, line + 1, 1, k_row, 0, out + (r + m) * W, j0, j1)
+                line[0] = outs[m]
+            filter_border(line, line + 1, line + 2, 1, k_row, src_row, 0, cval,
+                          out + (r + m) * W, j1, W)
+        r += group
+    free(ptrs)
+    free(buf)
+    return 0
+
+
+def separable_2d(const floating[:, :, ::1] x, floating[:, :, ::1] out,
+                 const floating[::1] w_col, const int64_t[::1] src_col,
+                 const floating[::1] w_row, const int64_t[::1] src_row, double cval,
+                 Py_ssize_t j0, Py_ssize_t j1, int num_threads):
+    """out := x (P, H, W) filtered along H with w_col through src_col (H + len(w_col) - 1
+    entries), then along W with w_row through src_row, in one pass over the image;
+    0 <= j0 <= j1 <= W: the stretch of W where every tap of w_row falls inside the row (see
+    vector_stretch; j0 = j1 = W where there is none)."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t rows = x.shape[0] * H
+    cdef Py_ssize_t pieces = num_threads * 8 if rows > num_threads * 8 else rows
+    cdef Py_ssize_t piece
+    cdef int failed = 0
+    cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
+    cdef floating cv = <floating> cval
+    if rows == 0 or W == 0:
+        return
+    with nogil:
+        for piece in prange(pieces, num_threads=num_threads, schedule='dynamic'):
+            if separable_rows(&x[0, 0, 0], &out[0, 0, 0], &w_col[0], w_col.shape[0],
+                              &src_col[0], &w_row[0], w_row.shape[0], &src_row[0], H, W, j0,
+                              j1, cv, piece * rows // pieces,
+                              (piece + 1) * rows // pieces) != 0:
+                failed_flag[0] = 1
+    if failed:
+        raise MemoryError("fastconv: could not allocate the filter's row buffer")

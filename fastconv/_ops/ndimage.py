@@ -16,6 +16,7 @@ integer image gives SciPy's integers.
 """
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -381,20 +382,57 @@ def _uniform1d(input, size, axis, output, mode, cval, origin):
     return _deliver(result, target, out_dtype)
 
 
-def _separable(input, output, axes, passes):
-    """SciPy's separable filters: one 1-d pass per axis, each cast to the output's dtype
-    before the next (as SciPy writes each pass into the output array)."""
-    x = _real_input(input, "input")
+class _Pass(NamedTuple):
+    """One 1-d pass of a separable filter: correlation with `taps` (float64) along `axis`;
+    `divide`: the uniform filter's size, by which SciPy divides the sum of plain taps."""
+    axis: int
+    taps: np.ndarray
+    mode: str
+    origin: int
+    divide: int = 0
+
+
+def _separable(x, output, passes, cval):
+    """SciPy's separable filters: one 1-d pass per entry of `passes`, each cast to the
+    output's dtype before the next (as SciPy writes each pass into the output array).
+
+    For a float output, the last two passes along the last two axes run as one kernel
+    (separable_2d: the column pass of each row into a buffer, then its row pass), so no
+    intermediate image is written and read back."""
     target, out_dtype = _output(output, x)
-    axes = _axes(axes, x.ndim)
+    fused = (out_dtype.kind == "f" and x.ndim >= 2 and x.size > 0 and len(passes) >= 2
+             and passes[-2].axis == x.ndim - 2 and passes[-1].axis == x.ndim - 1)
     result = x
-    ran = False
-    for axis, run in passes(axes):
-        result = run(result, axis, out_dtype)
-        ran = True
-    if not ran:
+    for p in passes[:-2] if fused else passes:
+        dtype = _compute_dtype(result.dtype, out_dtype)
+        one = _pass1d(result, p.taps, p.axis, dtype, p.mode, cval, p.origin)
+        if p.divide:
+            one /= p.divide
+        result = _deliver(one, None, out_dtype)
+    if fused:
+        result = _separable_last_two(result, passes[-2], passes[-1], out_dtype, cval)
+    elif not passes:
         result = np.array(x, copy=True)
     return _deliver(np.asarray(result), target, out_dtype)
+
+
+def _separable_last_two(x, column, row, out_dtype, cval):
+    dtype = _compute_dtype(x.dtype, out_dtype)
+    shape = x.shape
+    H, W = shape[-2], shape[-1]
+    planes = np.ascontiguousarray(x, dtype=dtype).reshape(-1, H, W)
+    out = np.empty(planes.shape, dtype=dtype)
+    taps = [np.ascontiguousarray(p.taps / p.divide if p.divide else p.taps, dtype=dtype)
+            for p in (column, row)]
+    k_col, k_row = len(taps[0]), len(taps[1])
+    src_col = extension_table(H, -(k_col // 2 + column.origin), H + k_col - 1, column.mode)
+    src_row = extension_table(W, -(k_row // 2 + row.origin), W + k_row - 1, row.mode)
+    j0, j1 = vector_stretch(src_row, k_row)
+    if j1 <= j0:
+        j0 = j1 = W
+    _filters.separable_2d(planes, out, taps[0], src_col, taps[1], src_row, cval, j0, j1,
+                          _parallel.threads_for(out.size * (k_col + k_row)))
+    return out.reshape(shape)
 
 
 def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=0, *,
@@ -409,13 +447,9 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
     cval = _cval(cval)
     for s, o, a in zip(sizes, origins, axes_t):
         _check_origin(o, s, a)
-
-    def passes(axes):
-        for i, axis in enumerate(axes):
-            if sizes[i] > 1:
-                yield axis, lambda r, ax, dt, i=i: _uniform1d(r, sizes[i], ax, dt, modes[i],
-                                                             cval, origins[i])
-    return _separable(x, output, axes, passes)
+    passes = [_Pass(a, np.ones(s), m, o, divide=s)
+              for a, s, m, o in zip(axes_t, sizes, modes, origins) if s > 1]
+    return _separable(x, output, passes, cval)
 
 
 def gaussian_kernel1d(sigma, order, radius):
@@ -488,12 +522,6 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
     modes = _per_axis(mode, n, "mode", _mode)
     radii = _per_axis(radius, n, "radius", lambda r: r)
     cval = _cval(cval)
-    taps = [_gaussian_taps(s, o, truncate, r) if s > 1e-15 else None
-            for s, o, r in zip(sigmas, orders, radii)]
-
-    def passes(axes):
-        for i, axis in enumerate(axes):
-            if taps[i] is not None:
-                yield axis, lambda r, ax, dt, i=i: _correlate1d(r, taps[i], ax, dt, modes[i],
-                                                               cval, 0)
-    return _separable(x, output, axes, passes)
+    passes = [_Pass(a, _gaussian_taps(s, o, truncate, r), m, 0)
+              for a, s, o, m, r in zip(axes_t, sigmas, orders, modes, radii) if s > 1e-15]
+    return _separable(x, output, passes, cval)
