@@ -22,7 +22,7 @@ from fastconv.planning import (adaptive_pool_output_shape, conv_transpose_proble
                                interpolate_output_size, output_shape, pool_output_shape,
                                unpool_output_shape)
 
-__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+__all__ = ["conv_general_dilated", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
            "conv_transpose3d", "locally_connected1d", "locally_connected2d", "max_pool1d",
            "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "interpolate",
            "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
@@ -118,6 +118,88 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
            padding_mode="zeros"):
     """:func:`fastconv.conv3d` as a differentiable, jit-able JAX function."""
     return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         batch_group_count=1, precision=None, preferred_element_type=None):
+    """``jax.lax.conv_general_dilated`` computed by fastconv: the same signature, so code
+    written for ``lax`` swaps by changing the import, differentiable and jit-able.
+
+    - `window_strides`: one per spatial axis; `padding`: 'SAME', 'SAME_LOWER', 'VALID' or one
+      (low, high) pair per spatial axis (negative pairs crop; pairs only with an
+      `lhs_dilation`, as in lax);
+    - `lhs_dilation` (transposed convolution) and `rhs_dilation` (atrous convolution);
+    - `dimension_numbers`: None (NCHW / OIHW / NCHW), strings such as Flax's
+      ``("NHWC", "HWIO", "NHWC")``, or a ``lax.ConvDimensionNumbers``;
+    - `feature_group_count` (grouped and depthwise convolution).
+
+    1-3 spatial dimensions, float32 or float64. `batch_group_count` must be 1 (lax uses it to
+    express weight gradients; fastconv computes those itself). `precision` is accepted and
+    ignored: fastconv computes in the inputs' precision; `preferred_element_type` casts the
+    result. Layouts other than channels-first are transposed to it and back (one copy each
+    way); an `lhs_dilation` above 1 or a negative padding is applied with ``lax.pad`` (the
+    dilated input is materialized) before fastconv's convolution.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp, fastconv.jax as fj
+    >>> x = jnp.ones((1, 5, 5, 2), jnp.float32)                       # NHWC
+    >>> w = jnp.ones((3, 3, 2, 4), jnp.float32)                       # HWIO
+    >>> fj.conv_general_dilated(x, w, (1, 1), "SAME",
+    ...                         dimension_numbers=("NHWC", "HWIO", "NHWC"))[0, 2, 2]
+    Array([18., 18., 18., 18.], dtype=float32)
+    """
+    nd = lhs.ndim - 2
+    if nd not in (1, 2, 3) or rhs.ndim != lhs.ndim:
+        raise ValueError(f"lhs and rhs must have 3 to 5 dimensions, the same number; got "
+                         f"shapes {tuple(lhs.shape)} and {tuple(rhs.shape)}")
+    if batch_group_count != 1:
+        raise ValueError(f"batch_group_count must be 1 (fastconv computes weight gradients "
+                         f"itself); got {batch_group_count!r}")
+    dn = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    strides = _spatial_tuple(window_strides, nd, "window_strides")
+    lhs_dil = _spatial_tuple(lhs_dilation or 1, nd, "lhs_dilation")
+    rhs_dil = _spatial_tuple(rhs_dilation or 1, nd, "rhs_dilation")
+    x = _permuted(lhs, dn.lhs_spec)                 # (N, C, spatial...)
+    w = _permuted(rhs, dn.rhs_spec)                 # (O, I / groups, spatial...)
+    if isinstance(padding, str) and any(d != 1 for d in lhs_dil):
+        raise ValueError("padding: a string padding is not defined with lhs_dilation (as in "
+                         "lax); give (low, high) pairs, or use conv_transpose2d")
+    if isinstance(padding, str):
+        dilated_in = [(n - 1) * d + 1 for n, d in zip(x.shape[2:], lhs_dil)]
+        dilated_k = [(k - 1) * d + 1 for k, d in zip(w.shape[2:], rhs_dil)]
+        pads = [tuple(p) for p in jax.lax.padtype_to_pads(dilated_in, dilated_k, strides,
+                                                          padding)]
+    else:
+        pads = [tuple(int(v) for v in p) for p in padding]
+        if len(pads) != nd or any(len(p) != 2 for p in pads):
+            raise ValueError(f"padding must be a string or {nd} (low, high) pairs; got "
+                             f"{padding!r}")
+    if any(d != 1 for d in lhs_dil) or any(lo < 0 or hi < 0 for lo, hi in pads):
+        zero = jnp.zeros((), x.dtype)
+        x = jax.lax.pad(x, zero, [(0, 0, 0), (0, 0, 0)]
+                        + [(lo, hi, d - 1) for (lo, hi), d in zip(pads, lhs_dil)])
+        pads = [(0, 0)] * nd
+    y = _conv(nd, x, w, None, strides, tuple(pads), rhs_dil, feature_group_count, "zeros")
+    y = _permuted(y, tuple(int(i) for i in np.argsort(dn.out_spec)))
+    if preferred_element_type is not None:
+        y = y.astype(preferred_element_type)
+    return y
+
+
+def _spatial_tuple(value, nd, name):
+    values = (value,) * nd if isinstance(value, int) else tuple(value)
+    if len(values) != nd or not all(isinstance(v, (int, np.integer)) and v >= 1
+                                    for v in values):
+        raise ValueError(f"{name} must be {nd} positive ints; got {value!r}")
+    return tuple(int(v) for v in values)
+
+
+def _permuted(array, order):
+    """array transposed to `order` (no transpose for the identity)."""
+    order = tuple(order)
+    return array if order == tuple(range(array.ndim)) else jnp.transpose(array, order)
 
 
 def _conv_transpose(nd, input, weight, bias, stride, padding, output_padding, groups, dilation):

@@ -167,3 +167,59 @@ def test_max_pool_indices_and_unpool_grad_equal_torch(nd):
     weights = torch.arange(ut.numel(), dtype=ut.dtype).reshape(ut.shape) / ut.numel()
     (torch.sin(ut) * weights).sum().backward()
     np.testing.assert_allclose(np.asarray(dx), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# jax.lax.conv_general_dilated's signature: (lhs shape, rhs shape, dimension_numbers, kwargs)
+GENERAL_CASES = [
+    ((2, 3, 9, 8), (4, 3, 3, 3), None, dict(window_strides=(1, 1), padding="SAME")),
+    ((2, 9, 8, 3), (3, 3, 3, 4), ("NHWC", "HWIO", "NHWC"),
+     dict(window_strides=(2, 1), padding="VALID")),
+    ((2, 9, 8, 4), (3, 2, 2, 6), ("NHWC", "HWIO", "NHWC"),
+     dict(window_strides=(1, 2), padding="SAME", feature_group_count=2, rhs_dilation=(2, 1))),
+    ((1, 7, 6, 3), (3, 3, 3, 5), ("NHWC", "HWIO", "NHWC"),
+     dict(window_strides=(1, 1), padding=((2, 1), (1, 2)), lhs_dilation=(2, 2))),
+    ((1, 7, 6, 3), (4, 4, 3, 5), ("NHWC", "HWIO", "NHWC"),
+     dict(window_strides=(2, 1), padding="SAME_LOWER", rhs_dilation=(1, 2))),
+    ((1, 3, 7, 6), (5, 3, 4, 4), None,
+     dict(window_strides=(1, 1), padding=((3, 3), (2, 4)), lhs_dilation=(3, 2))),
+    ((2, 3, 10, 9), (4, 3, 3, 2), None,
+     dict(window_strides=(1, 1), padding=((-1, 2), (0, -2)))),
+    ((2, 11, 3), (5, 3, 4), ("NWC", "WIO", "NWC"),
+     dict(window_strides=(2,), padding="SAME", rhs_dilation=(2,))),
+    ((1, 5, 6, 7, 2), (3, 3, 2, 2, 4), ("NDHWC", "DHWIO", "NDHWC"),
+     dict(window_strides=(1, 2, 1), padding="SAME")),
+    ((2, 8, 6, 4), (3, 3, 1, 4), ("NHWC", "HWIO", "NCHW"),
+     dict(window_strides=(1, 1), padding="SAME", feature_group_count=4)),
+]
+
+
+@pytest.mark.parametrize("lhs_shape, rhs_shape, dn, kwargs", GENERAL_CASES,
+                         ids=[str(i) for i in range(len(GENERAL_CASES))])
+def test_conv_general_dilated_and_its_gradients_equal_lax(lhs_shape, rhs_shape, dn, kwargs):
+    rng = np.random.default_rng(21)
+    lhs = jnp.asarray(rng.standard_normal(lhs_shape), jnp.float32)
+    rhs = jnp.asarray(rng.standard_normal(rhs_shape), jnp.float32)
+    want = jax.lax.conv_general_dilated(lhs, rhs, dimension_numbers=dn, **kwargs)
+    got = fj.conv_general_dilated(lhs, rhs, dimension_numbers=dn, **kwargs)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    cotangent = jnp.asarray(rng.standard_normal(want.shape), jnp.float32)
+
+    def loss(conv):
+        return lambda a, b: (conv(a, b, dimension_numbers=dn, **kwargs) * cotangent).sum()
+    want_grads = jax.grad(loss(jax.lax.conv_general_dilated), argnums=(0, 1))(lhs, rhs)
+    got_grads = jax.jit(jax.grad(loss(fj.conv_general_dilated), argnums=(0, 1)))(lhs, rhs)
+    for g, w in zip(got_grads, want_grads):
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-3)
+
+
+def test_conv_general_dilated_refuses_what_it_does_not_compute():
+    x, w = jnp.ones((1, 2, 5, 5)), jnp.ones((2, 2, 3, 3))
+    with pytest.raises(ValueError, match="batch_group_count"):
+        fj.conv_general_dilated(x, w, (1, 1), "SAME", batch_group_count=2)
+    with pytest.raises(ValueError, match="window_strides"):
+        fj.conv_general_dilated(x, w, (1, 0), "SAME")
+    with pytest.raises(ValueError, match="padding"):
+        fj.conv_general_dilated(x, w, (1, 1), ((1, 1),))
+    with pytest.raises(ValueError, match="padding"):     # as lax
+        fj.conv_general_dilated(x, w, (1, 1), "SAME", lhs_dilation=(2, 2))
