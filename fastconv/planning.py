@@ -21,9 +21,11 @@ from fastconv._ops.interpolate import interpolate_output_size
 from fastconv._ops.pooling import pool_output_size, unpool_output_size
 from fastconv._plan import args as _args
 from fastconv._plan import dispatch as _dispatch
+from fastconv._plan.args import as_channels_last, is_channels_last  # noqa: F401
 from fastconv._plan.dispatch import (
     ALGORITHMS, INPUT_GRAD_ALGORITHMS, INPUT_GRAD_RULES, RULES, SUPPORTS, WEIGHT_GRAD_ALGORITHMS,
-    WEIGHT_GRAD_RULES, Kernel, Plan, Rule, algorithm_names, variants,
+    WEIGHT_GRAD_RULES, ChannelsLastPlan, Kernel, Plan, Rule, algorithm_names,
+    plan_channels_last, variants,
 )
 from fastconv._plan.problems import (
     ConvProblem, conv_problem, conv_transpose_problem, locally_connected_problem,
@@ -39,7 +41,8 @@ __all__ = [
     "INPUT_GRAD_RULES", "WEIGHT_GRAD_RULES", "ALGORITHMS", "INPUT_GRAD_ALGORITHMS",
     "WEIGHT_GRAD_ALGORITHMS", "SUPPORTS", "pool_output_shape", "adaptive_pool_output_shape",
     "unpool_output_shape", "compute_dtype", "ntuple", "normalize_padding",
-    "interpolation_tables",
+    "interpolation_tables", "ChannelsLastPlan", "plan_channels_last", "is_channels_last",
+    "as_channels_last",
 ]
 
 
@@ -90,7 +93,9 @@ def choose_algorithm(input, weight, bias=None, stride=1, padding=0, dilation=1, 
     """The plan ``algorithm='auto'`` runs for this convolution call, and why.
 
     `input` and `weight` may be arrays or shapes; the dimensionality follows the weight. The
-    dtype is `dtype`, else the arrays' (float32 for shapes): tiles depend on it.
+    dtype is `dtype`, else the arrays' (float32 for shapes): tiles depend on it. A
+    channels-last `input` array (NHWC memory, as ``x_nhwc.transpose(0, 3, 1, 2)`` gives) gets
+    a :class:`ChannelsLastPlan` where the channels-last kernels compute the call.
 
     Returns
     -------
@@ -108,6 +113,10 @@ def choose_algorithm(input, weight, bias=None, stride=1, padding=0, dilation=1, 
     """
     problem = problem_from_call(input, weight, bias, stride, padding, dilation, groups,
                                 padding_mode)
+    if _args.is_channels_last(input):
+        channels_last = _dispatch.plan_channels_last(problem)
+        if channels_last is not None:
+            return channels_last
     return plan_conv(problem, _dtype_of(dtype, input=input, weight=weight, bias=bias))
 
 

@@ -26,7 +26,7 @@ except ImportError as err:  # pragma: no cover - exercised only without torch
                       "pip install \"fastconv[torch]\"") from err
 
 from fastconv.operators import OPERATORS
-from fastconv.planning import output_shape
+from fastconv.planning import as_channels_last, is_channels_last, output_shape
 
 __all__ = [
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -83,8 +83,12 @@ def _tensor(array):
 
 def _grad_numpy(grad):
     # gradients arriving from autograd are often expanded views (stride 0); the kernels want
-    # a contiguous array, so this is the one place a copy may happen, and only then
-    return np.ascontiguousarray(as_numpy(grad, "grad_output"))
+    # a contiguous array, so this is the one place a copy may happen, and only then (a
+    # channels-last gradient stays as it is: the operators keep that memory format)
+    g = as_numpy(grad, "grad_output")
+    if g.flags.c_contiguous or is_channels_last(g):
+        return g
+    return np.ascontiguousarray(g)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,8 +119,10 @@ class WeightedFunction(torch.autograd.Function):
         ops, state = ctx.ops, ctx.state
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = _tensor(ops.input_grad(state, tuple(input.shape), as_numpy(weight, "weight"),
-                                        g))
+            dx = ops.input_grad(state, tuple(input.shape), as_numpy(weight, "weight"), g)
+            if is_channels_last(g):     # the input gradient in the input's memory format
+                dx = as_channels_last(dx)
+            dx = _tensor(dx)
         wants_db = ctx.has_bias and ctx.needs_input_grad[2]
         fused = False
         if ctx.needs_input_grad[1]:   # the bias gradient may come with it

@@ -318,3 +318,37 @@ def test_the_fused_last_two_passes_match_the_pass_by_pass_filter(shape, mode):
             scipy_ndimage.uniform_filter(x.astype(np.float32), size, mode=mode, origin=-1 if
                                          np.all(np.asarray(size) > 1) else 0),
             rtol=2e-5, atol=2e-5)
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def filter_calls(draw):
+    nd = draw(st.integers(1, 3))
+    shape = tuple(draw(st.integers(1, 7)) for _ in range(nd))
+    taps = tuple(draw(st.integers(1, 9)) for _ in range(nd))
+    origin = tuple(draw(st.integers(-(k // 2), (k - 1) // 2)) for k in taps)
+    mode = draw(st.sampled_from(MODES))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    return shape, taps, origin, mode, dtype, draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(filter_calls())
+def test_random_filters_match_the_reference(call):
+    # any shape, however short its axes against the taps: the tables and the border copies
+    shape, taps, origin, mode, dtype, seed = call
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(taps)
+    got = ndimage.correlate(x, w, mode=mode, cval=0.5, origin=origin)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, reference_correlate(x, w, mode, 0.5, origin),
+                               rtol=tol, atol=tol * np.abs(w).sum())
+    if len(shape) >= 2:
+        sigma = float(rng.uniform(0.3, 2.0))
+        np.testing.assert_allclose(ndimage.gaussian_filter(x, sigma, mode=mode, cval=0.5),
+                                   scipy_ndimage.gaussian_filter(x, sigma, mode=mode,
+                                                                 cval=0.5),
+                                   rtol=tol * 10, atol=tol * 10)

@@ -249,6 +249,7 @@ def conv1d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation
     >>> g = np.ones((1, 4, 8, 8), np.float32)
     >>> fastconv.grad.conv2d_input((1, 3, 8, 8), w, g, padding=1).shape
     (1, 3, 8, 8)""")
+@_args.keeps_channels_last(2, "grad_output")
 def conv2d_input(input_shape, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
                  padding_mode="zeros", *, algorithm="auto"):
     return _input_grad(2, input_shape, weight, grad_output, stride, padding, dilation, groups,

@@ -204,6 +204,7 @@ def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_paddi
 
 
 @document(_FORWARD_DOC, nd=2, example=_EXAMPLES[2][0])
+@_args.keeps_channels_last(0, "input")
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
                      dilation=1, *, algorithm="auto"):
     return transpose_call(2, input, weight, bias, stride, padding, output_padding, groups,
@@ -225,6 +226,7 @@ def conv_transpose1d_input(input_shape, weight, grad_output, stride=1, padding=0
 
 
 @document(_INPUT_DOC, nd=2, example=_EXAMPLES[2][1])
+@_args.keeps_channels_last(2, "grad_output")
 def conv_transpose2d_input(input_shape, weight, grad_output, stride=1, padding=0,
                            output_padding=0, groups=1, dilation=1):
     return _transpose_input_grad(2, input_shape, weight, grad_output, stride, padding,

@@ -213,6 +213,7 @@ def _planes(a, nd):
     return a.reshape((a.shape[0] * a.shape[1],) + (1,) * (3 - nd) + a.shape[2:])
 
 
+@_args.keeps_channels_last(0, "input")
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
     """Resize by nearest-neighbour duplication or (bi/tri)linear interpolation (PyTorch's
     ``interpolate``).
@@ -262,6 +263,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     return out
 
 
+@_args.keeps_channels_last(0, "grad_output")
 def interpolate_backward(grad_output, input_shape, size=None, scale_factor=None,
                          mode="nearest", align_corners=None):
     """Gradient of :func:`interpolate` with respect to its input (``fastconv.grad.interpolate``).

@@ -484,6 +484,7 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 @_pool_doc(_MAX_POOL_DOC, 2, """>>> fastconv.max_pool2d(x, 2)
     array([[[[ 5.,  7.],
              [13., 15.]]]])""")
+@_args.keeps_channels_last(0, "input")
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
     return _max_poolnd(2, input, kernel_size, stride, padding, dilation, ceil_mode,
@@ -538,6 +539,7 @@ def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 @_pool_doc(_AVG_POOL_DOC, 2, """>>> fastconv.avg_pool2d(x, 2)
     array([[[[ 2.5,  4.5],
              [10.5, 12.5]]]])""")
+@_args.keeps_channels_last(0, "input")
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
                count_include_pad=True, divisor_override=None):
     return _avg_poolnd(2, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
@@ -580,6 +582,7 @@ def adaptive_avg_pool1d(input, output_size):
     return _adaptive_poolnd(1, "avg", input, output_size)
 
 
+@_args.keeps_channels_last(0, "input")
 def adaptive_avg_pool2d(input, output_size):
     return _adaptive_poolnd(2, "avg", input, output_size)
 
@@ -592,6 +595,7 @@ def adaptive_max_pool1d(input, output_size, return_indices=False):
     return _adaptive_poolnd(1, "max", input, output_size, return_indices)
 
 
+@_args.keeps_channels_last(0, "input")
 def adaptive_max_pool2d(input, output_size, return_indices=False):
     return _adaptive_poolnd(2, "max", input, output_size, return_indices)
 
@@ -658,6 +662,7 @@ def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_siz
            [ 0.,  5.,  0.,  7.],
            [ 0.,  0.,  0.,  0.],
            [ 0., 13.,  0., 15.]])""")
+@_args.keeps_channels_last(0, "input")
 def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
     return _max_unpoolnd(2, input, indices, kernel_size, stride, padding, output_size)
 
@@ -700,6 +705,7 @@ def max_pool1d_backward(grad_output, indices, input_shape):
     return _max_poolnd_backward(1, grad_output, indices, input_shape)
 
 
+@_args.keeps_channels_last(0, "grad_output")
 def max_pool2d_backward(grad_output, indices, input_shape):
     return _max_poolnd_backward(2, grad_output, indices, input_shape)
 
@@ -712,6 +718,7 @@ def adaptive_max_pool1d_backward(grad_output, indices, input_shape):
     return _adaptive_max_poolnd_backward(1, grad_output, indices, input_shape)
 
 
+@_args.keeps_channels_last(0, "grad_output")
 def adaptive_max_pool2d_backward(grad_output, indices, input_shape):
     return _adaptive_max_poolnd_backward(2, grad_output, indices, input_shape)
 
@@ -726,6 +733,7 @@ def avg_pool1d_backward(grad_output, input_shape, kernel_size, stride=None, padd
                                 ceil_mode, count_include_pad, divisor_override)
 
 
+@_args.keeps_channels_last(0, "grad_output")
 def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0,
                         ceil_mode=False, count_include_pad=True, divisor_override=None):
     return _avg_poolnd_backward(2, grad_output, input_shape, kernel_size, stride, padding,
@@ -742,6 +750,7 @@ def adaptive_avg_pool1d_backward(grad_output, input_shape):
     return _adaptive_avg_poolnd_backward(1, grad_output, input_shape)
 
 
+@_args.keeps_channels_last(0, "grad_output")
 def adaptive_avg_pool2d_backward(grad_output, input_shape):
     return _adaptive_avg_poolnd_backward(2, grad_output, input_shape)
 
@@ -754,6 +763,7 @@ def max_unpool1d_backward(grad_output, indices, input_shape):
     return _max_unpoolnd_backward(1, grad_output, indices, input_shape)
 
 
+@_args.keeps_channels_last(0, "grad_output")
 def max_unpool2d_backward(grad_output, indices, input_shape):
     return _max_unpoolnd_backward(2, grad_output, indices, input_shape)
 

@@ -2,6 +2,7 @@
 (ints or tuples, array-likes, dtypes) into clean values, or raises an error that names the
 argument, what was expected and what was given.
 """
+import functools
 import numbers
 
 import numpy as np
@@ -146,3 +147,37 @@ def shape_argument(value, name, ndim):
     if any(v < 0 for v in value):
         raise ValueError(f"{name} must be non-negative; got {tuple(value)}")
     return tuple(int(v) for v in value)
+
+
+def is_channels_last(a):
+    """True for a 4-d array laid out channels-last: logically (N, C, H, W), its memory that of
+    the (N, H, W, C) array ``a.transpose(0, 2, 3, 1)`` (PyTorch's ``channels_last``)."""
+    return (isinstance(a, np.ndarray) and a.ndim == 4 and not a.flags.c_contiguous
+            and a.transpose(0, 2, 3, 1).flags.c_contiguous)
+
+
+def as_channels_last(a):
+    """`a` (N, C, H, W) with channels-last memory (a copy unless it already is)."""
+    if is_channels_last(a):
+        return a
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def keeps_channels_last(position, name):
+    """Decorator: where the argument at `position` (or keyword `name`) is a channels-last
+    array, the 4-d arrays the function returns are laid out channels-last too, as PyTorch's
+    operators keep their input's memory format. The kernels behind such a function are
+    channels-first: the input is read through a copy, the output copied back."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def keeping(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            source = args[position] if len(args) > position else kwargs.get(name)
+            if kwargs.get("out") is not None or not is_channels_last(source):
+                return result
+            if isinstance(result, tuple):
+                return tuple(as_channels_last(r) if isinstance(r, np.ndarray) and r.ndim == 4
+                             else r for r in result)
+            return as_channels_last(result) if result.ndim == 4 else result
+        return keeping
+    return decorate

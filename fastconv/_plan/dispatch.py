@@ -169,6 +169,49 @@ def own_gemm(problem):
     return not blas_runs_full_width() or not fits_blas(problem)
 
 
+@dataclass(frozen=True)
+class ChannelsLastPlan:
+    """The plan of a forward 2-d convolution whose input is channels-last (NHWC memory):
+    ``algorithm`` 'channels_last_gemm' or 'channels_last_depthwise', and why. Such a call
+    reads the input in place and writes a channels-last output; any other algorithm, or a
+    call these kernels do not cover, runs channels-first on a copy (the output is laid out
+    channels-last after)."""
+    algorithm: str
+    reason: str
+    threads: int = 1
+
+    def explain(self):
+        return f"{self.algorithm}: {self.reason}; threads {self.threads}"
+
+    def __iter__(self):
+        return iter((self.algorithm, self.reason))
+
+
+CHANNELS_LAST_ALGORITHMS = ("channels_last_gemm", "channels_last_depthwise")
+
+
+def plan_channels_last(problem):
+    """The ChannelsLastPlan of `problem` for a channels-last input, or None where the
+    channels-last kernels do not compute it (not 2-d, a non-zero padding mode, grouped but
+    not depthwise, empty)."""
+    if problem.ndim != 2 or problem.padding_mode != "zeros" or 0 in (
+            problem.batch, problem.in_channels, problem.out_channels) or not fits_blas(problem):
+        return None
+    threads = _threads.threads_for(problem.multiply_adds)
+    if problem.groups == 1:
+        return ChannelsLastPlan(
+            "channels_last_gemm", "channels-last input, one group: the output's pixels are the "
+            "rows of a GEMM whose patch rows are KH*KW runs of the input's contiguous "
+            "channels (a 1x1 stride-1 layer reads the input itself); the output is "
+            "channels-last", threads)
+    if problem.groups == problem.in_channels == problem.out_channels:
+        return ChannelsLastPlan(
+            "channels_last_depthwise", "channels-last input, depthwise: each tap is one "
+            "multiply-add over the contiguous channels of a pixel; the output is "
+            "channels-last", threads)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Forward convolution
 
