@@ -223,3 +223,15 @@ def test_conv_general_dilated_refuses_what_it_does_not_compute():
         fj.conv_general_dilated(x, w, (1, 1), ((1, 1),))
     with pytest.raises(ValueError, match="padding"):     # as lax
         fj.conv_general_dilated(x, w, (1, 1), "SAME", lhs_dilation=(2, 2))
+
+
+def test_an_nhwc_convolution_transposes_only_the_weight():
+    # NHWC in and out: fastconv's channels-last kernels read the input where it lies
+    x, w = jnp.ones((2, 9, 8, 16), jnp.float32), jnp.ones((3, 3, 16, 4), jnp.float32)
+    dn = ("NHWC", "HWIO", "NHWC")
+    jaxpr = str(jax.make_jaxpr(lambda x, w: fj.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=dn))(x, w))
+    assert jaxpr.count("transpose") == 1        # the 3x3x16x4 weight, HWIO -> OIHW
+    jaxpr = str(jax.make_jaxpr(lambda x, w: fj.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NCHW")))(x, w))
+    assert jaxpr.count("transpose") == 2        # other layouts: the input and the weight
