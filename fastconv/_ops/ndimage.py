@@ -115,18 +115,8 @@ def filter_through_tables(x, weight, tables, out_shape, cval):
 
 # ---- arguments, as scipy.ndimage takes them ----------------------------------------------
 
-def _real_input(value, name):
-    array = _args.as_array(value, name)
-    if array.dtype.kind == "c":
-        raise TypeError(f"{name}: fastconv.ndimage filters real arrays; got complex dtype "
-                        f"{array.dtype} (scipy.ndimage handles complex input)")
-    if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and array.dtype.itemsize > 8):
-        raise TypeError(f"{name} must have a real numeric dtype; got {array.dtype}")
-    return array
-
-
 def _weights(value, name="weights"):
-    w = _real_input(value, name)
+    w = _args.real_array(value, name)
     return w.astype(np.float64, copy=False)
 
 
@@ -242,8 +232,8 @@ def _filter_same_shape(x, weight, modes, origins, cval, dtype):
     return filter_through_tables(xc, weight.astype(dtype), tables, shape, cval)
 
 
-def _correlate_or_convolve(input, weights, output, mode, cval, origin, axes, flip, name):
-    x = _real_input(input, "input")
+def _correlate_or_convolve(input, weights, output, mode, cval, origin, axes, flip):
+    x = _args.real_array(input, "input")
     w = _weights(weights)
     axes = _axes(axes, x.ndim)
     if w.ndim != len(axes):
@@ -289,8 +279,7 @@ def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *
     >>> ndimage.correlate(np.arange(5.0), [1.0, 1.0, 1.0])
     array([ 1.,  3.,  6.,  9., 11.])
     """
-    return _correlate_or_convolve(input, weights, output, mode, cval, origin, axes, False,
-                                  "correlate")
+    return _correlate_or_convolve(input, weights, output, mode, cval, origin, axes, False)
 
 
 def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None):
@@ -298,8 +287,7 @@ def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *,
 
     The same as ``correlate`` with the weights reversed along every axis and the origin
     mirrored (one more for an even size), as SciPy defines it."""
-    return _correlate_or_convolve(input, weights, output, mode, cval, origin, axes, True,
-                                  "convolve")
+    return _correlate_or_convolve(input, weights, output, mode, cval, origin, axes, True)
 
 
 def _axis(axis, ndim):
@@ -328,9 +316,11 @@ def _pass1d(x, w, axis, dtype, mode, cval, origin):
     return _filter_same_shape(x, w.reshape(shape), modes, origins, cval, dtype)
 
 
-def _correlate1d(input, w, axis, output, mode, cval, origin):
-    """SciPy's 1-d filter: w (float64, 1-d) along `axis`."""
-    x = _real_input(input, "input")
+def _correlate1d(input, w, axis, output, mode, cval, origin, divide=0):
+    """SciPy's 1-d filter: w (float64, 1-d) along `axis`; the sum divided by `divide` if given
+    (the uniform filter: summed, then divided, so that an integer image gives SciPy's
+    integers)."""
+    x = _args.real_array(input, "input")
     if x.ndim == 0:
         raise ValueError("input must have at least one dimension; got a 0-d array")
     axis = _axis(axis, x.ndim)
@@ -339,6 +329,8 @@ def _correlate1d(input, w, axis, output, mode, cval, origin):
     target, out_dtype = _output(output, x)
     dtype = _compute_dtype(x.dtype, out_dtype)
     result = _pass1d(x, w, axis, dtype, mode, cval, origin)
+    if divide:
+        result /= divide
     return _deliver(result, target, out_dtype)
 
 
@@ -365,21 +357,8 @@ def _size(value):
 def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
     """The mean over `size` neighbours along `axis`, as ``scipy.ndimage.uniform_filter1d``
     (summed, then divided by `size`, so that an integer image gives SciPy's integers)."""
-    return _uniform1d(input, _size(size), axis, output, mode, cval, origin)
-
-
-def _uniform1d(input, size, axis, output, mode, cval, origin):
-    x = _real_input(input, "input")
-    if x.ndim == 0:
-        raise ValueError("input must have at least one dimension; got a 0-d array")
-    axis = _axis(axis, x.ndim)
-    mode, origin, cval = _mode(mode), _origin(origin), _cval(cval)
-    _check_origin(origin, size, axis)
-    target, out_dtype = _output(output, x)
-    dtype = _compute_dtype(x.dtype, out_dtype)
-    result = _pass1d(x, np.ones(size), axis, dtype, mode, cval, origin)
-    result /= size
-    return _deliver(result, target, out_dtype)
+    size = _size(size)
+    return _correlate1d(input, np.ones(size), axis, output, mode, cval, origin, divide=size)
 
 
 class _Pass(NamedTuple):
@@ -439,7 +418,7 @@ def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=
                    axes=None):
     """The mean over a box of `size` (one per axis, or one for all), as
     ``scipy.ndimage.uniform_filter``: one 1-d pass per axis, sizes of 1 skipped."""
-    x = _real_input(input, "input")
+    x = _args.real_array(input, "input")
     axes_t = _axes(axes, x.ndim)
     sizes = _per_axis(size, len(axes_t), "size", _size)
     origins = _per_axis(origin, len(axes_t), "origin", _origin)
@@ -514,7 +493,7 @@ def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0
     """A Gaussian filter as ``scipy.ndimage.gaussian_filter``: one 1-d Gaussian pass per axis
     (`sigma`, `order`, `mode`, `radius` one value or one per axis); axes whose sigma is
     (nearly) zero are left alone, as in SciPy."""
-    x = _real_input(input, "input")
+    x = _args.real_array(input, "input")
     axes_t = _axes(axes, x.ndim)
     n = len(axes_t)
     sigmas = _per_axis(sigma, n, "sigma", _sigma)

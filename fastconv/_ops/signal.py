@@ -25,19 +25,9 @@ _METHODS = ("auto", "direct", "fft")
 _FFT_BREAK_EVEN = 80.0
 
 
-def _real(value, name):
-    array = _args.as_array(value, name)
-    if array.dtype.kind == "c":
-        raise TypeError(f"{name} must be real; got complex dtype {array.dtype} "
-                        f"(scipy.signal handles complex input)")
-    if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and array.dtype.itemsize > 8):
-        raise TypeError(f"{name} must have a real numeric dtype; got {array.dtype}")
-    return array
-
-
 def _signal_operands(in1, in2, mode, method):
-    a = _real(in1, "in1")
-    b = _real(in2, "in2")
+    a = _args.real_array(in1, "in1")
+    b = _args.real_array(in2, "in2")
     _args.choice(mode, "mode", _SIGNAL_MODES)
     _args.choice(method, "method", _METHODS)
     if a.ndim != b.ndim:

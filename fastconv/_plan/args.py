@@ -149,6 +149,19 @@ def shape_argument(value, name, ndim):
     return tuple(int(v) for v in value)
 
 
+def real_array(value, name):
+    """`value` viewed as an array of a real numeric dtype (bool, integers, float16-64), kept
+    as it is (SciPy's filters keep the caller's dtype); complex and other dtypes raise
+    TypeError naming `name`."""
+    array = as_array(value, name)
+    if array.dtype.kind == "c":
+        raise TypeError(f"{name} must be real; got complex dtype {array.dtype} (SciPy handles "
+                        f"complex input)")
+    if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and array.dtype.itemsize > 8):
+        raise TypeError(f"{name} must have a real numeric dtype; got {array.dtype}")
+    return array
+
+
 def is_channels_last(a):
     """True for a 4-d array laid out channels-last: logically (N, C, H, W), its memory that of
     the (N, H, W, C) array ``a.transpose(0, 2, 3, 1)`` (PyTorch's ``channels_last``)."""
