@@ -10,6 +10,7 @@ _simd_level()   # the kernels' SIMD level, before any compiled module loads: Imp
 
 from fastconv._runtime import threads as _threads  # noqa: E402
 from fastconv._runtime.threads import get_num_threads, num_threads, set_num_threads  # noqa: E402
+from fastconv._runtime.precision import get_precision, precision, set_precision  # noqa: E402
 from fastconv.config import show_config  # noqa: E402
 from fastconv.planning import (  # noqa: E402
     ReceptiveField, choose_algorithm, output_shape, receptive_field,
@@ -32,6 +33,7 @@ _threads.register_blas_hook()
 
 __all__ = [
     "__version__", "show_config", "set_num_threads", "get_num_threads", "num_threads",
+    "set_precision", "get_precision", "precision",
     "conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape", "receptive_field",
     "ReceptiveField", "choose_algorithm",
     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",

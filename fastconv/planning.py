@@ -11,7 +11,7 @@ network, do it alone: output shapes, receptive fields, which kernel a layer will
 >>> problem.out_shape
 (8, 64, 56, 56)
 >>> fp.plan_conv(problem, "float32").algorithm
-'packed'
+'winograd'
 """
 from collections import namedtuple
 
@@ -134,7 +134,7 @@ def choose_grad_algorithms(input, weight, stride=1, padding=0, dilation=1, group
     >>> import fastconv.planning as fp
     >>> plans = fp.choose_grad_algorithms((32, 64, 28, 28), (64, 64, 3, 3), padding=1)
     >>> plans.input.algorithm, plans.weight.algorithm
-    ('col2im', 'phase')
+    ('winograd', 'phase')
     """
     problem = problem_from_call(input, weight, None, stride, padding, dilation, groups,
                                 padding_mode)

@@ -178,7 +178,7 @@ PLANNING_CALLS = [
     ("plan dtype complex", lambda: fastconv.planning.plan_weight_grad(PROBLEM, complex),
      TypeError, "dtype"),
     ("plan algorithm unknown", lambda: fastconv.planning.plan_input_grad(PROBLEM, "float32",
-                                                                       "winograd"),
+                                                                       "fft"),
      ValueError, "algorithm must be one of"),
     ("plan with a string weight", lambda: fastconv.planning.plan_input_grad(
         PROBLEM, "float32", "auto", "weights"), TypeError, "weight"),

@@ -232,7 +232,7 @@ BAD_SIZES = [
                  ((1, 2, 3),), [[-1, 0]], (0, 0, 0, 0)], ("padding",)),
     ("groups", [0, -1, 1.0, NAN_FLOAT, "1", None, True, 2**64, 7], ("groups",)),
     ("padding_mode", ["mirror", "", None, 0, "ZEROS"], ("padding_mode",)),
-    ("algorithm", ["fft", "", None, 3, "winograd"], ("algorithm",)),
+    ("algorithm", ["fft", "", None, 3, "winograd_f6"], ("algorithm",)),
 ]
 
 

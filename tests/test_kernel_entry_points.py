@@ -4,16 +4,17 @@ import numpy as np
 import pytest
 
 from fastconv import _core
-from fastconv._kernels import conv_direct, conv_im2col, conv_packed, conv_phase_grid
+from fastconv._kernels import conv_direct, conv_im2col, conv_packed, conv_phase_grid, \
+    conv_winograd
 
 import reference
 
 IDS = {
     "CONV_DIRECT": 1, "CONV_IM2COL_BLAS": 2, "CONV_GEMM1X1_BLAS": 3, "CONV_PACKED_SEGMENTS": 4,
-    "CONV_PACKED_PHASE": 5,
+    "CONV_PACKED_PHASE": 5, "CONV_WINOGRAD": 6,
     "INPUT_GRAD_DIRECT": 11, "INPUT_GRAD_COL2IM_BLAS": 12, "INPUT_GRAD_COL2IM_PACKED": 13,
     "INPUT_GRAD_GEMM1X1_BLAS": 14, "INPUT_GRAD_PHASE_CLASSES": 15,
-    "INPUT_GRAD_PHASE_SCATTER": 16, "INPUT_GRAD_SUBPIXEL": 17,
+    "INPUT_GRAD_PHASE_SCATTER": 16, "INPUT_GRAD_SUBPIXEL": 17, "INPUT_GRAD_WINOGRAD": 18,
     "WEIGHT_GRAD_IM2COL_BLAS": 21, "WEIGHT_GRAD_IM2COL_PACKED": 22,
     "WEIGHT_GRAD_GEMM1X1_BLAS": 23, "WEIGHT_GRAD_GEMM1X1_PACKED": 24, "WEIGHT_GRAD_PHASE": 25,
 }
@@ -58,6 +59,10 @@ ENTRIES = {
         {"CONV_PACKED_PHASE"},
         lambda k, x, w, b, out: conv_phase_grid.conv_forward(k, x, w, b, out, *GEOMETRY, 1, 0,
                                                              1)),
+    "conv_winograd.conv_forward": (
+        {"CONV_WINOGRAD"},
+        lambda k, x, w, b, out: conv_winograd.conv_forward(k, x, w, b, out, *GEOMETRY, 1, 1,
+                                                           np.empty(0, x.dtype))),
     "conv_phase_grid.input_grad": (
         {"INPUT_GRAD_PHASE_CLASSES", "INPUT_GRAD_PHASE_SCATTER"},
         lambda k, x, w, b, out: conv_phase_grid.input_grad(k, out, w, x, *GEOMETRY, 1, 1)),
@@ -97,3 +102,30 @@ def test_either_phase_grid_input_grad_is_exact_for_any_input_channels(kernel, c_
     want = reference.conv_input_grad(x_shape, w.astype(np.float64), g, **kw)
     tol = 2e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(dx, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("stride, dilation, w_shape", [
+    ((1, 2, 1), (1, 1, 1), (5, 4, 1, 3, 3)),
+    ((1, 1, 1), (1, 1, 2), (5, 4, 1, 3, 3)),
+    ((1, 1, 1), (1, 1, 1), (5, 4, 1, 3, 5)),
+    ((1, 1, 1), (1, 1, 1), (5, 4, 3, 3, 3)),
+])
+def test_the_winograd_entry_point_refuses_what_it_cannot_compute(stride, dilation, w_shape):
+    """The kernel itself checks its geometry: a wrong call from Python raises, never reads
+    out of bounds."""
+    x, _, b, _ = arrays()
+    x = np.zeros((2, 4, w_shape[2], 6, 7))
+    w = np.zeros(w_shape)
+    out = np.empty((2, 5, 1, 4, 5))
+    with pytest.raises(ValueError, match="3x3 kernels, stride 1, dilation 1"):
+        conv_winograd.conv_forward(IDS["CONV_WINOGRAD"], x, w, b, out, stride, (0, 0, 0),
+                                   dilation, 1, 1, 1, np.empty(0))
+
+
+def test_the_winograd_entry_point_checks_the_transformed_weights_size():
+    x, w, b, out = arrays()
+    with pytest.raises(ValueError, match="u must have"):
+        conv_winograd.conv_forward(IDS["CONV_WINOGRAD"], x, w, b, out, *GEOMETRY, 1, 1,
+                                   np.empty(7))
+    with pytest.raises(ValueError, match="u must have"):
+        conv_winograd.transform_weights(w, 1, np.empty(7), 1)

@@ -103,6 +103,7 @@ def test_every_public_operator_is_exercised_here():
     joins OPERATORS (and the fuzzers)."""
     public = set(fastconv.__all__) | {f"grad.{n}" for n in grad.__all__}
     helpers = {"__version__", "show_config", "set_num_threads", "get_num_threads",
+               "set_precision", "get_precision", "precision",
                "num_threads", "output_shape", "receptive_field", "ReceptiveField",
                "choose_algorithm"}
     covered = {name.split()[0] for name in OPERATOR_IDS}

@@ -13,6 +13,7 @@ cdef enum KernelId:
     CONV_GEMM1X1_BLAS = 3
     CONV_PACKED_SEGMENTS = 4
     CONV_PACKED_PHASE = 5
+    CONV_WINOGRAD = 6
     # input gradient (= transposed convolution)
     INPUT_GRAD_DIRECT = 11
     INPUT_GRAD_COL2IM_BLAS = 12
@@ -21,6 +22,7 @@ cdef enum KernelId:
     INPUT_GRAD_PHASE_CLASSES = 15
     INPUT_GRAD_PHASE_SCATTER = 16
     INPUT_GRAD_SUBPIXEL = 17     # composed in Python from forward kernels: no compiled entry
+    INPUT_GRAD_WINOGRAD = 18     # composed in Python: CONV_WINOGRAD on the adjoint weights
     # weight gradient
     WEIGHT_GRAD_IM2COL_BLAS = 21
     WEIGHT_GRAD_IM2COL_PACKED = 22

@@ -10,12 +10,13 @@ import contextlib
 import numpy as np
 
 from fastconv._kernels import (conv_channels_last, conv_direct, conv_im2col, conv_packed,
-                               conv_phase_grid)
+                               conv_phase_grid, conv_winograd)
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
 from fastconv._plan.dispatch import Kernel, plan_channels_last, plan_conv
 from fastconv._plan.problems import NUMPY_PAD_MODE, conv_problem
 from fastconv._runtime import threads as _threads
+from fastconv._runtime.weight_cache import cached_transform
 
 __all__ = ["conv1d", "conv2d", "conv3d"]
 
@@ -33,6 +34,13 @@ def pad_input(x, problem):
     return np.pad(x, widths, mode=NUMPY_PAD_MODE[problem.padding_mode])
 
 
+def winograd_weights(w5, groups, threads):
+    """The weights (C_out, C_in_g, 1, 3, 3) as Winograd's kernel multiplies them."""
+    u = np.empty(conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups), w5.dtype)
+    conv_winograd.transform_weights(w5, groups, u, threads)
+    return u
+
+
 def forward_kernel(plan, problem, x, w, bias, out):
     """Run `plan` (one forward kernel) for the zero-padded `problem` on C-contiguous arrays of
     its exact shapes."""
@@ -46,6 +54,15 @@ def forward_kernel(plan, problem, x, w, bias, out):
                                  plan.threads)
     elif kernel == Kernel.CONV_PACKED_PHASE:
         conv_phase_grid.conv_forward(*args, plan.tile_panels, plan.tile_shape, plan.threads)
+    elif kernel == Kernel.CONV_WINOGRAD:
+        u = cached_transform(("winograd", problem.groups), args[2],
+                             lambda w5: winograd_weights(w5, problem.groups, plan.threads),
+                             conv_winograd.equal_bytes)
+        status = conv_winograd.conv_forward(*args, plan.tile_panels, plan.threads, u)
+        if status == conv_winograd.NONFINITE:
+            # an inf or NaN spread over whole tiles: the direct sums' answer, exactly
+            exact = plan_conv(problem, out.dtype, "packed")
+            forward_kernel(exact, problem, x, w, bias, out)
     else:   # CONV_IM2COL_BLAS, CONV_GEMM1X1_BLAS
         conv_im2col.conv_forward(*args, plan.band_rows, plan.threads)
 

@@ -88,7 +88,7 @@ def run_input_grad(problem, plan, weight, grad_output, dtype):
     g = np.ascontiguousarray(grad_output, dtype=dtype)
     if problem.in_shape.count(0) or g.size == 0:
         return np.zeros(problem.in_shape, dtype)
-    if plan.kernel == Kernel.INPUT_GRAD_SUBPIXEL:
+    if plan.kernel in (Kernel.INPUT_GRAD_SUBPIXEL, Kernel.INPUT_GRAD_WINOGRAD):
         return _run_subpixel(plan, problem, w, g, dtype)
     dx = np.empty(problem.in_shape, dtype)   # every kernel writes (or first zeroes) all of it
     with _threads.single_threaded_blas if plan.uses_blas else contextlib.nullcontext():

@@ -19,7 +19,7 @@ import numpy as np
 from fastconv import _core
 from fastconv._plan import tiling
 from fastconv._plan.problems import ConvProblem
-from fastconv._runtime import cpu, threads as _threads
+from fastconv._runtime import cpu, precision as _precision, threads as _threads
 
 # Every kernel fastconv can run, named once; the values are the compiled enum's.
 Kernel = IntEnum("Kernel", _core.kernel_ids())
@@ -46,11 +46,11 @@ def variant_name(kernel):
 _FAMILY = {
     Kernel.CONV_DIRECT: "direct", Kernel.CONV_IM2COL_BLAS: "im2col",
     Kernel.CONV_GEMM1X1_BLAS: "gemm1x1", Kernel.CONV_PACKED_SEGMENTS: "packed",
-    Kernel.CONV_PACKED_PHASE: "packed",
+    Kernel.CONV_PACKED_PHASE: "packed", Kernel.CONV_WINOGRAD: "winograd",
     Kernel.INPUT_GRAD_DIRECT: "direct", Kernel.INPUT_GRAD_COL2IM_BLAS: "col2im",
     Kernel.INPUT_GRAD_COL2IM_PACKED: "col2im", Kernel.INPUT_GRAD_GEMM1X1_BLAS: "gemm1x1",
     Kernel.INPUT_GRAD_PHASE_CLASSES: "col2im", Kernel.INPUT_GRAD_PHASE_SCATTER: "col2im",
-    Kernel.INPUT_GRAD_SUBPIXEL: "subpixel",
+    Kernel.INPUT_GRAD_SUBPIXEL: "subpixel", Kernel.INPUT_GRAD_WINOGRAD: "winograd",
     Kernel.WEIGHT_GRAD_IM2COL_BLAS: "gemm", Kernel.WEIGHT_GRAD_IM2COL_PACKED: "gemm",
     Kernel.WEIGHT_GRAD_GEMM1X1_BLAS: "gemm", Kernel.WEIGHT_GRAD_GEMM1X1_PACKED: "gemm",
     Kernel.WEIGHT_GRAD_PHASE: "phase",
@@ -64,7 +64,7 @@ _BLAS_KERNELS = frozenset({
 # weights (0 * inf is NaN).
 FINITE_WEIGHT_KERNELS = frozenset({Kernel.INPUT_GRAD_PHASE_CLASSES,
                                    Kernel.INPUT_GRAD_PHASE_SCATTER,
-                                   Kernel.INPUT_GRAD_SUBPIXEL})
+                                   Kernel.INPUT_GRAD_SUBPIXEL, Kernel.INPUT_GRAD_WINOGRAD})
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,30 @@ def plan_channels_last(problem):
 # ---------------------------------------------------------------------------------------------
 # Forward convolution
 
-ALGORITHMS = ("direct", "im2col", "gemm1x1", "packed")
+ALGORITHMS = ("direct", "im2col", "gemm1x1", "packed", "winograd")
+
+
+def winograd_computes(problem):
+    """True if Winograd F(4x4, 3x3) computes `problem`: 2-d, 3x3 kernel, stride 1, dilation
+    1, at least one input channel per group."""
+    return (problem.ndim == 2 and problem.kernel_size == (3, 3) and problem.stride == (1, 1)
+            and problem.dilation == (1, 1) and problem.in_per_group >= 1)
+
+
+# Measured on Zen 4 (2 threads, float32, ms, packed -> winograd; notes/winograd.md): 64 -> 64
+# channels 56x56 1.45 -> 0.64 (batch 1), 9.5 -> 5.4 (batch 8); 256 -> 256 on 14x14 1.86 ->
+# 1.39; 512 -> 512 on 7x7, batch 8, 13.5 -> 8.3; 32 -> 64 on 32x32, batch 32, 6.7 -> 4.5.
+# Below this many channels per group on either side the transforms cost more than the 4x
+# fewer multiplications save.
+WINOGRAD_MIN_CHANNELS = 16
+
+
+def winograd_pays(problem):
+    """True if `auto` should run Winograd: it computes the problem, the precision setting
+    allows it, and the GEMMs over channels are wide enough to pay for the transforms."""
+    return (winograd_computes(problem) and _precision.get_precision() == "fast"
+            and min(problem.in_per_group, problem.out_per_group) >= WINOGRAD_MIN_CHANNELS)
+
 
 # gemm1x1 and im2col are not chosen: measured, they at best tie with packed (2 threads, ms, with
 # OPENBLAS_CORETYPE unset so that OpenBLAS runs AVX-512 kernels: bottleneck_1x1 gemm1x1 0.39
@@ -226,6 +249,11 @@ RULES = (
          f"at most {MAX_DIRECT_OUT_CHANNELS} output channels per group (depthwise, "
          "single-filter, thin layers): direct loops keep each row's taps in registers; a "
          "GEMM this thin wastes its tiles"),
+    Rule("winograd", lambda p, *_: winograd_pays(p),
+         f"3x3, stride 1, at least {WINOGRAD_MIN_CHANNELS} channels per group: Winograd "
+         "F(4x4, 3x3) does 36 multiplications per 4x4 outputs instead of 144, as 36 GEMMs "
+         "on fastconv's micro-kernel (precision 'fast'; set_precision('exact') turns it "
+         "off)"),
     Rule("packed", lambda *_: True,
          "im2col straight into the panels of fastconv's register-blocked GEMM micro-kernel "
          "(measured faster than im2col + BLAS on every GEMM-shaped bench case); a batch of "
@@ -251,7 +279,7 @@ def _forward_kernel(family, problem, itemsize, threads):
         return Kernel.CONV_PACKED_PHASE if packed_phase_grid(problem, itemsize, threads) \
             else Kernel.CONV_PACKED_SEGMENTS
     return {"direct": Kernel.CONV_DIRECT, "im2col": Kernel.CONV_IM2COL_BLAS,
-            "gemm1x1": Kernel.CONV_GEMM1X1_BLAS}[family]
+            "gemm1x1": Kernel.CONV_GEMM1X1_BLAS, "winograd": Kernel.CONV_WINOGRAD}[family]
 
 
 def _forward_kernel_plan(kernel, reason, problem, itemsize, threads):
@@ -266,6 +294,9 @@ def _forward_kernel_plan(kernel, reason, problem, itemsize, threads):
         shape, _, nr = tiling.packed_tile(problem, itemsize)
         return Plan(kernel, reason, threads, geometry, tile_panels=tiling.phase_grid_tile(
             problem, itemsize, nr), tile_shape=shape)
+    if kernel == Kernel.CONV_WINOGRAD:
+        return Plan(kernel, reason, threads, geometry,
+                    tile_panels=tiling.winograd_tile_panels(problem, itemsize))
     return Plan(kernel, reason, threads, geometry,
                 band_rows=tiling.gemm_band_rows(problem, itemsize))
 
@@ -276,11 +307,12 @@ def plan_conv(problem, dtype, algorithm="auto"):
     itemsize = np.dtype(dtype).itemsize
     threads = _threads.threads_for(problem.multiply_adds)
     _check_name(algorithm, "forward")
-    return _plan_conv(problem, itemsize, algorithm, threads, tiling.INTERRUPT_WORK)
+    return _plan_conv(problem, itemsize, algorithm, threads, tiling.INTERRUPT_WORK,
+                      _precision.get_precision())
 
 
 @lru_cache(maxsize=1024)   # a pure function of its arguments, asked on every call
-def _plan_conv(problem, itemsize, algorithm, threads, interrupt_work):
+def _plan_conv(problem, itemsize, algorithm, threads, interrupt_work, precision):
     family, variant, reason = _choose(problem, itemsize, threads, algorithm, RULES, ALGORITHMS,
                                       "forward")
     padded = problem.explicitly_padded
@@ -322,7 +354,7 @@ def _plan_conv(problem, itemsize, algorithm, threads, interrupt_work):
 # than col2im with the micro-kernel (2 threads, ms: grad input of conv2d_backward_64 8.7-9.6
 # against 6.7; conv_transpose_4x4_s2 6.2-7.1 against 6.3-6.5; conv_transpose_2x2_s2 0.66
 # against 0.21).
-INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel")
+INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel", "winograd")
 
 
 def _one_to_one(p):
@@ -332,6 +364,10 @@ def _one_to_one(p):
 INPUT_GRAD_RULES = (
     Rule("gemm1x1", lambda p, *_: p.pointwise and fits_blas(p),
          "1x1 kernel, stride 1, no padding: the GEMM writes the input gradient directly"),
+    Rule("winograd", lambda p, *_: winograd_pays(p) and tiling.subpixel_plan(p) is not None,
+         f"3x3, stride 1, at least {WINOGRAD_MIN_CHANNELS} channels per group: the gradient "
+         "is a stride-1 convolution of the output gradient with the reversed, transposed "
+         "weights, run by Winograd F(4x4, 3x3) (precision 'fast')"),
     Rule("subpixel", lambda p, *_: _one_to_one(p) and all(s == 1 for s in p.stride)
          and tiling.subpixel_plan(p) is not None,
          "one input and one output channel per group (depthwise, single-channel), stride 1: "
@@ -382,7 +418,8 @@ def _input_grad_kernel(family, problem, itemsize, finite_weights):
         return Kernel.INPUT_GRAD_COL2IM_PACKED if own_gemm(problem) \
             else Kernel.INPUT_GRAD_COL2IM_BLAS
     return {"direct": Kernel.INPUT_GRAD_DIRECT, "gemm1x1": Kernel.INPUT_GRAD_GEMM1X1_BLAS,
-            "subpixel": Kernel.INPUT_GRAD_SUBPIXEL}[family]
+            "subpixel": Kernel.INPUT_GRAD_SUBPIXEL,
+            "winograd": Kernel.INPUT_GRAD_WINOGRAD}[family]
 
 
 def plan_input_grad(problem, dtype, algorithm="auto", weight=None):
@@ -392,7 +429,8 @@ def plan_input_grad(problem, dtype, algorithm="auto", weight=None):
     itemsize = np.dtype(dtype).itemsize
     threads = _threads.threads_for(problem.explicitly_padded.multiply_adds)
     _check_name(algorithm, "input_grad")
-    key = (problem, itemsize, algorithm, threads, blas_runs_full_width())
+    key = (problem, itemsize, algorithm, threads, blas_runs_full_width(),
+           _precision.get_precision())
     plan = _plan_input_grad(*key, True)
     if plan.kernel in FINITE_WEIGHT_KERNELS and weight is not None \
             and not _all_finite(weight):
@@ -407,11 +445,12 @@ def _all_finite(weight):
 
 
 @lru_cache(maxsize=1024)
-def _plan_input_grad(problem, itemsize, algorithm, threads, full_width_blas, finite_weights):
+def _plan_input_grad(problem, itemsize, algorithm, threads, full_width_blas, precision,
+                     finite_weights):
     padded = problem.explicitly_padded
     family, variant, reason = _choose(padded, itemsize, threads, algorithm, INPUT_GRAD_RULES,
                                       INPUT_GRAD_ALGORITHMS, "input_grad")
-    if family == "subpixel" and algorithm == "auto" and not finite_weights:
+    if family in ("subpixel", "winograd") and algorithm == "auto" and not finite_weights:
         family, reason = "direct", WHY_NOT_FINITE
     kernel = variant or _input_grad_kernel(family, padded, itemsize, finite_weights)
     if kernel in FINITE_WEIGHT_KERNELS and not finite_weights:
@@ -419,6 +458,14 @@ def _plan_input_grad(problem, itemsize, algorithm, threads, full_width_blas, fin
                          f"padding zeros by every weight); got a weight with inf or NaN")
     if kernel == Kernel.INPUT_GRAD_SUBPIXEL:
         return Plan(kernel, reason, threads, phases=_subpixel_phases(padded, itemsize))
+    if kernel == Kernel.INPUT_GRAD_WINOGRAD:
+        if tiling.subpixel_plan(padded) is None:
+            raise ValueError("algorithm='winograd' computes the input gradient as one stride-1 "
+                             "convolution of the output gradient, which needs padding at "
+                             f"most 2 past an output of this size; got padding "
+                             f"{problem.padding} with output {problem.out_size}")
+        return Plan(kernel, reason, threads,
+                    phases=_subpixel_phases(padded, itemsize, "winograd"))
     geometry = tiling.kernel_geometry(padded)
     if kernel in FINITE_WEIGHT_KERNELS:
         _, nr = tiling.wide_tile(itemsize)
@@ -428,8 +475,9 @@ def _plan_input_grad(problem, itemsize, algorithm, threads, full_width_blas, fin
     return Plan(kernel, reason, threads, geometry, band_rows=band, channel_chunks=chunks)
 
 
-def _subpixel_phases(problem, itemsize):
-    """The stride-1 forward convolutions of a subpixel input gradient, each with its plan."""
+def _subpixel_phases(problem, itemsize, phase_algorithm="auto"):
+    """The stride-1 forward convolutions of a subpixel input gradient, each with its plan
+    (by `phase_algorithm`)."""
     phases = []
     for out_index, taps_index, g_index, padding, dilation in tiling.subpixel_plan(problem):
         taps = tuple(len(range(k)[t]) for k, t in zip(problem.kernel_size, taps_index))
@@ -439,7 +487,8 @@ def _subpixel_phases(problem, itemsize):
                             tuple(dilation))
         threads = _threads.threads_for(phase.multiply_adds)
         phases.append((out_index, taps_index, g_index, phase,
-                       _plan_conv(phase, itemsize, "auto", threads, tiling.INTERRUPT_WORK)))
+                       _plan_conv(phase, itemsize, phase_algorithm, threads,
+                                  tiling.INTERRUPT_WORK, _precision.get_precision())))
     return tuple(phases)
 
 
@@ -535,6 +584,7 @@ SUPPORTS = {
     "gemm": lambda p: True,
     "im2col_packed": lambda p: True,
     "phase": lambda p: True,
+    "winograd": winograd_computes,
 }
 REQUIREMENT = {
     "im2col": "image planes and a GEMM depth under 2**31 elements (BLAS sizes are 32-bit)",
@@ -542,6 +592,7 @@ REQUIREMENT = {
                "elements (BLAS sizes are 32-bit)",
     "col2im_blas": "image planes and a GEMM depth under 2**31 elements (BLAS sizes are 32-bit)",
     "subpixel": "stride 1 or dilation 1 along each axis, and phases that fit the gradient",
+    "winograd": "a 2-d 3x3 kernel with stride 1 and dilation 1 (Winograd F(4x4, 3x3))",
 }
 for _name in ("im2col_blas",):
     REQUIREMENT[_name] = REQUIREMENT["im2col"]

@@ -1,0 +1,282 @@
+# cython: language_level=3
+"""Winograd F(4x4, 3x3) convolution (CONV_WINOGRAD): 3x3 kernels, stride 1, dilation 1, 2-d.
+
+Each 4x4 tile of outputs needs 36 products per (input, output) channel pair instead of 144
+multiply-adds (winograd.h has the transforms). Per group, the weights are transformed once
+per call straight into the A panels of fastconv's micro-kernel (packed_gemm.pxd); then the
+tiles of the whole batch are worked in super-blocks of `tile_panels` x NR tiles, in three
+parallel steps:
+
+1. input transform: each (channel, vector of tiles) is gathered and transformed into the B
+   panels V[e] (e = 0..35, the transformed elements);
+2. 36 GEMMs on the micro-kernel: M[e] (K_g x tiles) = U[e] (K_g x C_g) . V[e] (C_g x tiles);
+3. output transform: each (output channel, vector of tiles) of M is transformed back into
+   4x4 outputs, bias added, and stored.
+
+A tile transforms its 36 inputs together, so an inf or NaN anywhere in the 6x6 input tile (or
+a filter) reaches all 16 outputs, where the direct sum would give finite values to some: the
+output step counts non-finite results, and the Python layer recomputes such a call exactly.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcmp, memset
+
+from fastconv._kernels.conv_shape cimport ConvShape, make_shape, shape5
+from fastconv._kernels.kernel_ids cimport CONV_WINOGRAD
+from fastconv._kernels.packed_gemm cimport TILE_WIDE, tile_mr, tile_nr, multiply_tile
+from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
+
+cdef extern from "winograd.h":
+    int FC_WINO_LANES_f32
+    int FC_WINO_LANES_f64
+    void fc_wino_weight_f32(const float* w, Py_ssize_t filter_stride, Py_ssize_t m_valid,
+                            float* u, Py_ssize_t e_stride) noexcept nogil
+    void fc_wino_weight_f64(const double* w, Py_ssize_t filter_stride, Py_ssize_t m_valid,
+                            double* u, Py_ssize_t e_stride) noexcept nogil
+    void fc_wino_input_f32(const float* x, const Py_ssize_t* plane_offset,
+                           const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
+                           Py_ssize_t H, Py_ssize_t W, float* v,
+                           Py_ssize_t e_stride) noexcept nogil
+    void fc_wino_input_f64(const double* x, const Py_ssize_t* plane_offset,
+                           const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
+                           Py_ssize_t H, Py_ssize_t W, double* v,
+                           Py_ssize_t e_stride) noexcept nogil
+    int fc_wino_output_f32(const float* m, Py_ssize_t e_stride, float bias, float* out,
+                           const Py_ssize_t* plane_offset, const Py_ssize_t* h0,
+                           const Py_ssize_t* w0, Py_ssize_t n_lanes, Py_ssize_t OH,
+                           Py_ssize_t OW) noexcept nogil
+    int fc_wino_output_f64(const double* m, Py_ssize_t e_stride, double bias, double* out,
+                           const Py_ssize_t* plane_offset, const Py_ssize_t* h0,
+                           const Py_ssize_t* w0, Py_ssize_t n_lanes, Py_ssize_t OH,
+                           Py_ssize_t OW) noexcept nogil
+
+# Slots of the per-thread workspace (workspace.h).
+cdef enum:
+    WS_INPUT, WS_PRODUCTS, WS_TILES
+
+# A status of conv_forward: some output is inf or NaN (see the module's docstring).
+cdef enum:
+    STATUS_NONFINITE = 2
+NONFINITE = STATUS_NONFINITE
+
+
+cdef inline Py_ssize_t lanes(floating* dummy) noexcept nogil:
+    """Tiles transformed together: one vector register's elements."""
+    if floating is float:
+        return FC_WINO_LANES_f32
+    return FC_WINO_LANES_f64
+
+
+cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t g,
+                          floating* u, int num_threads) noexcept nogil:
+    """u[e][panel][c][m] = (G w[g * K_g + panel * MR + m, c] G^T)[e], zero past K_g: one
+    group's transformed weights in the A panels of the micro-kernel's wide tile."""
+    cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
+    cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR
+    cdef Py_ssize_t item, panel, c, m_valid
+    for item in prange(m_panels * Cg, num_threads=num_threads, schedule='static'):
+        panel = item // Cg
+        c = item % Cg
+        m_valid = Kg - panel * MR if Kg - panel * MR < MR else MR
+        if floating is float:
+            fc_wino_weight_f32(w + ((g * Kg + panel * MR) * Cg + c) * 9, Cg * 9, m_valid,
+                               u + (panel * Cg + c) * MR, m_panels * Cg * MR)
+        else:
+            fc_wino_weight_f64(w + ((g * Kg + panel * MR) * Cg + c) * 9, Cg * 9, m_valid,
+                               u + (panel * Cg + c) * MR, m_panels * Cg * MR)
+
+
+cdef void describe_tiles(const ConvShape* s, Py_ssize_t t0, Py_ssize_t count,
+                         Py_ssize_t* in_offset, Py_ssize_t* out_offset, Py_ssize_t* h0,
+                         Py_ssize_t* w0) noexcept nogil:
+    """For tiles t0 .. t0 + count - 1 (row-major over images, tile rows, tile columns): the
+    offset of their image in x and out, and their output origin (4 th, 4 tw). The input tile
+    starts `pad` before it."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
+    cdef Py_ssize_t q, t, n, r
+    for q in range(count):
+        t = t0 + q
+        n = t // (TH * TW)
+        r = t % (TH * TW)
+        in_offset[q] = n * s.c_in * s.in_size[1] * s.in_size[2]
+        out_offset[q] = n * s.c_out * OH * OW
+        h0[q] = (r // TW) * 4
+        w0[q] = (r % TW) * 4
+
+
+cdef int conv_winograd(const floating* x, const floating* u_all, const floating* bias,
+                       floating* out, const ConvShape* s, Py_ssize_t tile_panels,
+                       int num_threads) noexcept nogil:
+    """out := conv(x, w) + bias with u_all the weights transformed by transform_weights.
+    Returns 0, 1 (out of memory) or NONFINITE (done, but some output is inf or NaN)."""
+    cdef Py_ssize_t MR = tile_mr(TILE_WIDE), NR = tile_nr(TILE_WIDE, <floating*> NULL)
+    cdef Py_ssize_t L = lanes(<floating*> NULL)
+    cdef Py_ssize_t Cg = s.c_in_g, Kg = s.c_out_g, H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR
+    cdef Py_ssize_t tiles = s.n * ((OH + 3) // 4) * ((OW + 3) // 4)
+    cdef Py_ssize_t S = tile_panels * NR
+    # per-thread work split of the GEMM step: 36 elements, times blocks of weight panels
+    # when there are threads to spare
+    cdef Py_ssize_t m_blocks = (num_threads * 4 + 35) // 36
+    cdef const floating* u
+    cdef floating* v = <floating*> fc_workspace(WS_INPUT, 36 * S * Cg * sizeof(floating))
+    cdef floating* m = <floating*> fc_workspace(WS_PRODUCTS, 36 * Kg * S * sizeof(floating))
+    cdef Py_ssize_t* desc = <Py_ssize_t*> fc_workspace(WS_TILES, 4 * S * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* in_offset
+    cdef Py_ssize_t* out_offset
+    cdef Py_ssize_t* h0
+    cdef Py_ssize_t* w0
+    cdef Py_ssize_t g, t0, count, groups_of_lanes, item, c, q, k, e, block, p0, p1, per_block
+    cdef Py_ssize_t h_pad = s.pad[1], w_pad = s.pad[2]
+    cdef int nonfinite = 0
+    if v == NULL or m == NULL or desc == NULL:
+        return 1
+    in_offset, out_offset, h0, w0 = desc, desc + S, desc + 2 * S, desc + 3 * S
+    if m_blocks > m_panels:
+        m_blocks = m_panels
+    per_block = (m_panels + m_blocks - 1) // m_blocks
+    if Cg == 0:
+        # no input channels: every product is an empty sum
+        memset(m, 0, 36 * Kg * S * sizeof(floating))
+    for g in range(s.groups):
+        u = u_all + g * 36 * m_panels * Cg * MR
+        t0 = 0
+        while t0 < tiles:
+            count = tiles - t0 if tiles - t0 < S else S
+            describe_tiles(s, t0, count, in_offset, out_offset, h0, w0)
+            groups_of_lanes = (count + L - 1) // L
+            # the input tiles start `pad` above and left of their outputs
+            for q in range(count):
+                h0[q] -= h_pad
+                w0[q] -= w_pad
+            for item in prange(Cg * groups_of_lanes, num_threads=num_threads,
+                               schedule='static'):
+                c = item // groups_of_lanes
+                q = (item % groups_of_lanes) * L
+                if floating is float:
+                    fc_wino_input_f32(x + (g * Cg + c) * H * W, in_offset + q, h0 + q, w0 + q,
+                                      count - q if count - q < L else L, H, W,
+                                      v + (q // NR) * Cg * NR + c * NR + q % NR, S * Cg)
+                else:
+                    fc_wino_input_f64(x + (g * Cg + c) * H * W, in_offset + q, h0 + q, w0 + q,
+                                      count - q if count - q < L else L, H, W,
+                                      v + (q // NR) * Cg * NR + c * NR + q % NR, S * Cg)
+            for q in range(count):
+                h0[q] += h_pad
+                w0[q] += w_pad
+            for item in prange(36 * m_blocks, num_threads=num_threads, schedule='dynamic'):
+                e = item // m_blocks
+                block = item % m_blocks
+                p0 = block * per_block
+                p1 = p0 + per_block if p0 + per_block < m_panels else m_panels
+                if p0 >= p1 or Cg == 0:
+                    continue
+                multiply_tile(Cg, p1 - p0, Kg - p0 * MR, count, NR,
+                              u + (e * m_panels + p0) * Cg * MR, v + e * S * Cg,
+                              m + (e * Kg + p0 * MR) * S, S, NULL, False, TILE_WIDE, NULL)
+            for item in prange(Kg * groups_of_lanes, num_threads=num_threads,
+                               schedule='static'):
+                k = item // groups_of_lanes
+                q = (item % groups_of_lanes) * L
+                if floating is float:
+                    nonfinite += fc_wino_output_f32(
+                        m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                        out + (g * Kg + k) * OH * OW, out_offset + q, h0 + q, w0 + q,
+                        count - q if count - q < L else L, OH, OW)
+                else:
+                    nonfinite += fc_wino_output_f64(
+                        m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                        out + (g * Kg + k) * OH * OW, out_offset + q, h0 + q, w0 + q,
+                        count - q if count - q < L else L, OH, OW)
+            t0 += S
+    fc_workspace_trim()
+    return STATUS_NONFINITE if nonfinite else 0
+
+
+def weights_size(Py_ssize_t c_out, Py_ssize_t c_in_g, Py_ssize_t groups):
+    """Elements of the transformed weights of a (c_out, c_in_g, 3, 3) weight."""
+    cdef Py_ssize_t MR = tile_mr(TILE_WIDE), Kg = c_out // groups
+    return groups * 36 * ((Kg + MR - 1) // MR) * MR * c_in_g
+
+
+def transform_weights(const floating[:, :, :, :, ::1] w, Py_ssize_t groups,
+                      floating[::1] u, int num_threads):
+    """u := the transformed weights of w (c_out, c_in_g, 1, 3, 3), as conv_forward takes
+    them (weights_size elements)."""
+    cdef Py_ssize_t c_out = w.shape[0], Cg = w.shape[1], Kg = c_out // groups
+    cdef Py_ssize_t MR = tile_mr(TILE_WIDE), per_group = 36 * ((Kg + MR - 1) // MR) * MR * Cg
+    cdef Py_ssize_t g
+    if (w.shape[2], w.shape[3], w.shape[4]) != (1, 3, 3) or groups < 1 or c_out % groups:
+        raise ValueError(f"conv_winograd.transform_weights: a (C_out, C_in_g, 1, 3, 3) weight "
+                         f"and groups dividing C_out; got {shape5(w.shape)}, groups {groups}")
+    if u.shape[0] != groups * per_group:
+        raise ValueError(f"conv_winograd.transform_weights: u must have {groups * per_group} "
+                         f"elements; got {u.shape[0]}")
+    if u.shape[0] == 0:
+        return
+    with nogil:
+        for g in range(groups):
+            transform_group(&w[0, 0, 0, 0, 0], Kg, Cg, g, &u[0] + g * per_group, num_threads)
+
+
+def equal_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
+    """True if two byte buffers hold the same bytes (memcmp, without the GIL)."""
+    cdef int differ
+    if a.shape[0] != b.shape[0]:
+        return False
+    if a.shape[0] == 0:
+        return True
+    with nogil:
+        differ = memcmp(&a[0], &b[0], a.shape[0])
+    return differ == 0
+
+
+def tile_geometry(bint double_precision):
+    """(MR, NR, lanes): the register tile the GEMM step runs on and the tiles transformed
+    together, for this precision on this CPU."""
+    if double_precision:
+        return tile_mr(TILE_WIDE), tile_nr(TILE_WIDE, <double*> NULL), lanes(<double*> NULL)
+    return tile_mr(TILE_WIDE), tile_nr(TILE_WIDE, <float*> NULL), lanes(<float*> NULL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point from Python: 5-d C-contiguous arrays, already validated by the Python layer.
+
+def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
+                 const floating[:, :, :, :, ::1] w, const floating[::1] bias,
+                 floating[:, :, :, :, ::1] out, tuple stride, tuple pad, tuple dilation,
+                 Py_ssize_t groups, Py_ssize_t tile_panels, int num_threads,
+                 const floating[::1] u):
+    """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
+    axis, by Winograd F(4x4, 3x3) in super-blocks of `tile_panels` panels of tiles; `u` holds
+    w transformed by transform_weights (w itself is only read for its shape). Returns
+    0, or NONFINITE if some output is inf or NaN (then it may differ from the direct sum's
+    where the direct sum is finite: the caller recomputes). `kernel`: CONV_WINOGRAD."""
+    cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
+                                  stride, pad, dilation, groups)
+    cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef int status = 0
+    if kernel != CONV_WINOGRAD:
+        raise ValueError(f"conv_winograd.conv_forward does not run kernel {kernel}")
+    if (s.kernel[0], s.kernel[1], s.kernel[2]) != (1, 3, 3) or s.in_size[0] != 1 \
+            or (s.stride[1], s.stride[2], s.dilation[1], s.dilation[2]) != (1, 1, 1, 1):
+        raise ValueError("conv_winograd.conv_forward: 2-d 3x3 kernels, stride 1, dilation 1 "
+                         f"only; got kernel {shape5(w.shape)[2:]}, stride {stride}, "
+                         f"dilation {dilation}")
+    if tile_panels < 1:
+        raise ValueError(f"conv_winograd.conv_forward: tile_panels must be >= 1, got "
+                         f"{tile_panels}")
+    expected = weights_size(s.c_out, s.c_in_g, groups)
+    if u.shape[0] != expected:
+        raise ValueError(f"conv_winograd.conv_forward: u must have {expected} elements; got "
+                         f"{u.shape[0]}")
+    if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[3] == 0 or out.shape[4] == 0:
+        return 0
+    with nogil:
+        status = conv_winograd(&x[0, 0, 0, 0, 0], &u[0] if u.shape[0] else NULL, bias_ptr,
+                               &out[0, 0, 0, 0, 0], &s, tile_panels, num_threads)
+    if status == 1:
+        raise MemoryError("fastconv: could not allocate a convolution work buffer")
+    return status

@@ -1,0 +1,168 @@
+/* Winograd F(4x4, 3x3) transforms (Lavin & Gray 2016), interpolation points 0, 1, -1, 1/2, -2
+ * and infinity.
+ *
+ * A 4x4 output tile of a 3x3 stride-1 correlation is Y = A^T [(G g G^T) . (B^T d B)] A with
+ * d the 6x6 input tile and g the 3x3 filter: 36 element-wise products replace 144 multiply-
+ * adds, and summed over input channels those products are 36 independent GEMMs. The
+ * transforms below are the 1-d matrices applied along columns, then rows, each on vectors
+ * whose lanes are independent problems (tiles, or output channels for the weights):
+ *
+ *   B^T = [1 -3/2   -2  3/2 1 0]   G = [    1     0     0]   A^T = [1 1  1   1  1 0]
+ *         [0   -1  1/2  5/2 1 0]       [  1/3   1/3   1/3]         [0 1 -1 1/2 -2 0]
+ *         [0    1 -5/2  1/2 1 0]       [ -1/3   1/3  -1/3]         [0 1  1 1/4  4 0]
+ *         [0   -2   -1    2 1 0]       [-16/15 -8/15 -4/15]        [0 1 -1 1/8 -8 1]
+ *         [0  1/2   -1 -1/2 1 0]       [ 1/15 -2/15  4/15]
+ *         [0    1 -3/2   -2 3/2 1]     [    0     0     1]
+ *
+ * These points (rather than the usual 0, +-1, +-2) give about half the float32 error
+ * (Barabasz et al., "Error analysis and improving the accuracy of Winograd convolution for
+ * deep neural networks", 2020; measured: notes/winograd.md).
+ */
+#ifndef FASTCONV_WINOGRAD_H
+#define FASTCONV_WINOGRAD_H
+#include <stddef.h>
+#include <string.h>
+#include "gemm_microkernel.h"
+
+#define FC_WINO_TILE 4      /* outputs per tile side */
+#define FC_WINO_INPUT 6     /* input tile side */
+#define FC_WINO_ELEMENTS 36 /* transformed elements per tile */
+
+#define FC_DEFINE_WINOGRAD(SUFFIX, T)                                                           \
+typedef fc_gvec_##SUFFIX fc_wvec_##SUFFIX;                                                      \
+enum { FC_WINO_LANES_##SUFFIX = FC_VEC_##SUFFIX };                                              \
+                                                                                                \
+/* t = B^T d for d[0..5] at stride `s` (in and out) */                                          \
+static inline void fc_wino_bt_##SUFFIX(fc_wvec_##SUFFIX* d, ptrdiff_t s) {                      \
+    fc_wvec_##SUFFIX d0 = d[0], d1 = d[s], d2 = d[2 * s], d3 = d[3 * s], d4 = d[4 * s],         \
+                     d5 = d[5 * s];                                                             \
+    const T half = (T)0.5, three_halves = (T)1.5, five_halves = (T)2.5;                         \
+    d[0] = d0 + d4 + three_halves * (d3 - d1) - 2 * d2;                                         \
+    d[s] = d4 - d1 + half * d2 + five_halves * d3;                                              \
+    d[2 * s] = d4 + d1 - five_halves * d2 + half * d3;                                          \
+    d[3 * s] = d4 - d2 + 2 * (d3 - d1);                                                         \
+    d[4 * s] = d4 - d2 + half * (d1 - d3);                                                      \
+    d[5 * s] = d5 + d1 + three_halves * (d4 - d2) - 2 * d3;                                     \
+}                                                                                               \
+                                                                                                \
+/* o[0..3] = A^T m for m[0..5] at stride `s` */                                                 \
+static inline void fc_wino_at_##SUFFIX(const fc_wvec_##SUFFIX* m, ptrdiff_t s,                  \
+                                       fc_wvec_##SUFFIX* o, ptrdiff_t os) {                     \
+    fc_wvec_##SUFFIX a = m[s] + m[2 * s], b = m[s] - m[2 * s];                                  \
+    o[0] = m[0] + a + m[3 * s] + m[4 * s];                                                      \
+    o[os] = b + (T)0.5 * m[3 * s] - 2 * m[4 * s];                                               \
+    o[2 * os] = a + (T)0.25 * m[3 * s] + 4 * m[4 * s];                                          \
+    o[3 * os] = b + (T)0.125 * m[3 * s] - 8 * m[4 * s] + m[5 * s];                              \
+}                                                                                               \
+                                                                                                \
+/* r[0..5] = G g for g[0..2], each an array of FC_GEMM_MR lanes */                             \
+static inline void fc_wino_g_##SUFFIX(const T* g0, const T* g1, const T* g2,                    \
+                                      T (*r)[FC_GEMM_MR]) {                                     \
+    for (ptrdiff_t m = 0; m < FC_GEMM_MR; m++) {                                                \
+        r[0][m] = g0[m];                                                                        \
+        r[1][m] = (g0[m] + g1[m] + g2[m]) * (T)(1.0 / 3.0);                                     \
+        r[2][m] = (g1[m] - g0[m] - g2[m]) * (T)(1.0 / 3.0);                                     \
+        r[3][m] = (16 * g0[m] + 8 * g1[m] + 4 * g2[m]) * (T)(-1.0 / 15.0);                      \
+        r[4][m] = (g0[m] - 2 * g1[m] + 4 * g2[m]) * (T)(1.0 / 15.0);                            \
+        r[5][m] = g2[m];                                                                        \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* The weight transform of MR = FC_GEMM_MR filters (lanes: the output channels m of one panel \
+ * of the micro-kernel's wide tile, its A layout) for input channel c:                        \
+ *   u[e * e_stride + m] = (G g_m G^T)[e],  g_m = w + m * filter_stride (m < m_valid, else 0). \
+ * The lanes are arrays of a compile-time length, which the compiler vectorizes. */           \
+static inline void fc_wino_weight_##SUFFIX(const T* w, ptrdiff_t filter_stride,                 \
+                                           ptrdiff_t m_valid, T* u, ptrdiff_t e_stride) {      \
+    enum { MR = FC_GEMM_MR };                                                                   \
+    T g[9][MR], h[3][6][MR], c[3][MR], r[6][MR];                                                \
+    ptrdiff_t m, i, j, k;                                                                       \
+    for (m = 0; m < MR; m++)                                                                    \
+        for (k = 0; k < 9; k++) g[k][m] = m < m_valid ? w[m * filter_stride + k] : (T)0;        \
+    /* columns: h[j][.] = G g[., j] */                                                          \
+    for (j = 0; j < 3; j++) fc_wino_g_##SUFFIX(g[j], g[3 + j], g[6 + j], h[j]);                 \
+    /* rows: u[i][.] = G h[.][i] */                                                             \
+    for (i = 0; i < 6; i++) {                                                                   \
+        for (j = 0; j < 3; j++) memcpy(c[j], h[j][i], sizeof(c[j]));                            \
+        fc_wino_g_##SUFFIX(c[0], c[1], c[2], r);                                                \
+        for (j = 0; j < 6; j++) memcpy(u + (i * 6 + j) * e_stride, r[j], sizeof(r[j]));         \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+/* The input transform of one channel for LANES tiles:                                        \
+ *   v[e * e_stride + lane] = (B^T d_lane B)[e],                                              \
+ * d_lane the 6x6 block of `plane` (H x W) at (h0[lane], w0[lane]), zero outside the plane;   \
+ * lanes >= n_lanes are zero. plane_offset[lane] selects the image. */                         \
+static inline void fc_wino_input_##SUFFIX(const T* x, const ptrdiff_t* plane_offset,            \
+        const ptrdiff_t* h0, const ptrdiff_t* w0, ptrdiff_t n_lanes, ptrdiff_t H, ptrdiff_t W,  \
+        T* v, ptrdiff_t e_stride) {                                                             \
+    enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
+    T d[36][L];                                                                                 \
+    fc_wvec_##SUFFIX dv[36];                                                                    \
+    ptrdiff_t lane, i, j;                                                                       \
+    for (lane = 0; lane < L; lane++) {                                                          \
+        if (lane >= n_lanes) {                                                                  \
+            for (i = 0; i < 36; i++) d[i][lane] = 0;                                            \
+            continue;                                                                           \
+        }                                                                                       \
+        const T* src = x + plane_offset[lane];                                                  \
+        ptrdiff_t top = h0[lane], left = w0[lane];                                              \
+        if (top >= 0 && top + 6 <= H && left >= 0 && left + 6 <= W) {                           \
+            const T* row = src + top * W + left;                                                \
+            for (i = 0; i < 6; i++, row += W)                                                   \
+                for (j = 0; j < 6; j++) d[i * 6 + j][lane] = row[j];                            \
+        } else {                                                                                \
+            for (i = 0; i < 6; i++) {                                                           \
+                ptrdiff_t h = top + i;                                                          \
+                for (j = 0; j < 6; j++) {                                                       \
+                    ptrdiff_t c = left + j;                                                     \
+                    d[i * 6 + j][lane] = (h >= 0 && h < H && c >= 0 && c < W)                   \
+                        ? src[h * W + c] : (T)0;                                                \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    memcpy(dv, d, sizeof(dv));                                                                  \
+    for (j = 0; j < 6; j++) fc_wino_bt_##SUFFIX(dv + j, 6);      /* columns */                  \
+    for (i = 0; i < 6; i++) fc_wino_bt_##SUFFIX(dv + 6 * i, 1);  /* rows */                     \
+    for (i = 0; i < 36; i++) memcpy(v + i * e_stride, &dv[i], sizeof(dv[i]));                   \
+}                                                                                               \
+                                                                                                \
+/* The output transform of one output channel for LANES tiles: the 4x4 tile                   \
+ * A^T m_lane A + bias goes to `plane` (OH x OW, offset by plane_offset[lane]) at             \
+ * (4 * th, 4 * tw) = (h0[lane], w0[lane]), clipped to the plane; m[e * e_stride + lane].     \
+ * Returns 1 if an output of the tile (stored or not) is inf or NaN, else 0. */               \
+static inline int fc_wino_output_##SUFFIX(const T* m, ptrdiff_t e_stride, T bias, T* out,      \
+        const ptrdiff_t* plane_offset, const ptrdiff_t* h0, const ptrdiff_t* w0,                \
+        ptrdiff_t n_lanes, ptrdiff_t OH, ptrdiff_t OW) {                                        \
+    enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
+    fc_wvec_##SUFFIX mv[36], t[24], y[16];                                                      \
+    T ys[16][L];                                                                                \
+    ptrdiff_t lane, i, j;                                                                       \
+    for (i = 0; i < 36; i++) memcpy(&mv[i], m + i * e_stride, sizeof(mv[i]));                   \
+    for (j = 0; j < 6; j++) fc_wino_at_##SUFFIX(mv + j, 6, t + j, 6);       /* columns */       \
+    for (i = 0; i < 4; i++) fc_wino_at_##SUFFIX(t + 6 * i, 1, y + 4 * i, 1); /* rows */         \
+    fc_wvec_##SUFFIX nan_if_nonfinite = {0};                                                    \
+    for (i = 0; i < 16; i++) {                                                                  \
+        y[i] += bias;                                                                           \
+        nan_if_nonfinite += y[i] * 0;   /* inf * 0 and NaN * 0 are NaN */                       \
+    }                                                                                           \
+    memcpy(ys, y, sizeof(ys));                                                                  \
+    for (lane = 0; lane < n_lanes; lane++) {                                                    \
+        T* dst = out + plane_offset[lane];                                                      \
+        ptrdiff_t top = h0[lane], left = w0[lane];                                              \
+        ptrdiff_t rows = OH - top < 4 ? OH - top : 4, cols = OW - left < 4 ? OW - left : 4;     \
+        for (i = 0; i < rows; i++)                                                              \
+            for (j = 0; j < cols; j++) dst[(top + i) * OW + left + j] = ys[i * 4 + j][lane];    \
+    }                                                                                           \
+    T flags[L];                                                                                 \
+    memcpy(flags, &nan_if_nonfinite, sizeof(flags));                                            \
+    for (lane = 0; lane < n_lanes; lane++)                                                      \
+        if (flags[lane] != flags[lane]) return 1;                                               \
+    return 0;                                                                                   \
+}
+
+FC_DEFINE_WINOGRAD(f32, float)
+FC_DEFINE_WINOGRAD(f64, double)
+
+#endif /* FASTCONV_WINOGRAD_H */
