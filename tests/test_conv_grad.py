@@ -338,3 +338,40 @@ def test_random_calls_match_the_reference(data):
     np.testing.assert_allclose(WEIGHT_GRAD[nd](x, w.shape, g, **kwargs),
                                reference.conv_weight_grad(x, w.shape, g, **kwargs),
                                rtol=1e-11, atol=1e-11)
+
+
+# --- 1x1 weight gradient with the images' positions stacked ----------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, c_out, stride, groups", [
+    ((3, 64, 5, 4), 1100, 1, 1),        # 7x7-like planes: few positions per image
+    ((2, 128, 7, 7), 1040, 2, 2),       # strided 1x1 (the ResNet downsampling shortcut)
+    ((4, 96, 6, 9), 1400, (2, 3), 2),
+    ((5, 72, 11), 1000, 1, 1),          # 1-d
+])
+def test_pointwise_weight_gradient_with_stacked_images(x_shape, c_out, stride, groups, dtype):
+    """Small planes of a 1x1 layer are stacked into one deep GEMM (the plan says so); the
+    gradient and the bias gradient equal the reference."""
+    from fastconv._ops.conv_grad import weight_grad_of
+    from fastconv.planning import conv_problem, plan_weight_grad
+    rng = np.random.default_rng(c_out)
+    nd = len(x_shape) - 2
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w_shape = (c_out, x_shape[1] // groups) + (1,) * nd
+    g = rng.standard_normal(fastconv.output_shape(x_shape, w_shape, stride=stride,
+                                                  groups=groups)).astype(dtype)
+    problem = conv_problem(nd, x_shape, w_shape, None, stride, 0, 1, groups, "zeros")
+    plan = plan_weight_grad(problem, dtype)
+    assert plan.stacked and "stacked" in plan.explain()
+    bias = np.empty(c_out, dtype)
+    got = weight_grad_of(problem, x, g, w_shape, dtype, bias_out=bias)
+    want = reference.conv_weight_grad(x, w_shape, g, stride=stride, groups=groups)
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    np.testing.assert_allclose(bias, g.sum(axis=(0,) + tuple(range(2, nd + 2))), rtol=tol,
+                               atol=tol * np.abs(g).sum(axis=0).max())
+    # the same through the public function, and thread-count independent
+    with fastconv.num_threads(1):
+        one = WEIGHT_GRAD[nd](x, w_shape, g, stride=stride, groups=groups)
+    np.testing.assert_array_equal(WEIGHT_GRAD[nd](x, w_shape, g, stride=stride, groups=groups),
+                                  one)

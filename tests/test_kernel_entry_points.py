@@ -51,6 +51,11 @@ ENTRIES = {
          "WEIGHT_GRAD_GEMM1X1_PACKED"},
         lambda k, x, w, b, out: conv_im2col.weight_grad(k, x, out, w.copy(), *GEOMETRY, 6, 1,
                                                         1)),
+    "conv_im2col.weight_grad_stacked": (
+        {"WEIGHT_GRAD_GEMM1X1_BLAS"},
+        lambda k, x, w, b, out: conv_im2col.weight_grad_stacked(
+            k, x.reshape(1, 4, -1), out.reshape(1, 5, -1), w.reshape(5, -1)[:, :4].copy(), 1, 2,
+            1)),
     "conv_packed.conv_forward": (
         {"CONV_PACKED_SEGMENTS"},
         lambda k, x, w, b, out: conv_packed.conv_forward(k, x, w, b, out, *GEOMETRY, 1, 1, 0,

@@ -513,3 +513,41 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
                                   &s, pointwise, band_rows, chunks, own_gemm, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a work buffer")
+
+
+def weight_grad_stacked(int kernel, const floating[:, :, ::1] x, const floating[:, :, ::1] g,
+                        floating[:, ::1] dw, Py_ssize_t groups, Py_ssize_t block_rows,
+                        int num_threads):
+    """dw[o, c] := sum over p of g[0, o, p] * x[0, group(o) * C_g + c, p]: the weight gradient
+    of a 1x1 convolution whose images' positions are stacked along p (x (1, C, P), g (1, K,
+    P), dw (K, C_g)). Blocks of `block_rows` output channels run in parallel, each one BLAS
+    GEMM over the whole depth P: every element is one full sum, whatever the split.
+    `kernel`: WEIGHT_GRAD_GEMM1X1_BLAS."""
+    cdef Py_ssize_t C = x.shape[1], K = g.shape[1], P = x.shape[2]
+    cdef Py_ssize_t Cg, Kg, blocks, item, grp, r0, rows
+    cdef int blas_threads_before
+    if kernel != WEIGHT_GRAD_GEMM1X1_BLAS:
+        raise ValueError(f"conv_im2col.weight_grad_stacked does not run kernel {kernel}")
+    if groups < 1 or C % groups or K % groups or g.shape[2] != P or block_rows < 1 \
+            or dw.shape[0] != K or dw.shape[1] != C // groups:
+        raise ValueError("conv_im2col.weight_grad_stacked: x (1, C, P), g (1, K, P), dw (K, "
+                         f"C / groups), block_rows >= 1; got {(x.shape[0], C, P)}, "
+                         f"{(g.shape[0], K, g.shape[2])}, {(dw.shape[0], dw.shape[1])}, "
+                         f"groups {groups}, block_rows {block_rows}")
+    Cg, Kg = C // groups, K // groups
+    if K == 0 or Cg == 0:
+        return
+    if P == 0:
+        dw[:, :] = 0
+        return
+    blocks = (Kg + block_rows - 1) // block_rows
+    with nogil, parallel(num_threads=num_threads):
+        blas_threads_before = hold_blas_single_threaded(blas_local_threads())
+        for item in prange(groups * blocks, schedule='dynamic'):
+            grp = item // blocks
+            r0 = (item % blocks) * block_rows
+            rows = Kg - r0 if Kg - r0 < block_rows else block_rows
+            gemm(False, True, <int> rows, <int> Cg, <int> P, <floating> 1,
+                 &g[0, grp * Kg + r0, 0], <int> P, &x[0, grp * Cg, 0], <int> P, <floating> 0,
+                 &dw[grp * Kg + r0, 0], <int> Cg)
+        release_blas(blas_local_threads(), blas_threads_before)

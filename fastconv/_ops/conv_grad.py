@@ -96,11 +96,33 @@ def run_input_grad(problem, plan, weight, grad_output, dtype):
     return dx
 
 
+def _run_stacked_weight_grad(problem, plan, input, grad_output, weight_shape, dtype, bias_out):
+    """The weight gradient of a 1x1 `problem` as the gradient of plan.stacked's 1-d problem:
+    the pixels the kernel reads (every stride-th) and the output gradient, each laid out
+    channels first with the images' positions end to end."""
+    sampled = input[(slice(None), slice(None)) + tuple(slice(None, None, s)
+                                                       for s in problem.stride)]
+    x = np.ascontiguousarray(np.moveaxis(sampled, 0, 1), dtype).reshape(
+        1, problem.in_channels, -1)
+    g = np.ascontiguousarray(np.moveaxis(grad_output, 0, 1), dtype).reshape(
+        1, problem.out_channels, -1)
+    dw = np.empty(weight_shape[:2], dtype)
+    with _threads.single_threaded_blas:
+        conv_im2col.weight_grad_stacked(plan.kernel, x, g, dw, problem.groups, plan.band_rows,
+                                        plan.threads)
+    if bias_out is not None:
+        bias_out[...] = bias_grad_of(grad_output, dtype)
+    return dw.reshape(weight_shape)
+
+
 def run_weight_grad(problem, plan, input, grad_output, weight_shape, dtype, bias_out=None):
     """The weight gradient of the zero-padded convolution `problem` on `input` by `plan`;
     with `bias_out` (an array of C_out elements), the bias gradient too, written there (on the
     phase grid it is summed while the output gradient is read anyway)."""
     nd = problem.ndim
+    if plan.stacked:
+        return _run_stacked_weight_grad(problem, plan, input, grad_output, weight_shape, dtype,
+                                        bias_out)
     x = np.ascontiguousarray(input, dtype=dtype)
     g = np.ascontiguousarray(grad_output, dtype=dtype)
     dw = np.zeros(weight_shape, dtype)

@@ -90,6 +90,7 @@ class Plan:
     images_per_unit: int = 0    # weight gradient on the phase grid: images per work unit
     pieces: tuple = ()
     phases: tuple = ()
+    stacked: tuple = ()         # weight gradient: (the problem of the images stacked,)
 
     @property
     def algorithm(self):
@@ -119,6 +120,8 @@ class Plan:
             text += f"; run in {len(self.pieces)} interruptible pieces"
         if self.phases:
             text += f"; {len(self.phases)} stride-1 phase convolutions"
+        if self.stacked:
+            text += f"; the images' positions stacked into {self.stacked[0].in_size[0]}"
         return text
 
 
@@ -518,6 +521,30 @@ WEIGHT_GRAD_RULES = (
 )
 
 
+# The weight gradient of a 1x1 layer (any stride, no padding) over small planes: per image the
+# GEMM's depth is one plane (49 positions on 7x7), and every such product reads and writes the
+# whole gradient (2048 x 512 in ResNet-50's last stage) into per-chunk buffers. With the
+# images' positions stacked into one plane (a channels-first copy of the input's sampled
+# pixels and of the output gradient), the same sums are a few deep GEMMs, one per block of
+# output channels. Measured on Zen 4, 2 threads, float32, batch 8, ResNet-50's layers (ms, per
+# image -> stacked; notes/winograd.md).
+STACK_IMAGES_MAX_PLANE = 1024
+# Blocks of output channels per group: each GEMM packs the whole stacked input again, so few
+# (a fixed count: the split never depends on the thread count).
+STACKED_BLOCKS = 4
+
+
+def stacked_pointwise(problem):
+    """The 1-d problem (batch 1, stride 1) whose weight gradient is `problem`'s with the
+    images' sampled positions stacked, or None where stacking does not apply."""
+    if (problem.batch < 2 or any(k != 1 for k in problem.kernel_size)
+            or any(p != (0, 0) for p in problem.padding)
+            or prod(problem.out_size) > STACK_IMAGES_MAX_PLANE):
+        return None
+    return ConvProblem(1, problem.in_channels, problem.out_channels, problem.groups,
+                       (problem.batch * prod(problem.out_size),), (1,), (1,), ((0, 0),), (1,))
+
+
 def _weight_grad_kernel(family, problem):
     if family == "phase":
         return Kernel.WEIGHT_GRAD_PHASE
@@ -541,6 +568,14 @@ def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas):
     padded = problem.explicitly_padded
     family, variant, reason = _choose(padded, itemsize, threads, algorithm, WEIGHT_GRAD_RULES,
                                       WEIGHT_GRAD_ALGORITHMS, "weight_grad")
+    stacked = stacked_pointwise(padded) if family == "gemm" and variant is None else None
+    if stacked is not None and not own_gemm(stacked):
+        # blocks of output channels, each one BLAS GEMM over every position: a fixed split
+        block = -(-stacked.out_per_group // STACKED_BLOCKS)
+        return Plan(Kernel.WEIGHT_GRAD_GEMM1X1_BLAS, reason + "; a 1x1 kernel on small "
+                    "planes: the images' positions stacked end to end, blocks of output "
+                    "channels as GEMMs over all of them", threads, band_rows=block,
+                    stacked=(stacked,))
     kernel = variant or _weight_grad_kernel(family, padded)
     geometry = tiling.kernel_geometry(padded)
     if kernel == Kernel.WEIGHT_GRAD_PHASE:
