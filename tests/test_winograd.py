@@ -194,9 +194,9 @@ def test_input_gradient_by_winograd_matches_the_reference(batch, c_in, c_out, si
 
 def test_stride_1_transposed_convolution_runs_winograd():
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((2, 32, 10, 9)).astype(np.float32)
-    w = rng.standard_normal((32, 24, 3, 3)).astype(np.float32)
-    problem = problem_from_call((2, 24, 10, 9), (32, 24, 3, 3), padding=1)
+    x = rng.standard_normal((2, 40, 10, 9)).astype(np.float32)
+    w = rng.standard_normal((40, 32, 3, 3)).astype(np.float32)
+    problem = problem_from_call((2, 32, 10, 9), (40, 32, 3, 3), padding=1)
     assert plan_input_grad(problem, "float32").algorithm == "winograd"
     want = reference.conv_transpose_nd(x, w, padding=1)
     got = fastconv.conv_transpose2d(x, w, padding=1)
@@ -206,8 +206,8 @@ def test_stride_1_transposed_convolution_runs_winograd():
 
 def test_an_inf_weight_keeps_auto_input_gradient_off_winograd():
     rng = np.random.default_rng(9)
-    x, w, _ = random_call(rng, 1, 16, 16, (8, 8), 1, np.float64)
-    g = rng.standard_normal((1, 16, 8, 8))
+    x, w, _ = random_call(rng, 1, 32, 32, (8, 8), 1, np.float64)
+    g = rng.standard_normal((1, 32, 8, 8))
     w[2, 3, 0, 0] = np.inf
     problem = problem_from_call(x.shape, w.shape, padding=1)
     assert plan_input_grad(problem, "float64").algorithm == "winograd"
@@ -227,6 +227,8 @@ def test_auto_runs_winograd_on_wide_3x3_stride_1_layers_only():
     assert algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=2, dilation=2) != "winograd"
     assert algorithm((8, 64, 56, 56), (64, 64, 5, 5), padding=2) != "winograd"
     assert algorithm((8, 8, 56, 56), (64, 8, 3, 3), padding=1) != "winograd"   # thin input
+    assert algorithm((8, 16, 56, 56), (16, 16, 3, 3), padding=1) != "winograd"
+    assert algorithm((8, 32, 56, 56), (32, 32, 3, 3), padding=1) == "winograd"
     assert algorithm((8, 64, 56, 56), (64, 2, 3, 3), padding=1, groups=32) != "winograd"
 
 

@@ -231,9 +231,10 @@ def winograd_computes(problem):
 # Measured on Zen 4 (2 threads, float32, ms, packed -> winograd; notes/winograd.md): 64 -> 64
 # channels 56x56 1.45 -> 0.64 (batch 1), 9.5 -> 5.4 (batch 8); 256 -> 256 on 14x14 1.86 ->
 # 1.39; 512 -> 512 on 7x7, batch 8, 13.5 -> 8.3; 32 -> 64 on 32x32, batch 32, 6.7 -> 4.5.
-# Below this many channels per group on either side the transforms cost more than the 4x
-# fewer multiplications save.
-WINOGRAD_MIN_CHANNELS = 16
+# Below this many channels per group on either side the transforms cost about what the 4x
+# fewer multiplications save: 16 -> 16 channels won on 28x28 (0.27 against 0.32 ms) and lost
+# on 56x56, batch 8 (0.82 against 0.61); 32 -> 32 on 56x56, batch 8: 1.67 against 2.43.
+WINOGRAD_MIN_CHANNELS = 32
 
 
 def winograd_pays(problem):
