@@ -343,35 +343,79 @@ def test_random_calls_match_the_reference(data):
 # --- 1x1 weight gradient with the images' positions stacked ----------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("x_shape, c_out, stride, groups", [
-    ((3, 64, 5, 4), 1100, 1, 1),        # 7x7-like planes: few positions per image
-    ((2, 128, 7, 7), 1040, 2, 2),       # strided 1x1 (the ResNet downsampling shortcut)
-    ((4, 96, 6, 9), 1400, (2, 3), 2),
-    ((5, 72, 11), 1000, 1, 1),          # 1-d
+@pytest.mark.parametrize("x_shape, c_out, kernel, kwargs", [
+    ((3, 64, 5, 4), 1100, 1, dict()),                   # 7x7-like planes: few positions
+    ((2, 128, 7, 7), 1040, 1, dict(stride=2, groups=2)),   # ResNet's downsampling shortcut
+    ((4, 96, 6, 9), 1400, 1, dict(stride=(2, 3), groups=2)),
+    ((5, 72, 11), 1000, 1, dict()),                       # 1-d
+    ((3, 32, 6, 5), 260, 3, dict(padding=1)),             # VGG's small planes: an im2col
+    ((2, 64, 7, 8), 256, 3, dict(padding=(2, 1), stride=2, dilation=(2, 1), groups=2)),
+    ((2, 32, 5, 6), 260, 3, dict(padding=1, padding_mode="reflect")),
+    ((2, 8, 3, 4, 5), 320, 3, dict(padding=1)),           # 3-d
 ])
-def test_pointwise_weight_gradient_with_stacked_images(x_shape, c_out, stride, groups, dtype):
-    """Small planes of a 1x1 layer are stacked into one deep GEMM (the plan says so); the
-    gradient and the bias gradient equal the reference."""
+def test_weight_gradient_with_stacked_images(x_shape, c_out, kernel, kwargs, dtype):
+    """Small planes are stacked end to end into deep GEMMs (the plan says so); the gradient
+    and the bias gradient equal the reference."""
     from fastconv._ops.conv_grad import weight_grad_of
-    from fastconv.planning import conv_problem, plan_weight_grad
+    from fastconv.planning import plan_weight_grad, problem_from_call
     rng = np.random.default_rng(c_out)
     nd = len(x_shape) - 2
+    groups = kwargs.get("groups", 1)
+    stride = kwargs.get("stride", 1)
     x = rng.standard_normal(x_shape).astype(dtype)
-    w_shape = (c_out, x_shape[1] // groups) + (1,) * nd
-    g = rng.standard_normal(fastconv.output_shape(x_shape, w_shape, stride=stride,
-                                                  groups=groups)).astype(dtype)
-    problem = conv_problem(nd, x_shape, w_shape, None, stride, 0, 1, groups, "zeros")
+    w_shape = (c_out, x_shape[1] // groups) + (kernel,) * nd
+    shape_kwargs = {k: v for k, v in kwargs.items() if k != "padding_mode"}
+    g = rng.standard_normal(fastconv.output_shape(x_shape, w_shape, **shape_kwargs)
+                            ).astype(dtype)
+    problem = problem_from_call(x_shape, w_shape, **kwargs)
     plan = plan_weight_grad(problem, dtype)
     assert plan.stacked and "stacked" in plan.explain()
     bias = np.empty(c_out, dtype)
     got = weight_grad_of(problem, x, g, w_shape, dtype, bias_out=bias)
-    want = reference.conv_weight_grad(x, w_shape, g, stride=stride, groups=groups)
+    want = reference.conv_weight_grad(x, w_shape, g, **kwargs)
     tol = 2e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
     np.testing.assert_allclose(bias, g.sum(axis=(0,) + tuple(range(2, nd + 2))), rtol=tol,
                                atol=tol * np.abs(g).sum(axis=0).max())
     # the same through the public function, and thread-count independent
     with fastconv.num_threads(1):
-        one = WEIGHT_GRAD[nd](x, w_shape, g, stride=stride, groups=groups)
-    np.testing.assert_array_equal(WEIGHT_GRAD[nd](x, w_shape, g, stride=stride, groups=groups),
-                                  one)
+        one = WEIGHT_GRAD[nd](x, w_shape, g, **kwargs)
+    np.testing.assert_array_equal(WEIGHT_GRAD[nd](x, w_shape, g, **kwargs), one)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    # a tap whose padding covers more than the whole output row (found by test_fuzz_training:
+    # the im2col row wrote one zero past its row, into the next image's stacked positions)
+    ((2, 1, 1, 2, 1), (1, 1, 1, 1, 3), dict(padding=(0, 0, 2), dilation=(1, 1, 2))),
+    ((2, 3, 2, 1), (4, 3, 1, 3), dict(padding=(0, 2), dilation=(1, 2))),
+    ((3, 2, 4, 2), (5, 2, 3, 3), dict(padding=3, stride=(1, 2))),
+    ((2, 2, 1), (3, 2, 5), dict(padding=4, dilation=1)),
+])
+def test_padding_wider_than_a_short_axis(x_shape, w_shape, kwargs):
+    """Every algorithm of all three computations, forced, on padding that reaches past a
+    short axis: the reference's values."""
+    nd = len(x_shape) - 2
+    rng = np.random.default_rng(len(x_shape) + w_shape[0])
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    g = rng.standard_normal(fastconv.output_shape(x_shape, w_shape, **kwargs))
+    problem = fastconv.planning.problem_from_call(x_shape, w_shape, **kwargs)
+    want_y = reference.conv_nd(x, w, None, **kwargs)
+    want_dx = reference.conv_input_grad(x_shape, w, g, **kwargs)
+    want_dw = reference.conv_weight_grad(x, w_shape, g, **kwargs)
+    for operation, call, want in [
+            ("forward", lambda a: CONV[nd](x, w, algorithm=a, **kwargs), want_y),
+            ("input_grad", lambda a: INPUT_GRAD[nd](x_shape, w, g, algorithm=a, **kwargs),
+             want_dx),
+            ("weight_grad", lambda a: WEIGHT_GRAD[nd](x, w_shape, g, algorithm=a, **kwargs),
+             want_dw)]:
+        for name in ("auto",) + tuple(fastconv.planning.variants(operation)):
+            if name != "auto" and not fastconv.planning.SUPPORTS.get(name, lambda p: True)(
+                    problem):
+                continue
+            try:
+                got = call(name)
+            except ValueError as error:   # a kernel that cannot compute this geometry
+                assert "needs" in str(error), (operation, name, error)
+                continue
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10,
+                                       err_msg=f"{operation} {name}")

@@ -45,19 +45,19 @@ cdef const floating* unfold_band(const floating* x_g, const ConvShape* s, Py_ssi
     itself (row stride: the input plane), else its im2col written into `col`."""
     if pointwise:
         return x_g + r0 * s.out_size[2]
-    im2col_rows(x_g, s, r0, r1, col)
+    im2col_rows(x_g, s, r0, r1, col, (r1 - r0) * s.out_size[2])
     return col
 
 
 cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_begin,
-                      Py_ssize_t row_end, floating* col) noexcept nogil:
-    """col[k, j] = x_g[c, d, h, w] read by tap k = (c, kd, kh, kw) at output position j of the
-    band of output rows [row_begin, row_end) (a row is a fixed (od, oh)); zero where padding."""
+                      Py_ssize_t row_end, floating* col, Py_ssize_t ld) noexcept nogil:
+    """col[k * ld + j] = x_g[c, d, h, w] read by tap k = (c, kd, kh, kw) at output position j
+    of the band of output rows [row_begin, row_end) (a row is a fixed (od, oh)); zero where
+    padding."""
     cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
     cdef Py_ssize_t sw = s.stride[2]
-    cdef Py_ssize_t band = (row_end - row_begin) * OW
     cdef Py_ssize_t taps = KD * KH * KW
     cdef Py_ssize_t k, c, tap, kd, kh, kw, r, od, oh, i_d, i_h, off, lo, hi, o
     cdef Py_ssize_t od_first = row_begin // OH, oh_first = row_begin % OH
@@ -67,7 +67,7 @@ cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_be
         decode_tap(k, s, &c, &kd, &kh, &kw)
         off = kw * s.dilation[2] - s.pad[2]
         output_range(off, sw, W, OW, &lo, &hi)
-        dst = col + k * band
+        dst = col + k * ld
         # (od, oh) of row r advance by counting: no division per row in this hot loop
         od = od_first
         oh = oh_first
@@ -516,38 +516,77 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
 
 
 def weight_grad_stacked(int kernel, const floating[:, :, ::1] x, const floating[:, :, ::1] g,
-                        floating[:, ::1] dw, Py_ssize_t groups, Py_ssize_t block_rows,
+                        floating[:, ::1] dw, Py_ssize_t groups, Py_ssize_t blocks,
                         int num_threads):
     """dw[o, c] := sum over p of g[0, o, p] * x[0, group(o) * C_g + c, p]: the weight gradient
-    of a 1x1 convolution whose images' positions are stacked along p (x (1, C, P), g (1, K,
-    P), dw (K, C_g)). Blocks of `block_rows` output channels run in parallel, each one BLAS
-    GEMM over the whole depth P: every element is one full sum, whatever the split.
-    `kernel`: WEIGHT_GRAD_GEMM1X1_BLAS."""
+    of a pointwise convolution whose images' positions are stacked along p (x (1, C, P), g (1,
+    K, P), dw (K, C_g)). The larger of a group's output channels and input rows is cut into
+    `blocks` blocks that run in parallel, each one BLAS GEMM over the whole depth P: every
+    element is one full sum, whatever the split. `kernel`: WEIGHT_GRAD_GEMM1X1_BLAS."""
     cdef Py_ssize_t C = x.shape[1], K = g.shape[1], P = x.shape[2]
-    cdef Py_ssize_t Cg, Kg, blocks, item, grp, r0, rows
+    cdef Py_ssize_t Cg, Kg, item, grp, b0, size, step
+    cdef bint by_columns
     cdef int blas_threads_before
     if kernel != WEIGHT_GRAD_GEMM1X1_BLAS:
         raise ValueError(f"conv_im2col.weight_grad_stacked does not run kernel {kernel}")
-    if groups < 1 or C % groups or K % groups or g.shape[2] != P or block_rows < 1 \
+    if groups < 1 or C % groups or K % groups or g.shape[2] != P or blocks < 1 \
             or dw.shape[0] != K or dw.shape[1] != C // groups:
         raise ValueError("conv_im2col.weight_grad_stacked: x (1, C, P), g (1, K, P), dw (K, "
-                         f"C / groups), block_rows >= 1; got {(x.shape[0], C, P)}, "
+                         f"C / groups), blocks >= 1; got {(x.shape[0], C, P)}, "
                          f"{(g.shape[0], K, g.shape[2])}, {(dw.shape[0], dw.shape[1])}, "
-                         f"groups {groups}, block_rows {block_rows}")
+                         f"groups {groups}, blocks {blocks}")
     Cg, Kg = C // groups, K // groups
     if K == 0 or Cg == 0:
         return
     if P == 0:
         dw[:, :] = 0
         return
-    blocks = (Kg + block_rows - 1) // block_rows
+    # split the longer side: each GEMM packs the whole of the other operand
+    by_columns = Cg > Kg
+    step = ((Cg if by_columns else Kg) + blocks - 1) // blocks
     with nogil, parallel(num_threads=num_threads):
         blas_threads_before = hold_blas_single_threaded(blas_local_threads())
         for item in prange(groups * blocks, schedule='dynamic'):
             grp = item // blocks
-            r0 = (item % blocks) * block_rows
-            rows = Kg - r0 if Kg - r0 < block_rows else block_rows
-            gemm(False, True, <int> rows, <int> Cg, <int> P, <floating> 1,
-                 &g[0, grp * Kg + r0, 0], <int> P, &x[0, grp * Cg, 0], <int> P, <floating> 0,
-                 &dw[grp * Kg + r0, 0], <int> Cg)
+            b0 = (item % blocks) * step
+            size = (Cg if by_columns else Kg) - b0
+            if size > step:
+                size = step
+            if size <= 0:
+                continue
+            if by_columns:
+                gemm(False, True, <int> Kg, <int> size, <int> P, <floating> 1,
+                     &g[0, grp * Kg, 0], <int> P, &x[0, grp * Cg + b0, 0], <int> P,
+                     <floating> 0, &dw[grp * Kg, b0], <int> Cg)
+            else:
+                gemm(False, True, <int> size, <int> Cg, <int> P, <floating> 1,
+                     &g[0, grp * Kg + b0, 0], <int> P, &x[0, grp * Cg, 0], <int> P,
+                     <floating> 0, &dw[grp * Kg + b0, 0], <int> Cg)
         release_blas(blas_local_threads(), blas_threads_before)
+
+
+def unfold_stacked(const floating[:, :, :, :, ::1] x, tuple w_shape, tuple out_shape,
+                   floating[:, ::1] col, tuple stride, tuple pad, tuple dilation,
+                   Py_ssize_t groups, int num_threads):
+    """col[(g * C_in_g + c) * taps + tap, n * P + j] := the input pixel tap (c, kd, kh, kw) of
+    group g reads at output position j of image n (P positions per image; zero where
+    padding): every image's im2col side by side, the operand of weight_grad_stacked."""
+    cdef ConvShape s = make_shape(shape5(x.shape), w_shape, out_shape, stride, pad, dilation,
+                                  groups)
+    cdef Py_ssize_t taps = s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t rows = s.out_size[0] * s.out_size[1]
+    cdef Py_ssize_t P = rows * s.out_size[2]
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t item, n, g
+    if col.shape[0] != s.c_in * taps or col.shape[1] != s.n * P:
+        raise ValueError(f"conv_im2col.unfold_stacked: col must be {(s.c_in * taps, s.n * P)}; "
+                         f"got {(col.shape[0], col.shape[1])}")
+    if col.shape[0] == 0 or col.shape[1] == 0:
+        return
+    with nogil:
+        for item in prange(s.n * s.groups, num_threads=num_threads, schedule='static'):
+            n = item // s.groups
+            g = item % s.groups
+            im2col_rows(&x[0, 0, 0, 0, 0] + (n * s.c_in + g * s.c_in_g) * in_plane, &s, 0,
+                        rows, &col[0, 0] + g * s.c_in_g * taps * col.shape[1] + n * P,
+                        col.shape[1])

@@ -106,6 +106,8 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
             else:
                 # the columns [first, last) read the input; the others read padding
                 first = lo - ow if lo > ow else 0
+                if first > n:
+                    first = n
                 last = hi - ow if hi - ow < n else n
                 if last < first:
                     last = first

@@ -36,10 +36,15 @@ cdef inline ConvShape make_shape(tuple x_shape, tuple w_shape, tuple out_shape, 
 
 cdef inline void output_range(Py_ssize_t offset, Py_ssize_t stride, Py_ssize_t in_len,
                               Py_ssize_t out_len, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """[lo, hi): the outputs o with 0 <= o * stride + offset < in_len (the rest read padding)."""
+    """[lo, hi): the outputs o with 0 <= o * stride + offset < in_len (the rest read padding),
+    within [0, out_len]: a caller may zero outputs [0, lo) and [hi, out_len)."""
     cdef Py_ssize_t last = in_len - 1 - offset
     lo[0] = 0 if offset >= 0 else (-offset + stride - 1) // stride
     hi[0] = 0 if last < 0 else last // stride + 1
+    # a tap whose padding covers more than the whole output (padding past a short axis):
+    # without the clamp, zeroing [0, lo) would write past the output row
+    if lo[0] > out_len:
+        lo[0] = out_len
     if hi[0] > out_len:
         hi[0] = out_len
     if hi[0] < lo[0]:

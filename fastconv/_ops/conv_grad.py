@@ -17,7 +17,8 @@ from fastconv._kernels import conv_bias as _conv_bias, conv_direct, conv_im2col,
 from fastconv._ops.conv import as_5d, run_conv
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
-from fastconv._plan.dispatch import Kernel, plan_input_grad, plan_weight_grad
+from fastconv._plan.dispatch import Kernel, plan_input_grad, plan_weight_grad, \
+    sampled_pointwise
 from fastconv._plan.problems import NUMPY_PAD_MODE, check_grad_output, conv_problem
 from fastconv._runtime import threads as _threads
 
@@ -97,18 +98,29 @@ def run_input_grad(problem, plan, weight, grad_output, dtype):
 
 
 def _run_stacked_weight_grad(problem, plan, input, grad_output, weight_shape, dtype, bias_out):
-    """The weight gradient of a 1x1 `problem` as the gradient of plan.stacked's 1-d problem:
-    the pixels the kernel reads (every stride-th) and the output gradient, each laid out
-    channels first with the images' positions end to end."""
-    sampled = input[(slice(None), slice(None)) + tuple(slice(None, None, s)
-                                                       for s in problem.stride)]
-    x = np.ascontiguousarray(np.moveaxis(sampled, 0, 1), dtype).reshape(
-        1, problem.in_channels, -1)
+    """The weight gradient of the zero-padded `problem` as the gradient of plan.stacked's 1-d
+    pointwise problem: the operand (for a 1x1 kernel without padding the pixels it reads,
+    every stride-th; else each image's im2col) and the output gradient, each laid out
+    channels (and taps) first with the images' positions end to end."""
+    (stacked,) = plan.stacked
+    if sampled_pointwise(problem):
+        sampled = input[(slice(None), slice(None)) + tuple(slice(None, None, s)
+                                                           for s in problem.stride)]
+        x = np.ascontiguousarray(np.moveaxis(sampled, 0, 1), dtype).reshape(
+            1, problem.in_channels, -1)
+    else:
+        nd = problem.ndim
+        x = np.empty((1, stacked.in_channels, stacked.in_size[0]), dtype)
+        unit = (1,) * (3 - nd)
+        conv_im2col.unfold_stacked(as_5d(np.ascontiguousarray(input, dtype), nd),
+                                   weight_shape[:2] + unit + tuple(weight_shape[2:]),
+                                   problem.out_shape[:2] + unit + problem.out_size, x[0],
+                                   *plan.geometry, problem.groups, plan.threads)
     g = np.ascontiguousarray(np.moveaxis(grad_output, 0, 1), dtype).reshape(
         1, problem.out_channels, -1)
-    dw = np.empty(weight_shape[:2], dtype)
+    dw = np.empty((weight_shape[0], stacked.in_per_group), dtype)
     with _threads.single_threaded_blas:
-        conv_im2col.weight_grad_stacked(plan.kernel, x, g, dw, problem.groups, plan.band_rows,
+        conv_im2col.weight_grad_stacked(plan.kernel, x, g, dw, problem.groups, plan.chunks,
                                         plan.threads)
     if bias_out is not None:
         bias_out[...] = bias_grad_of(grad_output, dtype)

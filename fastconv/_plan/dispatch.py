@@ -522,28 +522,40 @@ WEIGHT_GRAD_RULES = (
 )
 
 
-# The weight gradient of a 1x1 layer (any stride, no padding) over small planes: per image the
-# GEMM's depth is one plane (49 positions on 7x7), and every such product reads and writes the
-# whole gradient (2048 x 512 in ResNet-50's last stage) into per-chunk buffers. With the
-# images' positions stacked into one plane (a channels-first copy of the input's sampled
-# pixels and of the output gradient), the same sums are a few deep GEMMs, one per block of
-# output channels. Measured on Zen 4, 2 threads, float32, batch 8, ResNet-50's layers (ms, per
+# The weight gradient over small planes: per image the GEMM's depth is one plane (49 positions
+# on 7x7), and every such product reads and writes the whole gradient (2048 x 512 in
+# ResNet-50's last stage, 512 x 4608 in VGG's) into per-chunk buffers. With the images'
+# positions stacked end to end (for a 1x1 kernel without padding a channels-first copy of the
+# input's sampled pixels, else every image's im2col side by side, and a channels-first copy
+# of the output gradient), the same sums are a few deep GEMMs, one per block of output
+# channels. Measured on Zen 4, 2 threads, float32, ResNet-50's and VGG-11's layers (ms, per
 # image -> stacked; notes/winograd.md).
-STACK_IMAGES_MAX_PLANE = 1024
-# Blocks of output channels per group: each GEMM packs the whole stacked input again, so few
-# (a fixed count: the split never depends on the thread count).
+STACK_IMAGES_MAX_PLANE = 256
+STACK_IMAGES_MAX_BYTES = 64 << 20      # the stacked im2col
+# Blocks per group (of output channels, or of input channels x taps where those are more):
+# each GEMM packs the whole of the other operand again, so few; a fixed count, so the split
+# never depends on the thread count.
 STACKED_BLOCKS = 4
 
 
-def stacked_pointwise(problem):
-    """The 1-d problem (batch 1, stride 1) whose weight gradient is `problem`'s with the
-    images' sampled positions stacked, or None where stacking does not apply."""
-    if (problem.batch < 2 or any(k != 1 for k in problem.kernel_size)
-            or any(p != (0, 0) for p in problem.padding)
-            or prod(problem.out_size) > STACK_IMAGES_MAX_PLANE):
+def sampled_pointwise(problem):
+    """True if `problem`'s taps read each input pixel at most once (1x1 kernel, no padding):
+    its stacked operand is a copy of the sampled pixels, not an im2col."""
+    return all(k == 1 for k in problem.kernel_size) and all(p == (0, 0) for p in problem.padding)
+
+
+def stacked_problem(problem, itemsize):
+    """The 1-d pointwise problem (batch 1) whose weight gradient is `problem`'s with the
+    images' positions stacked end to end and the taps as input channels, or None where
+    stacking does not apply (one image, large planes, a stacked im2col too big)."""
+    positions = problem.batch * prod(problem.out_size)
+    taps = prod(problem.kernel_size)
+    if (problem.batch < 2 or prod(problem.out_size) > STACK_IMAGES_MAX_PLANE
+            or not sampled_pointwise(problem)
+            and problem.in_channels * taps * positions * itemsize > STACK_IMAGES_MAX_BYTES):
         return None
-    return ConvProblem(1, problem.in_channels, problem.out_channels, problem.groups,
-                       (problem.batch * prod(problem.out_size),), (1,), (1,), ((0, 0),), (1,))
+    return ConvProblem(1, problem.in_channels * taps, problem.out_channels, problem.groups,
+                       (positions,), (1,), (1,), ((0, 0),), (1,))
 
 
 def _weight_grad_kernel(family, problem):
@@ -569,13 +581,12 @@ def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas):
     padded = problem.explicitly_padded
     family, variant, reason = _choose(padded, itemsize, threads, algorithm, WEIGHT_GRAD_RULES,
                                       WEIGHT_GRAD_ALGORITHMS, "weight_grad")
-    stacked = stacked_pointwise(padded) if family == "gemm" and variant is None else None
+    stacked = stacked_problem(padded, itemsize) if family == "gemm" and variant is None \
+        else None
     if stacked is not None and not own_gemm(stacked):
-        # blocks of output channels, each one BLAS GEMM over every position: a fixed split
-        block = -(-stacked.out_per_group // STACKED_BLOCKS)
-        return Plan(Kernel.WEIGHT_GRAD_GEMM1X1_BLAS, reason + "; a 1x1 kernel on small "
-                    "planes: the images' positions stacked end to end, blocks of output "
-                    "channels as GEMMs over all of them", threads, band_rows=block,
+        return Plan(Kernel.WEIGHT_GRAD_GEMM1X1_BLAS, reason + "; small planes: the images' "
+                    "positions stacked end to end, blocks of output channels as GEMMs over "
+                    "all of them", threads, tiling.kernel_geometry(padded), chunks=STACKED_BLOCKS,
                     stacked=(stacked,))
     kernel = variant or _weight_grad_kernel(family, padded)
     geometry = tiling.kernel_geometry(padded)

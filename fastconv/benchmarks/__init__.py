@@ -34,7 +34,7 @@ def all_cases():
     """Every benchmark case, grouped by family, in report order."""
     from fastconv.benchmarks import conv
     cases = list(conv.CASES)
-    for module_name in ("pooling", "backward", "filters", "frameworks"):
+    for module_name in ("pooling", "backward", "filters", "frameworks", "models"):
         try:
             module = __import__(f"fastconv.benchmarks.{module_name}", fromlist=["CASES"])
         except ImportError:

@@ -74,10 +74,11 @@ def _progress(items, enabled):
 
 def run(case_filter=None, impl_filter=None, min_time=0.2, progress=True, algorithms=False):
     """Time every case's implementations side by side; returns a list of result dicts."""
-    # the frameworks family (wrappers, an 8192^2 Dask case needing ~12 GiB) runs only by name
+    # the frameworks family (wrappers, an 8192^2 Dask case needing ~12 GiB) and the models
+    # family (whole networks, minutes) run only by name
     cases = [c for c in all_cases()
              if (any(f in c.name for f in case_filter) if case_filter
-                 else c.family != "frameworks")]
+                 else c.family not in ("frameworks", "models"))]
     results = []
     for case in _progress(cases, progress):
         inputs = case.make_inputs()
@@ -180,7 +181,8 @@ def main(args):
     parser = argparse.ArgumentParser(prog="python -m fastconv bench",
                                      description="Time fastconv against its peers.")
     parser.add_argument("--cases", nargs="*", help="substrings of case names to run (the "
-                        "frameworks cases, wrap_*, small_cnn_step, dask_*, only when named)")
+                        "frameworks cases, wrap_*, small_cnn_step, dask_*, and the whole "
+                        "networks, models_*, only when named)")
     parser.add_argument("--peers", nargs="*", help=f"peers to run (default: all of {PEERS})")
     parser.add_argument("--algorithms", action="store_true",
                         help="time every forced algorithm instead of the peers (dispatcher data)")
