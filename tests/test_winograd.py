@@ -206,8 +206,8 @@ def test_stride_1_transposed_convolution_runs_winograd():
 
 def test_an_inf_weight_keeps_auto_input_gradient_off_winograd():
     rng = np.random.default_rng(9)
-    x, w, _ = random_call(rng, 1, 32, 32, (8, 8), 1, np.float64)
-    g = rng.standard_normal((1, 32, 8, 8))
+    x, w, _ = random_call(rng, 2, 32, 32, (8, 8), 1, np.float64)
+    g = rng.standard_normal((2, 32, 8, 8))
     w[2, 3, 0, 0] = np.inf
     problem = problem_from_call(x.shape, w.shape, padding=1)
     assert plan_input_grad(problem, "float64").algorithm == "winograd"
@@ -228,6 +228,8 @@ def test_auto_runs_winograd_on_wide_3x3_stride_1_layers_only():
     assert algorithm((8, 64, 56, 56), (64, 64, 5, 5), padding=2) != "winograd"
     assert algorithm((8, 8, 56, 56), (64, 8, 3, 3), padding=1) != "winograd"   # thin input
     assert algorithm((8, 16, 56, 56), (16, 16, 3, 3), padding=1) != "winograd"
+    assert algorithm((1, 512, 7, 7), (512, 512, 3, 3), padding=1) != "winograd"  # 4 tiles
+    assert algorithm((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == "winograd"  # 8 tiles
     assert algorithm((8, 32, 56, 56), (32, 32, 3, 3), padding=1) == "winograd"
     assert algorithm((8, 64, 56, 56), (64, 2, 3, 3), padding=1, groups=32) != "winograd"
 

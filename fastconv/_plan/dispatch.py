@@ -235,13 +235,24 @@ def winograd_computes(problem):
 # fewer multiplications save: 16 -> 16 channels won on 28x28 (0.27 against 0.32 ms) and lost
 # on 56x56, batch 8 (0.82 against 0.61); 32 -> 32 on 56x56, batch 8: 1.67 against 2.43.
 WINOGRAD_MIN_CHANNELS = 32
+# Each call reads all its transformed weights (4x the weight's bytes) for every block of tiles:
+# with too few tiles that read is the call. 512 -> 512 on 7x7 (4 tiles an image; ms, Winograd
+# against packed): batch 1 4.13 / 3.86, batch 2 4.04 / 5.34, batch 4 4.71 / 8.61.
+WINOGRAD_MIN_TILES = 8
+
+
+def winograd_tiles(problem):
+    """4x4 output tiles of a 2-d problem's whole batch."""
+    return problem.batch * prod(-(-n // 4) for n in problem.out_size)
 
 
 def winograd_pays(problem):
     """True if `auto` should run Winograd: it computes the problem, the precision setting
-    allows it, and the GEMMs over channels are wide enough to pay for the transforms."""
+    allows it, the GEMMs over channels are wide enough to pay for the transforms, and there
+    are tiles enough to pay for reading the transformed weights."""
     return (winograd_computes(problem) and _precision.get_precision() == "fast"
-            and min(problem.in_per_group, problem.out_per_group) >= WINOGRAD_MIN_CHANNELS)
+            and min(problem.in_per_group, problem.out_per_group) >= WINOGRAD_MIN_CHANNELS
+            and winograd_tiles(problem) >= WINOGRAD_MIN_TILES)
 
 
 # gemm1x1 and im2col are not chosen: measured, they at best tie with packed (2 threads, ms, with
@@ -254,7 +265,8 @@ RULES = (
          "single-filter, thin layers): direct loops keep each row's taps in registers; a "
          "GEMM this thin wastes its tiles"),
     Rule("winograd", lambda p, *_: winograd_pays(p),
-         f"3x3, stride 1, at least {WINOGRAD_MIN_CHANNELS} channels per group: Winograd "
+         f"3x3, stride 1, at least {WINOGRAD_MIN_CHANNELS} channels per group and "
+         f"{WINOGRAD_MIN_TILES} 4x4 output tiles: Winograd "
          "F(4x4, 3x3) does 36 multiplications per 4x4 outputs instead of 144, as 36 GEMMs "
          "on fastconv's micro-kernel (precision 'fast'; set_precision('exact') turns it "
          "off)"),
@@ -369,7 +381,8 @@ INPUT_GRAD_RULES = (
     Rule("gemm1x1", lambda p, *_: p.pointwise and fits_blas(p),
          "1x1 kernel, stride 1, no padding: the GEMM writes the input gradient directly"),
     Rule("winograd", lambda p, *_: winograd_pays(p) and tiling.subpixel_plan(p) is not None,
-         f"3x3, stride 1, at least {WINOGRAD_MIN_CHANNELS} channels per group: the gradient "
+         f"3x3, stride 1, at least {WINOGRAD_MIN_CHANNELS} channels per group and "
+         f"{WINOGRAD_MIN_TILES} tiles: the gradient "
          "is a stride-1 convolution of the output gradient with the reversed, transposed "
          "weights, run by Winograd F(4x4, 3x3) (precision 'fast')"),
     Rule("subpixel", lambda p, *_: _one_to_one(p) and all(s == 1 for s in p.stride)
