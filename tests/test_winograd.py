@@ -309,3 +309,26 @@ def test_the_cache_stays_within_its_budget(monkeypatch):
         assert 0 < weight_cache._size <= 200_000
     assert len(weight_cache._entries) == 2     # the two most recent
     weight_cache.forget_transforms()
+
+
+def test_training_steps_refill_the_cache_in_place_and_gradients_leave_it_alone():
+    """A weight changed in place (an optimizer step) is transformed again into the same
+    buffers; the input gradient's reversed weights, new on every call, are never kept."""
+    from fastconv._runtime import weight_cache
+    weight_cache.forget_transforms()
+    rng = np.random.default_rng(12)
+    x, w, _ = random_call(rng, 2, 32, 32, (8, 8), 1, np.float64)
+    g = rng.standard_normal((2, 32, 8, 8))
+    for step in range(3):
+        got = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
+        np.testing.assert_allclose(got, reference_fast(x, w), atol=1e-10)
+        dx = grad.conv2d_input(x.shape, w, g, padding=1, algorithm="winograd")
+        np.testing.assert_allclose(dx, reference.conv_input_grad(x.shape, w, g, padding=1),
+                                   atol=1e-10)
+        assert len(weight_cache._entries) == 1
+        (copy, transformed), = weight_cache._entries.values()
+        if step:
+            assert transformed is first_buffer     # refilled where it lies
+        first_buffer = transformed
+        w -= 0.1 * rng.standard_normal(w.shape)   # the step, in place
+    weight_cache.forget_transforms()

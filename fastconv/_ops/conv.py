@@ -16,7 +16,7 @@ from fastconv._plan import args as _args
 from fastconv._plan.dispatch import Kernel, plan_channels_last, plan_conv
 from fastconv._plan.problems import NUMPY_PAD_MODE, conv_problem
 from fastconv._runtime import threads as _threads
-from fastconv._runtime.weight_cache import cached_transform
+from fastconv._runtime.weight_cache import cached_transform, scratch
 
 __all__ = ["conv1d", "conv2d", "conv3d"]
 
@@ -34,16 +34,10 @@ def pad_input(x, problem):
     return np.pad(x, widths, mode=NUMPY_PAD_MODE[problem.padding_mode])
 
 
-def winograd_weights(w5, groups, threads):
-    """The weights (C_out, C_in_g, 1, 3, 3) as Winograd's kernel multiplies them."""
-    u = np.empty(conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups), w5.dtype)
-    conv_winograd.transform_weights(w5, groups, u, threads)
-    return u
-
-
-def forward_kernel(plan, problem, x, w, bias, out):
+def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True):
     """Run `plan` (one forward kernel) for the zero-padded `problem` on C-contiguous arrays of
-    its exact shapes."""
+    its exact shapes. `remember_weights`: keep transformed weights for the next call with
+    the same weights (False for weights made for this call only)."""
     nd, kernel = problem.ndim, plan.kernel
     args = (kernel, as_5d(x, nd), as_5d(w, nd), bias, as_5d(out, nd)) + plan.geometry \
         + (problem.groups,)
@@ -55,20 +49,29 @@ def forward_kernel(plan, problem, x, w, bias, out):
     elif kernel == Kernel.CONV_PACKED_PHASE:
         conv_phase_grid.conv_forward(*args, plan.tile_panels, plan.tile_shape, plan.threads)
     elif kernel == Kernel.CONV_WINOGRAD:
-        u = cached_transform(("winograd", problem.groups), args[2],
-                             lambda w5: winograd_weights(w5, problem.groups, plan.threads),
-                             conv_winograd.equal_bytes)
+        w5, groups = args[2], problem.groups
+        size = conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups)
+
+        def fill(weight, out):
+            conv_winograd.transform_weights(weight, groups, out, plan.threads)
+        if remember_weights:
+            u = cached_transform(("winograd", groups), w5, size, fill,
+                                 conv_winograd.equal_bytes)
+        else:
+            u = scratch(size, w5.dtype)
+            fill(w5, u)
         status = conv_winograd.conv_forward(*args, plan.tile_panels, plan.threads, u)
         if status == conv_winograd.NONFINITE:
             # an inf or NaN spread over whole tiles: the direct sums' answer, exactly
             exact = plan_conv(problem, out.dtype, "packed")
-            forward_kernel(exact, problem, x, w, bias, out)
+            forward_kernel(exact, problem, x, w, bias, out, remember_weights)
     else:   # CONV_IM2COL_BLAS, CONV_GEMM1X1_BLAS
         conv_im2col.conv_forward(*args, plan.band_rows, plan.threads)
 
 
-def run_conv(problem, plan, x, w, bias, out):
-    """Compute `problem` into `out` by `plan` (arrays already validated)."""
+def run_conv(problem, plan, x, w, bias, out, remember_weights=True):
+    """Compute `problem` into `out` by `plan` (arrays already validated); see forward_kernel
+    for `remember_weights`."""
     dtype = out.dtype
     x = np.ascontiguousarray(x, dtype=dtype)
     w = np.ascontiguousarray(w, dtype=dtype)
@@ -79,12 +82,12 @@ def run_conv(problem, plan, x, w, bias, out):
     padded = problem.explicitly_padded
     with _threads.blas_guard() if plan.uses_blas else contextlib.nullcontext():
         if not plan.pieces:
-            forward_kernel(plan, padded, x, w, bias, out)
+            forward_kernel(plan, padded, x, w, bias, out, remember_weights)
         # a long call runs as pieces: Python raises KeyboardInterrupt between two of them
         for images, in_channels, channels, piece, piece_plan in plan.pieces:
             b_piece = bias[channels] if bias.size else bias
             forward_kernel(piece_plan, piece, x[images, in_channels], w[channels], b_piece,
-                           out[images, channels])
+                           out[images, channels], remember_weights)
     return out
 
 

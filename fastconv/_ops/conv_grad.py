@@ -61,11 +61,14 @@ def _run_subpixel(plan, problem, w, g, dtype):
         sub_w = np.empty(phase_problem.weight_shape, dtype)
         conv_subpixel.adjoint_phase_weight(w5, as_5d(sub_w, nd), problem.groups,
                                            (0,) * (3 - nd) + phase, (1,) * (3 - nd) + step)
+        # sub_w is new on every call: nothing to remember of it
         if out_index == whole and len(plan.phases) == 1:
-            run_conv(phase_problem, phase_plan, g[everything + g_index], sub_w, None, dx)
+            run_conv(phase_problem, phase_plan, g[everything + g_index], sub_w, None, dx,
+                     remember_weights=False)
             continue
         y = np.empty(phase_problem.out_shape, dtype)
-        run_conv(phase_problem, phase_plan, g[everything + g_index], sub_w, None, y)
+        run_conv(phase_problem, phase_plan, g[everything + g_index], sub_w, None, y,
+                 remember_weights=False)
         dx[everything + out_index] = y
     return dx
 

@@ -6,8 +6,13 @@ and few pixels (512 channels on 7x7: 36% of the call). An inference loop calls w
 weights every time, so the transform is remembered, keyed by where the weights lie and how,
 and reused only if their bytes are unchanged since (compared in full, without the GIL): an
 array changed in place, or a new array at a freed one's address, is transformed afresh.
-Entries beyond CACHE_BYTES (transformed weights plus their copy) are dropped, least
-recently used first.
+
+A training loop changes its weights in place every step: then the entry's buffers are
+refilled where they lie (no new allocation, whose fresh pages the system would have to
+fault in and zero). Entries beyond CACHE_BYTES (transformed weights plus their copy) are
+dropped, least recently used first. ``scratch`` gives a calling thread a reusable buffer for
+transforms of weights that are never the same twice (the reversed weights of an input
+gradient).
 """
 import threading
 from collections import OrderedDict
@@ -19,23 +24,30 @@ CACHE_BYTES = 512 << 20
 _entries = OrderedDict()    # key -> (copy of the weight, transformed weight)
 _size = 0
 _lock = threading.Lock()
+_local = threading.local()
 
 
-def cached_transform(name, weight, transform, equal_bytes):
-    """transform(weight), remembered under `name` (what transform computes) and weight's
-    memory; equal_bytes(a, b) compares two uint8 views."""
+def cached_transform(name, weight, size, fill, equal_bytes):
+    """The transform of `weight`: `size` elements of weight's dtype that fill(weight, out)
+    writes, remembered under `name` (what fill computes) and weight's memory;
+    equal_bytes(a, b) compares two uint8 views."""
     global _size
     interface = weight.__array_interface__
     key = (name, interface["data"][0], weight.shape, weight.strides, weight.dtype.str)
     raw = weight.reshape(-1).view(np.uint8) if weight.flags.c_contiguous else None
     with _lock:
         entry = _entries.get(key)
-    if entry is not None and raw is not None and equal_bytes(raw, entry[0]):
-        with _lock:
-            if key in _entries:
-                _entries.move_to_end(key)
-        return entry[1]
-    result = transform(weight)
+        if entry is not None:
+            _entries.move_to_end(key)
+    if entry is not None and raw is not None and entry[1].size == size:
+        copy, result = entry
+        if not equal_bytes(raw, copy):
+            # changed in place (a training step): refill the same buffers
+            fill(weight, result)
+            np.copyto(copy, raw)
+        return result
+    result = np.empty(size, weight.dtype)
+    fill(weight, result)
     if raw is None or raw.nbytes + result.nbytes > CACHE_BYTES:
         return result
     with _lock:
@@ -50,9 +62,23 @@ def cached_transform(name, weight, transform, equal_bytes):
     return result
 
 
+def scratch(size, dtype):
+    """A buffer of `size` elements of `dtype` owned by the calling thread and reused by its
+    next call (its contents are overwritten then)."""
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    dtype = np.dtype(dtype)
+    buffer = buffers.get(dtype.str)
+    if buffer is None or buffer.size < size:
+        buffer = buffers[dtype.str] = np.empty(size, dtype)
+    return buffer[:size]
+
+
 def forget_transforms():
-    """Drop every remembered transform."""
+    """Drop every remembered transform (and this thread's scratch buffers)."""
     global _size
     with _lock:
         _entries.clear()
         _size = 0
+    _local.buffers = {}
