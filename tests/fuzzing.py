@@ -90,7 +90,7 @@ def float_dtype(*arrays):
     return np.dtype(np.float32) if common.itemsize <= 4 else np.dtype(np.float64)
 
 
-def assert_close(got, want, magnitude, terms, dtype, what=""):
+def assert_close(got, want, magnitude, terms, dtype, what="", bound=None):
     """`got` agrees with the float64 `want` within the rounding of a sum of `terms` products.
 
     `magnitude` is the same computation on absolute values (the size of the largest partial
@@ -104,12 +104,34 @@ def assert_close(got, want, magnitude, terms, dtype, what=""):
     np.testing.assert_array_equal(got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)],
                                   err_msg=f"{what}: Inf positions")
     tol = (terms + 4) * eps * (magnitude[finite] + 1e-30) + 10 * np.finfo(dtype).tiny
+    if bound is not None:   # an algorithm with a bound of its own (FFT's: fft_bound)
+        tol = np.maximum(tol, np.broadcast_to(bound, want.shape)[finite])
     err = np.abs(got[finite] - want[finite])
     if err.size and not (err <= tol).all():
         worst = int(np.argmax(err - tol))
         raise AssertionError(f"{what}: {int((err > tol).sum())} of {err.size} values off; worst "
                              f"{got[finite][worst]!r} vs {want[finite][worst]!r} (tol "
                              f"{tol[worst]:.3g})")
+
+
+def fft_bound(x, w, bias, kwargs, dtype, points):
+    """The FFT convolution's stated error bound per output (README, "Accuracy"):
+    eps log2(points) sum over the group's c of ||x[n, c]||_2 ||w[o, c]||_2 + eps |b[o]|, eps
+    the machine epsilon of `dtype`, `points` the transform's size (non-finite inputs count
+    as 0: such calls are recomputed exactly)."""
+    eps = np.finfo(dtype).eps
+    x = np.nan_to_num(np.asarray(x, np.float64), nan=0, posinf=0, neginf=0)
+    w = np.asarray(w, np.float64)
+    groups = kwargs.get("groups", 1)
+    c_group, out_group = w.shape[1], w.shape[0] // groups
+    planes = (x.shape[0], groups, c_group, int(np.prod(x.shape[2:])))
+    x_norms = np.sqrt((x.reshape(planes) ** 2).sum(-1))          # (N, G, C_g)
+    w_norms = np.sqrt((w.reshape(groups, out_group, c_group, -1) ** 2).sum(-1))   # (G, O_g, C_g)
+    sums = np.einsum("ngc,goc->ngo", x_norms, w_norms).reshape(x.shape[0], w.shape[0])
+    bound = eps * np.log2(max(points, 2)) * sums
+    if bias is not None:
+        bound = bound + eps * np.abs(np.asarray(bias, np.float64))
+    return bound.reshape(bound.shape + (1,) * (w.ndim - 2))
 
 
 def message_names(error, *names):

@@ -15,7 +15,7 @@ import fastconv
 import reference
 from fastconv import planning as dispatch
 from fastconv._plan import tiling
-from fuzzing import (DTYPES, PROMOTED_DTYPES, arrays, assert_close, count, examples,
+from fuzzing import (DTYPES, PROMOTED_DTYPES, arrays, assert_close, count, examples, fft_bound,
                      float_dtype, message_names, torch)
 
 CONV = {1: fastconv.conv1d, 2: fastconv.conv2d, 3: fastconv.conv3d}
@@ -130,7 +130,11 @@ def check_conv(nd, x, w, bias, kwargs, use_out, pieces=False):
         assert got.dtype == dtype, (algorithm, got.dtype)
         if use_out:
             assert got is out
-        assert_close(got, want, magnitude, terms, dtype, f"conv{nd}d {algorithm}")
+        bound = None
+        if algorithm == "fft":
+            problem = fastconv.planning.problem_from_call(x, w, **kwargs)
+            bound = fft_bound(x, w, bias, kwargs, dtype, math.prod(tiling.fft_shape(problem)))
+        assert_close(got, want, magnitude, terms, dtype, f"conv{nd}d {algorithm}", bound)
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
@@ -232,7 +236,7 @@ BAD_SIZES = [
                  ((1, 2, 3),), [[-1, 0]], (0, 0, 0, 0)], ("padding",)),
     ("groups", [0, -1, 1.0, NAN_FLOAT, "1", None, True, 2**64, 7], ("groups",)),
     ("padding_mode", ["mirror", "", None, 0, "ZEROS"], ("padding_mode",)),
-    ("algorithm", ["fft", "", None, 3, "winograd_f6"], ("algorithm",)),
+    ("algorithm", ["fft2", "", None, 3, "winograd_f6", "FFT"], ("algorithm",)),
 ]
 
 

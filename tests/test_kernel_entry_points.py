@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from fastconv import _core
-from fastconv._kernels import conv_direct, conv_im2col, conv_packed, conv_phase_grid, \
-    conv_winograd
+from fastconv._kernels import conv_direct, conv_fft, conv_im2col, conv_packed, \
+    conv_phase_grid, conv_winograd
 
 import reference
 
 IDS = {
     "CONV_DIRECT": 1, "CONV_IM2COL_BLAS": 2, "CONV_GEMM1X1_BLAS": 3, "CONV_PACKED_SEGMENTS": 4,
-    "CONV_PACKED_PHASE": 5, "CONV_WINOGRAD": 6,
+    "CONV_PACKED_PHASE": 5, "CONV_WINOGRAD": 6, "CONV_FFT": 7,
     "INPUT_GRAD_DIRECT": 11, "INPUT_GRAD_COL2IM_BLAS": 12, "INPUT_GRAD_COL2IM_PACKED": 13,
     "INPUT_GRAD_GEMM1X1_BLAS": 14, "INPUT_GRAD_PHASE_CLASSES": 15,
     "INPUT_GRAD_PHASE_SCATTER": 16, "INPUT_GRAD_SUBPIXEL": 17, "INPUT_GRAD_WINOGRAD": 18,
@@ -68,6 +68,10 @@ ENTRIES = {
         {"CONV_WINOGRAD"},
         lambda k, x, w, b, out: conv_winograd.conv_forward(k, x, w, b, out, *GEOMETRY, 1, 1,
                                                            np.empty(0, x.dtype))),
+    "conv_fft.mix_spectra": (
+        {"CONV_FFT"},
+        lambda k, x, w, b, out: conv_fft.mix_spectra(
+            k, *(np.ascontiguousarray(a[:, :, 0, 0, :6]) for a in (x, w[:4], x)), 1, 64, 1)),
     "conv_phase_grid.input_grad": (
         {"INPUT_GRAD_PHASE_CLASSES", "INPUT_GRAD_PHASE_SCATTER"},
         lambda k, x, w, b, out: conv_phase_grid.input_grad(k, out, w, x, *GEOMETRY, 1, 1)),
@@ -134,3 +138,30 @@ def test_the_winograd_entry_point_checks_the_transformed_weights_size():
                                    np.empty(7))
     with pytest.raises(ValueError, match="u must have"):
         conv_winograd.transform_weights(w, 1, np.empty(7), 1)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, y_shape, groups", [
+    ((2, 4, 8), (6, 2, 8), (2, 6, 8), 1),     # 4 input channels are not 1 group of 2
+    ((2, 4, 8), (5, 2, 8), (2, 5, 8), 2),     # 5 filters in 2 groups
+    ((2, 4, 8), (6, 2, 6), (2, 6, 8), 2),     # spectra of other lengths
+    ((2, 4, 8), (6, 2, 8), (2, 6, 6), 2),
+    ((2, 4, 7), (6, 2, 7), (2, 6, 7), 2),     # not whole complex numbers
+    ((2, 4, 8), (6, 2, 8), (1, 6, 8), 2),
+])
+def test_the_spectrum_mix_refuses_spectra_that_do_not_fit(x_shape, w_shape, y_shape, groups):
+    with pytest.raises(ValueError, match="spectra|groups"):
+        conv_fft.mix_spectra(IDS["CONV_FFT"], np.zeros(x_shape), np.zeros(w_shape),
+                             np.zeros(y_shape), groups, 64, 1)
+
+
+def test_the_spectrum_mix_is_a_complex_product_summed_over_a_group():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 5)) + 1j * rng.standard_normal((2, 4, 5))
+    w = rng.standard_normal((6, 2, 5)) + 1j * rng.standard_normal((6, 2, 5))
+    y = np.full((2, 6, 5), np.nan, complex)
+    conv_fft.mix_spectra(IDS["CONV_FFT"], x.view(np.float64), w.view(np.float64),
+                         y.view(np.float64), 2, 2, 2)
+    want = np.stack([np.einsum("ncf,ocf->nof", x[:, 2 * g:2 * g + 2], w[3 * g:3 * g + 3])
+                     for g in range(2)], axis=1).reshape(2, 6, 5)
+    np.testing.assert_allclose(y, want, rtol=1e-14)
+

@@ -1,6 +1,6 @@
 """fastconv's compiled kernels, one extension module per algorithm family (conv_direct,
 conv_channels_last, conv_im2col, conv_packed, conv_phase_grid, conv_subpixel, conv_winograd,
-conv_bias, filters, locally_connected, pooling, resample). Each convolution entry point takes a kernel id
+conv_fft, conv_bias, filters, locally_connected, pooling, resample). Each convolution entry point takes a kernel id
 (fastconv._core.kernel_ids(), declared once in kernel_ids.pxd) and runs exactly that variant:
 the choice of variant is the Python layer's. Code shared between modules lives in .pxd files
 as ``cdef inline`` functions and in C headers as ``static inline`` ones (conv_shape.pxd,
@@ -19,8 +19,8 @@ import sys
 from fastconv._runtime.cpu import simd_level
 
 MODULES = ("conv_bias", "conv_channels_last", "conv_direct", "conv_im2col", "conv_packed",
-           "conv_phase_grid", "conv_subpixel", "conv_winograd", "filters", "locally_connected",
-           "pooling", "resample")
+           "conv_phase_grid", "conv_subpixel", "conv_winograd", "conv_fft", "filters",
+           "locally_connected", "pooling", "resample")
 
 LEVEL = simd_level()
 

@@ -14,6 +14,7 @@ cdef enum KernelId:
     CONV_PACKED_SEGMENTS = 4
     CONV_PACKED_PHASE = 5
     CONV_WINOGRAD = 6
+    CONV_FFT = 7                 # scipy.fft in Python; conv_fft mixes the spectra
     # input gradient (= transposed convolution)
     INPUT_GRAD_DIRECT = 11
     INPUT_GRAD_COL2IM_BLAS = 12

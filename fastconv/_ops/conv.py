@@ -11,6 +11,7 @@ import numpy as np
 
 from fastconv._kernels import (conv_channels_last, conv_direct, conv_im2col, conv_packed,
                                conv_phase_grid, conv_winograd)
+from fastconv._ops import conv_fft
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
 from fastconv._plan.dispatch import Kernel, plan_channels_last, plan_conv
@@ -63,8 +64,13 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True):
         status = conv_winograd.conv_forward(*args, plan.tile_panels, plan.threads, u)
         if status == conv_winograd.NONFINITE:
             # an inf or NaN spread over whole tiles: the direct sums' answer, exactly
-            exact = plan_conv(problem, out.dtype, "packed")
-            forward_kernel(exact, problem, x, w, bias, out, remember_weights)
+            run_conv(problem, plan_conv(problem, out.dtype, "packed"), x, w, bias, out,
+                     remember_weights)
+    elif kernel == Kernel.CONV_FFT:
+        if not conv_fft.conv_forward(problem, x, w, bias, out, plan.threads, remember_weights):
+            # an inf or NaN spread over whole planes: the direct sums' answer, exactly
+            run_conv(problem, plan_conv(problem, out.dtype, "packed"), x, w, bias, out,
+                     remember_weights)
     else:   # CONV_IM2COL_BLAS, CONV_GEMM1X1_BLAS
         conv_im2col.conv_forward(*args, plan.band_rows, plan.threads)
 

@@ -12,7 +12,7 @@ thresholds are in notes/dispatch.md and notes/phase-grid.md.
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
-from math import prod
+from math import log2, prod
 
 import numpy as np
 
@@ -47,6 +47,7 @@ _FAMILY = {
     Kernel.CONV_DIRECT: "direct", Kernel.CONV_IM2COL_BLAS: "im2col",
     Kernel.CONV_GEMM1X1_BLAS: "gemm1x1", Kernel.CONV_PACKED_SEGMENTS: "packed",
     Kernel.CONV_PACKED_PHASE: "packed", Kernel.CONV_WINOGRAD: "winograd",
+    Kernel.CONV_FFT: "fft",
     Kernel.INPUT_GRAD_DIRECT: "direct", Kernel.INPUT_GRAD_COL2IM_BLAS: "col2im",
     Kernel.INPUT_GRAD_COL2IM_PACKED: "col2im", Kernel.INPUT_GRAD_GEMM1X1_BLAS: "gemm1x1",
     Kernel.INPUT_GRAD_PHASE_CLASSES: "col2im", Kernel.INPUT_GRAD_PHASE_SCATTER: "col2im",
@@ -218,7 +219,7 @@ def plan_channels_last(problem):
 # ---------------------------------------------------------------------------------------------
 # Forward convolution
 
-ALGORITHMS = ("direct", "im2col", "gemm1x1", "packed", "winograd")
+ALGORITHMS = ("direct", "im2col", "gemm1x1", "packed", "winograd", "fft")
 
 
 def winograd_computes(problem):
@@ -255,11 +256,63 @@ def winograd_pays(problem):
             and winograd_tiles(problem) >= WINOGRAD_MIN_TILES)
 
 
+# FFT convolution's cost, in multiply-adds of the direct loops (about 18 ps each on Zen 4, 2
+# threads, float32; scipy.fft 1.17). Each plane transformed (input and output channels of each
+# image) costs FFT_PLANE_COST plus FFT_POINT_COST x log2(P) per point; each complex
+# multiply-add of the spectrum mix FFT_MIX_COST (it reads the weights' spectra, C_out x C_in/g
+# whole planes: memory-bound); the GEMM kernels do GEMM_SPEEDUP multiply-adds in the time the
+# direct loops do one. FFT is chosen where its estimate is under FFT_MARGIN of the kernel's
+# own. The constants are the pessimistic end of what was measured, so that a miss costs a
+# missed win, not a slower call (ms, FFT against the kernel auto ran before; estimate ratio in
+# brackets): one channel 1024x1024 31x31 10.5 / 18.3 [0.61, chosen]; 63x63 6.1 / 72.6 [0.14,
+# chosen]; 512x512 31x31 2.2 / 4.6 [0.77, chosen]; 15x15 7.6 / 4.5 [2.6]; 21x21 5.8 / 8.5
+# [1.33, a missed win]; 64 -> 64 channels 56x56 7x7 7.8 / 9.4 [1.77, missed]; 8 x 64 -> 64
+# 32x32 5x5 20.8 / 9.3 [>2]; 128 -> 128 14x14 5x5 2.9 / 2.0 [3.8]; 1-d 100000 samples 255
+# taps 1.4 / 1.0 [1.8]; 1-d 4 x 16 -> 16 channels, 16000 samples, 101 taps 9.4 / 17.6 [1.29,
+# missed]. The opt-in autotuner (fastconv.autotune) finds the missed wins.
+FFT_POINT_COST = 13.0
+FFT_PLANE_COST = 600.0
+FFT_MIX_COST = 40.0
+GEMM_SPEEDUP = 3.0
+FFT_MARGIN = 0.8
+# below this many taps the transforms never pay (a 5x5 kernel)
+FFT_MIN_TAPS = 25
+
+
+def fft_work(problem):
+    """The estimated cost of `problem` by FFT, in multiply-adds of the direct loops."""
+    shape = tiling.fft_shape(problem)
+    points = prod(shape)
+    planes = problem.batch * (problem.in_channels + problem.out_channels)
+    transforms = planes * (FFT_PLANE_COST + FFT_POINT_COST * points * log2(max(points, 2)))
+    mix = problem.batch * problem.out_channels * problem.in_per_group \
+        * prod(tiling.spectrum_shape(shape))
+    return transforms + FFT_MIX_COST * mix
+
+
+def fft_pays(problem):
+    """True if `auto` should run the FFT convolution: stride 1, a kernel of at least
+    FFT_MIN_TAPS taps, precision 'fast', and an estimated cost under FFT_MARGIN times the
+    direct loops' (at most MAX_DIRECT_OUT_CHANNELS filters a group) or the GEMM's."""
+    if (_precision.get_precision() != "fast" or any(s != 1 for s in problem.stride)
+            or prod(problem.kernel_size) < FFT_MIN_TAPS or problem.multiply_adds == 0):
+        return False
+    own = problem.multiply_adds
+    if problem.out_per_group > MAX_DIRECT_OUT_CHANNELS:
+        own /= GEMM_SPEEDUP
+    return fft_work(problem) < FFT_MARGIN * own
+
+
 # gemm1x1 and im2col are not chosen: measured, they at best tie with packed (2 threads, ms, with
 # OPENBLAS_CORETYPE unset so that OpenBLAS runs AVX-512 kernels: bottleneck_1x1 gemm1x1 0.39
 # against packed 0.37; resnet_3x3_256 im2col 0.98 against packed 1.07), and lose by 1.5-2x
 # when OpenBLAS is held to AVX2; ties go to packed, which is bit-for-bit reproducible.
 RULES = (
+    Rule("fft", lambda p, *_: fft_pays(p),
+         f"stride 1, at least {FFT_MIN_TAPS} taps, and an estimated cost (transforms of "
+         "the padded planes by scipy.fft, the channel sums per frequency) under "
+         f"{FFT_MARGIN} of the direct loops' or the GEMM's (precision 'fast'; "
+         "set_precision('exact') turns it off)"),
     Rule("direct", lambda p, *_: p.out_per_group <= MAX_DIRECT_OUT_CHANNELS,
          f"at most {MAX_DIRECT_OUT_CHANNELS} output channels per group (depthwise, "
          "single-filter, thin layers): direct loops keep each row's taps in registers; a "
@@ -295,7 +348,8 @@ def _forward_kernel(family, problem, itemsize, threads):
         return Kernel.CONV_PACKED_PHASE if packed_phase_grid(problem, itemsize, threads) \
             else Kernel.CONV_PACKED_SEGMENTS
     return {"direct": Kernel.CONV_DIRECT, "im2col": Kernel.CONV_IM2COL_BLAS,
-            "gemm1x1": Kernel.CONV_GEMM1X1_BLAS, "winograd": Kernel.CONV_WINOGRAD}[family]
+            "gemm1x1": Kernel.CONV_GEMM1X1_BLAS, "winograd": Kernel.CONV_WINOGRAD,
+            "fft": Kernel.CONV_FFT}[family]
 
 
 def _forward_kernel_plan(kernel, reason, problem, itemsize, threads):
@@ -313,6 +367,8 @@ def _forward_kernel_plan(kernel, reason, problem, itemsize, threads):
     if kernel == Kernel.CONV_WINOGRAD:
         return Plan(kernel, reason, threads, geometry,
                     tile_panels=tiling.winograd_tile_panels(problem, itemsize))
+    if kernel == Kernel.CONV_FFT:
+        return Plan(kernel, reason, threads, geometry)
     return Plan(kernel, reason, threads, geometry,
                 band_rows=tiling.gemm_band_rows(problem, itemsize))
 
@@ -645,6 +701,7 @@ SUPPORTS = {
     "im2col_packed": lambda p: True,
     "phase": lambda p: True,
     "winograd": winograd_computes,
+    "fft": lambda p: True,
 }
 REQUIREMENT = {
     "im2col": "image planes and a GEMM depth under 2**31 elements (BLAS sizes are 32-bit)",

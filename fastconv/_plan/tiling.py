@@ -10,6 +10,8 @@ from math import prod
 
 import numpy as np
 
+from scipy.fft import next_fast_len
+
 from fastconv._kernels import conv_packed, conv_phase_grid, conv_winograd
 from fastconv._plan.problems import ConvProblem
 
@@ -314,3 +316,24 @@ def winograd_tile_panels(problem, itemsize):
     tiles = problem.batch * prod(-(-n // 4) for n in problem.out_size)
     panels = max(1, WINOGRAD_BLOCK_BYTES // (per_tile * nr))
     return int(min(panels, -(-tiles // nr)))
+
+
+def fft_shape(problem):
+    """The FFT convolution's transform length along each spatial axis of `problem`: a fast
+    length (scipy.fft.next_fast_len) of at least the size plus the wider of the axis's two
+    paddings, the dilated kernel's extent, and one past the last output's position. A
+    circular cross-correlation of that length equals the zero-padded one at every output
+    position: the padding on either side lands in the zeros past the data."""
+    last = problem.ndim - 1
+    return tuple(
+        next_fast_len(max(n + max(lo, hi), (k - 1) * d + 1, (o - 1) * s + 1),
+                      real=(axis == last))
+        for axis, (n, (lo, hi), k, d, o, s) in enumerate(zip(
+            problem.in_size, problem.padding, problem.kernel_size, problem.dilation,
+            problem.out_size, problem.stride)))
+
+
+def spectrum_shape(shape):
+    """The shape of a real FFT of a signal of `shape` (the last axis halved, plus one)."""
+    return shape[:-1] + (shape[-1] // 2 + 1,)
+

@@ -23,6 +23,8 @@ CONV_CASES = [
     ("cifar_b32", (32, 32, 32, 32), (64, 32, 3, 3), dict(padding=1)),
     ("lenet_b64", (64, 1, 28, 28), (6, 1, 5, 5), dict()),
     ("image_1ch_7x7", (1, 1, 1024, 1024), (1, 1, 7, 7), dict(padding=3)),
+    # a large filter: where the FFT pays (OpenCV's filter2D goes to its DFT from 11x11)
+    ("image_1ch_31x31", (1, 1, 1024, 1024), (1, 1, 31, 31), dict(padding=15)),
     ("conv1d_tcn", (8, 128, 4096), (128, 128, 3), dict(padding=4, dilation=4)),
     ("conv3d_video", (1, 32, 8, 56, 56), (64, 32, 3, 3, 3), dict(padding=1)),
 ]
