@@ -11,6 +11,9 @@ _simd_level()   # the kernels' SIMD level, before any compiled module loads: Imp
 from fastconv._runtime import threads as _threads  # noqa: E402
 from fastconv._runtime.threads import get_num_threads, num_threads, set_num_threads  # noqa: E402
 from fastconv._runtime.precision import get_precision, precision, set_precision  # noqa: E402
+from fastconv._runtime.autotune import (  # noqa: E402
+    autotune, forget_autotuned, get_autotune, set_autotune,
+)
 from fastconv.config import show_config  # noqa: E402
 from fastconv.planning import (  # noqa: E402
     ReceptiveField, choose_algorithm, output_shape, receptive_field,
@@ -34,6 +37,7 @@ _threads.register_blas_hook()
 __all__ = [
     "__version__", "show_config", "set_num_threads", "get_num_threads", "num_threads",
     "set_precision", "get_precision", "precision",
+    "set_autotune", "get_autotune", "autotune", "forget_autotuned",
     "conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape", "receptive_field",
     "ReceptiveField", "choose_algorithm",
     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",

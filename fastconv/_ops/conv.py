@@ -14,9 +14,10 @@ from fastconv._kernels import (conv_channels_last, conv_direct, conv_im2col, con
 from fastconv._ops import conv_fft
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
-from fastconv._plan.dispatch import Kernel, plan_channels_last, plan_conv
+from fastconv._plan.dispatch import (Kernel, autotune_candidates, autotune_key,
+                                     plan_channels_last, plan_conv)
 from fastconv._plan.problems import NUMPY_PAD_MODE, conv_problem
-from fastconv._runtime import threads as _threads
+from fastconv._runtime import autotune as _autotune, threads as _threads
 from fastconv._runtime.weight_cache import cached_transform, scratch
 
 __all__ = ["conv1d", "conv2d", "conv3d"]
@@ -133,6 +134,20 @@ def run_conv_channels_last(problem, plan, x, w, bias, dtype):
     return out.transpose(0, 3, 1, 2)
 
 
+def autotune_forward(problem, dtype, x, w, b):
+    """Time every candidate family on this call's arrays and remember the fastest, unless a
+    winner for the problem is remembered already (fastconv/_runtime/autotune.py)."""
+    name = autotune_key("forward", problem, dtype)
+    if _autotune.lookup(name) is not None:
+        return
+    trial = np.empty(problem.out_shape, dtype)
+    times = {}
+    for family in autotune_candidates(problem):
+        plan = plan_conv(problem, dtype, family)
+        times[family] = _autotune.measure(lambda: run_conv(problem, plan, x, w, b, trial))
+    _autotune.remember(name, times)
+
+
 def conv_call(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,
               algorithm="auto", out=None):
     """(problem, output) of a checked conv{nd}d call: frameworks keep the ConvProblem for the
@@ -151,6 +166,8 @@ def conv_call(nd, input, weight, bias, stride, padding, dilation, groups, paddin
         result = run_conv(problem, plan_conv(problem, dtype, algorithm), x, w, b,
                           np.empty(problem.out_shape, dtype))
         return problem, _args.as_channels_last(result)
+    if algorithm == "auto" and _autotune.get_autotune():
+        autotune_forward(problem, dtype, x, w, b)
     plan = plan_conv(problem, dtype, algorithm)
     if out is not None:   # a fresh output shares memory with nothing
         out = _args.check_out(out, problem.out_shape, dtype)

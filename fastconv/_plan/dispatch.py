@@ -9,7 +9,7 @@ variant by name. Plans are pure functions of the problem, the dtype, the thread 
 the BLAS in use, and are remembered per problem. The measurements behind the rules and
 thresholds are in notes/dispatch.md and notes/phase-grid.md.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from functools import lru_cache
 from math import log2, prod
@@ -19,7 +19,8 @@ import numpy as np
 from fastconv import _core
 from fastconv._plan import tiling
 from fastconv._plan.problems import ConvProblem
-from fastconv._runtime import cpu, precision as _precision, threads as _threads
+from fastconv._runtime import autotune as _autotune, cpu, precision as _precision, \
+    threads as _threads
 
 # Every kernel fastconv can run, named once; the values are the compiled enum's.
 Kernel = IntEnum("Kernel", _core.kernel_ids())
@@ -375,12 +376,45 @@ def _forward_kernel_plan(kernel, reason, problem, itemsize, threads):
 
 def plan_conv(problem, dtype, algorithm="auto"):
     """The Plan of a forward convolution `problem` in `dtype` ('auto', a family of
-    ALGORITHMS, or a variant name of a CONV_ kernel)."""
+    ALGORITHMS, or a variant name of a CONV_ kernel). With the autotuner on, 'auto' runs
+    the family measured fastest for the problem, if one was."""
     itemsize = np.dtype(dtype).itemsize
     threads = _threads.threads_for(problem.multiply_adds)
     _check_name(algorithm, "forward")
-    return _plan_conv(problem, itemsize, algorithm, threads, tiling.INTERRUPT_WORK,
-                      _precision.get_precision())
+    precision = _precision.get_precision()
+    if algorithm == "auto" and _autotune.get_autotune():
+        tuned = _autotune.lookup(autotune_key("forward", problem, dtype))
+        if tuned is not None:
+            plan = _plan_conv(problem, itemsize, tuned.algorithm, threads,
+                              tiling.INTERRUPT_WORK, precision)
+            return replace(plan, reason=tuned.reason())
+    return _plan_conv(problem, itemsize, algorithm, threads, tiling.INTERRUPT_WORK, precision)
+
+
+# Winograd and the FFT round differently from one sum of products (README, "Accuracy"):
+# precision 'exact' keeps auto, and the autotuner, off them.
+APPROXIMATE = frozenset({"winograd", "fft"})
+
+
+def autotune_candidates(problem):
+    """The forward families the autotuner times for `problem`: every one that computes it,
+    less the approximate ones under precision 'exact'."""
+    exact = _precision.get_precision() == "exact"
+    return tuple(f for f in ALGORITHMS if SUPPORTS[f](problem)
+                 and not (exact and f in APPROXIMATE))
+
+
+@lru_cache(maxsize=1)
+def _cpu_name():
+    return cpu.cpuinfo_field("model name") or "unknown CPU"
+
+
+def autotune_key(operation, problem, dtype):
+    """What an autotuned winner for `problem` is remembered under (fastconv/_runtime/
+    autotune.py): also the thread count, precision, SIMD level, CPU and version."""
+    return _autotune.key(operation, problem, np.dtype(dtype).name,
+                         _threads.threads_for(problem.multiply_adds),
+                         _precision.get_precision(), cpu.simd_level(), _cpu_name())
 
 
 @lru_cache(maxsize=1024)   # a pure function of its arguments, asked on every call

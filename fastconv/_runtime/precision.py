@@ -1,11 +1,12 @@
 """Which algorithms ``algorithm="auto"`` may choose, by their rounding.
 
 - ``"fast"`` (the default): the dispatcher may choose Winograd convolution for 3x3 stride-1
-  layers. Its float32 results differ from the direct sum by a few times the direct sum's own
-  rounding error (bound and measurements: README, "Accuracy"; notes/winograd.md).
+  layers and the FFT for large filters. Winograd's float32 results differ from the direct
+  sum by a few times the direct sum's own rounding error, the FFT's by a bound on the norms
+  of whole planes (bounds and measurements: README, "Accuracy"; notes/winograd.md).
 - ``"exact"``: every output is one sum of the products input x weight, as PyTorch computes it
-  (rounded only as that sum is): Winograd is never chosen, though it can still be forced
-  with ``algorithm="winograd"``.
+  (rounded only as that sum is): Winograd and the FFT are never chosen (nor timed by the
+  autotuner), though either can still be forced with ``algorithm=``.
 
 The setting is ``set_precision(mode)`` if called, else the environment variable
 ``FASTCONV_PRECISION``, else ``"fast"``; ``precision(mode)`` sets it for a ``with`` block.
@@ -46,7 +47,8 @@ def set_precision(mode):
 
 
 def get_precision():
-    """The current mode: "fast" (Winograd allowed) or "exact" (see the module docstring)."""
+    """The current mode: "fast" (Winograd and the FFT allowed) or "exact" (see the module
+    docstring)."""
     if _requested is not None:
         return _requested
     env = os.environ.get(ENV)
