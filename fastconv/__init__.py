@@ -10,7 +10,9 @@ _simd_level()   # the kernels' SIMD level, before any compiled module loads: Imp
 
 from fastconv._runtime import threads as _threads  # noqa: E402
 from fastconv._runtime.threads import get_num_threads, num_threads, set_num_threads  # noqa: E402
-from fastconv._runtime.precision import get_precision, precision, set_precision  # noqa: E402
+from fastconv._runtime.precision import (  # noqa: E402
+    denormals, get_denormals, get_precision, precision, set_denormals, set_precision,
+)
 from fastconv._runtime.autotune import (  # noqa: E402
     autotune, forget_autotuned, get_autotune, set_autotune,
 )
@@ -36,7 +38,7 @@ _threads.register_blas_hook()
 
 __all__ = [
     "__version__", "show_config", "set_num_threads", "get_num_threads", "num_threads",
-    "set_precision", "get_precision", "precision",
+    "set_precision", "get_precision", "precision", "set_denormals", "get_denormals", "denormals",
     "set_autotune", "get_autotune", "autotune", "forget_autotuned",
     "conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape", "receptive_field",
     "ReceptiveField", "choose_algorithm",

@@ -1,16 +1,26 @@
 # cython: language_level=3
 """The compiled runtime core: whether OpenMP is there and how many threads it offers, the
-one registration of the per-thread BLAS thread setter, and the kernel ids.
+one registration of the per-thread BLAS thread setter, the kernel ids, and the denormal
+mode of the threads a call runs on.
 
 The thread *policy* (what count each kernel uses, how BLAS is kept from oversubscribing)
 lives in fastconv/_runtime/threads.py; kernels receive their thread count as an argument.
 """
+from cython.parallel cimport parallel
+
 from fastconv._kernels cimport kernel_ids as ids
 
 cdef extern from "openmp.h":
     int FASTCONV_HAVE_OPENMP
     int FASTCONV_OPENMP_VERSION
     int omp_get_max_threads() nogil
+    int omp_get_thread_num() nogil
+
+cdef extern from "fp_mode.h":
+    int FASTCONV_HAVE_FP_MODE
+    unsigned int fc_fp_mode_get() noexcept nogil
+    void fc_fp_mode_set(unsigned int mode) noexcept nogil
+    unsigned int fc_fp_mode_flush() noexcept nogil
 
 
 cdef set_local_threads_t blas_set_local_threads = NULL
@@ -68,3 +78,40 @@ def openmp_version():
 def openmp_max_threads():
     """omp_get_max_threads(): the OpenMP runtime's default team size (honours OMP_NUM_THREADS)."""
     return omp_get_max_threads()
+
+
+def fp_mode_supported():
+    """True if this build can flush denormals (x86: the MXCSR's FTZ and DAZ bits)."""
+    return bool(FASTCONV_HAVE_FP_MODE)
+
+
+def fp_mode():
+    """The calling thread's floating-point control word (MXCSR on x86, else 0)."""
+    return fc_fp_mode_get()
+
+
+def flush_denormals(unsigned int[::1] saved):
+    """Flush denormals on the calling thread and on the OpenMP workers of a team of
+    len(saved) threads (the workers the kernels' parallel regions reuse), saving each
+    thread's mode in saved[thread]. restore_fp_mode(saved) undoes it."""
+    cdef int threads = <int> saved.shape[0]
+    if threads < 1:
+        raise ValueError(f"saved must hold one mode per thread; got {threads}")
+    if threads == 1:
+        saved[0] = fc_fp_mode_flush()
+        return
+    with nogil, parallel(num_threads=threads):
+        saved[omp_get_thread_num()] = fc_fp_mode_flush()
+
+
+def restore_fp_mode(unsigned int[::1] saved):
+    """Give each thread of the team its mode from before flush_denormals(saved)."""
+    cdef int threads = <int> saved.shape[0]
+    if threads < 1:
+        raise ValueError(f"saved must hold one mode per thread; got {threads}")
+    if threads == 1:
+        fc_fp_mode_set(saved[0])
+        return
+    with nogil, parallel(num_threads=threads):
+        fc_fp_mode_set(saved[omp_get_thread_num()])
+

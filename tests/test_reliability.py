@@ -104,6 +104,8 @@ def test_every_public_operator_is_exercised_here():
     public = set(fastconv.__all__) | {f"grad.{n}" for n in grad.__all__}
     helpers = {"__version__", "show_config", "set_num_threads", "get_num_threads",
                "set_precision", "get_precision", "precision",
+               "set_denormals", "get_denormals", "denormals",
+               "set_autotune", "get_autotune", "autotune", "forget_autotuned",
                "num_threads", "output_shape", "receptive_field", "ReceptiveField",
                "choose_algorithm"}
     covered = {name.split()[0] for name in OPERATOR_IDS}

@@ -18,6 +18,7 @@ from fastconv._plan.dispatch import (Kernel, autotune_candidates, autotune_key,
                                      plan_channels_last, plan_conv)
 from fastconv._plan.problems import NUMPY_PAD_MODE, conv_problem
 from fastconv._runtime import autotune as _autotune, threads as _threads
+from fastconv._runtime.precision import flushing_denormals
 from fastconv._runtime.weight_cache import cached_transform, scratch
 
 __all__ = ["conv1d", "conv2d", "conv3d"]
@@ -76,6 +77,7 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True):
         conv_im2col.conv_forward(*args, plan.band_rows, plan.threads)
 
 
+@flushing_denormals
 def run_conv(problem, plan, x, w, bias, out, remember_weights=True):
     """Compute `problem` into `out` by `plan` (arrays already validated); see forward_kernel
     for `remember_weights`."""
@@ -105,6 +107,7 @@ _NHWC_PATCH_BYTES = 4 << 20
 _NHWC_BLOCK_ROWS = (128, 512)
 
 
+@flushing_denormals
 def run_conv_channels_last(problem, plan, x, w, bias, dtype):
     """The channels-last kernels: x (N, C, H, W) with channels-last memory; returns the output
     (N, C_out, OH, OW), channels-last too."""

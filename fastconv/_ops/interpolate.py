@@ -13,6 +13,7 @@ import numpy as np
 from fastconv._kernels import resample as _resample
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
+from fastconv._runtime.precision import flushing_denormals
 
 __all__ = ["interpolate", "interpolate_backward", "interpolate_output_size"]
 
@@ -154,6 +155,7 @@ def adjoint_axis(in_size, out_size, i, o, w, dtype):
     return src, weight
 
 
+@flushing_denormals
 def apply_adjoint(grad_out, grad_in, axes, nd):
     """grad_in (N, C, *in) := the adjoint map given by `axes` (three adjoint_axis tables, D, H,
     W, with unit leading axes) applied to grad_out (N, C, *out)."""
@@ -197,6 +199,7 @@ def interpolation_tables(input_shape, size, scale_factor, mode, align_corners, d
     return out_size, taps, src, weight
 
 
+@flushing_denormals
 def resample_with_tables(x, out_shape, taps, src, weight):
     """interpolate's kernel on `x` (N, C, *spatial) with given tables, into a new array."""
     nd = x.ndim - 2

@@ -17,6 +17,7 @@ from fastconv._ops.conv import as_5d
 from fastconv._plan import args as _args
 from fastconv._plan.problems import check_grad_output, locally_connected_problem
 from fastconv._runtime import threads as _threads
+from fastconv._runtime.precision import flushing_denormals
 
 __all__ = ["locally_connected1d", "locally_connected2d", "locally_connected1d_input",
            "locally_connected2d_input", "locally_connected1d_weight",
@@ -37,6 +38,7 @@ def _flat_weight(w, problem, dtype):
         prod(problem.out_size), problem.out_channels, problem.gemm_depth)
 
 
+@flushing_denormals
 def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
     x = _args.as_array(input, "input")
     w = _args.as_array(weight, "weight")
@@ -56,6 +58,7 @@ def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
     return out
 
 
+@flushing_denormals
 def _locally_connected_input(nd, input_shape, weight, grad_output, stride, padding, dilation):
     w = _args.as_array(weight, "weight")
     g = _args.as_array(grad_output, "grad_output")
@@ -73,6 +76,7 @@ def _locally_connected_input(nd, input_shape, weight, grad_output, stride, paddi
     return dx
 
 
+@flushing_denormals
 def _locally_connected_weight(nd, input, weight_shape, grad_output, stride, padding, dilation):
     x = _args.as_array(input, "input")
     g = _args.as_array(grad_output, "grad_output")

@@ -23,6 +23,7 @@ import numpy as np
 from fastconv._kernels import filters as _filters
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
+from fastconv._runtime.precision import flushing_denormals
 
 __all__ = ["correlate", "convolve", "correlate1d", "convolve1d", "uniform_filter",
            "uniform_filter1d", "gaussian_filter", "gaussian_filter1d"]
@@ -87,6 +88,7 @@ def vector_stretch(table, taps):
     return j0, j1
 
 
+@flushing_denormals
 def filter_through_tables(x, weight, tables, out_shape, cval):
     """The correlation of the C-contiguous `x` with `weight` (same ndim, same dtype, float32 or
     float64) read through the per-axis `tables`; a new C-contiguous array of `out_shape`."""
@@ -305,6 +307,7 @@ def _weights1d(weights):
     return w
 
 
+@flushing_denormals
 def _pass1d(x, w, axis, dtype, mode, cval, origin):
     """One 1-d pass (correlation with the float64 taps `w` along `axis`), in `dtype`."""
     shape = [1] * x.ndim

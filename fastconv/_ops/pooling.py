@@ -16,6 +16,7 @@ from fastconv._kernels import pooling as _pool
 from fastconv._ops.interpolate import adjoint_axis, apply_adjoint, ranks_in_groups
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
+from fastconv._runtime.precision import flushing_denormals
 
 __all__ = [
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
@@ -223,6 +224,7 @@ def _max_poolnd(nd, input, kernel_size, stride, padding, dilation, ceil_mode, re
     return _max_pool(nd, x, windows, return_indices, dtype)
 
 
+@flushing_denormals
 def _avg_pool(nd, x, windows, divisor_override, dtype):
     n, c = x.shape[:2]
     _args.check_output_size((n, c) + windows.out_size[3 - nd:], np.float64,
@@ -364,6 +366,7 @@ def _adaptive_max_poolnd_backward(nd, grad_output, indices, input_shape):
                              f"adaptive_max_pool{nd}d backward")
 
 
+@flushing_denormals
 def _avg_backward(nd, g, dtype, shape, windows, divisor_override, op):
     expected = shape[:2] + windows.out_size[3 - nd:]
     if g.shape != expected:

@@ -1,4 +1,6 @@
-"""Which algorithms ``algorithm="auto"`` may choose, by their rounding.
+"""How fastconv rounds: which algorithms ``algorithm="auto"`` may choose, and denormals.
+
+Precision:
 
 - ``"fast"`` (the default): the dispatcher may choose Winograd convolution for 3x3 stride-1
   layers and the FFT for large filters. Winograd's float32 results differ from the direct
@@ -8,23 +10,69 @@
   (rounded only as that sum is): Winograd and the FFT are never chosen (nor timed by the
   autotuner), though either can still be forced with ``algorithm=``.
 
-The setting is ``set_precision(mode)`` if called, else the environment variable
-``FASTCONV_PRECISION``, else ``"fast"``; ``precision(mode)`` sets it for a ``with`` block.
+Denormals (numbers below the dtype's smallest normal, 1.2e-38 in float32, which many CPUs
+compute a hundred times slower):
+
+- ``"flush"`` (the default): fastconv's kernels read denormal inputs as zero and write zero
+  for denormal results (x86's DAZ and FTZ), set for the call on the calling thread and on
+  the OpenMP threads the kernels run on, and restored before the call returns: the caller's
+  floating-point mode never changes.
+- ``"ieee"``: denormals are computed as IEEE 754 says, at whatever speed the CPU has.
+
+Each setting is its ``set_...(mode)`` if called, else its environment variable
+(``FASTCONV_PRECISION``, ``FASTCONV_DENORMALS``), else the default; ``precision(mode)`` and
+``denormals(mode)`` set one for a ``with`` block.
 """
 import contextlib
+import functools
 import os
 
-__all__ = ["set_precision", "get_precision", "precision"]
+import numpy as np
 
-MODES = ("fast", "exact")
-ENV = "FASTCONV_PRECISION"
-_requested = None
+from fastconv import _core
+from fastconv._runtime import threads as _threads
+
+__all__ = ["set_precision", "get_precision", "precision", "set_denormals", "get_denormals",
+           "denormals"]
 
 
-def _check_mode(mode, name):
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, MODES))}; got {mode!r}")
-    return mode
+class Setting:
+    """A process-wide choice among `modes`: the last set() if any, else the environment
+    variable `env`, else `default`."""
+
+    def __init__(self, name, env, modes, default):
+        self.name, self.env, self.modes, self.default = name, env, modes, default
+        self.requested = None
+
+    def check(self, mode, name):
+        if not isinstance(mode, str) or mode not in self.modes:
+            raise ValueError(f"{name} must be one of {', '.join(map(repr, self.modes))}; "
+                             f"got {mode!r}")
+        return mode
+
+    def set(self, mode):
+        mode = self.check(mode, self.name)
+        previous = self.get()
+        self.requested = mode
+        return previous
+
+    def get(self):
+        if self.requested is not None:
+            return self.requested
+        env = os.environ.get(self.env)
+        return self.check(env, self.env) if env else self.default
+
+    @contextlib.contextmanager
+    def scope(self, mode):
+        previous = self.set(mode)
+        try:
+            yield
+        finally:
+            self.set(previous)
+
+
+PRECISION = Setting("precision", "FASTCONV_PRECISION", ("fast", "exact"), "fast")
+DENORMALS = Setting("denormals", "FASTCONV_DENORMALS", ("flush", "ieee"), "flush")
 
 
 def set_precision(mode):
@@ -39,28 +87,61 @@ def set_precision(mode):
     'exact'
     >>> _ = fastconv.set_precision(old)
     """
-    global _requested
-    mode = _check_mode(mode, "precision")
-    previous = get_precision()
-    _requested = mode
-    return previous
+    return PRECISION.set(mode)
 
 
 def get_precision():
     """The current mode: "fast" (Winograd and the FFT allowed) or "exact" (see the module
     docstring)."""
-    if _requested is not None:
-        return _requested
-    env = os.environ.get(ENV)
-    return _check_mode(env, ENV) if env else "fast"
+    return PRECISION.get()
 
 
-@contextlib.contextmanager
 def precision(mode):
     """``with fastconv.precision("exact"): ...`` runs the block in `mode`, then restores the
     previous one."""
-    previous = set_precision(mode)
-    try:
-        yield
-    finally:
-        set_precision(previous)
+    return PRECISION.scope(mode)
+
+
+def set_denormals(mode):
+    """Set how the kernels treat denormal numbers: "flush" (to zero, the default) or "ieee";
+    returns the previous mode.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> old = fastconv.set_denormals("ieee")
+    >>> fastconv.get_denormals()
+    'ieee'
+    >>> _ = fastconv.set_denormals(old)
+    """
+    return DENORMALS.set(mode)
+
+
+def get_denormals():
+    """The current denormal mode: "flush" or "ieee" (see the module docstring)."""
+    return DENORMALS.get()
+
+
+def denormals(mode):
+    """``with fastconv.denormals("ieee"): ...`` runs the block in `mode`, then restores the
+    previous one."""
+    return DENORMALS.scope(mode)
+
+
+def flushing_denormals(run):
+    """Decorator of the functions that run kernels: in mode "flush", denormals are flushed on
+    the calling thread and on the OpenMP workers for the call, and every thread's previous
+    mode is restored when it returns or raises (a nested call saves and restores the flushed
+    mode). The workers are those of a team of threads.team_size(), which every kernel's
+    parallel region reuses (OpenMP keeps its workers, in order, between regions)."""
+    @functools.wraps(run)
+    def flushed(*args, **kwargs):
+        if DENORMALS.get() != "flush" or not _core.fp_mode_supported():
+            return run(*args, **kwargs)
+        saved = np.empty(_threads.team_size(), np.uintc)
+        _core.flush_denormals(saved)
+        try:
+            return run(*args, **kwargs)
+        finally:
+            _core.restore_fp_mode(saved)
+    return flushed

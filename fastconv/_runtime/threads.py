@@ -149,6 +149,12 @@ def threads_for(work):
     return get_num_threads()
 
 
+def team_size():
+    """The most threads any kernel runs on now (get_num_threads(); 1 without OpenMP and in a
+    forked child process)."""
+    return threads_for(MIN_PARALLEL_WORK)
+
+
 class _SingleThreadedBlas:
     """Holds the BLAS behind scipy.linalg.cython_blas at one thread while any call is inside.
 

@@ -27,15 +27,18 @@ CONV_CASES = [
     ("image_1ch_31x31", (1, 1, 1024, 1024), (1, 1, 31, 31), dict(padding=15)),
     ("conv1d_tcn", (8, 128, 4096), (128, 128, 3), dict(padding=4, dilation=4)),
     ("conv3d_video", (1, 32, 8, 56, 56), (64, 32, 3, 3, 3), dict(padding=1)),
+    # activations decayed into float32's denormal range (below 1.2e-38), where CPUs that
+    # compute denormals in microcode slow down 10-100x (PyTorch issues #19651, #67797)
+    ("resnet_3x3_64_denormal", (1, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), 1e-39),
 ]
 
 CONV_FN = {1: fastconv.conv1d, 2: fastconv.conv2d, 3: fastconv.conv3d}
 
 
-def _inputs(x_shape, w_shape):
+def _inputs(x_shape, w_shape, input_scale=1.0):
     def make():
         rng = np.random.default_rng(0)
-        return {"x": rng.standard_normal(x_shape, dtype=np.float32),
+        return {"x": rng.standard_normal(x_shape, dtype=np.float32) * np.float32(input_scale),
                 "w": rng.standard_normal(w_shape, dtype=np.float32) * np.float32(prod(w_shape[1:]) ** -0.5),
                 "b": rng.standard_normal(w_shape[0], dtype=np.float32)}
     return make
@@ -131,7 +134,7 @@ def _conv_bytes(inp, kwargs):
     return inp["x"].nbytes + inp["w"].nbytes + prod(out) * inp["x"].itemsize
 
 
-def _make_case(name, x_shape, w_shape, kwargs):
+def _make_case(name, x_shape, w_shape, kwargs, input_scale=1.0):
     impls = {"fastconv": _fastconv(kwargs), "numpy": _numpy(kwargs), "torch": _torch(kwargs)}
     if x_shape[:2] == (1, 1):
         impls["scipy"] = _scipy
@@ -142,7 +145,7 @@ def _make_case(name, x_shape, w_shape, kwargs):
     # depthwise layers do a few multiply-adds per byte: memory-bound, so also their GB/s
     depthwise = 1 < kwargs.get("groups", 1) == x_shape[1] == w_shape[0]
     return Case(name=name, family="conv", description=desc.strip(),
-                make_inputs=_inputs(x_shape, w_shape), impls=impls,
+                make_inputs=_inputs(x_shape, w_shape, input_scale), impls=impls,
                 flops=lambda inp, kw=kwargs: _conv_flops(inp, kw),
                 bytes_moved=(lambda inp, kw=kwargs: _conv_bytes(inp, kw)) if depthwise else None)
 
