@@ -198,7 +198,7 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
     cdef int* failed_flag = &failed
     if a_packed == NULL:
         return 1
-    pack_weights(w, s, a_packed, shape)
+    pack_weights(w, s, a_packed, shape, num_threads)
     if channel_blocks > 1:
         # Few tiles per plane, so output channels are split too: unfold each plane once into
         # panels that every channel block shares, instead of once per block.

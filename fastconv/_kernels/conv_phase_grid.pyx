@@ -250,7 +250,7 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
         return 1
     phase_grid(s, tile, 1, &pg)
     phase_offsets(s, &pg, offsets)
-    pack_weights(w, s, a_packed, shape)
+    pack_weights(w, s, a_packed, shape, num_threads)
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
         tile_out = <floating*> fc_workspace(WS_PHASE_OUT, s.c_out_g * tile * sizeof(floating))
