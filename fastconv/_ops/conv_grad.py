@@ -21,7 +21,7 @@ from fastconv._plan.dispatch import Kernel, plan_input_grad, plan_weight_grad, \
     sampled_pointwise
 from fastconv._plan.problems import NUMPY_PAD_MODE, check_grad_output, conv_problem
 from fastconv._runtime import threads as _threads
-from fastconv._runtime.precision import flushing_denormals
+from fastconv._runtime.precision import denormals_flushed
 
 __all__ = ["conv1d_input", "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight",
            "conv3d_weight", "conv_bias"]
@@ -87,9 +87,13 @@ def input_grad_kernel(plan, problem, g, w, dx):
         conv_im2col.input_grad(*args, plan.band_rows, plan.channel_chunks, plan.threads)
 
 
-@flushing_denormals
 def run_input_grad(problem, plan, weight, grad_output, dtype):
     """The input gradient of the zero-padded convolution `problem` by `plan`."""
+    with denormals_flushed(plan.threads):
+        return _input_grad_by_plan(problem, plan, weight, grad_output, dtype)
+
+
+def _input_grad_by_plan(problem, plan, weight, grad_output, dtype):
     w = np.ascontiguousarray(weight, dtype=dtype)
     g = np.ascontiguousarray(grad_output, dtype=dtype)
     if problem.in_shape.count(0) or g.size == 0:
@@ -132,11 +136,16 @@ def _run_stacked_weight_grad(problem, plan, input, grad_output, weight_shape, dt
     return dw.reshape(weight_shape)
 
 
-@flushing_denormals
 def run_weight_grad(problem, plan, input, grad_output, weight_shape, dtype, bias_out=None):
     """The weight gradient of the zero-padded convolution `problem` on `input` by `plan`;
     with `bias_out` (an array of C_out elements), the bias gradient too, written there (on the
     phase grid it is summed while the output gradient is read anyway)."""
+    with denormals_flushed(plan.threads):
+        return _weight_grad_by_plan(problem, plan, input, grad_output, weight_shape, dtype,
+                                    bias_out)
+
+
+def _weight_grad_by_plan(problem, plan, input, grad_output, weight_shape, dtype, bias_out):
     nd = problem.ndim
     if plan.stacked:
         return _run_stacked_weight_grad(problem, plan, input, grad_output, weight_shape, dtype,

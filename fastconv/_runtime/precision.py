@@ -128,20 +128,31 @@ def denormals(mode):
     return DENORMALS.scope(mode)
 
 
+@contextlib.contextmanager
+def denormals_flushed(threads):
+    """In mode "flush", denormals flushed for the block on the calling thread and on the
+    OpenMP workers of a team of `threads` (those every kernel's parallel region of that size
+    reuses: OpenMP keeps its workers, in order, between regions); each thread's previous
+    mode restored when the block ends or raises (nested blocks save and restore the flushed
+    mode). `threads` 1 touches the calling thread only, with no parallel region: code that
+    runs threads of its own (scipy.fft's) then keeps OpenMP's workers from spinning beside
+    them."""
+    if DENORMALS.get() != "flush" or not _core.fp_mode_supported():
+        yield
+        return
+    saved = np.empty(max(1, min(threads, _threads.team_size())), np.uintc)
+    _core.flush_denormals(saved)
+    try:
+        yield
+    finally:
+        _core.restore_fp_mode(saved)
+
+
 def flushing_denormals(run):
-    """Decorator of the functions that run kernels: in mode "flush", denormals are flushed on
-    the calling thread and on the OpenMP workers for the call, and every thread's previous
-    mode is restored when it returns or raises (a nested call saves and restores the flushed
-    mode). The workers are those of a team of threads.team_size(), which every kernel's
-    parallel region reuses (OpenMP keeps its workers, in order, between regions)."""
+    """Decorator of the functions that run kernels: `run` inside denormals_flushed for the
+    largest team any kernel runs on (threads.team_size())."""
     @functools.wraps(run)
     def flushed(*args, **kwargs):
-        if DENORMALS.get() != "flush" or not _core.fp_mode_supported():
+        with denormals_flushed(_threads.team_size()):
             return run(*args, **kwargs)
-        saved = np.empty(_threads.team_size(), np.uintc)
-        _core.flush_denormals(saved)
-        try:
-            return run(*args, **kwargs)
-        finally:
-            _core.restore_fp_mode(saved)
     return flushed
