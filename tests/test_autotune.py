@@ -122,6 +122,22 @@ def test_a_cache_file_keeps_winners_between_processes(fake_clock, tmp_path):
         assert plan.algorithm == "im2col"
 
 
+def test_a_winner_the_file_names_wrongly_is_not_run(fake_clock, tmp_path):
+    path = tmp_path / "edited.json"
+    with fastconv.autotune(cache_file=path):
+        call()
+    data = json.loads(path.read_text())
+    for entry in data["winners"].values():
+        entry["algorithm"] = "winograd_f6"          # a name no version of fastconv has
+    path.write_text(json.dumps(data))
+    fastconv.forget_autotuned()
+    with fastconv.autotune(cache_file=path):
+        x, w, got = call()                          # the rules decide; no error
+        np.testing.assert_allclose(got, reference.conv_nd(x, w, **KWARGS), atol=1e-10)
+        plan = fastconv.choose_algorithm(X_SHAPE, W_SHAPE, **KWARGS, dtype=np.float64)
+        assert "autotuned" not in plan.reason
+
+
 def test_the_environment_turns_it_on(fake_clock, tmp_path, monkeypatch):
     calls, _ = fake_clock
     monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")

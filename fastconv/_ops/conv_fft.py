@@ -113,8 +113,8 @@ def conv_forward(problem, x, w, bias, out, threads, remember_weights):
     if remember_weights:
         w_spec = cached_transform(("fft", shape, problem.dilation, problem.padding), w, size,
                                   fill, conv_winograd.equal_bytes)
-    else:
-        w_spec = scratch(size, real)
+    else:   # weights made for this call only (not the real scratch: a caller may hold it)
+        w_spec = np.empty(size, real)
         fill(w, w_spec)
     x_spec = _forward_transform(x, shape, threads).reshape(n, c_in, freqs)
     y_spec = scratch(n * c_out * freqs, x_spec.dtype).reshape(n, c_out, freqs)

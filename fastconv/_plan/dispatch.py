@@ -384,7 +384,9 @@ def plan_conv(problem, dtype, algorithm="auto"):
     precision = _precision.get_precision()
     if algorithm == "auto" and _autotune.get_autotune():
         tuned = _autotune.lookup(autotune_key("forward", problem, dtype))
-        if tuned is not None:
+        # a winner read from a file is used only if it still computes the problem
+        if tuned is not None and tuned.algorithm in ALGORITHMS \
+                and SUPPORTS[tuned.algorithm](problem):
             plan = _plan_conv(problem, itemsize, tuned.algorithm, threads,
                               tiling.INTERRUPT_WORK, precision)
             return replace(plan, reason=tuned.reason())
