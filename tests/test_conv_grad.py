@@ -352,6 +352,8 @@ def test_random_calls_match_the_reference(data):
     ((2, 64, 7, 8), 256, 3, dict(padding=(2, 1), stride=2, dilation=(2, 1), groups=2)),
     ((2, 32, 5, 6), 260, 3, dict(padding=1, padding_mode="reflect")),
     ((2, 8, 3, 4, 5), 320, 3, dict(padding=1)),           # 3-d
+    ((1, 64, 7, 7), 1100, 1, dict()),                   # one image: blocks, no partial sums
+    ((1, 48, 7, 7), 300, 3, dict(padding=1)),
 ])
 def test_weight_gradient_with_stacked_images(x_shape, c_out, kernel, kwargs, dtype):
     """Small planes are stacked end to end into deep GEMMs (the plan says so); the gradient
@@ -381,6 +383,19 @@ def test_weight_gradient_with_stacked_images(x_shape, c_out, kernel, kwargs, dty
     with fastconv.num_threads(1):
         one = WEIGHT_GRAD[nd](x, w_shape, g, **kwargs)
     np.testing.assert_array_equal(WEIGHT_GRAD[nd](x, w_shape, g, **kwargs), one)
+
+
+def test_the_phase_weight_gradient_needs_a_plane_per_thread():
+    """Its work units are (image, group) planes: one image of one group would run on one
+    thread, so such a call goes to the GEMM, whose bands split among the threads."""
+    from fastconv.planning import plan_weight_grad, problem_from_call
+    one = problem_from_call((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    two = problem_from_call((2, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    with fastconv.num_threads(2):
+        assert plan_weight_grad(one, "float32").algorithm == "gemm"
+        assert plan_weight_grad(two, "float32").algorithm == "phase"
+    with fastconv.num_threads(1):
+        assert plan_weight_grad(one, "float32").algorithm == "phase"
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", [

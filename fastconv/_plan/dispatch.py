@@ -615,11 +615,12 @@ WEIGHT_GRAD_ALGORITHMS = ("gemm", "phase")
 PHASE_GRID_MAX_WEIGHT_GRAD = 1 << 16     # C_out x C_in/groups x taps
 
 WEIGHT_GRAD_RULES = (
-    Rule("phase", lambda p, itemsize=4, *_: (
+    Rule("phase", lambda p, itemsize=4, threads=1, *_: (
         p.out_channels * p.gemm_depth <= PHASE_GRID_MAX_WEIGHT_GRAD
-        and tiling.phase_grid_fits(p, itemsize)),
+        and p.batch * p.groups >= threads and tiling.phase_grid_fits(p, itemsize)),
          "dot products of the output gradient with the stride-phase grid of the input (no "
-         "unfolding, no transposition; the bias gradient summed on the way)"),
+         "unfolding, no transposition; the bias gradient summed on the way), one (image, "
+         "group) plane or more per thread"),
     Rule("gemm", lambda *_: True,
          "im2col bands (or the input itself for a 1x1 kernel) times the output gradient, on "
          "fastconv's micro-kernel or BLAS where it runs full width, summed in fixed partial "
@@ -641,6 +642,13 @@ STACK_IMAGES_MAX_BYTES = 64 << 20      # the stacked im2col
 # each GEMM packs the whole of the other operand again, so few; a fixed count, so the split
 # never depends on the thread count.
 STACKED_BLOCKS = 4
+# Larger planes too while all the images' positions are few: one image or two of 28x28 is a
+# GEMM of depth 784-1568, split in blocks rather than in partial sums per band (ms, per band
+# -> stacked: batch 1, 128 -> 128 3x3 2.0 -> 1.6; 512 -> 128 1x1 0.83 -> 0.62; batch 2,
+# 128 -> 128 3x3 3.6 -> 3.2; but batch 8 11.6 -> 13.1). At batch 1 the plane limit alone
+# left the 7x7 and 14x14 layers on per-band partial sums of the whole gradient: stacked, 512
+# -> 512 3x3 on 7x7 3.5 -> 1.7 ms, 2048 -> 512 1x1 1.8 -> 0.67 (PyTorch 2.9 and 2.3).
+STACK_IMAGES_MAX_POSITIONS = 2048
 
 
 def sampled_pointwise(problem):
@@ -652,10 +660,12 @@ def sampled_pointwise(problem):
 def stacked_problem(problem, itemsize):
     """The 1-d pointwise problem (batch 1) whose weight gradient is `problem`'s with the
     images' positions stacked end to end and the taps as input channels, or None where
-    stacking does not apply (one image, large planes, a stacked im2col too big)."""
+    stacking does not apply (large planes and many positions in all, a stacked im2col too
+    big)."""
     positions = problem.batch * prod(problem.out_size)
     taps = prod(problem.kernel_size)
-    if (problem.batch < 2 or prod(problem.out_size) > STACK_IMAGES_MAX_PLANE
+    plane = prod(problem.out_size)
+    if (plane > STACK_IMAGES_MAX_PLANE and positions > STACK_IMAGES_MAX_POSITIONS
             or not sampled_pointwise(problem)
             and problem.in_channels * taps * positions * itemsize > STACK_IMAGES_MAX_BYTES):
         return None
