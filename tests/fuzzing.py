@@ -134,6 +134,22 @@ def fft_bound(x, w, bias, kwargs, dtype, points):
     return bound.reshape(bound.shape + (1,) * (w.ndim - 2))
 
 
+def assert_direct_sums_when_not_finite(x, w, b, where, value, x_index, w_index, algorithm,
+                                       **kwargs):
+    """With `value` (an inf or NaN) put into the input at `x_index` or the weights at
+    `w_index` (`where`), conv2d by `algorithm` equals packed's bit for bit (the direct sums':
+    NaN where NaN, inf where inf), and some outputs stay finite."""
+    import fastconv
+    if where == "input":
+        x[x_index] = value
+    else:
+        w[w_index] = value
+    got = fastconv.conv2d(x, w, b, algorithm=algorithm, **kwargs)
+    want = fastconv.conv2d(x, w, b, algorithm="packed", **kwargs)
+    np.testing.assert_array_equal(got, want)
+    assert np.isfinite(got).any()
+
+
 def message_names(error, *names):
     """The error message mentions at least one of `names` (the argument at fault)."""
     text = str(error.value)

@@ -19,7 +19,7 @@ from fastconv._plan import dispatch, tiling
 from fastconv.planning import plan_conv, problem_from_call
 
 import reference
-from fuzzing import fft_bound
+from fuzzing import assert_direct_sums_when_not_finite, fft_bound
 
 try:
     import torch
@@ -132,14 +132,8 @@ def test_inf_and_nan_give_the_direct_sums_answer(where, value):
     leaves the outputs that never read it finite. The result must be the direct sums'."""
     rng = np.random.default_rng(8)
     x, w, b = random_call(rng, 2, 3, 4, (40, 40), (9, 9), 1, np.float32)
-    if where == "input":
-        x[1, 2, 5, 6] = value
-    else:
-        w[3, 1, 4, 2] = value
-    got = fastconv.conv2d(x, w, b, padding=4, algorithm="fft")
-    want = fastconv.conv2d(x, w, b, padding=4, algorithm="packed")
-    np.testing.assert_array_equal(got, want)   # NaN where NaN, inf where inf
-    assert np.isfinite(got).any()
+    assert_direct_sums_when_not_finite(x, w, b, where, value, (1, 2, 5, 6), (3, 1, 4, 2),
+                                       "fft", padding=4)
 
 
 def test_result_does_not_depend_on_the_thread_count():
