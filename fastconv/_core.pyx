@@ -42,13 +42,15 @@ def kernel_ids():
     """{name: id} of the kernel variants (fastconv/_kernels/kernel_ids.pxd): the first
     argument of every kernel entry point."""
     return {
-        "CONV_DIRECT": ids.CONV_DIRECT,
+        "CONV_DIRECT_ROWS": ids.CONV_DIRECT_ROWS,
         "CONV_IM2COL_BLAS": ids.CONV_IM2COL_BLAS,
         "CONV_GEMM1X1_BLAS": ids.CONV_GEMM1X1_BLAS,
         "CONV_PACKED_SEGMENTS": ids.CONV_PACKED_SEGMENTS,
         "CONV_PACKED_PHASE": ids.CONV_PACKED_PHASE,
         "CONV_WINOGRAD": ids.CONV_WINOGRAD,
         "CONV_FFT": ids.CONV_FFT,
+        "CONV_DIRECT_PLANES": ids.CONV_DIRECT_PLANES,
+        "CONV_PACKED_STACKED": ids.CONV_PACKED_STACKED,
         "INPUT_GRAD_DIRECT": ids.INPUT_GRAD_DIRECT,
         "INPUT_GRAD_COL2IM_BLAS": ids.INPUT_GRAD_COL2IM_BLAS,
         "INPUT_GRAD_COL2IM_PACKED": ids.INPUT_GRAD_COL2IM_PACKED,

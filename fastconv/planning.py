@@ -109,7 +109,7 @@ def choose_algorithm(input, weight, bias=None, stride=1, padding=0, dilation=1, 
     >>> plan = fastconv.choose_algorithm((1, 144, 56, 56), (144, 1, 3, 3), padding=1,
     ...                                  groups=144)
     >>> plan.algorithm, plan.kernel.name
-    ('direct', 'CONV_DIRECT')
+    ('direct', 'CONV_DIRECT_PLANES')
     """
     problem = problem_from_call(input, weight, bias, stride, padding, dilation, groups,
                                 padding_mode)

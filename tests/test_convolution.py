@@ -261,7 +261,7 @@ def test_both_register_tile_shapes_of_the_packed_kernel(shape, dtype):
         problem = ConvProblem(2, c_in, c_out, groups, size, (3, 3), (1, 1), ((1, 1), (1, 1)),
                               (1, 1))
         mr, nr = conv_packed.tile_size(dtype == np.float64, shape)
-        band, channel_panels = packed_partition(problem, np.dtype(dtype).itemsize, mr, nr)
+        band, channel_panels = packed_partition(problem, np.dtype(dtype).itemsize, mr, nr, 2)
         out = np.empty(want.shape, dtype)
         conv_packed.conv_forward(Kernel.CONV_PACKED_SEGMENTS, x[:, :, None], w[:, :, None], b,
                                  out[:, :, None], (1, 1, 1), (0, 1, 1), (1, 1, 1), groups,

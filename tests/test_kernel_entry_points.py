@@ -10,8 +10,8 @@ from fastconv._kernels import conv_direct, conv_fft, conv_im2col, conv_packed, \
 import reference
 
 IDS = {
-    "CONV_DIRECT": 1, "CONV_IM2COL_BLAS": 2, "CONV_GEMM1X1_BLAS": 3, "CONV_PACKED_SEGMENTS": 4,
-    "CONV_PACKED_PHASE": 5, "CONV_WINOGRAD": 6, "CONV_FFT": 7,
+    "CONV_DIRECT_ROWS": 1, "CONV_IM2COL_BLAS": 2, "CONV_GEMM1X1_BLAS": 3, "CONV_PACKED_SEGMENTS": 4,
+    "CONV_PACKED_PHASE": 5, "CONV_WINOGRAD": 6, "CONV_FFT": 7, "CONV_DIRECT_PLANES": 8, "CONV_PACKED_STACKED": 9,
     "INPUT_GRAD_DIRECT": 11, "INPUT_GRAD_COL2IM_BLAS": 12, "INPUT_GRAD_COL2IM_PACKED": 13,
     "INPUT_GRAD_GEMM1X1_BLAS": 14, "INPUT_GRAD_PHASE_CLASSES": 15,
     "INPUT_GRAD_PHASE_SCATTER": 16, "INPUT_GRAD_SUBPIXEL": 17, "INPUT_GRAD_WINOGRAD": 18,
@@ -35,8 +35,9 @@ def arrays(dtype=np.float64):
 
 ENTRIES = {
     "conv_direct.conv_forward": (
-        {"CONV_DIRECT"},
-        lambda k, x, w, b, out: conv_direct.conv_forward(k, x, w, b, out, *GEOMETRY, 1)),
+        {"CONV_DIRECT_ROWS", "CONV_DIRECT_PLANES"},
+        lambda k, x, w, b, out: conv_direct.conv_forward(k, x, w, b, out, *GEOMETRY, 2, 1,
+                                                         1)),
     "conv_direct.input_grad": (
         {"INPUT_GRAD_DIRECT"},
         lambda k, x, w, b, out: conv_direct.input_grad(k, out, w, x, *GEOMETRY, 1)),
@@ -57,7 +58,7 @@ ENTRIES = {
             k, x.reshape(1, 4, -1), out.reshape(1, 5, -1), w.reshape(5, -1)[:, :4].copy(), 1, 2,
             1)),
     "conv_packed.conv_forward": (
-        {"CONV_PACKED_SEGMENTS"},
+        {"CONV_PACKED_SEGMENTS", "CONV_PACKED_STACKED"},
         lambda k, x, w, b, out: conv_packed.conv_forward(k, x, w, b, out, *GEOMETRY, 1, 1, 0,
                                                          1)),
     "conv_phase_grid.conv_forward": (
@@ -129,6 +130,40 @@ def test_the_winograd_entry_point_refuses_what_it_cannot_compute(stride, dilatio
     with pytest.raises(ValueError, match="3x3 kernels, stride 1, dilation 1"):
         conv_winograd.conv_forward(IDS["CONV_WINOGRAD"], x, w, b, out, stride, (0, 0, 0),
                                    dilation, 1, 1, 1, np.empty(0))
+
+
+def test_the_direct_planes_entry_point_refuses_what_it_cannot_compute():
+    """One input channel per group, and bands of at least one row; anything else raises
+    before a byte is read."""
+    x, w, b, out = arrays()
+    planes = IDS["CONV_DIRECT_PLANES"]
+    with pytest.raises(ValueError, match="one input channel per group, got 4"):
+        conv_direct.conv_forward(planes, x, w, b, out, *GEOMETRY, 2, 1, 1)
+    depthwise = np.zeros((4, 1, 1, 3, 3))
+    out = np.empty((2, 4, 1, 6, 7))
+    for band in (0, -3):
+        with pytest.raises(ValueError, match="band_rows must be at least 1"):
+            conv_direct.conv_forward(planes, x, depthwise, b, out, (1, 1, 1), (0, 1, 1),
+                                     (1, 1, 1), 4, band, 1, 1)
+    for per_item in (0, 65):
+        with pytest.raises(ValueError, match="planes_per_item must be in"):
+            conv_direct.conv_forward(planes, x, depthwise, b, out, (1, 1, 1), (0, 1, 1),
+                                     (1, 1, 1), 4, 3, per_item, 1)
+    conv_direct.conv_forward(planes, x, depthwise, b, out, (1, 1, 1), (0, 1, 1), (1, 1, 1), 4,
+                             10**15, 5, 1)   # a band past the plane is the whole plane
+    np.testing.assert_array_equal(out, 0)
+
+
+@pytest.mark.parametrize("w_shape, out_shape, stride, pad", [
+    ((5, 4, 1, 3, 3), (2, 5, 1, 6, 7), (1, 1, 1), (0, 1, 1)),    # 3x3
+    ((5, 4, 1, 1, 1), (2, 5, 1, 8, 9), (1, 1, 1), (0, 1, 1)),    # padded
+    ((5, 4, 1, 1, 1), (2, 5, 1, 3, 4), (1, 2, 2), (0, 0, 0)),    # strided
+])
+def test_the_stacked_entry_point_takes_only_pointwise_calls(w_shape, out_shape, stride, pad):
+    x, _, b, _ = arrays()
+    with pytest.raises(ValueError, match="takes a 1x1 kernel with stride 1 and no padding"):
+        conv_packed.conv_forward(IDS["CONV_PACKED_STACKED"], x, np.zeros(w_shape), b,
+                                 np.empty(out_shape), stride, pad, (1, 1, 1), 1, 1, 1, 0, 1)
 
 
 def test_the_winograd_entry_point_checks_the_transformed_weights_size():

@@ -551,8 +551,8 @@ def test_the_sanitizer_reports_an_out_of_bounds_read_in_a_kernel():
     code = ("import numpy as np, fastconv; from fastconv._kernels import conv_direct; "
             "x = np.ones((1, 1, 1, 4, 4)); w = np.ones((1, 8, 1, 1, 1)); "   # 8 channels of 1
             "out = np.empty((1, 1, 1, 4, 4)); "
-            "conv_direct.conv_forward(int(fastconv.planning.Kernel.CONV_DIRECT), x, w, "
-            "np.empty(0), out, (1, 1, 1), (0, 0, 0), (1, 1, 1), 1, 1)")
+            "conv_direct.conv_forward(int(fastconv.planning.Kernel.CONV_DIRECT_ROWS), x, w, "
+            "np.empty(0), out, (1, 1, 1), (0, 0, 0), (1, 1, 1), 1, 1, 1, 1)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode != 0

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Direct convolution kernels: the forward pass (CONV_DIRECT) and its transpose, the input
+"""Direct convolution kernels: the forward pass (CONV_DIRECT_ROWS) and its transpose, the input
 gradient (INPUT_GRAD_DIRECT), as plain loops over the taps. Best when a GEMM would be thin:
 few channels per group, depthwise, 1-channel images.
 
@@ -10,17 +10,19 @@ beforehand; these kernels trust their inputs and only ever pad with zeros, impli
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, parallel
+from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, shape5
-from fastconv._kernels.kernel_ids cimport CONV_DIRECT, INPUT_GRAD_DIRECT
-from fastconv._kernels.pair_rows cimport copy_strided, split_pairs, fc_copy_short, \
-    fc_zero_short
+from fastconv._kernels.kernel_ids cimport CONV_DIRECT_ROWS, CONV_DIRECT_PLANES, INPUT_GRAD_DIRECT
+from fastconv._kernels.pair_rows cimport copy_strided, split_pairs, split_pairs_rows, \
+    fc_copy_short, fc_zero_short, fc_copy_rows, fc_pad_rows
 from fastconv._kernels.workspace cimport fc_workspace
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
 cdef enum:
-    WS_DIRECT_XS, WS_DIRECT_WS, WS_DIRECT_LINES, WS_DIRECT_TAIL
+    WS_DIRECT_XS, WS_DIRECT_WS, WS_DIRECT_LINES, WS_DIRECT_TAIL, WS_PLANES_PHASES,
+    WS_PLANES_SUMS, WS_PLANES_TAPS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -44,6 +46,13 @@ cdef extern from "direct_rows.h":
                              Py_ssize_t x_offset, const double** ws, Py_ssize_t w_step,
                              Py_ssize_t kw, Py_ssize_t dw, int wide, Py_ssize_t x_wide,
                              Py_ssize_t out_wide) noexcept nogil
+
+    void fc_plane_taps_f32(float* out, Py_ssize_t count, float bias, const float* x,
+                           const Py_ssize_t* offsets, const float* w,
+                           Py_ssize_t taps) noexcept nogil
+    void fc_plane_taps_f64(double* out, Py_ssize_t count, double bias, const double* x,
+                           const Py_ssize_t* offsets, const double* w,
+                           Py_ssize_t taps) noexcept nogil
 
 cdef enum:
     CO_BLOCK = 4                # output channels sharing each input load (fc_direct_chunk)
@@ -305,6 +314,319 @@ cdef int conv_direct(const floating* x, const floating* w, const floating* bias,
 
 
 # ---------------------------------------------------------------------------------------------
+# direct over whole planes (CONV_DIRECT_PLANES): one input channel per group (depthwise,
+# 1-channel images). The row kernel above pays per row (a padded line, a tap list, a chunk
+# cut to the row's end): on MobileNet's 7x7 and 14x14 planes that was most of the time, about
+# 0.1 us a plane. Here a work item copies its input plane (a band of it, for large planes)
+# once into zero-padded stride phases, each a rectangle `wq` columns wide (the output row plus
+# the kernel's reach in that phase), and computes the outputs as one flat run of the
+# rectangle's rows (fc_plane_taps): tap (kd, kh, kw) reads phase ((kh*dh) % sh, (kw*dw) % sw)
+# at the fixed offset ((kh*dh) // sh) * wq + (kw*dw) // sw. Each output row's first OW
+# columns are kept; the few past its end are computed and dropped.
+
+cdef struct PlanesLayout:
+    Py_ssize_t band         # output rows per work item
+    Py_ssize_t wq           # columns of a phase row: OW + (KW - 1) * dw // sw
+    Py_ssize_t reach        # extra phase rows a band reads: (KH - 1) * dh // sh
+    Py_ssize_t phases_h, phases_w
+    Py_ssize_t phase_size   # one phase rectangle of a full band, with the slack the last
+                            # chunk of outputs reads past it (zeroed)
+    Py_ssize_t sums         # computed outputs of a full band: band * wq in whole chunks
+    # made once per call (divisions cost as much as a small plane's sums):
+    Py_ssize_t* offsets     # tap (kd, kh, kw), in the weights' order: where it reads
+    Py_ssize_t* col_first   # per W phase: the phase row's columns [first, end) hold input
+    Py_ssize_t* col_end
+
+
+cdef inline Py_ssize_t axis_phases(Py_ssize_t k, Py_ssize_t d, Py_ssize_t s) noexcept nogil:
+    """Stride phases along an axis that its taps read (all s, or the dilated kernel's span
+    where that is shorter)."""
+    cdef Py_ssize_t span = (k - 1) * d + 1
+    return s if s < span else span
+
+
+cdef PlanesLayout planes_layout(const ConvShape* s, Py_ssize_t band,
+                                Py_ssize_t chunk) noexcept nogil:
+    """The layout of a band of `band` output rows (the tables left NULL)."""
+    cdef PlanesLayout p
+    p.band = band
+    p.wq = s.out_size[2] + (s.kernel[2] - 1) * s.dilation[2] // s.stride[2]
+    p.reach = (s.kernel[1] - 1) * s.dilation[1] // s.stride[1]
+    p.phases_h = axis_phases(s.kernel[1], s.dilation[1], s.stride[1])
+    p.phases_w = axis_phases(s.kernel[2], s.dilation[2], s.stride[2])
+    p.sums = ceil_div(band * p.wq, chunk) * chunk
+    # an output f reads at most f + reach * wq + (KW - 1) * dw // sw
+    p.phase_size = (band + p.reach) * p.wq + (p.sums - band * p.wq) \
+        + (s.kernel[2] - 1) * s.dilation[2] // s.stride[2]
+    p.offsets = p.col_first = p.col_end = NULL
+    return p
+
+
+@cython.cdivision(True)
+cdef int planes_tables(const ConvShape* s, PlanesLayout* p) noexcept nogil:
+    """Fill p's tables (malloc'd; free_planes_tables). 1 if out of memory."""
+    cdef Py_ssize_t KH = s.kernel[1], KW = s.kernel[2], W = s.in_size[2]
+    cdef Py_ssize_t sh = s.stride[1], sw = s.stride[2], dh = s.dilation[1], dw = s.dilation[2]
+    cdef Py_ssize_t pad = s.pad[2], kd, kh, kw, q, first, end, t = 0
+    p.offsets = <Py_ssize_t*> malloc(s.kernel[0] * KH * KW * sizeof(Py_ssize_t))
+    p.col_first = <Py_ssize_t*> malloc(2 * p.phases_w * sizeof(Py_ssize_t))
+    if p.offsets == NULL or p.col_first == NULL:
+        return 1
+    p.col_end = p.col_first + p.phases_w
+    for kd in range(s.kernel[0]):
+        for kh in range(KH):
+            for kw in range(KW):
+                p.offsets[t] = ((kd * p.phases_h + (kh * dh) % sh) * p.phases_w
+                                + (kw * dw) % sw) * p.phase_size \
+                    + (kh * dh) // sh * p.wq + (kw * dw) // sw
+                t += 1
+    for q in range(p.phases_w):
+        # column b of phase q is input column b * sw + q - pad
+        first = ceil_div(pad - q, sw) if pad > q else 0
+        end = min(ceil_div(W + pad - q, sw) if W + pad > q else 0, p.wq)
+        first = min(first, p.wq)
+        p.col_first[q] = first
+        p.col_end[q] = max(end, first)
+    return 0
+
+
+cdef void free_planes_tables(PlanesLayout* p) noexcept nogil:
+    free(p.offsets)
+    free(p.col_first)
+
+
+cdef inline Py_ssize_t planes_phase_count(const ConvShape* s,
+                                          const PlanesLayout* p) noexcept nogil:
+    """Phase rectangles of a work item: for each kd, phases_h x phases_w."""
+    return s.kernel[0] * p.phases_h * p.phases_w
+
+
+@cython.cdivision(True)
+cdef void split_phase_rows(const floating* x_row, Py_ssize_t x_stride, Py_ssize_t W,
+                           Py_ssize_t pad, floating* rects, Py_ssize_t phase_size,
+                           Py_ssize_t wq, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """Stride 2 along W: input rows lo .. hi - 1 of a band (x_row the first, x_stride
+    apart) into both phase rectangles at once, zero elsewhere. Input column 2i lands in
+    phase pad % 2 at column pad // 2 + i, column 2i + 1 in the other at (pad + 1) // 2 + i."""
+    cdef floating* even_dst = rects + (pad % 2) * phase_size + pad // 2 + lo * wq
+    cdef floating* odd_dst = rects + (1 - pad % 2) * phase_size + (pad + 1) // 2 + lo * wq
+    cdef Py_ssize_t even = min(max(wq - pad // 2, 0), (W + 1) // 2)
+    cdef Py_ssize_t odd = min(max(wq - (pad + 1) // 2, 0), W // 2)
+    cdef Py_ssize_t pairs = min(even, odd), r
+    fc_zero_short(rects, 2 * phase_size * sizeof(floating))
+    if hi <= lo:
+        return
+    split_pairs_rows(x_row, x_stride, even_dst, odd_dst, wq, pairs, hi - lo)
+    for r in range(hi - lo):
+        if even > pairs:
+            even_dst[r * wq + pairs] = x_row[r * x_stride + 2 * pairs]
+        if odd > pairs:
+            odd_dst[r * wq + pairs] = x_row[r * x_stride + 2 * pairs + 1]
+
+
+@cython.cdivision(True)
+cdef inline Py_ssize_t rows_from(Py_ssize_t offset, Py_ssize_t stride) noexcept nogil:
+    """The first a >= 0 with a * stride >= offset."""
+    if offset <= 0:
+        return 0
+    return offset if stride == 1 else ceil_div(offset, stride)
+
+
+cdef void fill_plane_phases(const floating* x_plane, const ConvShape* s,
+                            const PlanesLayout* p, Py_ssize_t od, Py_ssize_t oh0,
+                            Py_ssize_t rows, floating* phases) noexcept nogil:
+    """The phase rectangles of output rows oh0 .. oh0 + rows - 1 at depth od of one input
+    plane (its depth taps in the padding left unfilled: no tap reads them)."""
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t sh = s.stride[1], sw = s.stride[2], wq = p.wq, filled = rows + p.reach
+    cdef const floating* x_row
+    cdef floating* rect
+    cdef floating* dst
+    cdef Py_ssize_t kd, qh, qw, a, i_d, first, end, lo, hi
+    for kd in range(s.kernel[0]):
+        i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
+        if i_d < 0 or i_d >= D:
+            continue
+        for qh in range(p.phases_h):
+            # the rectangle's rows [lo, hi) hold input rows: (oh0 + a) * sh + qh - pad in [0, H)
+            lo = min(rows_from(s.pad[1] - qh - oh0 * sh, sh), filled)
+            hi = max(min(rows_from(H + s.pad[1] - qh - oh0 * sh, sh), filled), lo)
+            x_row = x_plane + (i_d * H + (oh0 + lo) * sh + qh - s.pad[1]) * W
+            if sw == 2 and p.phases_w == 2:
+                split_phase_rows(x_row, sh * W, W, s.pad[2], phases + (kd * p.phases_h + qh)
+                                 * 2 * p.phase_size, p.phase_size, wq, lo, hi)
+                continue
+            for qw in range(p.phases_w):
+                rect = phases + ((kd * p.phases_h + qh) * p.phases_w + qw) * p.phase_size
+                first, end = p.col_first[qw], p.col_end[qw]
+                fc_zero_short(rect, lo * wq * sizeof(floating))
+                if sw == 1:
+                    fc_pad_rows(rect + lo * wq, wq * sizeof(floating), x_row + first - s.pad[2],
+                                sh * W * sizeof(floating), first * sizeof(floating),
+                                (end - first) * sizeof(floating), wq * sizeof(floating),
+                                hi - lo)
+                else:
+                    for a in range(lo, hi):
+                        dst = rect + a * wq
+                        fc_zero_short(dst, first * sizeof(floating))
+                        copy_strided(dst + first, x_row + (a - lo) * sh * W + first * sw + qw
+                                     - s.pad[2], end - first, sw)
+                        fc_zero_short(dst + end, (wq - end) * sizeof(floating))
+                # the rows past the input, and the slack the last chunk reads past the rows
+                fc_zero_short(rect + hi * wq, (p.phase_size - hi * wq) * sizeof(floating))
+
+
+cdef void planes_item(const floating* x, const floating* w, const floating* bias,
+                      floating* out, const ConvShape* s, const PlanesLayout* p,
+                      Py_ssize_t plane0, Py_ssize_t planes, Py_ssize_t od, Py_ssize_t oh0,
+                      Py_ssize_t oh1, floating* phases, floating* sums,
+                      Py_ssize_t* offsets) noexcept nogil:
+    """Output rows oh0 .. oh1 - 1 at depth od of input planes plane0 .. plane0 + planes - 1
+    (plane = n * groups + g, as C_in = groups), for every filter of their groups: output
+    planes plane * C_out/g + j. Several planes (one filter each) are filled, then computed,
+    then stored, each step for all of them: a step reading what the one before just wrote
+    waited on the stores (store-to-load forwarding fails across unaligned rows). `phases`,
+    `sums` and `offsets` (then the weights of the taps that read inside the input, for a
+    3-d item whose depth taps reach into the padding) are the thread's scratch."""
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t KD = s.kernel[0], plane_taps = s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t rows = oh1 - oh0, wq = p.wq
+    cdef Py_ssize_t chunk = VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t count = ceil_div(rows * wq, chunk) * chunk
+    cdef Py_ssize_t max_taps = KD * plane_taps
+    cdef Py_ssize_t rect_stride = planes_phase_count(s, p) * p.phase_size
+    cdef floating* kept_weights = <floating*> (offsets + max_taps)
+    cdef const Py_ssize_t* tap_offsets = p.offsets
+    cdef const floating* weights
+    cdef floating* out_row
+    cdef floating* plane_sums
+    cdef Py_ssize_t kd, k, i_d, g, j, co, i, taps = 0
+    cdef bint every_depth = True
+    cdef floating b = 0
+
+    for k in range(planes):
+        fill_plane_phases(x + (plane0 + k) * D * H * W, s, p, od, oh0, rows,
+                          phases + k * rect_stride)
+    for kd in range(KD):
+        i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
+        if 0 <= i_d < D:
+            taps += plane_taps
+        else:
+            every_depth = False   # a depth tap in the padding adds nothing (nor in the rows)
+    if not every_depth:
+        # only the depth taps inside the input, in order (their offsets, then their weights)
+        taps = 0
+        for kd in range(KD):
+            i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
+            if 0 <= i_d < D:
+                memcpy(offsets + taps, p.offsets + kd * plane_taps,
+                       plane_taps * sizeof(Py_ssize_t))
+                taps += plane_taps
+        tap_offsets = offsets
+
+    for k in range(planes):
+        g = (plane0 + k) % s.groups
+        for j in range(s.c_out_g):
+            co = g * s.c_out_g + j
+            weights = w + co * max_taps
+            if not every_depth:
+                taps = 0
+                for kd in range(KD):
+                    i_d = od * s.stride[0] - s.pad[0] + kd * s.dilation[0]
+                    if 0 <= i_d < D:
+                        memcpy(kept_weights + taps, weights + kd * plane_taps,
+                               plane_taps * sizeof(floating))
+                        taps += plane_taps
+                weights = kept_weights
+            if bias != NULL:
+                b = bias[co]
+            out_row = out + (((plane0 + k) * s.c_out_g + j) * s.out_size[0] + od) * OH * OW \
+                + oh0 * OW
+            if taps == 0:
+                # every depth tap in the padding: the bias alone (as the row kernel's sums)
+                for i in range(rows * OW):
+                    out_row[i] = 0
+                    out_row[i] += b
+                continue
+            # one filter a plane (planes > 1): the sums wait for the copy below
+            plane_sums = sums + k * p.sums
+            if floating is float:
+                fc_plane_taps_f32(plane_sums, count, b, phases + k * rect_stride, tap_offsets,
+                                  weights, taps)
+            else:
+                fc_plane_taps_f64(plane_sums, count, b, phases + k * rect_stride, tap_offsets,
+                                  weights, taps)
+            if planes == 1:
+                fc_copy_rows(out_row, OW * sizeof(floating), plane_sums,
+                             wq * sizeof(floating), OW * sizeof(floating), rows)
+    if planes == 1 or taps == 0:
+        return
+    for k in range(planes):
+        out_row = out + ((plane0 + k) * s.out_size[0] + od) * OH * OW + oh0 * OW
+        fc_copy_rows(out_row, OW * sizeof(floating), sums + k * p.sums, wq * sizeof(floating),
+                     OW * sizeof(floating), rows)
+
+
+cdef enum:
+    PLANES_CHUNKS_PER_THREAD = 16   # items are handed out in chunks: about this many a thread
+
+
+cdef int conv_direct_planes(const floating* x, const floating* w, const floating* bias,
+                            floating* out, const ConvShape* s, Py_ssize_t band,
+                            Py_ssize_t planes_per_item, int num_threads) noexcept nogil:
+    # work item: (block of planes_per_item input planes, output depth, band of output rows);
+    # more than one plane an item only for whole planes (one band, one depth) with one filter
+    cdef Py_ssize_t chunk = VECTOR_BYTES // sizeof(floating)
+    cdef PlanesLayout p = planes_layout(s, min(band, s.out_size[1]), chunk)
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1]
+    cdef Py_ssize_t bands = ceil_div(OH, p.band)
+    cdef Py_ssize_t per_item = planes_per_item if OD * bands == 1 and s.c_out_g == 1 else 1
+    cdef Py_ssize_t in_planes = s.n * s.groups
+    cdef Py_ssize_t blocks = ceil_div(in_planes, per_item)
+    cdef Py_ssize_t items = blocks * OD * bands
+    cdef Py_ssize_t max_taps = s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef Py_ssize_t chunk_items = max(1, items // (PLANES_CHUNKS_PER_THREAD * num_threads))
+    cdef Py_ssize_t item, t, plane0, od, oh0, oh1
+    cdef floating* phases = NULL
+    cdef floating* sums = NULL
+    cdef Py_ssize_t* offsets = NULL
+    cdef int failed = planes_tables(s, &p)
+    cdef int* failed_flag = &failed
+    if failed:
+        free_planes_tables(&p)
+        return failed
+    with parallel(num_threads=num_threads):
+        phases = <floating*> fc_workspace(
+            WS_PLANES_PHASES,
+            per_item * planes_phase_count(s, &p) * p.phase_size * sizeof(floating))
+        sums = <floating*> fc_workspace(WS_PLANES_SUMS, per_item * p.sums * sizeof(floating))
+        offsets = <Py_ssize_t*> fc_workspace(
+            WS_PLANES_TAPS, max_taps * (sizeof(Py_ssize_t) + sizeof(floating)))
+        if phases == NULL or sums == NULL or offsets == NULL:
+            failed_flag[0] = 1
+        # items of a small plane take 0.1-1 us: one at a time, fetching the next item cost
+        # about that (libgomp's shared counter, 35% of a MobileNet layer's cycles)
+        for item in prange(items, schedule='dynamic', chunksize=chunk_items):
+            if phases == NULL or sums == NULL or offsets == NULL:
+                continue
+            # item = (block * OD + od) * bands + band index
+            if OD * bands == 1:
+                plane0, od, oh0 = item * per_item, 0, 0
+            else:
+                t = item
+                oh0 = (t % bands) * p.band
+                t = t // bands
+                od = t % OD
+                plane0 = t // OD
+            oh1 = oh0 + p.band if oh0 + p.band < OH else OH
+            planes_item(x, w, bias, out, s, &p, plane0, min(per_item, in_planes - plane0), od,
+                        oh0, oh1, phases, sums, offsets)
+    free_planes_tables(&p)
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
 # direct transposed kernel: one input-gradient row (fixed n, c_in, d, h) at a time, gathering
 # from every output channel of its group. Best when the GEMM would be thin (few channels).
 
@@ -371,20 +693,37 @@ cdef int input_grad_direct(const floating* g, const floating* w, floating* dx,
 def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
                  const floating[:, :, :, :, ::1] w, const floating[::1] bias,
                  floating[:, :, :, :, ::1] out, tuple stride, tuple pad, tuple dilation,
-                 Py_ssize_t groups, int num_threads):
+                 Py_ssize_t groups, Py_ssize_t band_rows, Py_ssize_t planes_per_item,
+                 int num_threads):
     """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
-    axis, by the direct loops. `kernel`: CONV_DIRECT."""
+    axis, by the direct loops. `kernel`: CONV_DIRECT_ROWS (rows), or CONV_DIRECT_PLANES (whole
+    planes, in bands of `band_rows` output rows, `planes_per_item` whole planes at a time
+    where a band is the whole plane; one input channel per group)."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
                                   stride, pad, dilation, groups)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
     cdef int status = 0
-    if kernel != CONV_DIRECT:
+    if kernel != CONV_DIRECT_ROWS and kernel != CONV_DIRECT_PLANES:
         raise ValueError(f"conv_direct.conv_forward does not run kernel {kernel}")
+    if kernel == CONV_DIRECT_PLANES and s.c_in_g != 1:
+        raise ValueError(f"conv_direct.conv_forward: kernel {kernel} takes one input channel "
+                         f"per group, got {s.c_in_g}")
+    if kernel == CONV_DIRECT_PLANES and band_rows < 1:
+        raise ValueError(f"conv_direct.conv_forward: band_rows must be at least 1, got "
+                         f"{band_rows}")
+    if kernel == CONV_DIRECT_PLANES and not 1 <= planes_per_item <= 64:
+        raise ValueError(f"conv_direct.conv_forward: planes_per_item must be in [1, 64], got "
+                         f"{planes_per_item}")
     if out.shape[0] == 0:
         return
     with nogil:
-        status = conv_direct(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
-                             &out[0, 0, 0, 0, 0], &s, num_threads)
+        if kernel == CONV_DIRECT_PLANES:
+            status = conv_direct_planes(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
+                                        &out[0, 0, 0, 0, 0], &s, band_rows, planes_per_item,
+                                        num_threads)
+        else:
+            status = conv_direct(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
+                                 &out[0, 0, 0, 0, 0], &s, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")
 

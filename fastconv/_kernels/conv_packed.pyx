@@ -13,15 +13,15 @@ from cython.parallel cimport prange, parallel
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, decode_tap, \
     shape5
-from fastconv._kernels.kernel_ids cimport CONV_PACKED_SEGMENTS
-from fastconv._kernels.pair_rows cimport copy_strided
+from fastconv._kernels.kernel_ids cimport CONV_PACKED_SEGMENTS, CONV_PACKED_STACKED
+from fastconv._kernels.pair_rows cimport copy_strided, fc_copy_short, fc_zero_short
 from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile_nr, \
     choose_tile, pack_weights, multiply_tile, PackedGeometry, packed_geometry
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
 cdef enum:
-    WS_PACKED_WEIGHTS, WS_SHARED_PANELS, WS_PANELS, WS_SEGMENTS
+    WS_PACKED_WEIGHTS, WS_SHARED_PANELS, WS_PANELS, WS_SEGMENTS, WS_STACKED_SUMS
 
 
 def tile_size(bint double_precision, int shape=TILE_WIDE):
@@ -244,6 +244,122 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
 
 
 # ---------------------------------------------------------------------------------------------
+# 1x1 convolution over the batch's positions stacked end to end (CONV_PACKED_STACKED): on
+# small planes a tile of one image's positions leaves most of the micro-kernel's 48-wide
+# panels empty (a 7x7 plane fills 49 of 96 columns); stacked, every panel but the batch's last
+# is full. A panel may hold the end of one image and the start of the next, so the products
+# go to a scratch tile first and are copied out run by run.
+
+cdef bint pointwise(const ConvShape* s) noexcept nogil:
+    """True if every output position reads the input position of the same index: a 1x1
+    kernel, no padding, each axis as long in the output as in the input."""
+    cdef int i
+    for i in range(3):
+        if s.kernel[i] != 1 or s.pad[i] != 0 or s.in_size[i] != s.out_size[i]:
+            return False
+    return True
+
+
+ctypedef struct StackedRun:
+    # positions [q, q + length) of a tile: image n's positions [p, p + length)
+    Py_ssize_t q, length, n, p
+
+
+cdef Py_ssize_t stacked_runs(Py_ssize_t q_begin, Py_ssize_t count, Py_ssize_t plane,
+                             Py_ssize_t NR, StackedRun* runs) noexcept nogil:
+    """Split stacked positions [q_begin, q_begin + count) at image and panel boundaries;
+    returns the number of runs."""
+    cdef Py_ssize_t q = 0, n_runs = 0, position, length
+    while q < count:
+        position = q_begin + q
+        runs[n_runs].n = position // plane
+        runs[n_runs].p = position - runs[n_runs].n * plane
+        length = plane - runs[n_runs].p
+        if length > count - q:
+            length = count - q
+        if length > NR - q % NR:
+            length = NR - q % NR
+        runs[n_runs].q = q
+        runs[n_runs].length = length
+        n_runs += 1
+        q += length
+    return n_runs
+
+
+cdef int conv_packed_stacked(const floating* x, const floating* w, const floating* bias,
+                             floating* out, const ConvShape* s, Py_ssize_t tile_panels,
+                             Py_ssize_t channel_panels, int shape,
+                             int num_threads) noexcept nogil:
+    # work item: (group, tile of stacked positions, block of output channels)
+    cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
+    cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, plane = geo.out_plane
+    cdef Py_ssize_t m_panels = geo.m_panels, tile = geo.tile
+    cdef Py_ssize_t positions = s.n * plane
+    cdef Py_ssize_t tiles = (positions + tile - 1) // tile
+    cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
+    cdef Py_ssize_t items = s.groups * tiles * channel_blocks
+    cdef Py_ssize_t item, t, g, block, q_begin, count, first_panel, panels, rows, n_runs
+    cdef Py_ssize_t k, e, r, co
+    cdef const StackedRun* run
+    cdef floating* a_packed = <floating*> fc_workspace(
+        WS_PACKED_WEIGHTS, s.groups * m_panels * K * MR * sizeof(floating))
+    cdef floating* b_packed = NULL
+    cdef floating* sums = NULL
+    cdef StackedRun* runs = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if a_packed == NULL:
+        return 1
+    pack_weights(w, s, a_packed, shape, num_threads)
+    with parallel(num_threads=num_threads):
+        b_packed = <floating*> fc_workspace(WS_PANELS, tile_panels * K * NR * sizeof(floating))
+        sums = <floating*> fc_workspace(WS_STACKED_SUMS,
+                                        channel_panels * MR * tile * sizeof(floating))
+        # at most one run per position
+        runs = <StackedRun*> fc_workspace(WS_SEGMENTS, tile * sizeof(StackedRun))
+        if b_packed == NULL or sums == NULL or runs == NULL:
+            failed_flag[0] = 1
+        for item in prange(items, schedule='dynamic'):
+            if b_packed == NULL or sums == NULL or runs == NULL:
+                continue
+            # item = (g * tiles + t) * channel_blocks + block
+            block = item % channel_blocks
+            t = (item // channel_blocks) % tiles
+            g = item // (channel_blocks * tiles)
+            q_begin = t * tile
+            count = positions - q_begin if positions - q_begin < tile else tile
+            first_panel = block * channel_panels
+            panels = m_panels - first_panel if m_panels - first_panel < channel_panels \
+                else channel_panels
+            rows = s.c_out_g - first_panel * MR
+            if rows > panels * MR:
+                rows = panels * MR
+            n_runs = stacked_runs(q_begin, count, plane, NR, runs)
+            # the panels: b[panel][k][c] = channel k of the group at stacked position
+            for k in range(K):
+                for e in range(n_runs):
+                    run = &runs[e]
+                    fc_copy_short(b_packed + (run.q // NR) * K * NR + k * NR + run.q % NR,
+                                  x + ((run.n * s.c_in + g * K + k) * plane + run.p),
+                                  run.length * sizeof(floating))
+                if count % NR:
+                    fc_zero_short(b_packed + (count // NR) * K * NR + k * NR + count % NR,
+                                  (NR - count % NR) * sizeof(floating))
+            multiply_tile(K, panels, rows, count, NR,
+                          a_packed + (g * m_panels + first_panel) * K * MR, b_packed, sums,
+                          tile,
+                          bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL,
+                          False, shape, NULL)
+            for r in range(rows):
+                co = g * s.c_out_g + first_panel * MR + r
+                for e in range(n_runs):
+                    run = &runs[e]
+                    fc_copy_short(out + (run.n * s.c_out + co) * plane + run.p,
+                                  sums + r * tile + run.q, run.length * sizeof(floating))
+    fc_workspace_trim()   # the main thread's buffers; the other threads' are tile-sized
+    return failed
+
+# ---------------------------------------------------------------------------------------------
 # Entry point from Python: 5-d C-contiguous arrays, already validated by the Python layer.
 
 def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
@@ -254,20 +370,29 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
     """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
     axis, on the packed micro-kernel with register tile `tile_shape` (TILE_WIDE 0 or
     TILE_NARROW 1), tiles of `tile_panels` position panels, output channels in blocks of
-    `channel_panels` weight panels. `kernel`: CONV_PACKED_SEGMENTS."""
+    `channel_panels` weight panels. `kernel`: CONV_PACKED_SEGMENTS, or CONV_PACKED_STACKED (a
+    1x1 kernel, stride 1, no padding; tiles of the batch's positions stacked end to end)."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
                                   stride, pad, dilation, groups)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
     cdef int status = 0
-    if kernel != CONV_PACKED_SEGMENTS:
+    if kernel != CONV_PACKED_SEGMENTS and kernel != CONV_PACKED_STACKED:
         raise ValueError(f"conv_packed.conv_forward does not run kernel {kernel}")
+    if kernel == CONV_PACKED_STACKED and not pointwise(&s):
+        raise ValueError(f"conv_packed.conv_forward: kernel {kernel} takes a 1x1 kernel "
+                         f"with stride 1 and no padding")
     if tile_shape != TILE_WIDE and tile_shape != TILE_NARROW:
         raise ValueError(f"conv_packed.conv_forward: no register tile shape {tile_shape}")
     if out.shape[0] == 0:
         return
     with nogil:
-        status = conv_packed(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
-                             &out[0, 0, 0, 0, 0], &s, tile_panels, channel_panels, tile_shape,
-                             num_threads)
+        if kernel == CONV_PACKED_STACKED:
+            status = conv_packed_stacked(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
+                                         &out[0, 0, 0, 0, 0], &s, tile_panels, channel_panels,
+                                         tile_shape, num_threads)
+        else:
+            status = conv_packed(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
+                                 &out[0, 0, 0, 0, 0], &s, tile_panels, channel_panels,
+                                 tile_shape, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")

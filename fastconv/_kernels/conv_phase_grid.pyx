@@ -23,17 +23,10 @@ from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile
     choose_tile, vector_width, pack_weights, pack_a_panels, multiply_tile, PackedGeometry, \
     packed_geometry
 from fastconv._kernels.sums cimport plane_sum
+from fastconv._kernels.pair_rows cimport fc_copy_rows, split_pairs_rows
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
 cdef extern from "pair_rows.h":
-    void fc_copy_rows(void* dst, size_t dst_stride, const void* src, size_t src_stride,
-                      size_t bytes, Py_ssize_t rows) noexcept nogil
-    void fc_split_pairs_rows_f32(const float* src, Py_ssize_t src_stride, float* even,
-                                 float* odd, Py_ssize_t dst_stride, Py_ssize_t n,
-                                 Py_ssize_t rows) noexcept nogil
-    void fc_split_pairs_rows_f64(const double* src, Py_ssize_t src_stride, double* even,
-                                 double* odd, Py_ssize_t dst_stride, Py_ssize_t n,
-                                 Py_ssize_t rows) noexcept nogil
     void fc_merge_pairs_rows_f32(const float* even, const float* odd, Py_ssize_t src_stride,
                                  float* dst, Py_ssize_t dst_stride, Py_ssize_t n,
                                  Py_ssize_t rows) noexcept nogil
@@ -115,17 +108,6 @@ cdef void phase_offsets(const ConvShape* s, const PhaseGrid* pg,
                  + t1 % s.stride[1]) * s.stride[2] + t2 % s.stride[2]
         offsets[k] = phase * pg.phase_stride + ((t0 // s.stride[0]) * pg.q[1]
                                          + t1 // s.stride[1]) * pg.q[2] + t2 // s.stride[2]
-
-
-cdef inline void split_pairs_rows(const floating* src, Py_ssize_t src_stride, floating* even,
-                                  floating* odd, Py_ssize_t dst_stride, Py_ssize_t n,
-                                  Py_ssize_t rows) noexcept nogil:
-    """even[r * dst_stride + i] = src[r * src_stride + 2i], odd[...] = src[... + 2i + 1]
-    for i < n, r < rows (vector shuffles, pair_rows.h)."""
-    if floating is float:
-        fc_split_pairs_rows_f32(src, src_stride, even, odd, dst_stride, n, rows)
-    else:
-        fc_split_pairs_rows_f64(src, src_stride, even, odd, dst_stride, n, rows)
 
 
 cdef void clear_phase_grid(const PhaseGrid* pg, floating* buf) noexcept nogil:

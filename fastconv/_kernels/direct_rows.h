@@ -110,4 +110,45 @@ static inline void fc_direct_chunk_##SUFFIX(T* out, ptrdiff_t out_step, ptrdiff_
 FC_DEFINE_DIRECT_CHUNK(f32, float)
 FC_DEFINE_DIRECT_CHUNK(f64, double)
 
+/* fc_plane_taps_<t>(out, count, bias, x, offsets, w, taps):
+ *   out[f] = bias + sum_{t < taps} w[t] * x[offsets[t] + f]   for f < count,
+ * count a multiple of one chunk (64 bytes). The direct kernel's flat form over a whole
+ * (band of a) plane (conv_direct.pyx, CONV_DIRECT_PLANES): x holds the plane's stride
+ * phases, each a zero-padded rectangle whose rows are as wide as the output's plus the
+ * kernel's reach, so that every tap is one fixed offset and the outputs, row after row, are
+ * one contiguous run (the columns past a row's end are computed and dropped). Four chunks at
+ * once (independent FMA chains), the taps in order: every output sums its taps in the order
+ * fc_direct_chunk does, so both kernels give the same bits. */
+#define FC_DEFINE_PLANE_TAPS(SUFFIX, T)                                                         \
+static inline void fc_plane_taps_##SUFFIX(T* out, ptrdiff_t count, T bias, const T* x,          \
+        const ptrdiff_t* offsets, const T* w, ptrdiff_t taps) {                                 \
+    const ptrdiff_t chunk = FC_DIRECT_CHUNK_BYTES / sizeof(T);                                 \
+    ptrdiff_t f = 0, t;                                                                        \
+    for (; f + 4 * chunk <= count; f += 4 * chunk) {                                           \
+        fc_vec_##SUFFIX a0[FC_DIRECT_PARTS] = {{0}}, a1[FC_DIRECT_PARTS] = {{0}};               \
+        fc_vec_##SUFFIX a2[FC_DIRECT_PARTS] = {{0}}, a3[FC_DIRECT_PARTS] = {{0}};               \
+        for (t = 0; t < taps; t++) {                                                           \
+            const T* p = x + offsets[t] + f;                                                   \
+            T s = w[t];                                                                        \
+            FC_DIRECT_FMA(SUFFIX, a0, s, p);                                                   \
+            FC_DIRECT_FMA(SUFFIX, a1, s, p + chunk);                                           \
+            FC_DIRECT_FMA(SUFFIX, a2, s, p + 2 * chunk);                                       \
+            FC_DIRECT_FMA(SUFFIX, a3, s, p + 3 * chunk);                                       \
+        }                                                                                      \
+        fc_store_##SUFFIX(out + f, a0, bias);                                                  \
+        fc_store_##SUFFIX(out + f + chunk, a1, bias);                                          \
+        fc_store_##SUFFIX(out + f + 2 * chunk, a2, bias);                                      \
+        fc_store_##SUFFIX(out + f + 3 * chunk, a3, bias);                                      \
+    }                                                                                          \
+    for (; f < count; f += chunk) {                                                            \
+        fc_vec_##SUFFIX a0[FC_DIRECT_PARTS] = {{0}};                                           \
+        for (t = 0; t < taps; t++)                                                             \
+            FC_DIRECT_FMA(SUFFIX, a0, w[t], x + offsets[t] + f);                               \
+        fc_store_##SUFFIX(out + f, a0, bias);                                                  \
+    }                                                                                          \
+}
+
+FC_DEFINE_PLANE_TAPS(f32, float)
+FC_DEFINE_PLANE_TAPS(f64, double)
+
 #endif /* FASTCONV_DIRECT_ROWS_H */

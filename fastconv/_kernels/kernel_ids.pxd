@@ -8,13 +8,15 @@ chooses a variant itself. fastconv._core.kernel_ids() gives Python the same tabl
 
 cdef enum KernelId:
     # forward convolution
-    CONV_DIRECT = 1
+    CONV_DIRECT_ROWS = 1
     CONV_IM2COL_BLAS = 2
     CONV_GEMM1X1_BLAS = 3
     CONV_PACKED_SEGMENTS = 4
     CONV_PACKED_PHASE = 5
     CONV_WINOGRAD = 6
     CONV_FFT = 7                 # scipy.fft in Python; conv_fft mixes the spectra
+    CONV_DIRECT_PLANES = 8
+    CONV_PACKED_STACKED = 9
     # input gradient (= transposed convolution)
     INPUT_GRAD_DIRECT = 11
     INPUT_GRAD_COL2IM_BLAS = 12

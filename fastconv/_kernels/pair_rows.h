@@ -6,6 +6,9 @@
  *   fc_merge_pairs_rows_<t>(even, odd, src_stride, dst, dst_stride, n, rows): the inverse
  *   fc_copy_rows(dst, dst_stride, src, src_stride, bytes, rows): memcpy per row (strides in
  *       bytes, a whole number of 4-byte words)
+ *   fc_pad_rows(dst, dst_stride, src, src_stride, first, bytes, width, rows): each dst row
+ *       `width` bytes of zeros but for the src row's `bytes` at byte `first` (the direct
+ *       planes' zero-padded input rows; all sizes whole 4-byte words)
  *   fc_copy_short(dst, src, bytes), fc_zero_short(dst, bytes): one such row, copied or
  *       zeroed inline (a libc call per short row cost as much as the row's data: the
  *       direct kernel's zero-padded lines)
@@ -173,6 +176,24 @@ static inline void fc_copy_rows(void* dst, size_t dst_stride, const void* src,
     }
 }
 
+static inline void fc_pad_rows(void* dst, size_t dst_stride, const void* src,
+                               size_t src_stride, size_t first, size_t bytes, size_t width,
+                               ptrdiff_t rows) {
+    ptrdiff_t lo = (ptrdiff_t)(first / 4), hi = (ptrdiff_t)((first + bytes) / 4);
+    ptrdiff_t words = (ptrdiff_t)(width / 4);
+    for (ptrdiff_t i = 0; i < words; i += 16) {   /* block i of every row: its masks once */
+        /* lanes l of the block with lo <= i + l < hi come from src[i + l - lo] */
+        __mmask16 take = (__mmask16)(fc_mask16(hi - i) & ~fc_mask16(lo - i));
+        __mmask16 keep = fc_mask16(words - i);
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            const int* s = (const int*)((const char*)src + r * src_stride);
+            __m512i v = take ? _mm512_maskz_loadu_epi32(take, s + (i - lo))
+                             : _mm512_setzero_si512();
+            _mm512_mask_storeu_epi32((int*)((char*)dst + r * dst_stride) + i, keep, v);
+        }
+    }
+}
+
 #else
 
 #define FC_DEFINE_PAIR_BLOCK(SUFFIX, T, I, L)                                                   \
@@ -269,6 +290,17 @@ static inline void fc_copy_rows(void* dst, size_t dst_stride, const void* src,
                                 size_t src_stride, size_t bytes, ptrdiff_t rows) {
     for (ptrdiff_t r = 0; r < rows; r++)
         fc_copy_short((char*)dst + r * dst_stride, (const char*)src + r * src_stride, bytes);
+}
+
+static inline void fc_pad_rows(void* dst, size_t dst_stride, const void* src,
+                               size_t src_stride, size_t first, size_t bytes, size_t width,
+                               ptrdiff_t rows) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        char* d = (char*)dst + r * dst_stride;
+        fc_zero_short(d, first);
+        fc_copy_short(d + first, (const char*)src + r * src_stride, bytes);
+        fc_zero_short(d + first + bytes, width - first - bytes);
+    }
 }
 #endif
 

@@ -1,6 +1,7 @@
 # cython: language_level=3
 """Row copies shared by the kernels that de-interleave input rows: the packed unfolding
-(conv_packed.pyx) and the direct kernel's stride phases (conv_direct.pyx); pair_rows.h."""
+(conv_packed.pyx), the phase grid (conv_phase_grid.pyx) and the direct kernels' stride
+phases (conv_direct.pyx); pair_rows.h."""
 from cython cimport floating
 from libc.string cimport memcpy
 
@@ -10,8 +11,18 @@ cdef extern from "pair_rows.h":
     void fc_split_pairs_f32(const float* src, float* even, float* odd, Py_ssize_t n) noexcept nogil
     void fc_split_pairs_f64(const double* src, double* even, double* odd,
                             Py_ssize_t n) noexcept nogil
+    void fc_split_pairs_rows_f32(const float* src, Py_ssize_t src_stride, float* even,
+                                 float* odd, Py_ssize_t dst_stride, Py_ssize_t n,
+                                 Py_ssize_t rows) noexcept nogil
+    void fc_split_pairs_rows_f64(const double* src, Py_ssize_t src_stride, double* even,
+                                 double* odd, Py_ssize_t dst_stride, Py_ssize_t n,
+                                 Py_ssize_t rows) noexcept nogil
     void fc_copy_short(void* dst, const void* src, size_t bytes) noexcept nogil
     void fc_zero_short(void* dst, size_t bytes) noexcept nogil
+    void fc_copy_rows(void* dst, size_t dst_stride, const void* src, size_t src_stride,
+                      size_t bytes, Py_ssize_t rows) noexcept nogil
+    void fc_pad_rows(void* dst, size_t dst_stride, const void* src, size_t src_stride,
+                     size_t first, size_t bytes, size_t width, Py_ssize_t rows) noexcept nogil
 
 
 cdef inline void copy_strided(floating* dst, const floating* src, Py_ssize_t n,
@@ -37,3 +48,14 @@ cdef inline void split_pairs(const floating* src, floating* even, floating* odd,
         fc_split_pairs_f32(src, even, odd, n)
     else:
         fc_split_pairs_f64(src, even, odd, n)
+
+
+cdef inline void split_pairs_rows(const floating* src, Py_ssize_t src_stride, floating* even,
+                                  floating* odd, Py_ssize_t dst_stride, Py_ssize_t n,
+                                  Py_ssize_t rows) noexcept nogil:
+    """even[r * dst_stride + i] = src[r * src_stride + 2i], odd[...] = src[... + 2i + 1]
+    for i < n, r < rows (vector shuffles)."""
+    if floating is float:
+        fc_split_pairs_rows_f32(src, src_stride, even, odd, dst_stride, n, rows)
+    else:
+        fc_split_pairs_rows_f64(src, src_stride, even, odd, dst_stride, n, rows)

@@ -44,9 +44,9 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True):
     nd, kernel = problem.ndim, plan.kernel
     args = (kernel, as_5d(x, nd), as_5d(w, nd), bias, as_5d(out, nd)) + plan.geometry \
         + (problem.groups,)
-    if kernel == Kernel.CONV_DIRECT:
-        conv_direct.conv_forward(*args, plan.threads)
-    elif kernel == Kernel.CONV_PACKED_SEGMENTS:
+    if kernel in (Kernel.CONV_DIRECT_ROWS, Kernel.CONV_DIRECT_PLANES):
+        conv_direct.conv_forward(*args, plan.band_rows, plan.planes_per_item, plan.threads)
+    elif kernel in (Kernel.CONV_PACKED_SEGMENTS, Kernel.CONV_PACKED_STACKED):
         conv_packed.conv_forward(*args, plan.tile_panels, plan.channel_panels, plan.tile_shape,
                                  plan.threads)
     elif kernel == Kernel.CONV_PACKED_PHASE:

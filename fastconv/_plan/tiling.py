@@ -56,6 +56,92 @@ def gemm_band_rows(problem, itemsize):
     return int(min(band, rows))
 
 
+# The direct kernel over whole planes (CONV_DIRECT_PLANES): a work item's zero-padded stride
+# phases of its input rows and its computed sums stay in L1 (Zen 4: 32 KiB). On 112x112
+# planes the whole plane (about 100 KiB of both) ran 10% slower than the row kernel; in
+# bands of 28 rows, in L1, faster.
+DIRECT_PLANES_BYTES = 32 * 1024
+# A band re-reads the input rows its kernel reaches below it: bands shorter than this many
+# times that reach (a 7x7 kernel on a 1024-wide image fits 1-2 output rows in L1) are left to
+# the row kernel.
+DIRECT_PLANES_MIN_BAND_REACH = 4
+
+
+def _direct_planes_bytes(problem, band, itemsize):
+    """Bytes of one work item of `band` output rows: its phase rectangles and sums (the
+    layout of conv_direct.pyx's planes_layout)."""
+    stride, _, dilation = forward_geometry(problem)
+    kernel = (1,) * (3 - problem.ndim) + tuple(problem.kernel_size)
+    out_w = problem.out_size[-1]
+    reach_w = (kernel[2] - 1) * dilation[2] // stride[2]
+    reach_h = (kernel[1] - 1) * dilation[1] // stride[1]
+    wq = out_w + reach_w
+    phases = kernel[0] * prod(min(s, (k - 1) * d + 1) for k, d, s in
+                              zip(kernel[1:], dilation[1:], stride[1:]))
+    chunk = 64 // itemsize
+    sums = -(-band * wq // chunk) * chunk
+    phase_size = (band + reach_h) * wq + (sums - band * wq) + reach_w
+    return (phases * phase_size + sums) * itemsize
+
+
+def _direct_planes_reach(problem):
+    """(output rows, input rows a band reads below its last) of the planes kernel."""
+    if problem.ndim < 2:
+        return 1, 0
+    stride, _, dilation = forward_geometry(problem)
+    return problem.out_size[-2], (problem.kernel_size[-2] - 1) * dilation[1] // stride[1]
+
+
+def _direct_planes_fitting_band(problem, itemsize):
+    out_h, _ = _direct_planes_reach(problem)
+    band = out_h
+    while band > 1 and _direct_planes_bytes(problem, band, itemsize) > DIRECT_PLANES_BYTES:
+        band = -(-band // 2)
+    return band
+
+
+def direct_planes_fit(problem, itemsize):
+    """True if bands of the plane that fit DIRECT_PLANES_BYTES are long enough for the
+    direct kernel over planes (else the row kernel runs)."""
+    out_h, reach = _direct_planes_reach(problem)
+    band = _direct_planes_fitting_band(problem, itemsize)
+    return _direct_planes_bytes(problem, band, itemsize) <= DIRECT_PLANES_BYTES and \
+        band >= min(out_h, DIRECT_PLANES_MIN_BAND_REACH * max(reach, 1))
+
+
+def direct_planes_band(problem, itemsize, num_threads):
+    """Output rows per work item of the direct kernel over planes: the most that fit
+    DIRECT_PLANES_BYTES, fewer while the threads would have under 4 items each. The band
+    never changes a result (every output sums its taps in one order)."""
+    out_h, _ = _direct_planes_reach(problem)
+    band = _direct_planes_fitting_band(problem, itemsize)
+    depth = problem.out_size[0] if problem.ndim == 3 else 1
+    planes = problem.batch * problem.groups * depth
+    while band > 1 and planes * -(-out_h // band) < 4 * num_threads:
+        band = -(-band // 2)
+    return band
+
+
+# Whole small planes are filled, computed and stored a few at a time (conv_direct.pyx,
+# planes_item), so that no step reads what the step before has only just stored. MobileNetV2
+# at batch 8 (ms, Zen 4, 2 threads, one plane an item -> 8): 960 channels 3x3 on 7x7 0.33 ->
+# 0.26; 576 on 14x14, stride 2, 0.32 -> 0.27; 384 on 14x14 and 192 on 28x28: no change.
+DIRECT_PLANES_PER_ITEM_MAX = 8
+
+
+def direct_planes_per_item(problem, itemsize, band, num_threads):
+    """Input planes per work item of the direct kernel over planes: as many whole planes (one
+    filter each) as fit DIRECT_PLANES_BYTES together, up to DIRECT_PLANES_PER_ITEM_MAX, while
+    each thread keeps 4 items or more; 1 for bands, 3-d, or several filters a plane."""
+    out_h, _ = _direct_planes_reach(problem)
+    depth = problem.out_size[0] if problem.ndim == 3 else 1
+    if band < out_h or depth > 1 or problem.out_per_group != 1:
+        return 1
+    planes = problem.batch * problem.groups
+    fit = DIRECT_PLANES_BYTES // _direct_planes_bytes(problem, band, itemsize)
+    return int(max(1, min(DIRECT_PLANES_PER_ITEM_MAX, fit, planes // (4 * num_threads))))
+
+
 def packed_tile(problem, itemsize):
     """(tile shape, MR, NR) of the packed micro-kernel's register tile for this problem: the
     shape that wastes least on its output channels per group."""
@@ -70,28 +156,53 @@ def wide_tile(itemsize):
     return conv_packed.tile_size(itemsize == 8, 0)
 
 
-def packed_partition(problem, itemsize, mr, nr):
+# The packed algorithm splits a call until it has this many work items per thread (at most
+# 16 in all). Splitting a plane's output channels means unfolding each plane into panels the
+# blocks share, with a fork and join of the threads per (image, group): at batch 8 on 2
+# threads that cost 2-4x on MobileNetV2's 1x1 layers (ms, Zen 4, shared -> not: 384 -> 64 on
+# 14x14 2.76 -> 0.65, 960 -> 160 on 7x7 3.24 -> 1.14); the images alone were items enough.
+PACKED_ITEMS_PER_THREAD = 4
+
+
+def packed_partition(problem, itemsize, mr, nr, num_threads, stacked=False):
     """How the packed algorithm splits one call into work items: (position panels per tile,
     weight panels per channel block). A tile's unfolded input (K x panels * nr) should stay in
-    about half of L2; then tiles and channel blocks are split until there are enough work
-    items to keep up to 16 threads busy. Every output is computed the same way whatever the
-    split, so results do not depend on it (nor on the thread count)."""
-    positions = prod(problem.out_size)
+    about half of L2; then tiles and channel blocks are split until there are
+    PACKED_ITEMS_PER_THREAD work items per thread (at most 16). Every output is computed the
+    same way whatever the split, so results do not depend on it (nor on the thread count).
+    `stacked`: the batch's positions end to end (CONV_PACKED_STACKED), one run per group."""
+    positions = prod(problem.out_size) * (problem.batch if stacked else 1)
     per_panel = problem.gemm_depth * nr * itemsize
     tile_panels = max(1, min(L2_TILE_BYTES // per_panel, -(-positions // nr)))
     channel_panels = -(-problem.out_per_group // mr)
-    base_items = problem.batch * problem.groups
+    base_items = problem.groups * (1 if stacked else problem.batch)
+    wanted = min(16, PACKED_ITEMS_PER_THREAD * num_threads)
 
     def items():
         return (base_items * -(-positions // (tile_panels * nr))
                 * -(-(-(-problem.out_per_group // mr)) // channel_panels))
-    while items() < 16 and (tile_panels > 1 or channel_panels > 1):
+    while items() < wanted and (tile_panels > 1 or channel_panels > 1):
         # halve whichever keeps each GEMM squarer: positions first while the tile is wide
         if tile_panels >= channel_panels and tile_panels > 1:
             tile_panels = (tile_panels + 1) // 2
         else:
             channel_panels = (channel_panels + 1) // 2
     return int(tile_panels), int(channel_panels)
+
+
+# A 1x1 layer's tile of one image's positions wastes the rest of its last panel: where that
+# is more than this share of the plane, the batch's positions are stacked end to end
+# (CONV_PACKED_STACKED) instead.
+STACKED_MIN_WASTE = 0.1
+
+
+def packed_stacks_images(problem, nr):
+    """True if a pointwise `problem` should run on the stacked positions: more than one image,
+    and a plane whose last panel of nr positions would be more than STACKED_MIN_WASTE empty."""
+    if not problem.pointwise or problem.batch < 2:
+        return False
+    plane = prod(problem.out_size)
+    return (-(-plane // nr) * nr - plane) > STACKED_MIN_WASTE * plane
 
 
 # The stride-phase grid (notes/phase-grid.md): one zero-padded, stride-phase-split copy of each
