@@ -15,6 +15,7 @@ IDS = {
     "INPUT_GRAD_DIRECT": 11, "INPUT_GRAD_COL2IM_BLAS": 12, "INPUT_GRAD_COL2IM_PACKED": 13,
     "INPUT_GRAD_GEMM1X1_BLAS": 14, "INPUT_GRAD_PHASE_CLASSES": 15,
     "INPUT_GRAD_PHASE_SCATTER": 16, "INPUT_GRAD_SUBPIXEL": 17, "INPUT_GRAD_WINOGRAD": 18,
+    "INPUT_GRAD_GEMM1X1_STACKED": 19,
     "WEIGHT_GRAD_IM2COL_BLAS": 21, "WEIGHT_GRAD_IM2COL_PACKED": 22,
     "WEIGHT_GRAD_GEMM1X1_BLAS": 23, "WEIGHT_GRAD_GEMM1X1_PACKED": 24, "WEIGHT_GRAD_PHASE": 25,
 }
@@ -61,6 +62,9 @@ ENTRIES = {
         {"CONV_PACKED_SEGMENTS", "CONV_PACKED_STACKED"},
         lambda k, x, w, b, out: conv_packed.conv_forward(k, x, w, b, out, *GEOMETRY, 1, 1, 0,
                                                          1)),
+    "conv_packed.input_grad": (
+        {"INPUT_GRAD_GEMM1X1_STACKED"},
+        lambda k, x, w, b, out: conv_packed.input_grad(k, out, w, x, *GEOMETRY, 1, 1, 0, 1)),
     "conv_phase_grid.conv_forward": (
         {"CONV_PACKED_PHASE"},
         lambda k, x, w, b, out: conv_phase_grid.conv_forward(k, x, w, b, out, *GEOMETRY, 1, 0,
@@ -164,6 +168,24 @@ def test_the_stacked_entry_point_takes_only_pointwise_calls(w_shape, out_shape, 
     with pytest.raises(ValueError, match="takes a 1x1 kernel with stride 1 and no padding"):
         conv_packed.conv_forward(IDS["CONV_PACKED_STACKED"], x, np.zeros(w_shape), b,
                                  np.empty(out_shape), stride, pad, (1, 1, 1), 1, 1, 1, 0, 1)
+
+
+@pytest.mark.parametrize("g_shape, w_shape, dx_shape, stride, pad, groups", [
+    ((2, 5, 1, 6, 7), (5, 4, 1, 3, 3), (2, 4, 1, 6, 7), (1, 1, 1), (0, 0, 0), 1),   # 3x3
+    ((2, 5, 1, 6, 7), (5, 4, 1, 1, 1), (2, 4, 1, 6, 7), (1, 1, 1), (0, 1, 0), 1),   # padded
+    ((2, 5, 1, 3, 4), (5, 4, 1, 1, 1), (2, 4, 1, 6, 7), (1, 2, 2), (0, 0, 0), 1),   # strided
+    ((2, 5, 1, 6, 7), (5, 4, 1, 1, 1), (2, 4, 1, 6, 8), (1, 1, 1), (0, 0, 0), 1),   # sizes
+    ((2, 5, 1, 6, 7), (5, 4, 1, 1, 1), (3, 4, 1, 6, 7), (1, 1, 1), (0, 0, 0), 1),   # batch
+    ((2, 6, 1, 6, 7), (5, 4, 1, 1, 1), (2, 4, 1, 6, 7), (1, 1, 1), (0, 0, 0), 1),   # C_out
+    ((2, 5, 1, 6, 7), (5, 2, 1, 1, 1), (2, 4, 1, 6, 7), (1, 1, 1), (0, 0, 0), 2),   # 5 / 2
+    ((2, 5, 1, 6, 7), (5, 4, 1, 1, 1), (2, 4, 1, 6, 7), (1, 1, 1), (0, 0, 0), 0),   # groups
+])
+def test_the_stacked_input_grad_entry_point_takes_only_pointwise_calls(
+        g_shape, w_shape, dx_shape, stride, pad, groups):
+    with pytest.raises(ValueError, match="takes a 1x1 kernel"):
+        conv_packed.input_grad(IDS["INPUT_GRAD_GEMM1X1_STACKED"], np.zeros(g_shape),
+                               np.zeros(w_shape), np.empty(dx_shape), stride, pad, (1, 1, 1),
+                               groups, 1, 1, 0, 1)
 
 
 def test_the_winograd_entry_point_checks_the_transformed_weights_size():

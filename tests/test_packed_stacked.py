@@ -1,4 +1,5 @@
-"""1x1 convolution over the batch's positions stacked end to end (CONV_PACKED_STACKED).
+"""1x1 convolution, and its input gradient, over the batch's positions stacked end to end
+(CONV_PACKED_STACKED, INPUT_GRAD_GEMM1X1_STACKED).
 
 A panel of the micro-kernel's positions may hold the end of one image and the start of the
 next (or dozens of 1-pixel images); every output is still one sum over the input channels in
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv import grad
 from fastconv._plan import dispatch, tiling
-from fastconv.planning import Kernel, plan_conv, problem_from_call
+from fastconv.planning import Kernel, plan_conv, plan_input_grad, problem_from_call
 
 import reference
 
@@ -20,6 +22,7 @@ except ImportError:   # PyTorch is an optional oracle
     torch = None
 
 CONV = {1: fastconv.conv1d, 2: fastconv.conv2d, 3: fastconv.conv3d}
+INPUT_GRAD = {1: grad.conv1d_input, 2: grad.conv2d_input, 3: grad.conv3d_input}
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
 
 # (batch, C_in, C_out, size, groups): planes smaller and larger than a panel, 1-pixel images
@@ -84,9 +87,10 @@ def test_a_mobilenet_layer_matches_pytorch():
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stacked", [
-    ((8, 960, 7, 7), (160, 960, 1, 1), True),       # 49 of 96 columns per image
-    ((8, 384, 14, 14), (64, 384, 1, 1), True),      # 196 of 240
-    ((8, 32, 28, 28), (192, 32, 1, 1), False),      # 784 of 816: nothing to gain
+    # positions used per image of the panels' (16 wide on AVX2, 48 on AVX-512)
+    ((8, 960, 7, 7), (160, 960, 1, 1), True),       # 49 of 64 / 96
+    ((8, 384, 10, 10), (64, 384, 1, 1), True),      # 100 of 112 / 144
+    ((8, 32, 28, 28), (192, 32, 1, 1), False),      # 784 of 784 / 816: nothing to gain
     ((1, 960, 7, 7), (160, 960, 1, 1), False),      # one image
     ((8, 64, 7, 7), (64, 64, 3, 3), False),         # not 1x1
 ])
@@ -109,3 +113,78 @@ def test_forcing_stacked_needs_a_pointwise_layer():
     assert tiling.packed_stacks_images(problem_from_call(x, w), 48) is True   # 36 of 48
     assert plan_conv(problem_from_call((2, 4, 7, 7), w.shape), np.float32,
                      "packed").kernel == Kernel.CONV_PACKED_STACKED
+
+
+# The input gradient of a 1x1 layer is the 1x1 convolution of the output gradient by the
+# transposed weights: INPUT_GRAD_GEMM1X1_STACKED runs it on the same stacked kernel, the
+# weights transposed while they are packed.
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", GRID, ids=str)
+def test_stacked_input_grad_matches_the_reference(case, dtype):
+    batch, c_in, c_out, size, groups = case
+    rng = np.random.default_rng(batch * 5 + c_out)
+    w = rng.standard_normal((c_out, c_in // groups) + (1,) * len(size)).astype(dtype)
+    g = rng.standard_normal((batch, c_out) + size).astype(dtype)
+    x_shape = (batch, c_in) + size
+    got = INPUT_GRAD[len(size)](x_shape, w, g, groups=groups, algorithm="gemm1x1_stacked")
+    want = reference.conv_input_grad(x_shape, w, g, groups=groups)
+    tol = TOLERANCE[dtype]
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    # the same sums, in the same order, as the forward kernel on the transposed weights
+    w_t = np.ascontiguousarray(np.swapaxes(w.reshape((groups, c_out // groups) + w.shape[1:]),
+                                           1, 2).reshape((c_in, c_out // groups) + w.shape[2:]))
+    np.testing.assert_array_equal(got, CONV[len(size)](g, w_t, groups=groups,
+                                                       algorithm="packed_stacked"))
+
+
+def test_stacked_input_grad_is_the_same_for_every_thread_count_and_operand_layout():
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((40, 24, 1, 1)).astype(np.float32)
+    g = rng.standard_normal((6, 40, 7, 7)).astype(np.float32)
+    want = grad.conv2d_input((6, 24, 7, 7), w, g, algorithm="gemm1x1_stacked")
+    for threads in (1, 2, 3, 5):
+        with fastconv.num_threads(threads):
+            np.testing.assert_array_equal(
+                grad.conv2d_input((6, 24, 7, 7), w, g, algorithm="gemm1x1_stacked"), want)
+    g_strided = np.zeros((6, 80, 7, 14), np.float32)[:, ::2, :, ::2]
+    g_strided[...] = g
+    np.testing.assert_array_equal(
+        grad.conv2d_input((6, 24, 7, 7), np.asfortranarray(w), g_strided,
+                          algorithm="gemm1x1_stacked"), want)
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+def test_a_resnet_input_grad_matches_pytorch():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((128, 64, 1, 1)).astype(np.float32)
+    g = rng.standard_normal((4, 128, 7, 7)).astype(np.float32)
+    got = grad.conv2d_input((4, 64, 7, 7), w, g)
+    want = torch.nn.grad.conv2d_input((4, 64, 7, 7), torch.from_numpy(w).double(),
+                                      torch.from_numpy(g).double())
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stacked", [
+    ((8, 512, 7, 7), (2048, 512, 1, 1), True),      # 49 positions of 64 per image
+    ((1, 512, 7, 7), (2048, 512, 1, 1), False),     # one image: nothing to stack
+    ((8, 64, 56, 56), (256, 64, 1, 1), False),      # whole panels all but the last
+    ((8, 64, 7, 7), (64, 64, 3, 3), False),         # not 1x1
+])
+def test_auto_stacks_the_input_grad_of_small_planes(x_shape, w_shape, stacked):
+    problem = problem_from_call(x_shape, w_shape)
+    plan = plan_input_grad(problem, np.float32)
+    assert (plan.kernel == Kernel.INPUT_GRAD_GEMM1X1_STACKED) == stacked, plan.explain()
+    if stacked:
+        assert plan.algorithm == "gemm1x1" and "stacked" in plan.reason
+
+
+def test_forcing_the_stacked_input_grad_needs_a_pointwise_layer():
+    w, g = np.ones((4, 4, 1, 1)), np.ones((2, 4, 6, 6))
+    with pytest.raises(ValueError, match="algorithm='gemm1x1_stacked' needs a 1x1 kernel"):
+        grad.conv2d_input((2, 4, 12, 12), w, np.ones((2, 4, 6, 6)), stride=2,
+                          algorithm="gemm1x1_stacked")
+    with pytest.raises(ValueError, match="algorithm='gemm1x1_stacked' needs a 1x1 kernel"):
+        grad.conv2d_input((2, 4, 6, 6), np.ones((4, 4, 3, 3)), g, padding=1,
+                          algorithm="gemm1x1_stacked")

@@ -518,27 +518,30 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
 def weight_grad_stacked(int kernel, const floating[:, :, ::1] x, const floating[:, :, ::1] g,
                         floating[:, ::1] dw, Py_ssize_t groups, Py_ssize_t blocks,
                         int num_threads):
-    """dw[o, c] := sum over p of g[0, o, p] * x[0, group(o) * C_g + c, p]: the weight gradient
-    of a pointwise convolution whose images' positions are stacked along p (x (1, C, P), g (1,
-    K, P), dw (K, C_g)). The larger of a group's output channels and input rows is cut into
-    `blocks` blocks that run in parallel, each one BLAS GEMM over the whole depth P: every
-    element is one full sum, whatever the split. `kernel`: WEIGHT_GRAD_GEMM1X1_BLAS."""
-    cdef Py_ssize_t C = x.shape[1], K = g.shape[1], P = x.shape[2]
-    cdef Py_ssize_t Cg, Kg, item, grp, b0, size, step
+    """dw[o, c] := sum over n, p of g[n, o, p] * x[n, group(o) * C_g + c, p]: the weight
+    gradient of a pointwise convolution over the positions of all N images as one deep sum
+    (x (N, C, P), g (N, K, P), dw (K, C_g)). The larger of a group's output channels and
+    input rows is cut into `blocks` blocks that run in parallel, each a BLAS GEMM per image
+    accumulated in image order: every element is one sum in a fixed order, whatever the
+    split. The images are read in place (stacking them end to end first was a
+    single-threaded copy of both operands, a fifth of the call). `kernel`:
+    WEIGHT_GRAD_GEMM1X1_BLAS."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], K = g.shape[1], P = x.shape[2]
+    cdef Py_ssize_t Cg, Kg, item, grp, b0, size, step, n
     cdef bint by_columns
     cdef int blas_threads_before
     if kernel != WEIGHT_GRAD_GEMM1X1_BLAS:
         raise ValueError(f"conv_im2col.weight_grad_stacked does not run kernel {kernel}")
-    if groups < 1 or C % groups or K % groups or g.shape[2] != P or blocks < 1 \
-            or dw.shape[0] != K or dw.shape[1] != C // groups:
-        raise ValueError("conv_im2col.weight_grad_stacked: x (1, C, P), g (1, K, P), dw (K, "
-                         f"C / groups), blocks >= 1; got {(x.shape[0], C, P)}, "
+    if groups < 1 or C % groups or K % groups or g.shape[0] != N or g.shape[2] != P \
+            or blocks < 1 or dw.shape[0] != K or dw.shape[1] != C // groups:
+        raise ValueError("conv_im2col.weight_grad_stacked: x (N, C, P), g (N, K, P), dw (K, "
+                         f"C / groups), blocks >= 1; got {(N, C, P)}, "
                          f"{(g.shape[0], K, g.shape[2])}, {(dw.shape[0], dw.shape[1])}, "
                          f"groups {groups}, blocks {blocks}")
     Cg, Kg = C // groups, K // groups
     if K == 0 or Cg == 0:
         return
-    if P == 0:
+    if P == 0 or N == 0:
         dw[:, :] = 0
         return
     # split the longer side: each GEMM packs the whole of the other operand
@@ -554,23 +557,24 @@ def weight_grad_stacked(int kernel, const floating[:, :, ::1] x, const floating[
                 size = step
             if size <= 0:
                 continue
-            if by_columns:
-                gemm(False, True, <int> Kg, <int> size, <int> P, <floating> 1,
-                     &g[0, grp * Kg, 0], <int> P, &x[0, grp * Cg + b0, 0], <int> P,
-                     <floating> 0, &dw[grp * Kg, b0], <int> Cg)
-            else:
-                gemm(False, True, <int> size, <int> Cg, <int> P, <floating> 1,
-                     &g[0, grp * Kg + b0, 0], <int> P, &x[0, grp * Cg, 0], <int> P,
-                     <floating> 0, &dw[grp * Kg + b0, 0], <int> Cg)
+            for n in range(N):
+                if by_columns:
+                    gemm(False, True, <int> Kg, <int> size, <int> P, <floating> 1,
+                         &g[n, grp * Kg, 0], <int> P, &x[n, grp * Cg + b0, 0], <int> P,
+                         <floating> (n > 0), &dw[grp * Kg, b0], <int> Cg)
+                else:
+                    gemm(False, True, <int> size, <int> Cg, <int> P, <floating> 1,
+                         &g[n, grp * Kg + b0, 0], <int> P, &x[n, grp * Cg, 0], <int> P,
+                         <floating> (n > 0), &dw[grp * Kg + b0, 0], <int> Cg)
         release_blas(blas_local_threads(), blas_threads_before)
 
 
 def unfold_stacked(const floating[:, :, :, :, ::1] x, tuple w_shape, tuple out_shape,
-                   floating[:, ::1] col, tuple stride, tuple pad, tuple dilation,
+                   floating[:, :, ::1] col, tuple stride, tuple pad, tuple dilation,
                    Py_ssize_t groups, int num_threads):
-    """col[(g * C_in_g + c) * taps + tap, n * P + j] := the input pixel tap (c, kd, kh, kw) of
-    group g reads at output position j of image n (P positions per image; zero where
-    padding): every image's im2col side by side, the operand of weight_grad_stacked."""
+    """col[n, (g * C_in_g + c) * taps + tap, j] := the input pixel tap (c, kd, kh, kw) of
+    group g reads at output position j of image n (zero where padding): every image's
+    im2col, the operand of weight_grad_stacked."""
     cdef ConvShape s = make_shape(shape5(x.shape), w_shape, out_shape, stride, pad, dilation,
                                   groups)
     cdef Py_ssize_t taps = s.kernel[0] * s.kernel[1] * s.kernel[2]
@@ -578,15 +582,14 @@ def unfold_stacked(const floating[:, :, :, :, ::1] x, tuple w_shape, tuple out_s
     cdef Py_ssize_t P = rows * s.out_size[2]
     cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
     cdef Py_ssize_t item, n, g
-    if col.shape[0] != s.c_in * taps or col.shape[1] != s.n * P:
-        raise ValueError(f"conv_im2col.unfold_stacked: col must be {(s.c_in * taps, s.n * P)}; "
-                         f"got {(col.shape[0], col.shape[1])}")
-    if col.shape[0] == 0 or col.shape[1] == 0:
+    if col.shape[0] != s.n or col.shape[1] != s.c_in * taps or col.shape[2] != P:
+        raise ValueError(f"conv_im2col.unfold_stacked: col must be {(s.n, s.c_in * taps, P)}; "
+                         f"got {(col.shape[0], col.shape[1], col.shape[2])}")
+    if col.shape[0] == 0 or col.shape[1] == 0 or col.shape[2] == 0:
         return
     with nogil:
         for item in prange(s.n * s.groups, num_threads=num_threads, schedule='static'):
             n = item // s.groups
             g = item % s.groups
             im2col_rows(&x[0, 0, 0, 0, 0] + (n * s.c_in + g * s.c_in_g) * in_plane, &s, 0,
-                        rows, &col[0, 0] + g * s.c_in_g * taps * col.shape[1] + n * P,
-                        col.shape[1])
+                        rows, &col[n, 0, 0] + g * s.c_in_g * taps * P, P)

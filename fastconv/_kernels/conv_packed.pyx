@@ -13,10 +13,12 @@ from cython.parallel cimport prange, parallel
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, decode_tap, \
     shape5
-from fastconv._kernels.kernel_ids cimport CONV_PACKED_SEGMENTS, CONV_PACKED_STACKED
+from fastconv._kernels.kernel_ids cimport CONV_PACKED_SEGMENTS, CONV_PACKED_STACKED, \
+    INPUT_GRAD_GEMM1X1_STACKED
 from fastconv._kernels.pair_rows cimport copy_strided, fc_copy_short, fc_zero_short
 from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile_nr, \
-    choose_tile, pack_weights, multiply_tile, PackedGeometry, packed_geometry
+    choose_tile, pack_weights, pack_adjoint_weights, multiply_tile, PackedGeometry, \
+    packed_geometry
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
@@ -288,8 +290,11 @@ cdef Py_ssize_t stacked_runs(Py_ssize_t q_begin, Py_ssize_t count, Py_ssize_t pl
 
 cdef int conv_packed_stacked(const floating* x, const floating* w, const floating* bias,
                              floating* out, const ConvShape* s, Py_ssize_t tile_panels,
-                             Py_ssize_t channel_panels, int shape,
+                             Py_ssize_t channel_panels, int shape, bint adjoint,
                              int num_threads) noexcept nogil:
+    """out := the 1x1 convolution of x by w (+ bias) described by `s`; `adjoint`: w is the
+    weight of the convolution whose input gradient this is, (C_in = s.c_out, C_out/groups =
+    s.c_in_g) laid out as that layer's, and it is transposed while being packed."""
     # work item: (group, tile of stacked positions, block of output channels)
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
     cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, plane = geo.out_plane
@@ -310,7 +315,10 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
     cdef int* failed_flag = &failed
     if a_packed == NULL:
         return 1
-    pack_weights(w, s, a_packed, shape, num_threads)
+    if adjoint:
+        pack_adjoint_weights(w, s, a_packed, shape, num_threads)
+    else:
+        pack_weights(w, s, a_packed, shape, num_threads)
     with parallel(num_threads=num_threads):
         b_packed = <floating*> fc_workspace(WS_PANELS, tile_panels * K * NR * sizeof(floating))
         sums = <floating*> fc_workspace(WS_STACKED_SUMS,
@@ -389,10 +397,52 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
         if kernel == CONV_PACKED_STACKED:
             status = conv_packed_stacked(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
                                          &out[0, 0, 0, 0, 0], &s, tile_panels, channel_panels,
-                                         tile_shape, num_threads)
+                                         tile_shape, False, num_threads)
         else:
             status = conv_packed(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
                                  &out[0, 0, 0, 0, 0], &s, tile_panels, channel_panels,
                                  tile_shape, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")
+
+
+def input_grad(int kernel, const floating[:, :, :, :, ::1] g,
+               const floating[:, :, :, :, ::1] w, floating[:, :, :, :, ::1] dx,
+               tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
+               Py_ssize_t tile_panels, Py_ssize_t channel_panels, int tile_shape,
+               int num_threads):
+    """dx := the input gradient of a 1x1 convolution (stride 1, no padding) by w for output
+    gradient g: the 1x1 convolution of g by w's transpose, over the batch's positions stacked
+    end to end, the transposition done while packing w. Tiles of `tile_panels` position
+    panels, input channels in blocks of `channel_panels` panels. `kernel`:
+    INPUT_GRAD_GEMM1X1_STACKED."""
+    cdef Py_ssize_t c_in = dx.shape[1]
+    cdef ConvShape s
+    cdef int status = 0
+    if kernel != INPUT_GRAD_GEMM1X1_STACKED:
+        raise ValueError(f"conv_packed.input_grad does not run kernel {kernel}")
+    if tile_shape != TILE_WIDE and tile_shape != TILE_NARROW:
+        raise ValueError(f"conv_packed.input_grad: no register tile shape {tile_shape}")
+    if groups < 1 or w.shape[0] % groups or w.shape[1] * groups != c_in \
+            or w.shape[0] != g.shape[1] or w.shape[2] * w.shape[3] * w.shape[4] != 1 \
+            or g.shape[0] != dx.shape[0] or g.shape[2] != dx.shape[2] \
+            or g.shape[3] != dx.shape[3] or g.shape[4] != dx.shape[4]:
+        raise ValueError(f"conv_packed.input_grad: kernel {kernel} takes a 1x1 kernel "
+                         f"(C_out, C_in / groups, 1, 1, 1) and g (N, C_out, *size), dx (N, "
+                         f"C_in, *size); got w {shape5(w.shape)}, g {shape5(g.shape)}, dx "
+                         f"{shape5(dx.shape)}, groups {groups}")
+    # the convolution computed: g (N, C_out) -> dx (N, C_in), by C_in filters of C_out/groups
+    s = make_shape(shape5(g.shape), (c_in, w.shape[0] // groups, 1, 1, 1), shape5(dx.shape),
+                   stride, pad, dilation, groups)
+    if not pointwise(&s):
+        raise ValueError(f"conv_packed.input_grad: kernel {kernel} takes a 1x1 kernel with "
+                         f"stride 1 and no padding; got stride {stride}, padding {pad}")
+    if dx.shape[0] == 0:
+        return
+    with nogil:
+        status = conv_packed_stacked(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
+                                     <const floating*> NULL, &dx[0, 0, 0, 0, 0], &s,
+                                     tile_panels, channel_panels, tile_shape, True,
+                                     num_threads)
+    if status != 0:
+        raise MemoryError("fastconv: could not allocate a work buffer")

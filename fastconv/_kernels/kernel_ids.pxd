@@ -26,6 +26,7 @@ cdef enum KernelId:
     INPUT_GRAD_PHASE_SCATTER = 16
     INPUT_GRAD_SUBPIXEL = 17     # composed in Python from forward kernels: no compiled entry
     INPUT_GRAD_WINOGRAD = 18     # composed in Python: CONV_WINOGRAD on the adjoint weights
+    INPUT_GRAD_GEMM1X1_STACKED = 19
     # weight gradient
     WEIGHT_GRAD_IM2COL_BLAS = 21
     WEIGHT_GRAD_IM2COL_PACKED = 22

@@ -105,6 +105,35 @@ cdef inline void pack_weights(const floating* w, const ConvShape* s, floating* p
 
 
 
+cdef inline void pack_adjoint_weights(const floating* w, const ConvShape* s,
+                                      floating* packed, int shape,
+                                      int num_threads) noexcept nogil:
+    """pack_weights for the transposed 1x1 weights of an input gradient: s describes the
+    convolution of the output gradient (s.c_in_g of its channels a group) into the input
+    gradient (s.c_out_g a group), and w is the forward layer's (C_out, C_in/groups):
+    packed[g][panel][k][m] = w[g * c_in_g + k][panel * MR + m], zero past c_out_g. Each k
+    reads MR contiguous weights."""
+    cdef Py_ssize_t K = s.c_in_g, M = s.c_out_g
+    cdef Py_ssize_t MR = tile_mr(shape)
+    cdef Py_ssize_t panels = (M + MR - 1) // MR
+    cdef Py_ssize_t gp, g, panel, k, m, width
+    cdef const floating* src
+    cdef floating* dst
+    cdef int threads = num_threads if s.groups * panels * K * MR >= PACK_PARALLEL_ELEMENTS \
+        else 1
+    for gp in prange(s.groups * panels, num_threads=threads, schedule='static'):
+        g = gp // panels
+        panel = gp - g * panels
+        dst = packed + gp * K * MR
+        width = M - panel * MR if M - panel * MR < MR else MR
+        for k in range(K):
+            src = w + (g * K + k) * M + panel * MR
+            for m in range(width):
+                dst[k * MR + m] = src[m]
+            for m in range(width, MR):
+                dst[k * MR + m] = 0
+
+
 cdef inline void pack_a_panels(const floating* src, Py_ssize_t row_stride,
                                Py_ssize_t col_stride, Py_ssize_t M, Py_ssize_t K,
                                floating* packed, int shape) noexcept nogil:

@@ -9,10 +9,11 @@ back onto the input pixels it copied. ``input_grad_of``, ``weight_grad_of`` and
 convolution and the framework front ends use them).
 """
 import contextlib
+from math import prod
 
 import numpy as np
 
-from fastconv._kernels import conv_bias as _conv_bias, conv_direct, conv_im2col, \
+from fastconv._kernels import conv_bias as _conv_bias, conv_direct, conv_im2col, conv_packed, \
     conv_phase_grid, conv_subpixel
 from fastconv._ops.conv import as_5d, run_conv
 from fastconv._ops.docs import document
@@ -83,6 +84,9 @@ def input_grad_kernel(plan, problem, g, w, dx):
         conv_direct.input_grad(*args, plan.threads)
     elif kernel in (Kernel.INPUT_GRAD_PHASE_CLASSES, Kernel.INPUT_GRAD_PHASE_SCATTER):
         conv_phase_grid.input_grad(*args, plan.tile_panels, plan.threads)
+    elif kernel == Kernel.INPUT_GRAD_GEMM1X1_STACKED:
+        conv_packed.input_grad(*args, plan.tile_panels, plan.channel_panels, plan.tile_shape,
+                               plan.threads)
     else:   # INPUT_GRAD_COL2IM_BLAS, _COL2IM_PACKED, _GEMM1X1_BLAS
         conv_im2col.input_grad(*args, plan.band_rows, plan.channel_chunks, plan.threads)
 
@@ -108,26 +112,25 @@ def _input_grad_by_plan(problem, plan, weight, grad_output, dtype):
 
 def _run_stacked_weight_grad(problem, plan, input, grad_output, weight_shape, dtype, bias_out):
     """The weight gradient of the zero-padded `problem` as the gradient of plan.stacked's 1-d
-    pointwise problem: the operand (for a 1x1 kernel without padding the pixels it reads,
-    every stride-th; else each image's im2col) and the output gradient, each laid out
-    channels (and taps) first with the images' positions end to end."""
-    (stacked,) = plan.stacked
+    pointwise problem over all the images' positions: the operand (for a 1x1 kernel without
+    padding the pixels it reads, every stride-th: the input itself at stride 1; else each
+    image's im2col) and the output gradient, each image's channels (and taps) by positions."""
+    n, positions = problem.batch, prod(problem.out_size)
     if sampled_pointwise(problem):
         sampled = input[(slice(None), slice(None)) + tuple(slice(None, None, s)
                                                            for s in problem.stride)]
-        x = np.ascontiguousarray(np.moveaxis(sampled, 0, 1), dtype).reshape(
-            1, problem.in_channels, -1)
+        x = np.ascontiguousarray(sampled, dtype).reshape(n, problem.in_channels, positions)
     else:
+        (stacked,) = plan.stacked
         nd = problem.ndim
-        x = np.empty((1, stacked.in_channels, stacked.in_size[0]), dtype)
+        x = np.empty((n, stacked.in_channels, positions), dtype)
         unit = (1,) * (3 - nd)
         conv_im2col.unfold_stacked(as_5d(np.ascontiguousarray(input, dtype), nd),
                                    weight_shape[:2] + unit + tuple(weight_shape[2:]),
-                                   problem.out_shape[:2] + unit + problem.out_size, x[0],
+                                   problem.out_shape[:2] + unit + problem.out_size, x,
                                    *plan.geometry, problem.groups, plan.threads)
-    g = np.ascontiguousarray(np.moveaxis(grad_output, 0, 1), dtype).reshape(
-        1, problem.out_channels, -1)
-    dw = np.empty((weight_shape[0], stacked.in_per_group), dtype)
+    g = np.ascontiguousarray(grad_output, dtype).reshape(n, problem.out_channels, positions)
+    dw = np.empty((weight_shape[0], x.shape[1] // problem.groups), dtype)
     with _threads.single_threaded_blas:
         conv_im2col.weight_grad_stacked(plan.kernel, x, g, dw, problem.groups, plan.chunks,
                                         plan.threads)
