@@ -13,6 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 import fastconv
 from fastconv import grad
+from fastconv._plan import dispatch
+from fastconv.planning import Kernel
 
 import reference
 
@@ -434,3 +436,22 @@ def test_padding_wider_than_a_short_axis(x_shape, w_shape, kwargs):
                 continue
             np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10,
                                        err_msg=f"{operation} {name}")
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, packed", [
+    ((8, 64, 14, 14), (64, 64, 3, 3), 2, True),       # 7x7 outputs: a narrow GEMM per image
+    ((8, 32, 32, 32), (32, 32, 3, 3), 2, True),       # 16x16 = 256 outputs
+    ((8, 32, 34, 34), (32, 32, 3, 3), 2, False),      # 17x17: BLAS
+    ((1, 64, 14, 14), (64, 64, 3, 3), 2, False),      # one image: BLAS
+    ((8, 64, 14, 14), (128, 64, 1, 1), 2, False),     # one tap: BLAS
+])
+def test_the_col2im_input_gradient_of_small_planes_multiplies_on_the_micro_kernel(
+        x_shape, w_shape, stride, packed):
+    problem = fastconv.planning.problem_from_call(x_shape, w_shape, stride=stride, padding=1
+                                                  if w_shape[-1] == 3 else 0)
+    plan = fastconv.planning.plan_input_grad(problem, np.float32)
+    assert plan.algorithm == "col2im", plan.explain()
+    if dispatch.blas_runs_full_width():
+        assert (plan.kernel == Kernel.INPUT_GRAD_COL2IM_PACKED) == packed, plan.explain()
+    else:   # BLAS held to narrower kernels than the CPU's: the micro-kernel everywhere
+        assert plan.kernel == Kernel.INPUT_GRAD_COL2IM_PACKED

@@ -187,11 +187,20 @@ def test_input_gradient_by_winograd_matches_the_reference(batch, c_in, c_out, si
     assert_within_bound(got, want, scale, dtype)
 
 
+def test_the_input_gradient_needs_more_tiles_than_the_forward_pass():
+    """It transforms new weights on every call: with few tiles that is the call."""
+    forward = problem_from_call((2, 32, 8, 8), (32, 32, 3, 3), padding=1)       # 8 tiles
+    assert plan_conv(forward, "float32").algorithm == "winograd"
+    assert plan_input_grad(forward, "float32").algorithm != "winograd"
+    larger = problem_from_call((2, 32, 16, 16), (32, 32, 3, 3), padding=1)      # 32 tiles
+    assert plan_input_grad(larger, "float32").algorithm == "winograd"
+
+
 def test_stride_1_transposed_convolution_runs_winograd():
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((2, 40, 10, 9)).astype(np.float32)
+    x = rng.standard_normal((2, 40, 16, 13)).astype(np.float32)   # 32 tiles of 4x4
     w = rng.standard_normal((40, 32, 3, 3)).astype(np.float32)
-    problem = problem_from_call((2, 32, 10, 9), (40, 32, 3, 3), padding=1)
+    problem = problem_from_call((2, 32, 16, 13), (40, 32, 3, 3), padding=1)
     assert plan_input_grad(problem, "float32").algorithm == "winograd"
     want = reference.conv_transpose_nd(x, w, padding=1)
     got = fastconv.conv_transpose2d(x, w, padding=1)
@@ -201,8 +210,8 @@ def test_stride_1_transposed_convolution_runs_winograd():
 
 def test_an_inf_weight_keeps_auto_input_gradient_off_winograd():
     rng = np.random.default_rng(9)
-    x, w, _ = random_call(rng, 2, 32, 32, (8, 8), 1, np.float64)
-    g = rng.standard_normal((2, 32, 8, 8))
+    x, w, _ = random_call(rng, 2, 32, 32, (16, 16), 1, np.float64)
+    g = rng.standard_normal((2, 32, 16, 16))
     w[2, 3, 0, 0] = np.inf
     problem = problem_from_call(x.shape, w.shape, padding=1)
     assert plan_input_grad(problem, "float64").algorithm == "winograd"

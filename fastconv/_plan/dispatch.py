@@ -245,6 +245,13 @@ WINOGRAD_MIN_CHANNELS = 32
 # with too few tiles that read is the call. 512 -> 512 on 7x7 (4 tiles an image; ms, Winograd
 # against packed): batch 1 4.13 / 3.86, batch 2 4.04 / 5.34, batch 4 4.71 / 8.61.
 WINOGRAD_MIN_TILES = 8
+# The input gradient transforms its reversed, transposed weights on every call (they are new
+# each time: nothing to remember), 12 ms for 512 -> 512 channels: it needs more tiles to pay.
+# Measured on AMD Zen 3 (EPYC, AVX2), 2 threads, float32, ms, Winograd against col2im (the
+# better of BLAS and packed): 512 channels on 14x14, batch 1 (16 tiles) 15.9 / 10.0; 256 on
+# 14x14, batch 1 (16) 4.06 / 2.30; 512 on 7x7, batch 8 (32) 18.6 / 24.7; 512 on 14x14,
+# batch 2 (32) 21.5 / 26.0; 256 on 28x28, batch 1 (49) 6.5 / 8.1.
+WINOGRAD_MIN_TILES_INPUT_GRAD = 32
 
 
 def winograd_tiles(problem):
@@ -514,9 +521,10 @@ def _one_to_one(p):
 INPUT_GRAD_RULES = (
     Rule("gemm1x1", lambda p, *_: p.pointwise and fits_blas(p),
          "1x1 kernel, stride 1, no padding: the GEMM writes the input gradient directly"),
-    Rule("winograd", lambda p, *_: winograd_pays(p) and tiling.subpixel_plan(p) is not None,
+    Rule("winograd", lambda p, *_: winograd_pays(p) and tiling.subpixel_plan(p) is not None
+         and winograd_tiles(p) >= WINOGRAD_MIN_TILES_INPUT_GRAD,
          f"3x3, stride 1, at least {WINOGRAD_MIN_CHANNELS} channels per group and "
-         f"{WINOGRAD_MIN_TILES} tiles: the gradient "
+         f"{WINOGRAD_MIN_TILES_INPUT_GRAD} tiles: the gradient "
          "is a stride-1 convolution of the output gradient with the reversed, transposed "
          "weights, run by Winograd F(4x4, 3x3) (precision 'fast')"),
     Rule("subpixel", lambda p, *_: _one_to_one(p) and all(s == 1 for s in p.stride)
@@ -571,6 +579,24 @@ def adjoint_pointwise(problem):
                        ((0, 0),) * nd, (1,) * nd)
 
 
+# A batch of small output planes makes each image's GEMM of the col2im input gradient a
+# narrow one (49 positions on 7x7), where BLAS spends its time in per-call packing; fastconv's
+# micro-kernel packs W^T once per call. Measured on AMD Zen 3 (EPYC, AVX2), 2 threads, float32,
+# batch 8, ms (BLAS -> packed): 512 -> 512 3x3 stride 2 from 14x14 28.8 -> 21.0; 256 -> 256
+# from 28x28 20.0 -> 16.9; on larger planes even (128 from 56x56 19.2 -> 17.8) or worse (a
+# 5x5 on 28x28 13.7 -> 15.6; 1x1 stride 2 from 28x28 14.5 -> 16.0), and at batch 1 BLAS won
+# (512 on 7x7 3.4 against 4.8).
+PACKED_COL2IM_MAX_PLANE = 256
+
+
+def packed_col2im_pays(problem):
+    """True if the col2im input gradient of `problem` should multiply on fastconv's
+    micro-kernel although BLAS runs full width: more than one image, a kernel of more than one
+    tap, output planes of at most PACKED_COL2IM_MAX_PLANE positions."""
+    return (problem.batch >= 2 and prod(problem.kernel_size) > 1
+            and prod(problem.out_size) <= PACKED_COL2IM_MAX_PLANE)
+
+
 def _input_grad_kernel(family, problem, itemsize, finite_weights):
     if family == "gemm1x1":
         adjoint = adjoint_pointwise(problem)
@@ -581,7 +607,7 @@ def _input_grad_kernel(family, problem, itemsize, finite_weights):
         if finite_weights and input_grad_phase_grid(problem, itemsize):
             return _phase_input_grad_kernel(problem, itemsize)
         return Kernel.INPUT_GRAD_COL2IM_PACKED if own_gemm(problem) \
-            else Kernel.INPUT_GRAD_COL2IM_BLAS
+            or packed_col2im_pays(problem) else Kernel.INPUT_GRAD_COL2IM_BLAS
     return {"direct": Kernel.INPUT_GRAD_DIRECT, "subpixel": Kernel.INPUT_GRAD_SUBPIXEL,
             "winograd": Kernel.INPUT_GRAD_WINOGRAD}[family]
 
