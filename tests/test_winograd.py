@@ -11,6 +11,7 @@ from scipy import ndimage
 
 import fastconv
 from fastconv import grad
+from fastconv._kernels import conv_winograd
 from fastconv._runtime import precision as precision_setting
 from fastconv.planning import plan_conv, plan_input_grad, problem_from_call
 
@@ -330,3 +331,48 @@ def test_training_steps_refill_the_cache_in_place_and_gradients_leave_it_alone()
         first_buffer = transformed
         w -= 0.1 * rng.standard_normal(w.shape)   # the step, in place
     weight_cache.forget_transforms()
+
+
+# --- the input gradient's weights, transformed straight from the layer's -----------------------
+
+def adjoint_weights(w, groups):
+    """The stride-1 input gradient's weights, plainly: channels transposed per group, each
+    filter turned by 180 degrees."""
+    c_out, c_in_g = w.shape[:2]
+    per_group = w.reshape((groups, c_out // groups, c_in_g) + w.shape[2:])
+    return np.ascontiguousarray(np.swapaxes(per_group, 1, 2)[..., ::-1, ::-1].reshape(
+        (groups * c_in_g, c_out // groups) + w.shape[2:]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c_out, c_in_g, groups", [(5, 3, 1), (16, 7, 1), (12, 2, 3),
+                                                   (40, 33, 2)])
+def test_the_adjoint_transform_is_the_transform_of_the_adjoint_weights(c_out, c_in_g, groups,
+                                                                       dtype):
+    w = np.random.default_rng(c_out).standard_normal((c_out, c_in_g, 1, 3, 3)).astype(dtype)
+    w_adj = adjoint_weights(w, groups)
+    size = conv_winograd.weights_size(w_adj.shape[0], w_adj.shape[1], groups)
+    want = np.empty(size, dtype)
+    conv_winograd.transform_weights(w_adj, groups, want, 1)
+    for threads in (1, 2):
+        got = np.full(size, np.nan, dtype)
+        conv_winograd.transform_adjoint_weights(w, groups, got, threads)
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=f"u must have {size} elements"):
+        conv_winograd.transform_adjoint_weights(w, groups, np.empty(size + 1, dtype), 1)
+    with pytest.raises(ValueError, match="a \\(C_out, C_in_g, 1, 3, 3\\) weight"):
+        conv_winograd.transform_adjoint_weights(np.zeros((c_out, c_in_g, 1, 3, 2), dtype),
+                                                groups, want, 1)
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_an_inf_in_the_output_gradient_gives_the_direct_sums_answer(value):
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((32, 32, 3, 3))
+    g = rng.standard_normal((2, 32, 16, 16))
+    g[1, 3, 5, 7] = value
+    got = grad.conv2d_input(g.shape, w, g, padding=1, algorithm="winograd")
+    # the direct sums: the forward convolution of g by the adjoint weights, not by Winograd
+    want = fastconv.conv2d(g, adjoint_weights(w, 1), padding=1, algorithm="packed")
+    np.testing.assert_array_equal(got, want)
+    assert np.isfinite(got).any() and not np.isfinite(got).all()

@@ -30,9 +30,9 @@ cdef extern from "winograd.h":
     int FC_WINO_LANES_f32
     int FC_WINO_LANES_f64
     void fc_wino_weight_f32(const float* w, Py_ssize_t filter_stride, Py_ssize_t m_valid,
-                            float* u, Py_ssize_t e_stride) noexcept nogil
+                            int reversed, float* u, Py_ssize_t e_stride) noexcept nogil
     void fc_wino_weight_f64(const double* w, Py_ssize_t filter_stride, Py_ssize_t m_valid,
-                            double* u, Py_ssize_t e_stride) noexcept nogil
+                            int reversed, double* u, Py_ssize_t e_stride) noexcept nogil
     void fc_wino_input_f32(const float* x, const Py_ssize_t* plane_offset,
                            const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
                            Py_ssize_t H, Py_ssize_t W, float* v,
@@ -68,21 +68,32 @@ cdef inline Py_ssize_t lanes(floating* dummy) noexcept nogil:
 
 
 cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t g,
-                          floating* u, int num_threads) noexcept nogil:
-    """u[e][panel][c][m] = (G w[g * K_g + panel * MR + m, c] G^T)[e], zero past K_g: one
-    group's transformed weights in the A panels of the micro-kernel's wide tile."""
+                          bint adjoint, floating* u, int num_threads) noexcept nogil:
+    """u[e][panel][c][m] = (G f(panel * MR + m, c) G^T)[e], zero past K_g: one group's
+    transformed filters in the A panels of the micro-kernel's wide tile, f(k, c) the filter
+    from input channel c to output channel k of group g: w[g * K_g + k, c] (w is (groups *
+    K_g, C_g, 3, 3)); if `adjoint`, that of the input gradient of the convolution by w
+    (groups * C_g, K_g, 3, 3), its filter w[g * C_g + c, k] turned by 180 degrees (so the
+    reversed, transposed weights are never written out)."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
     cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR
-    cdef Py_ssize_t item, panel, c, m_valid
+    cdef Py_ssize_t item, panel, c, m_valid, first, step
     for item in prange(m_panels * Cg, num_threads=num_threads, schedule='static'):
         panel = item // Cg
         c = item % Cg
         m_valid = Kg - panel * MR if Kg - panel * MR < MR else MR
+        if adjoint:
+            # the panel's filters lie side by side in w's row of output channel c
+            first = ((g * Cg + c) * Kg + panel * MR) * 9
+            step = 9
+        else:
+            first = ((g * Kg + panel * MR) * Cg + c) * 9
+            step = Cg * 9
         if floating is float:
-            fc_wino_weight_f32(w + ((g * Kg + panel * MR) * Cg + c) * 9, Cg * 9, m_valid,
+            fc_wino_weight_f32(w + first, step, m_valid, adjoint,
                                u + (panel * Cg + c) * MR, m_panels * Cg * MR)
         else:
-            fc_wino_weight_f64(w + ((g * Kg + panel * MR) * Cg + c) * 9, Cg * 9, m_valid,
+            fc_wino_weight_f64(w + first, step, m_valid, adjoint,
                                u + (panel * Cg + c) * MR, m_panels * Cg * MR)
 
 
@@ -205,20 +216,39 @@ def transform_weights(const floating[:, :, :, :, ::1] w, Py_ssize_t groups,
                       floating[::1] u, int num_threads):
     """u := the transformed weights of w (c_out, c_in_g, 1, 3, 3), as conv_forward takes
     them (weights_size elements)."""
-    cdef Py_ssize_t c_out = w.shape[0], Cg = w.shape[1], Kg = c_out // groups
+    _transform(w, groups, False, u, num_threads)
+
+
+def transform_adjoint_weights(const floating[:, :, :, :, ::1] w, Py_ssize_t groups,
+                              floating[::1] u, int num_threads):
+    """u := the transformed weights of the stride-1 convolution that is the input gradient
+    of the convolution by w (c_out, c_in_g, 1, 3, 3): its weight (c_in_g * groups, c_out /
+    groups, 3, 3) is w's, channels transposed per group and each filter turned by 180
+    degrees (weights_size(c_in_g * groups, c_out // groups, groups) elements)."""
+    _transform(w, groups, True, u, num_threads)
+
+
+cdef _transform(const floating[:, :, :, :, ::1] w, Py_ssize_t groups, bint adjoint,
+                floating[::1] u, int num_threads):
+    cdef Py_ssize_t c_out = w.shape[0], c_in_g = w.shape[1]
+    # the convolution whose weights are transformed: K_g outputs, C_g inputs per group
+    cdef Py_ssize_t Kg = c_in_g if adjoint else (c_out // groups if groups > 0 else 0)
+    cdef Py_ssize_t Cg = (c_out // groups if groups > 0 else 0) if adjoint else c_in_g
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE), per_group = 36 * ((Kg + MR - 1) // MR) * MR * Cg
     cdef Py_ssize_t g
+    name = "transform_adjoint_weights" if adjoint else "transform_weights"
     if (w.shape[2], w.shape[3], w.shape[4]) != (1, 3, 3) or groups < 1 or c_out % groups:
-        raise ValueError(f"conv_winograd.transform_weights: a (C_out, C_in_g, 1, 3, 3) weight "
-                         f"and groups dividing C_out; got {shape5(w.shape)}, groups {groups}")
+        raise ValueError(f"conv_winograd.{name}: a (C_out, C_in_g, 1, 3, 3) weight and groups "
+                         f"dividing C_out; got {shape5(w.shape)}, groups {groups}")
     if u.shape[0] != groups * per_group:
-        raise ValueError(f"conv_winograd.transform_weights: u must have {groups * per_group} "
-                         f"elements; got {u.shape[0]}")
+        raise ValueError(f"conv_winograd.{name}: u must have {groups * per_group} elements; "
+                         f"got {u.shape[0]}")
     if u.shape[0] == 0:
         return
     with nogil:
         for g in range(groups):
-            transform_group(&w[0, 0, 0, 0, 0], Kg, Cg, g, &u[0] + g * per_group, num_threads)
+            transform_group(&w[0, 0, 0, 0, 0], Kg, Cg, g, adjoint, &u[0] + g * per_group,
+                            num_threads)
 
 
 def equal_bytes(const unsigned char[::1] a, const unsigned char[::1] b):

@@ -10,7 +10,7 @@ import contextlib
 import numpy as np
 
 from fastconv._kernels import (conv_channels_last, conv_direct, conv_im2col, conv_packed,
-                               conv_phase_grid, conv_winograd)
+                               conv_phase_grid, conv_subpixel, conv_winograd)
 from fastconv._ops import conv_fft
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
@@ -37,10 +37,13 @@ def pad_input(x, problem):
     return np.pad(x, widths, mode=NUMPY_PAD_MODE[problem.padding_mode])
 
 
-def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True):
+def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoint_of=None):
     """Run `plan` (one forward kernel) for the zero-padded `problem` on C-contiguous arrays of
     its exact shapes. `remember_weights`: keep transformed weights for the next call with
-    the same weights (False for weights made for this call only)."""
+    the same weights (False for weights made for this call only). `adjoint_of` (Winograd
+    only): this convolution is the stride-1 input gradient of the one by adjoint_of (5-d),
+    whose reversed, transposed weights are transformed straight from it; `w` then only
+    gives their shape (its values are never read)."""
     nd, kernel = problem.ndim, plan.kernel
     args = (kernel, as_5d(x, nd), as_5d(w, nd), bias, as_5d(out, nd)) + plan.geometry \
         + (problem.groups,)
@@ -57,7 +60,10 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True):
 
         def fill(weight, out):
             conv_winograd.transform_weights(weight, groups, out, plan.threads)
-        if remember_weights:
+        if adjoint_of is not None:
+            u = scratch(size, w5.dtype)
+            conv_winograd.transform_adjoint_weights(adjoint_of, groups, u, plan.threads)
+        elif remember_weights:
             u = cached_transform(("winograd", groups), w5, size, fill,
                                  conv_winograd.equal_bytes)
         else:
@@ -66,6 +72,10 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True):
         status = conv_winograd.conv_forward(*args, plan.tile_panels, plan.threads, u)
         if status == conv_winograd.NONFINITE:
             # an inf or NaN spread over whole tiles: the direct sums' answer, exactly
+            if adjoint_of is not None:
+                w = np.empty_like(w)
+                conv_subpixel.adjoint_phase_weight(adjoint_of, as_5d(w, nd), groups,
+                                                   (0, 0, 0), (1, 1, 1))
             run_conv(problem, plan_conv(problem, out.dtype, "packed"), x, w, bias, out,
                      remember_weights)
     elif kernel == Kernel.CONV_FFT:
@@ -77,15 +87,17 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True):
         conv_im2col.conv_forward(*args, plan.band_rows, plan.threads)
 
 
-def run_conv(problem, plan, x, w, bias, out, remember_weights=True):
+def run_conv(problem, plan, x, w, bias, out, remember_weights=True, adjoint_of=None):
     """Compute `problem` into `out` by `plan` (arrays already validated); see forward_kernel
-    for `remember_weights`."""
+    for `remember_weights` and `adjoint_of` (a plan in one piece only)."""
     dtype = out.dtype
     x = np.ascontiguousarray(x, dtype=dtype)
     w = np.ascontiguousarray(w, dtype=dtype)
     bias = np.empty(0, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     if out.size == 0:
         return out
+    if adjoint_of is not None and plan.pieces:
+        raise ValueError("run_conv: adjoint_of needs a plan in one piece")
     x = pad_input(x, problem)
     padded = problem.explicitly_padded
     # the FFT's transforms run on scipy.fft's threads: an OpenMP team woken to flush
@@ -94,7 +106,7 @@ def run_conv(problem, plan, x, w, bias, out, remember_weights=True):
     with denormals_flushed(team), \
             _threads.blas_guard() if plan.uses_blas else contextlib.nullcontext():
         if not plan.pieces:
-            forward_kernel(plan, padded, x, w, bias, out, remember_weights)
+            forward_kernel(plan, padded, x, w, bias, out, remember_weights, adjoint_of)
         # a long call runs as pieces: Python raises KeyboardInterrupt between two of them
         for images, in_channels, channels, piece, piece_plan in plan.pieces:
             b_piece = bias[channels] if bias.size else bias

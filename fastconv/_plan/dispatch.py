@@ -245,12 +245,13 @@ WINOGRAD_MIN_CHANNELS = 32
 # with too few tiles that read is the call. 512 -> 512 on 7x7 (4 tiles an image; ms, Winograd
 # against packed): batch 1 4.13 / 3.86, batch 2 4.04 / 5.34, batch 4 4.71 / 8.61.
 WINOGRAD_MIN_TILES = 8
-# The input gradient transforms its reversed, transposed weights on every call (they are new
-# each time: nothing to remember), 12 ms for 512 -> 512 channels: it needs more tiles to pay.
-# Measured on AMD Zen 3 (EPYC, AVX2), 2 threads, float32, ms, Winograd against col2im (the
-# better of BLAS and packed): 512 channels on 14x14, batch 1 (16 tiles) 15.9 / 10.0; 256 on
-# 14x14, batch 1 (16) 4.06 / 2.30; 512 on 7x7, batch 8 (32) 18.6 / 24.7; 512 on 14x14,
-# batch 2 (32) 21.5 / 26.0; 256 on 28x28, batch 1 (49) 6.5 / 8.1.
+# The input gradient transforms its reversed, transposed weights on every call (they change
+# with every training step, and a transposed convolution's are never remembered): 5 ms for
+# 512 -> 512 channels with 2 threads, so it needs more tiles to pay. Measured on AMD Zen 3
+# (EPYC, AVX2), 2 threads, float32, ms, Winograd against col2im (the better of BLAS and
+# packed): 4 tiles (512 on 7x7, batch 1) 8.6 / 3.5; 16 tiles: 512 on 14x14, batch 1, 9.3 /
+# 12.0, but 256 on 14x14 3.0 / 2.6; 32 tiles: 512 on 7x7, batch 8, 11.5 / 21.6, 512 on
+# 14x14, batch 2, 11.4 / 17.1; 49: 256 on 28x28, batch 1, 6.5 / 8.1.
 WINOGRAD_MIN_TILES_INPUT_GRAD = 32
 
 
