@@ -90,6 +90,7 @@ def test_a_mobilenet_layer_matches_pytorch():
     # positions used per image of the panels' (16 wide on AVX2, 48 on AVX-512)
     ((8, 960, 7, 7), (160, 960, 1, 1), True),       # 49 of 64 / 96
     ((8, 384, 10, 10), (64, 384, 1, 1), True),      # 100 of 112 / 144
+    ((8, 384, 14, 14), (64, 384, 1, 1), True),      # 196 of 208 / 240
     ((8, 32, 28, 28), (192, 32, 1, 1), False),      # 784 of 784 / 816: nothing to gain
     ((1, 960, 7, 7), (160, 960, 1, 1), False),      # one image
     ((8, 64, 7, 7), (64, 64, 3, 3), False),         # not 1x1
