@@ -17,8 +17,7 @@ from fastconv._kernels.kernel_ids cimport CONV_PACKED_SEGMENTS, CONV_PACKED_STAC
     INPUT_GRAD_GEMM1X1_STACKED
 from fastconv._kernels.pair_rows cimport copy_strided, fc_copy_short, fc_zero_short
 from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile_nr, \
-    choose_tile, pack_weights, pack_adjoint_weights, multiply_tile, PackedGeometry, \
-    packed_geometry
+    choose_tile, pack_weights, multiply_tile, PackedGeometry, packed_geometry
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
@@ -315,10 +314,7 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
     cdef int* failed_flag = &failed
     if a_packed == NULL:
         return 1
-    if adjoint:
-        pack_adjoint_weights(w, s, a_packed, shape, num_threads)
-    else:
-        pack_weights(w, s, a_packed, shape, num_threads)
+    pack_weights(w, s, a_packed, shape, num_threads, adjoint)
     with parallel(num_threads=num_threads):
         b_packed = <floating*> fc_workspace(WS_PANELS, tile_panels * K * NR * sizeof(floating))
         sums = <floating*> fc_workspace(WS_STACKED_SUMS,

@@ -78,42 +78,15 @@ cdef inline int choose_tile(Py_ssize_t M, floating* dummy) noexcept nogil:
 
 
 cdef inline void pack_weights(const floating* w, const ConvShape* s, floating* packed,
-                              int shape, int num_threads) noexcept nogil:
-    """packed[g][panel][k][m] = w[g * c_out_g + panel * MR + m][k], zero past c_out_g; the
-    (group, panel)s split among `num_threads` (a 512 x 512 x 3 x 3 layer's 9 MB packed on
-    one thread was a fifth of its batch-1 call, the other thread waiting)."""
-    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
-    cdef Py_ssize_t MR = tile_mr(shape)
-    cdef Py_ssize_t panels = (s.c_out_g + MR - 1) // MR
-    cdef Py_ssize_t gp, g, panel, k, m, co
-    cdef floating* dst
-    cdef int threads = num_threads if s.groups * panels * K * MR >= PACK_PARALLEL_ELEMENTS \
-        else 1
-    for gp in prange(s.groups * panels, num_threads=threads, schedule='static'):
-        g = gp // panels
-        panel = gp - g * panels
-        dst = packed + gp * K * MR
-        # one filter at a time: contiguous reads of w, writes MR apart
-        for m in range(MR):
-            co = panel * MR + m
-            if co < s.c_out_g:
-                for k in range(K):
-                    dst[k * MR + m] = w[(g * s.c_out_g + co) * K + k]
-            else:
-                for k in range(K):
-                    dst[k * MR + m] = 0
-
-
-
-cdef inline void pack_adjoint_weights(const floating* w, const ConvShape* s,
-                                      floating* packed, int shape,
-                                      int num_threads) noexcept nogil:
-    """pack_weights for the transposed 1x1 weights of an input gradient: s describes the
-    convolution of the output gradient (s.c_in_g of its channels a group) into the input
-    gradient (s.c_out_g a group), and w is the forward layer's (C_out, C_in/groups):
-    packed[g][panel][k][m] = w[g * c_in_g + k][panel * MR + m], zero past c_out_g. Each k
-    reads MR contiguous weights."""
-    cdef Py_ssize_t K = s.c_in_g, M = s.c_out_g
+                              int shape, int num_threads, bint adjoint=False) noexcept nogil:
+    """packed[g][panel][k][m] = w[g * c_out_g + panel * MR + m][k], zero past c_out_g (K =
+    c_in_g x taps columns). With `adjoint` (a 1x1 input gradient: s describes the convolution
+    of the output gradient into the input gradient, w is the forward layer's (C_out, C_in /
+    groups)), the transpose: packed[g][panel][k][m] = w[g * K + k][panel * MR + m]. Reads run
+    along w's rows either way. The (group, panel)s split among `num_threads` (a 512 x 512 x
+    3 x 3 layer's 9 MB packed on one thread was a fifth of its batch-1 call, the other thread
+    waiting)."""
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2], M = s.c_out_g
     cdef Py_ssize_t MR = tile_mr(shape)
     cdef Py_ssize_t panels = (M + MR - 1) // MR
     cdef Py_ssize_t gp, g, panel, k, m, width
@@ -126,12 +99,24 @@ cdef inline void pack_adjoint_weights(const floating* w, const ConvShape* s,
         panel = gp - g * panels
         dst = packed + gp * K * MR
         width = M - panel * MR if M - panel * MR < MR else MR
-        for k in range(K):
-            src = w + (g * K + k) * M + panel * MR
-            for m in range(width):
-                dst[k * MR + m] = src[m]
-            for m in range(width, MR):
-                dst[k * MR + m] = 0
+        if adjoint:
+            # row k of the forward weight holds the panel's MR filters side by side
+            for k in range(K):
+                src = w + (g * K + k) * M + panel * MR
+                for m in range(width):
+                    dst[k * MR + m] = src[m]
+                for m in range(width, MR):
+                    dst[k * MR + m] = 0
+        else:
+            # one filter at a time: contiguous reads of w, writes MR apart
+            for m in range(MR):
+                src = w + (g * M + panel * MR + m) * K
+                if m < width:
+                    for k in range(K):
+                        dst[k * MR + m] = src[k]
+                else:
+                    for k in range(K):
+                        dst[k * MR + m] = 0
 
 
 cdef inline void pack_a_panels(const floating* src, Py_ssize_t row_stride,
