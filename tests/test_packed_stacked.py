@@ -87,11 +87,11 @@ def test_a_mobilenet_layer_matches_pytorch():
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stacked", [
-    # positions used per image of the panels' (16 wide on AVX2, 48 on AVX-512)
-    ((8, 960, 7, 7), (160, 960, 1, 1), True),       # 49 of 64 / 96
-    ((8, 384, 10, 10), (64, 384, 1, 1), True),      # 100 of 112 / 144
-    ((8, 384, 14, 14), (64, 384, 1, 1), True),      # 196 of 208 / 240
-    ((8, 32, 28, 28), (192, 32, 1, 1), False),      # 784 of 784 / 816: nothing to gain
+    # positions used per image of the panels' (float32: 8 wide in the baseline build, 16 on
+    # AVX2, 48 on AVX-512)
+    ((8, 960, 7, 7), (160, 960, 1, 1), True),       # 49 of 56 / 64 / 96
+    ((8, 384, 5, 5), (64, 384, 1, 1), True),        # 25 of 32 / 32 / 48
+    ((8, 32, 28, 28), (192, 32, 1, 1), False),      # 784 of 784 / 784 / 816: nothing to gain
     ((1, 960, 7, 7), (160, 960, 1, 1), False),      # one image
     ((8, 64, 7, 7), (64, 64, 3, 3), False),         # not 1x1
 ])
@@ -100,6 +100,16 @@ def test_auto_stacks_small_planes_of_a_batch(x_shape, w_shape, stacked):
     assert (plan.kernel == Kernel.CONV_PACKED_STACKED) == stacked, plan.explain()
     if stacked:
         assert "stacked" in plan.reason
+
+
+def test_auto_stacks_where_the_last_panel_would_be_a_twentieth_empty():
+    """14x14 planes (196 positions): 4 of 200 empty on 8-wide panels, 12 of 208 on 16-wide,
+    44 of 240 on 48-wide."""
+    problem = problem_from_call((8, 384, 14, 14), (64, 384, 1, 1))
+    nr = tiling.packed_tile(problem, 4)[2]
+    empty = -196 % nr
+    plan = plan_conv(problem, np.float32)
+    assert (plan.kernel == Kernel.CONV_PACKED_STACKED) == (empty > 196 / 20), plan.explain()
 
 
 def test_forcing_stacked_needs_a_pointwise_layer():
