@@ -122,7 +122,8 @@ def test_either_phase_grid_input_grad_is_exact_for_any_input_channels(kernel, c_
     ((1, 2, 1), (1, 1, 1), (5, 4, 1, 3, 3)),
     ((1, 1, 1), (1, 1, 2), (5, 4, 1, 3, 3)),
     ((1, 1, 1), (1, 1, 1), (5, 4, 1, 3, 5)),
-    ((1, 1, 1), (1, 1, 1), (5, 4, 3, 3, 3)),
+    ((2, 1, 1), (1, 1, 1), (5, 4, 3, 3, 3)),
+    ((1, 1, 1), (2, 1, 1), (5, 4, 3, 3, 3)),
 ])
 def test_the_winograd_entry_point_refuses_what_it_cannot_compute(stride, dilation, w_shape):
     """The kernel itself checks its geometry: a wrong call from Python raises, never reads
@@ -131,7 +132,7 @@ def test_the_winograd_entry_point_refuses_what_it_cannot_compute(stride, dilatio
     x = np.zeros((2, 4, w_shape[2], 6, 7))
     w = np.zeros(w_shape)
     out = np.empty((2, 5, 1, 4, 5))
-    with pytest.raises(ValueError, match="3x3 kernels, stride 1, dilation 1"):
+    with pytest.raises(ValueError, match=r"\(KD, 3, 3\) kernels, stride 1, dilation 1"):
         conv_winograd.conv_forward(IDS["CONV_WINOGRAD"], x, w, b, out, stride, (0, 0, 0),
                                    dilation, 1, 1, 1, np.empty(0))
 

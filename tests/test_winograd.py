@@ -32,8 +32,9 @@ RELATIVE_BOUND = {np.float32: 2e-5, np.float64: 1e-13}
 
 
 def tile_scale(sums_of_magnitudes):
-    """The largest magnitude among every output's possible tile-mates."""
-    return ndimage.maximum_filter(sums_of_magnitudes, size=(1, 1, 7, 7), mode="constant")
+    """The largest magnitude among every output's possible tile-mates (in its plane)."""
+    size = (1,) * (sums_of_magnitudes.ndim - 2) + (7, 7)
+    return ndimage.maximum_filter(sums_of_magnitudes, size=size, mode="constant")
 
 
 def magnitude(x, w, bias, **kwargs):
@@ -220,6 +221,106 @@ def test_an_inf_weight_keeps_auto_input_gradient_off_winograd():
     got = grad.conv2d_input(x.shape, w, g, padding=1)
     want = reference.conv_input_grad(x.shape, w, g, padding=1)
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+
+
+# --- 3-d: a (KD, 3, 3) kernel as KD 2-d ones over the input's depth slices --------------------
+
+# (batch, C_in, C_out, (D, H, W), KD, padding, groups): depth padding past the kernel, kernels
+# as deep as the input, 1-deep kernels, asymmetric padding, groups, more tiles than a panel
+GRID_3D = [
+    (2, 4, 6, (5, 7, 9), 3, 1, 1),
+    (1, 4, 4, (3, 6, 5), 3, ((0, 2), (1, 0), (2, 1)), 2),
+    (2, 3, 5, (4, 5, 5), 1, (1, 0, 1), 1),
+    (1, 2, 3, (6, 4, 4), 5, 2, 1),
+    (1, 5, 7, (3, 3, 3), 3, 0, 1),
+    (3, 8, 8, (4, 9, 10), 3, "same", 4),
+    (2, 16, 12, (6, 16, 12), 3, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, c_in, c_out, size, depth, padding, groups", GRID_3D)
+def test_3d_winograd_matches_the_reference(batch, c_in, c_out, size, depth, padding, groups,
+                                           dtype):
+    rng = np.random.default_rng(c_in * 13 + depth)
+    x = rng.standard_normal((batch, c_in) + size).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups, depth, 3, 3)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    kwargs = dict(padding=padding, groups=groups)
+    want = reference.conv_nd(x, w, b, **kwargs)
+    got = fastconv.conv3d(x, w, b, algorithm="winograd", **kwargs)
+    assert got.dtype == dtype and got.shape == want.shape
+    assert_within_bound(got, want, magnitude(x, w, b, **kwargs), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, c_in, c_out, size, depth, padding, groups",
+                         [case for case in GRID_3D if case[5] != "same"])
+def test_3d_input_gradient_by_winograd_matches_the_reference(batch, c_in, c_out, size, depth,
+                                                             padding, groups, dtype):
+    rng = np.random.default_rng(c_out * 5 + depth)
+    x_shape = (batch, c_in) + size
+    w = rng.standard_normal((c_out, c_in // groups, depth, 3, 3)).astype(dtype)
+    kwargs = dict(padding=padding, groups=groups)
+    g = rng.standard_normal(fastconv.output_shape(x_shape, w.shape, **kwargs)).astype(dtype)
+    if plan_input_grad(problem_from_call(x_shape, w.shape, **kwargs), dtype,
+                       "winograd").phases[0][-1].algorithm != "winograd":
+        pytest.fail("the forced input gradient does not run Winograd")
+    want = reference.conv_input_grad(x_shape, w, g, **kwargs)
+    got = grad.conv3d_input(x_shape, w, g, algorithm="winograd", **kwargs)
+    scale = tile_scale(reference.conv_input_grad(x_shape, np.abs(w), np.abs(g), **kwargs))
+    assert_within_bound(got, want, scale, dtype)
+
+
+def test_3d_non_contiguous_operands_and_thread_counts():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((2, 12, 5, 9, 16))[:, ::2, :, :, ::2].astype(np.float32)
+    w = np.asfortranarray(rng.standard_normal((7, 6, 3, 3, 3)).astype(np.float32))
+    want = reference.conv_nd(x, w, None, padding=1)
+    with fastconv.num_threads(1):
+        one = fastconv.conv3d(x, w, padding=1, algorithm="winograd")
+    two = fastconv.conv3d(x, w, padding=1, algorithm="winograd")
+    np.testing.assert_array_equal(one, two)
+    assert_within_bound(two, want, magnitude(x, w, None, padding=1), np.float32)
+
+
+@pytest.mark.parametrize("where", ["input", "weight"])
+def test_3d_inf_gives_the_direct_sums_answer(where):
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((1, 6, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((5, 6, 3, 3, 3)).astype(np.float32)
+    if where == "input":
+        x[0, 2, 1, 4, 4] = np.inf
+    else:
+        w[1, 3, 0, 2, 2] = np.inf
+    got = fastconv.conv3d(x, w, padding=1, algorithm="winograd")
+    np.testing.assert_array_equal(got, fastconv.conv3d(x, w, padding=1, algorithm="packed"))
+    assert np.isfinite(got).any()
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch not installed")
+def test_3d_agrees_with_pytorch_on_a_video_layer():
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((2, 32, 6, 16, 16)).astype(np.float32)
+    w = (rng.standard_normal((64, 32, 3, 3, 3)) / 30).astype(np.float32)
+    got = fastconv.conv3d(x, w, padding=1, algorithm="winograd")
+    want = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(w), padding=1)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_auto_runs_3d_winograd_on_wide_3x3x3_stride_1_layers():
+    def algorithm(x_shape, w_shape, **kwargs):
+        return plan_conv(problem_from_call(x_shape, w_shape, **kwargs), "float32").algorithm
+    assert algorithm((2, 32, 16, 32, 32), (64, 32, 3, 3, 3), padding=1) == "winograd"
+    # the GEMM's depth is channels x depth taps: 16 channels over 3 taps are enough
+    assert algorithm((2, 16, 16, 64, 64), (32, 16, 3, 3, 3), padding=1) == "winograd"
+    assert algorithm((2, 16, 16, 64, 64), (32, 16, 1, 3, 3), padding=1) != "winograd"
+    assert algorithm((2, 3, 16, 64, 64), (32, 3, 3, 3, 3), padding=1) != "winograd"
+    assert algorithm((2, 32, 16, 32, 32), (64, 32, 3, 3, 3), padding=1,
+                     stride=(2, 1, 1)) != "winograd"
+    assert algorithm((2, 32, 16, 32, 32), (64, 32, 3, 3, 3), padding=2,
+                     dilation=(2, 1, 1)) != "winograd"
+    assert algorithm((2, 32, 16, 32, 32), (64, 32, 3, 5, 5), padding=2) != "winograd"
 
 
 # --- when auto runs it, and how users keep it away ----------------------------------------------

@@ -17,7 +17,8 @@ from fastconv._kernels.kernel_ids cimport CONV_PACKED_SEGMENTS, CONV_PACKED_STAC
     INPUT_GRAD_GEMM1X1_STACKED
 from fastconv._kernels.pair_rows cimport copy_strided, fc_copy_short, fc_zero_short
 from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile_nr, \
-    choose_tile, pack_weights, multiply_tile, PackedGeometry, packed_geometry
+    choose_tile, pack_weights, multiply_tile, PackedGeometry, packed_geometry, \
+    packed_weights_size, prepacked_pointer
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
@@ -182,7 +183,9 @@ cdef int packed_shared_panels(const floating* x, const floating* a_packed,
 
 cdef int conv_packed(const floating* x, const floating* w, const floating* bias, floating* out,
                      const ConvShape* s, Py_ssize_t tile_panels, Py_ssize_t channel_panels,
-                     int shape, int num_threads) noexcept nogil:
+                     int shape, const floating* prepacked, int num_threads) noexcept nogil:
+    """out := conv(x, w) + bias; `prepacked`: w already packed (pack_weights' layout), or
+    NULL to pack it here."""
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
     cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
     cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
@@ -190,8 +193,9 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
     cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
     cdef Py_ssize_t items = s.n * s.groups * tiles * channel_blocks
     cdef Py_ssize_t item, t, g, n, p_begin, count, block, first_panel, panels
-    cdef floating* a_packed = <floating*> fc_workspace(
-        WS_PACKED_WEIGHTS, s.groups * m_panels * K * MR * sizeof(floating))
+    cdef floating* a_packed = <floating*> prepacked if prepacked != NULL else \
+        <floating*> fc_workspace(WS_PACKED_WEIGHTS,
+                                 s.groups * m_panels * K * MR * sizeof(floating))
     cdef floating* b_packed = NULL
     cdef PanelSegment* segments = NULL
     cdef Py_ssize_t n_segments
@@ -199,7 +203,8 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
     cdef int* failed_flag = &failed
     if a_packed == NULL:
         return 1
-    pack_weights(w, s, a_packed, shape, num_threads)
+    if prepacked == NULL:
+        pack_weights(w, s, a_packed, shape, num_threads)
     if channel_blocks > 1:
         # Few tiles per plane, so output channels are split too: unfold each plane once into
         # panels that every channel block shares, instead of once per block.
@@ -290,10 +295,11 @@ cdef Py_ssize_t stacked_runs(Py_ssize_t q_begin, Py_ssize_t count, Py_ssize_t pl
 cdef int conv_packed_stacked(const floating* x, const floating* w, const floating* bias,
                              floating* out, const ConvShape* s, Py_ssize_t tile_panels,
                              Py_ssize_t channel_panels, int shape, bint adjoint,
-                             int num_threads) noexcept nogil:
+                             const floating* prepacked, int num_threads) noexcept nogil:
     """out := the 1x1 convolution of x by w (+ bias) described by `s`; `adjoint`: w is the
     weight of the convolution whose input gradient this is, (C_in = s.c_out, C_out/groups =
-    s.c_in_g) laid out as that layer's, and it is transposed while being packed."""
+    s.c_in_g) laid out as that layer's, and it is transposed while being packed.
+    `prepacked`: w already packed so, or NULL to pack it here."""
     # work item: (group, tile of stacked positions, block of output channels)
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
     cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, plane = geo.out_plane
@@ -305,8 +311,9 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
     cdef Py_ssize_t item, t, g, block, q_begin, count, first_panel, panels, rows, n_runs
     cdef Py_ssize_t k, e, r, co
     cdef const StackedRun* run
-    cdef floating* a_packed = <floating*> fc_workspace(
-        WS_PACKED_WEIGHTS, s.groups * m_panels * K * MR * sizeof(floating))
+    cdef floating* a_packed = <floating*> prepacked if prepacked != NULL else \
+        <floating*> fc_workspace(WS_PACKED_WEIGHTS,
+                                 s.groups * m_panels * K * MR * sizeof(floating))
     cdef floating* b_packed = NULL
     cdef floating* sums = NULL
     cdef StackedRun* runs = NULL
@@ -314,7 +321,8 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
     cdef int* failed_flag = &failed
     if a_packed == NULL:
         return 1
-    pack_weights(w, s, a_packed, shape, num_threads, adjoint)
+    if prepacked == NULL:
+        pack_weights(w, s, a_packed, shape, num_threads, adjoint)
     with parallel(num_threads=num_threads):
         b_packed = <floating*> fc_workspace(WS_PANELS, tile_panels * K * NR * sizeof(floating))
         sums = <floating*> fc_workspace(WS_STACKED_SUMS,
@@ -370,15 +378,19 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
                  const floating[:, :, :, :, ::1] w, const floating[::1] bias,
                  floating[:, :, :, :, ::1] out, tuple stride, tuple pad, tuple dilation,
                  Py_ssize_t groups, Py_ssize_t tile_panels, Py_ssize_t channel_panels,
-                 int tile_shape, int num_threads):
+                 int tile_shape, int num_threads, object packed_weights=None):
     """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
     axis, on the packed micro-kernel with register tile `tile_shape` (TILE_WIDE 0 or
     TILE_NARROW 1), tiles of `tile_panels` position panels, output channels in blocks of
     `channel_panels` weight panels. `kernel`: CONV_PACKED_SEGMENTS, or CONV_PACKED_STACKED (a
-    1x1 kernel, stride 1, no padding; tiles of the batch's positions stacked end to end)."""
+    1x1 kernel, stride 1, no padding; tiles of the batch's positions stacked end to end).
+    `packed_weights`: pack_layer_weights(w, groups, tile_shape, False, ...)'s result, or None
+    to pack w for this call."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
                                   stride, pad, dilation, groups)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef const floating* prepacked = prepacked_pointer(packed_weights, &s, tile_shape,
+                                                       &w[0, 0, 0, 0, 0])
     cdef int status = 0
     if kernel != CONV_PACKED_SEGMENTS and kernel != CONV_PACKED_STACKED:
         raise ValueError(f"conv_packed.conv_forward does not run kernel {kernel}")
@@ -393,27 +405,75 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
         if kernel == CONV_PACKED_STACKED:
             status = conv_packed_stacked(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
                                          &out[0, 0, 0, 0, 0], &s, tile_panels, channel_panels,
-                                         tile_shape, False, num_threads)
+                                         tile_shape, False, prepacked, num_threads)
         else:
             status = conv_packed(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
                                  &out[0, 0, 0, 0, 0], &s, tile_panels, channel_panels,
-                                 tile_shape, num_threads)
+                                 tile_shape, prepacked, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")
+
+
+def layer_weights_size(tuple w_shape, Py_ssize_t groups, int tile_shape, bint adjoint):
+    """Elements of pack_layer_weights' result for weights of 5-d shape `w_shape`."""
+    cdef ConvShape s = layer_shape(w_shape, groups, adjoint)
+    return packed_weights_size(&s, tile_shape)
+
+
+def pack_layer_weights(const floating[:, :, :, :, ::1] w, Py_ssize_t groups, int tile_shape,
+                       bint adjoint, floating[::1] packed, int num_threads):
+    """packed := w in the panels of register tile `tile_shape`, as the packed kernels (the
+    forward ones, or with `adjoint` the 1x1 input gradient's transposed layout) pack it for
+    themselves: done once, it serves every call with the same weights."""
+    cdef ConvShape s = layer_shape(shape5(w.shape), groups, adjoint)
+    if tile_shape != TILE_WIDE and tile_shape != TILE_NARROW:
+        raise ValueError(f"pack_layer_weights: no register tile shape {tile_shape}")
+    if packed.shape[0] != packed_weights_size(&s, tile_shape):
+        raise ValueError(f"pack_layer_weights: packed needs "
+                         f"{packed_weights_size(&s, tile_shape)} elements, got "
+                         f"{packed.shape[0]}")
+    if packed.shape[0] == 0:
+        return
+    with nogil:
+        pack_weights(&w[0, 0, 0, 0, 0], &s, &packed[0], tile_shape, num_threads, adjoint)
+
+
+cdef ConvShape layer_shape(tuple w_shape, Py_ssize_t groups, bint adjoint) except *:
+    """The ConvShape fields pack_weights reads, for a layer's weights (C_out, C_in / groups,
+    *kernel); with `adjoint`, for its 1x1 input gradient (C_in / groups filters per group,
+    each C_out / groups deep)."""
+    cdef ConvShape s
+    cdef int i
+    if groups < 1 or w_shape[0] % groups:
+        raise ValueError(f"weights {w_shape} do not split into {groups} groups")
+    if adjoint and w_shape[2] * w_shape[3] * w_shape[4] != 1:
+        raise ValueError(f"adjoint packing takes 1x1 weights, got {w_shape}")
+    s.groups = groups
+    if adjoint:
+        # the input gradient's filters: C_in / groups of them per group, C_out / groups deep
+        s.c_out_g, s.c_in_g = w_shape[1], w_shape[0] // groups
+    else:
+        s.c_out_g, s.c_in_g = w_shape[0] // groups, w_shape[1]
+    s.c_out, s.c_in = s.c_out_g * groups, s.c_in_g * groups
+    for i in range(3):
+        s.kernel[i] = 1 if adjoint else w_shape[2 + i]
+    return s
 
 
 def input_grad(int kernel, const floating[:, :, :, :, ::1] g,
                const floating[:, :, :, :, ::1] w, floating[:, :, :, :, ::1] dx,
                tuple stride, tuple pad, tuple dilation, Py_ssize_t groups,
                Py_ssize_t tile_panels, Py_ssize_t channel_panels, int tile_shape,
-               int num_threads):
+               int num_threads, object packed_weights=None):
     """dx := the input gradient of a 1x1 convolution (stride 1, no padding) by w for output
     gradient g: the 1x1 convolution of g by w's transpose, over the batch's positions stacked
     end to end, the transposition done while packing w. Tiles of `tile_panels` position
     panels, input channels in blocks of `channel_panels` panels. `kernel`:
-    INPUT_GRAD_GEMM1X1_STACKED."""
+    INPUT_GRAD_GEMM1X1_STACKED. `packed_weights`: pack_layer_weights(w, groups, tile_shape,
+    True, ...)'s result, or None to pack w for this call."""
     cdef Py_ssize_t c_in = dx.shape[1]
     cdef ConvShape s
+    cdef const floating* prepacked = NULL
     cdef int status = 0
     if kernel != INPUT_GRAD_GEMM1X1_STACKED:
         raise ValueError(f"conv_packed.input_grad does not run kernel {kernel}")
@@ -433,12 +493,13 @@ def input_grad(int kernel, const floating[:, :, :, :, ::1] g,
     if not pointwise(&s):
         raise ValueError(f"conv_packed.input_grad: kernel {kernel} takes a 1x1 kernel with "
                          f"stride 1 and no padding; got stride {stride}, padding {pad}")
+    prepacked = prepacked_pointer(packed_weights, &s, tile_shape, &w[0, 0, 0, 0, 0])
     if dx.shape[0] == 0:
         return
     with nogil:
         status = conv_packed_stacked(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
                                      <const floating*> NULL, &dx[0, 0, 0, 0, 0], &s,
                                      tile_panels, channel_panels, tile_shape, True,
-                                     num_threads)
+                                     prepacked, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a work buffer")

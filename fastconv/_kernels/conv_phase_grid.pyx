@@ -20,7 +20,7 @@ from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, d
 from fastconv._kernels.kernel_ids cimport CONV_PACKED_PHASE, INPUT_GRAD_PHASE_CLASSES, \
     INPUT_GRAD_PHASE_SCATTER, WEIGHT_GRAD_PHASE
 from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile_nr, \
-    choose_tile, vector_width, pack_weights, pack_a_panels, multiply_tile, PackedGeometry, \
+    choose_tile, vector_width, pack_weights, pack_a_panels, prepacked_pointer, multiply_tile, PackedGeometry, \
     packed_geometry
 from fastconv._kernels.sums cimport plane_sum
 from fastconv._kernels.pair_rows cimport fc_copy_rows, split_pairs_rows
@@ -213,15 +213,17 @@ cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t c
 
 cdef int conv_packed_phase(const floating* x, const floating* w, const floating* bias,
                            floating* out, const ConvShape* s, Py_ssize_t tile_panels, int shape,
-                           int num_threads) noexcept nogil:
-    """conv_packed with phase-grid unfolding; work items are whole (image, group) planes."""
+                           const floating* prepacked, int num_threads) noexcept nogil:
+    """conv_packed with phase-grid unfolding; work items are whole (image, group) planes.
+    `prepacked`: w already packed (pack_weights' layout), or NULL to pack it here."""
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
     cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
     cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
     cdef PhaseGrid pg
     cdef Py_ssize_t item, n, g, p_begin, count
-    cdef floating* a_packed = <floating*> fc_workspace(
-        WS_PACKED_WEIGHTS, s.groups * m_panels * K * MR * sizeof(floating))
+    cdef floating* a_packed = <floating*> prepacked if prepacked != NULL else \
+        <floating*> fc_workspace(WS_PACKED_WEIGHTS,
+                                 s.groups * m_panels * K * MR * sizeof(floating))
     cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,
                                                           K * sizeof(Py_ssize_t))
     cdef floating* grid = NULL
@@ -232,7 +234,8 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
         return 1
     phase_grid(s, tile, 1, &pg)
     phase_offsets(s, &pg, offsets)
-    pack_weights(w, s, a_packed, shape, num_threads)
+    if prepacked == NULL:
+        pack_weights(w, s, a_packed, shape, num_threads)
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
         tile_out = <floating*> fc_workspace(WS_PHASE_OUT, s.c_out_g * tile * sizeof(floating))
@@ -712,14 +715,19 @@ def grid_shape(tuple x_shape, tuple w_shape, tuple out_shape, tuple stride, tupl
 def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
                  const floating[:, :, :, :, ::1] w, const floating[::1] bias,
                  floating[:, :, :, :, ::1] out, tuple stride, tuple pad, tuple dilation,
-                 Py_ssize_t groups, Py_ssize_t tile_panels, int tile_shape, int num_threads):
+                 Py_ssize_t groups, Py_ssize_t tile_panels, int tile_shape, int num_threads,
+                 object packed_weights=None):
     """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
     axis, on the packed micro-kernel (register tile `tile_shape`, tiles of `tile_panels`
     panels) reading the phase grid of each (image, group) in place. `kernel`:
-    CONV_PACKED_PHASE (bit-for-bit the result of conv_packed's CONV_PACKED_SEGMENTS)."""
+    CONV_PACKED_PHASE (bit-for-bit the result of conv_packed's CONV_PACKED_SEGMENTS).
+    `packed_weights`: conv_packed.pack_layer_weights(w, groups, tile_shape, False, ...)'s
+    result, or None to pack w for this call."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
                                   stride, pad, dilation, groups)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef const floating* prepacked = prepacked_pointer(packed_weights, &s, tile_shape,
+                                                       &w[0, 0, 0, 0, 0])
     cdef int status = 0
     if kernel != CONV_PACKED_PHASE:
         raise ValueError(f"conv_phase_grid.conv_forward does not run kernel {kernel}")
@@ -730,7 +738,7 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
     with nogil:
         status = conv_packed_phase(&x[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], bias_ptr,
                                    &out[0, 0, 0, 0, 0], &s, tile_panels, tile_shape,
-                                   num_threads)
+                                   prepacked, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")
 

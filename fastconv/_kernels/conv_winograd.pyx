@@ -1,15 +1,18 @@
 # cython: language_level=3
-"""Winograd F(4x4, 3x3) convolution (CONV_WINOGRAD): 3x3 kernels, stride 1, dilation 1, 2-d.
+"""Winograd F(4x4, 3x3) convolution (CONV_WINOGRAD): 3x3 kernels, stride 1, dilation 1, 2-d;
+and 3-d (KD, 3, 3) kernels as KD 2-d ones over the input's depth slices.
 
 Each 4x4 tile of outputs needs 36 products per (input, output) channel pair instead of 144
-multiply-adds (winograd.h has the transforms). Per group, the weights are transformed once
-per call straight into the A panels of fastconv's micro-kernel (packed_gemm.pxd); then the
+multiply-adds (winograd.h has the transforms). Per group, the weights are transformed straight
+into the A panels of fastconv's micro-kernel (packed_gemm.pxd; the Python layer keeps them
+between calls with the same weights); then the
 tiles of the whole batch are worked in super-blocks of `tile_panels` x NR tiles, in three
 parallel steps:
 
-1. input transform: each (channel, vector of tiles) is gathered and transformed into the B
-   panels V[e] (e = 0..35, the transformed elements);
-2. 36 GEMMs on the micro-kernel: M[e] (K_g x tiles) = U[e] (K_g x C_g) . V[e] (C_g x tiles);
+1. input transform: each (depth tap, channel, vector of tiles) is gathered and transformed
+   into the B panels V[e] (e = 0..35, the transformed elements);
+2. 36 GEMMs on the micro-kernel: M[e] (K_g x tiles) = U[e] (K_g x KD C_g) . V[e] (KD C_g x
+   tiles);
 3. output transform: each (output channel, vector of tiles) of M is transformed back into
    4x4 outputs, bias added, and stored.
 
@@ -67,51 +70,59 @@ cdef inline Py_ssize_t lanes(floating* dummy) noexcept nogil:
     return FC_WINO_LANES_f64
 
 
-cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t g,
-                          bint adjoint, floating* u, int num_threads) noexcept nogil:
-    """u[e][panel][c][m] = (G f(panel * MR + m, c) G^T)[e], zero past K_g: one group's
-    transformed filters in the A panels of the micro-kernel's wide tile, f(k, c) the filter
-    from input channel c to output channel k of group g: w[g * K_g + k, c] (w is (groups *
-    K_g, C_g, 3, 3)); if `adjoint`, that of the input gradient of the convolution by w
-    (groups * C_g, K_g, 3, 3), its filter w[g * C_g + c, k] turned by 180 degrees (so the
-    reversed, transposed weights are never written out)."""
+cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t KD,
+                          Py_ssize_t g, bint adjoint, floating* u,
+                          int num_threads) noexcept nogil:
+    """u[e][panel][kd * C_g + c][m] = (G f(panel * MR + m, c, kd) G^T)[e], zero past K_g:
+    one group's transformed filters in the A panels of the micro-kernel's wide tile, f(k, c,
+    kd) the 3x3 filter at depth tap kd from input channel c to output channel k of group g:
+    w[g * K_g + k, c, kd] (w is (groups * K_g, C_g, KD, 3, 3)); if `adjoint` (KD = 1), that of
+    the input gradient of the convolution by w (groups * C_g, K_g, 1, 3, 3), its filter
+    w[g * C_g + c, k] turned by 180 degrees (so the reversed, transposed weights are never
+    written out)."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
-    cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR
-    cdef Py_ssize_t item, panel, c, m_valid, first, step
-    for item in prange(m_panels * Cg, num_threads=num_threads, schedule='static'):
-        panel = item // Cg
-        c = item % Cg
+    cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR, depth = KD * Cg
+    cdef Py_ssize_t item, panel, channel, c, kd, m_valid, first, step
+    for item in prange(m_panels * depth, num_threads=num_threads, schedule='static'):
+        panel = item // depth
+        channel = item % depth
+        kd = channel // Cg
+        c = channel % Cg
         m_valid = Kg - panel * MR if Kg - panel * MR < MR else MR
         if adjoint:
             # the panel's filters lie side by side in w's row of output channel c
             first = ((g * Cg + c) * Kg + panel * MR) * 9
             step = 9
         else:
-            first = ((g * Kg + panel * MR) * Cg + c) * 9
-            step = Cg * 9
+            first = (((g * Kg + panel * MR) * Cg + c) * KD + kd) * 9
+            step = Cg * KD * 9
         if floating is float:
             fc_wino_weight_f32(w + first, step, m_valid, adjoint,
-                               u + (panel * Cg + c) * MR, m_panels * Cg * MR)
+                               u + (panel * depth + channel) * MR, m_panels * depth * MR)
         else:
             fc_wino_weight_f64(w + first, step, m_valid, adjoint,
-                               u + (panel * Cg + c) * MR, m_panels * Cg * MR)
+                               u + (panel * depth + channel) * MR, m_panels * depth * MR)
 
 
 cdef void describe_tiles(const ConvShape* s, Py_ssize_t t0, Py_ssize_t count,
-                         Py_ssize_t* in_offset, Py_ssize_t* out_offset, Py_ssize_t* h0,
-                         Py_ssize_t* w0) noexcept nogil:
-    """For tiles t0 .. t0 + count - 1 (row-major over images, tile rows, tile columns): the
-    offset of their image in x and out, and their output origin (4 th, 4 tw). The input tile
-    starts `pad` before it."""
-    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+                         Py_ssize_t* in_offset, Py_ssize_t* out_offset, Py_ssize_t* d0,
+                         Py_ssize_t* h0, Py_ssize_t* w0) noexcept nogil:
+    """For tiles t0 .. t0 + count - 1 (row-major over images, output depths, tile rows, tile
+    columns): the offset of their image in x and of their output plane in out, the input
+    depth their first depth tap reads (d0, maybe in the padding) and their output origin
+    (4 th, 4 tw). The input tile starts `pad` above and left of it."""
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t TH = (OH + 3) // 4, TW = (OW + 3) // 4
-    cdef Py_ssize_t q, t, n, r
+    cdef Py_ssize_t q, t, plane, n, od, r
     for q in range(count):
         t = t0 + q
-        n = t // (TH * TW)
+        plane = t // (TH * TW)       # image n, output depth od
+        n = plane // OD
+        od = plane % OD
         r = t % (TH * TW)
-        in_offset[q] = n * s.c_in * s.in_size[1] * s.in_size[2]
-        out_offset[q] = n * s.c_out * OH * OW
+        in_offset[q] = n * s.c_in * s.in_size[0] * s.in_size[1] * s.in_size[2]
+        out_offset[q] = (n * s.c_out * OD + od) * OH * OW
+        d0[q] = od - s.pad[0]
         h0[q] = (r // TW) * 4
         w0[q] = (r % TW) * 4
 
@@ -120,31 +131,42 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
                        floating* out, const ConvShape* s, Py_ssize_t tile_panels,
                        int num_threads) noexcept nogil:
     """out := conv(x, w) + bias with u_all the weights transformed by transform_weights.
+    A 3-d kernel of depth KD is KD 2-d ones, one per input depth slice: the GEMM's depth runs
+    over (depth tap, channel), each slice's input tiles transformed as a channel of their own.
     Returns 0, 1 (out of memory) or NONFINITE (done, but some output is inf or NaN)."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE), NR = tile_nr(TILE_WIDE, <floating*> NULL)
     cdef Py_ssize_t L = lanes(<floating*> NULL)
-    cdef Py_ssize_t Cg = s.c_in_g, Kg = s.c_out_g, H = s.in_size[1], W = s.in_size[2]
-    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t Cg = s.c_in_g, Kg = s.c_out_g, KD = s.kernel[0]
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t depth_taps = KD * Cg        # the GEMM's depth: (depth tap, channel)
     cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR
-    cdef Py_ssize_t tiles = s.n * ((OH + 3) // 4) * ((OW + 3) // 4)
+    cdef Py_ssize_t tiles = s.n * OD * ((OH + 3) // 4) * ((OW + 3) // 4)
     cdef Py_ssize_t S = tile_panels * NR
     # per-thread work split of the GEMM step: 36 elements, times blocks of weight panels
     # when there are threads to spare
     cdef Py_ssize_t m_blocks = (num_threads * 4 + 35) // 36
     cdef const floating* u
-    cdef floating* v = <floating*> fc_workspace(WS_INPUT, 36 * S * Cg * sizeof(floating))
+    cdef floating* v = <floating*> fc_workspace(WS_INPUT,
+                                                36 * S * depth_taps * sizeof(floating))
     cdef floating* m = <floating*> fc_workspace(WS_PRODUCTS, 36 * Kg * S * sizeof(floating))
-    cdef Py_ssize_t* desc = <Py_ssize_t*> fc_workspace(WS_TILES, 4 * S * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* desc = <Py_ssize_t*> fc_workspace(WS_TILES,
+                                                       (5 + 2 * KD) * S * sizeof(Py_ssize_t))
     cdef Py_ssize_t* in_offset
     cdef Py_ssize_t* out_offset
+    cdef Py_ssize_t* d0
     cdef Py_ssize_t* h0
     cdef Py_ssize_t* w0
+    cdef Py_ssize_t* slice_offset     # [kd][tile]: the input plane depth tap kd reads
+    cdef Py_ssize_t* top              # [kd][tile]: its first input row (all-padding if out)
     cdef Py_ssize_t g, t0, count, groups_of_lanes, item, c, q, k, e, block, p0, p1, per_block
-    cdef Py_ssize_t h_pad = s.pad[1], w_pad = s.pad[2]
+    cdef Py_ssize_t kd, depth, channel
     cdef int nonfinite = 0
     if v == NULL or m == NULL or desc == NULL:
         return 1
-    in_offset, out_offset, h0, w0 = desc, desc + S, desc + 2 * S, desc + 3 * S
+    in_offset, out_offset, d0, h0, w0 = desc, desc + S, desc + 2 * S, desc + 3 * S, \
+        desc + 4 * S
+    slice_offset, top = desc + 5 * S, desc + (5 + KD) * S
     if m_blocks > m_panels:
         m_blocks = m_panels
     per_block = (m_panels + m_blocks - 1) // m_blocks
@@ -152,31 +174,45 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
         # no input channels: every product is an empty sum
         memset(m, 0, 36 * Kg * S * sizeof(floating))
     for g in range(s.groups):
-        u = u_all + g * 36 * m_panels * Cg * MR
+        u = u_all + g * 36 * m_panels * depth_taps * MR
         t0 = 0
         while t0 < tiles:
             count = tiles - t0 if tiles - t0 < S else S
-            describe_tiles(s, t0, count, in_offset, out_offset, h0, w0)
+            describe_tiles(s, t0, count, in_offset, out_offset, d0, h0, w0)
             groups_of_lanes = (count + L - 1) // L
-            # the input tiles start `pad` above and left of their outputs
+            for kd in range(KD):
+                for q in range(count):
+                    depth = d0[q] + kd
+                    if 0 <= depth < D:
+                        slice_offset[kd * S + q] = in_offset[q] + depth * H * W
+                        top[kd * S + q] = h0[q] - s.pad[1]
+                    else:
+                        # a slice of depth padding: every row of the tile is outside the plane
+                        slice_offset[kd * S + q] = in_offset[q]
+                        top[kd * S + q] = -H - 6
+            # the input tiles start `pad` to the left of their outputs
             for q in range(count):
-                h0[q] -= h_pad
-                w0[q] -= w_pad
-            for item in prange(Cg * groups_of_lanes, num_threads=num_threads,
+                w0[q] -= s.pad[2]
+            for item in prange(depth_taps * groups_of_lanes, num_threads=num_threads,
                                schedule='static'):
-                c = item // groups_of_lanes
+                channel = item // groups_of_lanes       # kd * Cg + c
+                kd = channel // Cg
+                c = channel % Cg
                 q = (item % groups_of_lanes) * L
                 if floating is float:
-                    fc_wino_input_f32(x + (g * Cg + c) * H * W, in_offset + q, h0 + q, w0 + q,
+                    fc_wino_input_f32(x + (g * Cg + c) * D * H * W, slice_offset + kd * S + q,
+                                      top + kd * S + q, w0 + q,
                                       count - q if count - q < L else L, H, W,
-                                      v + (q // NR) * Cg * NR + c * NR + q % NR, S * Cg)
+                                      v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
+                                      S * depth_taps)
                 else:
-                    fc_wino_input_f64(x + (g * Cg + c) * H * W, in_offset + q, h0 + q, w0 + q,
+                    fc_wino_input_f64(x + (g * Cg + c) * D * H * W, slice_offset + kd * S + q,
+                                      top + kd * S + q, w0 + q,
                                       count - q if count - q < L else L, H, W,
-                                      v + (q // NR) * Cg * NR + c * NR + q % NR, S * Cg)
+                                      v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
+                                      S * depth_taps)
             for q in range(count):
-                h0[q] += h_pad
-                w0[q] += w_pad
+                w0[q] += s.pad[2]
             for item in prange(36 * m_blocks, num_threads=num_threads, schedule='dynamic'):
                 e = item // m_blocks
                 block = item % m_blocks
@@ -184,8 +220,9 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
                 p1 = p0 + per_block if p0 + per_block < m_panels else m_panels
                 if p0 >= p1 or Cg == 0:
                     continue
-                multiply_tile(Cg, p1 - p0, Kg - p0 * MR, count, NR,
-                              u + (e * m_panels + p0) * Cg * MR, v + e * S * Cg,
+                multiply_tile(depth_taps, p1 - p0, Kg - p0 * MR, count, NR,
+                              u + (e * m_panels + p0) * depth_taps * MR,
+                              v + e * S * depth_taps,
                               m + (e * Kg + p0 * MR) * S, S, NULL, False, TILE_WIDE, NULL)
             for item in prange(Kg * groups_of_lanes, num_threads=num_threads,
                                schedule='static'):
@@ -194,28 +231,29 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
                 if floating is float:
                     nonfinite += fc_wino_output_f32(
                         m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
-                        out + (g * Kg + k) * OH * OW, out_offset + q, h0 + q, w0 + q,
+                        out + (g * Kg + k) * OD * OH * OW, out_offset + q, h0 + q, w0 + q,
                         count - q if count - q < L else L, OH, OW)
                 else:
                     nonfinite += fc_wino_output_f64(
                         m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
-                        out + (g * Kg + k) * OH * OW, out_offset + q, h0 + q, w0 + q,
+                        out + (g * Kg + k) * OD * OH * OW, out_offset + q, h0 + q, w0 + q,
                         count - q if count - q < L else L, OH, OW)
             t0 += S
     fc_workspace_trim()
     return STATUS_NONFINITE if nonfinite else 0
 
 
-def weights_size(Py_ssize_t c_out, Py_ssize_t c_in_g, Py_ssize_t groups):
-    """Elements of the transformed weights of a (c_out, c_in_g, 3, 3) weight."""
+def weights_size(Py_ssize_t c_out, Py_ssize_t c_in_g, Py_ssize_t groups,
+                 Py_ssize_t depth=1):
+    """Elements of the transformed weights of a (c_out, c_in_g, depth, 3, 3) weight."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE), Kg = c_out // groups
-    return groups * 36 * ((Kg + MR - 1) // MR) * MR * c_in_g
+    return groups * 36 * ((Kg + MR - 1) // MR) * MR * c_in_g * depth
 
 
 def transform_weights(const floating[:, :, :, :, ::1] w, Py_ssize_t groups,
                       floating[::1] u, int num_threads):
-    """u := the transformed weights of w (c_out, c_in_g, 1, 3, 3), as conv_forward takes
-    them (weights_size elements)."""
+    """u := the transformed weights of w (c_out, c_in_g, KD, 3, 3), as conv_forward takes
+    them (weights_size(c_out, c_in_g, groups, KD) elements)."""
     _transform(w, groups, False, u, num_threads)
 
 
@@ -230,16 +268,19 @@ def transform_adjoint_weights(const floating[:, :, :, :, ::1] w, Py_ssize_t grou
 
 cdef _transform(const floating[:, :, :, :, ::1] w, Py_ssize_t groups, bint adjoint,
                 floating[::1] u, int num_threads):
-    cdef Py_ssize_t c_out = w.shape[0], c_in_g = w.shape[1]
+    cdef Py_ssize_t c_out = w.shape[0], c_in_g = w.shape[1], KD = w.shape[2]
     # the convolution whose weights are transformed: K_g outputs, C_g inputs per group
     cdef Py_ssize_t Kg = c_in_g if adjoint else (c_out // groups if groups > 0 else 0)
     cdef Py_ssize_t Cg = (c_out // groups if groups > 0 else 0) if adjoint else c_in_g
-    cdef Py_ssize_t MR = tile_mr(TILE_WIDE), per_group = 36 * ((Kg + MR - 1) // MR) * MR * Cg
+    cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
+    cdef Py_ssize_t per_group = 36 * ((Kg + MR - 1) // MR) * MR * Cg * KD
     cdef Py_ssize_t g
     name = "transform_adjoint_weights" if adjoint else "transform_weights"
-    if (w.shape[2], w.shape[3], w.shape[4]) != (1, 3, 3) or groups < 1 or c_out % groups:
-        raise ValueError(f"conv_winograd.{name}: a (C_out, C_in_g, 1, 3, 3) weight and groups "
-                         f"dividing C_out; got {shape5(w.shape)}, groups {groups}")
+    if (w.shape[3], w.shape[4]) != (3, 3) or KD < 1 or (adjoint and KD != 1) or groups < 1 \
+            or c_out % groups:
+        raise ValueError(f"conv_winograd.{name}: a (C_out, C_in_g, "
+                         f"{'1' if adjoint else 'KD'}, 3, 3) weight and groups dividing C_out; "
+                         f"got {shape5(w.shape)}, groups {groups}")
     if u.shape[0] != groups * per_group:
         raise ValueError(f"conv_winograd.{name}: u must have {groups * per_group} elements; "
                          f"got {u.shape[0]}")
@@ -247,7 +288,7 @@ cdef _transform(const floating[:, :, :, :, ::1] w, Py_ssize_t groups, bint adjoi
         return
     with nogil:
         for g in range(groups):
-            transform_group(&w[0, 0, 0, 0, 0], Kg, Cg, g, adjoint, &u[0] + g * per_group,
+            transform_group(&w[0, 0, 0, 0, 0], Kg, Cg, KD, g, adjoint, &u[0] + g * per_group,
                             num_threads)
 
 
@@ -280,7 +321,7 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
                  Py_ssize_t groups, Py_ssize_t tile_panels, int num_threads,
                  const floating[::1] u):
     """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
-    axis, by Winograd F(4x4, 3x3) in super-blocks of `tile_panels` panels of tiles; `u` holds
+    axis, by Winograd F(4x4, 3x3) over each (KD, 3, 3) kernel's depth taps, in super-blocks of `tile_panels` panels of tiles; `u` holds
     w transformed by transform_weights (w itself is only read for its shape). Returns
     0, or NONFINITE if some output is inf or NaN (then it may differ from the direct sum's
     where the direct sum is finite: the caller recomputes). `kernel`: CONV_WINOGRAD."""
@@ -290,15 +331,16 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
     cdef int status = 0
     if kernel != CONV_WINOGRAD:
         raise ValueError(f"conv_winograd.conv_forward does not run kernel {kernel}")
-    if (s.kernel[0], s.kernel[1], s.kernel[2]) != (1, 3, 3) or s.in_size[0] != 1 \
-            or (s.stride[1], s.stride[2], s.dilation[1], s.dilation[2]) != (1, 1, 1, 1):
-        raise ValueError("conv_winograd.conv_forward: 2-d 3x3 kernels, stride 1, dilation 1 "
+    if (s.kernel[1], s.kernel[2]) != (3, 3) \
+            or (s.stride[0], s.stride[1], s.stride[2]) != (1, 1, 1) \
+            or (s.dilation[0], s.dilation[1], s.dilation[2]) != (1, 1, 1):
+        raise ValueError("conv_winograd.conv_forward: (KD, 3, 3) kernels, stride 1, dilation 1 "
                          f"only; got kernel {shape5(w.shape)[2:]}, stride {stride}, "
                          f"dilation {dilation}")
     if tile_panels < 1:
         raise ValueError(f"conv_winograd.conv_forward: tile_panels must be >= 1, got "
                          f"{tile_panels}")
-    expected = weights_size(s.c_out, s.c_in_g, groups)
+    expected = weights_size(s.c_out, s.c_in_g, groups, s.kernel[0])
     if u.shape[0] != expected:
         raise ValueError(f"conv_winograd.conv_forward: u must have {expected} elements; got "
                          f"{u.shape[0]}")

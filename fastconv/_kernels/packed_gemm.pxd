@@ -119,6 +119,30 @@ cdef inline void pack_weights(const floating* w, const ConvShape* s, floating* p
                         dst[k * MR + m] = 0
 
 
+cdef inline Py_ssize_t packed_weights_size(const ConvShape* s, int shape) noexcept nogil:
+    """Elements of pack_weights' result for `s`: groups x c_out_g rounded up to whole
+    panels of MR x K."""
+    cdef Py_ssize_t MR = tile_mr(shape)
+    return s.groups * ((s.c_out_g + MR - 1) // MR) * MR \
+        * s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+
+
+cdef inline const floating* prepacked_pointer(object packed, const ConvShape* s, int shape,
+                                              const floating* like) except *:
+    """The data of `packed` (weights packed beforehand, a 1-d array of the kernel's dtype,
+    like `like`'s), or NULL for None (the kernel packs them itself). The caller holds
+    `packed` while the kernel runs."""
+    cdef const floating[::1] view
+    if packed is None:
+        return NULL
+    view = packed
+    if view.shape[0] != packed_weights_size(s, shape):
+        raise ValueError(f"packed_weights: expected {packed_weights_size(s, shape)} "
+                         f"elements for this layer and tile shape {shape}, got "
+                         f"{view.shape[0]}")
+    return &view[0]
+
+
 cdef inline void pack_a_panels(const floating* src, Py_ssize_t row_stride,
                                Py_ssize_t col_stride, Py_ssize_t M, Py_ssize_t K,
                                floating* packed, int shape) noexcept nogil:

@@ -37,6 +37,23 @@ def pad_input(x, problem):
     return np.pad(x, widths, mode=NUMPY_PAD_MODE[problem.padding_mode])
 
 
+def packed_weights(plan, w5, groups, remember_weights, adjoint=False):
+    """The layer's 5-d weights in the panels of plan's register tile (the forward layout, or
+    with `adjoint` a 1x1 input gradient's), remembered for the next call with the same
+    weights (an inference loop packs nothing: a 2048 -> 512 1x1 layer at batch 1 spent
+    about as long packing as multiplying); None where they are made for this call only, and
+    the kernel packs them into its own buffer."""
+    if not remember_weights:
+        return None
+    tile = plan.tile_shape
+    size = conv_packed.layer_weights_size(w5.shape, groups, tile, adjoint)
+
+    def fill(weight, out):
+        conv_packed.pack_layer_weights(weight, groups, tile, adjoint, out, plan.threads)
+    return cached_transform(("packed", groups, tile, adjoint), w5, size, fill,
+                            conv_winograd.equal_bytes)
+
+
 def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoint_of=None):
     """Run `plan` (one forward kernel) for the zero-padded `problem` on C-contiguous arrays of
     its exact shapes. `remember_weights`: keep transformed weights for the next call with
@@ -51,12 +68,15 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
         conv_direct.conv_forward(*args, plan.band_rows, plan.planes_per_item, plan.threads)
     elif kernel in (Kernel.CONV_PACKED_SEGMENTS, Kernel.CONV_PACKED_STACKED):
         conv_packed.conv_forward(*args, plan.tile_panels, plan.channel_panels, plan.tile_shape,
-                                 plan.threads)
+                                 plan.threads, packed_weights(plan, args[2], problem.groups,
+                                                              remember_weights))
     elif kernel == Kernel.CONV_PACKED_PHASE:
-        conv_phase_grid.conv_forward(*args, plan.tile_panels, plan.tile_shape, plan.threads)
+        conv_phase_grid.conv_forward(*args, plan.tile_panels, plan.tile_shape, plan.threads,
+                                     packed_weights(plan, args[2], problem.groups,
+                                                    remember_weights))
     elif kernel == Kernel.CONV_WINOGRAD:
         w5, groups = args[2], problem.groups
-        size = conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups)
+        size = conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups, w5.shape[2])
 
         def fill(weight, out):
             conv_winograd.transform_weights(weight, groups, out, plan.threads)

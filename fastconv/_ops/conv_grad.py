@@ -15,7 +15,7 @@ import numpy as np
 
 from fastconv._kernels import conv_bias as _conv_bias, conv_direct, conv_im2col, conv_packed, \
     conv_phase_grid, conv_subpixel
-from fastconv._ops.conv import as_5d, run_conv
+from fastconv._ops.conv import as_5d, packed_weights, run_conv
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
 from fastconv._plan.dispatch import Kernel, plan_input_grad, plan_weight_grad, \
@@ -60,9 +60,10 @@ def _run_subpixel(plan, problem, w, g, dtype):
         single = out_index == whole and len(plan.phases) == 1
         every_tap = all((t.start or 0) == 0 and (t.step or 1) == 1 for t in taps_index)
         if single and every_tap and phase_plan.kernel == Kernel.CONV_WINOGRAD \
-                and not phase_plan.pieces:
+                and not phase_plan.pieces and nd == 2:
             # Winograd transforms the reversed, transposed weights straight from w (writing
-            # them out first took 5 of 16 ms for 512 channels on 7x7, batch 1)
+            # them out first took 5 of 16 ms for 512 channels on 7x7, batch 1); 3-d weights
+            # are written out below
             run_conv(phase_problem, phase_plan, g[everything + g_index],
                      np.empty(phase_problem.weight_shape, dtype), None, dx,
                      remember_weights=False, adjoint_of=w5)
@@ -95,8 +96,11 @@ def input_grad_kernel(plan, problem, g, w, dx):
     elif kernel in (Kernel.INPUT_GRAD_PHASE_CLASSES, Kernel.INPUT_GRAD_PHASE_SCATTER):
         conv_phase_grid.input_grad(*args, plan.tile_panels, plan.threads)
     elif kernel == Kernel.INPUT_GRAD_GEMM1X1_STACKED:
+        # remembered: a loop that optimizes the input (adversarial examples, style transfer)
+        # back-propagates through the same weights every step
         conv_packed.input_grad(*args, plan.tile_panels, plan.channel_panels, plan.tile_shape,
-                               plan.threads)
+                               plan.threads, packed_weights(plan, args[2], problem.groups,
+                                                            True, adjoint=True))
     else:   # INPUT_GRAD_COL2IM_BLAS, _COL2IM_PACKED, _GEMM1X1_BLAS
         conv_im2col.input_grad(*args, plan.band_rows, plan.channel_chunks, plan.threads)
 

@@ -228,10 +228,12 @@ ALGORITHMS = ("direct", "im2col", "gemm1x1", "packed", "winograd", "fft")
 
 
 def winograd_computes(problem):
-    """True if Winograd F(4x4, 3x3) computes `problem`: 2-d, 3x3 kernel, stride 1, dilation
-    1, at least one input channel per group."""
-    return (problem.ndim == 2 and problem.kernel_size == (3, 3) and problem.stride == (1, 1)
-            and problem.dilation == (1, 1) and problem.in_per_group >= 1)
+    """True if Winograd F(4x4, 3x3) computes `problem`: a 2-d 3x3 kernel, or a 3-d (KD, 3,
+    3) one (KD 2-d kernels over the input's depth slices), stride 1, dilation 1, at least one
+    input channel per group."""
+    return (problem.ndim in (2, 3) and problem.kernel_size[-2:] == (3, 3)
+            and all(s == 1 for s in problem.stride) and all(d == 1 for d in problem.dilation)
+            and problem.in_per_group >= 1)
 
 
 # Measured on Zen 4 (2 threads, float32, ms, packed -> winograd; notes/winograd.md): 64 -> 64
@@ -255,9 +257,7 @@ WINOGRAD_MIN_TILES = 8
 WINOGRAD_MIN_TILES_INPUT_GRAD = 32
 
 
-def winograd_tiles(problem):
-    """4x4 output tiles of a 2-d problem's whole batch."""
-    return problem.batch * prod(-(-n // 4) for n in problem.out_size)
+winograd_tiles = tiling.winograd_tiles
 
 
 def winograd_pays(problem):
@@ -265,7 +265,8 @@ def winograd_pays(problem):
     allows it, the GEMMs over channels are wide enough to pay for the transforms, and there
     are tiles enough to pay for reading the transformed weights."""
     return (winograd_computes(problem) and _precision.get_precision() == "fast"
-            and min(problem.in_per_group, problem.out_per_group) >= WINOGRAD_MIN_CHANNELS
+            and min(tiling.winograd_depth(problem), problem.out_per_group)
+            >= WINOGRAD_MIN_CHANNELS
             and winograd_tiles(problem) >= WINOGRAD_MIN_TILES)
 
 
@@ -331,7 +332,7 @@ RULES = (
          "single-filter, thin layers): direct loops keep each row's taps in registers; a "
          "GEMM this thin wastes its tiles"),
     Rule("winograd", lambda p, *_: winograd_pays(p),
-         f"3x3, stride 1, at least {WINOGRAD_MIN_CHANNELS} channels per group and "
+         f"3x3 (in 3-d, KD x 3 x 3: KD 2-d kernels over depth slices), stride 1, at least {WINOGRAD_MIN_CHANNELS} channels per group and "
          f"{WINOGRAD_MIN_TILES} 4x4 output tiles: Winograd "
          "F(4x4, 3x3) does 36 multiplications per 4x4 outputs instead of 144, as 36 GEMMs "
          "on fastconv's micro-kernel (precision 'fast'; set_precision('exact') turns it "
@@ -856,7 +857,8 @@ REQUIREMENT = {
     "direct_planes": "one input channel per group (depthwise, or 1-channel images)",
     "packed_stacked": "a 1x1 kernel with stride 1 and no padding",
     "gemm1x1_stacked": "a 1x1 kernel with stride 1 and no padding",
-    "winograd": "a 2-d 3x3 kernel with stride 1 and dilation 1 (Winograd F(4x4, 3x3))",
+    "winograd": "a 2-d 3x3 kernel or a 3-d (KD, 3, 3) one, with stride 1 and dilation 1 "
+                "(Winograd F(4x4, 3x3))",
 }
 for _name in ("im2col_blas",):
     REQUIREMENT[_name] = REQUIREMENT["im2col"]

@@ -423,14 +423,25 @@ def subpixel_plan(problem):
 WINOGRAD_BLOCK_BYTES = 4 << 20
 
 
+def winograd_tiles(problem):
+    """Winograd's 4x4 output tiles over the batch: of every output plane (of every output
+    depth, in 3-d)."""
+    *depth, height, width = problem.out_size
+    return problem.batch * prod(depth) * -(-height // 4) * -(-width // 4)
+
+
+def winograd_depth(problem):
+    """The GEMM depth of Winograd's products per group: input channels x depth taps."""
+    return problem.in_per_group * prod(problem.kernel_size[:-2])
+
+
 def winograd_tile_panels(problem, itemsize):
     """Panels (of NR tiles) per Winograd super-block. The split never changes a result:
     every tile's sums run over the channels in the same order whatever the block."""
     _, nr, _ = conv_winograd.tile_geometry(itemsize == 8)
-    per_tile = 36 * (problem.in_per_group + problem.out_per_group) * itemsize
-    tiles = problem.batch * prod(-(-n // 4) for n in problem.out_size)
+    per_tile = 36 * (winograd_depth(problem) + problem.out_per_group) * itemsize
     panels = max(1, WINOGRAD_BLOCK_BYTES // (per_tile * nr))
-    return int(min(panels, -(-tiles // nr)))
+    return int(min(panels, -(-winograd_tiles(problem) // nr)))
 
 
 def fft_shape(problem):

@@ -1,0 +1,132 @@
+"""Weights packed once for the packed kernels' micro-kernel and reused while they do not
+change: an inference loop packs nothing, and a weight changed in place, or a new array at a
+freed one's address, is packed afresh (the cache compares the bytes, see weight_cache)."""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import grad
+from fastconv._kernels import conv_packed
+from fastconv._plan.dispatch import Kernel
+from fastconv._runtime import weight_cache
+from fastconv.planning import plan_conv, problem_from_call
+
+import reference
+
+# (algorithm, input shape, weight shape, keyword arguments): the three packed forward kernels
+CASES = [
+    ("packed_segments", (2, 6, 9, 11), (10, 6, 3, 3), dict(padding=1)),
+    ("packed_stacked", (3, 8, 5, 5), (13, 8, 1, 1), dict()),
+    ("packed_phase", (2, 4, 12, 13), (6, 2, 3, 3), dict(stride=2, groups=2)),
+]
+
+
+def packed_entries():
+    return [key for key in weight_cache._entries if key[0][0] == "packed"]
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    weight_cache.forget_transforms()
+    yield
+    weight_cache.forget_transforms()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("algorithm, x_shape, w_shape, kwargs", CASES, ids=[c[0] for c in CASES])
+def test_packed_weights_are_remembered_and_never_stale(algorithm, x_shape, w_shape, kwargs,
+                                                       dtype):
+    rng = np.random.default_rng(len(x_shape) + w_shape[0])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    first = fastconv.conv2d(x, w, algorithm=algorithm, **kwargs)
+    np.testing.assert_allclose(first, reference.conv_nd(x, w, **kwargs), rtol=tol, atol=tol)
+    assert len(packed_entries()) == 1
+    # the second call packs nothing and gives the same bits
+    (key,) = packed_entries()
+    packed_before = weight_cache._entries[key][1]
+    np.testing.assert_array_equal(fastconv.conv2d(x, w, algorithm=algorithm, **kwargs), first)
+    assert weight_cache._entries[key][1] is packed_before
+    # changed in place: packed again, into the same buffer
+    w[-1, 0, 0, 0] += 1.0
+    second = fastconv.conv2d(x, w, algorithm=algorithm, **kwargs)
+    np.testing.assert_allclose(second, reference.conv_nd(x, w, **kwargs), rtol=tol, atol=tol)
+    assert not np.array_equal(second, first)
+    assert weight_cache._entries[key][1] is packed_before
+    # a copy at another address: the same answer
+    np.testing.assert_array_equal(fastconv.conv2d(x, w.copy(), algorithm=algorithm, **kwargs),
+                                  second)
+
+
+def test_the_1x1_input_gradient_remembers_the_transposed_packing():
+    rng = np.random.default_rng(3)
+    x_shape, w = (4, 12, 7, 7), rng.standard_normal((20, 12, 1, 1))
+    g = rng.standard_normal((4, 20, 7, 7))
+    for step in range(2):
+        dx = grad.conv2d_input(x_shape, w, g, algorithm="gemm1x1_stacked")
+        np.testing.assert_allclose(dx, reference.conv_input_grad(x_shape, w, g), atol=1e-11)
+        # one entry, in the transposed (adjoint) layout
+        assert [name[3] for name, *_ in packed_entries()] == [True]
+        w *= 1.5     # in place
+
+
+def test_weights_made_for_one_call_are_not_remembered():
+    # a strided input gradient runs its phases on weights built for the call
+    rng = np.random.default_rng(4)
+    w, g = rng.standard_normal((6, 5, 3, 3)), rng.standard_normal((2, 6, 8, 8))
+    dx = grad.conv2d_input((2, 5, 16, 16), w, g, stride=2, padding=1, algorithm="subpixel")
+    np.testing.assert_allclose(dx, reference.conv_input_grad((2, 5, 16, 16), w, g, stride=2,
+                                                             padding=1), atol=1e-11)
+    assert packed_entries() == []
+
+
+@pytest.mark.parametrize("adjoint", [False, True])
+def test_the_entry_point_takes_prepacked_weights_with_the_same_bits(adjoint):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 9, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((9, 9, 1, 1) if adjoint else (11, 9, 3, 3)).astype(np.float32)
+    problem = problem_from_call(x, w, padding=0 if adjoint else 1)
+    plan = plan_conv(problem, np.float32, "packed_segments")
+    w5 = w[:, :, None]
+    packed = np.empty(conv_packed.layer_weights_size(w5.shape, 1, plan.tile_shape, adjoint),
+                      np.float32)
+    conv_packed.pack_layer_weights(w5, 1, plan.tile_shape, adjoint, packed, 1)
+    if adjoint:
+        g5 = x[:, :, None]
+        want = np.empty_like(g5)
+        got = np.empty_like(g5)
+        args = (Kernel.INPUT_GRAD_GEMM1X1_STACKED, g5, w5)
+        tail = ((1, 1, 1), (0, 0, 0), (1, 1, 1), 1, 2, 1, plan.tile_shape, 1)
+        conv_packed.input_grad(*args, want, *tail)
+        conv_packed.input_grad(*args, got, *tail, packed)
+        np.testing.assert_allclose(want[:, :, 0], reference.conv_input_grad(x.shape, w, x),
+                                   rtol=1e-4, atol=1e-4)
+    else:
+        want = fastconv.conv2d(x, w, padding=1, algorithm="packed_segments")
+        got = np.empty_like(want)[:, :, None]
+        conv_packed.conv_forward(Kernel.CONV_PACKED_SEGMENTS, x[:, :, None], w5,
+                                 np.empty(0, np.float32), got, (1, 1, 1), (0, 1, 1),
+                                 (1, 1, 1), 1, plan.tile_panels, plan.channel_panels,
+                                 plan.tile_shape, 1, packed)
+        got = got[:, :, 0]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_prepacked_weights_of_the_wrong_size_or_dtype_are_refused():
+    x = np.ones((1, 4, 5, 5))[:, :, None]
+    w = np.ones((6, 4, 1, 3, 3))
+    out = np.empty((1, 6, 1, 5, 5))
+    args = (Kernel.CONV_PACKED_SEGMENTS, x, w, np.empty(0), out, (1, 1, 1), (0, 1, 1),
+            (1, 1, 1), 1, 1, 1, 0, 1)
+    size = conv_packed.layer_weights_size(w.shape, 1, 0, False)
+    with pytest.raises(ValueError, match="packed_weights: expected"):
+        conv_packed.conv_forward(*args, np.zeros(size - 1))
+    with pytest.raises(ValueError):
+        conv_packed.conv_forward(*args, np.zeros(size, np.float32))
+    with pytest.raises(ValueError, match="packed needs"):
+        conv_packed.pack_layer_weights(w, 1, 0, False, np.zeros(size + 1), 1)
+    with pytest.raises(ValueError, match="adjoint packing takes 1x1"):
+        conv_packed.layer_weights_size(w.shape, 1, 0, True)
+    with pytest.raises(ValueError, match="do not split into 4 groups"):
+        conv_packed.layer_weights_size(w.shape, 4, 0, False)
