@@ -602,3 +602,26 @@ def test_invalid_indices_never_write_out_of_bounds():
         idx = np.array([[[[0, 1], [2, bad]]]])
         with pytest.raises(ValueError, match=r"indices must lie in \[0, 4\)"):
             fastconv.max_unpool2d(x, idx, 1, output_size=(2, 2))
+
+
+# --- outputs larger than the caches: planes built in a buffer and streamed out -----------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_scatters_stream_out_exactly_what_the_plain_loops_give(dtype):
+    """Past 4 MiB of output the scatter builds each plane in a per-thread buffer and writes
+    it with streaming stores; planes of an odd number of elements start off the vectors'
+    alignment, so the ragged ends are exercised too."""
+    x = rand((3, 16, 151, 153), dtype, seed=21)
+    assert x.nbytes >= 4 << 20
+    out, idx = fastconv.max_pool2d(x, 3, 2, 1, return_indices=True)
+    g = rand(out.shape, dtype, seed=22)
+    want = np.zeros((x.shape[0] * x.shape[1], x.shape[2] * x.shape[3]))
+    for plane, (gp, ip) in enumerate(zip(g.reshape(len(want), -1), idx.reshape(len(want), -1))):
+        np.add.at(want[plane], ip, gp)      # overlapping windows: some inputs get two
+    got = GRAD.max_pool2d(g, idx, x.shape)
+    tol = 1e-12 if dtype == np.float64 else 1e-6    # a sum of two rounds once in float32
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(fastconv.max_unpool2d(out, idx, 3, 2, 1, output_size=x.shape),
+                                  ref.max_unpool_nd(out, idx, x.shape[2:]))
+    with fastconv.num_threads(1):
+        np.testing.assert_array_equal(GRAD.max_pool2d(g, idx, x.shape), got)

@@ -15,10 +15,27 @@ plane, (d * H + h) * W + w, PyTorch's convention. Kernels trust their inputs: th
 layer has validated shapes and checked every index against the plane size.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, parallel
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 from libc.math cimport INFINITY
+
+from fastconv._kernels.workspace cimport fc_workspace
+
+cdef extern from "stream_store.h":
+    void fc_stream_copy(void* dst, const void* src, size_t bytes) noexcept nogil
+    void fc_stream_fence() noexcept nogil
+
+# Slots of the per-thread workspace (workspace.h).
+cdef enum:
+    WS_SCATTER_PLANE
+
+# The scatter's planes are built in a per-thread buffer and streamed out when a plane fits
+# this (well inside L2) and the whole output is past this (larger than the caches hold for
+# its reader).
+cdef enum:
+    STREAM_PLANE_BYTES = 256 * 1024
+    STREAM_MIN_BYTES = 4 * 1024 * 1024
 
 cdef enum:
     MAX_ROWS = 16       # the register path of max pools handles windows up to 16 rows (d x h)
@@ -482,24 +499,38 @@ cdef int scatter_planes(const floating* src, const int64_t* indices, floating* d
                         bint accumulate, int num_threads) noexcept nogil:
     """Per plane: dst[indices[o]] += src[o] (accumulate: max-pool backward) or
     dst[indices[o]] = src[o], the last o winning (max-unpool forward), after zeroing the plane.
-    Zeroing here, a plane at a time, keeps it in cache for the scatter: dst is written to
-    memory once (np.zeros cost a pass of its own, or a page fault per 4 KiB that the OS zeroed,
-    about as slow as the scatter itself)."""
+    A plane is zeroed and scattered into in a per-thread buffer that stays in cache, then
+    streamed out (stream_store.h): dst is written to memory once and never read (zeroing it
+    in place read each line first; np.zeros cost a pass of its own). Planes too large for
+    the buffer, or a dst small enough to stay in the caches for its reader, are built in
+    place."""
     cdef Py_ssize_t p, o
+    cdef size_t plane_bytes = dst_plane * sizeof(floating)
+    cdef bint streamed = plane_bytes <= STREAM_PLANE_BYTES \
+        and planes * plane_bytes >= STREAM_MIN_BYTES
     cdef floating* d
+    cdef floating* t
+    cdef floating* buffer = NULL
     cdef const floating* v
     cdef const int64_t* idx
-    for p in prange(planes, num_threads=num_threads, schedule='guided'):
-        d = dst + p * dst_plane
-        v = src + p * src_plane
-        idx = indices + p * src_plane
-        memset(d, 0, dst_plane * sizeof(floating))
-        if accumulate:
-            for o in range(src_plane):
-                d[idx[o]] += v[o]
-        else:
-            for o in range(src_plane):
-                d[idx[o]] = v[o]
+    with parallel(num_threads=num_threads):
+        buffer = <floating*> fc_workspace(WS_SCATTER_PLANE, plane_bytes) if streamed \
+            else NULL
+        for p in prange(planes, schedule='guided'):
+            d = dst + p * dst_plane
+            t = buffer if buffer != NULL else d
+            v = src + p * src_plane
+            idx = indices + p * src_plane
+            memset(t, 0, plane_bytes)
+            if accumulate:
+                for o in range(src_plane):
+                    t[idx[o]] += v[o]
+            else:
+                for o in range(src_plane):
+                    t[idx[o]] = v[o]
+            if buffer != NULL:
+                fc_stream_copy(d, buffer, plane_bytes)
+        fc_stream_fence()
     return 0
 
 
