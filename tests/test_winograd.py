@@ -451,21 +451,24 @@ def test_training_steps_refill_the_cache_in_place_and_gradients_leave_it_alone()
 
 def adjoint_weights(w, groups):
     """The stride-1 input gradient's weights, plainly: channels transposed per group, each
-    filter turned by 180 degrees."""
+    (depth x) 3 x 3 filter turned by 180 degrees along every axis."""
     c_out, c_in_g = w.shape[:2]
     per_group = w.reshape((groups, c_out // groups, c_in_g) + w.shape[2:])
-    return np.ascontiguousarray(np.swapaxes(per_group, 1, 2)[..., ::-1, ::-1].reshape(
-        (groups * c_in_g, c_out // groups) + w.shape[2:]))
+    turned = np.flip(np.swapaxes(per_group, 1, 2), axis=tuple(range(3, per_group.ndim)))
+    return np.ascontiguousarray(turned.reshape((groups * c_in_g, c_out // groups)
+                                               + w.shape[2:]))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("depth", [1, 3])
 @pytest.mark.parametrize("c_out, c_in_g, groups", [(5, 3, 1), (16, 7, 1), (12, 2, 3),
                                                    (40, 33, 2)])
 def test_the_adjoint_transform_is_the_transform_of_the_adjoint_weights(c_out, c_in_g, groups,
-                                                                       dtype):
-    w = np.random.default_rng(c_out).standard_normal((c_out, c_in_g, 1, 3, 3)).astype(dtype)
+                                                                       depth, dtype):
+    w = np.random.default_rng(c_out).standard_normal((c_out, c_in_g, depth, 3, 3)) \
+        .astype(dtype)
     w_adj = adjoint_weights(w, groups)
-    size = conv_winograd.weights_size(w_adj.shape[0], w_adj.shape[1], groups)
+    size = conv_winograd.weights_size(w_adj.shape[0], w_adj.shape[1], groups, depth)
     want = np.empty(size, dtype)
     conv_winograd.transform_weights(w_adj, groups, want, 1)
     for threads in (1, 2):
@@ -474,7 +477,7 @@ def test_the_adjoint_transform_is_the_transform_of_the_adjoint_weights(c_out, c_
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match=f"u must have {size} elements"):
         conv_winograd.transform_adjoint_weights(w, groups, np.empty(size + 1, dtype), 1)
-    with pytest.raises(ValueError, match="a \\(C_out, C_in_g, 1, 3, 3\\) weight"):
+    with pytest.raises(ValueError, match="a \\(C_out, C_in_g, KD, 3, 3\\) weight"):
         conv_winograd.transform_adjoint_weights(np.zeros((c_out, c_in_g, 1, 3, 2), dtype),
                                                 groups, want, 1)
 

@@ -76,10 +76,10 @@ cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ss
     """u[e][panel][kd * C_g + c][m] = (G f(panel * MR + m, c, kd) G^T)[e], zero past K_g:
     one group's transformed filters in the A panels of the micro-kernel's wide tile, f(k, c,
     kd) the 3x3 filter at depth tap kd from input channel c to output channel k of group g:
-    w[g * K_g + k, c, kd] (w is (groups * K_g, C_g, KD, 3, 3)); if `adjoint` (KD = 1), that of
-    the input gradient of the convolution by w (groups * C_g, K_g, 1, 3, 3), its filter
-    w[g * C_g + c, k] turned by 180 degrees (so the reversed, transposed weights are never
-    written out)."""
+    w[g * K_g + k, c, kd] (w is (groups * K_g, C_g, KD, 3, 3)); if `adjoint`, that of the
+    input gradient of the convolution by w (groups * C_g, K_g, KD, 3, 3), its filter
+    w[g * C_g + c, k, KD - 1 - kd] turned by 180 degrees (so the reversed, transposed weights
+    are never written out)."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
     cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR, depth = KD * Cg
     cdef Py_ssize_t item, panel, channel, c, kd, m_valid, first, step
@@ -90,9 +90,10 @@ cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ss
         c = channel % Cg
         m_valid = Kg - panel * MR if Kg - panel * MR < MR else MR
         if adjoint:
-            # the panel's filters lie side by side in w's row of output channel c
-            first = ((g * Cg + c) * Kg + panel * MR) * 9
-            step = 9
+            # the panel's filters lie side by side in w's row of output channel c, depth
+            # reversed
+            first = (((g * Cg + c) * Kg + panel * MR) * KD + KD - 1 - kd) * 9
+            step = KD * 9
         else:
             first = (((g * Kg + panel * MR) * Cg + c) * KD + kd) * 9
             step = Cg * KD * 9
@@ -260,9 +261,10 @@ def transform_weights(const floating[:, :, :, :, ::1] w, Py_ssize_t groups,
 def transform_adjoint_weights(const floating[:, :, :, :, ::1] w, Py_ssize_t groups,
                               floating[::1] u, int num_threads):
     """u := the transformed weights of the stride-1 convolution that is the input gradient
-    of the convolution by w (c_out, c_in_g, 1, 3, 3): its weight (c_in_g * groups, c_out /
-    groups, 3, 3) is w's, channels transposed per group and each filter turned by 180
-    degrees (weights_size(c_in_g * groups, c_out // groups, groups) elements)."""
+    of the convolution by w (c_out, c_in_g, KD, 3, 3): its weight (c_in_g * groups, c_out /
+    groups, KD, 3, 3) is w's, channels transposed per group and each filter turned by 180
+    degrees along every axis (weights_size(c_in_g * groups, c_out // groups, groups, KD)
+    elements)."""
     _transform(w, groups, True, u, num_threads)
 
 
@@ -276,11 +278,9 @@ cdef _transform(const floating[:, :, :, :, ::1] w, Py_ssize_t groups, bint adjoi
     cdef Py_ssize_t per_group = 36 * ((Kg + MR - 1) // MR) * MR * Cg * KD
     cdef Py_ssize_t g
     name = "transform_adjoint_weights" if adjoint else "transform_weights"
-    if (w.shape[3], w.shape[4]) != (3, 3) or KD < 1 or (adjoint and KD != 1) or groups < 1 \
-            or c_out % groups:
-        raise ValueError(f"conv_winograd.{name}: a (C_out, C_in_g, "
-                         f"{'1' if adjoint else 'KD'}, 3, 3) weight and groups dividing C_out; "
-                         f"got {shape5(w.shape)}, groups {groups}")
+    if (w.shape[3], w.shape[4]) != (3, 3) or KD < 1 or groups < 1 or c_out % groups:
+        raise ValueError(f"conv_winograd.{name}: a (C_out, C_in_g, KD, 3, 3) weight and "
+                         f"groups dividing C_out; got {shape5(w.shape)}, groups {groups}")
     if u.shape[0] != groups * per_group:
         raise ValueError(f"conv_winograd.{name}: u must have {groups * per_group} elements; "
                          f"got {u.shape[0]}")

@@ -60,10 +60,9 @@ def _run_subpixel(plan, problem, w, g, dtype):
         single = out_index == whole and len(plan.phases) == 1
         every_tap = all((t.start or 0) == 0 and (t.step or 1) == 1 for t in taps_index)
         if single and every_tap and phase_plan.kernel == Kernel.CONV_WINOGRAD \
-                and not phase_plan.pieces and nd == 2:
+                and not phase_plan.pieces:
             # Winograd transforms the reversed, transposed weights straight from w (writing
-            # them out first took 5 of 16 ms for 512 channels on 7x7, batch 1); 3-d weights
-            # are written out below
+            # them out first took 5 of 16 ms for 512 channels on 7x7, batch 1)
             run_conv(phase_problem, phase_plan, g[everything + g_index],
                      np.empty(phase_problem.weight_shape, dtype), None, dx,
                      remember_weights=False, adjoint_of=w5)
