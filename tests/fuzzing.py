@@ -114,6 +114,28 @@ def assert_close(got, want, magnitude, terms, dtype, what="", bound=None):
                              f"{tol[worst]:.3g})")
 
 
+def winograd_bound(x, w, bias, kwargs, dtype):
+    """Winograd's error bound per output (README, "Accuracy: Winograd"): a tile transforms
+    its inputs and outputs together, so an output's rounding comes from every input of its
+    tile, also those its own window does not read: 2e-5 (float32; 1e-13 float64) times sum
+    over the group's channels c of max |w[o, c]| times the sum of |x[n, c]| over the 9
+    (9 x 9 in the plane) positions from 3 before its window to 3 past it, plus |bias|.
+    Non-finite inputs count as 0 (such calls are recomputed exactly)."""
+    import reference
+    relative = 2e-5 if np.dtype(dtype) == np.float32 else 1e-13
+    nd = w.ndim - 2
+    dilation = reference.as_tuple(kwargs["dilation"], nd)
+    pads = reference.padding_pairs(kwargs["padding"], w.shape[2:], dilation)
+    reach = [0] * (nd - 2) + [3, 3] if nd > 1 else [3]     # the tiled axes, in taps
+    wider = tuple((lo + r * d, hi + r * d) for (lo, hi), r, d in zip(pads, reach, dilation))
+    largest = np.abs(w).max(axis=tuple(range(2, w.ndim)), keepdims=True)
+    ones = np.ones(w.shape[:2] + tuple(k + 2 * r for k, r in zip(w.shape[2:], reach)))
+    ax = np.abs(np.nan_to_num(np.asarray(x, np.float64), nan=0, posinf=0, neginf=0))
+    scale = reference.conv_nd(ax, ones * largest, None if bias is None else np.abs(bias),
+                              **dict(kwargs, padding=wider))
+    return relative * scale
+
+
 def fft_bound(x, w, bias, kwargs, dtype, points):
     """The FFT convolution's stated error bound per output (README, "Accuracy"):
     eps log2(points) sum over the group's c of ||x[n, c]||_2 ||w[o, c]||_2 + eps |b[o]|, eps

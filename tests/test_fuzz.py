@@ -16,7 +16,7 @@ import reference
 from fastconv import planning as dispatch
 from fastconv._plan import tiling
 from fuzzing import (DTYPES, PROMOTED_DTYPES, arrays, assert_close, count, examples, fft_bound,
-                     float_dtype, message_names, torch)
+                     float_dtype, message_names, torch, winograd_bound)
 
 CONV = {1: fastconv.conv1d, 2: fastconv.conv2d, 3: fastconv.conv3d}
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -134,6 +134,8 @@ def check_conv(nd, x, w, bias, kwargs, use_out, pieces=False):
         if algorithm == "fft":
             problem = fastconv.planning.problem_from_call(x, w, **kwargs)
             bound = fft_bound(x, w, bias, kwargs, dtype, math.prod(tiling.fft_shape(problem)))
+        elif algorithm == "winograd":
+            bound = winograd_bound(x, w, bias, kwargs, dtype)
         assert_close(got, want, magnitude, terms, dtype, f"conv{nd}d {algorithm}", bound)
 
 

@@ -336,6 +336,84 @@ def test_auto_runs_3d_winograd_on_wide_3x3x3_stride_1_layers():
     assert algorithm((2, 32, 16, 32, 32), (64, 32, 3, 5, 5), padding=2) != "winograd"
 
 
+# --- 1-d: F(4, 3) for 3-tap kernels, any dilation ------------------------------------------------
+
+# (batch, C_in, C_out, length, dilation, padding, groups): dilations past a vector of lanes
+# and past the sequence, phases of unequal lengths, asymmetric padding, groups
+GRID_1D = [
+    (2, 4, 6, 17, 1, 1, 1),
+    (1, 4, 4, 30, 3, 3, 2),
+    (3, 5, 7, 9, 4, ((5, 2),), 1),
+    (1, 3, 2, 50, 16, 20, 1),
+    (2, 6, 9, 101, 2, "same", 3),
+    (1, 2, 3, 5, 7, 7, 1),
+    (4, 16, 12, 600, 1, 0, 1),      # more tiles than a super-block holds
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, c_in, c_out, length, dilation, padding, groups", GRID_1D)
+def test_1d_winograd_matches_the_reference(batch, c_in, c_out, length, dilation, padding,
+                                           groups, dtype):
+    rng = np.random.default_rng(c_in * 17 + dilation)
+    x = rng.standard_normal((batch, c_in, length)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups, 3)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    kwargs = dict(padding=padding, dilation=dilation, groups=groups)
+    want = reference.conv_nd(x, w, b, **kwargs)
+    got = fastconv.conv1d(x, w, b, algorithm="winograd", **kwargs)
+    assert got.dtype == dtype and got.shape == want.shape
+    scale = reference.conv_nd(np.abs(x), np.abs(w), np.abs(b), **kwargs)
+    # a tile's outputs share its rounding: the largest magnitude among its 4 (a phase's
+    # consecutive outputs lie `dilation` apart)
+    scale = ndimage.maximum_filter1d(scale, 7 * dilation + 1, mode="constant")
+    assert_within_bound(got, want, scale, dtype)
+    g = rng.standard_normal(want.shape).astype(dtype)
+    want_dx = reference.conv_input_grad(x.shape, w, g, **kwargs)
+    got_dx = grad.conv1d_input(x.shape, w, g, algorithm="winograd", **kwargs)
+    scale_dx = ndimage.maximum_filter1d(reference.conv_input_grad(
+        x.shape, np.abs(w), np.abs(g), **kwargs), 7 * dilation + 1, mode="constant")
+    assert_within_bound(got_dx, want_dx, scale_dx, dtype)
+
+
+def test_1d_thread_counts_non_contiguous_operands_and_inf():
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((3, 40, 257))[:, ::2].astype(np.float32)
+    w = np.asfortranarray(rng.standard_normal((24, 20, 3)).astype(np.float32))
+    with fastconv.num_threads(1):
+        one = fastconv.conv1d(x, w, padding=2, dilation=2, algorithm="winograd")
+    np.testing.assert_array_equal(
+        fastconv.conv1d(x, w, padding=2, dilation=2, algorithm="winograd"), one)
+    np.testing.assert_allclose(one, reference.conv_nd(x, w, None, padding=2, dilation=2),
+                               rtol=1e-4, atol=1e-4)
+    x = np.ascontiguousarray(x)
+    x[1, 3, 100] = np.inf
+    got = fastconv.conv1d(x, w, padding=2, dilation=2, algorithm="winograd")
+    np.testing.assert_array_equal(
+        got, fastconv.conv1d(x, w, padding=2, dilation=2, algorithm="packed"))
+
+
+@pytest.mark.parametrize("channels", [64, 256])
+def test_1d_float32_error_stays_within_a_few_times_the_direct_sums(channels):
+    rng = np.random.default_rng(channels)
+    x = rng.standard_normal((2, channels, 300)).astype(np.float32)
+    w = rng.standard_normal((channels, channels, 3)).astype(np.float32)
+    want = reference.conv_nd(x.astype(np.float64), w.astype(np.float64), None, dilation=4)
+    winograd = np.abs(fastconv.conv1d(x, w, dilation=4, algorithm="winograd") - want).max()
+    direct = np.abs(fastconv.conv1d(x, w, dilation=4, algorithm="direct") - want).max()
+    assert 0 < winograd <= 10 * direct
+
+
+def test_auto_runs_1d_winograd_on_wide_3_tap_layers():
+    def algorithm(x_shape, w_shape, **kwargs):
+        return plan_conv(problem_from_call(x_shape, w_shape, **kwargs), "float32").algorithm
+    assert algorithm((8, 128, 4004), (128, 128, 3), dilation=2) == "winograd"
+    assert algorithm((8, 128, 4000), (128, 128, 3), padding=1) == "winograd"
+    assert algorithm((8, 16, 4000), (128, 16, 3), padding=1) != "winograd"     # thin input
+    assert algorithm((8, 128, 4000), (128, 128, 5), padding=2) != "winograd"
+    assert algorithm((8, 128, 4000), (128, 128, 3), stride=2) != "winograd"
+
+
 # --- when auto runs it, and how users keep it away ----------------------------------------------
 
 def test_auto_runs_winograd_on_wide_3x3_stride_1_layers_only():
@@ -386,7 +464,7 @@ def test_forcing_winograd_where_it_does_not_apply_raises(w_shape, kwargs):
     with pytest.raises(ValueError, match="algorithm='winograd' needs a 2-d 3x3 kernel"):
         fastconv.conv2d(x, np.ones(w_shape), algorithm="winograd", **kwargs)
     with pytest.raises(ValueError, match="algorithm='winograd' needs"):
-        fastconv.conv1d(np.ones((1, 4, 12)), np.ones((4, 4, 3)), algorithm="winograd")
+        fastconv.conv1d(np.ones((1, 4, 12)), np.ones((4, 4, 5)), algorithm="winograd")
 
 
 # --- transformed weights are remembered, never stale ---------------------------------------------
@@ -468,7 +546,7 @@ def test_the_adjoint_transform_is_the_transform_of_the_adjoint_weights(c_out, c_
     w = np.random.default_rng(c_out).standard_normal((c_out, c_in_g, depth, 3, 3)) \
         .astype(dtype)
     w_adj = adjoint_weights(w, groups)
-    size = conv_winograd.weights_size(w_adj.shape[0], w_adj.shape[1], groups, depth)
+    size = conv_winograd.weights_size(w_adj.shape[0], w_adj.shape[1], groups, w_adj.shape[2:])
     want = np.empty(size, dtype)
     conv_winograd.transform_weights(w_adj, groups, want, 1)
     for threads in (1, 2):
@@ -477,7 +555,7 @@ def test_the_adjoint_transform_is_the_transform_of_the_adjoint_weights(c_out, c_
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match=f"u must have {size} elements"):
         conv_winograd.transform_adjoint_weights(w, groups, np.empty(size + 1, dtype), 1)
-    with pytest.raises(ValueError, match="a \\(C_out, C_in_g, KD, 3, 3\\) weight"):
+    with pytest.raises(ValueError, match="a \\(C_out, C_in_g, KD, 3, 3\\) or"):
         conv_winograd.transform_adjoint_weights(np.zeros((c_out, c_in_g, 1, 3, 2), dtype),
                                                 groups, want, 1)
 

@@ -52,6 +52,18 @@ cdef extern from "winograd.h":
                            const Py_ssize_t* plane_offset, const Py_ssize_t* h0,
                            const Py_ssize_t* w0, Py_ssize_t n_lanes, Py_ssize_t OH,
                            Py_ssize_t OW) noexcept nogil
+    void fc_wino1d_input_f32(const float* row, const Py_ssize_t* image, const Py_ssize_t* start,
+                             Py_ssize_t step, Py_ssize_t n_lanes, Py_ssize_t L, float* v,
+                             Py_ssize_t e_stride) noexcept nogil
+    void fc_wino1d_input_f64(const double* row, const Py_ssize_t* image,
+                             const Py_ssize_t* start, Py_ssize_t step, Py_ssize_t n_lanes,
+                             Py_ssize_t L, double* v, Py_ssize_t e_stride) noexcept nogil
+    int fc_wino1d_output_f32(const float* m, Py_ssize_t e_stride, float bias, float* out,
+                             const Py_ssize_t* image, const Py_ssize_t* first, Py_ssize_t step,
+                             Py_ssize_t n_lanes, Py_ssize_t OL) noexcept nogil
+    int fc_wino1d_output_f64(const double* m, Py_ssize_t e_stride, double bias, double* out,
+                             const Py_ssize_t* image, const Py_ssize_t* first, Py_ssize_t step,
+                             Py_ssize_t n_lanes, Py_ssize_t OL) noexcept nogil
 
 # Slots of the per-thread workspace (workspace.h).
 cdef enum:
@@ -71,7 +83,7 @@ cdef inline Py_ssize_t lanes(floating* dummy) noexcept nogil:
 
 
 cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t KD,
-                          Py_ssize_t g, bint adjoint, floating* u,
+                          Py_ssize_t g, bint adjoint, bint one_d, floating* u,
                           int num_threads) noexcept nogil:
     """u[e][panel][kd * C_g + c][m] = (G f(panel * MR + m, c, kd) G^T)[e], zero past K_g:
     one group's transformed filters in the A panels of the micro-kernel's wide tile, f(k, c,
@@ -83,6 +95,9 @@ cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ss
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
     cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR, depth = KD * Cg
     cdef Py_ssize_t item, panel, channel, c, kd, m_valid, first, step
+    if one_d:
+        transform_group_1d(w, Kg, Cg, g, adjoint, u)
+        return
     for item in prange(m_panels * depth, num_threads=num_threads, schedule='static'):
         panel = item // depth
         channel = item % depth
@@ -103,6 +118,58 @@ cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ss
         else:
             fc_wino_weight_f64(w + first, step, m_valid, adjoint,
                                u + (panel * depth + channel) * MR, m_panels * depth * MR)
+
+
+cdef void transform_group_1d(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t g,
+                             bint adjoint, floating* u) noexcept nogil:
+    """transform_group for 1-d F(4, 3): u[e][panel][c][m] = (G f(panel * MR + m, c))[e], e <
+    6, f(k, c) the 3 taps w[g * K_g + k, c] (w (groups * K_g, C_g, 1, 1, 3)); if `adjoint`,
+    w[g * C_g + c, k] read back to front (w (groups * C_g, K_g, 1, 1, 3))."""
+    cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
+    cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR
+    cdef Py_ssize_t e_stride = m_panels * Cg * MR     # between transformed elements
+    cdef Py_ssize_t panel, c, m, k, first
+    cdef floating g0, g1, g2
+    cdef floating* dst
+    for panel in range(m_panels):
+        for c in range(Cg):
+            dst = u + (panel * Cg + c) * MR
+            for m in range(MR):
+                k = panel * MR + m
+                if k >= Kg:
+                    g0 = g1 = g2 = 0
+                elif adjoint:
+                    first = ((g * Cg + c) * Kg + k) * 3
+                    g0, g1, g2 = w[first + 2], w[first + 1], w[first]
+                else:
+                    first = ((g * Kg + k) * Cg + c) * 3
+                    g0, g1, g2 = w[first], w[first + 1], w[first + 2]
+                dst[m] = g0
+                dst[e_stride + m] = (g0 + g1 + g2) * <floating> (1.0 / 3.0)
+                dst[2 * e_stride + m] = (g1 - g0 - g2) * <floating> (1.0 / 3.0)
+                dst[3 * e_stride + m] = (16 * g0 + 8 * g1 + 4 * g2) * <floating> (-1.0 / 15.0)
+                dst[4 * e_stride + m] = (g0 - 2 * g1 + 4 * g2) * <floating> (1.0 / 15.0)
+                dst[5 * e_stride + m] = g2
+
+
+cdef void describe_tiles_1d(const ConvShape* s, Py_ssize_t blocks, Py_ssize_t t0,
+                            Py_ssize_t count, Py_ssize_t* in_offset, Py_ssize_t* out_offset,
+                            Py_ssize_t* start, Py_ssize_t* first) noexcept nogil:
+    """For 1-d tiles t0 .. t0 + count - 1 (row-major over images, blocks of 4 outputs of a
+    phase, phases: consecutive tiles are consecutive phases, so with a dilation of a vector
+    or more the lanes read consecutive inputs): the offset of their image's row in x and out,
+    the input position of their first tap (`pad` before the output), their first output."""
+    cdef Py_ssize_t dilation = s.dilation[2]
+    cdef Py_ssize_t q, t, n, b, r
+    for q in range(count):
+        t = t0 + q
+        n = t // (blocks * dilation)
+        b = (t // dilation) % blocks
+        r = t % dilation
+        in_offset[q] = n * s.c_in * s.in_size[2]
+        out_offset[q] = n * s.c_out * s.out_size[2]
+        first[q] = r + 4 * b * dilation
+        start[q] = first[q] - s.pad[2]
 
 
 cdef void describe_tiles(const ConvShape* s, Py_ssize_t t0, Py_ssize_t count,
@@ -134,6 +201,7 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
     """out := conv(x, w) + bias with u_all the weights transformed by transform_weights.
     A 3-d kernel of depth KD is KD 2-d ones, one per input depth slice: the GEMM's depth runs
     over (depth tap, channel), each slice's input tiles transformed as a channel of their own.
+    A 1-d kernel of 3 taps (any dilation) runs F(4, 3): 6 elements per tile instead of 36.
     Returns 0, 1 (out of memory) or NONFINITE (done, but some output is inf or NaN)."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE), NR = tile_nr(TILE_WIDE, <floating*> NULL)
     cdef Py_ssize_t L = lanes(<floating*> NULL)
@@ -142,15 +210,21 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t depth_taps = KD * Cg        # the GEMM's depth: (depth tap, channel)
     cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR
-    cdef Py_ssize_t tiles = s.n * OD * ((OH + 3) // 4) * ((OW + 3) // 4)
+    cdef bint one_d = s.kernel[1] == 1      # (1, 1, 3) on (1, 1, L) planes: F(4, 3)
+    cdef Py_ssize_t E = 6 if one_d else 36   # transformed elements per tile
+    cdef Py_ssize_t dilation = s.dilation[2]
+    # 1-d: blocks of 4 outputs of each of the dilation's phases
+    cdef Py_ssize_t blocks = ((OW + dilation - 1) // dilation + 3) // 4
+    cdef Py_ssize_t tiles = s.n * dilation * blocks if one_d \
+        else s.n * OD * ((OH + 3) // 4) * ((OW + 3) // 4)
     cdef Py_ssize_t S = tile_panels * NR
-    # per-thread work split of the GEMM step: 36 elements, times blocks of weight panels
+    # per-thread work split of the GEMM step: E elements, times blocks of weight panels
     # when there are threads to spare
-    cdef Py_ssize_t m_blocks = (num_threads * 4 + 35) // 36
+    cdef Py_ssize_t m_blocks = (num_threads * 4 + E - 1) // E
     cdef const floating* u
     cdef floating* v = <floating*> fc_workspace(WS_INPUT,
-                                                36 * S * depth_taps * sizeof(floating))
-    cdef floating* m = <floating*> fc_workspace(WS_PRODUCTS, 36 * Kg * S * sizeof(floating))
+                                                E * S * depth_taps * sizeof(floating))
+    cdef floating* m = <floating*> fc_workspace(WS_PRODUCTS, E * Kg * S * sizeof(floating))
     cdef Py_ssize_t* desc = <Py_ssize_t*> fc_workspace(WS_TILES,
                                                        (5 + 2 * KD) * S * sizeof(Py_ssize_t))
     cdef Py_ssize_t* in_offset
@@ -173,15 +247,19 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
     per_block = (m_panels + m_blocks - 1) // m_blocks
     if Cg == 0:
         # no input channels: every product is an empty sum
-        memset(m, 0, 36 * Kg * S * sizeof(floating))
+        memset(m, 0, E * Kg * S * sizeof(floating))
     for g in range(s.groups):
-        u = u_all + g * 36 * m_panels * depth_taps * MR
+        u = u_all + g * E * m_panels * depth_taps * MR
         t0 = 0
         while t0 < tiles:
             count = tiles - t0 if tiles - t0 < S else S
-            describe_tiles(s, t0, count, in_offset, out_offset, d0, h0, w0)
             groups_of_lanes = (count + L - 1) // L
-            for kd in range(KD):
+            if one_d:
+                # h0: each tile's first input position, w0: its first output
+                describe_tiles_1d(s, blocks, t0, count, in_offset, out_offset, h0, w0)
+            else:
+                describe_tiles(s, t0, count, in_offset, out_offset, d0, h0, w0)
+            for kd in range(0 if one_d else KD):
                 for q in range(count):
                     depth = d0[q] + kd
                     if 0 <= depth < D:
@@ -192,7 +270,7 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
                         slice_offset[kd * S + q] = in_offset[q]
                         top[kd * S + q] = -H - 6
             # the input tiles start `pad` to the left of their outputs
-            for q in range(count):
+            for q in range(0 if one_d else count):
                 w0[q] -= s.pad[2]
             for item in prange(depth_taps * groups_of_lanes, num_threads=num_threads,
                                schedule='static'):
@@ -200,7 +278,18 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
                 kd = channel // Cg
                 c = channel % Cg
                 q = (item % groups_of_lanes) * L
-                if floating is float:
+                if one_d:
+                    if floating is float:
+                        fc_wino1d_input_f32(x + (g * Cg + c) * W, in_offset + q, h0 + q,
+                                            dilation, count - q if count - q < L else L, W,
+                                            v + (q // NR) * depth_taps * NR + channel * NR
+                                            + q % NR, S * depth_taps)
+                    else:
+                        fc_wino1d_input_f64(x + (g * Cg + c) * W, in_offset + q, h0 + q,
+                                            dilation, count - q if count - q < L else L, W,
+                                            v + (q // NR) * depth_taps * NR + channel * NR
+                                            + q % NR, S * depth_taps)
+                elif floating is float:
                     fc_wino_input_f32(x + (g * Cg + c) * D * H * W, slice_offset + kd * S + q,
                                       top + kd * S + q, w0 + q,
                                       count - q if count - q < L else L, H, W,
@@ -212,9 +301,9 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
                                       count - q if count - q < L else L, H, W,
                                       v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
                                       S * depth_taps)
-            for q in range(count):
+            for q in range(0 if one_d else count):
                 w0[q] += s.pad[2]
-            for item in prange(36 * m_blocks, num_threads=num_threads, schedule='dynamic'):
+            for item in prange(E * m_blocks, num_threads=num_threads, schedule='dynamic'):
                 e = item // m_blocks
                 block = item % m_blocks
                 p0 = block * per_block
@@ -229,7 +318,18 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
                                schedule='static'):
                 k = item // groups_of_lanes
                 q = (item % groups_of_lanes) * L
-                if floating is float:
+                if one_d:
+                    if floating is float:
+                        nonfinite += fc_wino1d_output_f32(
+                            m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                            out + (g * Kg + k) * OW, out_offset + q, w0 + q, dilation,
+                            count - q if count - q < L else L, OW)
+                    else:
+                        nonfinite += fc_wino1d_output_f64(
+                            m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                            out + (g * Kg + k) * OW, out_offset + q, w0 + q, dilation,
+                            count - q if count - q < L else L, OW)
+                elif floating is float:
                     nonfinite += fc_wino_output_f32(
                         m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
                         out + (g * Kg + k) * OD * OH * OW, out_offset + q, h0 + q, w0 + q,
@@ -245,26 +345,29 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
 
 
 def weights_size(Py_ssize_t c_out, Py_ssize_t c_in_g, Py_ssize_t groups,
-                 Py_ssize_t depth=1):
-    """Elements of the transformed weights of a (c_out, c_in_g, depth, 3, 3) weight."""
+                 tuple kernel=(1, 3, 3)):
+    """Elements of the transformed weights of a (c_out, c_in_g, *kernel) weight: kernel
+    (KD, 3, 3), or (1, 1, 3) for 1-d."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE), Kg = c_out // groups
-    return groups * 36 * ((Kg + MR - 1) // MR) * MR * c_in_g * depth
+    cdef Py_ssize_t elements = 6 if tuple(kernel) == (1, 1, 3) else 36
+    return groups * elements * ((Kg + MR - 1) // MR) * MR * c_in_g * kernel[0]
 
 
 def transform_weights(const floating[:, :, :, :, ::1] w, Py_ssize_t groups,
                       floating[::1] u, int num_threads):
-    """u := the transformed weights of w (c_out, c_in_g, KD, 3, 3), as conv_forward takes
-    them (weights_size(c_out, c_in_g, groups, KD) elements)."""
+    """u := the transformed weights of w (c_out, c_in_g, KD, 3, 3), or (c_out, c_in_g, 1, 1,
+    3) for 1-d, as conv_forward takes them (weights_size(c_out, c_in_g, groups, kernel)
+    elements)."""
     _transform(w, groups, False, u, num_threads)
 
 
 def transform_adjoint_weights(const floating[:, :, :, :, ::1] w, Py_ssize_t groups,
                               floating[::1] u, int num_threads):
     """u := the transformed weights of the stride-1 convolution that is the input gradient
-    of the convolution by w (c_out, c_in_g, KD, 3, 3): its weight (c_in_g * groups, c_out /
-    groups, KD, 3, 3) is w's, channels transposed per group and each filter turned by 180
-    degrees along every axis (weights_size(c_in_g * groups, c_out // groups, groups, KD)
-    elements)."""
+    of the convolution by w (c_out, c_in_g, *kernel), kernel (KD, 3, 3) or (1, 1, 3): its
+    weight (c_in_g * groups, c_out / groups, *kernel) is w's, channels transposed per group
+    and each filter turned by 180 degrees along every axis (weights_size(c_in_g * groups,
+    c_out // groups, groups, kernel) elements)."""
     _transform(w, groups, True, u, num_threads)
 
 
@@ -274,13 +377,16 @@ cdef _transform(const floating[:, :, :, :, ::1] w, Py_ssize_t groups, bint adjoi
     # the convolution whose weights are transformed: K_g outputs, C_g inputs per group
     cdef Py_ssize_t Kg = c_in_g if adjoint else (c_out // groups if groups > 0 else 0)
     cdef Py_ssize_t Cg = (c_out // groups if groups > 0 else 0) if adjoint else c_in_g
+    cdef bint one_d = (w.shape[2], w.shape[3], w.shape[4]) == (1, 1, 3)
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
-    cdef Py_ssize_t per_group = 36 * ((Kg + MR - 1) // MR) * MR * Cg * KD
+    cdef Py_ssize_t per_group = (6 if one_d else 36) * ((Kg + MR - 1) // MR) * MR * Cg * KD
     cdef Py_ssize_t g
     name = "transform_adjoint_weights" if adjoint else "transform_weights"
-    if (w.shape[3], w.shape[4]) != (3, 3) or KD < 1 or groups < 1 or c_out % groups:
-        raise ValueError(f"conv_winograd.{name}: a (C_out, C_in_g, KD, 3, 3) weight and "
-                         f"groups dividing C_out; got {shape5(w.shape)}, groups {groups}")
+    if not (one_d or (w.shape[3], w.shape[4]) == (3, 3)) or KD < 1 or groups < 1 \
+            or c_out % groups:
+        raise ValueError(f"conv_winograd.{name}: a (C_out, C_in_g, KD, 3, 3) or (C_out, "
+                         f"C_in_g, 1, 1, 3) weight and groups dividing C_out; got "
+                         f"{shape5(w.shape)}, groups {groups}")
     if u.shape[0] != groups * per_group:
         raise ValueError(f"conv_winograd.{name}: u must have {groups * per_group} elements; "
                          f"got {u.shape[0]}")
@@ -288,8 +394,8 @@ cdef _transform(const floating[:, :, :, :, ::1] w, Py_ssize_t groups, bint adjoi
         return
     with nogil:
         for g in range(groups):
-            transform_group(&w[0, 0, 0, 0, 0], Kg, Cg, KD, g, adjoint, &u[0] + g * per_group,
-                            num_threads)
+            transform_group(&w[0, 0, 0, 0, 0], Kg, Cg, KD, g, adjoint, one_d,
+                            &u[0] + g * per_group, num_threads)
 
 
 def equal_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
@@ -321,8 +427,9 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
                  Py_ssize_t groups, Py_ssize_t tile_panels, int num_threads,
                  const floating[::1] u):
     """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
-    axis, by Winograd F(4x4, 3x3) over each (KD, 3, 3) kernel's depth taps, in super-blocks of `tile_panels` panels of tiles; `u` holds
-    w transformed by transform_weights (w itself is only read for its shape). Returns
+    axis, by Winograd F(4x4, 3x3) over each (KD, 3, 3) kernel's depth taps (F(4, 3) for a 1-d
+    (1, 1, 3) kernel, any dilation), in super-blocks of `tile_panels` panels of tiles; `u`
+    holds w transformed by transform_weights (w itself is only read for its shape). Returns
     0, or NONFINITE if some output is inf or NaN (then it may differ from the direct sum's
     where the direct sum is finite: the caller recomputes). `kernel`: CONV_WINOGRAD."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
@@ -331,16 +438,26 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
     cdef int status = 0
     if kernel != CONV_WINOGRAD:
         raise ValueError(f"conv_winograd.conv_forward does not run kernel {kernel}")
-    if (s.kernel[1], s.kernel[2]) != (3, 3) \
+    one_d = (s.kernel[0], s.kernel[1], s.kernel[2]) == (1, 1, 3)
+    if one_d:
+        # 1-d: (1, 1, L) planes, any dilation along them
+        if (s.in_size[0], s.in_size[1], s.out_size[0], s.out_size[1], s.pad[0], s.pad[1]) \
+                != (1, 1, 1, 1, 0, 0) or (s.stride[0], s.stride[1], s.stride[2]) != (1, 1, 1) \
+                or s.dilation[2] < 1:
+            raise ValueError("conv_winograd.conv_forward: a (1, 1, 3) kernel takes (1, 1, L) "
+                             f"planes, stride 1; got input {shape5(x.shape)}, output "
+                             f"{shape5(out.shape)}, stride {stride}, padding {pad}, dilation "
+                             f"{dilation}")
+    elif (s.kernel[1], s.kernel[2]) != (3, 3) \
             or (s.stride[0], s.stride[1], s.stride[2]) != (1, 1, 1) \
             or (s.dilation[0], s.dilation[1], s.dilation[2]) != (1, 1, 1):
         raise ValueError("conv_winograd.conv_forward: (KD, 3, 3) kernels, stride 1, dilation 1 "
-                         f"only; got kernel {shape5(w.shape)[2:]}, stride {stride}, "
-                         f"dilation {dilation}")
+                         f"only (or 1-d (1, 1, 3)); got kernel {shape5(w.shape)[2:]}, stride "
+                         f"{stride}, dilation {dilation}")
     if tile_panels < 1:
         raise ValueError(f"conv_winograd.conv_forward: tile_panels must be >= 1, got "
                          f"{tile_panels}")
-    expected = weights_size(s.c_out, s.c_in_g, groups, s.kernel[0])
+    expected = weights_size(s.c_out, s.c_in_g, groups, shape5(w.shape)[2:])
     if u.shape[0] != expected:
         raise ValueError(f"conv_winograd.conv_forward: u must have {expected} elements; got "
                          f"{u.shape[0]}")

@@ -171,4 +171,73 @@ static inline int fc_wino_output_##SUFFIX(const T* m, ptrdiff_t e_stride, T bias
 FC_DEFINE_WINOGRAD(f32, float)
 FC_DEFINE_WINOGRAD(f64, double)
 
+/* 1-d F(4, 3): a tile is 4 outputs `step` apart (the dilation: a dilated 1-d convolution is
+ * `step` interleaved undilated ones), read from 6 inputs `step` apart; 6 products per tile
+ * and channel pair instead of 12, the transforms the 2-d ones' 1-d matrices.
+ *   fc_wino1d_input: v[e * e_stride + lane] = (B^T d_lane)[e], d_lane[j] = row[image[lane] +
+ *       start[lane] + j * step] (0 outside [0, L)); lanes >= n_lanes are zero.
+ *   fc_wino1d_output: out[image[lane] + first[lane] + j * step] = (A^T m_lane)[j] + bias for
+ *       the j whose output is inside [0, OL); returns 1 if a result of a lane (stored or not)
+ *       is inf or NaN, else 0. */
+#define FC_DEFINE_WINOGRAD_1D(SUFFIX, T)                                                        \
+static inline void fc_wino1d_input_##SUFFIX(const T* row, const ptrdiff_t* image,               \
+        const ptrdiff_t* start, ptrdiff_t step, ptrdiff_t n_lanes, ptrdiff_t L, T* v,           \
+        ptrdiff_t e_stride) {                                                                   \
+    enum { LANES = FC_WINO_LANES_##SUFFIX };                                                    \
+    T d[6][LANES];                                                                              \
+    fc_wvec_##SUFFIX dv[6];                                                                     \
+    ptrdiff_t lane, j;                                                                          \
+    for (lane = 0; lane < LANES; lane++) {                                                      \
+        if (lane >= n_lanes) {                                                                  \
+            for (j = 0; j < 6; j++) d[j][lane] = 0;                                             \
+            continue;                                                                           \
+        }                                                                                       \
+        const T* src = row + image[lane];                                                       \
+        ptrdiff_t first = start[lane];                                                          \
+        if (first >= 0 && first + 5 * step < L) {                                               \
+            for (j = 0; j < 6; j++) d[j][lane] = src[first + j * step];                         \
+        } else {                                                                                \
+            for (j = 0; j < 6; j++) {                                                           \
+                ptrdiff_t i = first + j * step;                                                 \
+                d[j][lane] = (i >= 0 && i < L) ? src[i] : (T)0;                                 \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    memcpy(dv, d, sizeof(dv));                                                                  \
+    fc_wino_bt_##SUFFIX(dv, 1);                                                                 \
+    for (j = 0; j < 6; j++) memcpy(v + j * e_stride, &dv[j], sizeof(dv[j]));                    \
+}                                                                                               \
+                                                                                                \
+static inline int fc_wino1d_output_##SUFFIX(const T* m, ptrdiff_t e_stride, T bias, T* out,    \
+        const ptrdiff_t* image, const ptrdiff_t* first, ptrdiff_t step, ptrdiff_t n_lanes,     \
+        ptrdiff_t OL) {                                                                         \
+    enum { LANES = FC_WINO_LANES_##SUFFIX };                                                    \
+    fc_wvec_##SUFFIX mv[6], y[4];                                                               \
+    T ys[4][LANES];                                                                             \
+    ptrdiff_t lane, j;                                                                          \
+    for (j = 0; j < 6; j++) memcpy(&mv[j], m + j * e_stride, sizeof(mv[j]));                    \
+    fc_wino_at_##SUFFIX(mv, 1, y, 1);                                                           \
+    fc_wvec_##SUFFIX nan_if_nonfinite = {0};                                                    \
+    for (j = 0; j < 4; j++) {                                                                   \
+        y[j] += bias;                                                                           \
+        nan_if_nonfinite += y[j] * 0;   /* inf * 0 and NaN * 0 are NaN */                       \
+    }                                                                                           \
+    memcpy(ys, y, sizeof(ys));                                                                  \
+    for (lane = 0; lane < n_lanes; lane++) {                                                    \
+        T* dst = out + image[lane];                                                             \
+        for (j = 0; j < 4; j++) {                                                               \
+            ptrdiff_t o = first[lane] + j * step;                                               \
+            if (o < OL) dst[o] = ys[j][lane];                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    T flags[LANES];                                                                             \
+    memcpy(flags, &nan_if_nonfinite, sizeof(flags));                                            \
+    for (lane = 0; lane < n_lanes; lane++)                                                      \
+        if (flags[lane] != flags[lane]) return 1;                                               \
+    return 0;                                                                                   \
+}
+
+FC_DEFINE_WINOGRAD_1D(f32, float)
+FC_DEFINE_WINOGRAD_1D(f64, double)
+
 #endif /* FASTCONV_WINOGRAD_H */

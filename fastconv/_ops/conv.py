@@ -76,7 +76,7 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
                                                     remember_weights))
     elif kernel == Kernel.CONV_WINOGRAD:
         w5, groups = args[2], problem.groups
-        size = conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups, w5.shape[2])
+        size = conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups, w5.shape[2:])
 
         def fill(weight, out):
             conv_winograd.transform_weights(weight, groups, out, plan.threads)

@@ -228,9 +228,13 @@ ALGORITHMS = ("direct", "im2col", "gemm1x1", "packed", "winograd", "fft")
 
 
 def winograd_computes(problem):
-    """True if Winograd F(4x4, 3x3) computes `problem`: a 2-d 3x3 kernel, or a 3-d (KD, 3,
-    3) one (KD 2-d kernels over the input's depth slices), stride 1, dilation 1, at least one
-    input channel per group."""
+    """True if Winograd computes `problem`: F(4x4, 3x3) for a 2-d 3x3 kernel, or a 3-d (KD,
+    3, 3) one (KD 2-d kernels over the input's depth slices), stride 1, dilation 1; F(4, 3)
+    for a 1-d kernel of 3 taps, stride 1, any dilation; at least one input channel per
+    group."""
+    if problem.ndim == 1:
+        return (problem.kernel_size == (3,) and problem.stride == (1,)
+                and problem.in_per_group >= 1)
     return (problem.ndim in (2, 3) and problem.kernel_size[-2:] == (3, 3)
             and all(s == 1 for s in problem.stride) and all(d == 1 for d in problem.dilation)
             and problem.in_per_group >= 1)
@@ -858,7 +862,7 @@ REQUIREMENT = {
     "packed_stacked": "a 1x1 kernel with stride 1 and no padding",
     "gemm1x1_stacked": "a 1x1 kernel with stride 1 and no padding",
     "winograd": "a 2-d 3x3 kernel or a 3-d (KD, 3, 3) one, with stride 1 and dilation 1 "
-                "(Winograd F(4x4, 3x3))",
+                "(Winograd F(4x4, 3x3)), or a 1-d kernel of 3 taps with stride 1 (F(4, 3))",
 }
 for _name in ("im2col_blas",):
     REQUIREMENT[_name] = REQUIREMENT["im2col"]

@@ -424,10 +424,18 @@ WINOGRAD_BLOCK_BYTES = 4 << 20
 
 
 def winograd_tiles(problem):
-    """Winograd's 4x4 output tiles over the batch: of every output plane (of every output
-    depth, in 3-d)."""
+    """Winograd's output tiles over the batch: 4x4 of every output plane (of every output
+    depth, in 3-d); in 1-d, 4 outputs of one of the dilation's phases."""
+    if problem.ndim == 1:
+        (length,), (dilation,) = problem.out_size, problem.dilation
+        return problem.batch * dilation * -(-(-(-length // dilation)) // 4)
     *depth, height, width = problem.out_size
     return problem.batch * prod(depth) * -(-height // 4) * -(-width // 4)
+
+
+def winograd_elements(problem):
+    """Transformed elements per Winograd tile: 36 for F(4x4, 3x3), 6 for 1-d F(4, 3)."""
+    return 6 if problem.ndim == 1 else 36
 
 
 def winograd_depth(problem):
@@ -439,7 +447,8 @@ def winograd_tile_panels(problem, itemsize):
     """Panels (of NR tiles) per Winograd super-block. The split never changes a result:
     every tile's sums run over the channels in the same order whatever the block."""
     _, nr, _ = conv_winograd.tile_geometry(itemsize == 8)
-    per_tile = 36 * (winograd_depth(problem) + problem.out_per_group) * itemsize
+    per_tile = winograd_elements(problem) * (winograd_depth(problem) + problem.out_per_group) \
+        * itemsize
     panels = max(1, WINOGRAD_BLOCK_BYTES // (per_tile * nr))
     return int(min(panels, -(-winograd_tiles(problem) // nr)))
 
