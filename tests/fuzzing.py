@@ -114,25 +114,37 @@ def assert_close(got, want, magnitude, terms, dtype, what="", bound=None):
                              f"{tol[worst]:.3g})")
 
 
-def winograd_bound(x, w, bias, kwargs, dtype):
+def winograd_bound(x, w, bias, kwargs, dtype, op="forward", input_shape=None):
     """Winograd's error bound per output (README, "Accuracy: Winograd"): a tile transforms
     its inputs and outputs together, so an output's rounding comes from every input of its
     tile, also those its own window does not read: 2e-5 (float32; 1e-13 float64) times sum
-    over the group's channels c of max |w[o, c]| times the sum of |x[n, c]| over the 9
-    (9 x 9 in the plane) positions from 3 before its window to 3 past it, plus |bias|.
-    Non-finite inputs count as 0 (such calls are recomputed exactly)."""
+    over the group's channels of max |w| times the sum of |x| over the window widened by 3
+    positions on each side (in the plane; in 1-d along its phase), plus |bias|. `op`:
+    "forward" (x, w as conv_nd takes them), "input" (x the output gradient of a convolution
+    with input `input_shape`) or "transpose" (conv_transpose_nd's x and w). Non-finite
+    inputs count as 0 (such calls are recomputed exactly); a padding mode other than zeros
+    folds at most 3 padded positions onto one per axis."""
     import reference
     relative = 2e-5 if np.dtype(dtype) == np.float32 else 1e-13
     nd = w.ndim - 2
-    dilation = reference.as_tuple(kwargs["dilation"], nd)
-    pads = reference.padding_pairs(kwargs["padding"], w.shape[2:], dilation)
+    dilation = reference.as_tuple(kwargs.get("dilation", 1), nd)
     reach = [0] * (nd - 2) + [3, 3] if nd > 1 else [3]     # the tiled axes, in taps
-    wider = tuple((lo + r * d, hi + r * d) for (lo, hi), r, d in zip(pads, reach, dilation))
     largest = np.abs(w).max(axis=tuple(range(2, w.ndim)), keepdims=True)
     ones = np.ones(w.shape[:2] + tuple(k + 2 * r for k, r in zip(w.shape[2:], reach)))
     ax = np.abs(np.nan_to_num(np.asarray(x, np.float64), nan=0, posinf=0, neginf=0))
-    scale = reference.conv_nd(ax, ones * largest, None if bias is None else np.abs(bias),
-                              **dict(kwargs, padding=wider))
+    ab = None if bias is None else np.abs(bias)
+    pads = reference.padding_pairs(kwargs.get("padding", 0), w.shape[2:], dilation)
+    wider = tuple((lo + r * d, hi + r * d) for (lo, hi), r, d in zip(pads, reach, dilation))
+    plain = dict(kwargs, padding=wider, padding_mode="zeros")
+    if op == "forward":
+        scale = reference.conv_nd(ax, ones * largest, ab, **plain)
+    elif op == "input":
+        scale = reference.conv_input_grad(input_shape, ones * largest, ax, **plain)
+    else:
+        del plain["padding_mode"]
+        scale = reference.conv_transpose_nd(ax, ones * largest, ab, **plain)
+    if kwargs.get("padding_mode", "zeros") != "zeros":
+        scale = scale * 3 ** nd
     return relative * scale
 
 
