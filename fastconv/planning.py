@@ -114,7 +114,8 @@ def choose_algorithm(input, weight, bias=None, stride=1, padding=0, dilation=1, 
     problem = problem_from_call(input, weight, bias, stride, padding, dilation, groups,
                                 padding_mode)
     if _args.is_channels_last(input):
-        channels_last = _dispatch.plan_channels_last(problem)
+        channels_last = _dispatch.plan_channels_last(
+            problem, _dtype_of(dtype, input=input, weight=weight, bias=bias))
         if channels_last is not None:
             return channels_last
     return plan_conv(problem, _dtype_of(dtype, input=input, weight=weight, bias=bias))

@@ -86,6 +86,264 @@ def test_the_gemm_kernel_reads_the_input_in_place(monkeypatch):
     assert seen == [x.__array_interface__["data"][0]]
 
 
+# Wide 3x3 stride-1 layers run Winograd on the channels-last arrays themselves: the same
+# arithmetic in the same order as the channels-first call, so the same bits.
+WINOGRAD_CASES = [  # x shape, weight shape, kwargs
+    ((2, 32, 16, 16), (32, 32, 3, 3), dict(padding=1)),
+    ((1, 40, 13, 11), (48, 40, 3, 3), dict(padding=1)),                # tiles cut by borders
+    ((3, 33, 9, 7), (35, 33, 3, 3), dict(padding=((2, 0), (1, 3)))),   # asymmetric padding
+    ((2, 64, 10, 10), (64, 32, 3, 3), dict(padding="same", groups=2)),
+    ((9, 32, 12, 12), (32, 32, 3, 3), {}),                            # many super-blocks
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", WINOGRAD_CASES,
+                         ids=[str(i) for i in range(len(WINOGRAD_CASES))])
+def test_wide_3x3_layers_run_winograd_on_the_channels_last_arrays(x_shape, w_shape, kwargs,
+                                                                   dtype):
+    x = channels_last(x_shape, dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    groups = kwargs.get("groups", 1)
+    assert fastconv.choose_algorithm(x, w, b, **kwargs).algorithm == "channels_last_winograd"
+    got = fastconv.conv2d(x, w, b, **kwargs)
+    assert is_channels_last(got) and got.dtype == dtype
+    channels_first = fastconv.conv2d(np.ascontiguousarray(x), w, b, **kwargs,
+                                     algorithm="winograd")
+    np.testing.assert_array_equal(got, channels_first)
+    tol = 2e-3 if dtype == np.float32 else 1e-9     # Winograd's bound: test_winograd.py
+    want = reference.conv_nd(x.astype(np.float64), w, b, **kwargs)
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * w_shape[1] * 9 / groups)
+
+
+def test_precision_exact_keeps_channels_last_layers_off_winograd():
+    x = channels_last((2, 32, 16, 16))
+    w = np.ones((32, 32, 3, 3), np.float32)
+    with fastconv.precision("exact"):
+        assert fastconv.choose_algorithm(x, w, padding=1).algorithm == "channels_last_gemm"
+    # too few channels for Winograd to pay: the GEMM kernel
+    assert fastconv.choose_algorithm(channels_last((2, 8, 16, 16)), w[:, :8], padding=1
+                                     ).algorithm == "channels_last_gemm"
+
+
+def test_channels_last_winograd_reads_and_writes_in_place(monkeypatch):
+    from fastconv._kernels import conv_winograd
+    seen = []
+    real = conv_winograd.conv_forward
+
+    def spy(kernel, x, w, b, out, *args):
+        seen.append((np.asarray(x).__array_interface__["data"][0],
+                     np.asarray(out).__array_interface__["data"][0]))
+        return real(kernel, x, w, b, out, *args)
+    monkeypatch.setattr(conv_winograd, "conv_forward", spy)
+    x = channels_last((2, 32, 12, 12))
+    y = fastconv.conv2d(x, rng.standard_normal((32, 32, 3, 3)).astype(np.float32), padding=1)
+    assert seen == [(x.__array_interface__["data"][0], y.__array_interface__["data"][0])]
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_channels_last_winograd_gives_the_direct_sums_answer_on_inf_and_nan(value):
+    x = channels_last((1, 32, 12, 12))
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    x[0, 3, 5, 6] = value
+    got = fastconv.conv2d(x, w, padding=1)
+    assert is_channels_last(got)
+    want = fastconv.conv2d(np.ascontiguousarray(x), w, padding=1, algorithm="direct")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)   # nan where nan, inf at inf
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_the_winograd_kernel_reads_and_writes_any_strides(dims):
+    """The kernel itself on views of every layout: channels-last, and arrays with a step
+    along every axis; the same bits as on C-contiguous copies."""
+    from fastconv._kernels import conv_winograd
+    from fastconv._plan.dispatch import Kernel
+    kernel = {1: (1, 1, 3), 2: (1, 3, 3), 3: (2, 3, 3)}[dims]
+    size = {1: (1, 1, 21), 2: (1, 9, 11), 3: (4, 7, 6)}[dims]
+    pad = {1: (0, 0, 2), 2: (0, 1, 0), 3: (1, 1, 1)}[dims]
+    dilation = (1, 1, 2) if dims == 1 else (1, 1, 1)
+    out_size = tuple(n + 2 * p - d * (k - 1) for n, p, k, d in zip(size, pad, kernel, dilation))
+    c_in, c_out, groups, batch = 6, 8, 2, 3
+    w = rng.standard_normal((c_out, c_in // groups) + kernel)
+    b = rng.standard_normal(c_out)
+    u = np.empty(conv_winograd.weights_size(c_out, c_in // groups, groups, kernel))
+    conv_winograd.transform_weights(w, groups, u, 1)
+    x_dense = rng.standard_normal((batch, c_in) + size)
+    want = np.empty((batch, c_out) + out_size)
+    args = ((1, 1, 1), pad, dilation, groups, 2, 2)
+    conv_winograd.conv_forward(Kernel.CONV_WINOGRAD, x_dense, w, b, want, *args, u)
+    channels_last_in = np.ascontiguousarray(np.moveaxis(x_dense, 1, -1))
+    views = [np.moveaxis(channels_last_in, -1, 1),                   # channels-last
+             np.pad(x_dense, [(0, 1)] * 5)[:-1, :-1, :-1, :-1, :-1],  # rows with a gap
+             np.repeat(x_dense, 2, axis=4)[..., ::2]]                # a step along W
+    for x in views:
+        for out in (np.empty((batch, c_out) + out_size),
+                    np.moveaxis(np.empty((batch,) + out_size + (c_out,)), -1, 1)):
+            conv_winograd.conv_forward(Kernel.CONV_WINOGRAD, x, w, b, out, *args, u)
+            np.testing.assert_array_equal(out, want)
+    # an output whose images share memory (stride 0) would be written by racing threads
+    one_image = np.empty(want.shape[1:])
+    shared = np.lib.stride_tricks.as_strided(one_image, want.shape, (0,) + one_image.strides)
+    with pytest.raises(ValueError, match="overlap"):
+        conv_winograd.conv_forward(Kernel.CONV_WINOGRAD, x_dense, w, b, shared, *args, u)
+
+
+# The input gradient of a stride-1 layer is a forward convolution of the output gradient
+# (reversed, transposed weights): computed on the channels-last kernels where it lies.
+INPUT_GRAD_CASES = [  # input shape, weight shape, kwargs
+    ((2, 8, 9, 7), (5, 8, 1, 1), {}),
+    ((2, 6, 10, 9), (7, 6, 3, 3), dict(padding=1)),
+    ((1, 6, 11, 9), (4, 6, 3, 3), dict(padding=((2, 1), (0, 2)), dilation=(2, 1))),
+    ((2, 5, 8, 8), (3, 5, 2, 4), {}),
+    ((2, 32, 12, 12), (48, 32, 3, 3), dict(padding=1)),            # Winograd
+    ((2, 8, 9, 7), (6, 8, 1, 1), dict(stride=2)),                  # every other pixel
+    ((1, 5, 10, 11), (4, 5, 1, 1), dict(stride=(3, 2))),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", INPUT_GRAD_CASES,
+                         ids=[str(i) for i in range(len(INPUT_GRAD_CASES))])
+def test_stride_1_input_gradients_run_on_the_channels_last_gradient(x_shape, w_shape, kwargs,
+                                                                     dtype, monkeypatch):
+    from fastconv._kernels import conv_channels_last, conv_winograd
+    w = rng.standard_normal(w_shape).astype(dtype)
+    g = channels_last(fastconv.conv2d(np.zeros(x_shape, dtype), w, **kwargs).shape, dtype)
+    seen = []
+    for module, name in ((conv_channels_last, "conv_gemm_nhwc"),
+                         (conv_winograd, "conv_forward")):
+        real = getattr(module, name)
+
+        def spy(*args, real=real):
+            seen.extend(np.asarray(a).__array_interface__["data"][0] for a in args
+                        if isinstance(a, np.ndarray) and a.ndim >= 4)
+            return real(*args)
+        monkeypatch.setattr(module, name, spy)
+    got = fastconv.grad.conv2d_input(x_shape, w, g, **kwargs)
+    assert g.__array_interface__["data"][0] in seen          # read where it lies
+    if "stride" not in kwargs:   # (a strided 1x1 layer's is spread out after)
+        assert got.__array_interface__["data"][0] in seen    # written where it lies
+    assert is_channels_last(got) and got.dtype == dtype
+    want = reference.conv_input_grad(x_shape, w.astype(np.float64), g.astype(np.float64),
+                                     **kwargs)
+    tol = 2e-3 if dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * w_shape[0] * 9)
+
+
+def test_strided_or_grouped_input_gradients_stay_correct_in_channels_last():
+    for w_shape, kwargs in (((4, 6, 3, 3), dict(stride=2, padding=1)),
+                            ((4, 6, 1, 1), dict(stride=2, padding=1)),
+                            ((6, 3, 3, 3), dict(padding=1, groups=2)),
+                            ((4, 6, 3, 3), dict(padding=1, padding_mode="reflect"))):
+        x_shape = (2, 6, 9, 8)
+        w = rng.standard_normal(w_shape)
+        g = channels_last(fastconv.conv2d(np.zeros(x_shape), w, **kwargs).shape, np.float64)
+        got = fastconv.grad.conv2d_input(x_shape, w, g, **kwargs)
+        assert is_channels_last(got)
+        np.testing.assert_allclose(got, fastconv.grad.conv2d_input(
+            x_shape, w, np.ascontiguousarray(g), **kwargs), rtol=1e-12, atol=1e-12)
+
+
+# The weight gradient of a one-group layer whose input and output gradient are channels-last
+# is a GEMM over the pixels of the two arrays where they lie.
+WEIGHT_GRAD_CASES = [  # input shape, weight shape, kwargs
+    ((2, 8, 9, 7), (5, 8, 1, 1), {}),
+    ((2, 8, 10, 9), (12, 8, 1, 1), dict(stride=2)),
+    ((2, 6, 10, 9), (7, 6, 3, 3), dict(padding=1)),
+    ((1, 5, 11, 9), (4, 5, 3, 3), dict(padding=((2, 1), (0, 3)), dilation=(2, 1),
+                                       stride=(1, 2))),
+    ((2, 3, 15, 15), (16, 3, 7, 7), dict(stride=2, padding=3)),        # a stem
+    ((3, 40, 12, 12), (100, 40, 3, 3), dict(padding=1)),               # several blocks
+    ((1, 2, 3, 3), (3, 2, 2, 2), {}),                                  # four pixels
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", WEIGHT_GRAD_CASES,
+                         ids=[str(i) for i in range(len(WEIGHT_GRAD_CASES))])
+def test_weight_gradients_run_on_the_channels_last_arrays(x_shape, w_shape, kwargs, dtype,
+                                                          monkeypatch):
+    from fastconv._kernels import conv_channels_last
+    x = channels_last(x_shape, dtype)
+    g = channels_last(fastconv.conv2d(np.zeros(x_shape, dtype), np.zeros(w_shape, dtype),
+                                      **kwargs).shape, dtype)
+    seen = []
+    real = conv_channels_last.weight_grad_nhwc
+
+    def spy(xv, gv, *args):
+        seen.append((xv.__array_interface__["data"][0], gv.__array_interface__["data"][0]))
+        return real(xv, gv, *args)
+    monkeypatch.setattr(conv_channels_last, "weight_grad_nhwc", spy)
+    got = fastconv.grad.conv2d_weight(x, w_shape, g, **kwargs)
+    assert seen == [(x.__array_interface__["data"][0], g.__array_interface__["data"][0])]
+    assert got.shape == w_shape and got.dtype == dtype
+    want = reference.conv_weight_grad(x.astype(np.float64), w_shape, g.astype(np.float64),
+                                      **kwargs)
+    scale = np.abs(x).max() * np.abs(g).max() * g.shape[0] * g.shape[2] * g.shape[3]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
+
+
+def test_channels_last_weight_gradient_splits_pixels_among_threads_and_fuses_the_bias():
+    """A layer with few output channels and patch columns splits its pixels into parts
+    (summed after): the result does not depend on the thread count."""
+    x = channels_last((8, 4, 32, 32), np.float64)
+    g = channels_last((8, 6, 32, 32), np.float64)
+    results = []
+    for threads in (1, 2, 3):
+        with fastconv.num_threads(threads):
+            results.append(fastconv.grad.conv2d_weight(x, (6, 4, 3, 3), g, padding=1))
+    want = reference.conv_weight_grad(x, (6, 4, 3, 3), g, padding=1)
+    for got in results:
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(fastconv.grad.conv_bias(g), g.sum(axis=(0, 2, 3)), rtol=1e-12)
+
+
+DEPTHWISE_GRAD_CASES = [  # channels, kernel, kwargs
+    (16, 3, dict(padding=1)),
+    (12, 5, dict(stride=2, padding=2)),
+    (8, 3, dict(padding=2, dilation=2)),
+    (6, 3, dict(padding=((1, 0), (2, 1)), stride=(1, 2))),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels, kernel, kwargs", DEPTHWISE_GRAD_CASES,
+                         ids=[str(i) for i in range(len(DEPTHWISE_GRAD_CASES))])
+def test_depthwise_gradients_run_on_the_channels_last_arrays(channels, kernel, kwargs, dtype,
+                                                             monkeypatch):
+    """The weight gradient sums each tap's products over the pixels, channels side by side;
+    a stride-1 layer's input gradient is the depthwise convolution by the turned filters."""
+    from fastconv._kernels import conv_channels_last
+    x_shape = (2, channels, 11, 10)
+    w = rng.standard_normal((channels, 1, kernel, kernel)).astype(dtype)
+    x = channels_last(x_shape, dtype)
+    g = channels_last(fastconv.conv2d(np.zeros(x_shape, dtype), w, groups=channels,
+                                      **kwargs).shape, dtype)
+    seen = []
+    for name in ("depthwise_weight_grad_nhwc", "conv_depthwise_nhwc"):
+        real = getattr(conv_channels_last, name)
+
+        def spy(*args, real=real, name=name):
+            seen.append(name)
+            return real(*args)
+        monkeypatch.setattr(conv_channels_last, name, spy)
+    dw = fastconv.grad.conv2d_weight(x, w.shape, g, groups=channels, **kwargs)
+    dx = fastconv.grad.conv2d_input(x_shape, w, g, groups=channels, **kwargs)
+    stride_1 = "stride" not in kwargs
+    assert seen == ["depthwise_weight_grad_nhwc"] + ["conv_depthwise_nhwc"] * stride_1
+    assert is_channels_last(dx) and dw.shape == w.shape and dw.dtype == dtype
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    np.testing.assert_allclose(dw, reference.conv_weight_grad(x64, w.shape, g64,
+                                                              groups=channels, **kwargs),
+                               rtol=tol, atol=tol * 100)
+    np.testing.assert_allclose(dx, reference.conv_input_grad(x_shape, w.astype(np.float64),
+                                                             g64, groups=channels, **kwargs),
+                               rtol=tol, atol=tol * 10)
+
+
 OPERATOR_CASES = [  # name, call on a 4-d array
     ("max_pool2d", lambda x: fastconv.max_pool2d(x, 3, stride=2, padding=1,
                                                  return_indices=True)),
@@ -118,7 +376,10 @@ def test_every_2d_operator_keeps_the_channels_last_format(name, call):
     for g, w in zip(got, want):
         assert is_channels_last(g), name
         assert not is_channels_last(w)
-        np.testing.assert_array_equal(g, w)
+        if name == "conv2d_input":   # a stride-1 one runs channels-last kernels: other rounding
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(g, w)
 
 
 def test_max_unpool2d_keeps_the_format_of_its_input():

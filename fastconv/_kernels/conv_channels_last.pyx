@@ -2,11 +2,11 @@
 """2-d convolution of channels-last (NHWC) arrays, output channels-last: the memory format
 PyTorch calls ``channels_last`` and JAX / TensorFlow use by default.
 
-- ``conv_gemm_nhwc`` (groups == 1): the output's pixels are the rows of a GEMM,
-  out (pixels, C_out) = patches (pixels, KH * KW * C_in) @ W (KH * KW * C_in, C_out). A
-  patch row is KH * KW runs of C_in contiguous channels, copied as they lie; a 1x1 stride-1
-  convolution without padding needs no copy at all (the input is the operand). Blocks of
-  pixels run in parallel, each its own single-threaded BLAS GEMM.
+- ``conv_gemm_nhwc`` (groups == 1): the output's pixels are the rows of a GEMM on
+  fastconv's micro-kernel, out (pixels, C_out) = patches (pixels, KH * KW * C_in) @ W
+  (KH * KW * C_in, C_out). A patch row is KH * KW runs of C_in contiguous channels, packed
+  as they lie into the micro-kernel's A panels; W is read in place. Tiles of pixels (and
+  chunks of output channels, when the pixels are few) run in parallel.
 - ``conv_depthwise_nhwc`` (groups == C_in == C_out): for each output pixel, each tap adds
   w[tap, :] * x[pixel, :] over the contiguous channels, which the compiler vectorizes.
 
@@ -17,8 +17,7 @@ from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
-from fastconv._core cimport blas_local_threads
-from fastconv._kernels.blas cimport gemm, hold_blas_single_threaded, release_blas
+from fastconv._kernels.packed_gemm cimport gemm_tile, tile_mr, tile_nr
 
 
 ctypedef struct NHWCShape:
@@ -40,89 +39,121 @@ cdef NHWCShape make_shape(Py_ssize_t* in_shape, Py_ssize_t* out_shape, tuple ker
     return s
 
 
-cdef inline void fill_patches(const floating* x, const NHWCShape* s, Py_ssize_t p0,
-                              Py_ssize_t count, floating* patches) noexcept nogil:
-    """patches[i] := the receptive field of output pixel p0 + i: KH * KW runs of C channels
-    (zeros where the tap falls in the padding)."""
-    cdef Py_ssize_t i, p, n, oh, ow, kh, kw, ih, iw
+cdef void fill_pixel_panels(const floating* x, const NHWCShape* s, Py_ssize_t p0,
+                            Py_ssize_t count, Py_ssize_t MR, floating* a) noexcept nogil:
+    """a[panel][k][m] := patch row k of output pixel p0 + panel * MR + m (zero past `count`):
+    the receptive fields of a tile of pixels, KH * KW runs of C contiguous channels each
+    (zeros in the padding), written straight into the micro-kernel's A panels."""
     cdef Py_ssize_t K = s.KH * s.KW * s.C
-    cdef floating* row
-    for i in range(count):
+    cdef Py_ssize_t i, p, n, oh, ow, kh, kw, ih, iw, c, k0
+    cdef const floating* src
+    cdef floating* dst
+    for i in range((count + MR - 1) // MR * MR):
+        dst = a + (i // MR) * K * MR + i % MR
+        if i >= count:
+            for k0 in range(K):
+                dst[k0 * MR] = 0
+            continue
         p = p0 + i
         ow = p % s.OW
         oh = (p // s.OW) % s.OH
         n = p // (s.OW * s.OH)
-        row = patches + i * K
+        k0 = 0
         for kh in range(s.KH):
             ih = oh * s.sh - s.ph + kh * s.dh
-            iw = ow * s.sw - s.pw
-            if s.dw == 1 and 0 <= ih < s.H and iw >= 0 and iw + s.KW <= s.W:
-                # the row of taps lies inside: one run of KW * C elements (a 3-channel stem
-                # would otherwise copy 12 bytes at a time)
-                memcpy(row, x + ((n * s.H + ih) * s.W + iw) * s.C,
-                       s.KW * s.C * sizeof(floating))
-                row += s.KW * s.C
-                continue
             for kw in range(s.KW):
                 iw = ow * s.sw - s.pw + kw * s.dw
                 if 0 <= ih < s.H and 0 <= iw < s.W:
-                    memcpy(row, x + ((n * s.H + ih) * s.W + iw) * s.C, s.C * sizeof(floating))
+                    src = x + ((n * s.H + ih) * s.W + iw) * s.C
+                    for c in range(s.C):
+                        dst[(k0 + c) * MR] = src[c]
                 else:
-                    memset(row, 0, s.C * sizeof(floating))
-                row += s.C
+                    for c in range(s.C):
+                        dst[(k0 + c) * MR] = 0
+                k0 += s.C
 
 
 def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                    const floating[::1] bias, floating[:, :, :, ::1] out, tuple kernel,
-                   tuple stride, tuple padding, tuple dilation, Py_ssize_t block,
-                   int num_threads):
-    """out (N, OH, OW, C_out) := conv(x (N, H, W, C), w (KH * KW * C, C_out) in (kh, kw, c)
-    row order) + bias (C_out, or empty); `block`: output pixels per GEMM."""
+                   tuple stride, tuple padding, tuple dilation, int shape,
+                   Py_ssize_t tile_panels, Py_ssize_t column_chunks, int num_threads):
+    """out (N, OH, OW, C_out) := conv(x (N, H, W, C), w) + bias (C_out, or empty), w the
+    weight matrix W (KH * KW * C, C_out) in (kh, kw, c) row order as the micro-kernel's B
+    panels: w[j * K + k, c] = W[k, j * NR + c], zero past C_out.
+
+    The output's pixels are the rows of a GEMM on fastconv's micro-kernel (register tile
+    `shape`): out (pixels, C_out) = patches (pixels, K) @ w (K, C_out). A work item is a
+    tile of `tile_panels` x MR pixels (its patches packed into A panels, straight from the
+    input) times one of `column_chunks` chunks of the output channels' panels. Loops: K in blocks, then column panels, then pixel
+    panels, so a column panel's K block stays in L1 while every pixel panel passes."""
     cdef NHWCShape s = make_shape(x.shape, out.shape, kernel, stride, padding, dilation)
-    cdef Py_ssize_t K = s.KH * s.KW * s.C
+    cdef Py_ssize_t K = s.KH * s.KW * s.C, C_out = s.C_out
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t pixels = s.N * s.OH * s.OW
-    cdef Py_ssize_t blocks = (pixels + block - 1) // block
-    cdef bint pointwise = (s.KH == 1 and s.KW == 1 and s.sh == 1 and s.sw == 1 and s.ph == 0
-                           and s.pw == 0)
+    cdef Py_ssize_t tile = tile_panels * MR
+    cdef Py_ssize_t tiles = (pixels + tile - 1) // tile
+    cdef Py_ssize_t n_panels = (C_out + NR - 1) // NR
+    cdef Py_ssize_t per_chunk, k_block, item, t, chunk, p0, count, i, j, j0, j1, k0, k_len
+    cdef Py_ssize_t panel, m_panels, kb
     cdef bint with_bias = bias.shape[0] > 0
-    cdef Py_ssize_t b, p0, count, i
-    cdef floating* patches = NULL
-    cdef const floating* operand
-    cdef floating* out_rows
-    cdef floating beta
+    cdef floating* a = NULL
+    cdef floating* rows
     cdef int failed = 0
     cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
-    cdef int blas_threads_before
-    if pixels == 0 or s.C_out == 0 or K == 0:     # the Python layer keeps these
+    if pixels == 0 or C_out == 0 or K == 0:     # the Python layer keeps these
         return
+    if tile_panels < 1 or column_chunks < 1 or w.shape[0] != n_panels * K \
+            or w.shape[1] != NR:
+        raise ValueError(f"conv_gemm_nhwc: w must be ({n_panels * K}, {NR}) and the tiling "
+                         f"positive; got w {tuple(w.shape)}, tile_panels {tile_panels}, "
+                         f"column_chunks {column_chunks}")
+    per_chunk = (n_panels + column_chunks - 1) // column_chunks
+    # a K block of one column panel (k_block x NR) within half of a 32 KiB L1
+    k_block = (16 * 1024) // (NR * sizeof(floating))
     with nogil, parallel(num_threads=num_threads):
-        blas_threads_before = hold_blas_single_threaded(blas_local_threads())
-        if not pointwise:
-            patches = <floating*> malloc(block * K * sizeof(floating))
-            if patches == NULL:
-                failed_flag[0] = 1
-        for b in prange(blocks, schedule='dynamic'):
-            if not pointwise and patches == NULL:
+        a = <floating*> malloc(tile * K * sizeof(floating))
+        if a == NULL:
+            failed_flag[0] = 1
+        for item in prange(tiles * column_chunks, schedule='dynamic'):
+            if a == NULL:
                 continue
-            p0 = b * block
-            count = pixels - p0 if pixels - p0 < block else block
-            if pointwise:
-                operand = &x[0, 0, 0, 0] + p0 * s.C
-            else:
-                fill_patches(&x[0, 0, 0, 0], &s, p0, count, patches)
-                operand = patches
-            out_rows = &out[0, 0, 0, 0] + p0 * s.C_out
-            beta = 0
+            t = item // column_chunks
+            chunk = item % column_chunks
+            j0 = chunk * per_chunk
+            j1 = j0 + per_chunk if j0 + per_chunk < n_panels else n_panels
+            if j0 >= j1:
+                continue
+            p0 = t * tile
+            count = pixels - p0 if pixels - p0 < tile else tile
+            m_panels = (count + MR - 1) // MR
+            fill_pixel_panels(&x[0, 0, 0, 0], &s, p0, count, MR, a)
+            rows = &out[0, 0, 0, 0] + p0 * C_out
             if with_bias:
                 for i in range(count):
-                    memcpy(out_rows + i * s.C_out, &bias[0], s.C_out * sizeof(floating))
-                beta = 1
-            gemm(False, False, <int> count, <int> s.C_out, <int> K, <floating> 1, operand,
-                 <int> K, &w[0, 0], <int> s.C_out, beta, out_rows, <int> s.C_out)
-        free(patches)
-        release_blas(blas_local_threads(), blas_threads_before)
+                    for j in range(j0 * NR, j1 * NR if j1 * NR < C_out else C_out):
+                        rows[i * C_out + j] = bias[j]
+            for kb in range((K + k_block - 1) // k_block):
+                k0 = kb * k_block
+                k_len = K - k0 if K - k0 < k_block else k_block
+                for j in range(j0, j1):
+                    for panel in range(m_panels):
+                        gemm_tile(shape, k_len, a + (panel * K + k0) * MR,
+                                  &w[0, 0] + (j * K + k0) * NR, NR, NULL,
+                                  rows + panel * MR * C_out + j * NR, C_out,
+                                  count - panel * MR if count - panel * MR < MR else MR,
+                                  C_out - j * NR if C_out - j * NR < NR else NR, NULL,
+                                  with_bias or k0 > 0)
+        free(a)
     if failed:
         raise MemoryError("fastconv: could not allocate the channels-last patch buffers")
+
+
+def tile_columns(bint double_precision, int shape):
+    """(MR, NR) of register tile `shape` for this precision on this CPU: the pixels and
+    output channels one micro-kernel call computes."""
+    if double_precision:
+        return tile_mr(shape), tile_nr(shape, <double*> NULL)
+    return tile_mr(shape), tile_nr(shape, <float*> NULL)
 
 
 cdef void depthwise_rows(const floating* x, const floating* w, const floating* bias,
@@ -174,3 +205,191 @@ def conv_depthwise_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w
         for piece in prange(pieces, num_threads=num_threads, schedule='dynamic'):
             depthwise_rows(&x[0, 0, 0, 0], &w[0, 0], b, &out[0, 0, 0, 0], &s,
                            piece * rows // pieces, (piece + 1) * rows // pieces)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight gradient: dW (C_out, K) = G^T (C_out, pixels) @ patches (pixels, K), K in (kh, kw, c)
+# order, both operands read from channels-last memory where each pixel's channels are
+# contiguous: G^T's A panels take MR contiguous output channels of a pixel, the patches' B
+# panels NR contiguous elements of its patch row.
+
+cdef void fill_patch_run(const floating* x, const NHWCShape* s, Py_ssize_t p, Py_ssize_t k,
+                         Py_ssize_t count, floating* dst) noexcept nogil:
+    """dst[0 .. count - 1] := elements k .. k + count - 1 of output pixel p's patch row (KH *
+    KW runs of C channels; zeros where a tap falls in the padding)."""
+    cdef Py_ssize_t ow = p % s.OW, oh = (p // s.OW) % s.OH, n = p // (s.OW * s.OH)
+    cdef Py_ssize_t tap, c, run, ih, iw
+    while count > 0:
+        tap = k // s.C
+        c = k - tap * s.C
+        run = s.C - c if s.C - c < count else count
+        ih = oh * s.sh - s.ph + (tap // s.KW) * s.dh
+        iw = ow * s.sw - s.pw + (tap % s.KW) * s.dw
+        if 0 <= ih < s.H and 0 <= iw < s.W:
+            memcpy(dst, x + ((n * s.H + ih) * s.W + iw) * s.C + c, run * sizeof(floating))
+        else:
+            memset(dst, 0, run * sizeof(floating))
+        dst += run
+        k += run
+        count -= run
+
+
+cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShape* s,
+                            Py_ssize_t o0, Py_ssize_t rows, Py_ssize_t k0, Py_ssize_t cols,
+                            Py_ssize_t p_start, Py_ssize_t p_end, Py_ssize_t pixel_block,
+                            int shape, floating* a, floating* b, floating* row,
+                            floating* dw, Py_ssize_t ldw) noexcept nogil:
+    """dw[o0 + i, k0 + j] := sum over pixels p_start .. p_end - 1 of g[p, o0 + i] * patch(p)
+    [k0 + j] for i < rows, j < cols, in blocks of `pixel_block` pixels (the GEMM's depth):
+    each block's operands packed into a (rows rounded up to MR, pixel_block) and b (cols
+    rounded up to NR, pixel_block) (through `row`, cols elements), then every (column
+    panel, row panel) on the micro-kernel."""
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
+    cdef Py_ssize_t m_panels = (rows + MR - 1) // MR, n_panels = (cols + NR - 1) // NR
+    cdef Py_ssize_t p0, depth, q, i, j, panel, width
+    cdef const floating* src
+    cdef floating* dst
+    p0 = p_start
+    while p0 < p_end:
+        depth = p_end - p0 if p_end - p0 < pixel_block else pixel_block
+        for q in range(depth):
+            src = g + (p0 + q) * s.C_out + o0
+            for panel in range(m_panels):
+                dst = a + (panel * depth + q) * MR
+                width = rows - panel * MR if rows - panel * MR < MR else MR
+                for i in range(width):
+                    dst[i] = src[panel * MR + i]
+                for i in range(width, MR):
+                    dst[i] = 0
+            # the pixel's patch elements k0 .. k0 + cols - 1 once (its geometry worked out
+            # once), then dealt out NR at a time
+            fill_patch_run(x, s, p0 + q, k0, cols, row)
+            for panel in range(n_panels):
+                dst = b + (panel * depth + q) * NR
+                width = cols - panel * NR if cols - panel * NR < NR else NR
+                memcpy(dst, row + panel * NR, width * sizeof(floating))
+                for j in range(width, NR):
+                    dst[j] = 0
+        for j in range(n_panels):
+            for panel in range(m_panels):
+                gemm_tile(shape, depth, a + panel * depth * MR, b + j * depth * NR, NR, NULL,
+                          dw + (o0 + panel * MR) * ldw + k0 + j * NR, ldw,
+                          rows - panel * MR if rows - panel * MR < MR else MR,
+                          cols - j * NR if cols - j * NR < NR else NR, NULL, p0 > p_start)
+        p0 += depth
+
+
+def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] g,
+                     floating[:, :, ::1] dw, tuple kernel, tuple stride, tuple padding,
+                     tuple dilation, int shape, Py_ssize_t block_rows, Py_ssize_t block_cols,
+                     Py_ssize_t pixel_block, int num_threads):
+    """dw[split] (C_out, KH * KW * C, (kh, kw, c) order) := the weight gradient of the
+    one-group convolution of x (N, H, W, C) whose output gradient is g (N, OH, OW, C_out),
+    summed over the split-th of dw.shape[0] equal parts of the pixels (the caller adds the
+    parts). Work items: blocks of `block_rows` output channels x `block_cols` patch columns
+    x parts, each a GEMM over its pixels in blocks of `pixel_block` on the micro-kernel
+    (register tile `shape`)."""
+    cdef NHWCShape s = make_shape(x.shape, g.shape, kernel, stride, padding, dilation)
+    cdef Py_ssize_t K = s.KH * s.KW * s.C, C_out = s.C_out, splits = dw.shape[0]
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
+    cdef Py_ssize_t pixels = s.N * s.OH * s.OW
+    cdef Py_ssize_t row_blocks, col_blocks, item, rb, cb, part, o0, k0, p_start, p_end, row
+    cdef floating* a = NULL
+    cdef floating* b = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
+    if dw.shape[1] != C_out or dw.shape[2] != K or splits < 1 or block_rows < 1 \
+            or block_cols < 1 or pixel_block < 1:
+        raise ValueError(f"weight_grad_nhwc: dw must be (parts, {C_out}, {K}) and the blocks "
+                         f"positive; got dw {tuple(dw.shape)}, blocks {block_rows}, "
+                         f"{block_cols}, {pixel_block}")
+    if C_out == 0 or K == 0:
+        return
+    if pixels == 0:
+        dw[:, :, :] = 0
+        return
+    block_rows = (block_rows + MR - 1) // MR * MR
+    block_cols = (block_cols + NR - 1) // NR * NR
+    row_blocks = (C_out + block_rows - 1) // block_rows
+    col_blocks = (K + block_cols - 1) // block_cols
+    with nogil, parallel(num_threads=num_threads):
+        a = <floating*> malloc(block_rows * pixel_block * sizeof(floating))
+        b = <floating*> malloc(block_cols * (pixel_block + 1) * sizeof(floating))
+        if a == NULL or b == NULL:
+            failed_flag[0] = 1
+        for item in prange(row_blocks * col_blocks * splits, schedule='dynamic'):
+            if a == NULL or b == NULL:
+                continue
+            part = item % splits
+            rb = (item // splits) % row_blocks
+            cb = item // (splits * row_blocks)
+            o0 = rb * block_rows
+            k0 = cb * block_cols
+            p_start = part * pixels // splits
+            p_end = (part + 1) * pixels // splits
+            if p_start == p_end:
+                # an empty part: its sums are zero
+                for row in range(o0, o0 + block_rows if o0 + block_rows < C_out else C_out):
+                    memset(&dw[part, row, k0], 0, (block_cols if k0 + block_cols < K
+                                                   else K - k0) * sizeof(floating))
+                continue
+            weight_grad_block(&x[0, 0, 0, 0], &g[0, 0, 0, 0], &s, o0,
+                              block_rows if o0 + block_rows < C_out else C_out - o0, k0,
+                              block_cols if k0 + block_cols < K else K - k0, p_start, p_end,
+                              pixel_block, shape, a, b, b + block_cols * pixel_block,
+                              &dw[part, 0, 0], K)
+        free(a)
+        free(b)
+    if failed:
+        raise MemoryError("fastconv: could not allocate the channels-last weight-gradient "
+                          "buffers")
+
+
+cdef void depthwise_weight_grad_rows(const floating* x, const floating* g, const NHWCShape* s,
+                                     Py_ssize_t r0, Py_ssize_t r1,
+                                     floating* acc) noexcept nogil:
+    """acc[tap, c] += sum over output rows r0 .. r1 - 1 (row = n * OH + oh) of g[pixel, c] *
+    x[the tap's input pixel, c]: the channels side by side, which the compiler vectorizes."""
+    cdef Py_ssize_t r, n, oh, ow, kh, kw, ih, iw, c, C = s.C
+    cdef const floating* gp
+    cdef const floating* xp
+    cdef floating* ap
+    for r in range(r0, r1):
+        n = r // s.OH
+        oh = r - n * s.OH
+        for ow in range(s.OW):
+            gp = g + (r * s.OW + ow) * C
+            for kh in range(s.KH):
+                ih = oh * s.sh - s.ph + kh * s.dh
+                if ih < 0 or ih >= s.H:
+                    continue
+                for kw in range(s.KW):
+                    iw = ow * s.sw - s.pw + kw * s.dw
+                    if iw < 0 or iw >= s.W:
+                        continue
+                    xp = x + ((n * s.H + ih) * s.W + iw) * C
+                    ap = acc + (kh * s.KW + kw) * C
+                    for c in range(C):
+                        ap[c] += gp[c] * xp[c]
+
+
+def depthwise_weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] g,
+                               floating[:, :, ::1] dw, tuple kernel, tuple stride,
+                               tuple padding, tuple dilation, int num_threads):
+    """dw[part] (KH * KW, C) := the depthwise convolution's weight gradient (x (N, H, W, C),
+    output gradient g (N, OH, OW, C)) summed over the part-th of dw.shape[0] equal parts of
+    the output rows (the caller adds the parts)."""
+    cdef NHWCShape s = make_shape(x.shape, g.shape, kernel, stride, padding, dilation)
+    cdef Py_ssize_t parts = dw.shape[0], rows = s.N * s.OH, part
+    if dw.shape[1] != s.KH * s.KW or dw.shape[2] != s.C or g.shape[3] != s.C or parts < 1:
+        raise ValueError(f"depthwise_weight_grad_nhwc: dw must be (parts, {s.KH * s.KW}, "
+                         f"{s.C}) and g's channels {s.C}; got dw {tuple(dw.shape)}, g "
+                         f"{tuple(g.shape)}")
+    dw[:, :, :] = 0
+    if rows == 0 or s.OW == 0 or s.C == 0:
+        return
+    with nogil:
+        for part in prange(parts, num_threads=num_threads, schedule='dynamic'):
+            depthwise_weight_grad_rows(&x[0, 0, 0, 0], &g[0, 0, 0, 0], &s,
+                                       part * rows // parts, (part + 1) * rows // parts,
+                                       &dw[part, 0, 0])

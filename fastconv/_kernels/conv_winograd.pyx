@@ -38,32 +38,33 @@ cdef extern from "winograd.h":
                             int reversed, double* u, Py_ssize_t e_stride) noexcept nogil
     void fc_wino_input_f32(const float* x, const Py_ssize_t* plane_offset,
                            const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
-                           Py_ssize_t H, Py_ssize_t W, float* v,
+                           Py_ssize_t H, Py_ssize_t W, Py_ssize_t rs, Py_ssize_t ps, float* v,
                            Py_ssize_t e_stride) noexcept nogil
     void fc_wino_input_f64(const double* x, const Py_ssize_t* plane_offset,
                            const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
-                           Py_ssize_t H, Py_ssize_t W, double* v,
+                           Py_ssize_t H, Py_ssize_t W, Py_ssize_t rs, Py_ssize_t ps, double* v,
                            Py_ssize_t e_stride) noexcept nogil
     int fc_wino_output_f32(const float* m, Py_ssize_t e_stride, float bias, float* out,
                            const Py_ssize_t* plane_offset, const Py_ssize_t* h0,
                            const Py_ssize_t* w0, Py_ssize_t n_lanes, Py_ssize_t OH,
-                           Py_ssize_t OW) noexcept nogil
+                           Py_ssize_t OW, Py_ssize_t rs, Py_ssize_t ps) noexcept nogil
     int fc_wino_output_f64(const double* m, Py_ssize_t e_stride, double bias, double* out,
                            const Py_ssize_t* plane_offset, const Py_ssize_t* h0,
                            const Py_ssize_t* w0, Py_ssize_t n_lanes, Py_ssize_t OH,
-                           Py_ssize_t OW) noexcept nogil
+                           Py_ssize_t OW, Py_ssize_t rs, Py_ssize_t ps) noexcept nogil
     void fc_wino1d_input_f32(const float* row, const Py_ssize_t* image, const Py_ssize_t* start,
-                             Py_ssize_t step, Py_ssize_t n_lanes, Py_ssize_t L, float* v,
-                             Py_ssize_t e_stride) noexcept nogil
+                             Py_ssize_t step, Py_ssize_t n_lanes, Py_ssize_t L, Py_ssize_t ps,
+                             float* v, Py_ssize_t e_stride) noexcept nogil
     void fc_wino1d_input_f64(const double* row, const Py_ssize_t* image,
                              const Py_ssize_t* start, Py_ssize_t step, Py_ssize_t n_lanes,
-                             Py_ssize_t L, double* v, Py_ssize_t e_stride) noexcept nogil
+                             Py_ssize_t L, Py_ssize_t ps, double* v,
+                             Py_ssize_t e_stride) noexcept nogil
     int fc_wino1d_output_f32(const float* m, Py_ssize_t e_stride, float bias, float* out,
                              const Py_ssize_t* image, const Py_ssize_t* first, Py_ssize_t step,
-                             Py_ssize_t n_lanes, Py_ssize_t OL) noexcept nogil
+                             Py_ssize_t n_lanes, Py_ssize_t OL, Py_ssize_t ps) noexcept nogil
     int fc_wino1d_output_f64(const double* m, Py_ssize_t e_stride, double bias, double* out,
                              const Py_ssize_t* image, const Py_ssize_t* first, Py_ssize_t step,
-                             Py_ssize_t n_lanes, Py_ssize_t OL) noexcept nogil
+                             Py_ssize_t n_lanes, Py_ssize_t OL, Py_ssize_t ps) noexcept nogil
 
 # Slots of the per-thread workspace (workspace.h).
 cdef enum:
@@ -152,12 +153,14 @@ cdef void transform_group_1d(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py
                 dst[5 * e_stride + m] = g2
 
 
-cdef void describe_tiles_1d(const ConvShape* s, Py_ssize_t blocks, Py_ssize_t t0,
-                            Py_ssize_t count, Py_ssize_t* in_offset, Py_ssize_t* out_offset,
-                            Py_ssize_t* start, Py_ssize_t* first) noexcept nogil:
+cdef void describe_tiles_1d(const ConvShape* s, const Py_ssize_t* xs, const Py_ssize_t* os,
+                            Py_ssize_t blocks, Py_ssize_t t0, Py_ssize_t count,
+                            Py_ssize_t* in_offset, Py_ssize_t* out_offset, Py_ssize_t* start,
+                            Py_ssize_t* first) noexcept nogil:
     """For 1-d tiles t0 .. t0 + count - 1 (row-major over images, blocks of 4 outputs of a
     phase, phases: consecutive tiles are consecutive phases, so with a dilation of a vector
-    or more the lanes read consecutive inputs): the offset of their image's row in x and out,
+    or more the lanes read consecutive inputs): the offset of their image's row in x and out
+    (element strides xs and os over (n, c, d, h, w)),
     the input position of their first tap (`pad` before the output), their first output."""
     cdef Py_ssize_t dilation = s.dilation[2]
     cdef Py_ssize_t q, t, n, b, r
@@ -166,17 +169,19 @@ cdef void describe_tiles_1d(const ConvShape* s, Py_ssize_t blocks, Py_ssize_t t0
         n = t // (blocks * dilation)
         b = (t // dilation) % blocks
         r = t % dilation
-        in_offset[q] = n * s.c_in * s.in_size[2]
-        out_offset[q] = n * s.c_out * s.out_size[2]
+        in_offset[q] = n * xs[0]
+        out_offset[q] = n * os[0]
         first[q] = r + 4 * b * dilation
         start[q] = first[q] - s.pad[2]
 
 
-cdef void describe_tiles(const ConvShape* s, Py_ssize_t t0, Py_ssize_t count,
-                         Py_ssize_t* in_offset, Py_ssize_t* out_offset, Py_ssize_t* d0,
-                         Py_ssize_t* h0, Py_ssize_t* w0) noexcept nogil:
+cdef void describe_tiles(const ConvShape* s, const Py_ssize_t* xs, const Py_ssize_t* os,
+                         Py_ssize_t t0, Py_ssize_t count, Py_ssize_t* in_offset,
+                         Py_ssize_t* out_offset, Py_ssize_t* d0, Py_ssize_t* h0,
+                         Py_ssize_t* w0) noexcept nogil:
     """For tiles t0 .. t0 + count - 1 (row-major over images, output depths, tile rows, tile
-    columns): the offset of their image in x and of their output plane in out, the input
+    columns): the offset of their image in x and of their output plane in out (element
+    strides xs and os over (n, c, d, h, w)), the input
     depth their first depth tap reads (d0, maybe in the padding) and their output origin
     (4 th, 4 tw). The input tile starts `pad` above and left of it."""
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
@@ -188,17 +193,21 @@ cdef void describe_tiles(const ConvShape* s, Py_ssize_t t0, Py_ssize_t count,
         n = plane // OD
         od = plane % OD
         r = t % (TH * TW)
-        in_offset[q] = n * s.c_in * s.in_size[0] * s.in_size[1] * s.in_size[2]
-        out_offset[q] = (n * s.c_out * OD + od) * OH * OW
+        in_offset[q] = n * xs[0]
+        out_offset[q] = n * os[0] + od * os[2]
         d0[q] = od - s.pad[0]
         h0[q] = (r // TW) * 4
         w0[q] = (r % TW) * 4
 
 
-cdef int conv_winograd(const floating* x, const floating* u_all, const floating* bias,
-                       floating* out, const ConvShape* s, Py_ssize_t tile_panels,
+cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* u_all,
+                       const floating* bias, floating* out, const Py_ssize_t* os,
+                       const ConvShape* s, Py_ssize_t tile_panels,
                        int num_threads) noexcept nogil:
-    """out := conv(x, w) + bias with u_all the weights transformed by transform_weights.
+    """out := conv(x, w) + bias with u_all the weights transformed by transform_weights; xs
+    and os: the element strides of x and out over (n, c, d, h, w), so channels-last arrays
+    are read and written where they lie (their steps then run channel by channel within a
+    group of tiles, the neighbours in memory).
     A 3-d kernel of depth KD is KD 2-d ones, one per input depth slice: the GEMM's depth runs
     over (depth tap, channel), each slice's input tiles transformed as a channel of their own.
     A 1-d kernel of 3 taps (any dilation) runs F(4, 3): 6 elements per tile instead of 36.
@@ -236,6 +245,9 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
     cdef Py_ssize_t* top              # [kd][tile]: its first input row (all-padding if out)
     cdef Py_ssize_t g, t0, count, groups_of_lanes, item, c, q, k, e, block, p0, p1, per_block
     cdef Py_ssize_t kd, depth, channel
+    # channels-last: the channels of a pixel are neighbours, so consecutive items of the
+    # transforms take consecutive channels of one group of tiles
+    cdef bint channels_inner_in = xs[1] < xs[4], channels_inner_out = os[1] < os[4]
     cdef int nonfinite = 0
     if v == NULL or m == NULL or desc == NULL:
         return 1
@@ -256,14 +268,14 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
             groups_of_lanes = (count + L - 1) // L
             if one_d:
                 # h0: each tile's first input position, w0: its first output
-                describe_tiles_1d(s, blocks, t0, count, in_offset, out_offset, h0, w0)
+                describe_tiles_1d(s, xs, os, blocks, t0, count, in_offset, out_offset, h0, w0)
             else:
-                describe_tiles(s, t0, count, in_offset, out_offset, d0, h0, w0)
+                describe_tiles(s, xs, os, t0, count, in_offset, out_offset, d0, h0, w0)
             for kd in range(0 if one_d else KD):
                 for q in range(count):
                     depth = d0[q] + kd
                     if 0 <= depth < D:
-                        slice_offset[kd * S + q] = in_offset[q] + depth * H * W
+                        slice_offset[kd * S + q] = in_offset[q] + depth * xs[2]
                         top[kd * S + q] = h0[q] - s.pad[1]
                     else:
                         # a slice of depth padding: every row of the tile is outside the plane
@@ -274,31 +286,37 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
                 w0[q] -= s.pad[2]
             for item in prange(depth_taps * groups_of_lanes, num_threads=num_threads,
                                schedule='static'):
-                channel = item // groups_of_lanes       # kd * Cg + c
+                if channels_inner_in:
+                    channel = item % depth_taps         # kd * Cg + c
+                    q = (item // depth_taps) * L
+                else:
+                    channel = item // groups_of_lanes
+                    q = (item % groups_of_lanes) * L
                 kd = channel // Cg
                 c = channel % Cg
-                q = (item % groups_of_lanes) * L
                 if one_d:
                     if floating is float:
-                        fc_wino1d_input_f32(x + (g * Cg + c) * W, in_offset + q, h0 + q,
+                        fc_wino1d_input_f32(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
                                             dilation, count - q if count - q < L else L, W,
+                                            xs[4],
                                             v + (q // NR) * depth_taps * NR + channel * NR
                                             + q % NR, S * depth_taps)
                     else:
-                        fc_wino1d_input_f64(x + (g * Cg + c) * W, in_offset + q, h0 + q,
+                        fc_wino1d_input_f64(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
                                             dilation, count - q if count - q < L else L, W,
+                                            xs[4],
                                             v + (q // NR) * depth_taps * NR + channel * NR
                                             + q % NR, S * depth_taps)
                 elif floating is float:
-                    fc_wino_input_f32(x + (g * Cg + c) * D * H * W, slice_offset + kd * S + q,
+                    fc_wino_input_f32(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
                                       top + kd * S + q, w0 + q,
-                                      count - q if count - q < L else L, H, W,
+                                      count - q if count - q < L else L, H, W, xs[3], xs[4],
                                       v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
                                       S * depth_taps)
                 else:
-                    fc_wino_input_f64(x + (g * Cg + c) * D * H * W, slice_offset + kd * S + q,
+                    fc_wino_input_f64(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
                                       top + kd * S + q, w0 + q,
-                                      count - q if count - q < L else L, H, W,
+                                      count - q if count - q < L else L, H, W, xs[3], xs[4],
                                       v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
                                       S * depth_taps)
             for q in range(0 if one_d else count):
@@ -316,29 +334,33 @@ cdef int conv_winograd(const floating* x, const floating* u_all, const floating*
                               m + (e * Kg + p0 * MR) * S, S, NULL, False, TILE_WIDE, NULL)
             for item in prange(Kg * groups_of_lanes, num_threads=num_threads,
                                schedule='static'):
-                k = item // groups_of_lanes
-                q = (item % groups_of_lanes) * L
+                if channels_inner_out:
+                    k = item % Kg
+                    q = (item // Kg) * L
+                else:
+                    k = item // groups_of_lanes
+                    q = (item % groups_of_lanes) * L
                 if one_d:
                     if floating is float:
                         nonfinite += fc_wino1d_output_f32(
                             m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
-                            out + (g * Kg + k) * OW, out_offset + q, w0 + q, dilation,
-                            count - q if count - q < L else L, OW)
+                            out + (g * Kg + k) * os[1], out_offset + q, w0 + q, dilation,
+                            count - q if count - q < L else L, OW, os[4])
                     else:
                         nonfinite += fc_wino1d_output_f64(
                             m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
-                            out + (g * Kg + k) * OW, out_offset + q, w0 + q, dilation,
-                            count - q if count - q < L else L, OW)
+                            out + (g * Kg + k) * os[1], out_offset + q, w0 + q, dilation,
+                            count - q if count - q < L else L, OW, os[4])
                 elif floating is float:
                     nonfinite += fc_wino_output_f32(
                         m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
-                        out + (g * Kg + k) * OD * OH * OW, out_offset + q, h0 + q, w0 + q,
-                        count - q if count - q < L else L, OH, OW)
+                        out + (g * Kg + k) * os[1], out_offset + q, h0 + q, w0 + q,
+                        count - q if count - q < L else L, OH, OW, os[3], os[4])
                 else:
                     nonfinite += fc_wino_output_f64(
                         m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
-                        out + (g * Kg + k) * OD * OH * OW, out_offset + q, h0 + q, w0 + q,
-                        count - q if count - q < L else L, OH, OW)
+                        out + (g * Kg + k) * os[1], out_offset + q, h0 + q, w0 + q,
+                        count - q if count - q < L else L, OH, OW, os[3], os[4])
             t0 += S
     fc_workspace_trim()
     return STATUS_NONFINITE if nonfinite else 0
@@ -419,22 +441,28 @@ def tile_geometry(bint double_precision):
 
 
 # ---------------------------------------------------------------------------------------------
-# Entry point from Python: 5-d C-contiguous arrays, already validated by the Python layer.
+# Entry point from Python: 5-d arrays (x and out C-contiguous or channels-last, any strides
+# in fact), already validated by the Python layer.
 
-def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
+def conv_forward(int kernel, const floating[:, :, :, :, :] x,
                  const floating[:, :, :, :, ::1] w, const floating[::1] bias,
-                 floating[:, :, :, :, ::1] out, tuple stride, tuple pad, tuple dilation,
+                 floating[:, :, :, :, :] out, tuple stride, tuple pad, tuple dilation,
                  Py_ssize_t groups, Py_ssize_t tile_panels, int num_threads,
                  const floating[::1] u):
     """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
     axis, by Winograd F(4x4, 3x3) over each (KD, 3, 3) kernel's depth taps (F(4, 3) for a 1-d
     (1, 1, 3) kernel, any dilation), in super-blocks of `tile_panels` panels of tiles; `u`
-    holds w transformed by transform_weights (w itself is only read for its shape). Returns
-    0, or NONFINITE if some output is inf or NaN (then it may differ from the direct sum's
-    where the direct sum is finite: the caller recomputes). `kernel`: CONV_WINOGRAD."""
+    holds w transformed by transform_weights (w itself is only read for its shape). x and
+    out are read and written through their strides: a channels-last (N, C, D, H, W) view
+    (memory (N, D, H, W, C)) in, or out, is computed where it lies. Returns 0, or NONFINITE
+    if some output is inf or NaN (then it may differ from the direct sum's where the direct
+    sum is finite: the caller recomputes). `kernel`: CONV_WINOGRAD."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
                                   stride, pad, dilation, groups)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef Py_ssize_t xs[5]
+    cdef Py_ssize_t os[5]
+    cdef Py_ssize_t i
     cdef int status = 0
     if kernel != CONV_WINOGRAD:
         raise ValueError(f"conv_winograd.conv_forward does not run kernel {kernel}")
@@ -463,9 +491,16 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
                          f"{u.shape[0]}")
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[3] == 0 or out.shape[4] == 0:
         return 0
+    for i in range(5):
+        xs[i] = x.strides[i] // <Py_ssize_t> sizeof(floating)
+        os[i] = out.strides[i] // <Py_ssize_t> sizeof(floating)
+        if out.shape[i] > 1 and os[i] <= 0:
+            raise ValueError(f"conv_winograd.conv_forward: out must not overlap itself; got "
+                             f"strides {tuple(out.strides)}")
     with nogil:
-        status = conv_winograd(&x[0, 0, 0, 0, 0], &u[0] if u.shape[0] else NULL, bias_ptr,
-                               &out[0, 0, 0, 0, 0], &s, tile_panels, num_threads)
+        status = conv_winograd(&x[0, 0, 0, 0, 0], xs, &u[0] if u.shape[0] else NULL,
+                               bias_ptr, &out[0, 0, 0, 0, 0], os, &s, tile_panels,
+                               num_threads)
     if status == 1:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")
     return status

@@ -97,11 +97,12 @@ static inline void fc_wino_weight_##SUFFIX(const T* w, ptrdiff_t filter_stride, 
                                                                                                 \
 /* The input transform of one channel for LANES tiles:                                        \
  *   v[e * e_stride + lane] = (B^T d_lane B)[e],                                              \
- * d_lane the 6x6 block of `plane` (H x W) at (h0[lane], w0[lane]), zero outside the plane;   \
+ * d_lane the 6x6 block of `plane` (H x W, pixel (h, w) at h * rs + w * ps: rs = W, ps = 1   \
+ * channels-first, W C and C channels-last) at (h0[lane], w0[lane]), zero outside the plane;  \
  * lanes >= n_lanes are zero. plane_offset[lane] selects the image. */                         \
 static inline void fc_wino_input_##SUFFIX(const T* x, const ptrdiff_t* plane_offset,            \
         const ptrdiff_t* h0, const ptrdiff_t* w0, ptrdiff_t n_lanes, ptrdiff_t H, ptrdiff_t W,  \
-        T* v, ptrdiff_t e_stride) {                                                             \
+        ptrdiff_t rs, ptrdiff_t ps, T* v, ptrdiff_t e_stride) {                                 \
     enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
     T d[36][L];                                                                                 \
     fc_wvec_##SUFFIX dv[36];                                                                    \
@@ -114,16 +115,20 @@ static inline void fc_wino_input_##SUFFIX(const T* x, const ptrdiff_t* plane_off
         const T* src = x + plane_offset[lane];                                                  \
         ptrdiff_t top = h0[lane], left = w0[lane];                                              \
         if (top >= 0 && top + 6 <= H && left >= 0 && left + 6 <= W) {                           \
-            const T* row = src + top * W + left;                                                \
-            for (i = 0; i < 6; i++, row += W)                                                   \
-                for (j = 0; j < 6; j++) d[i * 6 + j][lane] = row[j];                            \
+            const T* row = src + top * rs + left * ps;                                          \
+            if (ps == 1)                                                                        \
+                for (i = 0; i < 6; i++, row += rs)                                              \
+                    for (j = 0; j < 6; j++) d[i * 6 + j][lane] = row[j];                        \
+            else                                                                                \
+                for (i = 0; i < 6; i++, row += rs)                                              \
+                    for (j = 0; j < 6; j++) d[i * 6 + j][lane] = row[j * ps];                   \
         } else {                                                                                \
             for (i = 0; i < 6; i++) {                                                           \
                 ptrdiff_t h = top + i;                                                          \
                 for (j = 0; j < 6; j++) {                                                       \
                     ptrdiff_t c = left + j;                                                     \
                     d[i * 6 + j][lane] = (h >= 0 && h < H && c >= 0 && c < W)                   \
-                        ? src[h * W + c] : (T)0;                                                \
+                        ? src[h * rs + c * ps] : (T)0;                                          \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
@@ -135,12 +140,13 @@ static inline void fc_wino_input_##SUFFIX(const T* x, const ptrdiff_t* plane_off
 }                                                                                               \
                                                                                                 \
 /* The output transform of one output channel for LANES tiles: the 4x4 tile                   \
- * A^T m_lane A + bias goes to `plane` (OH x OW, offset by plane_offset[lane]) at             \
- * (4 * th, 4 * tw) = (h0[lane], w0[lane]), clipped to the plane; m[e * e_stride + lane].     \
- * Returns 1 if an output of the tile (stored or not) is inf or NaN, else 0. */               \
+ * A^T m_lane A + bias goes to `plane` (OH x OW, offset by plane_offset[lane], pixel (h, w)   \
+ * at h * rs + w * ps) at (4 * th, 4 * tw) = (h0[lane], w0[lane]), clipped to the plane;      \
+ * m[e * e_stride + lane]. Returns 1 if an output of the tile (stored or not) is inf or NaN,  \
+ * else 0. */                                                                                  \
 static inline int fc_wino_output_##SUFFIX(const T* m, ptrdiff_t e_stride, T bias, T* out,      \
         const ptrdiff_t* plane_offset, const ptrdiff_t* h0, const ptrdiff_t* w0,                \
-        ptrdiff_t n_lanes, ptrdiff_t OH, ptrdiff_t OW) {                                        \
+        ptrdiff_t n_lanes, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t rs, ptrdiff_t ps) {            \
     enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
     fc_wvec_##SUFFIX mv[36], t[24], y[16];                                                      \
     T ys[16][L];                                                                                \
@@ -159,7 +165,8 @@ static inline int fc_wino_output_##SUFFIX(const T* m, ptrdiff_t e_stride, T bias
         ptrdiff_t top = h0[lane], left = w0[lane];                                              \
         ptrdiff_t rows = OH - top < 4 ? OH - top : 4, cols = OW - left < 4 ? OW - left : 4;     \
         for (i = 0; i < rows; i++)                                                              \
-            for (j = 0; j < cols; j++) dst[(top + i) * OW + left + j] = ys[i * 4 + j][lane];    \
+            for (j = 0; j < cols; j++)                                                          \
+                dst[(top + i) * rs + (left + j) * ps] = ys[i * 4 + j][lane];                    \
     }                                                                                           \
     T flags[L];                                                                                 \
     memcpy(flags, &nan_if_nonfinite, sizeof(flags));                                            \
@@ -175,14 +182,15 @@ FC_DEFINE_WINOGRAD(f64, double)
  * `step` interleaved undilated ones), read from 6 inputs `step` apart; 6 products per tile
  * and channel pair instead of 12, the transforms the 2-d ones' 1-d matrices.
  *   fc_wino1d_input: v[e * e_stride + lane] = (B^T d_lane)[e], d_lane[j] = row[image[lane] +
- *       start[lane] + j * step] (0 outside [0, L)); lanes >= n_lanes are zero.
- *   fc_wino1d_output: out[image[lane] + first[lane] + j * step] = (A^T m_lane)[j] + bias for
- *       the j whose output is inside [0, OL); returns 1 if a result of a lane (stored or not)
- *       is inf or NaN, else 0. */
+ *       (start[lane] + j * step) * ps] (0 outside [0, L)); lanes >= n_lanes are zero.
+ *   fc_wino1d_output: out[image[lane] + (first[lane] + j * step) * ps] = (A^T m_lane)[j] +
+ *       bias for the j whose output is inside [0, OL); returns 1 if a result of a lane
+ *       (stored or not) is inf or NaN, else 0.
+ * ps: the stride between positions (1 channels-first, C channels-last). */
 #define FC_DEFINE_WINOGRAD_1D(SUFFIX, T)                                                        \
 static inline void fc_wino1d_input_##SUFFIX(const T* row, const ptrdiff_t* image,               \
-        const ptrdiff_t* start, ptrdiff_t step, ptrdiff_t n_lanes, ptrdiff_t L, T* v,           \
-        ptrdiff_t e_stride) {                                                                   \
+        const ptrdiff_t* start, ptrdiff_t step, ptrdiff_t n_lanes, ptrdiff_t L, ptrdiff_t ps,   \
+        T* v, ptrdiff_t e_stride) {                                                             \
     enum { LANES = FC_WINO_LANES_##SUFFIX };                                                    \
     T d[6][LANES];                                                                              \
     fc_wvec_##SUFFIX dv[6];                                                                     \
@@ -195,11 +203,11 @@ static inline void fc_wino1d_input_##SUFFIX(const T* row, const ptrdiff_t* image
         const T* src = row + image[lane];                                                       \
         ptrdiff_t first = start[lane];                                                          \
         if (first >= 0 && first + 5 * step < L) {                                               \
-            for (j = 0; j < 6; j++) d[j][lane] = src[first + j * step];                         \
+            for (j = 0; j < 6; j++) d[j][lane] = src[(first + j * step) * ps];                  \
         } else {                                                                                \
             for (j = 0; j < 6; j++) {                                                           \
                 ptrdiff_t i = first + j * step;                                                 \
-                d[j][lane] = (i >= 0 && i < L) ? src[i] : (T)0;                                 \
+                d[j][lane] = (i >= 0 && i < L) ? src[i * ps] : (T)0;                            \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
@@ -210,7 +218,7 @@ static inline void fc_wino1d_input_##SUFFIX(const T* row, const ptrdiff_t* image
                                                                                                 \
 static inline int fc_wino1d_output_##SUFFIX(const T* m, ptrdiff_t e_stride, T bias, T* out,    \
         const ptrdiff_t* image, const ptrdiff_t* first, ptrdiff_t step, ptrdiff_t n_lanes,     \
-        ptrdiff_t OL) {                                                                         \
+        ptrdiff_t OL, ptrdiff_t ps) {                                                           \
     enum { LANES = FC_WINO_LANES_##SUFFIX };                                                    \
     fc_wvec_##SUFFIX mv[6], y[4];                                                               \
     T ys[4][LANES];                                                                             \
@@ -227,7 +235,7 @@ static inline int fc_wino1d_output_##SUFFIX(const T* m, ptrdiff_t e_stride, T bi
         T* dst = out + image[lane];                                                             \
         for (j = 0; j < 4; j++) {                                                               \
             ptrdiff_t o = first[lane] + j * step;                                               \
-            if (o < OL) dst[o] = ys[j][lane];                                                   \
+            if (o < OL) dst[o * ps] = ys[j][lane];                                              \
         }                                                                                       \
     }                                                                                           \
     T flags[LANES];                                                                             \

@@ -6,6 +6,7 @@ kernel once per piece (``forward_kernel`` is the one switch from a Kernel to its
 entry point).
 """
 import contextlib
+from math import prod
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
         conv_phase_grid.conv_forward(*args, plan.tile_panels, plan.tile_shape, plan.threads,
                                      packed_weights(plan, args[2], problem.groups,
                                                     remember_weights))
-    elif kernel == Kernel.CONV_WINOGRAD:
+    elif kernel == Kernel.CONV_WINOGRAD:   # x and out may be channels-last (strided)
         w5, groups = args[2], problem.groups
         size = conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups, w5.shape[2:])
 
@@ -96,8 +97,11 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
                 w = np.empty_like(w)
                 conv_subpixel.adjoint_phase_weight(adjoint_of, as_5d(w, nd), groups,
                                                    (0, 0, 0), (1, 1, 1))
-            run_conv(problem, plan_conv(problem, out.dtype, "packed"), x, w, bias, out,
+            exact = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
+            run_conv(problem, plan_conv(problem, out.dtype, "packed"), x, w, bias, exact,
                      remember_weights)
+            if exact is not out:
+                out[...] = exact
     elif kernel == Kernel.CONV_FFT:
         if not conv_fft.conv_forward(problem, x, w, bias, out, plan.threads, remember_weights):
             # an inf or NaN spread over whole planes: the direct sums' answer, exactly
@@ -135,16 +139,70 @@ def run_conv(problem, plan, x, w, bias, out, remember_weights=True, adjoint_of=N
     return out
 
 
-# output pixels per GEMM of the channels-last kernel: as many as fit this many bytes of patch
-# rows, within [128, 512] (measured on Zen 4, 2 threads, batch 8: 512 channels on 7x7
-# 26.5 ms at 56 rows, 18.0 at 227; 64 channels on 56x56 alike from 455 to 1820 rows)
-_NHWC_PATCH_BYTES = 4 << 20
-_NHWC_BLOCK_ROWS = (128, 512)
+# The channels-last GEMM's work items: a tile of pixels whose packed patches (tile x K) take
+# about this many bytes (in L2 beside the weights' K block), and enough items for the threads
+# (output channels split into chunks when the pixels are few: 8 x 7 x 7 pixels by 2048
+# channels is 4 tiles).
+_NHWC_TILE_BYTES = 192 << 10
+_NHWC_TILE_PANELS = (2, 32)
+_NHWC_ITEMS_PER_THREAD = 4
 
 
-def run_conv_channels_last(problem, plan, x, w, bias, dtype):
+def nhwc_gemm_tiling(problem, dtype, threads):
+    """(register tile shape, tile_panels, column_chunks, NR) of the channels-last GEMM."""
+    shape, mr, nr = nhwc_tile_shape(problem.out_channels, dtype)
+    k = problem.in_channels * prod(problem.kernel_size)
+    low, high = _NHWC_TILE_PANELS
+    panels = int(max(low, min(high, _NHWC_TILE_BYTES // (mr * k * np.dtype(dtype).itemsize))))
+    pixels = problem.batch * prod(problem.out_shape[2:])
+    tiles = -(-pixels // (panels * mr))
+    column_panels = -(-problem.out_channels // nr)
+    chunks = max(1, min(column_panels, -(-_NHWC_ITEMS_PER_THREAD * threads // tiles)))
+    return shape, panels, chunks, nr
+
+
+def nhwc_tile_shape(columns, dtype):
+    """(register tile shape, MR, NR) for a channels-last GEMM whose B side has `columns`:
+    the shape whose whole panels of NR waste least (the narrow one costs about 8% more)."""
+    double = np.dtype(dtype) == np.float64
+    tiles = [conv_channels_last.tile_columns(double, shape) for shape in (0, 1)]
+    waste = [-(-columns // nr) * nr for _, nr in tiles]
+    shape = 1 if waste[1] * 1.08 < waste[0] else 0
+    return (shape,) + tiles[shape]
+
+
+def nhwc_weight_panels(w, nr, dtype, adjoint=False):
+    """The channels-last GEMM's B panels of w (C_out, C_in, KH, KW): W = the (KH * KW * C_in,
+    C_out) matrix in (kh, kw, c) row order, cut into panels of NR columns, each K x NR
+    contiguous, zero past C_out; with `adjoint`, those of the input gradient's convolution
+    (w's reversed, transposed weights: W[(kh, kw, o), c] = w[o, c, KH - 1 - kh, KW - 1 - kw]).
+    Remembered while w's memory holds the same values (a channels-last layer's weight is
+    itself channels-last, one dense block)."""
+    columns = w.shape[1] if adjoint else w.shape[0]
+    k = w.size // columns if columns else 0
+    panels = -(-columns // nr)
+
+    def fill(weight, out):
+        if adjoint:
+            matrix = weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(k, columns)
+        else:
+            matrix = weight.transpose(2, 3, 1, 0).reshape(k, columns)
+        stacked = out.reshape(panels, k, nr)
+        whole = columns // nr
+        stacked[:whole] = matrix[:, :whole * nr].reshape(k, whole, nr).transpose(1, 0, 2)
+        if whole < panels:
+            stacked[whole, :, :columns - whole * nr] = matrix[:, whole * nr:]
+            stacked[whole, :, columns - whole * nr:] = 0
+    w = w if w.dtype == dtype else w.astype(dtype)
+    return cached_transform(("nhwc_panels", nr, adjoint), w, panels * k * nr, fill,
+                            conv_winograd.equal_bytes).reshape(panels * k, nr)
+
+
+def run_conv_channels_last(problem, plan, x, w, bias, dtype, adjoint_of=None):
     """The channels-last kernels: x (N, C, H, W) with channels-last memory; returns the output
-    (N, C_out, OH, OW), channels-last too."""
+    (N, C_out, OH, OW), channels-last too. `adjoint_of`: this convolution is the stride-1
+    input gradient of the one by adjoint_of, whose reversed, transposed weights the kernels
+    take straight from it (w then only gives their shape)."""
     x_nhwc = x.transpose(0, 2, 3, 1)
     if x_nhwc.dtype != dtype:
         x_nhwc = x_nhwc.astype(dtype)
@@ -154,22 +212,26 @@ def run_conv_channels_last(problem, plan, x, w, bias, dtype):
     geometry = (problem.kernel_size, problem.stride, tuple(p[0] for p in problem.padding),
                 problem.dilation)
     with denormals_flushed(plan.threads):
-        _channels_last_kernel(problem, plan, x_nhwc, w, bias, out, geometry, dtype)
+        _channels_last_kernel(problem, plan, x_nhwc, w, bias, out, geometry, dtype,
+                              adjoint_of)
     return out.transpose(0, 3, 1, 2)
 
 
-def _channels_last_kernel(problem, plan, x_nhwc, w, bias, out, geometry, dtype):
+def _channels_last_kernel(problem, plan, x_nhwc, w, bias, out, geometry, dtype, adjoint_of):
     c_out = problem.out_channels
     kh, kw = problem.kernel_size
-    if plan.algorithm == "channels_last_gemm":
-        # rows (kh, kw, c_in), columns c_out: the patch rows' order
-        w_mat = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, c_out), dtype=dtype)
-        k = w_mat.shape[0]
-        low, high = _NHWC_BLOCK_ROWS
-        block = int(max(low, min(high, _NHWC_PATCH_BYTES // (k * dtype.itemsize))))
-        with _threads.blas_guard():
-            conv_channels_last.conv_gemm_nhwc(x_nhwc, w_mat, bias, out, *geometry, block,
-                                              plan.threads)
+    if plan.algorithm == "channels_last_winograd":
+        # the channels-first kernel on channels-last views: it reads and writes by strides
+        forward_kernel(plan.strided, problem, x_nhwc.transpose(0, 3, 1, 2),
+                       np.ascontiguousarray(w, dtype=dtype), bias, out.transpose(0, 3, 1, 2),
+                       adjoint_of=None if adjoint_of is None
+                       else np.ascontiguousarray(adjoint_of, dtype=dtype)[:, :, None])
+    elif plan.algorithm == "channels_last_gemm":
+        shape, panels, chunks, nr = nhwc_gemm_tiling(problem, dtype, plan.threads)
+        weights = nhwc_weight_panels(w, nr, dtype) if adjoint_of is None \
+            else nhwc_weight_panels(adjoint_of, nr, dtype, adjoint=True)
+        conv_channels_last.conv_gemm_nhwc(x_nhwc, weights, bias, out, *geometry, shape, panels,
+                                          chunks, plan.threads)
     else:
         w_taps = np.ascontiguousarray(w.reshape(c_out, kh * kw).T, dtype=dtype)
         conv_channels_last.conv_depthwise_nhwc(x_nhwc, w_taps, bias, out, *geometry,
@@ -202,7 +264,7 @@ def conv_call(nd, input, weight, bias, stride, padding, dilation, groups, paddin
                            padding, dilation, groups, padding_mode)
     if out is None and _args.is_channels_last(x):
         # the output keeps the input's memory format (as PyTorch's does)
-        plan = plan_channels_last(problem) if algorithm == "auto" else None
+        plan = plan_channels_last(problem, dtype) if algorithm == "auto" else None
         if plan is not None:
             return problem, run_conv_channels_last(problem, plan, x, w, b, dtype)
         result = run_conv(problem, plan_conv(problem, dtype, algorithm), x, w, b,

@@ -13,13 +13,14 @@ from math import prod
 
 import numpy as np
 
-from fastconv._kernels import conv_bias as _conv_bias, conv_direct, conv_im2col, conv_packed, \
-    conv_phase_grid, conv_subpixel
-from fastconv._ops.conv import as_5d, packed_weights, run_conv
+from fastconv._kernels import conv_bias as _conv_bias, conv_channels_last, conv_direct, \
+    conv_im2col, conv_packed, conv_phase_grid, conv_subpixel
+from fastconv._ops.conv import as_5d, nhwc_tile_shape, packed_weights, run_conv, \
+    run_conv_channels_last
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
-from fastconv._plan.dispatch import Kernel, plan_input_grad, plan_weight_grad, \
-    sampled_pointwise
+from fastconv._plan.dispatch import Kernel, plan_channels_last, plan_input_grad, \
+    plan_weight_grad, sampled_pointwise
 from fastconv._plan.problems import NUMPY_PAD_MODE, check_grad_output, conv_problem
 from fastconv._runtime import threads as _threads
 from fastconv._runtime.precision import denormals_flushed
@@ -192,16 +193,139 @@ def _weight_grad_by_plan(problem, plan, input, grad_output, weight_shape, dtype,
 
 def input_grad_of(problem, weight, grad_output, dtype, algorithm="auto"):
     """The input gradient of the checked convolution `problem`, any padding mode."""
+    if algorithm == "auto" and _args.is_channels_last(grad_output):
+        grad = channels_last_input_grad(problem, weight, grad_output, dtype)
+        if grad is not None:
+            return grad
     plan = plan_input_grad(problem, dtype, algorithm, weight)
     padded = problem.explicitly_padded
     grad = run_input_grad(padded, plan, weight, grad_output, dtype)
     return grad if padded is problem else fold_padding(grad, problem)
 
 
+def channels_last_input_grad(problem, weight, grad_output, dtype):
+    """The input gradient of a one-group, zero-padded 2-d convolution from a channels-last
+    output gradient, channels-last, computed where the gradient lies on the channels-last
+    kernels: at stride 1 it is the forward convolution of the gradient by the reversed,
+    transposed weights, padded by dilation x (kernel - 1) less the layer's padding; a
+    strided 1x1 layer's is that of stride 1 (the GEMM of the gradient and the weights)
+    written to every stride-th pixel, zeros between. None where neither applies (the caller
+    computes channels-first)."""
+    depthwise = problem.groups == problem.in_channels == problem.out_channels
+    if problem.ndim != 2 or not (problem.groups == 1 or depthwise) \
+            or problem.padding_mode != "zeros":
+        return None
+    c_out, c_in, kh, kw = weight.shape
+    strided = any(s != 1 for s in problem.stride)
+    if depthwise and (strided or c_in != 1):
+        return None
+    if strided and ((kh, kw) != (1, 1) or any(p != (0, 0) for p in problem.padding)):
+        return None
+    reach = [d * (k - 1) for d, k in zip(problem.dilation, problem.kernel_size)]
+    if any(p > r for (before, after), r in zip(problem.padding, reach) for p in (before, after)):
+        return None
+    adjoint = conv_problem(2, grad_output.shape, (c_out, 1, kh, kw) if depthwise
+                           else (c_in, c_out, kh, kw), None, 1,
+                           tuple((r - before, r - after)
+                                 for (before, after), r in zip(problem.padding, reach)),
+                           problem.dilation, problem.groups, "zeros")
+    if not strided and adjoint.out_shape != problem.in_shape:
+        return None
+    plan = plan_channels_last(adjoint, dtype)
+    if plan is None:
+        return None
+    if depthwise:   # each channel's filter turned by 180 degrees (C x KH x KW: small)
+        return run_conv_channels_last(adjoint, plan, grad_output,
+                                      np.ascontiguousarray(weight[:, :, ::-1, ::-1], dtype),
+                                      None, dtype)
+    # the adjoint's weights are taken straight from the layer's (the array passed for them
+    # only gives their shape: never written, never read)
+    grad = run_conv_channels_last(adjoint, plan, grad_output,
+                                  np.empty((c_in, c_out, kh, kw), dtype), None, dtype,
+                                  adjoint_of=weight)
+    if not strided:
+        return grad
+    n, _, h, w = problem.in_shape
+    full = np.zeros((n, h, w, c_in), dtype).transpose(0, 3, 1, 2)
+    sh, sw = problem.stride
+    full[:, :, ::sh, ::sw][:, :, :grad.shape[2], :grad.shape[3]] = grad
+    return full
+
+
+# The channels-last weight gradient's work items: blocks of this many output channels x patch
+# columns (each block's operands packed once per block of pixels: with 96 x 96 the packing
+# is about 2% of the multiply-adds), pixels in blocks of this many (the GEMM's depth: a
+# panel of each operand stays in L1), and at least this many items per thread (the pixels
+# split into parts, summed after, when the blocks are fewer).
+_NHWC_GRAD_BLOCK = 192
+_NHWC_GRAD_PIXELS = 256
+_NHWC_GRAD_ITEMS_PER_THREAD = 4
+
+
+def channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype, bias_out):
+    """The weight gradient of a one-group, zero-padded 2-d convolution whose input and output
+    gradient are both channels-last, read where they lie (a GEMM over the pixels on the
+    micro-kernel); laid out channels-last, as a channels-last layer's weight is. None where
+    that does not apply. With `bias_out`, the bias gradient too."""
+    depthwise = problem.groups == problem.in_channels == problem.out_channels
+    if problem.ndim != 2 or not (problem.groups == 1 or depthwise) \
+            or problem.padding_mode != "zeros" \
+            or not (_args.is_channels_last(input) and _args.is_channels_last(grad_output)):
+        return None
+    x = np.ascontiguousarray(input.transpose(0, 2, 3, 1), dtype)
+    g = np.ascontiguousarray(grad_output.transpose(0, 2, 3, 1), dtype)
+    c_out, c_in, kh, kw = weight_shape
+    if depthwise:
+        return _channels_last_depthwise_weight_grad(problem, x, g, grad_output, dtype,
+                                                    bias_out)
+    k = c_in * kh * kw
+    shape, mr, nr = nhwc_tile_shape(k, dtype)
+    threads = _threads.threads_for(problem.multiply_adds)
+    blocks = -(-c_out // _NHWC_GRAD_BLOCK) * -(-k // _NHWC_GRAD_BLOCK)
+    pixels = g.shape[0] * g.shape[1] * g.shape[2]
+    parts = max(1, min(-(-_NHWC_GRAD_ITEMS_PER_THREAD * threads // blocks),
+                       pixels // (4 * _NHWC_GRAD_PIXELS)))
+    sums = np.empty((parts, c_out, k), dtype)
+    with denormals_flushed(threads):
+        conv_channels_last.weight_grad_nhwc(
+            x, g, sums, problem.kernel_size, problem.stride,
+            tuple(before for before, _ in problem.padding), problem.dilation, shape,
+            _NHWC_GRAD_BLOCK, _NHWC_GRAD_BLOCK, _NHWC_GRAD_PIXELS, threads)
+    dw = sums[0] if parts == 1 else sums.sum(axis=0)
+    if bias_out is not None:
+        bias_out[...] = bias_grad_of(grad_output, dtype)
+    return dw.reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
+
+
+# the depthwise weight gradient's parts of output rows per thread (each its own partial sums)
+_DEPTHWISE_GRAD_PARTS_PER_THREAD = 4
+
+
+def _channels_last_depthwise_weight_grad(problem, x, g, grad_output, dtype, bias_out):
+    threads = _threads.threads_for(problem.multiply_adds)
+    kh, kw = problem.kernel_size
+    rows = g.shape[0] * g.shape[1]
+    parts = max(1, min(rows, _DEPTHWISE_GRAD_PARTS_PER_THREAD * threads))
+    sums = np.empty((parts, kh * kw, problem.in_channels), dtype)
+    with denormals_flushed(threads):
+        conv_channels_last.depthwise_weight_grad_nhwc(
+            x, g, sums, problem.kernel_size, problem.stride,
+            tuple(before for before, _ in problem.padding), problem.dilation, threads)
+    if bias_out is not None:
+        bias_out[...] = bias_grad_of(grad_output, dtype)
+    # (C, 1, KH, KW) over (KH, KW, C) memory: the layout of a channels-last depthwise weight
+    return sums.sum(axis=0).reshape(kh, kw, 1, -1).transpose(3, 2, 0, 1)
+
+
 def weight_grad_of(problem, input, grad_output, weight_shape, dtype, bias_out=None,
                    algorithm="auto"):
     """The weight gradient of the checked convolution `problem` on `input`, any padding mode
     (and the bias gradient into `bias_out`, if given: see run_weight_grad)."""
+    if algorithm == "auto":
+        dw = channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype,
+                                       bias_out)
+        if dw is not None:
+            return dw
     plan = plan_weight_grad(problem, dtype, algorithm)
     padded = problem.explicitly_padded
     if padded is not problem:
@@ -213,7 +337,11 @@ def weight_grad_of(problem, input, grad_output, weight_shape, dtype, bias_out=No
 def bias_grad_of(grad_output, dtype):
     """The bias gradient from a checked output gradient of at least 3 dimensions."""
     out = np.zeros(grad_output.shape[1], dtype)
-    if grad_output.size:
+    if grad_output.size and _args.is_channels_last(grad_output):
+        # each pixel's channels side by side: summed as rows, in float64
+        rows = grad_output.transpose(0, 2, 3, 1).reshape(-1, grad_output.shape[1])
+        out[...] = rows.sum(axis=0, dtype=np.float64)
+    elif grad_output.size:
         planes = np.ascontiguousarray(grad_output, dtype=dtype).reshape(
             grad_output.shape[0], grad_output.shape[1], -1)
         _conv_bias.bias_grad(planes, out, _threads.threads_for(grad_output.size))

@@ -181,37 +181,52 @@ def own_gemm(problem):
 @dataclass(frozen=True)
 class ChannelsLastPlan:
     """The plan of a forward 2-d convolution whose input is channels-last (NHWC memory):
-    ``algorithm`` 'channels_last_gemm' or 'channels_last_depthwise', and why. Such a call
-    reads the input in place and writes a channels-last output; any other algorithm, or a
-    call these kernels do not cover, runs channels-first on a copy (the output is laid out
-    channels-last after)."""
+    ``algorithm`` 'channels_last_winograd', 'channels_last_gemm' or
+    'channels_last_depthwise', and why. Such a call reads the input in place and writes a
+    channels-last output; any other algorithm, or a call these kernels do not cover, runs
+    channels-first on a copy (the output is laid out channels-last after). ``strided``:
+    for 'channels_last_winograd', the channels-first Plan whose kernel reads and writes
+    through the arrays' strides."""
     algorithm: str
     reason: str
     threads: int = 1
+    strided: Plan = None
 
     def explain(self):
-        return f"{self.algorithm}: {self.reason}; threads {self.threads}"
+        text = f"{self.algorithm}: {self.reason}; threads {self.threads}"
+        if self.strided is not None:
+            text += f"; tile_panels {self.strided.tile_panels}"
+        return text
 
     def __iter__(self):
         return iter((self.algorithm, self.reason))
 
 
-CHANNELS_LAST_ALGORITHMS = ("channels_last_gemm", "channels_last_depthwise")
+CHANNELS_LAST_ALGORITHMS = ("channels_last_winograd", "channels_last_gemm",
+                            "channels_last_depthwise")
 
 
-def plan_channels_last(problem):
+def plan_channels_last(problem, dtype=np.float32):
     """The ChannelsLastPlan of `problem` for a channels-last input, or None where the
     channels-last kernels do not compute it (not 2-d, a non-zero padding mode, grouped but
-    not depthwise, empty)."""
+    neither depthwise nor a Winograd layer, empty)."""
     if problem.ndim != 2 or problem.padding_mode != "zeros" or 0 in (
-            problem.batch, problem.in_channels, problem.out_channels) or not fits_blas(problem):
+            problem.batch, problem.in_channels, problem.out_channels):
         return None
     threads = _threads.threads_for(problem.multiply_adds)
+    if winograd_pays(problem):
+        strided = plan_conv(problem, dtype, "winograd")
+        if not strided.pieces:
+            return ChannelsLastPlan(
+                "channels_last_winograd", "channels-last input, a 3x3 stride-1 layer Winograd "
+                "pays for (as channels-first): its transforms gather the input's tiles and "
+                "scatter the output's through the arrays' strides, channel by channel, so "
+                "nothing is copied; the output is channels-last", threads, strided)
     if problem.groups == 1:
         return ChannelsLastPlan(
             "channels_last_gemm", "channels-last input, one group: the output's pixels are the "
-            "rows of a GEMM whose patch rows are KH*KW runs of the input's contiguous "
-            "channels (a 1x1 stride-1 layer reads the input itself); the output is "
+            "rows of a GEMM on fastconv's micro-kernel whose patch rows, KH*KW runs of the "
+            "input's contiguous channels, are packed straight into its panels; the output is "
             "channels-last", threads)
     if problem.groups == problem.in_channels == problem.out_channels:
         return ChannelsLastPlan(

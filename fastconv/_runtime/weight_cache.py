@@ -27,6 +27,16 @@ _lock = threading.Lock()
 _local = threading.local()
 
 
+def _raw_bytes(weight):
+    """weight's memory as bytes, if it is one dense block in some axis order (C-contiguous,
+    or a channels-last weight: (O, I, H, W) over (O, H, W, I) memory); else None."""
+    order = sorted(range(weight.ndim), key=lambda axis: -weight.strides[axis])
+    dense = weight.transpose(order)
+    if not dense.flags.c_contiguous:
+        return None
+    return dense.reshape(-1).view(np.uint8)
+
+
 def cached_transform(name, weight, size, fill, equal_bytes):
     """The transform of `weight`: `size` elements of weight's dtype that fill(weight, out)
     writes, remembered under `name` (what fill computes) and weight's memory;
@@ -34,7 +44,7 @@ def cached_transform(name, weight, size, fill, equal_bytes):
     global _size
     interface = weight.__array_interface__
     key = (name, interface["data"][0], weight.shape, weight.strides, weight.dtype.str)
-    raw = weight.reshape(-1).view(np.uint8) if weight.flags.c_contiguous else None
+    raw = _raw_bytes(weight)
     with _lock:
         entry = _entries.get(key)
         if entry is not None:
