@@ -314,7 +314,8 @@ DEPTHWISE_GRAD_CASES = [  # channels, kernel, kwargs
 def test_depthwise_gradients_run_on_the_channels_last_arrays(channels, kernel, kwargs, dtype,
                                                              monkeypatch):
     """The weight gradient sums each tap's products over the pixels, channels side by side;
-    a stride-1 layer's input gradient is the depthwise convolution by the turned filters."""
+    a stride-1 layer's input gradient is the depthwise convolution by the turned filters, a
+    strided one's a gather of the taps that read each pixel."""
     from fastconv._kernels import conv_channels_last
     x_shape = (2, channels, 11, 10)
     w = rng.standard_normal((channels, 1, kernel, kernel)).astype(dtype)
@@ -322,7 +323,8 @@ def test_depthwise_gradients_run_on_the_channels_last_arrays(channels, kernel, k
     g = channels_last(fastconv.conv2d(np.zeros(x_shape, dtype), w, groups=channels,
                                       **kwargs).shape, dtype)
     seen = []
-    for name in ("depthwise_weight_grad_nhwc", "conv_depthwise_nhwc"):
+    for name in ("depthwise_weight_grad_nhwc", "conv_depthwise_nhwc",
+                 "depthwise_input_grad_nhwc"):
         real = getattr(conv_channels_last, name)
 
         def spy(*args, real=real, name=name):
@@ -332,7 +334,8 @@ def test_depthwise_gradients_run_on_the_channels_last_arrays(channels, kernel, k
     dw = fastconv.grad.conv2d_weight(x, w.shape, g, groups=channels, **kwargs)
     dx = fastconv.grad.conv2d_input(x_shape, w, g, groups=channels, **kwargs)
     stride_1 = "stride" not in kwargs
-    assert seen == ["depthwise_weight_grad_nhwc"] + ["conv_depthwise_nhwc"] * stride_1
+    assert seen == ["depthwise_weight_grad_nhwc",
+                    "conv_depthwise_nhwc" if stride_1 else "depthwise_input_grad_nhwc"]
     assert is_channels_last(dx) and dw.shape == w.shape and dw.dtype == dtype
     tol = 1e-4 if dtype == np.float32 else 1e-11
     x64, g64 = x.astype(np.float64), g.astype(np.float64)

@@ -393,3 +393,57 @@ def depthwise_weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:,
             depthwise_weight_grad_rows(&x[0, 0, 0, 0], &g[0, 0, 0, 0], &s,
                                        part * rows // parts, (part + 1) * rows // parts,
                                        &dw[part, 0, 0])
+
+
+cdef void depthwise_input_grad_rows(const floating* g, const floating* w, floating* dx,
+                                    const NHWCShape* s, Py_ssize_t r0,
+                                    Py_ssize_t r1) noexcept nogil:
+    """Input rows r0 .. r1 - 1 (row = n * H + ih) of a depthwise convolution's input
+    gradient, each pixel written once: the sum over the taps that read it of w[tap, c] *
+    g[the output pixel that tap serves, c], over the contiguous channels c."""
+    cdef Py_ssize_t r, n, ih, iw, kh, kw, th, tw, oh, ow, c, C = s.C
+    cdef floating* acc
+    cdef const floating* gp
+    cdef const floating* wp
+    for r in range(r0, r1):
+        n = r // s.H
+        ih = r - n * s.H
+        for iw in range(s.W):
+            acc = dx + (r * s.W + iw) * C
+            for c in range(C):
+                acc[c] = 0
+            for kh in range(s.KH):
+                th = ih + s.ph - kh * s.dh
+                if th < 0 or th % s.sh != 0 or th // s.sh >= s.OH:
+                    continue
+                oh = th // s.sh
+                for kw in range(s.KW):
+                    tw = iw + s.pw - kw * s.dw
+                    if tw < 0 or tw % s.sw != 0 or tw // s.sw >= s.OW:
+                        continue
+                    ow = tw // s.sw
+                    gp = g + ((n * s.OH + oh) * s.OW + ow) * C
+                    wp = w + (kh * s.KW + kw) * C
+                    for c in range(C):
+                        acc[c] += wp[c] * gp[c]
+
+
+def depthwise_input_grad_nhwc(const floating[:, :, :, ::1] g, const floating[:, ::1] w,
+                              floating[:, :, :, ::1] dx, tuple kernel, tuple stride,
+                              tuple padding, tuple dilation, int num_threads):
+    """dx (N, H, W, C) := the input gradient of the depthwise convolution by w (KH * KW, C)
+    whose output gradient is g (N, OH, OW, C), any stride: a gather, each input pixel
+    written once."""
+    cdef NHWCShape s = make_shape(dx.shape, g.shape, kernel, stride, padding, dilation)
+    cdef Py_ssize_t rows = s.N * s.H
+    cdef Py_ssize_t pieces = num_threads * 8 if rows > num_threads * 8 else rows
+    cdef Py_ssize_t piece
+    if w.shape[0] != s.KH * s.KW or w.shape[1] != s.C or g.shape[3] != s.C:
+        raise ValueError(f"depthwise_input_grad_nhwc: w must be ({s.KH * s.KW}, {s.C}) and "
+                         f"g's channels {s.C}; got w {tuple(w.shape)}, g {tuple(g.shape)}")
+    if rows == 0 or s.W == 0 or s.C == 0:
+        return
+    with nogil:
+        for piece in prange(pieces, num_threads=num_threads, schedule='dynamic'):
+            depthwise_input_grad_rows(&g[0, 0, 0, 0], &w[0, 0], &dx[0, 0, 0, 0], &s,
+                                      piece * rows // pieces, (piece + 1) * rows // pieces)

@@ -217,8 +217,8 @@ def channels_last_input_grad(problem, weight, grad_output, dtype):
         return None
     c_out, c_in, kh, kw = weight.shape
     strided = any(s != 1 for s in problem.stride)
-    if depthwise and (strided or c_in != 1):
-        return None
+    if depthwise and strided:
+        return _channels_last_depthwise_input_grad(problem, weight, grad_output, dtype)
     if strided and ((kh, kw) != (1, 1) or any(p != (0, 0) for p in problem.padding)):
         return None
     reach = [d * (k - 1) for d, k in zip(problem.dilation, problem.kernel_size)]
@@ -250,6 +250,22 @@ def channels_last_input_grad(problem, weight, grad_output, dtype):
     sh, sw = problem.stride
     full[:, :, ::sh, ::sw][:, :, :grad.shape[2], :grad.shape[3]] = grad
     return full
+
+
+def _channels_last_depthwise_input_grad(problem, weight, grad_output, dtype):
+    """A strided depthwise layer's input gradient, channels-last: each input pixel gathers
+    the taps that read it (no zero fill, no scatter)."""
+    kh, kw = problem.kernel_size
+    g = np.ascontiguousarray(grad_output.transpose(0, 2, 3, 1), dtype)
+    taps = np.ascontiguousarray(weight.reshape(weight.shape[0], kh * kw).T, dtype)
+    n, c, h, w = problem.in_shape
+    dx = np.empty((n, h, w, c), dtype)
+    threads = _threads.threads_for(problem.multiply_adds)
+    with denormals_flushed(threads):
+        conv_channels_last.depthwise_input_grad_nhwc(
+            g, taps, dx, problem.kernel_size, problem.stride,
+            tuple(before for before, _ in problem.padding), problem.dilation, threads)
+    return dx.transpose(0, 3, 1, 2)
 
 
 # The channels-last weight gradient's work items: blocks of this many output channels x patch
