@@ -385,6 +385,78 @@ def test_every_2d_operator_keeps_the_channels_last_format(name, call):
             np.testing.assert_array_equal(g, w)
 
 
+POOL_CASES = [  # pools of channels-last inputs computed where they lie
+    lambda a: fastconv.max_pool2d(a, 3, stride=2, padding=1, return_indices=True),
+    lambda a: fastconv.max_pool2d(a, 2, dilation=2, ceil_mode=True, return_indices=True),
+    lambda a: fastconv.max_pool2d(a, (2, 3)),
+    lambda a: fastconv.avg_pool2d(a, 3, stride=2, padding=1, count_include_pad=False),
+    lambda a: fastconv.avg_pool2d(a, 2, ceil_mode=True, divisor_override=3),
+    lambda a: fastconv.adaptive_avg_pool2d(a, (3, 2)),
+    lambda a: fastconv.adaptive_max_pool2d(a, 3, return_indices=True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("call", POOL_CASES, ids=[str(i) for i in range(len(POOL_CASES))])
+def test_pools_of_channels_last_inputs_run_in_place_with_the_same_bits(call, dtype,
+                                                                        monkeypatch):
+    """NaN wins, ties and all -inf windows keep the first position, sums run in window
+    order: values and indices equal the channels-first kernels' bit for bit."""
+    from fastconv._kernels import pooling
+    x = channels_last((2, 5, 9, 8), dtype)
+    x[0, 1, 2, 3] = np.nan
+    x[1, 2, :3, :3] = -np.inf
+    x[1, 3, 4:6, 4:6] = 1.0
+    seen = []
+    real = pooling.pool_forward_nhwc
+
+    def spy(xv, *args):
+        seen.append(xv.__array_interface__["data"][0])
+        return real(xv, *args)
+    monkeypatch.setattr(pooling, "pool_forward_nhwc", spy)
+    got = call(x)
+    assert seen == [x.__array_interface__["data"][0]]
+    want = call(np.ascontiguousarray(x))
+    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+    for g, w in zip(got, want):
+        assert is_channels_last(g) and g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels", [3, 40])      # one block of channels, and several
+def test_max_pool_backward_and_unpooling_scatter_in_place_with_the_same_bits(channels, dtype,
+                                                                             monkeypatch):
+    """Overlapping windows send several gradients to one pixel: summed in the channels-first
+    kernel's order; unpooling's duplicates keep the last; its backward gathers."""
+    from fastconv._kernels import pooling
+    x = channels_last((2, channels, 9, 8), dtype)
+    x[:, :, 3:6, 3:6] = 0.0                        # ties: many windows pick the same pixel
+    values, indices = fastconv.max_pool2d(x, 3, stride=1, padding=1, return_indices=True)
+    assert is_channels_last(indices)
+    g = channels_last(values.shape, dtype)
+    calls = []
+    for name in ("scatter_nhwc", "gather_nhwc"):
+        real = getattr(pooling, name)
+
+        def spy(*args, real=real, name=name):
+            calls.append(name)
+            return real(*args)
+        monkeypatch.setattr(pooling, name, spy)
+    dense = np.ascontiguousarray
+    cases = [
+        (lambda a, i: fastconv.grad.max_pool2d(a, i, x.shape), g),
+        (lambda a, i: fastconv.max_unpool2d(a, i, 3, stride=1, padding=1), values),
+        (lambda a, i: fastconv.grad.max_unpool2d(a, i, values.shape),
+         channels_last(x.shape, dtype)),
+    ]
+    for call, operand in cases:
+        got = call(operand, indices)
+        assert is_channels_last(got)
+        np.testing.assert_array_equal(got, call(dense(operand), dense(indices)))
+    assert calls == ["scatter_nhwc", "scatter_nhwc", "gather_nhwc"]
+
+
 def test_max_unpool2d_keeps_the_format_of_its_input():
     x = channels_last((2, 5, 8, 6))
     values, indices = fastconv.max_pool2d(x, 2, return_indices=True)

@@ -490,6 +490,149 @@ cdef int pool_forward(const floating* x, floating* out, int64_t* indices, const 
 
 
 # ---------------------------------------------------------------------------------------------
+# forward on channels-last (P images, D, H, W, C) arrays: one output row (image, od, oh) per
+# work item; each output pixel scans its window in window order (d, h, w) as the rows above
+# do, with the C channels side by side in each step (the compiler vectorizes them), so the
+# values and indices are those of the channels-first kernels, bit for bit.
+
+cdef void pool_row_nhwc(const floating* x, floating* out, int64_t* indices, const PoolShape* s,
+                        Py_ssize_t C, bint is_max, double divisor_override,
+                        Py_ssize_t row) noexcept nogil:
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t oh = row % OH, t = row // OH
+    cdef Py_ssize_t od = t % OD, p = t // OD
+    cdef Py_ssize_t d0 = s.first[0][od], nd = s.count[0][od]
+    cdef Py_ssize_t h0 = s.first[1][oh], nh = s.count[1][oh]
+    cdef Py_ssize_t ow, w0, nw, td, th, tw, c
+    cdef int64_t pos
+    cdef const floating* src
+    cdef floating* best
+    cdef int64_t* at
+    cdef floating v, divisor
+    cdef bint take
+    for ow in range(OW):
+        w0 = s.first[2][ow]
+        nw = s.count[2][ow]
+        best = out + (row * OW + ow) * C
+        at = indices + (row * OW + ow) * C if indices != NULL else NULL
+        for c in range(C):
+            best[c] = -INFINITY if is_max else 0
+        if at != NULL:   # stays when every element is -inf: the first one
+            for c in range(C):
+                at[c] = (d0 * H + h0) * W + w0
+        for td in range(nd):
+            for th in range(nh):
+                for tw in range(nw):
+                    pos = ((d0 + td * s.step[0]) * H + h0 + th * s.step[1]) * W + w0 \
+                        + tw * s.step[2]
+                    src = x + (p * D * H * W + pos) * C
+                    if not is_max:
+                        for c in range(C):
+                            best[c] = best[c] + src[c]
+                    elif at != NULL:
+                        for c in range(C):
+                            v = src[c]
+                            take = (v > best[c]) | (v != v)
+                            best[c] = v if take else best[c]
+                            at[c] = pos if take else at[c]
+                    else:
+                        for c in range(C):
+                            v = src[c]
+                            best[c] = v if (v > best[c]) | (v != v) else best[c]
+        if not is_max:
+            divisor = <floating> divisor_override if divisor_override != 0 else \
+                <floating> (s.divisor[0][od] * s.divisor[1][oh] * s.divisor[2][ow])
+            for c in range(C):
+                best[c] = best[c] / divisor
+
+
+def pool_forward_nhwc(const floating[:, :, :, :, ::1] x, floating[:, :, :, :, ::1] out,
+                      int64_t[:, :, :, :, ::1] indices, bint is_max, tuple step,
+                      const int64_t[:, ::1] win, const double[::1] div,
+                      double divisor_override, int num_threads):
+    """Max (indices may be an empty array: not written) or average pooling of channels-last
+    x (P, D, H, W, C) into out (P, OD, OH, OW, C), indices flat within each (D, H, W) plane
+    (PyTorch's convention, as the channels-first kernels write them)."""
+    cdef PoolShape s = make_shape(tuple([x.shape[i] for i in range(4)]),
+                                  tuple([out.shape[i] for i in range(4)]), step, win,
+                                  div, (0, 0, 0))
+    cdef Py_ssize_t C = x.shape[4], rows = out.shape[0] * out.shape[1] * out.shape[2], row
+    cdef int64_t* idx = &indices[0, 0, 0, 0, 0] if indices.shape[0] > 0 else NULL
+    if out.shape[4] != C or (not is_max and div.shape[0] == 0 and divisor_override == 0):
+        raise ValueError(f"pool_forward_nhwc: out must have x's {C} channels (and an average "
+                         f"pool its divisors); got out {tuple(out.shape)}")
+    if rows == 0 or out.shape[3] == 0 or C == 0:
+        return
+    with nogil:
+        for row in prange(rows, num_threads=num_threads, schedule='guided'):
+            pool_row_nhwc(&x[0, 0, 0, 0, 0], &out[0, 0, 0, 0, 0], idx, &s, C, is_max,
+                          divisor_override, row)
+
+
+def scatter_nhwc(const floating[:, :, ::1] src, const int64_t[:, :, ::1] indices,
+                 floating[:, :, ::1] dst, bint accumulate, Py_ssize_t channel_block,
+                 int num_threads):
+    """Channels-last scatter: per image p and channel c, dst[p, indices[p, o, c], c] (+)=
+    src[p, o, c] in the order of o (accumulate: max-pool backward; else the last o wins:
+    max-unpool), after zeroing: each channel's sums in the channels-first kernel's order.
+    Work items are (image, block of `channel_block` channels), disjoint in dst."""
+    cdef Py_ssize_t P = dst.shape[0], M = dst.shape[1], C = dst.shape[2], L = src.shape[1]
+    cdef Py_ssize_t blocks, item, p, c0, c1, m, o, c
+    cdef const int64_t* at
+    cdef const floating* v
+    cdef floating* d
+    if src.shape[0] != P or src.shape[2] != C or indices.shape[0] != P \
+            or indices.shape[1] != L or indices.shape[2] != C or channel_block < 1:
+        raise ValueError(f"scatter_nhwc: src and indices must be ({P}, L, {C}); got "
+                         f"{tuple(src.shape)}, {tuple(indices.shape)}")
+    if P == 0 or M == 0 or C == 0:
+        return
+    blocks = (C + channel_block - 1) // channel_block
+    with nogil:
+        for item in prange(P * blocks, num_threads=num_threads, schedule='dynamic'):
+            p = item // blocks
+            c0 = (item % blocks) * channel_block
+            c1 = c0 + channel_block if c0 + channel_block < C else C
+            d = &dst[p, 0, 0]
+            for m in range(M):
+                memset(d + m * C + c0, 0, (c1 - c0) * sizeof(floating))
+            for o in range(L):
+                at = &indices[p, o, 0]
+                v = &src[p, o, 0]
+                if accumulate:
+                    for c in range(c0, c1):
+                        d[at[c] * C + c] += v[c]
+                else:
+                    for c in range(c0, c1):
+                        d[at[c] * C + c] = v[c]
+
+
+def gather_nhwc(const floating[:, :, ::1] src, const int64_t[:, :, ::1] indices,
+                floating[:, :, ::1] dst, int num_threads):
+    """Channels-last gather: dst[p, o, c] := src[p, indices[p, o, c], c]."""
+    cdef Py_ssize_t P = dst.shape[0], L = dst.shape[1], C = dst.shape[2], M = src.shape[1]
+    cdef Py_ssize_t row, p, o, c
+    cdef const int64_t* at
+    cdef const floating* s
+    cdef floating* d
+    if src.shape[0] != P or src.shape[2] != C or indices.shape[0] != P \
+            or indices.shape[1] != L or indices.shape[2] != C:
+        raise ValueError(f"gather_nhwc: src ({P}, M, {C}) and indices ({P}, {L}, {C}); got "
+                         f"{tuple(src.shape)}, {tuple(indices.shape)}")
+    if P == 0 or L == 0 or C == 0:
+        return
+    with nogil:
+        for row in prange(P * L, num_threads=num_threads, schedule='static'):
+            p = row // L
+            at = &indices[p, row % L, 0]
+            s = &src[p, 0, 0]
+            d = &dst[p, row % L, 0]
+            for c in range(C):
+                d[c] = s[at[c] * C + c]
+
+
+# ---------------------------------------------------------------------------------------------
 # backward of max pooling (and max-unpooling's forward): one plane per work item, so no two
 # threads write the same element and the sums are taken in the same order whatever the thread
 # count (deterministic). Average pooling's backward is a gather: resample.pyx's adjoint_gather.

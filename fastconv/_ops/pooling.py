@@ -71,8 +71,9 @@ def _check_bool(value, name):
     return bool(value)
 
 
-def _check_indices(indices, shape, plane, op):
-    """indices as a C-contiguous int64 array of `shape`, every entry in [0, plane)."""
+def _check_indices(indices, shape, plane, op, channels_last=False):
+    """indices as a C-contiguous int64 array of `shape`, every entry in [0, plane) (with
+    `channels_last`, a channels-last one where it is channels-last)."""
     idx = _args.as_array(indices, "indices")
     if idx.dtype.kind not in "iu":
         raise TypeError(f"indices must have an integer dtype (int64, as max_pool returns) for "
@@ -85,7 +86,31 @@ def _check_indices(indices, shape, plane, op):
         if low < 0 or high >= plane:
             raise ValueError(f"indices must lie in [0, {plane}) (positions in one input plane) "
                              f"for {op}; got values from {low} to {high}")
+    if channels_last and _args.is_channels_last(idx):
+        return idx.astype(np.int64, copy=False)
     return np.ascontiguousarray(idx, dtype=np.int64)
+
+
+# channels-last scatters: work items of an image's channels in blocks of this many, or of all
+# its channels when the images alone give each thread a few items
+_SCATTER_CHANNEL_BLOCK = 16
+
+
+def _nhwc_rows(a):
+    """A channels-last (N, C, H, W) array as its (N, H * W, C) memory."""
+    return a.transpose(0, 2, 3, 1).reshape(a.shape[0], -1, a.shape[1])
+
+
+def _channels_last_scatter(src, idx, shape, accumulate, dtype):
+    """The scatter of max-pool backward / max-unpool on channels-last operands: (N, C, H, W)
+    channels-last output of `shape`."""
+    n, c = shape[:2]
+    out = np.empty((n,) + tuple(shape[2:]) + (c,), dtype)
+    threads = _threads(out.size)
+    block = c if n >= 4 * threads else _SCATTER_CHANNEL_BLOCK
+    _pool.scatter_nhwc(_nhwc_rows(src.astype(dtype, copy=False)), _nhwc_rows(idx),
+                       out.reshape(n, -1, c), accumulate, block, threads)
+    return out.transpose(0, 3, 1, 2)
 
 
 def _planes(a, nd):
@@ -199,10 +224,31 @@ def _adaptive_windows(nd, in_size, output_size, op):
 # ---------------------------------------------------------------------------------------------
 # forward
 
+def _channels_last_pool(x, windows, is_max, return_indices, divisor_override, dtype):
+    """A 2-d pool of a channels-last x, computed where it lies (the channels of each pixel
+    side by side) into channels-last outputs: (out, indices or None)."""
+    n, c = x.shape[:2]
+    out_size = windows.out_size[1:]
+    out = np.empty((n,) + out_size + (c,), dtype)
+    indices = np.empty(out.shape, np.int64) if return_indices else None
+    as_5d = (lambda a: a.reshape((n, 1) + a.shape[1:]))
+    _pool.pool_forward_nhwc(as_5d(x.transpose(0, 2, 3, 1)), as_5d(out),
+                            as_5d(indices) if return_indices
+                            else np.empty((0, 1, 1, 1, 1), np.int64),
+                            is_max, windows.step, windows.win,
+                            np.empty(0) if is_max else windows.div,
+                            float(divisor_override or 0), _threads(x.size + out.size))
+    return (out.transpose(0, 3, 1, 2),
+            indices.transpose(0, 3, 1, 2) if return_indices else None)
+
+
 def _max_pool(nd, x, windows, return_indices, dtype):
     n, c = x.shape[:2]
     out_shape = (n, c) + windows.out_size[3 - nd:]
     _args.check_output_size(out_shape, np.float64, "output_size, kernel_size and stride")
+    if nd == 2 and _args.is_channels_last(x) and x.dtype == dtype:
+        out, indices = _channels_last_pool(x, windows, True, return_indices, None, dtype)
+        return (out, indices) if return_indices else out
     out = np.empty(out_shape, dtype)
     indices = np.empty(out_shape, np.int64) if return_indices else None
     # an empty index array tells the kernel not to write indices
@@ -229,6 +275,8 @@ def _avg_pool(nd, x, windows, divisor_override, dtype):
     n, c = x.shape[:2]
     _args.check_output_size((n, c) + windows.out_size[3 - nd:], np.float64,
                             "output_size, kernel_size and stride")
+    if nd == 2 and _args.is_channels_last(x) and x.dtype == dtype:
+        return _channels_last_pool(x, windows, False, False, divisor_override, dtype)[0]
     out = np.empty((n, c) + windows.out_size[3 - nd:], dtype)
     _pool.avg_pool_forward(_planes(np.ascontiguousarray(x, dtype=dtype), nd), _planes(out, nd),
                            windows.step, windows.win, windows.div, windows.regular_w,
@@ -322,7 +370,10 @@ def _max_unpoolnd(nd, input, indices, kernel_size, stride, padding, output_size)
     _args.check_output_size(x.shape[:2] + size, np.float64, "output_size, kernel_size and "
                             "stride")
     plane = prod(size)
-    idx = _check_indices(indices, x.shape, plane, op)
+    idx = _check_indices(indices, x.shape, plane, op, channels_last=nd == 2)
+    if nd == 2 and _args.is_channels_last(x) and _args.is_channels_last(idx):
+        return _channels_last_scatter(x, idx, x.shape[:2] + size, False, dtype)
+    idx = np.ascontiguousarray(idx)
     out = np.empty(x.shape[:2] + size, dtype)      # the kernel zeroes it, then writes the maxima
     src = np.ascontiguousarray(x, dtype=dtype)
     p = x.shape[0] * x.shape[1]
@@ -349,7 +400,10 @@ def _scatter_backward(nd, grad_output, indices, input_shape, op):
     if g.shape[:2] != shape[:2]:
         raise ValueError(f"grad_output must have N, C = {shape[:2]} (from input_shape) for "
                          f"{op}; got shape {g.shape}")
-    idx = _check_indices(indices, g.shape, int(np.prod(shape[2:])), op)
+    idx = _check_indices(indices, g.shape, int(np.prod(shape[2:])), op, channels_last=nd == 2)
+    if nd == 2 and _args.is_channels_last(g) and _args.is_channels_last(idx):
+        return _channels_last_scatter(g, idx, shape, True, dtype)
+    idx = np.ascontiguousarray(idx)
     grad_in = np.empty(shape, dtype)       # the kernel zeroes it, then adds into it
     p = shape[0] * shape[1]
     _pool.scatter(_rows(np.ascontiguousarray(g, dtype=dtype), p), _rows(idx, p),
@@ -414,7 +468,14 @@ def _max_unpoolnd_backward(nd, grad_output, indices, input_shape):
     if g.shape[:2] != shape[:2]:
         raise ValueError(f"grad_output must have N, C = {shape[:2]} (from input_shape) for "
                          f"{op}; got shape {g.shape}")
-    idx = _check_indices(indices, shape, int(np.prod(g.shape[2:])), op)
+    idx = _check_indices(indices, shape, int(np.prod(g.shape[2:])), op, channels_last=nd == 2)
+    if nd == 2 and _args.is_channels_last(g) and _args.is_channels_last(idx):
+        n, c = shape[:2]
+        grad_in = np.empty((n,) + tuple(shape[2:]) + (c,), dtype)
+        _pool.gather_nhwc(_nhwc_rows(g.astype(dtype, copy=False)), _nhwc_rows(idx),
+                          grad_in.reshape(n, -1, c), _threads(grad_in.size))
+        return grad_in.transpose(0, 3, 1, 2)
+    idx = np.ascontiguousarray(idx)
     grad_in = np.empty(shape, dtype)
     p = shape[0] * shape[1]
     _pool.gather(_rows(np.ascontiguousarray(g, dtype=dtype), p), _rows(idx, p),
