@@ -23,9 +23,9 @@ from fastconv._plan import args as _args
 from fastconv._plan import dispatch as _dispatch
 from fastconv._plan.args import as_channels_last, is_channels_last  # noqa: F401
 from fastconv._plan.dispatch import (
-    ALGORITHMS, INPUT_GRAD_ALGORITHMS, INPUT_GRAD_RULES, RULES, SUPPORTS, WEIGHT_GRAD_ALGORITHMS,
-    WEIGHT_GRAD_RULES, ChannelsLastPlan, Kernel, Plan, Rule, algorithm_names,
-    plan_channels_last, variants,
+    ALGORITHMS, CHANNELS_LAST_ALGORITHMS, INPUT_GRAD_ALGORITHMS, INPUT_GRAD_RULES, RULES,
+    SUPPORTS, WEIGHT_GRAD_ALGORITHMS, WEIGHT_GRAD_RULES, ChannelsLastPlan, Kernel, Plan, Rule,
+    algorithm_names, plan_channels_last, variants,
 )
 from fastconv._plan.problems import (
     ConvProblem, conv_problem, conv_transpose_problem, locally_connected_problem,
@@ -42,7 +42,7 @@ __all__ = [
     "WEIGHT_GRAD_ALGORITHMS", "SUPPORTS", "pool_output_shape", "adaptive_pool_output_shape",
     "unpool_output_shape", "compute_dtype", "ntuple", "normalize_padding",
     "interpolation_tables", "ChannelsLastPlan", "plan_channels_last", "is_channels_last",
-    "as_channels_last",
+    "as_channels_last", "CHANNELS_LAST_ALGORITHMS",
 ]
 
 

@@ -40,7 +40,7 @@ except ImportError:  # PyTorch is an optional second oracle
 DTYPES = (np.float32, np.float64)
 # other real dtypes are promoted (integers and bools to float64, float16 to float32)
 PROMOTED_DTYPES = (np.int32, np.int64, np.uint8, np.float16, np.bool_)
-LAYOUTS = ("C", "F", "reversed", "strided", "transposed-copy")
+LAYOUTS = ("C", "F", "reversed", "strided", "transposed-copy", "channels-last")
 
 
 def layout_of(a, layout):
@@ -59,9 +59,12 @@ def layout_of(a, layout):
         view = big[(slice(None, None, 2),) * a.ndim]
         view[...] = a
         return view
-    # the last two axes swapped in memory, viewed back
     if a.ndim < 2:
         return a.copy()
+    if layout == "channels-last":
+        # axis 1 last in memory (PyTorch's channels_last for (N, C, H, W)), viewed back
+        return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1)
+    # the last two axes swapped in memory, viewed back
     return np.ascontiguousarray(np.swapaxes(a, -1, -2)).swapaxes(-1, -2)
 
 
@@ -122,8 +125,9 @@ def winograd_bound(x, w, bias, kwargs, dtype, op="forward", input_shape=None):
     positions on each side (in the plane; in 1-d along its phase), plus |bias|. `op`:
     "forward" (x, w as conv_nd takes them), "input" (x the output gradient of a convolution
     with input `input_shape`) or "transpose" (conv_transpose_nd's x and w). Non-finite
-    inputs count as 0 (such calls are recomputed exactly); a padding mode other than zeros
-    folds at most 3 padded positions onto one per axis."""
+    inputs count as 0 (such calls are recomputed exactly); a forward call with a padding
+    mode other than zeros counts the padded input's values, and an input gradient's folding
+    adds at most 3 padded positions onto one per axis."""
     import reference
     relative = 2e-5 if np.dtype(dtype) == np.float32 else 1e-13
     nd = w.ndim - 2
@@ -134,6 +138,12 @@ def winograd_bound(x, w, bias, kwargs, dtype, op="forward", input_shape=None):
     ax = np.abs(np.nan_to_num(np.asarray(x, np.float64), nan=0, posinf=0, neginf=0))
     ab = None if bias is None else np.abs(bias)
     pads = reference.padding_pairs(kwargs.get("padding", 0), w.shape[2:], dilation)
+    mode = kwargs.get("padding_mode", "zeros")
+    if op == "forward" and mode != "zeros":
+        # the tile reads the padded input: its copied border values count where they lie
+        ax = np.pad(ax, ((0, 0), (0, 0)) + tuple(pads),
+                    mode={"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
+        pads, mode = [(0, 0)] * nd, "zeros"
     wider = tuple((lo + r * d, hi + r * d) for (lo, hi), r, d in zip(pads, reach, dilation))
     plain = dict(kwargs, padding=wider, padding_mode="zeros")
     if op == "forward":
@@ -143,7 +153,7 @@ def winograd_bound(x, w, bias, kwargs, dtype, op="forward", input_shape=None):
     else:
         del plain["padding_mode"]
         scale = reference.conv_transpose_nd(ax, ones * largest, ab, **plain)
-    if kwargs.get("padding_mode", "zeros") != "zeros":
+    if mode != "zeros":
         scale = scale * 3 ** nd
     return relative * scale
 
