@@ -24,6 +24,8 @@ CONV_CASES = [  # x shape, weight shape, kwargs
     ((2, 3, 9, 8), (4, 3, 3, 3), dict(padding=1)),
     ((2, 8, 10, 7), (6, 8, 3, 3), dict(stride=2, padding=1)),
     ((2, 5, 6, 6), (7, 5, 1, 1), {}),                                # 1x1: no patch copy
+    ((1, 5, 5, 7), (9, 5, 1, 1), {}),            # the pixels end inside a register tile
+    ((1, 300, 3, 5), (20, 300, 1, 1), {}),       # K in several blocks
     ((2, 5, 8, 8), (7, 5, 1, 1), dict(stride=2)),
     ((1, 6, 9, 9), (6, 6, 3, 3), dict(padding=2, dilation=2)),
     ((2, 4, 7, 9), (5, 4, 2, 4), dict(padding=((1, 0), (2, 1)))),
@@ -32,6 +34,10 @@ CONV_CASES = [  # x shape, weight shape, kwargs
     ((1, 16, 7, 7), (16, 1, 3, 3), dict(padding=1, groups=16)),      # depthwise
     ((2, 12, 9, 9), (12, 1, 5, 5), dict(stride=2, padding=2, groups=12)),
     ((1, 6, 9, 9), (6, 1, 3, 3), dict(padding=2, dilation=2, groups=6)),
+    # depthwise: whole, part and no vectors of channels; interior runs of odd and no length
+    ((2, 43, 9, 10), (43, 1, 3, 3), dict(padding=1, groups=43)),
+    ((1, 8, 5, 2), (8, 1, 3, 3), dict(padding=1, groups=8)),
+    ((1, 36, 4, 3), (36, 1, 3, 3), dict(padding=(1, 3), stride=(1, 2), groups=36)),
     ((2, 4, 8, 8), (6, 2, 3, 3), dict(padding=1, groups=2)),         # channels-first kernels
     ((1, 4, 8, 8), (4, 4, 3, 3), dict(padding=1, padding_mode="reflect")),
 ]
@@ -140,6 +146,29 @@ def test_channels_last_winograd_reads_and_writes_in_place(monkeypatch):
     x = channels_last((2, 32, 12, 12))
     y = fastconv.conv2d(x, rng.standard_normal((32, 32, 3, 3)).astype(np.float32), padding=1)
     assert seen == [(x.__array_interface__["data"][0], y.__array_interface__["data"][0])]
+
+
+def test_a_channels_last_weight_is_transformed_once_where_it_lies():
+    """An inference loop with a channels-last layer's (channels-last) weight transforms it
+    on the first call only, remembered under the weight itself, not a fresh copy's address;
+    changed in place (a training step), it is transformed again into the same buffers."""
+    from fastconv._runtime import weight_cache
+    weight_cache.forget_transforms()
+    x = channels_last((1, 32, 10, 10))
+    w = channels_last((32, 32, 3, 3))
+    for step in range(3):
+        got = fastconv.conv2d(x, w, padding=1)
+        np.testing.assert_array_equal(
+            got, fastconv.conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), padding=1,
+                                 algorithm="winograd"))
+        winograd = [entry for key, entry in weight_cache._entries.items()
+                    if key[0][0] == "winograd" and key[1] == w.__array_interface__["data"][0]]
+        assert len(winograd) == 1
+        if step:
+            assert winograd[0][1] is first_buffer
+        first_buffer = winograd[0][1]
+        w[0, 0, 0, 0] += 1    # in place
+    weight_cache.forget_transforms()
 
 
 @pytest.mark.parametrize("value", [np.inf, np.nan])
@@ -305,6 +334,8 @@ DEPTHWISE_GRAD_CASES = [  # channels, kernel, kwargs
     (12, 5, dict(stride=2, padding=2)),
     (8, 3, dict(padding=2, dilation=2)),
     (6, 3, dict(padding=((1, 0), (2, 1)), stride=(1, 2))),
+    (43, 3, dict(padding=1, stride=2)),       # whole, part and no vectors of channels
+    (37, 3, dict(padding=1)),
 ]
 
 

@@ -17,7 +17,7 @@ from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
-from fastconv._kernels.packed_gemm cimport gemm_tile, tile_mr, tile_nr
+from fastconv._kernels.packed_gemm cimport gemm_rows_tile, gemm_tile, tile_mr, tile_nr
 
 
 ctypedef struct NHWCShape:
@@ -84,8 +84,9 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     The output's pixels are the rows of a GEMM on fastconv's micro-kernel (register tile
     `shape`): out (pixels, C_out) = patches (pixels, K) @ w (K, C_out). A work item is a
     tile of `tile_panels` x MR pixels (its patches packed into A panels, straight from the
-    input) times one of `column_chunks` chunks of the output channels' panels. Loops: K in blocks, then column panels, then pixel
-    panels, so a column panel's K block stays in L1 while every pixel panel passes."""
+    input; a 1x1 stride-1 layer's pixels read where they lie) times one of `column_chunks`
+    chunks of the output channels' panels. Loops: K in blocks, then column panels, then
+    pixel panels, so a column panel's K block stays in L1 while every pixel panel passes."""
     cdef NHWCShape s = make_shape(x.shape, out.shape, kernel, stride, padding, dilation)
     cdef Py_ssize_t K = s.KH * s.KW * s.C, C_out = s.C_out
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
@@ -96,6 +97,8 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     cdef Py_ssize_t per_chunk, k_block, item, t, chunk, p0, count, i, j, j0, j1, k0, k_len
     cdef Py_ssize_t panel, m_panels, kb
     cdef bint with_bias = bias.shape[0] > 0
+    # a 1x1 stride-1 layer's patches are the input's pixels: A is read where it lies
+    cdef bint in_place = (s.KH, s.KW, s.sh, s.sw, s.ph, s.pw) == (1, 1, 1, 1, 0, 0)
     cdef floating* a = NULL
     cdef floating* rows
     cdef int failed = 0
@@ -111,7 +114,7 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     # a K block of one column panel (k_block x NR) within half of a 32 KiB L1
     k_block = (16 * 1024) // (NR * sizeof(floating))
     with nogil, parallel(num_threads=num_threads):
-        a = <floating*> malloc(tile * K * sizeof(floating))
+        a = <floating*> malloc((1 if in_place else tile * K) * sizeof(floating))
         if a == NULL:
             failed_flag[0] = 1
         for item in prange(tiles * column_chunks, schedule='dynamic'):
@@ -126,7 +129,8 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
             p0 = t * tile
             count = pixels - p0 if pixels - p0 < tile else tile
             m_panels = (count + MR - 1) // MR
-            fill_pixel_panels(&x[0, 0, 0, 0], &s, p0, count, MR, a)
+            if not in_place:
+                fill_pixel_panels(&x[0, 0, 0, 0], &s, p0, count, MR, a)
             rows = &out[0, 0, 0, 0] + p0 * C_out
             if with_bias:
                 for i in range(count):
@@ -137,12 +141,22 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                 k_len = K - k0 if K - k0 < k_block else k_block
                 for j in range(j0, j1):
                     for panel in range(m_panels):
-                        gemm_tile(shape, k_len, a + (panel * K + k0) * MR,
-                                  &w[0, 0] + (j * K + k0) * NR, NR, NULL,
-                                  rows + panel * MR * C_out + j * NR, C_out,
-                                  count - panel * MR if count - panel * MR < MR else MR,
-                                  C_out - j * NR if C_out - j * NR < NR else NR, NULL,
-                                  with_bias or k0 > 0)
+                        if in_place:
+                            gemm_rows_tile(shape, k_len,
+                                           &x[0, 0, 0, 0] + (p0 + panel * MR) * K + k0, K,
+                                           &w[0, 0] + (j * K + k0) * NR, NR,
+                                           rows + panel * MR * C_out + j * NR, C_out,
+                                           count - panel * MR if count - panel * MR < MR
+                                           else MR,
+                                           C_out - j * NR if C_out - j * NR < NR else NR, NULL,
+                                           with_bias or k0 > 0)
+                        else:
+                            gemm_tile(shape, k_len, a + (panel * K + k0) * MR,
+                                      &w[0, 0] + (j * K + k0) * NR, NR, NULL,
+                                      rows + panel * MR * C_out + j * NR, C_out,
+                                      count - panel * MR if count - panel * MR < MR else MR,
+                                      C_out - j * NR if C_out - j * NR < NR else NR, NULL,
+                                      with_bias or k0 > 0)
         free(a)
     if failed:
         raise MemoryError("fastconv: could not allocate the channels-last patch buffers")
@@ -156,38 +170,95 @@ def tile_columns(bint double_precision, int shape):
     return tile_mr(shape), tile_nr(shape, <float*> NULL)
 
 
+cdef extern from "tap_sums.h":
+    void fc_gather_run_f32(const float** src, Py_ssize_t step, Py_ssize_t count,
+                           const float* const* w, Py_ssize_t taps, const float* b, float* out,
+                           Py_ssize_t C) noexcept nogil
+    void fc_gather_run_f64(const double** src, Py_ssize_t step, Py_ssize_t count,
+                           const double* const* w, Py_ssize_t taps, const double* b,
+                           double* out, Py_ssize_t C) noexcept nogil
+    void fc_accumulate_run_f32(const float* const* src, Py_ssize_t step, Py_ssize_t count,
+                               float* const* acc, Py_ssize_t taps, const float* g,
+                               Py_ssize_t C) noexcept nogil
+    void fc_accumulate_run_f64(const double* const* src, Py_ssize_t step, Py_ssize_t count,
+                               double* const* acc, Py_ssize_t taps, const double* g,
+                               Py_ssize_t C) noexcept nogil
+
+
+cdef inline void gather_run(const floating** src, Py_ssize_t step, Py_ssize_t count,
+                            floating** w, Py_ssize_t taps, const floating* b, floating* out,
+                            Py_ssize_t C) noexcept nogil:
+    """out[i * C + c] := b[c] + sum over t of w[t][c] * src[t][i * step + c], i < count
+    (src is advanced past the run)."""
+    if floating is float:
+        fc_gather_run_f32(src, step, count, <const float* const*> w, taps, b, out, C)
+    else:
+        fc_gather_run_f64(src, step, count, <const double* const*> w, taps, b, out, C)
+
+
+cdef inline void accumulate_run(const floating** src, Py_ssize_t step, Py_ssize_t count,
+                                floating** acc, Py_ssize_t taps, const floating* g,
+                                Py_ssize_t C) noexcept nogil:
+    """acc[t][c] += sum over i < count of g[i * C + c] * src[t][i * step + c]."""
+    if floating is float:
+        fc_accumulate_run_f32(src, step, count, acc, taps, g, C)
+    else:
+        fc_accumulate_run_f64(src, step, count, acc, taps, g, C)
+
+
+cdef void interior_columns(const NHWCShape* s, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the output columns whose taps all lie inside the input row
+    (0 <= ow * sw - pw and ow * sw - pw + (KW - 1) * dw < W); empty if there are none."""
+    cdef Py_ssize_t last = s.W - 1 + s.pw - (s.KW - 1) * s.dw
+    lo[0] = (s.pw + s.sw - 1) // s.sw
+    hi[0] = last // s.sw + 1 if last >= 0 else 0
+    if hi[0] > s.OW:
+        hi[0] = s.OW
+    if lo[0] > s.OW:
+        lo[0] = s.OW
+    if hi[0] < lo[0]:
+        hi[0] = lo[0]
+
+
+cdef Py_ssize_t output_pixel_taps(const floating* x, floating* per_tap, const NHWCShape* s,
+                                  Py_ssize_t n, Py_ssize_t oh, Py_ssize_t ow,
+                                  const floating** src, floating** tap_rows) noexcept nogil:
+    """The taps of output pixel (n, oh, ow) that fall inside the input: src[t] its input
+    pixel's channels in x, tap_rows[t] the tap's row of per_tap ((KH * KW, C): the weights,
+    or the weight gradient's sums); returns their count."""
+    cdef Py_ssize_t kh, kw, ih, iw, t = 0
+    for kh in range(s.KH):
+        ih = oh * s.sh - s.ph + kh * s.dh
+        if ih < 0 or ih >= s.H:
+            continue
+        for kw in range(s.KW):
+            iw = ow * s.sw - s.pw + kw * s.dw
+            if iw < 0 or iw >= s.W:
+                continue
+            src[t] = x + ((n * s.H + ih) * s.W + iw) * s.C
+            tap_rows[t] = per_tap + (kh * s.KW + kw) * s.C
+            t += 1
+    return t
+
+
 cdef void depthwise_rows(const floating* x, const floating* w, const floating* bias,
-                         floating* out, const NHWCShape* s, Py_ssize_t r0,
-                         Py_ssize_t r1) noexcept nogil:
-    """Output rows r0..r1-1 (row = n * OH + oh) of a depthwise convolution: each tap adds
-    w[tap, c] * x[pixel, c] over the contiguous channels c."""
-    cdef Py_ssize_t r, n, oh, ow, kh, kw, ih, iw, c, C = s.C
-    cdef floating* acc
-    cdef const floating* xp
-    cdef const floating* wp
+                         floating* out, const NHWCShape* s, Py_ssize_t r0, Py_ssize_t r1,
+                         const floating** src, floating** w_rows) noexcept nogil:
+    """Output rows r0..r1-1 (row = n * OH + oh) of a depthwise convolution: each pixel's
+    channels summed over its taps (w[tap, c] * x[tap's pixel, c]) and written once; the
+    row's interior as one run."""
+    cdef Py_ssize_t r, n, oh, ow, taps, lo, hi, count
+    interior_columns(s, &lo, &hi)
     for r in range(r0, r1):
         n = r // s.OH
         oh = r - n * s.OH
-        for ow in range(s.OW):
-            acc = out + (r * s.OW + ow) * C
-            if bias != NULL:
-                for c in range(C):
-                    acc[c] = bias[c]
-            else:
-                for c in range(C):
-                    acc[c] = 0
-            for kh in range(s.KH):
-                ih = oh * s.sh - s.ph + kh * s.dh
-                if ih < 0 or ih >= s.H:
-                    continue
-                for kw in range(s.KW):
-                    iw = ow * s.sw - s.pw + kw * s.dw
-                    if iw < 0 or iw >= s.W:
-                        continue
-                    xp = x + ((n * s.H + ih) * s.W + iw) * C
-                    wp = w + (kh * s.KW + kw) * C
-                    for c in range(C):
-                        acc[c] += wp[c] * xp[c]
+        ow = 0
+        while ow < s.OW:
+            taps = output_pixel_taps(x, <floating*> w, s, n, oh, ow, src, w_rows)
+            count = hi - lo if ow == lo and hi > lo else 1
+            gather_run(src, s.sw * s.C, count, w_rows, taps, bias, out + (r * s.OW + ow) * s.C,
+                       s.C)
+            ow += count
 
 
 def conv_depthwise_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
@@ -199,12 +270,26 @@ def conv_depthwise_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w
     cdef Py_ssize_t pieces = num_threads * 8 if rows > num_threads * 8 else rows
     cdef Py_ssize_t piece
     cdef const floating* b = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef const floating** src = NULL
+    cdef floating** w_rows = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
     if rows == 0 or s.OW == 0 or s.C == 0:
         return
-    with nogil:
-        for piece in prange(pieces, num_threads=num_threads, schedule='dynamic'):
-            depthwise_rows(&x[0, 0, 0, 0], &w[0, 0], b, &out[0, 0, 0, 0], &s,
-                           piece * rows // pieces, (piece + 1) * rows // pieces)
+    with nogil, parallel(num_threads=num_threads):
+        src = <const floating**> malloc(s.KH * s.KW * sizeof(floating*))
+        w_rows = <floating**> malloc(s.KH * s.KW * sizeof(floating*))
+        if src == NULL or w_rows == NULL:
+            failed_flag[0] = 1
+        for piece in prange(pieces, schedule='dynamic'):
+            if src != NULL and w_rows != NULL:
+                depthwise_rows(&x[0, 0, 0, 0], &w[0, 0], b, &out[0, 0, 0, 0], &s,
+                               piece * rows // pieces, (piece + 1) * rows // pieces, src,
+                               w_rows)
+        free(src)
+        free(w_rows)
+    if failed:
+        raise MemoryError("fastconv: could not allocate the depthwise kernel's tap lists")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,31 +431,22 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
 
 
 cdef void depthwise_weight_grad_rows(const floating* x, const floating* g, const NHWCShape* s,
-                                     Py_ssize_t r0, Py_ssize_t r1,
-                                     floating* acc) noexcept nogil:
+                                     Py_ssize_t r0, Py_ssize_t r1, floating* acc,
+                                     const floating** src, floating** acc_rows) noexcept nogil:
     """acc[tap, c] += sum over output rows r0 .. r1 - 1 (row = n * OH + oh) of g[pixel, c] *
-    x[the tap's input pixel, c]: the channels side by side, which the compiler vectorizes."""
-    cdef Py_ssize_t r, n, oh, ow, kh, kw, ih, iw, c, C = s.C
-    cdef const floating* gp
-    cdef const floating* xp
-    cdef floating* ap
+    x[the tap's input pixel, c], the channels side by side; the row's interior as one run."""
+    cdef Py_ssize_t r, n, oh, ow, taps, lo, hi, count
+    interior_columns(s, &lo, &hi)
     for r in range(r0, r1):
         n = r // s.OH
         oh = r - n * s.OH
-        for ow in range(s.OW):
-            gp = g + (r * s.OW + ow) * C
-            for kh in range(s.KH):
-                ih = oh * s.sh - s.ph + kh * s.dh
-                if ih < 0 or ih >= s.H:
-                    continue
-                for kw in range(s.KW):
-                    iw = ow * s.sw - s.pw + kw * s.dw
-                    if iw < 0 or iw >= s.W:
-                        continue
-                    xp = x + ((n * s.H + ih) * s.W + iw) * C
-                    ap = acc + (kh * s.KW + kw) * C
-                    for c in range(C):
-                        ap[c] += gp[c] * xp[c]
+        ow = 0
+        while ow < s.OW:
+            taps = output_pixel_taps(x, acc, s, n, oh, ow, src, acc_rows)
+            count = hi - lo if ow == lo and hi > lo else 1
+            accumulate_run(src, s.sw * s.C, count, acc_rows, taps, g + (r * s.OW + ow) * s.C,
+                           s.C)
+            ow += count
 
 
 def depthwise_weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] g,
@@ -385,47 +461,53 @@ def depthwise_weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:,
         raise ValueError(f"depthwise_weight_grad_nhwc: dw must be (parts, {s.KH * s.KW}, "
                          f"{s.C}) and g's channels {s.C}; got dw {tuple(dw.shape)}, g "
                          f"{tuple(g.shape)}")
+    cdef const floating** src = NULL
+    cdef floating** acc_rows = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
     dw[:, :, :] = 0
     if rows == 0 or s.OW == 0 or s.C == 0:
         return
-    with nogil:
-        for part in prange(parts, num_threads=num_threads, schedule='dynamic'):
-            depthwise_weight_grad_rows(&x[0, 0, 0, 0], &g[0, 0, 0, 0], &s,
-                                       part * rows // parts, (part + 1) * rows // parts,
-                                       &dw[part, 0, 0])
+    with nogil, parallel(num_threads=num_threads):
+        src = <const floating**> malloc(s.KH * s.KW * sizeof(floating*))
+        acc_rows = <floating**> malloc(s.KH * s.KW * sizeof(floating*))
+        if src == NULL or acc_rows == NULL:
+            failed_flag[0] = 1
+        for part in prange(parts, schedule='dynamic'):
+            if src != NULL and acc_rows != NULL:
+                depthwise_weight_grad_rows(&x[0, 0, 0, 0], &g[0, 0, 0, 0], &s,
+                                           part * rows // parts, (part + 1) * rows // parts,
+                                           &dw[part, 0, 0], src, acc_rows)
+        free(src)
+        free(acc_rows)
+    if failed:
+        raise MemoryError("fastconv: could not allocate the depthwise kernel's tap lists")
 
 
 cdef void depthwise_input_grad_rows(const floating* g, const floating* w, floating* dx,
-                                    const NHWCShape* s, Py_ssize_t r0,
-                                    Py_ssize_t r1) noexcept nogil:
+                                    const NHWCShape* s, Py_ssize_t r0, Py_ssize_t r1,
+                                    const floating** src, floating** w_rows) noexcept nogil:
     """Input rows r0 .. r1 - 1 (row = n * H + ih) of a depthwise convolution's input
     gradient, each pixel written once: the sum over the taps that read it of w[tap, c] *
     g[the output pixel that tap serves, c], over the contiguous channels c."""
-    cdef Py_ssize_t r, n, ih, iw, kh, kw, th, tw, oh, ow, c, C = s.C
-    cdef floating* acc
-    cdef const floating* gp
-    cdef const floating* wp
+    cdef Py_ssize_t r, n, ih, iw, kh, kw, th, tw, taps
     for r in range(r0, r1):
         n = r // s.H
         ih = r - n * s.H
         for iw in range(s.W):
-            acc = dx + (r * s.W + iw) * C
-            for c in range(C):
-                acc[c] = 0
+            taps = 0
             for kh in range(s.KH):
                 th = ih + s.ph - kh * s.dh
                 if th < 0 or th % s.sh != 0 or th // s.sh >= s.OH:
                     continue
-                oh = th // s.sh
                 for kw in range(s.KW):
                     tw = iw + s.pw - kw * s.dw
                     if tw < 0 or tw % s.sw != 0 or tw // s.sw >= s.OW:
                         continue
-                    ow = tw // s.sw
-                    gp = g + ((n * s.OH + oh) * s.OW + ow) * C
-                    wp = w + (kh * s.KW + kw) * C
-                    for c in range(C):
-                        acc[c] += wp[c] * gp[c]
+                    src[taps] = g + ((n * s.OH + th // s.sh) * s.OW + tw // s.sw) * s.C
+                    w_rows[taps] = <floating*> w + (kh * s.KW + kw) * s.C
+                    taps += 1
+            gather_run(src, 0, 1, w_rows, taps, NULL, dx + (r * s.W + iw) * s.C, s.C)
 
 
 def depthwise_input_grad_nhwc(const floating[:, :, :, ::1] g, const floating[:, ::1] w,
@@ -441,9 +523,23 @@ def depthwise_input_grad_nhwc(const floating[:, :, :, ::1] g, const floating[:, 
     if w.shape[0] != s.KH * s.KW or w.shape[1] != s.C or g.shape[3] != s.C:
         raise ValueError(f"depthwise_input_grad_nhwc: w must be ({s.KH * s.KW}, {s.C}) and "
                          f"g's channels {s.C}; got w {tuple(w.shape)}, g {tuple(g.shape)}")
+    cdef const floating** src = NULL
+    cdef floating** w_rows = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
     if rows == 0 or s.W == 0 or s.C == 0:
         return
-    with nogil:
-        for piece in prange(pieces, num_threads=num_threads, schedule='dynamic'):
-            depthwise_input_grad_rows(&g[0, 0, 0, 0], &w[0, 0], &dx[0, 0, 0, 0], &s,
-                                      piece * rows // pieces, (piece + 1) * rows // pieces)
+    with nogil, parallel(num_threads=num_threads):
+        src = <const floating**> malloc(s.KH * s.KW * sizeof(floating*))
+        w_rows = <floating**> malloc(s.KH * s.KW * sizeof(floating*))
+        if src == NULL or w_rows == NULL:
+            failed_flag[0] = 1
+        for piece in prange(pieces, schedule='dynamic'):
+            if src != NULL and w_rows != NULL:
+                depthwise_input_grad_rows(&g[0, 0, 0, 0], &w[0, 0], &dx[0, 0, 0, 0], &s,
+                                          piece * rows // pieces, (piece + 1) * rows // pieces,
+                                          src, w_rows)
+        free(src)
+        free(w_rows)
+    if failed:
+        raise MemoryError("fastconv: could not allocate the depthwise kernel's tap lists")

@@ -445,7 +445,7 @@ def tile_geometry(bint double_precision):
 # in fact), already validated by the Python layer.
 
 def conv_forward(int kernel, const floating[:, :, :, :, :] x,
-                 const floating[:, :, :, :, ::1] w, const floating[::1] bias,
+                 const floating[:, :, :, :, :] w, const floating[::1] bias,
                  floating[:, :, :, :, :] out, tuple stride, tuple pad, tuple dilation,
                  Py_ssize_t groups, Py_ssize_t tile_panels, int num_threads,
                  const floating[::1] u):

@@ -42,35 +42,23 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
        FC_NR_NARROW_f32 = FC_GEMM_NRV_NARROW * FC_VEC_f32,
        FC_NR_NARROW_f64 = FC_GEMM_NRV_NARROW * FC_VEC_f64 };
 
-/* The K loop of the micro-kernel, B's row k at ROW (an expression of k). */
-#define FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, ROW)                                                 \
+/* The K loop of the micro-kernel, B's row k at ROW (an expression of k) and A's element
+ * (m, k) at A_MK. */
+#define FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, ROW, A_MK)                                           \
     for (k = 0; k < k_len; k++) {                                                              \
         const T* b_row = ROW;                                                                  \
         fc_gvec_##SUFFIX bv[NRV];                                                              \
         for (v = 0; v < NRV; v++)                                                              \
             memcpy(&bv[v], b_row + v * FC_VEC_##SUFFIX, sizeof(bv[v]));                        \
         for (m = 0; m < MR; m++) {                                                             \
-            T am = a[k * MR + m];                                                              \
+            T am = A_MK;                                                                       \
             for (v = 0; v < NRV; v++) acc[m][v] += am * bv[v];                                 \
         }                                                                                      \
     }
 
-/* B's row k is b + k * b_stride (a packed panel), or with `offsets` (not NULL) b + offsets[k]:
- * NR contiguous elements anywhere (the phase grid's rows, read in place). */
-#define FC_DEFINE_GEMM_TILE(NAME, SUFFIX, T, MR, NRV)                                           \
-static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b,                 \
-        ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
-        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
-    enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
-    fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
-    ptrdiff_t k, m, j, v;                                                                      \
-    for (m = 0; m < MR; m++)                                                                   \
-        for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                           \
-    if (offsets != NULL) {                                                                     \
-        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + offsets[k])                                     \
-    } else {                                                                                   \
-        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride)                                   \
-    }                                                                                          \
+/* The tile's end: rows m < m_valid, columns j < n_valid of acc (+ bias[m]) written to, or with
+ * `accumulate` added to, c. */
+#define FC_GEMM_STORE(SUFFIX, T, MR, NRV)                                                      \
     for (m = 0; m < m_valid; m++) {                                                            \
         T* c_row = c + m * ldc;                                                                \
         if (bias != NULL)                                                                      \
@@ -90,7 +78,42 @@ static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b, 
             for (j = 0; j < n_valid; j++)                                                      \
                 c_row[j] = accumulate ? c_row[j] + row[j] : row[j];                            \
         }                                                                                      \
+    }
+
+/* B's row k is b + k * b_stride (a packed panel), or with `offsets` (not NULL) b + offsets[k]:
+ * NR contiguous elements anywhere (the phase grid's rows, read in place).
+ * fc_gemm_rows_tile_*: the same product with A read in place from a row-major matrix,
+ * a[m * lda + k] (rows past m_valid are never read): a channels-last 1x1 layer's input
+ * pixels, which packing would copy one scalar at a time. */
+#define FC_DEFINE_GEMM_TILE(NAME, SUFFIX, T, MR, NRV)                                           \
+static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b,                 \
+        ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
+        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
+    enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
+    fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
+    ptrdiff_t k, m, j, v;                                                                      \
+    for (m = 0; m < MR; m++)                                                                   \
+        for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                           \
+    if (offsets != NULL) {                                                                     \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + offsets[k], a[k * MR + m])                      \
+    } else {                                                                                   \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride, a[k * MR + m])                    \
     }                                                                                          \
+    FC_GEMM_STORE(SUFFIX, T, MR, NRV)                                                          \
+}                                                                                              \
+static inline void fc_gemm_rows_tile_##NAME(ptrdiff_t k_len, const T* a, ptrdiff_t lda,         \
+        const T* b, ptrdiff_t b_stride, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,                \
+        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
+    enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
+    fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
+    const T* a_row[MR];                                                                        \
+    ptrdiff_t k, m, j, v;                                                                      \
+    for (m = 0; m < MR; m++) {                                                                 \
+        a_row[m] = a + (m < m_valid ? m : m_valid - 1) * lda;                                  \
+        for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                           \
+    }                                                                                          \
+    FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride, a_row[m][k])                          \
+    FC_GEMM_STORE(SUFFIX, T, MR, NRV)                                                          \
 }
 
 FC_DEFINE_GEMM_TILE(f32, f32, float, FC_GEMM_MR, FC_GEMM_NRV)
@@ -108,28 +131,35 @@ FC_DEFINE_GEMM_TILE(tail2_f64, f64, double, FC_GEMM_MR, 2)
 FC_DEFINE_GEMM_TILE(narrow_tail1_f32, f32, float, FC_GEMM_MR_NARROW, 1)
 FC_DEFINE_GEMM_TILE(narrow_tail1_f64, f64, double, FC_GEMM_MR_NARROW, 1)
 
-/* fc_gemm_<t>(narrow, ...): the wide (narrow = 0) or narrow register tile, or the tail variant
- * for a last panel of fewer vectors; the arguments of fc_gemm_tile_*. */
+/* The wide (narrow = 0) or narrow register tile, or the tail variant for a last panel of
+ * fewer vectors, of micro-kernel KIND (gemm_tile or gemm_rows_tile) called with ARGS. */
+#define FC_GEMM_DISPATCH(KIND, SUFFIX, ARGS)                                                    \
+    ptrdiff_t vectors = (n_valid + FC_VEC_##SUFFIX - 1) / FC_VEC_##SUFFIX;                      \
+    if (narrow && vectors == 1 && FC_GEMM_NRV_NARROW > 1)                                      \
+        fc_##KIND##_narrow_tail1_##SUFFIX ARGS;                                                \
+    else if (narrow)                                                                           \
+        fc_##KIND##_narrow_##SUFFIX ARGS;                                                      \
+    else if (vectors == 1 && FC_GEMM_NRV > 1)                                                  \
+        fc_##KIND##_tail1_##SUFFIX ARGS;                                                       \
+    else if (vectors == 2 && FC_GEMM_NRV > 2)                                                  \
+        fc_##KIND##_tail2_##SUFFIX ARGS;                                                       \
+    else                                                                                       \
+        fc_##KIND##_##SUFFIX ARGS;
+
+/* fc_gemm_<t>(narrow, ...): the arguments of fc_gemm_tile_*; fc_gemm_rows_<t>(narrow, ...):
+ * those of fc_gemm_rows_tile_*. */
 #define FC_DEFINE_GEMM(SUFFIX, T)                                                               \
 static inline void fc_gemm_##SUFFIX(int narrow, ptrdiff_t k_len, const T* a, const T* b,        \
         ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
         ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
-    ptrdiff_t vectors = (n_valid + FC_VEC_##SUFFIX - 1) / FC_VEC_##SUFFIX;                      \
-    if (narrow && vectors == 1 && FC_GEMM_NRV_NARROW > 1)                                      \
-        fc_gemm_tile_narrow_tail1_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid,    \
-                                           n_valid, bias, accumulate);                         \
-    else if (narrow)                                                                           \
-        fc_gemm_tile_narrow_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid,          \
-                                     n_valid, bias, accumulate);                               \
-    else if (vectors == 1 && FC_GEMM_NRV > 1)                                                  \
-        fc_gemm_tile_tail1_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,  \
-                                    bias, accumulate);                                         \
-    else if (vectors == 2 && FC_GEMM_NRV > 2)                                                  \
-        fc_gemm_tile_tail2_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid,  \
-                                    bias, accumulate);                                         \
-    else                                                                                       \
-        fc_gemm_tile_##SUFFIX(k_len, a, b, b_stride, offsets, c, ldc, m_valid, n_valid, bias,  \
-                              accumulate);                                                     \
+    FC_GEMM_DISPATCH(gemm_tile, SUFFIX, (k_len, a, b, b_stride, offsets, c, ldc, m_valid,      \
+                                         n_valid, bias, accumulate))                           \
+}                                                                                              \
+static inline void fc_gemm_rows_##SUFFIX(int narrow, ptrdiff_t k_len, const T* a,              \
+        ptrdiff_t lda, const T* b, ptrdiff_t b_stride, T* c, ptrdiff_t ldc, ptrdiff_t m_valid, \
+        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
+    FC_GEMM_DISPATCH(gemm_rows_tile, SUFFIX, (k_len, a, lda, b, b_stride, c, ldc, m_valid,     \
+                                              n_valid, bias, accumulate))                      \
 }
 
 FC_DEFINE_GEMM(f32, float)

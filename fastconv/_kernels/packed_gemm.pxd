@@ -31,6 +31,14 @@ cdef extern from "gemm_microkernel.h":
                      Py_ssize_t b_stride, const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
                      Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
                      int accumulate) noexcept nogil
+    void fc_gemm_rows_f32(int narrow, Py_ssize_t k_len, const float* a, Py_ssize_t lda,
+                          const float* b, Py_ssize_t b_stride, float* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
+                          int accumulate) noexcept nogil
+    void fc_gemm_rows_f64(int narrow, Py_ssize_t k_len, const double* a, Py_ssize_t lda,
+                          const double* b, Py_ssize_t b_stride, double* c, Py_ssize_t ldc,
+                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
+                          int accumulate) noexcept nogil
 
 
 cdef enum:
@@ -189,6 +197,19 @@ cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, const
     else:
         fc_gemm_f64(shape == TILE_NARROW, k_len, a, b, b_stride, offsets, c, ldc, m_valid,
                     n_valid, bias, accumulate)
+
+
+cdef inline void gemm_rows_tile(int shape, Py_ssize_t k_len, const floating* a, Py_ssize_t lda,
+                                const floating* b, Py_ssize_t b_stride, floating* c,
+                                Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+                                const floating* bias, bint accumulate) noexcept nogil:
+    """gemm_tile with A read in place, row m at a + m * lda (gemm_microkernel.h)."""
+    if floating is float:
+        fc_gemm_rows_f32(shape == TILE_NARROW, k_len, a, lda, b, b_stride, c, ldc, m_valid,
+                         n_valid, bias, accumulate)
+    else:
+        fc_gemm_rows_f64(shape == TILE_NARROW, k_len, a, lda, b, b_stride, c, ldc, m_valid,
+                         n_valid, bias, accumulate)
 
 
 cdef inline void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,

@@ -79,11 +79,13 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
         w5, groups = args[2], problem.groups
         size = conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups, w5.shape[2:])
 
-        def fill(weight, out):
-            conv_winograd.transform_weights(weight, groups, out, plan.threads)
+        def fill(weight, out):   # a channels-last weight is keyed where it lies
+            conv_winograd.transform_weights(np.ascontiguousarray(weight), groups, out,
+                                            plan.threads)
         if adjoint_of is not None:
             u = scratch(size, w5.dtype)
-            conv_winograd.transform_adjoint_weights(adjoint_of, groups, u, plan.threads)
+            conv_winograd.transform_adjoint_weights(np.ascontiguousarray(adjoint_of), groups,
+                                                    u, plan.threads)
         elif remember_weights:
             u = cached_transform(("winograd", groups), w5, size, fill,
                                  conv_winograd.equal_bytes)
@@ -94,8 +96,9 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
         if status == conv_winograd.NONFINITE:
             # an inf or NaN spread over whole tiles: the direct sums' answer, exactly
             if adjoint_of is not None:
-                w = np.empty_like(w)
-                conv_subpixel.adjoint_phase_weight(adjoint_of, as_5d(w, nd), groups,
+                w = np.empty(w.shape, w.dtype)
+                conv_subpixel.adjoint_phase_weight(np.ascontiguousarray(adjoint_of),
+                                                   as_5d(w, nd), groups,
                                                    (0, 0, 0), (1, 1, 1))
             exact = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
             run_conv(problem, plan_conv(problem, out.dtype, "packed"), x, w, bias, exact,
@@ -223,9 +226,9 @@ def _channels_last_kernel(problem, plan, x_nhwc, w, bias, out, geometry, dtype, 
     if plan.algorithm == "channels_last_winograd":
         # the channels-first kernel on channels-last views: it reads and writes by strides
         forward_kernel(plan.strided, problem, x_nhwc.transpose(0, 3, 1, 2),
-                       np.ascontiguousarray(w, dtype=dtype), bias, out.transpose(0, 3, 1, 2),
+                       w.astype(dtype, copy=False), bias, out.transpose(0, 3, 1, 2),
                        adjoint_of=None if adjoint_of is None
-                       else np.ascontiguousarray(adjoint_of, dtype=dtype)[:, :, None])
+                       else adjoint_of.astype(dtype, copy=False)[:, :, None])
     elif plan.algorithm == "channels_last_gemm":
         shape, panels, chunks, nr = nhwc_gemm_tiling(problem, dtype, plan.threads)
         weights = nhwc_weight_panels(w, nr, dtype) if adjoint_of is None \
