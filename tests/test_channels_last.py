@@ -123,6 +123,27 @@ def test_wide_3x3_layers_run_winograd_on_the_channels_last_arrays(x_shape, w_sha
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * w_shape[1] * 9 / groups)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((2, 3, 17, 15), (32, 3, 3, 3), dict(stride=2, padding=1)),     # a stem
+    ((1, 5, 9, 11), (7, 5, 1, 1), {}),
+    ((1, 40, 8, 9), (20, 40, 3, 2), dict(padding=(2, 0), dilation=(2, 1))),
+    ((1, 300, 4, 5), (9, 300, 3, 3), {}),                          # K in blocks
+])
+def test_channels_last_gemm_reads_interior_pixels_in_place_with_the_packed_sums(
+        x_shape, w_shape, kwargs, monkeypatch):
+    """Panels of pixels whose taps lie inside the input are read where they lie; the others
+    are packed with zeros for the padding: the same sums, bit for bit."""
+    import fastconv._ops.conv as conv
+    x = channels_last(x_shape)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    assert fastconv.choose_algorithm(x, w, **kwargs).algorithm == "channels_last_gemm"
+    got = fastconv.conv2d(x, w, **kwargs)
+    monkeypatch.setattr(conv, "_NHWC_READ_IN_PLACE", False)
+    np.testing.assert_array_equal(got, fastconv.conv2d(x, w, **kwargs))
+    np.testing.assert_allclose(got, reference.conv_nd(x.astype(np.float64), w, **kwargs),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_precision_exact_keeps_channels_last_layers_off_winograd():
     x = channels_last((2, 32, 16, 16))
     w = np.ones((32, 32, 3, 3), np.float32)

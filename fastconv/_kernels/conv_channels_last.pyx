@@ -45,19 +45,19 @@ cdef void fill_pixel_panels(const floating* x, const NHWCShape* s, Py_ssize_t p0
     the receptive fields of a tile of pixels, KH * KW runs of C contiguous channels each
     (zeros in the padding), written straight into the micro-kernel's A panels."""
     cdef Py_ssize_t K = s.KH * s.KW * s.C
-    cdef Py_ssize_t i, p, n, oh, ow, kh, kw, ih, iw, c, k0
+    cdef Py_ssize_t i, n, oh, ow, kh, kw, ih, iw, c, k0
     cdef const floating* src
     cdef floating* dst
+    # the pixel's coordinates, stepped along with i (no divisions per pixel)
+    ow = p0 % s.OW
+    oh = (p0 // s.OW) % s.OH
+    n = p0 // (s.OW * s.OH)
     for i in range((count + MR - 1) // MR * MR):
         dst = a + (i // MR) * K * MR + i % MR
         if i >= count:
             for k0 in range(K):
                 dst[k0 * MR] = 0
             continue
-        p = p0 + i
-        ow = p % s.OW
-        oh = (p // s.OW) % s.OH
-        n = p // (s.OW * s.OH)
         k0 = 0
         for kh in range(s.KH):
             ih = oh * s.sh - s.ph + kh * s.dh
@@ -71,22 +71,55 @@ cdef void fill_pixel_panels(const floating* x, const NHWCShape* s, Py_ssize_t p0
                     for c in range(s.C):
                         dst[(k0 + c) * MR] = 0
                 k0 += s.C
+        ow += 1
+        if ow == s.OW:
+            ow = 0
+            oh += 1
+            if oh == s.OH:
+                oh = 0
+                n += 1
+
+
+cdef bint panel_in_place(const floating* x, const NHWCShape* s, Py_ssize_t p0,
+                         Py_ssize_t count, const floating** rows) noexcept nogil:
+    """Whether every tap of output pixels p0 .. p0 + count - 1 lies inside the input; if so,
+    rows[m] := the first tap's pixel of pixel p0 + m (its patch row k then lies at
+    rows[m] + patch_offsets[k])."""
+    cdef Py_ssize_t m, ih, iw
+    cdef Py_ssize_t ow = p0 % s.OW, oh = (p0 // s.OW) % s.OH, n = p0 // (s.OW * s.OH)
+    for m in range(count):
+        ih = oh * s.sh - s.ph
+        iw = ow * s.sw - s.pw
+        if ih < 0 or iw < 0 or ih + (s.KH - 1) * s.dh >= s.H or iw + (s.KW - 1) * s.dw >= s.W:
+            return False
+        rows[m] = x + ((n * s.H + ih) * s.W + iw) * s.C
+        ow += 1
+        if ow == s.OW:
+            ow = 0
+            oh += 1
+            if oh == s.OH:
+                oh = 0
+                n += 1
+    return True
 
 
 def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                    const floating[::1] bias, floating[:, :, :, ::1] out, tuple kernel,
                    tuple stride, tuple padding, tuple dilation, int shape,
-                   Py_ssize_t tile_panels, Py_ssize_t column_chunks, int num_threads):
+                   Py_ssize_t tile_panels, Py_ssize_t column_chunks, bint read_in_place,
+                   int num_threads):
     """out (N, OH, OW, C_out) := conv(x (N, H, W, C), w) + bias (C_out, or empty), w the
     weight matrix W (KH * KW * C, C_out) in (kh, kw, c) row order as the micro-kernel's B
     panels: w[j * K + k, c] = W[k, j * NR + c], zero past C_out.
 
     The output's pixels are the rows of a GEMM on fastconv's micro-kernel (register tile
     `shape`): out (pixels, C_out) = patches (pixels, K) @ w (K, C_out). A work item is a
-    tile of `tile_panels` x MR pixels (its patches packed into A panels, straight from the
-    input; a 1x1 stride-1 layer's pixels read where they lie) times one of `column_chunks`
-    chunks of the output channels' panels. Loops: K in blocks, then column panels, then
-    pixel panels, so a column panel's K block stays in L1 while every pixel panel passes."""
+    tile of `tile_panels` x MR pixels times one of `column_chunks` chunks of the output
+    channels' panels. A panel of MR pixels is read where it lies when `read_in_place` and
+    all its taps are inside the input (a patch row is KH * KW runs of C channels at fixed
+    offsets from the pixel's first tap); otherwise its patches are packed into A panels,
+    zeros in the padding. Loops: K in blocks, then column panels, then pixel panels, so a
+    column panel's K block stays in L1 while every pixel panel passes."""
     cdef NHWCShape s = make_shape(x.shape, out.shape, kernel, stride, padding, dilation)
     cdef Py_ssize_t K = s.KH * s.KW * s.C, C_out = s.C_out
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
@@ -95,11 +128,12 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     cdef Py_ssize_t tiles = (pixels + tile - 1) // tile
     cdef Py_ssize_t n_panels = (C_out + NR - 1) // NR
     cdef Py_ssize_t per_chunk, k_block, item, t, chunk, p0, count, i, j, j0, j1, k0, k_len
-    cdef Py_ssize_t panel, m_panels, kb
+    cdef Py_ssize_t panel, m_panels, kb, kh, kw, c, m_valid
     cdef bint with_bias = bias.shape[0] > 0
-    # a 1x1 stride-1 layer's patches are the input's pixels: A is read where it lies
-    cdef bint in_place = (s.KH, s.KW, s.sh, s.sw, s.ph, s.pw) == (1, 1, 1, 1, 0, 0)
     cdef floating* a = NULL
+    cdef const floating** a_rows = NULL
+    cdef char* in_place = NULL
+    cdef Py_ssize_t* patch_offsets = NULL
     cdef floating* rows
     cdef int failed = 0
     cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
@@ -113,12 +147,21 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     per_chunk = (n_panels + column_chunks - 1) // column_chunks
     # a K block of one column panel (k_block x NR) within half of a 32 KiB L1
     k_block = (16 * 1024) // (NR * sizeof(floating))
+    patch_offsets = <Py_ssize_t*> malloc(K * sizeof(Py_ssize_t))
+    if patch_offsets == NULL:
+        raise MemoryError("fastconv: could not allocate the channels-last patch offsets")
+    for kh in range(s.KH):
+        for kw in range(s.KW):
+            for c in range(s.C):
+                patch_offsets[(kh * s.KW + kw) * s.C + c] = (kh * s.dh * s.W + kw * s.dw) * s.C + c
     with nogil, parallel(num_threads=num_threads):
-        a = <floating*> malloc((1 if in_place else tile * K) * sizeof(floating))
-        if a == NULL:
+        a = <floating*> malloc(tile * K * sizeof(floating))
+        a_rows = <const floating**> malloc(tile * sizeof(floating*))
+        in_place = <char*> malloc(tile_panels)
+        if a == NULL or a_rows == NULL or in_place == NULL:
             failed_flag[0] = 1
         for item in prange(tiles * column_chunks, schedule='dynamic'):
-            if a == NULL:
+            if a == NULL or a_rows == NULL or in_place == NULL:
                 continue
             t = item // column_chunks
             chunk = item % column_chunks
@@ -129,8 +172,13 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
             p0 = t * tile
             count = pixels - p0 if pixels - p0 < tile else tile
             m_panels = (count + MR - 1) // MR
-            if not in_place:
-                fill_pixel_panels(&x[0, 0, 0, 0], &s, p0, count, MR, a)
+            for panel in range(m_panels):
+                m_valid = count - panel * MR if count - panel * MR < MR else MR
+                in_place[panel] = read_in_place and panel_in_place(
+                    &x[0, 0, 0, 0], &s, p0 + panel * MR, m_valid, a_rows + panel * MR)
+                if not in_place[panel]:
+                    fill_pixel_panels(&x[0, 0, 0, 0], &s, p0 + panel * MR, m_valid, MR,
+                                      a + panel * K * MR)
             rows = &out[0, 0, 0, 0] + p0 * C_out
             if with_bias:
                 for i in range(count):
@@ -141,23 +189,24 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                 k_len = K - k0 if K - k0 < k_block else k_block
                 for j in range(j0, j1):
                     for panel in range(m_panels):
-                        if in_place:
-                            gemm_rows_tile(shape, k_len,
-                                           &x[0, 0, 0, 0] + (p0 + panel * MR) * K + k0, K,
-                                           &w[0, 0] + (j * K + k0) * NR, NR,
-                                           rows + panel * MR * C_out + j * NR, C_out,
-                                           count - panel * MR if count - panel * MR < MR
-                                           else MR,
+                        m_valid = count - panel * MR if count - panel * MR < MR else MR
+                        if in_place[panel]:
+                            gemm_rows_tile(shape, k_len, a_rows + panel * MR,
+                                           patch_offsets + k0, &w[0, 0] + (j * K + k0) * NR,
+                                           NR, rows + panel * MR * C_out + j * NR, C_out,
+                                           m_valid,
                                            C_out - j * NR if C_out - j * NR < NR else NR, NULL,
                                            with_bias or k0 > 0)
                         else:
                             gemm_tile(shape, k_len, a + (panel * K + k0) * MR,
                                       &w[0, 0] + (j * K + k0) * NR, NR, NULL,
-                                      rows + panel * MR * C_out + j * NR, C_out,
-                                      count - panel * MR if count - panel * MR < MR else MR,
+                                      rows + panel * MR * C_out + j * NR, C_out, m_valid,
                                       C_out - j * NR if C_out - j * NR < NR else NR, NULL,
                                       with_bias or k0 > 0)
         free(a)
+        free(a_rows)
+        free(in_place)
+    free(patch_offsets)
     if failed:
         raise MemoryError("fastconv: could not allocate the channels-last patch buffers")
 

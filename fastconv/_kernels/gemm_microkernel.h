@@ -82,9 +82,10 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
 
 /* B's row k is b + k * b_stride (a packed panel), or with `offsets` (not NULL) b + offsets[k]:
  * NR contiguous elements anywhere (the phase grid's rows, read in place).
- * fc_gemm_rows_tile_*: the same product with A read in place from a row-major matrix,
- * a[m * lda + k] (rows past m_valid are never read): a channels-last 1x1 layer's input
- * pixels, which packing would copy one scalar at a time. */
+ * fc_gemm_rows_tile_*: the same product with A read where it lies, A's element (m, k) at
+ * a_rows[m][a_offsets[k]] (rows m < m_valid are read): the patches of a tile of channels-last
+ * pixels (a_rows[m] the pixel's first tap, a_offsets[k] tap k's place after it), which
+ * packing would copy one scalar at a time. */
 #define FC_DEFINE_GEMM_TILE(NAME, SUFFIX, T, MR, NRV)                                           \
 static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b,                 \
         ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
@@ -101,18 +102,18 @@ static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b, 
     }                                                                                          \
     FC_GEMM_STORE(SUFFIX, T, MR, NRV)                                                          \
 }                                                                                              \
-static inline void fc_gemm_rows_tile_##NAME(ptrdiff_t k_len, const T* a, ptrdiff_t lda,         \
-        const T* b, ptrdiff_t b_stride, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,                \
-        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
+static inline void fc_gemm_rows_tile_##NAME(ptrdiff_t k_len, const T* const* a_rows,          \
+        const ptrdiff_t* a_offsets, const T* b, ptrdiff_t b_stride, T* c, ptrdiff_t ldc,       \
+        ptrdiff_t m_valid, ptrdiff_t n_valid, const T* bias, int accumulate) {                 \
     enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
     fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
     const T* a_row[MR];                                                                        \
     ptrdiff_t k, m, j, v;                                                                      \
     for (m = 0; m < MR; m++) {                                                                 \
-        a_row[m] = a + (m < m_valid ? m : m_valid - 1) * lda;                                  \
+        a_row[m] = a_rows[m < m_valid ? m : m_valid - 1];                                      \
         for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                           \
     }                                                                                          \
-    FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride, a_row[m][k])                          \
+    FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride, a_row[m][a_offsets[k]])               \
     FC_GEMM_STORE(SUFFIX, T, MR, NRV)                                                          \
 }
 
@@ -155,11 +156,11 @@ static inline void fc_gemm_##SUFFIX(int narrow, ptrdiff_t k_len, const T* a, con
     FC_GEMM_DISPATCH(gemm_tile, SUFFIX, (k_len, a, b, b_stride, offsets, c, ldc, m_valid,      \
                                          n_valid, bias, accumulate))                           \
 }                                                                                              \
-static inline void fc_gemm_rows_##SUFFIX(int narrow, ptrdiff_t k_len, const T* a,              \
-        ptrdiff_t lda, const T* b, ptrdiff_t b_stride, T* c, ptrdiff_t ldc, ptrdiff_t m_valid, \
-        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
-    FC_GEMM_DISPATCH(gemm_rows_tile, SUFFIX, (k_len, a, lda, b, b_stride, c, ldc, m_valid,     \
-                                              n_valid, bias, accumulate))                      \
+static inline void fc_gemm_rows_##SUFFIX(int narrow, ptrdiff_t k_len, const T* const* a_rows, \
+        const ptrdiff_t* a_offsets, const T* b, ptrdiff_t b_stride, T* c, ptrdiff_t ldc,       \
+        ptrdiff_t m_valid, ptrdiff_t n_valid, const T* bias, int accumulate) {                 \
+    FC_GEMM_DISPATCH(gemm_rows_tile, SUFFIX, (k_len, a_rows, a_offsets, b, b_stride, c, ldc,   \
+                                              m_valid, n_valid, bias, accumulate))             \
 }
 
 FC_DEFINE_GEMM(f32, float)

@@ -31,14 +31,14 @@ cdef extern from "gemm_microkernel.h":
                      Py_ssize_t b_stride, const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
                      Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
                      int accumulate) noexcept nogil
-    void fc_gemm_rows_f32(int narrow, Py_ssize_t k_len, const float* a, Py_ssize_t lda,
-                          const float* b, Py_ssize_t b_stride, float* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
-                          int accumulate) noexcept nogil
-    void fc_gemm_rows_f64(int narrow, Py_ssize_t k_len, const double* a, Py_ssize_t lda,
-                          const double* b, Py_ssize_t b_stride, double* c, Py_ssize_t ldc,
-                          Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
-                          int accumulate) noexcept nogil
+    void fc_gemm_rows_f32(int narrow, Py_ssize_t k_len, const float* const* a_rows,
+                          const Py_ssize_t* a_offsets, const float* b, Py_ssize_t b_stride,
+                          float* c, Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+                          const float* bias, int accumulate) noexcept nogil
+    void fc_gemm_rows_f64(int narrow, Py_ssize_t k_len, const double* const* a_rows,
+                          const Py_ssize_t* a_offsets, const double* b, Py_ssize_t b_stride,
+                          double* c, Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+                          const double* bias, int accumulate) noexcept nogil
 
 
 cdef enum:
@@ -199,17 +199,19 @@ cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, const
                     n_valid, bias, accumulate)
 
 
-cdef inline void gemm_rows_tile(int shape, Py_ssize_t k_len, const floating* a, Py_ssize_t lda,
-                                const floating* b, Py_ssize_t b_stride, floating* c,
-                                Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
-                                const floating* bias, bint accumulate) noexcept nogil:
-    """gemm_tile with A read in place, row m at a + m * lda (gemm_microkernel.h)."""
+cdef inline void gemm_rows_tile(int shape, Py_ssize_t k_len, const floating* const* a_rows,
+                                const Py_ssize_t* a_offsets, const floating* b,
+                                Py_ssize_t b_stride, floating* c, Py_ssize_t ldc,
+                                Py_ssize_t m_valid, Py_ssize_t n_valid, const floating* bias,
+                                bint accumulate) noexcept nogil:
+    """gemm_tile with A read where it lies: A[m, k] = a_rows[m][a_offsets[k]]
+    (gemm_microkernel.h)."""
     if floating is float:
-        fc_gemm_rows_f32(shape == TILE_NARROW, k_len, a, lda, b, b_stride, c, ldc, m_valid,
-                         n_valid, bias, accumulate)
+        fc_gemm_rows_f32(shape == TILE_NARROW, k_len, a_rows, a_offsets, b, b_stride, c, ldc,
+                         m_valid, n_valid, bias, accumulate)
     else:
-        fc_gemm_rows_f64(shape == TILE_NARROW, k_len, a, lda, b, b_stride, c, ldc, m_valid,
-                         n_valid, bias, accumulate)
+        fc_gemm_rows_f64(shape == TILE_NARROW, k_len, a_rows, a_offsets, b, b_stride, c, ldc,
+                         m_valid, n_valid, bias, accumulate)
 
 
 cdef inline void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
