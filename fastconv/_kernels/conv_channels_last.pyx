@@ -39,6 +39,26 @@ cdef NHWCShape make_shape(Py_ssize_t* in_shape, Py_ssize_t* out_shape, tuple ker
     return s
 
 
+cdef inline void pixel_coordinates(const NHWCShape* s, Py_ssize_t p, Py_ssize_t* n,
+                                   Py_ssize_t* oh, Py_ssize_t* ow) noexcept nogil:
+    """(n, oh, ow) of output pixel p (pixels numbered image by image, row by row)."""
+    ow[0] = p % s.OW
+    oh[0] = (p // s.OW) % s.OH
+    n[0] = p // (s.OW * s.OH)
+
+
+cdef inline void next_pixel(const NHWCShape* s, Py_ssize_t* n, Py_ssize_t* oh,
+                            Py_ssize_t* ow) noexcept nogil:
+    """Step (n, oh, ow) to the next output pixel without a division."""
+    ow[0] += 1
+    if ow[0] == s.OW:
+        ow[0] = 0
+        oh[0] += 1
+        if oh[0] == s.OH:
+            oh[0] = 0
+            n[0] += 1
+
+
 cdef void fill_pixel_panels(const floating* x, const NHWCShape* s, Py_ssize_t p0,
                             Py_ssize_t count, Py_ssize_t MR, floating* a) noexcept nogil:
     """a[panel][k][m] := patch row k of output pixel p0 + panel * MR + m (zero past `count`):
@@ -49,9 +69,7 @@ cdef void fill_pixel_panels(const floating* x, const NHWCShape* s, Py_ssize_t p0
     cdef const floating* src
     cdef floating* dst
     # the pixel's coordinates, stepped along with i (no divisions per pixel)
-    ow = p0 % s.OW
-    oh = (p0 // s.OW) % s.OH
-    n = p0 // (s.OW * s.OH)
+    pixel_coordinates(s, p0, &n, &oh, &ow)
     for i in range((count + MR - 1) // MR * MR):
         dst = a + (i // MR) * K * MR + i % MR
         if i >= count:
@@ -71,13 +89,7 @@ cdef void fill_pixel_panels(const floating* x, const NHWCShape* s, Py_ssize_t p0
                     for c in range(s.C):
                         dst[(k0 + c) * MR] = 0
                 k0 += s.C
-        ow += 1
-        if ow == s.OW:
-            ow = 0
-            oh += 1
-            if oh == s.OH:
-                oh = 0
-                n += 1
+        next_pixel(s, &n, &oh, &ow)
 
 
 cdef bint panel_in_place(const floating* x, const NHWCShape* s, Py_ssize_t p0,
@@ -85,21 +97,15 @@ cdef bint panel_in_place(const floating* x, const NHWCShape* s, Py_ssize_t p0,
     """Whether every tap of output pixels p0 .. p0 + count - 1 lies inside the input; if so,
     rows[m] := the first tap's pixel of pixel p0 + m (its patch row k then lies at
     rows[m] + patch_offsets[k])."""
-    cdef Py_ssize_t m, ih, iw
-    cdef Py_ssize_t ow = p0 % s.OW, oh = (p0 // s.OW) % s.OH, n = p0 // (s.OW * s.OH)
+    cdef Py_ssize_t m, ih, iw, n, oh, ow
+    pixel_coordinates(s, p0, &n, &oh, &ow)
     for m in range(count):
         ih = oh * s.sh - s.ph
         iw = ow * s.sw - s.pw
         if ih < 0 or iw < 0 or ih + (s.KH - 1) * s.dh >= s.H or iw + (s.KW - 1) * s.dw >= s.W:
             return False
         rows[m] = x + ((n * s.H + ih) * s.W + iw) * s.C
-        ow += 1
-        if ow == s.OW:
-            ow = 0
-            oh += 1
-            if oh == s.OH:
-                oh = 0
-                n += 1
+        next_pixel(s, &n, &oh, &ow)
     return True
 
 
@@ -351,8 +357,8 @@ cdef void fill_patch_run(const floating* x, const NHWCShape* s, Py_ssize_t p, Py
                          Py_ssize_t count, floating* dst) noexcept nogil:
     """dst[0 .. count - 1] := elements k .. k + count - 1 of output pixel p's patch row (KH *
     KW runs of C channels; zeros where a tap falls in the padding)."""
-    cdef Py_ssize_t ow = p % s.OW, oh = (p // s.OW) % s.OH, n = p // (s.OW * s.OH)
-    cdef Py_ssize_t tap, c, run, ih, iw
+    cdef Py_ssize_t n, oh, ow, tap, c, run, ih, iw
+    pixel_coordinates(s, p, &n, &oh, &ow)
     while count > 0:
         tap = k // s.C
         c = k - tap * s.C
