@@ -42,41 +42,54 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
        FC_NR_NARROW_f32 = FC_GEMM_NRV_NARROW * FC_VEC_f32,
        FC_NR_NARROW_f64 = FC_GEMM_NRV_NARROW * FC_VEC_f64 };
 
+/* loops over the tile's rows and vectors unrolled, so the accumulators are registers */
+#define FC_UNROLL _Pragma("GCC unroll 16")
+
 /* The K loop of the micro-kernel, B's row k at ROW (an expression of k) and A's element
  * (m, k) at A_MK. */
 #define FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, ROW, A_MK)                                           \
     for (k = 0; k < k_len; k++) {                                                              \
         const T* b_row = ROW;                                                                  \
         fc_gvec_##SUFFIX bv[NRV];                                                              \
-        for (v = 0; v < NRV; v++)                                                              \
+        FC_UNROLL for (v = 0; v < NRV; v++)                                                    \
             memcpy(&bv[v], b_row + v * FC_VEC_##SUFFIX, sizeof(bv[v]));                        \
-        for (m = 0; m < MR; m++) {                                                             \
+        FC_UNROLL for (m = 0; m < MR; m++) {                                                   \
             T am = A_MK;                                                                       \
-            for (v = 0; v < NRV; v++) acc[m][v] += am * bv[v];                                 \
+            FC_UNROLL for (v = 0; v < NRV; v++) acc[m][v] += am * bv[v];                       \
         }                                                                                      \
     }
 
 /* The tile's end: rows m < m_valid, columns j < n_valid of acc (+ bias[m]) written to, or with
- * `accumulate` added to, c. */
+ * `accumulate` added to, c. acc is indexed by constants only (the loops over MR and NRV unroll),
+ * so it stays in registers: a runtime index anywhere put all of it on the stack, stored there
+ * after the K loop and reloaded, which cost as much as a short K loop (1x1 layers of 16-32
+ * channels). A partial tile goes through a copy. */
 #define FC_GEMM_STORE(SUFFIX, T, MR, NRV)                                                      \
-    for (m = 0; m < m_valid; m++) {                                                            \
-        T* c_row = c + m * ldc;                                                                \
-        if (bias != NULL)                                                                      \
-            for (v = 0; v < NRV; v++) acc[m][v] += bias[m];                                    \
-        if (n_valid == NR) {                                                                   \
-            for (v = 0; v < NRV; v++) {                                                        \
+    if (m_valid == MR && n_valid == NR) {                                                      \
+        FC_UNROLL for (m = 0; m < MR; m++) {                                                   \
+            T* c_row = c + m * ldc;                                                            \
+            FC_UNROLL for (v = 0; v < NRV; v++) {                                              \
+                fc_gvec_##SUFFIX sum = acc[m][v];                                              \
+                if (bias != NULL) sum += bias[m];                                              \
                 if (accumulate) {                                                              \
                     fc_gvec_##SUFFIX old;                                                      \
                     memcpy(&old, c_row + v * FC_VEC_##SUFFIX, sizeof(old));                    \
-                    acc[m][v] += old;                                                          \
+                    sum += old;                                                                \
                 }                                                                              \
-                memcpy(c_row + v * FC_VEC_##SUFFIX, &acc[m][v], sizeof(acc[m][v]));            \
+                memcpy(c_row + v * FC_VEC_##SUFFIX, &sum, sizeof(sum));                        \
             }                                                                                  \
-        } else {                                                                               \
-            T row[NR];                                                                         \
-            memcpy(row, acc[m], sizeof(row));                                                  \
-            for (j = 0; j < n_valid; j++)                                                      \
-                c_row[j] = accumulate ? c_row[j] + row[j] : row[j];                            \
+        }                                                                                      \
+    } else {                                                                                   \
+        T tile[MR][NR];                                                                        \
+        FC_UNROLL for (m = 0; m < MR; m++)                                                     \
+            FC_UNROLL for (v = 0; v < NRV; v++)                                                \
+                memcpy(&tile[m][v * FC_VEC_##SUFFIX], &acc[m][v], sizeof(acc[m][v]));          \
+        for (m = 0; m < m_valid; m++) {                                                        \
+            T* c_row = c + m * ldc;                                                            \
+            for (j = 0; j < n_valid; j++) {                                                    \
+                T sum = bias != NULL ? tile[m][j] + bias[m] : tile[m][j];                      \
+                c_row[j] = accumulate ? sum + c_row[j] : sum;                                  \
+            }                                                                                  \
         }                                                                                      \
     }
 
@@ -93,8 +106,8 @@ static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b, 
     enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
     fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
     ptrdiff_t k, m, j, v;                                                                      \
-    for (m = 0; m < MR; m++)                                                                   \
-        for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                           \
+    FC_UNROLL for (m = 0; m < MR; m++)                                                         \
+        FC_UNROLL for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                 \
     if (offsets != NULL) {                                                                     \
         FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + offsets[k], a[k * MR + m])                      \
     } else {                                                                                   \
@@ -109,9 +122,9 @@ static inline void fc_gemm_rows_tile_##NAME(ptrdiff_t k_len, const T* const* a_r
     fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
     const T* a_row[MR];                                                                        \
     ptrdiff_t k, m, j, v;                                                                      \
-    for (m = 0; m < MR; m++) {                                                                 \
+    FC_UNROLL for (m = 0; m < MR; m++) {                                                       \
         a_row[m] = a_rows[m < m_valid ? m : m_valid - 1];                                      \
-        for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                           \
+        FC_UNROLL for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                 \
     }                                                                                          \
     FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride, a_row[m][a_offsets[k]])               \
     FC_GEMM_STORE(SUFFIX, T, MR, NRV)                                                          \
