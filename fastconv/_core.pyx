@@ -7,6 +7,7 @@ The thread *policy* (what count each kernel uses, how BLAS is kept from oversubs
 lives in fastconv/_runtime/threads.py; kernels receive their thread count as an argument.
 """
 from cython.parallel cimport parallel
+from libc.string cimport memcmp
 
 from fastconv._kernels cimport kernel_ids as ids
 
@@ -118,3 +119,17 @@ def restore_fp_mode(unsigned int[::1] saved):
     with nogil, parallel(num_threads=threads):
         fc_fp_mode_set(saved[omp_get_thread_num()])
 
+
+
+def bytes_equal_at(size_t address, const unsigned char[::1] copy):
+    """True if the len(copy) bytes at `address` equal copy's (memcmp without the GIL). The
+    caller vouches that the bytes at `address` are an array's own memory while it holds the
+    array (the weight cache: a hit on an entry keyed by address, shape, strides and dtype is
+    the same dense block it copied)."""
+    cdef int differ
+    cdef Py_ssize_t n = copy.shape[0]
+    if n == 0:
+        return True
+    with nogil:
+        differ = memcmp(<const void*> address, &copy[0], n)
+    return differ == 0

@@ -22,7 +22,7 @@ output step counts non-finite results, and the Python layer recomputes such a ca
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.string cimport memcmp, memset
+from libc.string cimport memset
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, shape5
 from fastconv._kernels.kernel_ids cimport CONV_WINOGRAD
@@ -418,18 +418,6 @@ cdef _transform(const floating[:, :, :, :, ::1] w, Py_ssize_t groups, bint adjoi
         for g in range(groups):
             transform_group(&w[0, 0, 0, 0, 0], Kg, Cg, KD, g, adjoint, one_d,
                             &u[0] + g * per_group, num_threads)
-
-
-def equal_bytes(const unsigned char[::1] a, const unsigned char[::1] b):
-    """True if two byte buffers hold the same bytes (memcmp, without the GIL)."""
-    cdef int differ
-    if a.shape[0] != b.shape[0]:
-        return False
-    if a.shape[0] == 0:
-        return True
-    with nogil:
-        differ = memcmp(&a[0], &b[0], a.shape[0])
-    return differ == 0
 
 
 def tile_geometry(bint double_precision):

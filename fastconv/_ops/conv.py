@@ -6,6 +6,7 @@ kernel once per piece (``forward_kernel`` is the one switch from a Kernel to its
 entry point).
 """
 import contextlib
+import functools
 from math import prod
 
 import numpy as np
@@ -51,8 +52,7 @@ def packed_weights(plan, w5, groups, remember_weights, adjoint=False):
 
     def fill(weight, out):
         conv_packed.pack_layer_weights(weight, groups, tile, adjoint, out, plan.threads)
-    return cached_transform(("packed", groups, tile, adjoint), w5, size, fill,
-                            conv_winograd.equal_bytes)
+    return cached_transform(("packed", groups, tile, adjoint), w5, size, fill)
 
 
 def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoint_of=None):
@@ -87,8 +87,7 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
             conv_winograd.transform_adjoint_weights(np.ascontiguousarray(adjoint_of), groups,
                                                     u, plan.threads)
         elif remember_weights:
-            u = cached_transform(("winograd", groups), w5, size, fill,
-                                 conv_winograd.equal_bytes)
+            u = cached_transform(("winograd", groups), w5, size, fill)
         else:
             u = scratch(size, w5.dtype)
             fill(w5, u)
@@ -158,6 +157,11 @@ _NHWC_READ_IN_PLACE = True
 
 def nhwc_gemm_tiling(problem, dtype, threads):
     """(register tile shape, tile_panels, column_chunks, NR) of the channels-last GEMM."""
+    return _nhwc_gemm_tiling(problem, np.dtype(dtype), threads)
+
+
+@functools.lru_cache(maxsize=512)   # per call, and a network repeats its layers' problems
+def _nhwc_gemm_tiling(problem, dtype, threads):
     shape, mr, nr = nhwc_tile_shape(problem.out_channels, dtype)
     k = problem.in_channels * prod(problem.kernel_size)
     low, high = _NHWC_TILE_PANELS
@@ -169,6 +173,7 @@ def nhwc_gemm_tiling(problem, dtype, threads):
     return shape, panels, chunks, nr
 
 
+@functools.lru_cache(maxsize=512)
 def nhwc_tile_shape(columns, dtype):
     """(register tile shape, MR, NR) for a channels-last GEMM whose B side has `columns`:
     the shape whose whole panels of NR waste least (the narrow one costs about 8% more)."""
@@ -202,8 +207,7 @@ def nhwc_weight_panels(w, nr, dtype, adjoint=False):
             stacked[whole, :, :columns - whole * nr] = matrix[:, whole * nr:]
             stacked[whole, :, columns - whole * nr:] = 0
     w = w if w.dtype == dtype else w.astype(dtype)
-    return cached_transform(("nhwc_panels", nr, adjoint), w, panels * k * nr, fill,
-                            conv_winograd.equal_bytes).reshape(panels * k, nr)
+    return cached_transform(("nhwc_panels", nr, adjoint), w, panels * k * nr, fill).reshape(panels * k, nr)
 
 
 def run_conv_channels_last(problem, plan, x, w, bias, dtype, adjoint_of=None):

@@ -21,7 +21,7 @@ from math import prod
 import numpy as np
 import scipy.fft as sfft
 
-from fastconv._kernels import conv_fft, conv_winograd
+from fastconv._kernels import conv_fft
 from fastconv._plan.tiling import fft_shape, spectrum_shape
 from fastconv._runtime.weight_cache import cached_transform, scratch
 
@@ -112,7 +112,7 @@ def conv_forward(problem, x, w, bias, out, threads, remember_weights):
         _weight_spectra(problem, weight, shape, threads, spectra)
     if remember_weights:
         w_spec = cached_transform(("fft", shape, problem.dilation, problem.padding), w, size,
-                                  fill, conv_winograd.equal_bytes)
+                                  fill)
     else:   # weights made for this call only (not the real scratch: a caller may hold it)
         w_spec = np.empty(size, real)
         fill(w, w_spec)

@@ -71,6 +71,8 @@ class Setting:
             self.set(previous)
 
 
+_FP_MODE_SUPPORTED = _core.fp_mode_supported()
+
 PRECISION = Setting("precision", "FASTCONV_PRECISION", ("fast", "exact"), "fast")
 DENORMALS = Setting("denormals", "FASTCONV_DENORMALS", ("flush", "ieee"), "flush")
 
@@ -128,8 +130,7 @@ def denormals(mode):
     return DENORMALS.scope(mode)
 
 
-@contextlib.contextmanager
-def denormals_flushed(threads):
+class denormals_flushed:   # noqa: N801 - used as a function, like contextlib's
     """In mode "flush", denormals flushed for the block on the calling thread and on the
     OpenMP workers of a team of `threads` (those every kernel's parallel region of that size
     reuses: OpenMP keeps its workers, in order, between regions); each thread's previous
@@ -137,15 +138,24 @@ def denormals_flushed(threads):
     mode). `threads` 1 touches the calling thread only, with no parallel region: code that
     runs threads of its own (scipy.fft's) then keeps OpenMP's workers from spinning beside
     them."""
-    if DENORMALS.get() != "flush" or not _core.fp_mode_supported():
-        yield
-        return
-    saved = np.empty(max(1, min(threads, _threads.team_size())), np.uintc)
-    _core.flush_denormals(saved)
-    try:
-        yield
-    finally:
-        _core.restore_fp_mode(saved)
+    # a class, not a generator: every kernel call enters one, and small layers pay its time
+    __slots__ = ("threads", "saved")
+
+    def __init__(self, threads):
+        self.threads = threads
+        self.saved = None
+
+    def __enter__(self):
+        if _FP_MODE_SUPPORTED and DENORMALS.get() == "flush":
+            self.saved = np.empty(max(1, min(self.threads, _threads.team_size())), np.uintc)
+            _core.flush_denormals(self.saved)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.saved is not None:
+            _core.restore_fp_mode(self.saved)
+            self.saved = None
+        return False
 
 
 def flushing_denormals(run):

@@ -19,6 +19,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from fastconv import _core
+
 CACHE_BYTES = 512 << 20
 
 _entries = OrderedDict()    # key -> (copy of the weight, transformed weight)
@@ -37,25 +39,26 @@ def _raw_bytes(weight):
     return dense.reshape(-1).view(np.uint8)
 
 
-def cached_transform(name, weight, size, fill, equal_bytes):
+def cached_transform(name, weight, size, fill):
     """The transform of `weight`: `size` elements of weight's dtype that fill(weight, out)
-    writes, remembered under `name` (what fill computes) and weight's memory;
-    equal_bytes(a, b) compares two uint8 views."""
+    writes, remembered under `name` (what fill computes) and weight's memory."""
     global _size
-    interface = weight.__array_interface__
-    key = (name, interface["data"][0], weight.shape, weight.strides, weight.dtype.str)
-    raw = _raw_bytes(weight)
+    address = weight.__array_interface__["data"][0]
+    key = (name, address, weight.shape, weight.strides, weight.dtype.str)
     with _lock:
         entry = _entries.get(key)
         if entry is not None:
             _entries.move_to_end(key)
-    if entry is not None and raw is not None and entry[1].size == size:
+    if entry is not None and entry[1].size == size:
+        # only dense weights are remembered, and the key fixes the layout: the entry's copy
+        # is compared with the bytes where the weight lies (no views made per call)
         copy, result = entry
-        if not equal_bytes(raw, copy):
+        if not _core.bytes_equal_at(address, copy):
             # changed in place (a training step): refill the same buffers
             fill(weight, result)
-            np.copyto(copy, raw)
+            np.copyto(copy, _raw_bytes(weight))
         return result
+    raw = _raw_bytes(weight)
     result = np.empty(size, weight.dtype)
     fill(weight, result)
     if raw is None or raw.nbytes + result.nbytes > CACHE_BYTES:
