@@ -374,16 +374,56 @@ cdef void fill_patch_run(const floating* x, const NHWCShape* s, Py_ssize_t p, Py
         count -= run
 
 
+cdef void weight_grad_block_in_place(const floating* x, const floating* g,
+                                     const NHWCShape* s, Py_ssize_t o0, Py_ssize_t rows,
+                                     Py_ssize_t k0, Py_ssize_t cols, Py_ssize_t p0,
+                                     Py_ssize_t depth, int shape, floating* b, floating* dw,
+                                     Py_ssize_t ldw, const Py_ssize_t* pixel_offsets,
+                                     const floating** g_rows, bint accumulate) noexcept nogil:
+    """One block of `depth` pixels from p0 of weight_grad_block for a 1x1, stride-1,
+    unpadded layer, read where it lies (a partial last column panel packed into b: the
+    micro-kernel reads NR columns, which past the last pixel's channels would leave x)."""
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
+    cdef Py_ssize_t m_panels = (rows + MR - 1) // MR, n_panels = (cols + NR - 1) // NR
+    cdef Py_ssize_t q, i, j, panel, width, m_valid
+    cdef const floating* panel_b
+    cdef Py_ssize_t b_stride
+    for j in range(n_panels):
+        width = cols - j * NR if cols - j * NR < NR else NR
+        if width == NR:
+            panel_b = x + p0 * s.C + k0 + j * NR
+            b_stride = s.C
+        else:
+            for q in range(depth):
+                memcpy(b + q * NR, x + (p0 + q) * s.C + k0 + j * NR, width * sizeof(floating))
+                for i in range(width, NR):
+                    b[q * NR + i] = 0
+            panel_b = b
+            b_stride = NR
+        for panel in range(m_panels):
+            m_valid = rows - panel * MR if rows - panel * MR < MR else MR
+            for i in range(m_valid):
+                g_rows[i] = g + p0 * s.C_out + o0 + panel * MR + i
+            gemm_rows_tile(shape, depth, g_rows, pixel_offsets, panel_b, b_stride,
+                           dw + (o0 + panel * MR) * ldw + k0 + j * NR, ldw, m_valid, width,
+                           NULL, accumulate)
+
+
 cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShape* s,
                             Py_ssize_t o0, Py_ssize_t rows, Py_ssize_t k0, Py_ssize_t cols,
                             Py_ssize_t p_start, Py_ssize_t p_end, Py_ssize_t pixel_block,
                             int shape, floating* a, floating* b, floating* row,
-                            floating* dw, Py_ssize_t ldw) noexcept nogil:
+                            floating* dw, Py_ssize_t ldw, const Py_ssize_t* pixel_offsets,
+                            const floating** g_rows) noexcept nogil:
     """dw[o0 + i, k0 + j] := sum over pixels p_start .. p_end - 1 of g[p, o0 + i] * patch(p)
     [k0 + j] for i < rows, j < cols, in blocks of `pixel_block` pixels (the GEMM's depth):
     each block's operands packed into a (rows rounded up to MR, pixel_block) and b (cols
     rounded up to NR, pixel_block) (through `row`, cols elements), then every (column
-    panel, row panel) on the micro-kernel."""
+    panel, row panel) on the micro-kernel. With `pixel_offsets` (q * C_out for q <
+    pixel_block; a 1x1, stride-1, unpadded layer, whose patch row is the pixel's channels)
+    nothing is packed but a last partial column panel: A's rows are g's channels read where
+    they lie (through the MR pointers `g_rows`), B's rows x's pixels (stride C). Same sums in
+    the same order."""
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t m_panels = (rows + MR - 1) // MR, n_panels = (cols + NR - 1) // NR
     cdef Py_ssize_t p0, depth, q, i, j, panel, width
@@ -392,6 +432,11 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
     p0 = p_start
     while p0 < p_end:
         depth = p_end - p0 if p_end - p0 < pixel_block else pixel_block
+        if pixel_offsets != NULL:
+            weight_grad_block_in_place(x, g, s, o0, rows, k0, cols, p0, depth, shape, b,
+                                       dw, ldw, pixel_offsets, g_rows, p0 > p_start)
+            p0 += depth
+            continue
         for q in range(depth):
             src = g + (p0 + q) * s.C_out + o0
             for panel in range(m_panels):
@@ -419,16 +464,27 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
         p0 += depth
 
 
+# Reading the weight gradient's operands in place pays on narrow rows (Zen 3, 2 threads, ms,
+# in place / packed: 32 -> 16 channels on 112x112 0.95-1.19 / 1.93-2.44, 144 -> 24 on 56x56
+# 1.37-1.50 / 2.20-2.85, 256 -> 64 6.3-7.1 / 8.4-9.6) and loses on wide ones, whose rows
+# a few KiB apart fall into few L1 sets (512 -> 2048 on 7x7 8.4-9.0 / 6.4-6.8, 1024 -> 256
+# on 14x14 6.5-7.7 / 5.9-6.1).
+cdef enum:
+    IN_PLACE_ROW_BYTES = 1024
+
+
 def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] g,
                      floating[:, :, ::1] dw, tuple kernel, tuple stride, tuple padding,
                      tuple dilation, int shape, Py_ssize_t block_rows, Py_ssize_t block_cols,
-                     Py_ssize_t pixel_block, int num_threads):
+                     Py_ssize_t pixel_block, bint read_in_place, int num_threads):
     """dw[split] (C_out, KH * KW * C, (kh, kw, c) order) := the weight gradient of the
     one-group convolution of x (N, H, W, C) whose output gradient is g (N, OH, OW, C_out),
     summed over the split-th of dw.shape[0] equal parts of the pixels (the caller adds the
     parts). Work items: blocks of `block_rows` output channels x `block_cols` patch columns
     x parts, each a GEMM over its pixels in blocks of `pixel_block` on the micro-kernel
-    (register tile `shape`)."""
+    (register tile `shape`). A 1x1, stride-1, unpadded layer's operands are read where they
+    lie when `read_in_place` and both have rows of at most IN_PLACE_ROW_BYTES (packing them
+    cost more than their product: few channels, each element used by few multiply-adds)."""
     cdef NHWCShape s = make_shape(x.shape, g.shape, kernel, stride, padding, dilation)
     cdef Py_ssize_t K = s.KH * s.KW * s.C, C_out = s.C_out, splits = dw.shape[0]
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
@@ -436,6 +492,9 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     cdef Py_ssize_t row_blocks, col_blocks, item, rb, cb, part, o0, k0, p_start, p_end, row
     cdef floating* a = NULL
     cdef floating* b = NULL
+    cdef const floating** g_rows = NULL
+    cdef Py_ssize_t* pixel_offsets = NULL
+    cdef Py_ssize_t q
     cdef int failed = 0
     cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
     if dw.shape[1] != C_out or dw.shape[2] != K or splits < 1 or block_rows < 1 \
@@ -452,13 +511,22 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     block_cols = (block_cols + NR - 1) // NR * NR
     row_blocks = (C_out + block_rows - 1) // block_rows
     col_blocks = (K + block_cols - 1) // block_cols
+    if read_in_place and s.KH == 1 and s.KW == 1 and s.sh == 1 and s.sw == 1 \
+            and s.ph == 0 and s.pw == 0 and s.C * sizeof(floating) <= IN_PLACE_ROW_BYTES \
+            and C_out * sizeof(floating) <= IN_PLACE_ROW_BYTES:
+        pixel_offsets = <Py_ssize_t*> malloc(pixel_block * sizeof(Py_ssize_t))
+        if pixel_offsets == NULL:
+            raise MemoryError("fastconv: could not allocate the weight gradient's offsets")
+        for q in range(pixel_block):
+            pixel_offsets[q] = q * C_out
     with nogil, parallel(num_threads=num_threads):
         a = <floating*> malloc(block_rows * pixel_block * sizeof(floating))
         b = <floating*> malloc(block_cols * (pixel_block + 1) * sizeof(floating))
-        if a == NULL or b == NULL:
+        g_rows = <const floating**> malloc(MR * sizeof(floating*))
+        if a == NULL or b == NULL or g_rows == NULL:
             failed_flag[0] = 1
         for item in prange(row_blocks * col_blocks * splits, schedule='dynamic'):
-            if a == NULL or b == NULL:
+            if a == NULL or b == NULL or g_rows == NULL:
                 continue
             part = item % splits
             rb = (item // splits) % row_blocks
@@ -477,9 +545,11 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                               block_rows if o0 + block_rows < C_out else C_out - o0, k0,
                               block_cols if k0 + block_cols < K else K - k0, p_start, p_end,
                               pixel_block, shape, a, b, b + block_cols * pixel_block,
-                              &dw[part, 0, 0], K)
+                              &dw[part, 0, 0], K, pixel_offsets, g_rows)
         free(a)
         free(b)
+        free(g_rows)
+    free(pixel_offsets)
     if failed:
         raise MemoryError("fastconv: could not allocate the channels-last weight-gradient "
                           "buffers")

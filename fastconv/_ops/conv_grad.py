@@ -276,6 +276,9 @@ def _channels_last_depthwise_input_grad(problem, weight, grad_output, dtype):
 _NHWC_GRAD_BLOCK = 192
 _NHWC_GRAD_PIXELS = 256
 _NHWC_GRAD_ITEMS_PER_THREAD = 4
+# A 1x1, stride-1, unpadded layer's operands are read where they lie, not packed (the same
+# sums; the test of that flips it).
+_NHWC_GRAD_IN_PLACE = True
 
 
 def channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype, bias_out):
@@ -306,7 +309,8 @@ def channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype, 
         conv_channels_last.weight_grad_nhwc(
             x, g, sums, problem.kernel_size, problem.stride,
             tuple(before for before, _ in problem.padding), problem.dilation, shape,
-            _NHWC_GRAD_BLOCK, _NHWC_GRAD_BLOCK, _NHWC_GRAD_PIXELS, threads)
+            _NHWC_GRAD_BLOCK, _NHWC_GRAD_BLOCK, _NHWC_GRAD_PIXELS, _NHWC_GRAD_IN_PLACE,
+            threads)
     dw = sums[0] if parts == 1 else sums.sum(axis=0)
     if bias_out is not None:
         bias_out[...] = bias_grad_of(grad_output, dtype)
