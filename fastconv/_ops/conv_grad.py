@@ -9,6 +9,7 @@ back onto the input pixels it copied. ``input_grad_of``, ``weight_grad_of`` and
 convolution and the framework front ends use them).
 """
 import contextlib
+import functools
 from math import prod
 
 import numpy as np
@@ -219,17 +220,8 @@ def channels_last_input_grad(problem, weight, grad_output, dtype):
     strided = any(s != 1 for s in problem.stride)
     if depthwise and strided:
         return _channels_last_depthwise_input_grad(problem, weight, grad_output, dtype)
-    if strided and ((kh, kw) != (1, 1) or any(p != (0, 0) for p in problem.padding)):
-        return None
-    reach = [d * (k - 1) for d, k in zip(problem.dilation, problem.kernel_size)]
-    if any(p > r for (before, after), r in zip(problem.padding, reach) for p in (before, after)):
-        return None
-    adjoint = conv_problem(2, grad_output.shape, (c_out, 1, kh, kw) if depthwise
-                           else (c_in, c_out, kh, kw), None, 1,
-                           tuple((r - before, r - after)
-                                 for (before, after), r in zip(problem.padding, reach)),
-                           problem.dilation, problem.groups, "zeros")
-    if not strided and adjoint.out_shape != problem.in_shape:
+    adjoint = _channels_last_adjoint(problem, tuple(weight.shape), tuple(grad_output.shape))
+    if adjoint is None:
         return None
     plan = plan_channels_last(adjoint, dtype)
     if plan is None:
@@ -250,6 +242,30 @@ def channels_last_input_grad(problem, weight, grad_output, dtype):
     sh, sw = problem.stride
     full[:, :, ::sh, ::sw][:, :, :grad.shape[2], :grad.shape[3]] = grad
     return full
+
+
+@functools.lru_cache(maxsize=512)   # per backward call; a network repeats its layers
+def _channels_last_adjoint(problem, weight_shape, grad_shape):
+    """The stride-1 convolution of the output gradient whose output is the input gradient of
+    `problem` (a strided 1x1 layer's: on the stride-1 grid), or None where that does not
+    hold (a strided layer with a larger kernel or padding, padding beyond the kernel's
+    reach)."""
+    c_out, c_in, kh, kw = weight_shape
+    depthwise = problem.groups == problem.in_channels == problem.out_channels
+    strided = any(s != 1 for s in problem.stride)
+    if strided and ((kh, kw) != (1, 1) or any(p != (0, 0) for p in problem.padding)):
+        return None
+    reach = [d * (k - 1) for d, k in zip(problem.dilation, problem.kernel_size)]
+    if any(p > r for (before, after), r in zip(problem.padding, reach) for p in (before, after)):
+        return None
+    adjoint = conv_problem(2, grad_shape, (c_out, 1, kh, kw) if depthwise
+                           else (c_in, c_out, kh, kw), None, 1,
+                           tuple((r - before, r - after)
+                                 for (before, after), r in zip(problem.padding, reach)),
+                           problem.dilation, problem.groups, "zeros")
+    if not strided and adjoint.out_shape != problem.in_shape:
+        return None
+    return adjoint
 
 
 def _channels_last_depthwise_input_grad(problem, weight, grad_output, dtype):
