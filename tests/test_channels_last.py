@@ -342,25 +342,28 @@ def test_weight_gradients_run_on_the_channels_last_arrays(x_shape, w_shape, kwar
     ((2, 5, 7, 9), 3),          # less than one panel each way
     ((1, 300, 5, 5), 7),        # rows too wide to read in place: packed
 ])
+@pytest.mark.parametrize("padding", [0, ((0, 1), (0, 2))])   # padding after: packed
 def test_1x1_weight_gradients_read_their_operands_in_place_with_the_packed_sums(
-        x_shape, c_out, dtype, monkeypatch):
+        x_shape, c_out, padding, dtype, monkeypatch):
     """A 1x1, stride-1 layer's weight gradient reads the input's and the output gradient's
     rows where they lie (packing only a partial last column panel): the sums of the packed
     path, bit for bit, whatever the thread count (which splits the pixels)."""
     import fastconv._ops.conv_grad as conv_grad
     x = channels_last(x_shape, dtype)
-    g = channels_last((x_shape[0], c_out) + x_shape[2:], dtype)
     w_shape = (c_out, x_shape[1], 1, 1)
-    want = reference.conv_weight_grad(x.astype(np.float64), w_shape, g.astype(np.float64))
+    g = channels_last(fastconv.conv2d(np.zeros(x_shape, dtype), np.zeros(w_shape, dtype),
+                                      padding=padding).shape, dtype)
+    want = reference.conv_weight_grad(x.astype(np.float64), w_shape, g.astype(np.float64),
+                                      padding=padding)
     for threads in (1, 2, 3):
         with fastconv.num_threads(threads):
-            got = fastconv.grad.conv2d_weight(x, w_shape, g)
+            got = fastconv.grad.conv2d_weight(x, w_shape, g, padding=padding)
             monkeypatch.setattr(conv_grad, "_NHWC_GRAD_IN_PLACE", False)
-            packed = fastconv.grad.conv2d_weight(x, w_shape, g)
+            packed = fastconv.grad.conv2d_weight(x, w_shape, g, padding=padding)
             monkeypatch.setattr(conv_grad, "_NHWC_GRAD_IN_PLACE", True)
         np.testing.assert_array_equal(got, packed)
         tol = 1e-5 if dtype == np.float32 else 1e-12
-        scale = np.abs(x).max() * np.abs(g).max() * x_shape[0] * x_shape[2] * x_shape[3]
+        scale = np.abs(x).max() * np.abs(g).max() * g.shape[0] * g.shape[2] * g.shape[3]
         np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
 
 

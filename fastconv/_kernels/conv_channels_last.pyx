@@ -511,8 +511,10 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     block_cols = (block_cols + NR - 1) // NR * NR
     row_blocks = (C_out + block_rows - 1) // block_rows
     col_blocks = (K + block_cols - 1) // block_cols
+    # output pixel p's patch row is input pixel p's channels (no padding after either)
     if read_in_place and s.KH == 1 and s.KW == 1 and s.sh == 1 and s.sw == 1 \
-            and s.ph == 0 and s.pw == 0 and s.C * sizeof(floating) <= IN_PLACE_ROW_BYTES \
+            and s.ph == 0 and s.pw == 0 and s.OH == s.H and s.OW == s.W \
+            and s.C * sizeof(floating) <= IN_PLACE_ROW_BYTES \
             and C_out * sizeof(floating) <= IN_PLACE_ROW_BYTES:
         pixel_offsets = <Py_ssize_t*> malloc(pixel_block * sizeof(Py_ssize_t))
         if pixel_offsets == NULL:
