@@ -120,7 +120,6 @@ def restore_fp_mode(unsigned int[::1] saved):
         fc_fp_mode_set(saved[omp_get_thread_num()])
 
 
-
 def bytes_equal_at(size_t address, const unsigned char[::1] copy):
     """True if the len(copy) bytes at `address` equal copy's (memcmp without the GIL). The
     caller vouches that the bytes at `address` are an array's own memory while it holds the

@@ -207,7 +207,8 @@ def nhwc_weight_panels(w, nr, dtype, adjoint=False):
             stacked[whole, :, :columns - whole * nr] = matrix[:, whole * nr:]
             stacked[whole, :, columns - whole * nr:] = 0
     w = w if w.dtype == dtype else w.astype(dtype)
-    return cached_transform(("nhwc_panels", nr, adjoint), w, panels * k * nr, fill).reshape(panels * k, nr)
+    panels_flat = cached_transform(("nhwc_panels", nr, adjoint), w, panels * k * nr, fill)
+    return panels_flat.reshape(panels * k, nr)
 
 
 def run_conv_channels_last(problem, plan, x, w, bias, dtype, adjoint_of=None):
