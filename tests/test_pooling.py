@@ -221,6 +221,12 @@ AVG_CASES = [
     ("2d-k1", (4, 5), dict(kernel_size=1)),
     ("3d-k3s2p1-ceil", (5, 6, 7), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
     ("3d-k2", (4, 4, 5), dict(kernel_size=2)),
+    # rows wide enough for the written-out kernels' vector loops (whole vectors, then a tail)
+    ("1d-k2s2-wide", (135,), dict(kernel_size=2)),
+    ("2d-k2s2-wide", (5, 75), dict(kernel_size=2, stride=2, padding=1)),
+    ("2d-k3s1p1-wide", (4, 53), dict(kernel_size=3, stride=1, padding=1)),
+    ("2d-k3s2p1-wide", (5, 67), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
+    ("3d-k2-wide", (3, 4, 70), dict(kernel_size=2)),
 ]
 AVG_IDS = [c[0] for c in AVG_CASES]
 DIVISOR_MODES = [dict(), dict(count_include_pad=False), dict(divisor_override=3)]

@@ -320,6 +320,96 @@ cdef void max_rows_k3s2_fixed(int nrows, const floating** rows, const int64_t* r
         max_rows_k3s2(rows, row_pos, 3, update, pw, out, NULL, lo, hi)
 
 
+cdef inline void window_rows(const floating* x_p, const PoolShape* s, Py_ssize_t d0,
+                             Py_ssize_t nd, Py_ssize_t h0, Py_ssize_t nh, const floating** rows,
+                             int64_t* row_pos) noexcept nogil:
+    """rows[r], row_pos[r]: the input rows a window of this output row reads (nd x nh of
+    them, in window order), as pointers and as flat positions in the plane."""
+    cdef Py_ssize_t td, th, r
+    for td in range(nd):
+        for th in range(nh):
+            r = td * nh + th
+            row_pos[r] = ((d0 + td * s.step[0]) * s.in_size[1] + h0 + th * s.step[1]) \
+                * s.in_size[2]
+            rows[r] = x_p + row_pos[r]
+
+
+cdef inline void interior_outputs(const PoolShape* s, Py_ssize_t* lo,
+                                  Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the outputs of a regular pool's row whose windows lie inside the input
+    along W (the others read padding)."""
+    cdef Py_ssize_t W = s.in_size[2], OW = s.out_size[2]
+    cdef Py_ssize_t KW = s.kernel_w, sw = s.stride_w, pw = s.pad_w, dw = s.step[2]
+    lo[0] = (pw + sw - 1) // sw
+    hi[0] = (W - 1 + pw - (KW - 1) * dw) // sw + 1 if W - 1 + pw - (KW - 1) * dw >= 0 else 0
+    if hi[0] > OW:
+        hi[0] = OW
+    if lo[0] > hi[0]:
+        lo[0] = hi[0]
+
+
+cdef inline void sum_rows(const floating** rows, int nrows, int KW, int sw, Py_ssize_t pw,
+                          floating* out, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """out[o] := the sum over a window KW wide at stride sw of `nrows` rows, in window order
+    (the generic loop's order, so the same bits), for the interior outputs [lo, hi). Called
+    with constant nrows, KW and sw: the taps unroll and the compiler vectorizes across
+    outputs (the generic loop, a pass over the row per tap, ran at 40% of the copy
+    bandwidth on the avgpool_2x2 case)."""
+    cdef Py_ssize_t ow, w
+    cdef int r, kw
+    cdef floating total
+    for ow in range(lo, hi):
+        w = sw * ow - pw
+        total = 0
+        for r in range(nrows):
+            for kw in range(KW):
+                total = total + rows[r][w + kw]
+        out[ow] = total
+
+
+cdef bint sum_row_regular(const floating* x_p, floating* out_row, const PoolShape* s,
+                          Py_ssize_t d0, Py_ssize_t nd, Py_ssize_t h0,
+                          Py_ssize_t nh) noexcept nogil:
+    """The window sums of one output row of a regular average pool whose windows are 2 wide
+    at stride 2 over 1, 2 or 4 rows (1-d, 2x2, 2x2x2) or 3 wide at stride 1 or 2 over 1 or 3
+    rows: interior outputs by a written-out kernel, the W-edge ones through the window
+    tables. False (nothing written) for any other window: the caller's generic loop."""
+    cdef const floating* rows[4]
+    cdef int64_t row_pos[4]
+    cdef Py_ssize_t nrows = nd * nh, KW = s.kernel_w, sw = s.stride_w, pw = s.pad_w
+    cdef Py_ssize_t lo, hi, i, ow, w0, tw, OW = s.out_size[2]
+    cdef int r
+    cdef floating total
+    if s.step[2] != 1 or not ((KW == 2 and sw == 2 and (nrows == 1 or nrows == 2 or nrows == 4))
+                              or (KW == 3 and sw <= 2 and (nrows == 1 or nrows == 3))):
+        return False
+    window_rows(x_p, s, d0, nd, h0, nh, rows, row_pos)
+    interior_outputs(s, &lo, &hi)
+    if KW == 2 and nrows == 1:
+        sum_rows(rows, 1, 2, 2, pw, out_row, lo, hi)
+    elif KW == 2 and nrows == 2:
+        sum_rows(rows, 2, 2, 2, pw, out_row, lo, hi)
+    elif KW == 2:
+        sum_rows(rows, 4, 2, 2, pw, out_row, lo, hi)
+    elif sw == 1 and nrows == 1:
+        sum_rows(rows, 1, 3, 1, pw, out_row, lo, hi)
+    elif sw == 1:
+        sum_rows(rows, 3, 3, 1, pw, out_row, lo, hi)
+    elif nrows == 1:
+        sum_rows(rows, 1, 3, 2, pw, out_row, lo, hi)
+    else:
+        sum_rows(rows, 3, 3, 2, pw, out_row, lo, hi)
+    for i in range(OW - (hi - lo)):      # the W-edge outputs: [0, lo) and [hi, OW)
+        ow = i if i < lo else i + hi - lo
+        w0 = s.first[2][ow]
+        total = 0
+        for r in range(nrows):
+            for tw in range(s.count[2][ow]):
+                total = total + rows[r][w0 + tw]
+        out_row[ow] = total
+    return True
+
+
 cdef void max_row_regular(const floating* x_p, floating* out_row, int64_t* idx_row,
                           const PoolShape* s, Py_ssize_t d0, Py_ssize_t nd, Py_ssize_t h0,
                           Py_ssize_t nh) noexcept nogil:
@@ -331,26 +421,17 @@ cdef void max_row_regular(const floating* x_p, floating* out_row, int64_t* idx_r
     where the previous one stopped."""
     cdef const floating* rows[MAX_ROWS]
     cdef int64_t row_pos[MAX_ROWS]
-    cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2], OW = s.out_size[2]
+    cdef Py_ssize_t OW = s.out_size[2]
     cdef Py_ssize_t KW = s.kernel_w, sw = s.stride_w, pw = s.pad_w, dw = s.step[2]
     cdef Py_ssize_t nrows = nd * nh
-    cdef Py_ssize_t td, th, r, lo, hi, i, ow, tw, w0, pos
+    cdef Py_ssize_t r, lo, hi, i, ow, tw, w0, pos
     cdef Py_ssize_t ranges[4]
     cdef floating v, best
     cdef int64_t best_pos
     cdef bint whole, by_depth
     cdef Py_ssize_t group
-    for td in range(nd):
-        for th in range(nh):
-            r = td * nh + th
-            row_pos[r] = ((d0 + td * s.step[0]) * H + h0 + th * s.step[1]) * W
-            rows[r] = x_p + row_pos[r]
-    lo = (pw + sw - 1) // sw
-    hi = (W - 1 + pw - (KW - 1) * dw) // sw + 1 if W - 1 + pw - (KW - 1) * dw >= 0 else 0
-    if hi > OW:
-        hi = OW
-    if lo > hi:
-        lo = hi
+    window_rows(x_p, s, d0, nd, h0, nh, rows, row_pos)
+    interior_outputs(s, &lo, &hi)
     # Constant window shapes let the compiler unroll the taps and vectorize across outputs.
     # k2s2: whole vector blocks, then one last block overlapping the previous outputs
     # (recomputing an output is harmless), so the scalar remainder loop, whose branches
@@ -424,7 +505,9 @@ cdef void pool_row(const floating* x, floating* out, int64_t* indices, const Poo
     if is_max and s.kernel_w > 0 and nd * nh <= MAX_ROWS:
         max_row_regular(x_p, out_row, idx_row, s, d0, nd, h0, nh)
         return
-    if s.kernel_w == 0:     # adaptive windows: one output at a time
+    if not is_max and s.kernel_w > 0 and sum_row_regular(x_p, out_row, s, d0, nd, h0, nh):
+        pass                # the sums are in out_row; the divisors below
+    elif s.kernel_w == 0:     # adaptive windows: one output at a time
         for ow in range(OW):
             w0 = s.first[2][ow]
             nw = s.count[2][ow]
