@@ -18,6 +18,13 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
 from fastconv._kernels.packed_gemm cimport gemm_rows_tile, gemm_tile, tile_mr, tile_nr
+from fastconv._kernels.workspace cimport fc_workspace
+
+# Slots of the per-thread workspace (workspace.h): the GEMMs' tile buffers, reused from call
+# to call (allocated per call, a few hundred KiB came from fresh pages that the OS zeroes:
+# in MobileNetV2, page faults were a tenth of the time in channels-last)
+cdef enum:
+    WS_PATCH_PANELS, WS_PATCH_ROWS, WS_PANEL_IN_PLACE, WS_GRAD_A, WS_GRAD_B, WS_GRAD_ROWS
 
 
 ctypedef struct NHWCShape:
@@ -161,9 +168,9 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
             for c in range(s.C):
                 patch_offsets[(kh * s.KW + kw) * s.C + c] = (kh * s.dh * s.W + kw * s.dw) * s.C + c
     with nogil, parallel(num_threads=num_threads):
-        a = <floating*> malloc(tile * K * sizeof(floating))
-        a_rows = <const floating**> malloc(tile * sizeof(floating*))
-        in_place = <char*> malloc(tile_panels)
+        a = <floating*> fc_workspace(WS_PATCH_PANELS, tile * K * sizeof(floating))
+        a_rows = <const floating**> fc_workspace(WS_PATCH_ROWS, tile * sizeof(floating*))
+        in_place = <char*> fc_workspace(WS_PANEL_IN_PLACE, tile_panels)
         if a == NULL or a_rows == NULL or in_place == NULL:
             failed_flag[0] = 1
         for item in prange(tiles * column_chunks, schedule='dynamic'):
@@ -209,9 +216,6 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                                       rows + panel * MR * C_out + j * NR, C_out, m_valid,
                                       C_out - j * NR if C_out - j * NR < NR else NR, NULL,
                                       with_bias or k0 > 0)
-        free(a)
-        free(a_rows)
-        free(in_place)
     free(patch_offsets)
     if failed:
         raise MemoryError("fastconv: could not allocate the channels-last patch buffers")
@@ -522,9 +526,10 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
         for q in range(pixel_block):
             pixel_offsets[q] = q * C_out
     with nogil, parallel(num_threads=num_threads):
-        a = <floating*> malloc(block_rows * pixel_block * sizeof(floating))
-        b = <floating*> malloc(block_cols * (pixel_block + 1) * sizeof(floating))
-        g_rows = <const floating**> malloc(MR * sizeof(floating*))
+        a = <floating*> fc_workspace(WS_GRAD_A, block_rows * pixel_block * sizeof(floating))
+        b = <floating*> fc_workspace(WS_GRAD_B,
+                                     block_cols * (pixel_block + 1) * sizeof(floating))
+        g_rows = <const floating**> fc_workspace(WS_GRAD_ROWS, MR * sizeof(floating*))
         if a == NULL or b == NULL or g_rows == NULL:
             failed_flag[0] = 1
         for item in prange(row_blocks * col_blocks * splits, schedule='dynamic'):
@@ -548,9 +553,6 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                               block_cols if k0 + block_cols < K else K - k0, p_start, p_end,
                               pixel_block, shape, a, b, b + block_cols * pixel_block,
                               &dw[part, 0, 0], K, pixel_offsets, g_rows)
-        free(a)
-        free(b)
-        free(g_rows)
     free(pixel_offsets)
     if failed:
         raise MemoryError("fastconv: could not allocate the channels-last weight-gradient "
