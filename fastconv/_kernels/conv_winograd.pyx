@@ -76,6 +76,14 @@ cdef enum:
 NONFINITE = STATUS_NONFINITE
 
 
+cdef inline Py_ssize_t transform_chunk(Py_ssize_t items, int num_threads) noexcept nogil:
+    """Items per grab of the transforms' dynamic schedule: 16 grabs per thread, so a thread
+    that runs slower (a shared machine's busy core) takes fewer of them instead of holding
+    the whole team at the region's end, as a static split did."""
+    cdef Py_ssize_t chunk = items // (16 * num_threads)
+    return chunk if chunk > 0 else 1
+
+
 cdef inline Py_ssize_t lanes(floating* dummy) noexcept nogil:
     """Tiles transformed together: one vector register's elements."""
     if floating is float:
@@ -285,7 +293,8 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
             for q in range(0 if one_d else count):
                 w0[q] -= s.pad[2]
             for item in prange(depth_taps * groups_of_lanes, num_threads=num_threads,
-                               schedule='static'):
+                               schedule='dynamic', chunksize=transform_chunk(
+                                   depth_taps * groups_of_lanes, num_threads)):
                 if channels_inner_in:
                     channel = item % depth_taps         # kd * Cg + c
                     q = (item // depth_taps) * L
@@ -333,7 +342,8 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
                               v + e * S * depth_taps,
                               m + (e * Kg + p0 * MR) * S, S, NULL, False, TILE_WIDE, NULL)
             for item in prange(Kg * groups_of_lanes, num_threads=num_threads,
-                               schedule='static'):
+                               schedule='dynamic', chunksize=transform_chunk(
+                                   Kg * groups_of_lanes, num_threads)):
                 if channels_inner_out:
                     k = item % Kg
                     q = (item // Kg) * L
