@@ -20,9 +20,8 @@ from libc.string cimport memcpy, memset
 from fastconv._kernels.packed_gemm cimport gemm_rows_tile, gemm_tile, tile_mr, tile_nr
 from fastconv._kernels.workspace cimport fc_workspace
 
-# Slots of the per-thread workspace (workspace.h): the GEMMs' tile buffers, reused from call
-# to call (allocated per call, a few hundred KiB came from fresh pages that the OS zeroes:
-# in MobileNetV2, page faults were a tenth of the time in channels-last)
+# Slots of the per-thread workspace (workspace.h): the GEMMs' tile buffers (a few hundred KiB
+# per thread), reused from call to call like the other kernels' instead of allocated per call
 cdef enum:
     WS_PATCH_PANELS, WS_PATCH_ROWS, WS_PANEL_IN_PLACE, WS_GRAD_A, WS_GRAD_B, WS_GRAD_ROWS
 
