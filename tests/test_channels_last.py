@@ -203,10 +203,11 @@ def test_channels_last_winograd_gives_the_direct_sums_answer_on_inf_and_nan(valu
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)   # nan where nan, inf at inf
 
 
+@pytest.mark.parametrize("per_thread_blocks", [False, True])
 @pytest.mark.parametrize("dims", [1, 2, 3])
-def test_the_winograd_kernel_reads_and_writes_any_strides(dims):
+def test_the_winograd_kernel_reads_and_writes_any_strides(dims, per_thread_blocks):
     """The kernel itself on views of every layout: channels-last, and arrays with a step
-    along every axis; the same bits as on C-contiguous copies."""
+    along every axis; the same bits as on C-contiguous copies, with either work split."""
     from fastconv._kernels import conv_winograd
     from fastconv._plan.dispatch import Kernel
     kernel = {1: (1, 1, 3), 2: (1, 3, 3), 3: (2, 3, 3)}[dims]
@@ -221,7 +222,7 @@ def test_the_winograd_kernel_reads_and_writes_any_strides(dims):
     conv_winograd.transform_weights(w, groups, u, 1)
     x_dense = rng.standard_normal((batch, c_in) + size)
     want = np.empty((batch, c_out) + out_size)
-    args = ((1, 1, 1), pad, dilation, groups, 2, 2)
+    args = ((1, 1, 1), pad, dilation, groups, 2, per_thread_blocks, 2)
     conv_winograd.conv_forward(Kernel.CONV_WINOGRAD, x_dense, w, b, want, *args, u)
     channels_last_in = np.ascontiguousarray(np.moveaxis(x_dense, 1, -1))
     views = [np.moveaxis(channels_last_in, -1, 1),                   # channels-last

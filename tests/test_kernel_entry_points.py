@@ -71,8 +71,8 @@ ENTRIES = {
                                                              1)),
     "conv_winograd.conv_forward": (
         {"CONV_WINOGRAD"},
-        lambda k, x, w, b, out: conv_winograd.conv_forward(k, x, w, b, out, *GEOMETRY, 1, 1,
-                                                           np.empty(0, x.dtype))),
+        lambda k, x, w, b, out: conv_winograd.conv_forward(k, x, w, b, out, *GEOMETRY, 1, False,
+                                                           1, np.empty(0, x.dtype))),
     "conv_fft.mix_spectra": (
         {"CONV_FFT"},
         lambda k, x, w, b, out: conv_fft.mix_spectra(
@@ -134,7 +134,7 @@ def test_the_winograd_entry_point_refuses_what_it_cannot_compute(stride, dilatio
     out = np.empty((2, 5, 1, 4, 5))
     with pytest.raises(ValueError, match=r"\(KD, 3, 3\) kernels, stride 1, dilation 1"):
         conv_winograd.conv_forward(IDS["CONV_WINOGRAD"], x, w, b, out, stride, (0, 0, 0),
-                                   dilation, 1, 1, 1, np.empty(0))
+                                   dilation, 1, 1, False, 1, np.empty(0))
 
 
 def test_the_direct_planes_entry_point_refuses_what_it_cannot_compute():
@@ -192,8 +192,8 @@ def test_the_stacked_input_grad_entry_point_takes_only_pointwise_calls(
 def test_the_winograd_entry_point_checks_the_transformed_weights_size():
     x, w, b, out = arrays()
     with pytest.raises(ValueError, match="u must have"):
-        conv_winograd.conv_forward(IDS["CONV_WINOGRAD"], x, w, b, out, *GEOMETRY, 1, 1,
-                                   np.empty(7))
+        conv_winograd.conv_forward(IDS["CONV_WINOGRAD"], x, w, b, out, *GEOMETRY, 1, False,
+                                   1, np.empty(7))
     with pytest.raises(ValueError, match="u must have"):
         conv_winograd.transform_weights(w, 1, np.empty(7), 1)
 

@@ -172,6 +172,63 @@ def test_result_does_not_depend_on_the_thread_count():
     np.testing.assert_array_equal(one, two)
 
 
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_running_whole_super_blocks_give_the_shared_splits_bits(dims, dtype):
+    """The kernel's two work splits (the threads sharing each super-block step by step, or
+    each thread running whole super-blocks alone) sum every tile in the same order: the same
+    bits, for super-blocks of 1 and 2 panels (the last one partial), groups and a batch; an
+    inf reported either way."""
+    from fastconv._plan.dispatch import Kernel
+    rng = np.random.default_rng(dims)
+    kernel = {1: (1, 1, 3), 2: (1, 3, 3), 3: (3, 3, 3)}[dims]
+    size = {1: (1, 1, 1901), 2: (1, 45, 38), 3: (5, 21, 17)}[dims]
+    pad = {1: (0, 0, 3), 2: (0, 1, 2), 3: (1, 1, 0)}[dims]
+    dilation = (1, 1, 3) if dims == 1 else (1, 1, 1)
+    out_size = tuple(n + 2 * p - d * (k - 1) for n, p, k, d in zip(size, pad, kernel, dilation))
+    c_in, c_out, groups, batch = 10, 14, 2, 3
+    x = rng.standard_normal((batch, c_in) + size).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups) + kernel).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    u = np.empty(conv_winograd.weights_size(c_out, c_in // groups, groups, kernel), dtype)
+    conv_winograd.transform_weights(w, groups, u, 1)
+
+    def run(x, panels, per_thread_blocks):
+        out = np.full((batch, c_out) + out_size, np.nan, dtype)
+        status = conv_winograd.conv_forward(Kernel.CONV_WINOGRAD, x, w, b, out, (1, 1, 1),
+                                            pad, dilation, groups, panels, per_thread_blocks,
+                                            2, u)
+        return status, out
+
+    kwargs = dict(padding=pad, dilation=dilation, groups=groups)
+    want = reference.conv_nd(x, w, b, **kwargs)
+    scale = reference.conv_nd(np.abs(x), np.abs(w), np.abs(b), **kwargs).max()
+    for panels in (1, 2):
+        status, shared = run(x, panels, False)
+        assert status == 0
+        assert_within_bound(shared, want, scale, dtype)
+        status, own = run(x, panels, True)
+        assert status == 0
+        np.testing.assert_array_equal(own, shared)
+    x[1, 3].flat[77] = np.inf
+    assert run(x, 1, True)[0] == run(x, 1, False)[0] == conv_winograd.NONFINITE
+
+
+def test_threads_run_whole_super_blocks_where_tiles_are_many_and_channels_few():
+    """Own super-blocks keep each thread's transforms and products in its own caches and
+    need no barrier between the steps, but every thread reads all the transformed weights
+    per block: the plan takes them for many tiles of few channels only."""
+    def blocks(x_shape, w_shape, threads):
+        with fastconv.num_threads(threads):
+            plan = plan_conv(problem_from_call(x_shape, w_shape, padding=1), "float32",
+                             "winograd")
+        return plan.per_thread_blocks
+    assert blocks((8, 64, 56, 56), (64, 64, 3, 3), 2)          # 1568 tiles of 64 channels
+    assert blocks((8, 128, 4000), (128, 128, 3), 2)            # a TCN layer
+    assert not blocks((8, 64, 56, 56), (64, 64, 3, 3), 1)      # one thread: nothing to split
+    assert not blocks((8, 512, 7, 7), (512, 512, 3, 3), 2)     # 32 tiles, 9 MiB of weights
+
 # --- input gradient and stride-1 transposed convolution ---------------------------------------
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

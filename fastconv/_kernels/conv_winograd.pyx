@@ -7,7 +7,8 @@ multiply-adds (winograd.h has the transforms). Per group, the weights are transf
 into the A panels of fastconv's micro-kernel (packed_gemm.pxd; the Python layer keeps them
 between calls with the same weights); then the
 tiles of the whole batch are worked in super-blocks of `tile_panels` x NR tiles, in three
-parallel steps:
+steps, which the threads either share block by block or (`per_thread_blocks`, for many tiles
+of few channels) run end to end on whole blocks of their own:
 
 1. input transform: each (depth tap, channel, vector of tiles) is gathered and transformed
    into the B panels V[e] (e = 0..35, the transformed elements);
@@ -21,7 +22,7 @@ a filter) reaches all 16 outputs, where the direct sum would give finite values 
 output step counts non-finite results, and the Python layer recomputes such a call exactly.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, shape5
@@ -208,9 +209,152 @@ cdef void describe_tiles(const ConvShape* s, const Py_ssize_t* xs, const Py_ssiz
         w0[q] = (r % TW) * 4
 
 
+cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating* u,
+                        const floating* bias, floating* out, const Py_ssize_t* os,
+                        const ConvShape* s, Py_ssize_t g, Py_ssize_t t0, Py_ssize_t count,
+                        Py_ssize_t S, floating* v, floating* m, Py_ssize_t* desc,
+                        int num_threads) noexcept nogil:
+    """Tiles t0 .. t0 + count - 1 (count <= S) of group g through the three steps, each
+    parallel over num_threads threads: u is the group's transformed weights; v, m and desc
+    the super-block's buffers, sized by conv_winograd for S tiles. Returns the number of
+    output vectors with an inf or NaN."""
+    cdef Py_ssize_t MR = tile_mr(TILE_WIDE), NR = tile_nr(TILE_WIDE, <floating*> NULL)
+    cdef Py_ssize_t L = lanes(<floating*> NULL)
+    cdef Py_ssize_t Cg = s.c_in_g, Kg = s.c_out_g, KD = s.kernel[0]
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t depth_taps = KD * Cg        # the GEMM's depth: (depth tap, channel)
+    cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR
+    cdef bint one_d = s.kernel[1] == 1      # (1, 1, 3) on (1, 1, L) planes: F(4, 3)
+    cdef Py_ssize_t E = 6 if one_d else 36   # transformed elements per tile
+    cdef Py_ssize_t dilation = s.dilation[2]
+    # 1-d: blocks of 4 outputs of each of the dilation's phases
+    cdef Py_ssize_t blocks = ((OW + dilation - 1) // dilation + 3) // 4
+    # the GEMM step's work split: E elements, times blocks of weight panels when there are
+    # threads to spare
+    cdef Py_ssize_t m_blocks = (num_threads * 4 + E - 1) // E
+    cdef Py_ssize_t groups_of_lanes = (count + L - 1) // L
+    cdef Py_ssize_t* in_offset = desc
+    cdef Py_ssize_t* out_offset = desc + S
+    cdef Py_ssize_t* d0 = desc + 2 * S
+    cdef Py_ssize_t* h0 = desc + 3 * S
+    cdef Py_ssize_t* w0 = desc + 4 * S
+    cdef Py_ssize_t* slice_offset = desc + 5 * S       # [kd][tile]: the plane tap kd reads
+    cdef Py_ssize_t* top = desc + (5 + KD) * S         # [kd][tile]: its first input row
+    cdef Py_ssize_t item, c, q, k, e, block, p0, p1, per_block, kd, depth, channel
+    # channels-last: the channels of a pixel are neighbours, so consecutive items of the
+    # transforms take consecutive channels of one group of tiles
+    cdef bint channels_inner_in = xs[1] < xs[4], channels_inner_out = os[1] < os[4]
+    cdef int nonfinite = 0
+    if m_blocks > m_panels:
+        m_blocks = m_panels
+    per_block = (m_panels + m_blocks - 1) // m_blocks
+    if Cg == 0:
+        # no input channels: every product is an empty sum
+        memset(m, 0, E * Kg * S * sizeof(floating))
+    if one_d:
+        # h0: each tile's first input position, w0: its first output
+        describe_tiles_1d(s, xs, os, blocks, t0, count, in_offset, out_offset, h0, w0)
+    else:
+        describe_tiles(s, xs, os, t0, count, in_offset, out_offset, d0, h0, w0)
+    for kd in range(0 if one_d else KD):
+        for q in range(count):
+            depth = d0[q] + kd
+            if 0 <= depth < D:
+                slice_offset[kd * S + q] = in_offset[q] + depth * xs[2]
+                top[kd * S + q] = h0[q] - s.pad[1]
+            else:
+                # a slice of depth padding: every row of the tile is outside the plane
+                slice_offset[kd * S + q] = in_offset[q]
+                top[kd * S + q] = -H - 6
+    # the input tiles start `pad` to the left of their outputs
+    for q in range(0 if one_d else count):
+        w0[q] -= s.pad[2]
+    for item in prange(depth_taps * groups_of_lanes, num_threads=num_threads,
+                       schedule='dynamic', chunksize=transform_chunk(
+                           depth_taps * groups_of_lanes, num_threads)):
+        if channels_inner_in:
+            channel = item % depth_taps         # kd * Cg + c
+            q = (item // depth_taps) * L
+        else:
+            channel = item // groups_of_lanes
+            q = (item % groups_of_lanes) * L
+        kd = channel // Cg
+        c = channel % Cg
+        if one_d:
+            if floating is float:
+                fc_wino1d_input_f32(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
+                                    dilation, count - q if count - q < L else L, W,
+                                    xs[4],
+                                    v + (q // NR) * depth_taps * NR + channel * NR
+                                    + q % NR, S * depth_taps)
+            else:
+                fc_wino1d_input_f64(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
+                                    dilation, count - q if count - q < L else L, W,
+                                    xs[4],
+                                    v + (q // NR) * depth_taps * NR + channel * NR
+                                    + q % NR, S * depth_taps)
+        elif floating is float:
+            fc_wino_input_f32(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
+                              top + kd * S + q, w0 + q,
+                              count - q if count - q < L else L, H, W, xs[3], xs[4],
+                              v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
+                              S * depth_taps)
+        else:
+            fc_wino_input_f64(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
+                              top + kd * S + q, w0 + q,
+                              count - q if count - q < L else L, H, W, xs[3], xs[4],
+                              v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
+                              S * depth_taps)
+    for q in range(0 if one_d else count):
+        w0[q] += s.pad[2]
+    for item in prange(E * m_blocks, num_threads=num_threads, schedule='dynamic'):
+        e = item // m_blocks
+        block = item % m_blocks
+        p0 = block * per_block
+        p1 = p0 + per_block if p0 + per_block < m_panels else m_panels
+        if p0 >= p1 or Cg == 0:
+            continue
+        multiply_tile(depth_taps, p1 - p0, Kg - p0 * MR, count, NR,
+                      u + (e * m_panels + p0) * depth_taps * MR,
+                      v + e * S * depth_taps,
+                      m + (e * Kg + p0 * MR) * S, S, NULL, False, TILE_WIDE, NULL)
+    for item in prange(Kg * groups_of_lanes, num_threads=num_threads,
+                       schedule='dynamic', chunksize=transform_chunk(
+                           Kg * groups_of_lanes, num_threads)):
+        if channels_inner_out:
+            k = item % Kg
+            q = (item // Kg) * L
+        else:
+            k = item // groups_of_lanes
+            q = (item % groups_of_lanes) * L
+        if one_d:
+            if floating is float:
+                nonfinite += fc_wino1d_output_f32(
+                    m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                    out + (g * Kg + k) * os[1], out_offset + q, w0 + q, dilation,
+                    count - q if count - q < L else L, OW, os[4])
+            else:
+                nonfinite += fc_wino1d_output_f64(
+                    m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                    out + (g * Kg + k) * os[1], out_offset + q, w0 + q, dilation,
+                    count - q if count - q < L else L, OW, os[4])
+        elif floating is float:
+            nonfinite += fc_wino_output_f32(
+                m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                out + (g * Kg + k) * os[1], out_offset + q, h0 + q, w0 + q,
+                count - q if count - q < L else L, OH, OW, os[3], os[4])
+        else:
+            nonfinite += fc_wino_output_f64(
+                m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                out + (g * Kg + k) * os[1], out_offset + q, h0 + q, w0 + q,
+                count - q if count - q < L else L, OH, OW, os[3], os[4])
+    return nonfinite
+
+
 cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* u_all,
                        const floating* bias, floating* out, const Py_ssize_t* os,
-                       const ConvShape* s, Py_ssize_t tile_panels,
+                       const ConvShape* s, Py_ssize_t tile_panels, bint per_thread_blocks,
                        int num_threads) noexcept nogil:
     """out := conv(x, w) + bias with u_all the weights transformed by transform_weights; xs
     and os: the element strides of x and out over (n, c, d, h, w), so channels-last arrays
@@ -219,159 +363,62 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
     A 3-d kernel of depth KD is KD 2-d ones, one per input depth slice: the GEMM's depth runs
     over (depth tap, channel), each slice's input tiles transformed as a channel of their own.
     A 1-d kernel of 3 taps (any dilation) runs F(4, 3): 6 elements per tile instead of 36.
+    The tiles go in super-blocks of tile_panels x NR. With `per_thread_blocks`, each thread
+    takes whole super-blocks (dynamic schedule) and runs their three steps alone in its own
+    buffers: one parallel region per call, no barrier between steps, so a thread slowed by
+    a busy core takes fewer blocks instead of holding the team at every step's end. Else
+    the threads share each super-block, step by step (for few tiles, or large weights).
     Returns 0, 1 (out of memory) or NONFINITE (done, but some output is inf or NaN)."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE), NR = tile_nr(TILE_WIDE, <floating*> NULL)
-    cdef Py_ssize_t L = lanes(<floating*> NULL)
     cdef Py_ssize_t Cg = s.c_in_g, Kg = s.c_out_g, KD = s.kernel[0]
-    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
-    cdef Py_ssize_t depth_taps = KD * Cg        # the GEMM's depth: (depth tap, channel)
+    cdef Py_ssize_t depth_taps = KD * Cg
     cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR
-    cdef bint one_d = s.kernel[1] == 1      # (1, 1, 3) on (1, 1, L) planes: F(4, 3)
-    cdef Py_ssize_t E = 6 if one_d else 36   # transformed elements per tile
+    cdef bint one_d = s.kernel[1] == 1
+    cdef Py_ssize_t E = 6 if one_d else 36
     cdef Py_ssize_t dilation = s.dilation[2]
-    # 1-d: blocks of 4 outputs of each of the dilation's phases
-    cdef Py_ssize_t blocks = ((OW + dilation - 1) // dilation + 3) // 4
-    cdef Py_ssize_t tiles = s.n * dilation * blocks if one_d \
-        else s.n * OD * ((OH + 3) // 4) * ((OW + 3) // 4)
+    cdef Py_ssize_t tiles = s.n * dilation * (((OW + dilation - 1) // dilation + 3) // 4) \
+        if one_d else s.n * OD * ((OH + 3) // 4) * ((OW + 3) // 4)
     cdef Py_ssize_t S = tile_panels * NR
-    # per-thread work split of the GEMM step: E elements, times blocks of weight panels
-    # when there are threads to spare
-    cdef Py_ssize_t m_blocks = (num_threads * 4 + E - 1) // E
-    cdef const floating* u
-    cdef floating* v = <floating*> fc_workspace(WS_INPUT,
-                                                E * S * depth_taps * sizeof(floating))
-    cdef floating* m = <floating*> fc_workspace(WS_PRODUCTS, E * Kg * S * sizeof(floating))
-    cdef Py_ssize_t* desc = <Py_ssize_t*> fc_workspace(WS_TILES,
-                                                       (5 + 2 * KD) * S * sizeof(Py_ssize_t))
-    cdef Py_ssize_t* in_offset
-    cdef Py_ssize_t* out_offset
-    cdef Py_ssize_t* d0
-    cdef Py_ssize_t* h0
-    cdef Py_ssize_t* w0
-    cdef Py_ssize_t* slice_offset     # [kd][tile]: the input plane depth tap kd reads
-    cdef Py_ssize_t* top              # [kd][tile]: its first input row (all-padding if out)
-    cdef Py_ssize_t g, t0, count, groups_of_lanes, item, c, q, k, e, block, p0, p1, per_block
-    cdef Py_ssize_t kd, depth, channel
-    # channels-last: the channels of a pixel are neighbours, so consecutive items of the
-    # transforms take consecutive channels of one group of tiles
-    cdef bint channels_inner_in = xs[1] < xs[4], channels_inner_out = os[1] < os[4]
-    cdef int nonfinite = 0
-    if v == NULL or m == NULL or desc == NULL:
-        return 1
-    in_offset, out_offset, d0, h0, w0 = desc, desc + S, desc + 2 * S, desc + 3 * S, \
-        desc + 4 * S
-    slice_offset, top = desc + 5 * S, desc + (5 + KD) * S
-    if m_blocks > m_panels:
-        m_blocks = m_panels
-    per_block = (m_panels + m_blocks - 1) // m_blocks
-    if Cg == 0:
-        # no input channels: every product is an empty sum
-        memset(m, 0, E * Kg * S * sizeof(floating))
-    for g in range(s.groups):
-        u = u_all + g * E * m_panels * depth_taps * MR
-        t0 = 0
-        while t0 < tiles:
-            count = tiles - t0 if tiles - t0 < S else S
-            groups_of_lanes = (count + L - 1) // L
-            if one_d:
-                # h0: each tile's first input position, w0: its first output
-                describe_tiles_1d(s, xs, os, blocks, t0, count, in_offset, out_offset, h0, w0)
-            else:
-                describe_tiles(s, xs, os, t0, count, in_offset, out_offset, d0, h0, w0)
-            for kd in range(0 if one_d else KD):
-                for q in range(count):
-                    depth = d0[q] + kd
-                    if 0 <= depth < D:
-                        slice_offset[kd * S + q] = in_offset[q] + depth * xs[2]
-                        top[kd * S + q] = h0[q] - s.pad[1]
-                    else:
-                        # a slice of depth padding: every row of the tile is outside the plane
-                        slice_offset[kd * S + q] = in_offset[q]
-                        top[kd * S + q] = -H - 6
-            # the input tiles start `pad` to the left of their outputs
-            for q in range(0 if one_d else count):
-                w0[q] -= s.pad[2]
-            for item in prange(depth_taps * groups_of_lanes, num_threads=num_threads,
-                               schedule='dynamic', chunksize=transform_chunk(
-                                   depth_taps * groups_of_lanes, num_threads)):
-                if channels_inner_in:
-                    channel = item % depth_taps         # kd * Cg + c
-                    q = (item // depth_taps) * L
-                else:
-                    channel = item // groups_of_lanes
-                    q = (item % groups_of_lanes) * L
-                kd = channel // Cg
-                c = channel % Cg
-                if one_d:
-                    if floating is float:
-                        fc_wino1d_input_f32(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
-                                            dilation, count - q if count - q < L else L, W,
-                                            xs[4],
-                                            v + (q // NR) * depth_taps * NR + channel * NR
-                                            + q % NR, S * depth_taps)
-                    else:
-                        fc_wino1d_input_f64(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
-                                            dilation, count - q if count - q < L else L, W,
-                                            xs[4],
-                                            v + (q // NR) * depth_taps * NR + channel * NR
-                                            + q % NR, S * depth_taps)
-                elif floating is float:
-                    fc_wino_input_f32(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
-                                      top + kd * S + q, w0 + q,
-                                      count - q if count - q < L else L, H, W, xs[3], xs[4],
-                                      v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
-                                      S * depth_taps)
-                else:
-                    fc_wino_input_f64(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
-                                      top + kd * S + q, w0 + q,
-                                      count - q if count - q < L else L, H, W, xs[3], xs[4],
-                                      v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
-                                      S * depth_taps)
-            for q in range(0 if one_d else count):
-                w0[q] += s.pad[2]
-            for item in prange(E * m_blocks, num_threads=num_threads, schedule='dynamic'):
-                e = item // m_blocks
-                block = item % m_blocks
-                p0 = block * per_block
-                p1 = p0 + per_block if p0 + per_block < m_panels else m_panels
-                if p0 >= p1 or Cg == 0:
+    cdef Py_ssize_t per_group = (tiles + S - 1) // S      # super-blocks per group
+    cdef Py_ssize_t u_group = E * m_panels * depth_taps * MR
+    cdef size_t v_bytes = E * S * depth_taps * sizeof(floating)
+    cdef size_t m_bytes = E * Kg * S * sizeof(floating)
+    cdef size_t desc_bytes = (5 + 2 * KD) * S * sizeof(Py_ssize_t)
+    cdef floating* v = NULL       # each thread's own, with per_thread_blocks
+    cdef floating* m = NULL
+    cdef Py_ssize_t* desc = NULL
+    cdef Py_ssize_t g, t0, count, item
+    cdef int nonfinite = 0, failed = 0
+    if per_thread_blocks and num_threads > 1:
+        with parallel(num_threads=num_threads):
+            v = <floating*> fc_workspace(WS_INPUT, v_bytes)
+            m = <floating*> fc_workspace(WS_PRODUCTS, m_bytes)
+            desc = <Py_ssize_t*> fc_workspace(WS_TILES, desc_bytes)
+            for item in prange(s.groups * per_group, schedule='dynamic'):
+                if v == NULL or m == NULL or desc == NULL:
+                    failed += 1
                     continue
-                multiply_tile(depth_taps, p1 - p0, Kg - p0 * MR, count, NR,
-                              u + (e * m_panels + p0) * depth_taps * MR,
-                              v + e * S * depth_taps,
-                              m + (e * Kg + p0 * MR) * S, S, NULL, False, TILE_WIDE, NULL)
-            for item in prange(Kg * groups_of_lanes, num_threads=num_threads,
-                               schedule='dynamic', chunksize=transform_chunk(
-                                   Kg * groups_of_lanes, num_threads)):
-                if channels_inner_out:
-                    k = item % Kg
-                    q = (item // Kg) * L
-                else:
-                    k = item // groups_of_lanes
-                    q = (item % groups_of_lanes) * L
-                if one_d:
-                    if floating is float:
-                        nonfinite += fc_wino1d_output_f32(
-                            m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
-                            out + (g * Kg + k) * os[1], out_offset + q, w0 + q, dilation,
-                            count - q if count - q < L else L, OW, os[4])
-                    else:
-                        nonfinite += fc_wino1d_output_f64(
-                            m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
-                            out + (g * Kg + k) * os[1], out_offset + q, w0 + q, dilation,
-                            count - q if count - q < L else L, OW, os[4])
-                elif floating is float:
-                    nonfinite += fc_wino_output_f32(
-                        m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
-                        out + (g * Kg + k) * os[1], out_offset + q, h0 + q, w0 + q,
-                        count - q if count - q < L else L, OH, OW, os[3], os[4])
-                else:
-                    nonfinite += fc_wino_output_f64(
-                        m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
-                        out + (g * Kg + k) * os[1], out_offset + q, h0 + q, w0 + q,
-                        count - q if count - q < L else L, OH, OW, os[3], os[4])
-            t0 += S
+                g = item // per_group
+                t0 = (item % per_group) * S
+                count = tiles - t0 if tiles - t0 < S else S
+                nonfinite += winograd_block(x, xs, u_all + g * u_group, bias, out, os, s, g,
+                                            t0, count, S, v, m, desc, 1)
+            fc_workspace_trim()
+        if failed:
+            return 1
+    else:
+        v = <floating*> fc_workspace(WS_INPUT, v_bytes)
+        m = <floating*> fc_workspace(WS_PRODUCTS, m_bytes)
+        desc = <Py_ssize_t*> fc_workspace(WS_TILES, desc_bytes)
+        if v == NULL or m == NULL or desc == NULL:
+            return 1
+        for g in range(s.groups):
+            for item in range(per_group):
+                t0 = item * S
+                count = tiles - t0 if tiles - t0 < S else S
+                nonfinite += winograd_block(x, xs, u_all + g * u_group, bias, out, os, s, g,
+                                            t0, count, S, v, m, desc, num_threads)
     fc_workspace_trim()
     return STATUS_NONFINITE if nonfinite else 0
 
@@ -445,11 +492,12 @@ def tile_geometry(bint double_precision):
 def conv_forward(int kernel, const floating[:, :, :, :, :] x,
                  const floating[:, :, :, :, :] w, const floating[::1] bias,
                  floating[:, :, :, :, :] out, tuple stride, tuple pad, tuple dilation,
-                 Py_ssize_t groups, Py_ssize_t tile_panels, int num_threads,
-                 const floating[::1] u):
+                 Py_ssize_t groups, Py_ssize_t tile_panels, bint per_thread_blocks,
+                 int num_threads, const floating[::1] u):
     """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
     axis, by Winograd F(4x4, 3x3) over each (KD, 3, 3) kernel's depth taps (F(4, 3) for a 1-d
-    (1, 1, 3) kernel, any dilation), in super-blocks of `tile_panels` panels of tiles; `u`
+    (1, 1, 3) kernel, any dilation), in super-blocks of `tile_panels` panels of tiles (each
+    thread running whole super-blocks alone if `per_thread_blocks`); `u`
     holds w transformed by transform_weights (w itself is only read for its shape). x and
     out are read and written through their strides: a channels-last (N, C, D, H, W) view
     (memory (N, D, H, W, C)) in, or out, is computed where it lies. Returns 0, or NONFINITE
@@ -498,7 +546,7 @@ def conv_forward(int kernel, const floating[:, :, :, :, :] x,
     with nogil:
         status = conv_winograd(&x[0, 0, 0, 0, 0], xs, &u[0] if u.shape[0] else NULL,
                                bias_ptr, &out[0, 0, 0, 0, 0], os, &s, tile_panels,
-                               num_threads)
+                               per_thread_blocks, num_threads)
     if status == 1:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")
     return status

@@ -91,7 +91,8 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
         else:
             u = scratch(size, w5.dtype)
             fill(w5, u)
-        status = conv_winograd.conv_forward(*args, plan.tile_panels, plan.threads, u)
+        status = conv_winograd.conv_forward(*args, plan.tile_panels, plan.per_thread_blocks,
+                                            plan.threads, u)
         if status == conv_winograd.NONFINITE:
             # an inf or NaN spread over whole tiles: the direct sums' answer, exactly
             if adjoint_of is not None:

@@ -88,6 +88,7 @@ class Plan:
     band_rows: int = 0          # im2col/col2im/direct planes: output rows per band
     planes_per_item: int = 1    # direct planes: whole input planes a work item computes
     tile_panels: int = 0        # packed and phase grid: position panels per tile
+    per_thread_blocks: bool = False   # winograd: each thread runs whole super-blocks alone
     channel_panels: int = 1     # packed: weight panels per block of output channels
     channel_chunks: int = 1     # col2im: chunks of a group's input channels
     tile_shape: int = 0         # packed micro-kernel register tile (0 wide, 1 narrow)
@@ -115,7 +116,7 @@ class Plan:
         """The plan in words: kernel, reason, threads and work split."""
         defaults = Plan(self.kernel, "")
         split = {k: getattr(self, k) for k in ("band_rows", "planes_per_item", "tile_panels",
-                                                "channel_panels",
+                                                "per_thread_blocks", "channel_panels",
                                                 "channel_chunks", "tile_shape", "chunks",
                                                 "images_per_unit")
                  if getattr(self, k) != getattr(defaults, k)}
@@ -430,8 +431,9 @@ def _forward_kernel_plan(kernel, reason, problem, itemsize, threads):
         return Plan(kernel, reason, threads, geometry, tile_panels=tiling.phase_grid_tile(
             problem, itemsize, nr), tile_shape=shape)
     if kernel == Kernel.CONV_WINOGRAD:
-        return Plan(kernel, reason, threads, geometry,
-                    tile_panels=tiling.winograd_tile_panels(problem, itemsize))
+        tile_panels, per_thread_blocks = tiling.winograd_blocks(problem, itemsize, threads)
+        return Plan(kernel, reason, threads, geometry, tile_panels=tile_panels,
+                    per_thread_blocks=per_thread_blocks)
     if kernel == Kernel.CONV_FFT:
         return Plan(kernel, reason, threads, geometry)
     if kernel == Kernel.CONV_DIRECT_PLANES:

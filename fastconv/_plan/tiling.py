@@ -453,6 +453,32 @@ def winograd_tile_panels(problem, itemsize):
     return int(min(panels, -(-winograd_tiles(problem) // nr)))
 
 
+# Each thread running whole super-blocks alone (one parallel region per call, no barrier
+# between the steps, each block's transforms and products in the thread's own caches) pays
+# where there are many tiles and few channels: every thread reads all the transformed
+# weights per super-block. On a quiet machine both splits run alike; where one core is
+# slowed (these shared VMs, or another runtime's threads spinning beside ours) the shared
+# split waits for it at every step. Zen 4, 2 threads, float32 batch 8, a busy loop on the
+# second core, shared -> own (ms): 64 -> 64 on 56x56 14.1-14.8 -> 8.1-8.5 (quiet 6.2-6.5 ->
+# 5.9-6.6); 128 -> 128 on 28x28 9.3 -> 6.5 (quiet 4.0 -> 3.8); TCN 128 -> 128 on 4000
+# (dilation 4) 26.7-30.3 -> 20.0-24.3 (quiet 12.3 -> 12.5). With few tiles for all those
+# weights own blocks lose, quiet: 256 on 14x14 4.4 -> 6.0, 512 on 7x7 5.3 -> 9.4.
+WINOGRAD_THREAD_BLOCK_BYTES = 2 << 20
+WINOGRAD_THREAD_BLOCKS = 4     # at least this many super-blocks per thread
+
+
+def winograd_blocks(problem, itemsize, threads):
+    """(panels per super-block, whether each thread runs whole super-blocks alone)."""
+    _, nr, _ = conv_winograd.tile_geometry(itemsize == 8)
+    per_tile = winograd_elements(problem) * (winograd_depth(problem) + problem.out_per_group) \
+        * itemsize
+    own = WINOGRAD_THREAD_BLOCK_BYTES // (per_tile * nr)
+    if threads > 1 and own >= 1 \
+            and winograd_tiles(problem) >= WINOGRAD_THREAD_BLOCKS * threads * own * nr:
+        return int(own), True
+    return winograd_tile_panels(problem, itemsize), False
+
+
 def fft_shape(problem):
     """The FFT convolution's transform length along each spatial axis of `problem`: a fast
     length (scipy.fft.next_fast_len) of at least the size plus the wider of the axis's two
