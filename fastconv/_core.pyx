@@ -6,7 +6,7 @@ mode of the threads a call runs on.
 The thread *policy* (what count each kernel uses, how BLAS is kept from oversubscribing)
 lives in fastconv/_runtime/threads.py; kernels receive their thread count as an argument.
 """
-from cython.parallel cimport parallel
+from cython.parallel cimport parallel, prange
 from libc.string cimport memcmp
 
 from fastconv._kernels cimport kernel_ids as ids
@@ -120,15 +120,32 @@ def restore_fp_mode(unsigned int[::1] saved):
         fc_fp_mode_set(saved[omp_get_thread_num()])
 
 
-def bytes_equal_at(size_t address, const unsigned char[::1] copy):
-    """True if the len(copy) bytes at `address` equal copy's (memcmp without the GIL). The
-    caller vouches that the bytes at `address` are an array's own memory while it holds the
-    array (the weight cache: a hit on an entry keyed by address, shape, strides and dtype is
-    the same dense block it copied)."""
-    cdef int differ
+# Below this many bytes a compare runs on the calling thread alone (a team costs more).
+PARALLEL_COMPARE_BYTES = 1 << 20
+
+
+def bytes_equal_at(size_t address, const unsigned char[::1] copy, int num_threads=1):
+    """True if the len(copy) bytes at `address` equal copy's (memcmp without the GIL, in
+    chunks over `num_threads` threads from PARALLEL_COMPARE_BYTES on: one thread streams a
+    large layer's weights well below the memory's bandwidth, and a batch-1 network compares
+    every layer's on every call). The caller vouches that the bytes at `address` are an
+    array's own memory while it holds the array (the weight cache: a hit on an entry keyed by
+    address, shape, strides and dtype is the same dense block it copied)."""
+    cdef const unsigned char* here = <const unsigned char*> address
     cdef Py_ssize_t n = copy.shape[0]
+    cdef Py_ssize_t chunks = 8 * num_threads, chunk, i, begin, length
+    cdef int differ = 0
     if n == 0:
         return True
+    if num_threads < 2 or n < PARALLEL_COMPARE_BYTES:
+        with nogil:
+            differ = memcmp(here, &copy[0], n)
+        return differ == 0
+    chunk = (n + chunks - 1) // chunks
     with nogil:
-        differ = memcmp(<const void*> address, &copy[0], n)
+        for i in prange(chunks, num_threads=num_threads, schedule='dynamic'):
+            begin = i * chunk
+            length = n - begin if n - begin < chunk else chunk
+            if length > 0 and memcmp(here + begin, &copy[begin], length) != 0:
+                differ += 1
     return differ == 0

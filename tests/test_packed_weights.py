@@ -1,6 +1,8 @@
-"""Weights packed once for the packed kernels' micro-kernel and reused while they do not
-change: an inference loop packs nothing, and a weight changed in place, or a new array at a
-freed one's address, is packed afresh (the cache compares the bytes, see weight_cache)."""
+"""The packed kernels' weights. The forward kernels read each filter where it lies (a row of
+the micro-kernel's product): nothing is packed, remembered or compared per call, and a weight
+changed in place gives the new answer at once. The 1x1 input gradient multiplies by the
+weights' transpose, packed once and reused while they do not change (the cache compares the
+bytes, see weight_cache)."""
 import numpy as np
 import pytest
 
@@ -34,29 +36,27 @@ def empty_cache():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("algorithm, x_shape, w_shape, kwargs", CASES, ids=[c[0] for c in CASES])
-def test_packed_weights_are_remembered_and_never_stale(algorithm, x_shape, w_shape, kwargs,
-                                                       dtype):
+def test_forward_kernels_read_the_weights_where_they_lie(algorithm, x_shape, w_shape, kwargs,
+                                                         dtype):
     rng = np.random.default_rng(len(x_shape) + w_shape[0])
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     tol = 1e-4 if dtype == np.float32 else 1e-11
     first = fastconv.conv2d(x, w, algorithm=algorithm, **kwargs)
     np.testing.assert_allclose(first, reference.conv_nd(x, w, **kwargs), rtol=tol, atol=tol)
-    assert len(packed_entries()) == 1
-    # the second call packs nothing and gives the same bits
-    (key,) = packed_entries()
-    packed_before = weight_cache._entries[key][1]
-    np.testing.assert_array_equal(fastconv.conv2d(x, w, algorithm=algorithm, **kwargs), first)
-    assert weight_cache._entries[key][1] is packed_before
-    # changed in place: packed again, into the same buffer
+    assert packed_entries() == []
+    # changed in place: the new weights' answer at once
     w[-1, 0, 0, 0] += 1.0
     second = fastconv.conv2d(x, w, algorithm=algorithm, **kwargs)
     np.testing.assert_allclose(second, reference.conv_nd(x, w, **kwargs), rtol=tol, atol=tol)
     assert not np.array_equal(second, first)
-    assert weight_cache._entries[key][1] is packed_before
-    # a copy at another address: the same answer
+    # a copy at another address, or a channels-last weight: the same bits
     np.testing.assert_array_equal(fastconv.conv2d(x, w.copy(), algorithm=algorithm, **kwargs),
                                   second)
+    w_channels_last = np.moveaxis(np.ascontiguousarray(np.moveaxis(w, 1, -1)), -1, 1)
+    np.testing.assert_array_equal(
+        fastconv.conv2d(x, w_channels_last, algorithm=algorithm, **kwargs), second)
+    assert packed_entries() == []
 
 
 def test_the_1x1_input_gradient_remembers_the_transposed_packing():
@@ -103,6 +103,8 @@ def test_the_entry_point_takes_prepacked_weights_with_the_same_bits(adjoint):
         np.testing.assert_allclose(want[:, :, 0], reference.conv_input_grad(x.shape, w, x),
                                    rtol=1e-4, atol=1e-4)
     else:
+        # the same bits from weights read where they lie (what fastconv.conv2d runs) as
+        # from prepacked ones
         want = fastconv.conv2d(x, w, padding=1, algorithm="packed_segments")
         got = np.empty_like(want)[:, :, None]
         conv_packed.conv_forward(Kernel.CONV_PACKED_SEGMENTS, x[:, :, None], w5,
@@ -130,3 +132,20 @@ def test_prepacked_weights_of_the_wrong_size_or_dtype_are_refused():
         conv_packed.layer_weights_size(w.shape, 1, 0, True)
     with pytest.raises(ValueError, match="do not split into 4 groups"):
         conv_packed.layer_weights_size(w.shape, 4, 0, False)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("size", [0, 1, 1000, (3 << 20) + 5])
+def test_the_caches_byte_compare_finds_a_change_anywhere(size, threads):
+    """A hit compares the weight's bytes with the entry's copy, large ones in chunks over the
+    threads: one flipped bit anywhere (first byte, a chunk's inside, the last byte) misses."""
+    from fastconv import _core
+    data = np.random.default_rng(size).integers(0, 256, size, np.uint8)
+    copy = data.copy()
+    address = data.__array_interface__["data"][0]
+    assert _core.bytes_equal_at(address, copy, threads)
+    for where in sorted({0, size // 3, size - 1}) if size else []:
+        data[where] ^= 1
+        assert not _core.bytes_equal_at(address, copy, threads)
+        data[where] ^= 1
+    assert _core.bytes_equal_at(address, copy, threads)

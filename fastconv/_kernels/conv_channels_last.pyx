@@ -210,7 +210,7 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                                            C_out - j * NR if C_out - j * NR < NR else NR, NULL,
                                            with_bias or k0 > 0)
                         else:
-                            gemm_tile(shape, k_len, a + (panel * K + k0) * MR,
+                            gemm_tile(shape, k_len, a + (panel * K + k0) * MR, 0,
                                       &w[0, 0] + (j * K + k0) * NR, NR, NULL,
                                       rows + panel * MR * C_out + j * NR, C_out, m_valid,
                                       C_out - j * NR if C_out - j * NR < NR else NR, NULL,
@@ -460,7 +460,7 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
                     dst[j] = 0
         for j in range(n_panels):
             for panel in range(m_panels):
-                gemm_tile(shape, depth, a + panel * depth * MR, b + j * depth * NR, NR, NULL,
+                gemm_tile(shape, depth, a + panel * depth * MR, 0, b + j * depth * NR, NR, NULL,
                           dw + (o0 + panel * MR) * ldw + k0 + j * NR, ldw,
                           rows - panel * MR if rows - panel * MR < MR else MR,
                           cols - j * NR if cols - j * NR < NR else NR, NULL, p0 > p_start)

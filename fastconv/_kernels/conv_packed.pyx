@@ -17,7 +17,7 @@ from fastconv._kernels.kernel_ids cimport CONV_PACKED_SEGMENTS, CONV_PACKED_STAC
     INPUT_GRAD_GEMM1X1_STACKED
 from fastconv._kernels.pair_rows cimport copy_strided, fc_copy_short, fc_zero_short
 from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile_nr, \
-    choose_tile, pack_weights, multiply_tile, PackedGeometry, packed_geometry, \
+    choose_tile, group_panels, pack_weights, multiply_tile, PackedGeometry, packed_geometry, \
     packed_weights_size, prepacked_pointer
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
@@ -125,12 +125,13 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
 
 
 
-cdef int packed_shared_panels(const floating* x, const floating* a_packed,
+cdef int packed_shared_panels(const floating* x, const floating* a, Py_ssize_t a_stride,
                               const floating* bias, floating* out, const ConvShape* s,
                               Py_ssize_t tile_panels, Py_ssize_t channel_panels, int shape,
                               int num_threads) noexcept nogil:
     """conv_packed for planes with few tiles: per (image, group), all tiles are unfolded into
-    one shared panel buffer (in parallel), then (tile, block of channels) items multiply."""
+    one shared panel buffer (in parallel), then (tile, block of channels) items multiply.
+    a, a_stride: the weights, as group_panels takes them."""
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
     cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
     cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
@@ -172,12 +173,12 @@ cdef int packed_shared_panels(const floating* x, const floating* a_packed,
             panels = m_panels - first_panel if m_panels - first_panel < channel_panels \
                 else channel_panels
             multiply_tile(K, panels, s.c_out_g - first_panel * MR, count, NR,
-                          a_packed + (g * m_panels + first_panel) * K * MR,
+                          group_panels(a, a_stride, s, shape, g, first_panel),
                           shared + t * tile_size,
                           out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
                           + p_begin, out_plane,
                           bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL,
-                          False, shape, NULL)
+                          False, shape, NULL, a_stride)
     return failed
 
 
@@ -185,7 +186,7 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
                      const ConvShape* s, Py_ssize_t tile_panels, Py_ssize_t channel_panels,
                      int shape, const floating* prepacked, int num_threads) noexcept nogil:
     """out := conv(x, w) + bias; `prepacked`: w already packed (pack_weights' layout), or
-    NULL to pack it here."""
+    NULL to read w (C-contiguous) where it lies."""
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
     cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
     cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
@@ -193,23 +194,18 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
     cdef Py_ssize_t channel_blocks = (m_panels + channel_panels - 1) // channel_panels
     cdef Py_ssize_t items = s.n * s.groups * tiles * channel_blocks
     cdef Py_ssize_t item, t, g, n, p_begin, count, block, first_panel, panels
-    cdef floating* a_packed = <floating*> prepacked if prepacked != NULL else \
-        <floating*> fc_workspace(WS_PACKED_WEIGHTS,
-                                 s.groups * m_panels * K * MR * sizeof(floating))
+    cdef Py_ssize_t a_stride = K if prepacked == NULL else 0
+    cdef const floating* a = prepacked if prepacked != NULL else w
     cdef floating* b_packed = NULL
     cdef PanelSegment* segments = NULL
     cdef Py_ssize_t n_segments
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    if a_packed == NULL:
-        return 1
-    if prepacked == NULL:
-        pack_weights(w, s, a_packed, shape, num_threads)
     if channel_blocks > 1:
         # Few tiles per plane, so output channels are split too: unfold each plane once into
         # panels that every channel block shares, instead of once per block.
-        failed = packed_shared_panels(x, a_packed, bias, out, s, tile_panels, channel_panels,
-                                      shape, num_threads)
+        failed = packed_shared_panels(x, a, a_stride, bias, out, s, tile_panels,
+                                      channel_panels, shape, num_threads)
         fc_workspace_trim()   # the main thread's buffers; the other threads' are tile-sized
         return failed
     with parallel(num_threads=num_threads):
@@ -239,11 +235,11 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
             im2col_panels(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, segments, n_segments,
                           count, NR, b_packed)
             multiply_tile(K, panels, s.c_out_g - first_panel * MR, count, NR,
-                          a_packed + (g * m_panels + first_panel) * K * MR, b_packed,
+                          group_panels(a, a_stride, s, shape, g, first_panel), b_packed,
                           out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
                           + p_begin, out_plane,
                           bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL,
-                          False, shape, NULL)
+                          False, shape, NULL, a_stride)
     fc_workspace_trim()   # the main thread's buffers; the other threads' are tile-sized
     return failed
 
@@ -299,7 +295,8 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
     """out := the 1x1 convolution of x by w (+ bias) described by `s`; `adjoint`: w is the
     weight of the convolution whose input gradient this is, (C_in = s.c_out, C_out/groups =
     s.c_in_g) laid out as that layer's, and it is transposed while being packed.
-    `prepacked`: w already packed so, or NULL to pack it here."""
+    `prepacked`: w already packed so, or NULL to read w (C-contiguous) where it lies, or
+    with `adjoint` to pack it here."""
     # work item: (group, tile of stacked positions, block of output channels)
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
     cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, plane = geo.out_plane
@@ -311,7 +308,8 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
     cdef Py_ssize_t item, t, g, block, q_begin, count, first_panel, panels, rows, n_runs
     cdef Py_ssize_t k, e, r, co
     cdef const StackedRun* run
-    cdef floating* a_packed = <floating*> prepacked if prepacked != NULL else \
+    cdef Py_ssize_t a_stride = K if prepacked == NULL and not adjoint else 0
+    cdef const floating* a = prepacked if prepacked != NULL else w if a_stride > 0 else \
         <floating*> fc_workspace(WS_PACKED_WEIGHTS,
                                  s.groups * m_panels * K * MR * sizeof(floating))
     cdef floating* b_packed = NULL
@@ -319,10 +317,10 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
     cdef StackedRun* runs = NULL
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    if a_packed == NULL:
+    if a == NULL:
         return 1
-    if prepacked == NULL:
-        pack_weights(w, s, a_packed, shape, num_threads, adjoint)
+    if prepacked == NULL and a_stride == 0:
+        pack_weights(w, s, <floating*> a, shape, num_threads, adjoint)
     with parallel(num_threads=num_threads):
         b_packed = <floating*> fc_workspace(WS_PANELS, tile_panels * K * NR * sizeof(floating))
         sums = <floating*> fc_workspace(WS_STACKED_SUMS,
@@ -358,10 +356,10 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
                     fc_zero_short(b_packed + (count // NR) * K * NR + k * NR + count % NR,
                                   (NR - count % NR) * sizeof(floating))
             multiply_tile(K, panels, rows, count, NR,
-                          a_packed + (g * m_panels + first_panel) * K * MR, b_packed, sums,
+                          group_panels(a, a_stride, s, shape, g, first_panel), b_packed, sums,
                           tile,
                           bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL,
-                          False, shape, NULL)
+                          False, shape, NULL, a_stride)
             for r in range(rows):
                 co = g * s.c_out_g + first_panel * MR + r
                 for e in range(n_runs):
@@ -385,7 +383,7 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
     `channel_panels` weight panels. `kernel`: CONV_PACKED_SEGMENTS, or CONV_PACKED_STACKED (a
     1x1 kernel, stride 1, no padding; tiles of the batch's positions stacked end to end).
     `packed_weights`: pack_layer_weights(w, groups, tile_shape, False, ...)'s result, or None
-    to pack w for this call."""
+    to read w where it lies (each filter a row of the product)."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
                                   stride, pad, dilation, groups)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL

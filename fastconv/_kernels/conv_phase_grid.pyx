@@ -20,8 +20,8 @@ from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, d
 from fastconv._kernels.kernel_ids cimport CONV_PACKED_PHASE, INPUT_GRAD_PHASE_CLASSES, \
     INPUT_GRAD_PHASE_SCATTER, WEIGHT_GRAD_PHASE
 from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile_nr, \
-    choose_tile, vector_width, pack_weights, pack_a_panels, prepacked_pointer, multiply_tile, PackedGeometry, \
-    packed_geometry
+    choose_tile, vector_width, group_panels, pack_a_panels, prepacked_pointer, multiply_tile, \
+    PackedGeometry, packed_geometry
 from fastconv._kernels.sums cimport plane_sum
 from fastconv._kernels.pair_rows cimport fc_copy_rows, split_pairs_rows
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
@@ -45,8 +45,8 @@ cdef extern from "dot_tiles.h":
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
 cdef enum:
-    WS_PACKED_WEIGHTS, WS_PHASE, WS_PHASE_OUT, WS_PHASE_OFFSETS, WS_W_PACKED, WS_G_EXTENDED,
-    WS_COL, WS_PARTIAL, WS_MASK
+    WS_PHASE, WS_PHASE_OUT, WS_PHASE_OFFSETS, WS_W_PACKED, WS_G_EXTENDED, WS_COL, WS_PARTIAL,
+    WS_MASK
 
 
 # The stride-phase grid: one (image, group) of the input (or a batch of them side by side),
@@ -215,27 +215,25 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
                            floating* out, const ConvShape* s, Py_ssize_t tile_panels, int shape,
                            const floating* prepacked, int num_threads) noexcept nogil:
     """conv_packed with phase-grid unfolding; work items are whole (image, group) planes.
-    `prepacked`: w already packed (pack_weights' layout), or NULL to pack it here."""
+    `prepacked`: w already packed (pack_weights' layout), or NULL to read w (C-contiguous)
+    where it lies."""
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
     cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
     cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
     cdef PhaseGrid pg
     cdef Py_ssize_t item, n, g, p_begin, count
-    cdef floating* a_packed = <floating*> prepacked if prepacked != NULL else \
-        <floating*> fc_workspace(WS_PACKED_WEIGHTS,
-                                 s.groups * m_panels * K * MR * sizeof(floating))
+    cdef Py_ssize_t a_stride = K if prepacked == NULL else 0
+    cdef const floating* a = prepacked if prepacked != NULL else w
     cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,
                                                           K * sizeof(Py_ssize_t))
     cdef floating* grid = NULL
     cdef floating* tile_out = NULL
     cdef int failed = 0
     cdef int* failed_flag = &failed
-    if a_packed == NULL or offsets == NULL:
+    if a == NULL or offsets == NULL:
         return 1
     phase_grid(s, tile, 1, &pg)
     phase_offsets(s, &pg, offsets)
-    if prepacked == NULL:
-        pack_weights(w, s, a_packed, shape, num_threads)
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
         tile_out = <floating*> fc_workspace(WS_PHASE_OUT, s.c_out_g * tile * sizeof(floating))
@@ -253,9 +251,9 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
             while p_begin < pg.positions:
                 count = pg.positions - p_begin if pg.positions - p_begin < tile else tile
                 multiply_tile(K, m_panels, s.c_out_g, count, NR,
-                              a_packed + g * m_panels * K * MR, grid + p_begin, tile_out, tile,
-                              bias + g * s.c_out_g if bias != NULL else NULL, False, shape,
-                              offsets)
+                              group_panels(a, a_stride, s, shape, g, 0), grid + p_begin,
+                              tile_out, tile, bias + g * s.c_out_g if bias != NULL else NULL,
+                              False, shape, offsets, a_stride)
                 scatter_extended(tile_out, tile, s.c_out_g, p_begin, count, s, &pg,
                                  out + (n * s.c_out + g * s.c_out_g) * out_plane, out_plane)
                 p_begin = p_begin + tile
@@ -722,7 +720,7 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
     panels) reading the phase grid of each (image, group) in place. `kernel`:
     CONV_PACKED_PHASE (bit-for-bit the result of conv_packed's CONV_PACKED_SEGMENTS).
     `packed_weights`: conv_packed.pack_layer_weights(w, groups, tile_shape, False, ...)'s
-    result, or None to pack w for this call."""
+    result, or None to read w where it lies."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
                                   stride, pad, dilation, groups)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL

@@ -94,21 +94,32 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
     }
 
 /* B's row k is b + k * b_stride (a packed panel), or with `offsets` (not NULL) b + offsets[k]:
- * NR contiguous elements anywhere (the phase grid's rows, read in place).
+ * NR contiguous elements anywhere (the phase grid's rows, read in place). A's element (m, k)
+ * is a[k * MR + m] (a packed panel), or with lda > 0 a[m * lda + k]: A's rows where they lie
+ * (a layer's filters, one per output channel), rows past m_valid read as the last valid one
+ * (computed, never stored). Read in place, a layer's weights need no packed copy to keep
+ * nor to check against the weights on every call.
  * fc_gemm_rows_tile_*: the same product with A read where it lies, A's element (m, k) at
  * a_rows[m][a_offsets[k]] (rows m < m_valid are read): the patches of a tile of channels-last
  * pixels (a_rows[m] the pixel's first tap, a_offsets[k] tap k's place after it), which
  * packing would copy one scalar at a time. */
 #define FC_DEFINE_GEMM_TILE(NAME, SUFFIX, T, MR, NRV)                                           \
-static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, const T* b,                 \
+static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, ptrdiff_t lda, const T* b, \
         ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
         ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
     enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
     fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
+    const T* a_row[MR];                                                                        \
     ptrdiff_t k, m, j, v;                                                                      \
-    FC_UNROLL for (m = 0; m < MR; m++)                                                         \
+    FC_UNROLL for (m = 0; m < MR; m++) {                                                       \
+        a_row[m] = a + (m < m_valid ? m : m_valid - 1) * lda;                                  \
         FC_UNROLL for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                 \
-    if (offsets != NULL) {                                                                     \
+    }                                                                                          \
+    if (lda > 0 && offsets != NULL) {                                                          \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + offsets[k], a_row[m][k])                        \
+    } else if (lda > 0) {                                                                      \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride, a_row[m][k])                      \
+    } else if (offsets != NULL) {                                                              \
         FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + offsets[k], a[k * MR + m])                      \
     } else {                                                                                   \
         FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride, a[k * MR + m])                    \
@@ -163,10 +174,10 @@ FC_DEFINE_GEMM_TILE(narrow_tail1_f64, f64, double, FC_GEMM_MR_NARROW, 1)
 /* fc_gemm_<t>(narrow, ...): the arguments of fc_gemm_tile_*; fc_gemm_rows_<t>(narrow, ...):
  * those of fc_gemm_rows_tile_*. */
 #define FC_DEFINE_GEMM(SUFFIX, T)                                                               \
-static inline void fc_gemm_##SUFFIX(int narrow, ptrdiff_t k_len, const T* a, const T* b,        \
-        ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
-        ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
-    FC_GEMM_DISPATCH(gemm_tile, SUFFIX, (k_len, a, b, b_stride, offsets, c, ldc, m_valid,      \
+static inline void fc_gemm_##SUFFIX(int narrow, ptrdiff_t k_len, const T* a, ptrdiff_t lda,   \
+        const T* b, ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc,         \
+        ptrdiff_t m_valid, ptrdiff_t n_valid, const T* bias, int accumulate) {                 \
+    FC_GEMM_DISPATCH(gemm_tile, SUFFIX, (k_len, a, lda, b, b_stride, offsets, c, ldc, m_valid, \
                                          n_valid, bias, accumulate))                           \
 }                                                                                              \
 static inline void fc_gemm_rows_##SUFFIX(int narrow, ptrdiff_t k_len, const T* const* a_rows, \

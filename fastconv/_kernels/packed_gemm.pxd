@@ -23,12 +23,14 @@ cdef extern from "gemm_microkernel.h":
     int FC_NR_NARROW_f64
     int FC_VEC_f32
     int FC_VEC_f64
-    void fc_gemm_f32(int narrow, Py_ssize_t k_len, const float* a, const float* b,
-                     Py_ssize_t b_stride, const Py_ssize_t* offsets, float* c, Py_ssize_t ldc,
+    void fc_gemm_f32(int narrow, Py_ssize_t k_len, const float* a, Py_ssize_t lda,
+                     const float* b, Py_ssize_t b_stride, const Py_ssize_t* offsets, float* c,
+                     Py_ssize_t ldc,
                      Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
                      int accumulate) noexcept nogil
-    void fc_gemm_f64(int narrow, Py_ssize_t k_len, const double* a, const double* b,
-                     Py_ssize_t b_stride, const Py_ssize_t* offsets, double* c, Py_ssize_t ldc,
+    void fc_gemm_f64(int narrow, Py_ssize_t k_len, const double* a, Py_ssize_t lda,
+                     const double* b, Py_ssize_t b_stride, const Py_ssize_t* offsets, double* c,
+                     Py_ssize_t ldc,
                      Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
                      int accumulate) noexcept nogil
     void fc_gemm_rows_f32(int narrow, Py_ssize_t k_len, const float* const* a_rows,
@@ -186,17 +188,18 @@ cdef inline void pack_b_panels(const floating* src, Py_ssize_t row_stride,
 
 
 
-cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, const floating* b,
-                           Py_ssize_t b_stride, const Py_ssize_t* offsets, floating* c,
-                           Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
+cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, Py_ssize_t lda,
+                           const floating* b, Py_ssize_t b_stride, const Py_ssize_t* offsets,
+                           floating* c, Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                            const floating* bias, bint accumulate) noexcept nogil:
-    """The register tile `shape`, or for a last panel of fewer vectors its tail (gemm_microkernel.h)."""
+    """The register tile `shape`, or for a last panel of fewer vectors its tail; A a packed
+    panel (lda 0) or rows lda apart where they lie (gemm_microkernel.h)."""
     if floating is float:
-        fc_gemm_f32(shape == TILE_NARROW, k_len, a, b, b_stride, offsets, c, ldc, m_valid,
-                    n_valid, bias, accumulate)
+        fc_gemm_f32(shape == TILE_NARROW, k_len, a, lda, b, b_stride, offsets, c, ldc,
+                    m_valid, n_valid, bias, accumulate)
     else:
-        fc_gemm_f64(shape == TILE_NARROW, k_len, a, b, b_stride, offsets, c, ldc, m_valid,
-                    n_valid, bias, accumulate)
+        fc_gemm_f64(shape == TILE_NARROW, k_len, a, lda, b, b_stride, offsets, c, ldc,
+                    m_valid, n_valid, bias, accumulate)
 
 
 cdef inline void gemm_rows_tile(int shape, Py_ssize_t k_len, const floating* const* a_rows,
@@ -214,14 +217,29 @@ cdef inline void gemm_rows_tile(int shape, Py_ssize_t k_len, const floating* con
                          m_valid, n_valid, bias, accumulate)
 
 
+cdef inline const floating* group_panels(const floating* a, Py_ssize_t a_stride,
+                                         const ConvShape* s, int shape,
+                                         Py_ssize_t g, Py_ssize_t first_panel) noexcept nogil:
+    """Where group g's weights start, from panel first_panel on, for multiply_tile: in
+    pack_weights' panels (a_stride 0), or a layer's filters where they lie (a_stride > 0: the
+    K taps of each output channel's filter, rows a_stride apart)."""
+    cdef Py_ssize_t MR = tile_mr(shape)
+    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    if a_stride > 0:
+        return a + (g * s.c_out_g + first_panel * MR) * a_stride
+    return a + (g * ((s.c_out_g + MR - 1) // MR) + first_panel) * K * MR
+
+
 cdef inline void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t channels,
                                Py_ssize_t count, Py_ssize_t NR, const floating* a_packed,
                                const floating* b_packed, floating* out, Py_ssize_t out_plane,
                                const floating* bias, bint accumulate,
-                               int shape, const Py_ssize_t* b_offsets) noexcept nogil:
+                               int shape, const Py_ssize_t* b_offsets,
+                               Py_ssize_t a_stride=0) noexcept nogil:
     """out[c, j] (+)= bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
     positions, K in blocks whose A and B panel slices stay in L1 while C accumulates. With
-    `b_offsets`, B is read in place: b[k, j] = b_packed[b_offsets[k] + j]."""
+    `b_offsets`, B is read in place: b[k, j] = b_packed[b_offsets[k] + j]; with a_stride > 0,
+    A too: a[c, k] = a_packed[c * a_stride + k] (a group's filters where they lie)."""
     cdef Py_ssize_t MR = tile_mr(shape)
     cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))
     cdef Py_ssize_t k0, k_len, panel, j, m_valid, n_valid
@@ -232,7 +250,8 @@ cdef inline void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t cha
             m_valid = channels - panel * MR if channels - panel * MR < MR else MR
             for j in range((count + NR - 1) // NR):
                 n_valid = count - j * NR if count - j * NR < NR else NR
-                gemm_tile(shape, k_len, a_packed + panel * K * MR + k0 * MR,
+                gemm_tile(shape, k_len, a_packed + panel * MR * a_stride + k0 if a_stride > 0
+                          else a_packed + panel * K * MR + k0 * MR, a_stride,
                           b_packed + j * NR if b_offsets != NULL
                           else b_packed + j * K * NR + k0 * NR, NR,
                           b_offsets + k0 if b_offsets != NULL else NULL,

@@ -39,20 +39,17 @@ def pad_input(x, problem):
     return np.pad(x, widths, mode=NUMPY_PAD_MODE[problem.padding_mode])
 
 
-def packed_weights(plan, w5, groups, remember_weights, adjoint=False):
-    """The layer's 5-d weights in the panels of plan's register tile (the forward layout, or
-    with `adjoint` a 1x1 input gradient's), remembered for the next call with the same
-    weights (an inference loop packs nothing: a 2048 -> 512 1x1 layer at batch 1 spent
-    about as long packing as multiplying); None where they are made for this call only, and
-    the kernel packs them into its own buffer."""
-    if not remember_weights:
-        return None
+def adjoint_packed_weights(plan, w5, groups):
+    """A 1x1 layer's 5-d weights transposed into the panels of plan's register tile (its
+    input gradient's A operand), remembered for the next call with the same weights. The
+    forward kernels need no such copy: they read each filter where it lies (a row of the
+    product), so an inference loop neither packs nor checks its weights."""
     tile = plan.tile_shape
-    size = conv_packed.layer_weights_size(w5.shape, groups, tile, adjoint)
+    size = conv_packed.layer_weights_size(w5.shape, groups, tile, True)
 
     def fill(weight, out):
-        conv_packed.pack_layer_weights(weight, groups, tile, adjoint, out, plan.threads)
-    return cached_transform(("packed", groups, tile, adjoint), w5, size, fill)
+        conv_packed.pack_layer_weights(weight, groups, tile, True, out, plan.threads)
+    return cached_transform(("packed", groups, tile, True), w5, size, fill)
 
 
 def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoint_of=None):
@@ -68,13 +65,11 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
     if kernel in (Kernel.CONV_DIRECT_ROWS, Kernel.CONV_DIRECT_PLANES):
         conv_direct.conv_forward(*args, plan.band_rows, plan.planes_per_item, plan.threads)
     elif kernel in (Kernel.CONV_PACKED_SEGMENTS, Kernel.CONV_PACKED_STACKED):
+        # the weights (C-contiguous here) are read where they lie
         conv_packed.conv_forward(*args, plan.tile_panels, plan.channel_panels, plan.tile_shape,
-                                 plan.threads, packed_weights(plan, args[2], problem.groups,
-                                                              remember_weights))
+                                 plan.threads)
     elif kernel == Kernel.CONV_PACKED_PHASE:
-        conv_phase_grid.conv_forward(*args, plan.tile_panels, plan.tile_shape, plan.threads,
-                                     packed_weights(plan, args[2], problem.groups,
-                                                    remember_weights))
+        conv_phase_grid.conv_forward(*args, plan.tile_panels, plan.tile_shape, plan.threads)
     elif kernel == Kernel.CONV_WINOGRAD:   # x and out may be channels-last (strided)
         w5, groups = args[2], problem.groups
         size = conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups, w5.shape[2:])

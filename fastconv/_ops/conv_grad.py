@@ -16,7 +16,7 @@ import numpy as np
 
 from fastconv._kernels import conv_bias as _conv_bias, conv_channels_last, conv_direct, \
     conv_im2col, conv_packed, conv_phase_grid, conv_subpixel
-from fastconv._ops.conv import as_5d, nhwc_tile_shape, packed_weights, run_conv, \
+from fastconv._ops.conv import adjoint_packed_weights, as_5d, nhwc_tile_shape, run_conv, \
     run_conv_channels_last
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
@@ -100,8 +100,8 @@ def input_grad_kernel(plan, problem, g, w, dx):
         # remembered: a loop that optimizes the input (adversarial examples, style transfer)
         # back-propagates through the same weights every step
         conv_packed.input_grad(*args, plan.tile_panels, plan.channel_panels, plan.tile_shape,
-                               plan.threads, packed_weights(plan, args[2], problem.groups,
-                                                            True, adjoint=True))
+                               plan.threads, adjoint_packed_weights(plan, args[2],
+                                                                    problem.groups))
     else:   # INPUT_GRAD_COL2IM_BLAS, _COL2IM_PACKED, _GEMM1X1_BLAS
         conv_im2col.input_grad(*args, plan.band_rows, plan.channel_chunks, plan.threads)
 

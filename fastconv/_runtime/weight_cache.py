@@ -4,8 +4,9 @@ Winograd multiplies transformed weights (36 values per 3x3 filter, laid out for 
 and transforming them costs as much as the convolution itself on layers with many channels
 and few pixels (512 channels on 7x7: 36% of the call). An inference loop calls with the same
 weights every time, so the transform is remembered, keyed by where the weights lie and how,
-and reused only if their bytes are unchanged since (compared in full, without the GIL): an
-array changed in place, or a new array at a freed one's address, is transformed afresh.
+and reused only if their bytes are unchanged since (compared in full, without the GIL, over
+the threads for large ones): an array changed in place, or a new array at a freed one's
+address, is transformed afresh.
 
 A training loop changes its weights in place every step: then the entry's buffers are
 refilled where they lie (no new allocation, whose fresh pages the system would have to
@@ -20,6 +21,7 @@ from collections import OrderedDict
 import numpy as np
 
 from fastconv import _core
+from fastconv._runtime import threads
 
 CACHE_BYTES = 512 << 20
 
@@ -53,7 +55,7 @@ def cached_transform(name, weight, size, fill):
         # only dense weights are remembered, and the key fixes the layout: the entry's copy
         # is compared with the bytes where the weight lies (no views made per call)
         copy, result = entry
-        if not _core.bytes_equal_at(address, copy):
+        if not _core.bytes_equal_at(address, copy, threads.team_size()):
             # changed in place (a training step): refill the same buffers
             fill(weight, result)
             np.copyto(copy, _raw_bytes(weight))
