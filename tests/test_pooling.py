@@ -227,6 +227,9 @@ AVG_CASES = [
     ("2d-k3s1p1-wide", (4, 53), dict(kernel_size=3, stride=1, padding=1)),
     ("2d-k3s2p1-wide", (5, 67), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True)),
     ("3d-k2-wide", (3, 4, 70), dict(kernel_size=2)),
+    # windows side by side along an odd row: the backward's expanded rows leave the last
+    # input, which no window reads, at zero
+    ("2d-k2s2-odd-wide", (5, 41), dict(kernel_size=2)),
 ]
 AVG_IDS = [c[0] for c in AVG_CASES]
 DIVISOR_MODES = [dict(), dict(count_include_pad=False), dict(divisor_override=3)]
@@ -449,9 +452,17 @@ def test_max_pool_backward_finite_differences(name, spatial, kwargs):
     np.testing.assert_allclose(grad, numeric, atol=1e-7)
 
 
+# overlapping, padded, strided past the kernel, ceil mode; and windows side by side (kernel ==
+# stride 2, no padding: the backward expands each gradient row instead of gathering it)
+BACKWARD_AVG_IDS = ["1d-k3s2p1", "2d-k3s2p1-ceil", "2d-k3s1p1", "2d-rect-stride>kernel",
+                    "3d-k3s2p1-ceil", "2d-k2s2", "3d-k2", "1d-k2s2-wide", "3d-k2-wide",
+                    "2d-k2s2-odd-wide", "1d-k2-ceil"]
+
+
 @pytest.mark.parametrize("divisor", DIVISOR_MODES, ids=DIVISOR_IDS)
-@pytest.mark.parametrize("name,spatial,kwargs", [AVG_CASES[i] for i in (0, 3, 4, 5, 7)],
-                         ids=[AVG_IDS[i] for i in (0, 3, 4, 5, 7)])
+@pytest.mark.parametrize("name,spatial,kwargs",
+                         [c for c in AVG_CASES if c[0] in BACKWARD_AVG_IDS],
+                         ids=[c[0] for c in AVG_CASES if c[0] in BACKWARD_AVG_IDS])
 def test_avg_pool_backward_finite_differences(name, spatial, kwargs, divisor):
     nd = len(spatial)
     x = rand(shape_of(nd, spatial, n=1, c=2), seed=10)
