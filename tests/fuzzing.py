@@ -126,8 +126,10 @@ def winograd_bound(x, w, bias, kwargs, dtype, op="forward", input_shape=None):
     "forward" (x, w as conv_nd takes them), "input" (x the output gradient of a convolution
     with input `input_shape`) or "transpose" (conv_transpose_nd's x and w). Non-finite
     inputs count as 0 (such calls are recomputed exactly); a forward call with a padding
-    mode other than zeros counts the padded input's values, and an input gradient's folding
-    adds at most 3 padded positions onto one per axis."""
+    mode other than zeros counts the padded input's values, and an input gradient with one
+    is bounded as the padded input's, folded as the padding copies (a border position takes
+    the bounds of the padded positions that copy it, whichever phase of a dilation they
+    lie in)."""
     import reference
     relative = 2e-5 if np.dtype(dtype) == np.float32 else 1e-13
     nd = w.ndim - 2
@@ -148,13 +150,17 @@ def winograd_bound(x, w, bias, kwargs, dtype, op="forward", input_shape=None):
     plain = dict(kwargs, padding=wider, padding_mode="zeros")
     if op == "forward":
         scale = reference.conv_nd(ax, ones * largest, ab, **plain)
+    elif op == "input" and mode != "zeros":
+        padded_shape = tuple(input_shape[:2]) + tuple(
+            n + lo + hi for n, (lo, hi) in zip(input_shape[2:], pads))
+        reach_only = tuple((r * d, r * d) for r, d in zip(reach, dilation))
+        scale = reference.fold_padding(reference.conv_input_grad(
+            padded_shape, ones * largest, ax, **dict(plain, padding=reach_only)), pads, mode)
     elif op == "input":
         scale = reference.conv_input_grad(input_shape, ones * largest, ax, **plain)
     else:
         del plain["padding_mode"]
         scale = reference.conv_transpose_nd(ax, ones * largest, ab, **plain)
-    if mode != "zeros":
-        scale = scale * 3 ** nd
     return relative * scale
 
 

@@ -16,7 +16,7 @@ from fastconv._runtime import precision as precision_setting
 from fastconv.planning import plan_conv, plan_input_grad, problem_from_call
 
 import reference
-from fuzzing import assert_direct_sums_when_not_finite
+from fuzzing import assert_direct_sums_when_not_finite, winograd_bound
 
 try:
     import torch
@@ -628,3 +628,21 @@ def test_an_inf_in_the_output_gradient_gives_the_direct_sums_answer(value):
     want = fastconv.conv2d(g, adjoint_weights(w, 1), padding=1, algorithm="packed")
     np.testing.assert_array_equal(got, want)
     assert np.isfinite(got).any() and not np.isfinite(got).all()
+
+
+def test_a_padded_input_gradient_folds_its_bound_onto_the_border():
+    """Found by the long fuzz run: a dilated 1-d layer with replicate padding, whose only
+    output reads the border positions through the padding. Their input gradient comes from
+    padded positions in the other phase of the dilation, so the error bound is the padded
+    input's, folded as the padding copies (fuzzing.winograd_bound); the rounding there is
+    real, and within it."""
+    x_shape = (1, 1, 3)
+    w = np.array([[[0.03949469, -1.7174479, -0.33433115]]], np.float32)
+    g = np.array([[[0.12573022]]], np.float32)
+    kwargs = dict(padding=1, dilation=2, padding_mode="replicate")
+    got = grad.conv1d_input(x_shape, w, g, algorithm="winograd", **kwargs)
+    want = reference.conv_input_grad(x_shape, w, g, **kwargs)
+    bound = winograd_bound(g, w, None, kwargs, np.float32, "input", x_shape)
+    assert np.all(bound > 0)
+    assert np.all(np.abs(got - want) <= bound)
+    assert np.abs(got - want).max() > 0    # float32 rounding: the bound, not 0, is what holds
