@@ -44,6 +44,15 @@ CASES = {
                                                                      dilation=2, groups=4)),
     "2d-single-channel-stride2": ((2, 1, 15, 16), (1, 1, 7, 7), dict(stride=2, padding=3)),
     "1d-depthwise-stride2": ((2, 5, 17), (5, 1, 5), dict(stride=2, padding=2, groups=5)),
+    "2d-depthwise-stride3>kernel2": ((2, 3, 11, 10), (3, 1, 2, 2), dict(stride=3, groups=3)),
+    "2d-depthwise-stride(2,3)-dilation(1,2)-asymmetric": (
+        (1, 4, 9, 14), (4, 1, 3, 3), dict(stride=(2, 3), dilation=(1, 2),
+                                          padding=((2, 0), (1, 3)), groups=4)),
+    "2d-depthwise-reflect-stride2": ((2, 3, 8, 9), (3, 1, 3, 3), dict(stride=2, padding=1,
+                                                                      groups=3,
+                                                                      padding_mode="reflect")),
+    "3d-depthwise-stride2-dilation2": ((1, 2, 7, 6, 9), (2, 1, 3, 2, 3),
+                                       dict(stride=2, dilation=(2, 1, 1), padding=1, groups=2)),
     "3d-depthwise": ((1, 3, 5, 6, 7), (3, 1, 3, 3, 3), dict(padding=1, groups=3)),
     "2d-pointwise": ((2, 16, 5, 6), (12, 16, 1, 1), {}),
     "2d-gemm-sized": ((2, 16, 8, 7), (16, 16, 3, 3), dict(padding=1, stride=(1, 2))),
@@ -84,8 +93,9 @@ def algorithms_for(case):
         nd, x_shape, w_shape, None, options["stride"], options["padding"], options["dilation"],
         options["groups"], options["padding_mode"]).explicitly_padded
     subpixel = fastconv.planning.SUPPORTS["subpixel"](problem)
-    return ["auto", "direct", "col2im"] + (["gemm1x1"] if pointwise else []) \
-        + (["subpixel"] if subpixel else [])
+    one_to_one = problem.in_per_group == 1 and problem.out_per_group == 1
+    return ["auto", "direct", "direct_rows", "col2im"] + (["gemm1x1"] if pointwise else []) \
+        + (["subpixel"] if subpixel else []) + (["direct_phases"] if one_to_one else [])
 
 
 @pytest.mark.parametrize("case", IDS)

@@ -12,10 +12,10 @@ import reference
 IDS = {
     "CONV_DIRECT_ROWS": 1, "CONV_IM2COL_BLAS": 2, "CONV_GEMM1X1_BLAS": 3, "CONV_PACKED_SEGMENTS": 4,
     "CONV_PACKED_PHASE": 5, "CONV_WINOGRAD": 6, "CONV_FFT": 7, "CONV_DIRECT_PLANES": 8, "CONV_PACKED_STACKED": 9,
-    "INPUT_GRAD_DIRECT": 11, "INPUT_GRAD_COL2IM_BLAS": 12, "INPUT_GRAD_COL2IM_PACKED": 13,
+    "INPUT_GRAD_DIRECT_ROWS": 11, "INPUT_GRAD_COL2IM_BLAS": 12, "INPUT_GRAD_COL2IM_PACKED": 13,
     "INPUT_GRAD_GEMM1X1_BLAS": 14, "INPUT_GRAD_PHASE_CLASSES": 15,
     "INPUT_GRAD_PHASE_SCATTER": 16, "INPUT_GRAD_SUBPIXEL": 17, "INPUT_GRAD_WINOGRAD": 18,
-    "INPUT_GRAD_GEMM1X1_STACKED": 19,
+    "INPUT_GRAD_GEMM1X1_STACKED": 19, "INPUT_GRAD_DIRECT_PHASES": 20,
     "WEIGHT_GRAD_IM2COL_BLAS": 21, "WEIGHT_GRAD_IM2COL_PACKED": 22,
     "WEIGHT_GRAD_GEMM1X1_BLAS": 23, "WEIGHT_GRAD_GEMM1X1_PACKED": 24, "WEIGHT_GRAD_PHASE": 25,
 }
@@ -40,8 +40,8 @@ ENTRIES = {
         lambda k, x, w, b, out: conv_direct.conv_forward(k, x, w, b, out, *GEOMETRY, 2, 1,
                                                          1)),
     "conv_direct.input_grad": (
-        {"INPUT_GRAD_DIRECT"},
-        lambda k, x, w, b, out: conv_direct.input_grad(k, out, w, x, *GEOMETRY, 1)),
+        {"INPUT_GRAD_DIRECT_ROWS", "INPUT_GRAD_DIRECT_PHASES"},
+        lambda k, x, w, b, out: conv_direct.input_grad(k, out, w, x, *GEOMETRY, 1, 1)),
     "conv_im2col.conv_forward": (
         {"CONV_IM2COL_BLAS", "CONV_GEMM1X1_BLAS"},
         lambda k, x, w, b, out: conv_im2col.conv_forward(k, x, w, b, out, *GEOMETRY, 6, 1)),
@@ -157,6 +157,28 @@ def test_the_direct_planes_entry_point_refuses_what_it_cannot_compute():
     conv_direct.conv_forward(planes, x, depthwise, b, out, (1, 1, 1), (0, 1, 1), (1, 1, 1), 4,
                              10**15, 5, 1)   # a band past the plane is the whole plane
     np.testing.assert_array_equal(out, 0)
+
+
+def test_the_direct_phases_entry_point_refuses_what_it_cannot_compute():
+    """One input and one output channel per group, and bands of at least one row; anything
+    else raises before a byte is read."""
+    x, w, _, out = arrays()
+    phases = IDS["INPUT_GRAD_DIRECT_PHASES"]
+    with pytest.raises(ValueError, match="one input and one output channel per group, got 4"):
+        conv_direct.input_grad(phases, out, w, x, *GEOMETRY, 1, 1)
+    g = np.zeros((2, 4, 1, 6, 7))
+    with pytest.raises(ValueError, match="one input and one output channel per group, got 1 "
+                                         "and 2"):
+        conv_direct.input_grad(phases, np.zeros((2, 8, 1, 6, 7)), np.zeros((8, 1, 1, 3, 3)),
+                               x, (1, 1, 1), (0, 1, 1), (1, 1, 1), 4, 1, 1)
+    depthwise = np.zeros((4, 1, 1, 3, 3))
+    for band in (0, -3):
+        with pytest.raises(ValueError, match="band_rows must be at least 1"):
+            conv_direct.input_grad(phases, g, depthwise, x, (1, 1, 1), (0, 1, 1), (1, 1, 1), 4,
+                                   band, 1)
+    conv_direct.input_grad(phases, g, depthwise, x, (1, 1, 1), (0, 1, 1), (1, 1, 1), 4,
+                           10**15, 1)   # a band past the plane is the whole plane
+    np.testing.assert_array_equal(x, 0)
 
 
 @pytest.mark.parametrize("w_shape, out_shape, stride, pad", [

@@ -1,7 +1,8 @@
 # cython: language_level=3
-"""Direct convolution kernels: the forward pass (CONV_DIRECT_ROWS) and its transpose, the input
-gradient (INPUT_GRAD_DIRECT), as plain loops over the taps. Best when a GEMM would be thin:
-few channels per group, depthwise, 1-channel images.
+"""Direct convolution kernels: the forward pass (CONV_DIRECT_ROWS, CONV_DIRECT_PLANES) and its
+transpose, the input gradient (INPUT_GRAD_DIRECT_ROWS, INPUT_GRAD_DIRECT_PHASES), as plain
+loops over the taps. Best when a GEMM would be thin: few channels per group, depthwise,
+1-channel images.
 
 One kernel serves 1d, 2d and 3d (see conv_shape.pxd) and float32/float64 through the fused
 type `floating`. The Python layer validates everything and pads non-zero padding modes
@@ -14,15 +15,16 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset, memcpy
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, shape5
-from fastconv._kernels.kernel_ids cimport CONV_DIRECT_ROWS, CONV_DIRECT_PLANES, INPUT_GRAD_DIRECT
+from fastconv._kernels.kernel_ids cimport CONV_DIRECT_ROWS, CONV_DIRECT_PLANES, \
+    INPUT_GRAD_DIRECT_ROWS, INPUT_GRAD_DIRECT_PHASES
 from fastconv._kernels.pair_rows cimport copy_strided, split_pairs, split_pairs_rows, \
-    fc_copy_short, fc_zero_short, fc_copy_rows, fc_pad_rows
+    merge_pairs_rows, fc_copy_short, fc_zero_short, fc_copy_rows, fc_pad_rows
 from fastconv._kernels.workspace cimport fc_workspace
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
 cdef enum:
     WS_DIRECT_XS, WS_DIRECT_WS, WS_DIRECT_LINES, WS_DIRECT_TAIL, WS_PLANES_PHASES,
-    WS_PLANES_SUMS, WS_PLANES_TAPS
+    WS_PLANES_SUMS, WS_PLANES_TAPS, WS_PHASES_GRADIENT, WS_PHASES_SUMS, WS_PHASES_TAPS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -688,6 +690,245 @@ cdef int input_grad_direct(const floating* g, const floating* w, floating* dx,
 
 
 # ---------------------------------------------------------------------------------------------
+# direct transposed kernel by stride phases (one input and one output channel per group:
+# depthwise layers, single-channel images). The input positions i = r + s * j of one stride
+# phase r (along every axis) are reached by the taps k with r + pad - k * dil a multiple of s,
+# each from output j + (r + pad - k * dil) / s: the phase is a stride-1 correlation of the
+# output gradient with those taps. A work item (an input plane at one depth, a band of its
+# rows) copies the output-gradient rows it reads into a zero-padded buffer, computes every
+# phase over it with fc_plane_taps (each tap one fixed offset, the columns past a phase row's
+# end computed and dropped) and interleaves the phases into the input-gradient rows, which
+# are written once. The row loop above scatters with a stride instead, element by element.
+# The zeros around the output gradient are multiplied by every weight: finite weights only.
+
+ctypedef struct AxisPhases:
+    Py_ssize_t phases       # stride phases holding input positions: min(stride, length)
+    Py_ssize_t low          # the least shift of any tap (0 if no phase has one)
+    Py_ssize_t span         # the greatest shift minus `low`
+    Py_ssize_t longest      # positions of phase 0, the longest: ceil(length / stride)
+    Py_ssize_t* count       # per phase: its taps
+    Py_ssize_t* tap         # [phase * K + t]: tap t of the phase, ascending
+    Py_ssize_t* shift       # [phase * K + t]: its output index minus the phase index j
+
+
+@cython.cdivision(True)
+cdef int axis_phases_table(AxisPhases* a, Py_ssize_t length, Py_ssize_t K, Py_ssize_t s,
+                           Py_ssize_t pad, Py_ssize_t dil) noexcept nogil:
+    """Fill `a` for one axis (malloc'd: free_axis_phases). 1 if out of memory."""
+    cdef Py_ssize_t r, k, num, t, high = 0
+    cdef bint any_tap = False
+    a.phases = min(s, length)
+    a.longest = ceil_div(length, s)
+    a.low = 0
+    a.count = <Py_ssize_t*> malloc((a.phases + 2 * a.phases * K + 1) * sizeof(Py_ssize_t))
+    if a.count == NULL:
+        return 1
+    a.tap = a.count + a.phases
+    a.shift = a.tap + a.phases * K
+    for r in range(a.phases):
+        t = 0
+        for k in range(K):
+            num = r + pad - k * dil
+            if num % s != 0:
+                continue
+            a.tap[r * K + t] = k
+            a.shift[r * K + t] = num // s     # exact: C's truncation is the floor here
+            if not any_tap or num // s < a.low:
+                a.low = num // s
+            if not any_tap or num // s > high:
+                high = num // s
+            any_tap = True
+            t += 1
+        a.count[r] = t
+    a.span = high - a.low if any_tap else 0
+    return 0
+
+
+cdef inline void free_axis_phases(AxisPhases* a) noexcept nogil:
+    free(a.count)
+
+
+cdef struct PhasesLayout:
+    Py_ssize_t band         # input rows of a work item: a multiple of the stride along H
+    Py_ssize_t band_phase_rows   # rows of a phase in a full band: band / sh
+    Py_ssize_t pw           # columns of a buffer row: W's longest phase + the taps' span
+    Py_ssize_t rows         # rows of one depth's buffer in a full band
+    Py_ssize_t g_size       # the buffer: every depth tap's rows, the slack the sums read past
+    Py_ssize_t sums         # one phase's sums in a full band, whole chunks
+
+
+cdef PhasesLayout phases_layout(const ConvShape* s, const AxisPhases* ah,
+                                const AxisPhases* aw, Py_ssize_t band_rows,
+                                Py_ssize_t chunk) noexcept nogil:
+    cdef PhasesLayout p
+    cdef Py_ssize_t sh = s.stride[1]
+    # whole stride periods: every phase's first row in the band is the same j
+    p.band = max(min(band_rows, s.in_size[1] + sh - 1) // sh, 1) * sh
+    p.band_phase_rows = p.band // sh
+    p.pw = aw.longest + aw.span
+    p.rows = p.band_phase_rows + ah.span
+    p.g_size = s.kernel[0] * p.rows * p.pw + p.pw + 2 * chunk
+    p.sums = ceil_div(p.band_phase_rows * p.pw, chunk) * chunk
+    return p
+
+
+cdef void fill_gradient_rows(const floating* g_plane, const ConvShape* s,
+                             const AxisPhases* ah, const AxisPhases* aw,
+                             const PhasesLayout* p, Py_ssize_t j0, Py_ssize_t rows,
+                             floating* dst) noexcept nogil:
+    """Buffer rows 0 .. rows - 1: output-gradient row j0 + b + ah.low in columns from
+    aw.low, zero outside the gradient."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2], pw = p.pw
+    cdef Py_ssize_t first_row = j0 + ah.low
+    cdef Py_ssize_t lo = min(max(-first_row, 0), rows)
+    cdef Py_ssize_t hi = max(min(OH - first_row, rows), lo)
+    cdef Py_ssize_t col_lo = max(aw.low, 0), col_hi = min(OW, pw + aw.low)
+    fc_zero_short(dst, lo * pw * sizeof(floating))
+    if col_hi > col_lo:
+        fc_pad_rows(dst + lo * pw, pw * sizeof(floating), g_plane + (first_row + lo) * OW
+                    + col_lo, OW * sizeof(floating), (col_lo - aw.low) * sizeof(floating),
+                    (col_hi - col_lo) * sizeof(floating), pw * sizeof(floating), hi - lo)
+    else:
+        fc_zero_short(dst + lo * pw, (hi - lo) * pw * sizeof(floating))
+    fc_zero_short(dst + hi * pw, (rows - hi) * pw * sizeof(floating))
+
+
+@cython.cdivision(True)
+cdef void interleave_phase_rows(floating* dx_row, Py_ssize_t W, Py_ssize_t sw,
+                                Py_ssize_t row_stride, const floating* sums,
+                                Py_ssize_t phase_sums, Py_ssize_t pw, Py_ssize_t phases_w,
+                                Py_ssize_t rows) noexcept nogil:
+    """Input-gradient rows (dx_row the first, row_stride apart) from the phases along W of
+    one phase along H (phase rw's sums at sums + rw * phase_sums, rows pw apart)."""
+    cdef Py_ssize_t r, rw, jw
+    if phases_w == 1:
+        fc_copy_rows(dx_row, row_stride * sizeof(floating), sums, pw * sizeof(floating),
+                     W * sizeof(floating), rows)
+    elif sw == 2:
+        merge_pairs_rows(sums, sums + phase_sums, pw, dx_row, row_stride, W // 2, rows)
+        if W % 2:
+            for r in range(rows):
+                dx_row[r * row_stride + W - 1] = sums[r * pw + W // 2]
+    else:
+        for r in range(rows):
+            for rw in range(phases_w):
+                for jw in range(ceil_div(W - rw, sw)):
+                    dx_row[r * row_stride + rw + jw * sw] = sums[rw * phase_sums + r * pw + jw]
+
+
+@cython.cdivision(True)
+cdef void phases_item(const floating* g, const floating* w, floating* dx, const ConvShape* s,
+                      const AxisPhases* ad, const AxisPhases* ah, const AxisPhases* aw,
+                      const PhasesLayout* p, Py_ssize_t plane, Py_ssize_t d, Py_ssize_t h0,
+                      floating* buffer, floating* sums, Py_ssize_t* scratch) noexcept nogil:
+    """Input rows h0 .. h0 + band - 1 at depth d of input plane `plane` (= n * C + c), from
+    output plane `plane` and filter c. `buffer`, `sums` and `scratch` (the taps' offsets,
+    their weights, the depth taps that reach d) are the thread's."""
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
+    cdef Py_ssize_t sd = s.stride[0], sh = s.stride[1], pw = p.pw
+    cdef Py_ssize_t h1 = min(h0 + p.band, H), j0 = h0 // sh
+    cdef Py_ssize_t band_phase_rows = ceil_div(h1 - h0, sh)
+    cdef Py_ssize_t rows = band_phase_rows + ah.span
+    cdef Py_ssize_t chunk = VECTOR_BYTES // sizeof(floating)
+    cdef Py_ssize_t rd = d % sd, jd = d // sd
+    cdef Py_ssize_t all_taps = KD * KH * KW
+    cdef Py_ssize_t* offsets = scratch
+    cdef floating* weights = <floating*> (scratch + all_taps)
+    cdef Py_ssize_t* slot_kd = scratch + all_taps + all_taps   # floating is at most 8 bytes
+    cdef floating* dx_band = dx + ((plane * D + d) * H + h0) * W
+    cdef const floating* w_c = w + (plane % s.c_out) * all_taps
+    cdef Py_ssize_t slots = 0, slot, td, th, tw, kh, kw, od, rh, rw, jh, taps, row_offset, count
+    # the depth taps that reach depth d, each its output plane's rows stacked in the buffer
+    if rd < ad.phases:
+        for td in range(ad.count[rd]):
+            od = jd + ad.shift[rd * KD + td]
+            if 0 <= od < OD:
+                fill_gradient_rows(g + (plane * OD + od) * OH * OW, s, ah, aw, p, j0, rows,
+                                   buffer + slots * rows * pw)
+                slot_kd[slots] = ad.tap[rd * KD + td]
+                slots += 1
+    if slots == 0:
+        fc_zero_short(dx_band, (h1 - h0) * W * sizeof(floating))
+        return
+    # the slack the last chunk of sums reads past the rows
+    fc_zero_short(buffer + slots * rows * pw, (pw + 2 * chunk) * sizeof(floating))
+    for rh in range(ah.phases):
+        # the phase's rows in the band: j0 .. with rh + sh * j < h1
+        jh = min(max(ceil_div(h1 - rh, sh) - j0, 0), band_phase_rows) if h1 > rh else 0
+        if jh == 0:
+            continue
+        for rw in range(aw.phases):
+            taps = 0
+            for slot in range(slots):
+                for th in range(ah.count[rh]):
+                    kh = ah.tap[rh * KH + th]
+                    row_offset = (slot * rows + ah.shift[rh * KH + th] - ah.low) * pw
+                    for tw in range(aw.count[rw]):
+                        kw = aw.tap[rw * KW + tw]
+                        offsets[taps] = row_offset + aw.shift[rw * KW + tw] - aw.low
+                        weights[taps] = w_c[(slot_kd[slot] * KH + kh) * KW + kw]
+                        taps += 1
+            # no tap reaches the phase (a kernel narrower than the stride): zeros
+            count = (jh - 1) * pw + ceil_div(W - rw, s.stride[2])
+            if floating is float:
+                fc_plane_taps_f32(sums + rw * p.sums, count, 0, buffer, offsets, weights, taps)
+            else:
+                fc_plane_taps_f64(sums + rw * p.sums, count, 0, buffer, offsets, weights, taps)
+        interleave_phase_rows(dx_band + rh * W, W, s.stride[2], sh * W, sums, p.sums, pw,
+                              aw.phases, jh)
+
+
+@cython.cdivision(True)
+cdef int input_grad_phases(const floating* g, const floating* w, floating* dx,
+                           const ConvShape* s, Py_ssize_t band_rows,
+                           int num_threads) noexcept nogil:
+    cdef Py_ssize_t chunk = VECTOR_BYTES // sizeof(floating)
+    cdef AxisPhases ad, ah, aw
+    cdef PhasesLayout p
+    cdef Py_ssize_t D = s.in_size[0], bands, items, chunk_items, item, t, plane, d, h0
+    cdef Py_ssize_t all_taps = s.kernel[0] * s.kernel[1] * s.kernel[2]
+    cdef floating* buffer = NULL
+    cdef floating* sums = NULL
+    cdef Py_ssize_t* scratch = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    ad.count = ah.count = aw.count = NULL
+    if axis_phases_table(&ad, D, s.kernel[0], s.stride[0], s.pad[0], s.dilation[0]) \
+            or axis_phases_table(&ah, s.in_size[1], s.kernel[1], s.stride[1], s.pad[1],
+                                 s.dilation[1]) \
+            or axis_phases_table(&aw, s.in_size[2], s.kernel[2], s.stride[2], s.pad[2],
+                                 s.dilation[2]):
+        failed = 1
+    else:
+        p = phases_layout(s, &ah, &aw, band_rows, chunk)
+        bands = ceil_div(s.in_size[1], p.band)
+        items = s.n * s.c_in * D * bands
+        chunk_items = max(1, items // (PLANES_CHUNKS_PER_THREAD * num_threads))
+        with parallel(num_threads=num_threads):
+            buffer = <floating*> fc_workspace(WS_PHASES_GRADIENT, p.g_size * sizeof(floating))
+            sums = <floating*> fc_workspace(WS_PHASES_SUMS,
+                                            aw.phases * p.sums * sizeof(floating))
+            scratch = <Py_ssize_t*> fc_workspace(WS_PHASES_TAPS,
+                                                 (3 * all_taps + 1) * sizeof(Py_ssize_t))
+            if buffer == NULL or sums == NULL or scratch == NULL:
+                failed_flag[0] = 1
+            for item in prange(items, schedule='dynamic', chunksize=chunk_items):
+                if buffer == NULL or sums == NULL or scratch == NULL:
+                    continue
+                # item = (plane * D + d) * bands + band index
+                h0 = (item % bands) * p.band
+                t = item // bands
+                phases_item(g, w, dx, s, &ad, &ah, &aw, &p, t // D, t % D, h0, buffer, sums,
+                            scratch)
+    free_axis_phases(&ad)
+    free_axis_phases(&ah)
+    free_axis_phases(&aw)
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry points from Python: 5-d C-contiguous arrays, already validated by the Python layer.
 
 def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
@@ -730,18 +971,31 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
 
 def input_grad(int kernel, const floating[:, :, :, :, ::1] g,
                const floating[:, :, :, :, ::1] w, floating[:, :, :, :, ::1] dx,
-               tuple stride, tuple pad, tuple dilation, Py_ssize_t groups, int num_threads):
+               tuple stride, tuple pad, tuple dilation, Py_ssize_t groups, Py_ssize_t band_rows,
+               int num_threads):
     """dx := the input gradient of conv(dx-shaped input, w) for output gradient g (zero
-    padding `pad` before each axis), row by row. `kernel`: INPUT_GRAD_DIRECT."""
+    padding `pad` before each axis). `kernel`: INPUT_GRAD_DIRECT_ROWS (row by row), or
+    INPUT_GRAD_DIRECT_PHASES (by stride phases, in bands of `band_rows` input rows; one input
+    and one output channel per group, finite weights)."""
     cdef ConvShape s = make_shape(shape5(dx.shape), shape5(w.shape), shape5(g.shape),
                                   stride, pad, dilation, groups)
     cdef int status = 0
-    if kernel != INPUT_GRAD_DIRECT:
+    if kernel != INPUT_GRAD_DIRECT_ROWS and kernel != INPUT_GRAD_DIRECT_PHASES:
         raise ValueError(f"conv_direct.input_grad does not run kernel {kernel}")
-    if dx.shape[0] == 0:
+    if kernel == INPUT_GRAD_DIRECT_PHASES and (s.c_in_g != 1 or s.c_out_g != 1):
+        raise ValueError(f"conv_direct.input_grad: kernel {kernel} takes one input and one "
+                         f"output channel per group, got {s.c_in_g} and {s.c_out_g}")
+    if kernel == INPUT_GRAD_DIRECT_PHASES and band_rows < 1:
+        raise ValueError(f"conv_direct.input_grad: band_rows must be at least 1, got "
+                         f"{band_rows}")
+    if dx.size == 0:
         return
     with nogil:
-        status = input_grad_direct(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0], &dx[0, 0, 0, 0, 0],
-                                   &s, num_threads)
+        if kernel == INPUT_GRAD_DIRECT_PHASES:
+            status = input_grad_phases(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
+                                       &dx[0, 0, 0, 0, 0], &s, band_rows, num_threads)
+        else:
+            status = input_grad_direct(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
+                                       &dx[0, 0, 0, 0, 0], &s, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a work buffer")

@@ -23,16 +23,8 @@ from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile
     choose_tile, vector_width, group_panels, pack_a_panels, prepacked_pointer, multiply_tile, \
     PackedGeometry, packed_geometry
 from fastconv._kernels.sums cimport plane_sum
-from fastconv._kernels.pair_rows cimport fc_copy_rows, split_pairs_rows
+from fastconv._kernels.pair_rows cimport fc_copy_rows, split_pairs_rows, merge_pairs_rows
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
-
-cdef extern from "pair_rows.h":
-    void fc_merge_pairs_rows_f32(const float* even, const float* odd, Py_ssize_t src_stride,
-                                 float* dst, Py_ssize_t dst_stride, Py_ssize_t n,
-                                 Py_ssize_t rows) noexcept nogil
-    void fc_merge_pairs_rows_f64(const double* even, const double* odd, Py_ssize_t src_stride,
-                                 double* dst, Py_ssize_t dst_stride, Py_ssize_t n,
-                                 Py_ssize_t rows) noexcept nogil
 
 cdef extern from "dot_tiles.h":
     int FC_DOT_M, FC_DOT_K
@@ -289,17 +281,6 @@ cdef void extend_gradient(const floating* g_block, const ConvShape* s, const Pha
     memset(g_ext, 0, s.c_out_g * row_length * sizeof(floating))
     for co in range(s.c_out_g):
         extend_rows(g_block + co * out_plane, s, pg, g_ext + co * row_length + lead)
-
-
-cdef inline void merge_pairs_rows(const floating* even, const floating* odd,
-                                  Py_ssize_t src_stride, floating* dst, Py_ssize_t dst_stride,
-                                  Py_ssize_t n, Py_ssize_t rows) noexcept nogil:
-    """dst[r * dst_stride + 2i] = even[r * src_stride + i], dst[... + 2i + 1] = odd[...]
-    for i < n, r < rows (vector shuffles, pair_rows.h)."""
-    if floating is float:
-        fc_merge_pairs_rows_f32(even, odd, src_stride, dst, dst_stride, n, rows)
-    else:
-        fc_merge_pairs_rows_f64(even, odd, src_stride, dst, dst_stride, n, rows)
 
 
 cdef inline Py_ssize_t phase_reach(Py_ssize_t q, Py_ssize_t stride, Py_ssize_t pad,

@@ -18,7 +18,7 @@ cdef enum KernelId:
     CONV_DIRECT_PLANES = 8
     CONV_PACKED_STACKED = 9
     # input gradient (= transposed convolution)
-    INPUT_GRAD_DIRECT = 11
+    INPUT_GRAD_DIRECT_ROWS = 11
     INPUT_GRAD_COL2IM_BLAS = 12
     INPUT_GRAD_COL2IM_PACKED = 13
     INPUT_GRAD_GEMM1X1_BLAS = 14
@@ -27,6 +27,7 @@ cdef enum KernelId:
     INPUT_GRAD_SUBPIXEL = 17     # composed in Python from forward kernels: no compiled entry
     INPUT_GRAD_WINOGRAD = 18     # composed in Python: CONV_WINOGRAD on the adjoint weights
     INPUT_GRAD_GEMM1X1_STACKED = 19
+    INPUT_GRAD_DIRECT_PHASES = 20
     # weight gradient
     WEIGHT_GRAD_IM2COL_BLAS = 21
     WEIGHT_GRAD_IM2COL_PACKED = 22

@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""Row copies shared by the kernels that de-interleave input rows: the packed unfolding
-(conv_packed.pyx), the phase grid (conv_phase_grid.pyx) and the direct kernels' stride
-phases (conv_direct.pyx); pair_rows.h."""
+"""Row copies shared by the kernels that de-interleave (or interleave) rows: the packed
+unfolding (conv_packed.pyx), the phase grid (conv_phase_grid.pyx) and the direct kernels'
+stride phases (conv_direct.pyx); pair_rows.h."""
 from cython cimport floating
 from libc.string cimport memcpy
 
@@ -16,6 +16,12 @@ cdef extern from "pair_rows.h":
                                  Py_ssize_t rows) noexcept nogil
     void fc_split_pairs_rows_f64(const double* src, Py_ssize_t src_stride, double* even,
                                  double* odd, Py_ssize_t dst_stride, Py_ssize_t n,
+                                 Py_ssize_t rows) noexcept nogil
+    void fc_merge_pairs_rows_f32(const float* even, const float* odd, Py_ssize_t src_stride,
+                                 float* dst, Py_ssize_t dst_stride, Py_ssize_t n,
+                                 Py_ssize_t rows) noexcept nogil
+    void fc_merge_pairs_rows_f64(const double* even, const double* odd, Py_ssize_t src_stride,
+                                 double* dst, Py_ssize_t dst_stride, Py_ssize_t n,
                                  Py_ssize_t rows) noexcept nogil
     void fc_copy_short(void* dst, const void* src, size_t bytes) noexcept nogil
     void fc_zero_short(void* dst, size_t bytes) noexcept nogil
@@ -59,3 +65,14 @@ cdef inline void split_pairs_rows(const floating* src, Py_ssize_t src_stride, fl
         fc_split_pairs_rows_f32(src, src_stride, even, odd, dst_stride, n, rows)
     else:
         fc_split_pairs_rows_f64(src, src_stride, even, odd, dst_stride, n, rows)
+
+
+cdef inline void merge_pairs_rows(const floating* even, const floating* odd,
+                                  Py_ssize_t src_stride, floating* dst, Py_ssize_t dst_stride,
+                                  Py_ssize_t n, Py_ssize_t rows) noexcept nogil:
+    """dst[r * dst_stride + 2i] = even[r * src_stride + i], dst[... + 2i + 1] = odd[...]
+    for i < n, r < rows (vector shuffles): the inverse of split_pairs_rows."""
+    if floating is float:
+        fc_merge_pairs_rows_f32(even, odd, src_stride, dst, dst_stride, n, rows)
+    else:
+        fc_merge_pairs_rows_f64(even, odd, src_stride, dst, dst_stride, n, rows)

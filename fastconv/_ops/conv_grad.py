@@ -92,8 +92,8 @@ def input_grad_kernel(plan, problem, g, w, dx):
     nd, kernel = problem.ndim, plan.kernel
     args = (kernel, as_5d(g, nd), as_5d(w, nd), as_5d(dx, nd)) + plan.geometry \
         + (problem.groups,)
-    if kernel == Kernel.INPUT_GRAD_DIRECT:
-        conv_direct.input_grad(*args, plan.threads)
+    if kernel in (Kernel.INPUT_GRAD_DIRECT_ROWS, Kernel.INPUT_GRAD_DIRECT_PHASES):
+        conv_direct.input_grad(*args, plan.band_rows, plan.threads)
     elif kernel in (Kernel.INPUT_GRAD_PHASE_CLASSES, Kernel.INPUT_GRAD_PHASE_SCATTER):
         conv_phase_grid.input_grad(*args, plan.tile_panels, plan.threads)
     elif kernel == Kernel.INPUT_GRAD_GEMM1X1_STACKED:

@@ -50,11 +50,11 @@ _FAMILY = {
     Kernel.CONV_PACKED_PHASE: "packed", Kernel.CONV_WINOGRAD: "winograd",
     Kernel.CONV_FFT: "fft", Kernel.CONV_DIRECT_PLANES: "direct",
     Kernel.CONV_PACKED_STACKED: "packed",
-    Kernel.INPUT_GRAD_DIRECT: "direct", Kernel.INPUT_GRAD_COL2IM_BLAS: "col2im",
+    Kernel.INPUT_GRAD_DIRECT_ROWS: "direct", Kernel.INPUT_GRAD_COL2IM_BLAS: "col2im",
     Kernel.INPUT_GRAD_COL2IM_PACKED: "col2im", Kernel.INPUT_GRAD_GEMM1X1_BLAS: "gemm1x1",
     Kernel.INPUT_GRAD_PHASE_CLASSES: "col2im", Kernel.INPUT_GRAD_PHASE_SCATTER: "col2im",
     Kernel.INPUT_GRAD_SUBPIXEL: "subpixel", Kernel.INPUT_GRAD_WINOGRAD: "winograd",
-    Kernel.INPUT_GRAD_GEMM1X1_STACKED: "gemm1x1",
+    Kernel.INPUT_GRAD_GEMM1X1_STACKED: "gemm1x1", Kernel.INPUT_GRAD_DIRECT_PHASES: "direct",
     Kernel.WEIGHT_GRAD_IM2COL_BLAS: "gemm", Kernel.WEIGHT_GRAD_IM2COL_PACKED: "gemm",
     Kernel.WEIGHT_GRAD_GEMM1X1_BLAS: "gemm", Kernel.WEIGHT_GRAD_GEMM1X1_PACKED: "gemm",
     Kernel.WEIGHT_GRAD_PHASE: "phase",
@@ -64,11 +64,12 @@ _BLAS_KERNELS = frozenset({
     Kernel.INPUT_GRAD_GEMM1X1_BLAS, Kernel.WEIGHT_GRAD_IM2COL_BLAS,
     Kernel.WEIGHT_GRAD_GEMM1X1_BLAS})
 # The input gradient on the phase grid multiplies the zeros of an extended output gradient by
-# every weight, and subpixel the zeros padding the output gradient: exact only for finite
-# weights (0 * inf is NaN).
+# every weight, and subpixel and the direct stride phases the zeros padding the output
+# gradient: exact only for finite weights (0 * inf is NaN).
 FINITE_WEIGHT_KERNELS = frozenset({Kernel.INPUT_GRAD_PHASE_CLASSES,
                                    Kernel.INPUT_GRAD_PHASE_SCATTER,
-                                   Kernel.INPUT_GRAD_SUBPIXEL, Kernel.INPUT_GRAD_WINOGRAD})
+                                   Kernel.INPUT_GRAD_SUBPIXEL, Kernel.INPUT_GRAD_WINOGRAD,
+                                   Kernel.INPUT_GRAD_DIRECT_PHASES})
 
 
 @dataclass(frozen=True)
@@ -400,6 +401,10 @@ VARIANT_WHY = {
     Kernel.CONV_DIRECT_PLANES: "; one input channel per group: whole planes (bands of them "
                                "that fit L1) copied once into zero-padded stride phases, every "
                                "tap one fixed offset of a flat run of outputs",
+    Kernel.INPUT_GRAD_DIRECT_PHASES: "; by stride phases: each phase of the input is a "
+                                     "stride-1 correlation of the zero-padded output gradient "
+                                     "with the taps that reach it (bands that fit L1), the "
+                                     "phases interleaved into rows written once",
 }
 
 
@@ -525,9 +530,13 @@ def _plan_conv(problem, itemsize, algorithm, threads, interrupt_work, precision)
 # of the output gradient with the reversed kernel ("subpixel" with a single phase), on the
 # direct forward kernel; measured 1.8-8x faster than the direct gathering loops on 2-d, 3-d
 # and single-channel layers, a tie in 1-d (Zen 3, 2 threads, notes/dispatch.md). With a
-# stride, depthwise layers go to col2im (1.6-2x faster than the direct loops, 2-3x faster
-# than subpixel's phases; its scatter is no worse than theirs), single-channel images stay
-# on the direct loops (few planes: col2im's scatter cannot be split among the threads).
+# stride the direct kernel by stride phases runs (every phase of the input a stride-1
+# correlation of the output gradient, interleaved into rows written once): against col2im on
+# the phase grid, Zen 4, 2 threads, float32, batch 8, ms: 144 channels 3x3 s2 on 56x56
+# 2.9-3.3 -> 1.3-1.7; 96 on 112x112 8.7-10.0 -> 5.5-5.7; 576 on 14x14 1.06-1.09 -> 0.57-0.63;
+# 5x5 s2, 240 on 28x28 1.9 -> 0.64-0.67; 3-d 3x3x3 s2 0.66 -> 0.25-0.32; 1-d 0.22-0.27 ->
+# 0.11-0.12. At stride 1 it ties with subpixel (2.1-2.6 against 2.5-2.8 on 56x56 and
+# 112x112, 0.44 against 0.38 on 7x7), which stays.
 # subpixel pads the gradient with zeros and multiplies them by every weight: exact only for
 # finite weights (FINITE_WEIGHT_KERNELS); with an inf or NaN weight the direct loops run.
 # "subpixel" with strides (s^d phases) is available forced but not chosen: measured slower
@@ -555,13 +564,10 @@ INPUT_GRAD_RULES = (
          "one input and one output channel per group (depthwise, single-channel), stride 1: "
          "the gradient is a forward convolution of the output gradient with the reversed "
          "kernel, on the direct forward kernel"),
-    Rule("col2im", lambda p, *_: _one_to_one(p) and p.groups > 1,
-         "depthwise with a stride: the GEMM over channels is an outer product per group, "
-         "scattered back by col2im, faster than gathering loops"),
     Rule("direct", lambda p, *_: _one_to_one(p),
-         "one input and one output channel per group (single-channel images, with a stride "
-         "or finite-weight fallback): the GEMM would be an outer product; direct loops "
-         "gather each gradient row in cache"),
+         "one input and one output channel per group (depthwise, single-channel images) with "
+         "a stride, or weights that are not all finite: the GEMM would be an outer product; "
+         "direct loops gather each gradient row in cache"),
     Rule("col2im", lambda *_: True,
          "a GEMM over channels: multiply bands by W^T (fastconv's micro-kernel, or BLAS where "
          "it runs full width) and scatter them back (col2im; through a stride-phase grid for "
@@ -631,7 +637,9 @@ def _input_grad_kernel(family, problem, itemsize, finite_weights):
             return _phase_input_grad_kernel(problem, itemsize)
         return Kernel.INPUT_GRAD_COL2IM_PACKED if own_gemm(problem) \
             or packed_col2im_pays(problem) else Kernel.INPUT_GRAD_COL2IM_BLAS
-    return {"direct": Kernel.INPUT_GRAD_DIRECT, "subpixel": Kernel.INPUT_GRAD_SUBPIXEL,
+    if family == "direct" and finite_weights and _one_to_one(problem):
+        return Kernel.INPUT_GRAD_DIRECT_PHASES
+    return {"direct": Kernel.INPUT_GRAD_DIRECT_ROWS, "subpixel": Kernel.INPUT_GRAD_SUBPIXEL,
             "winograd": Kernel.INPUT_GRAD_WINOGRAD}[family]
 
 
@@ -689,6 +697,9 @@ def _plan_input_grad(problem, itemsize, algorithm, threads, full_width_blas, pre
                                                               threads, stacked=True)
         return Plan(kernel, reason, threads, geometry, tile_panels=tile_panels,
                     channel_panels=channel_panels, tile_shape=shape)
+    if kernel == Kernel.INPUT_GRAD_DIRECT_PHASES:
+        return Plan(kernel, reason, threads, geometry,
+                    band_rows=tiling.direct_phases_band(padded, itemsize, threads))
     if kernel in FINITE_WEIGHT_KERNELS:
         _, nr = tiling.wide_tile(itemsize)
         return Plan(kernel, reason, threads, geometry,
@@ -847,6 +858,7 @@ SUPPORTS = {
     "direct": lambda p: True,
     "direct_rows": lambda p: True,
     "direct_planes": lambda p: p.in_per_group == 1,
+    "direct_phases": _one_to_one,
     "im2col": lambda p: fits_blas(p),
     "im2col_blas": lambda p: fits_blas(p),
     "gemm1x1": lambda p: p.pointwise and fits_blas(p),
@@ -876,6 +888,8 @@ REQUIREMENT = {
     "col2im_blas": "image planes and a GEMM depth under 2**31 elements (BLAS sizes are 32-bit)",
     "subpixel": "stride 1 or dilation 1 along each axis, and phases that fit the gradient",
     "direct_planes": "one input channel per group (depthwise, or 1-channel images)",
+    "direct_phases": "one input and one output channel per group (depthwise, or 1-channel "
+                     "images)",
     "packed_stacked": "a 1x1 kernel with stride 1 and no padding",
     "gemm1x1_stacked": "a 1x1 kernel with stride 1 and no padding",
     "winograd": "a 2-d 3x3 kernel or a 3-d (KD, 3, 3) one, with stride 1 and dilation 1 "

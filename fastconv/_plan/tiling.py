@@ -122,6 +122,24 @@ def direct_planes_band(problem, itemsize, num_threads):
     return band
 
 
+def direct_phases_band(problem, itemsize, num_threads):
+    """Input rows per work item of the input gradient by stride phases (conv_direct.pyx,
+    input_grad_phases): a band whose phase sums and output-gradient rows (about twice its
+    input rows) fit DIRECT_PLANES_BYTES, fewer while the threads would have under 4 items
+    each; a whole number of strides along H (the kernel rounds it so). The band never
+    changes a result."""
+    stride, _, _ = forward_geometry(problem)
+    in_size = (1,) * (3 - problem.ndim) + tuple(problem.in_size)
+    height, width = in_size[1], in_size[2]
+    band = max(stride[1], DIRECT_PLANES_BYTES // (2 * width * itemsize) // stride[1]
+               * stride[1])
+    band = min(band, -(-height // stride[1]) * stride[1])
+    planes = problem.batch * problem.groups * in_size[0]
+    while band > stride[1] and planes * -(-height // band) < 4 * num_threads:
+        band = max(stride[1], -(-band // 2 // stride[1]) * stride[1])
+    return band
+
+
 # Whole small planes are filled, computed and stored a few at a time (conv_direct.pyx,
 # planes_item), so that no step reads what the step before has only just stored. MobileNetV2
 # at batch 8 (ms, Zen 4, 2 threads, one plane an item -> 8): 960 channels 3x3 on 7x7 0.33 ->
