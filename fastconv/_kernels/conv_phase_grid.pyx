@@ -27,13 +27,19 @@ from fastconv._kernels.pair_rows cimport fc_copy_rows, split_pairs_rows, merge_p
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
 cdef extern from "dot_tiles.h":
-    int FC_DOT_M, FC_DOT_K
+    int FC_DOT_M, FC_DOT_K, FC_DOT_ROW_K
     void fc_dot_tile_f32(const float* g, Py_ssize_t g_stride, const float* grid,
                          const Py_ssize_t* offsets, const int* mask, Py_ssize_t length,
                          float* acc, Py_ssize_t acc_stride) noexcept nogil
     void fc_dot_tile_f64(const double* g, Py_ssize_t g_stride, const double* grid,
                          const Py_ssize_t* offsets, const long long* mask, Py_ssize_t length,
                          double* acc, Py_ssize_t acc_stride) noexcept nogil
+    void fc_dot_row_f32(const float* g, Py_ssize_t g_stride, const float* grid,
+                        const Py_ssize_t* offsets, const int* mask, Py_ssize_t length,
+                        float* acc, Py_ssize_t acc_stride) noexcept nogil
+    void fc_dot_row_f64(const double* g, Py_ssize_t g_stride, const double* grid,
+                        const Py_ssize_t* offsets, const long long* mask, Py_ssize_t length,
+                        double* acc, Py_ssize_t acc_stride) noexcept nogil
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
 cdef enum:
@@ -540,12 +546,23 @@ cdef int input_grad_phase(const floating* g, const floating* w, floating* dx,
 
 cdef inline void dot_tile(const floating* g, Py_ssize_t g_stride, const floating* grid,
                           const Py_ssize_t* offsets, const void* mask, Py_ssize_t length,
-                          floating* acc, Py_ssize_t acc_stride) noexcept nogil:
+                          floating* acc, Py_ssize_t acc_stride, bint one_row) noexcept nogil:
+    """A register tile of FC_DOT_M channels x FC_DOT_K taps, or (one_row) of one channel x
+    FC_DOT_ROW_K taps."""
     if floating is float:
-        fc_dot_tile_f32(g, g_stride, grid, offsets, <const int*> mask, length, acc, acc_stride)
+        if one_row:
+            fc_dot_row_f32(g, g_stride, grid, offsets, <const int*> mask, length, acc,
+                           acc_stride)
+        else:
+            fc_dot_tile_f32(g, g_stride, grid, offsets, <const int*> mask, length, acc,
+                            acc_stride)
     else:
-        fc_dot_tile_f64(g, g_stride, grid, offsets, <const long long*> mask, length, acc,
-                        acc_stride)
+        if one_row:
+            fc_dot_row_f64(g, g_stride, grid, offsets, <const long long*> mask, length, acc,
+                           acc_stride)
+        else:
+            fc_dot_tile_f64(g, g_stride, grid, offsets, <const long long*> mask, length, acc,
+                            acc_stride)
 
 
 cdef void valid_mask(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t length,
@@ -574,15 +591,19 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
     Work units are (block of `images_per_unit` images, group): the block's phase grids sit
     side by side in each phase plane, so one run of dot products covers all of its images.
     Channels and taps are padded to whole register tiles (zero rows of g, repeated taps)
-    whose extra sums are dropped."""
+    whose extra sums are dropped; one output channel per group takes tiles of one row (the
+    tiles' shape changes no sum)."""
     cdef Py_ssize_t V = vector_width(<floating*> NULL)
     cdef Py_ssize_t B = images_per_unit
     cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
     cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
     cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
     cdef Py_ssize_t M = s.c_out_g
-    cdef Py_ssize_t K_pad = (K + FC_DOT_K - 1) // FC_DOT_K * FC_DOT_K
-    cdef Py_ssize_t M_pad = (M + FC_DOT_M - 1) // FC_DOT_M * FC_DOT_M
+    cdef bint one_row = M == 1
+    cdef Py_ssize_t tile_m = 1 if one_row else FC_DOT_M
+    cdef Py_ssize_t tile_k = FC_DOT_ROW_K if one_row else FC_DOT_K
+    cdef Py_ssize_t K_pad = (K + tile_k - 1) // tile_k * tile_k
+    cdef Py_ssize_t M_pad = (M + tile_m - 1) // tile_m * tile_m
     cdef Py_ssize_t blocks = (s.n + B - 1) // B
     cdef Py_ssize_t units = blocks * s.groups
     cdef Py_ssize_t size = s.groups * M_pad * K_pad
@@ -659,9 +680,10 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                     k0 = 0
                     while k0 < K_pad:
                         dot_tile(g_ext + m0 * row_length, row_length, grid, offsets + k0, mask,
-                                 length, mine + (g_idx * M_pad + m0) * K_pad + k0, K_pad)
-                        k0 = k0 + FC_DOT_K
-                    m0 = m0 + FC_DOT_M
+                                 length, mine + (g_idx * M_pad + m0) * K_pad + k0, K_pad,
+                                 one_row)
+                        k0 = k0 + tile_k
+                    m0 = m0 + tile_m
         # the chunks' partial sums, added in chunk order (row by row: no index divisions
         # per element, which cost more than the additions)
         for i in prange(s.c_out, schedule='static'):
