@@ -22,7 +22,7 @@
  * own vector loop to start (it was a scalar loop at 40% of the fill's time). Nothing is read
  * or written outside the rows. With AVX-512 each block of a row is one masked load and one
  * masked store per vector (masked-off lanes are not accessed, so they cannot fault), the
- * masks of a block made once for all rows; without it, blocks of the level's register width
+ * masks made once for all rows (FC_SHORT_ROW_BLOCKS); without it, blocks of the register width
  * and of half of it in GCC vector extensions, then single elements (a block wider than a
  * register was shuffled element by element through general registers). */
 #ifndef FASTCONV_PAIR_ROWS_H
@@ -49,6 +49,13 @@ static inline void fc_zero_short(void* dst, size_t bytes) {
     for (; i + 64 <= bytes; i += 64) memcpy(d + i, zeros, 64);
     fc_copy_short(d + i, zeros, bytes - i);   /* the last < 64 bytes */
 }
+
+/* Rows of up to this many 64-byte blocks are padded block by block across all rows (each
+ * block's masks made once); longer ones row by row. The other row loops go row by row, the
+ * masks of whole blocks and of the tail made once: block by block across the rows read a
+ * plane from memory as strided passes (the depthwise weight gradient's fills waited on
+ * those loads for half of its time). */
+#define FC_SHORT_ROW_BLOCKS 2
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -108,20 +115,28 @@ static inline void fc_merge_block_f64(const double* even, const double* odd, dou
 #define FC_DEFINE_PAIRS_AVX512(SUFFIX, T, L)                                                    \
 static inline void fc_split_pairs_rows_##SUFFIX(const T* src, ptrdiff_t src_stride, T* even,    \
         T* odd, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {                           \
-    for (ptrdiff_t i = 0; i < n; i += L) {   /* block i of every row: its masks once */        \
-        fc_pair_masks m = fc_pair_masks_of(n - i < L ? n - i : L, L);                          \
-        for (ptrdiff_t r = 0; r < rows; r++)                                                   \
-            fc_split_block_##SUFFIX(src + r * src_stride + 2 * i, even + r * dst_stride + i,   \
-                                    odd + r * dst_stride + i, m);                              \
+    ptrdiff_t full = n / L * L;   /* whole blocks, then a tail: both masks made once */       \
+    fc_pair_masks all = fc_pair_masks_of(L, L), tail = fc_pair_masks_of(n - full, L);          \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                     \
+        const T* s = src + r * src_stride;                                                     \
+        T* e = even + r * dst_stride;                                                          \
+        T* o = odd + r * dst_stride;                                                           \
+        for (ptrdiff_t i = 0; i < full; i += L)                                                \
+            fc_split_block_##SUFFIX(s + 2 * i, e + i, o + i, all);                             \
+        if (n > full) fc_split_block_##SUFFIX(s + 2 * full, e + full, o + full, tail);         \
     }                                                                                          \
 }                                                                                              \
 static inline void fc_merge_pairs_rows_##SUFFIX(const T* even, const T* odd,                   \
         ptrdiff_t src_stride, T* dst, ptrdiff_t dst_stride, ptrdiff_t n, ptrdiff_t rows) {     \
-    for (ptrdiff_t i = 0; i < n; i += L) {                                                     \
-        fc_pair_masks m = fc_pair_masks_of(n - i < L ? n - i : L, L);                          \
-        for (ptrdiff_t r = 0; r < rows; r++)                                                   \
-            fc_merge_block_##SUFFIX(even + r * src_stride + i, odd + r * src_stride + i,       \
-                                    dst + r * dst_stride + 2 * i, m);                          \
+    ptrdiff_t full = n / L * L;                                                                \
+    fc_pair_masks all = fc_pair_masks_of(L, L), tail = fc_pair_masks_of(n - full, L);          \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                     \
+        const T* e = even + r * src_stride;                                                    \
+        const T* o = odd + r * src_stride;                                                     \
+        T* d = dst + r * dst_stride;                                                           \
+        for (ptrdiff_t i = 0; i < full; i += L)                                                \
+            fc_merge_block_##SUFFIX(e + i, o + i, d + 2 * i, all);                             \
+        if (n > full) fc_merge_block_##SUFFIX(e + full, o + full, d + 2 * full, tail);         \
     }                                                                                          \
 }
 
@@ -166,13 +181,15 @@ FC_DEFINE_EVEN_AVX512(f64, double, 8)
 
 static inline void fc_copy_rows(void* dst, size_t dst_stride, const void* src,
                                 size_t src_stride, size_t bytes, ptrdiff_t rows) {
-    ptrdiff_t words = (ptrdiff_t)(bytes / 4);
-    for (ptrdiff_t i = 0; i < words; i += 16) {   /* block i of every row: its mask once */
-        __mmask16 m = fc_mask16(words - i);
-        for (ptrdiff_t r = 0; r < rows; r++)
-            _mm512_mask_storeu_epi32((int*)((char*)dst + r * dst_stride) + i, m,
-                                     _mm512_maskz_loadu_epi32(
-                                         m, (const int*)((const char*)src + r * src_stride) + i));
+    ptrdiff_t words = (ptrdiff_t)(bytes / 4), full = words / 16 * 16;
+    __mmask16 tail = fc_mask16(words - full);
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const int* s = (const int*)((const char*)src + r * src_stride);
+        int* d = (int*)((char*)dst + r * dst_stride);
+        for (ptrdiff_t i = 0; i < full; i += 16)
+            _mm512_storeu_si512(d + i, _mm512_loadu_si512(s + i));
+        if (tail)
+            _mm512_mask_storeu_epi32(d + full, tail, _mm512_maskz_loadu_epi32(tail, s + full));
     }
 }
 
@@ -181,6 +198,19 @@ static inline void fc_pad_rows(void* dst, size_t dst_stride, const void* src,
                                ptrdiff_t rows) {
     ptrdiff_t lo = (ptrdiff_t)(first / 4), hi = (ptrdiff_t)((first + bytes) / 4);
     ptrdiff_t words = (ptrdiff_t)(width / 4);
+    if (words > FC_SHORT_ROW_BLOCKS * 16) {   /* long rows: row by row, each read in order */
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            const int* s = (const int*)((const char*)src + r * src_stride);
+            int* d = (int*)((char*)dst + r * dst_stride);
+            for (ptrdiff_t i = 0; i < words; i += 16) {
+                __mmask16 take = (__mmask16)(fc_mask16(hi - i) & ~fc_mask16(lo - i));
+                __m512i v = take ? _mm512_maskz_loadu_epi32(take, s + (i - lo))
+                                 : _mm512_setzero_si512();
+                _mm512_mask_storeu_epi32(d + i, fc_mask16(words - i), v);
+            }
+        }
+        return;
+    }
     for (ptrdiff_t i = 0; i < words; i += 16) {   /* block i of every row: its masks once */
         /* lanes l of the block with lo <= i + l < hi come from src[i + l - lo] */
         __mmask16 take = (__mmask16)(fc_mask16(hi - i) & ~fc_mask16(lo - i));
