@@ -270,6 +270,36 @@ def test_max_pool_indices_and_unpool_gradcheck(nd):
     torch.testing.assert_close(unpool(y, idx, 2), getattr(F, f"max_unpool{nd}d")(y, idx, 2))
 
 
+NO_GRAD_CALLS = [
+    ("conv2d", lambda x: ft.conv2d(x, rand(4, 3, 3, 3, seed=1, grad=False), padding=1)),
+    ("conv_transpose1d", lambda x: ft.conv_transpose1d(
+        x[:, :, 0], rand(3, 2, 4, seed=2, grad=False), stride=2)),
+    ("max_pool2d-indices", lambda x: ft.max_pool2d(x, 3, 2, 1, return_indices=True)),
+    ("adaptive_max_pool2d-indices", lambda x: ft.adaptive_max_pool2d(x, (2, 3),
+                                                                     return_indices=True)),
+    ("avg_pool2d", lambda x: ft.avg_pool2d(x, 2, ceil_mode=True)),
+    ("adaptive_avg_pool2d", lambda x: ft.adaptive_avg_pool2d(x, 3)),
+    ("interpolate", lambda x: ft.interpolate(x, scale_factor=2, mode="bilinear")),
+]
+
+
+@pytest.mark.parametrize("call", [c[1] for c in NO_GRAD_CALLS],
+                         ids=[c[0] for c in NO_GRAD_CALLS])
+def test_calls_without_gradients_skip_autograd_and_give_the_same_values(call):
+    """Under torch.no_grad, or with no operand requiring a gradient, the operators run without
+    an autograd Function: no graph, the same values (and max-pool indices) as with one."""
+    x = rand(2, 3, 7, 8)
+    tracked = call(x)
+    with torch.no_grad():
+        untracked = call(x)
+    plain = call(x.detach())
+    for got in (untracked, plain):
+        for a, b in zip(*(r if isinstance(r, tuple) else (r,) for r in (got, tracked))):
+            assert a.grad_fn is None and not a.requires_grad
+            assert torch.equal(a, b.detach())
+    assert (tracked[0] if isinstance(tracked, tuple) else tracked).grad_fn is not None
+
+
 def test_pool_modules_match_torch():
     x = torch.randn(2, 3, 12, 12)
     pairs = [
