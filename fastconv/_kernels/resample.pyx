@@ -204,36 +204,30 @@ ctypedef struct AdjointAxis:
 
 
 cdef inline void expand_row(floating* out, const floating* row, Py_ssize_t n,
-                            Py_ssize_t n_src, Py_ssize_t repeat, floating c,
-                            floating pre) noexcept nogil:
-    """out[i] = c * (pre * row[i // repeat]) (0 from i // repeat = n_src on), i < n: the W
-    gather of a map whose every input position takes one output's value, `repeat` inputs in
-    a row alike (a pool's windows side by side: kernel == stride, no padding), without the
-    gather's per-position tables (vector gathers ran average-pool 2x2 backward at a quarter
-    of the copy bandwidth). `pre`: the D and H weights, rounded as the summed rows are."""
+                            Py_ssize_t n_src, floating c, floating pre) noexcept nogil:
+    """out[i] = c * (pre * row[i // 2]) (0 from i // 2 = n_src on), i < n: the W gather of a
+    map whose every input position takes one output's value, two inputs in a row alike (a
+    pool's windows of 2 side by side: kernel == stride, no padding), without the gather's
+    per-position tables (vector gathers ran average-pool 2x2 backward at a quarter of the
+    copy bandwidth). `pre`: the D and H weights, rounded as the summed rows are."""
     cdef Py_ssize_t j, i
-    cdef Py_ssize_t whole = n // repeat if n // repeat < n_src else n_src
+    cdef Py_ssize_t whole = n // 2 if n // 2 < n_src else n_src
     cdef floating v
-    if repeat == 2:
-        for j in range(whole):
-            v = c * (pre * row[j])
-            out[2 * j] = v
-            out[2 * j + 1] = v
-    else:
-        for i in range(repeat * whole):
-            out[i] = c * (pre * row[i // repeat])
-    for i in range(repeat * whole, n):
-        out[i] = c * (pre * row[i // repeat]) if i // repeat < n_src else 0
+    for j in range(whole):
+        v = c * (pre * row[j])
+        out[2 * j] = v
+        out[2 * j + 1] = v
+    for i in range(2 * whole, n):
+        out[i] = c * (pre * row[i // 2]) if i // 2 < n_src else 0
 
 
 cdef int adjoint_rows(const floating* grad_out, floating* grad_in, const Py_ssize_t* in_size,
                       const Py_ssize_t* out_size, const AdjointAxis* axes,
-                      Py_ssize_t repeat_w, Py_ssize_t row_begin,
+                      bint pairs_w, Py_ssize_t row_begin,
                       Py_ssize_t row_end) noexcept nogil:
     """grad_in rows [row_begin, row_end), each (p, d, h): the sum over the (od, oh) entries of
     (d, h) of weight_D * weight_H * grad_out row (p, od, oh), then gathered along W (by
-    expand_row where `repeat_w` > 0: W's table is input i <- output i // repeat_w, one
-    weight)."""
+    expand_row where `pairs_w`: W's table is input i <- output i // 2, one weight)."""
     cdef Py_ssize_t D = in_size[0], H = in_size[1], W = in_size[2]
     cdef Py_ssize_t OD = out_size[0], OH = out_size[1], OW = out_size[2]
     cdef const int32_t* src_d = axes[0].src
@@ -276,8 +270,8 @@ cdef int adjoint_rows(const floating* grad_out, floating* grad_in, const Py_ssiz
                 first = False
         if first:                   # no output reads this row
             memset(acc, 0, OW * sizeof(floating))
-        if repeat_w > 0:
-            expand_row(grad_in + row * W, acc, W, OW, repeat_w, weight_w[0], 1)
+        if pairs_w:
+            expand_row(grad_in + row * W, acc, W, OW, weight_w[0], 1)
         else:
             gather_row(grad_in + row * W, acc, src_w, weight_w, W, axes[2].fan_in)
     free(acc)
@@ -285,7 +279,7 @@ cdef int adjoint_rows(const floating* grad_out, floating* grad_in, const Py_ssiz
 
 
 cdef void expand_rows(const floating* grad_out, floating* grad_in, const Py_ssize_t* in_size,
-                      const Py_ssize_t* out_size, const AdjointAxis* axes, Py_ssize_t repeat_w,
+                      const Py_ssize_t* out_size, const AdjointAxis* axes,
                       Py_ssize_t row_begin, Py_ssize_t row_end) noexcept nogil:
     """adjoint_rows where each input row takes one output row (D and H fan-in 1) and W's
     table is windows side by side (windows_side_by_side): each row expanded straight from
@@ -308,23 +302,22 @@ cdef void expand_rows(const floating* grad_out, floating* grad_in, const Py_ssiz
             memset(grad_in + row * W, 0, W * sizeof(floating))
         else:
             expand_row(grad_in + row * W, grad_out + ((p * OD + od) * OH + oh) * OW, W, OW,
-                       repeat_w, c, weight_d[d] * weight_h[h])
+                       c, weight_d[d] * weight_h[h])
 
 
-cdef Py_ssize_t windows_side_by_side(const int32_t[:, ::1] src, const floating[:, ::1] weight,
-                                     Py_ssize_t n_out):
-    """r > 0 if the W table (fan_in x n) maps input i to output i // r with one weight (i < r
-    n_out; past that, to the padding position n_out), with r = 2 (the case expand_row writes
-    out); else 0."""
-    cdef Py_ssize_t i, n = src.shape[1], r = 2
+cdef bint windows_side_by_side(const int32_t[:, ::1] src, const floating[:, ::1] weight,
+                               Py_ssize_t n_out):
+    """True if the W table (fan_in x n) maps input i to output i // 2 with one weight (i < 2
+    n_out; past that, to the padding position n_out): the case expand_row writes out."""
+    cdef Py_ssize_t i, n = src.shape[1]
     if src.shape[0] != 1 or n == 0 or n_out == 0:
-        return 0
+        return False
     for i in range(n):
-        if src[0, i] != (i // r if i < r * n_out else n_out):
-            return 0
-        if i < r * n_out and weight[0, i] != weight[0, 0]:
-            return 0
-    return r
+        if src[0, i] != (i // 2 if i < 2 * n_out else n_out):
+            return False
+        if i < 2 * n_out and weight[0, i] != weight[0, 0]:
+            return False
+    return True
 
 
 def adjoint_gather(const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1] grad_in,
@@ -336,7 +329,7 @@ def adjoint_gather(const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1]
     cdef AdjointAxis axes[3]
     cdef Py_ssize_t in_size[3]
     cdef Py_ssize_t out_size[3]
-    cdef Py_ssize_t repeat_w
+    cdef bint pairs_w
     cdef int a
     axes[0] = AdjointAxis(src_d.shape[0], &src_d[0, 0], &weight_d[0, 0])
     axes[1] = AdjointAxis(src_h.shape[0], &src_h[0, 0], &weight_h[0, 0])
@@ -344,8 +337,8 @@ def adjoint_gather(const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1]
     for a in range(3):
         in_size[a] = grad_in.shape[1 + a]
         out_size[a] = grad_out.shape[1 + a]
-    repeat_w = windows_side_by_side(src_w, weight_w, out_size[2])
-    cdef bint expand = repeat_w > 0 and axes[0].fan_in == 1 and axes[1].fan_in == 1
+    pairs_w = windows_side_by_side(src_w, weight_w, out_size[2])
+    cdef bint expand = pairs_w and axes[0].fan_in == 1 and axes[1].fan_in == 1
     cdef Py_ssize_t rows = grad_in.shape[0] * in_size[0] * in_size[1]
     cdef Py_ssize_t chunks = num_threads * 8 if rows > num_threads * 8 else rows
     cdef Py_ssize_t chunk
@@ -357,10 +350,10 @@ def adjoint_gather(const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1]
         for chunk in prange(chunks, num_threads=num_threads, schedule='dynamic'):
             if expand:
                 expand_rows(&grad_out[0, 0, 0, 0], &grad_in[0, 0, 0, 0], in_size, out_size,
-                            axes, repeat_w, chunk * rows // chunks,
+                            axes, chunk * rows // chunks,
                             (chunk + 1) * rows // chunks)
             elif adjoint_rows(&grad_out[0, 0, 0, 0], &grad_in[0, 0, 0, 0], in_size, out_size,
-                              axes, repeat_w, chunk * rows // chunks,
+                              axes, pairs_w, chunk * rows // chunks,
                               (chunk + 1) * rows // chunks) != 0:
                 failed_flag[0] = 1
     if failed:
