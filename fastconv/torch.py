@@ -93,8 +93,8 @@ def _grad_numpy(grad):
 
 # ---------------------------------------------------------------------------------------------
 # Autograd functions. Non-tensor arguments travel as one keyword dict, so one Function class
-# serves every dimensionality; the convolutions also get the operands' NumPy views, made and
-# checked once by the caller (the per-call overhead is what small inputs pay).
+# serves every dimensionality; each also gets its operands' NumPy views, made and checked
+# once by the caller (the per-call overhead is what small inputs pay).
 
 class WeightedFunction(torch.autograd.Function):
     """Every weighted operator of fastconv.operators (conv, conv_transpose,
@@ -141,10 +141,9 @@ class MaxPoolFunction(torch.autograd.Function):
     """max_pool{n}d with indices; the backward scatters through the indices."""
 
     @staticmethod
-    def forward(ctx, input, name, spec):
+    def forward(ctx, input, name, spec, array):
         op, nd = name
-        out, indices = OPERATORS[op].forward(nd)(as_numpy(input, "input"), **dict(spec),
-                                                 return_indices=True)
+        out, indices = OPERATORS[op].forward(nd)(array, **dict(spec), return_indices=True)
         indices = _tensor(indices)
         ctx.mark_non_differentiable(indices)
         ctx.name, ctx.input_shape = name, tuple(input.shape)
@@ -158,7 +157,7 @@ class MaxPoolFunction(torch.autograd.Function):
         op, nd = ctx.name
         dx = OPERATORS[op].backward(nd)(_grad_numpy(grad_output), indices.numpy(),
                                         ctx.input_shape)
-        return _tensor(dx), None, None
+        return _tensor(dx), None, None, None
 
 
 class PlainFunction(torch.autograd.Function):
@@ -166,10 +165,10 @@ class PlainFunction(torch.autograd.Function):
     the backward pass needs only the forward call's arguments."""
 
     @staticmethod
-    def forward(ctx, input, name, spec):
+    def forward(ctx, input, name, spec, array):
         kwargs = dict(spec)
         op, nd = name
-        out = OPERATORS[op].forward(nd)(as_numpy(input, "input"), **kwargs)
+        out = OPERATORS[op].forward(nd)(array, **kwargs)
         ctx.name, ctx.kwargs, ctx.input_shape = name, kwargs, tuple(input.shape)
         return _tensor(out)
 
@@ -180,16 +179,16 @@ class PlainFunction(torch.autograd.Function):
         kwargs = {k: v for k, v in ctx.kwargs.items()
                   if k not in OPERATORS[op].forward_only_args}
         dx = OPERATORS[op].backward(nd)(_grad_numpy(grad_output), ctx.input_shape, **kwargs)
-        return _tensor(dx), None, None
+        return _tensor(dx), None, None, None
 
 
 class MaxUnpoolFunction(torch.autograd.Function):
     """max_unpool{n}d: scatter by indices; its gradient gathers by the same indices."""
 
     @staticmethod
-    def forward(ctx, input, indices, nd, spec):
+    def forward(ctx, input, indices, nd, spec, array):
         idx = indices.detach().numpy()
-        out = OPERATORS["max_unpool"].forward(nd)(as_numpy(input, "input"), idx, **dict(spec))
+        out = OPERATORS["max_unpool"].forward(nd)(array, idx, **dict(spec))
         ctx.nd, ctx.input_shape = nd, tuple(input.shape)
         ctx.save_for_backward(indices)
         return _tensor(out)
@@ -200,7 +199,7 @@ class MaxUnpoolFunction(torch.autograd.Function):
         (indices,) = ctx.saved_tensors
         dx = OPERATORS["max_unpool"].backward(ctx.nd)(_grad_numpy(grad_output), indices.numpy(),
                                                       ctx.input_shape)
-        return _tensor(dx), None, None, None
+        return _tensor(dx), None, None, None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +235,7 @@ def _plain(name, input, spec):
     if not _needs_grad(input):
         op, nd = name
         return _tensor(OPERATORS[op].forward(nd)(array, **dict(spec)))
-    return PlainFunction.apply(input, name, spec)
+    return PlainFunction.apply(input, name, spec, array)
 
 
 def _max_pooled(name, input, spec, return_indices):
@@ -245,7 +244,7 @@ def _max_pooled(name, input, spec, return_indices):
         op, nd = name
         result = OPERATORS[op].forward(nd)(array, **dict(spec), return_indices=return_indices)
         return tuple(map(_tensor, result)) if return_indices else _tensor(result)
-    out, indices = MaxPoolFunction.apply(input, name, spec)
+    out, indices = MaxPoolFunction.apply(input, name, spec, array)
     return (out, indices) if return_indices else out
 
 
@@ -415,12 +414,12 @@ def adaptive_max_pool3d(input, output_size, return_indices=False):
 
 
 def _max_unpool(nd, input, indices, kernel_size, stride, padding, output_size):
-    _numpy_operands(input=input)
+    (array,) = _numpy_operands(input=input)
     if output_size is not None:
         output_size = tuple(int(n) for n in output_size)
     spec = _spec(kernel_size=kernel_size, stride=stride, padding=padding,
                  output_size=output_size)
-    return MaxUnpoolFunction.apply(input, indices, nd, spec)
+    return MaxUnpoolFunction.apply(input, indices, nd, spec, array)
 
 
 def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):

@@ -840,15 +840,15 @@ cdef void phases_item(const floating* g, const floating* w, floating* dx, const 
     cdef floating* dx_band = dx + ((plane * D + d) * H + h0) * W
     cdef const floating* w_c = w + (plane % s.c_out) * all_taps
     cdef Py_ssize_t slots = 0, slot, td, th, tw, kh, kw, od, rh, rw, jh, taps, row_offset, count
-    # the depth taps that reach depth d, each its output plane's rows stacked in the buffer
-    if rd < ad.phases:
-        for td in range(ad.count[rd]):
-            od = jd + ad.shift[rd * KD + td]
-            if 0 <= od < OD:
-                fill_gradient_rows(g + (plane * OD + od) * OH * OW, s, ah, aw, p, j0, rows,
-                                   buffer + slots * rows * pw)
-                slot_kd[slots] = ad.tap[rd * KD + td]
-                slots += 1
+    # the depth taps that reach depth d (its phase rd < min(sd, D) has a table entry), each
+    # its output plane's rows stacked in the buffer
+    for td in range(ad.count[rd]):
+        od = jd + ad.shift[rd * KD + td]
+        if 0 <= od < OD:
+            fill_gradient_rows(g + (plane * OD + od) * OH * OW, s, ah, aw, p, j0, rows,
+                               buffer + slots * rows * pw)
+            slot_kd[slots] = ad.tap[rd * KD + td]
+            slots += 1
     if slots == 0:
         fc_zero_short(dx_band, (h1 - h0) * W * sizeof(floating))
         return

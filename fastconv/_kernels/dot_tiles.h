@@ -54,29 +54,29 @@ FC_DEFINE_LANE_SUM(f64, double)
 
 #define FC_DOT_ROW_K 9
 
-#define FC_DEFINE_DOT_TILE(NAME, SUFFIX, T, MASK_T, TILE_M, TILE_K)                                \
+#define FC_DEFINE_DOT_TILE(NAME, SUFFIX, T, MASK_T, TILE_M, TILE_K)                            \
 static inline void NAME##_##SUFFIX(const T* g, ptrdiff_t g_stride, const T* grid,               \
         const ptrdiff_t* offsets, const MASK_T* mask, ptrdiff_t length, T* acc,               \
         ptrdiff_t acc_stride) {                                                                \
     enum { V = FC_VEC_##SUFFIX };                                                              \
     typedef fc_gmask_##SUFFIX mvec;                                                            \
-    fc_gvec_##SUFFIX a[TILE_M][TILE_K];                                                            \
+    fc_gvec_##SUFFIX a[TILE_M][TILE_K];                                                        \
     ptrdiff_t i, j, p;                                                                         \
-    for (i = 0; i < TILE_M; i++)                                                                   \
-        for (j = 0; j < TILE_K; j++) a[i][j] = (fc_gvec_##SUFFIX){0};                              \
+    for (i = 0; i < TILE_M; i++)                                                               \
+        for (j = 0; j < TILE_K; j++) a[i][j] = (fc_gvec_##SUFFIX){0};                          \
     for (p = 0; p < length; p += V) {                                                          \
-        mvec keep; fc_gvec_##SUFFIX gv[TILE_M];                                                    \
+        mvec keep; fc_gvec_##SUFFIX gv[TILE_M];                                                \
         memcpy(&keep, mask + p, sizeof(keep));                                                 \
-        for (i = 0; i < TILE_M; i++) memcpy(&gv[i], g + i * g_stride + p, sizeof(gv[i]));          \
-        for (j = 0; j < TILE_K; j++) {                                                             \
+        for (i = 0; i < TILE_M; i++) memcpy(&gv[i], g + i * g_stride + p, sizeof(gv[i]));      \
+        for (j = 0; j < TILE_K; j++) {                                                         \
             fc_gvec_##SUFFIX xv;                                                               \
             memcpy(&xv, grid + offsets[j] + p, sizeof(xv));                                    \
             xv = (fc_gvec_##SUFFIX)((mvec)xv & keep);                                          \
-            for (i = 0; i < TILE_M; i++) a[i][j] += gv[i] * xv;                                    \
+            for (i = 0; i < TILE_M; i++) a[i][j] += gv[i] * xv;                                \
         }                                                                                      \
     }                                                                                          \
-    for (i = 0; i < TILE_M; i++)                                                                   \
-        for (j = 0; j < TILE_K; j++)                                                               \
+    for (i = 0; i < TILE_M; i++)                                                               \
+        for (j = 0; j < TILE_K; j++)                                                           \
             acc[i * acc_stride + j] += fc_lane_sum_##SUFFIX(a[i][j]);                          \
 }
 
