@@ -3,7 +3,7 @@
  *     out[j] = c + sum over rows r < nrows, taps k < taps of  w[r][k] * src[r][j + k],
  *
  * for j in [j0, j1), where every src[r][j + k] lies inside its input row (the caller passes
- * the borders as copies made through the mode's index table). Four vectors of outputs stay in
+ * the borders as copies made through the mode's index table, fc_filter_short). Four vectors of outputs stay in
  * registers across all rows and taps, so each output is stored once (reading the rows one
  * after another into an L1-resident segment instead measured 1.3-2x slower on Zen 4). */
 #ifndef FASTCONV_FILTER_ROWS_H
@@ -14,6 +14,27 @@
 #include "gemm_microkernel.h"
 
 #define FC_DEFINE_FILTER_ROW(SUFFIX, T)                                                         \
+static inline fc_gvec_##SUFFIX fc_filter_vector_##SUFFIX(const T* const* src,                  \
+                                                         const T* const* w, ptrdiff_t nrows,   \
+                                                         ptrdiff_t taps, T c, ptrdiff_t j) {   \
+    fc_gvec_##SUFFIX a0 = (fc_gvec_##SUFFIX){0} + c, v0;                                       \
+    for (ptrdiff_t r = 0; r < nrows; r++)                                                      \
+        for (ptrdiff_t k = 0; k < taps; k++) {                                                 \
+            memcpy(&v0, src[r] + j + k, sizeof(v0));                                           \
+            a0 += w[r][k] * v0;                                                                \
+        }                                                                                      \
+    return a0;                                                                                 \
+}                                                                                              \
+                                                                                               \
+/* n < V outputs of a row whose inputs are readable for V + taps - 1 elements (a border     \
+ * block's padded copy): one vector, of which the first n lanes are stored */                 \
+static inline void fc_filter_short_##SUFFIX(const T* const* src, const T* const* w,            \
+                                            ptrdiff_t nrows, ptrdiff_t taps, T c, T* out,      \
+                                            ptrdiff_t n) {                                     \
+    fc_gvec_##SUFFIX a0 = fc_filter_vector_##SUFFIX(src, w, nrows, taps, c, 0);                \
+    memcpy(out, &a0, n * sizeof(T));                                                           \
+}                                                                                              \
+                                                                                               \
 static inline void fc_filter_row_##SUFFIX(const T* const* src, const T* const* w,              \
                                           ptrdiff_t nrows, ptrdiff_t taps, T c, T* out,        \
                                           ptrdiff_t j0, ptrdiff_t j1) {                        \
@@ -39,13 +60,11 @@ static inline void fc_filter_row_##SUFFIX(const T* const* src, const T* const* w
         memcpy(out + j + 2 * V, &a2, sizeof(vec));                                             \
         memcpy(out + j + 3 * V, &a3, sizeof(vec));                                             \
     }                                                                                          \
-    for (; j + V <= j1; j += V) {                                                              \
-        vec a0 = (vec){0} + c, v0;                                                             \
-        for (ptrdiff_t r = 0; r < nrows; r++)                                                  \
-            for (ptrdiff_t k = 0; k < taps; k++) {                                             \
-                memcpy(&v0, src[r] + j + k, sizeof(vec));                                      \
-                a0 += w[r][k] * v0;                                                            \
-            }                                                                                  \
+    /* the last vector overlaps the one before it rather than leave a scalar tail (which     \
+     * took a tenth of a 7x7 filter's time): its outputs come out with the same bits */        \
+    for (; j < j1 && j1 - j0 >= V; j += V) {                                                   \
+        if (j + V > j1) j = j1 - V;                                                            \
+        vec a0 = fc_filter_vector_##SUFFIX(src, w, nrows, taps, c, j);                         \
         memcpy(out + j, &a0, sizeof(vec));                                                     \
     }                                                                                          \
     for (; j < j1; j++) {                                                                      \
@@ -58,6 +77,82 @@ static inline void fc_filter_row_##SUFFIX(const T* const* src, const T* const* w
 
 FC_DEFINE_FILTER_ROW(f32, float)
 FC_DEFINE_FILTER_ROW(f64, double)
+
+/* Up to four consecutive output rows at once, sharing the input rows they read:
+ *
+ *     out[m][j] = c[m] + sum over entries e with lo[e] <= m <= hi[e], taps k of
+ *                 w[4 e + m][k] * src[e][j + k],     m < 4, j in [j0, j1),
+ *
+ * where the entries are the input rows of the group in the order each output meets them (so
+ * every output sums its terms in the order fc_filter_row does: the same bits). Each input
+ * vector is loaded once for all the outputs that read it, which makes the loop bound by its
+ * multiply-adds rather than by the (mostly cache-line-splitting) loads: a 7x7 filter loads
+ * 10 rows for 4 output rows instead of 28. Only out[m < rows] is written. Returns the first j
+ * not computed: j1, or j0 for a stretch narrower than the block (the caller then computes it
+ * row by row with fc_filter_row). */
+/* GCC folds a vector used by two or three outputs into each FMA as a memory operand, i.e.
+ * loads it again for each (and these loads mostly split cache lines): keep it in a register */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FC_IN_REGISTERS(a, b) __asm__("" : "+v"(a), "+v"(b))
+#else
+#define FC_IN_REGISTERS(a, b) ((void)0)
+#endif
+#define FC_ROWS4_TAPS(LO, HI)                                                                  \
+    for (ptrdiff_t k = 0; k < taps; k++) {                                                     \
+        memcpy(&v0, p + k, sizeof(vec));                                                       \
+        memcpy(&v1, p + k + V, sizeof(vec));                                                   \
+        FC_IN_REGISTERS(v0, v1);                                                               \
+        if (LO <= 0 && 0 <= HI) { a00 += w0[k] * v0; a01 += w0[k] * v1; }                      \
+        if (LO <= 1 && 1 <= HI) { a10 += w1[k] * v0; a11 += w1[k] * v1; }                      \
+        if (LO <= 2 && 2 <= HI) { a20 += w2[k] * v0; a21 += w2[k] * v1; }                      \
+        if (LO <= 3 && 3 <= HI) { a30 += w3[k] * v0; a31 += w3[k] * v1; }                      \
+    }
+
+#define FC_DEFINE_FILTER_ROWS4(SUFFIX, T)                                                       \
+static inline ptrdiff_t fc_filter_rows4_##SUFFIX(const T* const* src, const T* const* w,       \
+                                                 const unsigned char* lo,                      \
+                                                 const unsigned char* hi, ptrdiff_t n,         \
+                                                 ptrdiff_t taps, const T* c, T* const* out,    \
+                                                 ptrdiff_t rows, ptrdiff_t j0, ptrdiff_t j1) { \
+    enum { V = FC_VEC_##SUFFIX };                                                              \
+    typedef fc_gvec_##SUFFIX vec;                                                              \
+    ptrdiff_t j = j0;                                                                          \
+    for (; j < j1 && j1 - j0 >= 2 * V; j += 2 * V) {                                           \
+        if (j + 2 * V > j1) j = j1 - 2 * V;     /* the last block overlaps: same bits */       \
+        vec a00 = (vec){0} + c[0], a01 = a00, a10 = (vec){0} + c[1], a11 = a10;                \
+        vec a20 = (vec){0} + c[2], a21 = a20, a30 = (vec){0} + c[3], a31 = a30, v0, v1;        \
+        for (ptrdiff_t e = 0; e < n; e++) {                                                    \
+            const T* p = src[e] + j;                                                           \
+            const T *w0 = w[4 * e], *w1 = w[4 * e + 1], *w2 = w[4 * e + 2], *w3 = w[4 * e + 3];\
+            switch (lo[e] * 4 + hi[e]) {                                                       \
+            case 0: FC_ROWS4_TAPS(0, 0) break;                                                 \
+            case 1: FC_ROWS4_TAPS(0, 1) break;                                                 \
+            case 2: FC_ROWS4_TAPS(0, 2) break;                                                 \
+            case 3: FC_ROWS4_TAPS(0, 3) break;                                                 \
+            case 5: FC_ROWS4_TAPS(1, 1) break;                                                 \
+            case 6: FC_ROWS4_TAPS(1, 2) break;                                                 \
+            case 7: FC_ROWS4_TAPS(1, 3) break;                                                 \
+            case 10: FC_ROWS4_TAPS(2, 2) break;                                                \
+            case 11: FC_ROWS4_TAPS(2, 3) break;                                                \
+            default: FC_ROWS4_TAPS(3, 3) break;                                                \
+            }                                                                                  \
+        }                                                                                      \
+        memcpy(out[0] + j, &a00, sizeof(vec)); memcpy(out[0] + j + V, &a01, sizeof(vec));      \
+        if (rows > 1) {                                                                        \
+            memcpy(out[1] + j, &a10, sizeof(vec)); memcpy(out[1] + j + V, &a11, sizeof(vec));  \
+        }                                                                                      \
+        if (rows > 2) {                                                                        \
+            memcpy(out[2] + j, &a20, sizeof(vec)); memcpy(out[2] + j + V, &a21, sizeof(vec));  \
+        }                                                                                      \
+        if (rows > 3) {                                                                        \
+            memcpy(out[3] + j, &a30, sizeof(vec)); memcpy(out[3] + j + V, &a31, sizeof(vec));  \
+        }                                                                                      \
+    }                                                                                          \
+    return j;                                                                                  \
+}
+
+FC_DEFINE_FILTER_ROWS4(f32, float)
+FC_DEFINE_FILTER_ROWS4(f64, double)
 
 /* Four output rows at once of a column filter (one tap per input row):
  *

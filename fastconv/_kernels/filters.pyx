@@ -28,6 +28,24 @@ cdef extern from "filter_rows.h":
     void fc_filter_row_f64(const double* const* src, const double* const* w, Py_ssize_t nrows,
                            Py_ssize_t taps, double c, double* out, Py_ssize_t j0,
                            Py_ssize_t j1) noexcept nogil
+    enum:
+        FC_VEC_f32
+        FC_VEC_f64
+    void fc_filter_short_f32(const float* const* src, const float* const* w, Py_ssize_t nrows,
+                             Py_ssize_t taps, float c, float* out, Py_ssize_t n) noexcept nogil
+    void fc_filter_short_f64(const double* const* src, const double* const* w,
+                             Py_ssize_t nrows, Py_ssize_t taps, double c, double* out,
+                             Py_ssize_t n) noexcept nogil
+    Py_ssize_t fc_filter_rows4_f32(const float* const* src, const float* const* w,
+                                   const unsigned char* lo, const unsigned char* hi,
+                                   Py_ssize_t n, Py_ssize_t taps, const float* c,
+                                   float* const* out, Py_ssize_t rows, Py_ssize_t j0,
+                                   Py_ssize_t j1) noexcept nogil
+    Py_ssize_t fc_filter_rows4_f64(const double* const* src, const double* const* w,
+                                   const unsigned char* lo, const unsigned char* hi,
+                                   Py_ssize_t n, Py_ssize_t taps, const double* c,
+                                   double* const* out, Py_ssize_t rows, Py_ssize_t j0,
+                                   Py_ssize_t j1) noexcept nogil
     void fc_filter_columns4_f32(const float* const* src, const float* w, Py_ssize_t n,
                                 const float* c, float* const* out, Py_ssize_t len) noexcept nogil
     void fc_filter_columns4_f64(const double* const* src, const double* w, Py_ssize_t n,
@@ -64,6 +82,84 @@ cdef inline void filter_row_stretch(const floating* const* src, const floating* 
         fc_filter_row_f64(src, w, nrows, taps, c, out, j0, j1)
 
 
+cdef inline Py_ssize_t filter_rows4(const floating* const* src, const floating* const* w,
+                                    const unsigned char* lo, const unsigned char* hi,
+                                    Py_ssize_t n, Py_ssize_t taps, const floating* c,
+                                    floating* const* out, Py_ssize_t rows, Py_ssize_t j0,
+                                    Py_ssize_t j1) noexcept nogil:
+    if floating is float:
+        return fc_filter_rows4_f32(src, w, lo, hi, n, taps, c, out, rows, j0, j1)
+    else:
+        return fc_filter_rows4_f64(src, w, lo, hi, n, taps, c, out, rows, j0, j1)
+
+
+cdef Py_ssize_t shared_rows(const floating* x, const floating* weight, const FilterShape* s,
+                            Py_ssize_t row, Py_ssize_t g, const floating** src,
+                            const floating** w, unsigned char* lo,
+                            unsigned char* hi) noexcept nogil:
+    """The input rows that output rows row..row+g-1 (consecutive along axis d-2) read, for
+    filter_rows4: per tap combination of the axes before d-2, the extended positions
+    u < K_{d-2} + g - 1 of axis d-2, each read by outputs lo..hi with weight row
+    (combination, u - m). Rows outside the input are left out (the caller's constants hold
+    them). Returns their count."""
+    cdef int d = s.ndim, a
+    cdef Py_ssize_t K = s.taps[d - 1], Kh = s.taps[d - 2], outer = s.rows // s.taps[d - 2]
+    cdef Py_ssize_t index[MAX_DIMS]
+    cdef Py_ssize_t tap[MAX_DIMS]
+    cdef Py_ssize_t rest = row, o, u, m, q, offset, n = 0, first, last
+    cdef bint inside
+    for a in range(d - 2, -1, -1):
+        index[a] = rest % s.out_size[a]
+        rest = rest // s.out_size[a]
+        tap[a] = 0
+    for o in range(outer):
+        offset = 0
+        inside = True
+        for a in range(d - 2):
+            q = s.src[a][index[a] + tap[a]]
+            if q < 0:
+                inside = False
+            offset += q * s.in_stride[a]
+        a = d - 3
+        while a >= 0:
+            tap[a] += 1
+            if tap[a] < s.taps[a]:
+                break
+            tap[a] = 0
+            a -= 1
+        if not inside:
+            continue
+        for u in range(Kh + g - 1):
+            q = s.src[d - 2][index[d - 2] + u]
+            if q < 0:
+                continue
+            first = u - Kh + 1 if u - Kh + 1 > 0 else 0
+            last = u if u < g - 1 else g - 1
+            src[n] = x + offset + q * s.in_stride[d - 2]
+            lo[n] = <unsigned char> first
+            hi[n] = <unsigned char> last
+            for m in range(first, last + 1):
+                w[4 * n + m] = weight + (o * Kh + u - m) * K
+            n += 1
+    return n
+
+
+cdef inline Py_ssize_t vector_lanes(floating dummy) noexcept nogil:
+    if floating is float:
+        return FC_VEC_f32
+    else:
+        return FC_VEC_f64
+
+
+cdef inline void filter_short(const floating* const* src, const floating* const* w,
+                              Py_ssize_t nrows, Py_ssize_t taps, floating c, floating* out,
+                              Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fc_filter_short_f32(src, w, nrows, taps, c, out, n)
+    else:
+        fc_filter_short_f64(src, w, nrows, taps, c, out, n)
+
+
 cdef inline void filter_columns4(const floating* const* src, const floating* w, Py_ssize_t n,
                                  const floating* c, floating* const* out,
                                  Py_ssize_t length) noexcept nogil:
@@ -85,14 +181,23 @@ cdef int filter_items(const floating* x, floating* out, const floating* weight,
     cdef const int64_t* src_last = s.src[d - 1]
     # per output row of the group and weight row: its input row and its taps; per weight row,
     # its border block extended by the mode
-    cdef const floating** rows = <const floating**> malloc((2 * GROUP + 1) * R * sizeof(void*))
+    # and the group's shared input rows (at most GROUP * R entries, GROUP weight rows each)
+    cdef const floating** rows = <const floating**> malloc(
+        (2 * GROUP + 1 + GROUP * (GROUP + 1)) * R * sizeof(void*))
     cdef floating* ext = <floating*> malloc(R * ext_len * sizeof(floating))
-    if rows == NULL or ext == NULL:
+    cdef unsigned char* ent_lo = <unsigned char*> malloc(2 * GROUP * R)
+    if rows == NULL or ext == NULL or ent_lo == NULL:
         free(rows)
         free(ext)
+        free(ent_lo)
         return -1
     cdef const floating** wrows = rows + GROUP * R
     cdef const floating** ext_rows = rows + 2 * GROUP * R
+    cdef const floating** ent_src = ext_rows + R
+    cdef const floating** ent_w = ent_src + GROUP * R
+    cdef unsigned char* ent_hi = ent_lo + GROUP * R
+    cdef floating* outs[GROUP]
+    cdef Py_ssize_t n, e, done
     cdef Py_ssize_t nvalid[GROUP]
     cdef floating c[GROUP]
     cdef Py_ssize_t index[MAX_DIMS]
@@ -113,6 +218,9 @@ cdef int filter_items(const floating* x, floating* out, const floating* weight,
             g = GROUP
         if g > s.total_rows - row:
             g = s.total_rows - row
+        # and of one line along axis d-2 (their input rows are shifts of each other)
+        if d >= 2 and g > s.out_size[d - 2] - row % s.out_size[d - 2]:
+            g = s.out_size[d - 2] - row % s.out_size[d - 2]
         c0 = piece * s.width
         c1 = c0 + s.width if c0 + s.width < L else L
         for m in range(g):
@@ -163,9 +271,17 @@ cdef int filter_items(const floating* x, floating* out, const floating* weight,
         if v1 > v0:
             # the stretch's input starts src_last[j0] - j0 elements into each row
             shift = src_last[s.j0] - s.j0
+            done = v0
+            if g > 1:
+                n = shared_rows(x, weight, s, row, g, ent_src, ent_w, ent_lo, ent_hi)
+                for e in range(n):
+                    ent_src[e] = ent_src[e] + shift
+                for m in range(g):
+                    outs[m] = out + (row + m) * L
+                done = filter_rows4(ent_src, ent_w, ent_lo, ent_hi, n, K, c, outs, g, v0, v1)
             for t in range(g * R):
                 rows[t] = rows[t] + shift
-            seg = v0
+            seg = done
             while seg < v1:
                 end = seg + SEGMENT if seg + SEGMENT < v1 else v1
                 for m in range(g):
@@ -175,6 +291,7 @@ cdef int filter_items(const floating* x, floating* out, const floating* weight,
         item += g
     free(rows)
     free(ext)
+    free(ent_lo)
     return 0
 
 
@@ -185,7 +302,7 @@ cdef inline void filter_border(const floating** rows, const floating** wrows,
     """out_row[j0:j1], outputs some of whose taps leave the input row: in blocks, each
     weight row's inputs copied through the index table (cval where it says -1), then the
     vector loop on the copies."""
-    cdef Py_ssize_t jb, n, t, p, q
+    cdef Py_ssize_t jb, n, t, p, q, V = vector_lanes(c)
     cdef floating* e
     jb = j0
     while jb < j1:
@@ -195,7 +312,14 @@ cdef inline void filter_border(const floating** rows, const floating** wrows,
             for p in range(n + K - 1):
                 q = src_last[jb + p]
                 e[p] = rows[t][q] if q >= 0 else cval
-        filter_row_stretch(ext_rows, wrows, nvalid, K, c, out_row + jb, 0, n)
+            # a block narrower than a vector is computed as a whole vector (its extra
+            # lanes read these zeros and are not stored): no scalar loop
+            for p in range(n + K - 1, V + K - 1):
+                e[p] = 0
+        if n < V:
+            filter_short(ext_rows, wrows, nvalid, K, c, out_row + jb, n)
+        else:
+            filter_row_stretch(ext_rows, wrows, nvalid, K, c, out_row + jb, 0, n)
         jb += n
 
 
