@@ -168,7 +168,8 @@ static inline void fc_filter_columns4_##SUFFIX(const T* const* src, const T* w, 
     enum { V = FC_VEC_##SUFFIX };                                                              \
     typedef fc_gvec_##SUFFIX vec;                                                              \
     ptrdiff_t j = 0;                                                                           \
-    for (; j + 2 * V <= len; j += 2 * V) {                                                     \
+    for (; j < len && len >= 2 * V; j += 2 * V) {                                              \
+        if (j + 2 * V > len) j = len - 2 * V;   /* the last block overlaps: same bits */       \
         vec a00 = (vec){0} + c[0], a01 = a00, a10 = (vec){0} + c[1], a11 = a10;                \
         vec a20 = (vec){0} + c[2], a21 = a20, a30 = (vec){0} + c[3], a31 = a30, v0, v1;        \
         for (ptrdiff_t u = 0; u < n; u++) {                                                    \
