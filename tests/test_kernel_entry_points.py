@@ -193,6 +193,42 @@ def test_the_stacked_entry_point_takes_only_pointwise_calls(w_shape, out_shape, 
                                  np.empty(out_shape), stride, pad, (1, 1, 1), 1, 1, 1, 0, 1)
 
 
+def plain_im2col(x, w_shape, out_size, stride, pad, dilation, groups):
+    """col[n, (g * C_g + c) * taps + tap, j]: the pixel that tap (kd, kh, kw) of input
+    channel c of group g reads at output position j of image n, from a zero-padded copy."""
+    n, c_in = x.shape[:2]
+    padded = np.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in pad])
+    rows = []
+    for c in range(c_in):
+        for tap in np.ndindex(*w_shape[2:]):
+            window = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                           for t, d, o, s in zip(tap, dilation, out_size, stride))
+            rows.append(padded[(slice(None), c) + window].reshape(n, -1))
+    return np.stack(rows, axis=1)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, pad, dilation, groups", [
+    ((1, 16, 1, 14, 14), (8, 16, 1, 3, 3), (1, 1, 1), (0, 1, 1), (1, 1, 1), 1),
+    ((1, 6, 1, 13, 11), (4, 6, 1, 3, 3), (1, 2, 2), (0, 1, 1), (1, 1, 1), 1),
+    ((2, 6, 1, 9, 10), (4, 3, 1, 3, 2), (1, 1, 2), (0, 2, 0), (1, 2, 1), 2),
+    ((1, 3, 4, 6, 5), (2, 3, 2, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), 1),
+    ((1, 1, 1, 7, 7), (1, 1, 1, 2, 2), (1, 1, 1), (0, 0, 0), (1, 1, 1), 1),   # fewer rows than pieces
+])
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_the_stacked_im2col_is_the_plain_one_whatever_the_split(x_shape, w_shape, stride,
+                                                                pad, dilation, groups, threads):
+    # a batch-1 plane is cut into blocks of taps for the threads: every block must land
+    # where the plain im2col puts it
+    x = np.random.default_rng(3).standard_normal(x_shape).astype(np.float32)
+    out_size = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in
+                     zip(x_shape[2:], pad, dilation, w_shape[2:], stride))
+    want = plain_im2col(x, w_shape, out_size, stride, pad, dilation, groups)
+    col = np.full(want.shape, np.nan, np.float32)
+    conv_im2col.unfold_stacked(x, w_shape, (x_shape[0], w_shape[0]) + out_size, col, stride,
+                               pad, dilation, groups, threads)
+    np.testing.assert_array_equal(col, want)
+
+
 @pytest.mark.parametrize("g_shape, w_shape, dx_shape, stride, pad, groups", [
     ((2, 5, 1, 6, 7), (5, 4, 1, 3, 3), (2, 4, 1, 6, 7), (1, 1, 1), (0, 0, 0), 1),   # 3x3
     ((2, 5, 1, 6, 7), (5, 4, 1, 1, 1), (2, 4, 1, 6, 7), (1, 1, 1), (0, 1, 0), 1),   # padded

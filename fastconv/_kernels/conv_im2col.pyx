@@ -33,6 +33,10 @@ from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 cdef enum:
     WS_IM2COL, WS_COL, WS_W_PACKED, WS_G_PACKED, WS_COL_PACKED
 
+cdef enum:
+    # bands per thread of a stacked im2col (dynamic: a slower core takes fewer)
+    UNFOLD_PIECES_PER_THREAD = 4
+
 
 # ---------------------------------------------------------------------------------------------
 # im2col + GEMM, blocked: each work item (image, group, band of output rows) unfolds only its
@@ -49,11 +53,19 @@ cdef const floating* unfold_band(const floating* x_g, const ConvShape* s, Py_ssi
     return col
 
 
-cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_begin,
-                      Py_ssize_t row_end, floating* col, Py_ssize_t ld) noexcept nogil:
+cdef inline void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_begin,
+                             Py_ssize_t row_end, floating* col, Py_ssize_t ld) noexcept nogil:
     """col[k * ld + j] = x_g[c, d, h, w] read by tap k = (c, kd, kh, kw) at output position j
     of the band of output rows [row_begin, row_end) (a row is a fixed (od, oh)); zero where
     padding."""
+    im2col_taps(x_g, s, row_begin, row_end, 0, s.c_in_g * s.kernel[0] * s.kernel[1]
+                * s.kernel[2], col, ld)
+
+
+cdef void im2col_taps(const floating* x_g, const ConvShape* s, Py_ssize_t row_begin,
+                      Py_ssize_t row_end, Py_ssize_t k_begin, Py_ssize_t k_end, floating* col,
+                      Py_ssize_t ld) noexcept nogil:
+    """im2col_rows for the taps k in [k_begin, k_end) only (col still indexed by k)."""
     cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
@@ -63,7 +75,7 @@ cdef void im2col_rows(const floating* x_g, const ConvShape* s, Py_ssize_t row_be
     cdef Py_ssize_t od_first = row_begin // OH, oh_first = row_begin % OH
     cdef const floating* x_row
     cdef floating* dst
-    for k in range(s.c_in_g * taps):
+    for k in range(k_begin, k_end):
         decode_tap(k, s, &c, &kd, &kh, &kw)
         off = kw * s.dilation[2] - s.pad[2]
         output_range(off, sw, W, OW, &lo, &hi)
@@ -581,15 +593,24 @@ def unfold_stacked(const floating[:, :, :, :, ::1] x, tuple w_shape, tuple out_s
     cdef Py_ssize_t rows = s.out_size[0] * s.out_size[1]
     cdef Py_ssize_t P = rows * s.out_size[2]
     cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
-    cdef Py_ssize_t item, n, g
+    cdef Py_ssize_t item, n, g, piece, k0, k1
+    # (image, group) planes are few where stacking pays (batch 1: one): each plane's rows of
+    # taps are cut into blocks, enough for every thread (a copy: the split changes no value)
+    cdef Py_ssize_t planes = s.n * s.groups, K = s.c_in_g * taps
+    cdef Py_ssize_t pieces = (UNFOLD_PIECES_PER_THREAD * num_threads + planes - 1) // planes
+    if pieces > K:
+        pieces = K
     if col.shape[0] != s.n or col.shape[1] != s.c_in * taps or col.shape[2] != P:
         raise ValueError(f"conv_im2col.unfold_stacked: col must be {(s.n, s.c_in * taps, P)}; "
                          f"got {(col.shape[0], col.shape[1], col.shape[2])}")
     if col.shape[0] == 0 or col.shape[1] == 0 or col.shape[2] == 0:
         return
     with nogil:
-        for item in prange(s.n * s.groups, num_threads=num_threads, schedule='static'):
-            n = item // s.groups
-            g = item % s.groups
-            im2col_rows(&x[0, 0, 0, 0, 0] + (n * s.c_in + g * s.c_in_g) * in_plane, &s, 0,
-                        rows, &col[n, 0, 0] + g * s.c_in_g * taps * P, P)
+        for item in prange(planes * pieces, num_threads=num_threads, schedule='dynamic'):
+            n = item // (s.groups * pieces)
+            g = item // pieces % s.groups
+            piece = item % pieces
+            k0 = piece * K // pieces
+            k1 = (piece + 1) * K // pieces
+            im2col_taps(&x[0, 0, 0, 0, 0] + (n * s.c_in + g * s.c_in_g) * in_plane, &s, 0,
+                        rows, k0, k1, &col[n, 0, 0] + g * K * P, P)
