@@ -31,6 +31,15 @@
  * whole vectors (6 lanes on AVX2 compiled to scalar code: 15 ms for 512 x 512 filters) */
 #define FC_WINO_WEIGHT_LANES ((FC_GEMM_MR + 7) / 8 * 8)
 
+/* eight lanes of the weight transform's type, and the shuffle masks that go with them */
+typedef float fc_w8_f32 __attribute__((vector_size(8 * sizeof(float))));
+typedef double fc_w8_f64 __attribute__((vector_size(8 * sizeof(double))));
+typedef int fc_w8_mask_f32 __attribute__((vector_size(8 * sizeof(int))));
+typedef long long fc_w8_mask_f64 __attribute__((vector_size(8 * sizeof(long long))));
+#if FC_WINO_WEIGHT_LANES != 8
+#error "fc_wino_taps transposes eight filters: FC_WINO_WEIGHT_LANES must be 8"
+#endif
+
 #define FC_DEFINE_WINOGRAD(SUFFIX, T)                                                           \
 typedef fc_gvec_##SUFFIX fc_wvec_##SUFFIX;                                                      \
 enum { FC_WINO_LANES_##SUFFIX = FC_VEC_##SUFFIX };                                              \
@@ -58,40 +67,100 @@ static inline void fc_wino_at_##SUFFIX(const fc_wvec_##SUFFIX* m, ptrdiff_t s,  
     o[3 * os] = b + (T)0.125 * m[3 * s] - 8 * m[4 * s] + m[5 * s];                              \
 }                                                                                               \
                                                                                                 \
-/* r[0..5] = G g for g[0..2], each an array of FC_WINO_WEIGHT_LANES lanes */                  \
-static inline void fc_wino_g_##SUFFIX(const T* g0, const T* g1, const T* g2,                    \
-                                      T (*r)[FC_WINO_WEIGHT_LANES]) {                           \
-    for (ptrdiff_t m = 0; m < FC_WINO_WEIGHT_LANES; m++) {                                      \
-        r[0][m] = g0[m];                                                                        \
-        r[1][m] = (g0[m] + g1[m] + g2[m]) * (T)(1.0 / 3.0);                                     \
-        r[2][m] = (g1[m] - g0[m] - g2[m]) * (T)(1.0 / 3.0);                                     \
-        r[3][m] = (16 * g0[m] + 8 * g1[m] + 4 * g2[m]) * (T)(-1.0 / 15.0);                      \
-        r[4][m] = (g0[m] - 2 * g1[m] + 4 * g2[m]) * (T)(1.0 / 15.0);                            \
-        r[5][m] = g2[m];                                                                        \
+/* r[0..5] = G g for g[0..2], each lane an independent filter */                               \
+static inline void fc_wino_g_##SUFFIX(fc_w8_##SUFFIX g0, fc_w8_##SUFFIX g1, fc_w8_##SUFFIX g2,  \
+                                      fc_w8_##SUFFIX* r) {                                      \
+    r[0] = g0;                                                                                  \
+    r[1] = (g0 + g1 + g2) * (T)(1.0 / 3.0);                                                     \
+    r[2] = (g1 - g0 - g2) * (T)(1.0 / 3.0);                                                     \
+    r[3] = ((T)16 * g0 + (T)8 * g1 + (T)4 * g2) * (T)(-1.0 / 15.0);                             \
+    r[4] = (g0 - (T)2 * g1 + (T)4 * g2) * (T)(1.0 / 15.0);                                      \
+    r[5] = g2;                                                                                  \
+}                                                                                               \
+                                                                                                \
+/* lane m of g[k] = tap k of filter m (w + m * filter_stride, 9 taps, read back to front if \
+ * `reversed`), zero for m >= m_valid: eight filters' first or last eight taps loaded as rows \
+ * and transposed in registers, the ninth gathered (one strided scalar load per tap and      \
+ * filter took half of the transform's time) */                                               \
+static inline void fc_wino_taps_##SUFFIX(const T* w, ptrdiff_t filter_stride,                   \
+                                         ptrdiff_t m_valid, int reversed, fc_w8_##SUFFIX* g) {  \
+    typedef fc_w8_##SUFFIX v8;                                                                  \
+    typedef fc_w8_mask_##SUFFIX m8;                                                             \
+    v8 r[8];                                                                                    \
+    T ninth[8];                                                                                 \
+    if (sizeof(v8) > FC_GEMM_VEC_BYTES) {                                                       \
+        /* eight lanes span several registers (SSE; doubles on AVX2): shuffles across them  \
+         * cost more than the strided loads */                                               \
+        T taps[9][8];                                                                           \
+        for (ptrdiff_t m = 0; m < 8; m++)                                                       \
+            for (ptrdiff_t k = 0; k < 9; k++)                                                   \
+                taps[k][m] = m < m_valid ? w[m * filter_stride + (reversed ? 8 - k : k)] : 0;   \
+        for (ptrdiff_t k = 0; k < 9; k++) memcpy(&g[k], taps[k], sizeof(v8));                   \
+        return;                                                                                 \
     }                                                                                           \
+    for (ptrdiff_t m = 0; m < 8; m++) {                                                         \
+        if (m < m_valid) {                                                                      \
+            memcpy(&r[m], w + m * filter_stride + (reversed ? 1 : 0), sizeof(v8));              \
+            ninth[m] = w[m * filter_stride + (reversed ? 0 : 8)];                               \
+        } else {                                                                                \
+            r[m] = (v8){0};                                                                     \
+            ninth[m] = 0;                                                                       \
+        }                                                                                       \
+    }                                                                                           \
+    memcpy(&g[8], ninth, sizeof(v8));                                                           \
+    /* pairs of rows interleaved, then pairs of pairs, then halves: column j of the rows */     \
+    v8 t0 = __builtin_shuffle(r[0], r[1], (m8){0, 8, 1, 9, 4, 12, 5, 13});                      \
+    v8 t1 = __builtin_shuffle(r[0], r[1], (m8){2, 10, 3, 11, 6, 14, 7, 15});                    \
+    v8 t2 = __builtin_shuffle(r[2], r[3], (m8){0, 8, 1, 9, 4, 12, 5, 13});                      \
+    v8 t3 = __builtin_shuffle(r[2], r[3], (m8){2, 10, 3, 11, 6, 14, 7, 15});                    \
+    v8 t4 = __builtin_shuffle(r[4], r[5], (m8){0, 8, 1, 9, 4, 12, 5, 13});                      \
+    v8 t5 = __builtin_shuffle(r[4], r[5], (m8){2, 10, 3, 11, 6, 14, 7, 15});                    \
+    v8 t6 = __builtin_shuffle(r[6], r[7], (m8){0, 8, 1, 9, 4, 12, 5, 13});                      \
+    v8 t7 = __builtin_shuffle(r[6], r[7], (m8){2, 10, 3, 11, 6, 14, 7, 15});                    \
+    v8 s0 = __builtin_shuffle(t0, t2, (m8){0, 1, 8, 9, 4, 5, 12, 13});                          \
+    v8 s1 = __builtin_shuffle(t0, t2, (m8){2, 3, 10, 11, 6, 7, 14, 15});                        \
+    v8 s2 = __builtin_shuffle(t1, t3, (m8){0, 1, 8, 9, 4, 5, 12, 13});                          \
+    v8 s3 = __builtin_shuffle(t1, t3, (m8){2, 3, 10, 11, 6, 7, 14, 15});                        \
+    v8 s4 = __builtin_shuffle(t4, t6, (m8){0, 1, 8, 9, 4, 5, 12, 13});                          \
+    v8 s5 = __builtin_shuffle(t4, t6, (m8){2, 3, 10, 11, 6, 7, 14, 15});                        \
+    v8 s6 = __builtin_shuffle(t5, t7, (m8){0, 1, 8, 9, 4, 5, 12, 13});                          \
+    v8 s7 = __builtin_shuffle(t5, t7, (m8){2, 3, 10, 11, 6, 7, 14, 15});                        \
+    v8 col[8];                                                                                  \
+    col[0] = __builtin_shuffle(s0, s4, (m8){0, 1, 2, 3, 8, 9, 10, 11});                         \
+    col[4] = __builtin_shuffle(s0, s4, (m8){4, 5, 6, 7, 12, 13, 14, 15});                       \
+    col[1] = __builtin_shuffle(s1, s5, (m8){0, 1, 2, 3, 8, 9, 10, 11});                         \
+    col[5] = __builtin_shuffle(s1, s5, (m8){4, 5, 6, 7, 12, 13, 14, 15});                       \
+    col[2] = __builtin_shuffle(s2, s6, (m8){0, 1, 2, 3, 8, 9, 10, 11});                         \
+    col[6] = __builtin_shuffle(s2, s6, (m8){4, 5, 6, 7, 12, 13, 14, 15});                       \
+    col[3] = __builtin_shuffle(s3, s7, (m8){0, 1, 2, 3, 8, 9, 10, 11});                         \
+    col[7] = __builtin_shuffle(s3, s7, (m8){4, 5, 6, 7, 12, 13, 14, 15});                       \
+    /* not reversed: rows hold taps 0..7, tap 8 gathered; reversed: taps 1..8, so tap 8 - k  \
+     * is column 7 - k, and tap 0 (the last one read back to front) gathered */               \
+    if (reversed)   /* constant indices in each branch: the columns stay in registers */      \
+        for (ptrdiff_t k = 0; k < 8; k++) g[k] = col[7 - k];                                    \
+    else                                                                                        \
+        for (ptrdiff_t k = 0; k < 8; k++) g[k] = col[k];                                        \
 }                                                                                               \
                                                                                                 \
 /* The weight transform of MR = FC_GEMM_MR filters (lanes: the output channels m of one panel \
  * of the micro-kernel's wide tile, its A layout) for input channel c:                        \
  *   u[e * e_stride + m] = (G g_m G^T)[e],  g_m = w + m * filter_stride (m < m_valid, else 0), \
- * each filter's 9 taps read back to front if `reversed` (a filter turned by 180 degrees).    \
- * The lanes are arrays of a compile-time length, which the compiler vectorizes. */           \
+ * each filter's 9 taps read back to front if `reversed` (a filter turned by 180 degrees),    \
+ * on vectors of eight lanes (kept in registers: arrays of lanes went through the stack,      \
+ * where a wide load of two narrow stores stalled) */                                         \
 static inline void fc_wino_weight_##SUFFIX(const T* w, ptrdiff_t filter_stride,                 \
                                            ptrdiff_t m_valid, int reversed, T* u,              \
                                            ptrdiff_t e_stride) {                                \
-    enum { MR = FC_GEMM_MR, WL = FC_WINO_WEIGHT_LANES };                                        \
-    T g[9][WL], h[3][6][WL], c[3][WL], r[6][WL];                                                \
-    ptrdiff_t m, i, j, k;                                                                       \
-    for (m = 0; m < WL; m++)                                                                    \
-        for (k = 0; k < 9; k++)                                                                 \
-            g[k][m] = m < m_valid ? w[m * filter_stride + (reversed ? 8 - k : k)] : (T)0;       \
+    enum { MR = FC_GEMM_MR };                                                                   \
+    fc_w8_##SUFFIX g[9], h[3][6], r[6];                                                         \
+    ptrdiff_t i, j;                                                                             \
+    fc_wino_taps_##SUFFIX(w, filter_stride, m_valid, reversed, g);                              \
     /* columns: h[j][.] = G g[., j] */                                                          \
     for (j = 0; j < 3; j++) fc_wino_g_##SUFFIX(g[j], g[3 + j], g[6 + j], h[j]);                 \
     /* rows: u[i][.] = G h[.][i] */                                                             \
     for (i = 0; i < 6; i++) {                                                                   \
-        for (j = 0; j < 3; j++) memcpy(c[j], h[j][i], sizeof(c[j]));                            \
-        fc_wino_g_##SUFFIX(c[0], c[1], c[2], r);                                                \
-        for (j = 0; j < 6; j++) memcpy(u + (i * 6 + j) * e_stride, r[j], MR * sizeof(T));       \
+        fc_wino_g_##SUFFIX(h[0][i], h[1][i], h[2][i], r);                                       \
+        for (j = 0; j < 6; j++) memcpy(u + (i * 6 + j) * e_stride, &r[j], MR * sizeof(T));      \
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
