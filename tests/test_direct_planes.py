@@ -1,7 +1,8 @@
 """The direct kernel over whole planes (CONV_DIRECT_PLANES): one input channel per group.
 
 It copies each input plane (a band of it) once into zero-padded stride phases and computes the
-outputs as one flat run of taps. Every output sums the same products in the same order as the
+outputs as one flat run of taps (at stride 1 on wide rows: four output rows at a time from
+the input rows they share). Every output sums the same products in the same order as the
 row kernel (CONV_DIRECT_ROWS), so the two agree bit for bit, whatever the band split or the
 thread count; both are checked against the float64 reference.
 """
@@ -47,6 +48,12 @@ GRID = [
     (2, 3, 1, (5, 6, 7), (3, 3, 3), dict(padding=1)),
     (1, 2, 1, (4, 9, 8), (3, 3, 3), dict(stride=2, padding=(2, 1, 1), dilation=(2, 1, 1))),
     (1, 2, 1, (1, 5, 5), (1, 3, 3), dict(padding=(2, 1, 1))),   # depths all in the padding
+    # stride 1 on rows of two vectors or more: output rows computed four at a time from the
+    # input rows they share (13 rows: a last group of one), dilated along W (taps dw apart in
+    # a row) and along H (rows that are no longer consecutive: the flat loop)
+    (1, 3, 1, (13, 37), (3, 4), dict(padding=(1, 2))),
+    (2, 2, 1, (10, 50), (3, 3), dict(padding=(1, 4), dilation=(1, 2))),
+    (1, 2, 1, (10, 50), (3, 3), dict(padding=2, dilation=(2, 1))),
 ]
 
 

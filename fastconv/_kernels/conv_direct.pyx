@@ -55,6 +55,12 @@ cdef extern from "direct_rows.h":
     void fc_plane_taps_f64(double* out, Py_ssize_t count, double bias, const double* x,
                            const Py_ssize_t* offsets, const double* w,
                            Py_ssize_t taps) noexcept nogil
+    int fc_plane_rows4_f32(float* out, Py_ssize_t rows, Py_ssize_t width, float bias,
+                           const float* x, Py_ssize_t kh_taps, Py_ssize_t kw_taps,
+                           Py_ssize_t dw, const float* w) noexcept nogil
+    int fc_plane_rows4_f64(double* out, Py_ssize_t rows, Py_ssize_t width, double bias,
+                           const double* x, Py_ssize_t kh_taps, Py_ssize_t kw_taps,
+                           Py_ssize_t dw, const double* w) noexcept nogil
 
 cdef enum:
     CO_BLOCK = 4                # output channels sharing each input load (fc_direct_chunk)
@@ -478,6 +484,30 @@ cdef void fill_plane_phases(const floating* x_plane, const ConvShape* s,
                 fc_zero_short(rect + hi * wq, (p.phase_size - hi * wq) * sizeof(floating))
 
 
+cdef inline int plane_rows4(floating* out, Py_ssize_t rows, Py_ssize_t width, floating bias,
+                            const floating* x, Py_ssize_t kh_taps, Py_ssize_t kw_taps,
+                            Py_ssize_t dw, const floating* w) noexcept nogil:
+    if floating is float:
+        return fc_plane_rows4_f32(out, rows, width, bias, x, kh_taps, kw_taps, dw, w)
+    else:
+        return fc_plane_rows4_f64(out, rows, width, bias, x, kh_taps, kw_taps, dw, w)
+
+
+cdef inline bint taps_are_rows(const Py_ssize_t* offsets, Py_ssize_t KH, Py_ssize_t KW,
+                               Py_ssize_t wq, Py_ssize_t* base, Py_ssize_t* dw) noexcept nogil:
+    """True if tap (kh, kw) reads offsets[kh * KW + kw] = base + kh * wq + kw * dw: one
+    rectangle whose consecutive rows are the consecutive kernel rows (stride 1, no dilation
+    along H), so output rows can share their input rows (fc_plane_rows4)."""
+    cdef Py_ssize_t kh, kw
+    base[0] = offsets[0]
+    dw[0] = offsets[1] - offsets[0] if KW > 1 else 1
+    for kh in range(KH):
+        for kw in range(KW):
+            if offsets[kh * KW + kw] != base[0] + kh * wq + kw * dw[0]:
+                return False
+    return True
+
+
 cdef void planes_item(const floating* x, const floating* w, const floating* bias,
                       floating* out, const ConvShape* s, const PlanesLayout* p,
                       Py_ssize_t plane0, Py_ssize_t planes, Py_ssize_t od, Py_ssize_t oh0,
@@ -503,8 +533,8 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
     cdef const floating* weights
     cdef floating* out_row
     cdef floating* plane_sums
-    cdef Py_ssize_t kd, k, i_d, g, j, co, i, taps = 0
-    cdef bint every_depth = True
+    cdef Py_ssize_t kd, k, i_d, g, j, co, i, taps = 0, base = 0, dw = 1
+    cdef bint every_depth = True, by_rows
     cdef floating b = 0
 
     for k in range(planes):
@@ -527,6 +557,8 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
                 taps += plane_taps
         tap_offsets = offsets
 
+    by_rows = (planes_phase_count(s, p) == 1 and taps == plane_taps
+               and taps_are_rows(tap_offsets, s.kernel[1], s.kernel[2], wq, &base, &dw))
     for k in range(planes):
         g = (plane0 + k) % s.groups
         for j in range(s.c_out_g):
@@ -553,7 +585,10 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
                 continue
             # one filter a plane (planes > 1): the sums wait for the copy below
             plane_sums = sums + k * p.sums
-            if floating is float:
+            if by_rows and plane_rows4(plane_sums, rows, wq, b, phases + k * rect_stride
+                                       + base, s.kernel[1], s.kernel[2], dw, weights):
+                pass
+            elif floating is float:
                 fc_plane_taps_f32(plane_sums, count, b, phases + k * rect_stride, tap_offsets,
                                   weights, taps)
             else:
