@@ -93,6 +93,30 @@ cdef inline Py_ssize_t filter_rows4(const floating* const* src, const floating* 
         return fc_filter_rows4_f64(src, w, lo, hi, n, taps, c, out, rows, j0, j1)
 
 
+cdef inline bint next_tap_offset(const FilterShape* s, const Py_ssize_t* index,
+                                 Py_ssize_t* tap, int axes, Py_ssize_t* offset) noexcept nogil:
+    """offset := where the input row of taps tap[0 .. axes-1] from output index[] starts,
+    True if it lies inside the input (else the mode's constant stands there); then tap[]
+    advances to the next combination (an odometer: no division per row)."""
+    cdef int a
+    cdef Py_ssize_t q
+    cdef bint inside = True
+    offset[0] = 0
+    for a in range(axes):
+        q = s.src[a][index[a] + tap[a]]
+        if q < 0:
+            inside = False
+        offset[0] += q * s.in_stride[a]
+    a = axes - 1
+    while a >= 0:
+        tap[a] += 1
+        if tap[a] < s.taps[a]:
+            break
+        tap[a] = 0
+        a -= 1
+    return inside
+
+
 cdef Py_ssize_t shared_rows(const floating* x, const floating* weight, const FilterShape* s,
                             Py_ssize_t row, Py_ssize_t g, const floating** src,
                             const floating** w, unsigned char* lo,
@@ -107,27 +131,12 @@ cdef Py_ssize_t shared_rows(const floating* x, const floating* weight, const Fil
     cdef Py_ssize_t index[MAX_DIMS]
     cdef Py_ssize_t tap[MAX_DIMS]
     cdef Py_ssize_t rest = row, o, u, m, q, offset, n = 0, first, last
-    cdef bint inside
     for a in range(d - 2, -1, -1):
         index[a] = rest % s.out_size[a]
         rest = rest // s.out_size[a]
         tap[a] = 0
     for o in range(outer):
-        offset = 0
-        inside = True
-        for a in range(d - 2):
-            q = s.src[a][index[a] + tap[a]]
-            if q < 0:
-                inside = False
-            offset += q * s.in_stride[a]
-        a = d - 3
-        while a >= 0:
-            tap[a] += 1
-            if tap[a] < s.taps[a]:
-                break
-            tap[a] = 0
-            a -= 1
-        if not inside:
+        if not next_tap_offset(s, index, tap, d - 2, &offset):
             continue
         for u in range(Kh + g - 1):
             q = s.src[d - 2][index[d - 2] + u]
@@ -202,10 +211,9 @@ cdef int filter_items(const floating* x, floating* out, const floating* weight,
     cdef floating c[GROUP]
     cdef Py_ssize_t index[MAX_DIMS]
     cdef Py_ssize_t tap[MAX_DIMS]
-    cdef Py_ssize_t item, row, piece, t, rest, offset, c0, c1, v0, v1, q, shift, g, m, seg, end
+    cdef Py_ssize_t item, row, piece, t, rest, offset, c0, c1, v0, v1, shift, g, m, seg, end
     cdef const floating** rows_m
     cdef const floating** wrows_m
-    cdef bint inside
     for t in range(R):
         ext_rows[t] = ext + t * ext_len
     item = first
@@ -237,22 +245,7 @@ cdef int filter_items(const floating* x, floating* out, const floating* weight,
             for a in range(d - 1):
                 tap[a] = 0
             for t in range(R):
-                # tap[] counts t along the leading axes (an odometer: no division per row)
-                offset = 0
-                inside = True
-                for a in range(d - 1):
-                    q = s.src[a][index[a] + tap[a]]
-                    if q < 0:
-                        inside = False
-                    offset += q * s.in_stride[a]
-                a = d - 2
-                while a >= 0:
-                    tap[a] += 1
-                    if tap[a] < s.taps[a]:
-                        break
-                    tap[a] = 0
-                    a -= 1
-                if inside:
+                if next_tap_offset(s, index, tap, d - 1, &offset):
                     rows_m[nvalid[m]] = x + offset
                     wrows_m[nvalid[m]] = weight + t * K
                     nvalid[m] += 1
