@@ -557,7 +557,7 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
                 taps += plane_taps
         tap_offsets = offsets
 
-    by_rows = (planes_phase_count(s, p) == 1 and taps == plane_taps
+    by_rows = (planes_phase_count(s, p) == 1 and taps == plane_taps and plane_taps > 0
                and taps_are_rows(tap_offsets, s.kernel[1], s.kernel[2], wq, &base, &dw))
     for k in range(planes):
         g = (plane0 + k) % s.groups

@@ -596,15 +596,15 @@ def unfold_stacked(const floating[:, :, :, :, ::1] x, tuple w_shape, tuple out_s
     cdef Py_ssize_t item, n, g, piece, k0, k1
     # (image, group) planes are few where stacking pays (batch 1: one): each plane's rows of
     # taps are cut into blocks, enough for every thread (a copy: the split changes no value)
-    cdef Py_ssize_t planes = s.n * s.groups, K = s.c_in_g * taps
-    cdef Py_ssize_t pieces = (UNFOLD_PIECES_PER_THREAD * num_threads + planes - 1) // planes
-    if pieces > K:
-        pieces = K
+    cdef Py_ssize_t planes = s.n * s.groups, K = s.c_in_g * taps, pieces
     if col.shape[0] != s.n or col.shape[1] != s.c_in * taps or col.shape[2] != P:
         raise ValueError(f"conv_im2col.unfold_stacked: col must be {(s.n, s.c_in * taps, P)}; "
                          f"got {(col.shape[0], col.shape[1], col.shape[2])}")
-    if col.shape[0] == 0 or col.shape[1] == 0 or col.shape[2] == 0:
+    if col.shape[0] == 0 or col.shape[1] == 0 or col.shape[2] == 0 or planes == 0:
         return
+    pieces = (UNFOLD_PIECES_PER_THREAD * max(num_threads, 1) + planes - 1) // planes
+    if pieces > K:
+        pieces = K
     with nogil:
         for item in prange(planes * pieces, num_threads=num_threads, schedule='dynamic'):
             n = item // (s.groups * pieces)

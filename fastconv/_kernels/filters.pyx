@@ -127,10 +127,13 @@ cdef Py_ssize_t shared_rows(const floating* x, const floating* weight, const Fil
     (combination, u - m). Rows outside the input are left out (the caller's constants hold
     them). Returns their count."""
     cdef int d = s.ndim, a
-    cdef Py_ssize_t K = s.taps[d - 1], Kh = s.taps[d - 2], outer = s.rows // s.taps[d - 2]
+    cdef Py_ssize_t K = s.taps[d - 1], Kh = s.taps[d - 2], outer
     cdef Py_ssize_t index[MAX_DIMS]
     cdef Py_ssize_t tap[MAX_DIMS]
     cdef Py_ssize_t rest = row, o, u, m, q, offset, n = 0, first, last
+    if Kh == 0:
+        return 0
+    outer = s.rows // Kh
     for a in range(d - 2, -1, -1):
         index[a] = rest % s.out_size[a]
         rest = rest // s.out_size[a]
