@@ -344,6 +344,8 @@ cdef struct PlanesLayout:
     Py_ssize_t* offsets     # tap (kd, kh, kw), in the weights' order: where it reads
     Py_ssize_t* col_first   # per W phase: the phase row's columns [first, end) hold input
     Py_ssize_t* col_end
+    bint by_rows            # the plane's taps are rows of one rectangle (fc_plane_rows4),
+    Py_ssize_t row_dw       # dw apart along a row (the same for every depth tap)
 
 
 cdef inline Py_ssize_t axis_phases(Py_ssize_t k, Py_ssize_t d, Py_ssize_t s) noexcept nogil:
@@ -367,7 +369,23 @@ cdef PlanesLayout planes_layout(const ConvShape* s, Py_ssize_t band,
     p.phase_size = (band + p.reach) * p.wq + (p.sums - band * p.wq) \
         + (s.kernel[2] - 1) * s.dilation[2] // s.stride[2]
     p.offsets = p.col_first = p.col_end = NULL
+    p.by_rows = False
+    p.row_dw = 1
     return p
+
+
+cdef inline bint taps_are_rows(const Py_ssize_t* offsets, Py_ssize_t KH, Py_ssize_t KW,
+                               Py_ssize_t wq, Py_ssize_t* dw) noexcept nogil:
+    """True if tap (kh, kw) reads offsets[kh * KW + kw] = offsets[0] + kh * wq + kw * dw: one
+    rectangle whose consecutive rows are the consecutive kernel rows (stride 1, no dilation
+    along H), so output rows can share their input rows (fc_plane_rows4)."""
+    cdef Py_ssize_t kh, kw
+    dw[0] = offsets[1] - offsets[0] if KW > 1 else 1
+    for kh in range(KH):
+        for kw in range(KW):
+            if offsets[kh * KW + kw] != offsets[0] + kh * wq + kw * dw[0]:
+                return False
+    return True
 
 
 @cython.cdivision(True)
@@ -388,6 +406,9 @@ cdef int planes_tables(const ConvShape* s, PlanesLayout* p) noexcept nogil:
                                 + (kw * dw) % sw) * p.phase_size \
                     + (kh * dh) // sh * p.wq + (kw * dw) // sw
                 t += 1
+    # every depth tap's plane of taps is the first one's, shifted by whole phase rectangles
+    p.by_rows = (planes_phase_count(s, p) == 1 and KH * KW > 0
+                       and taps_are_rows(p.offsets, KH, KW, p.wq, &p.row_dw))
     for q in range(p.phases_w):
         # column b of phase q is input column b * sw + q - pad
         first = ceil_div(pad - q, sw) if pad > q else 0
@@ -493,21 +514,6 @@ cdef inline int plane_rows4(floating* out, Py_ssize_t rows, Py_ssize_t width, fl
         return fc_plane_rows4_f64(out, rows, width, bias, x, kh_taps, kw_taps, dw, w)
 
 
-cdef inline bint taps_are_rows(const Py_ssize_t* offsets, Py_ssize_t KH, Py_ssize_t KW,
-                               Py_ssize_t wq, Py_ssize_t* base, Py_ssize_t* dw) noexcept nogil:
-    """True if tap (kh, kw) reads offsets[kh * KW + kw] = base + kh * wq + kw * dw: one
-    rectangle whose consecutive rows are the consecutive kernel rows (stride 1, no dilation
-    along H), so output rows can share their input rows (fc_plane_rows4)."""
-    cdef Py_ssize_t kh, kw
-    base[0] = offsets[0]
-    dw[0] = offsets[1] - offsets[0] if KW > 1 else 1
-    for kh in range(KH):
-        for kw in range(KW):
-            if offsets[kh * KW + kw] != base[0] + kh * wq + kw * dw[0]:
-                return False
-    return True
-
-
 cdef void planes_item(const floating* x, const floating* w, const floating* bias,
                       floating* out, const ConvShape* s, const PlanesLayout* p,
                       Py_ssize_t plane0, Py_ssize_t planes, Py_ssize_t od, Py_ssize_t oh0,
@@ -533,7 +539,7 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
     cdef const floating* weights
     cdef floating* out_row
     cdef floating* plane_sums
-    cdef Py_ssize_t kd, k, i_d, g, j, co, i, taps = 0, base = 0, dw = 1
+    cdef Py_ssize_t kd, k, i_d, g, j, co, i, taps = 0
     cdef bint every_depth = True, by_rows
     cdef floating b = 0
 
@@ -557,8 +563,8 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
                 taps += plane_taps
         tap_offsets = offsets
 
-    by_rows = (planes_phase_count(s, p) == 1 and taps == plane_taps and plane_taps > 0
-               and taps_are_rows(tap_offsets, s.kernel[1], s.kernel[2], wq, &base, &dw))
+    # one depth tap (a 2-d kernel, or a 3-d one at the depth border): share input rows
+    by_rows = p.by_rows and taps == plane_taps
     for k in range(planes):
         g = (plane0 + k) % s.groups
         for j in range(s.c_out_g):
@@ -586,7 +592,8 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
             # one filter a plane (planes > 1): the sums wait for the copy below
             plane_sums = sums + k * p.sums
             if by_rows and plane_rows4(plane_sums, rows, wq, b, phases + k * rect_stride
-                                       + base, s.kernel[1], s.kernel[2], dw, weights):
+                                       + tap_offsets[0], s.kernel[1], s.kernel[2], p.row_dw,
+                                       weights):
                 pass
             elif floating is float:
                 fc_plane_taps_f32(plane_sums, count, b, phases + k * rect_stride, tap_offsets,

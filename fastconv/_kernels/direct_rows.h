@@ -162,59 +162,28 @@ FC_DEFINE_PLANE_TAPS(f64, double)
  * is narrower than two vectors: with one vector a row, the four rows' sums are four chains of
  * dependent FMAs, the first and last input rows feeding one of them alone (measured slower
  * than the flat loop on 14x14 planes). */
-#define FC_PLANE_ROWS4_TAPS(NV, LO, HI)                                                         \
+/* the input row at p (of kernel row index u) into the accumulators of outputs LO..HI */
+#define FC_PLANE_ROWS4_TAPS(LO, HI)                                                             \
     for (k = 0; k < kw_taps; k++) {                                                            \
-        vec v[NV];                                                                 \
-        for (int q = 0; q < NV; q++) memcpy(&v[q], p + k * dw + q * V, sizeof(vec));              \
-        FC_PLANE_ROWS4_KEEP(v[0]);                                                             \
-        if (NV > 1) FC_PLANE_ROWS4_KEEP(v[NV - 1]);                                            \
+        vec v0, v1;                                                                            \
+        memcpy(&v0, p + k * dw, sizeof(vec));                                                  \
+        memcpy(&v1, p + k * dw + V, sizeof(vec));                                              \
+        FC_KEEP_IN_REGISTER(v0);                                                               \
+        FC_KEEP_IN_REGISTER(v1);                                                               \
         for (int m = LO; m <= HI; m++) {                                                       \
-            elem s = w[(u - m) * kw_taps + k];                                                    \
-            for (int q = 0; q < NV; q++) a[m][q] += s * v[q];                                  \
+            elem s = w[(u - m) * kw_taps + k];                                                 \
+            a[m][0] += s * v0;                                                                 \
+            a[m][1] += s * v1;                                                                 \
         }                                                                                      \
     }
 
-#define FC_PLANE_ROWS4_BLOCK(NV)                                                               \
-    for (j = 0; j < width; j += NV * V) {                                                      \
-        if (j + NV * V > width) j = width - NV * V;                                            \
-        vec a[4][NV];                                                              \
-        for (int m = 0; m < 4; m++)                                                            \
-            for (int q = 0; q < NV; q++) a[m][q] = (vec){0};                       \
-        for (u = 0; u < kh_taps + g - 1; u++) {                                                \
-            const elem* p = x + (r + u) * width + j;                                              \
-            ptrdiff_t lo = u - kh_taps + 1 > 0 ? u - kh_taps + 1 : 0, hi = u < g - 1 ? u : g - 1;\
-            switch (lo * 4 + hi) {                                                             \
-            case 0: FC_PLANE_ROWS4_TAPS(NV, 0, 0) break;                                       \
-            case 1: FC_PLANE_ROWS4_TAPS(NV, 0, 1) break;                                       \
-            case 2: FC_PLANE_ROWS4_TAPS(NV, 0, 2) break;                                       \
-            case 3: FC_PLANE_ROWS4_TAPS(NV, 0, 3) break;                                       \
-            case 5: FC_PLANE_ROWS4_TAPS(NV, 1, 1) break;                                       \
-            case 6: FC_PLANE_ROWS4_TAPS(NV, 1, 2) break;                                       \
-            case 7: FC_PLANE_ROWS4_TAPS(NV, 1, 3) break;                                       \
-            case 10: FC_PLANE_ROWS4_TAPS(NV, 2, 2) break;                                      \
-            case 11: FC_PLANE_ROWS4_TAPS(NV, 2, 3) break;                                      \
-            default: FC_PLANE_ROWS4_TAPS(NV, 3, 3) break;                                      \
-            }                                                                                  \
-        }                                                                                      \
-        /* constant indices (a runtime one would keep the accumulators in memory) */         \
-        FC_PLANE_ROWS4_STORE(NV, 0) FC_PLANE_ROWS4_STORE(NV, 1)                               \
-        FC_PLANE_ROWS4_STORE(NV, 2) FC_PLANE_ROWS4_STORE(NV, 3)                               \
-    }
-
-#define FC_PLANE_ROWS4_STORE(NV, M)                                                            \
+/* constant indices (a runtime one would keep the accumulators in memory) */
+#define FC_PLANE_ROWS4_STORE(M)                                                                 \
     if (M < g)                                                                                 \
-        for (int q = 0; q < NV; q++) {                                                         \
-            vec o = a[M][q] + bias;                                                \
+        for (int q = 0; q < 2; q++) {                                                          \
+            vec o = a[M][q] + bias;                                                            \
             memcpy(out + (r + M) * width + j + q * V, &o, sizeof(o));                          \
         }
-
-/* GCC folds a vector that two or three rows use into each FMA as a memory operand (a load
- * per use again): keep it in a register */
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define FC_PLANE_ROWS4_KEEP(v) __asm__("" : "+v"(v))
-#else
-#define FC_PLANE_ROWS4_KEEP(v) ((void)0)
-#endif
 
 #define FC_DEFINE_PLANE_ROWS4(SUFFIX, T)                                                        \
 static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t rows, ptrdiff_t width, T bias,      \
@@ -226,7 +195,18 @@ static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t rows, ptrdiff_t widt
     if (width < 2 * V) return 0;                                                               \
     for (r = 0; r < rows; r += 4) {                                                            \
         g = rows - r < 4 ? rows - r : 4;                                                       \
-        FC_PLANE_ROWS4_BLOCK(2)                                                                \
+        for (j = 0; j < width; j += 2 * V) {                                                   \
+            if (j + 2 * V > width) j = width - 2 * V;                                          \
+            vec a[4][2] = {{{0}}};                                                             \
+            for (u = 0; u < kh_taps + g - 1; u++) {                                            \
+                const T* p = x + (r + u) * width + j;                                          \
+                ptrdiff_t lo = u - kh_taps + 1 > 0 ? u - kh_taps + 1 : 0;                      \
+                ptrdiff_t hi = u < g - 1 ? u : g - 1;                                          \
+                FC_ROW_SPAN_SWITCH(lo * 4 + hi, FC_PLANE_ROWS4_TAPS)                           \
+            }                                                                                  \
+            FC_PLANE_ROWS4_STORE(0) FC_PLANE_ROWS4_STORE(1)                                    \
+            FC_PLANE_ROWS4_STORE(2) FC_PLANE_ROWS4_STORE(3)                                    \
+        }                                                                                      \
     }                                                                                          \
     return 1;                                                                                  \
 }

@@ -90,18 +90,12 @@ FC_DEFINE_FILTER_ROW(f64, double)
  * 10 rows for 4 output rows instead of 28. Only out[m < rows] is written. Returns the first j
  * not computed: j1, or j0 for a stretch narrower than the block (the caller then computes it
  * row by row with fc_filter_row). */
-/* GCC folds a vector used by two or three outputs into each FMA as a memory operand, i.e.
- * loads it again for each (and these loads mostly split cache lines): keep it in a register */
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define FC_IN_REGISTERS(a, b) __asm__("" : "+v"(a), "+v"(b))
-#else
-#define FC_IN_REGISTERS(a, b) ((void)0)
-#endif
 #define FC_ROWS4_TAPS(LO, HI)                                                                  \
     for (ptrdiff_t k = 0; k < taps; k++) {                                                     \
         memcpy(&v0, p + k, sizeof(vec));                                                       \
         memcpy(&v1, p + k + V, sizeof(vec));                                                   \
-        FC_IN_REGISTERS(v0, v1);                                                               \
+        FC_KEEP_IN_REGISTER(v0);                                                               \
+        FC_KEEP_IN_REGISTER(v1);                                                               \
         if (LO <= 0 && 0 <= HI) { a00 += w0[k] * v0; a01 += w0[k] * v1; }                      \
         if (LO <= 1 && 1 <= HI) { a10 += w1[k] * v0; a11 += w1[k] * v1; }                      \
         if (LO <= 2 && 2 <= HI) { a20 += w2[k] * v0; a21 += w2[k] * v1; }                      \
@@ -124,18 +118,7 @@ static inline ptrdiff_t fc_filter_rows4_##SUFFIX(const T* const* src, const T* c
         for (ptrdiff_t e = 0; e < n; e++) {                                                    \
             const T* p = src[e] + j;                                                           \
             const T *w0 = w[4 * e], *w1 = w[4 * e + 1], *w2 = w[4 * e + 2], *w3 = w[4 * e + 3];\
-            switch (lo[e] * 4 + hi[e]) {                                                       \
-            case 0: FC_ROWS4_TAPS(0, 0) break;                                                 \
-            case 1: FC_ROWS4_TAPS(0, 1) break;                                                 \
-            case 2: FC_ROWS4_TAPS(0, 2) break;                                                 \
-            case 3: FC_ROWS4_TAPS(0, 3) break;                                                 \
-            case 5: FC_ROWS4_TAPS(1, 1) break;                                                 \
-            case 6: FC_ROWS4_TAPS(1, 2) break;                                                 \
-            case 7: FC_ROWS4_TAPS(1, 3) break;                                                 \
-            case 10: FC_ROWS4_TAPS(2, 2) break;                                                \
-            case 11: FC_ROWS4_TAPS(2, 3) break;                                                \
-            default: FC_ROWS4_TAPS(3, 3) break;                                                \
-            }                                                                                  \
+            FC_ROW_SPAN_SWITCH(lo[e] * 4 + hi[e], FC_ROWS4_TAPS)                               \
         }                                                                                      \
         memcpy(out[0] + j, &a00, sizeof(vec)); memcpy(out[0] + j + V, &a01, sizeof(vec));      \
         if (rows > 1) {                                                                        \

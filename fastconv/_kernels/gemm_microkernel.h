@@ -45,6 +45,31 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
 /* loops over the tile's rows and vectors unrolled, so the accumulators are registers */
 #define FC_UNROLL _Pragma("GCC unroll 16")
 
+/* GCC folds a vector that several accumulators use into each FMA as a memory operand (a load
+ * per use again, mostly splitting cache lines): an empty asm keeps it in a register */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FC_KEEP_IN_REGISTER(v) __asm__("" : "+v"(v))
+#else
+#define FC_KEEP_IN_REGISTER(v) ((void)0)
+#endif
+
+/* The four-output-rows kernels (filter_rows.h, direct_rows.h): an input row read by outputs
+ * LO..HI of the four (0 <= LO <= HI < 4, CODE = 4 LO + HI) runs BODY(LO, HI), the span a
+ * constant so that the accumulators it leaves out stay untouched registers. */
+#define FC_ROW_SPAN_SWITCH(CODE, BODY)                                                         \
+    switch (CODE) {                                                                            \
+    case 0: BODY(0, 0) break;                                                                  \
+    case 1: BODY(0, 1) break;                                                                  \
+    case 2: BODY(0, 2) break;                                                                  \
+    case 3: BODY(0, 3) break;                                                                  \
+    case 5: BODY(1, 1) break;                                                                  \
+    case 6: BODY(1, 2) break;                                                                  \
+    case 7: BODY(1, 3) break;                                                                  \
+    case 10: BODY(2, 2) break;                                                                 \
+    case 11: BODY(2, 3) break;                                                                 \
+    default: BODY(3, 3) break;                                                                 \
+    }
+
 /* The K loop of the micro-kernel, B's row k at ROW (an expression of k) and A's element
  * (m, k) at A_MK. */
 #define FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, ROW, A_MK)                                           \
