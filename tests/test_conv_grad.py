@@ -321,6 +321,45 @@ def test_every_band_size_gives_the_same_gradients(band_rows, monkeypatch):
         dispatch.forget_plans()
 
 
+@pytest.mark.parametrize("algorithm", ["im2col_blas", "im2col_packed"])
+@pytest.mark.parametrize("chunks", [1, 2, 3, 5, 8])
+def test_every_count_of_partial_sums_gives_the_weight_gradient(chunks, algorithm,
+                                                                monkeypatch):
+    """The partial sums live in a buffer reused from call to call: a larger call before
+    leaves other values there, which no chunk may add to its sum."""
+    from fastconv._plan import dispatch, tiling
+    nd, x, w, b, g, kwargs = make_arrays("3d-stride2-groups2")
+    monkeypatch.setattr(tiling, "weight_grad_chunks", lambda *args: chunks)
+    dispatch.forget_plans()
+    try:
+        rng = np.random.default_rng(5)
+        big = rng.standard_normal((2, 4, 9, 12, 12))
+        grad.conv3d_weight(big, (6, 4, 3, 3, 3), rng.standard_normal((2, 6, 7, 10, 10)),
+                           algorithm=algorithm)
+        np.testing.assert_allclose(grad.conv3d_weight(x, w.shape, g, algorithm=algorithm,
+                                                      **kwargs),
+                                   reference.conv_weight_grad(x, w.shape, g, **kwargs),
+                                   rtol=1e-12, atol=1e-12)
+    finally:
+        monkeypatch.undo()
+        dispatch.forget_plans()
+
+
+@pytest.mark.parametrize("rows, threads, expected", [
+    (56, 2, 2),     # 14 bands of 4 rows: one chunk a thread, not 8 chunks of 1-2 bands
+    (96, 2, 6),     # 24 bands: three chunks a thread, each of at least four bands
+    (448, 2, 8),    # at most four a thread
+    (448, 3, 12),
+    (8, 4, 2),      # fewer bands than threads: one chunk a band
+])
+def test_partial_sums_are_a_whole_number_per_thread_each_of_several_items(rows, threads,
+                                                                          expected):
+    from fastconv._plan import tiling
+    from fastconv._plan.problems import conv_problem
+    problem = conv_problem(2, (1, 8, rows, 16), (8, 8, 3, 3), None, 1, 1)
+    assert tiling.weight_grad_chunks(problem, threads, 4) == expected
+
+
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_random_calls_match_the_reference(data):
