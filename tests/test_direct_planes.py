@@ -54,6 +54,9 @@ GRID = [
     (1, 3, 1, (13, 37), (3, 4), dict(padding=(1, 2))),
     (2, 2, 1, (10, 50), (3, 3), dict(padding=(1, 4), dilation=(1, 2))),
     (1, 2, 1, (10, 50), (3, 3), dict(padding=2, dilation=(2, 1))),
+    # ... written straight into output rows narrower than the rectangle's (3-d: at the depth
+    # border only one depth tap reads the input, whose rows are shared again)
+    (1, 2, 1, (2, 5, 40), (3, 3, 3), dict(padding=(2, 1, 1))),
 ]
 
 

@@ -55,10 +55,12 @@ cdef extern from "direct_rows.h":
     void fc_plane_taps_f64(double* out, Py_ssize_t count, double bias, const double* x,
                            const Py_ssize_t* offsets, const double* w,
                            Py_ssize_t taps) noexcept nogil
-    int fc_plane_rows4_f32(float* out, Py_ssize_t rows, Py_ssize_t width, float bias,
+    int fc_plane_rows4_f32(float* out, Py_ssize_t out_stride, Py_ssize_t out_width,
+                           Py_ssize_t rows, Py_ssize_t width, float bias,
                            const float* x, Py_ssize_t kh_taps, Py_ssize_t kw_taps,
                            Py_ssize_t dw, const float* w) noexcept nogil
-    int fc_plane_rows4_f64(double* out, Py_ssize_t rows, Py_ssize_t width, double bias,
+    int fc_plane_rows4_f64(double* out, Py_ssize_t out_stride, Py_ssize_t out_width,
+                           Py_ssize_t rows, Py_ssize_t width, double bias,
                            const double* x, Py_ssize_t kh_taps, Py_ssize_t kw_taps,
                            Py_ssize_t dw, const double* w) noexcept nogil
 
@@ -505,13 +507,16 @@ cdef void fill_plane_phases(const floating* x_plane, const ConvShape* s,
                 fc_zero_short(rect + hi * wq, (p.phase_size - hi * wq) * sizeof(floating))
 
 
-cdef inline int plane_rows4(floating* out, Py_ssize_t rows, Py_ssize_t width, floating bias,
+cdef inline int plane_rows4(floating* out, Py_ssize_t out_stride, Py_ssize_t out_width,
+                            Py_ssize_t rows, Py_ssize_t width, floating bias,
                             const floating* x, Py_ssize_t kh_taps, Py_ssize_t kw_taps,
                             Py_ssize_t dw, const floating* w) noexcept nogil:
     if floating is float:
-        return fc_plane_rows4_f32(out, rows, width, bias, x, kh_taps, kw_taps, dw, w)
+        return fc_plane_rows4_f32(out, out_stride, out_width, rows, width, bias, x, kh_taps,
+                                  kw_taps, dw, w)
     else:
-        return fc_plane_rows4_f64(out, rows, width, bias, x, kh_taps, kw_taps, dw, w)
+        return fc_plane_rows4_f64(out, out_stride, out_width, rows, width, bias, x, kh_taps,
+                                  kw_taps, dw, w)
 
 
 cdef void planes_item(const floating* x, const floating* w, const floating* bias,
@@ -539,6 +544,7 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
     cdef const floating* weights
     cdef floating* out_row
     cdef floating* plane_sums
+    cdef const floating* rect
     cdef Py_ssize_t kd, k, i_d, g, j, co, i, taps = 0
     cdef bint every_depth = True, by_rows
     cdef floating b = 0
@@ -589,18 +595,20 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
                     out_row[i] = 0
                     out_row[i] += b
                 continue
+            rect = phases + k * rect_stride
+            if by_rows and planes == 1 and plane_rows4(
+                    out_row, OW, OW, rows, wq, b, rect + tap_offsets[0], s.kernel[1],
+                    s.kernel[2], p.row_dw, weights):
+                continue   # straight into the output rows: no sums to copy
             # one filter a plane (planes > 1): the sums wait for the copy below
             plane_sums = sums + k * p.sums
-            if by_rows and plane_rows4(plane_sums, rows, wq, b, phases + k * rect_stride
-                                       + tap_offsets[0], s.kernel[1], s.kernel[2], p.row_dw,
-                                       weights):
+            if by_rows and plane_rows4(plane_sums, wq, wq, rows, wq, b, rect + tap_offsets[0],
+                                       s.kernel[1], s.kernel[2], p.row_dw, weights):
                 pass
             elif floating is float:
-                fc_plane_taps_f32(plane_sums, count, b, phases + k * rect_stride, tap_offsets,
-                                  weights, taps)
+                fc_plane_taps_f32(plane_sums, count, b, rect, tap_offsets, weights, taps)
             else:
-                fc_plane_taps_f64(plane_sums, count, b, phases + k * rect_stride, tap_offsets,
-                                  weights, taps)
+                fc_plane_taps_f64(plane_sums, count, b, rect, tap_offsets, weights, taps)
             if planes == 1:
                 fc_copy_rows(out_row, OW * sizeof(floating), plane_sums,
                              wq * sizeof(floating), OW * sizeof(floating), rows)

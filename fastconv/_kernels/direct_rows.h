@@ -151,17 +151,20 @@ static inline void fc_plane_taps_##SUFFIX(T* out, ptrdiff_t count, T bias, const
 FC_DEFINE_PLANE_TAPS(f32, float)
 FC_DEFINE_PLANE_TAPS(f64, double)
 
-/* fc_plane_rows4_<t>(out, rows, width, bias, x, kh_taps, kw_taps, dw, w):
- *   out[r * width + f] = bias + sum_{kh, kw} w[kh * kw_taps + kw] * x[(r + kh) * width + kw * dw + f]
- * for r < rows, f < width: fc_plane_taps where the taps are rows of one rectangle (stride 1,
- * no dilation along H), computed four output rows at a time from the input rows they share,
- * each input vector loaded once for every output row that reads it (the flat loop loads it
- * once per tap: bound by loads that mostly split cache lines). The same bits as
- * fc_plane_taps: every output sums its taps in the same order, then adds the bias. The
- * last block of a row overlaps the one before it. Returns 0 (nothing written) where a row
- * is narrower than two vectors: with one vector a row, the four rows' sums are four chains of
- * dependent FMAs, the first and last input rows feeding one of them alone (measured slower
- * than the flat loop on 14x14 planes). */
+/* fc_plane_rows4_<t>(out, out_stride, out_width, rows, width, bias, x, kh_taps, kw_taps, dw, w):
+ *   out[r * out_stride + f] = bias + sum_{kh, kw} w[kh * kw_taps + kw]
+ *                                               * x[(r + kh) * width + kw * dw + f]
+ * for r < rows, f < out_width (<= width): fc_plane_taps where the taps are rows of one
+ * rectangle (stride 1, no dilation along H), computed four output rows at a time from the
+ * input rows they share, each input vector loaded once for every output row that reads it
+ * (the flat loop loads it once per tap: bound by loads that mostly split cache lines). The
+ * same bits as fc_plane_taps: every output sums its taps in the same order, then adds the
+ * bias. The rows go straight to their place in the output (out_stride apart; the flat loop's
+ * run of rows as wide as the rectangle's needs a copy to drop the columns past each row's
+ * end). The last block of a row overlaps the one before it. Returns 0 (nothing written)
+ * where a row is narrower than two vectors: with one vector a row, the four rows' sums are
+ * four chains of dependent FMAs, the first and last input rows feeding one of them alone
+ * (measured slower than the flat loop on 14x14 planes). */
 /* the input row at p (of kernel row index u) into the accumulators of outputs LO..HI */
 #define FC_PLANE_ROWS4_TAPS(LO, HI)                                                             \
     for (k = 0; k < kw_taps; k++) {                                                            \
@@ -182,21 +185,22 @@ FC_DEFINE_PLANE_TAPS(f64, double)
     if (M < g)                                                                                 \
         for (int q = 0; q < 2; q++) {                                                          \
             vec o = a[M][q] + bias;                                                            \
-            memcpy(out + (r + M) * width + j + q * V, &o, sizeof(o));                          \
+            memcpy(out + (r + M) * out_stride + j + q * V, &o, sizeof(o));                     \
         }
 
 #define FC_DEFINE_PLANE_ROWS4(SUFFIX, T)                                                        \
-static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t rows, ptrdiff_t width, T bias,      \
-        const T* x, ptrdiff_t kh_taps, ptrdiff_t kw_taps, ptrdiff_t dw, const T* w) {           \
+static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t out_stride, ptrdiff_t out_width,   \
+        ptrdiff_t rows, ptrdiff_t width, T bias, const T* x, ptrdiff_t kh_taps,                 \
+        ptrdiff_t kw_taps, ptrdiff_t dw, const T* w) {                                          \
     enum { V = FC_DIRECT_LANES_##SUFFIX };                                                     \
     typedef fc_vec_##SUFFIX vec;                                                               \
     typedef T elem;                                                                            \
     ptrdiff_t r, j, u, k, g;                                                                   \
-    if (width < 2 * V) return 0;                                                               \
+    if (out_width < 2 * V || out_width > width) return 0;                                      \
     for (r = 0; r < rows; r += 4) {                                                            \
         g = rows - r < 4 ? rows - r : 4;                                                       \
-        for (j = 0; j < width; j += 2 * V) {                                                   \
-            if (j + 2 * V > width) j = width - 2 * V;                                          \
+        for (j = 0; j < out_width; j += 2 * V) {                                               \
+            if (j + 2 * V > out_width) j = out_width - 2 * V;                                  \
             vec a[4][2] = {{{0}}};                                                             \
             for (u = 0; u < kh_taps + g - 1; u++) {                                            \
                 const T* p = x + (r + u) * width + j;                                          \
