@@ -96,7 +96,8 @@ cdef int32_t* linear_w_tables(const ResampleShape* s, Py_ssize_t lanes) noexcept
     whole blocks), or NULL (out of memory)."""
     cdef Py_ssize_t OW = s.out_size[2], blocks = (OW + lanes - 1) // lanes
     cdef Py_ssize_t b, i, t, lo, hi, q
-    cdef int32_t* tables = <int32_t*> malloc((blocks + 2 * blocks * lanes) * sizeof(int32_t))
+    cdef int32_t* tables = <int32_t*> malloc(max(1, blocks + 2 * blocks * lanes)
+                                             * sizeof(int32_t))   # never malloc(0): NULL
     cdef int32_t* rel
     if tables == NULL:
         return NULL
