@@ -170,7 +170,34 @@ def numerical_gradient(f, x, eps=1e-6):
 
 
 GRAD_CASES = [("1d-x2.5", (4,), None, 2.5), ("2d-size(5,3)", (3, 4), (5, 3), None),
-              ("2d-down", (7, 6), (3, 4), None), ("3d-x2", (2, 3, 2), None, 2)]
+              ("2d-down", (7, 6), (3, 4), None), ("3d-x2", (2, 3, 2), None, 2),
+              # rows of several vector blocks (with AVX-512 the W gather of each block of
+              # inputs permutes the outputs they read out of three vector loads): masked at
+              # the row's end, and blocks that read too many outputs (x4) one at a time
+              ("2d-wide-x2", (3, 37), None, 2), ("1d-wide-size100", (41,), 100, None),
+              ("1d-wide-x4", (30,), None, 4), ("1d-wide-size37", (100,), 37, None)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spatial,size", [((40,), 80), ((41,), 100), ((30,), 120), ((3, 37), (6, 74))])
+def test_an_infinite_output_gradient_spreads_as_in_torch(spatial, size, dtype):
+    """An infinite output gradient reaches the inputs that output's taps read (NaN through a
+    tap of weight 0, as in PyTorch) and no other: entries that only pad the gather tables
+    read a zero, never a neighbour's value."""
+    torch = pytest.importorskip("torch")
+    nd = len(spatial)
+    shape = (1, 1) + spatial
+    out_shape = (1, 1) + ((size,) if nd == 1 else size)
+    for k in (0, 1, out_shape[-1] // 2, out_shape[-1] - 1):
+        g = np.ones(out_shape, dtype)
+        g[..., k] = np.inf
+        got = fastconv.grad.interpolate(g, shape, size=size, mode=LINEAR_MODE[nd])
+        x = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+        torch.nn.functional.interpolate(x, size=size, mode=LINEAR_MODE[nd]).backward(
+            torch.from_numpy(g.astype(np.float64)))
+        want = x.grad.numpy()
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
 
 
 @pytest.mark.parametrize("mode", ["nearest", "linear-area", "linear-corners"])

@@ -143,6 +143,107 @@ static inline void fc_linear_row_f64(double* out, const double* r, ptrdiff_t len
 #endif
 }
 
+/* fc_gather_row_<t> for tables whose blocks of V outputs each read values within
+ * [base[b], base[b] + 3V) (every block's first value `base`, then each entry's offset from it
+ * in rel[f * n_pad + i], -1 for a padding entry): the block's values are three vector loads
+ * (masked past `len` values), and two permutes and a blend put each entry's value in its lane,
+ * zero for padding (what the gather reads at the table's padding position). The same
+ * products and sums in the same order as fc_gather_row: the same bits. base[b] < 0 marks a
+ * block that reads wider: fc_gather_row's gathers for it. AVX-512 only (else the gather). */
+static inline void fc_window_row_f32(float* out, const float* values, ptrdiff_t len,
+                                     const int32_t* src, const float* weight,
+                                     const int32_t* base, const int32_t* rel, ptrdiff_t n_pad,
+                                     ptrdiff_t n, ptrdiff_t fan_in) {
+#if defined(__AVX512F__)
+    enum { V = 16 };
+    const __m512i zero = _mm512_setzero_si512(), two_v = _mm512_set1_epi32(2 * V);
+    for (ptrdiff_t b = 0; b * V < n; b++) {
+        ptrdiff_t i0 = b * V, i1 = i0 + V < n ? i0 + V : n;
+        if (base[b] < 0) {
+            for (ptrdiff_t i = i0; i < i1; i++) {
+                float sum = weight[i] * values[src[i]];
+                for (ptrdiff_t f = 1; f < fan_in; f++)
+                    sum += weight[f * n + i] * values[src[f * n + i]];
+                out[i] = sum;
+            }
+            continue;
+        }
+        const float* p = values + base[b];
+        ptrdiff_t avail = len - base[b];
+        __m512 win[3];
+        for (int q = 0; q < 3; q++) {
+            ptrdiff_t k = avail - q * V;
+            __mmask16 m = k >= V ? 0xFFFF : k <= 0 ? 0 : (__mmask16)((1u << k) - 1);
+            win[q] = _mm512_maskz_loadu_ps(m, p + q * V);
+        }
+        __mmask16 m_out = i1 - i0 == V ? 0xFFFF : (__mmask16)((1u << (i1 - i0)) - 1);
+        __m512 sum = _mm512_setzero_ps();
+        for (ptrdiff_t f = 0; f < fan_in; f++) {
+            __m512i idx = _mm512_loadu_si512(rel + f * n_pad + i0);
+            __mmask16 valid = _mm512_cmpge_epi32_mask(idx, zero);
+            __mmask16 third = _mm512_cmpge_epi32_mask(idx, two_v);
+            __m512 v = _mm512_mask_blend_ps(third, _mm512_permutex2var_ps(win[0], idx, win[1]),
+                                            _mm512_permutexvar_ps(idx, win[2]));
+            v = _mm512_maskz_mov_ps(valid, v);
+            __m512 w = _mm512_maskz_loadu_ps(m_out, weight + f * n + i0);
+            sum = f == 0 ? _mm512_mul_ps(w, v) : _mm512_fmadd_ps(w, v, sum);
+        }
+        _mm512_mask_storeu_ps(out + i0, m_out, sum);
+    }
+#else
+    (void)len; (void)base; (void)rel; (void)n_pad;
+    fc_gather_row_f32(out, values, src, weight, n, fan_in);
+#endif
+}
+
+static inline void fc_window_row_f64(double* out, const double* values, ptrdiff_t len,
+                                     const int32_t* src, const double* weight,
+                                     const int32_t* base, const int32_t* rel, ptrdiff_t n_pad,
+                                     ptrdiff_t n, ptrdiff_t fan_in) {
+#if defined(__AVX512F__)
+    enum { V = 8 };
+    const __m512i zero = _mm512_setzero_si512(), two_v = _mm512_set1_epi64(2 * V);
+    for (ptrdiff_t b = 0; b * V < n; b++) {
+        ptrdiff_t i0 = b * V, i1 = i0 + V < n ? i0 + V : n;
+        if (base[b] < 0) {
+            for (ptrdiff_t i = i0; i < i1; i++) {
+                double sum = weight[i] * values[src[i]];
+                for (ptrdiff_t f = 1; f < fan_in; f++)
+                    sum += weight[f * n + i] * values[src[f * n + i]];
+                out[i] = sum;
+            }
+            continue;
+        }
+        const double* p = values + base[b];
+        ptrdiff_t avail = len - base[b];
+        __m512d win[3];
+        for (int q = 0; q < 3; q++) {
+            ptrdiff_t k = avail - q * V;
+            __mmask8 m = k >= V ? 0xFF : k <= 0 ? 0 : (__mmask8)((1u << k) - 1);
+            win[q] = _mm512_maskz_loadu_pd(m, p + q * V);
+        }
+        __mmask8 m_out = i1 - i0 == V ? 0xFF : (__mmask8)((1u << (i1 - i0)) - 1);
+        __m512d sum = _mm512_setzero_pd();
+        for (ptrdiff_t f = 0; f < fan_in; f++) {
+            __m512i idx = _mm512_cvtepi32_epi64(
+                _mm256_loadu_si256((const __m256i*)(rel + f * n_pad + i0)));
+            __mmask8 valid = _mm512_cmpge_epi64_mask(idx, zero);
+            __mmask8 third = _mm512_cmpge_epi64_mask(idx, two_v);
+            __m512d v = _mm512_mask_blend_pd(third,
+                                             _mm512_permutex2var_pd(win[0], idx, win[1]),
+                                             _mm512_permutexvar_pd(idx, win[2]));
+            v = _mm512_maskz_mov_pd(valid, v);
+            __m512d w = _mm512_maskz_loadu_pd(m_out, weight + f * n + i0);
+            sum = f == 0 ? _mm512_mul_pd(w, v) : _mm512_fmadd_pd(w, v, sum);
+        }
+        _mm512_mask_storeu_pd(out + i0, m_out, sum);
+    }
+#else
+    (void)len; (void)base; (void)rel; (void)n_pad;
+    fc_gather_row_f64(out, values, src, weight, n, fan_in);
+#endif
+}
+
 /* Lanes of a block of fc_linear_row_<t>: 16 / 8 with AVX-512, else 1 (the scalar loop). */
 #if defined(__AVX512F__)
 enum { FC_LINEAR_LANES_f32 = 16, FC_LINEAR_LANES_f64 = 8 };

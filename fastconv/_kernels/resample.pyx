@@ -57,6 +57,14 @@ cdef extern from "gather_rows.h":
                            const int64_t* s1, const float* w0, const float* w1,
                            const int32_t* base, const int32_t* rel0, const int32_t* rel1,
                            Py_ssize_t n) noexcept nogil
+    void fc_window_row_f32(float* out, const float* values, Py_ssize_t len,
+                           const int32_t* src, const float* weight, const int32_t* base,
+                           const int32_t* rel, Py_ssize_t n_pad, Py_ssize_t n,
+                           Py_ssize_t fan_in) noexcept nogil
+    void fc_window_row_f64(double* out, const double* values, Py_ssize_t len,
+                           const int32_t* src, const double* weight, const int32_t* base,
+                           const int32_t* rel, Py_ssize_t n_pad, Py_ssize_t n,
+                           Py_ssize_t fan_in) noexcept nogil
     void fc_linear_row_f64(double* out, const double* r, Py_ssize_t len, const int64_t* s0,
                            const int64_t* s1, const double* w0, const double* w1,
                            const int32_t* base, const int32_t* rel0, const int32_t* rel1,
@@ -125,6 +133,52 @@ cdef inline void linear_row(floating* out, const floating* r, const ResampleShap
     else:
         fc_linear_row_f64(out, r, W, s.src[0][2], s.src[1][2], <const double*> s.weight[0][2],
                           <const double*> s.weight[1][2], lw.base, lw.rel0, lw.rel1, OW)
+
+
+cdef int32_t* window_tables(const int32_t* src, Py_ssize_t fan_in, Py_ssize_t n,
+                           Py_ssize_t n_values, Py_ssize_t lanes) noexcept nogil:
+    """fc_window_row's tables of an adjoint gather table (fan_in x n, padding entries equal to
+    n_values) in one malloc'd block: per block of `lanes` outputs its first value (-1: its
+    values spread over more than three vectors), then per entry its offset from that (-1 for
+    padding), rows of whole blocks. NULL if out of memory."""
+    cdef Py_ssize_t blocks = (n + lanes - 1) // lanes, n_pad = blocks * lanes
+    cdef Py_ssize_t b, i, f, q, lo, hi
+    cdef int32_t* tables = <int32_t*> malloc(max(1, blocks + fan_in * n_pad) * sizeof(int32_t))
+    cdef int32_t* rel = tables + blocks
+    if tables == NULL:
+        return NULL
+    for b in range(blocks):
+        lo, hi = n_values, -1
+        for f in range(fan_in):
+            for i in range(b * lanes, min(n, (b + 1) * lanes)):
+                q = src[f * n + i]
+                if q < n_values:
+                    lo = min(lo, q)
+                    hi = max(hi, q)
+        if hi < 0:
+            lo = hi = 0         # padding only: every lane zero
+        tables[b] = <int32_t> lo if hi - lo < 3 * lanes else -1
+        for f in range(fan_in):
+            for i in range(b * lanes, (b + 1) * lanes):
+                q = src[f * n + i] if i < n else n_values
+                rel[f * n_pad + i] = <int32_t> (q - lo) if q < n_values and tables[b] >= 0 \
+                    else -1
+    return tables
+
+
+cdef inline void window_row(floating* out, const floating* values, Py_ssize_t n_values,
+                            const int32_t* src, const floating* weight, const int32_t* tables,
+                            Py_ssize_t n, Py_ssize_t fan_in) noexcept nogil:
+    """gather_row through window_tables (NULL: gather_row itself)."""
+    cdef Py_ssize_t lanes = linear_lanes(<floating> 0), blocks = (n + lanes - 1) // lanes
+    if tables == NULL:
+        gather_row(out, values, src, weight, n, fan_in)
+    elif floating is float:
+        fc_window_row_f32(out, values, n_values, src, weight, tables, tables + blocks,
+                          blocks * lanes, n, fan_in)
+    else:
+        fc_window_row_f64(out, values, n_values, src, weight, tables, tables + blocks,
+                          blocks * lanes, n, fan_in)
 
 
 cdef inline void resample_w(const floating* r, floating* dst,
@@ -303,11 +357,12 @@ cdef inline void expand_row(floating* out, const floating* row, Py_ssize_t n,
 
 cdef int adjoint_rows(const floating* grad_out, floating* grad_in, const Py_ssize_t* in_size,
                       const Py_ssize_t* out_size, const AdjointAxis* axes,
-                      bint pairs_w, Py_ssize_t row_begin,
+                      bint pairs_w, const int32_t* w_windows, Py_ssize_t row_begin,
                       Py_ssize_t row_end) noexcept nogil:
     """grad_in rows [row_begin, row_end), each (p, d, h): the sum over the (od, oh) entries of
     (d, h) of weight_D * weight_H * grad_out row (p, od, oh), then gathered along W (by
-    expand_row where `pairs_w`: W's table is input i <- output i // 2, one weight)."""
+    expand_row where `pairs_w`: W's table is input i <- output i // 2, one weight; else
+    through `w_windows`, W's window_tables, where given)."""
     cdef Py_ssize_t D = in_size[0], H = in_size[1], W = in_size[2]
     cdef Py_ssize_t OD = out_size[0], OH = out_size[1], OW = out_size[2]
     cdef const int32_t* src_d = axes[0].src
@@ -353,7 +408,8 @@ cdef int adjoint_rows(const floating* grad_out, floating* grad_in, const Py_ssiz
         if pairs_w:
             expand_row(grad_in + row * W, acc, W, OW, weight_w[0], 1)
         else:
-            gather_row(grad_in + row * W, acc, src_w, weight_w, W, axes[2].fan_in)
+            window_row(grad_in + row * W, acc, OW, src_w, weight_w, w_windows, W,
+                       axes[2].fan_in)
     free(acc)
     return 0
 
@@ -424,8 +480,16 @@ def adjoint_gather(const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1]
     cdef Py_ssize_t chunk
     cdef int failed = 0
     cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
+    # the W gather by permutes of a few vector loads (AVX-512 gathers ran slower than
+    # scalar loads on Zen 4): its tables, once per call
+    cdef int32_t* w_windows = NULL
+    cdef Py_ssize_t lanes = linear_lanes(<floating> 0)
     if rows == 0 or in_size[2] == 0:
         return
+    if not expand and not pairs_w and lanes > 1:
+        w_windows = window_tables(axes[2].src, axes[2].fan_in, in_size[2], out_size[2], lanes)
+        if w_windows == NULL:
+            raise MemoryError("fastconv: could not allocate the gradient gather tables")
     with nogil:
         for chunk in prange(chunks, num_threads=num_threads, schedule='dynamic'):
             if expand:
@@ -433,9 +497,10 @@ def adjoint_gather(const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1]
                             axes, chunk * rows // chunks,
                             (chunk + 1) * rows // chunks)
             elif adjoint_rows(&grad_out[0, 0, 0, 0], &grad_in[0, 0, 0, 0], in_size, out_size,
-                              axes, pairs_w, chunk * rows // chunks,
+                              axes, pairs_w, w_windows, chunk * rows // chunks,
                               (chunk + 1) * rows // chunks) != 0:
                 failed_flag[0] = 1
+    free(w_windows)
     if failed:
         raise MemoryError("fastconv: could not allocate the gradient row buffers")
 
