@@ -75,180 +75,141 @@ static inline void fc_gather_row_f64(double* out, const double* values, const in
  *                                                        sum: GCC's contraction of the scalar
  *                                                        loop, so both give the same bits)
  * for tables where the V outputs of each block b read inputs within [base[b], base[b] + 2V)
- * (rel0 = s0 - base, rel1 = s1 - base as 32-bit lanes, padded to whole blocks): the block's
- * inputs are two vector loads (masked at the row's end, `len` inputs) and a two-source permute
- * puts each output's pair in place. A vector gather does the same but ran slower than the
- * scalar loop on Zen 4; the scalar loop through the tables took over half of bilinear x2
- * upsampling. base[b] < 0 marks a block whose inputs spread wider (downsampling): scalar. */
+ * (rel0 = s0 - base, rel1 = s1 - base as 32-bit lanes, padded to whole blocks; resample.pyx's
+ * block_tables): the block's inputs are two vector loads (masked at the row's end, `len`
+ * inputs) and a two-source permute puts each output's pair in place. A vector gather does the
+ * same but ran slower than the scalar loop on Zen 4; the scalar loop through the tables took
+ * over half of bilinear x2 upsampling. base[b] < 0 marks a block whose inputs spread wider
+ * (downsampling): scalar.
+ *
+ * fc_window_row_<t>: fc_gather_row_<t> for tables whose blocks of V outputs each read values
+ * within [base[b], base[b] + 3V) (every block's first value `base`, then each entry's offset
+ * from it in rel[f * n_pad + i], -1 for a padding entry; block_tables again): the block's
+ * values are three vector loads (masked past `len` values), and two permutes and a blend put
+ * each entry's value in its lane, zero for padding (what the gather reads at the table's
+ * padding position). The same products and sums in the same order as fc_gather_row: the same
+ * bits. base[b] < 0 marks a block that reads wider: a scalar loop for it (the same sums; the
+ * gathers ran slower). AVX-512 only (elsewhere the scalar loop and fc_gather_row). One body
+ * each for float and double, over the per-type vector helpers below. */
 #define FC_LINEAR_ROW_SCALAR(T)                                                                \
     for (ptrdiff_t i = i0; i < i1; i++) out[i] = w0[i] * r[s0[i]] + w1[i] * r[s1[i]];
 
-static inline void fc_linear_row_f32(float* out, const float* r, ptrdiff_t len,
-                                     const int64_t* s0, const int64_t* s1, const float* w0,
-                                     const float* w1, const int32_t* base, const int32_t* rel0,
-                                     const int32_t* rel1, ptrdiff_t n) {
-#if defined(__AVX512F__)
-    enum { V = 16 };
-    for (ptrdiff_t b = 0; b * V < n; b++) {
-        ptrdiff_t i0 = b * V, i1 = i0 + V < n ? i0 + V : n;
-        if (base[b] < 0) { FC_LINEAR_ROW_SCALAR(float) continue; }
-        const float* p = r + base[b];
-        ptrdiff_t avail = len - base[b];
-        __mmask16 m_lo = avail >= V ? 0xFFFF : (__mmask16)((1u << avail) - 1);
-        __mmask16 m_hi = avail >= 2 * V ? 0xFFFF
-                       : avail <= V ? 0 : (__mmask16)((1u << (avail - V)) - 1);
-        __m512 lo = _mm512_maskz_loadu_ps(m_lo, p), hi = _mm512_maskz_loadu_ps(m_hi, p + V);
-        __m512 a = _mm512_permutex2var_ps(lo, _mm512_loadu_si512(rel0 + i0), hi);
-        __m512 c = _mm512_permutex2var_ps(lo, _mm512_loadu_si512(rel1 + i0), hi);
-        __mmask16 m_out = i1 - i0 == V ? 0xFFFF : (__mmask16)((1u << (i1 - i0)) - 1);
-        __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m_out, w0 + i0), a,
-                                   _mm512_mul_ps(_mm512_maskz_loadu_ps(m_out, w1 + i0), c));
-        _mm512_mask_storeu_ps(out + i0, m_out, v);
+#define FC_WINDOW_ROW_SCALAR(T)                                                                \
+    for (ptrdiff_t i = i0; i < i1; i++) {                                                      \
+        T sum = weight[i] * values[src[i]];                                                    \
+        for (ptrdiff_t f = 1; f < fan_in; f++)                                                 \
+            sum += weight[f * n + i] * values[src[f * n + i]];                                 \
+        out[i] = sum;                                                                          \
     }
-#else
-    (void)len; (void)base; (void)rel0; (void)rel1;
-    ptrdiff_t i0 = 0, i1 = n;
-    FC_LINEAR_ROW_SCALAR(float)
-#endif
+
+#if defined(__AVX512F__)
+/* lanes of a block (1 without AVX-512: no blocks, the scalar loop or the gather) */
+enum { FC_PERMUTE_LANES_f32 = 16, FC_PERMUTE_LANES_f64 = 8 };
+typedef __m512 fc_pvec_f32;
+typedef __m512d fc_pvec_f64;
+typedef __mmask16 fc_pmask_f32;
+typedef __mmask8 fc_pmask_f64;
+/* the first k lanes */
+static inline __mmask16 fc_pfirst_f32(ptrdiff_t k) {
+    return k >= 16 ? 0xFFFF : k <= 0 ? 0 : (__mmask16)((1u << k) - 1);
+}
+static inline __mmask8 fc_pfirst_f64(ptrdiff_t k) {
+    return k >= 8 ? 0xFF : k <= 0 ? 0 : (__mmask8)((1u << k) - 1);
+}
+static inline __m512 fc_pload_f32(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+static inline __m512d fc_pload_f64(__mmask8 m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+static inline void fc_pstore_f32(float* p, __mmask16 m, __m512 v) { _mm512_mask_storeu_ps(p, m, v); }
+static inline void fc_pstore_f64(double* p, __mmask8 m, __m512d v) { _mm512_mask_storeu_pd(p, m, v); }
+static inline __m512 fc_pmul_f32(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+static inline __m512d fc_pmul_f64(__m512d a, __m512d b) { return _mm512_mul_pd(a, b); }
+static inline __m512 fc_pfma_f32(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+static inline __m512d fc_pfma_f64(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
+/* a block's offsets, one lane each */
+static inline __m512i fc_pindex_f32(const int32_t* rel) { return _mm512_loadu_si512(rel); }
+static inline __m512i fc_pindex_f64(const int32_t* rel) {
+    return _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i*)rel));
+}
+/* lane l: lo:hi's value idx[l] (< 2V) */
+static inline __m512 fc_ppick2_f32(__m512 lo, __m512i idx, __m512 hi) {
+    return _mm512_permutex2var_ps(lo, idx, hi);
+}
+static inline __m512d fc_ppick2_f64(__m512d lo, __m512i idx, __m512d hi) {
+    return _mm512_permutex2var_pd(lo, idx, hi);
+}
+/* lane l: win[0..2]'s value idx[l] (< 3V), zero where idx[l] < 0 */
+static inline __m512 fc_ppick3_f32(const __m512* win, __m512i idx) {
+    __mmask16 valid = _mm512_cmpge_epi32_mask(idx, _mm512_setzero_si512());
+    __mmask16 third = _mm512_cmpge_epi32_mask(idx, _mm512_set1_epi32(32));
+    return _mm512_maskz_mov_ps(valid, _mm512_mask_blend_ps(
+        third, _mm512_permutex2var_ps(win[0], idx, win[1]), _mm512_permutexvar_ps(idx, win[2])));
+}
+static inline __m512d fc_ppick3_f64(const __m512d* win, __m512i idx) {
+    __mmask8 valid = _mm512_cmpge_epi64_mask(idx, _mm512_setzero_si512());
+    __mmask8 third = _mm512_cmpge_epi64_mask(idx, _mm512_set1_epi64(16));
+    return _mm512_maskz_mov_pd(valid, _mm512_mask_blend_pd(
+        third, _mm512_permutex2var_pd(win[0], idx, win[1]), _mm512_permutexvar_pd(idx, win[2])));
 }
 
-static inline void fc_linear_row_f64(double* out, const double* r, ptrdiff_t len,
-                                     const int64_t* s0, const int64_t* s1, const double* w0,
-                                     const double* w1, const int32_t* base,
-                                     const int32_t* rel0, const int32_t* rel1, ptrdiff_t n) {
-#if defined(__AVX512F__)
-    enum { V = 8 };
-    for (ptrdiff_t b = 0; b * V < n; b++) {
-        ptrdiff_t i0 = b * V, i1 = i0 + V < n ? i0 + V : n;
-        if (base[b] < 0) { FC_LINEAR_ROW_SCALAR(double) continue; }
-        const double* p = r + base[b];
-        ptrdiff_t avail = len - base[b];
-        __mmask8 m_lo = avail >= V ? 0xFF : (__mmask8)((1u << avail) - 1);
-        __mmask8 m_hi = avail >= 2 * V ? 0xFF
-                      : avail <= V ? 0 : (__mmask8)((1u << (avail - V)) - 1);
-        __m512d lo = _mm512_maskz_loadu_pd(m_lo, p), hi = _mm512_maskz_loadu_pd(m_hi, p + V);
-        __m512i i_a = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i*)(rel0 + i0)));
-        __m512i i_c = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const __m256i*)(rel1 + i0)));
-        __m512d a = _mm512_permutex2var_pd(lo, i_a, hi);
-        __m512d c = _mm512_permutex2var_pd(lo, i_c, hi);
-        __mmask8 m_out = i1 - i0 == V ? 0xFF : (__mmask8)((1u << (i1 - i0)) - 1);
-        __m512d v = _mm512_fmadd_pd(_mm512_maskz_loadu_pd(m_out, w0 + i0), a,
-                                    _mm512_mul_pd(_mm512_maskz_loadu_pd(m_out, w1 + i0), c));
-        _mm512_mask_storeu_pd(out + i0, m_out, v);
-    }
-#else
-    (void)len; (void)base; (void)rel0; (void)rel1;
-    ptrdiff_t i0 = 0, i1 = n;
-    FC_LINEAR_ROW_SCALAR(double)
-#endif
+#define FC_DEFINE_PERMUTE_ROWS(SUFFIX, T)                                                       \
+static inline void fc_linear_row_##SUFFIX(T* out, const T* r, ptrdiff_t len,                   \
+        const int64_t* s0, const int64_t* s1, const T* w0, const T* w1, const int32_t* base,   \
+        const int32_t* rel0, const int32_t* rel1, ptrdiff_t n) {                               \
+    enum { V = FC_PERMUTE_LANES_##SUFFIX };                                                    \
+    for (ptrdiff_t b = 0; b * V < n; b++) {                                                    \
+        ptrdiff_t i0 = b * V, i1 = i0 + V < n ? i0 + V : n;                                    \
+        if (base[b] < 0) { FC_LINEAR_ROW_SCALAR(T) continue; }                                 \
+        const T* p = r + base[b];                                                              \
+        ptrdiff_t avail = len - base[b];                                                       \
+        fc_pvec_##SUFFIX lo = fc_pload_##SUFFIX(fc_pfirst_##SUFFIX(avail), p);                 \
+        fc_pvec_##SUFFIX hi = fc_pload_##SUFFIX(fc_pfirst_##SUFFIX(avail - V), p + V);         \
+        fc_pvec_##SUFFIX a = fc_ppick2_##SUFFIX(lo, fc_pindex_##SUFFIX(rel0 + i0), hi);        \
+        fc_pvec_##SUFFIX c = fc_ppick2_##SUFFIX(lo, fc_pindex_##SUFFIX(rel1 + i0), hi);        \
+        fc_pmask_##SUFFIX m_out = fc_pfirst_##SUFFIX(i1 - i0);                                 \
+        fc_pstore_##SUFFIX(out + i0, m_out, fc_pfma_##SUFFIX(                                  \
+            fc_pload_##SUFFIX(m_out, w0 + i0), a,                                              \
+            fc_pmul_##SUFFIX(fc_pload_##SUFFIX(m_out, w1 + i0), c)));                          \
+    }                                                                                          \
+}                                                                                              \
+static inline void fc_window_row_##SUFFIX(T* out, const T* values, ptrdiff_t len,             \
+        const int32_t* src, const T* weight, const int32_t* base, const int32_t* rel,          \
+        ptrdiff_t n_pad, ptrdiff_t n, ptrdiff_t fan_in) {                                      \
+    enum { V = FC_PERMUTE_LANES_##SUFFIX };                                                    \
+    for (ptrdiff_t b = 0; b * V < n; b++) {                                                    \
+        ptrdiff_t i0 = b * V, i1 = i0 + V < n ? i0 + V : n;                                    \
+        if (base[b] < 0) { FC_WINDOW_ROW_SCALAR(T) continue; }                                 \
+        const T* p = values + base[b];                                                         \
+        ptrdiff_t avail = len - base[b];                                                       \
+        fc_pvec_##SUFFIX win[3], sum = fc_pload_##SUFFIX(0, p);   /* zero */                   \
+        for (int q = 0; q < 3; q++)                                                            \
+            win[q] = fc_pload_##SUFFIX(fc_pfirst_##SUFFIX(avail - q * V), p + q * V);          \
+        fc_pmask_##SUFFIX m_out = fc_pfirst_##SUFFIX(i1 - i0);                                 \
+        for (ptrdiff_t f = 0; f < fan_in; f++) {                                               \
+            fc_pvec_##SUFFIX v = fc_ppick3_##SUFFIX(win, fc_pindex_##SUFFIX(rel + f * n_pad + i0));\
+            fc_pvec_##SUFFIX w = fc_pload_##SUFFIX(m_out, weight + f * n + i0);                \
+            sum = f == 0 ? fc_pmul_##SUFFIX(w, v) : fc_pfma_##SUFFIX(w, v, sum);               \
+        }                                                                                      \
+        fc_pstore_##SUFFIX(out + i0, m_out, sum);                                              \
+    }                                                                                          \
 }
-
-/* fc_gather_row_<t> for tables whose blocks of V outputs each read values within
- * [base[b], base[b] + 3V) (every block's first value `base`, then each entry's offset from it
- * in rel[f * n_pad + i], -1 for a padding entry): the block's values are three vector loads
- * (masked past `len` values), and two permutes and a blend put each entry's value in its lane,
- * zero for padding (what the gather reads at the table's padding position). The same
- * products and sums in the same order as fc_gather_row: the same bits. base[b] < 0 marks a
- * block that reads wider: fc_gather_row's gathers for it. AVX-512 only (else the gather). */
-static inline void fc_window_row_f32(float* out, const float* values, ptrdiff_t len,
-                                     const int32_t* src, const float* weight,
-                                     const int32_t* base, const int32_t* rel, ptrdiff_t n_pad,
-                                     ptrdiff_t n, ptrdiff_t fan_in) {
-#if defined(__AVX512F__)
-    enum { V = 16 };
-    const __m512i zero = _mm512_setzero_si512(), two_v = _mm512_set1_epi32(2 * V);
-    for (ptrdiff_t b = 0; b * V < n; b++) {
-        ptrdiff_t i0 = b * V, i1 = i0 + V < n ? i0 + V : n;
-        if (base[b] < 0) {
-            for (ptrdiff_t i = i0; i < i1; i++) {
-                float sum = weight[i] * values[src[i]];
-                for (ptrdiff_t f = 1; f < fan_in; f++)
-                    sum += weight[f * n + i] * values[src[f * n + i]];
-                out[i] = sum;
-            }
-            continue;
-        }
-        const float* p = values + base[b];
-        ptrdiff_t avail = len - base[b];
-        __m512 win[3];
-        for (int q = 0; q < 3; q++) {
-            ptrdiff_t k = avail - q * V;
-            __mmask16 m = k >= V ? 0xFFFF : k <= 0 ? 0 : (__mmask16)((1u << k) - 1);
-            win[q] = _mm512_maskz_loadu_ps(m, p + q * V);
-        }
-        __mmask16 m_out = i1 - i0 == V ? 0xFFFF : (__mmask16)((1u << (i1 - i0)) - 1);
-        __m512 sum = _mm512_setzero_ps();
-        for (ptrdiff_t f = 0; f < fan_in; f++) {
-            __m512i idx = _mm512_loadu_si512(rel + f * n_pad + i0);
-            __mmask16 valid = _mm512_cmpge_epi32_mask(idx, zero);
-            __mmask16 third = _mm512_cmpge_epi32_mask(idx, two_v);
-            __m512 v = _mm512_mask_blend_ps(third, _mm512_permutex2var_ps(win[0], idx, win[1]),
-                                            _mm512_permutexvar_ps(idx, win[2]));
-            v = _mm512_maskz_mov_ps(valid, v);
-            __m512 w = _mm512_maskz_loadu_ps(m_out, weight + f * n + i0);
-            sum = f == 0 ? _mm512_mul_ps(w, v) : _mm512_fmadd_ps(w, v, sum);
-        }
-        _mm512_mask_storeu_ps(out + i0, m_out, sum);
-    }
 #else
-    (void)len; (void)base; (void)rel; (void)n_pad;
-    fc_gather_row_f32(out, values, src, weight, n, fan_in);
-#endif
+enum { FC_PERMUTE_LANES_f32 = 1, FC_PERMUTE_LANES_f64 = 1 };
+#define FC_DEFINE_PERMUTE_ROWS(SUFFIX, T)                                                       \
+static inline void fc_linear_row_##SUFFIX(T* out, const T* r, ptrdiff_t len,                   \
+        const int64_t* s0, const int64_t* s1, const T* w0, const T* w1, const int32_t* base,   \
+        const int32_t* rel0, const int32_t* rel1, ptrdiff_t n) {                               \
+    (void)len; (void)base; (void)rel0; (void)rel1;                                             \
+    ptrdiff_t i0 = 0, i1 = n;                                                                  \
+    FC_LINEAR_ROW_SCALAR(T)                                                                    \
+}                                                                                              \
+static inline void fc_window_row_##SUFFIX(T* out, const T* values, ptrdiff_t len,             \
+        const int32_t* src, const T* weight, const int32_t* base, const int32_t* rel,          \
+        ptrdiff_t n_pad, ptrdiff_t n, ptrdiff_t fan_in) {                                      \
+    (void)len; (void)base; (void)rel; (void)n_pad;                                             \
+    fc_gather_row_##SUFFIX(out, values, src, weight, n, fan_in);                               \
 }
-
-static inline void fc_window_row_f64(double* out, const double* values, ptrdiff_t len,
-                                     const int32_t* src, const double* weight,
-                                     const int32_t* base, const int32_t* rel, ptrdiff_t n_pad,
-                                     ptrdiff_t n, ptrdiff_t fan_in) {
-#if defined(__AVX512F__)
-    enum { V = 8 };
-    const __m512i zero = _mm512_setzero_si512(), two_v = _mm512_set1_epi64(2 * V);
-    for (ptrdiff_t b = 0; b * V < n; b++) {
-        ptrdiff_t i0 = b * V, i1 = i0 + V < n ? i0 + V : n;
-        if (base[b] < 0) {
-            for (ptrdiff_t i = i0; i < i1; i++) {
-                double sum = weight[i] * values[src[i]];
-                for (ptrdiff_t f = 1; f < fan_in; f++)
-                    sum += weight[f * n + i] * values[src[f * n + i]];
-                out[i] = sum;
-            }
-            continue;
-        }
-        const double* p = values + base[b];
-        ptrdiff_t avail = len - base[b];
-        __m512d win[3];
-        for (int q = 0; q < 3; q++) {
-            ptrdiff_t k = avail - q * V;
-            __mmask8 m = k >= V ? 0xFF : k <= 0 ? 0 : (__mmask8)((1u << k) - 1);
-            win[q] = _mm512_maskz_loadu_pd(m, p + q * V);
-        }
-        __mmask8 m_out = i1 - i0 == V ? 0xFF : (__mmask8)((1u << (i1 - i0)) - 1);
-        __m512d sum = _mm512_setzero_pd();
-        for (ptrdiff_t f = 0; f < fan_in; f++) {
-            __m512i idx = _mm512_cvtepi32_epi64(
-                _mm256_loadu_si256((const __m256i*)(rel + f * n_pad + i0)));
-            __mmask8 valid = _mm512_cmpge_epi64_mask(idx, zero);
-            __mmask8 third = _mm512_cmpge_epi64_mask(idx, two_v);
-            __m512d v = _mm512_mask_blend_pd(third,
-                                             _mm512_permutex2var_pd(win[0], idx, win[1]),
-                                             _mm512_permutexvar_pd(idx, win[2]));
-            v = _mm512_maskz_mov_pd(valid, v);
-            __m512d w = _mm512_maskz_loadu_pd(m_out, weight + f * n + i0);
-            sum = f == 0 ? _mm512_mul_pd(w, v) : _mm512_fmadd_pd(w, v, sum);
-        }
-        _mm512_mask_storeu_pd(out + i0, m_out, sum);
-    }
-#else
-    (void)len; (void)base; (void)rel; (void)n_pad;
-    fc_gather_row_f64(out, values, src, weight, n, fan_in);
 #endif
-}
 
-/* Lanes of a block of fc_linear_row_<t>: 16 / 8 with AVX-512, else 1 (the scalar loop). */
-#if defined(__AVX512F__)
-enum { FC_LINEAR_LANES_f32 = 16, FC_LINEAR_LANES_f64 = 8 };
-#else
-enum { FC_LINEAR_LANES_f32 = 1, FC_LINEAR_LANES_f64 = 1 };
-#endif
+FC_DEFINE_PERMUTE_ROWS(f32, float)
+FC_DEFINE_PERMUTE_ROWS(f64, double)
 
 #endif /* FASTCONV_GATHER_ROWS_H */

@@ -51,8 +51,8 @@ cdef ResampleShape make_shape(tuple in_shape, tuple out_shape, tuple taps,
 
 cdef extern from "gather_rows.h":
     enum:
-        FC_LINEAR_LANES_f32
-        FC_LINEAR_LANES_f64
+        FC_PERMUTE_LANES_f32
+        FC_PERMUTE_LANES_f64
     void fc_linear_row_f32(float* out, const float* r, Py_ssize_t len, const int64_t* s0,
                            const int64_t* s1, const float* w0, const float* w1,
                            const int32_t* base, const int32_t* rel0, const int32_t* rel1,
@@ -94,33 +94,47 @@ ctypedef struct LinearW:
 
 cdef inline Py_ssize_t linear_lanes(floating dummy) noexcept nogil:
     if floating is float:
-        return FC_LINEAR_LANES_f32
+        return FC_PERMUTE_LANES_f32
     else:
-        return FC_LINEAR_LANES_f64
+        return FC_PERMUTE_LANES_f64
 
 
-cdef int32_t* linear_w_tables(const ResampleShape* s, Py_ssize_t lanes) noexcept nogil:
-    """The LinearW tables of s's W axis in one malloc'd block (base, then rel0 and rel1 over
-    whole blocks), or NULL (out of memory)."""
-    cdef Py_ssize_t OW = s.out_size[2], blocks = (OW + lanes - 1) // lanes
-    cdef Py_ssize_t b, i, t, lo, hi, q
-    cdef int32_t* tables = <int32_t*> malloc(max(1, blocks + 2 * blocks * lanes)
+ctypedef fused table_index:
+    int32_t
+    int64_t
+
+
+cdef int32_t* block_tables(const table_index* src, Py_ssize_t entry_stride, Py_ssize_t fan_in,
+                           Py_ssize_t n, Py_ssize_t n_values, Py_ssize_t lanes,
+                           Py_ssize_t window) noexcept nogil:
+    """The tables of fc_linear_row and fc_window_row for the gather table src (entry f of
+    output i at src[f * entry_stride + i], i < n; entries equal to n_values are padding), in
+    one malloc'd block: per block of `lanes` outputs the first value it reads (-1 where its
+    values span `window` or more), then per entry f its offset from that in
+    rel[f * n_pad + i] (-1 for padding, and past n). NULL if out of memory."""
+    cdef Py_ssize_t blocks = (n + lanes - 1) // lanes, n_pad = blocks * lanes
+    cdef Py_ssize_t b, i, f, q, lo, hi
+    cdef int32_t* tables = <int32_t*> malloc(max(1, blocks + fan_in * n_pad)
                                              * sizeof(int32_t))   # never malloc(0): NULL
-    cdef int32_t* rel
+    cdef int32_t* rel = tables + blocks
     if tables == NULL:
         return NULL
     for b in range(blocks):
-        lo, hi = s.src[0][2][b * lanes], 0
-        for i in range(b * lanes, min(OW, (b + 1) * lanes)):
-            for t in range(2):
-                q = s.src[t][2][i]
-                lo = min(lo, q)
-                hi = max(hi, q)
-        tables[b] = <int32_t> lo if hi - lo < 2 * lanes and hi < INT32_MAX else -1
-        for t in range(2):
-            rel = tables + blocks + t * blocks * lanes
+        lo, hi = n_values, -1
+        for f in range(fan_in):
+            for i in range(b * lanes, min(n, (b + 1) * lanes)):
+                q = src[f * entry_stride + i]
+                if q < n_values:
+                    lo = min(lo, q)
+                    hi = max(hi, q)
+        if hi < 0:
+            lo = hi = 0         # padding only: every lane zero
+        tables[b] = <int32_t> lo if hi - lo < window and hi < INT32_MAX else -1
+        for f in range(fan_in):
             for i in range(b * lanes, (b + 1) * lanes):
-                rel[i] = <int32_t> (s.src[t][2][i] - lo) if i < OW and tables[b] >= 0 else 0
+                q = src[f * entry_stride + i] if i < n else n_values
+                rel[f * n_pad + i] = <int32_t> (q - lo) if q < n_values and tables[b] >= 0 \
+                    else -1
     return tables
 
 
@@ -135,41 +149,10 @@ cdef inline void linear_row(floating* out, const floating* r, const ResampleShap
                           <const double*> s.weight[1][2], lw.base, lw.rel0, lw.rel1, OW)
 
 
-cdef int32_t* window_tables(const int32_t* src, Py_ssize_t fan_in, Py_ssize_t n,
-                           Py_ssize_t n_values, Py_ssize_t lanes) noexcept nogil:
-    """fc_window_row's tables of an adjoint gather table (fan_in x n, padding entries equal to
-    n_values) in one malloc'd block: per block of `lanes` outputs its first value (-1: its
-    values spread over more than three vectors), then per entry its offset from that (-1 for
-    padding), rows of whole blocks. NULL if out of memory."""
-    cdef Py_ssize_t blocks = (n + lanes - 1) // lanes, n_pad = blocks * lanes
-    cdef Py_ssize_t b, i, f, q, lo, hi
-    cdef int32_t* tables = <int32_t*> malloc(max(1, blocks + fan_in * n_pad) * sizeof(int32_t))
-    cdef int32_t* rel = tables + blocks
-    if tables == NULL:
-        return NULL
-    for b in range(blocks):
-        lo, hi = n_values, -1
-        for f in range(fan_in):
-            for i in range(b * lanes, min(n, (b + 1) * lanes)):
-                q = src[f * n + i]
-                if q < n_values:
-                    lo = min(lo, q)
-                    hi = max(hi, q)
-        if hi < 0:
-            lo = hi = 0         # padding only: every lane zero
-        tables[b] = <int32_t> lo if hi - lo < 3 * lanes else -1
-        for f in range(fan_in):
-            for i in range(b * lanes, (b + 1) * lanes):
-                q = src[f * n + i] if i < n else n_values
-                rel[f * n_pad + i] = <int32_t> (q - lo) if q < n_values and tables[b] >= 0 \
-                    else -1
-    return tables
-
-
 cdef inline void window_row(floating* out, const floating* values, Py_ssize_t n_values,
                             const int32_t* src, const floating* weight, const int32_t* tables,
                             Py_ssize_t n, Py_ssize_t fan_in) noexcept nogil:
-    """gather_row through window_tables (NULL: gather_row itself)."""
+    """gather_row through its block_tables (NULL: gather_row itself)."""
     cdef Py_ssize_t lanes = linear_lanes(<floating> 0), blocks = (n + lanes - 1) // lanes
     if tables == NULL:
         gather_row(out, values, src, weight, n, fan_in)
@@ -301,7 +284,8 @@ cdef int resample_forward(const floating* x, floating* out, const ResampleShape*
     cdef LinearW w_axis
     cdef const LinearW* lw = NULL
     if not nearest and s.taps[2] == 2 and lanes > 1:
-        tables = linear_w_tables(s, lanes)
+        tables = block_tables(s.src[0][2], s.src[1][2] - s.src[0][2], 2, s.out_size[2],
+                              s.in_size[2], lanes, 2 * lanes)
         if tables == NULL:
             return -1
         w_axis.base = tables
@@ -362,7 +346,7 @@ cdef int adjoint_rows(const floating* grad_out, floating* grad_in, const Py_ssiz
     """grad_in rows [row_begin, row_end), each (p, d, h): the sum over the (od, oh) entries of
     (d, h) of weight_D * weight_H * grad_out row (p, od, oh), then gathered along W (by
     expand_row where `pairs_w`: W's table is input i <- output i // 2, one weight; else
-    through `w_windows`, W's window_tables, where given)."""
+    through `w_windows`, W's block_tables, where given)."""
     cdef Py_ssize_t D = in_size[0], H = in_size[1], W = in_size[2]
     cdef Py_ssize_t OD = out_size[0], OH = out_size[1], OW = out_size[2]
     cdef const int32_t* src_d = axes[0].src
@@ -487,7 +471,8 @@ def adjoint_gather(const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1]
     if rows == 0 or in_size[2] == 0:
         return
     if not expand and not pairs_w and lanes > 1:
-        w_windows = window_tables(axes[2].src, axes[2].fan_in, in_size[2], out_size[2], lanes)
+        w_windows = block_tables(axes[2].src, in_size[2], axes[2].fan_in, in_size[2],
+                                 out_size[2], lanes, 3 * lanes)
         if w_windows == NULL:
             raise MemoryError("fastconv: could not allocate the gradient gather tables")
     with nogil:
