@@ -129,13 +129,74 @@ def test_depthwise_input_grad_keeps_infinities_where_they_belong(stride):
     assert np.isinf(got[:, 1]).any() and not np.isnan(got).any()
 
 
+def weight_grad_algorithms_for(case):
+    x_shape, w_shape, kwargs = CASES[case]
+    groups = kwargs.get("groups", 1)
+    one_to_one = x_shape[1] == groups and w_shape[0] == groups
+    return ["auto", "gemm", "phase"] + (["depthwise_rows"] if one_to_one else [])
+
+
 @pytest.mark.parametrize("case", IDS)
 def test_weight_grad_matches_reference(case):
     nd, x, w, b, g, kwargs = make_arrays(case)
-    got = WEIGHT_GRAD[nd](x, w.shape, g, **kwargs)
-    assert got.shape == w.shape
-    np.testing.assert_allclose(got, reference.conv_weight_grad(x, w.shape, g, **kwargs),
-                               rtol=1e-12, atol=1e-12)
+    expected = reference.conv_weight_grad(x, w.shape, g, **kwargs)
+    for algorithm in weight_grad_algorithms_for(case):
+        got = WEIGHT_GRAD[nd](x, w.shape, g, algorithm=algorithm, **kwargs)
+        assert got.shape == w.shape
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=algorithm)
+
+
+@pytest.mark.parametrize("shape, kwargs", [
+    ((3, 5, 9, 21), dict(padding=1)),                       # rows of one vector and a tail
+    ((2, 4, 7, 40), dict(padding=2, stride=(1, 2))),        # stride phases along W
+    ((2, 3, 6, 17), dict(padding=(1, 3), dilation=(1, 2))),
+    ((1, 6, 33), dict(padding=3)),                          # 1-d: rows of one
+])
+def test_depthwise_weight_grad_by_rows_keeps_infinities_where_they_belong(shape, kwargs):
+    """The row kernel reads whole vectors of every row, its last one past the row's outputs:
+    an inf input there must not meet those lanes' zero gradients (0 * inf is NaN), and no
+    read may run past the output gradient's end (its last row ends the array)."""
+    nd, c = len(shape) - 2, shape[1]
+    kernel = (3,) * nd
+    x = np.random.default_rng(5).standard_normal(shape)
+    x[..., -1] = np.inf             # the last input column of every row
+    x[0, 1] = -np.inf               # a whole plane
+    w_shape = (c, 1) + kernel
+    g = 0.1 + np.abs(np.random.default_rng(6).standard_normal(   # positive: inf, not NaN
+        CONV[nd](np.zeros(shape), np.zeros(w_shape), groups=c, **kwargs).shape))
+    got = WEIGHT_GRAD[nd](x, w_shape, g, groups=c, algorithm="depthwise_rows", **kwargs)
+    with np.errstate(invalid="ignore"):
+        want = reference.conv_weight_grad(x, w_shape, g, groups=c, **kwargs)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=1e-12, atol=1e-12)
+    assert np.isinf(got).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_weight_grad_by_rows_on_many_channels_and_images(dtype):
+    """One channel per work item, summed over the batch in its own registers: the same
+    result whichever thread runs it, close to the reference in either precision."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 24, 30, 35)).astype(dtype)
+    g = rng.standard_normal((5, 24, 15, 35)).astype(dtype)
+    kw = dict(stride=(2, 1), padding=(1, 2), groups=24)
+    want = reference.conv_weight_grad(x.astype(np.float64), (24, 1, 3, 5), g.astype(np.float64),
+                                      **kw)
+    got = grad.conv2d_weight(x, (24, 1, 3, 5), g, algorithm="depthwise_rows", **kw)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    with fastconv.num_threads(1):
+        one = grad.conv2d_weight(x, (24, 1, 3, 5), g, algorithm="depthwise_rows", **kw)
+    np.testing.assert_array_equal(got, one)
+
+
+def test_depthwise_weight_grad_by_rows_needs_one_channel_each_way():
+    x = np.zeros((1, 4, 8, 8))
+    with pytest.raises(ValueError, match="depthwise_rows"):
+        grad.conv2d_weight(x, (4, 2, 3, 3), np.zeros((1, 4, 6, 6)), groups=2,
+                           algorithm="depthwise_rows")
 
 
 @pytest.mark.parametrize("case", IDS)

@@ -18,6 +18,7 @@ IDS = {
     "INPUT_GRAD_GEMM1X1_STACKED": 19, "INPUT_GRAD_DIRECT_PHASES": 20,
     "WEIGHT_GRAD_IM2COL_BLAS": 21, "WEIGHT_GRAD_IM2COL_PACKED": 22,
     "WEIGHT_GRAD_GEMM1X1_BLAS": 23, "WEIGHT_GRAD_GEMM1X1_PACKED": 24, "WEIGHT_GRAD_PHASE": 25,
+    "WEIGHT_GRAD_DEPTHWISE_ROWS": 26,
 }
 GEOMETRY = ((1, 1, 1), (0, 1, 1), (1, 1, 1), 1)   # stride, padding before, dilation, groups
 
@@ -42,6 +43,9 @@ ENTRIES = {
     "conv_direct.input_grad": (
         {"INPUT_GRAD_DIRECT_ROWS", "INPUT_GRAD_DIRECT_PHASES"},
         lambda k, x, w, b, out: conv_direct.input_grad(k, out, w, x, *GEOMETRY, 1, 1)),
+    "conv_direct.weight_grad": (
+        {"WEIGHT_GRAD_DEPTHWISE_ROWS"},
+        lambda k, x, w, b, out: conv_direct.weight_grad(k, x, out, w.copy(), *GEOMETRY, 1)),
     "conv_im2col.conv_forward": (
         {"CONV_IM2COL_BLAS", "CONV_GEMM1X1_BLAS"},
         lambda k, x, w, b, out: conv_im2col.conv_forward(k, x, w, b, out, *GEOMETRY, 6, 1)),

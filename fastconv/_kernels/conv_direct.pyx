@@ -1,8 +1,8 @@
 # cython: language_level=3
-"""Direct convolution kernels: the forward pass (CONV_DIRECT_ROWS, CONV_DIRECT_PLANES) and its
-transpose, the input gradient (INPUT_GRAD_DIRECT_ROWS, INPUT_GRAD_DIRECT_PHASES), as plain
-loops over the taps. Best when a GEMM would be thin: few channels per group, depthwise,
-1-channel images.
+"""Direct convolution kernels: the forward pass (CONV_DIRECT_ROWS, CONV_DIRECT_PLANES), its
+transpose, the input gradient (INPUT_GRAD_DIRECT_ROWS, INPUT_GRAD_DIRECT_PHASES), and the
+depthwise weight gradient (WEIGHT_GRAD_DEPTHWISE_ROWS), as plain loops over the taps. Best
+when a GEMM would be thin: few channels per group, depthwise, 1-channel images.
 
 One kernel serves 1d, 2d and 3d (see conv_shape.pxd) and float32/float64 through the fused
 type `floating`. The Python layer validates everything and pads non-zero padding modes
@@ -16,7 +16,7 @@ from libc.string cimport memset, memcpy
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, shape5
 from fastconv._kernels.kernel_ids cimport CONV_DIRECT_ROWS, CONV_DIRECT_PLANES, \
-    INPUT_GRAD_DIRECT_ROWS, INPUT_GRAD_DIRECT_PHASES
+    INPUT_GRAD_DIRECT_ROWS, INPUT_GRAD_DIRECT_PHASES, WEIGHT_GRAD_DEPTHWISE_ROWS
 from fastconv._kernels.pair_rows cimport copy_strided, split_pairs, split_pairs_rows, \
     merge_pairs_rows, fc_copy_short, fc_zero_short, fc_copy_rows, fc_pad_rows
 from fastconv._kernels.workspace cimport fc_workspace
@@ -24,7 +24,8 @@ from fastconv._kernels.workspace cimport fc_workspace
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
 cdef enum:
     WS_DIRECT_XS, WS_DIRECT_WS, WS_DIRECT_LINES, WS_DIRECT_TAIL, WS_PLANES_PHASES,
-    WS_PLANES_SUMS, WS_PLANES_TAPS, WS_PHASES_GRADIENT, WS_PHASES_SUMS, WS_PHASES_TAPS
+    WS_PLANES_SUMS, WS_PLANES_TAPS, WS_PHASES_GRADIENT, WS_PHASES_SUMS, WS_PHASES_TAPS,
+    WS_GRAD_LINES, WS_GRAD_ROWS, WS_GRAD_G_ROWS, WS_GRAD_SUMS, WS_GRAD_SHIFTS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -979,6 +980,136 @@ cdef int input_grad_phases(const floating* g, const floating* w, floating* dx,
 
 
 # ---------------------------------------------------------------------------------------------
+# depthwise weight gradient (WEIGHT_GRAD_DEPTHWISE_ROWS), one input and one output channel per
+# group: dw[c, tap] = sum over images and output positions of g * the input the tap reads.
+# A work item is one channel over the whole batch, so its sums never leave the thread and
+# need no partial buffers: per image, the input plane's rows are copied into zero-padded
+# lines (fill_line, stride phases split), then each tap row runs over the plane with one
+# accumulator vector per tap (tap_rows.h), and the lanes are added once per channel. The
+# phase grid's dot products (WEIGHT_GRAD_PHASE) spent most of this layer's time copying each
+# plane twice and clearing buffers (batch 8, 144 channels of 56x56: 28% of the copy bandwidth).
+
+cdef extern from "tap_rows.h":
+    int FC_TAP_ROWS_MAX
+    int FC_TAP_BLOCK_ROWS
+    int FC_TAP_BLOCK_SUMS
+    void fc_prefetch_range(const void* p, size_t bytes) noexcept nogil
+    int FC_VEC_f32
+    int FC_VEC_f64
+    void fc_tap_rows_f32(const float* const* lines, const float* const* g_rows,
+                         Py_ssize_t rows, Py_ssize_t n, const float* g_end,
+                         const Py_ssize_t* shifts, int khb, int kwb, float* acc,
+                         Py_ssize_t acc_row) noexcept nogil
+    void fc_tap_rows_f64(const double* const* lines, const double* const* g_rows,
+                         Py_ssize_t rows, Py_ssize_t n, const double* g_end,
+                         const Py_ssize_t* shifts, int khb, int kwb, double* acc,
+                         Py_ssize_t acc_row) noexcept nogil
+
+
+cdef inline void tap_rows(const floating** lines, const floating** g_rows, Py_ssize_t rows,
+                          Py_ssize_t n, const floating* g_end, const Py_ssize_t* shifts,
+                          int khb, int kwb, floating* acc, Py_ssize_t acc_row) noexcept nogil:
+    if floating is float:
+        fc_tap_rows_f32(lines, g_rows, rows, n, g_end, shifts, khb, kwb, acc, acc_row)
+    else:
+        fc_tap_rows_f64(lines, g_rows, rows, n, g_end, shifts, khb, kwb, acc, acc_row)
+
+
+cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
+                          const ConvShape* s, int num_threads) noexcept nogil:
+    """dw := the weight gradient, one item per channel (s.c_in_g == s.c_out_g == 1)."""
+    cdef Py_ssize_t V = FC_VEC_f32 if floating is float else FC_VEC_f64
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
+    cdef Py_ssize_t taps = KD * KH * KW, tap_rows_count = KD * KH
+    cdef Py_ssize_t in_plane = D * H * W, out_plane = OD * OH * OW
+    cdef Py_ssize_t line_len = direct_line_length(s, V)
+    cdef Py_ssize_t phase_len = direct_phase_length(s, V)
+    # tap rows per pass: as many as share an input row's loads within the register tile
+    cdef Py_ssize_t kw_block = KW if KW < FC_TAP_ROWS_MAX else FC_TAP_ROWS_MAX
+    cdef Py_ssize_t row_block = FC_TAP_BLOCK_SUMS // kw_block
+    cdef Py_ssize_t c, n, i, t0, khb, h, t, kd, kh, od, oh, i_d, i_h, first, count
+    cdef Py_ssize_t kw = 0
+    cdef floating* lines = NULL
+    cdef const floating** line_of = NULL
+    cdef const floating** g_of = NULL
+    cdef floating* acc = NULL
+    cdef Py_ssize_t* shifts = NULL
+    cdef const floating* x_plane
+    cdef const floating* g_plane
+    cdef const floating* g_end = g + s.n * s.c_out * out_plane
+    cdef floating total
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if row_block > FC_TAP_BLOCK_ROWS:
+        row_block = FC_TAP_BLOCK_ROWS
+    with parallel(num_threads=num_threads):
+        lines = <floating*> fc_workspace(WS_GRAD_LINES, D * H * line_len * sizeof(floating))
+        line_of = <const floating**> fc_workspace(WS_GRAD_ROWS, D * H * sizeof(floating*))
+        g_of = <const floating**> fc_workspace(
+            WS_GRAD_G_ROWS, D * H * FC_TAP_BLOCK_ROWS * sizeof(floating*))
+        acc = <floating*> fc_workspace(WS_GRAD_SUMS, taps * V * sizeof(floating))
+        shifts = <Py_ssize_t*> fc_workspace(WS_GRAD_SHIFTS, KW * sizeof(Py_ssize_t))
+        if lines == NULL or line_of == NULL or g_of == NULL or acc == NULL or shifts == NULL:
+            failed_flag[0] = 1
+        else:
+            for kw in range(D * H):   # (kw: a free index before its own loop below)
+                line_of[kw] = lines + kw * line_len
+            # tap kw reads phase (kw * dw) % sw of the line from column kw * dw // sw on
+            for kw in range(KW):
+                shifts[kw] = (kw * s.dilation[2]) % s.stride[2] * phase_len \
+                    + kw * s.dilation[2] // s.stride[2]
+        for c in prange(s.groups, schedule='dynamic'):
+            if lines == NULL or line_of == NULL or g_of == NULL or acc == NULL \
+                    or shifts == NULL:
+                continue
+            memset(acc, 0, taps * V * sizeof(floating))
+            for n in range(s.n):
+                x_plane = x + (n * s.c_in + c) * in_plane
+                g_plane = g + (n * s.c_out + c) * out_plane
+                if n + 1 < s.n:
+                    fc_prefetch_range(x_plane + s.c_in * in_plane, in_plane * sizeof(floating))
+                    fc_prefetch_range(g_plane + s.c_out * out_plane,
+                                      out_plane * sizeof(floating))
+                for i in range(D * H):
+                    fill_line(lines + i * line_len, line_len, x_plane + i * W, s)
+                t0 = 0
+                while t0 < tap_rows_count:
+                    khb = tap_rows_count - t0 if tap_rows_count - t0 < row_block \
+                        else row_block
+                    # g_of[input row][h]: the output row that reads it at tap row t0 + h
+                    memset(g_of, 0, D * H * FC_TAP_BLOCK_ROWS * sizeof(floating*))
+                    for h in range(khb):
+                        t = t0 + h
+                        kd = t // KH
+                        kh = t - kd * KH
+                        for od in range(OD):
+                            i_d = od * s.stride[0] + kd * s.dilation[0] - s.pad[0]
+                            if i_d < 0 or i_d >= D:
+                                continue
+                            for oh in range(OH):
+                                i_h = oh * s.stride[1] + kh * s.dilation[1] - s.pad[1]
+                                if 0 <= i_h < H:
+                                    g_of[(i_d * H + i_h) * FC_TAP_BLOCK_ROWS + h] = \
+                                        g_plane + (od * OH + oh) * OW
+                    first = 0
+                    while first < KW:
+                        count = KW - first if KW - first < kw_block else kw_block
+                        tap_rows(line_of, g_of, D * H, OW, g_end, shifts + first, <int> khb,
+                                 <int> count, acc + (t0 * KW + first) * V, KW)
+                        first = first + count
+                    t0 = t0 + khb
+            # the lanes in order: the same sums whichever thread ran the channel
+            for t in range(taps):
+                total = 0
+                for i in range(V):
+                    total = total + acc[t * V + i]
+                dw[c * taps + t] = total
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
 # Entry points from Python: 5-d C-contiguous arrays, already validated by the Python layer.
 
 def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
@@ -1047,5 +1178,28 @@ def input_grad(int kernel, const floating[:, :, :, :, ::1] g,
         else:
             status = input_grad_direct(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
                                        &dx[0, 0, 0, 0, 0], &s, num_threads)
+    if status != 0:
+        raise MemoryError("fastconv: could not allocate a work buffer")
+
+
+def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
+                const floating[:, :, :, :, ::1] g, floating[:, :, :, :, ::1] dw,
+                tuple stride, tuple pad, tuple dilation, Py_ssize_t groups, int num_threads):
+    """dw := the weight gradient of conv(x, dw-shaped weight) for output gradient g (zero
+    padding `pad` before each axis), one channel per work item. `kernel`:
+    WEIGHT_GRAD_DEPTHWISE_ROWS (one input and one output channel per group)."""
+    cdef ConvShape s = make_shape(shape5(x.shape), shape5(dw.shape), shape5(g.shape),
+                                  stride, pad, dilation, groups)
+    cdef int status = 0
+    if kernel != WEIGHT_GRAD_DEPTHWISE_ROWS:
+        raise ValueError(f"conv_direct.weight_grad does not run kernel {kernel}")
+    if s.c_in_g != 1 or s.c_out_g != 1:
+        raise ValueError(f"conv_direct.weight_grad: kernel {kernel} takes one input and one "
+                         f"output channel per group, got {s.c_in_g} and {s.c_out_g}")
+    if dw.size == 0:
+        return
+    with nogil:
+        status = weight_grad_rows(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
+                                  &s, num_threads)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a work buffer")

@@ -181,6 +181,11 @@ def _weight_grad_by_plan(problem, plan, input, grad_output, weight_shape, dtype,
         conv_phase_grid.weight_grad(*args, plan.images_per_unit, plan.chunks, plan.threads,
                                     bias_out)
         return dw
+    if plan.kernel == Kernel.WEIGHT_GRAD_DEPTHWISE_ROWS:
+        conv_direct.weight_grad(*args, plan.threads)
+        if bias_out is not None:
+            bias_out[...] = bias_grad_of(g, dtype)
+        return dw
     with _threads.single_threaded_blas if plan.uses_blas else contextlib.nullcontext():
         conv_im2col.weight_grad(*args, plan.band_rows, plan.chunks, plan.threads)
     if bias_out is not None:

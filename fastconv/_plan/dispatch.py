@@ -57,7 +57,7 @@ _FAMILY = {
     Kernel.INPUT_GRAD_GEMM1X1_STACKED: "gemm1x1", Kernel.INPUT_GRAD_DIRECT_PHASES: "direct",
     Kernel.WEIGHT_GRAD_IM2COL_BLAS: "gemm", Kernel.WEIGHT_GRAD_IM2COL_PACKED: "gemm",
     Kernel.WEIGHT_GRAD_GEMM1X1_BLAS: "gemm", Kernel.WEIGHT_GRAD_GEMM1X1_PACKED: "gemm",
-    Kernel.WEIGHT_GRAD_PHASE: "phase",
+    Kernel.WEIGHT_GRAD_PHASE: "phase", Kernel.WEIGHT_GRAD_DEPTHWISE_ROWS: "depthwise",
 }
 _BLAS_KERNELS = frozenset({
     Kernel.CONV_IM2COL_BLAS, Kernel.CONV_GEMM1X1_BLAS, Kernel.INPUT_GRAD_COL2IM_BLAS,
@@ -728,7 +728,7 @@ def _subpixel_phases(problem, itemsize, phase_algorithm="auto"):
 # ---------------------------------------------------------------------------------------------
 # Weight gradient
 
-WEIGHT_GRAD_ALGORITHMS = ("gemm", "phase")
+WEIGHT_GRAD_ALGORITHMS = ("depthwise", "gemm", "phase")
 
 # The weight gradient as dot products on the phase grid (no unfolding, no transposition).
 # Measured on Zen 5, 2 threads, float32 (im2col + GEMM -> phase grid, us): (32,1,28,28) with
@@ -738,7 +738,31 @@ WEIGHT_GRAD_ALGORITHMS = ("gemm", "phase")
 # bounded here.
 PHASE_GRID_MAX_WEIGHT_GRAD = 1 << 16     # C_out x C_in/groups x taps
 
+# The depthwise weight gradient one channel per work item (WEIGHT_GRAD_DEPTHWISE_ROWS): each
+# channel's sums stay in registers over the whole batch, so it needs channels to share out,
+# and planes whose rows are long enough to pay for a call per tap row. Measured on Zen 4
+# (AVX-512), 2 threads, float32, (batch, channels, plane) kernel (phase grid -> rows, ms):
+# (8,144,56) 3x3 2.0-2.7 -> 1.8-1.9, 5x5 on (8,240,28) 1.84 -> 1.01, (8,32,112) 1.91 -> 1.61,
+# (1,32,112) 0.25 -> 0.14, (8,96,112) stride 2 2.93 -> 2.83, (32,64,32) 0.93 -> 0.94; but
+# 3x3 on 28x28 outputs 0.53 -> 0.54 (stride 2 from 56: 0.68 -> 0.92), 14x14 0.34 -> 0.40,
+# 7x7 0.44 -> 0.55.
+DEPTHWISE_ROWS_MIN_CHANNELS_PER_THREAD = 4
+DEPTHWISE_ROWS_MIN_PRODUCTS = 8192      # output positions x taps of one plane
+
+
+def depthwise_rows_pays(problem, threads):
+    """True if the depthwise weight gradient should run by rows (see above)."""
+    return (_one_to_one(problem)
+            and problem.groups >= DEPTHWISE_ROWS_MIN_CHANNELS_PER_THREAD * threads
+            and prod(problem.out_size) * prod(problem.kernel_size)
+            >= DEPTHWISE_ROWS_MIN_PRODUCTS)
+
 WEIGHT_GRAD_RULES = (
+    Rule("depthwise", lambda p, itemsize=4, threads=1, *_: depthwise_rows_pays(p, threads),
+         "one input and one output channel per group (depthwise), planes of at least "
+         f"{DEPTHWISE_ROWS_MIN_PRODUCTS} positions x taps: each channel's sums over the whole "
+         "batch in registers, one channel per work item (no partial buffers), from "
+         "zero-padded copies of its input rows"),
     Rule("phase", lambda p, itemsize=4, threads=1, *_: (
         p.out_channels * p.gemm_depth <= PHASE_GRID_MAX_WEIGHT_GRAD
         and p.batch * p.groups >= threads and tiling.phase_grid_fits(p, itemsize)),
@@ -803,6 +827,8 @@ def stacked_problem(problem, itemsize):
 def _weight_grad_kernel(family, problem):
     if family == "phase":
         return Kernel.WEIGHT_GRAD_PHASE
+    if family == "depthwise":
+        return Kernel.WEIGHT_GRAD_DEPTHWISE_ROWS
     pointwise = problem.pointwise and fits_blas(problem)
     if own_gemm(problem):
         return Kernel.WEIGHT_GRAD_GEMM1X1_PACKED if pointwise \
@@ -878,6 +904,8 @@ SUPPORTS = {
     "gemm": lambda p: True,
     "im2col_packed": lambda p: True,
     "phase": lambda p: True,
+    "depthwise": _one_to_one,
+    "depthwise_rows": _one_to_one,
     "winograd": winograd_computes,
     "fft": lambda p: True,
 }
@@ -890,6 +918,10 @@ REQUIREMENT = {
     "direct_planes": "one input channel per group (depthwise, or 1-channel images)",
     "direct_phases": "one input and one output channel per group (depthwise, or 1-channel "
                      "images)",
+    "depthwise": "one input and one output channel per group (depthwise, or 1-channel "
+                 "images)",
+    "depthwise_rows": "one input and one output channel per group (depthwise, or 1-channel "
+                      "images)",
     "packed_stacked": "a 1x1 kernel with stride 1 and no padding",
     "gemm1x1_stacked": "a 1x1 kernel with stride 1 and no padding",
     "winograd": "a 2-d 3x3 kernel or a 3-d (KD, 3, 3) one, with stride 1 and dilation 1 "

@@ -1,0 +1,133 @@
+/* The inner loop of the direct weight gradient (conv_direct.pyx, WEIGHT_GRAD_DEPTHWISE_ROWS):
+ * for one tap row of one (image, channel) plane, the sums over the plane of the output
+ * gradient times the input each tap of the row reads,
+ *
+ *     acc[j][lane] += sum over rows r with lines[r] != NULL, vectors v of
+ *                     g[r * g_stride + v * V + lane] * lines[r][shifts[j] + v * V + lane]
+ *
+ * for j < taps (at most FC_TAP_ROWS_MAX), over the first n outputs of each row. The lines are
+ * the zero-padded input rows (fill_line), so every load lies inside its line; the last
+ * vector of a row reads its g and input lanes past n through a mask (they may hold the next
+ * row, and zero times inf is NaN), and g never past g_end, its array's end (a copy of the
+ * tail there: as a copy on every row, its store forwarding to the vector load failed and
+ * cost half of the kernel's time). The
+ * accumulators stay in registers for the whole plane (one vector per tap, the lanes summed by
+ * the caller), loaded and stored once per call.
+ */
+#ifndef FASTCONV_TAP_ROWS_H
+#define FASTCONV_TAP_ROWS_H
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+/* the micro-kernel's vector type and width (FC_VEC_*, fc_gvec_*) */
+#include "gemm_microkernel.h"
+
+/* tap rows of a call: at most FC_TAP_ROWS_MAX columns of taps (kw) and, per input row,
+ * FC_TAP_BLOCK_ROWS output rows (tap rows kh), their product at most FC_TAP_BLOCK_SUMS */
+#define FC_TAP_ROWS_MAX 8
+#define FC_TAP_BLOCK_ROWS 3
+#define FC_TAP_BLOCK_SUMS 16
+
+typedef int32_t fc_gmask_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+typedef int64_t fc_gmask_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+
+/* a[h][w] += g_h * x_w over one vector of outputs, the KWB shifted inputs loaded once for the
+ * KHB output rows that read them (the rows without one, g_rows NULL, skipped) */
+#define FC_TAP_BLOCK_VECTOR(SUFFIX, KHB, KWB, OFFSET, G_LOAD, X_FIX)                            \
+    {                                                                                          \
+        fc_gvec_##SUFFIX xs[KWB];                                                              \
+        FC_UNROLL for (int w = 0; w < KWB; w++) {                                              \
+            memcpy(&xs[w], line + sh[w] + (OFFSET), sizeof(xs[w]));                            \
+            X_FIX                                                                              \
+        }                                                                                      \
+        FC_UNROLL for (int h = 0; h < KHB; h++) {                                              \
+            if (g_row[h] == NULL) continue;                                                    \
+            fc_gvec_##SUFFIX gv;                                                               \
+            G_LOAD                                                                             \
+            FC_UNROLL for (int w = 0; w < KWB; w++) a[h][w] += gv * xs[w];                     \
+        }                                                                                      \
+    }
+
+#define FC_TAP_BLOCK_BODY(SUFFIX, T, KHB, KWB)                                                  \
+    { {                                                                                        \
+        fc_gvec_##SUFFIX a[KHB][KWB];                                                          \
+        ptrdiff_t sh[KWB];                                                                     \
+        FC_UNROLL for (int h = 0; h < KHB; h++)                                                \
+            FC_UNROLL for (int w = 0; w < KWB; w++)                                            \
+                memcpy(&a[h][w], acc + (h * acc_row + w) * V, sizeof(a[h][w]));                \
+        FC_UNROLL for (int w = 0; w < KWB; w++) sh[w] = shifts[w];                             \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                 \
+            const T* line = lines[r];                                                          \
+            const T* g_row[KHB];                                                               \
+            int any = 0;                                                                       \
+            FC_UNROLL for (int h = 0; h < KHB; h++) {                                          \
+                g_row[h] = g_rows[r * FC_TAP_BLOCK_ROWS + h];                                  \
+                any |= g_row[h] != NULL;                                                       \
+            }                                                                                  \
+            if (!any) continue;                                                                \
+            for (ptrdiff_t v = 0; v < full; v++)                                               \
+                FC_TAP_BLOCK_VECTOR(SUFFIX, KHB, KWB, v * V,                                   \
+                                    memcpy(&gv, g_row[h] + v * V, sizeof(gv));, )              \
+            if (tail > 0)                                                                      \
+                FC_TAP_BLOCK_VECTOR(SUFFIX, KHB, KWB, full * V,                                \
+                    if (g_row[h] + (full + 1) * V <= g_end) {                                  \
+                        memcpy(&gv, g_row[h] + full * V, sizeof(gv));                          \
+                        gv = (fc_gvec_##SUFFIX)((fc_gmask_##SUFFIX)gv & keep);                 \
+                    } else {                                                                   \
+                        /* the array's last row: no load past its end */                       \
+                        FC_UNROLL for (int i = 0; i < V; i++)                                  \
+                            gv[i] = i < tail ? g_row[h][full * V + i] : 0;                     \
+                    },                                                                         \
+                    xs[w] = (fc_gvec_##SUFFIX)((fc_gmask_##SUFFIX)xs[w] & keep);)              \
+        }                                                                                      \
+        FC_UNROLL for (int h = 0; h < KHB; h++)                                                \
+            FC_UNROLL for (int w = 0; w < KWB; w++)                                            \
+                memcpy(acc + (h * acc_row + w) * V, &a[h][w], sizeof(a[h][w]));                \
+    }                                                                                          \
+    return; }
+
+#define FC_TAP_BLOCK_CASE(SUFFIX, T, KWB)                                                       \
+    case KWB:                                                                                  \
+        if (khb == 1) FC_TAP_BLOCK_BODY(SUFFIX, T, 1, KWB)                                     \
+        if (khb == 2 || 3 * KWB > FC_TAP_BLOCK_SUMS) FC_TAP_BLOCK_BODY(SUFFIX, T, 2, KWB)      \
+        FC_TAP_BLOCK_BODY(SUFFIX, T, 3, KWB)
+
+/* acc[(h * acc_row + w) * V + lane] += sum over input rows r, vectors v of
+ *     g_rows[r * FC_TAP_BLOCK_ROWS + h][v * V + lane] * lines[r][shifts[w] + v * V + lane]
+ * for h < khb, w < kwb (khb * kwb <= FC_TAP_BLOCK_SUMS): each input row's shifted vectors
+ * serve the khb output rows that read it (a row per tap row, loading the inputs again for
+ * each, was bound by its loads on Zen 4: two per multiply-add, most of them split across
+ * cache lines). */
+#define FC_DEFINE_TAP_ROWS(SUFFIX, T)                                                           \
+static inline void fc_tap_rows_##SUFFIX(const T* const* lines, const T* const* g_rows,         \
+                                        ptrdiff_t rows, ptrdiff_t n, const T* g_end,          \
+                                        const ptrdiff_t* shifts, int khb, int kwb, T* acc,    \
+                                        ptrdiff_t acc_row) {                                   \
+    enum { V = FC_VEC_##SUFFIX };                                                              \
+    ptrdiff_t full = n / V, tail = n % V;                                                      \
+    fc_gmask_##SUFFIX keep;                                                                    \
+    for (int i = 0; i < V; i++) keep[i] = i < tail ? -1 : 0;                                   \
+    switch (kwb) {                                                                             \
+    FC_TAP_BLOCK_CASE(SUFFIX, T, 1)                                                            \
+    FC_TAP_BLOCK_CASE(SUFFIX, T, 2)                                                            \
+    FC_TAP_BLOCK_CASE(SUFFIX, T, 3)                                                            \
+    FC_TAP_BLOCK_CASE(SUFFIX, T, 4)                                                            \
+    FC_TAP_BLOCK_CASE(SUFFIX, T, 5)                                                            \
+    FC_TAP_BLOCK_CASE(SUFFIX, T, 6)                                                            \
+    FC_TAP_BLOCK_CASE(SUFFIX, T, 7)                                                            \
+    default: FC_TAP_BLOCK_CASE(SUFFIX, T, 8)                                                   \
+    }                                                                                          \
+}
+
+/* Ask for `bytes` from p on into the cache ahead of use: the next image's planes, read from
+ * memory while this one is summed (a plane is a few pages, too short for the hardware
+ * prefetcher to ramp up on). */
+static inline void fc_prefetch_range(const void* p, size_t bytes) {
+    const char* c = (const char*)p;
+    for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 3);
+}
+
+FC_DEFINE_TAP_ROWS(f32, float)
+FC_DEFINE_TAP_ROWS(f64, double)
+
+#endif
