@@ -984,10 +984,10 @@ cdef int input_grad_phases(const floating* g, const floating* w, floating* dx,
 # group: dw[c, tap] = sum over images and output positions of g * the input the tap reads.
 # A work item is one channel over the whole batch, so its sums never leave the thread and
 # need no partial buffers: per image, the input plane's rows are copied into zero-padded
-# lines (fill_line, stride phases split), then each tap row runs over the plane with one
-# accumulator vector per tap (tap_rows.h), and the lanes are added once per channel. The
-# phase grid's dot products (WEIGHT_GRAD_PHASE) spent most of this layer's time copying each
-# plane twice and clearing buffers (batch 8, 144 channels of 56x56: 28% of the copy bandwidth).
+# lines (fill_line, stride phases split), then blocks of tap rows run over the plane with one
+# accumulator vector per tap (tap_rows.h), and the lanes are added once per channel. (The
+# phase grid's dot products, WEIGHT_GRAD_PHASE, copy each plane twice and clear and add
+# partial buffers: slower on planes of 28x28 and more, faster on small ones.)
 
 cdef extern from "tap_rows.h":
     int FC_TAP_ROWS_MAX
@@ -1030,7 +1030,7 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
     cdef Py_ssize_t kw_block = KW if KW < FC_TAP_ROWS_MAX else FC_TAP_ROWS_MAX
     cdef Py_ssize_t row_block = FC_TAP_BLOCK_SUMS // kw_block
     cdef Py_ssize_t c, n, i, t0, khb, h, t, kd, kh, od, oh, i_d, i_h, first, count
-    cdef Py_ssize_t kw = 0
+    cdef Py_ssize_t kw = 0, r = 0   # (set up each thread's tables, before the channels)
     cdef floating* lines = NULL
     cdef const floating** line_of = NULL
     cdef const floating** g_of = NULL
@@ -1054,8 +1054,8 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
         if lines == NULL or line_of == NULL or g_of == NULL or acc == NULL or shifts == NULL:
             failed_flag[0] = 1
         else:
-            for kw in range(D * H):   # (kw: a free index before its own loop below)
-                line_of[kw] = lines + kw * line_len
+            for r in range(D * H):
+                line_of[r] = lines + r * line_len
             # tap kw reads phase (kw * dw) % sw of the line from column kw * dw // sw on
             for kw in range(KW):
                 shifts[kw] = (kw * s.dilation[2]) % s.stride[2] * phase_len \

@@ -1,18 +1,19 @@
-/* The inner loop of the direct weight gradient (conv_direct.pyx, WEIGHT_GRAD_DEPTHWISE_ROWS):
- * for one tap row of one (image, channel) plane, the sums over the plane of the output
- * gradient times the input each tap of the row reads,
+/* The inner loop of the depthwise weight gradient by rows (conv_direct.pyx,
+ * WEIGHT_GRAD_DEPTHWISE_ROWS): over one (image, channel) plane, the sums of the output
+ * gradient times the input that each tap reads,
  *
- *     acc[j][lane] += sum over rows r with lines[r] != NULL, vectors v of
- *                     g[r * g_stride + v * V + lane] * lines[r][shifts[j] + v * V + lane]
+ *     acc[h][w][lane] += sum over input rows r, vectors v of
+ *                        g_rows[r][h][v * V + lane] * lines[r][shifts[w] + v * V + lane]
  *
- * for j < taps (at most FC_TAP_ROWS_MAX), over the first n outputs of each row. The lines are
- * the zero-padded input rows (fill_line), so every load lies inside its line; the last
- * vector of a row reads its g and input lanes past n through a mask (they may hold the next
- * row, and zero times inf is NaN), and g never past g_end, its array's end (a copy of the
- * tail there: as a copy on every row, its store forwarding to the vector load failed and
- * cost half of the kernel's time). The
- * accumulators stay in registers for the whole plane (one vector per tap, the lanes summed by
- * the caller), loaded and stored once per call.
+ * for a block of tap rows h (g_rows[r][h]: the output row that reads input row r at tap row
+ * h, or NULL) and of tap columns w, over the first n outputs of each row. The lines are the
+ * zero-padded input rows (fill_line), so every load lies inside its line; each input row's
+ * shifted vectors are loaded once for all the output rows that read it. The last vector of a
+ * row masks its g and input lanes past n (they may hold the next row, and zero times inf is
+ * NaN), and never loads g past g_end, its array's end (a copy of the tail on every row
+ * instead: its store, not forwarded to the vector load, cost half of the kernel's time). The
+ * accumulators stay in registers over the whole plane (one vector per tap; the caller adds
+ * the lanes), loaded and stored once per call.
  */
 #ifndef FASTCONV_TAP_ROWS_H
 #define FASTCONV_TAP_ROWS_H
