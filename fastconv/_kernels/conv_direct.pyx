@@ -122,19 +122,21 @@ cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
 
 @cython.cdivision(True)
 cdef void fill_line(floating* line, Py_ssize_t line_len, const floating* x_row,
-                    const ConvShape* s) noexcept nogil:
+                    const ConvShape* s, bint clear=True) noexcept nogil:
     """Copy one input row into its zero-padded line. With a stride sw along W the line holds
     direct_phases phases of direct_phase_length: phase q, column m = the padded row's column
     m * sw + q, so output column o reads tap kw at column o + kw * dw // sw of phase
     (kw * dw) % sw: contiguous.
     Inline copies and zeroing only: a row is a few hundred bytes (and a call per row cost as
-    much as its data)."""
+    much as its data). Without `clear`, the line already holds zeros wherever no input goes
+    (a line refilled with rows of the same shape): only the input is copied."""
     cdef Py_ssize_t W = s.in_size[2], pad = s.pad[2], sw = s.stride[2]
     cdef Py_ssize_t phases = direct_phases(s), phase_len = line_len // phases
     cdef Py_ssize_t q, first, end, even, odd, pairs, i
     cdef floating* even_dst
     cdef floating* odd_dst
-    fc_zero_short(line, line_len * sizeof(floating))
+    if clear:
+        fc_zero_short(line, line_len * sizeof(floating))
     if phases == 2 and sw == 2:
         # x_row[2i] lands in phase pad % 2 at column pad // 2 + i, x_row[2i + 1] in the other
         # phase at column (pad + 1) // 2 + i: one pass splits the row into both
@@ -996,23 +998,26 @@ cdef extern from "tap_rows.h":
     void fc_prefetch_range(const void* p, size_t bytes) noexcept nogil
     int FC_VEC_f32
     int FC_VEC_f64
-    void fc_tap_rows_f32(const float* const* lines, const float* const* g_rows,
-                         Py_ssize_t rows, Py_ssize_t n, const float* g_end,
-                         const Py_ssize_t* shifts, int khb, int kwb, float* acc,
-                         Py_ssize_t acc_row) noexcept nogil
-    void fc_tap_rows_f64(const double* const* lines, const double* const* g_rows,
-                         Py_ssize_t rows, Py_ssize_t n, const double* g_end,
-                         const Py_ssize_t* shifts, int khb, int kwb, double* acc,
-                         Py_ssize_t acc_row) noexcept nogil
+    void fc_tap_rows_f32(const float* const* lines, const float* g, const Py_ssize_t* g_rows,
+                         Py_ssize_t g_stride, Py_ssize_t rows, Py_ssize_t n,
+                         const float* g_end, const Py_ssize_t* shifts, int khb, int kwb,
+                         float* acc, Py_ssize_t acc_row) noexcept nogil
+    void fc_tap_rows_f64(const double* const* lines, const double* g,
+                         const Py_ssize_t* g_rows, Py_ssize_t g_stride, Py_ssize_t rows,
+                         Py_ssize_t n, const double* g_end, const Py_ssize_t* shifts, int khb,
+                         int kwb, double* acc, Py_ssize_t acc_row) noexcept nogil
 
 
-cdef inline void tap_rows(const floating** lines, const floating** g_rows, Py_ssize_t rows,
-                          Py_ssize_t n, const floating* g_end, const Py_ssize_t* shifts,
-                          int khb, int kwb, floating* acc, Py_ssize_t acc_row) noexcept nogil:
+cdef inline void tap_rows(const floating** lines, const floating* g, const Py_ssize_t* g_rows,
+                          Py_ssize_t g_stride, Py_ssize_t rows, Py_ssize_t n,
+                          const floating* g_end, const Py_ssize_t* shifts, int khb, int kwb,
+                          floating* acc, Py_ssize_t acc_row) noexcept nogil:
     if floating is float:
-        fc_tap_rows_f32(lines, g_rows, rows, n, g_end, shifts, khb, kwb, acc, acc_row)
+        fc_tap_rows_f32(lines, g, g_rows, g_stride, rows, n, g_end, shifts, khb, kwb, acc,
+                        acc_row)
     else:
-        fc_tap_rows_f64(lines, g_rows, rows, n, g_end, shifts, khb, kwb, acc, acc_row)
+        fc_tap_rows_f64(lines, g, g_rows, g_stride, rows, n, g_end, shifts, khb, kwb, acc,
+                        acc_row)
 
 
 cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
@@ -1029,11 +1034,14 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
     # tap rows per pass: as many as share an input row's loads within the register tile
     cdef Py_ssize_t kw_block = KW if KW < FC_TAP_ROWS_MAX else FC_TAP_ROWS_MAX
     cdef Py_ssize_t row_block = FC_TAP_BLOCK_SUMS // kw_block
-    cdef Py_ssize_t c, n, i, t0, khb, h, t, kd, kh, od, oh, i_d, i_h, first, count
+    cdef Py_ssize_t c, n, i, t0, khb, t, kd, kh, od, oh, i_d, i_h, first, count
     cdef Py_ssize_t kw = 0, r = 0   # (set up each thread's tables, before the channels)
     cdef floating* lines = NULL
     cdef const floating** line_of = NULL
-    cdef const floating** g_of = NULL
+    # g_of[input row * tap rows + tap row]: where the output row that reads that input row at
+    # that tap row starts in its plane, or -1: the same for every plane, made once
+    cdef Py_ssize_t* g_of = <Py_ssize_t*> fc_workspace(
+        WS_GRAD_G_ROWS, max(1, D * H * tap_rows_count) * sizeof(Py_ssize_t))
     cdef floating* acc = NULL
     cdef Py_ssize_t* shifts = NULL
     cdef const floating* x_plane
@@ -1044,16 +1052,31 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
     cdef int* failed_flag = &failed
     if row_block > FC_TAP_BLOCK_ROWS:
         row_block = FC_TAP_BLOCK_ROWS
+    if g_of == NULL:
+        return 1
+    for r in range(D * H * tap_rows_count):
+        g_of[r] = -1
+    for t in range(tap_rows_count):
+        kd = t // KH
+        kh = t - kd * KH
+        for od in range(OD):
+            i_d = od * s.stride[0] + kd * s.dilation[0] - s.pad[0]
+            if i_d < 0 or i_d >= D:
+                continue
+            for oh in range(OH):
+                i_h = oh * s.stride[1] + kh * s.dilation[1] - s.pad[1]
+                if 0 <= i_h < H:
+                    g_of[(i_d * H + i_h) * tap_rows_count + t] = (od * OH + oh) * OW
     with parallel(num_threads=num_threads):
         lines = <floating*> fc_workspace(WS_GRAD_LINES, D * H * line_len * sizeof(floating))
         line_of = <const floating**> fc_workspace(WS_GRAD_ROWS, D * H * sizeof(floating*))
-        g_of = <const floating**> fc_workspace(
-            WS_GRAD_G_ROWS, D * H * FC_TAP_BLOCK_ROWS * sizeof(floating*))
         acc = <floating*> fc_workspace(WS_GRAD_SUMS, taps * V * sizeof(floating))
         shifts = <Py_ssize_t*> fc_workspace(WS_GRAD_SHIFTS, KW * sizeof(Py_ssize_t))
-        if lines == NULL or line_of == NULL or g_of == NULL or acc == NULL or shifts == NULL:
+        if lines == NULL or line_of == NULL or acc == NULL or shifts == NULL:
             failed_flag[0] = 1
         else:
+            # zeros wherever no input goes, once: each image's rows then only copy the input
+            memset(lines, 0, D * H * line_len * sizeof(floating))
             for r in range(D * H):
                 line_of[r] = lines + r * line_len
             # tap kw reads phase (kw * dw) % sw of the line from column kw * dw // sw on
@@ -1061,8 +1084,7 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
                 shifts[kw] = (kw * s.dilation[2]) % s.stride[2] * phase_len \
                     + kw * s.dilation[2] // s.stride[2]
         for c in prange(s.groups, schedule='dynamic'):
-            if lines == NULL or line_of == NULL or g_of == NULL or acc == NULL \
-                    or shifts == NULL:
+            if lines == NULL or line_of == NULL or acc == NULL or shifts == NULL:
                 continue
             memset(acc, 0, taps * V * sizeof(floating))
             for n in range(s.n):
@@ -1073,31 +1095,17 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
                     fc_prefetch_range(g_plane + s.c_out * out_plane,
                                       out_plane * sizeof(floating))
                 for i in range(D * H):
-                    fill_line(lines + i * line_len, line_len, x_plane + i * W, s)
+                    fill_line(lines + i * line_len, line_len, x_plane + i * W, s, False)
                 t0 = 0
                 while t0 < tap_rows_count:
                     khb = tap_rows_count - t0 if tap_rows_count - t0 < row_block \
                         else row_block
-                    # g_of[input row][h]: the output row that reads it at tap row t0 + h
-                    memset(g_of, 0, D * H * FC_TAP_BLOCK_ROWS * sizeof(floating*))
-                    for h in range(khb):
-                        t = t0 + h
-                        kd = t // KH
-                        kh = t - kd * KH
-                        for od in range(OD):
-                            i_d = od * s.stride[0] + kd * s.dilation[0] - s.pad[0]
-                            if i_d < 0 or i_d >= D:
-                                continue
-                            for oh in range(OH):
-                                i_h = oh * s.stride[1] + kh * s.dilation[1] - s.pad[1]
-                                if 0 <= i_h < H:
-                                    g_of[(i_d * H + i_h) * FC_TAP_BLOCK_ROWS + h] = \
-                                        g_plane + (od * OH + oh) * OW
                     first = 0
                     while first < KW:
                         count = KW - first if KW - first < kw_block else kw_block
-                        tap_rows(line_of, g_of, D * H, OW, g_end, shifts + first, <int> khb,
-                                 <int> count, acc + (t0 * KW + first) * V, KW)
+                        tap_rows(line_of, g_plane, g_of + t0, tap_rows_count, D * H, OW, g_end,
+                                 shifts + first, <int> khb, <int> count,
+                                 acc + (t0 * KW + first) * V, KW)
                         first = first + count
                     t0 = t0 + khb
             # the lanes in order: the same sums whichever thread ran the channel

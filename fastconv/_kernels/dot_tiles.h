@@ -21,8 +21,6 @@
 #define FC_DOT_M 2
 #define FC_DOT_K 4
 #endif
-typedef int fc_gmask_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
-typedef long long fc_gmask_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
 
 /* The sum of a vector's lanes by halves (a fixed order): a lane-by-lane loop was 16
  * dependent scalar additions per accumulator, as long as the dot products of a 7x7 plane. */

@@ -36,6 +36,9 @@
 
 typedef float fc_gvec_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
 typedef double fc_gvec_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+/* lane masks of the same width (all ones or zero per lane), to AND with a vector's bits */
+typedef int fc_gmask_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+typedef long long fc_gmask_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
 enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
        FC_VEC_f64 = FC_GEMM_VEC_BYTES / sizeof(double),
        FC_NR_f32 = FC_GEMM_NRV * FC_VEC_f32, FC_NR_f64 = FC_GEMM_NRV * FC_VEC_f64,

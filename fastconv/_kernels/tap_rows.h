@@ -3,10 +3,11 @@
  * gradient times the input that each tap reads,
  *
  *     acc[h][w][lane] += sum over input rows r, vectors v of
- *                        g_rows[r][h][v * V + lane] * lines[r][shifts[w] + v * V + lane]
+ *                        g[g_rows[r * g_stride + h] + v * V + lane]
+ *                        * lines[r][shifts[w] + v * V + lane]
  *
- * for a block of tap rows h (g_rows[r][h]: the output row that reads input row r at tap row
- * h, or NULL) and of tap columns w, over the first n outputs of each row. The lines are the
+ * for a block of tap rows h (g_rows[r * g_stride + h]: where the output row that reads input
+ * row r at tap row h starts in the plane g, or -1 for none) and of tap columns w, over the first n outputs of each row. The lines are the
  * zero-padded input rows (fill_line), so every load lies inside its line; each input row's
  * shifted vectors are loaded once for all the output rows that read it. The last vector of a
  * row masks its g and input lanes past n (they may hold the next row, and zero times inf is
@@ -18,7 +19,6 @@
 #ifndef FASTCONV_TAP_ROWS_H
 #define FASTCONV_TAP_ROWS_H
 #include <stddef.h>
-#include <stdint.h>
 #include <string.h>
 /* the micro-kernel's vector type and width (FC_VEC_*, fc_gvec_*) */
 #include "gemm_microkernel.h"
@@ -29,11 +29,8 @@
 #define FC_TAP_BLOCK_ROWS 3
 #define FC_TAP_BLOCK_SUMS 16
 
-typedef int32_t fc_gmask_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
-typedef int64_t fc_gmask_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
-
 /* a[h][w] += g_h * x_w over one vector of outputs, the KWB shifted inputs loaded once for the
- * KHB output rows that read them (the rows without one, g_rows NULL, skipped) */
+ * KHB output rows that read them (the rows without one skipped) */
 #define FC_TAP_BLOCK_VECTOR(SUFFIX, KHB, KWB, OFFSET, G_LOAD, X_FIX)                            \
     {                                                                                          \
         fc_gvec_##SUFFIX xs[KWB];                                                              \
@@ -62,8 +59,9 @@ typedef int64_t fc_gmask_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
             const T* g_row[KHB];                                                               \
             int any = 0;                                                                       \
             FC_UNROLL for (int h = 0; h < KHB; h++) {                                          \
-                g_row[h] = g_rows[r * FC_TAP_BLOCK_ROWS + h];                                  \
-                any |= g_row[h] != NULL;                                                       \
+                ptrdiff_t at = g_rows[r * g_stride + h];                                       \
+                g_row[h] = at < 0 ? NULL : g + at;                                             \
+                any |= at >= 0;                                                                \
             }                                                                                  \
             if (!any) continue;                                                                \
             for (ptrdiff_t v = 0; v < full; v++)                                               \
@@ -94,13 +92,14 @@ typedef int64_t fc_gmask_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
         FC_TAP_BLOCK_BODY(SUFFIX, T, 3, KWB)
 
 /* acc[(h * acc_row + w) * V + lane] += sum over input rows r, vectors v of
- *     g_rows[r * FC_TAP_BLOCK_ROWS + h][v * V + lane] * lines[r][shifts[w] + v * V + lane]
- * for h < khb, w < kwb (khb * kwb <= FC_TAP_BLOCK_SUMS): each input row's shifted vectors
+ *     g[g_rows[r * g_stride + h] + v * V + lane] * lines[r][shifts[w] + v * V + lane]
+ * (rows whose g_rows entry is -1 skipped) for h < khb, w < kwb (khb * kwb <= FC_TAP_BLOCK_SUMS): each input row's shifted vectors
  * serve the khb output rows that read it (a row per tap row, loading the inputs again for
  * each, was bound by its loads on Zen 4: two per multiply-add, most of them split across
  * cache lines). */
 #define FC_DEFINE_TAP_ROWS(SUFFIX, T)                                                           \
-static inline void fc_tap_rows_##SUFFIX(const T* const* lines, const T* const* g_rows,         \
+static inline void fc_tap_rows_##SUFFIX(const T* const* lines, const T* g,                   \
+                                        const ptrdiff_t* g_rows, ptrdiff_t g_stride,          \
                                         ptrdiff_t rows, ptrdiff_t n, const T* g_end,          \
                                         const ptrdiff_t* shifts, int khb, int kwb, T* acc,    \
                                         ptrdiff_t acc_row) {                                   \
