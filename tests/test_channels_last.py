@@ -154,6 +154,33 @@ def test_precision_exact_keeps_channels_last_layers_off_winograd():
                                      ).algorithm == "channels_last_gemm"
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channels_last_gemm_writes_every_stride_th_pixel_of_a_larger_array(dtype):
+    """The kernel behind the stride phases: an output view of every other pixel (channels
+    contiguous) gets the dense output's values, and nothing between them is touched."""
+    from fastconv._kernels import conv_channels_last
+    from fastconv._ops.conv import nhwc_weight_panels, nhwc_tile_shape
+    x = np.ascontiguousarray(channels_last((2, 70, 9, 8), dtype).transpose(0, 2, 3, 1))
+    w = rng.standard_normal((50, 70, 2, 3)).astype(dtype)
+    shape, _, nr = nhwc_tile_shape(50, dtype)
+    panels = nhwc_weight_panels(w, nr, dtype)
+    bias = rng.standard_normal(50).astype(dtype)
+    geometry = ((2, 3), (1, 1), (1, 1), (1, 1))
+    dense = np.empty((2, 10, 8, 50), dtype)
+    conv_channels_last.conv_gemm_nhwc(x, panels, bias, dense, *geometry, shape, 2, 2, True, 2)
+    big = np.full((2, 21, 16, 50), 7.0, dtype)
+    conv_channels_last.conv_gemm_nhwc(x, panels, bias, big[:, 1::2, ::2], *geometry, shape, 2,
+                                      2, True, 2)
+    np.testing.assert_array_equal(big[:, 1::2, ::2], dense)
+    untouched = np.ones(big.shape[:3], bool)
+    untouched[:, 1::2, ::2] = False
+    assert (big[untouched] == 7.0).all()
+    every_other_channel = np.empty((2, 10, 8, 100), dtype)[..., ::2]
+    with pytest.raises(ValueError, match="channels must be contiguous"):
+        conv_channels_last.conv_gemm_nhwc(x, panels, bias, every_other_channel, *geometry,
+                                          shape, 2, 2, True, 2)
+
+
 def test_channels_last_winograd_reads_and_writes_in_place(monkeypatch):
     from fastconv._kernels import conv_winograd
     seen = []
@@ -241,7 +268,9 @@ def test_the_winograd_kernel_reads_and_writes_any_strides(dims, per_thread_block
 
 
 # The input gradient of a stride-1 layer is a forward convolution of the output gradient
-# (reversed, transposed weights): computed on the channels-last kernels where it lies.
+# (reversed, transposed weights); a strided layer's, one such convolution per stride phase
+# (the input pixels a given subset of the taps reaches), each written straight to every
+# stride-th pixel: all computed on the channels-last kernels where the arrays lie.
 INPUT_GRAD_CASES = [  # input shape, weight shape, kwargs
     ((2, 8, 9, 7), (5, 8, 1, 1), {}),
     ((2, 6, 10, 9), (7, 6, 3, 3), dict(padding=1)),
@@ -250,14 +279,21 @@ INPUT_GRAD_CASES = [  # input shape, weight shape, kwargs
     ((2, 32, 12, 12), (48, 32, 3, 3), dict(padding=1)),            # Winograd
     ((2, 8, 9, 7), (6, 8, 1, 1), dict(stride=2)),                  # every other pixel
     ((1, 5, 10, 11), (4, 5, 1, 1), dict(stride=(3, 2))),
+    ((2, 6, 11, 10), (5, 6, 3, 3), dict(stride=2, padding=1)),     # ResNet's strided 3x3
+    ((2, 6, 11, 10), (5, 6, 3, 3), dict(stride=2)),
+    ((2, 3, 15, 14), (8, 3, 7, 7), dict(stride=2, padding=3)),     # a stem
+    ((1, 4, 10, 9), (5, 4, 3, 2), dict(stride=(2, 3), padding=(1, 0))),
+    ((1, 4, 10, 9), (5, 4, 3, 3), dict(stride=(1, 2), padding=(1, 0))),
+    ((2, 5, 11, 13), (3, 5, 2, 2), dict(stride=3)),                # phases no tap reaches
+    ((1, 100, 7, 7), (9, 100, 3, 3), dict(stride=2, padding=1)),   # several column panels
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", INPUT_GRAD_CASES,
                          ids=[str(i) for i in range(len(INPUT_GRAD_CASES))])
-def test_stride_1_input_gradients_run_on_the_channels_last_gradient(x_shape, w_shape, kwargs,
-                                                                     dtype, monkeypatch):
+def test_input_gradients_run_on_the_channels_last_gradient(x_shape, w_shape, kwargs, dtype,
+                                                           monkeypatch):
     from fastconv._kernels import conv_channels_last, conv_winograd
     w = rng.standard_normal(w_shape).astype(dtype)
     g = channels_last(fastconv.conv2d(np.zeros(x_shape, dtype), w, **kwargs).shape, dtype)
@@ -273,8 +309,8 @@ def test_stride_1_input_gradients_run_on_the_channels_last_gradient(x_shape, w_s
         monkeypatch.setattr(module, name, spy)
     got = fastconv.grad.conv2d_input(x_shape, w, g, **kwargs)
     assert g.__array_interface__["data"][0] in seen          # read where it lies
-    if "stride" not in kwargs:   # (a strided 1x1 layer's is spread out after)
-        assert got.__array_interface__["data"][0] in seen    # written where it lies
+    start = got.__array_interface__["data"][0]               # written where it lies
+    assert any(start <= address < start + got.nbytes for address in seen)
     assert is_channels_last(got) and got.dtype == dtype
     want = reference.conv_input_grad(x_shape, w.astype(np.float64), g.astype(np.float64),
                                      **kwargs)
@@ -285,6 +321,8 @@ def test_stride_1_input_gradients_run_on_the_channels_last_gradient(x_shape, w_s
 def test_strided_or_grouped_input_gradients_stay_correct_in_channels_last():
     for w_shape, kwargs in (((4, 6, 3, 3), dict(stride=2, padding=1)),
                             ((4, 6, 1, 1), dict(stride=2, padding=1)),
+                            ((4, 6, 3, 3), dict(stride=2, padding=1, dilation=2)),
+                            ((4, 6, 2, 2), dict(stride=2, padding=(1, 0))),
                             ((6, 3, 3, 3), dict(padding=1, groups=2)),
                             ((4, 6, 3, 3), dict(padding=1, padding_mode="reflect"))):
         x_shape = (2, 6, 9, 8)
@@ -305,9 +343,14 @@ WEIGHT_GRAD_CASES = [  # input shape, weight shape, kwargs
     ((1, 5, 11, 9), (4, 5, 3, 3), dict(padding=((2, 1), (0, 3)), dilation=(2, 1),
                                        stride=(1, 2))),
     ((2, 3, 15, 15), (16, 3, 7, 7), dict(stride=2, padding=3)),        # a stem
-    ((3, 40, 12, 12), (100, 40, 3, 3), dict(padding=1)),               # several blocks
+    ((3, 40, 12, 12), (100, 40, 3, 3), dict(padding=1)),
     ((1, 2, 3, 3), (3, 2, 2, 2), {}),                                  # four pixels
+    ((2, 4, 30, 30), (50, 4, 3, 3), dict(padding=1)),                  # parts of the pixels
+    ((2, 70, 8, 8), (20, 70, 3, 3), dict(padding=1)),                  # packed patches
+    ((3, 80, 12, 12), (200, 80, 3, 3), dict(padding=1)),               # several blocks
 ]
+# (at most this many input channels: the transposed product with the patches in place)
+TAPS_MAX_CHANNELS = 64
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -320,20 +363,49 @@ def test_weight_gradients_run_on_the_channels_last_arrays(x_shape, w_shape, kwar
     g = channels_last(fastconv.conv2d(np.zeros(x_shape, dtype), np.zeros(w_shape, dtype),
                                       **kwargs).shape, dtype)
     seen = []
-    real = conv_channels_last.weight_grad_nhwc
-
-    def spy(xv, gv, *args):
-        seen.append((xv.__array_interface__["data"][0], gv.__array_interface__["data"][0]))
-        return real(xv, gv, *args)
-    monkeypatch.setattr(conv_channels_last, "weight_grad_nhwc", spy)
+    for name in ("weight_grad_nhwc", "weight_grad_nhwc_taps", "pad_nhwc"):
+        def spy(xv, gv, *args, real=getattr(conv_channels_last, name), name=name):
+            seen.append((name, xv.__array_interface__["data"][0],
+                         gv.__array_interface__["data"][0]))
+            return real(xv, gv, *args)
+        monkeypatch.setattr(conv_channels_last, name, spy)
     got = fastconv.grad.conv2d_weight(x, w_shape, g, **kwargs)
-    assert seen == [(x.__array_interface__["data"][0], g.__array_interface__["data"][0])]
+    x_at, g_at = x.__array_interface__["data"][0], g.__array_interface__["data"][0]
+    if x_shape[1] > TAPS_MAX_CHANNELS or (w_shape[2:] == (1, 1) and not kwargs):
+        assert seen == [("weight_grad_nhwc", x_at, g_at)]
+    elif "padding" in kwargs:   # the input padded into a copy, then both read in place
+        assert [call[:2] for call in seen] == [("pad_nhwc", x_at), ("weight_grad_nhwc_taps",
+                                                                    seen[0][2])]
+        assert seen[1][2] == g_at
+    else:
+        assert seen == [("weight_grad_nhwc_taps", x_at, g_at)]
     assert got.shape == w_shape and got.dtype == dtype
     want = reference.conv_weight_grad(x.astype(np.float64), w_shape, g.astype(np.float64),
                                       **kwargs)
     scale = np.abs(x).max() * np.abs(g).max() * g.shape[0] * g.shape[2] * g.shape[3]
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
+
+
+def test_the_transposed_weight_gradient_kernel_refuses_taps_outside_its_input():
+    """weight_grad_nhwc_taps reads every tap where it lies, so its input must hold them all
+    (the caller pads it with pad_nhwc): a call whose taps would fall outside raises, as does
+    a padded array too small for the input."""
+    from fastconv._kernels import conv_channels_last
+    x = np.zeros((1, 6, 6, 2), np.float32)
+    g = np.zeros((1, 6, 6, 4), np.float32)      # a 3x3 layer padded by 1: 6x6 out of 6x6
+    sums = np.zeros((1, 18, 4), np.float32)
+    with pytest.raises(ValueError, match="outside"):
+        conv_channels_last.weight_grad_nhwc_taps(x, g, sums, (3, 3), (1, 1), (1, 1), 0, 256, 1)
+    with pytest.raises(ValueError, match="dwt must be"):
+        conv_channels_last.weight_grad_nhwc_taps(x, g[:, :4, :4].copy(), sums[:, :9].copy(),
+                                                 (3, 3), (1, 1), (1, 1), 0, 256, 1)
+    with pytest.raises(ValueError, match="cannot hold"):
+        conv_channels_last.pad_nhwc(x, np.zeros((1, 6, 7, 2), np.float32), 1, 1, 1)
+    padded = np.full((1, 8, 9, 2), 5.0, np.float32)
+    x[...] = rng.standard_normal(x.shape)
+    conv_channels_last.pad_nhwc(x, padded, 1, 2, 2)
+    np.testing.assert_array_equal(padded, np.pad(x, ((0, 0), (1, 1), (2, 1), (0, 0))))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -464,7 +536,8 @@ def test_every_2d_operator_keeps_the_channels_last_format(name, call):
     for g, w in zip(got, want):
         assert is_channels_last(g), name
         assert not is_channels_last(w)
-        if name == "conv2d_input":   # a stride-1 one runs channels-last kernels: other rounding
+        if name in ("conv2d_input", "conv_transpose2d"):
+            # (a convolution's input gradient runs channels-last kernels: other rounding)
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
         else:
             np.testing.assert_array_equal(g, w)

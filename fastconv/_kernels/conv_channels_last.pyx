@@ -17,13 +17,15 @@ from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
+from fastconv._kernels.pair_rows cimport fc_copy_short, fc_pad_rows, fc_zero_short
 from fastconv._kernels.packed_gemm cimport gemm_rows_tile, gemm_tile, tile_mr, tile_nr
 from fastconv._kernels.workspace cimport fc_workspace
 
 # Slots of the per-thread workspace (workspace.h): the GEMMs' tile buffers (a few hundred KiB
 # per thread), reused from call to call like the other kernels' instead of allocated per call
 cdef enum:
-    WS_PATCH_PANELS, WS_PATCH_ROWS, WS_PANEL_IN_PLACE, WS_GRAD_A, WS_GRAD_B, WS_GRAD_ROWS
+    WS_PATCH_PANELS, WS_PATCH_ROWS, WS_PANEL_IN_PLACE, WS_GRAD_A, WS_GRAD_B, WS_GRAD_ROWS,
+    WS_OUT_TILE, WS_PIXEL_OFFSETS
 
 
 ctypedef struct NHWCShape:
@@ -115,8 +117,21 @@ cdef bint panel_in_place(const floating* x, const NHWCShape* s, Py_ssize_t p0,
     return True
 
 
+cdef void scatter_tile(const NHWCShape* s, const floating* rows, Py_ssize_t ldc,
+                       Py_ssize_t p0, Py_ssize_t count, floating* out, Py_ssize_t sn,
+                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t width) noexcept nogil:
+    """Output pixels p0 .. p0 + count - 1 of a strided output (strides sn, sh, sw elements):
+    out[pixel][0 .. width - 1] := rows[i * ldc + 0 .. width - 1]."""
+    cdef Py_ssize_t i, n, oh, ow
+    pixel_coordinates(s, p0, &n, &oh, &ow)
+    for i in range(count):
+        fc_copy_short(out + n * sn + oh * sh + ow * sw, rows + i * ldc,
+                      width * sizeof(floating))
+        next_pixel(s, &n, &oh, &ow)
+
+
 def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
-                   const floating[::1] bias, floating[:, :, :, ::1] out, tuple kernel,
+                   const floating[::1] bias, floating[:, :, :, :] out, tuple kernel,
                    tuple stride, tuple padding, tuple dilation, int shape,
                    Py_ssize_t tile_panels, Py_ssize_t column_chunks, bint read_in_place,
                    int num_threads):
@@ -131,7 +146,11 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     all its taps are inside the input (a patch row is KH * KW runs of C channels at fixed
     offsets from the pixel's first tap); otherwise its patches are packed into A panels,
     zeros in the padding. Loops: K in blocks, then column panels, then pixel panels, so a
-    column panel's K block stays in L1 while every pixel panel passes."""
+    column panel's K block stays in L1 while every pixel panel passes.
+
+    `out` is any view whose channels are contiguous: a strided one (every stride-th pixel of
+    a larger array, as the stride phases of an input gradient write) gets each tile through
+    a per-thread buffer, its rows then copied to their pixels."""
     cdef NHWCShape s = make_shape(x.shape, out.shape, kernel, stride, padding, dilation)
     cdef Py_ssize_t K = s.KH * s.KW * s.C, C_out = s.C_out
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
@@ -140,8 +159,14 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     cdef Py_ssize_t tiles = (pixels + tile - 1) // tile
     cdef Py_ssize_t n_panels = (C_out + NR - 1) // NR
     cdef Py_ssize_t per_chunk, k_block, item, t, chunk, p0, count, i, j, j0, j1, k0, k_len
-    cdef Py_ssize_t panel, m_panels, kb, kh, kw, c, m_valid
+    cdef Py_ssize_t panel, m_panels, kb, kh, kw, c, m_valid, ldc, cols0
     cdef bint with_bias = bias.shape[0] > 0
+    # a strided output: each tile computed into `tile_out` (ldc columns), then scattered
+    cdef bint dense = out.is_c_contig()
+    cdef Py_ssize_t out_sn = out.strides[0] // sizeof(floating)
+    cdef Py_ssize_t out_sh = out.strides[1] // sizeof(floating)
+    cdef Py_ssize_t out_sw = out.strides[2] // sizeof(floating)
+    cdef floating* tile_out = NULL
     cdef floating* a = NULL
     cdef const floating** a_rows = NULL
     cdef char* in_place = NULL
@@ -151,12 +176,17 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
     if pixels == 0 or C_out == 0 or K == 0:     # the Python layer keeps these
         return
+    if out.strides[3] != sizeof(floating) or out.strides[0] % sizeof(floating) \
+            or out.strides[1] % sizeof(floating) or out.strides[2] % sizeof(floating):
+        raise ValueError(f"conv_gemm_nhwc: out's channels must be contiguous; got strides "
+                         f"{[out.strides[i] for i in range(4)]}")
     if tile_panels < 1 or column_chunks < 1 or w.shape[0] != n_panels * K \
             or w.shape[1] != NR:
         raise ValueError(f"conv_gemm_nhwc: w must be ({n_panels * K}, {NR}) and the tiling "
                          f"positive; got w {tuple(w.shape)}, tile_panels {tile_panels}, "
                          f"column_chunks {column_chunks}")
     per_chunk = (n_panels + column_chunks - 1) // column_chunks
+    ldc = C_out if dense else per_chunk * NR
     # a K block of one column panel (k_block x NR) within half of a 32 KiB L1
     k_block = (16 * 1024) // (NR * sizeof(floating))
     patch_offsets = <Py_ssize_t*> malloc(K * sizeof(Py_ssize_t))
@@ -170,10 +200,13 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
         a = <floating*> fc_workspace(WS_PATCH_PANELS, tile * K * sizeof(floating))
         a_rows = <const floating**> fc_workspace(WS_PATCH_ROWS, tile * sizeof(floating*))
         in_place = <char*> fc_workspace(WS_PANEL_IN_PLACE, tile_panels)
-        if a == NULL or a_rows == NULL or in_place == NULL:
+        if not dense:
+            tile_out = <floating*> fc_workspace(WS_OUT_TILE, tile * ldc * sizeof(floating))
+        if a == NULL or a_rows == NULL or in_place == NULL or (not dense and tile_out == NULL):
             failed_flag[0] = 1
         for item in prange(tiles * column_chunks, schedule='dynamic'):
-            if a == NULL or a_rows == NULL or in_place == NULL:
+            if a == NULL or a_rows == NULL or in_place == NULL \
+                    or (not dense and tile_out == NULL):
                 continue
             t = item // column_chunks
             chunk = item % column_chunks
@@ -191,11 +224,17 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                 if not in_place[panel]:
                     fill_pixel_panels(&x[0, 0, 0, 0], &s, p0 + panel * MR, m_valid, MR,
                                       a + panel * K * MR)
-            rows = &out[0, 0, 0, 0] + p0 * C_out
+            # rows + i * ldc + j - cols0: output channel j of pixel p0 + i
+            if dense:
+                rows = &out[0, 0, 0, 0] + p0 * C_out
+                cols0 = 0
+            else:
+                rows = tile_out
+                cols0 = j0 * NR
             if with_bias:
                 for i in range(count):
                     for j in range(j0 * NR, j1 * NR if j1 * NR < C_out else C_out):
-                        rows[i * C_out + j] = bias[j]
+                        rows[i * ldc + j - cols0] = bias[j]
             for kb in range((K + k_block - 1) // k_block):
                 k0 = kb * k_block
                 k_len = K - k0 if K - k0 < k_block else k_block
@@ -205,16 +244,19 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                         if in_place[panel]:
                             gemm_rows_tile(shape, k_len, a_rows + panel * MR,
                                            patch_offsets + k0, &w[0, 0] + (j * K + k0) * NR,
-                                           NR, rows + panel * MR * C_out + j * NR, C_out,
+                                           NR, rows + panel * MR * ldc + j * NR - cols0, ldc,
                                            m_valid,
                                            C_out - j * NR if C_out - j * NR < NR else NR, NULL,
                                            with_bias or k0 > 0)
                         else:
                             gemm_tile(shape, k_len, a + (panel * K + k0) * MR, 0,
                                       &w[0, 0] + (j * K + k0) * NR, NR, NULL,
-                                      rows + panel * MR * C_out + j * NR, C_out, m_valid,
+                                      rows + panel * MR * ldc + j * NR - cols0, ldc, m_valid,
                                       C_out - j * NR if C_out - j * NR < NR else NR, NULL,
                                       with_bias or k0 > 0)
+            if not dense:
+                scatter_tile(&s, rows, ldc, p0, count, &out[0, 0, 0, 0] + cols0, out_sn,
+                             out_sh, out_sw, (j1 * NR if j1 * NR < C_out else C_out) - cols0)
     free(patch_offsets)
     if failed:
         raise MemoryError("fastconv: could not allocate the channels-last patch buffers")
@@ -356,25 +398,31 @@ def conv_depthwise_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w
 # contiguous: G^T's A panels take MR contiguous output channels of a pixel, the patches' B
 # panels NR contiguous elements of its patch row.
 
-cdef void fill_patch_run(const floating* x, const NHWCShape* s, Py_ssize_t p, Py_ssize_t k,
-                         Py_ssize_t count, floating* dst) noexcept nogil:
-    """dst[0 .. count - 1] := elements k .. k + count - 1 of output pixel p's patch row (KH *
-    KW runs of C channels; zeros where a tap falls in the padding)."""
-    cdef Py_ssize_t n, oh, ow, tap, c, run, ih, iw
-    pixel_coordinates(s, p, &n, &oh, &ow)
+cdef void fill_patch_run(const floating* x, const NHWCShape* s, Py_ssize_t n, Py_ssize_t oh,
+                         Py_ssize_t ow, Py_ssize_t tap, Py_ssize_t c, Py_ssize_t count,
+                         floating* dst) noexcept nogil:
+    """dst[0 .. count - 1] := `count` elements of output pixel (n, oh, ow)'s patch row from
+    channel c of tap `tap` on (KH * KW runs of C channels; zeros where a tap falls in the
+    padding). Runs are copied inline: a stem's are 3 channels, and a libc call per run
+    cost more than its data."""
+    cdef Py_ssize_t kh = tap // s.KW, kw = tap - (tap // s.KW) * s.KW, run, ih, iw
+    cdef Py_ssize_t ih0 = oh * s.sh - s.ph, iw0 = ow * s.sw - s.pw
     while count > 0:
-        tap = k // s.C
-        c = k - tap * s.C
         run = s.C - c if s.C - c < count else count
-        ih = oh * s.sh - s.ph + (tap // s.KW) * s.dh
-        iw = ow * s.sw - s.pw + (tap % s.KW) * s.dw
+        ih = ih0 + kh * s.dh
+        iw = iw0 + kw * s.dw
         if 0 <= ih < s.H and 0 <= iw < s.W:
-            memcpy(dst, x + ((n * s.H + ih) * s.W + iw) * s.C + c, run * sizeof(floating))
+            fc_copy_short(dst, x + ((n * s.H + ih) * s.W + iw) * s.C + c,
+                          run * sizeof(floating))
         else:
-            memset(dst, 0, run * sizeof(floating))
+            fc_zero_short(dst, run * sizeof(floating))
         dst += run
-        k += run
         count -= run
+        c = 0
+        kw += 1
+        if kw == s.KW:
+            kw = 0
+            kh += 1
 
 
 cdef void weight_grad_block_in_place(const floating* x, const floating* g,
@@ -429,7 +477,8 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
     the same order."""
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t m_panels = (rows + MR - 1) // MR, n_panels = (cols + NR - 1) // NR
-    cdef Py_ssize_t p0, depth, q, i, j, panel, width
+    cdef Py_ssize_t p0, depth, q, i, j, panel, width, n, oh, ow
+    cdef Py_ssize_t tap0 = k0 // s.C, c0 = k0 - (k0 // s.C) * s.C
     cdef const floating* src
     cdef floating* dst
     p0 = p_start
@@ -440,6 +489,7 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
                                        dw, ldw, pixel_offsets, g_rows, p0 > p_start)
             p0 += depth
             continue
+        pixel_coordinates(s, p0, &n, &oh, &ow)
         for q in range(depth):
             src = g + (p0 + q) * s.C_out + o0
             for panel in range(m_panels):
@@ -451,13 +501,14 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
                     dst[i] = 0
             # the pixel's patch elements k0 .. k0 + cols - 1 once (its geometry worked out
             # once), then dealt out NR at a time
-            fill_patch_run(x, s, p0 + q, k0, cols, row)
+            fill_patch_run(x, s, n, oh, ow, tap0, c0, cols, row)
+            next_pixel(s, &n, &oh, &ow)
             for panel in range(n_panels):
                 dst = b + (panel * depth + q) * NR
                 width = cols - panel * NR if cols - panel * NR < NR else NR
-                memcpy(dst, row + panel * NR, width * sizeof(floating))
-                for j in range(width, NR):
-                    dst[j] = 0
+                fc_copy_short(dst, row + panel * NR, width * sizeof(floating))
+                if width < NR:
+                    fc_zero_short(dst + width, (NR - width) * sizeof(floating))
         for j in range(n_panels):
             for panel in range(m_panels):
                 gemm_tile(shape, depth, a + panel * depth * MR, 0, b + j * depth * NR, NR, NULL,
@@ -556,6 +607,132 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     if failed:
         raise MemoryError("fastconv: could not allocate the channels-last weight-gradient "
                           "buffers")
+
+
+# The weight gradient of a layer with few input channels (a stem's 3): its patch rows are
+# runs of a few channels, which cost more to pack than their products, so it runs transposed,
+# dW^T (KH * KW * C, C_out) = patches^T G, read where the operands lie: the output gradient's
+# channels of a pixel in the micro-kernel's vector lanes, the patch elements on its broadcast
+# side, element e of every pixel at a fixed offset (its tap's) from the pixel's first tap.
+# The input is zero-padded first (a copy of it), so that every tap lies inside.
+
+def pad_nhwc(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] padded, Py_ssize_t top,
+             Py_ssize_t left, int num_threads):
+    """padded (N, HP, WP, C) := x (N, H, W, C) at row `top`, column `left`, zeros around."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t HP = padded.shape[1], WP = padded.shape[2], row, n, h
+    if padded.shape[0] != N or padded.shape[3] != C or top < 0 or left < 0 \
+            or top + H > HP or left + W > WP:
+        raise ValueError(f"pad_nhwc: padded {tuple(padded.shape)[:4]} cannot hold x "
+                         f"{tuple(x.shape)[:4]} at ({top}, {left})")
+    if padded.size == 0:
+        return
+    for row in prange(N * HP, nogil=True, num_threads=num_threads, schedule='static'):
+        n = row // HP
+        h = row - n * HP - top
+        if 0 <= h < H and W > 0:
+            fc_pad_rows(&padded[n, h + top, 0, 0], 0, &x[n, h, 0, 0], 0,
+                        left * C * sizeof(floating), W * C * sizeof(floating),
+                        WP * C * sizeof(floating), 1)
+        else:
+            fc_zero_short(&padded[n, row - n * HP, 0, 0], WP * C * sizeof(floating))
+
+
+cdef void weight_grad_taps_part(const floating* const* tap_rows, const floating* g,
+                                const NHWCShape* s, Py_ssize_t p_start, Py_ssize_t p_end,
+                                Py_ssize_t pixel_block, int shape, Py_ssize_t* offsets,
+                                floating* b, floating* dwt) noexcept nogil:
+    """dwt (K, C_out) := sum over pixels p_start .. p_end - 1 of patch(p)[e] * g[p, :], the
+    patch element e of pixel p at tap_rows[e][offsets[q]], in blocks of `pixel_block` pixels
+    (a last partial panel of output channels packed into b: the micro-kernel reads NR)."""
+    cdef Py_ssize_t K = s.KH * s.KW * s.C, C_out = s.C_out
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
+    cdef Py_ssize_t m_panels = (K + MR - 1) // MR, n_panels = (C_out + NR - 1) // NR
+    cdef Py_ssize_t p0, depth, q, j, panel, width, n, oh, ow, b_stride
+    cdef const floating* panel_b
+    pixel_coordinates(s, p_start, &n, &oh, &ow)
+    p0 = p_start
+    while p0 < p_end:
+        depth = p_end - p0 if p_end - p0 < pixel_block else pixel_block
+        for q in range(depth):
+            offsets[q] = ((n * s.H + oh * s.sh) * s.W + ow * s.sw) * s.C
+            next_pixel(s, &n, &oh, &ow)
+        for j in range(n_panels):
+            width = C_out - j * NR if C_out - j * NR < NR else NR
+            if width == NR:
+                panel_b = g + p0 * C_out + j * NR
+                b_stride = C_out
+            else:
+                for q in range(depth):
+                    fc_copy_short(b + q * NR, g + (p0 + q) * C_out + j * NR,
+                                  width * sizeof(floating))
+                    fc_zero_short(b + q * NR + width, (NR - width) * sizeof(floating))
+                panel_b = b
+                b_stride = NR
+            for panel in range(m_panels):
+                gemm_rows_tile(shape, depth, tap_rows + panel * MR, offsets, panel_b, b_stride,
+                               dwt + panel * MR * C_out + j * NR, C_out,
+                               K - panel * MR if K - panel * MR < MR else MR, width, NULL,
+                               p0 > p_start)
+        p0 += depth
+
+
+def weight_grad_nhwc_taps(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] g,
+                          floating[:, :, ::1] dwt, tuple kernel, tuple stride, tuple dilation,
+                          int shape, Py_ssize_t pixel_block, int num_threads):
+    """dwt[part] (KH * KW * C, C_out), rows in (kh, kw, c) order := the transposed weight
+    gradient of the one-group convolution of x (N, H, W, C), its padding already in it (every
+    tap inside: pad_nhwc), whose output gradient is g (N, OH, OW, C_out), summed over the
+    part-th of dwt.shape[0] equal parts of the pixels (the caller adds the parts). Both read
+    where they lie, on the micro-kernel (register tile `shape`)."""
+    cdef NHWCShape s = make_shape(x.shape, g.shape, kernel, stride, (0, 0), dilation)
+    cdef Py_ssize_t K = s.KH * s.KW * s.C, parts = dwt.shape[0], pixels = s.N * s.OH * s.OW
+    cdef Py_ssize_t NR = tile_nr(shape, <floating*> NULL), part, p_start, p_end, e, kh, kw, c
+    cdef const floating** tap_rows = NULL
+    cdef Py_ssize_t* offsets = NULL
+    cdef floating* b = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
+    if dwt.shape[1] != K or dwt.shape[2] != s.C_out or parts < 1 or pixel_block < 1 \
+            or g.shape[0] != s.N:
+        raise ValueError(f"weight_grad_nhwc_taps: dwt must be (parts, {K}, {s.C_out}), g hold "
+                         f"{s.N} images and the block positive; got dwt {tuple(dwt.shape)[:3]}, "
+                         f"g {tuple(g.shape)[:4]}, block {pixel_block}")
+    if pixels and ((s.OH - 1) * s.sh + (s.KH - 1) * s.dh >= s.H
+                   or (s.OW - 1) * s.sw + (s.KW - 1) * s.dw >= s.W):
+        raise ValueError(f"weight_grad_nhwc_taps: taps of the output {s.OH}x{s.OW} fall "
+                         f"outside the (padded) input {s.H}x{s.W}")
+    if K == 0 or s.C_out == 0:
+        return
+    if pixels == 0:
+        dwt[:, :, :] = 0
+        return
+    tap_rows = <const floating**> malloc(K * sizeof(floating*))
+    if tap_rows == NULL:
+        raise MemoryError("fastconv: could not allocate the weight gradient's tap rows")
+    for kh in range(s.KH):
+        for kw in range(s.KW):
+            for c in range(s.C):
+                e = (kh * s.KW + kw) * s.C + c
+                tap_rows[e] = &x[0, 0, 0, 0] + (kh * s.dh * s.W + kw * s.dw) * s.C + c
+    with nogil, parallel(num_threads=num_threads):
+        offsets = <Py_ssize_t*> fc_workspace(WS_PIXEL_OFFSETS, pixel_block * sizeof(Py_ssize_t))
+        b = <floating*> fc_workspace(WS_GRAD_B, pixel_block * NR * sizeof(floating))
+        if offsets == NULL or b == NULL:
+            failed_flag[0] = 1
+        for part in prange(parts, schedule='dynamic'):
+            if offsets == NULL or b == NULL:
+                continue
+            p_start = part * pixels // parts
+            p_end = (part + 1) * pixels // parts
+            if p_start == p_end:
+                memset(&dwt[part, 0, 0], 0, K * s.C_out * sizeof(floating))
+                continue
+            weight_grad_taps_part(tap_rows, &g[0, 0, 0, 0], &s, p_start, p_end, pixel_block,
+                                  shape, offsets, b, &dwt[part, 0, 0])
+    free(tap_rows)
+    if failed:
+        raise MemoryError("fastconv: could not allocate the weight gradient's buffers")
 
 
 cdef void depthwise_weight_grad_rows(const floating* x, const floating* g, const NHWCShape* s,

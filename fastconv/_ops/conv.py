@@ -180,6 +180,19 @@ def nhwc_tile_shape(columns, dtype):
     return (shape,) + tiles[shape]
 
 
+def _stack_panels(matrix, out, nr):
+    """out := matrix (K, columns) cut into the channels-last GEMM's B panels: panels of NR
+    columns, each K x NR contiguous, zero past the last column."""
+    k, columns = matrix.shape
+    panels = -(-columns // nr)
+    stacked = out.reshape(panels, k, nr)
+    whole = columns // nr
+    stacked[:whole] = matrix[:, :whole * nr].reshape(k, whole, nr).transpose(1, 0, 2)
+    if whole < panels:
+        stacked[whole, :, :columns - whole * nr] = matrix[:, whole * nr:]
+        stacked[whole, :, columns - whole * nr:] = 0
+
+
 def nhwc_weight_panels(w, nr, dtype, adjoint=False):
     """The channels-last GEMM's B panels of w (C_out, C_in, KH, KW): W = the (KH * KW * C_in,
     C_out) matrix in (kh, kw, c) row order, cut into panels of NR columns, each K x NR
@@ -189,22 +202,49 @@ def nhwc_weight_panels(w, nr, dtype, adjoint=False):
     itself channels-last, one dense block)."""
     columns = w.shape[1] if adjoint else w.shape[0]
     k = w.size // columns if columns else 0
-    panels = -(-columns // nr)
 
     def fill(weight, out):
         if adjoint:
             matrix = weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(k, columns)
         else:
             matrix = weight.transpose(2, 3, 1, 0).reshape(k, columns)
-        stacked = out.reshape(panels, k, nr)
-        whole = columns // nr
-        stacked[:whole] = matrix[:, :whole * nr].reshape(k, whole, nr).transpose(1, 0, 2)
-        if whole < panels:
-            stacked[whole, :, :columns - whole * nr] = matrix[:, whole * nr:]
-            stacked[whole, :, columns - whole * nr:] = 0
+        _stack_panels(matrix, out, nr)
     w = w if w.dtype == dtype else w.astype(dtype)
-    panels_flat = cached_transform(("nhwc_panels", nr, adjoint), w, panels * k * nr, fill)
-    return panels_flat.reshape(panels * k, nr)
+    panels_flat = cached_transform(("nhwc_panels", nr, adjoint), w, -(-columns // nr) * k * nr,
+                                   fill)
+    return panels_flat.reshape(-1, nr)
+
+
+def phase_taps(kernel, stride):
+    """Per stride phase r < stride of one axis, the kernel taps that reach the input pixels
+    of that phase (those at stride * q + r - padding), last first: the taps of the phase's
+    stride-1 convolution of the output gradient."""
+    return [list(range(r, kernel, stride))[::-1] for r in range(stride)]
+
+
+def nhwc_phase_panels(w, nr, dtype, stride):
+    """{(rh, rw): B panels} of the stride phases of a strided layer's input gradient: phase
+    (rh, rw) is the stride-1 convolution of the output gradient by w's taps phase_taps
+    reach, reversed and transposed (W[(jh, jw, o), c] = w[o, c, taps_h[jh], taps_w[jw]]).
+    Phases no tap reaches are left out. Remembered like nhwc_weight_panels (one entry for
+    all the phases)."""
+    c_out, c_in, kh, kw = w.shape
+    taps_h, taps_w = phase_taps(kh, stride[0]), phase_taps(kw, stride[1])
+    phases = [(rh, rw) for rh in range(stride[0]) for rw in range(stride[1])
+              if taps_h[rh] and taps_w[rw]]
+    panels = -(-c_in // nr)
+    sizes = [len(taps_h[rh]) * len(taps_w[rw]) * c_out * panels * nr for rh, rw in phases]
+    starts = np.cumsum([0] + sizes)
+
+    def fill(weight, out):
+        for (rh, rw), start, size in zip(phases, starts, sizes):
+            taps = weight[:, :, taps_h[rh]][:, :, :, taps_w[rw]]
+            _stack_panels(taps.transpose(2, 3, 0, 1).reshape(-1, c_in),
+                          out[start:start + size], nr)
+    w = w if w.dtype == dtype else w.astype(dtype)
+    flat = cached_transform(("nhwc_phase_panels", nr, stride), w, int(starts[-1]), fill)
+    return {phase: flat[start:start + size].reshape(-1, nr)
+            for phase, start, size in zip(phases, starts, sizes)}
 
 
 def run_conv_channels_last(problem, plan, x, w, bias, dtype, adjoint_of=None):

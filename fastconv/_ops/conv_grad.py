@@ -16,7 +16,8 @@ import numpy as np
 
 from fastconv._kernels import conv_bias as _conv_bias, conv_channels_last, conv_direct, \
     conv_im2col, conv_packed, conv_phase_grid, conv_subpixel
-from fastconv._ops.conv import adjoint_packed_weights, as_5d, nhwc_tile_shape, run_conv, \
+from fastconv._ops.conv import adjoint_packed_weights, as_5d, nhwc_gemm_tiling, \
+    nhwc_phase_panels, nhwc_tile_shape, phase_taps, run_conv, \
     run_conv_channels_last
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
@@ -214,17 +215,17 @@ def channels_last_input_grad(problem, weight, grad_output, dtype):
     output gradient, channels-last, computed where the gradient lies on the channels-last
     kernels: at stride 1 it is the forward convolution of the gradient by the reversed,
     transposed weights, padded by dilation x (kernel - 1) less the layer's padding; a
-    strided 1x1 layer's is that of stride 1 (the GEMM of the gradient and the weights)
-    written to every stride-th pixel, zeros between. None where neither applies (the caller
-    computes channels-first)."""
+    strided layer's is that of each stride phase (_channels_last_phase_input_grad). None
+    where neither applies (the caller computes channels-first)."""
     depthwise = problem.groups == problem.in_channels == problem.out_channels
     if problem.ndim != 2 or not (problem.groups == 1 or depthwise) \
             or problem.padding_mode != "zeros":
         return None
     c_out, c_in, kh, kw = weight.shape
-    strided = any(s != 1 for s in problem.stride)
-    if depthwise and strided:
-        return _channels_last_depthwise_input_grad(problem, weight, grad_output, dtype)
+    if any(s != 1 for s in problem.stride):
+        if depthwise:
+            return _channels_last_depthwise_input_grad(problem, weight, grad_output, dtype)
+        return _channels_last_phase_input_grad(problem, weight, grad_output, dtype)
     adjoint = _channels_last_adjoint(problem, tuple(weight.shape), tuple(grad_output.shape))
     if adjoint is None:
         return None
@@ -237,29 +238,84 @@ def channels_last_input_grad(problem, weight, grad_output, dtype):
                                       None, dtype)
     # the adjoint's weights are taken straight from the layer's (the array passed for them
     # only gives their shape: never written, never read)
-    grad = run_conv_channels_last(adjoint, plan, grad_output,
+    return run_conv_channels_last(adjoint, plan, grad_output,
                                   np.empty((c_in, c_out, kh, kw), dtype), None, dtype,
                                   adjoint_of=weight)
-    if not strided:
-        return grad
-    n, _, h, w = problem.in_shape
-    full = np.zeros((n, h, w, c_in), dtype).transpose(0, 3, 1, 2)
+
+
+def _channels_last_phase_input_grad(problem, weight, grad_output, dtype):
+    """A strided one-group layer's input gradient, channels-last, by stride phases: the input
+    pixels (sh * qh + rh - ph, sw * qw + rw - pw) are reached only by the taps kh = rh, rh +
+    sh, ... (likewise kw) from output pixels qh, qh - 1, ..., so each phase is a stride-1
+    convolution of the output gradient by those taps, reversed and transposed (the GEMM of
+    the channels-last kernel), written straight to every stride-th pixel of the input
+    gradient: no zeros to fill between, nothing scattered after. Phases no tap reaches are
+    zero. None with dilation, or padding past what a phase's taps reach (the caller computes
+    channels-first)."""
+    if any(d != 1 for d in problem.dilation):
+        return None
+    n, c_in, h, w = problem.in_shape
+    oh, ow = grad_output.shape[2:]
+    geometry = _phase_geometry(problem.kernel_size, problem.stride, problem.padding, (h, w),
+                               (oh, ow))
+    if geometry is None:
+        return None
+    shape, mr, nr = nhwc_tile_shape(c_in, dtype)
+    panels = nhwc_phase_panels(np.asarray(weight), nr, dtype, problem.stride)
+    g = grad_output.transpose(0, 2, 3, 1)
+    if g.dtype != dtype:
+        g = g.astype(dtype)
+    # phases no tap reaches stay zero: fresh zeroed pages cost no more than fresh pages
+    allocate = np.zeros if any(phase not in panels for phase in geometry) else np.empty
+    dx = allocate((n, h, w, c_in), dtype)
+    empty_bias = np.empty(0, dtype)
     sh, sw = problem.stride
-    full[:, :, ::sh, ::sw][:, :, :grad.shape[2], :grad.shape[3]] = grad
-    return full
+    for (rh, rw), (first, taps, padding) in geometry.items():
+        if (rh, rw) not in panels:
+            continue
+        out = dx[:, first[0]::sh, first[1]::sw]
+        phase = conv_problem(2, grad_output.shape, (c_in, problem.out_channels) + taps, None,
+                             1, padding, 1, 1, "zeros")
+        threads = _threads.threads_for(phase.multiply_adds)
+        _, tile_panels, chunks, _ = nhwc_gemm_tiling(phase, dtype, threads)
+        with denormals_flushed(threads):
+            conv_channels_last.conv_gemm_nhwc(
+                g, panels[rh, rw], empty_bias, out, taps, (1, 1),
+                tuple(before for before, _ in padding), (1, 1), shape, tile_panels, chunks,
+                True, threads)
+    return dx.transpose(0, 3, 1, 2)
+
+
+@functools.lru_cache(maxsize=512)
+def _phase_geometry(kernel, stride, padding, in_size, out_size):
+    """{(rh, rw): (first input pixel, taps, padding of the phase's stride-1 convolution)} for a strided layer's stride phases that hold input pixels (see
+    _channels_last_phase_input_grad), or None where a phase would need negative padding."""
+    axes = []
+    for k, s, (before, _), size, outs in zip(kernel, stride, padding, in_size, out_size):
+        phases = {}
+        for r, taps in enumerate(phase_taps(k, s)):
+            q0 = -(-(before - r) // s)          # the first output row of this phase's pixels
+            first = s * q0 + r - before
+            count = len(range(first, size, s))
+            if count == 0:
+                continue
+            left = len(taps) - 1 - q0
+            right = count - outs - left + len(taps) - 1
+            if taps and (left < 0 or right < 0):
+                return None
+            phases[r] = (first, len(taps), (left, right))
+        axes.append(phases)
+    return {(rh, rw): ((fh, fw), (th, tw), (ph, pw))
+            for rh, (fh, th, ph) in axes[0].items() for rw, (fw, tw, pw) in axes[1].items()}
 
 
 @functools.lru_cache(maxsize=512)   # per backward call; a network repeats its layers
 def _channels_last_adjoint(problem, weight_shape, grad_shape):
     """The stride-1 convolution of the output gradient whose output is the input gradient of
-    `problem` (a strided 1x1 layer's: on the stride-1 grid), or None where that does not
-    hold (a strided layer with a larger kernel or padding, padding beyond the kernel's
+    the stride-1 `problem`, or None where that does not hold (padding beyond the kernel's
     reach)."""
     c_out, c_in, kh, kw = weight_shape
     depthwise = problem.groups == problem.in_channels == problem.out_channels
-    strided = any(s != 1 for s in problem.stride)
-    if strided and ((kh, kw) != (1, 1) or any(p != (0, 0) for p in problem.padding)):
-        return None
     reach = [d * (k - 1) for d, k in zip(problem.dilation, problem.kernel_size)]
     if any(p > r for (before, after), r in zip(problem.padding, reach) for p in (before, after)):
         return None
@@ -268,7 +324,7 @@ def _channels_last_adjoint(problem, weight_shape, grad_shape):
                            tuple((r - before, r - after)
                                  for (before, after), r in zip(problem.padding, reach)),
                            problem.dilation, problem.groups, "zeros")
-    if not strided and adjoint.out_shape != problem.in_shape:
+    if adjoint.out_shape != problem.in_shape:
         return None
     return adjoint
 
@@ -293,13 +349,37 @@ def _channels_last_depthwise_input_grad(problem, weight, grad_output, dtype):
 # columns (each block's operands packed once per block of pixels: with 96 x 96 the packing
 # is about 2% of the multiply-adds), pixels in blocks of this many (the GEMM's depth: a
 # panel of each operand stays in L1), and at least this many items per thread (the pixels
-# split into parts, summed after, when the blocks are fewer).
+# split into parts of at least one block, summed after, when the blocks are fewer): with 4
+# items a thread, the 3 blocks of 96 -> 576 channels on 14x14 (batch 8) ran as one part,
+# 3 items on 2 threads (Zen 4, ms, 4 -> 8: 1.33 -> 1.04; 576 -> 96 1.22 -> 0.99; 512 -> 128
+# on 28x28 4.93 -> 4.61).
 _NHWC_GRAD_BLOCK = 192
 _NHWC_GRAD_PIXELS = 256
-_NHWC_GRAD_ITEMS_PER_THREAD = 4
+_NHWC_GRAD_ITEMS_PER_THREAD = 8
 # A 1x1, stride-1, unpadded layer's operands are read where they lie, not packed (the same
 # sums; the test of that flips it).
 _NHWC_GRAD_IN_PLACE = True
+# Layers with at most this many input channels (and at most _NHWC_TAPS_MAX_SUMS elements of
+# weight per part of the pixels) run transposed with the patches read in place
+# (weight_grad_nhwc_taps): their runs of channels are too short to pack. Zen 4, 2 threads,
+# batch 8, ms, packed -> taps: 3 -> 64 7x7 stride-2 stem 21.1 -> 10.9 (PyTorch 11.2), 3 ->
+# 32 3x3 stem 4.4 -> 2.3, 8 -> 32 on 112x112 5.1 -> 2.8, 64 -> 64 on 56x56 11.1 -> 9.9; level
+# at 128 channels (28x28: 9.6 / 9.4), a loss beyond (256 on 14x14: 9.5 / 10.9).
+_NHWC_TAPS_MAX_CHANNELS = 64
+_NHWC_TAPS_MAX_SUMS = 1 << 18
+
+
+def _nhwc_grad_swaps(c_out, c_in, dtype):
+    """Whether a 1x1 layer's channels-last weight gradient runs as its transpose, dW^T (C_in,
+    C_out) = X^T G (the input's channels on the micro-kernel's broadcast side, the output
+    gradient's in its vector lanes): where that wastes fewer of the tiles' lanes. A few
+    channels on the vector side fill a fraction of a panel (16 of 32 lanes for 16 -> 96
+    channels: Zen 4, ms, 3.68 -> 1.79 transposed; 24 -> 144 on 56x56 1.12 -> 0.78)."""
+    def cost(rows, columns):
+        shape, mr, nr = nhwc_tile_shape(columns, dtype)
+        narrow = 1.08 if shape == 1 else 1.0    # (nhwc_tile_shape: the narrow tile's cost)
+        return -(-rows // mr) * mr * -(-columns // nr) * nr * narrow
+    return cost(c_in, c_out) < cost(c_out, c_in)
 
 
 def channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype, bias_out):
@@ -318,13 +398,24 @@ def channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype, 
     if depthwise:
         return _channels_last_depthwise_weight_grad(problem, x, g, grad_output, dtype,
                                                     bias_out)
+    pointwise = (kh, kw) == (1, 1) and problem.stride == (1, 1) \
+        and problem.padding == ((0, 0), (0, 0))
+    if not pointwise and c_in <= _NHWC_TAPS_MAX_CHANNELS \
+            and c_in * kh * kw * c_out <= _NHWC_TAPS_MAX_SUMS:
+        return _channels_last_taps_weight_grad(problem, x, g, grad_output, weight_shape,
+                                               dtype, bias_out)
+    # a 1x1, stride-1 layer's gradient is symmetric in its operands: X^T G is the same GEMM
+    # with the roles of the input and the output gradient exchanged
+    swapped = pointwise and _nhwc_grad_swaps(c_out, c_in, dtype)
+    if swapped:
+        x, g, c_out, c_in = g, x, c_in, c_out
     k = c_in * kh * kw
     shape, mr, nr = nhwc_tile_shape(k, dtype)
     threads = _threads.threads_for(problem.multiply_adds)
     blocks = -(-c_out // _NHWC_GRAD_BLOCK) * -(-k // _NHWC_GRAD_BLOCK)
     pixels = g.shape[0] * g.shape[1] * g.shape[2]
     parts = max(1, min(-(-_NHWC_GRAD_ITEMS_PER_THREAD * threads // blocks),
-                       pixels // (4 * _NHWC_GRAD_PIXELS)))
+                       pixels // _NHWC_GRAD_PIXELS))
     sums = np.empty((parts, c_out, k), dtype)
     with denormals_flushed(threads):
         conv_channels_last.weight_grad_nhwc(
@@ -335,7 +426,37 @@ def channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype, 
     dw = sums[0] if parts == 1 else sums.sum(axis=0)
     if bias_out is not None:
         bias_out[...] = bias_grad_of(grad_output, dtype)
+    if swapped:     # (C_in, C_out) -> (C_out, C_in, 1, 1)
+        return np.ascontiguousarray(dw.T)[:, :, None, None]
     return dw.reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
+
+
+def _channels_last_taps_weight_grad(problem, x, g, grad_output, weight_shape, dtype,
+                                    bias_out):
+    """The weight gradient of a layer with few input channels, transposed (the patches on the
+    micro-kernel's broadcast side, read in place from the zero-padded input): parts of the
+    pixels among the threads, summed after."""
+    c_out, c_in, kh, kw = weight_shape
+    threads = _threads.threads_for(problem.multiply_adds)
+    (top, bottom), (left, right) = problem.padding
+    if top or bottom or left or right:
+        n, h, w, _ = x.shape
+        padded = np.empty((n, h + top + bottom, w + left + right, c_in), dtype)
+        conv_channels_last.pad_nhwc(x, padded, top, left, threads)
+        x = padded
+    shape, _, _ = nhwc_tile_shape(c_out, dtype)
+    pixels = g.shape[0] * g.shape[1] * g.shape[2]
+    parts = max(1, min(_NHWC_GRAD_ITEMS_PER_THREAD * threads, pixels // _NHWC_GRAD_PIXELS))
+    sums = np.empty((parts, kh * kw * c_in, c_out), dtype)
+    with denormals_flushed(threads):
+        conv_channels_last.weight_grad_nhwc_taps(x, g, sums, problem.kernel_size,
+                                                 problem.stride, problem.dilation, shape,
+                                                 _NHWC_GRAD_PIXELS, threads)
+    dwt = sums[0] if parts == 1 else sums.sum(axis=0)
+    if bias_out is not None:
+        bias_out[...] = bias_grad_of(grad_output, dtype)
+    # (KH * KW * C_in, C_out) -> (C_out, C_in, KH, KW) over (C_out, KH, KW, C_in) memory
+    return np.ascontiguousarray(dwt.T).reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
 
 
 # the depthwise weight gradient's parts of output rows per thread (each its own partial sums)
