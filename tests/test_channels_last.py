@@ -387,6 +387,21 @@ def test_weight_gradients_run_on_the_channels_last_arrays(x_shape, w_shape, kwar
     np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
 
 
+@pytest.mark.parametrize("shape", [(2, 17, 33), (1, 16, 16), (3, 1, 40), (2, 50, 1),
+                                   (0, 4, 4), (2, 0, 5)])
+def test_layout_transposes_give_numpys_transpose(shape):
+    """transpose_images turns each image's (A, B) matrix to (B, A) in tiles: whole tiles,
+    ragged edges and empty arrays alike; a destination of another shape is refused."""
+    from fastconv._kernels import conv_channels_last
+    for dtype in (np.float32, np.float64):
+        src = rng.standard_normal(shape).astype(dtype)
+        dst = np.full((shape[0], shape[2], shape[1]), np.nan, dtype)
+        conv_channels_last.transpose_images(src, dst, 2)
+        np.testing.assert_array_equal(dst, src.transpose(0, 2, 1))
+    with pytest.raises(ValueError, match="dst must be"):
+        conv_channels_last.transpose_images(np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), 1)
+
+
 def test_the_transposed_weight_gradient_kernel_refuses_taps_outside_its_input():
     """weight_grad_nhwc_taps reads every tap where it lies, so its input must hold them all
     (the caller pads it with pad_nhwc): a call whose taps would fall outside raises, as does

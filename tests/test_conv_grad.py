@@ -548,6 +548,45 @@ def test_padding_wider_than_a_short_axis(x_shape, w_shape, kwargs):
                                        err_msg=f"{operation} {name}")
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, chosen", [
+    ((8, 64, 14, 14), (48, 64, 3, 3), dict(stride=2, padding=1), True),   # ResNet's 3x3 s2
+    ((1, 16, 56, 56), (16, 16, 3, 3), dict(stride=2, padding=1), True),   # small in bytes
+    ((2, 3, 30, 30), (8, 3, 7, 7), dict(stride=2, padding=3), True),      # a stem
+    ((2, 6, 33, 31), (5, 6, 5, 3), dict(stride=(3, 2), padding=(1, 1)), True),
+    ((4, 64, 72, 72), (64, 64, 3, 3), dict(stride=2, padding=1), False),  # large: col2im
+    ((8, 64, 14, 14), (64, 64, 2, 2), dict(stride=2), False),             # one tap a phase
+    ((8, 64, 14, 14), (64, 64, 1, 1), dict(stride=2), False),
+    ((8, 64, 14, 14), (64, 32, 3, 3), dict(stride=2, padding=1, groups=2), False),
+    ((8, 64, 14, 14), (64, 64, 3, 3), dict(stride=2, padding=2, dilation=2), False),
+    ((8, 64, 14, 14), (64, 64, 3, 3), dict(padding=1), False),            # stride 1
+])
+def test_strided_layers_with_small_inputs_take_the_channels_last_stride_phases(
+        x_shape, w_shape, kwargs, chosen):
+    """The input gradient of a small strided layer runs as one stride-1 channels-last GEMM
+    per stride phase between two layout transposes; it gives the reference's gradient, in
+    both precisions, forced or chosen, and the forcing name is refused where the phases do
+    not compute the layer."""
+    problem = fastconv.planning.problem_from_call(x_shape, w_shape, **kwargs)
+    plan = fastconv.planning.plan_input_grad(problem, np.float32)
+    assert (plan.kernel == Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES) == chosen, plan.explain()
+    computes = fastconv.planning.SUPPORTS["channels_last"](problem)
+    rng = np.random.default_rng(27)
+    for dtype in (np.float32, np.float64):
+        w = rng.standard_normal(w_shape).astype(dtype)
+        g = rng.standard_normal(problem.out_shape).astype(dtype)
+        want = reference.conv_input_grad(x_shape, w.astype(np.float64), g.astype(np.float64),
+                                         **kwargs)
+        tol = 1e-4 if dtype == np.float32 else 1e-11
+        for algorithm in ("auto", "channels_last", "channels_last_phases"):
+            if algorithm != "auto" and not computes:
+                with pytest.raises(ValueError, match="needs a 2-d layer of one group"):
+                    grad.conv2d_input(x_shape, w, g, algorithm=algorithm, **kwargs)
+                continue
+            got = grad.conv2d_input(x_shape, w, g, algorithm=algorithm, **kwargs)
+            assert got.flags.c_contiguous and got.dtype == dtype
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
 @pytest.mark.parametrize("x_shape, w_shape, stride, packed", [
     ((8, 64, 14, 14), (64, 64, 3, 3), 2, True),       # 7x7 outputs: a narrow GEMM per image
     ((8, 32, 32, 32), (32, 32, 3, 3), 2, True),       # 16x16 = 256 outputs
@@ -559,7 +598,8 @@ def test_the_col2im_input_gradient_of_small_planes_multiplies_on_the_micro_kerne
         x_shape, w_shape, stride, packed):
     problem = fastconv.planning.problem_from_call(x_shape, w_shape, stride=stride, padding=1
                                                   if w_shape[-1] == 3 else 0)
-    plan = fastconv.planning.plan_input_grad(problem, np.float32)
+    # (a strided layer this small runs as channels-last phases unless col2im is forced)
+    plan = fastconv.planning.plan_input_grad(problem, np.float32, "col2im")
     assert plan.algorithm == "col2im", plan.explain()
     if dispatch.blas_runs_full_width():
         assert (plan.kernel == Kernel.INPUT_GRAD_COL2IM_PACKED) == packed, plan.explain()

@@ -609,6 +609,37 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                           "buffers")
 
 
+# Layout changes between channels-first and channels-last: each image's (rows, columns) matrix
+# transposed in square tiles, so that a tile's reads and its writes each touch a few cache
+# lines (numpy's element-order copy of a transposed view strides through one side).
+cdef enum:
+    TRANSPOSE_TILE = 16
+
+
+def transpose_images(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int num_threads):
+    """dst[n, j, i] := src[n, i, j]: (N, A, B) -> (N, B, A). With A the channels and B the
+    pixels of an image, channels-first to channels-last; the other way round, back."""
+    cdef Py_ssize_t N = src.shape[0], A = src.shape[1], B = src.shape[2]
+    cdef Py_ssize_t tiles_a = (A + TRANSPOSE_TILE - 1) // TRANSPOSE_TILE
+    cdef Py_ssize_t tiles_b = (B + TRANSPOSE_TILE - 1) // TRANSPOSE_TILE
+    cdef Py_ssize_t item, n, i0, j0, i, j, i1, j1
+    if dst.shape[0] != N or dst.shape[1] != B or dst.shape[2] != A:
+        raise ValueError(f"transpose_images: dst must be ({N}, {B}, {A}); got "
+                         f"{tuple(dst.shape)[:3]}")
+    if N * A * B == 0:
+        return
+    for item in prange(N * tiles_a * tiles_b, nogil=True, num_threads=num_threads,
+                       schedule='static'):
+        n = item // (tiles_a * tiles_b)
+        i0 = (item // tiles_b) % tiles_a * TRANSPOSE_TILE
+        j0 = item % tiles_b * TRANSPOSE_TILE
+        i1 = i0 + TRANSPOSE_TILE if i0 + TRANSPOSE_TILE < A else A
+        j1 = j0 + TRANSPOSE_TILE if j0 + TRANSPOSE_TILE < B else B
+        for j in range(j0, j1):
+            for i in range(i0, i1):
+                dst[n, j, i] = src[n, i, j]
+
+
 # The weight gradient of a layer with few input channels (a stem's 3): its patch rows are
 # runs of a few channels, which cost more to pack than their products, so it runs transposed,
 # dW^T (KH * KW * C, C_out) = patches^T G, read where the operands lie: the output gradient's

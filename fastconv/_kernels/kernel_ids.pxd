@@ -28,6 +28,7 @@ cdef enum KernelId:
     INPUT_GRAD_WINOGRAD = 18     # composed in Python: CONV_WINOGRAD on the adjoint weights
     INPUT_GRAD_GEMM1X1_STACKED = 19
     INPUT_GRAD_DIRECT_PHASES = 20
+    INPUT_GRAD_CHANNELS_LAST_PHASES = 27   # composed in Python: channels-last GEMMs, transposed
     # weight gradient
     WEIGHT_GRAD_IM2COL_BLAS = 21
     WEIGHT_GRAD_IM2COL_PACKED = 22

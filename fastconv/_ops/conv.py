@@ -16,6 +16,7 @@ from fastconv._kernels import (conv_channels_last, conv_direct, conv_im2col, con
 from fastconv._ops import conv_fft
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
+from fastconv._plan.tiling import phase_taps
 from fastconv._plan.dispatch import (Kernel, autotune_candidates, autotune_key,
                                      plan_channels_last, plan_conv)
 from fastconv._plan.problems import NUMPY_PAD_MODE, conv_problem
@@ -213,13 +214,6 @@ def nhwc_weight_panels(w, nr, dtype, adjoint=False):
     panels_flat = cached_transform(("nhwc_panels", nr, adjoint), w, -(-columns // nr) * k * nr,
                                    fill)
     return panels_flat.reshape(-1, nr)
-
-
-def phase_taps(kernel, stride):
-    """Per stride phase r < stride of one axis, the kernel taps that reach the input pixels
-    of that phase (those at stride * q + r - padding), last first: the taps of the phase's
-    stride-1 convolution of the output gradient."""
-    return [list(range(r, kernel, stride))[::-1] for r in range(stride)]
 
 
 def nhwc_phase_panels(w, nr, dtype, stride):

@@ -17,13 +17,14 @@ import numpy as np
 from fastconv._kernels import conv_bias as _conv_bias, conv_channels_last, conv_direct, \
     conv_im2col, conv_packed, conv_phase_grid, conv_subpixel
 from fastconv._ops.conv import adjoint_packed_weights, as_5d, nhwc_gemm_tiling, \
-    nhwc_phase_panels, nhwc_tile_shape, phase_taps, run_conv, \
+    nhwc_phase_panels, nhwc_tile_shape, run_conv, \
     run_conv_channels_last
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
 from fastconv._plan.dispatch import Kernel, plan_channels_last, plan_input_grad, \
     plan_weight_grad, sampled_pointwise
 from fastconv._plan.problems import NUMPY_PAD_MODE, check_grad_output, conv_problem
+from fastconv._plan.tiling import stride_phase_geometry
 from fastconv._runtime import threads as _threads
 from fastconv._runtime.precision import denormals_flushed
 
@@ -120,9 +121,28 @@ def _input_grad_by_plan(problem, plan, weight, grad_output, dtype):
         return np.zeros(problem.in_shape, dtype)
     if plan.kernel in (Kernel.INPUT_GRAD_SUBPIXEL, Kernel.INPUT_GRAD_WINOGRAD):
         return _run_subpixel(plan, problem, w, g, dtype)
+    if plan.kernel == Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES:
+        return _run_channels_last_phases(problem, plan, w, g, dtype)
     dx = np.empty(problem.in_shape, dtype)   # every kernel writes (or first zeroes) all of it
     with _threads.single_threaded_blas if plan.uses_blas else contextlib.nullcontext():
         input_grad_kernel(plan, problem, g, w, dx)
+    return dx
+
+
+def _run_channels_last_phases(problem, plan, w, g, dtype):
+    """A channels-first input gradient by the channels-last stride phases: the output
+    gradient laid out channels-last, the phases' GEMMs, the result laid out back (both
+    transposes tiled, over the threads)."""
+    n, c_out, oh, ow = g.shape
+    g_nhwc = np.empty((n, oh, ow, c_out), dtype)
+    conv_channels_last.transpose_images(g.reshape(n, c_out, oh * ow),
+                                        g_nhwc.reshape(n, oh * ow, c_out), plan.threads)
+    dx_nhwc = _channels_last_phase_input_grad(problem, w, g_nhwc.transpose(0, 3, 1, 2),
+                                              dtype).transpose(0, 2, 3, 1)
+    _, c_in, h, width = problem.in_shape
+    dx = np.empty(problem.in_shape, dtype)
+    conv_channels_last.transpose_images(dx_nhwc.reshape(n, h * width, c_in),
+                                        dx.reshape(n, c_in, h * width), plan.threads)
     return dx
 
 
@@ -244,20 +264,18 @@ def channels_last_input_grad(problem, weight, grad_output, dtype):
 
 
 def _channels_last_phase_input_grad(problem, weight, grad_output, dtype):
-    """A strided one-group layer's input gradient, channels-last, by stride phases: the input
-    pixels (sh * qh + rh - ph, sw * qw + rw - pw) are reached only by the taps kh = rh, rh +
-    sh, ... (likewise kw) from output pixels qh, qh - 1, ..., so each phase is a stride-1
-    convolution of the output gradient by those taps, reversed and transposed (the GEMM of
-    the channels-last kernel), written straight to every stride-th pixel of the input
-    gradient: no zeros to fill between, nothing scattered after. Phases no tap reaches are
-    zero. None with dilation, or padding past what a phase's taps reach (the caller computes
-    channels-first)."""
+    """A strided one-group layer's input gradient, channels-last, by stride phases
+    (tiling.stride_phase_geometry): each phase a stride-1 convolution of the output gradient
+    by the taps that reach its pixels, on the channels-last GEMM, written straight to every
+    stride-th pixel of the input gradient: no zeros to fill between, nothing scattered
+    after. Phases no tap reaches are zero. None with dilation, or padding past what a
+    phase's taps reach (the caller computes channels-first)."""
     if any(d != 1 for d in problem.dilation):
         return None
     n, c_in, h, w = problem.in_shape
     oh, ow = grad_output.shape[2:]
-    geometry = _phase_geometry(problem.kernel_size, problem.stride, problem.padding, (h, w),
-                               (oh, ow))
+    geometry = stride_phase_geometry(problem.kernel_size, problem.stride, problem.padding,
+                                     (h, w), (oh, ow))
     if geometry is None:
         return None
     shape, mr, nr = nhwc_tile_shape(c_in, dtype)
@@ -284,29 +302,6 @@ def _channels_last_phase_input_grad(problem, weight, grad_output, dtype):
                 tuple(before for before, _ in padding), (1, 1), shape, tile_panels, chunks,
                 True, threads)
     return dx.transpose(0, 3, 1, 2)
-
-
-@functools.lru_cache(maxsize=512)
-def _phase_geometry(kernel, stride, padding, in_size, out_size):
-    """{(rh, rw): (first input pixel, taps, padding of the phase's stride-1 convolution)} for a strided layer's stride phases that hold input pixels (see
-    _channels_last_phase_input_grad), or None where a phase would need negative padding."""
-    axes = []
-    for k, s, (before, _), size, outs in zip(kernel, stride, padding, in_size, out_size):
-        phases = {}
-        for r, taps in enumerate(phase_taps(k, s)):
-            q0 = -(-(before - r) // s)          # the first output row of this phase's pixels
-            first = s * q0 + r - before
-            count = len(range(first, size, s))
-            if count == 0:
-                continue
-            left = len(taps) - 1 - q0
-            right = count - outs - left + len(taps) - 1
-            if taps and (left < 0 or right < 0):
-                return None
-            phases[r] = (first, len(taps), (left, right))
-        axes.append(phases)
-    return {(rh, rw): ((fh, fw), (th, tw), (ph, pw))
-            for rh, (fh, th, ph) in axes[0].items() for rw, (fw, tw, pw) in axes[1].items()}
 
 
 @functools.lru_cache(maxsize=512)   # per backward call; a network repeats its layers

@@ -55,6 +55,7 @@ _FAMILY = {
     Kernel.INPUT_GRAD_PHASE_CLASSES: "col2im", Kernel.INPUT_GRAD_PHASE_SCATTER: "col2im",
     Kernel.INPUT_GRAD_SUBPIXEL: "subpixel", Kernel.INPUT_GRAD_WINOGRAD: "winograd",
     Kernel.INPUT_GRAD_GEMM1X1_STACKED: "gemm1x1", Kernel.INPUT_GRAD_DIRECT_PHASES: "direct",
+    Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES: "channels_last",
     Kernel.WEIGHT_GRAD_IM2COL_BLAS: "gemm", Kernel.WEIGHT_GRAD_IM2COL_PACKED: "gemm",
     Kernel.WEIGHT_GRAD_GEMM1X1_BLAS: "gemm", Kernel.WEIGHT_GRAD_GEMM1X1_PACKED: "gemm",
     Kernel.WEIGHT_GRAD_PHASE: "phase", Kernel.WEIGHT_GRAD_DEPTHWISE_ROWS: "depthwise",
@@ -543,11 +544,40 @@ def _plan_conv(problem, itemsize, algorithm, threads, interrupt_work, precision)
 # than col2im with the micro-kernel (2 threads, ms: grad input of conv2d_backward_64 8.7-9.6
 # against 6.7; conv_transpose_4x4_s2 6.2-7.1 against 6.3-6.5; conv_transpose_2x2_s2 0.66
 # against 0.21).
-INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel", "winograd")
+INPUT_GRAD_ALGORITHMS = ("direct", "col2im", "gemm1x1", "subpixel", "winograd",
+                         "channels_last")
 
 
 def _one_to_one(p):
     return p.in_per_group == 1 and p.out_per_group == 1
+
+
+# The input gradient of a strided layer by its stride phases on the channels-last GEMM pays for
+# its two transposes where the input is small. Zen 4, 2 threads, float32, ms, col2im ->
+# channels-last phases (the layers of ResNet-50, 3x3 stride 2, batch 8): 512 channels on
+# 14x14 16.7 -> 11.0, 256 on 28x28 14.5 -> 13.2, 128 on 56x56 16.0 -> 20.4 (12.8 MB each
+# way); batch 1: 2.60 -> 2.19, 1.71 -> 1.55, 1.68 -> 1.60. A phase of one tap is a 1x1 GEMM
+# (2x2 stride-2 transposed convolutions, 1x1 stride-2 layers), left to the other rules.
+CHANNELS_LAST_PHASES_MAX_PLANE = 32 * 32
+CHANNELS_LAST_PHASES_MAX_BYTES = 4 << 20
+
+
+def channels_last_phases_compute(problem):
+    """True if the channels-last stride phases compute the input gradient of `problem`: 2-d,
+    one group, strided, dilation 1, zero padding within what each phase's taps reach."""
+    return (problem.ndim == 2 and problem.groups == 1 and any(s > 1 for s in problem.stride)
+            and all(d == 1 for d in problem.dilation)
+            and tiling.stride_phase_geometry(problem.kernel_size, problem.stride,
+                                             problem.padding, problem.in_size,
+                                             problem.out_size) is not None)
+
+
+def channels_last_phases_pay(problem, itemsize):
+    """True if the input gradient of `problem` should run as channels-last stride phases."""
+    return (channels_last_phases_compute(problem)
+            and all(k > s for k, s in zip(problem.kernel_size, problem.stride) if s > 1)
+            and (prod(problem.in_size) <= CHANNELS_LAST_PHASES_MAX_PLANE
+                 or prod(problem.in_shape) * itemsize <= CHANNELS_LAST_PHASES_MAX_BYTES))
 
 
 INPUT_GRAD_RULES = (
@@ -568,11 +598,18 @@ INPUT_GRAD_RULES = (
          "one input and one output channel per group (depthwise, single-channel images) with "
          "a stride, or weights that are not all finite: the GEMM would be an outer product; "
          "direct loops gather each gradient row in cache"),
+    Rule("channels_last", lambda p, itemsize, _: channels_last_phases_pay(p, itemsize),
+         "one group, strided, a kernel wider than its stride along each strided axis, and a "
+         f"small input (planes of at most {CHANNELS_LAST_PHASES_MAX_PLANE} pixels, or "
+         f"{CHANNELS_LAST_PHASES_MAX_BYTES >> 20} MiB): each stride phase is a stride-1 "
+         "convolution of the output gradient, run as a channels-last GEMM between two layout "
+         "transposes (no scatter, no zeros multiplied)"),
     Rule("col2im", lambda *_: True,
          "a GEMM over channels: multiply bands by W^T (fastconv's micro-kernel, or BLAS where "
          "it runs full width) and scatter them back (col2im; through a stride-phase grid for "
          "batches of small planes, see input_grad_phase_grid)"),
 )
+
 
 # The input gradient through the phase grid sums each input pixel's contributions in another
 # order than col2im by row segments, so the choice must not depend on the thread count (the
@@ -640,7 +677,8 @@ def _input_grad_kernel(family, problem, itemsize, finite_weights):
     if family == "direct" and finite_weights and _one_to_one(problem):
         return Kernel.INPUT_GRAD_DIRECT_PHASES
     return {"direct": Kernel.INPUT_GRAD_DIRECT_ROWS, "subpixel": Kernel.INPUT_GRAD_SUBPIXEL,
-            "winograd": Kernel.INPUT_GRAD_WINOGRAD}[family]
+            "winograd": Kernel.INPUT_GRAD_WINOGRAD,
+            "channels_last": Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES}[family]
 
 
 def plan_input_grad(problem, dtype, algorithm="auto", weight=None):
@@ -908,6 +946,8 @@ SUPPORTS = {
     "depthwise_rows": _one_to_one,
     "winograd": winograd_computes,
     "fft": lambda p: True,
+    "channels_last": channels_last_phases_compute,
+    "channels_last_phases": channels_last_phases_compute,
 }
 REQUIREMENT = {
     "im2col": "image planes and a GEMM depth under 2**31 elements (BLAS sizes are 32-bit)",
@@ -926,7 +966,10 @@ REQUIREMENT = {
     "gemm1x1_stacked": "a 1x1 kernel with stride 1 and no padding",
     "winograd": "a 2-d 3x3 kernel or a 3-d (KD, 3, 3) one, with stride 1 and dilation 1 "
                 "(Winograd F(4x4, 3x3)), or a 1-d kernel of 3 taps with stride 1 (F(4, 3))",
+    "channels_last": "a 2-d layer of one group with a stride, dilation 1, and padding within "
+                     "what each stride phase's taps reach",
 }
+REQUIREMENT["channels_last_phases"] = REQUIREMENT["channels_last"]
 for _name in ("im2col_blas",):
     REQUIREMENT[_name] = REQUIREMENT["im2col"]
 for _name in ("gemm1x1_blas", "gemm1x1_packed"):

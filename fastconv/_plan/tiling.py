@@ -6,6 +6,7 @@ the split (the exceptions, where a split changes the order of a sum, are said so
 depend on the thread count). The dispatcher (dispatch.py) calls these once per plan; the
 measurements behind the constants are in notes/dispatch.md and notes/phase-grid.md.
 """
+from functools import lru_cache
 from math import prod
 
 import numpy as np
@@ -371,6 +372,40 @@ def piece_input_channels(problem, channels):
     groups = max(1, (channels.stop - channels.start) // problem.out_per_group)
     start = first_group * problem.in_per_group
     return slice(start, start + groups * problem.in_per_group)
+
+
+def phase_taps(kernel, stride):
+    """Per stride phase r < stride of one axis, the kernel taps that reach the input pixels
+    of that phase (those at stride * q + r - padding), last first: the taps of the phase's
+    stride-1 convolution of the output gradient."""
+    return [list(range(r, kernel, stride))[::-1] for r in range(stride)]
+
+
+@lru_cache(maxsize=512)
+def stride_phase_geometry(kernel, stride, padding, in_size, out_size):
+    """{(rh, rw): (first input pixel, taps, padding of the phase's stride-1 convolution)} of
+    a strided 2-d layer's stride phases that hold input pixels: the input pixels (sh * qh +
+    rh - ph, sw * qw + rw - pw) are reached only by the taps kh = rh, rh + sh, ... (likewise
+    kw) from output pixels qh, qh - 1, ..., so each phase's input gradient is a stride-1
+    convolution of the output gradient by those taps, reversed and transposed (dilation 1).
+    None where a phase would need negative padding (padding past what its taps reach)."""
+    axes = []
+    for k, s, (before, _), size, outs in zip(kernel, stride, padding, in_size, out_size):
+        phases = {}
+        for r, taps in enumerate(phase_taps(k, s)):
+            q0 = -(-(before - r) // s)          # the first output row of this phase's pixels
+            first = s * q0 + r - before
+            count = len(range(first, size, s))
+            if count == 0:
+                continue
+            left = len(taps) - 1 - q0
+            right = count - outs - left + len(taps) - 1
+            if taps and (left < 0 or right < 0):
+                return None
+            phases[r] = (first, len(taps), (left, right))
+        axes.append(phases)
+    return {(rh, rw): ((fh, fw), (th, tw), (ph, pw))
+            for rh, (fh, th, ph) in axes[0].items() for rw, (fw, tw, pw) in axes[1].items()}
 
 
 def subpixel_phases(problem):
