@@ -38,6 +38,12 @@ CONV_CASES = [  # x shape, weight shape, kwargs
     ((2, 43, 9, 10), (43, 1, 3, 3), dict(padding=1, groups=43)),
     ((1, 8, 5, 2), (8, 1, 3, 3), dict(padding=1, groups=8)),
     ((1, 36, 4, 3), (36, 1, 3, 3), dict(padding=(1, 3), stride=(1, 2), groups=36)),
+    # four pixels at a time: 2 and 1 vectors x 4, 4 vectors as two pairs, scalars; a kernel
+    # of more taps than the four-pixel gather takes (9x9)
+    ((2, 32, 6, 13), (32, 1, 3, 3), dict(padding=1, groups=32)),
+    ((1, 96, 5, 12), (96, 1, 5, 5), dict(padding=2, groups=96)),
+    ((1, 200, 4, 11), (200, 1, 3, 3), dict(padding=1, groups=200)),
+    ((1, 24, 12, 14), (24, 1, 9, 9), dict(padding=4, groups=24)),
     ((2, 4, 8, 8), (6, 2, 3, 3), dict(padding=1, groups=2)),         # channels-first kernels
     ((1, 4, 8, 8), (4, 4, 3, 3), dict(padding=1, padding_mode="reflect")),
 ]
