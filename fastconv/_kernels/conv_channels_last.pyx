@@ -6,11 +6,21 @@ PyTorch calls ``channels_last`` and JAX / TensorFlow use by default.
   fastconv's micro-kernel, out (pixels, C_out) = patches (pixels, KH * KW * C_in) @ W
   (KH * KW * C_in, C_out). A patch row is KH * KW runs of C_in contiguous channels, packed
   as they lie into the micro-kernel's A panels; W is read in place. Tiles of pixels (and
-  chunks of output channels, when the pixels are few) run in parallel.
+  chunks of output channels, when the pixels are few) run in parallel. The output may be
+  every stride-th pixel of a larger array (a stride phase of an input gradient).
 - ``conv_depthwise_nhwc`` (groups == C_in == C_out): for each output pixel, each tap adds
-  w[tap, :] * x[pixel, :] over the contiguous channels, which the compiler vectorizes.
+  w[tap, :] * x[pixel, :] over the contiguous channels, pixels two or four at a time
+  (tap_sums.h).
+- ``weight_grad_nhwc`` (dW = G^T patches, packed or read in place),
+  ``weight_grad_nhwc_taps`` (its transpose for few input channels, the patches read in place
+  from a copy padded by ``pad_nhwc``), ``depthwise_weight_grad_nhwc`` and
+  ``depthwise_input_grad_nhwc``: the gradients.
+- ``transpose_images``: channels-first <-> channels-last, in tiles (the channels-first calls
+  that run on these kernels).
 
-Kernels trust their inputs: the Python layer (fastconv/_ops/conv.py) checked the call.
+Kernels trust their inputs: the Python layer (fastconv/_ops/conv.py, conv_grad.py) checked
+the call; what would write out of bounds if it were wrong (shapes, an output view's strides,
+taps outside the input) is checked here too.
 """
 from cython cimport floating
 from cython.parallel cimport prange, parallel
