@@ -212,6 +212,11 @@ def extensions():
     # (what fastconv/_kernels/__init__.py binds to the chosen level's copy); that C is then
     # compiled once per level, into fastconv._kernels.<level>.<module>, with the level's flags.
     core = extension("fastconv._core", "fastconv/_core.pyx", runpath=RUNPATH["core"])
+    # the core alone uses NumPy's C API (its memory handler: fastconv/_runtime/memory_pool.h)
+    import numpy
+    core.include_dirs = include_dirs + [numpy.get_include()]
+    core.depends = headers + ["fastconv/_runtime/memory_pool.h"]
+    core.define_macros = [("NPY_NO_DEPRECATED_API", "NPY_1_22_API_VERSION")]
     kernels = [extension(f"fastconv._kernels.{pyx.stem}", pyx.relative_to(HERE))
                for pyx in sorted(KERNELS.glob("*.pyx"))]
     core, *kernels = cythonize([core] + kernels, compiler_directives=directives,

@@ -16,6 +16,9 @@ from fastconv._runtime.precision import (  # noqa: E402
 from fastconv._runtime.autotune import (  # noqa: E402
     autotune, forget_autotuned, get_autotune, set_autotune,
 )
+from fastconv._runtime.memory import (  # noqa: E402
+    empty_memory_pool, get_memory_pool, memory_pool_info, set_memory_pool,
+)
 from fastconv.config import show_config  # noqa: E402
 from fastconv.planning import (  # noqa: E402
     ReceptiveField, choose_algorithm, output_shape, receptive_field,
@@ -40,6 +43,7 @@ __all__ = [
     "__version__", "show_config", "set_num_threads", "get_num_threads", "num_threads",
     "set_precision", "get_precision", "precision", "set_denormals", "get_denormals", "denormals",
     "set_autotune", "get_autotune", "autotune", "forget_autotuned",
+    "set_memory_pool", "get_memory_pool", "empty_memory_pool", "memory_pool_info",
     "conv1d", "conv2d", "conv3d", "convolve", "correlate", "output_shape", "receptive_field",
     "ReceptiveField", "choose_algorithm",
     "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",

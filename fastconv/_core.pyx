@@ -1,13 +1,18 @@
 # cython: language_level=3
 """The compiled runtime core: whether OpenMP is there and how many threads it offers, the
-one registration of the per-thread BLAS thread setter, the kernel ids, and the denormal
-mode of the threads a call runs on.
+one registration of the per-thread BLAS thread setter, the kernel ids, the denormal
+mode of the threads a call runs on, and the cache of large freed blocks behind fastconv's
+allocations (NumPy's memory handler; the policy is fastconv/_runtime/memory.py).
 
 The thread *policy* (what count each kernel uses, how BLAS is kept from oversubscribing)
 lives in fastconv/_runtime/threads.py; kernels receive their thread count as an argument.
 """
 from cython.parallel cimport parallel, prange
+from libc.stdint cimport uint64_t
 from libc.string cimport memcmp
+cimport numpy as cnp
+
+cnp.import_array()
 
 from fastconv._kernels cimport kernel_ids as ids
 
@@ -22,6 +27,13 @@ cdef extern from "fp_mode.h":
     unsigned int fc_fp_mode_get() noexcept nogil
     void fc_fp_mode_set(unsigned int mode) noexcept nogil
     unsigned int fc_fp_mode_flush() noexcept nogil
+
+cdef extern from "_runtime/memory_pool.h":
+    size_t FC_POOL_MIN_BYTES
+    object fc_pool_new_capsule()
+    void fc_pool_set_limit(size_t limit_bytes) noexcept nogil
+    void fc_pool_release() noexcept nogil
+    void fc_pool_stats(uint64_t out[5]) noexcept nogil
 
 
 cdef set_local_threads_t blas_set_local_threads = NULL
@@ -152,3 +164,35 @@ def bytes_equal_at(size_t address, const unsigned char[::1] copy, int num_thread
             if length > 0 and memcmp(here + begin, &copy[begin], length) != 0:
                 differ += 1
     return differ == 0
+
+
+# NumPy's memory handler for the arrays fastconv allocates: large freed blocks are kept for
+# reuse (fastconv/_runtime/memory_pool.h). One capsule for the process; an array allocated
+# under it keeps a reference and frees through it wherever it dies.
+POOL_HANDLER = fc_pool_new_capsule()
+POOL_MIN_BYTES = FC_POOL_MIN_BYTES
+
+
+def use_allocator(handler):
+    """Make `handler` (a NumPy "mem_handler" capsule) allocate the calling context's new
+    arrays; returns the one it replaces (NumPy's PyDataMem_SetHandler)."""
+    return cnp.PyDataMem_SetHandler(handler)
+
+
+def set_pool_limit(size_t limit_bytes):
+    """Keep at most `limit_bytes` of freed blocks (0: none); the excess is freed now."""
+    with nogil:
+        fc_pool_set_limit(limit_bytes)
+
+
+def release_pool():
+    """Give every cached block back to the system."""
+    with nogil:
+        fc_pool_release()
+
+
+def pool_stats():
+    """(cached bytes, cached blocks, limit in bytes, hits, misses) of the block cache."""
+    cdef uint64_t out[5]
+    fc_pool_stats(out)
+    return tuple(out[i] for i in range(5))

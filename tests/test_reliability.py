@@ -106,6 +106,7 @@ def test_every_public_operator_is_exercised_here():
                "set_precision", "get_precision", "precision",
                "set_denormals", "get_denormals", "denormals",
                "set_autotune", "get_autotune", "autotune", "forget_autotuned",
+               "set_memory_pool", "get_memory_pool", "empty_memory_pool", "memory_pool_info",
                "num_threads", "output_shape", "receptive_field", "ReceptiveField",
                "choose_algorithm"}
     covered = {name.split()[0] for name in OPERATOR_IDS}

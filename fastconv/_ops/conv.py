@@ -21,6 +21,7 @@ from fastconv._plan.dispatch import (Kernel, autotune_candidates, autotune_key,
                                      plan_channels_last, plan_conv)
 from fastconv._plan.problems import NUMPY_PAD_MODE, conv_problem
 from fastconv._runtime import autotune as _autotune, threads as _threads
+from fastconv._runtime.memory import pooled
 from fastconv._runtime.precision import denormals_flushed
 from fastconv._runtime.weight_cache import cached_transform, scratch
 
@@ -295,6 +296,7 @@ def autotune_forward(problem, dtype, x, w, b):
     _autotune.remember(name, times)
 
 
+@pooled
 def conv_call(nd, input, weight, bias, stride, padding, dilation, groups, padding_mode,
               algorithm="auto", out=None):
     """(problem, output) of a checked conv{nd}d call: frameworks keep the ConvProblem for the

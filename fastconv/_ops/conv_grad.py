@@ -26,6 +26,7 @@ from fastconv._plan.dispatch import Kernel, plan_channels_last, plan_input_grad,
 from fastconv._plan.problems import NUMPY_PAD_MODE, check_grad_output, conv_problem
 from fastconv._plan.tiling import stride_phase_geometry
 from fastconv._runtime import threads as _threads
+from fastconv._runtime.memory import pooled
 from fastconv._runtime.precision import denormals_flushed
 
 __all__ = ["conv1d_input", "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight",
@@ -218,6 +219,7 @@ def _weight_grad_by_plan(problem, plan, input, grad_output, weight_shape, dtype,
 # functions below after their checks, the transposed convolution, and the framework front
 # ends, which keep the problem of the forward call and skip checking it again.
 
+@pooled
 def input_grad_of(problem, weight, grad_output, dtype, algorithm="auto"):
     """The input gradient of the checked convolution `problem`, any padding mode."""
     if algorithm == "auto" and _args.is_channels_last(grad_output):
@@ -474,6 +476,7 @@ def _channels_last_depthwise_weight_grad(problem, x, g, grad_output, dtype, bias
     return sums.sum(axis=0).reshape(kh, kw, 1, -1).transpose(3, 2, 0, 1)
 
 
+@pooled
 def weight_grad_of(problem, input, grad_output, weight_shape, dtype, bias_out=None,
                    algorithm="auto"):
     """The weight gradient of the checked convolution `problem` on `input`, any padding mode

@@ -14,6 +14,7 @@ from fastconv._ops.docs import document
 from fastconv._plan import args as _args
 from fastconv._plan.dispatch import plan_conv
 from fastconv._plan.problems import check_grad_output, conv_transpose_problem
+from fastconv._runtime.memory import pooled
 
 __all__ = ["conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
            "conv_transpose1d_input", "conv_transpose2d_input", "conv_transpose3d_input",
@@ -36,6 +37,7 @@ def transpose_call(nd, input, weight, bias, stride, padding, output_padding, gro
     return problem, out
 
 
+@pooled
 def transpose_input_grad_of(problem, weight, grad_output, dtype):
     """The input gradient of a checked transposed convolution: the convolution it
     transposes, run forward on the output gradient."""

@@ -13,6 +13,7 @@ import numpy as np
 from fastconv._kernels import resample as _resample
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
+from fastconv._runtime.memory import pooled
 from fastconv._runtime.precision import flushing_denormals
 
 __all__ = ["interpolate", "interpolate_backward", "interpolate_output_size"]
@@ -216,6 +217,7 @@ def _planes(a, nd):
     return a.reshape((a.shape[0] * a.shape[1],) + (1,) * (3 - nd) + a.shape[2:])
 
 
+@pooled
 @_args.keeps_channels_last(0, "input")
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
     """Resize by nearest-neighbour duplication or (bi/tri)linear interpolation (PyTorch's
@@ -266,6 +268,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     return out
 
 
+@pooled
 @_args.keeps_channels_last(0, "grad_output")
 def interpolate_backward(grad_output, input_shape, size=None, scale_factor=None,
                          mode="nearest", align_corners=None):

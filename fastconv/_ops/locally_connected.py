@@ -17,6 +17,7 @@ from fastconv._ops.conv import as_5d
 from fastconv._plan import args as _args
 from fastconv._plan.problems import check_grad_output, locally_connected_problem
 from fastconv._runtime import threads as _threads
+from fastconv._runtime.memory import pooled
 from fastconv._runtime.precision import flushing_denormals
 
 __all__ = ["locally_connected1d", "locally_connected2d", "locally_connected1d_input",
@@ -39,6 +40,7 @@ def _flat_weight(w, problem, dtype):
 
 
 @flushing_denormals
+@pooled
 def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
     x = _args.as_array(input, "input")
     w = _args.as_array(weight, "weight")
@@ -59,6 +61,7 @@ def _locally_connected(nd, input, weight, bias, stride, padding, dilation):
 
 
 @flushing_denormals
+@pooled
 def _locally_connected_input(nd, input_shape, weight, grad_output, stride, padding, dilation):
     w = _args.as_array(weight, "weight")
     g = _args.as_array(grad_output, "grad_output")
@@ -77,6 +80,7 @@ def _locally_connected_input(nd, input_shape, weight, grad_output, stride, paddi
 
 
 @flushing_denormals
+@pooled
 def _locally_connected_weight(nd, input, weight_shape, grad_output, stride, padding, dilation):
     x = _args.as_array(input, "input")
     g = _args.as_array(grad_output, "grad_output")

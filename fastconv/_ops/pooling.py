@@ -16,6 +16,7 @@ from fastconv._kernels import pooling as _pool
 from fastconv._ops.interpolate import adjoint_axis, apply_adjoint, ranks_in_groups
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
+from fastconv._runtime.memory import pooled
 from fastconv._runtime.precision import flushing_denormals
 
 __all__ = [
@@ -259,6 +260,7 @@ def _max_pool(nd, x, windows, return_indices, dtype):
     return (out, indices) if return_indices else out
 
 
+@pooled
 def _max_poolnd(nd, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     op = f"max_pool{nd}d"
     x = _args.as_array(input, "input")
@@ -302,6 +304,7 @@ def _avg_windows(nd, in_size, kernel_size, stride, padding, ceil_mode, count_inc
     return windows
 
 
+@pooled
 def _avg_poolnd(nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
                 divisor_override):
     op = f"avg_pool{nd}d"
@@ -313,6 +316,7 @@ def _avg_poolnd(nd, input, kernel_size, stride, padding, ceil_mode, count_includ
     return _avg_pool(nd, x, windows, divisor_override, dtype)
 
 
+@pooled
 def _adaptive_poolnd(nd, kind, input, output_size, return_indices=False):
     op = f"adaptive_{kind}_pool{nd}d"
     x = _args.as_array(input, "input")
@@ -358,6 +362,7 @@ def unpool_output_size(in_size, kernel_size, stride, padding, output_size=None):
     return size
 
 
+@pooled
 def _max_unpoolnd(nd, input, indices, kernel_size, stride, padding, output_size):
     op = f"max_unpool{nd}d"
     x = _args.as_array(input, "input")
@@ -411,10 +416,12 @@ def _scatter_backward(nd, grad_output, indices, input_shape, op):
     return grad_in
 
 
+@pooled
 def _max_poolnd_backward(nd, grad_output, indices, input_shape):
     return _scatter_backward(nd, grad_output, indices, input_shape, f"max_pool{nd}d backward")
 
 
+@pooled
 def _adaptive_max_poolnd_backward(nd, grad_output, indices, input_shape):
     return _scatter_backward(nd, grad_output, indices, input_shape,
                              f"adaptive_max_pool{nd}d backward")
@@ -442,6 +449,7 @@ def _avg_backward(nd, g, dtype, shape, windows, divisor_override, op):
     return apply_adjoint(g, np.empty(shape, dtype), axes, nd)
 
 
+@pooled
 def _avg_poolnd_backward(nd, grad_output, input_shape, kernel_size, stride, padding, ceil_mode,
                          count_include_pad, divisor_override):
     op = f"avg_pool{nd}d backward"
@@ -452,6 +460,7 @@ def _avg_poolnd_backward(nd, grad_output, input_shape, kernel_size, stride, padd
     return _avg_backward(nd, g, dtype, shape, windows, divisor_override, op)
 
 
+@pooled
 def _adaptive_avg_poolnd_backward(nd, grad_output, input_shape):
     op = f"adaptive_avg_pool{nd}d backward"
     g, dtype = _grad_output(grad_output, nd, op)
@@ -460,6 +469,7 @@ def _adaptive_avg_poolnd_backward(nd, grad_output, input_shape):
     return _avg_backward(nd, g, dtype, shape, windows, None, op)
 
 
+@pooled
 def _max_unpoolnd_backward(nd, grad_output, indices, input_shape):
     """grad_input[n, c, o] = grad_output[n, c, indices[n, c, o]]."""
     op = f"max_unpool{nd}d backward"

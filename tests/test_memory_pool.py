@@ -1,0 +1,218 @@
+"""The cache of freed blocks behind fastconv's arrays (fastconv/_runtime/memory.py): what
+fastconv allocates comes from it and goes back to it, a block is reused for the next array of
+its size, results never depend on it, and the caller's own allocations never touch it."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _core
+from fastconv.operators import OPERATORS
+from fastconv._runtime.memory import pooled
+
+try:
+    from numpy._core.multiarray import get_handler_name
+except ImportError:     # NumPy 1.x
+    from numpy.core.multiarray import get_handler_name
+
+POOL = "fastconv_pool"
+BIG = (4, 16, 64, 64)       # 1 MiB of float32: above the cache's smallest block
+
+
+def owner(a):
+    """The array that owns `a`'s memory."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
+def allocator_of(a):
+    return get_handler_name(owner(a))
+
+
+@pytest.fixture
+def pool():
+    """The cache on, empty, with its default limit; restored after."""
+    previous = fastconv.set_memory_pool(1 << 30)
+    fastconv.empty_memory_pool()
+    yield
+    fastconv.set_memory_pool(previous)
+
+
+def random(shape, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+FORWARD_CALLS = {
+    "conv": lambda x: fastconv.conv2d(x, random((8, 16, 3, 3)), padding=1),
+    "conv_transpose": lambda x: fastconv.conv_transpose2d(x, random((16, 4, 2, 2)), stride=2),
+    "locally_connected": lambda x: fastconv.locally_connected2d(
+        x[:, :2], random((64, 64, 4, 2, 3, 3)), padding=1),
+    "max_pool": lambda x: fastconv.max_pool2d(x, 2),
+    "adaptive_max_pool": lambda x: fastconv.adaptive_max_pool2d(x, 32),
+    "max_unpool": lambda x: fastconv.max_unpool2d(*fastconv.max_pool2d(x, 2, return_indices=True),
+                                                  2),
+    "avg_pool": lambda x: fastconv.avg_pool2d(x, 2),
+    "adaptive_avg_pool": lambda x: fastconv.adaptive_avg_pool2d(x, 32),
+    "interpolate": lambda x: fastconv.interpolate(x, scale_factor=2, mode="bilinear"),
+}
+
+
+def test_every_operator_is_covered():
+    assert set(FORWARD_CALLS) == set(OPERATORS)
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD_CALLS))
+def test_large_outputs_come_from_the_cache(pool, name):
+    out = FORWARD_CALLS[name](random(BIG))
+    assert out.nbytes >= _core.POOL_MIN_BYTES     # (else the cache would not serve it)
+    assert allocator_of(out) == POOL
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD_CALLS))
+def test_results_do_not_depend_on_the_cache(pool, name):
+    x = random(BIG)
+    with_cache = FORWARD_CALLS[name](x)
+    fastconv.set_memory_pool(0)
+    without = FORWARD_CALLS[name](x)
+    assert allocator_of(without) != POOL
+    np.testing.assert_array_equal(with_cache, without)
+
+
+def test_gradients_come_from_the_cache(pool):
+    x, w = random(BIG), random((8, 16, 3, 3))
+    g = random((4, 8, 64, 64))
+    dx = fastconv.grad.conv2d_input(x.shape, w, g, padding=1)
+    assert allocator_of(dx) == POOL
+    dpool = fastconv.grad.max_pool2d(random((4, 16, 32, 32)),
+                                     fastconv.max_pool2d(x, 2, return_indices=True)[1], x.shape)
+    assert allocator_of(dpool) == POOL
+
+
+def test_a_freed_output_is_reused_by_the_next_call_of_its_size(pool):
+    x, w = random(BIG), random((16, 16, 1, 1))
+    first = fastconv.conv2d(x, w)
+    address = owner(first).ctypes.data
+    del first
+    info = fastconv.memory_pool_info()
+    assert info["cached_blocks"] >= 1 and info["cached_bytes"] >= x.nbytes
+    second = fastconv.conv2d(x, w)
+    assert owner(second).ctypes.data == address
+    assert fastconv.memory_pool_info()["hits"] > info["hits"]
+    np.testing.assert_array_equal(second, fastconv.conv2d(x, w))
+
+
+def test_a_block_is_not_given_to_a_much_smaller_array(pool):
+    big = pooled(np.empty)(1 << 22, np.float32)
+    address = big.ctypes.data
+    del big
+    small = pooled(np.empty)(1 << 20, np.float32)     # a quarter of the block
+    assert small.ctypes.data != address
+
+
+def test_zeroed_arrays_from_a_reused_block_are_zero(pool):
+    dirty = pooled(np.empty)(1 << 20, np.float32)
+    dirty[...] = np.nan
+    address = dirty.ctypes.data
+    del dirty
+    clean = pooled(np.zeros)(1 << 20, np.float32)
+    assert clean.ctypes.data == address
+    assert not clean.any()
+
+
+def test_resizing_a_cached_array_keeps_its_data(pool):
+    a = pooled(np.arange)(1 << 18, dtype=np.float64)     # 2 MiB
+    a.resize(1 << 19, refcheck=False)
+    np.testing.assert_array_equal(a[:1 << 18], np.arange(1 << 18))
+    assert not a[1 << 18:].any()
+    a.resize(10, refcheck=False)
+    np.testing.assert_array_equal(a, np.arange(10))
+
+
+def test_addresses_are_aligned_for_the_widest_vectors(pool):
+    for size in (1, 100, 1 << 20):
+        assert pooled(np.empty)(size, np.uint8).ctypes.data % 64 == 0
+
+
+def test_the_limit_bounds_what_is_kept(pool):
+    blocks = [pooled(np.empty)(1 << 18, np.float32) for _ in range(8)]    # 1 MiB each
+    del blocks
+    assert fastconv.memory_pool_info()["cached_bytes"] >= 8 << 20
+    assert fastconv.set_memory_pool(3 << 20) == 1 << 30
+    info = fastconv.memory_pool_info()
+    assert info["cached_bytes"] <= 3 << 20 and info["limit_bytes"] == 3 << 20
+    fastconv.empty_memory_pool()
+    assert fastconv.memory_pool_info()["cached_bytes"] == 0
+
+
+def test_a_block_larger_than_the_limit_is_given_back(pool):
+    fastconv.set_memory_pool(1 << 20)
+    a = pooled(np.empty)(1 << 20, np.float32)        # 4 MiB
+    del a
+    assert fastconv.memory_pool_info()["cached_bytes"] == 0
+
+
+def test_off_means_numpys_allocator(pool):
+    fastconv.set_memory_pool(0)
+    assert fastconv.get_memory_pool() == 0
+    out = fastconv.conv2d(random(BIG), random((16, 16, 1, 1)))
+    assert allocator_of(out) != POOL
+    assert fastconv.memory_pool_info()["cached_bytes"] == 0
+
+
+def test_the_callers_arrays_never_come_from_it(pool):
+    fastconv.conv2d(random(BIG), random((16, 16, 1, 1)))
+    assert get_handler_name(np.empty(1 << 20, np.float32)) != POOL
+
+
+def test_the_callers_allocator_is_restored_when_a_call_raises(pool):
+    with pytest.raises(ValueError):
+        fastconv.conv2d(random(BIG), random((16, 16, 3, 3)), padding=-1)
+    assert get_handler_name(np.empty(1 << 20, np.float32)) != POOL
+
+
+def test_threads_share_it_safely(pool):
+    x, w = random(BIG), random((16, 16, 3, 3))
+    expected = fastconv.conv2d(x, w, padding=1)
+    failures = []
+
+    def work():
+        for _ in range(20):
+            if not np.array_equal(fastconv.conv2d(x, w, padding=1), expected):
+                failures.append(1)
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    assert fastconv.memory_pool_info()["cached_bytes"] <= 1 << 30
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError),
+                                        ("1GB", TypeError)])
+def test_a_bad_limit_names_the_argument(pool, bad, error):
+    with pytest.raises(error, match="max_bytes"):
+        fastconv.set_memory_pool(bad)
+
+
+@pytest.mark.parametrize("value, limit", [("0", 0), ("64", 64 << 20)])
+def test_the_environment_sets_the_limit(value, limit):
+    code = "import fastconv; print(fastconv.get_memory_pool(), " \
+           "fastconv.memory_pool_info()['limit_bytes'])"
+    env = dict(os.environ, FASTCONV_MEMORY_POOL=value)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [str(limit), str(limit)]
+
+
+def test_a_bad_environment_value_warns_and_keeps_the_default():
+    code = "import fastconv; print(fastconv.get_memory_pool() > 0)"
+    env = dict(os.environ, FASTCONV_MEMORY_POOL="lots")
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert run.stdout.split() == ["True"] and "FASTCONV_MEMORY_POOL" in run.stderr
