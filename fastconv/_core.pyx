@@ -34,6 +34,10 @@ cdef extern from "_runtime/memory_pool.h":
     void fc_pool_set_limit(size_t limit_bytes) noexcept nogil
     void fc_pool_release() noexcept nogil
     void fc_pool_stats(uint64_t out[5]) noexcept nogil
+    uint64_t fc_pool_handed_since(const void* ptr) noexcept nogil
+
+cdef extern from "numpy/ndarraytypes.h":
+    void* PyArray_HANDLER(cnp.ndarray arr)
 
 
 cdef set_local_threads_t blas_set_local_threads = NULL
@@ -196,3 +200,13 @@ def pool_stats():
     cdef uint64_t out[5]
     fc_pool_stats(out)
     return tuple(out[i] for i in range(5))
+
+
+def pool_handed_since(cnp.ndarray array):
+    """For an array that owns a block of the cache: the bytes the cache handed out between
+    the block's last free and this reuse (2**64 - 1 for a block new from the system: cold);
+    -1 for any other array (unknown)."""
+    if PyArray_HANDLER(array) != <void*> POOL_HANDLER \
+            or not cnp.PyArray_CHKFLAGS(array, cnp.NPY_ARRAY_OWNDATA):
+        return -1
+    return fc_pool_handed_since(cnp.PyArray_DATA(array))

@@ -150,6 +150,47 @@ def test_channels_last_gemm_reads_interior_pixels_in_place_with_the_packed_sums(
                                rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((2, 3, 17, 15), (32, 3, 3, 3), dict(stride=2, padding=1)),     # a stem
+    ((1, 5, 9, 11), (7, 5, 1, 1), {}),
+    ((2, 16, 5, 7), (100, 16, 1, 1), {}),                          # several column panels
+    ((1, 300, 4, 5), (9, 300, 3, 3), {}),                          # K in blocks
+])
+def test_channels_last_gemm_streams_its_output_with_the_same_bits(x_shape, w_shape, kwargs,
+                                                                   dtype, monkeypatch):
+    """A large (or cold) output goes through a per-thread tile and out by streaming stores:
+    the same sums, bit for bit, bias included."""
+    import fastconv._ops.conv as conv
+    x = channels_last(x_shape, dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    plain = fastconv.conv2d(x, w, b, **kwargs)
+    streamed = []
+    real = conv._streams
+    monkeypatch.setattr(conv, "_streams", lambda out: streamed.append(True) or True)
+    got = fastconv.conv2d(x, w, b, **kwargs)
+    assert streamed and is_channels_last(got)
+    np.testing.assert_array_equal(got, plain)
+    monkeypatch.setattr(conv, "_streams", real)
+    monkeypatch.setattr(conv, "_NHWC_STREAM_BYTES", 0)       # the rule itself
+    np.testing.assert_array_equal(fastconv.conv2d(x, w, b, **kwargs), plain)
+
+
+def test_outputs_stream_when_large_or_cold(monkeypatch):
+    import fastconv._ops.conv as conv
+    from fastconv._runtime import memory
+    monkeypatch.setattr(conv, "_NHWC_STREAM_BYTES", 1 << 20)
+    monkeypatch.setattr(conv, "_NHWC_STREAM_MIN_BYTES", 1 << 16)
+    assert conv._streams(np.empty(1 << 18, np.float32))              # 1 MiB: large
+    assert not conv._streams(np.empty(1 << 14, np.float32))          # small, not the cache's
+    monkeypatch.setattr(memory, "COLD_AFTER_BYTES", 0)               # every cached block cold
+    mid = memory.pooled(np.empty)(1 << 17, np.float32)               # 512 KiB
+    assert memory.is_cold(mid) and conv._streams(mid)
+    monkeypatch.setattr(memory, "COLD_AFTER_BYTES", 1 << 64)       # none
+    assert not conv._streams(mid)
+
+
 def test_precision_exact_keeps_channels_last_layers_off_winograd():
     x = channels_last((2, 32, 16, 16))
     w = np.ones((32, 32, 3, 3), np.float32)

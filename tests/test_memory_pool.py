@@ -106,6 +106,18 @@ def test_a_freed_output_is_reused_by_the_next_call_of_its_size(pool):
     np.testing.assert_array_equal(second, fastconv.conv2d(x, w))
 
 
+def test_a_reused_block_says_how_many_bytes_were_handed_out_since_its_free(pool):
+    """(how cold it is: memory.is_cold, which kernels write by streaming stores)"""
+    first = pooled(np.empty)(1 << 20, np.float32)                  # 4 MiB, new
+    assert _core.pool_handed_since(first) == 2**64 - 1
+    del first
+    other = pooled(np.empty)(1 << 18, np.float32)                  # 1 MiB, new
+    again = pooled(np.empty)(1 << 20, np.float32)                  # the first one's block
+    assert _core.pool_handed_since(again) == other.nbytes
+    assert _core.pool_handed_since(np.empty(1 << 20)) == -1        # not the cache's
+    assert _core.pool_handed_since(again[1:]) == -1                # a view: not the owner
+
+
 def test_a_block_is_not_given_to_a_much_smaller_array(pool):
     big = pooled(np.empty)(1 << 22, np.float32)
     address = big.ctypes.data

@@ -31,6 +31,10 @@ from fastconv._kernels.pair_rows cimport fc_copy_short, fc_pad_rows, fc_zero_sho
 from fastconv._kernels.packed_gemm cimport gemm_rows_tile, gemm_tile, tile_mr, tile_nr
 from fastconv._kernels.workspace cimport fc_workspace
 
+cdef extern from "stream_store.h":
+    void fc_stream_copy(void* dst, const void* src, size_t bytes) noexcept nogil
+    void fc_stream_fence() noexcept nogil
+
 # Slots of the per-thread workspace (workspace.h): the GEMMs' tile buffers (a few hundred KiB
 # per thread), reused from call to call like the other kernels' instead of allocated per call
 cdef enum:
@@ -129,14 +133,20 @@ cdef bint panel_in_place(const floating* x, const NHWCShape* s, Py_ssize_t p0,
 
 cdef void scatter_tile(const NHWCShape* s, const floating* rows, Py_ssize_t ldc,
                        Py_ssize_t p0, Py_ssize_t count, floating* out, Py_ssize_t sn,
-                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t width) noexcept nogil:
+                       Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t width,
+                       bint stream) noexcept nogil:
     """Output pixels p0 .. p0 + count - 1 of a strided output (strides sn, sh, sw elements):
-    out[pixel][0 .. width - 1] := rows[i * ldc + 0 .. width - 1]."""
+    out[pixel][0 .. width - 1] := rows[i * ldc + 0 .. width - 1], with streaming stores
+    when `stream` (stream_store.h)."""
     cdef Py_ssize_t i, n, oh, ow
     pixel_coordinates(s, p0, &n, &oh, &ow)
     for i in range(count):
-        fc_copy_short(out + n * sn + oh * sh + ow * sw, rows + i * ldc,
-                      width * sizeof(floating))
+        if stream:
+            fc_stream_copy(out + n * sn + oh * sh + ow * sw, rows + i * ldc,
+                           width * sizeof(floating))
+        else:
+            fc_copy_short(out + n * sn + oh * sh + ow * sw, rows + i * ldc,
+                          width * sizeof(floating))
         next_pixel(s, &n, &oh, &ow)
 
 
@@ -144,7 +154,7 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                    const floating[::1] bias, floating[:, :, :, :] out, tuple kernel,
                    tuple stride, tuple padding, tuple dilation, int shape,
                    Py_ssize_t tile_panels, Py_ssize_t column_chunks, bint read_in_place,
-                   int num_threads):
+                   int num_threads, bint stream=False):
     """out (N, OH, OW, C_out) := conv(x (N, H, W, C), w) + bias (C_out, or empty), w the
     weight matrix W (KH * KW * C, C_out) in (kh, kw, c) row order as the micro-kernel's B
     panels: w[j * K + k, c] = W[k, j * NR + c], zero past C_out.
@@ -160,7 +170,9 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
 
     `out` is any view whose channels are contiguous: a strided one (every stride-th pixel of
     a larger array, as the stride phases of an input gradient write) gets each tile through
-    a per-thread buffer, its rows then copied to their pixels."""
+    a per-thread buffer, its rows then copied to their pixels. With `stream`, so does a
+    dense one, copied out by streaming stores: an output larger than the caches, each of
+    whose elements one K block writes once, is then written without first being read."""
     cdef NHWCShape s = make_shape(x.shape, out.shape, kernel, stride, padding, dilation)
     cdef Py_ssize_t K = s.KH * s.KW * s.C, C_out = s.C_out
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
@@ -171,8 +183,9 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     cdef Py_ssize_t per_chunk, k_block, item, t, chunk, p0, count, i, j, j0, j1, k0, k_len
     cdef Py_ssize_t panel, m_panels, kb, kh, kw, c, m_valid, ldc, cols0
     cdef bint with_bias = bias.shape[0] > 0
-    # a strided output: each tile computed into `tile_out` (ldc columns), then scattered
-    cdef bint dense = out.is_c_contig()
+    # a strided (or streamed) output: each tile computed into `tile_out` (ldc columns), then
+    # scattered
+    cdef bint dense = out.is_c_contig() and not stream
     cdef Py_ssize_t out_sn = out.strides[0] // sizeof(floating)
     cdef Py_ssize_t out_sh = out.strides[1] // sizeof(floating)
     cdef Py_ssize_t out_sw = out.strides[2] // sizeof(floating)
@@ -266,7 +279,10 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                                       with_bias or k0 > 0)
             if not dense:
                 scatter_tile(&s, rows, ldc, p0, count, &out[0, 0, 0, 0] + cols0, out_sn,
-                             out_sh, out_sw, (j1 * NR if j1 * NR < C_out else C_out) - cols0)
+                             out_sh, out_sw, (j1 * NR if j1 * NR < C_out else C_out) - cols0,
+                             stream)
+        if stream:
+            fc_stream_fence()
     free(patch_offsets)
     if failed:
         raise MemoryError("fastconv: could not allocate the channels-last patch buffers")

@@ -21,7 +21,7 @@ from fastconv._plan.dispatch import (Kernel, autotune_candidates, autotune_key,
                                      plan_channels_last, plan_conv)
 from fastconv._plan.problems import NUMPY_PAD_MODE, conv_problem
 from fastconv._runtime import autotune as _autotune, threads as _threads
-from fastconv._runtime.memory import pooled
+from fastconv._runtime.memory import is_cold, pooled
 from fastconv._runtime.precision import denormals_flushed
 from fastconv._runtime.weight_cache import cached_transform, scratch
 
@@ -151,6 +151,15 @@ _NHWC_ITEMS_PER_THREAD = 4
 # 8: the 3 -> 32 3x3 stride-2 stem 3.8-4.1 -> 2.3-2.7 ms, 32 -> 16 1x1 on 112x112 1.9-2.3
 # -> 1.0-1.3); level on wide layers.
 _NHWC_READ_IN_PLACE = True
+# Channels-last GEMM outputs of at least this many bytes are written by streaming stores
+# (each tile through a buffer in cache): past the last-level cache a plain store first reads
+# the line it writes. Zen 4 (32 MiB L3), 2 threads, ms, plain -> streamed: 16 -> 96 channels
+# on 112x112, batch 8 (38.5 MB) 3.11 -> 2.87, 64 -> 256 on 56x56 (25.7 MB) 5.08 -> 4.74; a
+# loss below (14.5 MB: 1.19 -> 1.34, 6.4 MB: 0.77 -> 0.96) when the output's block was
+# just freed and is still cached. So are smaller outputs, from _NHWC_STREAM_MIN_BYTES, whose
+# block is cold (memory.is_cold: a forward pass during training).
+_NHWC_STREAM_BYTES = 24 << 20
+_NHWC_STREAM_MIN_BYTES = 2 << 20
 
 
 def nhwc_gemm_tiling(problem, dtype, threads):
@@ -261,6 +270,12 @@ def run_conv_channels_last(problem, plan, x, w, bias, dtype, adjoint_of=None):
     return out.transpose(0, 3, 1, 2)
 
 
+def _streams(out):
+    """Whether the channels-last GEMM writes `out` with streaming stores."""
+    return out.nbytes >= _NHWC_STREAM_BYTES \
+        or (out.nbytes >= _NHWC_STREAM_MIN_BYTES and is_cold(out))
+
+
 def _channels_last_kernel(problem, plan, x_nhwc, w, bias, out, geometry, dtype, adjoint_of):
     c_out = problem.out_channels
     kh, kw = problem.kernel_size
@@ -275,7 +290,8 @@ def _channels_last_kernel(problem, plan, x_nhwc, w, bias, out, geometry, dtype, 
         weights = nhwc_weight_panels(w, nr, dtype) if adjoint_of is None \
             else nhwc_weight_panels(adjoint_of, nr, dtype, adjoint=True)
         conv_channels_last.conv_gemm_nhwc(x_nhwc, weights, bias, out, *geometry, shape, panels,
-                                          chunks, _NHWC_READ_IN_PLACE, plan.threads)
+                                          chunks, _NHWC_READ_IN_PLACE, plan.threads,
+                                          _streams(out))
     else:
         w_taps = np.ascontiguousarray(w.reshape(c_out, kh * kw).T, dtype=dtype)
         conv_channels_last.conv_depthwise_nhwc(x_nhwc, w_taps, bias, out, *geometry,

@@ -10,8 +10,10 @@
  * first) and handed out again for a request of about the same size.
  *
  * Every block carries a header of FC_POOL_HEADER bytes before the address handed out: its
- * capacity, so a free or realloc knows where the block came from whatever size it is told.
- * Addresses are 64-byte aligned. All functions are thread-safe (one mutex; they run at
+ * capacity, so a free or realloc knows where the block came from whatever size it is told,
+ * and how many bytes the cache handed out between the block's last free and its reuse (a
+ * measure of how cold it is: a kernel writes a cold block with streaming stores, a warm one,
+ * whose lines may still be cached, with plain ones). Addresses are 64-byte aligned. All functions are thread-safe (one mutex; they run at
  * allocation, never inside a kernel's loops).
  */
 #ifndef FASTCONV_MEMORY_POOL_H
@@ -25,7 +27,7 @@
 #include <sys/mman.h>
 #endif
 
-#define FC_POOL_HEADER 64
+#define FC_POOL_HEADER 64     /* an fc_pool_header, padded to keep 64-byte alignment */
 #define FC_POOL_MIN_BYTES ((size_t)1 << 18)
 /* a block serves a request of at least 7/8 of its capacity (layer sizes repeat exactly; a
  * looser fit would keep large blocks busy with small arrays) */
@@ -46,13 +48,33 @@ typedef struct {
     int count;
     size_t cached_bytes, limit_bytes;
     uint64_t clock, hits, misses;
+    uint64_t handed_bytes;      /* bytes of large blocks handed out so far */
 } fc_pool_state;
 
 static fc_pool_state fc_pool = {PTHREAD_MUTEX_INITIALIZER};
 
+/* the header in front of every block */
+typedef struct {
+    size_t capacity;
+    uint64_t handed_at_free;    /* fc_pool.handed_bytes when the block was last cached */
+    uint64_t handed_since;      /* bytes handed out from then to its reuse; UINT64_MAX new */
+} fc_pool_header;
+
+static fc_pool_header *fc_pool_header_of(const void *ptr)
+{
+    return (fc_pool_header *)((char *)ptr - FC_POOL_HEADER);
+}
+
 static size_t fc_pool_capacity_of(const void *ptr)
 {
-    return *(const size_t *)((const char *)ptr - FC_POOL_HEADER);
+    return fc_pool_header_of(ptr)->capacity;
+}
+
+/* bytes the cache handed out between the block's last free and its reuse (UINT64_MAX: a
+ * block new from the system; 0 for small blocks, which are not cached) */
+static uint64_t fc_pool_handed_since(const void *ptr)
+{
+    return fc_pool_header_of(ptr)->handed_since;
 }
 
 /* a new block of `capacity` bytes from the system (NULL when there is none) */
@@ -62,7 +84,9 @@ static void *fc_pool_new_block(size_t capacity)
     if (capacity > SIZE_MAX - FC_POOL_HEADER
             || posix_memalign((void **)&base, 64, capacity + FC_POOL_HEADER) != 0)
         return NULL;
-    *(size_t *)base = capacity;
+    ((fc_pool_header *)base)->capacity = capacity;
+    ((fc_pool_header *)base)->handed_at_free = 0;
+    ((fc_pool_header *)base)->handed_since = capacity >= FC_POOL_MIN_BYTES ? UINT64_MAX : 0;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (capacity >= FC_POOL_HUGE_BYTES) {
         /* the whole pages inside the block */
@@ -88,13 +112,16 @@ static void *fc_pool_take(size_t size)
             best = i;
     }
     if (best >= 0) {
+        fc_pool_header *header = (fc_pool_header *)fc_pool.blocks[best].base;
         ptr = fc_pool.blocks[best].base + FC_POOL_HEADER;
+        header->handed_since = fc_pool.handed_bytes - header->handed_at_free;
         fc_pool.cached_bytes -= fc_pool.blocks[best].capacity;
         fc_pool.blocks[best] = fc_pool.blocks[--fc_pool.count];
         fc_pool.hits++;
     } else {
         fc_pool.misses++;
     }
+    fc_pool.handed_bytes += size;
     pthread_mutex_unlock(&fc_pool.lock);
     return ptr;
 }
@@ -152,6 +179,7 @@ static void fc_pool_free(void *ctx, void *ptr, size_t size)
         pthread_mutex_lock(&fc_pool.lock);
         if (capacity <= fc_pool.limit_bytes) {
             fc_pool_evict_locked(capacity);
+            ((fc_pool_header *)base)->handed_at_free = fc_pool.handed_bytes;
             fc_pool.blocks[fc_pool.count].base = base;
             fc_pool.blocks[fc_pool.count].capacity = capacity;
             fc_pool.blocks[fc_pool.count].freed_at = ++fc_pool.clock;
