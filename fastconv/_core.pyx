@@ -35,6 +35,7 @@ cdef extern from "_runtime/memory_pool.h":
     void fc_pool_release() noexcept nogil
     void fc_pool_stats(uint64_t out[5]) noexcept nogil
     uint64_t fc_pool_handed_since(const void* ptr) noexcept nogil
+    int fc_pool_register_fork_handler() noexcept nogil
 
 cdef extern from "numpy/ndarraytypes.h":
     void* PyArray_HANDLER(cnp.ndarray arr)
@@ -174,6 +175,7 @@ def bytes_equal_at(size_t address, const unsigned char[::1] copy, int num_thread
 # reuse (fastconv/_runtime/memory_pool.h). One capsule for the process; an array allocated
 # under it keeps a reference and frees through it wherever it dies.
 POOL_HANDLER = fc_pool_new_capsule()
+fc_pool_register_fork_handler()
 POOL_MIN_BYTES = FC_POOL_MIN_BYTES
 
 

@@ -168,6 +168,31 @@ def test_a_block_larger_than_the_limit_is_given_back(pool):
     assert fastconv.memory_pool_info()["cached_bytes"] == 0
 
 
+def test_running_out_of_memory_gives_the_cached_blocks_back_first(pool):
+    kept = pooled(np.empty)(1 << 20, np.float32)
+    del kept
+    assert fastconv.memory_pool_info()["cached_bytes"] > 0
+    with pytest.raises(MemoryError):
+        pooled(np.empty)(1 << 62, np.uint8)         # no machine has it
+    assert fastconv.memory_pool_info()["cached_bytes"] == 0
+
+
+def test_a_forked_child_allocates_from_it():
+    """(the lock is fresh in the child)"""
+    code = ("import os, numpy as np, fastconv\n"
+            "from fastconv._runtime.memory import pooled\n"
+            "a = pooled(np.empty)(1 << 20, np.float32); del a\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    b = pooled(np.zeros)(1 << 20, np.float32)\n"
+            "    os._exit(0 if not b.any() else 1)\n"
+            "_, status = os.waitpid(pid, 0)\n"
+            "print(os.waitstatus_to_exitcode(status))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    assert out == ["0"]
+
+
 def test_off_means_numpys_allocator(pool):
     fastconv.set_memory_pool(0)
     assert fastconv.get_memory_pool() == 0

@@ -142,15 +142,24 @@ static void fc_pool_evict_locked(size_t bytes)
     }
 }
 
+static void fc_pool_release(void);
+
 static void *fc_pool_malloc(void *ctx, size_t size)
 {
+    void *ptr;
     (void)ctx;
     if (size >= FC_POOL_MIN_BYTES) {
-        void *ptr = fc_pool_take(size);
+        ptr = fc_pool_take(size);
         if (ptr != NULL)
             return ptr;
     }
-    return fc_pool_new_block(size ? size : 1);
+    ptr = fc_pool_new_block(size ? size : 1);
+    if (ptr == NULL && fc_pool.count > 0) {
+        /* out of memory with blocks cached: give them back and try once more */
+        fc_pool_release();
+        ptr = fc_pool_new_block(size ? size : 1);
+    }
+    return ptr;
 }
 
 static void *fc_pool_calloc(void *ctx, size_t count, size_t item_size)
@@ -237,6 +246,19 @@ static PyObject *fc_pool_new_capsule(void)
     return PyCapsule_New(&fc_pool_handler, "mem_handler", NULL);
 }
 #endif
+
+/* In a child forked while another thread held the lock (NumPy allocates under the GIL, so
+ * only a thread that released it could), the lock would stay held: the child starts with a
+ * fresh one (registered once, at import). */
+static void fc_pool_reset_lock_in_child(void)
+{
+    pthread_mutex_init(&fc_pool.lock, NULL);
+}
+
+static int fc_pool_register_fork_handler(void)
+{
+    return pthread_atfork(NULL, NULL, fc_pool_reset_lock_in_child);
+}
 
 /* cached bytes, cached blocks, limit, hits, misses */
 static void fc_pool_stats(uint64_t out[5])
