@@ -15,6 +15,8 @@ eighth of the machine's memory; the ``FASTCONV_MEMORY_POOL`` environment variabl
 sets another at import), giving back the least recently freed blocks first;
 ``set_memory_pool(0)`` turns it off (fastconv then allocates as NumPy does) and
 ``empty_memory_pool()`` gives its blocks back now, as ``torch.cuda.empty_cache()`` does.
+The cache also tells a kernel how cold an output's block is (``is_cold``), so that one it
+writes whole, past the caches, goes out by streaming stores.
 """
 import functools
 import os
