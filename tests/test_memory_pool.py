@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import fastconv
+import fastconv.ndimage
 from fastconv import _core
 from fastconv.operators import OPERATORS
 from fastconv._runtime.memory import pooled
@@ -81,6 +82,25 @@ def test_results_do_not_depend_on_the_cache(pool, name):
     without = FORWARD_CALLS[name](x)
     assert allocator_of(without) != POOL
     np.testing.assert_array_equal(with_cache, without)
+
+
+IMAGE_CALLS = {
+    "ndimage.correlate": lambda x: fastconv.ndimage.correlate(x, np.ones((3, 3)) / 9),
+    "ndimage.convolve1d": lambda x: fastconv.ndimage.convolve1d(x, [1.0, 2.0, 1.0], axis=0),
+    "ndimage.uniform_filter": lambda x: fastconv.ndimage.uniform_filter(x, 5, mode="wrap"),
+    "ndimage.gaussian_filter": lambda x: fastconv.ndimage.gaussian_filter(x, 2.0),
+    "signal.convolve": lambda x: fastconv.convolve(x, np.ones((5, 5), np.float32)),
+    "signal.correlate": lambda x: fastconv.correlate(x, np.ones((3, 3), np.float32), "same"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_CALLS))
+def test_image_filters_take_their_outputs_from_the_cache_with_the_same_results(pool, name):
+    image = random((512, 512))          # 1 MiB of float32
+    out = IMAGE_CALLS[name](image)
+    assert allocator_of(out) == POOL
+    fastconv.set_memory_pool(0)
+    np.testing.assert_array_equal(out, IMAGE_CALLS[name](image))
 
 
 def test_gradients_come_from_the_cache(pool):

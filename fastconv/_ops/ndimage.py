@@ -23,6 +23,7 @@ import numpy as np
 from fastconv._kernels import filters as _filters
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
+from fastconv._runtime.memory import pooled
 from fastconv._runtime.precision import flushing_denormals
 
 __all__ = ["correlate", "convolve", "correlate1d", "convolve1d", "uniform_filter",
@@ -265,6 +266,7 @@ def _correlate_or_convolve(input, weights, output, mode, cval, origin, axes, fli
     return _deliver(result, target, out_dtype)
 
 
+@pooled
 def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None):
     """Multidimensional correlation, as ``scipy.ndimage.correlate``.
 
@@ -284,6 +286,7 @@ def correlate(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *
     return _correlate_or_convolve(input, weights, output, mode, cval, origin, axes, False)
 
 
+@pooled
 def convolve(input, weights, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None):
     """Multidimensional convolution (the weights flipped), as ``scipy.ndimage.convolve``.
 
@@ -337,11 +340,13 @@ def _correlate1d(input, w, axis, output, mode, cval, origin, divide=0):
     return _deliver(result, target, out_dtype)
 
 
+@pooled
 def correlate1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
     """One-dimensional correlation along `axis`, as ``scipy.ndimage.correlate1d``."""
     return _correlate1d(input, _weights1d(weights), axis, output, mode, cval, origin)
 
 
+@pooled
 def convolve1d(input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
     """One-dimensional convolution along `axis`, as ``scipy.ndimage.convolve1d``."""
     w = _weights1d(weights)[::-1]
@@ -357,6 +362,7 @@ def _size(value):
     return int(value)
 
 
+@pooled
 def uniform_filter1d(input, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
     """The mean over `size` neighbours along `axis`, as ``scipy.ndimage.uniform_filter1d``
     (summed, then divided by `size`, so that an integer image gives SciPy's integers)."""
@@ -417,6 +423,7 @@ def _separable_last_two(x, column, row, out_dtype, cval):
     return out.reshape(shape)
 
 
+@pooled
 def uniform_filter(input, size=3, output=None, mode="reflect", cval=0.0, origin=0, *,
                    axes=None):
     """The mean over a box of `size` (one per axis, or one for all), as
@@ -479,6 +486,7 @@ def _gaussian_taps(sigma, order, truncate, radius):
     return gaussian_kernel1d(sigma, order, radius)[::-1]
 
 
+@pooled
 def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect", cval=0.0,
                       truncate=4.0, *, radius=None):
     """A 1-d Gaussian filter (or its `order`-th derivative) along `axis`, as
@@ -491,6 +499,7 @@ def gaussian_filter1d(input, sigma, axis=-1, order=0, output=None, mode="reflect
     return _correlate1d(input, taps, axis, output, mode, cval, 0)
 
 
+@pooled
 def gaussian_filter(input, sigma, order=0, output=None, mode="reflect", cval=0.0, truncate=4.0,
                     *, radius=None, axes=None):
     """A Gaussian filter as ``scipy.ndimage.gaussian_filter``: one 1-d Gaussian pass per axis

@@ -13,6 +13,7 @@ import numpy as np
 from fastconv._ops.conv import conv1d, conv2d, conv3d
 from fastconv._ops.ndimage import filter_through_tables
 from fastconv._plan import args as _args
+from fastconv._runtime.memory import pooled
 
 __all__ = ["convolve", "correlate"]
 
@@ -73,6 +74,7 @@ def _out_size(s1, s2, mode):
     return size
 
 
+@pooled
 def convolve(in1, in2, mode="full", method="auto"):
     """N-d convolution of two real arrays (the kernel flipped), like ``scipy.signal.convolve``.
 
@@ -115,6 +117,7 @@ def convolve(in1, in2, mode="full", method="auto"):
     return _result(out, dtype)
 
 
+@pooled
 def correlate(in1, in2, mode="full", method="auto"):
     """N-d cross-correlation of two real arrays (no flip), like ``scipy.signal.correlate``.
 

@@ -3,10 +3,11 @@
 A block of more than a few hundred KiB comes fresh from the operating system on every
 allocation, and the first write to each of its pages faults and has the page zeroed: for a
 memory-bound layer that costs more than the layer (a 38 MB output written fresh takes 5-6 ms
-on Zen 4, 1.5 ms when its pages are reused). A network allocates the same sizes every step, so
-fastconv's network operators (those of fastconv.operators.OPERATORS and their gradients)
-allocate their outputs, gradients and temporaries through NumPy's memory-handler interface
-(NEP 49) from a cache of the blocks that earlier results freed: an array
+on Zen 4, 1.5 ms when its pages are reused). A network allocates the same sizes every step,
+and an image pipeline filters image after image of one size, so fastconv's operators (those
+of fastconv.operators.OPERATORS and their gradients, convolve / correlate, fastconv.ndimage's
+filters) allocate their outputs, gradients and temporaries through NumPy's memory-handler
+interface (NEP 49) from a cache of the blocks that earlier results freed: an array
 allocated by fastconv returns its block to the cache wherever it dies, and the next call of
 the same size reuses it (fastconv/_runtime/memory_pool.h). Arrays the caller allocates never
 come from it, and NumPy's allocator is changed only inside fastconv's calls.
