@@ -13,8 +13,9 @@
  * capacity, so a free or realloc knows where the block came from whatever size it is told,
  * and how many bytes the cache handed out between the block's last free and its reuse (a
  * measure of how cold it is: a kernel writes a cold block with streaming stores, a warm one,
- * whose lines may still be cached, with plain ones). Addresses are 64-byte aligned. All functions are thread-safe (one mutex; they run at
- * allocation, never inside a kernel's loops).
+ * whose lines may still be cached, with plain ones; the same count orders the cached blocks
+ * for eviction). Addresses are 64-byte aligned. All functions are thread-safe (one mutex;
+ * they run at allocation, never inside a kernel's loops).
  */
 #ifndef FASTCONV_MEMORY_POOL_H
 #define FASTCONV_MEMORY_POOL_H
@@ -39,7 +40,6 @@
 typedef struct {
     char *base;
     size_t capacity;
-    uint64_t freed_at;
 } fc_pool_block;
 
 typedef struct {
@@ -47,7 +47,7 @@ typedef struct {
     fc_pool_block blocks[FC_POOL_SLOTS];
     int count;
     size_t cached_bytes, limit_bytes;
-    uint64_t clock, hits, misses;
+    uint64_t hits, misses;
     uint64_t handed_bytes;      /* bytes of large blocks handed out so far */
 } fc_pool_state;
 
@@ -134,7 +134,8 @@ static void fc_pool_evict_locked(size_t bytes)
             || fc_pool.cached_bytes + bytes > fc_pool.limit_bytes)) {
         int oldest = 0;
         for (int i = 1; i < fc_pool.count; i++)
-            if (fc_pool.blocks[i].freed_at < fc_pool.blocks[oldest].freed_at)
+            if (((fc_pool_header *)fc_pool.blocks[i].base)->handed_at_free
+                    < ((fc_pool_header *)fc_pool.blocks[oldest].base)->handed_at_free)
                 oldest = i;
         free(fc_pool.blocks[oldest].base);
         fc_pool.cached_bytes -= fc_pool.blocks[oldest].capacity;
@@ -191,7 +192,6 @@ static void fc_pool_free(void *ctx, void *ptr, size_t size)
             ((fc_pool_header *)base)->handed_at_free = fc_pool.handed_bytes;
             fc_pool.blocks[fc_pool.count].base = base;
             fc_pool.blocks[fc_pool.count].capacity = capacity;
-            fc_pool.blocks[fc_pool.count].freed_at = ++fc_pool.clock;
             fc_pool.count++;
             fc_pool.cached_bytes += capacity;
             base = NULL;
