@@ -6,7 +6,7 @@ under one name so users find every backward pass in ``fastconv.grad``.
 """
 from fastconv._ops.conv_grad import (
     conv1d_input, conv2d_input, conv3d_input, conv1d_weight, conv2d_weight, conv3d_weight,
-    conv_bias,
+    conv1d_backward, conv2d_backward, conv3d_backward, conv_bias,
 )
 from fastconv._ops.conv_transpose import (
     conv_transpose1d_input, conv_transpose2d_input, conv_transpose3d_input,
@@ -38,7 +38,7 @@ from fastconv._ops.interpolate import interpolate_backward as interpolate  # noq
 
 __all__ = [
     "conv1d_input", "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight",
-    "conv3d_weight", "conv_bias",
+    "conv3d_weight", "conv1d_backward", "conv2d_backward", "conv3d_backward", "conv_bias",
     "conv_transpose1d_input", "conv_transpose2d_input", "conv_transpose3d_input",
     "conv_transpose1d_weight", "conv_transpose2d_weight", "conv_transpose3d_weight",
     "locally_connected1d_input", "locally_connected2d_input", "locally_connected1d_weight",

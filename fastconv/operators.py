@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import fastconv
 from fastconv import grad as _grad
 from fastconv._ops.conv import conv_call
-from fastconv._ops.conv_grad import bias_grad_of, input_grad_of, weight_grad_of
+from fastconv._ops.conv_grad import bias_grad_of, conv_grads_of, input_grad_of, weight_grad_of
 from fastconv._ops.conv_transpose import (transpose_call, transpose_input_grad_of,
                                           transpose_weight_grad_of)
 
@@ -46,6 +46,9 @@ class WeightedGradients:
     input_grad: object
     weight_grad: object
     bias_grad: object
+    # grads(state, x, w, g, bias_out) -> (dx, dw, bias filled?): both at once, where the
+    # operator has a pass that shares them (None: the two calls)
+    grads: object = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,9 @@ _CONV = WeightedGradients(
     call=lambda nd, x, w, b, kw: conv_call(nd, x, w, b, **kw),
     input_grad=lambda problem, shape, w, g: input_grad_of(problem, w, g, g.dtype),
     weight_grad=_conv_weight_grad,
-    bias_grad=lambda problem, g: bias_grad_of(g, g.dtype))
+    bias_grad=lambda problem, g: bias_grad_of(g, g.dtype),
+    grads=lambda problem, x, w, g, bias_out: conv_grads_of(problem, x, w, g, g.dtype,
+                                                           bias_out) + (bias_out is not None,))
 
 _CONV_TRANSPOSE = WeightedGradients(
     call=lambda nd, x, w, b, kw: transpose_call(nd, x, w, b, **kw),

@@ -118,12 +118,22 @@ class WeightedFunction(torch.autograd.Function):
         g = _grad_numpy(grad_output)
         ops, state = ctx.ops, ctx.state
         dx = dw = db = None
+        wants_db = ctx.has_bias and ctx.needs_input_grad[2]
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] and ops.grads is not None:
+            # both in one call: some layers (depthwise) compute them in one pass
+            bias_out = np.empty(g.shape[1], g.dtype) if wants_db else None
+            dx, dw, fused = ops.grads(state, as_numpy(input, "input"),
+                                      as_numpy(weight, "weight"), g, bias_out)
+            if is_channels_last(g):
+                dx = as_channels_last(dx)
+            db = _tensor(bias_out) if fused else \
+                (_tensor(ops.bias_grad(state, g)) if wants_db else None)
+            return _tensor(dx), _tensor(dw), db, None, None, None, None
         if ctx.needs_input_grad[0]:
             dx = ops.input_grad(state, tuple(input.shape), as_numpy(weight, "weight"), g)
             if is_channels_last(g):     # the input gradient in the input's memory format
                 dx = as_channels_last(dx)
             dx = _tensor(dx)
-        wants_db = ctx.has_bias and ctx.needs_input_grad[2]
         fused = False
         if ctx.needs_input_grad[1]:   # the bias gradient may come with it
             bias_out = np.empty(g.shape[1], g.dtype) if wants_db else None

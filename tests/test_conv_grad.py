@@ -605,3 +605,131 @@ def test_the_col2im_input_gradient_of_small_planes_multiplies_on_the_micro_kerne
         assert (plan.kernel == Kernel.INPUT_GRAD_COL2IM_PACKED) == packed, plan.explain()
     else:   # BLAS held to narrower kernels than the CPU's: the micro-kernel everywhere
         assert plan.kernel == Kernel.INPUT_GRAD_COL2IM_PACKED
+
+
+# --- both gradients in one call: conv{1,2,3}d_backward ---------------------------------------
+
+BACKWARD = {1: grad.conv1d_backward, 2: grad.conv2d_backward, 3: grad.conv3d_backward}
+
+
+@pytest.mark.parametrize("case", IDS)
+def test_backward_gives_both_gradients_of_the_two_functions(case):
+    nd, x, w, b, g, kwargs = make_arrays(case)
+    dx, dw = BACKWARD[nd](x, w, g, **kwargs)
+    np.testing.assert_array_equal(dx, INPUT_GRAD[nd](x.shape, w, g, **kwargs))
+    np.testing.assert_array_equal(dw, WEIGHT_GRAD[nd](x, w.shape, g, **kwargs))
+    np.testing.assert_allclose(dx, reference.conv_input_grad(x.shape, w, g, **kwargs),
+                               rtol=1e-12, atol=1e-12)
+
+
+# depthwise layers at stride 1 whose two gradients run in one pass (asserted below, so that a
+# change of the dispatcher's rules cannot turn these into tests of the two calls): odd widths
+# (a vector tail on every row), dilation, asymmetric and no padding, 5x5 and 7x7, 1-d and 3-d
+FUSED_CASES = {
+    "3x3": ((2, 8, 32, 33), (8, 1, 3, 3), dict(padding=1)),
+    "5x5-tail": ((3, 8, 30, 47), (8, 1, 5, 5), dict(padding=2)),
+    "dilation(2,1)": ((2, 8, 40, 29), (8, 1, 3, 3), dict(padding=(2, 1), dilation=(2, 1))),
+    "3x5-asymmetric-pads": ((2, 8, 31, 40), (8, 1, 3, 5), dict(padding=((1, 0), (2, 1)))),
+    "unpadded": ((2, 8, 33, 34), (8, 1, 3, 3), {}),
+    "7x7": ((2, 8, 20, 23), (8, 1, 7, 7), dict(padding=3)),
+    "1d": ((2, 8, 2000), (8, 1, 5), dict(padding=2)),
+    "3d": ((1, 8, 9, 20, 21), (8, 1, 3, 3, 3), dict(padding=1)),
+}
+
+
+def fused_arrays(case, dtype, seed=11):
+    x_shape, w_shape, kwargs = FUSED_CASES[case]
+    kwargs = dict(kwargs, groups=x_shape[1])
+    rng = np.random.default_rng(seed)
+    nd = len(x_shape) - 2
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    g = rng.standard_normal(CONV[nd](x, w, **kwargs).shape).astype(dtype)
+    return nd, x, w, g, kwargs
+
+
+def runs_fused(nd, x, w, g, kwargs):
+    from fastconv._ops.conv_grad import _fused_depthwise
+    problem = fastconv.planning.problem_from_call(x.shape, w.shape, **kwargs)
+    return _fused_depthwise(problem, x, w, g, x.dtype) is not None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", list(FUSED_CASES))
+def test_depthwise_gradients_in_one_pass_are_those_of_the_two_kernels(case, dtype):
+    """One pass over each channel's output gradient for both gradients: the same bits as the
+    input gradient's and the weight gradient's own kernels, and the float64 reference's
+    values, whatever the thread count."""
+    nd, x, w, g, kwargs = fused_arrays(case, dtype)
+    with fastconv.num_threads(2):
+        assert runs_fused(nd, x, w, g, kwargs)
+        dx, dw = BACKWARD[nd](x, w, g, **kwargs)
+        np.testing.assert_array_equal(dx, INPUT_GRAD[nd](x.shape, w, g, **kwargs))
+        np.testing.assert_array_equal(dw, WEIGHT_GRAD[nd](x, w.shape, g, **kwargs))
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+    want_dx = reference.conv_input_grad(x.shape, w64, g64, **kwargs)
+    want_dw = reference.conv_weight_grad(x64, w.shape, g64, **kwargs)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    assert dx.dtype == dw.dtype == dtype
+    np.testing.assert_allclose(dx, want_dx, rtol=tol, atol=tol * np.abs(want_dx).max())
+    np.testing.assert_allclose(dw, want_dw, rtol=tol, atol=tol * np.abs(want_dw).max())
+    with fastconv.num_threads(1):   # each channel's sums in one order, whoever runs it
+        assert runs_fused(nd, x, w, g, kwargs)
+        again = BACKWARD[nd](x, w, g, **kwargs)
+    np.testing.assert_array_equal(again[0], dx)
+    np.testing.assert_array_equal(again[1], dw)
+
+
+def test_depthwise_gradients_in_one_pass_of_non_contiguous_operands():
+    nd, x, w, g, kwargs = fused_arrays("3x3", np.float64)
+    x_strided = np.asfortranarray(x)
+    g_strided = np.repeat(g, 2, axis=-1)[..., ::2]
+    w_strided = np.asfortranarray(w)
+    with fastconv.num_threads(2):
+        assert runs_fused(nd, x_strided, w_strided, g_strided, kwargs)
+        dx, dw = grad.conv2d_backward(x_strided, w_strided, g_strided, **kwargs)
+    np.testing.assert_allclose(dx, reference.conv_input_grad(x.shape, w, g, **kwargs),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, reference.conv_weight_grad(x, w.shape, g, **kwargs),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("band_rows", [1, 2, 3, 5, 31, 32, 100])
+def test_depthwise_gradients_in_one_pass_by_any_band_of_rows(band_rows):
+    """The input gradient's planes are computed in bands of output rows: any band size gives
+    the same gradients."""
+    from fastconv._kernels import conv_direct
+    x_shape = (2, 4, 2, 32, 19)     # 3-d: bands restart at every depth
+    rng = np.random.default_rng(12)
+    x, g = rng.standard_normal(x_shape), rng.standard_normal(x_shape)
+    w = rng.standard_normal((4, 1, 1, 3, 5))
+    kwargs = dict(padding=(0, 1, 2), groups=4)
+    reversed_w = np.ascontiguousarray(w[..., ::-1, ::-1])
+    dx, dw = np.empty_like(x), np.empty_like(w)
+    conv_direct.depthwise_grads(x, g, reversed_w, dx, dw, (1, 1, 1), (0, 1, 2), (1, 1, 1),
+                                (0, 1, 2), 4, band_rows, 2)
+    np.testing.assert_allclose(dx, reference.conv_input_grad(x_shape, w, g, **kwargs),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, reference.conv_weight_grad(x, w.shape, g, **kwargs),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_backward_of_mixed_dtypes_gives_each_gradient_its_own_dtype():
+    """As the two functions: the input gradient in the weight's and output gradient's
+    dtype, the weight gradient in the input's and output gradient's."""
+    nd, x, w, g, kwargs = fused_arrays("3x3", np.float32)
+    dx, dw = grad.conv2d_backward(x.astype(np.float64), w, g, **kwargs)
+    assert dx.dtype == np.float32 and dw.dtype == np.float64
+    np.testing.assert_array_equal(dx, grad.conv2d_input(x.shape, w, g, **kwargs))
+    np.testing.assert_array_equal(dw, grad.conv2d_weight(x.astype(np.float64), w.shape, g,
+                                                         **kwargs))
+
+
+def test_backward_rejects_bad_calls_naming_the_argument():
+    x, w = np.zeros((1, 4, 8, 8)), np.zeros((4, 1, 3, 3))
+    with pytest.raises(ValueError, match="grad_output"):
+        grad.conv2d_backward(x, w, np.zeros((1, 4, 8, 8)), groups=4)
+    with pytest.raises(ValueError, match="groups"):
+        grad.conv2d_backward(x, w, np.zeros((1, 4, 6, 6)), groups=3)
+    with pytest.raises(TypeError, match="input"):
+        grad.conv2d_backward("x", w, np.zeros((1, 4, 6, 6)), groups=4)

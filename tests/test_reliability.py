@@ -34,6 +34,8 @@ GL = RNG.standard_normal((2, 4, 10)).astype(np.float32)
 X3 = RNG.standard_normal((1, 4, 6, 7, 8)).astype(np.float32)
 POOLED = fastconv.max_pool2d(X, 2, return_indices=True)              # (2, 8, 10, 10)
 W3 = RNG.standard_normal((5, 4, 3, 2, 3)).astype(np.float32)
+XD = RNG.standard_normal((2, 8, 32, 33)).astype(np.float32)    # depthwise, both gradients
+WD = RNG.standard_normal((8, 1, 3, 3)).astype(np.float32)      # in one pass
 
 # Every public operator, as (name, call, exact): `exact` when the result is bit-for-bit the
 # same from any thread and thread count (fastconv's own kernels); BLAS-based algorithms may
@@ -58,6 +60,8 @@ OPERATORS = [
     ("conv_transpose1d", lambda: fastconv.conv_transpose1d(X1, WT[:3, :, 0], stride=3), False),
     ("conv2d_input", lambda: grad.conv2d_input(X.shape, W, G, padding=1, groups=2), False),
     ("conv2d_weight", lambda: grad.conv2d_weight(X, W.shape, G, padding=1, groups=2), False),
+    ("conv2d_backward", lambda: np.concatenate([d.ravel() for d in grad.conv2d_backward(
+        XD, WD, XD[:, ::-1], padding=1, groups=8)]), False),
     ("conv_bias", lambda: grad.conv_bias(G), True),
     ("conv_transpose2d_input", lambda: grad.conv_transpose2d_input(
         X.shape, WT, np.ones((2, 6, 39, 39), np.float32), stride=2, padding=1, groups=2),

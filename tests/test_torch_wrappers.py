@@ -138,6 +138,33 @@ def test_float32_gradients_match_torch():
     torch.testing.assert_close(w.grad, w2.grad, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("needs", ["all", "input", "weight", "weight_and_bias"])
+def test_depthwise_layer_gradients_in_one_pass_match_torch(needs, monkeypatch):
+    """A depthwise layer's backward computes both gradients in one pass (fastconv.grad's
+    conv2d_backward) when autograd asks for both, and each alone when it asks for one."""
+    import fastconv
+    from fastconv._ops import conv_grad
+    passes = []
+    one_pass = conv_grad.conv_direct.depthwise_grads
+    monkeypatch.setattr(conv_grad.conv_direct, "depthwise_grads",
+                        lambda *args: passes.append(1) or one_pass(*args))
+    shape, kwargs = (2, 8, 32, 33), dict(padding=1, groups=8)
+    x, w, b = rand(*shape), rand(8, 1, 3, 3, seed=1), rand(8, seed=2)
+    x.requires_grad_(needs in ("all", "input"))
+    w.requires_grad_(needs != "input")
+    b.requires_grad_(needs in ("all", "weight_and_bias"))
+    x2, w2, b2 = (t.detach().clone().requires_grad_(t.requires_grad) for t in (x, w, b))
+    g = rand(*shape, seed=3, grad=False)
+    with fastconv.num_threads(2):
+        ft.conv2d(x, w, b, **kwargs).backward(g)
+    F.conv2d(x2, w2, b2, **kwargs).backward(g)
+    for ours, theirs in ((x, x2), (w, w2), (b, b2)):
+        assert (ours.grad is None) == (theirs.grad is None)
+        if ours.grad is not None:
+            torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-12, atol=1e-12)
+    assert len(passes) == (needs == "all")
+
+
 def test_non_contiguous_tensors_are_accepted():
     # channels_last and strided views: NumPy views with strides; fastconv copies only if needed
     x = rand(2, 3, 8, 9).detach().to(memory_format=torch.channels_last).requires_grad_()

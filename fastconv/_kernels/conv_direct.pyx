@@ -1021,8 +1021,14 @@ cdef inline void tap_rows(const floating** lines, const floating* g, const Py_ss
 
 
 cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
-                          const ConvShape* s, int num_threads) noexcept nogil:
-    """dw := the weight gradient, one item per channel (s.c_in_g == s.c_out_g == 1)."""
+                          const ConvShape* s, int num_threads, floating* dx,
+                          const floating* w_adjoint, const ConvShape* adjoint,
+                          Py_ssize_t band) noexcept nogil:
+    """dw := the weight gradient, one item per channel (s.c_in_g == s.c_out_g == 1). With
+    `dx` (else NULL), the input gradient too, in the same pass: `adjoint` the stride-1
+    convolution of g by the reversed weights `w_adjoint` whose output is dx, run on each
+    image's gradient plane by planes_item (bands of `band` rows) just before the weight
+    gradient reads that plane again, from cache: g crosses the memory bus once, not twice."""
     cdef Py_ssize_t V = FC_VEC_f32 if floating is float else FC_VEC_f64
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
@@ -1031,6 +1037,7 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
     cdef Py_ssize_t in_plane = D * H * W, out_plane = OD * OH * OW
     cdef Py_ssize_t line_len = direct_line_length(s, V)
     cdef Py_ssize_t phase_len = direct_phase_length(s, V)
+    cdef size_t copy_bytes = max(0, min(W, line_len - s.pad[2])) * sizeof(floating)
     # tap rows per pass: as many as share an input row's loads within the register tile
     cdef Py_ssize_t kw_block = KW if KW < FC_TAP_ROWS_MAX else FC_TAP_ROWS_MAX
     cdef Py_ssize_t row_block = FC_TAP_BLOCK_SUMS // kw_block
@@ -1050,10 +1057,22 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
     cdef floating total
     cdef int failed = 0
     cdef int* failed_flag = &failed
+    # the input gradient's layout and scratch (dx only)
+    cdef PlanesLayout p
+    cdef Py_ssize_t adj_od, adj_oh0, adj_rows
+    cdef floating* phases = NULL
+    cdef floating* sums = NULL
+    cdef Py_ssize_t* offsets = NULL
     if row_block > FC_TAP_BLOCK_ROWS:
         row_block = FC_TAP_BLOCK_ROWS
     if g_of == NULL:
         return 1
+    if dx != NULL:
+        p = planes_layout(adjoint, min(band, adjoint.out_size[1]),
+                          VECTOR_BYTES // sizeof(floating))
+        if planes_tables(adjoint, &p):
+            free_planes_tables(&p)
+            return 1
     for r in range(D * H * tap_rows_count):
         g_of[r] = -1
     for t in range(tap_rows_count):
@@ -1072,6 +1091,15 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
         line_of = <const floating**> fc_workspace(WS_GRAD_ROWS, D * H * sizeof(floating*))
         acc = <floating*> fc_workspace(WS_GRAD_SUMS, taps * V * sizeof(floating))
         shifts = <Py_ssize_t*> fc_workspace(WS_GRAD_SHIFTS, KW * sizeof(Py_ssize_t))
+        if dx != NULL:
+            phases = <floating*> fc_workspace(
+                WS_PLANES_PHASES,
+                planes_phase_count(adjoint, &p) * p.phase_size * sizeof(floating))
+            sums = <floating*> fc_workspace(WS_PLANES_SUMS, p.sums * sizeof(floating))
+            offsets = <Py_ssize_t*> fc_workspace(
+                WS_PLANES_TAPS, taps * (sizeof(Py_ssize_t) + sizeof(floating)))
+            if phases == NULL or sums == NULL or offsets == NULL:
+                lines = NULL    # (skips every channel below)
         if lines == NULL or line_of == NULL or acc == NULL or shifts == NULL:
             failed_flag[0] = 1
         else:
@@ -1094,8 +1122,25 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
                     fc_prefetch_range(x_plane + s.c_in * in_plane, in_plane * sizeof(floating))
                     fc_prefetch_range(g_plane + s.c_out * out_plane,
                                       out_plane * sizeof(floating))
-                for i in range(D * H):
-                    fill_line(lines + i * line_len, line_len, x_plane + i * W, s, False)
+                if dx != NULL:
+                    # the input gradient of plane (n, c): planes n * groups + c of the adjoint
+                    for adj_od in range(adjoint.out_size[0]):
+                        adj_oh0 = 0
+                        while adj_oh0 < adjoint.out_size[1]:
+                            adj_rows = min(p.band, adjoint.out_size[1] - adj_oh0)
+                            planes_item(g, w_adjoint, NULL, dx, adjoint, &p, n * s.groups + c,
+                                        1, adj_od, adj_oh0, adj_oh0 + adj_rows, phases, sums,
+                                        offsets)
+                            adj_oh0 = adj_oh0 + adj_rows
+                if s.stride[2] == 1:
+                    # the rows' columns [pad, pad + W) hold input (the rest stays zero): the
+                    # bounds made once, not by fill_line's divisions on every row
+                    for i in range(D * H):
+                        fc_copy_short(lines + i * line_len + s.pad[2], x_plane + i * W,
+                                      copy_bytes)
+                else:
+                    for i in range(D * H):
+                        fill_line(lines + i * line_len, line_len, x_plane + i * W, s, False)
                 t0 = 0
                 while t0 < tap_rows_count:
                     khb = tap_rows_count - t0 if tap_rows_count - t0 < row_block \
@@ -1114,6 +1159,8 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
                 for i in range(V):
                     total = total + acc[t * V + i]
                 dw[c * taps + t] = total
+    if dx != NULL:
+        free_planes_tables(&p)
     return failed
 
 
@@ -1208,6 +1255,44 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
         return
     with nogil:
         status = weight_grad_rows(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
-                                  &s, num_threads)
+                                  &s, num_threads, NULL, NULL, NULL, 0)
+    if status != 0:
+        raise MemoryError("fastconv: could not allocate a work buffer")
+
+
+def depthwise_grads(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :, ::1] g,
+                    const floating[:, :, :, :, ::1] w_adjoint, floating[:, :, :, :, ::1] dx,
+                    floating[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
+                    tuple adjoint_pad, Py_ssize_t groups, Py_ssize_t band_rows,
+                    int num_threads):
+    """dx and dw := both gradients of a depthwise convolution (one input and one output
+    channel per group) at stride 1 (`stride` is what the forward kernels take: 1 along an
+    axis with one output), in one pass over each channel: dw as weight_grad's
+    WEIGHT_GRAD_DEPTHWISE_ROWS, dx as conv_forward's CONV_DIRECT_PLANES on the adjoint, the
+    forward convolution of g by the reversed filters `w_adjoint` (C, 1, KD, KH, KW) with
+    zero padding `adjoint_pad` before each axis, in bands of `band_rows` rows: both
+    bit for bit what those two calls give."""
+    cdef ConvShape s = make_shape(shape5(x.shape), shape5(dw.shape), shape5(g.shape),
+                                  stride, pad, dilation, groups)
+    cdef ConvShape adjoint = make_shape(shape5(g.shape), shape5(w_adjoint.shape),
+                                        shape5(dx.shape), (1, 1, 1), adjoint_pad, dilation,
+                                        groups)
+    cdef int status = 0
+    if s.c_in_g != 1 or s.c_out_g != 1 or adjoint.c_in_g != 1 or adjoint.c_out_g != 1:
+        raise ValueError(f"conv_direct.depthwise_grads takes one input and one output channel "
+                         f"per group, got {s.c_in_g} and {s.c_out_g}")
+    if tuple(dx.shape) != tuple(x.shape) or tuple(w_adjoint.shape) != tuple(dw.shape):
+        raise ValueError(f"conv_direct.depthwise_grads: dx must have x's shape and w_adjoint "
+                         f"dw's; got {tuple(dx.shape)}, {tuple(x.shape)}, "
+                         f"{tuple(w_adjoint.shape)}, {tuple(dw.shape)}")
+    if band_rows < 1:
+        raise ValueError(f"conv_direct.depthwise_grads: band_rows must be at least 1, got "
+                         f"{band_rows}")
+    if dw.size == 0 or dx.size == 0:
+        return
+    with nogil:
+        status = weight_grad_rows(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
+                                  &s, num_threads, &dx[0, 0, 0, 0, 0],
+                                  &w_adjoint[0, 0, 0, 0, 0], &adjoint, band_rows)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a work buffer")

@@ -29,20 +29,43 @@
 #define FC_TAP_BLOCK_ROWS 3
 #define FC_TAP_BLOCK_SUMS 16
 
+/* FC_TAP_EACH(KWB, M): M(0) M(1) ... M(KWB - 1), so that each tap column's input vector is
+ * a variable of its own (x0, x1, ...): GCC folded an array of them into every multiply-add
+ * as a memory operand again (a load per use, mostly split across cache lines), and an array
+ * element kept in a register by an empty asm went to the stack */
+#define FC_TAP_EACH_1(M) M(0)
+#define FC_TAP_EACH_2(M) FC_TAP_EACH_1(M) M(1)
+#define FC_TAP_EACH_3(M) FC_TAP_EACH_2(M) M(2)
+#define FC_TAP_EACH_4(M) FC_TAP_EACH_3(M) M(3)
+#define FC_TAP_EACH_5(M) FC_TAP_EACH_4(M) M(4)
+#define FC_TAP_EACH_6(M) FC_TAP_EACH_5(M) M(5)
+#define FC_TAP_EACH_7(M) FC_TAP_EACH_6(M) M(6)
+#define FC_TAP_EACH_8(M) FC_TAP_EACH_7(M) M(7)
+#define FC_TAP_EACH(KWB, M) FC_TAP_EACH_##KWB(M)
+
+/* tap column w's input vector at `offset`, its lanes past the row masked if `masked` */
+#define FC_TAP_LOAD_X(w)                                                                        \
+    tap_vec x##w;                                                                              \
+    memcpy(&x##w, line + sh[w] + offset, sizeof(x##w));                                        \
+    if (masked) x##w = (tap_vec)((tap_mask)x##w & keep);                                       \
+    FC_KEEP_IN_REGISTER(x##w);
+#define FC_TAP_FMA(w) a[h][w] += gv * x##w;
+
 /* a[h][w] += g_h * x_w over one vector of outputs, the KWB shifted inputs loaded once for the
  * KHB output rows that read them (the rows without one skipped) */
-#define FC_TAP_BLOCK_VECTOR(SUFFIX, KHB, KWB, OFFSET, G_LOAD, X_FIX)                            \
+#define FC_TAP_BLOCK_VECTOR(SUFFIX, KHB, KWB, OFFSET, MASKED, G_LOAD)                            \
     {                                                                                          \
-        fc_gvec_##SUFFIX xs[KWB];                                                              \
-        FC_UNROLL for (int w = 0; w < KWB; w++) {                                              \
-            memcpy(&xs[w], line + sh[w] + (OFFSET), sizeof(xs[w]));                            \
-            X_FIX                                                                              \
-        }                                                                                      \
+        typedef fc_gvec_##SUFFIX tap_vec;                                                      \
+        typedef fc_gmask_##SUFFIX tap_mask;                                                    \
+        const ptrdiff_t offset = (OFFSET);                                                     \
+        const int masked = (MASKED);                                                           \
+        FC_TAP_EACH(KWB, FC_TAP_LOAD_X)                                                        \
         FC_UNROLL for (int h = 0; h < KHB; h++) {                                              \
             if (g_row[h] == NULL) continue;                                                    \
-            fc_gvec_##SUFFIX gv;                                                               \
+            tap_vec gv;                                                                        \
             G_LOAD                                                                             \
-            FC_UNROLL for (int w = 0; w < KWB; w++) a[h][w] += gv * xs[w];                     \
+            FC_KEEP_IN_REGISTER(gv);                                                           \
+            FC_TAP_EACH(KWB, FC_TAP_FMA)                                                       \
         }                                                                                      \
     }
 
@@ -65,10 +88,10 @@
             }                                                                                  \
             if (!any) continue;                                                                \
             for (ptrdiff_t v = 0; v < full; v++)                                               \
-                FC_TAP_BLOCK_VECTOR(SUFFIX, KHB, KWB, v * V,                                   \
-                                    memcpy(&gv, g_row[h] + v * V, sizeof(gv));, )              \
+                FC_TAP_BLOCK_VECTOR(SUFFIX, KHB, KWB, v * V, 0,                                \
+                                    memcpy(&gv, g_row[h] + v * V, sizeof(gv));)                \
             if (tail > 0)                                                                      \
-                FC_TAP_BLOCK_VECTOR(SUFFIX, KHB, KWB, full * V,                                \
+                FC_TAP_BLOCK_VECTOR(SUFFIX, KHB, KWB, full * V, 1,                             \
                     if (g_row[h] + (full + 1) * V <= g_end) {                                  \
                         memcpy(&gv, g_row[h] + full * V, sizeof(gv));                          \
                         gv = (fc_gvec_##SUFFIX)((fc_gmask_##SUFFIX)gv & keep);                 \
@@ -76,8 +99,7 @@
                         /* the array's last row: no load past its end */                       \
                         FC_UNROLL for (int i = 0; i < V; i++)                                  \
                             gv[i] = i < tail ? g_row[h][full * V + i] : 0;                     \
-                    },                                                                         \
-                    xs[w] = (fc_gvec_##SUFFIX)((fc_gmask_##SUFFIX)xs[w] & keep);)              \
+                    })                                                                         \
         }                                                                                      \
         FC_UNROLL for (int h = 0; h < KHB; h++)                                                \
             FC_UNROLL for (int w = 0; w < KWB; w++)                                            \

@@ -32,8 +32,8 @@ def _conv_backward_fastconv(kwargs):
         x, w, g = inp["x"], inp["w"], inp["g"]
 
         def run():
-            return (grad.conv2d_input(x.shape, w, g, **kwargs),
-                    grad.conv2d_weight(x, w.shape, g, **kwargs))
+            # both gradients in one call, as PyTorch's convolution_backward below
+            return grad.conv2d_backward(x, w, g, **kwargs)
         return run
     return make
 
