@@ -54,6 +54,11 @@ GRID = [
     (1, 3, 1, (13, 37), (3, 4), dict(padding=(1, 2))),
     (2, 2, 1, (10, 50), (3, 3), dict(padding=(1, 4), dilation=(1, 2))),
     (1, 2, 1, (10, 50), (3, 3), dict(padding=2, dilation=(2, 1))),
+    # 3x3 at stride 1: its own four-row block, every weight in a register (13 and 9 rows:
+    # blocks of four, then the general loop's last rows; 70 columns: a last block overlapping
+    # the one before it)
+    (1, 3, 1, (13, 37), (3, 3), dict(padding=1)),
+    (2, 2, 1, (9, 70), (3, 3), dict(padding=(1, 0))),
     # ... written straight into output rows narrower than the rectangle's (3-d: at the depth
     # border only one depth tap reads the input, whose rows are shared again)
     (1, 2, 1, (2, 5, 40), (3, 3, 3), dict(padding=(2, 1, 1))),

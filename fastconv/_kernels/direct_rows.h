@@ -188,6 +188,65 @@ FC_DEFINE_PLANE_TAPS(f64, double)
             memcpy(out + (r + M) * out_stride + j + q * V, &o, sizeof(o));                     \
         }
 
+/* Four output rows of a 3x3 kernel, every index a constant: the nine weights broadcast into
+ * registers of their own once per call (w<kh><kw>), the accumulators named (a<row><half>),
+ * each input row's three shifted pairs of vectors loaded once (v<half>_<kw>). The loop
+ * above loads a weight for every pair of multiply-adds: bound by its loads on Zen 4 (one
+ * 512-bit load a cycle), this one by its multiply-adds. The same sums in the same order. */
+#define FC_R3_LOAD(K)                                                                           \
+    vec v0_##K, v1_##K;                                                                        \
+    memcpy(&v0_##K, p + K * dw, sizeof(vec));                                                 \
+    memcpy(&v1_##K, p + K * dw + V, sizeof(vec));                                             \
+    FC_KEEP_IN_REGISTER(v0_##K);                                                               \
+    FC_KEEP_IN_REGISTER(v1_##K);
+/* the input row loaded above is kernel row KH of output row M */
+#define FC_R3_ROW(M, KH)                                                                        \
+    a##M##0 += w##KH##0 * v0_0; a##M##1 += w##KH##0 * v1_0;                                    \
+    a##M##0 += w##KH##1 * v0_1; a##M##1 += w##KH##1 * v1_1;                                    \
+    a##M##0 += w##KH##2 * v0_2; a##M##1 += w##KH##2 * v1_2;
+/* input row U of the block (rows r + U), read by the output rows it reaches */
+#define FC_R3_INPUT(U, ROWS)                                                                    \
+    { const elem* p = x + (r + U) * width + j; FC_R3_LOAD(0) FC_R3_LOAD(1) FC_R3_LOAD(2) ROWS }
+#define FC_R3_STORE(M)                                                                          \
+    { vec o0 = a##M##0 + bias, o1 = a##M##1 + bias;                                            \
+      memcpy(out + (r + M) * out_stride + j, &o0, sizeof(o0));                                 \
+      memcpy(out + (r + M) * out_stride + j + V, &o1, sizeof(o1)); }
+#define FC_R3_WEIGHT(KH, KW)                                                                    \
+    vec w##KH##KW = (vec){0} + w[KH * 3 + KW];
+#define FC_R3_KEEP(KH)                                                                          \
+    FC_KEEP_IN_REGISTER(w##KH##0); FC_KEEP_IN_REGISTER(w##KH##1); FC_KEEP_IN_REGISTER(w##KH##2);
+
+/* rows [0, full) of out (full a multiple of 4) by the 3x3 block above */
+#define FC_DEFINE_PLANE_ROWS4_3X3(SUFFIX, T)                                                    \
+static inline void fc_plane_rows4_3x3_##SUFFIX(T* out, ptrdiff_t out_stride,                    \
+        ptrdiff_t out_width, ptrdiff_t full, ptrdiff_t width, T bias, const T* x,               \
+        ptrdiff_t dw, const T* w) {                                                             \
+    enum { V = FC_DIRECT_LANES_##SUFFIX };                                                     \
+    typedef fc_vec_##SUFFIX vec;                                                               \
+    typedef T elem;                                                                            \
+    FC_R3_WEIGHT(0, 0) FC_R3_WEIGHT(0, 1) FC_R3_WEIGHT(0, 2)                                   \
+    FC_R3_WEIGHT(1, 0) FC_R3_WEIGHT(1, 1) FC_R3_WEIGHT(1, 2)                                   \
+    FC_R3_WEIGHT(2, 0) FC_R3_WEIGHT(2, 1) FC_R3_WEIGHT(2, 2)                                   \
+    for (ptrdiff_t r = 0; r < full; r += 4) {                                                  \
+        for (ptrdiff_t j = 0; j < out_width; j += 2 * V) {                                     \
+            if (j + 2 * V > out_width) j = out_width - 2 * V;                                  \
+            FC_R3_KEEP(0) FC_R3_KEEP(1) FC_R3_KEEP(2)                                          \
+            vec a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0};                                    \
+            vec a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};                                    \
+            FC_R3_INPUT(0, FC_R3_ROW(0, 0))                                                    \
+            FC_R3_INPUT(1, FC_R3_ROW(0, 1) FC_R3_ROW(1, 0))                                    \
+            FC_R3_INPUT(2, FC_R3_ROW(0, 2) FC_R3_ROW(1, 1) FC_R3_ROW(2, 0))                    \
+            FC_R3_INPUT(3, FC_R3_ROW(1, 2) FC_R3_ROW(2, 1) FC_R3_ROW(3, 0))                    \
+            FC_R3_INPUT(4, FC_R3_ROW(2, 2) FC_R3_ROW(3, 1))                                    \
+            FC_R3_INPUT(5, FC_R3_ROW(3, 2))                                                    \
+            FC_R3_STORE(0) FC_R3_STORE(1) FC_R3_STORE(2) FC_R3_STORE(3)                        \
+        }                                                                                      \
+    }                                                                                          \
+}
+
+FC_DEFINE_PLANE_ROWS4_3X3(f32, float)
+FC_DEFINE_PLANE_ROWS4_3X3(f64, double)
+
 #define FC_DEFINE_PLANE_ROWS4(SUFFIX, T)                                                        \
 static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t out_stride, ptrdiff_t out_width,   \
         ptrdiff_t rows, ptrdiff_t width, T bias, const T* x, ptrdiff_t kh_taps,                 \
@@ -197,7 +256,12 @@ static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t out_stride, ptrdiff_
     typedef T elem;                                                                            \
     ptrdiff_t r, j, u, k, g;                                                                   \
     if (out_width < 2 * V || out_width > width) return 0;                                      \
-    for (r = 0; r < rows; r += 4) {                                                            \
+    r = 0;                                                                                     \
+    if (kh_taps == 3 && kw_taps == 3) {                                                        \
+        r = rows / 4 * 4;                                                                      \
+        fc_plane_rows4_3x3_##SUFFIX(out, out_stride, out_width, r, width, bias, x, dw, w);     \
+    }                                                                                          \
+    for (; r < rows; r += 4) {                                                                 \
         g = rows - r < 4 ? rows - r : 4;                                                       \
         for (j = 0; j < out_width; j += 2 * V) {                                               \
             if (j + 2 * V > out_width) j = out_width - 2 * V;                                  \

@@ -516,7 +516,7 @@ def _fused_depthwise(problem, input, weight, grad_output, dtype):
     planner runs its input gradient as one forward convolution on the direct planes kernel
     and its weight gradient by rows: one pass over each channel's output gradient for both
     (conv_direct.depthwise_grads), the same bits as the two kernels apart. Zen 4, 2 threads,
-    float32, batch 8, caches flushed, ms (two calls -> one pass, with the weight gradient's
+    float32, batch 8, back to back, ms (two calls -> one pass, with the weight gradient's
     register fix in both): 144 channels of 56x56 3x3 3.3-3.4 -> 3.0-3.2, 96 of 112x112
     11.6-11.9 -> 9.7-10.7. None where that does not apply."""
     if problem.explicitly_padded is not problem or _args.is_channels_last(grad_output) \
