@@ -25,7 +25,7 @@ from fastconv._plan.args import as_channels_last, is_channels_last  # noqa: F401
 from fastconv._plan.dispatch import (
     ALGORITHMS, CHANNELS_LAST_ALGORITHMS, INPUT_GRAD_ALGORITHMS, INPUT_GRAD_RULES, RULES,
     SUPPORTS, WEIGHT_GRAD_ALGORITHMS, WEIGHT_GRAD_RULES, ChannelsLastPlan, Kernel, Plan, Rule,
-    algorithm_names, plan_channels_last, variants,
+    algorithm_names, plan_channels_last, supports, variants,
 )
 from fastconv._plan.problems import (
     ConvProblem, conv_problem, conv_transpose_problem, locally_connected_problem,
@@ -39,7 +39,7 @@ __all__ = [
     "algorithm_names", "variants", "output_shape", "receptive_field", "ReceptiveField",
     "pool_output_size", "unpool_output_size", "interpolate_output_size", "RULES",
     "INPUT_GRAD_RULES", "WEIGHT_GRAD_RULES", "ALGORITHMS", "INPUT_GRAD_ALGORITHMS",
-    "WEIGHT_GRAD_ALGORITHMS", "SUPPORTS", "pool_output_shape", "adaptive_pool_output_shape",
+    "WEIGHT_GRAD_ALGORITHMS", "SUPPORTS", "supports", "pool_output_shape", "adaptive_pool_output_shape",
     "unpool_output_shape", "compute_dtype", "ntuple", "normalize_padding",
     "interpolation_tables", "ChannelsLastPlan", "plan_channels_last", "is_channels_last",
     "as_channels_last", "CHANNELS_LAST_ALGORITHMS",

@@ -133,7 +133,10 @@ def weight_grad_algorithms_for(case):
     x_shape, w_shape, kwargs = CASES[case]
     groups = kwargs.get("groups", 1)
     one_to_one = x_shape[1] == groups and w_shape[0] == groups
-    return ["auto", "gemm", "phase"] + (["depthwise_rows"] if one_to_one else [])
+    problem = fastconv.planning.problem_from_call(x_shape, w_shape, **kwargs).explicitly_padded
+    winograd = fastconv.planning.supports("weight_grad", "winograd", problem)
+    return ["auto", "gemm", "phase"] + (["depthwise_rows"] if one_to_one else []) \
+        + (["winograd"] if winograd else [])
 
 
 @pytest.mark.parametrize("case", IDS)

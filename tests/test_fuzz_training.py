@@ -46,7 +46,7 @@ def input_grad_algorithms(problem, weight=None):
         v for v in dispatch.variants("input_grad") if v not in dispatch.INPUT_GRAD_ALGORITHMS)
     finite = weight is None or np.isfinite(np.asarray(weight, np.float64)).all()
     one_convolution = tiling.subpixel_plan(problem.explicitly_padded) is not None
-    return ["auto"] + [a for a in names if dispatch.SUPPORTS[a](problem)
+    return ["auto"] + [a for a in names if dispatch.supports("input_grad", a, problem)
                        and (finite or not a.startswith("phase"))
                        and (one_convolution or a != "winograd")]
 
@@ -54,7 +54,7 @@ def input_grad_algorithms(problem, weight=None):
 def weight_grad_algorithms(problem):
     """'auto' and every single weight-gradient kernel that can compute this call."""
     return ["auto"] + [a for a in dispatch.variants("weight_grad")
-                       if dispatch.SUPPORTS[a](problem)]
+                       if dispatch.supports("weight_grad", a, problem)]
 
 
 # ---------------------------------------------------------------------------------------------

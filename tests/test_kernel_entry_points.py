@@ -19,7 +19,7 @@ IDS = {
     "INPUT_GRAD_CHANNELS_LAST_PHASES": 27,
     "WEIGHT_GRAD_IM2COL_BLAS": 21, "WEIGHT_GRAD_IM2COL_PACKED": 22,
     "WEIGHT_GRAD_GEMM1X1_BLAS": 23, "WEIGHT_GRAD_GEMM1X1_PACKED": 24, "WEIGHT_GRAD_PHASE": 25,
-    "WEIGHT_GRAD_DEPTHWISE_ROWS": 26,
+    "WEIGHT_GRAD_DEPTHWISE_ROWS": 26, "WEIGHT_GRAD_WINOGRAD": 28,
 }
 GEOMETRY = ((1, 1, 1), (0, 1, 1), (1, 1, 1), 1)   # stride, padding before, dilation, groups
 
@@ -78,6 +78,10 @@ ENTRIES = {
         {"CONV_WINOGRAD"},
         lambda k, x, w, b, out: conv_winograd.conv_forward(k, x, w, b, out, *GEOMETRY, 1, False,
                                                            1, np.empty(0, x.dtype))),
+    "conv_winograd.weight_grad": (
+        {"WEIGHT_GRAD_WINOGRAD"},
+        lambda k, x, w, b, out: conv_winograd.weight_grad(
+            k, x, out, w.copy(), GEOMETRY[1], 1, 1, *(np.empty(1 << 12, x.dtype),) * 3, 1)),
     "conv_fft.mix_spectra": (
         {"CONV_FFT"},
         lambda k, x, w, b, out: conv_fft.mix_spectra(

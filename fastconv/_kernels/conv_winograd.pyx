@@ -26,8 +26,10 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memset
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, shape5
-from fastconv._kernels.kernel_ids cimport CONV_WINOGRAD
+from fastconv._kernels.kernel_ids cimport CONV_WINOGRAD, WEIGHT_GRAD_WINOGRAD
 from fastconv._kernels.packed_gemm cimport TILE_WIDE, tile_mr, tile_nr, multiply_tile
+from fastconv._kernels.blas cimport gemm, hold_blas_single_threaded, release_blas
+from fastconv._core cimport blas_local_threads
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
 cdef extern from "winograd.h":
@@ -67,9 +69,34 @@ cdef extern from "winograd.h":
                              const Py_ssize_t* image, const Py_ssize_t* first, Py_ssize_t step,
                              Py_ssize_t n_lanes, Py_ssize_t OL, Py_ssize_t ps) noexcept nogil
 
+    void fc_wino2_input_f32(const float* x, const Py_ssize_t* plane_offset,
+                            const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
+                            Py_ssize_t H, Py_ssize_t W, float* v,
+                            Py_ssize_t e_stride) noexcept nogil
+    void fc_wino2_input_f64(const double* x, const Py_ssize_t* plane_offset,
+                            const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
+                            Py_ssize_t H, Py_ssize_t W, double* v,
+                            Py_ssize_t e_stride) noexcept nogil
+    void fc_wino2_gradient_f32(const float* g, const Py_ssize_t* plane_offset,
+                               const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
+                               Py_ssize_t OH, Py_ssize_t OW, float* v,
+                               Py_ssize_t e_stride) noexcept nogil
+    void fc_wino2_gradient_f64(const double* g, const Py_ssize_t* plane_offset,
+                               const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
+                               Py_ssize_t OH, Py_ssize_t OW, double* v,
+                               Py_ssize_t e_stride) noexcept nogil
+    void fc_wino2_filter_grad_f32(const float* m, Py_ssize_t e_stride, Py_ssize_t count,
+                                  float* dw) noexcept nogil
+    void fc_wino2_filter_grad_f64(const double* m, Py_ssize_t e_stride, Py_ssize_t count,
+                                  double* dw) noexcept nogil
+
+# the weight gradient's transformed elements per tile (F(2x2, 3x3): 4x4)
+cdef enum:
+    ELEMENTS_F23 = 16
+GRADIENT_ELEMENTS = ELEMENTS_F23
 # Slots of the per-thread workspace (workspace.h).
 cdef enum:
-    WS_INPUT, WS_PRODUCTS, WS_TILES
+    WS_INPUT, WS_PRODUCTS, WS_TILES, WS_GRAD_LANES
 
 # A status of conv_forward: some output is inf or NaN (see the module's docstring).
 cdef enum:
@@ -550,3 +577,154 @@ def conv_forward(int kernel, const floating[:, :, :, :, :] x,
     if status == 1:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")
     return status
+
+
+# ---------------------------------------------------------------------------------------------
+# The weight gradient (winograd.h, FC_DEFINE_WINOGRAD_GRAD), F(2x2, 3x3): the 2x2 tiles of
+# a chunk of images transformed, the input's into xhat (16, C_in, tiles) and the output
+# gradient's into ghat (16, C_out, tiles), tiles side by side in whole vectors of lanes; then
+# for every element e and group a GEMM over the tiles, M[e] (+)= ghat[e] xhat[e]^T, on BLAS
+# (single-threaded in each of our threads); after the last chunk, each filter's G^T M G.
+
+cdef void gradient_tiles(const floating* x, const floating* g, const ConvShape* s,
+                         Py_ssize_t n0, Py_ssize_t tiles, Py_ssize_t tiles_w,
+                         Py_ssize_t per_image, Py_ssize_t vector, Py_ssize_t capacity,
+                         floating* xhat, floating* ghat, Py_ssize_t* table) noexcept nogil:
+    """Vector `vector` of the chunk's tiles of channel c (< C_in: the input's; else the output
+    gradient's channel c - C_in), transformed; `table`: 3 x lanes of scratch."""
+    cdef Py_ssize_t L = lanes(<floating*> NULL)
+    cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2], OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t channels = s.c_in + s.c_out
+    cdef Py_ssize_t c = vector // ((tiles + L - 1) // L)
+    cdef Py_ssize_t v = vector % ((tiles + L - 1) // L)
+    cdef Py_ssize_t lane, t, n, r, n_lanes = min(L, tiles - v * L)
+    cdef bint is_input = c < s.c_in
+    for lane in range(n_lanes):
+        t = v * L + lane
+        n = n0 + t // per_image
+        r = t % per_image
+        if is_input:
+            table[lane] = (n * s.c_in + c) * H * W
+            table[L + lane] = 2 * (r // tiles_w) - s.pad[1]
+            table[2 * L + lane] = 2 * (r % tiles_w) - s.pad[2]
+        else:
+            table[lane] = (n * s.c_out + c - s.c_in) * OH * OW
+            table[L + lane] = 2 * (r // tiles_w)
+            table[2 * L + lane] = 2 * (r % tiles_w)
+    if floating is float:
+        if is_input:
+            fc_wino2_input_f32(x, table, table + L, table + 2 * L, n_lanes, H, W,
+                               xhat + c * capacity + v * L, s.c_in * capacity)
+        else:
+            fc_wino2_gradient_f32(g, table, table + L, table + 2 * L, n_lanes, OH, OW,
+                                  ghat + (c - s.c_in) * capacity + v * L, s.c_out * capacity)
+    else:
+        if is_input:
+            fc_wino2_input_f64(x, table, table + L, table + 2 * L, n_lanes, H, W,
+                               xhat + c * capacity + v * L, s.c_in * capacity)
+        else:
+            fc_wino2_gradient_f64(g, table, table + L, table + 2 * L, n_lanes, OH, OW,
+                                  ghat + (c - s.c_in) * capacity + v * L, s.c_out * capacity)
+
+
+cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw,
+                              const ConvShape* s, Py_ssize_t images_per_chunk,
+                              floating* xhat, floating* ghat, floating* m,
+                              Py_ssize_t capacity, int num_threads) noexcept nogil:
+    cdef Py_ssize_t L = lanes(<floating*> NULL)
+    cdef Py_ssize_t tiles_w = (s.out_size[2] + 1) // 2
+    cdef Py_ssize_t per_image = ((s.out_size[1] + 1) // 2) * tiles_w
+    cdef Py_ssize_t Kg = s.c_out_g, Cg = s.c_in_g
+    cdef Py_ssize_t n0, images, tiles, padded, vectors, item, e, grp, co
+    cdef Py_ssize_t* table = NULL
+    cdef int blas_threads_before
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    cdef floating beta
+    n0 = 0
+    while n0 < s.n:
+        images = min(images_per_chunk, s.n - n0)
+        tiles = images * per_image
+        padded = (tiles + L - 1) // L * L
+        vectors = (s.c_in + s.c_out) * (padded // L)
+        with parallel(num_threads=num_threads):
+            table = <Py_ssize_t*> fc_workspace(WS_GRAD_LANES, 3 * L * sizeof(Py_ssize_t))
+            if table == NULL:
+                failed_flag[0] = 1
+            for item in prange(vectors, schedule='dynamic', chunksize=4):
+                if table != NULL:
+                    gradient_tiles(x, g, s, n0, tiles, tiles_w, per_image, item, capacity,
+                                   xhat, ghat, table)
+        if failed:
+            return 1
+        # the tiles' products, added to the chunks' before (the same order whatever the
+        # thread that runs an element: one single-threaded GEMM each)
+        beta = 0 if n0 == 0 else 1
+        with parallel(num_threads=num_threads):
+            blas_threads_before = hold_blas_single_threaded(blas_local_threads())
+            for item in prange(ELEMENTS_F23 * s.groups, schedule='dynamic'):
+                e = item // s.groups
+                grp = item % s.groups
+                gemm(False, True, <int> Kg, <int> Cg, <int> padded, <floating> 1,
+                     ghat + (e * s.c_out + grp * Kg) * capacity, <int> capacity,
+                     xhat + (e * s.c_in + grp * Cg) * capacity, <int> capacity, beta,
+                     m + (e * s.c_out + grp * Kg) * Cg, <int> Cg)
+            release_blas(blas_local_threads(), blas_threads_before)
+        n0 = n0 + images
+    for co in prange(s.c_out, num_threads=num_threads, schedule='static'):
+        if floating is float:
+            fc_wino2_filter_grad_f32(m + co * Cg, s.c_out * Cg, Cg, dw + co * Cg * 9)
+        else:
+            fc_wino2_filter_grad_f64(m + co * Cg, s.c_out * Cg, Cg, dw + co * Cg * 9)
+    return 0
+
+
+def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
+                const floating[:, :, :, :, ::1] g,
+                floating[:, :, :, :, ::1] dw, tuple pad, Py_ssize_t groups,
+                Py_ssize_t images_per_chunk, floating[::1] xhat, floating[::1] ghat,
+                floating[::1] products, int num_threads):
+    """`kernel` WEIGHT_GRAD_WINOGRAD: dw := the weight gradient of the 3x3, stride-1
+    convolution of x (N, C_in, 1, H, W) with zero padding `pad` (before each axis) for output
+    gradient g, by Winograd F(2x2, 3x3), the images in chunks of `images_per_chunk`. Scratch: xhat and ghat of at least
+    GRADIENT_ELEMENTS x C_in (C_out) x gradient_capacity(...) elements, products of
+    GRADIENT_ELEMENTS x C_out x C_in / groups. The sums of a call do not depend on the thread
+    count."""
+    cdef ConvShape s = make_shape(shape5(x.shape), shape5(dw.shape), shape5(g.shape),
+                                  (1, 1, 1), pad, (1, 1, 1), groups)
+    cdef Py_ssize_t capacity
+    cdef int status = 0
+    if kernel != WEIGHT_GRAD_WINOGRAD:
+        raise ValueError(f"conv_winograd.weight_grad does not run kernel {kernel}")
+    if (s.kernel[0], s.kernel[1], s.kernel[2]) != (1, 3, 3) or s.in_size[0] != 1 \
+            or s.out_size[0] != 1:
+        raise ValueError(f"conv_winograd.weight_grad: 2-d 3x3 kernels; got kernel "
+                         f"{shape5(dw.shape)[2:]}, input {shape5(x.shape)}")
+    if images_per_chunk < 1:
+        raise ValueError(f"conv_winograd.weight_grad: images_per_chunk must be >= 1, got "
+                         f"{images_per_chunk}")
+    capacity = gradient_capacity(min(images_per_chunk, s.n), g.shape[3], g.shape[4],
+                                 x.itemsize == 8)
+    if xhat.shape[0] < ELEMENTS_F23 * s.c_in * capacity \
+            or ghat.shape[0] < ELEMENTS_F23 * s.c_out * capacity \
+            or products.shape[0] < ELEMENTS_F23 * s.c_out * s.c_in_g:
+        raise ValueError("conv_winograd.weight_grad: scratch arrays too small")
+    if dw.size == 0:
+        return
+    if s.n == 0 or g.shape[3] == 0 or g.shape[4] == 0:
+        dw[...] = 0
+        return
+    with nogil:
+        status = winograd_weight_grad(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
+                                      &dw[0, 0, 0, 0, 0], &s, images_per_chunk, &xhat[0],
+                                      &ghat[0], &products[0], capacity, num_threads)
+    if status != 0:
+        raise MemoryError("fastconv: could not allocate a work buffer")
+
+
+def gradient_capacity(Py_ssize_t images, Py_ssize_t out_h, Py_ssize_t out_w,
+                      bint double_precision):
+    """Tiles a chunk of `images` holds in the weight gradient's scratch (whole vectors)."""
+    cdef Py_ssize_t L = lanes(<double*> NULL) if double_precision else lanes(<float*> NULL)
+    cdef Py_ssize_t tiles = images * ((out_h + 1) // 2) * ((out_w + 1) // 2)
+    return (tiles + L - 1) // L * L

@@ -15,7 +15,7 @@ from math import prod
 import numpy as np
 
 from fastconv._kernels import conv_bias as _conv_bias, conv_channels_last, conv_direct, \
-    conv_im2col, conv_packed, conv_phase_grid, conv_subpixel
+    conv_im2col, conv_packed, conv_phase_grid, conv_subpixel, conv_winograd
 from fastconv._ops.conv import adjoint_packed_weights, as_5d, nhwc_gemm_tiling, \
     nhwc_phase_panels, nhwc_tile_shape, run_conv, \
     run_conv_channels_last
@@ -27,7 +27,7 @@ from fastconv._plan.problems import NUMPY_PAD_MODE, check_grad_output, conv_prob
 from fastconv._plan.tiling import stride_phase_geometry
 from fastconv._runtime import threads as _threads
 from fastconv._runtime.memory import pooled
-from fastconv._runtime.precision import denormals_flushed
+from fastconv._runtime.precision import denormals_flushed, precision
 
 __all__ = ["conv1d_input", "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight",
            "conv3d_weight", "conv1d_backward", "conv2d_backward", "conv3d_backward",
@@ -204,6 +204,8 @@ def _weight_grad_by_plan(problem, plan, input, grad_output, weight_shape, dtype,
         conv_phase_grid.weight_grad(*args, plan.images_per_unit, plan.chunks, plan.threads,
                                     bias_out)
         return dw
+    if plan.kernel == Kernel.WEIGHT_GRAD_WINOGRAD:
+        return _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out)
     if plan.kernel == Kernel.WEIGHT_GRAD_DEPTHWISE_ROWS:
         conv_direct.weight_grad(*args, plan.threads)
         if bias_out is not None:
@@ -211,6 +213,32 @@ def _weight_grad_by_plan(problem, plan, input, grad_output, weight_shape, dtype,
         return dw
     with _threads.single_threaded_blas if plan.uses_blas else contextlib.nullcontext():
         conv_im2col.weight_grad(*args, plan.band_rows, plan.chunks, plan.threads)
+    if bias_out is not None:
+        bias_out[...] = bias_grad_of(g, dtype)
+    return dw
+
+
+def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
+    """The weight gradient by Winograd F(2x2, 3x3) (conv_winograd.weight_grad), images in
+    chunks of plan.images_per_unit. Its tiles mix every input of a 4x4 patch, so one inf or
+    NaN spreads to sums the direct ones keep finite (inf - inf): a result that is not all
+    finite is recomputed exactly."""
+    n, c_in, h, w = x.shape
+    oh, ow = g.shape[2:]
+    elements = conv_winograd.GRADIENT_ELEMENTS
+    capacity = conv_winograd.gradient_capacity(min(plan.images_per_unit, n), oh, ow,
+                                               dtype == np.float64)
+    xhat = np.empty(elements * c_in * capacity, dtype)
+    ghat = np.empty(elements * problem.out_channels * capacity, dtype)
+    products = np.empty(elements * problem.out_channels * problem.in_per_group, dtype)
+    with _threads.single_threaded_blas:
+        conv_winograd.weight_grad(plan.kernel, x[:, :, None], g[:, :, None], dw[:, :, None],
+                                  plan.geometry[1], problem.groups, plan.images_per_unit,
+                                  xhat, ghat, products, plan.threads)
+    if not np.isfinite(dw).all():
+        with precision("exact"):
+            return _weight_grad_by_plan(problem, plan_weight_grad(problem, dtype), x, g,
+                                        dw.shape, dtype, bias_out)
     if bias_out is not None:
         bias_out[...] = bias_grad_of(g, dtype)
     return dw

@@ -59,11 +59,12 @@ _FAMILY = {
     Kernel.WEIGHT_GRAD_IM2COL_BLAS: "gemm", Kernel.WEIGHT_GRAD_IM2COL_PACKED: "gemm",
     Kernel.WEIGHT_GRAD_GEMM1X1_BLAS: "gemm", Kernel.WEIGHT_GRAD_GEMM1X1_PACKED: "gemm",
     Kernel.WEIGHT_GRAD_PHASE: "phase", Kernel.WEIGHT_GRAD_DEPTHWISE_ROWS: "depthwise",
+    Kernel.WEIGHT_GRAD_WINOGRAD: "winograd",
 }
 _BLAS_KERNELS = frozenset({
     Kernel.CONV_IM2COL_BLAS, Kernel.CONV_GEMM1X1_BLAS, Kernel.INPUT_GRAD_COL2IM_BLAS,
     Kernel.INPUT_GRAD_GEMM1X1_BLAS, Kernel.WEIGHT_GRAD_IM2COL_BLAS,
-    Kernel.WEIGHT_GRAD_GEMM1X1_BLAS})
+    Kernel.WEIGHT_GRAD_GEMM1X1_BLAS, Kernel.WEIGHT_GRAD_WINOGRAD})
 # The input gradient on the phase grid multiplies the zeros of an extended output gradient by
 # every weight, and subpixel and the direct stride phases the zeros padding the output
 # gradient: exact only for finite weights (0 * inf is NaN).
@@ -95,7 +96,7 @@ class Plan:
     channel_chunks: int = 1     # col2im: chunks of a group's input channels
     tile_shape: int = 0         # packed micro-kernel register tile (0 wide, 1 narrow)
     chunks: int = 1             # weight gradient: partial sums
-    images_per_unit: int = 0    # weight gradient on the phase grid: images per work unit
+    images_per_unit: int = 0    # weight gradient: images per unit (phase), per chunk (winograd)
     pieces: tuple = ()
     phases: tuple = ()
     stacked: tuple = ()         # weight gradient: (the problem of the images stacked,)
@@ -766,7 +767,7 @@ def _subpixel_phases(problem, itemsize, phase_algorithm="auto"):
 # ---------------------------------------------------------------------------------------------
 # Weight gradient
 
-WEIGHT_GRAD_ALGORITHMS = ("depthwise", "gemm", "phase")
+WEIGHT_GRAD_ALGORITHMS = ("depthwise", "gemm", "phase", "winograd")
 
 # The weight gradient as dot products on the phase grid (no unfolding, no transposition).
 # Measured on Zen 5, 2 threads, float32 (im2col + GEMM -> phase grid, us): (32,1,28,28) with
@@ -795,7 +796,47 @@ def depthwise_rows_pays(problem, threads):
             and prod(problem.out_size) * prod(problem.kernel_size)
             >= DEPTHWISE_ROWS_MIN_PRODUCTS)
 
+# The weight gradient of a 3x3, stride-1 layer by Winograd F(2x2, 3x3) (WEIGHT_GRAD_WINOGRAD:
+# 16 GEMMs over the 2x2 tiles of the whole batch instead of one over the pixels with 9 taps
+# each): its transforms write and read 4 values per pixel and channel, so it pays where the
+# GEMMs are wide (channels) and deep (tiles). Zen 4, 2 threads, float32, ms (im2col or phase
+# grid -> winograd, caches warm, four interleaved rounds): batch 8, 128 -> 128 on 28x28
+# 11.5-11.8 -> 8.9-9.2 (PyTorch 8.8-9.3), 256 on 14x14 11.0-11.2 -> 7.1-7.3, 512 on 7x7
+# 11.0-13.7 -> 9.5-11.5; batch 2, 128 on 64x64 15.1-16.1 -> 12.6-13.6; batch 1, 128 on 28x28
+# 1.39-1.54 -> 1.24-1.28; but 64 -> 64 channels lose (batch 8, 56x56: 9.6 -> 14.4; 32x32:
+# 3.5-4.2 -> 4.4-4.9).
+WINOGRAD_GRAD_MIN_CHANNELS = 128
+WINOGRAD_GRAD_MIN_TILES = 128
+# Images per chunk: their transformed tiles, both operands, about this many bytes (they are
+# written, then read by the GEMMs: 4 images of 28x28 with 128 channels beat 1 and 8 by 3-9%).
+WINOGRAD_GRAD_CHUNK_BYTES = 12 << 20
+
+
+def winograd_grad_computes(problem):
+    """True if the Winograd weight gradient computes `problem`: a 2-d 3x3 kernel, stride 1,
+    dilation 1."""
+    return (problem.ndim == 2 and problem.kernel_size == (3, 3)
+            and problem.stride == (1, 1) and problem.dilation == (1, 1))
+
+
+def winograd_grad_tiles(problem):
+    """The 2x2 tiles of the output gradient over the whole batch."""
+    oh, ow = problem.out_size
+    return problem.batch * -(-oh // 2) * -(-ow // 2)
+
+
+def winograd_grad_pays(problem):
+    """True if `auto` should take the Winograd weight gradient (precision "fast")."""
+    return (winograd_grad_computes(problem) and _precision.get_precision() == "fast"
+            and min(problem.in_per_group, problem.out_per_group) >= WINOGRAD_GRAD_MIN_CHANNELS
+            and winograd_grad_tiles(problem) >= WINOGRAD_GRAD_MIN_TILES)
+
+
 WEIGHT_GRAD_RULES = (
+    Rule("winograd", lambda p, *_: winograd_grad_pays(p),
+         f"3x3, stride 1, at least {WINOGRAD_GRAD_MIN_CHANNELS} channels per group each way "
+         f"and {WINOGRAD_GRAD_MIN_TILES} 2x2 tiles of output gradient: Winograd F(2x2, 3x3), "
+         "16 GEMMs over the batch's tiles (precision 'fast')"),
     Rule("depthwise", lambda p, itemsize=4, threads=1, *_: depthwise_rows_pays(p, threads),
          "one input and one output channel per group (depthwise), planes of at least "
          f"{DEPTHWISE_ROWS_MIN_PRODUCTS} positions x taps: each channel's sums over the whole "
@@ -863,6 +904,8 @@ def stacked_problem(problem, itemsize):
 
 
 def _weight_grad_kernel(family, problem):
+    if family == "winograd":
+        return Kernel.WEIGHT_GRAD_WINOGRAD
     if family == "phase":
         return Kernel.WEIGHT_GRAD_PHASE
     if family == "depthwise":
@@ -879,14 +922,22 @@ def plan_weight_grad(problem, dtype, algorithm="auto"):
     itemsize = np.dtype(dtype).itemsize
     threads = _threads.threads_for(problem.explicitly_padded.multiply_adds)
     _check_name(algorithm, "weight_grad")
-    return _plan_weight_grad(problem, itemsize, algorithm, threads, blas_runs_full_width())
+    return _plan_weight_grad(problem, itemsize, algorithm, threads, blas_runs_full_width(),
+                             _precision.get_precision())
 
 
 @lru_cache(maxsize=1024)
-def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas):
+def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas, precision):
     padded = problem.explicitly_padded
     family, variant, reason = _choose(padded, itemsize, threads, algorithm, WEIGHT_GRAD_RULES,
                                       WEIGHT_GRAD_ALGORITHMS, "weight_grad")
+    if family == "winograd":
+        per_image = (padded.in_channels + padded.out_channels) * 16 * itemsize \
+            * winograd_grad_tiles(padded) // max(padded.batch, 1)
+        return Plan(Kernel.WEIGHT_GRAD_WINOGRAD, reason, threads,
+                    tiling.kernel_geometry(padded),
+                    images_per_unit=max(1, min(padded.batch,
+                                               WINOGRAD_GRAD_CHUNK_BYTES // max(per_image, 1))))
     stacked = stacked_problem(padded, itemsize) if family == "gemm" and variant is None \
         else None
     if stacked is not None and not own_gemm(stacked):
@@ -970,6 +1021,17 @@ REQUIREMENT = {
                      "what each stride phase's taps reach",
 }
 REQUIREMENT["channels_last_phases"] = REQUIREMENT["channels_last"]
+# names that reach other problems in one operation than in the others (Winograd's weight
+# gradient is F(2x2, 3x3), 2-d only)
+_SUPPORTS_IN = {("weight_grad", "winograd"): winograd_grad_computes}
+_REQUIREMENT_IN = {("weight_grad", "winograd"): "a 2-d 3x3 kernel with stride 1 and dilation 1 "
+                                                "(Winograd F(2x2, 3x3))"}
+
+
+def supports(operation, name, problem):
+    """True if the family or kernel variant `name` computes `operation` ('forward',
+    'input_grad' or 'weight_grad') of `problem` (forcing it elsewhere is a ValueError)."""
+    return _SUPPORTS_IN.get((operation, name), SUPPORTS[name])(problem)
 for _name in ("im2col_blas",):
     REQUIREMENT[_name] = REQUIREMENT["im2col"]
 for _name in ("gemm1x1_blas", "gemm1x1_packed"):
@@ -1011,10 +1073,11 @@ def _choose(problem, itemsize, threads, algorithm, rules, families, operation):
     if not isinstance(algorithm, str) or (algorithm not in families and algorithm not in kinds):
         options = ", ".join(repr(a) for a in algorithm_names(operation))
         raise ValueError(f"algorithm must be one of {options}; got {algorithm!r}")
-    if not SUPPORTS[algorithm](problem):
-        raise ValueError(f"algorithm={algorithm!r} needs {REQUIREMENT[algorithm]}; got kernel "
-                         f"{problem.kernel_size}, stride {problem.stride}, padding "
-                         f"{problem.padding}")
+    if not supports(operation, algorithm, problem):
+        needs = _REQUIREMENT_IN.get((operation, algorithm), REQUIREMENT[algorithm])
+        raise ValueError(f"algorithm={algorithm!r} needs {needs}; got kernel "
+                         f"{problem.kernel_size}, stride {problem.stride}, dilation "
+                         f"{problem.dilation}, padding {problem.padding}")
     if algorithm in families:
         return algorithm, None, WHY_FORCED
     return _FAMILY[kinds[algorithm]], kinds[algorithm], WHY_FORCED

@@ -109,6 +109,9 @@ def _transpose_case(name, x_shape, w_shape, kwargs):
 
 CASES = [
     _conv_backward_case("conv2d_backward_64", (8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
+    # ResNet-50's second stage (and VGG's wider layers): the weight gradient by Winograd
+    _conv_backward_case("conv2d_backward_128", (8, 128, 28, 28), (128, 128, 3, 3),
+                        dict(padding=1)),
     _conv_backward_case("depthwise_backward_3x3", (8, 144, 56, 56), (144, 1, 3, 3),
                         dict(padding=1, groups=144)),
     _conv_backward_case("depthwise_backward_3x3_s2", (8, 144, 56, 56), (144, 1, 3, 3),
