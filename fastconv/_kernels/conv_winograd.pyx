@@ -96,7 +96,9 @@ cdef enum:
 GRADIENT_ELEMENTS = ELEMENTS_F23
 # Slots of the per-thread workspace (workspace.h).
 cdef enum:
-    WS_INPUT, WS_PRODUCTS, WS_TILES, WS_GRAD_LANES
+    WS_INPUT, WS_PRODUCTS, WS_TILES
+cdef enum:
+    MAX_LANES = 64      # tiles transformed together, at most (FC_WINO_LANES_*: 16 at most)
 
 # A status of conv_forward: some output is inf or NaN (see the module's docstring).
 cdef enum:
@@ -589,28 +591,39 @@ def conv_forward(int kernel, const floating[:, :, :, :, :] x,
 cdef void gradient_tiles(const floating* x, const floating* g, const ConvShape* s,
                          Py_ssize_t n0, Py_ssize_t tiles, Py_ssize_t tiles_w,
                          Py_ssize_t per_image, Py_ssize_t vector, Py_ssize_t capacity,
-                         floating* xhat, floating* ghat, Py_ssize_t* table) noexcept nogil:
+                         floating* xhat, floating* ghat) noexcept nogil:
     """Vector `vector` of the chunk's tiles of channel c (< C_in: the input's; else the output
-    gradient's channel c - C_in), transformed; `table`: 3 x lanes of scratch."""
+    gradient's channel c - C_in), transformed."""
+    # each lane's plane offset, top row and left column (on this thread's stack: in a small
+    # per-thread buffer, the threads' tables shared cache lines)
+    cdef Py_ssize_t table[3 * MAX_LANES]
     cdef Py_ssize_t L = lanes(<floating*> NULL)
     cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2], OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t channels = s.c_in + s.c_out
     cdef Py_ssize_t c = vector // ((tiles + L - 1) // L)
     cdef Py_ssize_t v = vector % ((tiles + L - 1) // L)
-    cdef Py_ssize_t lane, t, n, r, n_lanes = min(L, tiles - v * L)
+    cdef Py_ssize_t lane, n_lanes = min(L, tiles - v * L)
+    # the first lane's tile (image n, tile row th, tile column tw), then the next ones by
+    # counting on (divisions for every lane took a third of the call)
+    cdef Py_ssize_t n = n0 + v * L // per_image, r = v * L % per_image
+    cdef Py_ssize_t th = r // tiles_w, tw = r % tiles_w
     cdef bint is_input = c < s.c_in
     for lane in range(n_lanes):
-        t = v * L + lane
-        n = n0 + t // per_image
-        r = t % per_image
         if is_input:
             table[lane] = (n * s.c_in + c) * H * W
-            table[L + lane] = 2 * (r // tiles_w) - s.pad[1]
-            table[2 * L + lane] = 2 * (r % tiles_w) - s.pad[2]
+            table[L + lane] = 2 * th - s.pad[1]
+            table[2 * L + lane] = 2 * tw - s.pad[2]
         else:
             table[lane] = (n * s.c_out + c - s.c_in) * OH * OW
-            table[L + lane] = 2 * (r // tiles_w)
-            table[2 * L + lane] = 2 * (r % tiles_w)
+            table[L + lane] = 2 * th
+            table[2 * L + lane] = 2 * tw
+        tw += 1
+        if tw == tiles_w:
+            tw = 0
+            th += 1
+            if th * tiles_w == per_image:
+                th = 0
+                n += 1
     if floating is float:
         if is_input:
             fc_wino2_input_f32(x, table, table + L, table + 2 * L, n_lanes, H, W,
@@ -636,10 +649,7 @@ cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw
     cdef Py_ssize_t per_image = ((s.out_size[1] + 1) // 2) * tiles_w
     cdef Py_ssize_t Kg = s.c_out_g, Cg = s.c_in_g
     cdef Py_ssize_t n0, images, tiles, padded, vectors, item, e, grp, co
-    cdef Py_ssize_t* table = NULL
     cdef int blas_threads_before
-    cdef int failed = 0
-    cdef int* failed_flag = &failed
     cdef floating beta
     n0 = 0
     while n0 < s.n:
@@ -647,16 +657,8 @@ cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw
         tiles = images * per_image
         padded = (tiles + L - 1) // L * L
         vectors = (s.c_in + s.c_out) * (padded // L)
-        with parallel(num_threads=num_threads):
-            table = <Py_ssize_t*> fc_workspace(WS_GRAD_LANES, 3 * L * sizeof(Py_ssize_t))
-            if table == NULL:
-                failed_flag[0] = 1
-            for item in prange(vectors, schedule='dynamic', chunksize=4):
-                if table != NULL:
-                    gradient_tiles(x, g, s, n0, tiles, tiles_w, per_image, item, capacity,
-                                   xhat, ghat, table)
-        if failed:
-            return 1
+        for item in prange(vectors, num_threads=num_threads, schedule='dynamic', chunksize=4):
+            gradient_tiles(x, g, s, n0, tiles, tiles_w, per_image, item, capacity, xhat, ghat)
         # the tiles' products, added to the chunks' before (the same order whatever the
         # thread that runs an element: one single-threaded GEMM each)
         beta = 0 if n0 == 0 else 1
@@ -703,6 +705,8 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
     if images_per_chunk < 1:
         raise ValueError(f"conv_winograd.weight_grad: images_per_chunk must be >= 1, got "
                          f"{images_per_chunk}")
+    if lanes(<floating*> NULL) > MAX_LANES:
+        raise ValueError("conv_winograd.weight_grad: built with more lanes than MAX_LANES")
     capacity = gradient_capacity(min(images_per_chunk, s.n), g.shape[3], g.shape[4],
                                  x.itemsize == 8)
     if xhat.shape[0] < ELEMENTS_F23 * s.c_in * capacity \
