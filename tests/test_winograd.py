@@ -774,3 +774,23 @@ def test_forcing_the_winograd_weight_gradient_where_it_does_not_apply_raises(sha
     with pytest.raises(ValueError, match="algorithm='winograd' needs a 2-d 3x3 kernel with "
                                          "stride 1 and dilation 1"):
         getattr(grad, f"conv{nd}d_weight")(x, w_shape, g, algorithm="winograd", **kwargs)
+
+
+def test_the_weight_gradient_kernel_refuses_shapes_that_do_not_fit():
+    """Its Python layer checks the call; the compiled entry still refuses operands whose
+    shapes disagree (it would read past them) and scratch too small, rather than crash."""
+    kernel = fastconv.planning.Kernel.WEIGHT_GRAD_WINOGRAD
+    x, g = np.ones((2, 4, 1, 6, 6)), np.ones((2, 6, 1, 6, 6))
+    dw = np.empty((6, 4, 1, 3, 3))
+    scratch = tuple(np.empty(1 << 14) for _ in range(3))
+    conv_winograd.weight_grad(kernel, x, g, dw, (0, 1, 1), 1, 2, *scratch, 1)
+    np.testing.assert_allclose(dw, reference.conv_weight_grad(
+        x[:, :, 0], (6, 4, 3, 3), g[:, :, 0], padding=1)[:, :, None])
+    for bad_g, bad_dw, groups in [(g[:1], dw, 1), (g[:, :5].copy(), dw, 1), (g, dw, 4),
+                                  (g, np.empty((6, 2, 1, 3, 3)), 1)]:
+        with pytest.raises(ValueError, match="conv_winograd.weight_grad"):
+            conv_winograd.weight_grad(kernel, x, bad_g, bad_dw, (0, 1, 1), groups, 2, *scratch,
+                                      1)
+    with pytest.raises(ValueError, match="scratch arrays too small"):
+        conv_winograd.weight_grad(kernel, x, g, dw, (0, 1, 1), 1, 2,
+                                  *(np.empty(16) for _ in range(3)), 1)

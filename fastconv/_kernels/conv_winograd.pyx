@@ -23,6 +23,7 @@ output step counts non-finite results, and the Python layer recomputes such a ca
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.limits cimport INT_MAX
 from libc.string cimport memset
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, shape5
@@ -599,7 +600,6 @@ cdef void gradient_tiles(const floating* x, const floating* g, const ConvShape* 
     cdef Py_ssize_t table[3 * MAX_LANES]
     cdef Py_ssize_t L = lanes(<floating*> NULL)
     cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2], OH = s.out_size[1], OW = s.out_size[2]
-    cdef Py_ssize_t channels = s.c_in + s.c_out
     cdef Py_ssize_t c = vector // ((tiles + L - 1) // L)
     cdef Py_ssize_t v = vector % ((tiles + L - 1) // L)
     cdef Py_ssize_t lane, n_lanes = min(L, tiles - v * L)
@@ -640,10 +640,10 @@ cdef void gradient_tiles(const floating* x, const floating* g, const ConvShape* 
                                   ghat + (c - s.c_in) * capacity + v * L, s.c_out * capacity)
 
 
-cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw,
-                              const ConvShape* s, Py_ssize_t images_per_chunk,
-                              floating* xhat, floating* ghat, floating* m,
-                              Py_ssize_t capacity, int num_threads) noexcept nogil:
+cdef void winograd_weight_grad(const floating* x, const floating* g, floating* dw,
+                               const ConvShape* s, Py_ssize_t images_per_chunk,
+                               floating* xhat, floating* ghat, floating* m,
+                               Py_ssize_t capacity, int num_threads) noexcept nogil:
     cdef Py_ssize_t L = lanes(<floating*> NULL)
     cdef Py_ssize_t tiles_w = (s.out_size[2] + 1) // 2
     cdef Py_ssize_t per_image = ((s.out_size[1] + 1) // 2) * tiles_w
@@ -678,7 +678,6 @@ cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw
             fc_wino2_filter_grad_f32(m + co * Cg, s.c_out * Cg, Cg, dw + co * Cg * 9)
         else:
             fc_wino2_filter_grad_f64(m + co * Cg, s.c_out * Cg, Cg, dw + co * Cg * 9)
-    return 0
 
 
 def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
@@ -688,20 +687,25 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
                 floating[::1] products, int num_threads):
     """`kernel` WEIGHT_GRAD_WINOGRAD: dw := the weight gradient of the 3x3, stride-1
     convolution of x (N, C_in, 1, H, W) with zero padding `pad` (before each axis) for output
-    gradient g, by Winograd F(2x2, 3x3), the images in chunks of `images_per_chunk`. Scratch: xhat and ghat of at least
-    GRADIENT_ELEMENTS x C_in (C_out) x gradient_capacity(...) elements, products of
-    GRADIENT_ELEMENTS x C_out x C_in / groups. The sums of a call do not depend on the thread
-    count."""
+    gradient g, by Winograd F(2x2, 3x3), the images in chunks of `images_per_chunk`.
+    Scratch: xhat and ghat of at least GRADIENT_ELEMENTS x C_in (C_out) x
+    gradient_capacity(...) elements, products of GRADIENT_ELEMENTS x C_out x C_in / groups.
+    The sums of a call do not depend on the thread count."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(dw.shape), shape5(g.shape),
                                   (1, 1, 1), pad, (1, 1, 1), groups)
     cdef Py_ssize_t capacity
-    cdef int status = 0
     if kernel != WEIGHT_GRAD_WINOGRAD:
         raise ValueError(f"conv_winograd.weight_grad does not run kernel {kernel}")
     if (s.kernel[0], s.kernel[1], s.kernel[2]) != (1, 3, 3) or s.in_size[0] != 1 \
             or s.out_size[0] != 1:
         raise ValueError(f"conv_winograd.weight_grad: 2-d 3x3 kernels; got kernel "
                          f"{shape5(dw.shape)[2:]}, input {shape5(x.shape)}")
+    if groups < 1 or g.shape[0] != x.shape[0] or g.shape[1] != dw.shape[0] \
+            or dw.shape[0] % groups or x.shape[1] != dw.shape[1] * groups:
+        raise ValueError(f"conv_winograd.weight_grad: x (N, C_in, ...), g (N, C_out, ...) and "
+                         f"dw (C_out, C_in / groups, ...) with groups dividing C_out; got "
+                         f"{shape5(x.shape)}, {shape5(g.shape)}, {shape5(dw.shape)}, groups "
+                         f"{groups}")
     if images_per_chunk < 1:
         raise ValueError(f"conv_winograd.weight_grad: images_per_chunk must be >= 1, got "
                          f"{images_per_chunk}")
@@ -709,6 +713,8 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
         raise ValueError("conv_winograd.weight_grad: built with more lanes than MAX_LANES")
     capacity = gradient_capacity(min(images_per_chunk, s.n), g.shape[3], g.shape[4],
                                  x.itemsize == 8)
+    if capacity > INT_MAX or max(s.c_out_g, s.c_in_g) > INT_MAX:
+        raise ValueError("conv_winograd.weight_grad: a GEMM dimension past BLAS's 32-bit sizes")
     if xhat.shape[0] < ELEMENTS_F23 * s.c_in * capacity \
             or ghat.shape[0] < ELEMENTS_F23 * s.c_out * capacity \
             or products.shape[0] < ELEMENTS_F23 * s.c_out * s.c_in_g:
@@ -719,11 +725,9 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
         dw[...] = 0
         return
     with nogil:
-        status = winograd_weight_grad(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
-                                      &dw[0, 0, 0, 0, 0], &s, images_per_chunk, &xhat[0],
-                                      &ghat[0], &products[0], capacity, num_threads)
-    if status != 0:
-        raise MemoryError("fastconv: could not allocate a work buffer")
+        winograd_weight_grad(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0], &s,
+                             images_per_chunk, &xhat[0], &ghat[0], &products[0], capacity,
+                             num_threads)
 
 
 def gradient_capacity(Py_ssize_t images, Py_ssize_t out_h, Py_ssize_t out_w,

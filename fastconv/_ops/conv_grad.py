@@ -223,7 +223,7 @@ def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
     chunks of plan.images_per_unit. Its tiles mix every input of a 4x4 patch, so one inf or
     NaN spreads to sums the direct ones keep finite (inf - inf): a result that is not all
     finite is recomputed exactly."""
-    n, c_in, h, w = x.shape
+    n, c_in = x.shape[:2]
     oh, ow = g.shape[2:]
     elements = conv_winograd.GRADIENT_ELEMENTS
     capacity = conv_winograd.gradient_capacity(min(plan.images_per_unit, n), oh, ow,
