@@ -117,34 +117,27 @@ class WeightedFunction(torch.autograd.Function):
         input, weight = ctx.saved_tensors
         g = _grad_numpy(grad_output)
         ops, state = ctx.ops, ctx.state
-        dx = dw = db = None
         wants_db = ctx.has_bias and ctx.needs_input_grad[2]
+        bias_out = np.empty(g.shape[1], g.dtype) if wants_db else None  # may come filled
+        dx = dw = None
+        filled = False
         if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] and ops.grads is not None:
             # both in one call: some layers (depthwise) compute them in one pass
-            bias_out = np.empty(g.shape[1], g.dtype) if wants_db else None
-            dx, dw, fused = ops.grads(state, as_numpy(input, "input"),
-                                      as_numpy(weight, "weight"), g, bias_out)
-            if is_channels_last(g):
-                dx = as_channels_last(dx)
-            db = _tensor(bias_out) if fused else \
-                (_tensor(ops.bias_grad(state, g)) if wants_db else None)
-            return _tensor(dx), _tensor(dw), db, None, None, None, None
-        if ctx.needs_input_grad[0]:
-            dx = ops.input_grad(state, tuple(input.shape), as_numpy(weight, "weight"), g)
-            if is_channels_last(g):     # the input gradient in the input's memory format
-                dx = as_channels_last(dx)
-            dx = _tensor(dx)
-        fused = False
-        if ctx.needs_input_grad[1]:   # the bias gradient may come with it
-            bias_out = np.empty(g.shape[1], g.dtype) if wants_db else None
-            weight_grad, fused = ops.weight_grad(state, as_numpy(input, "input"),
-                                                 tuple(weight.shape), g, bias_out)
-            dw = _tensor(weight_grad)
-            if fused:
-                db = _tensor(bias_out)
-        if wants_db and not fused:
-            db = _tensor(ops.bias_grad(state, g))
-        return dx, dw, db, None, None, None, None
+            dx, dw, filled = ops.grads(state, as_numpy(input, "input"),
+                                       as_numpy(weight, "weight"), g, bias_out)
+        else:
+            if ctx.needs_input_grad[0]:
+                dx = ops.input_grad(state, tuple(input.shape), as_numpy(weight, "weight"), g)
+            if ctx.needs_input_grad[1]:
+                dw, filled = ops.weight_grad(state, as_numpy(input, "input"),
+                                             tuple(weight.shape), g, bias_out)
+        if dx is not None and is_channels_last(g):   # in the input's memory format
+            dx = as_channels_last(dx)
+        db = None
+        if wants_db:
+            db = _tensor(bias_out if filled else ops.bias_grad(state, g))
+        return (None if dx is None else _tensor(dx), None if dw is None else _tensor(dw), db,
+                None, None, None, None)
 
 
 class MaxPoolFunction(torch.autograd.Function):

@@ -702,6 +702,7 @@ def test_weight_gradient_by_chunks_of_images(images_per_chunk, monkeypatch):
     from fastconv._plan import dispatch
     rng = np.random.default_rng(20)
     x, w_shape, g = weight_grad_call(rng, 5, 12, 10, (10, 9), 1, 1, np.float32)
+    assert dispatch.WINOGRAD_GRAD_ELEMENTS == conv_winograd.GRADIENT_ELEMENTS
     monkeypatch.setattr(dispatch, "WINOGRAD_GRAD_CHUNK_BYTES", 1)   # one image a chunk ...
     dispatch.forget_plans()
     try:

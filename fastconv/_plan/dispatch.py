@@ -810,6 +810,7 @@ WINOGRAD_GRAD_MIN_TILES = 128
 # Images per chunk: their transformed tiles, both operands, about this many bytes (they are
 # written, then read by the GEMMs: 4 images of 28x28 with 128 channels beat 1 and 8 by 3-9%).
 WINOGRAD_GRAD_CHUNK_BYTES = 12 << 20
+WINOGRAD_GRAD_ELEMENTS = 16     # transformed values per 2x2 tile (conv_winograd's 4x4)
 
 
 def winograd_grad_computes(problem):
@@ -932,8 +933,8 @@ def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas, pr
     family, variant, reason = _choose(padded, itemsize, threads, algorithm, WEIGHT_GRAD_RULES,
                                       WEIGHT_GRAD_ALGORITHMS, "weight_grad")
     if family == "winograd":
-        per_image = (padded.in_channels + padded.out_channels) * 16 * itemsize \
-            * winograd_grad_tiles(padded) // max(padded.batch, 1)
+        per_image = (padded.in_channels + padded.out_channels) * WINOGRAD_GRAD_ELEMENTS \
+            * itemsize * winograd_grad_tiles(padded) // max(padded.batch, 1)
         return Plan(Kernel.WEIGHT_GRAD_WINOGRAD, reason, threads,
                     tiling.kernel_geometry(padded),
                     images_per_unit=max(1, min(padded.batch,
