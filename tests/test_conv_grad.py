@@ -513,6 +513,24 @@ def test_the_phase_weight_gradient_needs_a_plane_per_thread():
         assert plan_weight_grad(one, "float32").algorithm == "phase"
 
 
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, algorithm", [
+    ((8, 128, 56, 56), (128, 128, 3, 3), 2, "phase"),      # 147456 weights: partials of 2^18
+    ((4, 64, 64, 64), (128, 64, 3, 3), 1, "phase"),
+    ((8, 256, 28, 28), (256, 256, 3, 3), 2, "gemm"),       # 589824: GEMM
+    ((2, 32, 16, 32, 32), (64, 32, 3, 3, 3), 1, "phase"),  # 3-d: 55296
+    ((2, 64, 8, 16, 16), (128, 64, 3, 3, 3), 1, "gemm"),   # 3-d: 221184, past 2^16
+    ((8, 128, 28, 28), (256, 128, 1, 1), 2, "phase"),      # one tap: 32768
+    ((8, 256, 56, 56), (512, 256, 1, 1), 2, "gemm"),       # one tap: 131072, past 2^16
+    ((8, 96, 7, 7), (96, 96, 3, 3), 1, "gemm"),            # small planes: the GEMM stacks them
+])
+def test_the_phase_weight_gradient_keeps_partial_gradients_bounded(x_shape, w_shape, stride,
+                                                                   algorithm):
+    from fastconv.planning import plan_weight_grad, problem_from_call
+    problem = problem_from_call(x_shape, w_shape, stride=stride, padding=w_shape[-1] // 2)
+    with fastconv.num_threads(2):
+        assert plan_weight_grad(problem, "float32").algorithm == algorithm
+
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", [
     # a tap whose padding covers more than the whole output row (found by test_fuzz_training:
     # the im2col row wrote one zero past its row, into the next image's stacked positions)
@@ -613,6 +631,21 @@ def test_the_col2im_input_gradient_of_small_planes_multiplies_on_the_micro_kerne
 # --- both gradients in one call: conv{1,2,3}d_backward ---------------------------------------
 
 BACKWARD = {1: grad.conv1d_backward, 2: grad.conv2d_backward, 3: grad.conv3d_backward}
+
+
+@pytest.mark.parametrize("x_shape, w_shape, rows", [
+    ((1, 512, 14, 14), (512, 512, 3, 3), 14),   # 512 channels, 14 wide: the whole plane
+    ((2, 256, 32, 32), (256, 256, 3, 3), 8),    # 256 columns: 8 rows of 32
+    ((8, 64, 56, 56), (64, 64, 3, 3), 4),       # few channels: L2 decides (4 rows of 56)
+    # capped: a thread per half of the channels, 7 rows of (1024 x 9) x 64 = 15.75 MiB
+    ((1, 2048, 64, 64), (2048, 2048, 3, 3), 7),
+])
+def test_a_col2im_band_is_as_wide_as_the_output_gradient_has_channels(x_shape, w_shape, rows):
+    """Each band reads the whole W^T again, so a band keeps at least C_out/groups columns
+    (unfolded columns up to tiling.COL2IM_BAND_MAX_BYTES), else what fits L2."""
+    problem = fastconv.planning.problem_from_call(x_shape, w_shape, padding=1)
+    plan = fastconv.planning.plan_input_grad(problem, np.float32, "col2im")
+    assert plan.band_rows == rows, plan.explain()
 
 
 @pytest.mark.parametrize("case", IDS)

@@ -774,8 +774,25 @@ WEIGHT_GRAD_ALGORITHMS = ("depthwise", "gemm", "phase", "winograd")
 # 16 3x3 filters 221 -> 109; (32,16,28,28)*(32,16,3,3) s2 460 -> 321, s1 1247 -> 702;
 # (32,32,14,14)*(32,32,3,3) s2 318 -> 245; (64,64,7,7)*(64,64,3,3) 1443 -> 1120;
 # (16,64,56,56)*(64,64,3,3) 13292 -> 9103. Each chunk of work keeps a partial gradient:
-# bounded here.
-PHASE_GRID_MAX_WEIGHT_GRAD = 1 << 16     # C_out x C_in/groups x taps
+# bounded here. Zen 4, 2 threads, float32, ms, gemm -> phase grid, for gradients of 2^16 to
+# 2^18 elements: 128 -> 128 3x3 s2 on 56x56, batch 8, 17.3 -> 13.5, batch 2 4.0 -> 3.5; 64 ->
+# 128 on 64x64, batch 4, 16.4 -> 13.6; 96 -> 96 on 28x28, batch 8, 7.3 -> 6.3; 128 -> 192
+# s2 9.3 -> 8.5; 128 on 32x32 s2, batch 4, 2.35 / 2.40 (a tie). In 3-d the larger ones lost
+# (64 -> 128 3x3x3 on 8x16x16, batch 2, 12.2 -> 13.5; 96 -> 96 19.9 -> 21.8), and so did
+# strided 1x1 layers, whose GEMM reads the sampled pixels unfolded by nothing (256 -> 512 s2
+# on 56x56, batch 8, 10.8 -> 11.1; 128 -> 520 on 14x14 0.25 -> 0.54), and small planes,
+# where the GEMM stacks the images' positions (128 -> 128 on 7x7, batch 8, 1.2 -> 2.1; on
+# 14x14 s2 1.05 -> 1.65; 32 -> 260 on 6x5 0.15 -> 0.55): those keep 2^16.
+PHASE_GRID_MAX_WEIGHT_GRAD = 1 << 18     # C_out x C_in/groups x taps
+PHASE_GRID_MAX_WEIGHT_GRAD_SMALL = 1 << 16
+
+
+def phase_weight_grad_limit(problem, itemsize):
+    """The largest weight gradient (elements) that auto computes on the phase grid."""
+    if problem.ndim == 3 or prod(problem.kernel_size) == 1 \
+            or stacked_problem(problem, itemsize) is not None:
+        return PHASE_GRID_MAX_WEIGHT_GRAD_SMALL
+    return PHASE_GRID_MAX_WEIGHT_GRAD
 
 # The depthwise weight gradient one channel per work item (WEIGHT_GRAD_DEPTHWISE_ROWS): each
 # channel's sums stay in registers over the whole batch, so it needs channels to share out,
@@ -844,7 +861,7 @@ WEIGHT_GRAD_RULES = (
          "batch in registers, one channel per work item (no partial buffers), from "
          "zero-padded copies of its input rows"),
     Rule("phase", lambda p, itemsize=4, threads=1, *_: (
-        p.out_channels * p.gemm_depth <= PHASE_GRID_MAX_WEIGHT_GRAD
+        p.out_channels * p.gemm_depth <= phase_weight_grad_limit(p, itemsize)
         and p.batch * p.groups >= threads and tiling.phase_grid_fits(p, itemsize)),
          "dot products of the output gradient with the stride-phase grid of the input (no "
          "unfolding, no transposition; the bias gradient summed on the way), one (image, "

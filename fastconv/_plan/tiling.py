@@ -18,6 +18,8 @@ from fastconv._plan.problems import ConvProblem
 
 # The cache budget of one thread's unfolded operand: about half of a 1-2 MiB L2.
 L2_TILE_BYTES = 512 * 1024
+# the most a col2im band's unfolded columns take (per thread), see input_grad_work_split
+COL2IM_BAND_MAX_BYTES = 16 << 20
 
 
 def kernel_geometry(problem):
@@ -288,7 +290,16 @@ def input_grad_work_split(problem, itemsize, num_threads):
     races; when images x groups are fewer than the threads (batch 1), each group's input
     channels are split into chunks, one per thread: smaller chunks make thinner GEMMs (measured
     on conv_transpose_2x2_s2 with 2 threads: 2 chunks 0.32 ms, 4 chunks 0.35 ms, 8 0.42 ms).
-    Bands keep the unfolded columns of a chunk in L2."""
+    Bands keep the unfolded columns of a chunk in L2, unless that makes a band narrower than
+    the output gradient has channels: each band reads the chunk's whole W_g^T (chunk depth x
+    C_out/groups), so on small planes with many channels that read, repeated per band, was the
+    call. Then a band takes at least C_out/groups columns (its unfolded columns no more than
+    the weights it saves reading again), up to COL2IM_BAND_MAX_BYTES. Measured on Zen 4, 2
+    threads, float32, col2im, ms, L2 bands -> wider: 512 -> 512 3x3 on 14x14, batch 1, 10.0 ->
+    6.6; 1024 <- 256 on 14x14 10.3 -> 6.2; 256 on 32x32, batch 2, 23.7 -> 15.1; 512 on 8x8,
+    batch 4, 10.3 -> 8.2; 3-d 256 <- 128 on 8x16x16 61 -> 45; 1.0-1.1 on the rest of a grid
+    of 2-d, 3-d, 1-d, strided and transposed layers (planes of 28x28 and more, 64-128
+    channels)."""
     items = max(1, problem.batch * problem.groups)   # an empty batch is planned, never run
     chunks = 1
     if items < num_threads:
@@ -296,10 +307,12 @@ def input_grad_work_split(problem, itemsize, num_threads):
     chunk_depth = -(-problem.in_per_group // chunks) * prod(problem.kernel_size)
     out_w = problem.out_size[-1]
     rows = prod(problem.out_size[:-1])
-    band = max(1, L2_TILE_BYTES // max(1, chunk_depth * out_w * itemsize))
     if problem.pointwise:
-        band = max(1, 4096 // out_w)
-    return int(min(band, rows)), int(chunks)
+        return int(min(max(1, 4096 // out_w), rows)), int(chunks)
+    row_bytes = max(1, chunk_depth * out_w * itemsize)
+    band = max(1, L2_TILE_BYTES // row_bytes)
+    wide = min(-(-problem.out_per_group // out_w), COL2IM_BAND_MAX_BYTES // row_bytes)
+    return int(min(max(band, wide), rows)), int(chunks)
 
 
 def weight_grad_chunks(problem, num_threads, band_rows):

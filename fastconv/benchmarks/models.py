@@ -187,12 +187,24 @@ def with_fastconv_layers(model):
     return model
 
 
+# the training step's SGD learning rate: small, so that the weights barely drift over a run
+LEARNING_RATE = 1e-4
+
+
 def step(model, x, train):
+    """Inference (no autograd), or a training step: forward, backward, and an SGD update of
+    the parameters in place, as a training loop makes; so no step reuses weights that an
+    earlier one transformed or packed (fastconv keeps those only while the weights' bytes
+    are unchanged)."""
     if not train:
         with torch.no_grad():
             return model(x)
     model.zero_grad(set_to_none=True)
     model(x).sum().backward()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.grad is not None:
+                parameter.sub_(parameter.grad, alpha=LEARNING_RATE)
 
 
 def check_agreement(models, x, train):
