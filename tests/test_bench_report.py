@@ -29,3 +29,24 @@ def test_depthwise_cases_count_their_bytes_and_dense_ones_do_not():
     inputs = case.make_inputs()
     # x (1,144,56,56) + w (144,1,3,3) + out (1,144,28,28), float32
     assert case.bytes_moved(inputs) == 4 * (144 * 56 * 56 + 144 * 9 + 144 * 28 * 28)
+
+
+def test_a_timed_training_step_writes_every_weight_without_moving_it():
+    """The networks' training step changes every parameter's bytes, as an optimizer does (so
+    no weight transformed or packed by the previous step is reused), by one unit in the last
+    place, so the timed steps keep the numerics of the checked run."""
+    import pytest
+    torch = pytest.importorskip("torch")
+    from fastconv.benchmarks.models import NETS, step, with_fastconv_layers
+    torch.manual_seed(0)
+    model = with_fastconv_layers(NETS["tcn"][0](levels=2))
+    x = torch.randn(2, 16, 64)
+    before = [p.detach().clone() for p in model.parameters()]
+    step(model, x, train=True)
+    for old, new in zip(before, model.parameters()):
+        assert (old != new.detach()).all()
+        np_old, np_new = old.numpy(), new.detach().numpy()
+        assert (abs(np_old.view("int32") - np_new.view("int32")) == 1).all()
+    step(model, x, train=True)
+    for old, new in zip(before, model.parameters()):
+        assert torch.equal(old, new.detach())
