@@ -679,6 +679,33 @@ def test_weight_gradient_by_winograd_matches_the_reference(batch, c_in, c_out, s
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((2, 3, 5, 9, 11), (4, 3, 3, 3, 3), dict(padding=1)),      # odd sizes
+    ((3, 4, 4, 8, 8), (6, 2, 3, 3, 3), dict(padding=(0, 1, 2), groups=2)),
+    ((1, 2, 3, 5, 6), (2, 2, 3, 3, 3), dict(padding=3)),       # past the kernel's reach
+    ((2, 4, 6, 7, 5), (5, 4, 2, 3, 3), dict(padding=((1, 0), 1, 1))),  # 2 depth taps
+    ((2, 4, 1, 7, 5), (5, 4, 1, 3, 3), dict(padding=(0, 1, 1))),  # one slice: the 2-d case
+    ((3, 5, 7, 4, 3), (3, 5, 5, 3, 3), dict(padding=(4, 1, 0))),  # 5 depth taps, 2-wide planes
+])
+def test_3d_weight_gradient_by_winograd_matches_the_reference(x_shape, w_shape, kwargs, dtype):
+    """Each depth tap's gradient is a 2-d F(2x2, 3x3) one summed over the depth slices it
+    pairs: zero slices where the padding is, none past the input."""
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    g = rng.standard_normal(fastconv.conv3d(x, np.zeros(w_shape, dtype), **kwargs).shape
+                            ).astype(dtype)
+    got = grad.conv3d_weight(x, w_shape, g, algorithm="winograd", **kwargs)
+    want = reference.conv_weight_grad(x.astype(np.float64), w_shape, g.astype(np.float64),
+                                      **kwargs)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    with fastconv.num_threads(1):
+        np.testing.assert_array_equal(
+            grad.conv3d_weight(x, w_shape, g, algorithm="winograd", **kwargs), got)
+
+
 @pytest.mark.parametrize("channels, batch, size", [(128, 4, 14), (256, 2, 12), (64, 2, 32)])
 def test_weight_gradient_float32_error_stays_within_a_few_times_the_gemms(channels, batch,
                                                                          size):
@@ -753,6 +780,10 @@ def test_auto_runs_the_winograd_weight_gradient_on_wide_layers_only():
     assert algorithm((1, 512, 7, 7), (512, 512, 3, 3), padding=1) != "winograd"   # 16 tiles
     assert algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=1) != "winograd"    # channels
     assert algorithm((8, 128, 28, 28), (128, 128, 3, 3), padding=1, stride=2) != "winograd"
+    # 3-d: 512 tiles over the batch's depth slices
+    assert algorithm((2, 128, 8, 16, 16), (128, 128, 3, 3, 3), padding=1) == "winograd"
+    assert algorithm((2, 128, 4, 8, 8), (256, 128, 3, 3, 3), padding=1) != "winograd"
+    assert algorithm((2, 64, 8, 16, 16), (128, 64, 3, 3, 3), padding=1) != "winograd"
     problem = problem_from_call((8, 128, 28, 28), (128, 128, 3, 3), padding=1)
     with fastconv.precision("exact"):
         assert fastconv.planning.plan_weight_grad(problem, "float32").algorithm != "winograd"
@@ -765,15 +796,16 @@ def test_auto_runs_the_winograd_weight_gradient_on_wide_layers_only():
     ((1, 4, 12, 12), (4, 4, 3, 3), dict(stride=2)),
     ((1, 4, 12, 12), (4, 4, 3, 3), dict(dilation=2)),
     ((1, 4, 12), (4, 4, 3), {}),                   # 1-d: the forward pass has F(4, 3)
-    ((1, 4, 6, 6, 6), (4, 4, 3, 3, 3), {}),        # 3-d: so has the forward pass
+    ((1, 4, 6, 6, 6), (4, 4, 3, 5, 5), {}),        # 3-d: (KD, 3, 3) only
+    ((1, 4, 6, 6, 6), (4, 4, 3, 3, 3), dict(stride=(2, 1, 1))),
 ])
 def test_forcing_the_winograd_weight_gradient_where_it_does_not_apply_raises(shape, w_shape,
                                                                             kwargs):
     nd = len(shape) - 2
     x = np.ones(shape)
     g = np.ones(getattr(fastconv, f"conv{nd}d")(x, np.ones(w_shape), **kwargs).shape)
-    with pytest.raises(ValueError, match="algorithm='winograd' needs a 2-d 3x3 kernel with "
-                                         "stride 1 and dilation 1"):
+    with pytest.raises(ValueError, match=r"algorithm='winograd' needs a 2-d 3x3 kernel or a "
+                                         r"3-d \(KD, 3, 3\) one, with stride 1 and dilation 1"):
         getattr(grad, f"conv{nd}d_weight")(x, w_shape, g, algorithm="winograd", **kwargs)
 
 

@@ -87,9 +87,9 @@ cdef extern from "winograd.h":
                                Py_ssize_t OH, Py_ssize_t OW, double* v,
                                Py_ssize_t e_stride) noexcept nogil
     void fc_wino2_filter_grad_f32(const float* m, Py_ssize_t e_stride, Py_ssize_t count,
-                                  float* dw) noexcept nogil
+                                  float* dw, Py_ssize_t filter_stride) noexcept nogil
     void fc_wino2_filter_grad_f64(const double* m, Py_ssize_t e_stride, Py_ssize_t count,
-                                  double* dw) noexcept nogil
+                                  double* dw, Py_ssize_t filter_stride) noexcept nogil
 
 # the weight gradient's transformed elements per tile (F(2x2, 3x3): 4x4)
 cdef enum:
@@ -583,61 +583,89 @@ def conv_forward(int kernel, const floating[:, :, :, :, :] x,
 
 
 # ---------------------------------------------------------------------------------------------
-# The weight gradient (winograd.h, FC_DEFINE_WINOGRAD_GRAD), F(2x2, 3x3): the 2x2 tiles of
-# a chunk of images transformed, the input's into xhat (16, C_in, tiles) and the output
-# gradient's into ghat (16, C_out, tiles), tiles side by side in whole vectors of lanes; then
-# for every element e and group a GEMM over the tiles, M[e] (+)= ghat[e] xhat[e]^T, on BLAS
-# (single-threaded in each of our threads); after the last chunk, each filter's G^T M G.
+# The weight gradient (winograd.h, FC_DEFINE_WINOGRAD_GRAD), F(2x2, 3x3), of (KD, 3, 3)
+# kernels (KD = 1: 2-d): the 2x2 tiles of a chunk of images transformed, the input's into
+# xhat (16, C_in, tiles) and the output gradient's into ghat (16, C_out, tiles), tiles side by
+# side in whole vectors of lanes; then for every element e, depth tap kd and group a GEMM over
+# the tiles, M[kd, e] (+)= ghat[e] xhat[e]^T, on BLAS (single-threaded in each of our
+# threads); after the last chunk, each filter's G^T M G.
+#
+# Depth: an image's tiles run over D_out + KD - 1 depth slices, slice i of the input being
+# its depth i - pad (zero outside it) and slice i of the gradient its depth i (zero from
+# D_out on): depth tap kd pairs gradient slice d with input slice d + kd, so its GEMM reads
+# xhat kd slices further on than ghat, the same offset for every image of the chunk. The
+# gradient's zero slices (KD - 1 an image) are the cost of that one offset; the input's
+# tiles are transformed once for all KD taps.
+
+cdef inline Py_ssize_t gradient_slices(const ConvShape* s) noexcept nogil:
+    """Depth slices of an image's tiles: D_out + KD - 1."""
+    return s.out_size[0] + s.kernel[0] - 1
+
 
 cdef void gradient_tiles(const floating* x, const floating* g, const ConvShape* s,
-                         Py_ssize_t n0, Py_ssize_t tiles, Py_ssize_t tiles_w,
-                         Py_ssize_t per_image, Py_ssize_t vector, Py_ssize_t capacity,
-                         floating* xhat, floating* ghat) noexcept nogil:
-    """Vector `vector` of the chunk's tiles of channel c (< C_in: the input's; else the output
-    gradient's channel c - C_in), transformed."""
+                         Py_ssize_t n0, Py_ssize_t images, Py_ssize_t tiles_w,
+                         Py_ssize_t per_slice, Py_ssize_t vectors, Py_ssize_t vector,
+                         Py_ssize_t capacity, floating* xhat, floating* ghat) noexcept nogil:
+    """Vector `vector` (of `vectors` per channel) of the chunk's tiles of channel c (< C_in:
+    the input's; else the output gradient's channel c - C_in), transformed; tiles past the
+    chunk's images, or in a zero depth slice, transform to zero."""
     # each lane's plane offset, top row and left column (on this thread's stack: in a small
     # per-thread buffer, the threads' tables shared cache lines)
     cdef Py_ssize_t table[3 * MAX_LANES]
     cdef Py_ssize_t L = lanes(<floating*> NULL)
-    cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2], OH = s.out_size[1], OW = s.out_size[2]
-    cdef Py_ssize_t c = vector // ((tiles + L - 1) // L)
-    cdef Py_ssize_t v = vector % ((tiles + L - 1) // L)
-    cdef Py_ssize_t lane, n_lanes = min(L, tiles - v * L)
-    # the first lane's tile (image n, tile row th, tile column tw), then the next ones by
-    # counting on (divisions for every lane took a third of the call)
-    cdef Py_ssize_t n = n0 + v * L // per_image, r = v * L % per_image
-    cdef Py_ssize_t th = r // tiles_w, tw = r % tiles_w
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t slices = gradient_slices(s)
+    cdef Py_ssize_t c = vector // vectors
+    cdef Py_ssize_t v = vector % vectors
+    cdef Py_ssize_t lane, depth
+    # the first lane's tile (image n, depth slice i, tile row th, tile column tw), then the
+    # next ones by counting on (divisions for every lane took a third of the call)
+    cdef Py_ssize_t first = v * L
+    cdef Py_ssize_t n = first // (slices * per_slice), r = first % (slices * per_slice)
+    cdef Py_ssize_t i = r // per_slice
+    cdef Py_ssize_t th = r % per_slice // tiles_w, tw = r % per_slice % tiles_w
     cdef bint is_input = c < s.c_in
-    for lane in range(n_lanes):
+    for lane in range(L):
+        table[lane] = 0
+        table[2 * L + lane] = 2 * tw - (s.pad[2] if is_input else 0)
         if is_input:
-            table[lane] = (n * s.c_in + c) * H * W
-            table[L + lane] = 2 * th - s.pad[1]
-            table[2 * L + lane] = 2 * tw - s.pad[2]
+            depth = i - s.pad[0]
+            if n < images and 0 <= depth < D:
+                table[lane] = (((n0 + n) * s.c_in + c) * D + depth) * H * W
+                table[L + lane] = 2 * th - s.pad[1]
+            else:
+                table[L + lane] = H          # every row past the plane: a zero tile
         else:
-            table[lane] = (n * s.c_out + c - s.c_in) * OH * OW
-            table[L + lane] = 2 * th
-            table[2 * L + lane] = 2 * tw
+            if n < images and i < OD:
+                table[lane] = (((n0 + n) * s.c_out + c - s.c_in) * OD + i) * OH * OW
+                table[L + lane] = 2 * th
+            else:
+                table[L + lane] = OH
         tw += 1
         if tw == tiles_w:
             tw = 0
             th += 1
-            if th * tiles_w == per_image:
+            if th * tiles_w == per_slice:
                 th = 0
-                n += 1
+                i += 1
+                if i == slices:
+                    i = 0
+                    n += 1
     if floating is float:
         if is_input:
-            fc_wino2_input_f32(x, table, table + L, table + 2 * L, n_lanes, H, W,
-                               xhat + c * capacity + v * L, s.c_in * capacity)
+            fc_wino2_input_f32(x, table, table + L, table + 2 * L, L, H, W,
+                               xhat + c * capacity + first, s.c_in * capacity)
         else:
-            fc_wino2_gradient_f32(g, table, table + L, table + 2 * L, n_lanes, OH, OW,
-                                  ghat + (c - s.c_in) * capacity + v * L, s.c_out * capacity)
+            fc_wino2_gradient_f32(g, table, table + L, table + 2 * L, L, OH, OW,
+                                  ghat + (c - s.c_in) * capacity + first, s.c_out * capacity)
     else:
         if is_input:
-            fc_wino2_input_f64(x, table, table + L, table + 2 * L, n_lanes, H, W,
-                               xhat + c * capacity + v * L, s.c_in * capacity)
+            fc_wino2_input_f64(x, table, table + L, table + 2 * L, L, H, W,
+                               xhat + c * capacity + first, s.c_in * capacity)
         else:
-            fc_wino2_gradient_f64(g, table, table + L, table + 2 * L, n_lanes, OH, OW,
-                                  ghat + (c - s.c_in) * capacity + v * L, s.c_out * capacity)
+            fc_wino2_gradient_f64(g, table, table + L, table + 2 * L, L, OH, OW,
+                                  ghat + (c - s.c_in) * capacity + first, s.c_out * capacity)
 
 
 cdef void winograd_weight_grad(const floating* x, const floating* g, floating* dw,
@@ -645,39 +673,50 @@ cdef void winograd_weight_grad(const floating* x, const floating* g, floating* d
                                floating* xhat, floating* ghat, floating* m,
                                Py_ssize_t capacity, int num_threads) noexcept nogil:
     cdef Py_ssize_t L = lanes(<floating*> NULL)
+    cdef Py_ssize_t KD = s.kernel[0]
     cdef Py_ssize_t tiles_w = (s.out_size[2] + 1) // 2
-    cdef Py_ssize_t per_image = ((s.out_size[1] + 1) // 2) * tiles_w
+    cdef Py_ssize_t per_slice = ((s.out_size[1] + 1) // 2) * tiles_w
+    cdef Py_ssize_t per_image = gradient_slices(s) * per_slice
     cdef Py_ssize_t Kg = s.c_out_g, Cg = s.c_in_g
-    cdef Py_ssize_t n0, images, tiles, padded, vectors, item, e, grp, co
+    cdef Py_ssize_t per_tap = ELEMENTS_F23 * s.c_out * Cg   # M's elements per depth tap
+    cdef Py_ssize_t vectors = capacity // L
+    cdef Py_ssize_t n0, images, depth, item, e, grp, kd, co
     cdef int blas_threads_before
     cdef floating beta
     n0 = 0
     while n0 < s.n:
         images = min(images_per_chunk, s.n - n0)
-        tiles = images * per_image
-        padded = (tiles + L - 1) // L * L
-        vectors = (s.c_in + s.c_out) * (padded // L)
-        for item in prange(vectors, num_threads=num_threads, schedule='dynamic', chunksize=4):
-            gradient_tiles(x, g, s, n0, tiles, tiles_w, per_image, item, capacity, xhat, ghat)
+        # the GEMMs' depth: the chunk's tiles in whole vectors
+        depth = (images * per_image + L - 1) // L * L
+        for item in prange((s.c_in + s.c_out) * vectors, num_threads=num_threads,
+                           schedule='dynamic', chunksize=4):
+            gradient_tiles(x, g, s, n0, images, tiles_w, per_slice, vectors, item, capacity,
+                           xhat, ghat)
         # the tiles' products, added to the chunks' before (the same order whatever the
         # thread that runs an element: one single-threaded GEMM each)
         beta = 0 if n0 == 0 else 1
         with parallel(num_threads=num_threads):
             blas_threads_before = hold_blas_single_threaded(blas_local_threads())
-            for item in prange(ELEMENTS_F23 * s.groups, schedule='dynamic'):
-                e = item // s.groups
+            for item in prange(ELEMENTS_F23 * KD * s.groups, schedule='dynamic'):
+                e = item // (KD * s.groups)
+                kd = item // s.groups % KD
                 grp = item % s.groups
-                gemm(False, True, <int> Kg, <int> Cg, <int> padded, <floating> 1,
+                gemm(False, True, <int> Kg, <int> Cg, <int> depth, <floating> 1,
                      ghat + (e * s.c_out + grp * Kg) * capacity, <int> capacity,
-                     xhat + (e * s.c_in + grp * Cg) * capacity, <int> capacity, beta,
-                     m + (e * s.c_out + grp * Kg) * Cg, <int> Cg)
+                     xhat + (e * s.c_in + grp * Cg) * capacity + kd * per_slice,
+                     <int> capacity, beta, m + kd * per_tap + (e * s.c_out + grp * Kg) * Cg,
+                     <int> Cg)
             release_blas(blas_local_threads(), blas_threads_before)
         n0 = n0 + images
-    for co in prange(s.c_out, num_threads=num_threads, schedule='static'):
+    for item in prange(s.c_out * KD, num_threads=num_threads, schedule='static'):
+        co = item // KD
+        kd = item % KD
         if floating is float:
-            fc_wino2_filter_grad_f32(m + co * Cg, s.c_out * Cg, Cg, dw + co * Cg * 9)
+            fc_wino2_filter_grad_f32(m + kd * per_tap + co * Cg, s.c_out * Cg, Cg,
+                                     dw + (co * Cg * KD + kd) * 9, KD * 9)
         else:
-            fc_wino2_filter_grad_f64(m + co * Cg, s.c_out * Cg, Cg, dw + co * Cg * 9)
+            fc_wino2_filter_grad_f64(m + kd * per_tap + co * Cg, s.c_out * Cg, Cg,
+                                     dw + (co * Cg * KD + kd) * 9, KD * 9)
 
 
 def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
@@ -685,21 +724,21 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
                 floating[:, :, :, :, ::1] dw, tuple pad, Py_ssize_t groups,
                 Py_ssize_t images_per_chunk, floating[::1] xhat, floating[::1] ghat,
                 floating[::1] products, int num_threads):
-    """`kernel` WEIGHT_GRAD_WINOGRAD: dw := the weight gradient of the 3x3, stride-1
-    convolution of x (N, C_in, 1, H, W) with zero padding `pad` (before each axis) for output
-    gradient g, by Winograd F(2x2, 3x3), the images in chunks of `images_per_chunk`.
-    Scratch: xhat and ghat of at least GRADIENT_ELEMENTS x C_in (C_out) x
-    gradient_capacity(...) elements, products of GRADIENT_ELEMENTS x C_out x C_in / groups.
-    The sums of a call do not depend on the thread count."""
+    """`kernel` WEIGHT_GRAD_WINOGRAD: dw := the weight gradient of the (KD, 3, 3), stride-1
+    convolution of x (N, C_in, D, H, W) with zero padding `pad` (before each axis) for output
+    gradient g, by Winograd F(2x2, 3x3) for each depth tap, the images in chunks of
+    `images_per_chunk`. Scratch: xhat and ghat of at least GRADIENT_ELEMENTS x C_in (C_out) x
+    gradient_capacity(...) elements, products of GRADIENT_ELEMENTS x KD x C_out x C_in /
+    groups. Every read stays inside x and g whatever `pad` (tiles are clipped to the planes
+    and depths they cover). The sums of a call do not depend on the thread count."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(dw.shape), shape5(g.shape),
                                   (1, 1, 1), pad, (1, 1, 1), groups)
     cdef Py_ssize_t capacity
     if kernel != WEIGHT_GRAD_WINOGRAD:
         raise ValueError(f"conv_winograd.weight_grad does not run kernel {kernel}")
-    if (s.kernel[0], s.kernel[1], s.kernel[2]) != (1, 3, 3) or s.in_size[0] != 1 \
-            or s.out_size[0] != 1:
-        raise ValueError(f"conv_winograd.weight_grad: 2-d 3x3 kernels; got kernel "
-                         f"{shape5(dw.shape)[2:]}, input {shape5(x.shape)}")
+    if (s.kernel[1], s.kernel[2]) != (3, 3):
+        raise ValueError(f"conv_winograd.weight_grad: (KD, 3, 3) kernels; got kernel "
+                         f"{shape5(dw.shape)[2:]}")
     if groups < 1 or g.shape[0] != x.shape[0] or g.shape[1] != dw.shape[0] \
             or dw.shape[0] % groups or x.shape[1] != dw.shape[1] * groups:
         raise ValueError(f"conv_winograd.weight_grad: x (N, C_in, ...), g (N, C_out, ...) and "
@@ -712,16 +751,16 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
     if lanes(<floating*> NULL) > MAX_LANES:
         raise ValueError("conv_winograd.weight_grad: built with more lanes than MAX_LANES")
     capacity = gradient_capacity(min(images_per_chunk, s.n), g.shape[3], g.shape[4],
-                                 x.itemsize == 8)
+                                 x.itemsize == 8, g.shape[2], dw.shape[2])
     if capacity > INT_MAX or max(s.c_out_g, s.c_in_g) > INT_MAX:
         raise ValueError("conv_winograd.weight_grad: a GEMM dimension past BLAS's 32-bit sizes")
     if xhat.shape[0] < ELEMENTS_F23 * s.c_in * capacity \
             or ghat.shape[0] < ELEMENTS_F23 * s.c_out * capacity \
-            or products.shape[0] < ELEMENTS_F23 * s.c_out * s.c_in_g:
+            or products.shape[0] < ELEMENTS_F23 * s.kernel[0] * s.c_out * s.c_in_g:
         raise ValueError("conv_winograd.weight_grad: scratch arrays too small")
     if dw.size == 0:
         return
-    if s.n == 0 or g.shape[3] == 0 or g.shape[4] == 0:
+    if s.n == 0 or g.shape[2] == 0 or g.shape[3] == 0 or g.shape[4] == 0:
         dw[...] = 0
         return
     with nogil:
@@ -731,8 +770,11 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
 
 
 def gradient_capacity(Py_ssize_t images, Py_ssize_t out_h, Py_ssize_t out_w,
-                      bint double_precision):
-    """Tiles a chunk of `images` holds in the weight gradient's scratch (whole vectors)."""
+                      bint double_precision, Py_ssize_t out_d=1, Py_ssize_t depth_taps=1):
+    """Tiles a chunk of `images` holds in the weight gradient's scratch (whole vectors): its
+    images' tiles over out_d + depth_taps - 1 depth slices, then depth_taps - 1 slices more
+    (the last depth tap's GEMM reads the input's tiles that many slices on)."""
     cdef Py_ssize_t L = lanes(<double*> NULL) if double_precision else lanes(<float*> NULL)
-    cdef Py_ssize_t tiles = images * ((out_h + 1) // 2) * ((out_w + 1) // 2)
-    return (tiles + L - 1) // L * L
+    cdef Py_ssize_t per_slice = ((out_h + 1) // 2) * ((out_w + 1) // 2)
+    cdef Py_ssize_t tiles = images * (out_d + depth_taps - 1) * per_slice
+    return (tiles + L - 1) // L * L + ((depth_taps - 1) * per_slice + L - 1) // L * L

@@ -265,8 +265,8 @@ FC_DEFINE_WINOGRAD(f64, double)
  *       outside the plane; lanes >= n_lanes are zero.
  *   fc_wino2_gradient: the same with (A dY_lane A^T)[e], dY_lane the 2x2 tile of the output
  *       gradient plane (OH x OW) at (h0[lane], w0[lane]).
- *   fc_wino2_filter_grad: dw[c * 9 + k] = (G^T M_c G)[k] for c < count, M_c[e] =
- *       m[e * e_stride + c]. */
+ *   fc_wino2_filter_grad: dw[c * filter_stride + k] = (G^T M_c G)[k] for c < count, M_c[e]
+ *       = m[e * e_stride + c]. */
 #define FC_DEFINE_WINOGRAD_GRAD(SUFFIX, T)                                                      \
 /* the tile of SIDE x SIDE at (h0[lane], w0[lane]) of each lane's plane, zero outside it */     \
 static inline void fc_wino2_gather_##SUFFIX(const T* plane, const ptrdiff_t* plane_offset,      \
@@ -332,12 +332,14 @@ static inline void fc_wino2_gt_##SUFFIX(const T* u, ptrdiff_t s, T* w, ptrdiff_t
 }                                                                                               \
                                                                                                 \
 static inline void fc_wino2_filter_grad_##SUFFIX(const T* m, ptrdiff_t e_stride,                \
-                                                 ptrdiff_t count, T* dw) {                      \
+                                                 ptrdiff_t count, T* dw,                        \
+                                                 ptrdiff_t filter_stride) {                     \
     T u[16], t[12];                                                                             \
     for (ptrdiff_t c = 0; c < count; c++) {                                                     \
+        T* f = dw + c * filter_stride;                                                          \
         for (int e = 0; e < 16; e++) u[e] = m[e * e_stride + c];                                \
         for (int j = 0; j < 4; j++) fc_wino2_gt_##SUFFIX(u + j, 4, t + j, 4);  /* columns */    \
-        for (int i = 0; i < 3; i++) fc_wino2_gt_##SUFFIX(t + 4 * i, 1, dw + c * 9 + 3 * i, 1);  \
+        for (int i = 0; i < 3; i++) fc_wino2_gt_##SUFFIX(t + 4 * i, 1, f + 3 * i, 1);           \
     }                                                                                           \
 }
 

@@ -219,22 +219,24 @@ def _weight_grad_by_plan(problem, plan, input, grad_output, weight_shape, dtype,
 
 
 def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
-    """The weight gradient by Winograd F(2x2, 3x3) (conv_winograd.weight_grad), images in
-    chunks of plan.images_per_unit. Its tiles mix every input of a 4x4 patch, so one inf or
-    NaN spreads to sums the direct ones keep finite (inf - inf): a result that is not all
-    finite is recomputed exactly."""
+    """The weight gradient by Winograd F(2x2, 3x3) (conv_winograd.weight_grad; in 3-d, F(2x2,
+    3x3) over each depth tap), images in chunks of plan.images_per_unit. Its tiles mix every
+    input of a 4x4 patch, so one inf or NaN spreads to sums the direct ones keep finite (inf -
+    inf): a result that is not all finite is recomputed exactly."""
+    x5, g5, dw5 = (as_5d(a, problem.ndim) for a in (x, g, dw))
     n, c_in = x.shape[:2]
-    oh, ow = g.shape[2:]
+    od, oh, ow = g5.shape[2:]
+    depth_taps = dw5.shape[2]
     elements = conv_winograd.GRADIENT_ELEMENTS
     capacity = conv_winograd.gradient_capacity(min(plan.images_per_unit, n), oh, ow,
-                                               dtype == np.float64)
+                                               dtype == np.float64, od, depth_taps)
     xhat = np.empty(elements * c_in * capacity, dtype)
     ghat = np.empty(elements * problem.out_channels * capacity, dtype)
-    products = np.empty(elements * problem.out_channels * problem.in_per_group, dtype)
+    products = np.empty(elements * depth_taps * problem.out_channels * problem.in_per_group,
+                        dtype)
     with _threads.single_threaded_blas:
-        conv_winograd.weight_grad(plan.kernel, x[:, :, None], g[:, :, None], dw[:, :, None],
-                                  plan.geometry[1], problem.groups, plan.images_per_unit,
-                                  xhat, ghat, products, plan.threads)
+        conv_winograd.weight_grad(plan.kernel, x5, g5, dw5, plan.geometry[1], problem.groups,
+                                  plan.images_per_unit, xhat, ghat, products, plan.threads)
     if not np.isfinite(dw).all():
         with precision("exact"):
             return _weight_grad_by_plan(problem, plan_weight_grad(problem, dtype), x, g,

@@ -824,6 +824,15 @@ def depthwise_rows_pays(problem, threads):
 # 3.5-4.2 -> 4.4-4.9).
 WINOGRAD_GRAD_MIN_CHANNELS = 128
 WINOGRAD_GRAD_MIN_TILES = 128
+# In 3-d (F(2x2, 3x3) over each depth tap, the input's tiles transformed once for the KD
+# taps, the gradient's over KD - 1 zero slices more an image) on Zen 4, 2 threads, float32,
+# ms, gemm -> winograd (PyTorch): 128 -> 128 on 8x16x16, batch 2 (1024 tiles), 26.6 -> 16.3
+# (16.2); 128 -> 256, batch 4, 91 -> 55 (64); 256 -> 256, batch 2, 104 -> 51 (61); 128 ->
+# 128 on 4x16x16, batch 2 (512), 12.7 -> 9.6 (7.5); 128 -> 256 on 4x8x8, batch 8 (512), 22.3
+# -> 17.9 (15.3); but at batch 2 (128 tiles) 6.0-7.7 -> 5.5-8.0, a tie. 64 channels won on
+# large volumes (1 x 16x32x32: 27.0 -> 21.2) and tied or lost on smaller ones (64 -> 128 on
+# 8x16x16: 12.1-13.8 -> 9.1-14.4; 32 -> 64 on 16x32x32: 25.4-27.9 -> 25.9-41.5).
+WINOGRAD_GRAD_MIN_TILES_3D = 512
 # Images per chunk: their transformed tiles, both operands, about this many bytes (they are
 # written, then read by the GEMMs: 4 images of 28x28 with 128 channels beat 1 and 8 by 3-9%).
 WINOGRAD_GRAD_CHUNK_BYTES = 12 << 20
@@ -831,30 +840,41 @@ WINOGRAD_GRAD_ELEMENTS = 16     # transformed values per 2x2 tile (conv_winograd
 
 
 def winograd_grad_computes(problem):
-    """True if the Winograd weight gradient computes `problem`: a 2-d 3x3 kernel, stride 1,
-    dilation 1."""
-    return (problem.ndim == 2 and problem.kernel_size == (3, 3)
-            and problem.stride == (1, 1) and problem.dilation == (1, 1))
+    """True if the Winograd weight gradient computes `problem`: a 2-d 3x3 kernel or a 3-d
+    (KD, 3, 3) one, stride 1, dilation 1."""
+    return (problem.ndim in (2, 3) and problem.kernel_size[-2:] == (3, 3)
+            and all(s == 1 for s in problem.stride) and all(d == 1 for d in problem.dilation))
 
 
 def winograd_grad_tiles(problem):
-    """The 2x2 tiles of the output gradient over the whole batch."""
-    oh, ow = problem.out_size
-    return problem.batch * -(-oh // 2) * -(-ow // 2)
+    """The 2x2 tiles of the output gradient over the whole batch (each depth slice's)."""
+    *depth, oh, ow = problem.out_size
+    return problem.batch * prod(depth) * -(-oh // 2) * -(-ow // 2)
+
+
+def winograd_grad_image_bytes(problem, itemsize):
+    """The transformed tiles of one image (both operands): in 3-d over D_out + KD - 1 depth
+    slices (conv_winograd.weight_grad)."""
+    *depth, oh, ow = problem.out_size
+    slices = depth[0] + problem.kernel_size[0] - 1 if depth else 1
+    return ((problem.in_channels + problem.out_channels) * WINOGRAD_GRAD_ELEMENTS * itemsize
+            * slices * -(-oh // 2) * -(-ow // 2))
 
 
 def winograd_grad_pays(problem):
     """True if `auto` should take the Winograd weight gradient (precision "fast")."""
+    min_tiles = WINOGRAD_GRAD_MIN_TILES_3D if problem.ndim == 3 else WINOGRAD_GRAD_MIN_TILES
     return (winograd_grad_computes(problem) and _precision.get_precision() == "fast"
             and min(problem.in_per_group, problem.out_per_group) >= WINOGRAD_GRAD_MIN_CHANNELS
-            and winograd_grad_tiles(problem) >= WINOGRAD_GRAD_MIN_TILES)
+            and winograd_grad_tiles(problem) >= min_tiles)
 
 
 WEIGHT_GRAD_RULES = (
     Rule("winograd", lambda p, *_: winograd_grad_pays(p),
-         f"3x3, stride 1, at least {WINOGRAD_GRAD_MIN_CHANNELS} channels per group each way "
-         f"and {WINOGRAD_GRAD_MIN_TILES} 2x2 tiles of output gradient: Winograd F(2x2, 3x3), "
-         "16 GEMMs over the batch's tiles (precision 'fast')"),
+         f"3x3 (in 3-d, KD x 3 x 3), stride 1, at least {WINOGRAD_GRAD_MIN_CHANNELS} channels "
+         f"per group each way and {WINOGRAD_GRAD_MIN_TILES} 2x2 tiles of output gradient "
+         f"({WINOGRAD_GRAD_MIN_TILES_3D} in 3-d): Winograd F(2x2, 3x3), 16 GEMMs (per depth "
+         "tap) over the batch's tiles (precision 'fast')"),
     Rule("depthwise", lambda p, itemsize=4, threads=1, *_: depthwise_rows_pays(p, threads),
          "one input and one output channel per group (depthwise), planes of at least "
          f"{DEPTHWISE_ROWS_MIN_PRODUCTS} positions x taps: each channel's sums over the whole "
@@ -950,8 +970,7 @@ def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas, pr
     family, variant, reason = _choose(padded, itemsize, threads, algorithm, WEIGHT_GRAD_RULES,
                                       WEIGHT_GRAD_ALGORITHMS, "weight_grad")
     if family == "winograd":
-        per_image = (padded.in_channels + padded.out_channels) * WINOGRAD_GRAD_ELEMENTS \
-            * itemsize * winograd_grad_tiles(padded) // max(padded.batch, 1)
+        per_image = winograd_grad_image_bytes(padded, itemsize)
         return Plan(Kernel.WEIGHT_GRAD_WINOGRAD, reason, threads,
                     tiling.kernel_geometry(padded),
                     images_per_unit=max(1, min(padded.batch,
@@ -1040,10 +1059,11 @@ REQUIREMENT = {
 }
 REQUIREMENT["channels_last_phases"] = REQUIREMENT["channels_last"]
 # names that reach other problems in one operation than in the others (Winograd's weight
-# gradient is F(2x2, 3x3), 2-d only)
+# gradient is F(2x2, 3x3), 2-d and 3-d only)
 _SUPPORTS_IN = {("weight_grad", "winograd"): winograd_grad_computes}
-_REQUIREMENT_IN = {("weight_grad", "winograd"): "a 2-d 3x3 kernel with stride 1 and dilation 1 "
-                                                "(Winograd F(2x2, 3x3))"}
+_REQUIREMENT_IN = {("weight_grad", "winograd"): "a 2-d 3x3 kernel or a 3-d (KD, 3, 3) one, "
+                                                "with stride 1 and dilation 1 (Winograd "
+                                                "F(2x2, 3x3))"}
 
 
 def supports(operation, name, problem):
