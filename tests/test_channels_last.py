@@ -102,7 +102,7 @@ def test_the_gemm_kernel_reads_the_input_in_place(monkeypatch):
 # arithmetic in the same order as the channels-first call, so the same bits.
 WINOGRAD_CASES = [  # x shape, weight shape, kwargs
     ((2, 32, 16, 16), (32, 32, 3, 3), dict(padding=1)),
-    ((1, 40, 13, 11), (48, 40, 3, 3), dict(padding=1)),                # tiles cut by borders
+    ((2, 40, 13, 11), (48, 40, 3, 3), dict(padding=1)),                # tiles cut by borders
     ((3, 33, 9, 7), (35, 33, 3, 3), dict(padding=((2, 0), (1, 3)))),   # asymmetric padding
     ((2, 64, 10, 10), (64, 32, 3, 3), dict(padding="same", groups=2)),
     ((9, 32, 12, 12), (32, 32, 3, 3), {}),                            # many super-blocks
@@ -249,7 +249,7 @@ def test_a_channels_last_weight_is_transformed_once_where_it_lies():
     changed in place (a training step), it is transformed again into the same buffers."""
     from fastconv._runtime import weight_cache
     weight_cache.forget_transforms()
-    x = channels_last((1, 32, 10, 10))
+    x = channels_last((2, 32, 10, 10))      # 18 tiles: auto runs Winograd
     w = channels_last((32, 32, 3, 3))
     for step in range(3):
         got = fastconv.conv2d(x, w, padding=1)

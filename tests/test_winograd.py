@@ -248,7 +248,7 @@ def test_input_gradient_by_winograd_matches_the_reference(batch, c_in, c_out, si
 
 def test_the_input_gradient_needs_more_tiles_than_the_forward_pass():
     """It transforms new weights on every call: with few tiles that is the call."""
-    forward = problem_from_call((2, 32, 8, 8), (32, 32, 3, 3), padding=1)       # 8 tiles
+    forward = problem_from_call((4, 32, 8, 8), (32, 32, 3, 3), padding=1)       # 16 tiles
     assert plan_conv(forward, "float32").algorithm == "winograd"
     assert plan_input_grad(forward, "float32").algorithm != "winograd"
     larger = problem_from_call((2, 32, 16, 16), (32, 32, 3, 3), padding=1)      # 32 tiles
@@ -483,7 +483,8 @@ def test_auto_runs_winograd_on_wide_3x3_stride_1_layers_only():
     assert algorithm((8, 8, 56, 56), (64, 8, 3, 3), padding=1) != "winograd"   # thin input
     assert algorithm((8, 16, 56, 56), (16, 16, 3, 3), padding=1) != "winograd"
     assert algorithm((1, 512, 7, 7), (512, 512, 3, 3), padding=1) != "winograd"  # 4 tiles
-    assert algorithm((2, 512, 7, 7), (512, 512, 3, 3), padding=1) == "winograd"  # 8 tiles
+    assert algorithm((2, 512, 7, 7), (512, 512, 3, 3), padding=1) != "winograd"  # 8 tiles
+    assert algorithm((4, 512, 7, 7), (512, 512, 3, 3), padding=1) == "winograd"  # 16 tiles
     assert algorithm((8, 32, 56, 56), (32, 32, 3, 3), padding=1) == "winograd"
     assert algorithm((8, 64, 56, 56), (64, 2, 3, 3), padding=1, groups=32) != "winograd"
 

@@ -268,8 +268,14 @@ def winograd_computes(problem):
 WINOGRAD_MIN_CHANNELS = 32
 # Each call reads all its transformed weights (4x the weight's bytes) for every block of tiles:
 # with too few tiles that read is the call. 512 -> 512 on 7x7 (4 tiles an image; ms, Winograd
-# against packed): batch 1 4.13 / 3.86, batch 2 4.04 / 5.34, batch 4 4.71 / 8.61.
-WINOGRAD_MIN_TILES = 8
+# against packed): batch 1 4.13 / 3.86, batch 2 4.04 / 5.34, batch 4 4.71 / 8.61. Inside a
+# network the transformed weights come from memory (a UNet's 1024 -> 1024 layer on 8x8 has
+# 151 MB of them, against 38 MB read by packed): its inference at batch 2 (8 tiles) took
+# 216-218 ms with 8 here, 167-184 with 16 (PyTorch 298-307; Zen 4, 2 threads, A/B in one
+# process); alone, caches warm, 8 tiles were a tie (2 x 512 on 7x7: 3.9 / 3.0 ms; 2 x 1024 on
+# 8x8 13.3 / 14.2) and 16 still Winograd's (4 x 512 on 8x8 4.1 / 7.4; 1 x 256 on 14x14 0.75
+# / 1.35).
+WINOGRAD_MIN_TILES = 16
 # The input gradient transforms its reversed, transposed weights on every call (they change
 # with every training step, and a transposed convolution's are never remembered): 5 ms for
 # 512 -> 512 channels with 2 threads, so it needs more tiles to pay. Measured on AMD Zen 3
