@@ -743,3 +743,20 @@ def test_fastconv_torch_reads_a_channels_last_tensor_in_place(monkeypatch):
     y = fnn.conv2d(x, torch.randn(4, 8, 3, 3), padding=1)
     assert seen == [(x.data_ptr(), y.data_ptr())]     # no copy in, none out
     assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, k, nr", [(2048, 512, 48), (35, 130, 32), (5, 1, 48), (48, 64, 48)])
+def test_weight_panels_are_the_weights_transposed_panel_by_panel(n, k, nr, dtype):
+    """pack_panels: out[p * K + k, c] = rows[p * NR + c, k], zero past the last row."""
+    from fastconv._kernels import conv_channels_last
+    rows = rng.standard_normal((n, k)).astype(dtype)
+    panels = -(-n // nr)
+    out = np.full((panels * k, nr), np.nan, dtype)
+    conv_channels_last.pack_panels(rows, out, 2)
+    padded = np.zeros((panels * nr, k), dtype)
+    padded[:n] = rows
+    want = padded.reshape(panels, nr, k).transpose(0, 2, 1).reshape(panels * k, nr)
+    np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match="pack_panels: out must be"):
+        conv_channels_last.pack_panels(rows, np.empty((panels * k + 1, nr), dtype), 1)
