@@ -1,6 +1,7 @@
 """A dispatcher constant's values against each other inside a whole network, in one process.
 
     python bench/compare_rules.py NET NAME VALUE [VALUE ...] [--rounds 6] [--infer]
+                                  [--format channels_last]
 
 NAME is a module-level constant of fastconv._plan.dispatch or fastconv._plan.tiling (for
 example WINOGRAD_MIN_TILES, PHASE_GRID_MAX_WEIGHT_GRAD, COL2IM_BAND_MAX_BYTES); each VALUE is
@@ -33,6 +34,8 @@ def main():
     parser.add_argument("values", nargs="+", type=ast.literal_eval)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--infer", action="store_true", help="time inference, not training")
+    parser.add_argument("--format", choices=["contiguous", "channels_last"],
+                        default="contiguous", help="the 2-d networks' memory format")
     opts = parser.parse_args()
     module = next((m for m in (dispatch, tiling) if hasattr(m, opts.name)), None)
     if module is None:
@@ -41,9 +44,11 @@ def main():
     torch.set_num_threads(fastconv.get_num_threads())
     build, shape, batch = NETS[opts.net]
     torch.manual_seed(0)
-    base = build()
+    memory_format = torch.channels_last if opts.format == "channels_last" and len(shape) == 3 \
+        else torch.contiguous_format
+    base = build().to(memory_format=memory_format)
     models = {"torch": base, "fastconv": with_fastconv_layers(base)}
-    x = torch.randn((batch,) + shape)
+    x = torch.randn((batch,) + shape).to(memory_format=memory_format)
     train = not opts.infer
 
     def timed(model):
@@ -72,7 +77,7 @@ def main():
         setattr(module, opts.name, original)
         dispatch.forget_plans()
     reference = statistics.median(torch_times)
-    print(f"{opts.net} {'training step' if train else 'inference'}, "
+    print(f"{opts.net} {opts.format} {'training step' if train else 'inference'}, "
           f"{fastconv.get_num_threads()} threads: PyTorch {reference * 1e3:.1f} ms")
     for i, value in enumerate(opts.values):
         median = statistics.median(times[i])

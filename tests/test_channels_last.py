@@ -760,3 +760,37 @@ def test_weight_panels_are_the_weights_transposed_panel_by_panel(n, k, nr, dtype
     np.testing.assert_array_equal(out, want)
     with pytest.raises(ValueError, match="pack_panels: out must be"):
         conv_channels_last.pack_panels(rows, np.empty((panels * k + 1, nr), dtype), 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("w_shape, taps, nr", [
+    ((64, 40, 3, 3), [(2, 2), (2, 1), (2, 0), (1, 2), (1, 1), (1, 0), (0, 2), (0, 1), (0, 0)], 32),
+    ((7, 100, 3, 3), [(0, 0), (0, 2), (2, 0), (2, 2)], 48),     # a stride-2 phase's taps
+    ((5, 3, 1, 1), [(0, 0)], 16),
+])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "reversed view"])
+def test_tap_panels_are_the_named_taps_transposed_panel_by_panel(w_shape, taps, nr, layout,
+                                                                 dtype):
+    """pack_tap_panels: out[p * K + t * C_out + o, c] = w[o, p * NR + c, taps[t]] with K =
+    T * C_out, zero past C_in, from a weight in any strides."""
+    from fastconv._kernels import conv_channels_last
+    w = rng.standard_normal(w_shape).astype(dtype)
+    if layout == "channels_last":
+        w = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    elif layout == "reversed view":
+        w = np.ascontiguousarray(w[:, :, ::-1, ::-1])[:, :, ::-1, ::-1]
+    c_out, c_in = w_shape[:2]
+    panels, k = -(-c_in // nr), len(taps) * c_out
+    out = np.full((panels * k, nr), np.nan, dtype)
+    conv_channels_last.pack_tap_panels(w, np.array(taps, np.intp), out, 2)
+    matrix = np.zeros((k, panels * nr), dtype)          # W[(t, o), c], zero past C_in
+    for t, (i, j) in enumerate(taps):
+        matrix[t * c_out:(t + 1) * c_out, :c_in] = w[:, :, i, j]
+    want = matrix.reshape(k, panels, nr).transpose(1, 0, 2).reshape(panels * k, nr)
+    np.testing.assert_array_equal(out, want)
+    with pytest.raises(ValueError, match="pack_tap_panels: out must be"):
+        conv_channels_last.pack_tap_panels(w, np.array(taps, np.intp),
+                                           np.empty((panels * k + 1, nr), dtype), 1)
+    with pytest.raises(ValueError, match="lies outside"):
+        conv_channels_last.pack_tap_panels(w, np.array([(0, w_shape[3])], np.intp),
+                                           np.empty((panels * c_out, nr), dtype), 1)

@@ -575,11 +575,48 @@ def test_training_steps_refill_the_cache_in_place_and_gradients_leave_it_alone()
         np.testing.assert_allclose(dx, reference.conv_input_grad(x.shape, w, g, padding=1),
                                    atol=1e-10)
         assert len(weight_cache._entries) == 1
-        (copy, transformed), = weight_cache._entries.values()
+        (copy, transformed, *_), = weight_cache._entries.values()
         if step:
             assert transformed is first_buffer     # refilled where it lies
         first_buffer = transformed
         w -= 0.1 * rng.standard_normal(w.shape)   # the step, in place
+    weight_cache.forget_transforms()
+
+
+def test_a_weight_trained_on_every_call_is_refilled_without_copies_until_it_settles():
+    """After VOLATILE_AFTER changed lookups in a row an entry stops comparing and copying the
+    weight and refills on every lookup, so that whatever changes, the transform returned is
+    the weight's; once the weight stops changing, it is remembered again (no refill) within
+    VOLATILE_PROBE + 1 lookups."""
+    from fastconv._runtime import weight_cache
+    weight_cache.forget_transforms()
+    w = np.arange(12.0).reshape(3, 4)
+    fills, copies = [], []
+
+    def fill(weight, out):
+        fills.append(1)
+        out[...] = 2 * weight.ravel()
+
+    def lookup():
+        before = len(fills)
+        got = weight_cache.cached_transform(("double",), w, w.size, fill)
+        np.testing.assert_array_equal(got, 2 * w.ravel())      # never stale
+        return len(fills) > before
+
+    real_copyto = np.copyto
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(np, "copyto", lambda dst, src: (copies.append(1), real_copyto(dst, src)))
+        assert lookup()                         # first sight
+        for step in range(3 * weight_cache.VOLATILE_PROBE):
+            w[step % 3, step % 4] += 1.0        # an optimizer step, in place
+            assert lookup()
+        # copies only on the changed lookups before it turned volatile and on the probes
+        changed = 3 * weight_cache.VOLATILE_PROBE
+        assert len(copies) <= weight_cache.VOLATILE_AFTER + changed // weight_cache.VOLATILE_PROBE
+        refilled = [lookup() for _ in range(weight_cache.VOLATILE_PROBE + 3)]
+        assert refilled[-1] is False and refilled[-2] is False
+        w[0, 0] = -5.0                          # a change after it settled: seen at once
+        assert lookup()
     weight_cache.forget_transforms()
 
 

@@ -191,17 +191,11 @@ def nhwc_tile_shape(columns, dtype):
     return (shape,) + tiles[shape]
 
 
-def _stack_panels(matrix, out, nr):
-    """out := matrix (K, columns) cut into the channels-last GEMM's B panels: panels of NR
-    columns, each K x NR contiguous, zero past the last column."""
-    k, columns = matrix.shape
-    panels = -(-columns // nr)
-    stacked = out.reshape(panels, k, nr)
-    whole = columns // nr
-    stacked[:whole] = matrix[:, :whole * nr].reshape(k, whole, nr).transpose(1, 0, 2)
-    if whole < panels:
-        stacked[whole, :, :columns - whole * nr] = matrix[:, whole * nr:]
-        stacked[whole, :, columns - whole * nr:] = 0
+def _pack_tap_panels(weight, taps, out, nr):
+    """out := the B panels (NR columns each, K x NR contiguous, zero past C_in) of the
+    (len(taps) * C_out, C_in) matrix W[(t, o), c] = weight[o, c, taps[t]]."""
+    conv_channels_last.pack_tap_panels(weight, np.asarray(taps, np.intp).reshape(-1, 2),
+                                       out.reshape(-1, nr), _threads.team_size())
 
 
 def nhwc_weight_panels(w, nr, dtype, adjoint=False):
@@ -216,9 +210,10 @@ def nhwc_weight_panels(w, nr, dtype, adjoint=False):
 
     def fill(weight, out):
         if adjoint:
-            # (kh, kw, o) x c: a channels-last weight's rows read in order, then cut
-            matrix = weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(k, columns)
-            _stack_panels(matrix, out, nr)
+            # (kh, kw, o) x c: every tap, reversed
+            kh, kw = weight.shape[2:]
+            taps = [(kh - 1 - i, kw - 1 - j) for i in range(kh) for j in range(kw)]
+            _pack_tap_panels(weight, taps, out, nr)
         else:
             # each output channel's (kh, kw, c) weights: a channels-last weight's own rows
             # (a channels-first one's reordered within each filter), transposed into panels
@@ -248,9 +243,8 @@ def nhwc_phase_panels(w, nr, dtype, stride):
 
     def fill(weight, out):
         for (rh, rw), start, size in zip(phases, starts, sizes):
-            taps = weight[:, :, taps_h[rh]][:, :, :, taps_w[rw]]
-            _stack_panels(taps.transpose(2, 3, 0, 1).reshape(-1, c_in),
-                          out[start:start + size], nr)
+            _pack_tap_panels(weight, [(i, j) for i in taps_h[rh] for j in taps_w[rw]],
+                             out[start:start + size], nr)
     w = w if w.dtype == dtype else w.astype(dtype)
     flat = cached_transform(("nhwc_phase_panels", nr, stride), w, int(starts[-1]), fill)
     return {phase: flat[start:start + size].reshape(-1, nr)
