@@ -794,3 +794,22 @@ def test_tap_panels_are_the_named_taps_transposed_panel_by_panel(w_shape, taps, 
     with pytest.raises(ValueError, match="lies outside"):
         conv_channels_last.pack_tap_panels(w, np.array([(0, w_shape[3])], np.intp),
                                            np.empty((panels * c_out, nr), dtype), 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 40, 3, 3), (5, 3, 7, 7), (6, 4, 2, 3, 3), (9, 17, 1, 1)])
+def test_a_channels_last_weight_is_made_contiguous_by_the_tiled_transpose(shape, dtype):
+    """contiguous_weight: the same values, C-contiguous, from a weight whose channels are
+    innermost in memory (2-d and 3-d); a contiguous weight is returned as it is, and other
+    layouts are copied the plain way."""
+    from fastconv._ops.conv import contiguous_weight
+    w = rng.standard_normal(shape).astype(dtype)
+    channels_last_w = np.moveaxis(np.ascontiguousarray(np.moveaxis(w, 1, -1)), -1, 1)
+    got = contiguous_weight(channels_last_w)
+    assert got.flags.c_contiguous and got.dtype == dtype
+    np.testing.assert_array_equal(got, w)
+    assert contiguous_weight(w) is w
+    reversed_view = w[:, :, ::-1]
+    np.testing.assert_array_equal(contiguous_weight(reversed_view), reversed_view)
+    np.testing.assert_array_equal(contiguous_weight(channels_last_w, np.float64),
+                                  w.astype(np.float64))

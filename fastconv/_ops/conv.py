@@ -54,6 +54,25 @@ def adjoint_packed_weights(plan, w5, groups):
     return cached_transform(("packed", groups, tile, True), w5, size, fill)
 
 
+def contiguous_weight(w, dtype=None):
+    """w (C_out, C_in, *kernel) C-contiguous in `dtype` (w's own by default), w itself where
+    it is: a channels-last weight (memory (C_out, *kernel, C_in), as a channels-last layer's)
+    reordered by the tiled transpose, not numpy's copy of the transposed view (1.5-4 GB/s:
+    the Winograd weights of a channels-last network's training step waited on it)."""
+    dtype = w.dtype if dtype is None else np.dtype(dtype)
+    if w.flags.c_contiguous or w.ndim < 3 or w.dtype != dtype \
+            or dtype not in (np.float32, np.float64):
+        return np.ascontiguousarray(w, dtype)
+    channels_inner = np.moveaxis(w, 1, -1)
+    if not channels_inner.flags.c_contiguous:
+        return np.ascontiguousarray(w)
+    c_out, c_in, taps = w.shape[0], w.shape[1], prod(w.shape[2:])
+    out = np.empty(w.shape, dtype)
+    conv_channels_last.transpose_images(channels_inner.reshape(c_out, taps, c_in),
+                                        out.reshape(c_out, c_in, taps), _threads.team_size())
+    return out
+
+
 def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoint_of=None):
     """Run `plan` (one forward kernel) for the zero-padded `problem` on C-contiguous arrays of
     its exact shapes. `remember_weights`: keep transformed weights for the next call with
@@ -77,11 +96,11 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
         size = conv_winograd.weights_size(w5.shape[0], w5.shape[1], groups, w5.shape[2:])
 
         def fill(weight, out):   # a channels-last weight is keyed where it lies
-            conv_winograd.transform_weights(np.ascontiguousarray(weight), groups, out,
+            conv_winograd.transform_weights(contiguous_weight(weight), groups, out,
                                             plan.threads)
         if adjoint_of is not None:
             u = scratch(size, w5.dtype)
-            conv_winograd.transform_adjoint_weights(np.ascontiguousarray(adjoint_of), groups,
+            conv_winograd.transform_adjoint_weights(contiguous_weight(adjoint_of), groups,
                                                     u, plan.threads)
         elif remember_weights:
             u = cached_transform(("winograd", groups), w5, size, fill)
@@ -94,7 +113,7 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
             # an inf or NaN spread over whole tiles: the direct sums' answer, exactly
             if adjoint_of is not None:
                 w = np.empty(w.shape, w.dtype)
-                conv_subpixel.adjoint_phase_weight(np.ascontiguousarray(adjoint_of),
+                conv_subpixel.adjoint_phase_weight(contiguous_weight(adjoint_of),
                                                    as_5d(w, nd), groups,
                                                    (0, 0, 0), (1, 1, 1))
             exact = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
@@ -116,7 +135,7 @@ def run_conv(problem, plan, x, w, bias, out, remember_weights=True, adjoint_of=N
     for `remember_weights` and `adjoint_of` (a plan in one piece only)."""
     dtype = out.dtype
     x = np.ascontiguousarray(x, dtype=dtype)
-    w = np.ascontiguousarray(w, dtype=dtype)
+    w = contiguous_weight(w, dtype)
     bias = np.empty(0, dtype) if bias is None else np.ascontiguousarray(bias, dtype=dtype)
     if out.size == 0:
         return out

@@ -16,9 +16,8 @@ import numpy as np
 
 from fastconv._kernels import conv_bias as _conv_bias, conv_channels_last, conv_direct, \
     conv_im2col, conv_packed, conv_phase_grid, conv_subpixel, conv_winograd
-from fastconv._ops.conv import adjoint_packed_weights, as_5d, nhwc_gemm_tiling, \
-    nhwc_phase_panels, nhwc_tile_shape, run_conv, \
-    run_conv_channels_last
+from fastconv._ops.conv import adjoint_packed_weights, as_5d, contiguous_weight, \
+    nhwc_gemm_tiling, nhwc_phase_panels, nhwc_tile_shape, run_conv, run_conv_channels_last
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
 from fastconv._plan.dispatch import Kernel, plan_channels_last, plan_input_grad, \
@@ -117,7 +116,7 @@ def run_input_grad(problem, plan, weight, grad_output, dtype):
 
 
 def _input_grad_by_plan(problem, plan, weight, grad_output, dtype):
-    w = np.ascontiguousarray(weight, dtype=dtype)
+    w = contiguous_weight(weight, dtype)
     g = np.ascontiguousarray(grad_output, dtype=dtype)
     if problem.in_shape.count(0) or g.size == 0:
         return np.zeros(problem.in_shape, dtype)
@@ -193,10 +192,11 @@ def _weight_grad_by_plan(problem, plan, input, grad_output, weight_shape, dtype,
                                         bias_out)
     x = np.ascontiguousarray(input, dtype=dtype)
     g = np.ascontiguousarray(grad_output, dtype=dtype)
-    dw = np.zeros(weight_shape, dtype)
+    dw = np.empty(weight_shape, dtype)    # every kernel writes all of it
     if g.size == 0:
         if bias_out is not None:
             bias_out[...] = 0
+        dw[...] = 0
         return dw
     args = (plan.kernel, as_5d(x, nd), as_5d(g, nd), as_5d(dw, nd)) + plan.geometry \
         + (problem.groups,)
@@ -568,7 +568,7 @@ def _fused_depthwise(problem, input, weight, grad_output, dtype):
             or g_index != tuple(slice(0, n) for n in problem.out_size):
         return None
     nd = problem.ndim
-    w5 = as_5d(np.ascontiguousarray(weight, dtype), nd)
+    w5 = as_5d(contiguous_weight(weight, dtype), nd)
     reversed_w = np.empty_like(w5)
     conv_subpixel.adjoint_phase_weight(w5, reversed_w, problem.groups, (0, 0, 0), (1, 1, 1))
     x = np.ascontiguousarray(input, dtype)
