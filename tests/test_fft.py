@@ -10,6 +10,7 @@ with eps the dtype's machine epsilon and P the transform's points. Inputs and we
 inf or NaN give exactly the direct sums' answer (the call is recomputed).
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -134,6 +135,20 @@ def test_inf_and_nan_give_the_direct_sums_answer(where, value):
     x, w, b = random_call(rng, 2, 3, 4, (40, 40), (9, 9), 1, np.float32)
     assert_direct_sums_when_not_finite(x, w, b, where, value, (1, 2, 5, 6), (3, 1, 4, 2),
                                        "fft", padding=4)
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_non_finite_data_raise_no_numpy_warning(value):
+    """The check that finds a non-finite result (then recomputed by the direct sums) may sum
+    inf - inf (a bias of inf on one channel, -inf on another): the caller's data is not at
+    fault, so no RuntimeWarning reaches them."""
+    rng = np.random.default_rng(8)
+    x, w, b = random_call(rng, 2, 3, 4, (40, 40), (9, 9), 1, np.float32)
+    b[0], b[1] = np.inf, -np.inf
+    x[0, 1, 5, 6] = value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastconv.conv2d(x, w, b, padding=4, algorithm="fft")
 
 
 def test_result_does_not_depend_on_the_thread_count():

@@ -29,14 +29,9 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
 from fastconv._kernels.pair_rows cimport fc_copy_short, fc_pad_rows, fc_zero_short
-from fastconv._kernels.packed_gemm cimport gemm_rows_tile, gemm_tile, tile_mr, tile_nr
+from fastconv._kernels.packed_gemm cimport gemm_rows_tile, gemm_tile, pack_b_panels, tile_mr, \
+    tile_nr, transpose_block
 from fastconv._kernels.workspace cimport fc_workspace
-
-cdef extern from "transpose_tiles.h":
-    void fc_transpose_f32(const float* src, Py_ssize_t src_stride, float* dst,
-                          Py_ssize_t dst_stride, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
-    void fc_transpose_f64(const double* src, Py_ssize_t src_stride, double* dst,
-                          Py_ssize_t dst_stride, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
 
 cdef extern from "stream_store.h":
     void fc_stream_copy(void* dst, const void* src, size_t bytes) noexcept nogil
@@ -671,16 +666,6 @@ def transpose_images(const floating[:, :, ::1] src, floating[:, :, ::1] dst, int
         transpose_block(&src[n, i0, j0], B, &dst[n, j0, i0], A, i1 - i0, j1 - j0)
 
 
-cdef inline void transpose_block(const floating* src, Py_ssize_t src_stride, floating* dst,
-                                 Py_ssize_t dst_stride, Py_ssize_t rows,
-                                 Py_ssize_t cols) noexcept nogil:
-    """dst[j * dst_stride + i] := src[i * src_stride + j] for i < rows, j < cols, through
-    vector registers (transpose_tiles.h)."""
-    if floating is float:
-        fc_transpose_f32(src, src_stride, dst, dst_stride, rows, cols)
-    else:
-        fc_transpose_f64(src, src_stride, dst, dst_stride, rows, cols)
-
 
 # The B panels of a channels-last GEMM's weights, from the rows that hold each output
 # column's K weights contiguous (a channels-last weight's own memory): a transpose, blocked
@@ -707,7 +692,7 @@ def pack_panels(const floating[:, ::1] rows, floating[:, ::1] out, int num_threa
     """out[p * K + k, c] := rows[p * NR + c, k], zero past the N rows: rows (N, K), out
     (ceil(N / NR) * K, NR), the micro-kernel's B panels of the K x N matrix rows^T."""
     cdef Py_ssize_t N = rows.shape[0], K = rows.shape[1], NR = out.shape[1]
-    cdef Py_ssize_t panels, blocks, item, p, k0, k1, k, width
+    cdef Py_ssize_t panels, blocks, item, p, k0, k1, width
     panels = panel_count("pack_panels", N, K, out.shape[0], NR, f"rows ({N}, {K})")
     if panels * K == 0:
         return
@@ -718,10 +703,8 @@ def pack_panels(const floating[:, ::1] rows, floating[:, ::1] out, int num_threa
         k0 = item % blocks * PANEL_BLOCK_K
         k1 = k0 + PANEL_BLOCK_K if k0 + PANEL_BLOCK_K < K else K
         width = N - p * NR if N - p * NR < NR else NR
-        transpose_block(&rows[p * NR, k0], K, &out[p * K + k0, 0], NR, width, k1 - k0)
-        if width < NR:
-            for k in range(k0, k1):
-                memset(&out[p * K + k, width], 0, (NR - width) * sizeof(floating))
+        # rows k0 .. k1 of panel p: B = rows^T, B's columns contiguous
+        pack_b_panels(&rows[p * NR, k0], 1, K, k1 - k0, width, NR, &out[p * K + k0, 0])
 
 
 # The B panels of an input gradient's convolutions (the stride-1 adjoint, or one stride

@@ -14,6 +14,12 @@ from cython.parallel cimport prange
 
 from fastconv._kernels.conv_shape cimport ConvShape
 
+cdef extern from "transpose_tiles.h":
+    void fc_transpose_f32(const float* src, Py_ssize_t src_stride, float* dst,
+                          Py_ssize_t dst_stride, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
+    void fc_transpose_f64(const double* src, Py_ssize_t src_stride, double* dst,
+                          Py_ssize_t dst_stride, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
+
 cdef extern from "gemm_microkernel.h":
     int FC_GEMM_MR
     int FC_GEMM_MR_NARROW
@@ -153,14 +159,43 @@ cdef inline const floating* prepacked_pointer(object packed, const ConvShape* s,
     return &view[0]
 
 
+cdef inline void transpose_block(const floating* src, Py_ssize_t src_stride, floating* dst,
+                                 Py_ssize_t dst_stride, Py_ssize_t rows,
+                                 Py_ssize_t cols) noexcept nogil:
+    """dst[j * dst_stride + i] := src[i * src_stride + j] for i < rows, j < cols, through
+    vector registers (transpose_tiles.h)."""
+    if floating is float:
+        fc_transpose_f32(src, src_stride, dst, dst_stride, rows, cols)
+    else:
+        fc_transpose_f64(src, src_stride, dst, dst_stride, rows, cols)
+
+
+cdef inline void zero_columns(floating* panel, Py_ssize_t rows, Py_ssize_t width,
+                              Py_ssize_t first) noexcept nogil:
+    """panel[r * width + c] := 0 for c >= first, r < rows (a last panel's missing columns)."""
+    cdef Py_ssize_t r, c
+    for r in range(rows):
+        for c in range(first, width):
+            panel[r * width + c] = 0
+
+
 cdef inline void pack_a_panels(const floating* src, Py_ssize_t row_stride,
                                Py_ssize_t col_stride, Py_ssize_t M, Py_ssize_t K,
                                floating* packed, int shape) noexcept nogil:
     """packed[panel][k][m] = A[panel * MR + m][k] with A[i][j] = src[i * row_stride +
-    j * col_stride] (any layout, transposed included), zero past M: A in micro-kernel panels."""
+    j * col_stride] (any layout, transposed included), zero past M: A in micro-kernel panels.
+    Rows of A contiguous (col_stride 1): each panel is a transposed copy, through vector
+    registers."""
     cdef Py_ssize_t MR = tile_mr(shape)
-    cdef Py_ssize_t panel, k, m, i
+    cdef Py_ssize_t panel, k, m, i, m_valid
     for panel in range((M + MR - 1) // MR):
+        m_valid = M - panel * MR if M - panel * MR < MR else MR
+        if col_stride == 1:
+            transpose_block(src + panel * MR * row_stride, row_stride, packed + panel * K * MR,
+                            MR, m_valid, K)
+            if m_valid < MR:
+                zero_columns(packed + panel * K * MR, K, MR, m_valid)
+            continue
         for k in range(K):
             for m in range(MR):
                 i = panel * MR + m
@@ -172,10 +207,18 @@ cdef inline void pack_b_panels(const floating* src, Py_ssize_t row_stride,
                                Py_ssize_t col_stride, Py_ssize_t K, Py_ssize_t N,
                                Py_ssize_t NR, floating* packed) noexcept nogil:
     """packed[j][k][c] = B[k][j * NR + c] with B[k][n] = src[k * row_stride + n * col_stride]
-    (any layout, transposed included), zero past N: B in micro-kernel panels."""
+    (any layout, transposed included), zero past N: B in micro-kernel panels. B's columns
+    contiguous (row_stride 1, B^T's rows): each panel is a transposed copy, through vector
+    registers (a channels-last weight's B panels, conv_channels_last.pack_panels)."""
     cdef Py_ssize_t j, k, c, width
     for j in range((N + NR - 1) // NR):
         width = N - j * NR if N - j * NR < NR else NR
+        if row_stride == 1 and col_stride != 1:
+            transpose_block(src + j * NR * col_stride, col_stride, packed + j * K * NR, NR,
+                            width, K)
+            if width < NR:
+                zero_columns(packed + j * K * NR, K, NR, width)
+            continue
         for k in range(K):
             if col_stride == 1:
                 for c in range(width):
