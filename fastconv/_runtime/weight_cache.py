@@ -15,11 +15,10 @@ trained: its entry then refills without comparing or copying the weight (the cop
 over every weight, took 12 ms of a channels-last ResNet-50 training step at batch 1), and
 takes the copy again on every VOLATILE_PROBE-th lookup, so that a weight that stops changing
 (inference after training) is remembered again from the next lookup on. Every lookup that
-does not compare refills, so no stale transform is ever returned. Entries beyond CACHE_BYTES
-(transformed weights plus their copy) are
-dropped, least recently used first. ``scratch`` gives a calling thread a reusable buffer for
-transforms of weights that are never the same twice (the reversed weights of an input
-gradient).
+does not compare refills, so no stale transform is ever returned. Entries beyond
+CACHE_BYTES (transformed weights plus their copy) are dropped, least recently used first.
+``scratch`` gives a calling thread a reusable buffer for transforms of weights that are
+never the same twice (the reversed weights of an input gradient).
 """
 import threading
 from collections import OrderedDict
