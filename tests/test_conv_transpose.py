@@ -34,6 +34,11 @@ CASES = {
     "2d": ((2, 3, 5, 4), (3, 2, 3, 3), {}),
     "2d-stride2-pad1-k4": ((2, 4, 4, 5), (4, 3, 4, 4), dict(stride=2, padding=1)),
     "2d-upsample-k2s2": ((1, 8, 4, 3), (8, 4, 2, 2), dict(stride=2)),
+    # kernel == stride: the taps tile the output (each pixel written once, no zero-fill)
+    "1d-k3s3-tiles": ((2, 3, 5), (3, 2, 3), dict(stride=3)),
+    "2d-k(1,2)s(1,2)-groups-tiles": ((2, 4, 3, 5), (4, 2, 1, 2), dict(stride=(1, 2), groups=2)),
+    "2d-k2s2-outpad1": ((1, 4, 3, 3), (4, 2, 2, 2), dict(stride=2, output_padding=1)),
+    "3d-upsample-k2s2": ((1, 4, 3, 2, 3), (4, 3, 2, 2, 2), dict(stride=2)),
     "2d-groups2": ((2, 4, 4, 4), (4, 3, 3, 3), dict(stride=2, padding=1, groups=2,
                                                     output_padding=1)),
     "2d-stride(3,2)-dilation(1,2)": ((1, 2, 4, 5), (2, 3, 2, 3), dict(stride=(3, 2),
@@ -173,6 +178,29 @@ def test_float32_stays_float32_and_bias_is_added_per_channel():
     out = fastconv.conv_transpose2d(x, w, np.float32([1, 2, 3]), stride=2)
     assert out.dtype == np.float32 and out.shape == (1, 3, 6, 6)
     np.testing.assert_array_equal(out[0, :, 0, 0], [1, 2, 3])
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_upsampling_layers_write_every_output_pixel(nd, dtype):
+    """Kernel == stride (UNet's and V-Net's up-sampling): each output pixel is one tap's
+    product, stored once with no zero-fill first. Rows 19 pairs wide cover a whole vector
+    block and a ragged tail; the output's memory is taken from the pool after NaNs were
+    written into it, so a pixel left unwritten would show."""
+    rng = np.random.default_rng(nd)
+    spatial = {1: (19,), 2: (3, 19), 3: (2, 3, 19)}[nd]
+    x = rng.standard_normal((2, 24) + spatial).astype(dtype)[:, ::2]    # non-contiguous
+    w = rng.standard_normal((12, 5) + (2,) * nd).astype(dtype)
+    expected = reference.conv_transpose_nd(x.astype(np.float64), w.astype(np.float64),
+                                           stride=2)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    for algorithm in ("auto", "col2im"):
+        junk = TRANSPOSE[nd](x, w, stride=2, algorithm=algorithm)
+        junk[...] = np.nan
+        del junk
+        got = TRANSPOSE[nd](x, w, stride=2, algorithm=algorithm)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol, err_msg=algorithm)
 
 
 def test_large_problem_with_batch_one_uses_every_thread_split():

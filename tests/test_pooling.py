@@ -612,13 +612,43 @@ def test_bad_input_raises_a_clear_error(call, error, match):
         call()
 
 
-def test_invalid_indices_never_write_out_of_bounds():
-    """The range check runs before the kernel: the output is never touched."""
-    x = np.ones((1, 1, 2, 2))
-    for bad in (4, 10 ** 12, -(10 ** 12)):
-        idx = np.array([[[[0, 1], [2, bad]]]])
-        with pytest.raises(ValueError, match=r"indices must lie in \[0, 4\)"):
-            fastconv.max_unpool2d(x, idx, 1, output_size=(2, 2))
+def _channels_last(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("bad", [4, 10 ** 12, -1, -(10 ** 12)])
+def test_invalid_indices_raise_and_are_never_followed(bad, layout):
+    """The scatters and gathers check each index as they read it: one outside the plane is
+    skipped (nothing written or read out of bounds) and the call raises, naming the range
+    that the indices span, in every layout and on both sides of the plane."""
+    x = np.ones((1, 3, 2, 2))
+    idx = np.zeros((1, 3, 2, 2), np.int64)
+    idx[0, 1, 1, 1] = bad
+    if layout == "channels_last":
+        x, idx = _channels_last(x), _channels_last(idx)
+    lo, hi = min(0, bad), max(0, bad)
+    message = rf"indices must lie in \[0, 4\) .* got values from {lo} to {hi}"
+    calls = [lambda: fastconv.max_unpool2d(x, idx, 1, output_size=(2, 2)),
+             lambda: GRAD.max_pool2d(x, idx, (1, 3, 2, 2)),
+             lambda: GRAD.max_unpool2d(x, idx, (1, 3, 2, 2))]
+    for call in calls:
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_an_invalid_index_in_a_large_streamed_scatter_raises():
+    """Planes past the streaming threshold go through the per-thread buffer: a bad index
+    there is skipped and reported too, whichever thread meets it."""
+    x = rand((4, 16, 128, 128), np.float32, seed=3)
+    out, idx = fastconv.max_pool2d(x, 2, return_indices=True)
+    idx = idx.copy()
+    idx[3, 15, 63, 63] = 128 * 128
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 16384\)"):
+        GRAD.max_pool2d(out, idx, x.shape)
+    idx[3, 15, 63, 63] = -5
+    with pytest.raises(ValueError, match=r"from -5 to"):
+        fastconv.max_unpool2d(out, idx, 2)
 
 
 # --- outputs larger than the caches: planes built in a buffer and streamed out -----------------

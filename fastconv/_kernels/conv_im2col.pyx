@@ -24,6 +24,7 @@ from fastconv._kernels.kernel_ids cimport CONV_IM2COL_BLAS, CONV_GEMM1X1_BLAS, \
     INPUT_GRAD_COL2IM_BLAS, INPUT_GRAD_COL2IM_PACKED, INPUT_GRAD_GEMM1X1_BLAS, \
     WEIGHT_GRAD_IM2COL_BLAS, WEIGHT_GRAD_IM2COL_PACKED, WEIGHT_GRAD_GEMM1X1_BLAS, \
     WEIGHT_GRAD_GEMM1X1_PACKED
+from fastconv._kernels.pair_rows cimport merge_pairs_rows
 from fastconv._kernels.packed_gemm cimport pack_a_panels, pack_b_panels, multiply_tile, \
     tile_mr, tile_nr, choose_tile
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
@@ -232,6 +233,63 @@ cdef void col2im_rows(floating* x_g, const ConvShape* s, Py_ssize_t c_begin, Py_
                 od = od + 1
 
 
+cdef inline void scatter_band(floating* x_g, const ConvShape* s, Py_ssize_t c_begin,
+                              Py_ssize_t c_end, Py_ssize_t row_begin, Py_ssize_t row_end,
+                              const floating* col, bint tiled) noexcept nogil:
+    if tiled:
+        tile_rows(x_g, s, c_begin, c_end, row_begin, row_end, col)
+    else:
+        col2im_rows(x_g, s, c_begin, c_end, row_begin, row_end, col)
+
+
+cdef bint taps_tile_input(const ConvShape* s) noexcept nogil:
+    """Whether every input pixel is read by exactly one (output position, tap): windows side
+    by side with no gap, overlap or padding (kernel == stride, dilation 1 where the kernel is
+    wider than 1, and the input exactly out_size * stride long) on every axis. The UNet and
+    V-Net up-sampling layers (transposed, kernel 2 stride 2) are such problems: their col2im
+    stores each value once, with no zero-fill and no read-modify-write."""
+    cdef int a
+    for a in range(3):
+        if s.kernel[a] != s.stride[a] or s.pad[a] != 0 \
+                or s.kernel[a] > 1 and s.dilation[a] != 1 \
+                or s.in_size[a] != s.out_size[a] * s.stride[a]:
+            return False
+    return True
+
+
+cdef void tile_rows(floating* x_g, const ConvShape* s, Py_ssize_t c_begin, Py_ssize_t c_end,
+                    Py_ssize_t row_begin, Py_ssize_t row_end,
+                    const floating* col) noexcept nogil:
+    """col2im_rows for problems whose taps tile the input (taps_tile_input): x_g[c, d, h, w]
+    := col[k, j], each input pixel of the band's rows written once. Kernel width 2 merges the
+    two taps' rows by vector shuffles; width 1 copies; wider ones store with a stride."""
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
+    cdef Py_ssize_t band = (row_end - row_begin) * OW
+    cdef Py_ssize_t k, c, kd, kh, kw, r, od, oh, o
+    cdef floating* x_row
+    cdef const floating* src
+    for k in range((c_end - c_begin) * KD * KH):
+        c = c_begin + k // (KD * KH)
+        kd = (k // KH) % KD
+        kh = k % KH
+        src = col + k * KW * band
+        for r in range(row_begin, row_end):
+            od = r // OH
+            oh = r % OH
+            x_row = x_g + ((c * D + od * KD + kd) * H + oh * KH + kh) * W
+            if KW == 1:
+                memcpy(x_row, src, OW * sizeof(floating))
+            elif KW == 2:
+                merge_pairs_rows(src, src + band, 0, x_row, 0, OW, 1)
+            else:
+                for kw in range(KW):
+                    for o in range(OW):
+                        x_row[o * KW + kw] = src[kw * band + o]
+            src += OW
+
+
 cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, const ConvShape* s,
                          bint pointwise, Py_ssize_t band_rows, Py_ssize_t channel_chunks,
                          bint own_gemm, int num_threads) noexcept nogil:
@@ -264,6 +322,7 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
     cdef Py_ssize_t m_panels = (chunk_channels * taps + MR - 1) // MR
     cdef floating* w_packed = NULL
     cdef floating* g_packed = NULL
+    cdef bint tiled = taps_tile_input(s)
 
     own_gemm = own_gemm and not pointwise
     if own_gemm:
@@ -307,7 +366,7 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
                 continue
             dx_g = dx + (n * s.c_in + g_idx * s.c_in_g) * in_plane
             g_block = g + (n * s.c_out + g_idx * s.c_out_g) * out_plane
-            if not pointwise:
+            if not pointwise and not tiled:
                 memset(dx_g + c0 * in_plane, 0, (c1 - c0) * in_plane * sizeof(floating))
             for band in range(bands):
                 r0 = band * band_rows
@@ -327,12 +386,12 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
                                   (c1 - c0) * taps, cols, NR,
                                   w_packed + (g_idx * channel_chunks + chunk) * m_panels
                                   * s.c_out_g * MR, g_packed, col, cols, NULL, False, shape, NULL)
-                    col2im_rows(dx_g, s, c0, c1, r0, r1, col)
+                    scatter_band(dx_g, s, c0, c1, r0, r1, col, tiled)
                 else:
                     gemm(True, False, <int> ((c1 - c0) * taps), <int> cols, <int> s.c_out_g,
                          <floating> 1, w + g_idx * s.c_out_g * K + c0 * taps, <int> K,
                          g_block + r0 * OW, <int> out_plane, <floating> 0, col, <int> cols)
-                    col2im_rows(dx_g, s, c0, c1, r0, r1, col)
+                    scatter_band(dx_g, s, c0, c1, r0, r1, col, tiled)
         release_blas(blas_local_threads(), blas_threads_before)
     fc_workspace_trim()   # the main thread's buffers; the other threads' are band-sized
     return failed

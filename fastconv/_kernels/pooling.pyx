@@ -11,12 +11,14 @@ serves max pools, average pools and their adaptive forms:
     div[a_off + o]     the average pool's divisor factor along the axis (product over axes)
 
 where a_off = 0, OD, OD + OH for axes D, H, W. Indices are flat positions inside one input
-plane, (d * H + h) * W + w, PyTorch's convention. Kernels trust their inputs: the Python
-layer has validated shapes and checked every index against the plane size.
+plane, (d * H + h) * W + w, PyTorch's convention. Kernels trust their shapes (the Python
+layer validated them); the scatters and gathers check each index as they read it (a second
+pass over the indices to find their range cost a fifth of max-pool backward), skip one that
+lies outside the plane and return how many they skipped, for the caller to raise.
 """
 from cython cimport floating
 from cython.parallel cimport prange, parallel
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memset
 from libc.math cimport INFINITY
 
@@ -659,9 +661,13 @@ def scatter_nhwc(const floating[:, :, ::1] src, const int64_t[:, :, ::1] indices
     """Channels-last scatter: per image p and channel c, dst[p, indices[p, o, c], c] (+)=
     src[p, o, c] in the order of o (accumulate: max-pool backward; else the last o wins:
     max-unpool), after zeroing: each channel's sums in the channels-first kernel's order.
-    Work items are (image, block of `channel_block` channels), disjoint in dst."""
+    Work items are (image, block of `channel_block` channels), disjoint in dst. Returns
+    whether an index lay outside [0, M) (skipped)."""
     cdef Py_ssize_t P = dst.shape[0], M = dst.shape[1], C = dst.shape[2], L = src.shape[1]
     cdef Py_ssize_t blocks, item, p, c0, c1, m, o, c
+    cdef int64_t j
+    cdef int outside = 0
+    cdef int* outside_flag = &outside   # written through a pointer: shared, not lastprivate
     cdef const int64_t* at
     cdef const floating* v
     cdef floating* d
@@ -669,8 +675,10 @@ def scatter_nhwc(const floating[:, :, ::1] src, const int64_t[:, :, ::1] indices
             or indices.shape[1] != L or indices.shape[2] != C or channel_block < 1:
         raise ValueError(f"scatter_nhwc: src and indices must be ({P}, L, {C}); got "
                          f"{tuple(src.shape)}, {tuple(indices.shape)}")
-    if P == 0 or M == 0 or C == 0:
-        return
+    if P == 0 or C == 0:
+        return 0
+    if M == 0:
+        return L > 0
     blocks = (C + channel_block - 1) // channel_block
     with nogil:
         for item in prange(P * blocks, num_threads=num_threads, schedule='dynamic'):
@@ -683,19 +691,26 @@ def scatter_nhwc(const floating[:, :, ::1] src, const int64_t[:, :, ::1] indices
             for o in range(L):
                 at = &indices[p, o, 0]
                 v = &src[p, o, 0]
-                if accumulate:
-                    for c in range(c0, c1):
-                        d[at[c] * C + c] += v[c]
-                else:
-                    for c in range(c0, c1):
-                        d[at[c] * C + c] = v[c]
+                for c in range(c0, c1):
+                    j = at[c]
+                    if <uint64_t> j >= <uint64_t> M:
+                        outside_flag[0] = 1
+                    elif accumulate:
+                        d[j * C + c] += v[c]
+                    else:
+                        d[j * C + c] = v[c]
+    return outside
 
 
 def gather_nhwc(const floating[:, :, ::1] src, const int64_t[:, :, ::1] indices,
                 floating[:, :, ::1] dst, int num_threads):
-    """Channels-last gather: dst[p, o, c] := src[p, indices[p, o, c], c]."""
+    """Channels-last gather: dst[p, o, c] := src[p, indices[p, o, c], c]. Returns whether an
+    index lay outside [0, M) (its element is set to zero)."""
     cdef Py_ssize_t P = dst.shape[0], L = dst.shape[1], C = dst.shape[2], M = src.shape[1]
     cdef Py_ssize_t row, p, o, c
+    cdef int64_t j
+    cdef int outside = 0
+    cdef int* outside_flag = &outside   # written through a pointer: shared, not lastprivate
     cdef const int64_t* at
     cdef const floating* s
     cdef floating* d
@@ -704,7 +719,9 @@ def gather_nhwc(const floating[:, :, ::1] src, const int64_t[:, :, ::1] indices,
         raise ValueError(f"gather_nhwc: src ({P}, M, {C}) and indices ({P}, {L}, {C}); got "
                          f"{tuple(src.shape)}, {tuple(indices.shape)}")
     if P == 0 or L == 0 or C == 0:
-        return
+        return 0
+    if M == 0:
+        return 1
     with nogil:
         for row in prange(P * L, num_threads=num_threads, schedule='static'):
             p = row // L
@@ -712,7 +729,13 @@ def gather_nhwc(const floating[:, :, ::1] src, const int64_t[:, :, ::1] indices,
             s = &src[p, 0, 0]
             d = &dst[p, row % L, 0]
             for c in range(C):
-                d[c] = s[at[c] * C + c]
+                j = at[c]
+                if <uint64_t> j < <uint64_t> M:
+                    d[c] = s[j * C + c]
+                else:
+                    d[c] = 0
+                    outside_flag[0] = 1
+    return outside
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,8 +752,11 @@ cdef int scatter_planes(const floating* src, const int64_t* indices, floating* d
     streamed out (stream_store.h): dst is written to memory once and never read (zeroing it
     in place read each line first; np.zeros cost a pass of its own). Planes too large for
     the buffer, or a dst small enough to stay in the caches for its reader, are built in
-    place."""
+    place. Returns whether an index lay outside [0, dst_plane) (skipped)."""
     cdef Py_ssize_t p, o
+    cdef int64_t j
+    cdef int outside = 0
+    cdef int* outside_flag = &outside   # written through a pointer: shared, not lastprivate
     cdef size_t plane_bytes = dst_plane * sizeof(floating)
     cdef bint streamed = plane_bytes <= STREAM_PLANE_BYTES \
         and planes * plane_bytes >= STREAM_MIN_BYTES
@@ -748,23 +774,29 @@ cdef int scatter_planes(const floating* src, const int64_t* indices, floating* d
             v = src + p * src_plane
             idx = indices + p * src_plane
             memset(t, 0, plane_bytes)
-            if accumulate:
-                for o in range(src_plane):
-                    t[idx[o]] += v[o]
-            else:
-                for o in range(src_plane):
-                    t[idx[o]] = v[o]
+            for o in range(src_plane):
+                j = idx[o]
+                if <uint64_t> j >= <uint64_t> dst_plane:
+                    outside_flag[0] = 1
+                elif accumulate:
+                    t[j] += v[o]
+                else:
+                    t[j] = v[o]
             if buffer != NULL:
                 fc_stream_copy(d, buffer, plane_bytes)
         fc_stream_fence()
-    return 0
+    return outside
 
 
 cdef int gather_planes(const floating* src, const int64_t* indices, floating* dst,
                        Py_ssize_t planes, Py_ssize_t src_plane, Py_ssize_t dst_plane,
                        int num_threads) noexcept nogil:
-    """Per plane: dst[o] = src[indices[o]] (max-unpool backward)."""
+    """Per plane: dst[o] = src[indices[o]] (max-unpool backward). Returns whether an index
+    lay outside [0, src_plane) (its element is set to zero)."""
     cdef Py_ssize_t p, o
+    cdef int64_t j
+    cdef int outside = 0
+    cdef int* outside_flag = &outside   # written through a pointer: shared, not lastprivate
     cdef floating* d
     cdef const floating* v
     cdef const int64_t* idx
@@ -773,8 +805,13 @@ cdef int gather_planes(const floating* src, const int64_t* indices, floating* ds
         v = src + p * src_plane
         idx = indices + p * dst_plane
         for o in range(dst_plane):
-            d[o] = v[idx[o]]
-    return 0
+            j = idx[o]
+            if <uint64_t> j < <uint64_t> src_plane:
+                d[o] = v[j]
+            else:
+                d[o] = 0
+                outside_flag[0] = 1
+    return outside
 
 
 # ---------------------------------------------------------------------------------------------
@@ -812,23 +849,33 @@ def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
 def scatter(const floating[:, ::1] src, const int64_t[:, ::1] indices, floating[:, ::1] dst,
             bint accumulate, int num_threads):
     """Per plane p: dst[p, indices[p, o]] (+)= src[p, o], dst zeroed first (its contents on
-    entry do not matter)."""
-    if dst.shape[0] == 0 or dst.shape[1] == 0:
-        return
+    entry do not matter). Returns whether an index lay outside the plane (skipped)."""
+    cdef int outside
+    if dst.shape[0] == 0:
+        return 0
+    if dst.shape[1] == 0:
+        return src.shape[1] > 0
     with nogil:
-        scatter_planes(&src[0, 0] if src.shape[1] > 0 else NULL,
-                       &indices[0, 0] if src.shape[1] > 0 else NULL, &dst[0, 0],
-                       dst.shape[0], src.shape[1], dst.shape[1], accumulate, num_threads)
+        outside = scatter_planes(&src[0, 0] if src.shape[1] > 0 else NULL,
+                                 &indices[0, 0] if src.shape[1] > 0 else NULL, &dst[0, 0],
+                                 dst.shape[0], src.shape[1], dst.shape[1], accumulate,
+                                 num_threads)
+    return outside
 
 
 def gather(const floating[:, ::1] src, const int64_t[:, ::1] indices, floating[:, ::1] dst,
            int num_threads):
-    """Per plane p: dst[p, o] := src[p, indices[p, o]]."""
+    """Per plane p: dst[p, o] := src[p, indices[p, o]]. Returns whether an index lay outside
+    the plane (its element zeroed)."""
+    cdef int outside
     if dst.shape[0] == 0 or dst.shape[1] == 0:
-        return
+        return 0
+    if src.shape[1] == 0:
+        return 1
     with nogil:
-        gather_planes(&src[0, 0], &indices[0, 0], &dst[0, 0], dst.shape[0], src.shape[1],
-                      dst.shape[1], num_threads)
+        outside = gather_planes(&src[0, 0], &indices[0, 0], &dst[0, 0], dst.shape[0],
+                                src.shape[1], dst.shape[1], num_threads)
+    return outside
 
 
 import numpy as _np

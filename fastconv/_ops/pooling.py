@@ -72,24 +72,28 @@ def _check_bool(value, name):
     return bool(value)
 
 
-def _check_indices(indices, shape, plane, op, channels_last=False):
-    """indices as a C-contiguous int64 array of `shape`, every entry in [0, plane) (with
-    `channels_last`, a channels-last one where it is channels-last)."""
+def _check_indices(indices, shape, op, channels_last=False):
+    """indices as a C-contiguous int64 array of `shape` (with `channels_last`, a channels-last
+    one where it is channels-last). Their range is checked by the kernel that reads them (see
+    `_raise_outside`)."""
     idx = _args.as_array(indices, "indices")
     if idx.dtype.kind not in "iu":
         raise TypeError(f"indices must have an integer dtype (int64, as max_pool returns) for "
                         f"{op}; got {idx.dtype}")
     if idx.shape != tuple(shape):
         raise ValueError(f"indices must have shape {tuple(shape)} for {op}; got {idx.shape}")
-    if idx.size:
-        # one vectorized pass before any kernel runs: a kernel never writes out of bounds
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= plane:
-            raise ValueError(f"indices must lie in [0, {plane}) (positions in one input plane) "
-                             f"for {op}; got values from {low} to {high}")
     if channels_last and _args.is_channels_last(idx):
         return idx.astype(np.int64, copy=False)
     return np.ascontiguousarray(idx, dtype=np.int64)
+
+
+def _raise_outside(outside, indices, plane, op):
+    """The error for indices that a scatter or gather kernel found outside [0, plane) (it
+    skipped them: nothing was written or read out of bounds)."""
+    if outside:
+        idx = np.asarray(indices)
+        raise ValueError(f"indices must lie in [0, {plane}) (positions in one input plane) "
+                         f"for {op}; got values from {int(idx.min())} to {int(idx.max())}")
 
 
 # channels-last scatters: work items of an image's channels in blocks of this many, or of all
@@ -102,15 +106,16 @@ def _nhwc_rows(a):
     return a.transpose(0, 2, 3, 1).reshape(a.shape[0], -1, a.shape[1])
 
 
-def _channels_last_scatter(src, idx, shape, accumulate, dtype):
+def _channels_last_scatter(src, idx, shape, accumulate, dtype, op):
     """The scatter of max-pool backward / max-unpool on channels-last operands: (N, C, H, W)
     channels-last output of `shape`."""
     n, c = shape[:2]
     out = np.empty((n,) + tuple(shape[2:]) + (c,), dtype)
     threads = _threads(out.size)
     block = c if n >= 4 * threads else _SCATTER_CHANNEL_BLOCK
-    _pool.scatter_nhwc(_nhwc_rows(src.astype(dtype, copy=False)), _nhwc_rows(idx),
-                       out.reshape(n, -1, c), accumulate, block, threads)
+    outside = _pool.scatter_nhwc(_nhwc_rows(src.astype(dtype, copy=False)), _nhwc_rows(idx),
+                                 out.reshape(n, -1, c), accumulate, block, threads)
+    _raise_outside(outside, idx, int(np.prod(shape[2:])), op)
     return out.transpose(0, 3, 1, 2)
 
 
@@ -375,14 +380,16 @@ def _max_unpoolnd(nd, input, indices, kernel_size, stride, padding, output_size)
     _args.check_output_size(x.shape[:2] + size, np.float64, "output_size, kernel_size and "
                             "stride")
     plane = prod(size)
-    idx = _check_indices(indices, x.shape, plane, op, channels_last=nd == 2)
+    idx = _check_indices(indices, x.shape, op, channels_last=nd == 2)
     if nd == 2 and _args.is_channels_last(x) and _args.is_channels_last(idx):
-        return _channels_last_scatter(x, idx, x.shape[:2] + size, False, dtype)
+        return _channels_last_scatter(x, idx, x.shape[:2] + size, False, dtype, op)
     idx = np.ascontiguousarray(idx)
     out = np.empty(x.shape[:2] + size, dtype)      # the kernel zeroes it, then writes the maxima
     src = np.ascontiguousarray(x, dtype=dtype)
     p = x.shape[0] * x.shape[1]
-    _pool.scatter(_rows(src, p), _rows(idx, p), _rows(out, p), False, _threads(out.size))
+    outside = _pool.scatter(_rows(src, p), _rows(idx, p), _rows(out, p), False,
+                            _threads(out.size))
+    _raise_outside(outside, idx, plane, op)
     return out
 
 
@@ -405,14 +412,15 @@ def _scatter_backward(nd, grad_output, indices, input_shape, op):
     if g.shape[:2] != shape[:2]:
         raise ValueError(f"grad_output must have N, C = {shape[:2]} (from input_shape) for "
                          f"{op}; got shape {g.shape}")
-    idx = _check_indices(indices, g.shape, int(np.prod(shape[2:])), op, channels_last=nd == 2)
+    idx = _check_indices(indices, g.shape, op, channels_last=nd == 2)
     if nd == 2 and _args.is_channels_last(g) and _args.is_channels_last(idx):
-        return _channels_last_scatter(g, idx, shape, True, dtype)
+        return _channels_last_scatter(g, idx, shape, True, dtype, op)
     idx = np.ascontiguousarray(idx)
     grad_in = np.empty(shape, dtype)       # the kernel zeroes it, then adds into it
     p = shape[0] * shape[1]
-    _pool.scatter(_rows(np.ascontiguousarray(g, dtype=dtype), p), _rows(idx, p),
-                  _rows(grad_in, p), True, _threads(grad_in.size))
+    outside = _pool.scatter(_rows(np.ascontiguousarray(g, dtype=dtype), p), _rows(idx, p),
+                            _rows(grad_in, p), True, _threads(grad_in.size))
+    _raise_outside(outside, idx, int(np.prod(shape[2:])), op)
     return grad_in
 
 
@@ -478,18 +486,21 @@ def _max_unpoolnd_backward(nd, grad_output, indices, input_shape):
     if g.shape[:2] != shape[:2]:
         raise ValueError(f"grad_output must have N, C = {shape[:2]} (from input_shape) for "
                          f"{op}; got shape {g.shape}")
-    idx = _check_indices(indices, shape, int(np.prod(g.shape[2:])), op, channels_last=nd == 2)
+    plane = int(np.prod(g.shape[2:]))
+    idx = _check_indices(indices, shape, op, channels_last=nd == 2)
     if nd == 2 and _args.is_channels_last(g) and _args.is_channels_last(idx):
         n, c = shape[:2]
         grad_in = np.empty((n,) + tuple(shape[2:]) + (c,), dtype)
-        _pool.gather_nhwc(_nhwc_rows(g.astype(dtype, copy=False)), _nhwc_rows(idx),
-                          grad_in.reshape(n, -1, c), _threads(grad_in.size))
+        outside = _pool.gather_nhwc(_nhwc_rows(g.astype(dtype, copy=False)), _nhwc_rows(idx),
+                                    grad_in.reshape(n, -1, c), _threads(grad_in.size))
+        _raise_outside(outside, idx, plane, op)
         return grad_in.transpose(0, 3, 1, 2)
     idx = np.ascontiguousarray(idx)
     grad_in = np.empty(shape, dtype)
     p = shape[0] * shape[1]
-    _pool.gather(_rows(np.ascontiguousarray(g, dtype=dtype), p), _rows(idx, p),
-                 _rows(grad_in, p), _threads(grad_in.size))
+    outside = _pool.gather(_rows(np.ascontiguousarray(g, dtype=dtype), p), _rows(idx, p),
+                           _rows(grad_in, p), _threads(grad_in.size))
+    _raise_outside(outside, idx, plane, op)
     return grad_in
 
 
