@@ -133,28 +133,35 @@ def test_max_pool_specialized_rows_match_reference_on_big_planes():
         np.testing.assert_array_equal(idx, want_idx)
 
 
-@pytest.mark.parametrize("nd,spatial", [(1, (301,)), (3, (5, 4, 70))], ids=["1d", "3d"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("nd,spatial", [(1, (301,)), (2, (7, 75)), (3, (5, 4, 70))],
+                         ids=["1d", "2d", "3d"])
 @pytest.mark.parametrize("kwargs", [
     dict(kernel_size=2, stride=2), dict(kernel_size=2, stride=2, ceil_mode=True),
     dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3, stride=2),
     dict(kernel_size=3, stride=1, padding=1), dict(kernel_size=3, stride=2, padding=1,
-                                                   ceil_mode=True)],
-    ids=["k2s2", "k2s2-ceil", "k3s2p1", "k3s2", "k3s1p1", "k3s2p1-ceil"])
-def test_max_pool_specialized_rows_in_1d_and_3d_match_reference(nd, spatial, kwargs):
-    """The written-out kernels on 1-d rows (one row per window) and on 3-d windows (all rows
-    of a 2x2x2 window at once; 3x3x3 and padding-cut windows depth by depth, each depth
-    continuing the scan of the one before), rows long enough for several vector blocks; with
-    ties, NaN and -inf, and without indices (a kernel variant of its own)."""
+                                                   ceil_mode=True),
+    dict(kernel_size=2, stride=2, padding=1)],
+    ids=["k2s2", "k2s2-ceil", "k3s2p1", "k3s2", "k3s1p1", "k3s2p1-ceil", "k2s2p1"])
+def test_max_pool_specialized_rows_match_reference(nd, spatial, kwargs, dtype):
+    """The written-out kernels on 1-d rows (one row per window), 2-d windows and 3-d windows
+    (all rows of a 2x2x2 window at once; 3x3x3 and padding-cut windows depth by depth, each
+    depth continuing the scan of the one before), rows long enough for several vector blocks
+    and a ragged last one (float32 2x2 windows run an AVX-512 kernel of their own); with
+    ties, NaN and -inf (also as a window's first element), and without indices (a kernel
+    variant of its own). The float64 reference scans the same values, so values and indices
+    must match exactly."""
     x = rand(shape_of(nd, spatial, n=1, c=2), ties=True, seed=5)
     flat = x.reshape(-1)
     flat[::37] = np.nan
     flat[5::23] = -np.inf
+    flat[::29] = -np.inf
+    x = x.astype(dtype)
     out, idx = MAX_POOL[nd](x, return_indices=True, **kwargs)
-    want, want_idx = ref.max_pool_nd(x, **kwargs)
-    np.testing.assert_array_equal(out, want)
+    want, want_idx = ref.max_pool_nd(x.astype(np.float64), **kwargs)
+    np.testing.assert_array_equal(out, want.astype(dtype))
     np.testing.assert_array_equal(idx, want_idx)
-    np.testing.assert_array_equal(MAX_POOL[nd](x.astype(np.float32), **kwargs),
-                                  want.astype(np.float32))
+    np.testing.assert_array_equal(MAX_POOL[nd](x, **kwargs), want.astype(dtype))
 
 
 def noncontiguous(x):

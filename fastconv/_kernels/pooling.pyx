@@ -24,6 +24,11 @@ from libc.math cimport INFINITY
 
 from fastconv._kernels.workspace cimport fc_workspace
 
+cdef extern from "max_pool_rows.h":
+    int fc_max_rows_f32(const float** rows, const int64_t* row_pos, int nrows, int kw_taps,
+                        int sw, Py_ssize_t pw, float* out, int64_t* indices, Py_ssize_t lo,
+                        Py_ssize_t hi) noexcept nogil
+
 cdef extern from "stream_store.h":
     void fc_stream_copy(void* dst, const void* src, size_t bytes) noexcept nogil
     void fc_stream_fence() noexcept nogil
@@ -279,7 +284,12 @@ cdef inline void max_rows_k3s2(const floating** rows, const int64_t* row_pos, in
 cdef void max_rows_k2s2_fixed(int nrows, const floating** rows, const int64_t* row_pos,
                               bint update, Py_ssize_t pw, floating* out, int64_t* indices,
                               const Py_ssize_t* ranges) noexcept nogil:
-    """max_rows_k2s2 over 1, 2 or 4 rows (1-d, 2x2, 2x2x2 windows)."""
+    """max_rows_k2s2 over 1, 2 or 4 rows (1-d, 2x2, 2x2x2 windows); float32 with AVX-512 by
+    the vector kernel (max_pool_rows.h) where it starts the scan."""
+    cdef Py_ssize_t hi = ranges[3] if ranges[3] > ranges[1] else ranges[1]
+    if floating is float and not update and fc_max_rows_f32(
+            rows, row_pos, nrows, 2, 2, pw, out, indices, ranges[0], hi):
+        return
     if nrows == 1 and indices != NULL:
         max_rows_k2s2(rows, row_pos, 1, update, pw, out, indices, ranges)
     elif nrows == 1:
@@ -297,7 +307,11 @@ cdef void max_rows_k2s2_fixed(int nrows, const floating** rows, const int64_t* r
 cdef void max_rows_k3s1_fixed(int nrows, const floating** rows, const int64_t* row_pos,
                               bint update, Py_ssize_t pw, floating* out, int64_t* indices,
                               const Py_ssize_t* ranges) noexcept nogil:
-    """max_rows_k3s1 over 1 or 3 rows."""
+    """max_rows_k3s1 over 1 or 3 rows (float32 with AVX-512: as max_rows_k2s2_fixed)."""
+    cdef Py_ssize_t hi = ranges[3] if ranges[3] > ranges[1] else ranges[1]
+    if floating is float and not update and fc_max_rows_f32(
+            rows, row_pos, nrows, 3, 1, pw, out, indices, ranges[0], hi):
+        return
     if nrows == 1 and indices != NULL:
         max_rows_k3s1(rows, row_pos, 1, update, pw, out, indices, ranges)
     elif nrows == 1:
@@ -311,7 +325,10 @@ cdef void max_rows_k3s1_fixed(int nrows, const floating** rows, const int64_t* r
 cdef void max_rows_k3s2_fixed(int nrows, const floating** rows, const int64_t* row_pos,
                               bint update, Py_ssize_t pw, floating* out, int64_t* indices,
                               Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """max_rows_k3s2 over 1 or 3 rows."""
+    """max_rows_k3s2 over 1 or 3 rows (float32 with AVX-512: as max_rows_k2s2_fixed)."""
+    if floating is float and not update and fc_max_rows_f32(
+            rows, row_pos, nrows, 3, 2, pw, out, indices, lo, hi):
+        return
     if nrows == 1 and indices != NULL:
         max_rows_k3s2(rows, row_pos, 1, update, pw, out, indices, lo, hi)
     elif nrows == 1:
