@@ -280,6 +280,11 @@ ADAPTIVE_CASES = [
     ("2d-7x9to3x4", (7, 9), (3, 4)), ("2d-global", (5, 6), 1), ("2d-keep-H", (5, 6), (None, 2)),
     ("2d-upsample", (3, 2), (4, 5)), ("3d-5x6x7to2x3x4", (5, 6, 7), (2, 3, 4)),
     ("3d-global", (3, 4, 5), 1),
+    # windows side by side of one width along W run the regular pools' row kernels: 2 wide
+    # over 4 rows (the vector kernel, several blocks), 3 wide at stride 3, 8 wide (VGG's head)
+    ("1d-64to16", (64,), 16), ("2d-16x112to4x56", (16, 112), (4, 56)),
+    ("2d-9x48to3x16", (9, 48), (3, 16)), ("2d-16x56to2x7", (16, 56), (2, 7)),
+    ("3d-4x6x40to2x3x20", (4, 6, 40), (2, 3, 20)),
 ]
 ADAPTIVE_IDS = [c[0] for c in ADAPTIVE_CASES]
 
@@ -320,6 +325,33 @@ def test_adaptive_pools_match_torch(name, spatial, output_size, dtype):
     t_out, t_idx = getattr(F, f"adaptive_max_pool{nd}d")(t, output_size, return_indices=True)
     np.testing.assert_array_equal(out, t_out.numpy())
     np.testing.assert_array_equal(idx, t_idx.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("nd,spatial,output_size", [
+    (1, (29,), 6), (2, (9, 13), (4, 5)), (2, (14, 14), 1), (2, (16, 56), (2, 7)),
+    (3, (4, 5, 6), (3, 2, 4))], ids=["1d", "2d", "2d-global", "2d-8x8-windows", "3d"])
+def test_adaptive_pools_of_many_planes_match_reference(nd, spatial, output_size, dtype):
+    """With enough planes (135: blocks of 8 side by side, the last one ragged) the adaptive
+    kernel scans the planes side by side: each plane's values and indices must be those of
+    the one-plane scan, with NaN, ties and -inf."""
+    x = rand((3, 45) + spatial, ties=True, seed=8)
+    flat = x.reshape(-1)
+    flat[::31] = np.nan
+    flat[3::17] = -np.inf
+    x = x.astype(dtype)
+    size = _full_size(spatial, output_size)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(ADAPTIVE_AVG[nd](x, output_size),
+                               ref.adaptive_pool_nd(x.astype(np.float64), size, "avg"),
+                               rtol=tol, atol=tol)
+    out, idx = ADAPTIVE_MAX[nd](x, output_size, return_indices=True)
+    want, want_idx = ref.adaptive_pool_nd(x.astype(np.float64), size, "max")
+    np.testing.assert_array_equal(out, want.astype(dtype))
+    np.testing.assert_array_equal(idx, want_idx)
+    # the same planes a few at a time take the one-plane path: the same bits
+    few = ADAPTIVE_AVG[nd](x[:1, :5], output_size)
+    np.testing.assert_array_equal(ADAPTIVE_AVG[nd](x, output_size)[:1, :5], few)
 
 
 def test_global_pooling_is_mean_and_max_over_the_plane():

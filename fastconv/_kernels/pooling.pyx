@@ -582,10 +582,85 @@ cdef void pool_row(const floating* x, floating* out, int64_t* indices, const Poo
                 out_row[ow] = out_row[ow] / <floating> (row_divisor * s.divisor[2][ow])
 
 
+# Adaptive windows (irregular: their widths vary from output to output) are scanned one output
+# at a time, a chain of dependent additions or comparisons per output: 64 of them for 56 -> 7,
+# 196 for a global pool of 14x14 planes. With enough planes, PLANE_BLOCK planes go side by
+# side instead, each step of the scan taking one element of every plane (independent chains;
+# each plane still scans its window in window order, so the bits are the row path's).
+cdef enum:
+    PLANE_BLOCK = 8
+
+cdef inline void adaptive_plane_block(const floating* x, floating* out, int64_t* indices,
+                                      const PoolShape* s, bint is_max, double divisor_override,
+                                      Py_ssize_t p0, Py_ssize_t count) noexcept nogil:
+    """Every output of planes p0 .. p0 + count - 1 (count <= PLANE_BLOCK): pool_row's
+    adaptive branch, the planes side by side."""
+    cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t in_plane = s.in_size[0] * H * W, out_plane = OD * OH * OW
+    cdef Py_ssize_t od, oh, ow, o, td, th, tw, l, base, pos, first
+    cdef Py_ssize_t d0, nd, h0, nh, w0, nw
+    cdef const floating* xb = x + p0 * in_plane
+    cdef floating acc[PLANE_BLOCK]
+    cdef int64_t at[PLANE_BLOCK]
+    cdef floating v, divisor
+    cdef bint take
+    for od in range(OD):
+        d0 = s.first[0][od]
+        nd = s.count[0][od]
+        for oh in range(OH):
+            h0 = s.first[1][oh]
+            nh = s.count[1][oh]
+            for ow in range(OW):
+                w0 = s.first[2][ow]
+                nw = s.count[2][ow]
+                o = (od * OH + oh) * OW + ow
+                first = (d0 * H + h0) * W + w0
+                for l in range(count):
+                    acc[l] = -INFINITY if is_max else 0
+                    at[l] = first
+                for td in range(nd):
+                    for th in range(nh):
+                        base = ((d0 + td * s.step[0]) * H + h0 + th * s.step[1]) * W + w0
+                        for tw in range(nw):
+                            pos = base + tw * s.step[2]
+                            if is_max:
+                                for l in range(count):
+                                    v = xb[l * in_plane + pos]
+                                    take = (v > acc[l]) | (v != v)
+                                    acc[l] = v if take else acc[l]
+                                    at[l] = pos if take else at[l]
+                            else:
+                                for l in range(count):
+                                    acc[l] = acc[l] + xb[l * in_plane + pos]
+                if is_max:
+                    for l in range(count):
+                        out[(p0 + l) * out_plane + o] = acc[l]
+                    if indices != NULL:
+                        for l in range(count):
+                            indices[(p0 + l) * out_plane + o] = at[l]
+                else:
+                    # pool_row's divisor: (D factor * H factor) * W factor, in double
+                    divisor = <floating> divisor_override if divisor_override != 0 else \
+                        <floating> (s.divisor[0][od] * s.divisor[1][oh] * s.divisor[2][ow])
+                    for l in range(count):
+                        out[(p0 + l) * out_plane + o] = acc[l] / divisor
+
+
 cdef int pool_forward(const floating* x, floating* out, int64_t* indices, const PoolShape* s,
                       bint is_max, double divisor_override, int num_threads) noexcept nogil:
     cdef Py_ssize_t rows = s.planes * s.out_size[0] * s.out_size[1]
-    cdef Py_ssize_t row
+    cdef Py_ssize_t blocks = (s.planes + PLANE_BLOCK - 1) // PLANE_BLOCK
+    cdef Py_ssize_t row, block
+    if s.kernel_w == 0 and blocks >= 4 * num_threads:
+        for block in prange(blocks, num_threads=num_threads, schedule='guided'):
+            if (block + 1) * PLANE_BLOCK <= s.planes:   # a constant count: unrolled lanes
+                adaptive_plane_block(x, out, indices, s, is_max, divisor_override,
+                                     block * PLANE_BLOCK, PLANE_BLOCK)
+            else:
+                adaptive_plane_block(x, out, indices, s, is_max, divisor_override,
+                                     block * PLANE_BLOCK, s.planes - block * PLANE_BLOCK)
+        return 0
     for row in prange(rows, num_threads=num_threads, schedule='guided'):
         pool_row(x, out, indices, s, is_max, divisor_override, row)
     return 0

@@ -75,19 +75,21 @@ def _conv_backward_case(name, x_shape, w_shape, kwargs):
                              + inp["w"].nbytes) if depthwise else None)
 
 
-# --- conv_transpose2d forward ------------------------------------------------------------------
+# --- conv_transpose forward (2-d and 3-d) -------------------------------------------------------
 
-def _transpose_fastconv(kwargs):
-    return lambda inp: (lambda: fastconv.conv_transpose2d(inp["x"], inp["w"], **kwargs))
+def _transpose_fastconv(nd, kwargs):
+    fc = getattr(fastconv, f"conv_transpose{nd}d")
+    return lambda inp: (lambda: fc(inp["x"], inp["w"], **kwargs))
 
 
-def _transpose_torch(kwargs):
+def _transpose_torch(nd, kwargs):
     def make(inp):
         torch, t = _torch_setup(inp)
+        op = getattr(torch.nn.functional, f"conv_transpose{nd}d")
 
         def run():
             with torch.no_grad():
-                return torch.nn.functional.conv_transpose2d(t["x"], t["w"], **kwargs)
+                return op(t["x"], t["w"], **kwargs)
         return run
     return make
 
@@ -97,13 +99,15 @@ def _transpose_flops(inp):
 
 
 def _transpose_case(name, x_shape, w_shape, kwargs):
-    out = fastconv.conv_transpose2d(np.zeros((1,) + x_shape[1:], np.float32),
-                                    np.zeros(w_shape, np.float32), **kwargs).shape
+    nd = len(w_shape) - 2
+    out = getattr(fastconv, f"conv_transpose{nd}d")(np.zeros((1,) + x_shape[1:], np.float32),
+                                                     np.zeros(w_shape, np.float32),
+                                                     **kwargs).shape
     desc = f"x{x_shape} w{w_shape} " + " ".join(f"{k}={v}" for k, v in kwargs.items())
     return Case(name=name, family="backward", description=desc,
                 make_inputs=_inputs(x_shape, w_shape, (x_shape[0],) + out[1:]),
-                impls={"fastconv": _transpose_fastconv(kwargs),
-                       "torch": _transpose_torch(kwargs)},
+                impls={"fastconv": _transpose_fastconv(nd, kwargs),
+                       "torch": _transpose_torch(nd, kwargs)},
                 flops=_transpose_flops)
 
 
@@ -119,4 +123,7 @@ CASES = [
     _transpose_case("conv_transpose_4x4_s2", (16, 256, 8, 8), (256, 128, 4, 4),
                     dict(stride=2, padding=1)),
     _transpose_case("conv_transpose_2x2_s2", (1, 128, 28, 28), (128, 64, 2, 2), dict(stride=2)),
+    # V-Net's up-sampling: kernel == stride, each output voxel one tap's product
+    _transpose_case("conv_transpose3d_2x2x2_s2", (1, 64, 16, 28, 28), (64, 32, 2, 2, 2),
+                    dict(stride=2)),
 ]

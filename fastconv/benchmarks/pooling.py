@@ -76,27 +76,71 @@ def _maxpool_case(name, shape, k, s, p, numpy_impl=None):
                 make_inputs=make_inputs, impls=impls, bytes_moved=bytes_moved)
 
 
-def _avgpool_case():
+def _pool_2x2_case(name, op, numpy_impl=None):
+    """A 2x2 stride-2 pool without indices, `op` "max_pool2d" (a call that does not ask for
+    indices must not pay for them) or "avg_pool2d"."""
+    shape = (32, 64, 56, 56)
+    impls = {"fastconv": lambda inp: (lambda: getattr(fastconv, op)(inp["x"], 2, 2)),
+             "torch": _torch_call(lambda torch, F, t: (lambda: getattr(F, op)(t["x"], 2, 2)))}
+    if numpy_impl is not None:
+        impls["numpy"] = lambda inp: (lambda: numpy_impl(inp["x"]))
+    return Case(name=name, family="pool", description=f"{op} x{shape} k2 s2",
+                make_inputs=lambda: {"x": _random(shape)}, impls=impls,
+                bytes_moved=lambda inp: inp["x"].nbytes * 5 / 4)
+
+
+def _adaptive_avgpool_case():
+    """Adaptive average pooling to 7x7 (the head of VGG and AlexNet), windows of 8x8."""
     shape = (32, 64, 56, 56)
     return Case(
-        name="avgpool_2x2", family="pool", description=f"avg_pool2d x{shape} k2 s2",
+        name="adaptive_avgpool_7x7", family="pool",
+        description=f"adaptive_avg_pool2d x{shape} -> (7, 7)",
         make_inputs=lambda: {"x": _random(shape)},
-        impls={"fastconv": lambda inp: (lambda: fastconv.avg_pool2d(inp["x"], 2, 2)),
-               "torch": _torch_call(lambda torch, F, t: (lambda: F.avg_pool2d(t["x"], 2, 2))),
-               "numpy": lambda inp: (lambda: numpy_avg_pool_k2s2(inp["x"]))},
-        bytes_moved=lambda inp: inp["x"].nbytes * 5 / 4)
+        impls={"fastconv": lambda inp: (lambda: fastconv.adaptive_avg_pool2d(inp["x"], 7)),
+               "torch": _torch_call(lambda torch, F, t: (
+                   lambda: F.adaptive_avg_pool2d(t["x"], 7)))},
+        bytes_moved=lambda inp: inp["x"].nbytes * (1 + 49 / 56 ** 2))
 
 
-def _bilinear_case():
-    shape = (8, 64, 56, 56)
+def _unpool_backward_case():
+    """The gradient of unpool_2x2: a gather of the output gradient at the indices."""
+    shape = (32, 64, 56, 56)
+
+    def make_inputs():
+        values, indices = fastconv.max_pool2d(_random(shape), 2, 2, return_indices=True)
+        return {"g": _random(shape, 1), "indices": indices, "values": values}
+
+    def torch_backward(torch, F, t):
+        # autograd's max_unpool2d backward: the gradient gathered at the indices
+        flat = t["g"].flatten(2)
+        return lambda: torch.gather(flat, 2, t["indices"].flatten(2)).view(t["values"].shape)
     return Case(
-        name="bilinear_x2", family="resample",
-        description=f"interpolate x{shape} scale_factor=2 bilinear align_corners=False",
+        name="unpool_backward_2x2", family="pool",
+        description=f"max_unpool2d backward, gradient {shape} gathered at the maxpool_2x2 "
+                    "indices",
+        make_inputs=make_inputs,
+        impls={"fastconv": lambda inp: (lambda: fastconv.grad.max_unpool2d(
+                   inp["g"], inp["indices"], inp["values"].shape)),
+               "torch": _torch_call(torch_backward)},
+        # the indices read, the gradient written, and the output gradient: one value in four
+        # is gathered, but a maximum lies in either row of its window, so nearly every cache
+        # line of it is read
+        bytes_moved=lambda inp: inp["indices"].nbytes + inp["values"].nbytes + inp["g"].nbytes)
+
+
+def _upsample_case(name, mode):
+    """x2 upsampling of (8, 64, 56, 56): "bilinear" (align_corners=False) or "nearest"."""
+    shape = (8, 64, 56, 56)
+    kwargs = dict(scale_factor=2, mode=mode)
+    if mode != "nearest":
+        kwargs["align_corners"] = False
+    return Case(
+        name=name, family="resample",
+        description=f"interpolate x{shape} " + " ".join(f"{k}={v}" for k, v in kwargs.items()),
         make_inputs=lambda: {"x": _random(shape)},
-        impls={"fastconv": lambda inp: (lambda: fastconv.interpolate(
-                   inp["x"], scale_factor=2, mode="bilinear", align_corners=False)),
-               "torch": _torch_call(lambda torch, F, t: (lambda: F.interpolate(
-                   t["x"], scale_factor=2, mode="bilinear", align_corners=False)))},
+        impls={"fastconv": lambda inp: (lambda: fastconv.interpolate(inp["x"], **kwargs)),
+               "torch": _torch_call(lambda torch, F, t: (lambda: F.interpolate(t["x"],
+                                                                             **kwargs)))},
         bytes_moved=lambda inp: inp["x"].nbytes * 5)
 
 
@@ -162,12 +206,15 @@ def _maxpool_backward_case():
 
 
 def _resample_backward_case(name, mode, op_torch):
-    """The gradients of avg_pool2d 2x2 and bilinear x2 upsampling (8 x 64 x 56^2 inputs; x
-    only gives PyTorch's avg_pool2d_backward its shape)."""
+    """The gradients of avg_pool2d 2x2 and of bilinear and nearest x2 upsampling (8 x 64 x
+    56^2 inputs; x only gives PyTorch's avg_pool2d_backward its shape)."""
     shape = (8, 64, 56, 56)
     if mode == "avg":
         g_shape = shape[:2] + (28, 28)
         fc = lambda g: fastconv.grad.avg_pool2d(g, shape, 2, 2)
+    elif mode == "nearest":
+        g_shape = shape[:2] + (112, 112)
+        fc = lambda g: fastconv.grad.interpolate(g, shape, scale_factor=2, mode="nearest")
     else:
         g_shape = shape[:2] + (112, 112)
         fc = lambda g: fastconv.grad.interpolate(g, shape, scale_factor=2, mode="bilinear",
@@ -185,8 +232,8 @@ CASES = [
     _maxpool_case("maxpool_2x2", (32, 64, 56, 56), 2, 2, 0, numpy_max_pool_k2s2),
     _maxpool_nd_case("maxpool1d_3s2", (16, 64, 8000), 3, 2, 1),
     _maxpool_nd_case("maxpool3d_2x2x2", (4, 32, 16, 56, 56), 2, 2, 0),
-    _avgpool_case(),
-    _bilinear_case(),
+    _pool_2x2_case("avgpool_2x2", "avg_pool2d", numpy_avg_pool_k2s2),
+    _upsample_case("bilinear_x2", "bilinear"),
     _unpool_case(),
     _maxpool_backward_case(),
     _resample_backward_case(
@@ -197,4 +244,12 @@ CASES = [
         "bilinear_backward_x2", "bilinear",
         lambda torch, t: torch.ops.aten.upsample_bilinear2d_backward(
             t["g"], [112, 112], list(t["x"].shape), False, 2.0, 2.0)),
+    _resample_backward_case(
+        "nearest_backward_x2", "nearest",
+        lambda torch, t: torch.ops.aten.upsample_nearest2d_backward(
+            t["g"], [112, 112], list(t["x"].shape), 2.0, 2.0)),
+    _pool_2x2_case("maxpool_2x2_no_indices", "max_pool2d"),
+    _adaptive_avgpool_case(),
+    _upsample_case("nearest_x2", "nearest"),
+    _unpool_backward_case(),
 ]
