@@ -14,7 +14,7 @@ where a_off = 0, OD, OD + OH for axes D, H, W. Indices are flat positions inside
 plane, (d * H + h) * W + w, PyTorch's convention. Kernels trust their shapes (the Python
 layer validated them); the scatters and gathers check each index as they read it (a second
 pass over the indices to find their range cost a fifth of max-pool backward), skip one that
-lies outside the plane and return how many they skipped, for the caller to raise.
+lies outside the plane and return whether they skipped any, for the caller to raise.
 """
 from cython cimport floating
 from cython.parallel cimport prange, parallel
