@@ -435,7 +435,9 @@ def test_weight_gradients_run_on_the_channels_last_arrays(x_shape, w_shape, kwar
 
 
 @pytest.mark.parametrize("shape", [(2, 17, 33), (1, 16, 16), (3, 1, 40), (2, 50, 1),
-                                   (0, 4, 4), (2, 0, 5)])
+                                   (0, 4, 4), (2, 0, 5),
+                                   # bands of 4 rows past the whole tiles (12-row A panels)
+                                   (2, 12, 21), (1, 5, 19), (2, 22, 9), (1, 7, 8)])
 def test_layout_transposes_give_numpys_transpose(shape):
     """transpose_images turns each image's (A, B) matrix to (B, A) in tiles: whole tiles,
     ragged edges and empty arrays alike; a destination of another shape is refused."""
@@ -500,6 +502,32 @@ def test_1x1_weight_gradients_read_their_operands_in_place_with_the_packed_sums(
         tol = 1e-5 if dtype == np.float32 else 1e-12
         scale = np.abs(x).max() * np.abs(g).max() * g.shape[0] * g.shape[2] * g.shape[3]
         np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((1, 20, 3, 3), (70, 20, 1, 1), {}),                # 9 pixels: one part, rows re-blocked
+    ((2, 33, 5, 4), (50, 33, 1, 1), {}),                # swapped (more outputs than inputs)
+    ((4, 70, 9, 9), (30, 70, 3, 3), dict(padding=1)),   # patches packed, parts of the pixels
+    ((1, 300, 5, 5), (45, 300, 1, 1), dict(padding=((0, 1), (0, 0)))),
+])
+def test_channels_last_weight_gradient_blocks_of_rows_and_columns(x_shape, w_shape, kwargs,
+                                                                  monkeypatch):
+    """Blocks smaller than the layer (as ResNet's 2048-channel layers are cut): several
+    blocks of output channels and of patch columns, ragged last ones, the rows re-cut into
+    whole rounds of the threads where the pixels are too few to split; the float64
+    reference's sums whatever the thread count."""
+    import fastconv._ops.conv_grad as conv_grad
+    import fastconv._runtime.threads as threads_module
+    monkeypatch.setattr(conv_grad, "_NHWC_GRAD_BLOCK", 24)
+    monkeypatch.setattr(threads_module, "MIN_PARALLEL_WORK", 0)    # teams on small layers
+    x = channels_last(x_shape, np.float64)
+    g = channels_last(fastconv.conv2d(np.zeros(x_shape), np.zeros(w_shape), **kwargs).shape,
+                      np.float64)
+    want = reference.conv_weight_grad(x, w_shape, g, **kwargs)
+    for threads in (1, 2, 3):
+        with fastconv.num_threads(threads):
+            got = fastconv.grad.conv2d_weight(x, w_shape, g, **kwargs)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_channels_last_weight_gradient_splits_pixels_among_threads_and_fuses_the_bias():

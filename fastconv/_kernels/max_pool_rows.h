@@ -17,19 +17,16 @@
 #define FASTCONV_MAX_POOL_ROWS_H
 #include <stddef.h>
 #include <stdint.h>
+#include "pair_rows.h"      /* fc_mask16 */
 
 #ifdef __AVX512F__
 #include <immintrin.h>
 
-static inline __mmask16 fc_max_mask16(ptrdiff_t lanes) {
-    return (__mmask16)(lanes >= 16 ? 0xFFFF : lanes <= 0 ? 0 : (1u << lanes) - 1);
-}
-
 /* the 16 inputs p[sw * i], i < n, of one tap */
 static inline __m512 fc_max_tap_inputs(const float* p, int sw, ptrdiff_t n, __m512i even) {
-    if (sw == 1) return _mm512_maskz_loadu_ps(fc_max_mask16(n), p);
-    __m512 a = _mm512_maskz_loadu_ps(fc_max_mask16(2 * n - 1), p);
-    __m512 b = _mm512_maskz_loadu_ps(fc_max_mask16(2 * n - 17), p + 16);
+    if (sw == 1) return _mm512_maskz_loadu_ps(fc_mask16(n), p);
+    __m512 a = _mm512_maskz_loadu_ps(fc_mask16(2 * n - 1), p);
+    __m512 b = _mm512_maskz_loadu_ps(fc_mask16(2 * n - 17), p + 16);
     return _mm512_permutex2var_ps(a, even, b);
 }
 
@@ -62,7 +59,7 @@ static inline int fc_max_rows_f32(const float* const* rows, const int64_t* row_p
                 tap = _mm512_mask_mov_epi32(tap, t, _mm512_set1_epi32(k));
             }
         }
-        const __mmask16 keep = fc_max_mask16(n);
+        const __mmask16 keep = fc_mask16(n);
         _mm512_mask_storeu_ps(out + ow, keep, best);
         if (indices) {
             for (int half = 0; half < 2; half++) {

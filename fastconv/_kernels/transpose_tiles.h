@@ -31,31 +31,42 @@ static inline void fc_transpose_edge_f64(const double* src, ptrdiff_t ss, double
 }
 
 #ifdef __AVX__
-/* one 8 x 8 tile of floats */
-static inline void fc_transpose_8x8_f32(const float* src, ptrdiff_t ss, float* dst,
-                                        ptrdiff_t ds) {
+/* four rows of 8 floats from src (rows ss apart) as four vectors, pairs of rows interleaved
+ * and then pairs of pairs: u[c] holds column c's 4 values in its low 128-bit half and column
+ * c + 4's in its high half */
+static inline void fc_columns_of_4_rows_f32(const float* src, ptrdiff_t ss, __m256 u[4]) {
     __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + ss);
     __m256 r2 = _mm256_loadu_ps(src + 2 * ss), r3 = _mm256_loadu_ps(src + 3 * ss);
-    __m256 r4 = _mm256_loadu_ps(src + 4 * ss), r5 = _mm256_loadu_ps(src + 5 * ss);
-    __m256 r6 = _mm256_loadu_ps(src + 6 * ss), r7 = _mm256_loadu_ps(src + 7 * ss);
-    /* pairs of rows interleaved, then pairs of pairs: each 128-bit half holds 4 x 4 */
     __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
     __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-    __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-    __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    /* rows 0-3's half and rows 4-7's half of each column */
-    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
-    _mm256_storeu_ps(dst + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
-    _mm256_storeu_ps(dst + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
-    _mm256_storeu_ps(dst + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
-    _mm256_storeu_ps(dst + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
-    _mm256_storeu_ps(dst + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
-    _mm256_storeu_ps(dst + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
-    _mm256_storeu_ps(dst + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+    u[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    u[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+    u[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    u[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+
+/* one 8 x 8 tile of floats: each column's rows 0-3 half and rows 4-7 half joined */
+static inline void fc_transpose_8x8_f32(const float* src, ptrdiff_t ss, float* dst,
+                                        ptrdiff_t ds) {
+    __m256 lo[4], hi[4];
+    fc_columns_of_4_rows_f32(src, ss, lo);
+    fc_columns_of_4_rows_f32(src + 4 * ss, ss, hi);
+    for (int c = 0; c < 4; c++) {
+        _mm256_storeu_ps(dst + c * ds, _mm256_permute2f128_ps(lo[c], hi[c], 0x20));
+        _mm256_storeu_ps(dst + (c + 4) * ds, _mm256_permute2f128_ps(lo[c], hi[c], 0x31));
+    }
+}
+
+/* four rows of 8 floats (the rows past the last 8 of a 12-row A panel): each column's 4
+ * values one 128-bit half */
+static inline void fc_transpose_4x8_f32(const float* src, ptrdiff_t ss, float* dst,
+                                        ptrdiff_t ds) {
+    __m256 u[4];
+    fc_columns_of_4_rows_f32(src, ss, u);
+    for (int c = 0; c < 4; c++) {
+        _mm_storeu_ps(dst + c * ds, _mm256_castps256_ps128(u[c]));
+        _mm_storeu_ps(dst + (c + 4) * ds, _mm256_extractf128_ps(u[c], 1));
+    }
 }
 
 /* one 4 x 4 tile of doubles */
@@ -74,28 +85,36 @@ static inline void fc_transpose_4x4_f64(const double* src, ptrdiff_t ss, double*
 #define FC_TILE_F64 4
 #endif
 
-/* fc_transpose_<t>: whole tiles through registers, then the edges element by element */
+/* fc_transpose_<t>: whole tiles of TILE rows through registers, then (floats) a band of 4
+ * rows by the half tile, then the edges element by element */
 #ifdef __AVX__
-#define FC_DEFINE_TRANSPOSE(t, T, TILE, tile_fn)                                             \
+#define FC_DEFINE_TRANSPOSE(t, T, TILE, tile_fn, HALF, half_fn)                              \
 static inline void fc_transpose_##t(const T* src, ptrdiff_t ss, T* dst, ptrdiff_t ds,       \
                                     ptrdiff_t rows, ptrdiff_t cols) {                       \
-    ptrdiff_t i = 0;                                                                        \
+    ptrdiff_t i = 0, j;                                                                     \
     for (; i + TILE <= rows; i += TILE) {                                                   \
-        ptrdiff_t j = 0;                                                                    \
-        for (; j + TILE <= cols; j += TILE)                                                 \
+        for (j = 0; j + TILE <= cols; j += TILE)                                            \
             tile_fn(src + i * ss + j, ss, dst + j * ds + i, ds);                            \
         fc_transpose_edge_##t(src + i * ss + j, ss, dst + j * ds + i, ds, TILE, cols - j);  \
+    }                                                                                       \
+    if (HALF < TILE && i + HALF <= rows) {                                                  \
+        for (j = 0; j + TILE <= cols; j += TILE)                                            \
+            half_fn(src + i * ss + j, ss, dst + j * ds + i, ds);                            \
+        fc_transpose_edge_##t(src + i * ss + j, ss, dst + j * ds + i, ds, HALF, cols - j);  \
+        i += HALF;                                                                          \
     }                                                                                       \
     fc_transpose_edge_##t(src + i * ss, ss, dst + i, ds, rows - i, cols);                   \
 }
 #else
-#define FC_DEFINE_TRANSPOSE(t, T, TILE, tile_fn)                                             \
+#define FC_DEFINE_TRANSPOSE(t, T, TILE, tile_fn, HALF, half_fn)                              \
 static inline void fc_transpose_##t(const T* src, ptrdiff_t ss, T* dst, ptrdiff_t ds,       \
                                     ptrdiff_t rows, ptrdiff_t cols) {                       \
     fc_transpose_edge_##t(src, ss, dst, ds, rows, cols);                                    \
 }
 #endif
-FC_DEFINE_TRANSPOSE(f32, float, FC_TILE_F32, fc_transpose_8x8_f32)
-FC_DEFINE_TRANSPOSE(f64, double, FC_TILE_F64, fc_transpose_4x4_f64)
+FC_DEFINE_TRANSPOSE(f32, float, FC_TILE_F32, fc_transpose_8x8_f32, 4, fc_transpose_4x8_f32)
+/* (doubles: no half tile; HALF == TILE turns the band off) */
+FC_DEFINE_TRANSPOSE(f64, double, FC_TILE_F64, fc_transpose_4x4_f64, FC_TILE_F64,
+                    fc_transpose_4x4_f64)
 
 #endif
