@@ -92,8 +92,12 @@ def test_a_mobilenet_layer_matches_pytorch():
     ((8, 960, 7, 7), (160, 960, 1, 1), True),       # 49 of 56 / 64 / 96
     ((8, 384, 5, 5), (64, 384, 1, 1), True),        # 25 of 32 / 32 / 48
     ((8, 32, 28, 28), (192, 32, 1, 1), False),      # 784 of 784 / 784 / 816: nothing to gain
-    ((1, 960, 7, 7), (160, 960, 1, 1), False),      # one image
+    ((1, 96, 7, 7), (160, 96, 1, 1), False),        # one image, shallow
     ((8, 64, 7, 7), (64, 64, 3, 3), False),         # not 1x1
+    # at least 192 input channels: stacked whatever the planes (one image, full panels)
+    ((1, 960, 7, 7), (160, 960, 1, 1), True),
+    ((8, 256, 56, 56), (64, 256, 1, 1), True),
+    ((8, 128, 56, 56), (64, 128, 1, 1), False),
 ])
 def test_auto_stacks_small_planes_of_a_batch(x_shape, w_shape, stacked):
     plan = fastconv.choose_algorithm(x_shape, w_shape)
@@ -105,7 +109,7 @@ def test_auto_stacks_small_planes_of_a_batch(x_shape, w_shape, stacked):
 def test_auto_stacks_where_the_last_panel_would_be_a_twentieth_empty():
     """14x14 planes (196 positions): 4 of 200 empty on 8-wide panels, 12 of 208 on 16-wide,
     44 of 240 on 48-wide."""
-    problem = problem_from_call((8, 384, 14, 14), (64, 384, 1, 1))
+    problem = problem_from_call((8, 160, 14, 14), (64, 160, 1, 1))
     nr = tiling.packed_tile(problem, 4)[2]
     empty = -196 % nr
     plan = plan_conv(problem, np.float32)
@@ -179,8 +183,12 @@ def test_a_resnet_input_grad_matches_pytorch():
 
 @pytest.mark.parametrize("x_shape, w_shape, stacked", [
     ((8, 512, 7, 7), (2048, 512, 1, 1), True),      # 49 positions of 64 per image
-    ((1, 512, 7, 7), (2048, 512, 1, 1), False),     # one image: nothing to stack
-    ((8, 64, 56, 56), (256, 64, 1, 1), False),      # whole panels all but the last
+    # the adjoint's depth is the layer's output channels: at least 192, stacked whatever
+    # the planes
+    ((1, 512, 7, 7), (2048, 512, 1, 1), True),
+    ((8, 64, 56, 56), (256, 64, 1, 1), True),
+    ((1, 512, 7, 7), (128, 512, 1, 1), False),      # one image, shallow adjoint
+    ((8, 256, 56, 56), (64, 256, 1, 1), False),     # whole panels all but the last, shallow
     ((8, 64, 7, 7), (64, 64, 3, 3), False),         # not 1x1
 ])
 def test_auto_stacks_the_input_grad_of_small_planes(x_shape, w_shape, stacked):

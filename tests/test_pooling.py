@@ -330,7 +330,11 @@ def test_adaptive_pools_match_torch(name, spatial, output_size, dtype):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("nd,spatial,output_size", [
     (1, (29,), 6), (2, (9, 13), (4, 5)), (2, (14, 14), 1), (2, (16, 56), (2, 7)),
-    (3, (4, 5, 6), (3, 2, 4))], ids=["1d", "2d", "2d-global", "2d-8x8-windows", "3d"])
+    (3, (4, 5, 6), (3, 2, 4)),
+    # windows of whole rows, read as one run per window (and per depth tap)
+    (2, (9, 13), (2, 1)), (3, (4, 5, 6), (3, 2, 1)), (1, (70,), 1)],
+    ids=["1d", "2d", "2d-global", "2d-8x8-windows", "3d", "2d-whole-rows", "3d-whole-rows",
+         "1d-global"])
 def test_adaptive_pools_of_many_planes_match_reference(nd, spatial, output_size, dtype):
     """With enough planes (135: blocks of 8 side by side, the last one ragged) the adaptive
     kernel scans the planes side by side: each plane's values and indices must be those of

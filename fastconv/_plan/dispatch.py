@@ -399,13 +399,15 @@ def direct_planes(problem, itemsize):
 
 # What auto's choice of a variant inside a family adds to the rule's reason.
 VARIANT_WHY = {
-    Kernel.CONV_PACKED_STACKED: "; a 1x1 layer on planes that would leave its last panel of "
-                                "positions mostly empty: the batch's positions stacked end to "
-                                "end, every panel full",
-    Kernel.INPUT_GRAD_GEMM1X1_STACKED: "; planes that would leave the last panel of positions "
-                                       "mostly empty: the batch's positions stacked end to end "
-                                       "on fastconv's micro-kernel, the weights transposed "
-                                       "while packed",
+    Kernel.CONV_PACKED_STACKED: "; a 1x1 layer with at least 192 input channels, or on "
+                                "planes that would leave its last panel of positions mostly "
+                                "empty: the batch's positions stacked end to end, every panel "
+                                "full, the products through a scratch tile",
+    Kernel.INPUT_GRAD_GEMM1X1_STACKED: "; at least 192 output channels to sum over, or planes "
+                                       "that would leave the last panel of positions mostly "
+                                       "empty: the batch's positions stacked end to end on "
+                                       "fastconv's micro-kernel, the weights transposed while "
+                                       "packed",
     Kernel.CONV_DIRECT_PLANES: "; one input channel per group: whole planes (bands of them "
                                "that fit L1) copied once into zero-padded stride phases, every "
                                "tap one fixed offset of a flat run of outputs",
