@@ -93,7 +93,7 @@ cdef void fill_pixel_panels(const floating* x, const NHWCShape* s, Py_ssize_t p0
     (written element by element, MR apart, the packing took a sixth of a 4x4 stride-2
     transposed convolution's time on 8x8 inputs, whose panels all touch the padding)."""
     cdef Py_ssize_t K = s.KH * s.KW * s.C
-    cdef Py_ssize_t m, n, oh, ow, kh, kw, ih, iw, k0
+    cdef Py_ssize_t m, n, oh, ow, kh, kw, ih, iw, iw0, k0
     cdef size_t run = s.C * sizeof(floating), row_run = s.KW * s.C * sizeof(floating)
     cdef bint whole_rows
     cdef floating* dst
@@ -105,24 +105,23 @@ cdef void fill_pixel_panels(const floating* x, const NHWCShape* s, Py_ssize_t p0
             fc_zero_short(dst, K * sizeof(floating))
             continue
         k0 = 0
-        iw = ow * s.sw - s.pw
+        iw0 = ow * s.sw - s.pw
         # a row of taps inside the input, dilation 1: one run of KW * C (a stem's 3 channels
         # copied as 7 runs of 21, not 49 of 3)
-        whole_rows = s.dw == 1 and iw >= 0 and iw + s.KW <= s.W
+        whole_rows = s.dw == 1 and iw0 >= 0 and iw0 + s.KW <= s.W
         for kh in range(s.KH):
             ih = oh * s.sh - s.ph + kh * s.dh
             if whole_rows and 0 <= ih < s.H:
-                fc_copy_short(dst + k0, x + ((n * s.H + ih) * s.W + iw) * s.C, row_run)
+                fc_copy_short(dst + k0, x + ((n * s.H + ih) * s.W + iw0) * s.C, row_run)
                 k0 += s.KW * s.C
                 continue
             for kw in range(s.KW):
-                iw = ow * s.sw - s.pw + kw * s.dw
+                iw = iw0 + kw * s.dw
                 if 0 <= ih < s.H and 0 <= iw < s.W:
                     fc_copy_short(dst + k0, x + ((n * s.H + ih) * s.W + iw) * s.C, run)
                 else:
                     fc_zero_short(dst + k0, run)
                 k0 += s.C
-            iw = ow * s.sw - s.pw
         next_pixel(s, &n, &oh, &ow)
     transpose_block(rows, K, a, MR, MR, K)
 
