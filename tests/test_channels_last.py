@@ -26,6 +26,11 @@ CONV_CASES = [  # x shape, weight shape, kwargs
     ((2, 5, 6, 6), (7, 5, 1, 1), {}),                                # 1x1: no patch copy
     ((1, 5, 5, 7), (9, 5, 1, 1), {}),            # the pixels end inside a register tile
     ((1, 300, 3, 5), (20, 300, 1, 1), {}),       # K in several blocks
+    # the mixed tile (17-24 columns in float32, 9-12 in float64): whole and part tiles, in
+    # place and packed
+    ((2, 150, 6, 7), (24, 150, 1, 1), {}),
+    ((1, 5, 7, 9), (22, 5, 3, 3), dict(stride=2, padding=1)),
+    ((2, 6, 8, 9), (11, 6, 3, 3), dict(padding=1)),
     ((2, 5, 8, 8), (7, 5, 1, 1), dict(stride=2)),
     ((1, 6, 9, 9), (6, 6, 3, 3), dict(padding=2, dilation=2)),
     ((2, 4, 7, 9), (5, 4, 2, 4), dict(padding=((1, 0), (2, 1)))),
@@ -333,6 +338,9 @@ INPUT_GRAD_CASES = [  # input shape, weight shape, kwargs
     ((1, 4, 10, 9), (5, 4, 3, 3), dict(stride=(1, 2), padding=(1, 0))),
     ((2, 5, 11, 13), (3, 5, 2, 2), dict(stride=3)),                # phases no tap reaches
     ((1, 100, 7, 7), (9, 100, 3, 3), dict(stride=2, padding=1)),   # several column panels
+    ((2, 24, 9, 7), (40, 24, 1, 1), {}),                           # the mixed tile
+    ((2, 10, 9, 7), (6, 10, 3, 3), dict(padding=1)),
+    ((2, 20, 11, 10), (5, 20, 3, 3), dict(stride=2, padding=1)),
 ]
 
 
@@ -395,6 +403,9 @@ WEIGHT_GRAD_CASES = [  # input shape, weight shape, kwargs
     ((2, 4, 30, 30), (50, 4, 3, 3), dict(padding=1)),                  # parts of the pixels
     ((2, 70, 8, 8), (20, 70, 3, 3), dict(padding=1)),                  # packed patches
     ((3, 80, 12, 12), (200, 80, 3, 3), dict(padding=1)),               # several blocks
+    ((2, 6, 10, 9), (24, 6, 3, 3), dict(padding=1)),                   # the mixed tile
+    ((2, 5, 10, 9), (11, 5, 3, 3), dict(padding=1)),
+    ((2, 70, 8, 8), (24, 70, 3, 3), dict(padding=1)),
 ]
 # (at most this many input channels: the transposed product with the patches in place)
 TAPS_MAX_CHANNELS = 64
@@ -478,6 +489,10 @@ def test_the_transposed_weight_gradient_kernel_refuses_taps_outside_its_input():
     ((1, 16, 23, 23), 6),       # pixels: two blocks of 256 and a rest
     ((2, 5, 7, 9), 3),          # less than one panel each way
     ((1, 300, 5, 5), 7),        # rows too wide to read in place: packed
+    ((2, 24, 13, 11), 24),      # the mixed tile (float32), whole
+    ((2, 20, 7, 9), 24),        # and part of one
+    ((1, 12, 9, 9), 12),        # the mixed tile (float64)
+    ((2, 32, 9, 9), 16),        # 16 rows on two 8-row tiles
 ])
 @pytest.mark.parametrize("padding", [0, ((0, 1), (0, 2))])   # padding after: packed
 def test_1x1_weight_gradients_read_their_operands_in_place_with_the_packed_sums(

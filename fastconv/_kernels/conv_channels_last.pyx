@@ -29,8 +29,8 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 
 from fastconv._kernels.pair_rows cimport fc_copy_short, fc_pad_rows, fc_zero_short
-from fastconv._kernels.packed_gemm cimport gemm_rows_tile, gemm_tile, pack_b_panels, tile_mr, \
-    tile_nr, transpose_block
+from fastconv._kernels.packed_gemm cimport TILE_MIXED, gemm_rows_tile, gemm_tile, pack_b_panels, \
+    tile_mr, tile_nr, transpose_block, vector_width
 from fastconv._kernels.workspace cimport fc_workspace
 
 cdef extern from "stream_store.h":
@@ -195,6 +195,11 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     cdef Py_ssize_t per_chunk, k_block, item, t, chunk, p0, count, i, j, j0, j1, k0, k_len
     cdef Py_ssize_t panel, m_panels, kb, kh, kw, c, m_valid, ldc, cols0
     cdef bint with_bias = bias.shape[0] > 0
+    # a 1x1, stride-1, unpadded layer's patches are the input's rows: A where it lies, C apart
+    # (no pointers per pixel to work out: 32 -> 16 channels on 112x112, batch 8, Zen 4, 0.80-0.91
+    # -> 0.54-0.75 ms)
+    cdef bint pointwise = read_in_place and s.KH == 1 and s.KW == 1 and s.sh == 1 \
+        and s.sw == 1 and s.ph == 0 and s.pw == 0 and s.OH == s.H and s.OW == s.W
     # a strided (or streamed) output: each tile computed into `tile_out` (ldc columns), then
     # scattered
     cdef bint dense = out.is_c_contig() and not stream
@@ -256,6 +261,8 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
             count = pixels - p0 if pixels - p0 < tile else tile
             m_panels = (count + MR - 1) // MR
             for panel in range(m_panels):
+                if pointwise:
+                    break
                 m_valid = count - panel * MR if count - panel * MR < MR else MR
                 in_place[panel] = read_in_place and panel_in_place(
                     &x[0, 0, 0, 0], &s, p0 + panel * MR, m_valid, a_rows + panel * MR)
@@ -279,7 +286,13 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                 for j in range(j0, j1):
                     for panel in range(m_panels):
                         m_valid = count - panel * MR if count - panel * MR < MR else MR
-                        if in_place[panel]:
+                        if pointwise:
+                            gemm_tile(shape, k_len, &x[0, 0, 0, 0] + (p0 + panel * MR) * K + k0,
+                                      K, &w[0, 0] + (j * K + k0) * NR, NR, NULL,
+                                      rows + panel * MR * ldc + j * NR - cols0, ldc, m_valid,
+                                      C_out - j * NR if C_out - j * NR < NR else NR, NULL,
+                                      with_bias or k0 > 0)
+                        elif in_place[panel]:
                             gemm_rows_tile(shape, k_len, a_rows + panel * MR,
                                            patch_offsets + k0, &w[0, 0] + (j * K + k0) * NR,
                                            NR, rows + panel * MR * ldc + j * NR - cols0, ldc,
@@ -477,12 +490,14 @@ cdef void weight_grad_block_in_place(const floating* x, const floating* g,
     micro-kernel reads NR columns, which past the last pixel's channels would leave x)."""
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t m_panels = (rows + MR - 1) // MR, n_panels = (cols + NR - 1) // NR
+    cdef Py_ssize_t VEC = vector_width(<floating*> NULL)
     cdef Py_ssize_t q, i, j, panel, width, m_valid
     cdef const floating* panel_b
     cdef Py_ssize_t b_stride
     for j in range(n_panels):
         width = cols - j * NR if cols - j * NR < NR else NR
-        if width == NR:
+        # in place where the tile (or its tail of fewer vectors) reads just these columns
+        if width == NR or (width % VEC == 0 and (shape != TILE_MIXED or width == VEC)):
             panel_b = x + p0 * s.C + k0 + j * NR
             b_stride = s.C
         else:

@@ -20,6 +20,11 @@
    plane than 48-wide ones (7x7 and 8x8 feature maps) */
 #define FC_GEMM_MR_NARROW 12
 #define FC_GEMM_NRV_NARROW 2
+/* a third for 17-24 columns (float32): a vector and a half-width one per row. Where a
+   512-bit FMA takes both halves of a 256-bit unit (Zen 4) the half vector costs half an FMA,
+   so 24 columns cost 1.5 FMAs a row instead of the narrow tile's 2 (conv.tile_cost has the
+   measurements); where it does not (two 512-bit units) it costs what the narrow
+   tile does. Its rows are the narrow tile's (FC_GEMM_MR_MIXED), so are its A panels. */
 #else
 /* 6 x 2 tiles of AVX2 registers; without AVX (SSE2, NEON) the same tile on 16-byte vectors
    (32-byte ones were emulated in pairs and the tile spilled: 27x slower on one Zen 3) */
@@ -33,9 +38,13 @@
 #define FC_GEMM_MR_NARROW 6
 #define FC_GEMM_NRV_NARROW 2
 #endif
+#define FC_GEMM_MR_MIXED FC_GEMM_MR_NARROW
 
 typedef float fc_gvec_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
 typedef double fc_gvec_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
+/* half-width vectors: the mixed tile's last column block */
+typedef float fc_ghvec_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES / 2)));
+typedef double fc_ghvec_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES / 2)));
 /* lane masks of the same width (all ones or zero per lane), to AND with a vector's bits */
 typedef int fc_gmask_f32 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
 typedef long long fc_gmask_f64 __attribute__((vector_size(FC_GEMM_VEC_BYTES)));
@@ -43,7 +52,9 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
        FC_VEC_f64 = FC_GEMM_VEC_BYTES / sizeof(double),
        FC_NR_f32 = FC_GEMM_NRV * FC_VEC_f32, FC_NR_f64 = FC_GEMM_NRV * FC_VEC_f64,
        FC_NR_NARROW_f32 = FC_GEMM_NRV_NARROW * FC_VEC_f32,
-       FC_NR_NARROW_f64 = FC_GEMM_NRV_NARROW * FC_VEC_f64 };
+       FC_NR_NARROW_f64 = FC_GEMM_NRV_NARROW * FC_VEC_f64,
+       FC_NR_MIXED_f32 = FC_VEC_f32 + FC_VEC_f32 / 2,
+       FC_NR_MIXED_f64 = FC_VEC_f64 + FC_VEC_f64 / 2 };
 
 /* loops over the tile's rows and vectors unrolled, so the accumulators are registers */
 #define FC_UNROLL _Pragma("GCC unroll 16")
@@ -74,44 +85,57 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
     }
 
 /* The K loop of the micro-kernel, B's row k at ROW (an expression of k) and A's element
- * (m, k) at A_MK. */
-#define FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, ROW, A_MK)                                           \
+ * (m, k) at A_MK; with HALF (a constant) a half-width vector of columns after the NRV. */
+#define FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, HALF, ROW, A_MK)                                    \
     for (k = 0; k < k_len; k++) {                                                              \
         const T* b_row = ROW;                                                                  \
         fc_gvec_##SUFFIX bv[NRV];                                                              \
+        fc_ghvec_##SUFFIX bh = {0};                                                            \
         FC_UNROLL for (v = 0; v < NRV; v++)                                                    \
             memcpy(&bv[v], b_row + v * FC_VEC_##SUFFIX, sizeof(bv[v]));                        \
+        if (HALF) memcpy(&bh, b_row + NRV * FC_VEC_##SUFFIX, sizeof(bh));                      \
         FC_UNROLL for (m = 0; m < MR; m++) {                                                   \
             T am = A_MK;                                                                       \
             FC_UNROLL for (v = 0; v < NRV; v++) acc[m][v] += am * bv[v];                       \
+            if (HALF) acc_half[m] += am * bh;                                                  \
         }                                                                                      \
     }
 
+/* one vector of a row's sums, of type VT, to P: (+ bias[m]) (+ what P holds) */
+#define FC_GEMM_STORE_VECTOR(VT, SUM, P)                                                       \
+    {                                                                                          \
+        VT sum = SUM;                                                                          \
+        if (bias != NULL) sum += bias[m];                                                      \
+        if (accumulate) {                                                                      \
+            VT old;                                                                            \
+            memcpy(&old, P, sizeof(old));                                                      \
+            sum += old;                                                                        \
+        }                                                                                      \
+        memcpy(P, &sum, sizeof(sum));                                                          \
+    }
 /* The tile's end: rows m < m_valid, columns j < n_valid of acc (+ bias[m]) written to, or with
  * `accumulate` added to, c. acc is indexed by constants only (the loops over MR and NRV unroll),
  * so it stays in registers: a runtime index anywhere put all of it on the stack, stored there
  * after the K loop and reloaded, which cost as much as a short K loop (1x1 layers of 16-32
  * channels). A partial tile goes through a copy. */
-#define FC_GEMM_STORE(SUFFIX, T, MR, NRV)                                                      \
+#define FC_GEMM_STORE(SUFFIX, T, MR, NRV, HALF)                                                \
     if (m_valid == MR && n_valid == NR) {                                                      \
         FC_UNROLL for (m = 0; m < MR; m++) {                                                   \
             T* c_row = c + m * ldc;                                                            \
-            FC_UNROLL for (v = 0; v < NRV; v++) {                                              \
-                fc_gvec_##SUFFIX sum = acc[m][v];                                              \
-                if (bias != NULL) sum += bias[m];                                              \
-                if (accumulate) {                                                              \
-                    fc_gvec_##SUFFIX old;                                                      \
-                    memcpy(&old, c_row + v * FC_VEC_##SUFFIX, sizeof(old));                    \
-                    sum += old;                                                                \
-                }                                                                              \
-                memcpy(c_row + v * FC_VEC_##SUFFIX, &sum, sizeof(sum));                        \
-            }                                                                                  \
+            FC_UNROLL for (v = 0; v < NRV; v++)                                                \
+                FC_GEMM_STORE_VECTOR(fc_gvec_##SUFFIX, acc[m][v], c_row + v * FC_VEC_##SUFFIX) \
+            if (HALF)                                                                          \
+                FC_GEMM_STORE_VECTOR(fc_ghvec_##SUFFIX, acc_half[m],                           \
+                                     c_row + NRV * FC_VEC_##SUFFIX)                            \
         }                                                                                      \
     } else {                                                                                   \
         T tile[MR][NR];                                                                        \
-        FC_UNROLL for (m = 0; m < MR; m++)                                                     \
+        FC_UNROLL for (m = 0; m < MR; m++) {                                                   \
             FC_UNROLL for (v = 0; v < NRV; v++)                                                \
                 memcpy(&tile[m][v * FC_VEC_##SUFFIX], &acc[m][v], sizeof(acc[m][v]));          \
+            if (HALF)                                                                          \
+                memcpy(&tile[m][NRV * FC_VEC_##SUFFIX], &acc_half[m], sizeof(acc_half[m]));    \
+        }                                                                                      \
         for (m = 0; m < m_valid; m++) {                                                        \
             T* c_row = c + m * ldc;                                                            \
             for (j = 0; j < n_valid; j++) {                                                    \
@@ -131,64 +155,75 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
  * a_rows[m][a_offsets[k]] (rows m < m_valid are read): the patches of a tile of channels-last
  * pixels (a_rows[m] the pixel's first tap, a_offsets[k] tap k's place after it), which
  * packing would copy one scalar at a time. */
-#define FC_DEFINE_GEMM_TILE(NAME, SUFFIX, T, MR, NRV)                                           \
+#define FC_DEFINE_GEMM_TILE(NAME, SUFFIX, T, MR, NRV, HALF)                                    \
 static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, ptrdiff_t lda, const T* b, \
         ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc, ptrdiff_t m_valid,  \
         ptrdiff_t n_valid, const T* bias, int accumulate) {                                    \
-    enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
+    enum { NR = NRV * FC_VEC_##SUFFIX + HALF * (FC_VEC_##SUFFIX / 2) };                        \
     fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
+    fc_ghvec_##SUFFIX acc_half[MR];                                                            \
     const T* a_row[MR];                                                                        \
     ptrdiff_t k, m, j, v;                                                                      \
     FC_UNROLL for (m = 0; m < MR; m++) {                                                       \
         a_row[m] = a + (m < m_valid ? m : m_valid - 1) * lda;                                  \
         FC_UNROLL for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                 \
+        acc_half[m] = (fc_ghvec_##SUFFIX){0};                                                  \
     }                                                                                          \
     if (lda > 0 && offsets != NULL) {                                                          \
-        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + offsets[k], a_row[m][k])                        \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, HALF, b + offsets[k], a_row[m][k])                  \
     } else if (lda > 0) {                                                                      \
-        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride, a_row[m][k])                      \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, HALF, b + k * b_stride, a_row[m][k])                \
     } else if (offsets != NULL) {                                                              \
-        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + offsets[k], a[k * MR + m])                      \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, HALF, b + offsets[k], a[k * MR + m])                \
     } else {                                                                                   \
-        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride, a[k * MR + m])                    \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, HALF, b + k * b_stride, a[k * MR + m])              \
     }                                                                                          \
-    FC_GEMM_STORE(SUFFIX, T, MR, NRV)                                                          \
+    FC_GEMM_STORE(SUFFIX, T, MR, NRV, HALF)                                                    \
 }                                                                                              \
-static inline void fc_gemm_rows_tile_##NAME(ptrdiff_t k_len, const T* const* a_rows,          \
+static inline void fc_gemm_rows_tile_##NAME(ptrdiff_t k_len, const T* const* a_rows,           \
         const ptrdiff_t* a_offsets, const T* b, ptrdiff_t b_stride, T* c, ptrdiff_t ldc,       \
         ptrdiff_t m_valid, ptrdiff_t n_valid, const T* bias, int accumulate) {                 \
-    enum { NR = NRV * FC_VEC_##SUFFIX };                                                       \
+    enum { NR = NRV * FC_VEC_##SUFFIX + HALF * (FC_VEC_##SUFFIX / 2) };                        \
     fc_gvec_##SUFFIX acc[MR][NRV];                                                             \
+    fc_ghvec_##SUFFIX acc_half[MR];                                                            \
     const T* a_row[MR];                                                                        \
     ptrdiff_t k, m, j, v;                                                                      \
     FC_UNROLL for (m = 0; m < MR; m++) {                                                       \
         a_row[m] = a_rows[m < m_valid ? m : m_valid - 1];                                      \
         FC_UNROLL for (v = 0; v < NRV; v++) acc[m][v] = (fc_gvec_##SUFFIX){0};                 \
+        acc_half[m] = (fc_ghvec_##SUFFIX){0};                                                  \
     }                                                                                          \
-    FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, b + k * b_stride, a_row[m][a_offsets[k]])               \
-    FC_GEMM_STORE(SUFFIX, T, MR, NRV)                                                          \
+    FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, HALF, b + k * b_stride, a_row[m][a_offsets[k]])         \
+    FC_GEMM_STORE(SUFFIX, T, MR, NRV, HALF)                                                    \
 }
 
-FC_DEFINE_GEMM_TILE(f32, f32, float, FC_GEMM_MR, FC_GEMM_NRV)
-FC_DEFINE_GEMM_TILE(f64, f64, double, FC_GEMM_MR, FC_GEMM_NRV)
-FC_DEFINE_GEMM_TILE(narrow_f32, f32, float, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
-FC_DEFINE_GEMM_TILE(narrow_f64, f64, double, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW)
+FC_DEFINE_GEMM_TILE(f32, f32, float, FC_GEMM_MR, FC_GEMM_NRV, 0)
+FC_DEFINE_GEMM_TILE(f64, f64, double, FC_GEMM_MR, FC_GEMM_NRV, 0)
+FC_DEFINE_GEMM_TILE(narrow_f32, f32, float, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW, 0)
+FC_DEFINE_GEMM_TILE(narrow_f64, f64, double, FC_GEMM_MR_NARROW, FC_GEMM_NRV_NARROW, 0)
+FC_DEFINE_GEMM_TILE(mixed_f32, f32, float, FC_GEMM_MR_MIXED, 1, 1)
+FC_DEFINE_GEMM_TILE(mixed_f64, f64, double, FC_GEMM_MR_MIXED, 1, 1)
 /* Tails: the last panel of a row of positions, when it needs fewer vectors than the tile
  * has, is computed with only those (a 7x7 plane's extended grid of 55 positions is one
  * 48-wide panel and 7 more, not two full panels). Same sums in the same order: the same
  * results as the full tile. */
-FC_DEFINE_GEMM_TILE(tail1_f32, f32, float, FC_GEMM_MR, 1)
-FC_DEFINE_GEMM_TILE(tail1_f64, f64, double, FC_GEMM_MR, 1)
-FC_DEFINE_GEMM_TILE(tail2_f32, f32, float, FC_GEMM_MR, 2)
-FC_DEFINE_GEMM_TILE(tail2_f64, f64, double, FC_GEMM_MR, 2)
-FC_DEFINE_GEMM_TILE(narrow_tail1_f32, f32, float, FC_GEMM_MR_NARROW, 1)
-FC_DEFINE_GEMM_TILE(narrow_tail1_f64, f64, double, FC_GEMM_MR_NARROW, 1)
+FC_DEFINE_GEMM_TILE(tail1_f32, f32, float, FC_GEMM_MR, 1, 0)
+FC_DEFINE_GEMM_TILE(tail1_f64, f64, double, FC_GEMM_MR, 1, 0)
+FC_DEFINE_GEMM_TILE(tail2_f32, f32, float, FC_GEMM_MR, 2, 0)
+FC_DEFINE_GEMM_TILE(tail2_f64, f64, double, FC_GEMM_MR, 2, 0)
+FC_DEFINE_GEMM_TILE(narrow_tail1_f32, f32, float, FC_GEMM_MR_NARROW, 1, 0)
+FC_DEFINE_GEMM_TILE(narrow_tail1_f64, f64, double, FC_GEMM_MR_NARROW, 1, 0)
 
-/* The wide (narrow = 0) or narrow register tile, or the tail variant for a last panel of
- * fewer vectors, of micro-kernel KIND (gemm_tile or gemm_rows_tile) called with ARGS. */
-#define FC_GEMM_DISPATCH(KIND, SUFFIX, ARGS)                                                    \
-    ptrdiff_t vectors = (n_valid + FC_VEC_##SUFFIX - 1) / FC_VEC_##SUFFIX;                      \
-    if (narrow && vectors == 1 && FC_GEMM_NRV_NARROW > 1)                                      \
+/* The register tile SHAPE (0 wide, 1 narrow, 2 mixed), or the tail variant for a last panel
+ * of fewer vectors, of micro-kernel KIND (gemm_tile or gemm_rows_tile) called with ARGS. */
+#define FC_GEMM_DISPATCH(KIND, SUFFIX, ARGS)                                                   \
+    ptrdiff_t vectors = (n_valid + FC_VEC_##SUFFIX - 1) / FC_VEC_##SUFFIX;                     \
+    int narrow = shape == 1;                                                                   \
+    if (shape == 2 && vectors == 1 && FC_GEMM_NRV_NARROW > 1)                                  \
+        fc_##KIND##_narrow_tail1_##SUFFIX ARGS;                                                \
+    else if (shape == 2)                                                                       \
+        fc_##KIND##_mixed_##SUFFIX ARGS;                                                       \
+    else if (narrow && vectors == 1 && FC_GEMM_NRV_NARROW > 1)                                 \
         fc_##KIND##_narrow_tail1_##SUFFIX ARGS;                                                \
     else if (narrow)                                                                           \
         fc_##KIND##_narrow_##SUFFIX ARGS;                                                      \
@@ -199,16 +234,16 @@ FC_DEFINE_GEMM_TILE(narrow_tail1_f64, f64, double, FC_GEMM_MR_NARROW, 1)
     else                                                                                       \
         fc_##KIND##_##SUFFIX ARGS;
 
-/* fc_gemm_<t>(narrow, ...): the arguments of fc_gemm_tile_*; fc_gemm_rows_<t>(narrow, ...):
+/* fc_gemm_<t>(shape, ...): the arguments of fc_gemm_tile_*; fc_gemm_rows_<t>(shape, ...):
  * those of fc_gemm_rows_tile_*. */
-#define FC_DEFINE_GEMM(SUFFIX, T)                                                               \
-static inline void fc_gemm_##SUFFIX(int narrow, ptrdiff_t k_len, const T* a, ptrdiff_t lda,   \
+#define FC_DEFINE_GEMM(SUFFIX, T)                                                              \
+static inline void fc_gemm_##SUFFIX(int shape, ptrdiff_t k_len, const T* a, ptrdiff_t lda,     \
         const T* b, ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc,         \
         ptrdiff_t m_valid, ptrdiff_t n_valid, const T* bias, int accumulate) {                 \
     FC_GEMM_DISPATCH(gemm_tile, SUFFIX, (k_len, a, lda, b, b_stride, offsets, c, ldc, m_valid, \
                                          n_valid, bias, accumulate))                           \
 }                                                                                              \
-static inline void fc_gemm_rows_##SUFFIX(int narrow, ptrdiff_t k_len, const T* const* a_rows, \
+static inline void fc_gemm_rows_##SUFFIX(int shape, ptrdiff_t k_len, const T* const* a_rows,   \
         const ptrdiff_t* a_offsets, const T* b, ptrdiff_t b_stride, T* c, ptrdiff_t ldc,       \
         ptrdiff_t m_valid, ptrdiff_t n_valid, const T* bias, int accumulate) {                 \
     FC_GEMM_DISPATCH(gemm_rows_tile, SUFFIX, (k_len, a_rows, a_offsets, b, b_stride, c, ldc,   \

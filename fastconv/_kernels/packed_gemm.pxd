@@ -27,23 +27,26 @@ cdef extern from "gemm_microkernel.h":
     int FC_NR_f64
     int FC_NR_NARROW_f32
     int FC_NR_NARROW_f64
+    int FC_GEMM_MR_MIXED
+    int FC_NR_MIXED_f32
+    int FC_NR_MIXED_f64
     int FC_VEC_f32
     int FC_VEC_f64
-    void fc_gemm_f32(int narrow, Py_ssize_t k_len, const float* a, Py_ssize_t lda,
+    void fc_gemm_f32(int shape, Py_ssize_t k_len, const float* a, Py_ssize_t lda,
                      const float* b, Py_ssize_t b_stride, const Py_ssize_t* offsets, float* c,
                      Py_ssize_t ldc,
                      Py_ssize_t m_valid, Py_ssize_t n_valid, const float* bias,
                      int accumulate) noexcept nogil
-    void fc_gemm_f64(int narrow, Py_ssize_t k_len, const double* a, Py_ssize_t lda,
+    void fc_gemm_f64(int shape, Py_ssize_t k_len, const double* a, Py_ssize_t lda,
                      const double* b, Py_ssize_t b_stride, const Py_ssize_t* offsets, double* c,
                      Py_ssize_t ldc,
                      Py_ssize_t m_valid, Py_ssize_t n_valid, const double* bias,
                      int accumulate) noexcept nogil
-    void fc_gemm_rows_f32(int narrow, Py_ssize_t k_len, const float* const* a_rows,
+    void fc_gemm_rows_f32(int shape, Py_ssize_t k_len, const float* const* a_rows,
                           const Py_ssize_t* a_offsets, const float* b, Py_ssize_t b_stride,
                           float* c, Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                           const float* bias, int accumulate) noexcept nogil
-    void fc_gemm_rows_f64(int narrow, Py_ssize_t k_len, const double* const* a_rows,
+    void fc_gemm_rows_f64(int shape, Py_ssize_t k_len, const double* const* a_rows,
                           const Py_ssize_t* a_offsets, const double* b, Py_ssize_t b_stride,
                           double* c, Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                           const double* bias, int accumulate) noexcept nogil
@@ -54,10 +57,11 @@ cdef enum:
     K_BLOCK_BYTES = 12 * 1024
     # weights of fewer elements are packed on one thread (a team costs more)
     PACK_PARALLEL_ELEMENTS = 1 << 16
-    # The micro-kernel's two register-tile shapes (gemm_microkernel.h): 8 x 48 and 12 x 32
-    # with AVX-512.
+    # The micro-kernel's register-tile shapes (gemm_microkernel.h): 8 x 48, 12 x 32 and
+    # 12 x 24 (a vector and a half one a row) with AVX-512 in float32.
     TILE_WIDE = 0
     TILE_NARROW = 1
+    TILE_MIXED = 2
 
 
 
@@ -71,13 +75,19 @@ cdef inline Py_ssize_t vector_width(floating* dummy) noexcept nogil:
 
 cdef inline Py_ssize_t tile_mr(int shape) noexcept nogil:
     """Rows (output channels) of a register tile."""
+    if shape == TILE_MIXED:
+        return FC_GEMM_MR_MIXED
     return FC_GEMM_MR_NARROW if shape == TILE_NARROW else FC_GEMM_MR
 
 
 cdef inline Py_ssize_t tile_nr(int shape, floating* dummy) noexcept nogil:
     """Columns (positions) of a register tile for this precision."""
     if floating is float:
+        if shape == TILE_MIXED:
+            return FC_NR_MIXED_f32
         return FC_NR_NARROW_f32 if shape == TILE_NARROW else FC_NR_f32
+    if shape == TILE_MIXED:
+        return FC_NR_MIXED_f64
     return FC_NR_NARROW_f64 if shape == TILE_NARROW else FC_NR_f64
 
 
@@ -238,10 +248,10 @@ cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, Py_ss
     """The register tile `shape`, or for a last panel of fewer vectors its tail; A a packed
     panel (lda 0) or rows lda apart where they lie (gemm_microkernel.h)."""
     if floating is float:
-        fc_gemm_f32(shape == TILE_NARROW, k_len, a, lda, b, b_stride, offsets, c, ldc,
+        fc_gemm_f32(shape, k_len, a, lda, b, b_stride, offsets, c, ldc,
                     m_valid, n_valid, bias, accumulate)
     else:
-        fc_gemm_f64(shape == TILE_NARROW, k_len, a, lda, b, b_stride, offsets, c, ldc,
+        fc_gemm_f64(shape, k_len, a, lda, b, b_stride, offsets, c, ldc,
                     m_valid, n_valid, bias, accumulate)
 
 
@@ -253,10 +263,10 @@ cdef inline void gemm_rows_tile(int shape, Py_ssize_t k_len, const floating* con
     """gemm_tile with A read where it lies: A[m, k] = a_rows[m][a_offsets[k]]
     (gemm_microkernel.h)."""
     if floating is float:
-        fc_gemm_rows_f32(shape == TILE_NARROW, k_len, a_rows, a_offsets, b, b_stride, c, ldc,
+        fc_gemm_rows_f32(shape, k_len, a_rows, a_offsets, b, b_stride, c, ldc,
                          m_valid, n_valid, bias, accumulate)
     else:
-        fc_gemm_rows_f64(shape == TILE_NARROW, k_len, a_rows, a_offsets, b, b_stride, c, ldc,
+        fc_gemm_rows_f64(shape, k_len, a_rows, a_offsets, b, b_stride, c, ldc,
                          m_valid, n_valid, bias, accumulate)
 
 

@@ -200,14 +200,50 @@ def _nhwc_gemm_tiling(problem, dtype, threads):
 
 
 @functools.lru_cache(maxsize=512)
-def nhwc_tile_shape(columns, dtype):
-    """(register tile shape, MR, NR) for a channels-last GEMM whose B side has `columns`:
-    the shape whose whole panels of NR waste least (the narrow one costs about 8% more)."""
+def nhwc_tile_shape(columns, dtype, rows=None):
+    """(register tile shape, MR, NR) for a channels-last GEMM whose B side has `columns` and
+    whose A side `rows`: the shape that computes the fewest vector multiply-adds
+    (tile_cost). Rows None: the pixels, too many to round, and whole panels of NR counted
+    (the rule the forward kernels were tuned with), but for the mixed tile."""
     double = np.dtype(dtype) == np.float64
-    tiles = [conv_channels_last.tile_columns(double, shape) for shape in (0, 1)]
-    waste = [-(-columns // nr) * nr for _, nr in tiles]
-    shape = 1 if waste[1] * 1.08 < waste[0] else 0
-    return (shape,) + tiles[shape]
+    shapes = (0, 1, 2) if _mixed_tile(dtype) else (0, 1)
+    cost = {shape: tile_cost(rows, columns, shape, dtype) for shape in shapes}
+    shape = min(shapes, key=lambda s: (cost[s], s))
+    return (shape,) + conv_channels_last.tile_columns(double, shape)
+
+
+def _mixed_tile(dtype):
+    """Whether the mixed tile (a vector and a half one a row, gemm_microkernel.h) is offered:
+    with 512-bit vectors, where a half vector's multiply-add costs half a whole one's
+    (Zen 4) or as much (two 512-bit units: then it costs what the narrow tile does)."""
+    double = np.dtype(dtype) == np.float64
+    return conv_channels_last.tile_columns(double, 1)[1] // 2 * np.dtype(dtype).itemsize == 64
+
+
+def tile_cost(rows, columns, shape, dtype):
+    """Vector multiply-adds of register tile `shape` per unit of depth of a rows x columns
+    product: rows rounded up to whole tiles of MR, times each column panel's vectors (the
+    tails compute only the vectors a last panel needs; the mixed tile's half vector counts
+    half), about 8% more for the 12-row shapes' broadcasts. The mixed tile takes more
+    columns than a vector and one panel at most: 17-24 columns (float32) cost 1.5 vectors a row, not the narrow tile's 2 (Zen 4,
+    2 threads, ms, narrow -> mixed: 1x1 from 144 to 24 channels on 56x56, batch 8,
+    1.74-2.30 -> 0.95, its input gradient 1.78 -> 0.93). A weight gradient's rows are a
+    layer's channels: 16 of them take two 8-row tiles, not two 12-row ones (32 -> 16 on
+    112x112: 0.75-0.83 -> 0.53)."""
+    double = np.dtype(dtype) == np.float64
+    mr, nr = conv_channels_last.tile_columns(double, shape)
+    vec = conv_channels_last.tile_columns(double, 1)[1] // 2
+    if shape == 2:
+        if not vec < columns <= nr:
+            return float("inf")
+        vectors = 1.5
+    elif rows is None:
+        vectors = -(-columns // nr) * nr / vec
+    else:
+        whole, rest = divmod(columns, nr)
+        vectors = whole * (nr // vec) + -(-rest // vec)
+    padded_rows = 1 if rows is None else -(-rows // mr) * mr
+    return padded_rows * vectors * (1.0 if shape == 0 else 1.08)
 
 
 def _pack_tap_panels(weight, taps, out, nr):

@@ -17,7 +17,8 @@ import numpy as np
 from fastconv._kernels import conv_bias as _conv_bias, conv_channels_last, conv_direct, \
     conv_im2col, conv_packed, conv_phase_grid, conv_subpixel, conv_winograd
 from fastconv._ops.conv import adjoint_packed_weights, as_5d, contiguous_weight, \
-    nhwc_gemm_tiling, nhwc_phase_panels, nhwc_tile_shape, run_conv, run_conv_channels_last
+    nhwc_gemm_tiling, nhwc_phase_panels, nhwc_tile_shape, run_conv, run_conv_channels_last, \
+    tile_cost
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
 from fastconv._plan.dispatch import Kernel, plan_channels_last, plan_input_grad, \
@@ -408,9 +409,8 @@ def _nhwc_grad_swaps(c_out, c_in, dtype):
     channels on the vector side fill a fraction of a panel (16 of 32 lanes for 16 -> 96
     channels: Zen 4, ms, 3.68 -> 1.79 transposed; 24 -> 144 on 56x56 1.12 -> 0.78)."""
     def cost(rows, columns):
-        shape, mr, nr = nhwc_tile_shape(columns, dtype)
-        narrow = 1.08 if shape == 1 else 1.0    # (nhwc_tile_shape: the narrow tile's cost)
-        return -(-rows // mr) * mr * -(-columns // nr) * nr * narrow
+        shape, _, _ = nhwc_tile_shape(columns, dtype, rows)
+        return tile_cost(rows, columns, shape, dtype)
     return cost(c_in, c_out) < cost(c_out, c_in)
 
 
@@ -442,7 +442,7 @@ def channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype, 
     if swapped:
         x, g, c_out, c_in = g, x, c_in, c_out
     k = c_in * kh * kw
-    shape, mr, nr = nhwc_tile_shape(k, dtype)
+    shape, mr, nr = nhwc_tile_shape(k, dtype, c_out)
     threads = _threads.threads_for(problem.multiply_adds)
     row_blocks, col_blocks = -(-c_out // _NHWC_GRAD_BLOCK), -(-k // _NHWC_GRAD_BLOCK)
     pixels = g.shape[0] * g.shape[1] * g.shape[2]
@@ -485,7 +485,7 @@ def _channels_last_taps_weight_grad(problem, x, g, grad_output, weight_shape, dt
         padded = np.empty((n, h + top + bottom, w + left + right, c_in), dtype)
         conv_channels_last.pad_nhwc(x, padded, top, left, threads)
         x = padded
-    shape, _, _ = nhwc_tile_shape(c_out, dtype)
+    shape, _, _ = nhwc_tile_shape(c_out, dtype, kh * kw * c_in)
     pixels = g.shape[0] * g.shape[1] * g.shape[2]
     parts = max(1, min(_NHWC_GRAD_ITEMS_PER_THREAD * threads, pixels // _NHWC_GRAD_PIXELS))
     sums = np.empty((parts, kh * kw * c_in, c_out), dtype)
