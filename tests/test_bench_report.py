@@ -50,3 +50,29 @@ def test_a_timed_training_step_writes_every_weight_without_moving_it():
     step(model, x, train=True)
     for old, new in zip(before, model.parameters()):
         assert torch.equal(old, new.detach())
+
+
+def test_the_network_benchmark_times_each_library_in_fresh_processes():
+    """bench/networks.py --processes: each library's copy timed in processes of its own (the
+    agreement checked in the parent first), a row per mode with both libraries' medians, the
+    ratio and the page faults per step that the fresh processes measured."""
+    import os
+    import re
+    import subprocess
+    import sys
+    import pytest
+    pytest.importorskip("torch")
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "networks.py")
+    out = subprocess.run([sys.executable, script, "--nets", "mobilenet_v2", "--batch", "2",
+                          "--size", "32", "--formats", "channels_last", "--rounds", "1",
+                          "--steps", "1", "--processes", "--train"],
+                         check=True, capture_output=True, text=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("mobilenet_v2 ")]
+    assert [row.split()[2] for row in rows] == ["infer", "train"], out
+    for row in rows:
+        match = re.search(r"torch +([\d.]+) ms .*fastconv +([\d.]+) ms .*ratio ([\d.]+)"
+                          r"  page faults/step torch (\d+) fastconv (\d+)$", row)
+        assert match, row
+        torch_ms, fastconv_ms, ratio = (float(match.group(i)) for i in (1, 2, 3))
+        assert torch_ms > 0 and fastconv_ms > 0
+        assert ratio == pytest.approx(torch_ms / fastconv_ms, abs=0.01)

@@ -228,8 +228,12 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                          f"column_chunks {column_chunks}")
     per_chunk = (n_panels + column_chunks - 1) // column_chunks
     ldc = C_out if dense else per_chunk * NR
-    # a K block of one column panel (k_block x NR) within half of a 32 KiB L1
-    k_block = (16 * 1024) // (NR * sizeof(floating))
+    # a K block of one column panel (k_block x NR) of 64 KiB, in L2: blocks that fit half of
+    # L1 (16 KiB) cost every tile more passes over its output and more calls of short K
+    # loops (Zen 4, 2 threads, batch 8, ms, 16 -> 64 KiB: 1x1 256 -> 1024 on 14x14 4.31 ->
+    # 3.84, 512 -> 128 on 28x28 4.29 -> 3.86, 256 -> 64 on 56x56 5.30 -> 4.89; 256 KiB no
+    # better)
+    k_block = (64 * 1024) // (NR * sizeof(floating))
     patch_offsets = <Py_ssize_t*> malloc(K * sizeof(Py_ssize_t))
     if patch_offsets == NULL:
         raise MemoryError("fastconv: could not allocate the channels-last patch offsets")
