@@ -75,4 +75,6 @@ def test_the_network_benchmark_times_each_library_in_fresh_processes():
         assert match, row
         torch_ms, fastconv_ms, ratio = (float(match.group(i)) for i in (1, 2, 3))
         assert torch_ms > 0 and fastconv_ms > 0
-        assert ratio == pytest.approx(torch_ms / fastconv_ms, abs=0.01)
+        # the times are printed to 0.05 ms, the ratio (of the unrounded ones) to 0.005
+        assert (torch_ms - 0.05) / (fastconv_ms + 0.05) - 0.005 <= ratio \
+            <= (torch_ms + 0.05) / (fastconv_ms - 0.05) + 0.005, row

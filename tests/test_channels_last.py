@@ -49,6 +49,11 @@ CONV_CASES = [  # x shape, weight shape, kwargs
     ((1, 96, 5, 12), (96, 1, 5, 5), dict(padding=2, groups=96)),
     ((1, 200, 4, 11), (200, 1, 3, 3), dict(padding=1, groups=200)),
     ((1, 24, 12, 14), (24, 1, 9, 9), dict(padding=4, groups=24)),
+    # stride 1: a row's interior slides 8 and 4 pixels at a time over 3- and 5-wide kernels
+    # (each input vector loaded once per kernel row), channels past the last vector scalar
+    ((2, 36, 5, 8), (36, 1, 3, 3), dict(padding=1, groups=36)),
+    ((1, 21, 6, 9), (21, 1, 5, 5), dict(padding=2, groups=21)),
+    ((1, 17, 3, 30), (17, 1, 3, 5), dict(padding=(1, 2), groups=17)),
     ((2, 4, 8, 8), (6, 2, 3, 3), dict(padding=1, groups=2)),         # channels-first kernels
     ((1, 4, 8, 8), (4, 4, 3, 3), dict(padding=1, padding_mode="reflect")),
 ]

@@ -335,6 +335,13 @@ cdef extern from "tap_sums.h":
     void fc_gather_run_f64(const double** src, Py_ssize_t step, Py_ssize_t count,
                            const double* const* w, Py_ssize_t taps, const double* b,
                            double* out, Py_ssize_t C) noexcept nogil
+    void fc_gather_rows_f32(const float** src, Py_ssize_t step, Py_ssize_t count,
+                            const float* const* w, Py_ssize_t taps, const float* b, float* out,
+                            Py_ssize_t C, Py_ssize_t KW, Py_ssize_t dilation) noexcept nogil
+    void fc_gather_rows_f64(const double** src, Py_ssize_t step, Py_ssize_t count,
+                            const double* const* w, Py_ssize_t taps, const double* b,
+                            double* out, Py_ssize_t C, Py_ssize_t KW,
+                            Py_ssize_t dilation) noexcept nogil
     void fc_accumulate_run_f32(const float* const* src, Py_ssize_t step, Py_ssize_t count,
                                float* const* acc, Py_ssize_t taps, const float* g,
                                Py_ssize_t C) noexcept nogil
@@ -352,6 +359,20 @@ cdef inline void gather_run(const floating** src, Py_ssize_t step, Py_ssize_t co
         fc_gather_run_f32(src, step, count, <const float* const*> w, taps, b, out, C)
     else:
         fc_gather_run_f64(src, step, count, <const double* const*> w, taps, b, out, C)
+
+
+cdef inline void gather_rows(const floating** src, Py_ssize_t step, Py_ssize_t count,
+                             floating** w, Py_ssize_t taps, const floating* b, floating* out,
+                             Py_ssize_t C, Py_ssize_t KW, Py_ssize_t dilation) noexcept nogil:
+    """gather_run for a run of pixels whose taps are whole kernel rows (KW taps `dilation`
+    apart each): stride 1, dilation 1 and KW 3 or 5 load each input vector once per kernel
+    row, not once per tap (tap_sums.h: fc_gather_rows)."""
+    if floating is float:
+        fc_gather_rows_f32(src, step, count, <const float* const*> w, taps, b, out, C, KW,
+                           dilation)
+    else:
+        fc_gather_rows_f64(src, step, count, <const double* const*> w, taps, b, out, C, KW,
+                           dilation)
 
 
 cdef inline void accumulate_run(const floating** src, Py_ssize_t step, Py_ssize_t count,
@@ -414,8 +435,9 @@ cdef void depthwise_rows(const floating* x, const floating* w, const floating* b
         while ow < s.OW:
             taps = output_pixel_taps(x, <floating*> w, s, n, oh, ow, src, w_rows)
             count = hi - lo if ow == lo and hi > lo else 1
-            gather_run(src, s.sw * s.C, count, w_rows, taps, bias, out + (r * s.OW + ow) * s.C,
-                       s.C)
+            # an interior run's pixels have every tap of each kernel row inside the input
+            gather_rows(src, s.sw * s.C, count, w_rows, taps, bias,
+                        out + (r * s.OW + ow) * s.C, s.C, s.KW if count > 1 else 0, s.dw)
             ow += count
 
 

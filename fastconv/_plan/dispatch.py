@@ -217,9 +217,16 @@ def plan_channels_last(problem, dtype=np.float32):
     if problem.ndim != 2 or problem.padding_mode != "zeros" or 0 in (
             problem.batch, problem.in_channels, problem.out_channels):
         return None
-    threads = _threads.threads_for(problem.multiply_adds)
+    return _plan_channels_last(problem, np.dtype(dtype).itemsize,
+                               _threads.threads_for(problem.multiply_adds),
+                               tiling.INTERRUPT_WORK, _precision.get_precision())
+
+
+# a pure function of its arguments, asked on every call (10-15 us of Python a layer)
+@lru_cache(maxsize=1024)
+def _plan_channels_last(problem, itemsize, threads, interrupt_work, precision):
     if winograd_pays(problem):
-        strided = plan_conv(problem, dtype, "winograd")
+        strided = _plan_conv(problem, itemsize, "winograd", threads, interrupt_work, precision)
         if not strided.pieces:
             return ChannelsLastPlan(
                 "channels_last_winograd", "channels-last input, a 3x3 stride-1 layer Winograd "
@@ -1003,7 +1010,7 @@ def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas, pr
 
 def forget_plans():
     """Drop every remembered plan (tests that change the tiling arithmetic call it)."""
-    for cache in (_plan_conv, _plan_input_grad, _plan_weight_grad):
+    for cache in (_plan_conv, _plan_input_grad, _plan_weight_grad, _plan_channels_last):
         cache.cache_clear()
 
 

@@ -99,7 +99,10 @@ static void *fc_pool_new_block(size_t capacity)
     return base + FC_POOL_HEADER;
 }
 
-/* the smallest cached block that serves `size` bytes, taken out of the cache; NULL if none */
+/* the smallest cached block that serves `size` bytes, of those the most recently freed (its
+ * lines likeliest still cached: a network's layers of one size free several blocks of that
+ * size, and one taken at random was as often cold, its writes then read from memory first),
+ * taken out of the cache; NULL if none */
 static void *fc_pool_take(size_t size)
 {
     int best = -1;
@@ -108,7 +111,10 @@ static void *fc_pool_take(size_t size)
     for (int i = 0; i < fc_pool.count; i++) {
         size_t capacity = fc_pool.blocks[i].capacity;
         if (capacity >= size && capacity - (capacity >> FC_POOL_FIT_SHIFT) <= size
-                && (best < 0 || capacity < fc_pool.blocks[best].capacity))
+                && (best < 0 || capacity < fc_pool.blocks[best].capacity
+                    || (capacity == fc_pool.blocks[best].capacity
+                        && ((fc_pool_header *)fc_pool.blocks[i].base)->handed_at_free
+                           > ((fc_pool_header *)fc_pool.blocks[best].base)->handed_at_free)))
             best = i;
     }
     if (best >= 0) {
