@@ -59,10 +59,7 @@ def main():
     torch.set_num_threads(threads)
     print(f"threads {threads}; float32")
     for name in opts.nets:
-        build, shape, batch = NETS[name]
-        batch = opts.batch or batch
-        if opts.size:
-            shape = shape[:-2] + (opts.size, opts.size) if len(shape) == 3 else shape
+        build, shape, batch = network(name, opts)
         torch.manual_seed(0)
         base = build().eval()
         formats = opts.formats if len(shape) == 3 else ["contiguous"]
@@ -94,6 +91,15 @@ def main():
                           "" if faults is None else
                           f"  page faults/step torch {statistics.median(faults['torch']):.0f}"
                           f" fastconv {statistics.median(faults['fastconv']):.0f}"))
+
+
+def network(name, opts):
+    """(builder, input shape without the batch, batch) of network `name`, --batch and --size
+    applied."""
+    build, shape, batch = NETS[name]
+    if opts.size and len(shape) == 3:
+        shape = shape[:-2] + (opts.size, opts.size)
+    return build, shape, opts.batch or batch
 
 
 def time_interleaved(models, x, train, rounds):
@@ -131,10 +137,7 @@ def time_in_this_process(opts):
     --steps steps; print the median time (ms) and the median page faults per step."""
     name, fmt, mode, library = opts.child
     torch.set_num_threads(fastconv.get_num_threads())
-    build, shape, batch = NETS[name]
-    batch = opts.batch or batch
-    if opts.size:
-        shape = shape[:-2] + (opts.size, opts.size) if len(shape) == 3 else shape
+    build, shape, batch = network(name, opts)
     torch.manual_seed(0)
     memory_format = getattr(torch, "channels_last" if fmt == "channels_last"
                             else "contiguous_format")
