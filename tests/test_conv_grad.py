@@ -579,14 +579,19 @@ def test_padding_wider_than_a_short_axis(x_shape, w_shape, kwargs):
     ((8, 64, 14, 14), (64, 64, 1, 1), dict(stride=2), False),
     ((8, 64, 14, 14), (64, 32, 3, 3), dict(stride=2, padding=1, groups=2), False),
     ((8, 64, 14, 14), (64, 64, 3, 3), dict(stride=2, padding=2, dilation=2), False),
-    ((8, 64, 14, 14), (64, 64, 3, 3), dict(padding=1), False),            # stride 1
+    ((8, 64, 14, 14), (64, 64, 3, 3), dict(padding=1), False),            # Winograd's
+    ((1, 64, 6, 6), (64, 64, 3, 3), dict(padding=1), True),     # stride 1, too few tiles
+    ((2, 32, 10, 10), (24, 32, 5, 5), dict(padding=2), True),   # stride 1, 5x5
+    ((2, 32, 9, 9), (24, 32, 3, 3), dict(), True),              # stride 1, no padding
+    ((1, 3, 12, 12), (16, 3, 3, 3), dict(padding=1), False),    # stride 1, few channels
+    ((2, 16, 9, 9), (8, 16, 1, 1), dict(padding=1), False),     # stride 1, one tap
 ])
-def test_strided_layers_with_small_inputs_take_the_channels_last_stride_phases(
+def test_layers_with_small_inputs_take_the_channels_last_stride_phases(
         x_shape, w_shape, kwargs, chosen):
-    """The input gradient of a small strided layer runs as one stride-1 channels-last GEMM
-    per stride phase between two layout transposes; it gives the reference's gradient, in
-    both precisions, forced or chosen, and the forcing name is refused where the phases do
-    not compute the layer."""
+    """The input gradient of a small layer runs as one stride-1 channels-last GEMM per
+    stride phase (a stride-1 layer is one phase of every tap) between two layout
+    transposes; it gives the reference's gradient, in both precisions, forced or chosen,
+    and the forcing name is refused where the phases do not compute the layer."""
     problem = fastconv.planning.problem_from_call(x_shape, w_shape, **kwargs)
     plan = fastconv.planning.plan_input_grad(problem, np.float32)
     assert (plan.kernel == Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES) == chosen, plan.explain()

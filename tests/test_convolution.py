@@ -245,6 +245,28 @@ def test_padding_modes_match_pytorch():
                                    rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("positions, tile_panels, runs, threads, expected", [
+    (3136, 5, 1, 2, 4),    # 56x56: tiles of 5 leave one thread 35 panels, the other 30.3
+    (784, 5, 1, 2, 4),     # 28x28: 5+5 against 5+1.3
+    (3136, 5, 8, 2, 5),    # eight images: the scraps spread out, the big tiles stay
+    (3136, 5, 1, 1, 5),    # one thread: nothing to balance
+    (96, 2, 1, 2, 1),      # one tile of two panels would leave a thread idle
+])
+def test_the_packed_tiles_are_sized_so_that_the_threads_finish_together(
+        positions, tile_panels, runs, threads, expected):
+    """A call's last tile is short; the packed algorithm shrinks its tiles (to no less than
+    half) where that evens out the threads' shares of position panels."""
+    from fastconv._plan import tiling
+    got = tiling.balanced_tile_panels(positions, 48, tile_panels, runs, 6, 6, threads)
+    assert got == expected
+    assert tile_panels // 2 <= got <= tile_panels
+
+    def longest_share(panels):
+        tiles = [min(panels * 48, positions - p) / 48 for p in range(0, positions, panels * 48)]
+        return tiling.dynamic_makespan(tiles * runs, threads)
+    assert longest_share(got) <= longest_share(tile_panels)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("shape", [0, 1], ids=["wide-tile", "narrow-tile"])
 def test_both_register_tile_shapes_of_the_packed_kernel(shape, dtype):

@@ -364,6 +364,15 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
                 if count % NR:
                     fc_zero_short(b_packed + (count // NR) * K * NR + k * NR + count % NR,
                                   (NR - count % NR) * sizeof(floating))
+            if runs[0].n == runs[n_runs - 1].n:
+                # the tile lies in one image: its positions are contiguous in each output row
+                multiply_tile(K, panels, rows, count, NR,
+                              group_panels(a, a_stride, s, shape, g, first_panel), b_packed,
+                              out + (runs[0].n * s.c_out + g * s.c_out_g + first_panel * MR)
+                              * plane + runs[0].p, plane,
+                              bias + g * s.c_out_g + first_panel * MR if bias != NULL else NULL,
+                              False, shape, NULL, a_stride)
+                continue
             multiply_tile(K, panels, rows, count, NR,
                           group_panels(a, a_stride, s, shape, g, first_panel), b_packed, sums,
                           tile,

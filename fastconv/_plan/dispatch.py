@@ -576,12 +576,21 @@ def _one_to_one(p):
 # (2x2 stride-2 transposed convolutions, 1x1 stride-2 layers), left to the other rules.
 CHANNELS_LAST_PHASES_MAX_PLANE = 32 * 32
 CHANNELS_LAST_PHASES_MAX_BYTES = 4 << 20
+# A stride-1 layer is one phase of all its taps, and the same GEMM beats col2im's scatter where
+# Winograd's rule does not take the layer (too few tiles). Zen 4, 2 threads, float32, ms,
+# col2im -> channels-last, 3x3 but where said: 512 channels on 7x7, batch 1 2.5-3.0 -> 1.8-2.0,
+# batch 2 7.7-8.7 -> 3.2, batch 4 9.9-12.5 -> 6.3 (PyTorch 1.3-1.7, 2.6-3.3, 5.4); 1024 on
+# 8x8, batch 2 (a UNet's) 26.5 -> 16.5-19.0; 5x5 64 on 32x32, batch 4, 6.8-11.9 -> 4.3; 16
+# on 28x28, batch 8, 0.48 -> 0.38-0.41. Fewer input channels than a vector waste the GEMM's
+# columns: 3 on 32x32 0.04-0.05 -> 0.10-0.18.
+CHANNELS_LAST_STRIDE1_MIN_CHANNELS = 16
 
 
 def channels_last_phases_compute(problem):
     """True if the channels-last stride phases compute the input gradient of `problem`: 2-d,
-    one group, strided, dilation 1, zero padding within what each phase's taps reach."""
-    return (problem.ndim == 2 and problem.groups == 1 and any(s > 1 for s in problem.stride)
+    one group, dilation 1, zero padding within what each phase's taps reach (stride 1: one
+    phase of every tap)."""
+    return (problem.ndim == 2 and problem.groups == 1
             and all(d == 1 for d in problem.dilation)
             and tiling.stride_phase_geometry(problem.kernel_size, problem.stride,
                                              problem.padding, problem.in_size,
@@ -590,8 +599,11 @@ def channels_last_phases_compute(problem):
 
 def channels_last_phases_pay(problem, itemsize):
     """True if the input gradient of `problem` should run as channels-last stride phases."""
+    strided = any(s > 1 for s in problem.stride)
     return (channels_last_phases_compute(problem)
             and all(k > s for k, s in zip(problem.kernel_size, problem.stride) if s > 1)
+            and (strided or (prod(problem.kernel_size) > 1
+                             and problem.in_channels >= CHANNELS_LAST_STRIDE1_MIN_CHANNELS))
             and (prod(problem.in_size) <= CHANNELS_LAST_PHASES_MAX_PLANE
                  or prod(problem.in_shape) * itemsize <= CHANNELS_LAST_PHASES_MAX_BYTES))
 
@@ -615,8 +627,9 @@ INPUT_GRAD_RULES = (
          "a stride, or weights that are not all finite: the GEMM would be an outer product; "
          "direct loops gather each gradient row in cache"),
     Rule("channels_last", lambda p, itemsize, _: channels_last_phases_pay(p, itemsize),
-         "one group, strided, a kernel wider than its stride along each strided axis, and a "
-         f"small input (planes of at most {CHANNELS_LAST_PHASES_MAX_PLANE} pixels, or "
+         "one group, a kernel wider than its stride along each strided axis (stride 1: more "
+         f"than one tap and at least {CHANNELS_LAST_STRIDE1_MIN_CHANNELS} input channels), and "
+         f"a small input (planes of at most {CHANNELS_LAST_PHASES_MAX_PLANE} pixels, or "
          f"{CHANNELS_LAST_PHASES_MAX_BYTES >> 20} MiB): each stride phase is a stride-1 "
          "convolution of the output gradient, run as a channels-last GEMM between two layout "
          "transposes (no scatter, no zeros multiplied)"),
@@ -903,8 +916,8 @@ WEIGHT_GRAD_RULES = (
          "group) plane or more per thread"),
     Rule("gemm", lambda *_: True,
          "im2col bands (or the input itself for a 1x1 kernel) times the output gradient, on "
-         "fastconv's micro-kernel or BLAS where it runs full width, summed in fixed partial "
-         "sums"),
+         "fastconv's micro-kernel, summed in fixed partial sums (small planes: the images' "
+         "positions stacked, on BLAS where it runs full width)"),
 )
 
 
@@ -956,6 +969,13 @@ def stacked_problem(problem, itemsize):
                        (positions,), (1,), (1,), ((0, 0),), (1,))
 
 
+# The weight gradient's GEMMs over one image's positions (a plane too large to stack) run on
+# fastconv's micro-kernel even where BLAS runs full width. Zen 4, 2 threads, float32, ms, BLAS
+# -> micro-kernel: 3x3 64 -> 64 on 56x56, batch 1 1.56-1.67 -> 1.34-1.37 (PyTorch 1.25-1.27);
+# 128 -> 128 stride 2 from 56x56, batch 8 13.4-13.8 -> 12.2-12.3; 64 -> 64 on 128x128, batch
+# 2 16.2-16.6 -> 13.8-15.3; 32 -> 32 stride 2 from 112x112, batch 8 6.4 -> 5.6; the 7x7
+# stride-2 stem, batch 1 2.06 -> 1.92; 1x1 256 -> 64 on 56x56, batch 1 0.79-0.81 -> 0.61-0.62,
+# batch 8 5.98-6.00 -> 5.07-5.14; 64 -> 256 batch 8 5.33-5.45 -> 4.99-5.01.
 def _weight_grad_kernel(family, problem):
     if family == "winograd":
         return Kernel.WEIGHT_GRAD_WINOGRAD
@@ -963,11 +983,8 @@ def _weight_grad_kernel(family, problem):
         return Kernel.WEIGHT_GRAD_PHASE
     if family == "depthwise":
         return Kernel.WEIGHT_GRAD_DEPTHWISE_ROWS
-    pointwise = problem.pointwise and fits_blas(problem)
-    if own_gemm(problem):
-        return Kernel.WEIGHT_GRAD_GEMM1X1_PACKED if pointwise \
-            else Kernel.WEIGHT_GRAD_IM2COL_PACKED
-    return Kernel.WEIGHT_GRAD_GEMM1X1_BLAS if pointwise else Kernel.WEIGHT_GRAD_IM2COL_BLAS
+    return Kernel.WEIGHT_GRAD_GEMM1X1_PACKED if problem.pointwise and fits_blas(problem) \
+        else Kernel.WEIGHT_GRAD_IM2COL_PACKED
 
 
 def plan_weight_grad(problem, dtype, algorithm="auto"):
@@ -1069,8 +1086,8 @@ REQUIREMENT = {
     "gemm1x1_stacked": "a 1x1 kernel with stride 1 and no padding",
     "winograd": "a 2-d 3x3 kernel or a 3-d (KD, 3, 3) one, with stride 1 and dilation 1 "
                 "(Winograd F(4x4, 3x3)), or a 1-d kernel of 3 taps with stride 1 (F(4, 3))",
-    "channels_last": "a 2-d layer of one group with a stride, dilation 1, and padding within "
-                     "what each stride phase's taps reach",
+    "channels_last": "a 2-d layer of one group with dilation 1 and padding within what "
+                     "each stride phase's taps reach",
 }
 REQUIREMENT["channels_last_phases"] = REQUIREMENT["channels_last"]
 # names that reach other problems in one operation than in the others (Winograd's weight

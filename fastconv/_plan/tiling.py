@@ -6,6 +6,7 @@ the split (the exceptions, where a split changes the order of a sum, are said so
 depend on the thread count). The dispatcher (dispatch.py) calls these once per plan; the
 measurements behind the constants are in notes/dispatch.md and notes/phase-grid.md.
 """
+import heapq
 from functools import lru_cache
 from math import prod
 
@@ -208,7 +209,47 @@ def packed_partition(problem, itemsize, mr, nr, num_threads, stacked=False):
             tile_panels = (tile_panels + 1) // 2
         else:
             channel_panels = (channel_panels + 1) // 2
+    tile_panels = balanced_tile_panels(positions, nr, tile_panels, base_items,
+                                       -(-problem.out_per_group // mr), channel_panels,
+                                       num_threads)
     return int(tile_panels), int(channel_panels)
+
+
+# What a work item costs beyond its multiply-adds (its weight panels brought back into L1,
+# its loop's fork), per weight panel, in position panels' worth of multiply-adds: of two
+# about equally balanced splits the one with fewer items wins.
+ITEM_OVERHEAD_PANELS = 0.25
+
+
+def dynamic_makespan(costs, num_threads):
+    """When the last of `num_threads` threads finishes, the items of `costs` handed out in
+    order to whichever thread is free first (OpenMP's dynamic schedule)."""
+    free = [0.0] * num_threads
+    for cost in costs:
+        heapq.heapreplace(free, free[0] + cost)
+    return max(free)
+
+
+def balanced_tile_panels(positions, nr, tile_panels, base_items, m_panels, channel_panels,
+                         num_threads):
+    """The tile of at most `tile_panels` (and at least half that) position panels that
+    finishes first when `base_items` runs of `positions` positions, cut into tiles and their
+    `m_panels` weight panels into blocks of `channel_panels`, are shared by `num_threads`
+    threads. The last tile of a run is short: 3136 positions in tiles of 5 panels of 48 are
+    13 full tiles and a third of a panel, and two threads split the 14 items 7 full against
+    6 and a scrap (35 panels against 30.3); tiles of 4 split it 33.3 against 32."""
+    if num_threads <= 1:
+        return tile_panels
+    blocks = [min(channel_panels, m_panels - b) for b in range(0, m_panels, channel_panels)]
+
+    def makespan(panels):
+        tile = panels * nr
+        tiles = [min(tile, positions - p) / nr for p in range(0, positions, tile)]
+        costs = [(t + ITEM_OVERHEAD_PANELS) * b for t in tiles for b in blocks]
+        return dynamic_makespan(costs * base_items, num_threads)
+
+    candidates = range(tile_panels, max(1, tile_panels // 2) - 1, -1)
+    return min(candidates, key=lambda panels: (makespan(panels), -panels))
 
 
 # A 1x1 layer's tile of one image's positions wastes the rest of its last panel: where that
