@@ -358,6 +358,25 @@ def test_adaptive_pools_of_many_planes_match_reference(nd, spatial, output_size,
     np.testing.assert_array_equal(ADAPTIVE_AVG[nd](x, output_size)[:1, :5], few)
 
 
+@pytest.mark.parametrize("nd,spatial,output_size", [
+    (2, (56, 56), 7), (2, (56, 56), 1), (2, (15, 17), (4, 6)), (3, (5, 9, 10), (2, 3, 4)),
+    (1, (300,), 7)], ids=["56-to-7", "global", "irregular", "3d", "1d"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adaptive_average_pools_of_many_planes_sum_each_window_in_window_order(
+        nd, spatial, output_size, dtype):
+    """Many planes go through vector lanes, 16 planes side by side after a transpose: each
+    window must still be summed in window order, the bits of a few planes' scan (random
+    data, where another order rounds differently)."""
+    x = np.random.default_rng(5).standard_normal((3, 50) + spatial).astype(dtype)
+    many = ADAPTIVE_AVG[nd](x, output_size)
+    for planes in (slice(0, 5), slice(44, 50)):
+        few = ADAPTIVE_AVG[nd](np.ascontiguousarray(x[2:, planes]), output_size)
+        np.testing.assert_array_equal(many[2:, planes], few)
+    size = _full_size(spatial, output_size)
+    np.testing.assert_allclose(many, ref.adaptive_pool_nd(x.astype(np.float64), size, "avg"),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+
+
 def test_global_pooling_is_mean_and_max_over_the_plane():
     x = rand((2, 3, 5, 7))
     np.testing.assert_allclose(fastconv.adaptive_avg_pool2d(x, 1)[..., 0, 0],
