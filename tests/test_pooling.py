@@ -253,6 +253,32 @@ def test_avg_pool_matches_reference(name, spatial, kwargs, divisor):
                                atol=1e-14)
 
 
+@pytest.mark.parametrize("divisor", DIVISOR_MODES, ids=DIVISOR_IDS)
+@pytest.mark.parametrize("spatial,kwargs", [
+    ((24, 24), dict(kernel_size=8)),
+    ((19, 23), dict(kernel_size=(5, 4), stride=(3, 2), padding=2, ceil_mode=True)),
+    ((14, 14), dict(kernel_size=7, stride=1, padding=3)),
+    ((5, 9, 12), dict(kernel_size=(2, 4, 5), stride=(1, 2, 3), padding=(1, 2, 2))),
+    ((50,), dict(kernel_size=6, stride=4, padding=1, ceil_mode=True))],
+    ids=["k8", "k5x4-s3x2-p2-ceil", "k7s1p3", "3d", "1d"])
+def test_wide_average_pools_of_many_planes_sum_each_window_in_window_order(spatial, kwargs,
+                                                                           divisor):
+    """Regular average pools with windows at least 4 wide over many planes take the vector
+    lanes of the adaptive pools (16 planes side by side after a transpose): the bits of a
+    few planes' scan (random float32 data, where another order rounds differently), and the
+    definition's values."""
+    nd = len(spatial)
+    if nd == 1 and "divisor_override" in divisor:
+        divisor = {}
+    x = np.random.default_rng(6).standard_normal((3, 50) + spatial).astype(np.float32)
+    many = AVG_POOL[nd](x, **kwargs, **divisor)
+    for planes in (slice(0, 5), slice(44, 50)):
+        few = AVG_POOL[nd](np.ascontiguousarray(x[2:, planes]), **kwargs, **divisor)
+        np.testing.assert_array_equal(many[2:, planes], few)
+    np.testing.assert_allclose(many, ref.avg_pool_nd(x.astype(np.float64), **kwargs, **divisor),
+                               rtol=1e-5, atol=1e-6)
+
+
 # torch.nn.functional.avg_pool1d has no divisor_override: those pairs are not in the grid
 AVG_TORCH_GRID = [pytest.param(case, divisor, id=f"{case[0]}-{divisor_id}")
                   for case in AVG_CASES for divisor, divisor_id in zip(DIVISOR_MODES, DIVISOR_IDS)

@@ -672,12 +672,14 @@ cdef inline void adaptive_plane_block(const floating* x, floating* out, int64_t*
 cdef enum:
     LANE_PLANES = 16
     LANE_BAND_BYTES = 256 * 1024    # the transposed rows of one output row, per thread
+    LANES_MIN_KERNEL_W = 4          # narrower regular windows have written-out row kernels
 
 cdef bint lanes_apply(const PoolShape* s, Py_ssize_t itemsize, int num_threads) noexcept nogil:
     """True if the adaptive average pool `s` runs on adaptive_avg_lanes: contiguous windows,
     every output row's band of input rows within LANE_BAND_BYTES, enough blocks of planes."""
     cdef Py_ssize_t widest = 0, oh, od, deepest = 0
-    if s.kernel_w != 0 or s.step[0] != 1 or s.step[1] != 1 or s.step[2] != 1:
+    if 0 < s.kernel_w < LANES_MIN_KERNEL_W or s.step[0] != 1 or s.step[1] != 1 \
+            or s.step[2] != 1:
         return False
     for oh in range(s.out_size[1]):
         if s.count[1][oh] > widest:
