@@ -249,6 +249,7 @@ def test_padding_modes_match_pytorch():
     (3136, 5, 1, 2, 4),    # 56x56: tiles of 5 leave one thread 35 panels, the other 30.3
     (784, 5, 1, 2, 4),     # 28x28: 5+5 against 5+1.3
     (3136, 5, 8, 2, 5),    # eight images: the scraps spread out, the big tiles stay
+    (3136, 5, 4096, 2, 5),  # thousands of items: left as sized, without simulating them
     (3136, 5, 1, 1, 5),    # one thread: nothing to balance
     (96, 2, 1, 2, 1),      # one tile of two panels would leave a thread idle
 ])

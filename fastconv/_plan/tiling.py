@@ -219,6 +219,9 @@ def packed_partition(problem, itemsize, mr, nr, num_threads, stacked=False):
 # its loop's fork), per weight panel, in position panels' worth of multiply-adds: of two
 # about equally balanced splits the one with fewer items wins.
 ITEM_OVERHEAD_PANELS = 0.25
+# With this many work items per thread a short last tile is at most a small share of any
+# thread's work: the tile stays as sized (and planning stays cheap for huge batches).
+BALANCED_ITEMS_PER_THREAD = 32
 
 
 def dynamic_makespan(costs, num_threads):
@@ -238,9 +241,10 @@ def balanced_tile_panels(positions, nr, tile_panels, base_items, m_panels, chann
     threads. The last tile of a run is short: 3136 positions in tiles of 5 panels of 48 are
     13 full tiles and a third of a panel, and two threads split the 14 items 7 full against
     6 and a scrap (35 panels against 30.3); tiles of 4 split it 33.3 against 32."""
-    if num_threads <= 1:
-        return tile_panels
     blocks = [min(channel_panels, m_panels - b) for b in range(0, m_panels, channel_panels)]
+    items = base_items * -(-positions // (tile_panels * nr)) * len(blocks)
+    if num_threads <= 1 or items >= BALANCED_ITEMS_PER_THREAD * num_threads:
+        return tile_panels
 
     def makespan(panels):
         tile = panels * nr
