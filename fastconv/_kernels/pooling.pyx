@@ -662,8 +662,9 @@ cdef inline void adaptive_plane_block(const floating* x, floating* out, int64_t*
                         out[(p0 + l) * out_plane + o] = acc[l] / divisor
 
 
-# An adaptive average pool's planes side by side in vector lanes: LANE_PLANES planes' rows of
-# one output row's windows are transposed (transpose_tiles.h) into a buffer where each
+# An average pool's planes side by side in vector lanes (adaptive pools, and regular ones with
+# windows at least LANES_MIN_KERNEL_W wide): LANE_PLANES planes' rows of one output row's
+# windows are transposed (transpose_tiles.h) into a buffer where each
 # position holds the planes' values next to each other, and each window is summed there in
 # window order, one vector addition per element for all the planes (the same additions per
 # plane as adaptive_plane_block, so the same bits). The scalar side-by-side scan read 8 planes
@@ -675,8 +676,9 @@ cdef enum:
     LANES_MIN_KERNEL_W = 4          # narrower regular windows have written-out row kernels
 
 cdef bint lanes_apply(const PoolShape* s, Py_ssize_t itemsize, int num_threads) noexcept nogil:
-    """True if the adaptive average pool `s` runs on adaptive_avg_lanes: contiguous windows,
-    every output row's band of input rows within LANE_BAND_BYTES, enough blocks of planes."""
+    """True if the average pool `s` runs on adaptive_avg_lanes: adaptive or at least
+    LANES_MIN_KERNEL_W wide windows, contiguous, every output row's band of input rows within
+    LANE_BAND_BYTES, enough blocks of planes."""
     cdef Py_ssize_t widest = 0, oh, od, deepest = 0
     if 0 < s.kernel_w < LANES_MIN_KERNEL_W or s.step[0] != 1 or s.step[1] != 1 \
             or s.step[2] != 1:
@@ -694,8 +696,8 @@ cdef bint lanes_apply(const PoolShape* s, Py_ssize_t itemsize, int num_threads) 
 cdef inline void adaptive_avg_lanes(const floating* x, floating* out, const PoolShape* s,
                                     double divisor_override, Py_ssize_t p0,
                                     floating* band) noexcept nogil:
-    """Every output of the LANE_PLANES planes from p0 of the adaptive average pool `s`
-    (lanes_apply), through `band` (room for LANE_BAND_BYTES)."""
+    """Every output of the LANE_PLANES planes from p0 of the average pool `s` (lanes_apply),
+    through `band` (room for LANE_BAND_BYTES); its window tables serve regular pools too."""
     cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t in_plane = s.in_size[0] * H * W, out_plane = OD * OH * OW
