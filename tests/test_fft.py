@@ -216,3 +216,17 @@ def test_auto_on_a_large_filter_is_the_fft_and_right():
     want = reference.conv_nd(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                              **kwargs)
     assert_within_fft_bound(fastconv.conv2d(x, w, b, **kwargs), want, x, w, b, kwargs)
+
+
+# --- buffers ---------------------------------------------------------------------------
+
+def test_buffers_kept_between_calls_carry_nothing_over():
+    """The zero-padded input is reused by the next call of a thread with the same shapes:
+    calls of other shapes in between still give the right answer."""
+    rng = np.random.default_rng(13)
+    calls = [random_call(rng, 2, 3, 4, (30, 33), (9, 9), 1, np.float64),
+             random_call(rng, 1, 2, 2, (12, 10), (7, 7), 1, np.float64),
+             random_call(rng, 2, 3, 4, (30, 33), (9, 9), 1, np.float64)]
+    for x, w, b in calls + calls[::-1]:
+        np.testing.assert_allclose(fastconv.conv2d(x, w, b, padding=4, algorithm="fft"),
+                                   reference.conv_nd(x, w, b, padding=4), atol=1e-11)

@@ -86,6 +86,9 @@ ENTRIES = {
         {"CONV_FFT"},
         lambda k, x, w, b, out: conv_fft.mix_spectra(
             k, *(np.ascontiguousarray(a[:, :, 0, 0, :6]) for a in (x, w[:4], x)), 1, 64, 1)),
+    "conv_fft.finish_output": (
+        {"CONV_FFT"},
+        lambda k, x, w, b, out: conv_fft.finish_output(k, out[:, :, 0], b, out[:, :, 0].copy())),
     "conv_phase_grid.input_grad": (
         {"INPUT_GRAD_PHASE_CLASSES", "INPUT_GRAD_PHASE_SCATTER"},
         lambda k, x, w, b, out: conv_phase_grid.input_grad(k, out, w, x, *GEOMETRY, 1, 1)),
@@ -277,6 +280,35 @@ def test_the_spectrum_mix_refuses_spectra_that_do_not_fit(x_shape, w_shape, y_sh
     with pytest.raises(ValueError, match="spectra|groups"):
         conv_fft.mix_spectra(IDS["CONV_FFT"], np.zeros(x_shape), np.zeros(w_shape),
                              np.zeros(y_shape), groups, 64, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("step", [1, 3])
+def test_finishing_adds_the_bias_per_plane_and_tells_if_all_is_finite(step, dtype):
+    rng = np.random.default_rng(step)
+    signal = rng.standard_normal((6, 2, 3, 5 * step)).astype(dtype)[..., ::step]
+    bias = rng.standard_normal(3).astype(dtype)
+    out = np.full((6, 2, 3, 5), np.nan, dtype)
+    assert conv_fft.finish_output(IDS["CONV_FFT"], signal, bias, out)
+    np.testing.assert_array_equal(out, signal + np.tile(bias, 2)[:, None, None, None])
+    assert conv_fft.finish_output(IDS["CONV_FFT"], signal, bias[:0], out)
+    np.testing.assert_array_equal(out, signal)
+    for value in (np.inf, -np.inf, np.nan):
+        bad = signal.copy()
+        bad[4, 1, 2, 3] = value
+        assert not conv_fft.finish_output(IDS["CONV_FFT"], bad, bias, out)
+        assert out[4, 1, 2, 3] == value or np.isnan(value) and np.isnan(out[4, 1, 2, 3])
+
+
+@pytest.mark.parametrize("signal_shape, out_shape, channels", [
+    ((6, 2, 3, 5), (6, 2, 3, 4), 3),
+    ((6, 2, 3, 5), (5, 2, 3, 5), 3),
+    ((6, 2, 3, 5), (6, 2, 3, 5), 4),       # 6 planes are not a whole number of 4 channels
+])
+def test_finishing_refuses_arrays_that_do_not_fit(signal_shape, out_shape, channels):
+    with pytest.raises(ValueError, match="do not fit"):
+        conv_fft.finish_output(IDS["CONV_FFT"], np.zeros(signal_shape), np.zeros(channels),
+                               np.zeros(out_shape))
 
 
 def test_the_spectrum_mix_is_a_complex_product_summed_over_a_group():

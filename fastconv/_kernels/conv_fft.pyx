@@ -69,3 +69,45 @@ def mix_spectra(int kernel, floating[:, :, ::1] x, floating[:, :, ::1] w,
 
 
 CONV_FFT_ID = CONV_FFT
+
+
+def finish_output(int kernel, floating[:, :, :, :] signal, floating[::1] bias,
+                  floating[:, :, :, ::1] out):
+    """out[p] = signal[p] + bias[p % C_out] (no bias where bias is empty) over planes p of
+    (A, B, C) outputs, signal strided as the inverse transform left it; returns True if every
+    output is finite. One pass on the calling thread: the transforms' threads are scipy.fft's,
+    and an OpenMP team woken here would spin into the next call's transforms."""
+    if kernel != CONV_FFT:
+        raise ValueError(f"conv_fft.finish_output does not run kernel {kernel}")
+    cdef Py_ssize_t planes = out.shape[0], a_n = out.shape[1], b_n = out.shape[2]
+    cdef Py_ssize_t c_n = out.shape[3], channels = bias.shape[0], p, a, b, c
+    if tuple(signal.shape)[:4] != tuple(out.shape)[:4] or (channels and planes % channels):
+        raise ValueError(f"signal {tuple(signal.shape)[:4]}, out {tuple(out.shape)[:4]} and "
+                         f"{channels} biases do not fit together")
+    cdef floating shift, v, gap           # v - v is 0 for a finite v, NaN otherwise
+    cdef int bad = 0
+    cdef floating *row
+    cdef const floating *source
+    cdef Py_ssize_t step = signal.strides[3] // <Py_ssize_t>sizeof(floating)
+    if planes == 0 or a_n == 0 or b_n == 0 or c_n == 0:
+        return True
+    with nogil:
+        for p in range(planes):
+            shift = bias[p % channels] if channels else 0
+            for a in range(a_n):
+                for b in range(b_n):
+                    row = &out[p, a, b, 0]
+                    source = &signal[p, a, b, 0]
+                    if step == 1:       # a stride-1 convolution: a vector loop
+                        for c in range(c_n):
+                            v = source[c] + shift
+                            row[c] = v
+                            gap = v - v
+                            bad |= gap != gap
+                    else:
+                        for c in range(c_n):
+                            v = source[c * step] + shift
+                            row[c] = v
+                            gap = v - v
+                            bad |= gap != gap
+    return not bad

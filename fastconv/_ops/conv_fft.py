@@ -123,12 +123,15 @@ def conv_forward(problem, x, w, bias, out, threads, remember_weights):
     conv_fft.mix_spectra(conv_fft.CONV_FFT_ID, x_spec.view(real), w_spec.reshape(
         c_out, c_group, 2 * freqs), y_spec.view(real), problem.groups, block, mix_threads)
     positions = tuple(slice(0, o * s, s) for o, s in zip(problem.out_size, problem.stride))
-    out[...] = _inverse_transform(y_spec.reshape((n, c_out) + spectrum_shape(shape)), shape,
-                                  positions, threads)
-    if bias.size:
-        out += bias.reshape((-1,) + (1,) * nd)
-    # a sum is inf or NaN if any of its terms is (or, rarely, if it overflows: then the
-    # exact recomputation is merely unneeded); inf - inf in it is expected, not the caller's
-    # to be warned of
-    with np.errstate(invalid="ignore", over="ignore"):
-        return bool(np.isfinite(np.add.reduce(out, axis=None)))
+    signal = _inverse_transform(y_spec.reshape((n, c_out) + spectrum_shape(shape)), shape,
+                                positions, threads)
+    # the bias added and every output checked in the pass that writes it
+    planes = (n * c_out,) + (1,) * (3 - nd)
+    target = out if out.flags.c_contiguous else np.empty(out.shape, out.dtype)
+    finite = conv_fft.finish_output(conv_fft.CONV_FFT_ID,
+                                    signal.reshape(planes + signal.shape[2:]), bias,
+                                    target.reshape(planes + out.shape[2:]))
+    if target is not out:
+        out[...] = target
+    return finite
+
