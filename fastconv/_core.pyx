@@ -115,6 +115,18 @@ def fp_mode():
     return fc_fp_mode_get()
 
 
+def start_workers(int threads):
+    """Run an empty parallel region of `threads` threads, so that OpenMP creates the workers
+    of the calling thread's team now: a new thread starts in its creator's floating-point
+    mode, and one created inside a call that flushes on the calling thread alone would keep
+    flushing in every later call."""
+    cdef int thread
+    if threads < 2:
+        return
+    with nogil, parallel(num_threads=threads):
+        thread = omp_get_thread_num()
+
+
 def flush_denormals(unsigned int[::1] saved):
     """Flush denormals on the calling thread and on the OpenMP workers of a team of
     len(saved) threads (the workers the kernels' parallel regions reuse), saving each

@@ -338,7 +338,7 @@ INPUT_GRAD_CASES = [  # input shape, weight shape, kwargs
     ((1, 5, 10, 11), (4, 5, 1, 1), dict(stride=(3, 2))),
     ((2, 6, 11, 10), (5, 6, 3, 3), dict(stride=2, padding=1)),     # ResNet's strided 3x3
     ((2, 6, 11, 10), (5, 6, 3, 3), dict(stride=2)),
-    ((2, 3, 15, 14), (8, 3, 7, 7), dict(stride=2, padding=3)),     # a stem
+    ((2, 3, 15, 14), (8, 3, 3, 3), dict(stride=2, padding=1)),     # MobileNet's stem
     ((1, 4, 10, 9), (5, 4, 3, 2), dict(stride=(2, 3), padding=(1, 0))),
     ((1, 4, 10, 9), (5, 4, 3, 3), dict(stride=(1, 2), padding=(1, 0))),
     ((2, 5, 11, 13), (3, 5, 2, 2), dict(stride=3)),                # phases no tap reaches
@@ -376,6 +376,32 @@ def test_input_gradients_run_on_the_channels_last_gradient(x_shape, w_shape, kwa
                                      **kwargs)
     tol = 2e-3 if dtype == np.float32 else 1e-9
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * w_shape[0] * 9)
+
+
+@pytest.mark.parametrize("w_shape, kwargs", [
+    ((8, 3, 7, 7), dict(stride=2, padding=3)),      # ResNet's stem
+    ((6, 4, 5, 5), dict(stride=2, padding=2)),
+])
+def test_few_channels_under_a_large_strided_kernel_take_col2im_and_stay_channels_last(
+        w_shape, kwargs, monkeypatch):
+    """A strided kernel of more than 9 taps over fewer than 16 input channels: the
+    channels-last GEMM's columns (the input channels) would be mostly empty, so the gradient
+    goes channels-first (col2im, whose rows are channels x taps) and comes back channels-last."""
+    from fastconv._kernels import conv_channels_last
+    x_shape = (2, w_shape[1], 15, 14)
+    w = rng.standard_normal(w_shape)
+    g = channels_last(fastconv.conv2d(np.zeros(x_shape), w, **kwargs).shape, np.float64)
+
+    def refuse(*args):
+        raise AssertionError("the channels-last GEMM ran")
+    monkeypatch.setattr(conv_channels_last, "conv_gemm_nhwc", refuse)
+    got = fastconv.grad.conv2d_input(x_shape, w, g, **kwargs)
+    assert is_channels_last(got)
+    np.testing.assert_allclose(got, reference.conv_input_grad(x_shape, w, g, **kwargs),
+                               rtol=1e-9, atol=1e-9)
+    plan = fastconv.planning.plan_input_grad(
+        fastconv.planning.problem_from_call(x_shape, w_shape, **kwargs), "float32")
+    assert plan.algorithm == "col2im"
 
 
 def test_strided_or_grouped_input_gradients_stay_correct_in_channels_last():

@@ -53,6 +53,44 @@ def test_ieee_mode_computes_them(algorithm):
 
 
 @x86_only
+@x86_only
+def test_workers_first_started_inside_a_flushing_call_do_not_keep_flushing():
+    """A new thread starts in its creator's floating-point mode. A small first call flushes
+    on the calling thread alone; were OpenMP to create its workers during it (a parallel
+    region wider than the flushed team), they would flush in every later call, IEEE ones
+    too (half a winograd output zero). Checked in a fresh process: the workers are created
+    once per process."""
+    import subprocess
+    import sys
+    code = """
+import numpy as np, fastconv
+x = np.ascontiguousarray(np.ones((2, 6, 6, 8), np.float32)).transpose(0, 3, 1, 2)
+fastconv.conv2d(x, np.ones((4, 8, 1, 1), np.float32))       # one thread, channels-last
+x = np.full((1, 16, 64, 64), np.float32(1e-39), np.float32)
+w = np.full((16, 16, 3, 3), 1 / 144, np.float32)
+for algorithm in ("winograd", "packed"):
+    with fastconv.denormals("ieee"), fastconv.num_threads(2):
+        out = fastconv.conv2d(x, w, padding=1, algorithm=algorithm)
+    assert np.all(out != 0), (algorithm, np.mean(out == 0))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+@x86_only
+def test_a_transform_made_while_flushing_is_not_reused_in_ieee_mode():
+    """Winograd's transformed weights are remembered between calls; those made while
+    flushing have their denormal weights zeroed, so an IEEE call makes its own."""
+    x = np.ones((1, 32, 16, 16), np.float32)
+    w = np.full((32, 32, 3, 3), TINY, np.float32)
+    with fastconv.num_threads(2):
+        flushed = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
+    with fastconv.denormals("ieee"), fastconv.num_threads(2):
+        ieee = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
+    assert np.all(flushed == 0)
+    np.testing.assert_allclose(ieee[0, :, 5, 5], 32 * 9 * float(TINY), rtol=1e-3)
+
+
 def test_worker_threads_get_their_mode_back():
     """A worker left flushing would zero its share of the next IEEE call's outputs."""
     x, w = denormal_layer()

@@ -21,8 +21,8 @@ from fastconv._ops.conv import adjoint_packed_weights, as_5d, contiguous_weight,
     tile_cost
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
-from fastconv._plan.dispatch import Kernel, plan_channels_last, plan_input_grad, \
-    plan_weight_grad, sampled_pointwise
+from fastconv._plan.dispatch import Kernel, channels_last_phases_fill_columns, \
+    plan_channels_last, plan_input_grad, plan_weight_grad, sampled_pointwise
 from fastconv._plan.problems import NUMPY_PAD_MODE, check_grad_output, conv_problem
 from fastconv._plan.tiling import stride_phase_geometry
 from fastconv._runtime import threads as _threads
@@ -279,6 +279,8 @@ def channels_last_input_grad(problem, weight, grad_output, dtype):
     if any(s != 1 for s in problem.stride):
         if depthwise:
             return _channels_last_depthwise_input_grad(problem, weight, grad_output, dtype)
+        if not channels_last_phases_fill_columns(problem):   # its columns mostly empty
+            return None
         return _channels_last_phase_input_grad(problem, weight, grad_output, dtype)
     adjoint = _channels_last_adjoint(problem, tuple(weight.shape), tuple(grad_output.shape))
     if adjoint is None:

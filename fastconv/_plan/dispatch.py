@@ -582,8 +582,24 @@ CHANNELS_LAST_PHASES_MAX_BYTES = 4 << 20
 # batch 2 7.7-8.7 -> 3.2, batch 4 9.9-12.5 -> 6.3 (PyTorch 1.3-1.7, 2.6-3.3, 5.4); 1024 on
 # 8x8, batch 2 (a UNet's) 26.5 -> 16.5-19.0; 5x5 64 on 32x32, batch 4, 6.8-11.9 -> 4.3; 16
 # on 28x28, batch 8, 0.48 -> 0.38-0.41. Fewer input channels than a vector waste the GEMM's
-# columns: 3 on 32x32 0.04-0.05 -> 0.10-0.18.
-CHANNELS_LAST_STRIDE1_MIN_CHANNELS = 16
+# columns: 3 on 32x32 0.04-0.05 -> 0.10-0.18. With a stride they still win on a 3x3 kernel but
+# lose on larger ones, where col2im's rows (channels x taps) fill its tiles (Zen 4, 2 threads,
+# 2026-12-06, a channels-last output gradient, ms, col2im / channels-last phases / PyTorch):
+# 3x3 stride 2, 3 -> 32 channels on 224x224 (MobileNetV2's stem), batch 8, 9.1 / 7.8 / 5.7;
+# 8 -> 32 on 56x56 0.81 / 0.61 / 0.50; 12 -> 64 1.31 / 0.84 / 0.67; 5x5 stride 2, 3 -> 32 on
+# 112x112 2.5 / 4.0 / 3.3; 4 -> 64 on 64x64 1.7 / 3.0 / 2.2; ResNet's 7x7 stride-2 stem (3 ->
+# 64 on 224x224), batch 1, 3.5 / 7.0 / 6.1, batch 8 28 / 60 / 49.
+CHANNELS_LAST_PHASES_MIN_CHANNELS = 16
+CHANNELS_LAST_PHASES_FEW_CHANNELS_MAX_TAPS = 9
+
+
+def channels_last_phases_fill_columns(problem):
+    """True if the channels-last phases' GEMM (columns: the input channels) is worth running
+    for `problem`'s channel count: at least CHANNELS_LAST_PHASES_MIN_CHANNELS, or a strided
+    kernel of at most CHANNELS_LAST_PHASES_FEW_CHANNELS_MAX_TAPS taps."""
+    return (problem.in_channels >= CHANNELS_LAST_PHASES_MIN_CHANNELS
+            or (any(s > 1 for s in problem.stride)
+                and prod(problem.kernel_size) <= CHANNELS_LAST_PHASES_FEW_CHANNELS_MAX_TAPS))
 
 
 def channels_last_phases_compute(problem):
@@ -602,8 +618,8 @@ def channels_last_phases_pay(problem, itemsize):
     strided = any(s > 1 for s in problem.stride)
     return (channels_last_phases_compute(problem)
             and all(k > s for k, s in zip(problem.kernel_size, problem.stride) if s > 1)
-            and (strided or (prod(problem.kernel_size) > 1
-                             and problem.in_channels >= CHANNELS_LAST_STRIDE1_MIN_CHANNELS))
+            and channels_last_phases_fill_columns(problem)
+            and (strided or prod(problem.kernel_size) > 1)
             and (prod(problem.in_size) <= CHANNELS_LAST_PHASES_MAX_PLANE
                  or prod(problem.in_shape) * itemsize <= CHANNELS_LAST_PHASES_MAX_BYTES))
 
@@ -627,8 +643,10 @@ INPUT_GRAD_RULES = (
          "a stride, or weights that are not all finite: the GEMM would be an outer product; "
          "direct loops gather each gradient row in cache"),
     Rule("channels_last", lambda p, itemsize, _: channels_last_phases_pay(p, itemsize),
-         "one group, a kernel wider than its stride along each strided axis (stride 1: more "
-         f"than one tap and at least {CHANNELS_LAST_STRIDE1_MIN_CHANNELS} input channels), and "
+         f"one group, at least {CHANNELS_LAST_PHASES_MIN_CHANNELS} input channels (strided "
+         f"kernels of at most {CHANNELS_LAST_PHASES_FEW_CHANNELS_MAX_TAPS} taps: any), a "
+         "kernel wider than its stride along each strided axis (stride 1: more than one tap), "
+         "and "
          f"a small input (planes of at most {CHANNELS_LAST_PHASES_MAX_PLANE} pixels, or "
          f"{CHANNELS_LAST_PHASES_MAX_BYTES >> 20} MiB): each stride phase is a stride-1 "
          "convolution of the output gradient, run as a channels-last GEMM between two layout "

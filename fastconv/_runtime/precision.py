@@ -26,6 +26,7 @@ Each setting is its ``set_...(mode)`` if called, else its environment variable
 import contextlib
 import functools
 import os
+import threading
 
 import numpy as np
 
@@ -75,6 +76,8 @@ _FP_MODE_SUPPORTED = _core.fp_mode_supported()
 
 PRECISION = Setting("precision", "FASTCONV_PRECISION", ("fast", "exact"), "fast")
 DENORMALS = Setting("denormals", "FASTCONV_DENORMALS", ("flush", "ieee"), "flush")
+# per calling thread (each has its own OpenMP team): how many threads its team has started
+_workers = threading.local()
 
 
 def set_precision(mode):
@@ -147,7 +150,13 @@ class denormals_flushed:   # noqa: N801 - used as a function, like contextlib's
 
     def __enter__(self):
         if _FP_MODE_SUPPORTED and DENORMALS.get() == "flush":
-            self.saved = np.empty(max(1, min(self.threads, _threads.team_size())), np.uintc)
+            team = _threads.team_size()
+            if getattr(_workers, "started", 0) < team:
+                # before any flush: workers OpenMP would create inside this block (a kernel
+                # of more threads than were flushed) would start flushing, and keep on
+                _core.start_workers(team)
+                _workers.started = team
+            self.saved = np.empty(max(1, min(self.threads, team)), np.uintc)
             _core.flush_denormals(self.saved)
         return self
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from fastconv import _core
 from fastconv._runtime import threads
+from fastconv._runtime.precision import get_denormals
 
 CACHE_BYTES = 512 << 20
 VOLATILE_AFTER = 2
@@ -55,7 +56,9 @@ def cached_transform(name, weight, size, fill):
     writes, remembered under `name` (what fill computes) and weight's memory."""
     global _size
     address = weight.__array_interface__["data"][0]
-    key = (name, address, weight.shape, weight.strides, weight.dtype.str)
+    # the denormal mode too: a transform filled while flushing has its denormal values zeroed,
+    # which an IEEE call must not reuse
+    key = (name, address, weight.shape, weight.strides, weight.dtype.str, get_denormals())
     with _lock:
         entry = _entries.get(key)
         if entry is not None:
