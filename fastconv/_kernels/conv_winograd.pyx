@@ -24,7 +24,7 @@ output step counts non-finite results, and the Python layer recomputes such a ca
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.limits cimport INT_MAX
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, shape5
 from fastconv._kernels.kernel_ids cimport CONV_WINOGRAD, WEIGHT_GRAD_WINOGRAD
@@ -122,6 +122,16 @@ cdef inline Py_ssize_t lanes(floating* dummy) noexcept nogil:
     return FC_WINO_LANES_f64
 
 
+# Channels transformed per work item of the 2-d weight transform: their 36 elements are
+# written as runs of TRANSFORM_BLOCK x MR values, one after the other. Item by item, each
+# item's 36 writes of MR values went to 36 lines e_stride apart, a multiple of 4 KiB, all in
+# one L1 set, each evicted before the next item wrote its other half (Zen 4, 2 threads,
+# 256 -> 256 channels: 0.85 ms, 11 GB/s).
+cdef enum:
+    TRANSFORM_BLOCK = 8
+    TRANSFORM_MAX_MR = 16
+
+
 cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t KD,
                           Py_ssize_t g, bint adjoint, bint one_d, floating* u,
                           int num_threads) noexcept nogil:
@@ -134,16 +144,30 @@ cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ss
     are never written out)."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
     cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR, depth = KD * Cg
-    cdef Py_ssize_t item, panel, channel, c, kd, m_valid, first, step
+    cdef Py_ssize_t blocks = (depth + TRANSFORM_BLOCK - 1) // TRANSFORM_BLOCK
+    cdef Py_ssize_t item
     if one_d:
         transform_group_1d(w, Kg, Cg, g, adjoint, u)
         return
-    for item in prange(m_panels * depth, num_threads=num_threads, schedule='static'):
-        panel = item // depth
-        channel = item % depth
+    for item in prange(m_panels * blocks, num_threads=num_threads, schedule='static'):
+        transform_block(w, Kg, Cg, KD, g, adjoint, item // blocks,
+                        (item % blocks) * TRANSFORM_BLOCK, u)
+
+
+cdef void transform_block(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t KD,
+                          Py_ssize_t g, bint adjoint, Py_ssize_t panel, Py_ssize_t c0,
+                          floating* u) noexcept nogil:
+    """transform_group's work item: panel `panel`'s filters for depth channels c0 .. c0 +
+    TRANSFORM_BLOCK - 1 (fewer at the end), through a buffer on this thread's stack."""
+    cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
+    cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR, depth = KD * Cg
+    cdef Py_ssize_t count = depth - c0 if depth - c0 < TRANSFORM_BLOCK else TRANSFORM_BLOCK
+    cdef Py_ssize_t m_valid = Kg - panel * MR if Kg - panel * MR < MR else MR
+    cdef Py_ssize_t channel, c, kd, first, step, e
+    cdef floating buffer[36 * TRANSFORM_BLOCK * TRANSFORM_MAX_MR]
+    for channel in range(c0, c0 + count):
         kd = channel // Cg
         c = channel % Cg
-        m_valid = Kg - panel * MR if Kg - panel * MR < MR else MR
         if adjoint:
             # the panel's filters lie side by side in w's row of output channel c, depth
             # reversed
@@ -152,12 +176,16 @@ cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ss
         else:
             first = (((g * Kg + panel * MR) * Cg + c) * KD + kd) * 9
             step = Cg * KD * 9
+        # element e of the block's channels count x MR apart in the buffer
         if floating is float:
             fc_wino_weight_f32(w + first, step, m_valid, adjoint,
-                               u + (panel * depth + channel) * MR, m_panels * depth * MR)
+                               buffer + (channel - c0) * MR, count * MR)
         else:
             fc_wino_weight_f64(w + first, step, m_valid, adjoint,
-                               u + (panel * depth + channel) * MR, m_panels * depth * MR)
+                               buffer + (channel - c0) * MR, count * MR)
+    for e in range(36):
+        memcpy(u + e * m_panels * depth * MR + (panel * depth + c0) * MR,
+               buffer + e * count * MR, count * MR * sizeof(floating))
 
 
 cdef void transform_group_1d(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t g,
