@@ -519,7 +519,8 @@ def test_the_transposed_weight_gradient_kernel_refuses_taps_outside_its_input():
     ((2, 24, 13, 11), 10),      # a whole and a part column panel, a part row panel
     ((1, 16, 23, 23), 6),       # pixels: two blocks of 256 and a rest
     ((2, 5, 7, 9), 3),          # less than one panel each way
-    ((1, 300, 5, 5), 7),        # rows too wide to read in place: packed
+    ((1, 300, 5, 5), 7),        # wide rows, not 2 KiB apart: in place
+    ((1, 512, 3, 3), 7),        # rows 2 KiB apart (4 KiB in float64): packed
     ((2, 24, 13, 11), 24),      # the mixed tile (float32), whole
     ((2, 20, 7, 9), 24),        # and part of one
     ((1, 12, 9, 9), 12),        # the mixed tile (float64)
@@ -548,6 +549,17 @@ def test_1x1_weight_gradients_read_their_operands_in_place_with_the_packed_sums(
         tol = 1e-5 if dtype == np.float32 else 1e-12
         scale = np.abs(x).max() * np.abs(g).max() * g.shape[0] * g.shape[2] * g.shape[3]
         np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
+
+
+def test_1x1_weight_gradients_pack_only_rows_that_alias_in_l1():
+    """In place unless an operand's rows are over 1 KiB and a multiple of 2 KiB apart."""
+    from fastconv._ops.conv_grad import _nhwc_grad_in_place
+    assert _nhwc_grad_in_place(576, 96, np.float32)
+    assert _nhwc_grad_in_place(1280, 320, np.float32)
+    assert _nhwc_grad_in_place(256, 64, np.float32)      # 1 KiB rows
+    assert not _nhwc_grad_in_place(256, 64, np.float64)  # 2 KiB rows
+    assert not _nhwc_grad_in_place(2048, 512, np.float32)
+    assert not _nhwc_grad_in_place(96, 512, np.float32)
 
 
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", [

@@ -550,8 +550,8 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
                             const floating** g_rows) noexcept nogil:
     """dw[o0 + i, k0 + j] := sum over pixels p_start .. p_end - 1 of g[p, o0 + i] * patch(p)
     [k0 + j] for i < rows, j < cols, in blocks of `pixel_block` pixels (the GEMM's depth):
-    each block's operands packed into a (rows rounded up to MR, pixel_block) and b (cols
-    rounded up to NR, pixel_block) (through `row`, cols elements), then every (column
+    each block's operands packed into a (rows rounded up to MR, pixel_block) and b (its
+    column panels of NR; through `row`, cols elements), panels PANEL_SKEW apart, then every (column
     panel, row panel) on the micro-kernel. With `pixel_offsets` (q * C_out for q <
     pixel_block; a 1x1, stride-1, unpadded layer, whose patch row is the pixel's channels)
     nothing is packed but a last partial column panel: A's rows are g's channels read where
@@ -559,13 +559,18 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
     the same order."""
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
     cdef Py_ssize_t m_panels = (rows + MR - 1) // MR, n_panels = (cols + NR - 1) // NR
-    cdef Py_ssize_t p0, depth, q, i, j, panel, width, n, oh, ow
+    cdef Py_ssize_t p0, depth, q, i, j, panel, width, n, oh, ow, a_panel, b_panel
     cdef Py_ssize_t tap0 = k0 // s.C, c0 = k0 - (k0 // s.C) * s.C
     cdef const floating* src
     cdef floating* dst
     p0 = p_start
     while p0 < p_end:
         depth = p_end - p0 if p_end - p0 < pixel_block else pixel_block
+        # the panels of A and of B each a line more than depth x MR (NR) apart: a multiple
+        # of 4 KiB put the MR values each pixel writes into every panel in one L1 set (the
+        # stores were three fifths of the packing's time on a 576-channel layer)
+        a_panel = depth * MR + PANEL_SKEW
+        b_panel = depth * NR + PANEL_SKEW
         if pixel_offsets != NULL:
             weight_grad_block_in_place(x, g, s, o0, rows, k0, cols, p0, depth, shape, b,
                                        dw, ldw, pixel_offsets, g_rows, p0 > p_start)
@@ -575,7 +580,7 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
         for q in range(depth):
             src = g + (p0 + q) * s.C_out + o0
             for panel in range(m_panels):
-                dst = a + (panel * depth + q) * MR
+                dst = a + panel * a_panel + q * MR
                 width = rows - panel * MR if rows - panel * MR < MR else MR
                 for i in range(width):
                     dst[i] = src[panel * MR + i]
@@ -586,27 +591,23 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
             fill_patch_run(x, s, n, oh, ow, tap0, c0, cols, row)
             next_pixel(s, &n, &oh, &ow)
             for panel in range(n_panels):
-                dst = b + (panel * depth + q) * NR
+                dst = b + panel * b_panel + q * NR
                 width = cols - panel * NR if cols - panel * NR < NR else NR
                 fc_copy_short(dst, row + panel * NR, width * sizeof(floating))
                 if width < NR:
                     fc_zero_short(dst + width, (NR - width) * sizeof(floating))
         for j in range(n_panels):
             for panel in range(m_panels):
-                gemm_tile(shape, depth, a + panel * depth * MR, 0, b + j * depth * NR, NR, NULL,
+                gemm_tile(shape, depth, a + panel * a_panel, 0, b + j * b_panel, NR, NULL,
                           dw + (o0 + panel * MR) * ldw + k0 + j * NR, ldw,
                           rows - panel * MR if rows - panel * MR < MR else MR,
                           cols - j * NR if cols - j * NR < NR else NR, NULL, p0 > p_start)
         p0 += depth
 
 
-# Reading the weight gradient's operands in place pays on narrow rows (Zen 3, 2 threads, ms,
-# in place / packed: 32 -> 16 channels on 112x112 0.95-1.19 / 1.93-2.44, 144 -> 24 on 56x56
-# 1.37-1.50 / 2.20-2.85, 256 -> 64 6.3-7.1 / 8.4-9.6) and loses on wide ones, whose rows
-# a few KiB apart fall into few L1 sets (512 -> 2048 on 7x7 8.4-9.0 / 6.4-6.8, 1024 -> 256
-# on 14x14 6.5-7.7 / 5.9-6.1).
 cdef enum:
-    IN_PLACE_ROW_BYTES = 1024
+    # elements between the end of one packed panel of the weight gradient and the next
+    PANEL_SKEW = 16
 
 
 def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] g,
@@ -619,8 +620,8 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     parts). Work items: blocks of `block_rows` output channels x `block_cols` patch columns
     x parts, each a GEMM over its pixels in blocks of `pixel_block` on the micro-kernel
     (register tile `shape`). A 1x1, stride-1, unpadded layer's operands are read where they
-    lie when `read_in_place` and both have rows of at most IN_PLACE_ROW_BYTES (packing them
-    cost more than their product: few channels, each element used by few multiply-adds)."""
+    lie when `read_in_place` (the caller's rule: where packing them costs more than it
+    saves)."""
     cdef NHWCShape s = make_shape(x.shape, g.shape, kernel, stride, padding, dilation)
     cdef Py_ssize_t K = s.KH * s.KW * s.C, C_out = s.C_out, splits = dw.shape[0]
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
@@ -649,18 +650,18 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     col_blocks = (K + block_cols - 1) // block_cols
     # output pixel p's patch row is input pixel p's channels (no padding after either)
     if read_in_place and s.KH == 1 and s.KW == 1 and s.sh == 1 and s.sw == 1 \
-            and s.ph == 0 and s.pw == 0 and s.OH == s.H and s.OW == s.W \
-            and s.C * sizeof(floating) <= IN_PLACE_ROW_BYTES \
-            and C_out * sizeof(floating) <= IN_PLACE_ROW_BYTES:
+            and s.ph == 0 and s.pw == 0 and s.OH == s.H and s.OW == s.W:
         pixel_offsets = <Py_ssize_t*> malloc(pixel_block * sizeof(Py_ssize_t))
         if pixel_offsets == NULL:
             raise MemoryError("fastconv: could not allocate the weight gradient's offsets")
         for q in range(pixel_block):
             pixel_offsets[q] = q * C_out
     with nogil, parallel(num_threads=num_threads):
-        a = <floating*> fc_workspace(WS_GRAD_A, block_rows * pixel_block * sizeof(floating))
-        b = <floating*> fc_workspace(WS_GRAD_B,
-                                     block_cols * (pixel_block + 1) * sizeof(floating))
+        # the panels, each PANEL_SKEW past its depth x MR (NR); b's then `row`
+        a = <floating*> fc_workspace(WS_GRAD_A, (block_rows * pixel_block + block_rows // MR
+                                                 * PANEL_SKEW) * sizeof(floating))
+        b = <floating*> fc_workspace(WS_GRAD_B, (block_cols * (pixel_block + 1) + block_cols
+                                                 // NR * PANEL_SKEW) * sizeof(floating))
         g_rows = <const floating**> fc_workspace(WS_GRAD_ROWS, MR * sizeof(floating*))
         if a == NULL or b == NULL or g_rows == NULL:
             failed_flag[0] = 1
@@ -683,7 +684,7 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
             weight_grad_block(&x[0, 0, 0, 0], &g[0, 0, 0, 0], &s, o0,
                               block_rows if o0 + block_rows < C_out else C_out - o0, k0,
                               block_cols if k0 + block_cols < K else K - k0, p_start, p_end,
-                              pixel_block, shape, a, b, b + block_cols * pixel_block,
+                              pixel_block, shape, a, b, b + block_cols * pixel_block + block_cols // NR * PANEL_SKEW,
                               &dw[part, 0, 0], K, pixel_offsets, g_rows)
     free(pixel_offsets)
     if failed:

@@ -392,8 +392,26 @@ _NHWC_GRAD_BLOCK = 512
 _NHWC_GRAD_PIXELS = 256
 _NHWC_GRAD_ITEMS_PER_THREAD = 8
 # A 1x1, stride-1, unpadded layer's operands are read where they lie, not packed (the same
-# sums; the test of that flips it).
+# sums; the test of that flips it), unless one operand's rows are longer than
+# _NHWC_GRAD_IN_PLACE_ROW_BYTES and a multiple of _NHWC_GRAD_ALIASED_ROW_BYTES apart: those
+# rows fall into few L1 sets. In place pays on narrow rows (Zen 3, 2 threads, ms, in place /
+# packed: 32 -> 16 channels on 112x112 0.95-1.19 / 1.93-2.44, 144 -> 24 on 56x56 1.37-1.50 /
+# 2.20-2.85, 256 -> 64 6.3-7.1 / 8.4-9.6) and lost on rows 4-8 KiB apart (512 -> 2048 on 7x7
+# 8.4-9.0 / 6.4-6.8, 1024 -> 256 on 14x14 6.5-7.7 / 5.9-6.1). MobileNetV2's rows of 576, 960
+# and 1280 channels are not aliased: in place there (Zen 4, 2 threads, batch 8, ms, packed
+# -> in place, PyTorch: 96 -> 576 on 14x14 1.34 -> 1.07 / 1.08, 576 -> 96 1.27 -> 1.14 /
+# 1.12, 160 -> 960 on 7x7 0.80 -> 0.74 / 0.83, 320 -> 1280 1.99 -> 1.80 / 2.03).
 _NHWC_GRAD_IN_PLACE = True
+_NHWC_GRAD_IN_PLACE_ROW_BYTES = 1024
+_NHWC_GRAD_ALIASED_ROW_BYTES = 2048
+
+
+def _nhwc_grad_in_place(c_out, c_in, dtype):
+    """Whether a 1x1 layer's channels-last weight gradient reads its operands in place."""
+    rows = [c * np.dtype(dtype).itemsize for c in (c_out, c_in)]
+    return _NHWC_GRAD_IN_PLACE and not any(
+        row > _NHWC_GRAD_IN_PLACE_ROW_BYTES and row % _NHWC_GRAD_ALIASED_ROW_BYTES == 0
+        for row in rows)
 # Layers with at most this many input channels (and at most _NHWC_TAPS_MAX_SUMS elements of
 # weight per part of the pixels) run transposed with the patches read in place
 # (weight_grad_nhwc_taps): their runs of channels are too short to pack. Zen 4, 2 threads,
@@ -461,8 +479,8 @@ def channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype, 
         conv_channels_last.weight_grad_nhwc(
             x, g, sums, problem.kernel_size, problem.stride,
             tuple(before for before, _ in problem.padding), problem.dilation, shape,
-            block_rows, _NHWC_GRAD_BLOCK, _NHWC_GRAD_PIXELS, _NHWC_GRAD_IN_PLACE,
-            threads)
+            block_rows, _NHWC_GRAD_BLOCK, _NHWC_GRAD_PIXELS,
+            _nhwc_grad_in_place(c_out, c_in, dtype), threads)
     dw = sums[0] if parts == 1 else sums.sum(axis=0)
     if bias_out is not None:
         bias_out[...] = bias_grad_of(grad_output, dtype)
