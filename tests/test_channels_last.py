@@ -437,6 +437,8 @@ WEIGHT_GRAD_CASES = [  # input shape, weight shape, kwargs
     ((2, 6, 10, 9), (24, 6, 3, 3), dict(padding=1)),                   # the mixed tile
     ((2, 5, 10, 9), (11, 5, 3, 3), dict(padding=1)),
     ((2, 70, 8, 8), (24, 70, 3, 3), dict(padding=1)),
+    # MobileNetV2's stem: 32 output channels, two vectors of a wider tile read in place
+    ((2, 3, 15, 15), (32, 3, 3, 3), dict(stride=2, padding=1)),
 ]
 # (at most this many input channels: the transposed product with the patches in place)
 TAPS_MAX_CHANNELS = 64
