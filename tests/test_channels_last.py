@@ -564,6 +564,19 @@ def test_1x1_weight_gradients_pack_only_rows_that_alias_in_l1():
     assert not _nhwc_grad_in_place(96, 512, np.float32)
 
 
+def test_1x1_weight_gradients_put_one_vector_of_channels_on_the_broadcast_side():
+    """dW^T = X^T G (swapped) where that fills more lanes, or, as full either way, where
+    the vector side would be one vector wide; wider vector sides stay."""
+    from fastconv._ops.conv_grad import _nhwc_grad_swaps
+    from fastconv._kernels import conv_channels_last
+    if conv_channels_last.tile_columns(False, 0) == (8, 48):    # AVX-512's 8 x 48 tile
+        # 16 -> 96: 96 rows of 1 vector or 16 rows of 6, as full either way
+        assert _nhwc_grad_swaps(96, 16, np.float32)
+        assert not _nhwc_grad_swaps(16, 96, np.float32)
+    assert not _nhwc_grad_swaps(256, 64, np.float32)
+    assert not _nhwc_grad_swaps(2048, 512, np.float32)
+
+
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", [
     ((1, 20, 3, 3), (70, 20, 1, 1), {}),                # 9 pixels: one part, rows re-blocked
     ((2, 33, 5, 4), (50, 33, 1, 1), {}),                # swapped (more outputs than inputs)

@@ -427,10 +427,17 @@ def _nhwc_grad_swaps(c_out, c_in, dtype):
     C_out) = X^T G (the input's channels on the micro-kernel's broadcast side, the output
     gradient's in its vector lanes): where that wastes fewer of the tiles' lanes. A few
     channels on the vector side fill a fraction of a panel (16 of 32 lanes for 16 -> 96
-    channels: Zen 4, ms, 3.68 -> 1.79 transposed; 24 -> 144 on 56x56 1.12 -> 0.78)."""
+    channels: Zen 4, ms, 3.68 -> 1.79 transposed; 24 -> 144 on 56x56 1.12 -> 0.78). Where
+    the lanes are as full either way, a vector side of one vector or less goes to the
+    broadcast side: its tiles load MR broadcasts for each vector, the other way three (16 ->
+    96 on 112x112, 48-wide tiles: 3.19 -> 2.52 ms transposed, Zen 4, 2 threads, batch 8,
+    PyTorch 2.58). Wider ones stay (64 -> 256 on 56x56 4.88 -> 5.40, 512 -> 2048 on 7x7
+    4.68 -> 5.15; 32 -> 192 on 28x28 level)."""
+    vec = conv_channels_last.tile_columns(np.dtype(dtype) == np.float64, 1)[1] // 2
+
     def cost(rows, columns):
         shape, _, _ = nhwc_tile_shape(columns, dtype, rows)
-        return tile_cost(rows, columns, shape, dtype)
+        return tile_cost(rows, columns, shape, dtype), columns <= vec < rows
     return cost(c_in, c_out) < cost(c_out, c_in)
 
 
