@@ -21,8 +21,10 @@ processes alternating for --rounds rounds: what a user's script sees. In one pro
 two copies (and the float64 agreement check before them) share the C heap, and how much
 memory glibc keeps between steps, so how many pages each step faults in afresh, depends on
 what ran before: PyTorch's channels-last MobileNetV2 inference took 54 ms there and
-117-124 ms in a process of its own (44,000 page faults a step; Zen 4). Each row then also
-gives both libraries' page faults per step.
+117-124 ms in a process of its own (44,000 page faults a step; Zen 4). Each row also gives
+both libraries' page faults per step (medians): in one process a step of either copy pays
+about 1.2 us a fault for every page of a large PyTorch allocation (a batch-norm output of
+38.5 MB: 9,409 faults, 11 ms) that glibc could not serve from its free chunks that step.
 """
 import argparse
 import os
@@ -80,7 +82,7 @@ def main():
                 if opts.processes:
                     times, faults = time_in_processes(name, fmt, mode, opts)
                 else:
-                    times, faults = time_interleaved(models, x, train, opts.rounds), None
+                    times, faults = time_interleaved(models, x, train, opts.rounds)
                 med = {k: statistics.median(v) for k, v in times.items()}
                 spread = {k: (min(v), max(v)) for k, v in times.items()}
                 print(f"{name:13s} {fmt:13s} {mode:5s} "
@@ -88,7 +90,6 @@ def main():
                       f"{spread['torch'][1]:.0f})  fastconv {med['fastconv']:8.1f} ms "
                       f"({spread['fastconv'][0]:.0f}-{spread['fastconv'][1]:.0f})  "
                       f"ratio {med['torch'] / med['fastconv']:.2f}" + (
-                          "" if faults is None else
                           f"  page faults/step torch {statistics.median(faults['torch']):.0f}"
                           f" fastconv {statistics.median(faults['fastconv']):.0f}"))
 
@@ -103,16 +104,19 @@ def network(name, opts):
 
 
 def time_interleaved(models, x, train, rounds):
-    """{library: step times (ms)}: both copies in this process, step by step."""
+    """({library: step times (ms)}, {library: page faults per step}): both copies in this
+    process, step by step."""
     for m in models.values():
         step(m, x, train)           # warm up
-    times = {k: [] for k in models}
+    times, faults = {k: [] for k in models}, {k: [] for k in models}
     for _ in range(rounds):
         for k, m in models.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             step(m, x, train)
             times[k].append((time.perf_counter() - t0) * 1e3)
-    return times
+            faults[k].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return times, faults
 
 
 def time_in_processes(name, fmt, mode, opts):
