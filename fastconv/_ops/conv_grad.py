@@ -589,7 +589,10 @@ def _fused_depthwise(problem, input, weight, grad_output, dtype):
     float32, batch 8, back to back, ms (two calls -> one pass, with the weight gradient's
     register fix in both): 144 channels of 56x56 3x3 3.3-3.4 -> 3.0-3.2, 96 of 112x112
     11.6-11.9 -> 9.7-10.7. None where that does not apply."""
-    if problem.explicitly_padded is not problem or _args.is_channels_last(grad_output) \
+    # (one input and one output channel per group first: the rows kernel needs it, and the
+    # other layers skip planning their weight gradient twice)
+    if problem.in_per_group != 1 or problem.out_per_group != 1 \
+            or problem.explicitly_padded is not problem or _args.is_channels_last(grad_output) \
             or problem.in_shape.count(0) or grad_output.size == 0:
         return None
     weight_plan = plan_weight_grad(problem, dtype)
