@@ -131,6 +131,12 @@ cdef enum:
     TRANSFORM_BLOCK = 8
     TRANSFORM_MAX_MR = 16
 
+# transform_block's stack buffer holds TRANSFORM_MAX_MR rows of a panel: a wider tile built
+# for some other SIMD level must not load (it would write past the buffer)
+if tile_mr(TILE_WIDE) > TRANSFORM_MAX_MR:
+    raise ImportError(f"conv_winograd: the wide tile's {tile_mr(TILE_WIDE)} rows exceed "
+                      f"the weight transform's buffer of {TRANSFORM_MAX_MR}")
+
 
 cdef void transform_group(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t KD,
                           Py_ssize_t g, bint adjoint, bint one_d, floating* u,
