@@ -505,6 +505,13 @@ cdef void fill_patch_run(const floating* x, const NHWCShape* s, Py_ssize_t n, Py
             kh += 1
 
 
+cdef inline bint reads_just(int shape, Py_ssize_t width, Py_ssize_t NR,
+                            Py_ssize_t VEC) noexcept nogil:
+    """Whether register tile `shape` (NR columns) reads just the first `width` columns of a
+    panel: all of them, or a tail of whole vectors (the mixed tile's tail is one vector)."""
+    return width == NR or (width % VEC == 0 and (shape != TILE_MIXED or width == VEC))
+
+
 cdef void weight_grad_block_in_place(const floating* x, const floating* g,
                                      const NHWCShape* s, Py_ssize_t o0, Py_ssize_t rows,
                                      Py_ssize_t k0, Py_ssize_t cols, Py_ssize_t p0,
@@ -523,7 +530,7 @@ cdef void weight_grad_block_in_place(const floating* x, const floating* g,
     for j in range(n_panels):
         width = cols - j * NR if cols - j * NR < NR else NR
         # in place where the tile (or its tail of fewer vectors) reads just these columns
-        if width == NR or (width % VEC == 0 and (shape != TILE_MIXED or width == VEC)):
+        if reads_just(shape, width, NR, VEC):
             panel_b = x + p0 * s.C + k0 + j * NR
             b_stride = s.C
         else:
@@ -550,9 +557,9 @@ cdef void weight_grad_block(const floating* x, const floating* g, const NHWCShap
                             const floating** g_rows) noexcept nogil:
     """dw[o0 + i, k0 + j] := sum over pixels p_start .. p_end - 1 of g[p, o0 + i] * patch(p)
     [k0 + j] for i < rows, j < cols, in blocks of `pixel_block` pixels (the GEMM's depth):
-    each block's operands packed into a (rows rounded up to MR, pixel_block) and b (its
-    column panels of NR; through `row`, cols elements), panels PANEL_SKEW apart, then every (column
-    panel, row panel) on the micro-kernel. With `pixel_offsets` (q * C_out for q <
+    each block's operands packed into a (rows rounded up to MR, pixel_block) and b (cols
+    rounded up to NR, pixel_block; through `row`, cols elements), each panel PANEL_SKEW past
+    the last, then every (column panel, row panel) on the micro-kernel. With `pixel_offsets` (q * C_out for q <
     pixel_block; a 1x1, stride-1, unpadded layer, whose patch row is the pixel's channels)
     nothing is packed but a last partial column panel: A's rows are g's channels read where
     they lie (through the MR pointers `g_rows`), B's rows x's pixels (stride C). Same sums in
@@ -632,6 +639,7 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     cdef const floating** g_rows = NULL
     cdef Py_ssize_t* pixel_offsets = NULL
     cdef Py_ssize_t q
+    cdef Py_ssize_t b_panels
     cdef int failed = 0
     cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
     if dw.shape[1] != C_out or dw.shape[2] != K or splits < 1 or block_rows < 1 \
@@ -648,6 +656,8 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     block_cols = (block_cols + NR - 1) // NR * NR
     row_blocks = (C_out + block_rows - 1) // block_rows
     col_blocks = (K + block_cols - 1) // block_cols
+    # packed panels each PANEL_SKEW past their depth x MR (NR); b's are followed by `row`
+    b_panels = block_cols * pixel_block + block_cols // NR * PANEL_SKEW
     # output pixel p's patch row is input pixel p's channels (no padding after either)
     if read_in_place and s.KH == 1 and s.KW == 1 and s.sh == 1 and s.sw == 1 \
             and s.ph == 0 and s.pw == 0 and s.OH == s.H and s.OW == s.W:
@@ -657,11 +667,9 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
         for q in range(pixel_block):
             pixel_offsets[q] = q * C_out
     with nogil, parallel(num_threads=num_threads):
-        # the panels, each PANEL_SKEW past its depth x MR (NR); b's then `row`
         a = <floating*> fc_workspace(WS_GRAD_A, (block_rows * pixel_block + block_rows // MR
                                                  * PANEL_SKEW) * sizeof(floating))
-        b = <floating*> fc_workspace(WS_GRAD_B, (block_cols * (pixel_block + 1) + block_cols
-                                                 // NR * PANEL_SKEW) * sizeof(floating))
+        b = <floating*> fc_workspace(WS_GRAD_B, (b_panels + block_cols) * sizeof(floating))
         g_rows = <const floating**> fc_workspace(WS_GRAD_ROWS, MR * sizeof(floating*))
         if a == NULL or b == NULL or g_rows == NULL:
             failed_flag[0] = 1
@@ -684,7 +692,7 @@ def weight_grad_nhwc(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
             weight_grad_block(&x[0, 0, 0, 0], &g[0, 0, 0, 0], &s, o0,
                               block_rows if o0 + block_rows < C_out else C_out - o0, k0,
                               block_cols if k0 + block_cols < K else K - k0, p_start, p_end,
-                              pixel_block, shape, a, b, b + block_cols * pixel_block + block_cols // NR * PANEL_SKEW,
+                              pixel_block, shape, a, b, b + b_panels,
                               &dw[part, 0, 0], K, pixel_offsets, g_rows)
     free(pixel_offsets)
     if failed:
@@ -883,7 +891,7 @@ cdef void weight_grad_taps_part(const floating* const* tap_rows, const floating*
             width = C_out - j * NR if C_out - j * NR < NR else NR
             # in place where the tile (or its tail of fewer vectors) reads just these columns
             # (a 32-channel stem's, on a 48-wide tile, were copied: a third of its time)
-            if width == NR or (width % VEC == 0 and (shape != TILE_MIXED or width == VEC)):
+            if reads_just(shape, width, NR, VEC):
                 panel_b = g + p0 * C_out + j * NR
                 b_stride = C_out
             else:

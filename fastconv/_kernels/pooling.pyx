@@ -596,7 +596,8 @@ cdef inline void divide_row(floating* row, Py_ssize_t n, floating divisor) noexc
 
 cdef inline void divide_row_by(floating* row, Py_ssize_t n, double row_divisor,
                                const double* divisors) noexcept nogil:
-    """row[i] /= the float of row_divisor * divisors[i] (the product in double, as before)."""
+    """row[i] /= the float of row_divisor * divisors[i] (the product in double, rounded to
+    the data's type, as window_divisor rounds it)."""
     cdef Py_ssize_t i
     for i in range(n):
         row[i] = row[i] / <floating> (row_divisor * divisors[i])

@@ -212,12 +212,17 @@ def nhwc_tile_shape(columns, dtype, rows=None):
     return (shape,) + conv_channels_last.tile_columns(double, shape)
 
 
+def vector_lanes(dtype):
+    """Elements of one vector register of the micro-kernels in `dtype` (the narrow tile is
+    two vectors wide)."""
+    return conv_channels_last.tile_columns(np.dtype(dtype) == np.float64, 1)[1] // 2
+
+
 def _mixed_tile(dtype):
     """Whether the mixed tile (a vector and a half one a row, gemm_microkernel.h) is offered:
     with 512-bit vectors, where a half vector's multiply-add costs half a whole one's
     (Zen 4) or as much (two 512-bit units: then it costs what the narrow tile does)."""
-    double = np.dtype(dtype) == np.float64
-    return conv_channels_last.tile_columns(double, 1)[1] // 2 * np.dtype(dtype).itemsize == 64
+    return vector_lanes(dtype) * np.dtype(dtype).itemsize == 64
 
 
 def tile_cost(rows, columns, shape, dtype):
@@ -232,7 +237,7 @@ def tile_cost(rows, columns, shape, dtype):
     112x112: 0.75-0.83 -> 0.53)."""
     double = np.dtype(dtype) == np.float64
     mr, nr = conv_channels_last.tile_columns(double, shape)
-    vec = conv_channels_last.tile_columns(double, 1)[1] // 2
+    vec = vector_lanes(dtype)
     if shape == 2:
         if not vec < columns <= nr:
             return float("inf")

@@ -18,7 +18,7 @@ from fastconv._kernels import conv_bias as _conv_bias, conv_channels_last, conv_
     conv_im2col, conv_packed, conv_phase_grid, conv_subpixel, conv_winograd
 from fastconv._ops.conv import adjoint_packed_weights, as_5d, contiguous_weight, \
     nhwc_gemm_tiling, nhwc_phase_panels, nhwc_tile_shape, run_conv, run_conv_channels_last, \
-    tile_cost
+    tile_cost, vector_lanes
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
 from fastconv._plan.dispatch import Kernel, channels_last_phases_fill_columns, \
@@ -412,6 +412,8 @@ def _nhwc_grad_in_place(c_out, c_in, dtype):
     return _NHWC_GRAD_IN_PLACE and not any(
         row > _NHWC_GRAD_IN_PLACE_ROW_BYTES and row % _NHWC_GRAD_ALIASED_ROW_BYTES == 0
         for row in rows)
+
+
 # Layers with at most this many input channels (and at most _NHWC_TAPS_MAX_SUMS elements of
 # weight per part of the pixels) run transposed with the patches read in place
 # (weight_grad_nhwc_taps): their runs of channels are too short to pack. Zen 4, 2 threads,
@@ -433,7 +435,7 @@ def _nhwc_grad_swaps(c_out, c_in, dtype):
     96 on 112x112, 48-wide tiles: 3.19 -> 2.52 ms transposed, Zen 4, 2 threads, batch 8,
     PyTorch 2.58). Wider ones stay (64 -> 256 on 56x56 4.88 -> 5.40, 512 -> 2048 on 7x7
     4.68 -> 5.15; 32 -> 192 on 28x28 level)."""
-    vec = conv_channels_last.tile_columns(np.dtype(dtype) == np.float64, 1)[1] // 2
+    vec = vector_lanes(dtype)
 
     def cost(rows, columns):
         shape, _, _ = nhwc_tile_shape(columns, dtype, rows)
