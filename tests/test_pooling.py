@@ -110,6 +110,31 @@ def test_max_pool_nan_matches_torch(nd):
     np.testing.assert_array_equal(idx, t_idx.numpy())
 
 
+@pytest.mark.parametrize("kwargs", [
+    dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=3, stride=1, padding=1),
+    dict(kernel_size=2, stride=2, ceil_mode=True), dict(kernel_size=5, stride=2, padding=2),
+    dict(kernel_size=4, stride=1, padding=2), dict(kernel_size=(2, 5, 3), stride=(1, 1, 2),
+                                                   padding=(1, 2, 1), ceil_mode=True),
+], ids=["k3s2p1", "k3s1p1", "k2s2-ceil", "k5s2p2", "k4s1p2", "3d-rect"])
+@pytest.mark.parametrize("nd", [1, 2, 3])
+def test_max_pool_float32_rows_with_padding_match_reference(nd, kwargs):
+    """float32 rows of several 16-output vector blocks whose first and last blocks hold
+    padding: ties, NaN, and windows of -inf only (the index is then the window's first
+    element inside the input, never a padding position)."""
+    kwargs = {k: (v[3 - nd:] if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+    spatial = {1: (70,), 2: (5, 41), 3: (3, 4, 37)}[nd]
+    x = rand(shape_of(nd, spatial), np.float32, seed=5, ties=True)
+    flat = x.reshape(x.shape[:2] + (-1,))
+    flat[0, 0, ::13] = np.nan
+    flat[0, 1, :] = -np.inf                 # a plane of -inf
+    flat[1, 2, ::3] = -np.inf
+    out, idx = MAX_POOL[nd](x, return_indices=True, **kwargs)
+    want, want_idx = ref.max_pool_nd(x, **kwargs)
+    np.testing.assert_array_equal(out, want.astype(np.float32))
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(MAX_POOL[nd](x, **kwargs), out)   # without indices
+
+
 def test_max_pool_specialized_rows_match_reference_on_big_planes():
     """The 2x2/s2, 3x3/s2 and 3x3/s1 register paths (interior outputs, blocks) and their
     W-edge outputs."""

@@ -1,16 +1,21 @@
-/* fc_max_rows_f32(rows, row_pos, nrows, kw_taps, sw, pw, out, indices, lo, hi): outputs
- * [lo, hi) of one output row of a max pool whose windows are kw_taps (2 or 3) wide at stride
- * sw (1 or 2) over `nrows` (<= 8) input rows, every window inside the rows
- * (w = sw * ow - pw):
- *   out[ow] = the maximum of rows[r][w + k] (r, then k, in order), NaN winning and the first
- *             one on ties (PyTorch's rule: take v when v > best or v is NaN);
+/* fc_max_rows_f32(rows, row_pos, nrows, kw_taps, sw, pw, W, out, indices, lo, hi): outputs
+ * [lo, hi) of one output row of a max pool whose windows are kw_taps (1 to 16) wide at
+ * stride sw (1 or 2) over `nrows` (1 to 16) input rows of W elements, window ow starting at
+ * column w = sw * ow - pw; columns outside [0, W) are padding, never read:
+ *   out[ow] = the maximum of rows[r][w + k] (r, then k, in order, padding skipped), NaN
+ *             winning and the first one on ties (PyTorch's rule: start from -inf at the first
+ *             column inside the row, take v when v > best or v is NaN);
  *   indices[ow] = row_pos[r] + w + k of it, where indices is not NULL.
  * With AVX-512, 16 outputs a step: each tap's 16 inputs are one load (stride 1) or two loads
  * split into even columns by a vector permute (stride 2); a running maximum, with a vector
  * of the row and one of the tap each lane took, from which the indices are built in two
- * 8-lane int64 halves; the last block masked (no scalar remainder, no access past the
- * window). The scan is the scalar loop's, tap by tap in window order, so values and indices
- * are the same bits. Returns 0 (nothing written) without AVX-512: the caller's loops run
+ * 8-lane int64 halves. Blocks are masked: the last one to the row's end, and those holding
+ * padding lanes by the columns each tap may read (masked loads touch nothing outside), so
+ * no scalar loop runs for the W edges either (it was a fifth of the ResNet stem pool's time:
+ * its branches mispredict on random data). The scan is the scalar loop's, tap by tap in
+ * window order, so values and indices are the same bits. The common window shapes are
+ * compiled with their sizes constant (taps unrolled; no index work without indices).
+ * Returns 0 (nothing written) without AVX-512 or for other shapes: the caller's loops run
  * (pooling.pyx, max_rows_k2s2 and its kin), which GCC vectorizes less well (the int64 index
  * selects, deinterleaving through buffers). */
 #ifndef FASTCONV_MAX_POOL_ROWS_H
@@ -22,70 +27,143 @@
 #ifdef __AVX512F__
 #include <immintrin.h>
 
-/* the 16 inputs p[sw * i], i < n, of one tap */
-static inline __m512 fc_max_tap_inputs(const float* p, int sw, ptrdiff_t n, __m512i even) {
-    if (sw == 1) return _mm512_maskz_loadu_ps(fc_mask16(n), p);
-    __m512 a = _mm512_maskz_loadu_ps(fc_mask16(2 * n - 1), p);
-    __m512 b = _mm512_maskz_loadu_ps(fc_mask16(2 * n - 17), p + 16);
-    return _mm512_permutex2var_ps(a, even, b);
+#define FC_MAX_POOL_ROWS 16
+#define FC_MAX_POOL_TAPS 16
+
+/* lanes i < n whose column c0 + sw * i lies in [0, W) */
+static inline __mmask16 fc_lanes_inside(ptrdiff_t c0, ptrdiff_t sw, ptrdiff_t n, ptrdiff_t W) {
+    ptrdiff_t first = c0 >= 0 ? 0 : (-c0 + sw - 1) / sw;
+    ptrdiff_t end = c0 > W - 1 ? 0 : (W - 1 - c0) / sw + 1;
+    return (__mmask16)(fc_mask16(end < n ? end : n) & ~fc_mask16(first));
 }
 
-static inline int fc_max_rows_f32(const float* const* rows, const int64_t* row_pos, int nrows,
-                                  int kw_taps, int sw, ptrdiff_t pw, float* out,
-                                  int64_t* indices, ptrdiff_t lo, ptrdiff_t hi) {
+/* the inputs p[sw * i] of one tap, lanes outside `lanes` zero; for stride 2 `lo` and `hi`
+ * mask the two loads of 16 consecutive columns each */
+static inline __m512 fc_max_tap_inputs(const float* p, int sw, __mmask16 lanes, __mmask16 lo,
+                                       __mmask16 hi, __m512i even) {
+    if (sw == 1) return _mm512_maskz_loadu_ps(lanes, p);
+    return _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(lo, p), even,
+                                  _mm512_maskz_loadu_ps(hi, p + 16));
+}
+
+/* one block of n <= 16 outputs from ow (window start w); `edge`: it holds padding lanes */
+static inline __attribute__((always_inline)) void fc_max_block_f32(
+        const float* const* rows, int nrows, int kw_taps, int sw, ptrdiff_t W, ptrdiff_t ow,
+        ptrdiff_t w, ptrdiff_t n, int edge, float* out, int64_t* indices,
+        __m512i positions_lo, __m512i positions_hi) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
                                            28, 30);
     const __m512i lanes = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
     const __m512i columns = sw == 2 ? _mm512_add_epi64(lanes, lanes) : lanes;  /* sw * lane */
-    __m512i positions = _mm512_setzero_si512();
-    if (nrows < 1 || nrows > 8 || kw_taps < 1 || kw_taps > 3 || sw < 1 || sw > 2) return 0;
-    if (indices) positions = _mm512_maskz_loadu_epi64((__mmask8)((1u << nrows) - 1), row_pos);
-    for (ptrdiff_t ow = lo; ow < hi; ow += 16) {
-        const ptrdiff_t n = hi - ow < 16 ? hi - ow : 16, w = sw * ow - pw;
-        __m512 best = _mm512_setzero_ps();
-        __m512i row = _mm512_setzero_si512();   /* the row and tap each lane's maximum is at */
-        __m512i tap = _mm512_setzero_si512();
-        for (int r = 0; r < nrows; r++) {
-            for (int k = 0; k < kw_taps; k++) {
-                __m512 v = fc_max_tap_inputs(rows[r] + w + k, sw, n, even);
-                if (r == 0 && k == 0) {
-                    best = v;     /* as taking it over -inf: a -inf keeps the first position */
-                    continue;
-                }
-                __mmask16 t = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ)
-                              | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-                best = _mm512_mask_mov_ps(best, t, v);
+    const __m512 minus_inf = _mm512_set1_ps(-__builtin_inff());
+    const __mmask16 keep = fc_mask16(n);
+    /* per tap, the lanes inside the row and the columns the loads may touch; a padding
+     * lane's scan starts at the first tap inside the row */
+    __mmask16 inside[FC_MAX_POOL_TAPS], load_lo[FC_MAX_POOL_TAPS], load_hi[FC_MAX_POOL_TAPS];
+    __m512i tap = _mm512_setzero_si512();   /* the row and tap each lane's maximum is at */
+    __m512i row = _mm512_setzero_si512();
+    __m512 best = minus_inf;
+    for (int k = 0; k < kw_taps; k++) {
+        inside[k] = edge ? fc_lanes_inside(w + k, sw, n, W) : keep;
+        load_lo[k] = edge ? fc_lanes_inside(w + k, 1, 2 * n - 1, W) : fc_mask16(2 * n - 1);
+        load_hi[k] = edge ? fc_lanes_inside(w + k + 16, 1, 2 * n - 17, W)
+                          : fc_mask16(2 * n - 17);
+    }
+    if (edge && indices)
+        for (int k = kw_taps - 1; k >= 0; k--)
+            tap = _mm512_mask_mov_epi32(tap, inside[k], _mm512_set1_epi32(k));
+    for (int r = 0; r < nrows; r++) {
+        for (int k = 0; k < kw_taps; k++) {
+            __m512 v = fc_max_tap_inputs(rows[r] + w + k, sw, inside[k], load_lo[k],
+                                         load_hi[k], even);
+            if (r == 0 && k == 0) {
+                /* as taking it over -inf: a -inf keeps the first position */
+                best = edge ? _mm512_mask_mov_ps(minus_inf, inside[0], v) : v;
+                continue;
+            }
+            __mmask16 t = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ)
+                          | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            if (edge)
+                t &= inside[k];
+            best = _mm512_mask_mov_ps(best, t, v);
+            if (indices) {
                 row = _mm512_mask_mov_epi32(row, t, _mm512_set1_epi32(r));
                 tap = _mm512_mask_mov_epi32(tap, t, _mm512_set1_epi32(k));
             }
         }
-        const __mmask16 keep = fc_mask16(n);
-        _mm512_mask_storeu_ps(out + ow, keep, best);
-        if (indices) {
-            for (int half = 0; half < 2; half++) {
-                __m256i r32 = half ? _mm512_extracti64x4_epi64(row, 1)
-                                   : _mm512_castsi512_si256(row);
-                __m256i k32 = half ? _mm512_extracti64x4_epi64(tap, 1)
-                                   : _mm512_castsi512_si256(tap);
-                /* row_pos[row] + w + sw * lane + tap */
-                __m512i at = _mm512_permutexvar_epi64(_mm512_cvtepi32_epi64(r32), positions);
-                __m512i col = _mm512_add_epi64(_mm512_set1_epi64(w + sw * 8 * half), columns);
-                at = _mm512_add_epi64(_mm512_add_epi64(at, col), _mm512_cvtepi32_epi64(k32));
-                _mm512_mask_storeu_epi64(indices + ow + 8 * half, (__mmask8)(keep >> (8 * half)),
-                                         at);
-            }
+    }
+    _mm512_mask_storeu_ps(out + ow, keep, best);
+    if (indices) {
+        for (int half = 0; half < 2; half++) {
+            __m256i r32 = half ? _mm512_extracti64x4_epi64(row, 1) : _mm512_castsi512_si256(row);
+            __m256i k32 = half ? _mm512_extracti64x4_epi64(tap, 1) : _mm512_castsi512_si256(tap);
+            /* row_pos[row] + w + sw * lane + tap */
+            __m512i at = nrows <= 8
+                ? _mm512_permutexvar_epi64(_mm512_cvtepi32_epi64(r32), positions_lo)
+                : _mm512_permutex2var_epi64(positions_lo, _mm512_cvtepi32_epi64(r32),
+                                            positions_hi);
+            __m512i col = _mm512_add_epi64(_mm512_set1_epi64(w + sw * 8 * half), columns);
+            at = _mm512_add_epi64(_mm512_add_epi64(at, col), _mm512_cvtepi32_epi64(k32));
+            _mm512_mask_storeu_epi64(indices + ow + 8 * half, (__mmask8)(keep >> (8 * half)),
+                                     at);
         }
     }
+}
+
+static inline __attribute__((always_inline)) void fc_max_rows_f32_body(
+        const float* const* rows, const int64_t* row_pos, int nrows, int kw_taps, int sw,
+        ptrdiff_t pw, ptrdiff_t W, float* out, int64_t* indices, ptrdiff_t lo, ptrdiff_t hi) {
+    __m512i positions_lo = _mm512_setzero_si512(), positions_hi = _mm512_setzero_si512();
+    if (indices) {
+        positions_lo = _mm512_maskz_loadu_epi64((__mmask8)fc_mask16(nrows), row_pos);
+        positions_hi = _mm512_maskz_loadu_epi64((__mmask8)fc_mask16(nrows - 8), row_pos + 8);
+    }
+    for (ptrdiff_t ow = lo; ow < hi; ow += 16) {
+        const ptrdiff_t n = hi - ow < 16 ? hi - ow : 16, w = sw * ow - pw;
+        if (w < 0 || w + sw * (n - 1) + kw_taps - 1 >= W)
+            fc_max_block_f32(rows, nrows, kw_taps, sw, W, ow, w, n, 1, out, indices,
+                             positions_lo, positions_hi);
+        else
+            fc_max_block_f32(rows, nrows, kw_taps, sw, W, ow, w, n, 0, out, indices,
+                             positions_lo, positions_hi);
+    }
+}
+
+/* the body with the shape constant: `indices` NULL or not, one of the common windows */
+#define FC_MAX_ROWS_CASE(NR, KW, SW)                                                           \
+    if (nrows == NR && kw_taps == KW && sw == SW) {                                            \
+        if (indices) fc_max_rows_f32_body(rows, row_pos, NR, KW, SW, pw, W, out, indices, lo,  \
+                                          hi);                                                 \
+        else fc_max_rows_f32_body(rows, row_pos, NR, KW, SW, pw, W, out, NULL, lo, hi);        \
+        return 1;                                                                              \
+    }
+
+static inline int fc_max_rows_f32(const float* const* rows, const int64_t* row_pos, int nrows,
+                                  int kw_taps, int sw, ptrdiff_t pw, ptrdiff_t W, float* out,
+                                  int64_t* indices, ptrdiff_t lo, ptrdiff_t hi) {
+    if (nrows < 1 || nrows > FC_MAX_POOL_ROWS || kw_taps < 1 || kw_taps > FC_MAX_POOL_TAPS
+            || sw < 1 || sw > 2)
+        return 0;
+    FC_MAX_ROWS_CASE(2, 2, 2)       /* 2x2 stride 2 */
+    FC_MAX_ROWS_CASE(3, 3, 2)       /* 3x3 stride 2 (ResNet's stem pool) */
+    FC_MAX_ROWS_CASE(2, 3, 2)       /* its first and last rows with padding */
+    FC_MAX_ROWS_CASE(3, 3, 1)
+    FC_MAX_ROWS_CASE(1, 2, 2)       /* 1-d */
+    FC_MAX_ROWS_CASE(1, 3, 2)
+    FC_MAX_ROWS_CASE(1, 3, 1)
+    FC_MAX_ROWS_CASE(4, 2, 2)       /* 2x2x2 */
+    fc_max_rows_f32_body(rows, row_pos, nrows, kw_taps, sw, pw, W, out, indices, lo, hi);
     return 1;
 }
+#undef FC_MAX_ROWS_CASE
 
 #else
 
 static inline int fc_max_rows_f32(const float* const* rows, const int64_t* row_pos, int nrows,
-                                  int kw_taps, int sw, ptrdiff_t pw, float* out,
+                                  int kw_taps, int sw, ptrdiff_t pw, ptrdiff_t W, float* out,
                                   int64_t* indices, ptrdiff_t lo, ptrdiff_t hi) {
-    (void)rows; (void)row_pos; (void)nrows; (void)kw_taps; (void)sw; (void)pw; (void)out;
-    (void)indices; (void)lo; (void)hi;
+    (void)rows; (void)row_pos; (void)nrows; (void)kw_taps; (void)sw; (void)pw; (void)W;
+    (void)out; (void)indices; (void)lo; (void)hi;
     return 0;
 }
 

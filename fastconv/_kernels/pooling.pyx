@@ -26,8 +26,8 @@ from fastconv._kernels.workspace cimport fc_workspace
 
 cdef extern from "max_pool_rows.h":
     int fc_max_rows_f32(const float** rows, const int64_t* row_pos, int nrows, int kw_taps,
-                        int sw, Py_ssize_t pw, float* out, int64_t* indices, Py_ssize_t lo,
-                        Py_ssize_t hi) noexcept nogil
+                        int sw, Py_ssize_t pw, Py_ssize_t W, float* out, int64_t* indices,
+                        Py_ssize_t lo, Py_ssize_t hi) noexcept nogil
 
 cdef extern from "stream_store.h":
     void fc_stream_copy(void* dst, const void* src, size_t bytes) noexcept nogil
@@ -291,12 +291,7 @@ cdef inline void max_rows_k3s2(const floating** rows, const int64_t* row_pos, in
 cdef void max_rows_k2s2_fixed(int nrows, const floating** rows, const int64_t* row_pos,
                               bint update, Py_ssize_t pw, floating* out, int64_t* indices,
                               const Py_ssize_t* ranges) noexcept nogil:
-    """max_rows_k2s2 over 1, 2 or 4 rows (1-d, 2x2, 2x2x2 windows); float32 with AVX-512 by
-    the vector kernel (max_pool_rows.h) where it starts the scan."""
-    cdef Py_ssize_t hi = ranges[3] if ranges[3] > ranges[1] else ranges[1]
-    if floating is float and not update and fc_max_rows_f32(
-            rows, row_pos, nrows, 2, 2, pw, out, indices, ranges[0], hi):
-        return
+    """max_rows_k2s2 over 1, 2 or 4 rows (1-d, 2x2, 2x2x2 windows)."""
     if nrows == 1 and indices != NULL:
         max_rows_k2s2(rows, row_pos, 1, update, pw, out, indices, ranges)
     elif nrows == 1:
@@ -314,11 +309,7 @@ cdef void max_rows_k2s2_fixed(int nrows, const floating** rows, const int64_t* r
 cdef void max_rows_k3s1_fixed(int nrows, const floating** rows, const int64_t* row_pos,
                               bint update, Py_ssize_t pw, floating* out, int64_t* indices,
                               const Py_ssize_t* ranges) noexcept nogil:
-    """max_rows_k3s1 over 1 or 3 rows (float32 with AVX-512: as max_rows_k2s2_fixed)."""
-    cdef Py_ssize_t hi = ranges[3] if ranges[3] > ranges[1] else ranges[1]
-    if floating is float and not update and fc_max_rows_f32(
-            rows, row_pos, nrows, 3, 1, pw, out, indices, ranges[0], hi):
-        return
+    """max_rows_k3s1 over 1 or 3 rows."""
     if nrows == 1 and indices != NULL:
         max_rows_k3s1(rows, row_pos, 1, update, pw, out, indices, ranges)
     elif nrows == 1:
@@ -332,10 +323,7 @@ cdef void max_rows_k3s1_fixed(int nrows, const floating** rows, const int64_t* r
 cdef void max_rows_k3s2_fixed(int nrows, const floating** rows, const int64_t* row_pos,
                               bint update, Py_ssize_t pw, floating* out, int64_t* indices,
                               Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """max_rows_k3s2 over 1 or 3 rows (float32 with AVX-512: as max_rows_k2s2_fixed)."""
-    if floating is float and not update and fc_max_rows_f32(
-            rows, row_pos, nrows, 3, 2, pw, out, indices, lo, hi):
-        return
+    """max_rows_k3s2 over 1 or 3 rows."""
     if nrows == 1 and indices != NULL:
         max_rows_k3s2(rows, row_pos, 1, update, pw, out, indices, lo, hi)
     elif nrows == 1:
@@ -440,11 +428,12 @@ cdef void max_row_regular(const floating* x_p, floating* out_row, int64_t* idx_r
                           const PoolShape* s, Py_ssize_t d0, Py_ssize_t nd, Py_ssize_t h0,
                           Py_ssize_t nh) noexcept nogil:
     """One output row of a regular max pool whose window reads nd x nh <= MAX_ROWS input rows:
-    interior outputs in registers, the few W-edge outputs (padding) through the window
-    tables. Common window shapes (2 or 3 wide: 1-d, 2x2, 3x3, 2x2x2) run a written-out
-    kernel over all their rows; other 3-d windows of 2 or 3 rows per depth (3x3x3, or cut by
-    padding) run it depth by depth, each depth after the first continuing the scan from
-    where the previous one stopped."""
+    float32 with AVX-512 (undilated, stride 1 or 2) all by the vector kernel
+    (max_pool_rows.h); otherwise interior outputs in registers, the few W-edge outputs
+    (padding) through the window tables. Common window shapes (2 or 3 wide: 1-d, 2x2, 3x3,
+    2x2x2) run a written-out kernel over all their rows; other 3-d windows of 2 or 3 rows per
+    depth (3x3x3, or cut by padding) run it depth by depth, each depth after the first
+    continuing the scan from where the previous one stopped."""
     cdef const floating* rows[MAX_ROWS]
     cdef int64_t row_pos[MAX_ROWS]
     cdef Py_ssize_t OW = s.out_size[2]
@@ -457,6 +446,11 @@ cdef void max_row_regular(const floating* x_p, floating* out_row, int64_t* idx_r
     cdef bint whole, by_depth
     cdef Py_ssize_t group
     window_rows(x_p, s, d0, nd, h0, nh, rows, row_pos)
+    # float32 with AVX-512: the whole row, W edges included, by the vector kernel
+    if floating is float and dw == 1 and fc_max_rows_f32(
+            rows, row_pos, <int> nrows, <int> KW, <int> sw, pw, s.in_size[2], out_row, idx_row,
+            0, OW):
+        return
     interior_outputs(s, &lo, &hi)
     # Constant window shapes let the compiler unroll the taps and vectorize across outputs.
     # k2s2: whole vector blocks, then one last block overlapping the previous outputs

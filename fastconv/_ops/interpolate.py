@@ -13,6 +13,7 @@ import numpy as np
 from fastconv._kernels import resample as _resample
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
+from fastconv._runtime.memo import memoized_tables
 from fastconv._runtime.memory import pooled
 from fastconv._runtime.precision import flushing_denormals
 
@@ -123,6 +124,7 @@ def _axes(nd, in_size, out_size, scales, mode, align_corners, dtype):
             for taps, src, weight in axes]
 
 
+@memoized_tables
 def _tables(nd, in_size, out_size, scales, mode, align_corners, dtype):
     """(taps, src, weight) for the kernel, padded to three axes."""
     axes = _axes(nd, in_size, out_size, scales, mode, align_corners, dtype)
@@ -312,10 +314,17 @@ def interpolate_backward(grad_output, input_shape, size=None, scale_factor=None,
         raise ValueError(f"grad_output must have the forward output's shape {expected} for "
                          f"{op}; got {g.shape}")
     _args.check_output_size(shape, np.float64, "input_shape")
+    axes = _adjoint_tables(nd, shape[2:], out_size, scales, mode, align, dtype)
+    return apply_adjoint(g, np.empty(shape, dtype), axes, nd)
+
+
+@memoized_tables
+def _adjoint_tables(nd, in_size, out_size, scales, mode, align_corners, dtype):
+    """interpolate's adjoint as three adjoint_axis tables (D, H, W)."""
     axes = []
-    for n, m, (taps, src, weight) in zip((1,) * (3 - nd) + shape[2:], (1,) * (3 - nd) + out_size,
-                                         _axes(nd, shape[2:], out_size, scales, mode, align,
-                                               dtype)):
+    for n, m, (taps, src, weight) in zip((1,) * (3 - nd) + in_size, (1,) * (3 - nd) + out_size,
+                                         _axes(nd, in_size, out_size, scales, mode,
+                                               align_corners, dtype)):
         o = np.tile(np.arange(m, dtype=np.int64), taps)
         axes.append(adjoint_axis(n, m, src[:taps].ravel(), o, weight[:taps].ravel(), dtype))
-    return apply_adjoint(g, np.empty(shape, dtype), axes, nd)
+    return tuple(axes)

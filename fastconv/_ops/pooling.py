@@ -16,6 +16,7 @@ from fastconv._kernels import pooling as _pool
 from fastconv._ops.interpolate import adjoint_axis, apply_adjoint, ranks_in_groups
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
+from fastconv._runtime.memo import memoized_tables
 from fastconv._runtime.memory import pooled
 from fastconv._runtime.precision import flushing_denormals
 
@@ -188,6 +189,7 @@ def _pack(nd, in_size, out_size, step, axes, regular_w=(0, 0, 0)):
                    (1,) * unit + tuple(step), win, div, regular_w)
 
 
+@memoized_tables
 def _pool_windows(nd, in_size, kernel_size, stride, padding, dilation, ceil_mode, op):
     """Normalize a pooling call's window arguments and build its Windows (or raise)."""
     kernel = _args.ntuple(kernel_size, nd, "kernel_size", minimum=1)
@@ -215,6 +217,7 @@ def _pool_windows(nd, in_size, kernel_size, stride, padding, dilation, ceil_mode
     return _pack(nd, in_size, out_size, dilation, axes, (kernel[-1], stride[-1], pad[-1]))
 
 
+@memoized_tables
 def _adaptive_windows(nd, in_size, output_size, op):
     if output_size is None:
         raise TypeError(f"output_size must be an int or a sequence of {nd} ints (or None to "
@@ -291,6 +294,7 @@ def _avg_pool(nd, x, windows, divisor_override, dtype):
     return out
 
 
+@memoized_tables
 def _avg_windows(nd, in_size, kernel_size, stride, padding, ceil_mode, count_include_pad,
                  divisor_override, op):
     count_include_pad = _check_bool(count_include_pad, "count_include_pad")
@@ -435,14 +439,10 @@ def _adaptive_max_poolnd_backward(nd, grad_output, indices, input_shape):
                              f"adaptive_max_pool{nd}d backward")
 
 
-@flushing_denormals
-def _avg_backward(nd, g, dtype, shape, windows, divisor_override, op):
-    expected = shape[:2] + windows.out_size[3 - nd:]
-    if g.shape != expected:
-        raise ValueError(f"grad_output must have the forward output's shape {expected} for "
-                         f"{op}; got {g.shape}")
-    # per axis, output o reads first[o] + t * step (t < count[o]) with weight 1 / divisor[o];
-    # a divisor_override divides the whole sum instead (folded into the W axis)
+def _avg_adjoint_axes(windows, divisor_override, dtype):
+    """The average pool's adjoint as three adjoint_axis tables: per axis, output o reads
+    first[o] + t * step (t < count[o]) with weight 1 / divisor[o]; a divisor_override divides
+    the whole sum instead (folded into the W axis)."""
     axes, offset = [], 0
     for a, (n, m, step) in enumerate(zip(windows.in_size, windows.out_size, windows.step)):
         first, count = windows.win[:, offset:offset + m]
@@ -454,6 +454,32 @@ def _avg_backward(nd, g, dtype, shape, windows, divisor_override, op):
             weight = 1.0 / windows.div[offset:offset + m]
         axes.append(adjoint_axis(n, m, first[o] + t * step, o, weight[o], dtype))
         offset += m
+    return tuple(axes)
+
+
+@memoized_tables
+def _avg_backward_tables(nd, in_size, kernel_size, stride, padding, ceil_mode,
+                         count_include_pad, divisor_override, op, dtype):
+    """(output spatial size, adjoint tables) of avg_pool{nd}d's gradient."""
+    windows = _avg_windows(nd, in_size, kernel_size, stride, padding, ceil_mode,
+                           count_include_pad, divisor_override, op)
+    return windows.out_size[3 - nd:], _avg_adjoint_axes(windows, divisor_override, dtype)
+
+
+@memoized_tables
+def _adaptive_avg_backward_tables(nd, in_size, out_size, op, dtype):
+    """(output spatial size, adjoint tables) of adaptive_avg_pool{nd}d's gradient."""
+    windows = _adaptive_windows(nd, in_size, out_size, op)
+    return windows.out_size[3 - nd:], _avg_adjoint_axes(windows, None, dtype)
+
+
+@flushing_denormals
+def _avg_backward(nd, g, dtype, shape, tables, op):
+    out_size, axes = tables
+    expected = shape[:2] + out_size
+    if g.shape != expected:
+        raise ValueError(f"grad_output must have the forward output's shape {expected} for "
+                         f"{op}; got {g.shape}")
     return apply_adjoint(g, np.empty(shape, dtype), axes, nd)
 
 
@@ -463,9 +489,9 @@ def _avg_poolnd_backward(nd, grad_output, input_shape, kernel_size, stride, padd
     op = f"avg_pool{nd}d backward"
     g, dtype = _grad_output(grad_output, nd, op)
     shape = _check_shape(input_shape, nd, "input_shape", op)
-    windows = _avg_windows(nd, shape[2:], kernel_size, stride, padding, ceil_mode,
-                           count_include_pad, divisor_override, op)
-    return _avg_backward(nd, g, dtype, shape, windows, divisor_override, op)
+    tables = _avg_backward_tables(nd, shape[2:], kernel_size, stride, padding, ceil_mode,
+                                  count_include_pad, divisor_override, op, dtype)
+    return _avg_backward(nd, g, dtype, shape, tables, op)
 
 
 @pooled
@@ -473,8 +499,8 @@ def _adaptive_avg_poolnd_backward(nd, grad_output, input_shape):
     op = f"adaptive_avg_pool{nd}d backward"
     g, dtype = _grad_output(grad_output, nd, op)
     shape = _check_shape(input_shape, nd, "input_shape", op)
-    windows = _adaptive_windows(nd, shape[2:], tuple(g.shape[2:]), op)
-    return _avg_backward(nd, g, dtype, shape, windows, None, op)
+    tables = _adaptive_avg_backward_tables(nd, shape[2:], tuple(g.shape[2:]), op, dtype)
+    return _avg_backward(nd, g, dtype, shape, tables, op)
 
 
 @pooled
