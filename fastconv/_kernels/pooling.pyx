@@ -503,16 +503,16 @@ cdef void max_row_regular(const floating* x_p, floating* out_row, int64_t* idx_r
 
 
 cdef void pool_row(const floating* x, floating* out, int64_t* indices, const PoolShape* s,
-                   bint is_max, double divisor_override, Py_ssize_t row) noexcept nogil:
-    """Max: out[o] = max over the window of o, NaN winning, the first position on ties
-    (PyTorch's rule: take v when v > best or v is NaN), indices[o] = its flat position.
-    Average: out[o] = (sum over the window of o, in window order) / divisor."""
+                   bint is_max, double divisor_override, Py_ssize_t row, Py_ssize_t p,
+                   Py_ssize_t od, Py_ssize_t oh) noexcept nogil:
+    """Output row `row`, (plane p, od, oh). Max: out[o] = max over the window of o, NaN
+    winning, the first position on ties (PyTorch's rule: take v when v > best or v is NaN),
+    indices[o] = its flat position. Average: out[o] = (sum over the window of o, in window
+    order) / divisor."""
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t sd = s.step[0], sh = s.step[1], dw = s.step[2]
     cdef Py_ssize_t sw = s.stride_w
-    cdef Py_ssize_t oh = row % OH, t = row // OH
-    cdef Py_ssize_t od = t % OD, p = t // OD
     cdef Py_ssize_t d0 = s.first[0][od], nd = s.count[0][od]
     cdef Py_ssize_t h0 = s.first[1][oh], nh = s.count[1][oh]
     cdef const floating* x_p = x + p * s.in_size[0] * H * W
@@ -743,11 +743,15 @@ cdef inline void adaptive_avg_lanes(const floating* x, floating* out, const Pool
                 out[(p0 + l) * out_plane + row * OW + ow] = acc[l] / divisor
 
 
+cdef enum:
+    ROW_RUN = 64        # most output rows a scheduling step of the row loop takes
+
 cdef int pool_forward(const floating* x, floating* out, int64_t* indices, const PoolShape* s,
                       bint is_max, double divisor_override, int num_threads) noexcept nogil:
     cdef Py_ssize_t rows = s.planes * s.out_size[0] * s.out_size[1]
     cdef Py_ssize_t blocks = (s.planes + PLANE_BLOCK - 1) // PLANE_BLOCK
-    cdef Py_ssize_t row, block, lane_blocks, rest
+    cdef Py_ssize_t row, block, lane_blocks, rest, run, first, p, od, oh
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1]
     cdef floating* band = NULL
     cdef int failed = 0
     cdef int* failed_flag = &failed
@@ -778,8 +782,24 @@ cdef int pool_forward(const floating* x, floating* out, int64_t* indices, const 
                 adaptive_plane_block(x, out, indices, s, is_max, divisor_override,
                                      block * PLANE_BLOCK, s.planes - block * PLANE_BLOCK)
         return 0
-    for row in prange(rows, num_threads=num_threads, schedule='guided'):
-        pool_row(x, out, indices, s, is_max, divisor_override, row)
+    # rows in runs of `run`, a few per thread's share, each run's (plane, od, oh) found by
+    # division once and then counted on (with four divisions per row, a row of 28 outputs
+    # spent about a third of its time outside the kernel: max_pool2d 2x2, one thread)
+    run = max(1, min(ROW_RUN, rows // (8 * num_threads)))
+    for block in prange((rows + run - 1) // run, num_threads=num_threads, schedule='guided'):
+        first = block * run
+        oh = first % OH
+        od = (first // OH) % OD
+        p = first // (OH * OD)
+        for row in range(first, min(rows, first + run)):
+            pool_row(x, out, indices, s, is_max, divisor_override, row, p, od, oh)
+            oh = oh + 1
+            if oh == OH:
+                oh = 0
+                od = od + 1
+                if od == OD:
+                    od = 0
+                    p = p + 1
     return 0
 
 
