@@ -6,6 +6,7 @@ import pytest
 import fastconv
 import fastconv.grad
 from fastconv._ops import interpolate as _interpolate
+from fastconv._ops import ndimage as _ndimage
 from fastconv._ops import pooling as _pooling
 from fastconv._runtime.memo import _key, memoized_tables
 
@@ -46,6 +47,10 @@ def test_cached_tables_are_read_only():
                                              False, np.dtype(np.float32))
     with pytest.raises(ValueError):
         weight[...] = 0
+    table = _ndimage.extension_table(6, -1, 8, "reflect")
+    np.testing.assert_array_equal(table, [0, 0, 1, 2, 3, 4, 5, 5])
+    with pytest.raises(ValueError):
+        table[0] = 1
 
 
 def test_calls_that_raise_are_not_cached():

@@ -23,6 +23,7 @@ import numpy as np
 from fastconv._kernels import filters as _filters
 from fastconv._plan import args as _args
 from fastconv._runtime import threads as _parallel
+from fastconv._runtime.memo import memoized_tables
 from fastconv._runtime.memory import pooled
 from fastconv._runtime.precision import flushing_denormals
 
@@ -40,6 +41,7 @@ _FEW_ROWS = 64
 _PIECE = 4096
 
 
+@memoized_tables
 def extension_table(n, start, count, mode):
     """Input index (int64) at positions start .. start + count - 1 of an axis of length `n`
     extended by `mode` (a value of MODES); -1 where the constant stands.
