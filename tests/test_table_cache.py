@@ -92,3 +92,30 @@ def test_repeated_calls_give_the_same_answers_as_the_first(dtype):
             assert a.flags.writeable and b.flags.writeable
     # the float32 and float64 tables are kept apart
     assert fastconv.interpolate(x, scale_factor=1.5, mode="bilinear").dtype == dtype
+
+
+def test_the_cache_is_bounded_and_keeps_working_from_many_threads():
+    import threading
+    from fastconv._runtime import memo
+
+    @memoized_tables
+    def table(n):
+        return np.arange(n)
+
+    errors = []
+
+    def work(offset):
+        try:
+            for n in range(offset, offset + 3 * memo.TABLE_CACHE_SIZE):
+                np.testing.assert_array_equal(table(n % 997), np.arange(n % 997))
+        except Exception as e:          # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k * 101,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    # (threads racing past the size check may each add one entry)
+    assert len(table.cache) <= memo.TABLE_CACHE_SIZE + len(threads)

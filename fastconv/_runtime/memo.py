@@ -59,7 +59,8 @@ def memoized_tables(fn):
             pass
         result = _frozen(fn(*args))
         if len(cache) >= TABLE_CACHE_SIZE:
-            cache.pop(next(iter(cache)))        # the oldest entry
+            # the oldest entry; another thread may have evicted it first
+            cache.pop(next(iter(cache), None), None)
         cache[key] = result
         return result
 
