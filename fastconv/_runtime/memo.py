@@ -14,7 +14,11 @@ import functools
 
 import numpy as np
 
-TABLE_CACHE_SIZE = 512      # entries per memoized function (tables of a few KiB at most)
+# entries per memoized function: a table is a few int64 and float entries per output (or
+# input) position of each axis, so a few KiB for network layers, ~100 KiB for a 4096-wide
+# image; 256 of the largest a program plausibly cycles through (random-size resizing) stay
+# in the tens of MiB
+TABLE_CACHE_SIZE = 256
 
 
 class _Unkeyable(Exception):
