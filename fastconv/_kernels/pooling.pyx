@@ -784,7 +784,7 @@ cdef int pool_forward(const floating* x, floating* out, int64_t* indices, const 
         return 0
     # rows in runs of `run`, a few per thread's share, each run's (plane, od, oh) found by
     # division once and then counted on (with four divisions per row, a row of 28 outputs
-    # spent about a third of its time outside the kernel: max_pool2d 2x2, one thread)
+    # spent about a quarter of its time outside the kernel: max_pool2d 2x2, one thread)
     run = max(1, min(ROW_RUN, rows // (8 * num_threads)))
     for block in prange((rows + run - 1) // run, num_threads=num_threads, schedule='guided'):
         first = block * run
