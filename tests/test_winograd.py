@@ -703,6 +703,8 @@ def weight_grad_call(rng, batch, c_in, c_out, size, groups, padding, dtype):
     (2, 8, 8, (13, 7), ((2, 0), (1, 3)), 1),  # per-side padding
     (1, 2, 2, (5, 6), 3, 1),                  # padding past the kernel's reach
     (4, 16, 8, (2, 3), 1, 4),                 # planes smaller than a tile
+    (2, 3, 5, (7, 70), 1, 1),                 # rows of 35 tiles: vectors, then a last part
+    (1, 2, 3, (41, 3), ((2, 0), 1), 1),       # one-tile rows: each vector spills past its row
 ])
 def test_weight_gradient_by_winograd_matches_the_reference(batch, c_in, c_out, size, padding,
                                                            groups, dtype):

@@ -70,22 +70,21 @@ cdef extern from "winograd.h":
                              const Py_ssize_t* image, const Py_ssize_t* first, Py_ssize_t step,
                              Py_ssize_t n_lanes, Py_ssize_t OL, Py_ssize_t ps) noexcept nogil
 
-    void fc_wino2_input_f32(const float* x, const Py_ssize_t* plane_offset,
-                            const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
-                            Py_ssize_t H, Py_ssize_t W, float* v,
-                            Py_ssize_t e_stride) noexcept nogil
-    void fc_wino2_input_f64(const double* x, const Py_ssize_t* plane_offset,
-                            const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
-                            Py_ssize_t H, Py_ssize_t W, double* v,
-                            Py_ssize_t e_stride) noexcept nogil
-    void fc_wino2_gradient_f32(const float* g, const Py_ssize_t* plane_offset,
-                               const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
-                               Py_ssize_t OH, Py_ssize_t OW, float* v,
-                               Py_ssize_t e_stride) noexcept nogil
-    void fc_wino2_gradient_f64(const double* g, const Py_ssize_t* plane_offset,
-                               const Py_ssize_t* h0, const Py_ssize_t* w0, Py_ssize_t n_lanes,
-                               Py_ssize_t OH, Py_ssize_t OW, double* v,
-                               Py_ssize_t e_stride) noexcept nogil
+    Py_ssize_t fc_wino2_plane_scratch_f32(Py_ssize_t tiles_h, Py_ssize_t tiles_w) noexcept nogil
+    Py_ssize_t fc_wino2_plane_scratch_f64(Py_ssize_t tiles_h, Py_ssize_t tiles_w) noexcept nogil
+    void fc_wino2_input_plane_f32(const float* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t pad_h,
+                                  Py_ssize_t pad_w, Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                                  float* v, Py_ssize_t run, float* scratch) noexcept nogil
+    void fc_wino2_input_plane_f64(const double* x, Py_ssize_t H, Py_ssize_t W,
+                                  Py_ssize_t pad_h, Py_ssize_t pad_w, Py_ssize_t tiles_h,
+                                  Py_ssize_t tiles_w, double* v, Py_ssize_t run,
+                                  double* scratch) noexcept nogil
+    void fc_wino2_gradient_plane_f32(const float* g, Py_ssize_t OH, Py_ssize_t OW,
+                                     Py_ssize_t tiles_h, Py_ssize_t tiles_w, float* v,
+                                     Py_ssize_t run, float* scratch) noexcept nogil
+    void fc_wino2_gradient_plane_f64(const double* g, Py_ssize_t OH, Py_ssize_t OW,
+                                     Py_ssize_t tiles_h, Py_ssize_t tiles_w, double* v,
+                                     Py_ssize_t run, double* scratch) noexcept nogil
     void fc_wino2_filter_grad_f32(const float* m, Py_ssize_t e_stride, Py_ssize_t count,
                                   float* dw, Py_ssize_t filter_stride) noexcept nogil
     void fc_wino2_filter_grad_f64(const double* m, Py_ssize_t e_stride, Py_ssize_t count,
@@ -97,9 +96,7 @@ cdef enum:
 GRADIENT_ELEMENTS = ELEMENTS_F23
 # Slots of the per-thread workspace (workspace.h).
 cdef enum:
-    WS_INPUT, WS_PRODUCTS, WS_TILES
-cdef enum:
-    MAX_LANES = 64      # tiles transformed together, at most (FC_WINO_LANES_*: 16 at most)
+    WS_INPUT, WS_PRODUCTS, WS_TILES, WS_GRADIENT_PLANE
 
 # A status of conv_forward: some output is inf or NaN (see the module's docstring).
 cdef enum:
@@ -636,96 +633,125 @@ cdef inline Py_ssize_t gradient_slices(const ConvShape* s) noexcept nogil:
     return s.out_size[0] + s.kernel[0] - 1
 
 
-cdef void gradient_tiles(const floating* x, const floating* g, const ConvShape* s,
-                         Py_ssize_t n0, Py_ssize_t images, Py_ssize_t tiles_w,
-                         Py_ssize_t per_slice, Py_ssize_t vectors, Py_ssize_t vector,
-                         Py_ssize_t capacity, floating* xhat, floating* ghat) noexcept nogil:
-    """Vector `vector` (of `vectors` per channel) of the chunk's tiles of channel c (< C_in:
-    the input's; else the output gradient's channel c - C_in), transformed; tiles past the
-    chunk's images, or in a zero depth slice, transform to zero."""
-    # each lane's plane offset, top row and left column (on this thread's stack: in a small
-    # per-thread buffer, the threads' tables shared cache lines)
-    cdef Py_ssize_t table[3 * MAX_LANES]
-    cdef Py_ssize_t L = lanes(<floating*> NULL)
+cdef inline Py_ssize_t plane_run(Py_ssize_t per_slice, floating* dummy) noexcept nogil:
+    """Elements of a transformed plane's run in gradient_plane's buffer: its tiles and the
+    lanes of a last vector past them."""
+    return per_slice + lanes(<floating*> NULL)
+
+
+cdef Py_ssize_t plane_buffer(Py_ssize_t tiles_h, Py_ssize_t tiles_w,
+                             floating* dummy) noexcept nogil:
+    """Elements of gradient_plane's per-thread buffer: 16 runs of a plane's transformed
+    tiles, then the split rows (winograd.h, fc_wino2_plane_scratch)."""
+    cdef Py_ssize_t scratch
+    if floating is float:
+        scratch = fc_wino2_plane_scratch_f32(tiles_h, tiles_w)
+    else:
+        scratch = fc_wino2_plane_scratch_f64(tiles_h, tiles_w)
+    return ELEMENTS_F23 * plane_run(tiles_h * tiles_w, <floating*> NULL) + scratch
+
+
+cdef void gradient_plane(const floating* x, const floating* g, const ConvShape* s,
+                         Py_ssize_t n0, Py_ssize_t images, Py_ssize_t tiles_h,
+                         Py_ssize_t tiles_w, Py_ssize_t item, Py_ssize_t capacity,
+                         floating* xhat, floating* ghat, floating* buffer) noexcept nogil:
+    """Work item `item` of a chunk's transforms, (images x slices + 1) per channel c (< C_in:
+    the input's; else the output gradient's channel c - C_in): plane (image n, depth slice i)
+    transformed into its tiles' places (a plane of the input at a depth outside it, or of the
+    gradient at slice D_out or later, is zero); the channel's last item zeroes the tiles past
+    the chunk's images, as far as the GEMMs read. The plane is transformed into `buffer`
+    (plane_buffer elements), then copied out run by run: the runs lie C x capacity elements
+    apart, a multiple of 4 KiB for most channel counts, so storing a row of tiles into all 16
+    at once evicted each line before its other half was written."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t slices = gradient_slices(s)
-    cdef Py_ssize_t c = vector // vectors
-    cdef Py_ssize_t v = vector % vectors
-    cdef Py_ssize_t lane, depth
-    # the first lane's tile (image n, depth slice i, tile row th, tile column tw), then the
-    # next ones by counting on (divisions for every lane took a third of the call)
-    cdef Py_ssize_t first = v * L
-    cdef Py_ssize_t n = first // (slices * per_slice), r = first % (slices * per_slice)
-    cdef Py_ssize_t i = r // per_slice
-    cdef Py_ssize_t th = r % per_slice // tiles_w, tw = r % per_slice % tiles_w
+    cdef Py_ssize_t per_slice = tiles_h * tiles_w
+    cdef Py_ssize_t per_channel = images * slices + 1
+    cdef Py_ssize_t c = item // per_channel, p = item % per_channel
+    cdef Py_ssize_t n = p // slices, i = p % slices
+    cdef Py_ssize_t run = plane_run(per_slice, <floating*> NULL)
+    cdef Py_ssize_t L = lanes(<floating*> NULL)
     cdef bint is_input = c < s.c_in
-    for lane in range(L):
-        table[lane] = 0
-        table[2 * L + lane] = 2 * tw - (s.pad[2] if is_input else 0)
-        if is_input:
-            depth = i - s.pad[0]
-            if n < images and 0 <= depth < D:
-                table[lane] = (((n0 + n) * s.c_in + c) * D + depth) * H * W
-                table[L + lane] = 2 * th - s.pad[1]
-            else:
-                table[L + lane] = H          # every row past the plane: a zero tile
-        else:
-            if n < images and i < OD:
-                table[lane] = (((n0 + n) * s.c_out + c - s.c_in) * OD + i) * OH * OW
-                table[L + lane] = 2 * th
-            else:
-                table[L + lane] = OH
-        tw += 1
-        if tw == tiles_w:
-            tw = 0
-            th += 1
-            if th * tiles_w == per_slice:
-                th = 0
-                i += 1
-                if i == slices:
-                    i = 0
-                    n += 1
+    cdef floating* dst = xhat + c * capacity if is_input else ghat + (c - s.c_in) * capacity
+    cdef Py_ssize_t e_stride = (s.c_in if is_input else s.c_out) * capacity
+    cdef Py_ssize_t start = p * per_slice, count = per_slice, e, depth
+    cdef const floating* plane = NULL
+    if p == images * slices:
+        # up to what the GEMMs read: the chunk's tiles in whole vectors, kd slices on
+        count = min(capacity, (start + L - 1) // L * L + (s.kernel[0] - 1) * per_slice) - start
+        for e in range(ELEMENTS_F23):
+            memset(dst + e * e_stride + start, 0, count * sizeof(floating))
+        return
+    if is_input:
+        depth = i - s.pad[0]
+        if 0 <= depth < D:
+            plane = x + (((n0 + n) * s.c_in + c) * D + depth) * H * W
+    elif i < OD:
+        plane = g + (((n0 + n) * s.c_out + c - s.c_in) * OD + i) * OH * OW
+    if plane == NULL:
+        for e in range(ELEMENTS_F23):
+            memset(dst + e * e_stride + start, 0, count * sizeof(floating))
+        return
     if floating is float:
         if is_input:
-            fc_wino2_input_f32(x, table, table + L, table + 2 * L, L, H, W,
-                               xhat + c * capacity + first, s.c_in * capacity)
+            fc_wino2_input_plane_f32(plane, H, W, s.pad[1], s.pad[2], tiles_h, tiles_w, buffer,
+                                     run, buffer + ELEMENTS_F23 * run)
         else:
-            fc_wino2_gradient_f32(g, table, table + L, table + 2 * L, L, OH, OW,
-                                  ghat + (c - s.c_in) * capacity + first, s.c_out * capacity)
+            fc_wino2_gradient_plane_f32(plane, OH, OW, tiles_h, tiles_w, buffer, run,
+                                        buffer + ELEMENTS_F23 * run)
     else:
         if is_input:
-            fc_wino2_input_f64(x, table, table + L, table + 2 * L, L, H, W,
-                               xhat + c * capacity + first, s.c_in * capacity)
+            fc_wino2_input_plane_f64(plane, H, W, s.pad[1], s.pad[2], tiles_h, tiles_w, buffer,
+                                     run, buffer + ELEMENTS_F23 * run)
         else:
-            fc_wino2_gradient_f64(g, table, table + L, table + 2 * L, L, OH, OW,
-                                  ghat + (c - s.c_in) * capacity + first, s.c_out * capacity)
+            fc_wino2_gradient_plane_f64(plane, OH, OW, tiles_h, tiles_w, buffer, run,
+                                        buffer + ELEMENTS_F23 * run)
+    for e in range(ELEMENTS_F23):
+        memcpy(dst + e * e_stride + start, buffer + e * run, count * sizeof(floating))
 
 
-cdef void winograd_weight_grad(const floating* x, const floating* g, floating* dw,
-                               const ConvShape* s, Py_ssize_t images_per_chunk,
-                               floating* xhat, floating* ghat, floating* m,
-                               Py_ssize_t capacity, int num_threads) noexcept nogil:
+cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw,
+                              const ConvShape* s, Py_ssize_t images_per_chunk,
+                              floating* xhat, floating* ghat, floating* m,
+                              Py_ssize_t capacity, int num_threads) noexcept nogil:
+    """0, or 1 where a thread's transform buffer could not be allocated."""
     cdef Py_ssize_t L = lanes(<floating*> NULL)
     cdef Py_ssize_t KD = s.kernel[0]
     cdef Py_ssize_t tiles_w = (s.out_size[2] + 1) // 2
-    cdef Py_ssize_t per_slice = ((s.out_size[1] + 1) // 2) * tiles_w
+    cdef Py_ssize_t tiles_h = (s.out_size[1] + 1) // 2
+    cdef Py_ssize_t per_slice = tiles_h * tiles_w
     cdef Py_ssize_t per_image = gradient_slices(s) * per_slice
     cdef Py_ssize_t Kg = s.c_out_g, Cg = s.c_in_g
     cdef Py_ssize_t per_tap = ELEMENTS_F23 * s.c_out * Cg   # M's elements per depth tap
-    cdef Py_ssize_t vectors = capacity // L
-    cdef Py_ssize_t n0, images, depth, item, e, grp, kd, co
+    cdef size_t buffer_bytes = plane_buffer(tiles_h, tiles_w, <floating*> NULL) \
+        * sizeof(floating)
+    cdef Py_ssize_t run = plane_run(per_slice, <floating*> NULL)
+    cdef Py_ssize_t n0, images, depth, item, items, e, grp, kd, co
     cdef int blas_threads_before
+    cdef int failed = 0
+    cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
     cdef floating beta
+    cdef floating* buffer = NULL
     n0 = 0
     while n0 < s.n:
         images = min(images_per_chunk, s.n - n0)
         # the GEMMs' depth: the chunk's tiles in whole vectors
         depth = (images * per_image + L - 1) // L * L
-        for item in prange((s.c_in + s.c_out) * vectors, num_threads=num_threads,
-                           schedule='dynamic', chunksize=4):
-            gradient_tiles(x, g, s, n0, images, tiles_w, per_slice, vectors, item, capacity,
-                           xhat, ghat)
+        items = (s.c_in + s.c_out) * (images * gradient_slices(s) + 1)
+        with parallel(num_threads=num_threads):
+            buffer = <floating*> fc_workspace(WS_GRADIENT_PLANE, buffer_bytes)
+            if buffer == NULL:
+                failed_flag[0] = 1
+            else:   # the split rows' zeros (winograd.h, fc_wino2_plane_scratch)
+                memset(buffer + ELEMENTS_F23 * run, 0,
+                       buffer_bytes - ELEMENTS_F23 * run * sizeof(floating))
+            for item in prange(items, schedule='dynamic'):
+                if buffer != NULL:
+                    gradient_plane(x, g, s, n0, images, tiles_h, tiles_w, item, capacity,
+                                   xhat, ghat, buffer)
+        if failed:
+            return 1
         # the tiles' products, added to the chunks' before (the same order whatever the
         # thread that runs an element: one single-threaded GEMM each)
         beta = 0 if n0 == 0 else 1
@@ -751,6 +777,7 @@ cdef void winograd_weight_grad(const floating* x, const floating* g, floating* d
         else:
             fc_wino2_filter_grad_f64(m + kd * per_tap + co * Cg, s.c_out * Cg, Cg,
                                      dw + (co * Cg * KD + kd) * 9, KD * 9)
+    return 0
 
 
 def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
@@ -768,6 +795,7 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(dw.shape), shape5(g.shape),
                                   (1, 1, 1), pad, (1, 1, 1), groups)
     cdef Py_ssize_t capacity
+    cdef int status
     if kernel != WEIGHT_GRAD_WINOGRAD:
         raise ValueError(f"conv_winograd.weight_grad does not run kernel {kernel}")
     if (s.kernel[1], s.kernel[2]) != (3, 3):
@@ -782,8 +810,6 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
     if images_per_chunk < 1:
         raise ValueError(f"conv_winograd.weight_grad: images_per_chunk must be >= 1, got "
                          f"{images_per_chunk}")
-    if lanes(<floating*> NULL) > MAX_LANES:
-        raise ValueError("conv_winograd.weight_grad: built with more lanes than MAX_LANES")
     capacity = gradient_capacity(min(images_per_chunk, s.n), g.shape[3], g.shape[4],
                                  x.itemsize == 8, g.shape[2], dw.shape[2])
     if capacity > INT_MAX or max(s.c_out_g, s.c_in_g) > INT_MAX:
@@ -798,9 +824,11 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
         dw[...] = 0
         return
     with nogil:
-        winograd_weight_grad(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0], &s,
-                             images_per_chunk, &xhat[0], &ghat[0], &products[0], capacity,
-                             num_threads)
+        status = winograd_weight_grad(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
+                                      &dw[0, 0, 0, 0, 0], &s, images_per_chunk, &xhat[0],
+                                      &ghat[0], &products[0], capacity, num_threads)
+    if status:
+        raise MemoryError("fastconv: could not allocate the weight gradient's transform buffer")
 
 
 def gradient_capacity(Py_ssize_t images, Py_ssize_t out_h, Py_ssize_t out_w,

@@ -260,67 +260,113 @@ FC_DEFINE_WINOGRAD(f64, double)
  *         [0 1  1 0]       [1/2  1/2 1/2]         [0 1 -1 -1]
  *         [0 -1 1 0]       [1/2 -1/2 1/2]
  *         [0 1  0 -1]      [  0    0   1]
- *   fc_wino2_input: v[e * e_stride + lane] = (B^T d_lane B)[e], d_lane the 4x4 tile of the
- *       plane (x + plane_offset[lane], H x W, row-major) at (h0[lane], w0[lane]), zero
- *       outside the plane; lanes >= n_lanes are zero.
- *   fc_wino2_gradient: the same with (A dY_lane A^T)[e], dY_lane the 2x2 tile of the output
- *       gradient plane (OH x OW) at (h0[lane], w0[lane]).
+ *   fc_wino2_input_plane: v[e * run + th * tiles_w + tw] = (B^T d B)[e] for every tile of a
+ *       plane (H x W, row-major at x), d its 4x4 tile at rows 2 th - pad_h..,
+ *       columns 2 tw - pad_w.., zero outside the plane (th < tiles_h, tw < tiles_w); each run
+ *       of v needs room for tiles_h * tiles_w + L elements (see below).
+ *   fc_wino2_gradient_plane: the same with (A dY A^T)[e], dY the 2x2 tile of the output
+ *       gradient plane (OH x OW) at (2 th, 2 tw).
+ *   fc_wino2_plane_scratch(tiles_h, tiles_w): the elements of scratch both need, zero before
+ *       a call's first plane (then left so by both whatever the plane's values).
  *   fc_wino2_filter_grad: dw[c * filter_stride + k] = (G^T M_c G)[k] for c < count, M_c[e]
- *       = m[e * e_stride + c]. */
+ *       = m[e * e_stride + c].
+ * A plane at a time, by rows of tiles: its rows, zero-padded, are first split into their even
+ * and odd columns, so that component (i, j) of L consecutive tiles of a row is one vector load
+ * (column 2 tw + j: the even or odd half at tw + j / 2), where gathering it lane by lane took
+ * half of a call. Each row's vectors are stored whole: the lanes past a row's end spill into
+ * the next row's tiles (written after them) or past the run's end (never read). */
 #define FC_DEFINE_WINOGRAD_GRAD(SUFFIX, T)                                                      \
-/* the tile of SIDE x SIDE at (h0[lane], w0[lane]) of each lane's plane, zero outside it */     \
-static inline void fc_wino2_gather_##SUFFIX(const T* plane, const ptrdiff_t* plane_offset,      \
-        const ptrdiff_t* h0, const ptrdiff_t* w0, ptrdiff_t n_lanes, ptrdiff_t H, ptrdiff_t W, \
-        int side, fc_wvec_##SUFFIX* d) {                                                        \
+/* the input's split rows, then the gradient's (each zero where its planes are not) */          \
+static inline ptrdiff_t fc_wino2_input_scratch_##SUFFIX(ptrdiff_t tiles_h, ptrdiff_t tiles_w) { \
+    return 2 * (2 * tiles_h + 2) * (tiles_w + 1 + FC_WINO_LANES_##SUFFIX);                      \
+}                                                                                               \
+static inline ptrdiff_t fc_wino2_plane_scratch_##SUFFIX(ptrdiff_t tiles_h, ptrdiff_t tiles_w) { \
+    return fc_wino2_input_scratch_##SUFFIX(tiles_h, tiles_w)                                    \
+        + 2 * (2 * tiles_h) * (tiles_w + FC_WINO_LANES_##SUFFIX);                               \
+}                                                                                               \
+                                                                                                \
+/* rows [0, rows) of the split plane: padded row r is the plane's row r - pad_h, padded column  \
+ * c its column c - pad_w; even[r * rs + k] = (r, 2k), odd: (r, 2k + 1). Only the plane's      \
+ * elements are written: the places outside it, the same for every plane of a call, hold the   \
+ * zeros the caller wrote once (a memset per row took a fifth of a call). */                   \
+static inline void fc_wino2_split_##SUFFIX(const T* x, ptrdiff_t H, ptrdiff_t W,                \
+        ptrdiff_t pad_h, ptrdiff_t pad_w, ptrdiff_t rows, ptrdiff_t rs, T* even, T* odd) {      \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                                      \
+        T* e = even + r * rs;                                                                   \
+        T* o = odd + r * rs;                                                                    \
+        ptrdiff_t h = r - pad_h;                                                                \
+        if (h < 0 || h >= H) continue;                                                          \
+        const T* src = x + h * W;                                                               \
+        /* columns c with padded column c + pad_w inside the split row (2 rs of them) */        \
+        ptrdiff_t c0 = pad_w < 0 ? -pad_w : 0;                                                  \
+        ptrdiff_t c1 = 2 * rs - pad_w < W ? 2 * rs - pad_w : W;                                 \
+        ptrdiff_t c;                                                                            \
+        for (c = c0 + ((c0 + pad_w) & 1); c < c1; c += 2) e[(c + pad_w) >> 1] = src[c];         \
+        for (c = c0 + 1 - ((c0 + pad_w) & 1); c < c1; c += 2) o[(c + pad_w) >> 1] = src[c];     \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
+static inline void fc_wino2_input_plane_##SUFFIX(const T* x, ptrdiff_t H, ptrdiff_t W,          \
+        ptrdiff_t pad_h, ptrdiff_t pad_w, ptrdiff_t tiles_h, ptrdiff_t tiles_w, T* v,           \
+        ptrdiff_t run, T* scratch) {                                                            \
     enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
-    T t[16][L];                                                                                 \
-    for (ptrdiff_t lane = 0; lane < L; lane++) {                                                \
-        const T* src = plane + (lane < n_lanes ? plane_offset[lane] : 0);                       \
-        ptrdiff_t top = lane < n_lanes ? h0[lane] : H, left = lane < n_lanes ? w0[lane] : 0;    \
-        for (int i = 0; i < side; i++)                                                          \
-            for (int j = 0; j < side; j++) {                                                    \
-                ptrdiff_t h = top + i, c = left + j;                                            \
-                t[i * side + j][lane] = (h >= 0 && h < H && c >= 0 && c < W)                    \
-                    ? src[h * W + c] : (T)0;                                                    \
+    ptrdiff_t rows = 2 * tiles_h + 2, rs = tiles_w + 1 + L;                                     \
+    T* even = scratch;                                                                          \
+    T* odd = even + rows * rs;                                                                  \
+    fc_wino2_split_##SUFFIX(x, H, W, pad_h, pad_w, rows, rs, even, odd);                        \
+    for (ptrdiff_t th = 0; th < tiles_h; th++)                                                  \
+        for (ptrdiff_t k0 = 0; k0 < tiles_w; k0 += L) {                                         \
+            fc_wvec_##SUFFIX d[16], t[16];                                                      \
+            for (int i = 0; i < 4; i++) {                                                       \
+                const T* e = even + (2 * th + i) * rs + k0;                                     \
+                const T* o = odd + (2 * th + i) * rs + k0;                                      \
+                memcpy(&d[4 * i], e, sizeof(d[0]));                                             \
+                memcpy(&d[4 * i + 1], o, sizeof(d[0]));                                         \
+                memcpy(&d[4 * i + 2], e + 1, sizeof(d[0]));                                     \
+                memcpy(&d[4 * i + 3], o + 1, sizeof(d[0]));                                     \
             }                                                                                   \
-    }                                                                                           \
-    memcpy(d, t, side * side * sizeof(t[0]));                                                   \
+            for (int j = 0; j < 4; j++) {                      /* columns: t = B^T d */         \
+                t[j] = d[j] - d[8 + j];                                                         \
+                t[4 + j] = d[4 + j] + d[8 + j];                                                 \
+                t[8 + j] = d[8 + j] - d[4 + j];                                                 \
+                t[12 + j] = d[4 + j] - d[12 + j];                                               \
+            }                                                                                   \
+            T* out = v + th * tiles_w + k0;                                                     \
+            for (int i = 0; i < 4; i++) {                      /* rows: (B^T d) B */            \
+                const fc_wvec_##SUFFIX* r = t + 4 * i;                                          \
+                fc_wvec_##SUFFIX o[4] = {r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]};   \
+                for (int j = 0; j < 4; j++) memcpy(out + (4 * i + j) * run, &o[j], sizeof(o[j])); \
+            }                                                                                   \
+        }                                                                                       \
 }                                                                                               \
                                                                                                 \
-static inline void fc_wino2_input_##SUFFIX(const T* x, const ptrdiff_t* plane_offset,           \
-        const ptrdiff_t* h0, const ptrdiff_t* w0, ptrdiff_t n_lanes, ptrdiff_t H, ptrdiff_t W,  \
-        T* v, ptrdiff_t e_stride) {                                                             \
-    fc_wvec_##SUFFIX d[16], t[16];                                                              \
-    fc_wino2_gather_##SUFFIX(x, plane_offset, h0, w0, n_lanes, H, W, 4, d);                     \
-    for (int j = 0; j < 4; j++) {                          /* columns: t = B^T d */             \
-        t[j] = d[j] - d[8 + j];                                                                 \
-        t[4 + j] = d[4 + j] + d[8 + j];                                                         \
-        t[8 + j] = d[8 + j] - d[4 + j];                                                         \
-        t[12 + j] = d[4 + j] - d[12 + j];                                                       \
-    }                                                                                           \
-    for (int i = 0; i < 4; i++) {                          /* rows: (B^T d) B */                \
-        const fc_wvec_##SUFFIX* r = t + 4 * i;                                                  \
-        fc_wvec_##SUFFIX o[4] = {r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]};           \
-        for (int j = 0; j < 4; j++) memcpy(v + (4 * i + j) * e_stride, &o[j], sizeof(o[j]));    \
-    }                                                                                           \
-}                                                                                               \
-                                                                                                \
-static inline void fc_wino2_gradient_##SUFFIX(const T* g, const ptrdiff_t* plane_offset,        \
-        const ptrdiff_t* h0, const ptrdiff_t* w0, ptrdiff_t n_lanes, ptrdiff_t OH,              \
-        ptrdiff_t OW, T* v, ptrdiff_t e_stride) {                                               \
-    fc_wvec_##SUFFIX d[4], t[8];                                                                \
-    fc_wino2_gather_##SUFFIX(g, plane_offset, h0, w0, n_lanes, OH, OW, 2, d);                   \
-    for (int j = 0; j < 2; j++) {                          /* columns: t = A dY (4 x 2) */      \
-        t[j] = d[j];                                                                            \
-        t[2 + j] = d[j] + d[2 + j];                                                             \
-        t[4 + j] = d[j] - d[2 + j];                                                             \
-        t[6 + j] = -d[2 + j];                                                                   \
-    }                                                                                           \
-    for (int i = 0; i < 4; i++) {                          /* rows: (A dY) A^T */               \
-        const fc_wvec_##SUFFIX* r = t + 2 * i;                                                  \
-        fc_wvec_##SUFFIX o[4] = {r[0], r[0] + r[1], r[0] - r[1], -r[1]};                        \
-        for (int j = 0; j < 4; j++) memcpy(v + (4 * i + j) * e_stride, &o[j], sizeof(o[j]));    \
-    }                                                                                           \
+static inline void fc_wino2_gradient_plane_##SUFFIX(const T* g, ptrdiff_t OH, ptrdiff_t OW,     \
+        ptrdiff_t tiles_h, ptrdiff_t tiles_w, T* v, ptrdiff_t run, T* scratch) {                \
+    enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
+    ptrdiff_t rows = 2 * tiles_h, rs = tiles_w + L;                                             \
+    T* even = scratch + fc_wino2_input_scratch_##SUFFIX(tiles_h, tiles_w);                      \
+    T* odd = even + rows * rs;                                                                  \
+    fc_wino2_split_##SUFFIX(g, OH, OW, 0, 0, rows, rs, even, odd);                              \
+    for (ptrdiff_t th = 0; th < tiles_h; th++)                                                  \
+        for (ptrdiff_t k0 = 0; k0 < tiles_w; k0 += L) {                                         \
+            fc_wvec_##SUFFIX d[4], t[8];                                                        \
+            for (int i = 0; i < 2; i++) {                                                       \
+                memcpy(&d[2 * i], even + (2 * th + i) * rs + k0, sizeof(d[0]));                 \
+                memcpy(&d[2 * i + 1], odd + (2 * th + i) * rs + k0, sizeof(d[0]));              \
+            }                                                                                   \
+            for (int j = 0; j < 2; j++) {                      /* columns: t = A dY (4 x 2) */  \
+                t[j] = d[j];                                                                    \
+                t[2 + j] = d[j] + d[2 + j];                                                     \
+                t[4 + j] = d[j] - d[2 + j];                                                     \
+                t[6 + j] = -d[2 + j];                                                           \
+            }                                                                                   \
+            T* out = v + th * tiles_w + k0;                                                     \
+            for (int i = 0; i < 4; i++) {                      /* rows: (A dY) A^T */           \
+                const fc_wvec_##SUFFIX* r = t + 2 * i;                                          \
+                fc_wvec_##SUFFIX o[4] = {r[0], r[0] + r[1], r[0] - r[1], -r[1]};                \
+                for (int j = 0; j < 4; j++) memcpy(out + (4 * i + j) * run, &o[j], sizeof(o[j])); \
+            }                                                                                   \
+        }                                                                                       \
 }                                                                                               \
                                                                                                 \
 /* w[0..2] = G^T u for u[0..3] at stride `s` (w at stride `ws`) */                              \

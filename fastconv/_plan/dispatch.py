@@ -1021,10 +1021,13 @@ def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas, pr
                                       WEIGHT_GRAD_ALGORITHMS, "weight_grad")
     if family == "winograd":
         per_image = winograd_grad_image_bytes(padded, itemsize)
+        most = max(1, min(padded.batch, WINOGRAD_GRAD_CHUNK_BYTES // max(per_image, 1)))
+        # chunks of equal size: 8 images as 4 + 4, not 7 + 1 (a last chunk of one image
+        # pays its GEMMs' fixed costs for a fraction of the tiles)
+        chunks = -(-padded.batch // most)
         return Plan(Kernel.WEIGHT_GRAD_WINOGRAD, reason, threads,
                     tiling.kernel_geometry(padded),
-                    images_per_unit=max(1, min(padded.batch,
-                                               WINOGRAD_GRAD_CHUNK_BYTES // max(per_image, 1))))
+                    images_per_unit=-(-padded.batch // max(chunks, 1)) if padded.batch else 1)
     stacked = stacked_problem(padded, itemsize) if family == "gemm" and variant is None \
         else None
     if stacked is not None and not own_gemm(stacked):
