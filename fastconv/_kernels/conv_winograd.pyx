@@ -746,7 +746,10 @@ cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw
             else:   # the split rows' zeros (winograd.h, fc_wino2_plane_scratch)
                 memset(buffer + ELEMENTS_F23 * run, 0,
                        buffer_bytes - ELEMENTS_F23 * run * sizeof(floating))
-            for item in prange(items, schedule='dynamic'):
+            # a 7x7 plane is 16 tiles: items one at a time spent a sixth of a call in the
+            # schedule's bookkeeping
+            for item in prange(items, schedule='dynamic',
+                               chunksize=transform_chunk(items, num_threads)):
                 if buffer != NULL:
                     gradient_plane(x, g, s, n0, images, tiles_h, tiles_w, item, capacity,
                                    xhat, ghat, buffer)
