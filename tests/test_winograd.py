@@ -796,6 +796,47 @@ def test_weight_gradient_by_chunks_of_images(images_per_chunk, monkeypatch):
         np.testing.assert_array_equal(other, results[0])
 
 
+@pytest.mark.parametrize("x_shape, padding", [
+    ((5, 6, 4, 6, 7), (1, 1, 1)),
+    ((5, 6, 4, 5, 4), (2, 0, 1)),   # more gradient slices than input depths
+    ((5, 6, 1, 6, 7), (1, 1, 1)),   # depth taps 0 and 2 see only padding: their sums are 0
+])
+@pytest.mark.parametrize("images_per_chunk", [1, 2, 5])
+def test_3d_weight_gradient_by_chunks_of_images(x_shape, padding, images_per_chunk,
+                                                monkeypatch):
+    """In 3-d a chunk holds its images' tiles depth slice by depth slice, and each depth tap
+    multiplies only the gradient slices whose input depth is inside the input: any chunk
+    size gives the gradient, and the thread count never changes a bit of it."""
+    from fastconv._plan import dispatch
+    rng = np.random.default_rng(21)
+    w_shape = (5, x_shape[1], 3, 3, 3)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    g = rng.standard_normal(fastconv.conv3d(x, np.zeros(w_shape, np.float32),
+                                            padding=padding).shape).astype(np.float32)
+    problem = problem_from_call(x.shape, w_shape, padding=padding)
+    per_image = dispatch.winograd_grad_image_bytes(problem.explicitly_padded, 4)
+    monkeypatch.setattr(dispatch, "WINOGRAD_GRAD_CHUNK_BYTES", images_per_chunk * per_image)
+    dispatch.forget_plans()
+    try:
+        plan = fastconv.planning.plan_weight_grad(problem, np.float32, "winograd")
+        assert plan.images_per_unit == -(-5 // -(-5 // images_per_chunk))
+        results = []
+        for threads in (1, 2, 3):
+            with fastconv.num_threads(threads):
+                results.append(grad.conv3d_weight(x, w_shape, g, padding=padding,
+                                                  algorithm="winograd"))
+    finally:
+        monkeypatch.undo()
+        dispatch.forget_plans()
+    want = reference.conv_weight_grad(x.astype(np.float64), w_shape, g.astype(np.float64),
+                                      padding=padding)
+    np.testing.assert_allclose(results[0], want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    if x_shape[2] == 1:
+        assert not results[0][:, :, [0, 2]].any()
+
+
 @pytest.mark.parametrize("where", ["input", "grad_output"])
 @pytest.mark.parametrize("value", [np.inf, np.nan])
 def test_weight_gradient_with_inf_or_nan_is_the_exact_algorithms(where, value):
@@ -820,10 +861,13 @@ def test_auto_runs_the_winograd_weight_gradient_on_wide_layers_only():
     assert algorithm((1, 512, 7, 7), (512, 512, 3, 3), padding=1) != "winograd"   # 16 tiles
     assert algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=1) != "winograd"    # channels
     assert algorithm((8, 128, 28, 28), (128, 128, 3, 3), padding=1, stride=2) != "winograd"
-    # 3-d: 512 tiles over the batch's depth slices
+    # 3-d: from 64 channels each way and 32 tiles over the batch's depth slices
     assert algorithm((2, 128, 8, 16, 16), (128, 128, 3, 3, 3), padding=1) == "winograd"
-    assert algorithm((2, 128, 4, 8, 8), (256, 128, 3, 3, 3), padding=1) != "winograd"
-    assert algorithm((2, 64, 8, 16, 16), (128, 64, 3, 3, 3), padding=1) != "winograd"
+    assert algorithm((2, 128, 4, 8, 8), (256, 128, 3, 3, 3), padding=1) == "winograd"
+    assert algorithm((2, 64, 8, 16, 16), (128, 64, 3, 3, 3), padding=1) == "winograd"
+    assert algorithm((1, 64, 2, 8, 8), (64, 64, 3, 3, 3), padding=1) == "winograd"  # 32 tiles
+    assert algorithm((1, 128, 2, 4, 4), (128, 128, 3, 3, 3), padding=1) != "winograd"  # 8
+    assert algorithm((2, 32, 16, 32, 32), (64, 32, 3, 3, 3), padding=1) != "winograd"
     problem = problem_from_call((8, 128, 28, 28), (128, 128, 3, 3), padding=1)
     with fastconv.precision("exact"):
         assert fastconv.planning.plan_weight_grad(problem, "float32").algorithm != "winograd"

@@ -621,16 +621,26 @@ def conv_forward(int kernel, const floating[:, :, :, :, :] x,
 # the tiles, M[kd, e] (+)= ghat[e] xhat[e]^T, on BLAS (single-threaded in each of our
 # threads); after the last chunk, each filter's G^T M G.
 #
-# Depth: an image's tiles run over D_out + KD - 1 depth slices, slice i of the input being
-# its depth i - pad (zero outside it) and slice i of the gradient its depth i (zero from
-# D_out on): depth tap kd pairs gradient slice d with input slice d + kd, so its GEMM reads
-# xhat kd slices further on than ghat, the same offset for every image of the chunk. The
-# gradient's zero slices (KD - 1 an image) are the cost of that one offset; the input's
-# tiles are transformed once for all KD taps.
+# Depth: a chunk's tiles are stored depth slice by depth slice, the chunk's images side by
+# side within a slice (tile t of image n at input depth d: (d * images + n) * per_slice + t;
+# the gradient's slices likewise). Depth tap kd pairs gradient slice i with input depth
+# i + kd - pad, so its GEMM reads xhat (kd - pad) x images x per_slice tiles on from ghat,
+# one offset for every image, and runs over just the gradient slices whose input depth lies
+# inside the input: no zero slices are stored or multiplied (a 4-deep volume with one slice
+# of padding a side spent a third of its GEMMs on them). The input's tiles are transformed
+# once for all KD taps.
 
-cdef inline Py_ssize_t gradient_slices(const ConvShape* s) noexcept nogil:
-    """Depth slices of an image's tiles: D_out + KD - 1."""
-    return s.out_size[0] + s.kernel[0] - 1
+cdef inline Py_ssize_t gradient_depths(const ConvShape* s) noexcept nogil:
+    """Depth slices a chunk holds of each image: D for the input's, D_out for the output
+    gradient's, room for the larger."""
+    return max(s.in_size[0], s.out_size[0])
+
+
+cdef inline void tap_slices(const ConvShape* s, Py_ssize_t kd, Py_ssize_t* first,
+                            Py_ssize_t* end) noexcept nogil:
+    """The gradient slices [first, end) whose input depth i + kd - pad lies in [0, D)."""
+    first[0] = max(0, s.pad[0] - kd)
+    end[0] = max(first[0], min(s.out_size[0], s.in_size[0] + s.pad[0] - kd))
 
 
 cdef inline Py_ssize_t plane_run(Py_ssize_t per_slice, floating* dummy) noexcept nogil:
@@ -655,60 +665,46 @@ cdef void gradient_plane(const floating* x, const floating* g, const ConvShape* 
                          Py_ssize_t n0, Py_ssize_t images, Py_ssize_t tiles_h,
                          Py_ssize_t tiles_w, Py_ssize_t item, Py_ssize_t capacity,
                          floating* xhat, floating* ghat, floating* buffer) noexcept nogil:
-    """Work item `item` of a chunk's transforms, (images x slices + 1) per channel c (< C_in:
-    the input's; else the output gradient's channel c - C_in): plane (image n, depth slice i)
-    transformed into its tiles' places (a plane of the input at a depth outside it, or of the
-    gradient at slice D_out or later, is zero); the channel's last item zeroes the tiles past
-    the chunk's images, as far as the GEMMs read. The plane is transformed into `buffer`
-    (plane_buffer elements), then copied out run by run: the runs lie C x capacity elements
-    apart, a multiple of 4 KiB for most channel counts, so storing a row of tiles into all 16
-    at once evicted each line before its other half was written."""
+    """Work item `item` of a chunk's transforms, images x gradient_depths per channel c (<
+    C_in: the input's; else the output gradient's channel c - C_in): the plane at depth slice
+    i of image n0 + n, for item i * images + n of the channel, transformed into its tiles'
+    places (an item past the gradient's D_out slices does nothing). The plane is transformed
+    into `buffer` (plane_buffer elements), then copied out run by run: the runs lie C x
+    capacity elements apart, a multiple of 4 KiB for most channel counts, so storing a row of
+    tiles into all 16 at once evicted each line before its other half was written."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
-    cdef Py_ssize_t slices = gradient_slices(s)
     cdef Py_ssize_t per_slice = tiles_h * tiles_w
-    cdef Py_ssize_t per_channel = images * slices + 1
+    cdef Py_ssize_t per_channel = images * gradient_depths(s)
     cdef Py_ssize_t c = item // per_channel, p = item % per_channel
-    cdef Py_ssize_t n = p // slices, i = p % slices
+    cdef Py_ssize_t i = p // images, n = p % images
     cdef Py_ssize_t run = plane_run(per_slice, <floating*> NULL)
-    cdef Py_ssize_t L = lanes(<floating*> NULL)
     cdef bint is_input = c < s.c_in
     cdef floating* dst = xhat + c * capacity if is_input else ghat + (c - s.c_in) * capacity
     cdef Py_ssize_t e_stride = (s.c_in if is_input else s.c_out) * capacity
-    cdef Py_ssize_t start = p * per_slice, count = per_slice, e, depth
-    cdef const floating* plane = NULL
-    if p == images * slices:
-        # up to what the GEMMs read: the chunk's tiles in whole vectors, kd slices on
-        count = min(capacity, (start + L - 1) // L * L + (s.kernel[0] - 1) * per_slice) - start
-        for e in range(ELEMENTS_F23):
-            memset(dst + e * e_stride + start, 0, count * sizeof(floating))
-        return
-    if is_input:
-        depth = i - s.pad[0]
-        if 0 <= depth < D:
-            plane = x + (((n0 + n) * s.c_in + c) * D + depth) * H * W
-    elif i < OD:
-        plane = g + (((n0 + n) * s.c_out + c - s.c_in) * OD + i) * OH * OW
-    if plane == NULL:
-        for e in range(ELEMENTS_F23):
-            memset(dst + e * e_stride + start, 0, count * sizeof(floating))
+    cdef Py_ssize_t start = p * per_slice, e
+    if i >= (D if is_input else OD):
         return
     if floating is float:
         if is_input:
-            fc_wino2_input_plane_f32(plane, H, W, s.pad[1], s.pad[2], tiles_h, tiles_w, buffer,
-                                     run, buffer + ELEMENTS_F23 * run)
+            fc_wino2_input_plane_f32(x + (((n0 + n) * s.c_in + c) * D + i) * H * W, H, W,
+                                     s.pad[1], s.pad[2], tiles_h, tiles_w, buffer, run,
+                                     buffer + ELEMENTS_F23 * run)
         else:
-            fc_wino2_gradient_plane_f32(plane, OH, OW, tiles_h, tiles_w, buffer, run,
+            fc_wino2_gradient_plane_f32(g + (((n0 + n) * s.c_out + c - s.c_in) * OD + i)
+                                        * OH * OW, OH, OW, tiles_h, tiles_w, buffer, run,
                                         buffer + ELEMENTS_F23 * run)
     else:
         if is_input:
-            fc_wino2_input_plane_f64(plane, H, W, s.pad[1], s.pad[2], tiles_h, tiles_w, buffer,
-                                     run, buffer + ELEMENTS_F23 * run)
+            fc_wino2_input_plane_f64(x + (((n0 + n) * s.c_in + c) * D + i) * H * W, H, W,
+                                     s.pad[1], s.pad[2], tiles_h, tiles_w, buffer, run,
+                                     buffer + ELEMENTS_F23 * run)
         else:
-            fc_wino2_gradient_plane_f64(plane, OH, OW, tiles_h, tiles_w, buffer, run,
+            fc_wino2_gradient_plane_f64(g + (((n0 + n) * s.c_out + c - s.c_in) * OD + i)
+                                        * OH * OW, OH, OW, tiles_h, tiles_w, buffer, run,
                                         buffer + ELEMENTS_F23 * run)
     for e in range(ELEMENTS_F23):
-        memcpy(dst + e * e_stride + start, buffer + e * run, count * sizeof(floating))
+        memcpy(dst + e * e_stride + start, buffer + e * run, per_slice * sizeof(floating))
 
 
 cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw,
@@ -716,18 +712,16 @@ cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw
                               floating* xhat, floating* ghat, floating* m,
                               Py_ssize_t capacity, int num_threads) noexcept nogil:
     """0, or 1 where a thread's transform buffer could not be allocated."""
-    cdef Py_ssize_t L = lanes(<floating*> NULL)
     cdef Py_ssize_t KD = s.kernel[0]
     cdef Py_ssize_t tiles_w = (s.out_size[2] + 1) // 2
     cdef Py_ssize_t tiles_h = (s.out_size[1] + 1) // 2
     cdef Py_ssize_t per_slice = tiles_h * tiles_w
-    cdef Py_ssize_t per_image = gradient_slices(s) * per_slice
     cdef Py_ssize_t Kg = s.c_out_g, Cg = s.c_in_g
     cdef Py_ssize_t per_tap = ELEMENTS_F23 * s.c_out * Cg   # M's elements per depth tap
     cdef size_t buffer_bytes = plane_buffer(tiles_h, tiles_w, <floating*> NULL) \
         * sizeof(floating)
     cdef Py_ssize_t run = plane_run(per_slice, <floating*> NULL)
-    cdef Py_ssize_t n0, images, depth, item, items, e, grp, kd, co
+    cdef Py_ssize_t n0, images, depth, item, items, e, grp, kd, co, first, end, per_depth
     cdef int blas_threads_before
     cdef int failed = 0
     cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
@@ -736,14 +730,14 @@ cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw
     n0 = 0
     while n0 < s.n:
         images = min(images_per_chunk, s.n - n0)
-        # the GEMMs' depth: the chunk's tiles in whole vectors
-        depth = (images * per_image + L - 1) // L * L
-        items = (s.c_in + s.c_out) * (images * gradient_slices(s) + 1)
+        per_depth = images * per_slice     # a depth slice's tiles
+        items = (s.c_in + s.c_out) * images * gradient_depths(s)
         with parallel(num_threads=num_threads):
             buffer = <floating*> fc_workspace(WS_GRADIENT_PLANE, buffer_bytes)
             if buffer == NULL:
                 failed_flag[0] = 1
-            else:   # the split rows' zeros (winograd.h, fc_wino2_plane_scratch)
+            else:   # the split rows' zeros (winograd.h, fc_wino2_plane_scratch), per chunk:
+                    # a thread's buffer is known only inside the parallel region
                 memset(buffer + ELEMENTS_F23 * run, 0,
                        buffer_bytes - ELEMENTS_F23 * run * sizeof(floating))
             # a 7x7 plane is 16 tiles: items one at a time spent a sixth of a call in the
@@ -764,9 +758,18 @@ cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw
                 e = item // (KD * s.groups)
                 kd = item // s.groups % KD
                 grp = item % s.groups
+                tap_slices(s, kd, &first, &end)
+                depth = (end - first) * per_depth
+                if depth == 0:      # every gradient slice's input depth is padding
+                    if n0 == 0:
+                        memset(m + kd * per_tap + (e * s.c_out + grp * Kg) * Cg, 0,
+                               Kg * Cg * sizeof(floating))
+                    continue
                 gemm(False, True, <int> Kg, <int> Cg, <int> depth, <floating> 1,
-                     ghat + (e * s.c_out + grp * Kg) * capacity, <int> capacity,
-                     xhat + (e * s.c_in + grp * Cg) * capacity + kd * per_slice,
+                     ghat + (e * s.c_out + grp * Kg) * capacity + first * per_depth,
+                     <int> capacity,
+                     xhat + (e * s.c_in + grp * Cg) * capacity
+                     + (first + kd - s.pad[0]) * per_depth,
                      <int> capacity, beta, m + kd * per_tap + (e * s.c_out + grp * Kg) * Cg,
                      <int> Cg)
             release_blas(blas_local_threads(), blas_threads_before)
@@ -814,7 +817,7 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
         raise ValueError(f"conv_winograd.weight_grad: images_per_chunk must be >= 1, got "
                          f"{images_per_chunk}")
     capacity = gradient_capacity(min(images_per_chunk, s.n), g.shape[3], g.shape[4],
-                                 x.itemsize == 8, g.shape[2], dw.shape[2])
+                                 x.itemsize == 8, g.shape[2], x.shape[2])
     if capacity > INT_MAX or max(s.c_out_g, s.c_in_g) > INT_MAX:
         raise ValueError("conv_winograd.weight_grad: a GEMM dimension past BLAS's 32-bit sizes")
     if xhat.shape[0] < ELEMENTS_F23 * s.c_in * capacity \
@@ -835,11 +838,11 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
 
 
 def gradient_capacity(Py_ssize_t images, Py_ssize_t out_h, Py_ssize_t out_w,
-                      bint double_precision, Py_ssize_t out_d=1, Py_ssize_t depth_taps=1):
-    """Tiles a chunk of `images` holds in the weight gradient's scratch (whole vectors): its
-    images' tiles over out_d + depth_taps - 1 depth slices, then depth_taps - 1 slices more
-    (the last depth tap's GEMM reads the input's tiles that many slices on)."""
+                      bint double_precision, Py_ssize_t out_d=1, Py_ssize_t in_d=1):
+    """Tiles a chunk of `images` holds of each channel in the weight gradient's scratch: its
+    images' tiles over max(in_d, out_d) depth slices (the input's D, the gradient's D_out), in
+    whole vectors."""
     cdef Py_ssize_t L = lanes(<double*> NULL) if double_precision else lanes(<float*> NULL)
     cdef Py_ssize_t per_slice = ((out_h + 1) // 2) * ((out_w + 1) // 2)
-    cdef Py_ssize_t tiles = images * (out_d + depth_taps - 1) * per_slice
-    return (tiles + L - 1) // L * L + ((depth_taps - 1) * per_slice + L - 1) // L * L
+    cdef Py_ssize_t tiles = images * max(out_d, in_d) * per_slice
+    return (tiles + L - 1) // L * L

@@ -247,6 +247,16 @@ static inline int fc_wino_output_##SUFFIX(const T* m, ptrdiff_t e_stride, T bias
 FC_DEFINE_WINOGRAD(f32, float)
 FC_DEFINE_WINOGRAD(f64, double)
 
+/* w[0..2] = G^T u for u[0..3] at stride `s` (w at stride `ws`), for elements of type VT
+ * (a scalar T, or a vector of T) */
+#define FC_WINO2_GT(NAME, VT, T)                                                    \
+static inline void NAME(const VT* u, ptrdiff_t s, VT* w, ptrdiff_t ws) {            \
+    VT sum = (u[s] + u[2 * s]) * (T)0.5;                                            \
+    w[0] = u[0] + sum;                                                              \
+    w[ws] = (u[s] - u[2 * s]) * (T)0.5;                                             \
+    w[2 * ws] = sum + u[3 * s];                                                     \
+}
+
 /* The weight gradient by Winograd F(2x2, 3x3) (conv_winograd.pyx, weight_grad). A forward
  * tile is Y = A^T [(G g G^T) . (B^T d B)] A, so the gradient of its filter for the output
  * gradient dY of the tile is G^T [(B^T d B) . (A dY A^T)] G: summed over tiles (and images)
@@ -369,22 +379,10 @@ static inline void fc_wino2_gradient_plane_##SUFFIX(const T* g, ptrdiff_t OH, pt
         }                                                                                       \
 }                                                                                               \
                                                                                                 \
-/* w[0..2] = G^T u for u[0..3] at stride `s` (w at stride `ws`) */                              \
-static inline void fc_wino2_gt_##SUFFIX(const T* u, ptrdiff_t s, T* w, ptrdiff_t ws) {          \
-    T sum = (u[s] + u[2 * s]) * (T)0.5;                                                         \
-    w[0] = u[0] + sum;                                                                          \
-    w[ws] = (u[s] - u[2 * s]) * (T)0.5;                                                         \
-    w[2 * ws] = sum + u[3 * s];                                                                 \
-}                                                                                               \
-                                                                                                \
-/* the same on vectors: L filters' elements side by side */                                   \
-static inline void fc_wino2_gt_vec_##SUFFIX(const fc_wvec_##SUFFIX* u, ptrdiff_t s,             \
-                                            fc_wvec_##SUFFIX* w, ptrdiff_t ws) {                \
-    fc_wvec_##SUFFIX sum = (u[s] + u[2 * s]) * (T)0.5;                                          \
-    w[0] = u[0] + sum;                                                                          \
-    w[ws] = (u[s] - u[2 * s]) * (T)0.5;                                                         \
-    w[2 * ws] = sum + u[3 * s];                                                                 \
-}                                                                                               \
+/* G^T on a column of 4 (w[0..2] = G^T u, u at stride `s`, w at `ws`): on scalars, and on       \
+ * vectors of L filters side by side (FC_WINO2_GT) */                                           \
+FC_WINO2_GT(fc_wino2_gt_##SUFFIX, T, T)                                                         \
+FC_WINO2_GT(fc_wino2_gt_vec_##SUFFIX, fc_wvec_##SUFFIX, T)                                      \
                                                                                                 \
 /* L filters at a time from 16 vector reads of M (a filter at a time, its 16 scalar reads       \
  * e_stride apart took a fifth of a 512-channel call), then the rest one by one */             \

@@ -230,7 +230,7 @@ def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
     depth_taps = dw5.shape[2]
     elements = conv_winograd.GRADIENT_ELEMENTS
     capacity = conv_winograd.gradient_capacity(min(plan.images_per_unit, n), oh, ow,
-                                               dtype == np.float64, od, depth_taps)
+                                               dtype == np.float64, od, x5.shape[2])
     xhat = np.empty(elements * c_in * capacity, dtype)
     ghat = np.empty(elements * problem.out_channels * capacity, dtype)
     products = np.empty(elements * depth_taps * problem.out_channels * problem.in_per_group,

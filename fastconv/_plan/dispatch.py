@@ -871,14 +871,17 @@ def depthwise_rows_pays(problem, threads):
 WINOGRAD_GRAD_MIN_CHANNELS = 128
 WINOGRAD_GRAD_MIN_TILES = 128
 # In 3-d (F(2x2, 3x3) over each depth tap, the input's tiles transformed once for the KD
-# taps, the gradient's over KD - 1 zero slices more an image) on Zen 4, 2 threads, float32,
-# ms, gemm -> winograd (PyTorch): 128 -> 128 on 8x16x16, batch 2 (1024 tiles), 26.6 -> 16.3
-# (16.2); 128 -> 256, batch 4, 91 -> 55 (64); 256 -> 256, batch 2, 104 -> 51 (61); 128 ->
-# 128 on 4x16x16, batch 2 (512), 12.7 -> 9.6 (7.5); 128 -> 256 on 4x8x8, batch 8 (512), 22.3
-# -> 17.9 (15.3); but at batch 2 (128 tiles) 6.0-7.7 -> 5.5-8.0, a tie. 64 channels won on
-# large volumes (1 x 16x32x32: 27.0 -> 21.2) and tied or lost on smaller ones (64 -> 128 on
-# 8x16x16: 12.1-13.8 -> 9.1-14.4; 32 -> 64 on 16x32x32: 25.4-27.9 -> 25.9-41.5).
-WINOGRAD_GRAD_MIN_TILES_3D = 512
+# taps, each tap's GEMMs over just the gradient slices whose input depth is inside the
+# input) on Zen 4, 2 threads, float32, ms, gemm or phase -> winograd (PyTorch), batch 2
+# unless said: 128 -> 256 on 4x8x8 5.7 -> 3.2 (6.3); batch 8 24.1 -> 10.4 (14.6); 64 -> 128
+# on 8x16x16 11.0 -> 6.6 (8.0); 64 -> 64 on 4x8x8 1.03 -> 0.54 (0.50), batch 4 on 4x14x14
+# 5.6 -> 4.9 (3.1), batch 4 on 8x28x28 38.7 -> 20.3 (25.6), batch 1 on 16x32x32 22.6 -> 16.7
+# (19.5), batch 1 on 2x8x8 (32 tiles) 0.66 -> 0.54; 32 channels tie or lose (32 -> 64 on
+# 16x32x32 21.3-21.5 -> 19.3-24.7; 64 -> 32 there 23.9 -> 27.6; 32 -> 32 on 16x32x32 11.3
+# -> 12.5, on 8x16x16 1.73 -> 1.07), and so do the fewest tiles (128 -> 128 on 1 x 2x4x4, 8
+# tiles: 0.64 -> 1.23; 256 on 2 x 2x4x4, 16 tiles: 1.70 -> 1.62).
+WINOGRAD_GRAD_MIN_CHANNELS_3D = 64
+WINOGRAD_GRAD_MIN_TILES_3D = 32
 # Images per chunk: their transformed tiles, both operands, about this many bytes (they are
 # written, then read by the GEMMs: 4 images of 28x28 with 128 channels beat 1 and 8 by 3-9%).
 WINOGRAD_GRAD_CHUNK_BYTES = 12 << 20
@@ -899,19 +902,21 @@ def winograd_grad_tiles(problem):
 
 
 def winograd_grad_image_bytes(problem, itemsize):
-    """The transformed tiles of one image (both operands): in 3-d over D_out + KD - 1 depth
+    """The transformed tiles of one image (both operands): in 3-d over max(D, D_out) depth
     slices (conv_winograd.weight_grad)."""
     *depth, oh, ow = problem.out_size
-    slices = depth[0] + problem.kernel_size[0] - 1 if depth else 1
+    slices = max(depth[0], problem.in_size[0]) if depth else 1
     return ((problem.in_channels + problem.out_channels) * WINOGRAD_GRAD_ELEMENTS * itemsize
             * slices * -(-oh // 2) * -(-ow // 2))
 
 
 def winograd_grad_pays(problem):
     """True if `auto` should take the Winograd weight gradient (precision "fast")."""
-    min_tiles = WINOGRAD_GRAD_MIN_TILES_3D if problem.ndim == 3 else WINOGRAD_GRAD_MIN_TILES
+    min_channels, min_tiles = (
+        (WINOGRAD_GRAD_MIN_CHANNELS_3D, WINOGRAD_GRAD_MIN_TILES_3D) if problem.ndim == 3
+        else (WINOGRAD_GRAD_MIN_CHANNELS, WINOGRAD_GRAD_MIN_TILES))
     return (winograd_grad_computes(problem) and _precision.get_precision() == "fast"
-            and min(problem.in_per_group, problem.out_per_group) >= WINOGRAD_GRAD_MIN_CHANNELS
+            and min(problem.in_per_group, problem.out_per_group) >= min_channels
             and winograd_grad_tiles(problem) >= min_tiles)
 
 
@@ -919,8 +924,9 @@ WEIGHT_GRAD_RULES = (
     Rule("winograd", lambda p, *_: winograd_grad_pays(p),
          f"3x3 (in 3-d, KD x 3 x 3), stride 1, at least {WINOGRAD_GRAD_MIN_CHANNELS} channels "
          f"per group each way and {WINOGRAD_GRAD_MIN_TILES} 2x2 tiles of output gradient "
-         f"({WINOGRAD_GRAD_MIN_TILES_3D} in 3-d): Winograd F(2x2, 3x3), 16 GEMMs (per depth "
-         "tap) over the batch's tiles (precision 'fast')"),
+         f"(in 3-d {WINOGRAD_GRAD_MIN_CHANNELS_3D} and {WINOGRAD_GRAD_MIN_TILES_3D}): "
+         "Winograd F(2x2, 3x3), 16 GEMMs (per depth tap) over the batch's tiles (precision "
+         "'fast')"),
     Rule("depthwise", lambda p, itemsize=4, threads=1, *_: depthwise_rows_pays(p, threads),
          "one input and one output channel per group (depthwise), planes of at least "
          f"{DEPTHWISE_ROWS_MIN_PRODUCTS} positions x taps: each channel's sums over the whole "
@@ -1027,7 +1033,7 @@ def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas, pr
         chunks = -(-padded.batch // most)
         return Plan(Kernel.WEIGHT_GRAD_WINOGRAD, reason, threads,
                     tiling.kernel_geometry(padded),
-                    images_per_unit=-(-padded.batch // max(chunks, 1)) if padded.batch else 1)
+                    images_per_unit=max(1, -(-padded.batch // max(chunks, 1))))
     stacked = stacked_problem(padded, itemsize) if family == "gemm" and variant is None \
         else None
     if stacked is not None and not own_gemm(stacked):
