@@ -25,32 +25,34 @@ def _torch_setup(inp):
     return torch, {k: torch.from_numpy(v) for k, v in inp.items()}
 
 
-# --- conv2d backward: grad input + grad weight -------------------------------------------------
+# --- conv2d / conv3d backward: grad input + grad weight -----------------------------------------
 
-def _conv_backward_fastconv(kwargs):
+def _conv_backward_fastconv(nd, kwargs):
+    backward = getattr(grad, f"conv{nd}d_backward")
+
     def make(inp):
         x, w, g = inp["x"], inp["w"], inp["g"]
 
         def run():
             # both gradients in one call, as PyTorch's convolution_backward below
-            return grad.conv2d_backward(x, w, g, **kwargs)
+            return backward(x, w, g, **kwargs)
         return run
     return make
 
 
-def _conv_backward_torch(kwargs):
+def _conv_backward_torch(nd, kwargs):
     def make(inp):
         torch, t = _torch_setup(inp)
-        pair = lambda v: [v, v] if isinstance(v, int) else list(v)
-        stride, padding = pair(kwargs.get("stride", 1)), pair(kwargs.get("padding", 0))
-        dilation, groups = pair(kwargs.get("dilation", 1)), kwargs.get("groups", 1)
+        per_axis = lambda v: [v] * nd if isinstance(v, int) else list(v)
+        stride, padding = per_axis(kwargs.get("stride", 1)), per_axis(kwargs.get("padding", 0))
+        dilation, groups = per_axis(kwargs.get("dilation", 1)), kwargs.get("groups", 1)
 
         def run():
-            # what autograd runs for conv2d's backward: both gradients in one call
+            # what autograd runs for a convolution's backward: both gradients in one call
             with torch.no_grad():
                 return torch.ops.aten.convolution_backward(
                     t["g"], t["x"], t["w"], None, stride, padding, dilation, False,
-                    [0, 0], groups, [True, True, False])
+                    [0] * nd, groups, [True, True, False])
         return run
     return make
 
@@ -61,6 +63,7 @@ def _conv_backward_flops(inp):
 
 
 def _conv_backward_case(name, x_shape, w_shape, kwargs):
+    nd = len(w_shape) - 2
     g_shape = fastconv.output_shape(x_shape, w_shape, **kwargs)
     desc = f"grad input + grad weight, x{x_shape} w{w_shape} " + \
         " ".join(f"{k}={v}" for k, v in kwargs.items())
@@ -68,8 +71,8 @@ def _conv_backward_case(name, x_shape, w_shape, kwargs):
     depthwise = 1 < kwargs.get("groups", 1) == x_shape[1] == w_shape[0]
     return Case(name=name, family="backward", description=desc,
                 make_inputs=_inputs(x_shape, w_shape, g_shape),
-                impls={"fastconv": _conv_backward_fastconv(kwargs),
-                       "torch": _conv_backward_torch(kwargs)},
+                impls={"fastconv": _conv_backward_fastconv(nd, kwargs),
+                       "torch": _conv_backward_torch(nd, kwargs)},
                 flops=_conv_backward_flops,
                 bytes_moved=(lambda inp: 2 * inp["x"].nbytes + inp["g"].nbytes
                              + inp["w"].nbytes) if depthwise else None)
@@ -115,6 +118,10 @@ CASES = [
     _conv_backward_case("conv2d_backward_64", (8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1)),
     # ResNet-50's second stage (and VGG's wider layers): the weight gradient by Winograd
     _conv_backward_case("conv2d_backward_128", (8, 128, 28, 28), (128, 128, 3, 3),
+                        dict(padding=1)),
+    # the 3-d conv net's third layer: both gradients by Winograd (the weight's over each
+    # depth tap's slices)
+    _conv_backward_case("conv3d_backward", (2, 64, 8, 16, 16), (128, 64, 3, 3, 3),
                         dict(padding=1)),
     _conv_backward_case("depthwise_backward_3x3", (8, 144, 56, 56), (144, 1, 3, 3),
                         dict(padding=1, groups=144)),
