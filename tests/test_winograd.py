@@ -283,7 +283,8 @@ def test_an_inf_weight_keeps_auto_input_gradient_off_winograd():
 # --- 3-d: a (KD, 3, 3) kernel as KD 2-d ones over the input's depth slices --------------------
 
 # (batch, C_in, C_out, (D, H, W), KD, padding, groups): depth padding past the kernel, kernels
-# as deep as the input, 1-deep kernels, asymmetric padding, groups, more tiles than a panel
+# as deep as the input, 1-deep kernels, asymmetric padding, groups, more tiles than a panel,
+# blocks of tiles over several images (each input tile transformed once for its depth taps)
 GRID_3D = [
     (2, 4, 6, (5, 7, 9), 3, 1, 1),
     (1, 4, 4, (3, 6, 5), 3, ((0, 2), (1, 0), (2, 1)), 2),
@@ -292,6 +293,7 @@ GRID_3D = [
     (1, 5, 7, (3, 3, 3), 3, 0, 1),
     (3, 8, 8, (4, 9, 10), 3, "same", 4),
     (2, 16, 12, (6, 16, 12), 3, 1, 1),
+    (5, 6, 5, (4, 4, 6), 3, 1, 1),      # a block over many images: their extended slices
 ]
 
 
