@@ -636,11 +636,16 @@ cdef inline Py_ssize_t gradient_depths(const ConvShape* s) noexcept nogil:
     return max(s.in_size[0], s.out_size[0])
 
 
-cdef inline void tap_slices(const ConvShape* s, Py_ssize_t kd, Py_ssize_t* first,
-                            Py_ssize_t* end) noexcept nogil:
-    """The gradient slices [first, end) whose input depth i + kd - pad lies in [0, D)."""
-    first[0] = max(0, s.pad[0] - kd)
-    end[0] = max(first[0], min(s.out_size[0], s.in_size[0] + s.pad[0] - kd))
+cdef inline Py_ssize_t tap_first_slice(const ConvShape* s, Py_ssize_t kd) noexcept nogil:
+    """The first gradient slice whose input depth i + kd - pad lies in [0, D)."""
+    return max(0, s.pad[0] - kd)
+
+
+cdef inline Py_ssize_t tap_end_slice(const ConvShape* s, Py_ssize_t kd) noexcept nogil:
+    """One past the last gradient slice whose input depth lies in [0, D) (at least the first:
+    none where the tap sees only padding). Returned, not written through pointers: inside a
+    prange, a variable assigned only through its address is shared by the threads."""
+    return max(tap_first_slice(s, kd), min(s.out_size[0], s.in_size[0] + s.pad[0] - kd))
 
 
 cdef inline Py_ssize_t plane_run(Py_ssize_t per_slice, floating* dummy) noexcept nogil:
@@ -758,7 +763,8 @@ cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw
                 e = item // (KD * s.groups)
                 kd = item // s.groups % KD
                 grp = item % s.groups
-                tap_slices(s, kd, &first, &end)
+                first = tap_first_slice(s, kd)
+                end = tap_end_slice(s, kd)
                 depth = (end - first) * per_depth
                 if depth == 0:      # every gradient slice's input depth is padding
                     if n0 == 0:
