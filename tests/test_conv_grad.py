@@ -500,17 +500,61 @@ def test_weight_gradient_with_stacked_images(x_shape, c_out, kernel, kwargs, dty
     np.testing.assert_array_equal(WEIGHT_GRAD[nd](x, w_shape, g, **kwargs), one)
 
 
-def test_the_phase_weight_gradient_needs_a_plane_per_thread():
-    """Its work units are (image, group) planes: one image of one group would run on one
-    thread, so such a call goes to the GEMM, whose bands split among the threads."""
+def test_the_phase_weight_gradient_needs_a_plane_per_thread_or_an_image_of_few_channels():
+    """Its work units are (image, group) planes, one per thread; with fewer planes than
+    threads each plane's dot products are shared out instead, which pays only for a
+    strided stem (a few colour channels, whose strided im2col is mostly gathering): a
+    64-channel image, or a stride-1 colour one, goes to the GEMM, whose bands split among the
+    threads."""
     from fastconv.planning import plan_weight_grad, problem_from_call
     one = problem_from_call((1, 64, 56, 56), (64, 64, 3, 3), padding=1)
     two = problem_from_call((2, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    stem = problem_from_call((1, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    colour = problem_from_call((1, 3, 128, 128), (64, 3, 3, 3), padding=1)   # stride 1
     with fastconv.num_threads(2):
         assert plan_weight_grad(one, "float32").algorithm == "gemm"
+        assert plan_weight_grad(colour, "float32").algorithm == "gemm"
         assert plan_weight_grad(two, "float32").algorithm == "phase"
+        assert plan_weight_grad(stem, "float32").algorithm == "phase"
     with fastconv.num_threads(1):
         assert plan_weight_grad(one, "float32").algorithm == "phase"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((1, 3, 30, 29), (10, 3, 7, 7), dict(stride=2, padding=3)),     # a stem
+    ((1, 4, 34, 40), (6, 2, 3, 3), dict(padding=1, groups=2)),      # two planes
+    ((1, 4, 60, 63), (1, 4, 3, 3), dict(padding=(2, 1), dilation=2)),  # one output channel
+    ((3, 2, 40, 45), (5, 2, 3, 3), dict(stride=(1, 2), padding=1)),  # 3 planes, 4 threads
+    ((1, 3, 5, 6, 7), (4, 3, 3, 3, 3), dict(padding=1)),            # 3-d
+])
+def test_phase_weight_gradient_with_fewer_planes_than_threads(x_shape, w_shape, kwargs,
+                                                               dtype):
+    """Each plane's dot-product tiles shared out among the threads: the reference's gradient
+    and bias gradient, and the same bits as on one thread (one chunk per plane)."""
+    from fastconv._ops.conv_grad import weight_grad_of
+    from fastconv.planning import plan_weight_grad, problem_from_call
+    rng = np.random.default_rng(w_shape[0])
+    x = rng.standard_normal(x_shape).astype(dtype)
+    g = rng.standard_normal(fastconv.output_shape(x_shape, w_shape, **kwargs)).astype(dtype)
+    problem = problem_from_call(x_shape, w_shape, **kwargs)
+    runs = {}
+    for threads in (1, 2, 4):
+        bias = np.empty(w_shape[0], dtype)
+        with fastconv.num_threads(threads):
+            # enough work for a team: the planes really are fewer than the threads
+            assert plan_weight_grad(problem, dtype, "phase").threads == threads
+            got = weight_grad_of(problem, x, g, w_shape, dtype, bias_out=bias,
+                                 algorithm="phase")
+        runs[threads] = got, bias
+    want = reference.conv_weight_grad(x, w_shape, g, **kwargs)
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(runs[2][0], want, rtol=tol, atol=tol * np.abs(want).max())
+    np.testing.assert_allclose(runs[2][1], g.sum(axis=(0,) + tuple(range(2, g.ndim))),
+                               rtol=tol, atol=tol * np.abs(g).sum())
+    for threads in (2, 4):
+        np.testing.assert_array_equal(runs[threads][0], runs[1][0])
+        np.testing.assert_array_equal(runs[threads][1], runs[1][1])
 
 
 

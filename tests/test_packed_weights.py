@@ -1,7 +1,10 @@
 """The packed kernels' weights. The forward kernels read each filter where it lies (a row of
 the micro-kernel's product): nothing is packed, remembered or compared per call, and a weight
 changed in place gives the new answer at once. The 1x1 input gradient multiplies by the
-weights' transpose, packed once and reused while they do not change (the cache compares the
+weights' transpose: read where it lies too when a group's input channels fill whole panels of
+the register tile (24 and 48 do for every tile: 8 or 12 rows with AVX-512, 6 with AVX2 and at
+the baseline) and the positions are few (at most 8 panels of them: 32 at the baseline in
+float64), else packed once and reused while the weights do not change (the cache compares the
 bytes, see weight_cache)."""
 import numpy as np
 import pytest
@@ -59,9 +62,27 @@ def test_forward_kernels_read_the_weights_where_they_lie(algorithm, x_shape, w_s
     assert packed_entries() == []
 
 
-def test_the_1x1_input_gradient_remembers_the_transposed_packing():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_the_1x1_input_gradient_reads_a_transpose_of_whole_panels_where_it_lies(groups,
+                                                                                dtype):
+    rng = np.random.default_rng(2)
+    c_in = 48 * groups            # 48 per group: whole panels of every register tile
+    x_shape, w = (1, c_in, 5, 5), rng.standard_normal((20 * groups, 48, 1, 1)).astype(dtype)
+    g = rng.standard_normal((1, 20 * groups, 5, 5)).astype(dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    for step in range(2):
+        dx = grad.conv2d_input(x_shape, w, g, groups=groups, algorithm="gemm1x1_stacked")
+        np.testing.assert_allclose(dx, reference.conv_input_grad(x_shape, w, g, groups=groups),
+                                   rtol=tol, atol=tol)
+        assert packed_entries() == []
+        w *= 1.5     # in place: the new weights' answer at once
+
+
+def test_the_1x1_input_gradient_remembers_the_transposed_packing_of_partial_panels():
     rng = np.random.default_rng(3)
-    x_shape, w = (4, 12, 7, 7), rng.standard_normal((20, 12, 1, 1))
+    # 13 input channels: a last panel of the tile part empty, packed with zeros past them
+    x_shape, w = (4, 13, 7, 7), rng.standard_normal((20, 13, 1, 1))
     g = rng.standard_normal((4, 20, 7, 7))
     for step in range(2):
         dx = grad.conv2d_input(x_shape, w, g, algorithm="gemm1x1_stacked")
@@ -81,11 +102,13 @@ def test_weights_made_for_one_call_are_not_remembered():
     assert packed_entries() == []
 
 
-@pytest.mark.parametrize("adjoint", [False, True])
-def test_the_entry_point_takes_prepacked_weights_with_the_same_bits(adjoint):
+@pytest.mark.parametrize("adjoint, channels", [(False, 9), (True, 9), (True, 24)],
+                         ids=["forward", "adjoint-packed-here", "adjoint-where-it-lies"])
+def test_the_entry_point_takes_prepacked_weights_with_the_same_bits(adjoint, channels):
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((3, 9, 6, 6)).astype(np.float32)
-    w = rng.standard_normal((9, 9, 1, 1) if adjoint else (11, 9, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1 if channels == 24 else 3, channels, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((channels, channels, 1, 1) if adjoint else (11, channels, 3, 3)
+                            ).astype(np.float32)
     problem = problem_from_call(x, w, padding=0 if adjoint else 1)
     plan = plan_conv(problem, np.float32, "packed_segments")
     w5 = w[:, :, None]

@@ -25,6 +25,31 @@ from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 cdef enum:
     WS_PACKED_WEIGHTS, WS_SHARED_PANELS, WS_PANELS, WS_SEGMENTS, WS_STACKED_SUMS
 
+cdef enum:
+    # The 1x1 input gradient reads its weight's transpose where it lies when each A panel
+    # meets at most this many panels of positions (AMD Zen 4, in one process: 2048 <-> 512
+    # channels on 7x7 and 256 <-> 1024 on 14x14 at batch 1, 2 and 5 panels, 7-40% faster
+    # than packing it first; at batch 8, 9-33 panels, level within 5% either way, and a
+    # packed copy is remembered for calls with the same weights).
+    ADJOINT_IN_PLACE_MAX_PANELS = 8
+
+
+cdef inline bint adjoint_in_place(Py_ssize_t rows, Py_ssize_t positions, Py_ssize_t MR,
+                                  Py_ssize_t NR) noexcept nogil:
+    """True if a 1x1 input gradient of `rows` input channels a group over `positions`
+    stacked positions reads its weight's transpose where it lies: whole panels of MR rows
+    (a panel's MR values of a tap lie side by side in the weight's row), few panels of NR
+    positions to reuse each A panel over."""
+    return rows % MR == 0 and positions <= ADJOINT_IN_PLACE_MAX_PANELS * NR
+
+
+def adjoint_read_in_place(Py_ssize_t rows, Py_ssize_t positions, int shape,
+                          bint double_precision):
+    """adjoint_in_place for Python: whether input_grad needs no packed weights."""
+    if double_precision:
+        return adjoint_in_place(rows, positions, tile_mr(shape), tile_nr(shape, <double*> NULL))
+    return adjoint_in_place(rows, positions, tile_mr(shape), tile_nr(shape, <float*> NULL))
+
 
 def tile_size(bint double_precision, int shape=TILE_WIDE):
     """(MR, NR) of the packed GEMM micro-kernel's register tile `shape` on this CPU."""
@@ -303,9 +328,9 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
                              const floating* prepacked, int num_threads) noexcept nogil:
     """out := the 1x1 convolution of x by w (+ bias) described by `s`; `adjoint`: w is the
     weight of the convolution whose input gradient this is, (C_in = s.c_out, C_out/groups =
-    s.c_in_g) laid out as that layer's, and it is transposed while being packed.
-    `prepacked`: w already packed so, or NULL to read w (C-contiguous) where it lies, or
-    with `adjoint` to pack it here."""
+    s.c_in_g) laid out as that layer's, read as its transpose.
+    `prepacked`: w already packed so, or NULL to read w (C-contiguous) where it lies; with
+    `adjoint`, where it lies if adjoint_in_place, else packed here."""
     # work item: (group, tile of stacked positions, block of output channels)
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
     cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, plane = geo.out_plane
@@ -317,8 +342,10 @@ cdef int conv_packed_stacked(const floating* x, const floating* w, const floatin
     cdef Py_ssize_t item, t, g, block, q_begin, count, first_panel, panels, rows, n_runs
     cdef Py_ssize_t k, e, r, co
     cdef const StackedRun* run
-    cdef Py_ssize_t a_stride = K if prepacked == NULL and not adjoint else 0
-    cdef const floating* a = prepacked if prepacked != NULL else w if a_stride > 0 else \
+    # A where it lies: a layer's filters (a_stride > 0), or a 1x1 layer's transpose (< 0)
+    cdef Py_ssize_t a_stride = 0 if prepacked != NULL else -s.c_out_g if adjoint \
+        and adjoint_in_place(s.c_out_g, positions, MR, NR) else 0 if adjoint else K
+    cdef const floating* a = prepacked if prepacked != NULL else w if a_stride != 0 else \
         <floating*> fc_workspace(WS_PACKED_WEIGHTS,
                                  s.groups * m_panels * K * MR * sizeof(floating))
     cdef floating* b_packed = NULL

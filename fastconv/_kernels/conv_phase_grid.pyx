@@ -13,7 +13,7 @@ these kernels trust their inputs.
 from cython cimport floating
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, output_range, decode_tap, \
     shape5
@@ -23,7 +23,8 @@ from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile
     choose_tile, vector_width, group_panels, pack_a_panels, prepacked_pointer, multiply_tile, \
     PackedGeometry, packed_geometry
 from fastconv._kernels.sums cimport plane_sum
-from fastconv._kernels.pair_rows cimport fc_copy_rows, split_pairs_rows, merge_pairs_rows
+from fastconv._kernels.pair_rows cimport fc_copy_rows, fc_zero_short, split_pairs_rows, \
+    merge_pairs_rows
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
 cdef extern from "dot_tiles.h":
@@ -276,6 +277,31 @@ cdef void extend_rows(const floating* g_plane, const ConvShape* s, const PhaseGr
     for od in range(OD):
         fc_copy_rows(g_ext + od * pg.q[1] * pg.q[2], pg.q[2] * sizeof(floating),
                      g_plane + od * OH * OW, OW * sizeof(floating), OW * sizeof(floating), OH)
+
+
+cdef void extend_row_of_images(const floating* g_plane, Py_ssize_t image_stride,
+                               Py_ssize_t count, const ConvShape* s, const PhaseGrid* pg,
+                               floating* g_ext, Py_ssize_t row_length) noexcept nogil:
+    """One channel of `count` images (planes image_stride apart) on the extended grid, side
+    by side in the row g_ext[0:row_length] (image b at b * pg.plane), every element written:
+    the zeros past OW, OH and OD and after the last image too, so that the row needs no
+    clearing first (a memset of every row for every unit was a fifth of a batch-1 stem's
+    weight gradient)."""
+    cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t Q1 = pg.q[1], Q2 = pg.q[2]
+    cdef Py_ssize_t b, od, oh
+    cdef floating* depth
+    for b in range(count):
+        extend_rows(g_plane + b * image_stride, s, pg, g_ext + b * pg.plane)
+        for od in range(OD):
+            depth = g_ext + b * pg.plane + od * Q1 * Q2
+            if Q2 > OW:
+                for oh in range(OH):
+                    fc_zero_short(depth + oh * Q2 + OW, (Q2 - OW) * sizeof(floating))
+            memset(depth + OH * Q2, 0, (Q1 - OH) * Q2 * sizeof(floating))
+        memset(g_ext + b * pg.plane + OD * Q1 * Q2, 0,
+               (pg.plane - OD * Q1 * Q2) * sizeof(floating))
+    memset(g_ext + count * pg.plane, 0, (row_length - count * pg.plane) * sizeof(floating))
 
 
 cdef void extend_gradient(const floating* g_block, const ConvShape* s, const PhaseGrid* pg,
@@ -583,6 +609,86 @@ cdef void valid_mask(const ConvShape* s, const PhaseGrid* pg, Py_ssize_t length,
             mask64[p] = -1 if keep else 0
 
 
+ctypedef struct DotTiles:
+    # the weight gradient's (output channels) x (taps) of a group in register tiles of
+    # dot products, both padded to whole tiles
+    Py_ssize_t M, K, tile_m, tile_k, M_pad, K_pad
+    bint one_row             # one output channel a group: tiles of one row
+
+
+cdef inline DotTiles dot_tiles(const ConvShape* s) noexcept nogil:
+    cdef DotTiles dt
+    dt.M = s.c_out_g
+    dt.K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
+    dt.one_row = dt.M == 1
+    dt.tile_m = 1 if dt.one_row else FC_DOT_M
+    dt.tile_k = FC_DOT_ROW_K if dt.one_row else FC_DOT_K
+    dt.M_pad = (dt.M + dt.tile_m - 1) // dt.tile_m * dt.tile_m
+    dt.K_pad = (dt.K + dt.tile_k - 1) // dt.tile_k * dt.tile_k
+    return dt
+
+
+cdef int weight_grad_phase_tiles(const floating* x, const floating* g, floating* dw,
+                                 const ConvShape* s, const PhaseGrid* pg,
+                                 const Py_ssize_t* offsets, void* mask, Py_ssize_t row_length,
+                                 Py_ssize_t B, floating* sums, int num_threads,
+                                 double* plane_sums) noexcept nogil:
+    """weight_grad_phase for fewer work units than threads (one image of one group): the
+    units in turn, each one's grid filled once and its extended gradient row by row among
+    the threads, then its dot-product tiles shared out among them. Each tile adds the units'
+    sums in unit order, as chunks of one unit each would add them: the same bits as
+    weight_grad_phase's chunks. sums: the group x M_pad x K_pad accumulators."""
+    cdef DotTiles dt = dot_tiles(s)
+    cdef Py_ssize_t M = dt.M, K_pad = dt.K_pad, M_pad = dt.M_pad
+    cdef Py_ssize_t k_tiles = K_pad // dt.tile_k
+    cdef Py_ssize_t tiles = M_pad // dt.tile_m * k_tiles
+    cdef Py_ssize_t V = vector_width(<floating*> NULL)
+    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t units = (s.n + B - 1) // B * s.groups
+    cdef Py_ssize_t phases = s.c_in_g * s.stride[0] * s.stride[1] * s.stride[2]
+    cdef Py_ssize_t unit, g_idx, first, count, b, j, tile, m0, k0, length, i
+    cdef floating* grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
+    cdef floating* g_ext = <floating*> fc_workspace(WS_G_EXTENDED,
+                                                    M_pad * row_length * sizeof(floating))
+    if grid == NULL or g_ext == NULL:
+        return 1
+    clear_phase_grid(pg, grid)
+    memset(sums, 0, s.groups * M_pad * K_pad * sizeof(floating))
+    # the padding rows of g stay zero; the others are rewritten for each unit
+    memset(g_ext + M * row_length, 0, (M_pad - M) * row_length * sizeof(floating))
+    for unit in range(units):
+        g_idx = unit % s.groups
+        first = (unit // s.groups) * B
+        count = s.n - first if s.n - first < B else B
+        if count < B:
+            # a short last block's empty image slots hold zeros (see weight_grad_phase)
+            for j in range(phases):
+                memset(grid + j * pg.phase_stride + count * pg.plane, 0,
+                       (B - count) * pg.plane * sizeof(floating))
+        for b in range(count):
+            fill_phase_grid(x + ((first + b) * s.c_in + g_idx * s.c_in_g) * in_plane, s, pg,
+                            grid + b * pg.plane)
+        for j in prange(M, num_threads=num_threads, schedule='static'):
+            extend_row_of_images(g + (first * s.c_out + g_idx * M + j) * out_plane,
+                                 s.c_out * out_plane, count, s, pg, g_ext + j * row_length,
+                                 row_length)
+            for b in range(count):
+                if plane_sums != NULL:
+                    plane_sums[(first + b) * s.c_out + g_idx * M + j] = plane_sum(
+                        g + ((first + b) * s.c_out + g_idx * M + j) * out_plane, out_plane)
+        length = (count * pg.plane + V - 1) // V * V
+        for tile in prange(tiles, num_threads=num_threads, schedule='dynamic'):
+            m0 = tile // k_tiles * dt.tile_m
+            k0 = tile % k_tiles * dt.tile_k
+            dot_tile(g_ext + m0 * row_length, row_length, grid, offsets + k0, mask, length,
+                     sums + (g_idx * M_pad + m0) * K_pad + k0, K_pad, dt.one_row)
+    for i in prange(s.c_out, num_threads=num_threads, schedule='static'):
+        memcpy(dw + i * dt.K, sums + ((i // M) * M_pad + i % M) * K_pad,
+               dt.K * sizeof(floating))
+    return 0
+
+
 cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                            const ConvShape* s, Py_ssize_t images_per_unit, Py_ssize_t chunks,
                            int num_threads, double* plane_sums=NULL) noexcept nogil:
@@ -597,13 +703,10 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
     cdef Py_ssize_t B = images_per_unit
     cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
     cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
-    cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
-    cdef Py_ssize_t M = s.c_out_g
-    cdef bint one_row = M == 1
-    cdef Py_ssize_t tile_m = 1 if one_row else FC_DOT_M
-    cdef Py_ssize_t tile_k = FC_DOT_ROW_K if one_row else FC_DOT_K
-    cdef Py_ssize_t K_pad = (K + tile_k - 1) // tile_k * tile_k
-    cdef Py_ssize_t M_pad = (M + tile_m - 1) // tile_m * tile_m
+    cdef DotTiles dt = dot_tiles(s)
+    cdef Py_ssize_t K = dt.K, M = dt.M, K_pad = dt.K_pad, M_pad = dt.M_pad
+    cdef Py_ssize_t tile_m = dt.tile_m, tile_k = dt.tile_k
+    cdef bint one_row = dt.one_row
     cdef Py_ssize_t blocks = (s.n + B - 1) // B
     cdef Py_ssize_t units = blocks * s.groups
     cdef Py_ssize_t size = s.groups * M_pad * K_pad
@@ -637,6 +740,11 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
     if partial == NULL or mask == NULL:
         return 1
     valid_mask(s, &pg, row_length, <floating*> NULL, mask)
+    if units < num_threads:
+        failed = weight_grad_phase_tiles(x, g, dw, s, &pg, offsets, mask, row_length, B,
+                                         partial, num_threads, plane_sums)
+        fc_workspace_trim()
+        return failed
     # one parallel region: the chunks, then (after prange's barrier) their reduction
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
@@ -656,7 +764,8 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                 g_idx = unit % s.groups
                 first = (unit // s.groups) * B
                 count = s.n - first if s.n - first < B else B
-                memset(g_ext, 0, M_pad * row_length * sizeof(floating))
+                # the padding rows of g: zero (the others are written whole below)
+                memset(g_ext + M * row_length, 0, (M_pad - M) * row_length * sizeof(floating))
                 if count < B:
                     # a short last block: the mask keeps positions of its empty image slots
                     # (g_ext is zero there), so they must hold zeros, not an earlier unit's
@@ -664,12 +773,14 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                     for j in range(phases):
                         memset(grid + j * pg.phase_stride + count * pg.plane, 0,
                                (B - count) * pg.plane * sizeof(floating))
+                for j in range(M):
+                    extend_row_of_images(g + (first * s.c_out + g_idx * M + j) * out_plane,
+                                         s.c_out * out_plane, count, s, &pg,
+                                         g_ext + j * row_length, row_length)
                 for b in range(count):
                     fill_phase_grid(x + ((first + b) * s.c_in + g_idx * s.c_in_g) * in_plane,
                                     s, &pg, grid + b * pg.plane)
                     for j in range(M):
-                        extend_rows(g + ((first + b) * s.c_out + g_idx * M + j) * out_plane,
-                                    s, &pg, g_ext + j * row_length + b * pg.plane)
                         if plane_sums != NULL:
                             plane_sums[(first + b) * s.c_out + g_idx * M + j] = plane_sum(
                                 g + ((first + b) * s.c_out + g_idx * M + j) * out_plane,

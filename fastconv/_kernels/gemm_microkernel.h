@@ -149,7 +149,9 @@ enum { FC_VEC_f32 = FC_GEMM_VEC_BYTES / sizeof(float),
  * NR contiguous elements anywhere (the phase grid's rows, read in place). A's element (m, k)
  * is a[k * MR + m] (a packed panel), or with lda > 0 a[m * lda + k]: A's rows where they lie
  * (a layer's filters, one per output channel), rows past m_valid read as the last valid one
- * (computed, never stored). Read in place, a layer's weights need no packed copy to keep
+ * (computed, never stored), or with lda < 0 a[k * -lda + m]: A's columns where they lie (a
+ * 1x1 layer's weight read as its transpose, for its input gradient; all MR rows are read,
+ * and `offsets` must be NULL). Read in place, a layer's weights need no packed copy to keep
  * nor to check against the weights on every call.
  * fc_gemm_rows_tile_*: the same product with A read where it lies, A's element (m, k) at
  * a_rows[m][a_offsets[k]] (rows m < m_valid are read): the patches of a tile of channels-last
@@ -173,6 +175,9 @@ static inline void fc_gemm_tile_##NAME(ptrdiff_t k_len, const T* a, ptrdiff_t ld
         FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, HALF, b + offsets[k], a_row[m][k])                  \
     } else if (lda > 0) {                                                                      \
         FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, HALF, b + k * b_stride, a_row[m][k])                \
+    } else if (lda < 0) {                                                                      \
+        const ptrdiff_t a_step = -lda;                                                         \
+        FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, HALF, b + k * b_stride, a[k * a_step + m])          \
     } else if (offsets != NULL) {                                                              \
         FC_GEMM_K_LOOP(SUFFIX, T, MR, NRV, HALF, b + offsets[k], a[k * MR + m])                \
     } else {                                                                                   \

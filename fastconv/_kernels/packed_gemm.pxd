@@ -246,7 +246,8 @@ cdef inline void gemm_tile(int shape, Py_ssize_t k_len, const floating* a, Py_ss
                            floating* c, Py_ssize_t ldc, Py_ssize_t m_valid, Py_ssize_t n_valid,
                            const floating* bias, bint accumulate) noexcept nogil:
     """The register tile `shape`, or for a last panel of fewer vectors its tail; A a packed
-    panel (lda 0) or rows lda apart where they lie (gemm_microkernel.h)."""
+    panel (lda 0), rows lda apart where they lie, or columns -lda apart where they lie (lda <
+    0) (gemm_microkernel.h)."""
     if floating is float:
         fc_gemm_f32(shape, k_len, a, lda, b, b_stride, offsets, c, ldc,
                     m_valid, n_valid, bias, accumulate)
@@ -275,11 +276,15 @@ cdef inline const floating* group_panels(const floating* a, Py_ssize_t a_stride,
                                          Py_ssize_t g, Py_ssize_t first_panel) noexcept nogil:
     """Where group g's weights start, from panel first_panel on, for multiply_tile: in
     pack_weights' panels (a_stride 0), or a layer's filters where they lie (a_stride > 0: the
-    K taps of each output channel's filter, rows a_stride apart)."""
+    K taps of each output channel's filter, rows a_stride apart), or a 1x1 layer's weight
+    where it lies, read as its transpose (a_stride < 0: pack_weights' adjoint operand, the
+    group's K rows -a_stride apart)."""
     cdef Py_ssize_t MR = tile_mr(shape)
     cdef Py_ssize_t K = s.c_in_g * s.kernel[0] * s.kernel[1] * s.kernel[2]
     if a_stride > 0:
         return a + (g * s.c_out_g + first_panel * MR) * a_stride
+    if a_stride < 0:
+        return a - g * K * a_stride + first_panel * MR
     return a + (g * ((s.c_out_g + MR - 1) // MR) + first_panel) * K * MR
 
 
@@ -292,7 +297,9 @@ cdef inline void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t cha
     """out[c, j] (+)= bias[c] + sum_k a[c, k] b[k, j] for one group's `channels` and `count`
     positions, K in blocks whose A and B panel slices stay in L1 while C accumulates. With
     `b_offsets`, B is read in place: b[k, j] = b_packed[b_offsets[k] + j]; with a_stride > 0,
-    A too: a[c, k] = a_packed[c * a_stride + k] (a group's filters where they lie)."""
+    A too: a[c, k] = a_packed[c * a_stride + k] (a group's filters where they lie); with
+    a_stride < 0 (and no b_offsets), a[c, k] = a_packed[k * -a_stride + c] (a 1x1 weight's
+    transpose where it lies; `channels` a whole number of panels)."""
     cdef Py_ssize_t MR = tile_mr(shape)
     cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))
     cdef Py_ssize_t k0, k_len, panel, j, m_valid, n_valid
@@ -304,6 +311,7 @@ cdef inline void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t cha
             for j in range((count + NR - 1) // NR):
                 n_valid = count - j * NR if count - j * NR < NR else NR
                 gemm_tile(shape, k_len, a_packed + panel * MR * a_stride + k0 if a_stride > 0
+                          else a_packed + panel * MR - k0 * a_stride if a_stride < 0
                           else a_packed + panel * K * MR + k0 * MR, a_stride,
                           b_packed + j * NR if b_offsets != NULL
                           else b_packed + j * K * NR + k0 * NR, NR,

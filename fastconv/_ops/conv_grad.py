@@ -101,11 +101,15 @@ def input_grad_kernel(plan, problem, g, w, dx):
     elif kernel in (Kernel.INPUT_GRAD_PHASE_CLASSES, Kernel.INPUT_GRAD_PHASE_SCATTER):
         conv_phase_grid.input_grad(*args, plan.tile_panels, plan.threads)
     elif kernel == Kernel.INPUT_GRAD_GEMM1X1_STACKED:
-        # remembered: a loop that optimizes the input (adversarial examples, style transfer)
-        # back-propagates through the same weights every step
+        # The kernel reads the weight's transpose where it lies for few positions (whole
+        # panels of input channels); else its packed transpose is remembered: a loop that
+        # optimizes the input (adversarial examples, style transfer) back-propagates through
+        # the same weights every step
+        in_place = conv_packed.adjoint_read_in_place(w.shape[1], g[:, 0].size, plan.tile_shape,
+                                                     w.dtype == np.float64)
+        packed = None if in_place else adjoint_packed_weights(plan, args[2], problem.groups)
         conv_packed.input_grad(*args, plan.tile_panels, plan.channel_panels, plan.tile_shape,
-                               plan.threads, adjoint_packed_weights(plan, args[2],
-                                                                    problem.groups))
+                               plan.threads, packed)
     else:   # INPUT_GRAD_COL2IM_BLAS, _COL2IM_PACKED, _GEMM1X1_BLAS
         conv_im2col.input_grad(*args, plan.band_rows, plan.channel_chunks, plan.threads)
 

@@ -833,6 +833,29 @@ PHASE_GRID_MAX_WEIGHT_GRAD = 1 << 18     # C_out x C_in/groups x taps
 PHASE_GRID_MAX_WEIGHT_GRAD_SMALL = 1 << 16
 
 
+# With fewer (image, group) planes than threads (batch 1), the phase grid's weight gradient
+# shares each plane's dot products out among the threads. It pays for a strided stem: the
+# GEMM's im2col of a few-channel input gathers each tap's row one strided element at a time,
+# while the grid copies the input once; with more taps than output channels, the extended
+# copy of the output gradient that the dot products read costs less than that im2col. Zen 4,
+# 2 threads, float32, batch 1, ms, phase / gemm (PyTorch): 3 -> 64 7x7 stride 2 on 224x224
+# 1.68 / 2.65 (1.36), in one process without PyTorch (minima) 2.67 / 3.41 in a slow hour;
+# 3 -> 96 11x11 stride 4 1.44 / 1.65; 3 -> 24 7x7 stride 2 on 112x112 0.26 / 0.40; 3 -> 64
+# 5x5 stride 2 1.08 / 1.27 (medians 2.28 / 1.52). Not at stride 1 nor with few taps: 3 -> 64
+# 3x3 on 128x128 2.08 / 0.62 (0.90), 3 -> 32 3x3 stride 2 1.35 / 0.58, 1 -> 16 5x5 on 256x256
+# 1.28 / 0.84; nor for more channels: 64 -> 64 3x3 on 56x56 1.55 / 1.52, 32 on 112x112 2.83 /
+# 1.75, 16 on 64x64 0.39 / 0.26.
+PHASE_SHARED_PLANE_MAX_CHANNELS = 4
+
+
+def phase_shared_plane_pays(problem):
+    """True if the phase grid's weight gradient should share one plane's dot products among
+    the threads (see above)."""
+    return (problem.in_per_group <= PHASE_SHARED_PLANE_MAX_CHANNELS
+            and any(s > 1 for s in problem.stride)
+            and problem.gemm_depth >= problem.out_channels // problem.groups)
+
+
 def phase_weight_grad_limit(problem, itemsize):
     """The largest weight gradient (elements) that auto computes on the phase grid."""
     if problem.ndim == 3 or prod(problem.kernel_size) == 1 \
@@ -934,10 +957,13 @@ WEIGHT_GRAD_RULES = (
          "zero-padded copies of its input rows"),
     Rule("phase", lambda p, itemsize=4, threads=1, *_: (
         p.out_channels * p.gemm_depth <= phase_weight_grad_limit(p, itemsize)
-        and p.batch * p.groups >= threads and tiling.phase_grid_fits(p, itemsize)),
+        and (p.batch * p.groups >= threads or phase_shared_plane_pays(p))
+        and tiling.phase_grid_fits(p, itemsize)),
          "dot products of the output gradient with the stride-phase grid of the input (no "
          "unfolding, no transposition; the bias gradient summed on the way), one (image, "
-         "group) plane or more per thread"),
+         "group) plane or more per thread, or with fewer planes than threads a strided stem's "
+         f"(at most {PHASE_SHARED_PLANE_MAX_CHANNELS} input channels, more taps than output "
+         "channels), each plane's dot products shared out"),
     Rule("gemm", lambda *_: True,
          "im2col bands (or the input itself for a 1x1 kernel) times the output gradient, on "
          "fastconv's micro-kernel, summed in fixed partial sums (small planes: the images' "
