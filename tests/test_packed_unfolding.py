@@ -76,13 +76,39 @@ def test_phase_grid_is_chosen_for_batches_of_small_planes_only():
     small = planning.problem_from_call((32, 16, 28, 28), (32, 16, 3, 3), stride=2,
                                            padding=1)
     assert dispatch.packed_phase_grid(small, 4, num_threads=2)
-    # fewer (image, group) planes than threads: the segment path splits each plane instead
+    # fewer (image, group) planes than threads: the segment path splits each plane instead,
+    # but for a strided stem, whose one plane's tiles the phase grid shares out
     assert not dispatch.packed_phase_grid(dataclasses.replace(small, batch=1), 4, num_threads=2)
+    stem = planning.problem_from_call((1, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    assert dispatch.packed_phase_grid(stem, 4, num_threads=2)
     # nothing to unfold in a 1x1 convolution; a huge plane would need a huge copy
     pointwise = planning.problem_from_call((8, 64, 28, 28), (64, 64, 1, 1))
     assert not dispatch.packed_phase_grid(pointwise, 4, num_threads=2)
     huge = planning.problem_from_call((4, 64, 512, 512), (64, 64, 3, 3), padding=1)
     assert not dispatch.packed_phase_grid(huge, 4, num_threads=2)
+
+
+@pytest.mark.parametrize("case, threads", [
+    ((2, 1, 3, 16, (40, 41), 7, 2, 3, 1, 1), 2),                  # a stem, one image
+    ((2, 1, 3, 16, (40, 41), 7, 2, 3, 1, 1), 3),
+    ((2, 1, 4, 12, (60, 66), (3, 5), (2, 3), (1, 2), 1, 2), 3),   # two planes: two groups
+    ((2, 3, 3, 10, (30, 30), 5, 2, 2, 1, 1), 4),                  # three images
+    ((1, 1, 3, 16, 500, 7, 2, 3, 1, 1), 2),
+    ((3, 1, 3, 8, (8, 20, 20), 3, 2, 1, 1, 1), 2),
+], ids=lambda c: f"{c[0]}d-b{c[1]}-g{c[9]}" if isinstance(c, tuple) else f"t{c}")
+def test_phase_grid_with_fewer_planes_than_threads_equals_segments(case, threads):
+    """Each plane's tiles of positions shared out among the threads, its grid filled once:
+    the segments' bits, and the reference."""
+    nd, x, w, b, kw = make_case(case, np.float32)
+    problem = planning.problem_from_call(x.shape, w.shape, **kw)
+    assert problem.batch * problem.groups < threads
+    with fastconv.num_threads(threads):
+        # enough work for a team: the planes really are fewer than the threads
+        assert planning.plan_conv(problem, np.float32, "packed_phase").threads == threads
+        phase = CONV[nd](x, w, b, **kw, algorithm="packed_phase")
+    np.testing.assert_array_equal(phase, CONV[nd](x, w, b, **kw, algorithm="packed_segments"))
+    np.testing.assert_allclose(phase, reference.conv_nd(x.astype(np.float64), w, b, **kw),
+                               rtol=2e-4, atol=2e-4)
 
 
 # The gradients through the phase grid: the input gradient (col2im as one contiguous add per

@@ -210,10 +210,61 @@ cdef void scatter_extended(const floating* tile_out, Py_ssize_t ld, Py_ssize_t c
         p += run
 
 
+cdef int packed_phase_shared_grid(const floating* x, const floating* a, Py_ssize_t a_stride,
+                                  const floating* bias, floating* out, const ConvShape* s,
+                                  const PhaseGrid* pg, const Py_ssize_t* offsets,
+                                  Py_ssize_t tile_panels, int shape,
+                                  int num_threads) noexcept nogil:
+    """conv_packed_phase for fewer (image, group) planes than threads: each plane's grid
+    filled once by the calling thread, its tiles of positions shared out among the threads
+    (each multiplied into a thread's scratch tile and scattered to its outputs)."""
+    cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
+    # as many tiles as a multiple of the threads (no thread waits for a last one), each of
+    # whole panels and at most the planned tile (the grid's slack and the scratch tile's size)
+    cdef Py_ssize_t tiles = ((pg.positions + geo.tile - 1) // geo.tile + num_threads - 1) \
+        // num_threads * num_threads
+    cdef Py_ssize_t tile = ((pg.positions + tiles - 1) // tiles + geo.NR - 1) // geo.NR * geo.NR
+    cdef Py_ssize_t item, n, g, t, p_begin, count
+    cdef floating* grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
+    cdef floating* tile_out = NULL
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    if grid == NULL:
+        return 1
+    tiles = (pg.positions + tile - 1) // tile
+    clear_phase_grid(pg, grid)
+    for item in range(s.n * s.groups):
+        n = item // s.groups
+        g = item % s.groups
+        fill_phase_grid(x + (n * s.c_in + g * s.c_in_g) * geo.in_plane, s, pg, grid)
+        with parallel(num_threads=num_threads):
+            tile_out = <floating*> fc_workspace(WS_PHASE_OUT,
+                                                s.c_out_g * tile * sizeof(floating))
+            if tile_out == NULL:
+                failed_flag[0] = 1
+            for t in prange(tiles, schedule='dynamic'):
+                if tile_out == NULL:
+                    continue
+                p_begin = t * tile
+                count = pg.positions - p_begin if pg.positions - p_begin < tile else tile
+                multiply_tile(geo.K, geo.m_panels, s.c_out_g, count, geo.NR,
+                              group_panels(a, a_stride, s, shape, g, 0), grid + p_begin,
+                              tile_out, tile, bias + g * s.c_out_g if bias != NULL else NULL,
+                              False, shape, offsets, a_stride)
+                scatter_extended(tile_out, tile, s.c_out_g, p_begin, count, s, pg,
+                                 out + (n * s.c_out + g * s.c_out_g) * geo.out_plane,
+                                 geo.out_plane)
+        if failed:
+            break
+    return failed
+
+
 cdef int conv_packed_phase(const floating* x, const floating* w, const floating* bias,
                            floating* out, const ConvShape* s, Py_ssize_t tile_panels, int shape,
                            const floating* prepacked, int num_threads) noexcept nogil:
-    """conv_packed with phase-grid unfolding; work items are whole (image, group) planes.
+    """conv_packed with phase-grid unfolding; work items are whole (image, group) planes,
+    or with fewer planes than threads (one image), the tiles of each plane in turn, its grid
+    filled once and shared (the same products, tile by tile: the same bits).
     `prepacked`: w already packed (pack_weights' layout), or NULL to read w (C-contiguous)
     where it lies."""
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
@@ -233,6 +284,11 @@ cdef int conv_packed_phase(const floating* x, const floating* w, const floating*
         return 1
     phase_grid(s, tile, 1, &pg)
     phase_offsets(s, &pg, offsets)
+    if s.n * s.groups < num_threads:
+        failed = packed_phase_shared_grid(x, a, a_stride, bias, out, s, &pg, offsets,
+                                          tile_panels, shape, num_threads)
+        fc_workspace_trim()
+        return failed
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
         tile_out = <floating*> fc_workspace(WS_PHASE_OUT, s.c_out_g * tile * sizeof(floating))

@@ -383,12 +383,17 @@ RULES = (
 
 def packed_phase_grid(problem, itemsize, num_threads):
     """True if the packed algorithm should unfold through the phase grid: work items are
-    whole (image, group) planes, so there must be one per thread; the copy of a plane must
+    whole (image, group) planes, so there must be one per thread, or a strided stem whose
+    one plane's tiles are shared out (phase_shared_plane_pays); the copy of a plane must
     stay small, the extended grid must not add much work, and there must be taps to unfold.
     Measured (Zen 5, 2 threads, float32, segments -> phase grid, us): (32,16,28,28)*(32,16,
     3,3) s2 445 -> 296; (64,64,7,7)*(64,64,3,3) 1489 -> 915; (16,3,224,224)*(64,3,7,7) s2
-    15267 -> 12060; a 1x1 convolution 622 -> 880."""
-    if problem.pointwise or problem.batch * problem.groups < num_threads:
+    15267 -> 12060; a 1x1 convolution 622 -> 880. One plane shared (Zen 4, minima, ms):
+    (1,3,224,224)*(64,3,7,7) s2 1.71 -> 1.49, *(96,3,11,11) s4 1.50 -> 1.27; but
+    *(32,3,3,3) s2 0.23 -> 0.26, and 64-256 channels level (0.77 -> 0.82, 1.59 -> 1.64)."""
+    if problem.pointwise:
+        return False
+    if problem.batch * problem.groups < num_threads and not phase_shared_plane_pays(problem):
         return False
     return tiling.phase_grid_fits(problem, itemsize)
 
@@ -834,7 +839,8 @@ PHASE_GRID_MAX_WEIGHT_GRAD_SMALL = 1 << 16
 
 
 # With fewer (image, group) planes than threads (batch 1), the phase grid's weight gradient
-# shares each plane's dot products out among the threads. It pays for a strided stem: the
+# shares each plane's dot products out among the threads (and the forward its tiles of
+# positions, packed_phase_grid). It pays for a strided stem: the
 # GEMM's im2col of a few-channel input gathers each tap's row one strided element at a time,
 # while the grid copies the input once; with more taps than output channels, the extended
 # copy of the output gradient that the dot products read costs less than that im2col. Zen 4,
