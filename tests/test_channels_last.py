@@ -404,6 +404,32 @@ def test_few_channels_under_a_large_strided_kernel_take_col2im_and_stay_channels
     assert plan.algorithm == "col2im"
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((1, 64, 5, 5), (64, 64, 3, 3), dict(padding=1)),             # weights 23x the input
+    ((2, 32, 6, 6), (128, 32, 3, 3), dict(stride=2, padding=1)),  # 2 images, 16x
+])
+def test_few_images_under_large_weights_take_col2im_and_stay_channels_last(
+        x_shape, w_shape, kwargs, monkeypatch):
+    """One or two images whose weights dwarf the gradients (ResNet-50's 512-channel layers
+    at batch 1): packing the adjoint weight for the channels-last GEMM would cost more than
+    col2im's two layout copies, so the gradient goes channels-first (the weight's transpose
+    read where it lies) and comes back channels-last."""
+    from fastconv._kernels import conv_channels_last, conv_winograd
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    g = channels_last(fastconv.conv2d(np.zeros(x_shape, np.float32), w, **kwargs).shape,
+                      np.float32)
+
+    def refuse(*args):
+        raise AssertionError("a channels-last kernel ran")
+    monkeypatch.setattr(conv_channels_last, "conv_gemm_nhwc", refuse)
+    monkeypatch.setattr(conv_winograd, "conv_forward", refuse)
+    got = fastconv.grad.conv2d_input(x_shape, w, g, **kwargs)
+    assert is_channels_last(got) and got.dtype == np.float32
+    want = reference.conv_input_grad(x_shape, w.astype(np.float64), g.astype(np.float64),
+                                     **kwargs)
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
+
+
 def test_strided_or_grouped_input_gradients_stay_correct_in_channels_last():
     for w_shape, kwargs in (((4, 6, 3, 3), dict(stride=2, padding=1)),
                             ((4, 6, 1, 1), dict(stride=2, padding=1)),

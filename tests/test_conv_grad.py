@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 import fastconv
 from fastconv import grad
-from fastconv._plan import dispatch
+from fastconv._plan import dispatch, tiling
 from fastconv.planning import Kernel
 
 import reference
@@ -615,9 +615,9 @@ def test_padding_wider_than_a_short_axis(x_shape, w_shape, kwargs):
 
 @pytest.mark.parametrize("x_shape, w_shape, kwargs, chosen", [
     ((8, 64, 14, 14), (48, 64, 3, 3), dict(stride=2, padding=1), True),   # ResNet's 3x3 s2
-    ((1, 16, 56, 56), (16, 16, 3, 3), dict(stride=2, padding=1), True),   # small in bytes
-    ((2, 3, 30, 30), (8, 3, 3, 3), dict(stride=2, padding=1), True),      # MobileNet's stem
-    ((2, 16, 33, 31), (5, 16, 5, 3), dict(stride=(3, 2), padding=(1, 1)), True),
+    ((4, 16, 56, 56), (16, 16, 3, 3), dict(stride=2, padding=1), True),   # small in bytes
+    ((4, 3, 30, 30), (8, 3, 3, 3), dict(stride=2, padding=1), True),      # MobileNet's stem
+    ((4, 16, 33, 31), (5, 16, 5, 3), dict(stride=(3, 2), padding=(1, 1)), True),
     # few channels, more than 9 taps: col2im's rows (channels x taps) fill its tiles
     ((2, 3, 30, 30), (8, 3, 7, 7), dict(stride=2, padding=3), False),     # ResNet's stem
     ((2, 6, 33, 31), (5, 6, 5, 3), dict(stride=(3, 2), padding=(1, 1)), False),
@@ -627,9 +627,9 @@ def test_padding_wider_than_a_short_axis(x_shape, w_shape, kwargs):
     ((8, 64, 14, 14), (64, 32, 3, 3), dict(stride=2, padding=1, groups=2), False),
     ((8, 64, 14, 14), (64, 64, 3, 3), dict(stride=2, padding=2, dilation=2), False),
     ((8, 64, 14, 14), (64, 64, 3, 3), dict(padding=1), False),            # Winograd's
-    ((1, 64, 6, 6), (64, 64, 3, 3), dict(padding=1), True),     # stride 1, too few tiles
-    ((2, 32, 10, 10), (24, 32, 5, 5), dict(padding=2), True),   # stride 1, 5x5
-    ((2, 32, 9, 9), (24, 32, 3, 3), dict(), True),              # stride 1, no padding
+    ((4, 64, 6, 6), (64, 64, 3, 3), dict(padding=1), True),     # stride 1, too few tiles
+    ((4, 32, 10, 10), (24, 32, 5, 5), dict(padding=2), True),   # stride 1, 5x5
+    ((4, 32, 9, 9), (24, 32, 3, 3), dict(), True),              # stride 1, no padding
     ((1, 3, 12, 12), (16, 3, 3, 3), dict(padding=1), False),    # stride 1, few channels
     ((2, 16, 9, 9), (8, 16, 1, 1), dict(padding=1), False),     # stride 1, one tap
 ])
@@ -638,7 +638,8 @@ def test_layers_with_small_inputs_take_the_channels_last_stride_phases(
     """The input gradient of a small layer runs as one stride-1 channels-last GEMM per
     stride phase (a stride-1 layer is one phase of every tap) between two layout
     transposes; it gives the reference's gradient, in both precisions, forced or chosen,
-    and the forcing name is refused where the phases do not compute the layer."""
+    and the forcing name is refused where the phases do not compute the layer. (At one or
+    two images col2im takes these layers: test_packed_weights.py.)"""
     problem = fastconv.planning.problem_from_call(x_shape, w_shape, **kwargs)
     plan = fastconv.planning.plan_input_grad(problem, np.float32)
     assert (plan.kernel == Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES) == chosen, plan.explain()
@@ -663,9 +664,15 @@ def test_layers_with_small_inputs_take_the_channels_last_stride_phases(
 @pytest.mark.parametrize("x_shape, w_shape, stride, packed", [
     ((8, 64, 14, 14), (64, 64, 3, 3), 2, True),       # 7x7 outputs: a narrow GEMM per image
     ((8, 32, 32, 32), (32, 32, 3, 3), 2, True),       # 16x16 = 256 outputs
-    ((8, 32, 34, 34), (32, 32, 3, 3), 2, False),      # 17x17: BLAS
-    ((1, 64, 14, 14), (64, 64, 3, 3), 2, False),      # one image: BLAS
-    ((8, 64, 14, 14), (128, 64, 1, 1), 2, False),     # one tap: BLAS
+    # else the micro-kernel where it reads W^T in place: whole panels of rows (channels x
+    # taps) and bands of at most 8 panels of positions (17x17 is at AVX-512, not at AVX2)
+    ((8, 32, 34, 34), (32, 32, 3, 3), 2, "in place"),
+    ((1, 64, 14, 14), (64, 64, 3, 3), 2, "in place"),  # one image
+    ((8, 64, 14, 14), (128, 64, 1, 1), 2, "in place"),  # one tap
+    # BLAS: 189, 99 and 62 rows are no whole panels (of 6, 8 or 12)
+    ((8, 21, 34, 34), (32, 21, 3, 3), 2, False),
+    ((1, 21, 230, 230), (64, 21, 3, 3), 2, False),    # one large image
+    ((8, 62, 14, 14), (128, 62, 1, 1), 2, False),
 ])
 def test_the_col2im_input_gradient_of_small_planes_multiplies_on_the_micro_kernel(
         x_shape, w_shape, stride, packed):
@@ -674,6 +681,13 @@ def test_the_col2im_input_gradient_of_small_planes_multiplies_on_the_micro_kerne
     # (a strided layer this small runs as channels-last phases unless col2im is forced)
     plan = fastconv.planning.plan_input_grad(problem, np.float32, "col2im")
     assert plan.algorithm == "col2im", plan.explain()
+    in_place = tiling.col2im_weight_in_place(problem.explicitly_padded, 4, plan.threads)
+    if packed == "in place":
+        packed = in_place
+        if plan.threads == 2 and dispatch.cpu.simd_level() == "avx512":
+            assert in_place
+    elif not packed:
+        assert not in_place
     if dispatch.blas_runs_full_width():
         assert (plan.kernel == Kernel.INPUT_GRAD_COL2IM_PACKED) == packed, plan.explain()
     else:   # BLAS held to narrower kernels than the CPU's: the micro-kernel everywhere

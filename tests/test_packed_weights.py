@@ -5,13 +5,14 @@ weights' transpose: read where it lies too when a group's input channels fill wh
 the register tile (24 and 48 do for every tile: 8 or 12 rows with AVX-512, 6 with AVX2 and at
 the baseline) and the positions are few (at most 8 panels of them: 32 at the baseline in
 float64), else packed once and reused while the weights do not change (the cache compares the
-bytes, see weight_cache)."""
+bytes, see weight_cache). The col2im input gradient reads the transpose in place on the same
+terms."""
 import numpy as np
 import pytest
 
 import fastconv
 from fastconv import grad
-from fastconv._kernels import conv_packed
+from fastconv._kernels import conv_im2col, conv_packed
 from fastconv._plan.dispatch import Kernel
 from fastconv._runtime import weight_cache
 from fastconv.planning import plan_conv, problem_from_call
@@ -90,6 +91,54 @@ def test_the_1x1_input_gradient_remembers_the_transposed_packing_of_partial_pane
         # one entry, in the transposed (adjoint) layout
         assert [name[3] for name, *_ in packed_entries()] == [True]
         w *= 1.5     # in place
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_col2im_reads_the_transpose_in_place_with_the_bits_of_its_packed_copy(stride, dtype):
+    """The col2im input gradient on the micro-kernel multiplies by W^T where it lies when
+    each chunk of input channels is whole panels (48 channels in 2 chunks: 216 rows, whole
+    for 6, 8 and 12 rows a tile) and a band few panels of positions; in 7 chunks (63 rows) it
+    packs W^T first. Every element is the same sum in the same order either way."""
+    rng = np.random.default_rng(stride)
+    x_shape, w = (2, 48, 9, 9), rng.standard_normal((20, 48, 3, 3)).astype(dtype)
+    g = rng.standard_normal(fastconv.output_shape(x_shape, w.shape, stride=stride,
+                                                  padding=1)).astype(dtype)
+    out_w, taps, double = g.shape[-1], 9, dtype == np.float64
+    assert conv_im2col.input_grad_reads_weight_in_place(48, taps, 2, 3 * out_w, double)
+    assert not conv_im2col.input_grad_reads_weight_in_place(48, taps, 7, 3 * out_w, double)
+    expected = reference.conv_input_grad(x_shape, w, g, stride=stride, padding=1)
+    results = []
+    for chunks in (2, 7):
+        dx = np.empty((2, 48, 1, 9, 9), dtype)
+        conv_im2col.input_grad(Kernel.INPUT_GRAD_COL2IM_PACKED, g[:, :, None], w[:, :, None],
+                               dx, (1, stride, stride), (0, 1, 1), (1, 1, 1), 1, 3, chunks, 2)
+        tol = 1e-4 if dtype == np.float32 else 1e-11
+        np.testing.assert_allclose(dx[:, :, 0], expected, rtol=tol, atol=tol)
+        results.append(dx)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert packed_entries() == []
+
+
+def test_the_rule_takes_col2im_for_one_or_two_images_of_small_planes():
+    """Batch 1 and 2 of ResNet-50's 3x3 layers on 7x7 and 14x14 (channels-last phases'
+    territory): col2im on the micro-kernel, with W^T read in place; from batch 4 the phases'
+    one GEMM over every image wins and keeps them."""
+    def kernel(batch, channels, size, stride):
+        x_shape = (batch, channels, size, size)
+        w_shape = (channels, channels, 3, 3)
+        return fastconv.planning.choose_grad_algorithms(x_shape, w_shape, stride=stride,
+                                                        padding=1).input.kernel
+    for batch in (1, 2):
+        assert kernel(batch, 512, 7, 1) == Kernel.INPUT_GRAD_COL2IM_PACKED
+        assert kernel(batch, 512, 14, 2) == Kernel.INPUT_GRAD_COL2IM_PACKED
+    assert kernel(1, 256, 14, 1) == Kernel.INPUT_GRAD_COL2IM_PACKED
+    # 3 or 16 input channels (27 or 144 rows in one chunk): packed, still col2im
+    few = fastconv.planning.choose_grad_algorithms((2, 3, 30, 30), (8, 3, 3, 3), stride=2,
+                                                   padding=1).input.kernel
+    assert few == Kernel.INPUT_GRAD_COL2IM_PACKED
+    assert kernel(4, 512, 7, 1) == Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES
+    assert kernel(8, 512, 14, 2) == Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES
 
 
 def test_weights_made_for_one_call_are_not_remembered():

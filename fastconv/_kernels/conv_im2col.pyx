@@ -26,7 +26,7 @@ from fastconv._kernels.kernel_ids cimport CONV_IM2COL_BLAS, CONV_GEMM1X1_BLAS, \
     WEIGHT_GRAD_GEMM1X1_PACKED
 from fastconv._kernels.pair_rows cimport merge_pairs_rows
 from fastconv._kernels.packed_gemm cimport pack_a_panels, pack_b_panels, multiply_tile, \
-    tile_mr, tile_nr, choose_tile
+    tile_mr, tile_nr, choose_tile, adjoint_in_place
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
@@ -290,6 +290,34 @@ cdef void tile_rows(floating* x_g, const ConvShape* s, Py_ssize_t c_begin, Py_ss
             src += OW
 
 
+cdef inline bint weight_read_in_place(Py_ssize_t c_in_g, Py_ssize_t taps,
+                                      Py_ssize_t channel_chunks, Py_ssize_t band_cols,
+                                      Py_ssize_t MR, Py_ssize_t NR) noexcept nogil:
+    """True if input_grad_gemm's micro-kernel reads W_g^T where it lies (adjoint_in_place):
+    every chunk's rows (channels x taps), the last one's too, whole panels of MR, and bands of
+    at most a few panels of NR positions."""
+    cdef Py_ssize_t chunk_channels = (c_in_g + channel_chunks - 1) // channel_chunks
+    cdef Py_ssize_t last_rows = (c_in_g - (channel_chunks - 1) * chunk_channels) * taps
+    return adjoint_in_place(chunk_channels * taps, band_cols, MR, NR) \
+        and (last_rows <= 0 or last_rows % MR == 0)
+
+
+def input_grad_reads_weight_in_place(Py_ssize_t c_in_g, Py_ssize_t taps,
+                                     Py_ssize_t channel_chunks, Py_ssize_t band_cols,
+                                     bint double_precision):
+    """weight_read_in_place for Python (the planner): whether INPUT_GRAD_COL2IM_PACKED
+    multiplies by the weight's transpose where it lies instead of packing it first."""
+    cdef Py_ssize_t chunk_rows = (c_in_g + channel_chunks - 1) // channel_chunks * taps
+    cdef int shape
+    if double_precision:
+        shape = choose_tile(chunk_rows, <double*> NULL)
+        return weight_read_in_place(c_in_g, taps, channel_chunks, band_cols, tile_mr(shape),
+                                    tile_nr(shape, <double*> NULL))
+    shape = choose_tile(chunk_rows, <float*> NULL)
+    return weight_read_in_place(c_in_g, taps, channel_chunks, band_cols, tile_mr(shape),
+                                tile_nr(shape, <float*> NULL))
+
+
 cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, const ConvShape* s,
                          bint pointwise, Py_ssize_t band_rows, Py_ssize_t channel_chunks,
                          bint own_gemm, int num_threads) noexcept nogil:
@@ -298,8 +326,9 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
     A work item owns whole input channels (image, group, chunk of input channels) and walks
     every band, so the scatter of col2im never races; chunks split the channels of a group
     when there are too few images x groups to keep every thread busy (batch 1). With
-    `own_gemm` the GEMM is fastconv's micro-kernel (W^T packed once per call, each band of g
-    packed per item) instead of BLAS."""
+    `own_gemm` the GEMM is fastconv's micro-kernel (each band of g packed per item; W^T read
+    where it lies when a chunk's rows are whole panels and a band few panels of positions,
+    else packed once per call) instead of BLAS."""
     cdef int blas_threads_before
     cdef Py_ssize_t OW = s.out_size[2]
     cdef Py_ssize_t rows = s.out_size[0] * s.out_size[1]
@@ -323,9 +352,11 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
     cdef floating* w_packed = NULL
     cdef floating* g_packed = NULL
     cdef bint tiled = taps_tile_input(s)
+    cdef bint w_in_place = weight_read_in_place(s.c_in_g, taps, channel_chunks,
+                                                band_rows * OW, MR, NR)
 
     own_gemm = own_gemm and not pointwise
-    if own_gemm:
+    if own_gemm and not w_in_place:
         # W_g^T of every (group, chunk of input channels), in micro-kernel panels
         w_packed = <floating*> fc_workspace(
             WS_W_PACKED, s.groups * channel_chunks * m_panels * s.c_out_g * MR * sizeof(floating))
@@ -382,10 +413,16 @@ cdef int input_grad_gemm(const floating* g, const floating* w, floating* dx, con
                          dx_g + c0 * in_plane + r0 * OW, <int> in_plane)
                 elif own_gemm:
                     pack_b_panels(g_block + r0 * OW, out_plane, 1, s.c_out_g, cols, NR, g_packed)
-                    multiply_tile(s.c_out_g, ((c1 - c0) * taps + MR - 1) // MR,
-                                  (c1 - c0) * taps, cols, NR,
-                                  w_packed + (g_idx * channel_chunks + chunk) * m_panels
-                                  * s.c_out_g * MR, g_packed, col, cols, NULL, False, shape, NULL)
+                    if w_in_place:
+                        multiply_tile(s.c_out_g, (c1 - c0) * taps // MR, (c1 - c0) * taps,
+                                      cols, NR, w + g_idx * s.c_out_g * K + c0 * taps,
+                                      g_packed, col, cols, NULL, False, shape, NULL, -K)
+                    else:
+                        multiply_tile(s.c_out_g, ((c1 - c0) * taps + MR - 1) // MR,
+                                      (c1 - c0) * taps, cols, NR,
+                                      w_packed + (g_idx * channel_chunks + chunk) * m_panels
+                                      * s.c_out_g * MR, g_packed, col, cols, NULL, False,
+                                      shape, NULL)
                     scatter_band(dx_g, s, c0, c1, r0, r1, col, tiled)
                 else:
                     gemm(True, False, <int> ((c1 - c0) * taps), <int> cols, <int> s.c_out_g,

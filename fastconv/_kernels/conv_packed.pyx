@@ -18,30 +18,12 @@ from fastconv._kernels.kernel_ids cimport CONV_PACKED_SEGMENTS, CONV_PACKED_STAC
 from fastconv._kernels.pair_rows cimport copy_strided, fc_copy_short, fc_zero_short
 from fastconv._kernels.packed_gemm cimport TILE_WIDE, TILE_NARROW, tile_mr, tile_nr, \
     choose_tile, group_panels, pack_weights, multiply_tile, PackedGeometry, packed_geometry, \
-    packed_weights_size, prepacked_pointer
+    packed_weights_size, prepacked_pointer, adjoint_in_place
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
 
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
 cdef enum:
     WS_PACKED_WEIGHTS, WS_SHARED_PANELS, WS_PANELS, WS_SEGMENTS, WS_STACKED_SUMS
-
-cdef enum:
-    # The 1x1 input gradient reads its weight's transpose where it lies when each A panel
-    # meets at most this many panels of positions (AMD Zen 4, in one process: 2048 <-> 512
-    # channels on 7x7 and 256 <-> 1024 on 14x14 at batch 1, 2 and 5 panels, 7-40% faster
-    # than packing it first; at batch 8, 9-33 panels, level within 5% either way, and a
-    # packed copy is remembered for calls with the same weights).
-    ADJOINT_IN_PLACE_MAX_PANELS = 8
-
-
-cdef inline bint adjoint_in_place(Py_ssize_t rows, Py_ssize_t positions, Py_ssize_t MR,
-                                  Py_ssize_t NR) noexcept nogil:
-    """True if a 1x1 input gradient of `rows` input channels a group over `positions`
-    stacked positions reads its weight's transpose where it lies: whole panels of MR rows
-    (a panel's MR values of a tap lie side by side in the weight's row), few panels of NR
-    positions to reuse each A panel over."""
-    return rows % MR == 0 and positions <= ADJOINT_IN_PLACE_MAX_PANELS * NR
-
 
 def adjoint_read_in_place(Py_ssize_t rows, Py_ssize_t positions, int shape,
                           bint double_precision):

@@ -271,6 +271,25 @@ cdef inline void gemm_rows_tile(int shape, Py_ssize_t k_len, const floating* con
                          m_valid, n_valid, bias, accumulate)
 
 
+cdef enum:
+    # A GEMM whose A is a weight's transpose (an input gradient: A[c, o] = w[o, c]) reads it
+    # where it lies when each A panel meets at most this many panels of positions (AMD Zen 4,
+    # in one process: 2048 <-> 512 channels 1x1 on 7x7 and 256 <-> 1024 on 14x14 at batch 1,
+    # 2 and 5 panels, 7-40% faster than packing it first; at batch 8, 9-33 panels, level
+    # within 5% either way, and a packed copy is remembered for calls with the same weights).
+    ADJOINT_IN_PLACE_MAX_PANELS = 8
+
+
+cdef inline bint adjoint_in_place(Py_ssize_t rows, Py_ssize_t positions, Py_ssize_t MR,
+                                  Py_ssize_t NR) noexcept nogil:
+    """True if a product of a weight's transpose (`rows` rows: a group's input channels
+    times taps) by `positions` columns reads that transpose where it lies (multiply_tile's
+    a_stride < 0): whole panels of MR rows (a panel's MR values of one output channel lie
+    side by side in the weight's row), few panels of NR positions to reuse each A panel
+    over."""
+    return rows % MR == 0 and positions <= ADJOINT_IN_PLACE_MAX_PANELS * NR
+
+
 cdef inline const floating* group_panels(const floating* a, Py_ssize_t a_stride,
                                          const ConvShape* s, int shape,
                                          Py_ssize_t g, Py_ssize_t first_panel) noexcept nogil:
@@ -298,7 +317,7 @@ cdef inline void multiply_tile(Py_ssize_t K, Py_ssize_t m_panels, Py_ssize_t cha
     positions, K in blocks whose A and B panel slices stay in L1 while C accumulates. With
     `b_offsets`, B is read in place: b[k, j] = b_packed[b_offsets[k] + j]; with a_stride > 0,
     A too: a[c, k] = a_packed[c * a_stride + k] (a group's filters where they lie); with
-    a_stride < 0 (and no b_offsets), a[c, k] = a_packed[k * -a_stride + c] (a 1x1 weight's
+    a_stride < 0 (and no b_offsets), a[c, k] = a_packed[k * -a_stride + c] (a weight's
     transpose where it lies; `channels` a whole number of panels)."""
     cdef Py_ssize_t MR = tile_mr(shape)
     cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))

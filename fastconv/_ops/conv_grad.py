@@ -21,8 +21,9 @@ from fastconv._ops.conv import adjoint_packed_weights, as_5d, contiguous_weight,
     tile_cost, vector_lanes
 from fastconv._ops.docs import document
 from fastconv._plan import args as _args
-from fastconv._plan.dispatch import Kernel, channels_last_phases_fill_columns, \
-    plan_channels_last, plan_input_grad, plan_weight_grad, sampled_pointwise
+from fastconv._plan.dispatch import Kernel, channels_last_col2im_pays, \
+    channels_last_phases_fill_columns, plan_channels_last, plan_input_grad, plan_weight_grad, \
+    sampled_pointwise
 from fastconv._plan.problems import NUMPY_PAD_MODE, check_grad_output, conv_problem
 from fastconv._plan.tiling import stride_phase_geometry
 from fastconv._runtime import threads as _threads
@@ -258,14 +259,20 @@ def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
 @pooled
 def input_grad_of(problem, weight, grad_output, dtype, algorithm="auto"):
     """The input gradient of the checked convolution `problem`, any padding mode."""
+    padded = problem.explicitly_padded
+    relaid = False
     if algorithm == "auto" and _args.is_channels_last(grad_output):
-        grad = channels_last_input_grad(problem, weight, grad_output, dtype)
+        # channels-first col2im, laid out channels-last after, where its weights dwarf the
+        # gradients (see channels_last_col2im_pays)
+        relaid = channels_last_col2im_pays(padded, np.dtype(dtype).itemsize)
+        grad = None if relaid else channels_last_input_grad(problem, weight, grad_output,
+                                                            dtype)
         if grad is not None:
             return grad
     plan = plan_input_grad(problem, dtype, algorithm, weight)
-    padded = problem.explicitly_padded
     grad = run_input_grad(padded, plan, weight, grad_output, dtype)
-    return grad if padded is problem else fold_padding(grad, problem)
+    grad = grad if padded is problem else fold_padding(grad, problem)
+    return _args.as_channels_last(grad) if relaid else grad
 
 
 def channels_last_input_grad(problem, weight, grad_output, dtype):

@@ -629,6 +629,50 @@ def channels_last_phases_pay(problem, itemsize):
                  or prod(problem.in_shape) * itemsize <= CHANNELS_LAST_PHASES_MAX_BYTES))
 
 
+# At one or two images col2im on the micro-kernel beats the channels-last phases wherever those
+# would run: each image's GEMMs stream the weights once, read in place where a chunk of input
+# channels is whole panels (tiling.col2im_weight_in_place), packed once otherwise, where the
+# phases pack the adjoint weight and transpose twice. Zen 4, 2 threads, float32, ms, the weights
+# changed before every call as in training, col2im on the micro-kernel / channels-last phases /
+# PyTorch: 3x3 stride 1, batch 1, 512 on 7x7 4.8 / 7.9 / 4.5, 256 on 14x14 2.1 / 3.0 / 2.1,
+# 1024 on 8x8 15.9 / 21.1 / 28.9; batch 2, 512 on 7x7 8.1 / 8.5 / 4.7, 1024 on 8x8 15.5 / 21.8
+# / 30.3; 3x3 stride 2, batch 1, 512 from 14x14 4.4 / 8.1 / 4.7, 256 from 28x28 2.3 / 3.7 /
+# 2.8, 128 from 56x56 1.7-2.7 / 1.6-2.7 / 4.4; batch 2, 512 from 14x14 6.7 / 7.7 / 6.0; few
+# channels (packed, not in place), us: 3 -> 32 from 224x224 432 / 1149, 8 -> 32 from 56x56
+# 78 / 201, 24 -> 24 164 / 215, batch 2, 3 -> 8 from 30x30 47 / 212, 12 -> 64 from 56x56
+# 233 / 382, 20 -> 20 on 31x31 197 / 203. At batch 4 the phases win (512 on 7x7 11.9 / 10.7 /
+# 8.7): their one GEMM over every image's positions streams the weights once.
+COL2IM_FEW_IMAGES = 2
+
+
+def col2im_few_images(problem, itemsize):
+    """True if the input gradient of `problem` should run as col2im on the micro-kernel where
+    the channels-last phases would: at most COL2IM_FEW_IMAGES images x groups."""
+    return (problem.batch * problem.groups <= COL2IM_FEW_IMAGES
+            and channels_last_phases_pay(problem, itemsize))
+
+
+# A channels-last output gradient: the channels-last kernels read it where it lies and write
+# the input gradient channels-last, so col2im (channels-first) costs two layout copies more;
+# at one or two images it still wins where packing the adjoint weight outweighs them, weights
+# of at least this many times the input gradient's elements. Zen 4, 2 threads, float32, ms,
+# weights changed every call, batch 1, col2im with the copies / channels-last / PyTorch: 512
+# on 7x7 (weights 94 times the input) 2.5 / 3.1 / 5.4, 512 from 14x14 stride 2 (23 times)
+# 2.7 / 4.2 / 5.2; 256 from 28x28 stride 2 (3 times) 2.0 / 2.0 / 1.9, 256 on 14x14 (12 times)
+# 1.6 / 1.4 / 1.7, 128 from 56x56 stride 2 2.2 / 1.6 / 1.4, 128 on 28x28 (Winograd) 1.6 / 0.8
+# / 1.3.
+CHANNELS_LAST_COL2IM_MIN_WEIGHT_RATIO = 16
+
+
+def channels_last_col2im_pays(problem, itemsize):
+    """True if the input gradient of `problem` from a channels-last output gradient should
+    run as col2im channels-first (col2im_few_images), its weights at least
+    CHANNELS_LAST_COL2IM_MIN_WEIGHT_RATIO times the input's elements."""
+    weights = problem.out_channels * problem.gemm_depth
+    return (col2im_few_images(problem, itemsize)
+            and weights >= CHANNELS_LAST_COL2IM_MIN_WEIGHT_RATIO * prod(problem.in_shape))
+
+
 INPUT_GRAD_RULES = (
     Rule("gemm1x1", lambda p, *_: p.pointwise and fits_blas(p),
          "1x1 kernel, stride 1, no padding: the GEMM writes the input gradient directly"),
@@ -647,6 +691,10 @@ INPUT_GRAD_RULES = (
          "one input and one output channel per group (depthwise, single-channel images) with "
          "a stride, or weights that are not all finite: the GEMM would be an outer product; "
          "direct loops gather each gradient row in cache"),
+    Rule("col2im", lambda p, itemsize, _: col2im_few_images(p, itemsize),
+         f"at most {COL2IM_FEW_IMAGES} images x groups where the channels-last phases would "
+         "run: each image's GEMMs on fastconv's micro-kernel stream the weights once, read "
+         "where they lie when a chunk of input channels is whole panels of the tile"),
     Rule("channels_last", lambda p, itemsize, _: channels_last_phases_pay(p, itemsize),
          f"one group, at least {CHANNELS_LAST_PHASES_MIN_CHANNELS} input channels (strided "
          f"kernels of at most {CHANNELS_LAST_PHASES_FEW_CHANNELS_MAX_TAPS} taps: any), a "
@@ -703,7 +751,11 @@ def adjoint_pointwise(problem):
 # batch 8, ms (BLAS -> packed): 512 -> 512 3x3 stride 2 from 14x14 28.8 -> 21.0; 256 -> 256
 # from 28x28 20.0 -> 16.9; on larger planes even (128 from 56x56 19.2 -> 17.8) or worse (a
 # 5x5 on 28x28 13.7 -> 15.6; 1x1 stride 2 from 28x28 14.5 -> 16.0), and at batch 1 BLAS won
-# (512 on 7x7 3.4 against 4.8).
+# (512 on 7x7 3.4 against 4.8) while W^T was packed on one thread. Read where it lies
+# (tiling.col2im_weight_in_place) the micro-kernel wins at batch 1 too (Zen 4, 2 threads, ms,
+# BLAS -> in place, weights changed every call: 512 on 7x7 5.5 -> 4.8, 256 on 14x14 2.3 ->
+# 2.1, 512 from 14x14 stride 2 4.8 -> 4.4, 256 from 28x28 2.5 -> 2.3, 128 from 56x56 1.9 ->
+# 1.7), so it runs wherever it reads them in place.
 PACKED_COL2IM_MAX_PLANE = 256
 
 
@@ -715,7 +767,7 @@ def packed_col2im_pays(problem):
             and prod(problem.out_size) <= PACKED_COL2IM_MAX_PLANE)
 
 
-def _input_grad_kernel(family, problem, itemsize, finite_weights):
+def _input_grad_kernel(family, problem, itemsize, threads, finite_weights):
     if family == "gemm1x1":
         adjoint = adjoint_pointwise(problem)
         if tiling.packed_stacks_images(adjoint, tiling.packed_tile(adjoint, itemsize)[2]):
@@ -725,7 +777,9 @@ def _input_grad_kernel(family, problem, itemsize, finite_weights):
         if finite_weights and input_grad_phase_grid(problem, itemsize):
             return _phase_input_grad_kernel(problem, itemsize)
         return Kernel.INPUT_GRAD_COL2IM_PACKED if own_gemm(problem) \
-            or packed_col2im_pays(problem) else Kernel.INPUT_GRAD_COL2IM_BLAS
+            or packed_col2im_pays(problem) or col2im_few_images(problem, itemsize) \
+            or tiling.col2im_weight_in_place(problem, itemsize, threads) \
+            else Kernel.INPUT_GRAD_COL2IM_BLAS
     if family == "direct" and finite_weights and _one_to_one(problem):
         return Kernel.INPUT_GRAD_DIRECT_PHASES
     return {"direct": Kernel.INPUT_GRAD_DIRECT_ROWS, "subpixel": Kernel.INPUT_GRAD_SUBPIXEL,
@@ -763,7 +817,7 @@ def _plan_input_grad(problem, itemsize, algorithm, threads, full_width_blas, pre
                                       INPUT_GRAD_ALGORITHMS, "input_grad")
     if family in ("subpixel", "winograd") and algorithm == "auto" and not finite_weights:
         family, reason = "direct", WHY_NOT_FINITE
-    kernel = variant or _input_grad_kernel(family, padded, itemsize, finite_weights)
+    kernel = variant or _input_grad_kernel(family, padded, itemsize, threads, finite_weights)
     if not variant:
         reason += VARIANT_WHY.get(kernel, "")
     if kernel in FINITE_WEIGHT_KERNELS and not finite_weights:

@@ -14,7 +14,7 @@ import numpy as np
 
 from scipy.fft import next_fast_len
 
-from fastconv._kernels import conv_packed, conv_phase_grid, conv_winograd
+from fastconv._kernels import conv_im2col, conv_packed, conv_phase_grid, conv_winograd
 from fastconv._plan.problems import ConvProblem
 
 # The cache budget of one thread's unfolded operand: about half of a 1-2 MiB L2.
@@ -373,6 +373,16 @@ def input_grad_work_split(problem, itemsize, num_threads):
     band = max(1, L2_TILE_BYTES // row_bytes)
     wide = min(-(-problem.out_per_group // out_w), COL2IM_BAND_MAX_BYTES // row_bytes)
     return int(min(max(band, wide), rows)), int(chunks)
+
+
+def col2im_weight_in_place(problem, itemsize, num_threads):
+    """True if the col2im input gradient on fastconv's micro-kernel (INPUT_GRAD_COL2IM_PACKED)
+    multiplies by W_g^T where it lies, as planned for `num_threads`: no packed copy of the
+    weights, whose serial packing was most of a batch-1 call on small planes."""
+    band, chunks = input_grad_work_split(problem, itemsize, num_threads)
+    return not problem.pointwise and conv_im2col.input_grad_reads_weight_in_place(
+        problem.in_per_group, prod(problem.kernel_size), chunks,
+        band * problem.out_size[-1], itemsize == 8)
 
 
 def weight_grad_chunks(problem, num_threads, band_rows):
