@@ -42,6 +42,9 @@ cdef extern from "dot_tiles.h":
                         const Py_ssize_t* offsets, const long long* mask, Py_ssize_t length,
                         double* acc, Py_ssize_t acc_stride) noexcept nogil
 
+cdef extern from "openmp.h":
+    void fc_team_barrier() noexcept nogil
+
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
 cdef enum:
     WS_PHASE, WS_PHASE_OUT, WS_PHASE_OFFSETS, WS_W_PACKED, WS_G_EXTENDED, WS_COL, WS_PARTIAL,
@@ -801,7 +804,7 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                                          partial, num_threads, plane_sums)
         fc_workspace_trim()
         return failed
-    # one parallel region: the chunks, then (after prange's barrier) their reduction
+    # one parallel region: the chunks, then (after a barrier) their reduction
     with parallel(num_threads=num_threads):
         grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
         g_ext = <floating*> fc_workspace(WS_G_EXTENDED, M_pad * row_length * sizeof(floating))
@@ -851,8 +854,9 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
                                  one_row)
                         k0 = k0 + tile_k
                     m0 = m0 + tile_m
-        # the chunks' partial sums, added in chunk order (row by row: no index divisions
-        # per element, which cost more than the additions)
+        # the chunks' partial sums, once every chunk is done, added in chunk order (row by
+        # row: no index divisions per element, which cost more than the additions)
+        fc_team_barrier()
         for i in prange(s.c_out, schedule='static'):
             if failed_flag[0] != 0:
                 continue

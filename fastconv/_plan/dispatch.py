@@ -909,8 +909,9 @@ PHASE_SHARED_PLANE_MAX_CHANNELS = 4
 
 
 def phase_shared_plane_pays(problem):
-    """True if the phase grid's weight gradient should share one plane's dot products among
-    the threads (see above)."""
+    """True if the phase grid should share one plane among the threads for `problem` (a
+    strided stem): its weight gradient takes the phase kernel with one plane's dot products
+    split among them, and at batch 1 its forward the shared-grid kernel (see above)."""
     return (problem.in_per_group <= PHASE_SHARED_PLANE_MAX_CHANNELS
             and any(s > 1 for s in problem.stride)
             and problem.gemm_depth >= problem.out_channels // problem.groups)
