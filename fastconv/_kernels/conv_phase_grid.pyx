@@ -687,6 +687,47 @@ cdef inline DotTiles dot_tiles(const ConvShape* s) noexcept nogil:
     return dt
 
 
+cdef Py_ssize_t fill_unit_grid(const floating* x, const ConvShape* s, const PhaseGrid* pg,
+                               Py_ssize_t unit, Py_ssize_t B, floating* grid) noexcept nogil:
+    """The phase grids of work unit `unit` (a block of B images of one group) side by side in
+    `grid`, cleared before (its padding positions stay zero); returns the block's images. A
+    short last block's empty image slots are zeroed: the mask keeps their positions (g_ext is
+    zero there), so they must hold zeros, not an earlier unit's planes (zero times inf is
+    NaN)."""
+    cdef Py_ssize_t g_idx = unit % s.groups
+    cdef Py_ssize_t first = (unit // s.groups) * B
+    cdef Py_ssize_t count = s.n - first if s.n - first < B else B
+    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
+    cdef Py_ssize_t j, b
+    if count < B:
+        for j in range(s.c_in_g * s.stride[0] * s.stride[1] * s.stride[2]):
+            memset(grid + j * pg.phase_stride + count * pg.plane, 0,
+                   (B - count) * pg.plane * sizeof(floating))
+    for b in range(count):
+        fill_phase_grid(x + ((first + b) * s.c_in + g_idx * s.c_in_g) * in_plane, s, pg,
+                        grid + b * pg.plane)
+    return count
+
+
+cdef void extend_unit_row(const floating* g, const ConvShape* s, const PhaseGrid* pg,
+                          Py_ssize_t unit, Py_ssize_t B, Py_ssize_t j, floating* g_ext_row,
+                          Py_ssize_t row_length, double* plane_sums) noexcept nogil:
+    """Row j of work unit `unit`'s extended output gradient (output channel j of its group,
+    the block's images side by side); with `plane_sums`, also each image's sum of that
+    plane (as bias_grad sums it), taken while the plane is read anyway."""
+    cdef Py_ssize_t channel = (unit % s.groups) * s.c_out_g + j
+    cdef Py_ssize_t first = (unit // s.groups) * B
+    cdef Py_ssize_t count = s.n - first if s.n - first < B else B
+    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
+    cdef Py_ssize_t b
+    extend_row_of_images(g + (first * s.c_out + channel) * out_plane, s.c_out * out_plane,
+                         count, s, pg, g_ext_row, row_length)
+    if plane_sums != NULL:
+        for b in range(count):
+            plane_sums[(first + b) * s.c_out + channel] = plane_sum(
+                g + ((first + b) * s.c_out + channel) * out_plane, out_plane)
+
+
 cdef int weight_grad_phase_tiles(const floating* x, const floating* g, floating* dw,
                                  const ConvShape* s, const PhaseGrid* pg,
                                  const Py_ssize_t* offsets, void* mask, Py_ssize_t row_length,
@@ -702,11 +743,8 @@ cdef int weight_grad_phase_tiles(const floating* x, const floating* g, floating*
     cdef Py_ssize_t k_tiles = K_pad // dt.tile_k
     cdef Py_ssize_t tiles = M_pad // dt.tile_m * k_tiles
     cdef Py_ssize_t V = vector_width(<floating*> NULL)
-    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
-    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
     cdef Py_ssize_t units = (s.n + B - 1) // B * s.groups
-    cdef Py_ssize_t phases = s.c_in_g * s.stride[0] * s.stride[1] * s.stride[2]
-    cdef Py_ssize_t unit, g_idx, first, count, b, j, tile, m0, k0, length, i
+    cdef Py_ssize_t unit, g_idx, count, j, tile, m0, k0, length, i
     cdef floating* grid = <floating*> fc_workspace(WS_PHASE, pg.size * sizeof(floating))
     cdef floating* g_ext = <floating*> fc_workspace(WS_G_EXTENDED,
                                                     M_pad * row_length * sizeof(floating))
@@ -718,24 +756,10 @@ cdef int weight_grad_phase_tiles(const floating* x, const floating* g, floating*
     memset(g_ext + M * row_length, 0, (M_pad - M) * row_length * sizeof(floating))
     for unit in range(units):
         g_idx = unit % s.groups
-        first = (unit // s.groups) * B
-        count = s.n - first if s.n - first < B else B
-        if count < B:
-            # a short last block's empty image slots hold zeros (see weight_grad_phase)
-            for j in range(phases):
-                memset(grid + j * pg.phase_stride + count * pg.plane, 0,
-                       (B - count) * pg.plane * sizeof(floating))
-        for b in range(count):
-            fill_phase_grid(x + ((first + b) * s.c_in + g_idx * s.c_in_g) * in_plane, s, pg,
-                            grid + b * pg.plane)
+        count = fill_unit_grid(x, s, pg, unit, B, grid)
         for j in prange(M, num_threads=num_threads, schedule='static'):
-            extend_row_of_images(g + (first * s.c_out + g_idx * M + j) * out_plane,
-                                 s.c_out * out_plane, count, s, pg, g_ext + j * row_length,
-                                 row_length)
-            for b in range(count):
-                if plane_sums != NULL:
-                    plane_sums[(first + b) * s.c_out + g_idx * M + j] = plane_sum(
-                        g + ((first + b) * s.c_out + g_idx * M + j) * out_plane, out_plane)
+            extend_unit_row(g, s, pg, unit, B, j, g_ext + j * row_length, row_length,
+                            plane_sums)
         length = (count * pg.plane + V - 1) // V * V
         for tile in prange(tiles, num_threads=num_threads, schedule='dynamic'):
             m0 = tile // k_tiles * dt.tile_m
@@ -760,8 +784,6 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
     tiles' shape changes no sum)."""
     cdef Py_ssize_t V = vector_width(<floating*> NULL)
     cdef Py_ssize_t B = images_per_unit
-    cdef Py_ssize_t out_plane = s.out_size[0] * s.out_size[1] * s.out_size[2]
-    cdef Py_ssize_t in_plane = s.in_size[0] * s.in_size[1] * s.in_size[2]
     cdef DotTiles dt = dot_tiles(s)
     cdef Py_ssize_t K = dt.K, M = dt.M, K_pad = dt.K_pad, M_pad = dt.M_pad
     cdef Py_ssize_t tile_m = dt.tile_m, tile_k = dt.tile_k
@@ -769,9 +791,8 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
     cdef Py_ssize_t blocks = (s.n + B - 1) // B
     cdef Py_ssize_t units = blocks * s.groups
     cdef Py_ssize_t size = s.groups * M_pad * K_pad
-    cdef Py_ssize_t phases = s.c_in_g * s.stride[0] * s.stride[1] * s.stride[2]
     cdef PhaseGrid pg
-    cdef Py_ssize_t row_length, length, chunk, unit, first, count, g_idx, m0, k0, i, t, j, b
+    cdef Py_ssize_t row_length, length, chunk, unit, count, g_idx, m0, k0, i, t, j
     cdef Py_ssize_t* offsets = <Py_ssize_t*> fc_workspace(WS_PHASE_OFFSETS,
                                                           K_pad * sizeof(Py_ssize_t))
     cdef floating* partial = NULL
@@ -821,29 +842,12 @@ cdef int weight_grad_phase(const floating* x, const floating* g, floating* dw,
             memset(mine, 0, size * sizeof(floating))
             for unit in range(units * chunk // chunks, units * (chunk + 1) // chunks):
                 g_idx = unit % s.groups
-                first = (unit // s.groups) * B
-                count = s.n - first if s.n - first < B else B
                 # the padding rows of g: zero (the others are written whole below)
                 memset(g_ext + M * row_length, 0, (M_pad - M) * row_length * sizeof(floating))
-                if count < B:
-                    # a short last block: the mask keeps positions of its empty image slots
-                    # (g_ext is zero there), so they must hold zeros, not an earlier unit's
-                    # planes: zero times inf is NaN
-                    for j in range(phases):
-                        memset(grid + j * pg.phase_stride + count * pg.plane, 0,
-                               (B - count) * pg.plane * sizeof(floating))
+                count = fill_unit_grid(x, s, &pg, unit, B, grid)
                 for j in range(M):
-                    extend_row_of_images(g + (first * s.c_out + g_idx * M + j) * out_plane,
-                                         s.c_out * out_plane, count, s, &pg,
-                                         g_ext + j * row_length, row_length)
-                for b in range(count):
-                    fill_phase_grid(x + ((first + b) * s.c_in + g_idx * s.c_in_g) * in_plane,
-                                    s, &pg, grid + b * pg.plane)
-                    for j in range(M):
-                        if plane_sums != NULL:
-                            plane_sums[(first + b) * s.c_out + g_idx * M + j] = plane_sum(
-                                g + ((first + b) * s.c_out + g_idx * M + j) * out_plane,
-                                out_plane)
+                    extend_unit_row(g, s, &pg, unit, B, j, g_ext + j * row_length,
+                                    row_length, plane_sums)
                 length = (count * pg.plane + V - 1) // V * V
                 m0 = 0
                 while m0 < M_pad:
