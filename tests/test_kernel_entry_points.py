@@ -322,3 +322,30 @@ def test_the_spectrum_mix_is_a_complex_product_summed_over_a_group():
                      for g in range(2)], axis=1).reshape(2, 6, 5)
     np.testing.assert_allclose(y, want, rtol=1e-14)
 
+
+
+@pytest.mark.parametrize("entry, name, call", [
+    ("conv_forward", "band_rows", lambda k, x, w, b, out, band, chunks:
+        conv_im2col.conv_forward(IDS["CONV_IM2COL_BLAS"], x, w, b, out, *GEOMETRY, band, 1)),
+    ("input_grad", "band_rows", lambda k, x, w, b, out, band, chunks:
+        conv_im2col.input_grad(IDS["INPUT_GRAD_COL2IM_PACKED"], out, w, x, *GEOMETRY, band,
+                               chunks, 1)),
+    ("input_grad", "channel_chunks", lambda k, x, w, b, out, band, chunks:
+        conv_im2col.input_grad(IDS["INPUT_GRAD_COL2IM_PACKED"], out, w, x, *GEOMETRY, band,
+                               chunks, 1)),
+    ("weight_grad", "band_rows", lambda k, x, w, b, out, band, chunks:
+        conv_im2col.weight_grad(IDS["WEIGHT_GRAD_IM2COL_PACKED"], x, out, w.copy(),
+                                *GEOMETRY, band, chunks, 1)),
+    ("weight_grad", "chunks", lambda k, x, w, b, out, band, chunks:
+        conv_im2col.weight_grad(IDS["WEIGHT_GRAD_IM2COL_PACKED"], x, out, w.copy(),
+                                *GEOMETRY, band, chunks, 1)),
+])
+@pytest.mark.parametrize("value", [0, -1])
+def test_im2col_entry_points_refuse_tiling_counts_below_one(entry, name, call, value):
+    """Counts the kernels divide by: zero would be a division by zero in C (SIGFPE)."""
+    x, w, b, out = arrays()
+    band, chunks = (value, 1) if name == "band_rows" else (1, value)
+    with pytest.raises(ValueError, match=f"conv_im2col.{entry}: {name} must be at least 1"):
+        call(None, x, w, b, out, band, chunks)
+    with pytest.raises(ValueError, match="channel_chunks must be at least 1"):
+        conv_im2col.input_grad_reads_weight_in_place(4, 9, value, 10, False)

@@ -302,13 +302,22 @@ cdef inline bint weight_read_in_place(Py_ssize_t c_in_g, Py_ssize_t taps,
         and (last_rows <= 0 or last_rows % MR == 0)
 
 
+cdef int check_at_least_one(str entry, str name, Py_ssize_t value) except -1:
+    """A tiling argument of an entry point is a count the kernels divide by: at least 1."""
+    if value < 1:
+        raise ValueError(f"conv_im2col.{entry}: {name} must be at least 1; got {value}")
+    return 0
+
+
 def input_grad_reads_weight_in_place(Py_ssize_t c_in_g, Py_ssize_t taps,
                                      Py_ssize_t channel_chunks, Py_ssize_t band_cols,
                                      bint double_precision):
     """weight_read_in_place for Python (the planner): whether INPUT_GRAD_COL2IM_PACKED
     multiplies by the weight's transpose where it lies instead of packing it first."""
-    cdef Py_ssize_t chunk_rows = (c_in_g + channel_chunks - 1) // channel_chunks * taps
+    cdef Py_ssize_t chunk_rows
     cdef int shape
+    check_at_least_one("input_grad_reads_weight_in_place", "channel_chunks", channel_chunks)
+    chunk_rows = (c_in_g + channel_chunks - 1) // channel_chunks * taps
     if double_precision:
         shape = choose_tile(chunk_rows, <double*> NULL)
         return weight_read_in_place(c_in_g, taps, channel_chunks, band_cols, tile_mr(shape),
@@ -554,6 +563,7 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
         pointwise = True
     else:
         raise ValueError(f"conv_im2col.conv_forward does not run kernel {kernel}")
+    check_at_least_one("conv_forward", "band_rows", band_rows)
     if out.shape[0] == 0:
         return
     with nogil:
@@ -585,6 +595,8 @@ def input_grad(int kernel, const floating[:, :, :, :, ::1] g,
         pointwise, own_gemm = True, False
     else:
         raise ValueError(f"conv_im2col.input_grad does not run kernel {kernel}")
+    check_at_least_one("input_grad", "band_rows", band_rows)
+    check_at_least_one("input_grad", "channel_chunks", channel_chunks)
     if dx.shape[0] == 0:
         return
     with nogil:
@@ -618,6 +630,8 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
         pointwise, own_gemm = True, True
     else:
         raise ValueError(f"conv_im2col.weight_grad does not run kernel {kernel}")
+    check_at_least_one("weight_grad", "band_rows", band_rows)
+    check_at_least_one("weight_grad", "chunks", chunks)
     with nogil:
         status = weight_grad_gemm(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
                                   &s, pointwise, band_rows, chunks, own_gemm, num_threads)
