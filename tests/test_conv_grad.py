@@ -736,6 +736,8 @@ FUSED_CASES = {
     "7x7": ((2, 8, 20, 23), (8, 1, 7, 7), dict(padding=3)),
     "1d": ((2, 8, 2000), (8, 1, 5), dict(padding=2)),
     "3d": ((1, 8, 9, 20, 21), (8, 1, 3, 3, 3), dict(padding=1)),
+    # blocks of several channels, the last one short, at 1 and 2 threads
+    "37-channels": ((3, 37, 28, 35), (37, 1, 3, 3), dict(padding=1)),
 }
 
 
@@ -796,10 +798,11 @@ def test_depthwise_gradients_in_one_pass_of_non_contiguous_operands():
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("band_rows", [1, 2, 3, 5, 31, 32, 100])
-def test_depthwise_gradients_in_one_pass_by_any_band_of_rows(band_rows):
+def test_depthwise_gradients_in_one_pass_by_any_band_of_rows(band_rows, stream):
     """The input gradient's planes are computed in bands of output rows: any band size gives
-    the same gradients."""
+    the same gradients, written by plain or by streaming stores."""
     from fastconv._kernels import conv_direct
     x_shape = (2, 4, 2, 32, 19)     # 3-d: bands restart at every depth
     rng = np.random.default_rng(12)
@@ -809,11 +812,37 @@ def test_depthwise_gradients_in_one_pass_by_any_band_of_rows(band_rows):
     reversed_w = np.ascontiguousarray(w[..., ::-1, ::-1])
     dx, dw = np.empty_like(x), np.empty_like(w)
     conv_direct.depthwise_grads(x, g, reversed_w, dx, dw, (1, 1, 1), (0, 1, 2), (1, 1, 1),
-                                (0, 1, 2), 4, band_rows, 2)
+                                (0, 1, 2), 4, band_rows, 2, stream)
     np.testing.assert_allclose(dx, reference.conv_input_grad(x_shape, w, g, **kwargs),
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, reference.conv_weight_grad(x, w.shape, g, **kwargs),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape", [(2, 5, 1, 56, 56), (3, 7, 1, 19, 37), (1, 3, 2, 40, 33)])
+def test_depthwise_gradients_streamed_out_are_the_same_bits(x_shape, dtype):
+    """dx written by streaming stores (a large or cold dx, _streams_input_grad) holds the
+    same bits as by plain stores, planes of any size and alignment."""
+    from fastconv._kernels import conv_direct
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    w = rng.standard_normal((x.shape[1], 1, 1, 3, 3)).astype(dtype)
+    reversed_w = np.ascontiguousarray(w[..., ::-1, ::-1])
+    grads = {}
+    for stream in (False, True):
+        dx, dw = np.empty_like(x), np.empty_like(w)
+        conv_direct.depthwise_grads(x, g, reversed_w, dx, dw, (1, 1, 1), (0, 1, 1),
+                                    (1, 1, 1), (0, 1, 1), x.shape[1], 100, 2, stream)
+        grads[stream] = dx, dw
+    np.testing.assert_array_equal(grads[True][0], grads[False][0])
+    np.testing.assert_array_equal(grads[True][1], grads[False][1])
+    kwargs = dict(padding=(0, 1, 1), groups=x.shape[1])
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+    want = reference.conv_input_grad(x.shape, w64, g64, **kwargs)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(grads[True][0], want, rtol=tol, atol=tol * np.abs(want).max())
 
 
 def test_backward_of_mixed_dtypes_gives_each_gradient_its_own_dtype():

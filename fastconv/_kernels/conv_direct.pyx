@@ -21,6 +21,10 @@ from fastconv._kernels.pair_rows cimport copy_strided, split_pairs, split_pairs_
     merge_pairs_rows, fc_copy_short, fc_zero_short, fc_copy_rows, fc_pad_rows
 from fastconv._kernels.workspace cimport fc_workspace
 
+cdef extern from "stream_store.h":
+    void fc_stream_copy(void* dst, const void* src, size_t bytes) noexcept nogil
+    void fc_stream_fence() noexcept nogil
+
 # Slots of the per-thread workspace (workspace.h): buffers reused from call to call.
 cdef enum:
     WS_DIRECT_XS, WS_DIRECT_WS, WS_DIRECT_LINES, WS_DIRECT_TAIL, WS_PLANES_PHASES,
@@ -526,14 +530,17 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
                       floating* out, const ConvShape* s, const PlanesLayout* p,
                       Py_ssize_t plane0, Py_ssize_t planes, Py_ssize_t od, Py_ssize_t oh0,
                       Py_ssize_t oh1, floating* phases, floating* sums,
-                      Py_ssize_t* offsets) noexcept nogil:
+                      Py_ssize_t* offsets, bint stream=False) noexcept nogil:
     """Output rows oh0 .. oh1 - 1 at depth od of input planes plane0 .. plane0 + planes - 1
     (plane = n * groups + g, as C_in = groups), for every filter of their groups: output
     planes plane * C_out/g + j. Several planes (one filter each) are filled, then computed,
     then stored, each step for all of them: a step reading what the one before just wrote
     waited on the stores (store-to-load forwarding fails across unaligned rows). `phases`,
     `sums` and `offsets` (then the weights of the taps that read inside the input, for a
-    3-d item whose depth taps reach into the padding) are the thread's scratch."""
+    3-d item whose depth taps reach into the padding) are the thread's scratch. `stream`:
+    one plane's rows (planes == 1) computed into `sums` and written out by streaming stores
+    (the output past the caches: no line read before it is written), where the rows kernel
+    runs them."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t KD = s.kernel[0], plane_taps = s.kernel[1] * s.kernel[2]
     cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
@@ -599,6 +606,12 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
                     out_row[i] += b
                 continue
             rect = phases + k * rect_stride
+            if stream and by_rows and planes == 1 and plane_rows4(
+                    sums, OW, OW, rows, wq, b, rect + tap_offsets[0], s.kernel[1],
+                    s.kernel[2], p.row_dw, weights):
+                # the rows (contiguous) out past the caches
+                fc_stream_copy(out_row, sums, rows * OW * sizeof(floating))
+                continue
             if by_rows and planes == 1 and plane_rows4(
                     out_row, OW, OW, rows, wq, b, rect + tap_offsets[0], s.kernel[1],
                     s.kernel[2], p.row_dw, weights):
@@ -995,7 +1008,7 @@ cdef extern from "tap_rows.h":
     int FC_TAP_ROWS_MAX
     int FC_TAP_BLOCK_ROWS
     int FC_TAP_BLOCK_SUMS
-    void fc_prefetch_range(const void* p, size_t bytes) noexcept nogil
+    void fc_prefetch_l2(const void* p, size_t bytes) noexcept nogil
     int FC_VEC_f32
     int FC_VEC_f64
     void fc_tap_rows_f32(const float* const* lines, const float* g, const Py_ssize_t* g_rows,
@@ -1020,15 +1033,27 @@ cdef inline void tap_rows(const floating** lines, const floating* g, const Py_ss
                         acc_row)
 
 
+cdef enum:
+    GRAD_BLOCKS_PER_THREAD = 4          # blocks of channels a thread (weight_grad_rows)
+    GRAD_BLOCK_SUMS_BYTES = 64 * 1024   # a block's accumulators at most (L2)
+
+
 cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
                           const ConvShape* s, int num_threads, floating* dx,
                           const floating* w_adjoint, const ConvShape* adjoint,
-                          Py_ssize_t band) noexcept nogil:
+                          Py_ssize_t band, bint stream=False) noexcept nogil:
     """dw := the weight gradient, one item per channel (s.c_in_g == s.c_out_g == 1). With
     `dx` (else NULL), the input gradient too, in the same pass: `adjoint` the stride-1
     convolution of g by the reversed weights `w_adjoint` whose output is dx, run on each
     image's gradient plane by planes_item (bands of `band` rows) just before the weight
-    gradient reads that plane again, from cache: g crosses the memory bus once, not twice."""
+    gradient reads that plane again, from cache: g crosses the memory bus once, not twice;
+    `stream`: dx written by streaming stores (planes_item).
+    Work item: a block of adjacent channels, every image's planes of the block in turn
+    (image outer, channel inner), so each thread reads x and g (and writes dx) in runs of
+    whole blocks of planes, the next item's planes asked into L2 while this one's are
+    summed (fc_prefetch_l2); each channel's sums stay in
+    accumulators of its own, over the images in order, so the bits do not depend on the
+    blocks or the threads."""
     cdef Py_ssize_t V = FC_VEC_f32 if floating is float else FC_VEC_f64
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
@@ -1042,6 +1067,18 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
     cdef Py_ssize_t kw_block = KW if KW < FC_TAP_ROWS_MAX else FC_TAP_ROWS_MAX
     cdef Py_ssize_t row_block = FC_TAP_BLOCK_SUMS // kw_block
     cdef Py_ssize_t c, n, i, t0, khb, t, kd, kh, od, oh, i_d, i_h, first, count
+    cdef Py_ssize_t b, c0, c1
+    cdef const floating* next_x
+    cdef const floating* next_g
+    # the share of a gradient plane prefetched beside each input row (whole cache lines)
+    cdef Py_ssize_t g_row_share = ceil_div(ceil_div(out_plane, max(1, D * H)), 16) * 16
+    cdef Py_ssize_t sums_per_channel = taps * V
+    # channels per block: enough blocks for the threads to share (and even out a slow core),
+    # their accumulators within GRAD_BLOCK_SUMS_BYTES (L2)
+    cdef Py_ssize_t block = max(1, min(
+        ceil_div(s.groups, GRAD_BLOCKS_PER_THREAD * max(1, num_threads)),
+        GRAD_BLOCK_SUMS_BYTES // (sums_per_channel * <Py_ssize_t> sizeof(floating))))
+    cdef Py_ssize_t blocks = ceil_div(s.groups, block)
     cdef Py_ssize_t kw = 0, r = 0   # (set up each thread's tables, before the channels)
     cdef floating* lines = NULL
     cdef const floating** line_of = NULL
@@ -1089,7 +1126,8 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
     with parallel(num_threads=num_threads):
         lines = <floating*> fc_workspace(WS_GRAD_LINES, D * H * line_len * sizeof(floating))
         line_of = <const floating**> fc_workspace(WS_GRAD_ROWS, D * H * sizeof(floating*))
-        acc = <floating*> fc_workspace(WS_GRAD_SUMS, taps * V * sizeof(floating))
+        acc = <floating*> fc_workspace(WS_GRAD_SUMS,
+                                       block * sums_per_channel * sizeof(floating))
         shifts = <Py_ssize_t*> fc_workspace(WS_GRAD_SHIFTS, KW * sizeof(Py_ssize_t))
         if dx != NULL:
             phases = <floating*> fc_workspace(
@@ -1111,54 +1149,71 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
             for kw in range(KW):
                 shifts[kw] = (kw * s.dilation[2]) % s.stride[2] * phase_len \
                     + kw * s.dilation[2] // s.stride[2]
-        for c in prange(s.groups, schedule='dynamic'):
+        for b in prange(blocks, schedule='dynamic'):
             if lines == NULL or line_of == NULL or acc == NULL or shifts == NULL:
                 continue
-            memset(acc, 0, taps * V * sizeof(floating))
+            c0 = b * block
+            c1 = min(s.groups, c0 + block)
+            memset(acc, 0, (c1 - c0) * sums_per_channel * sizeof(floating))
             for n in range(s.n):
-                x_plane = x + (n * s.c_in + c) * in_plane
-                g_plane = g + (n * s.c_out + c) * out_plane
-                if n + 1 < s.n:
-                    fc_prefetch_range(x_plane + s.c_in * in_plane, in_plane * sizeof(floating))
-                    fc_prefetch_range(g_plane + s.c_out * out_plane,
-                                      out_plane * sizeof(floating))
-                if dx != NULL:
-                    # the input gradient of plane (n, c): planes n * groups + c of the adjoint
-                    for adj_od in range(adjoint.out_size[0]):
-                        adj_oh0 = 0
-                        while adj_oh0 < adjoint.out_size[1]:
-                            adj_rows = min(p.band, adjoint.out_size[1] - adj_oh0)
-                            planes_item(g, w_adjoint, NULL, dx, adjoint, &p, n * s.groups + c,
-                                        1, adj_od, adj_oh0, adj_oh0 + adj_rows, phases, sums,
-                                        offsets)
-                            adj_oh0 = adj_oh0 + adj_rows
-                if s.stride[2] == 1:
-                    # the rows' columns [pad, pad + W) hold input (the rest stays zero): the
-                    # bounds made once, not by fill_line's divisions on every row
+                for c in range(c0, c1):
+                    x_plane = x + (n * s.c_in + c) * in_plane
+                    g_plane = g + (n * s.c_out + c) * out_plane
+                    if dx != NULL:
+                        # the input gradient of plane (n, c): planes n * groups + c of the
+                        # adjoint
+                        for adj_od in range(adjoint.out_size[0]):
+                            adj_oh0 = 0
+                            while adj_oh0 < adjoint.out_size[1]:
+                                adj_rows = min(p.band, adjoint.out_size[1] - adj_oh0)
+                                planes_item(g, w_adjoint, NULL, dx, adjoint, &p,
+                                            n * s.groups + c, 1, adj_od, adj_oh0,
+                                            adj_oh0 + adj_rows, phases, sums, offsets,
+                                            stream)
+                                adj_oh0 = adj_oh0 + adj_rows
+                    # the next item's planes asked into L2 a row's worth at a time as this
+                    # one's rows are copied: the loads come in while the taps are summed (all
+                    # at once, the requests queue ahead of this item's own)
+                    if c + 1 < c1:
+                        next_x = x_plane + in_plane
+                        next_g = g_plane + out_plane
+                    else:
+                        next_x = x + ((n + 1) * s.c_in + c0) * in_plane
+                        next_g = g + ((n + 1) * s.c_out + c0) * out_plane
                     for i in range(D * H):
-                        fc_copy_short(lines + i * line_len + s.pad[2], x_plane + i * W,
-                                      copy_bytes)
-                else:
-                    for i in range(D * H):
-                        fill_line(lines + i * line_len, line_len, x_plane + i * W, s, False)
-                t0 = 0
-                while t0 < tap_rows_count:
-                    khb = tap_rows_count - t0 if tap_rows_count - t0 < row_block \
-                        else row_block
-                    first = 0
-                    while first < KW:
-                        count = KW - first if KW - first < kw_block else kw_block
-                        tap_rows(line_of, g_plane, g_of + t0, tap_rows_count, D * H, OW, g_end,
-                                 shifts + first, <int> khb, <int> count,
-                                 acc + (t0 * KW + first) * V, KW)
-                        first = first + count
-                    t0 = t0 + khb
+                        if s.stride[2] == 1:
+                            # the rows' columns [pad, pad + W) hold input (the rest stays
+                            # zero): the bounds made once, not by fill_line's divisions
+                            fc_copy_short(lines + i * line_len + s.pad[2], x_plane + i * W,
+                                          copy_bytes)
+                        else:
+                            fill_line(lines + i * line_len, line_len, x_plane + i * W, s,
+                                      False)
+                        if n + 1 < s.n or c + 1 < c1:
+                            fc_prefetch_l2(next_x + i * W, W * sizeof(floating))
+                            fc_prefetch_l2(next_g + i * g_row_share,
+                                           g_row_share * sizeof(floating))
+                    t0 = 0
+                    while t0 < tap_rows_count:
+                        khb = tap_rows_count - t0 if tap_rows_count - t0 < row_block \
+                            else row_block
+                        first = 0
+                        while first < KW:
+                            count = KW - first if KW - first < kw_block else kw_block
+                            tap_rows(line_of, g_plane, g_of + t0, tap_rows_count, D * H, OW,
+                                     g_end, shifts + first, <int> khb, <int> count,
+                                     acc + (c - c0) * sums_per_channel
+                                     + (t0 * KW + first) * V, KW)
+                            first = first + count
+                        t0 = t0 + khb
             # the lanes in order: the same sums whichever thread ran the channel
-            for t in range(taps):
-                total = 0
-                for i in range(V):
-                    total = total + acc[t * V + i]
-                dw[c * taps + t] = total
+            for c in range(c0, c1):
+                for t in range(taps):
+                    total = 0
+                    for i in range(V):
+                        total = total + acc[(c - c0) * sums_per_channel + t * V + i]
+                    dw[c * taps + t] = total
+        fc_stream_fence()
     if dx != NULL:
         free_planes_tables(&p)
     return failed
@@ -1264,14 +1319,15 @@ def depthwise_grads(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :
                     const floating[:, :, :, :, ::1] w_adjoint, floating[:, :, :, :, ::1] dx,
                     floating[:, :, :, :, ::1] dw, tuple stride, tuple pad, tuple dilation,
                     tuple adjoint_pad, Py_ssize_t groups, Py_ssize_t band_rows,
-                    int num_threads):
+                    int num_threads, bint stream=False):
     """dx and dw := both gradients of a depthwise convolution (one input and one output
     channel per group) at stride 1 (`stride` is what the forward kernels take: 1 along an
     axis with one output), in one pass over each channel: dw as weight_grad's
     WEIGHT_GRAD_DEPTHWISE_ROWS, dx as conv_forward's CONV_DIRECT_PLANES on the adjoint, the
     forward convolution of g by the reversed filters `w_adjoint` (C, 1, KD, KH, KW) with
     zero padding `adjoint_pad` before each axis, in bands of `band_rows` rows: both
-    bit for bit what those two calls give."""
+    bit for bit what those two calls give. `stream`: dx goes out by streaming stores (for a
+    dx that no cache would keep until its reader)."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(dw.shape), shape5(g.shape),
                                   stride, pad, dilation, groups)
     cdef ConvShape adjoint = make_shape(shape5(g.shape), shape5(w_adjoint.shape),
@@ -1293,6 +1349,6 @@ def depthwise_grads(const floating[:, :, :, :, ::1] x, const floating[:, :, :, :
     with nogil:
         status = weight_grad_rows(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], &dw[0, 0, 0, 0, 0],
                                   &s, num_threads, &dx[0, 0, 0, 0, 0],
-                                  &w_adjoint[0, 0, 0, 0, 0], &adjoint, band_rows)
+                                  &w_adjoint[0, 0, 0, 0, 0], &adjoint, band_rows, stream)
     if status != 0:
         raise MemoryError("fastconv: could not allocate a work buffer")

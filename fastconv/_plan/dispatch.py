@@ -924,24 +924,28 @@ def phase_weight_grad_limit(problem, itemsize):
         return PHASE_GRID_MAX_WEIGHT_GRAD_SMALL
     return PHASE_GRID_MAX_WEIGHT_GRAD
 
-# The depthwise weight gradient one channel per work item (WEIGHT_GRAD_DEPTHWISE_ROWS): each
-# channel's sums stay in registers over the whole batch, so it needs channels to share out,
-# and planes whose rows are long enough to pay for a call per tap row. Measured on Zen 4
-# (AVX-512), 2 threads, float32, (batch, channels, plane) kernel (phase grid -> rows, ms):
-# (8,144,56) 3x3 2.0-2.7 -> 1.8-1.9, 5x5 on (8,240,28) 1.84 -> 1.01, (8,32,112) 1.91 -> 1.61,
-# (1,32,112) 0.25 -> 0.14, (8,96,112) stride 2 2.93 -> 2.83, (32,64,32) 0.93 -> 0.94; but
-# 3x3 on 28x28 outputs 0.53 -> 0.54 (stride 2 from 56: 0.68 -> 0.92), 14x14 0.34 -> 0.40,
-# 7x7 0.44 -> 0.55.
+# The depthwise weight gradient by rows (WEIGHT_GRAD_DEPTHWISE_ROWS): each channel's sums stay
+# in registers over the whole batch, work items blocks of adjacent channels (image outer,
+# channel inner: x and g read in long runs), so it needs channels to share out. At stride 1
+# it beats the phase grid on every plane measured; with a stride, each input row's phase
+# split costs more than it saves on small planes. Zen 4 (AVX-512), 2 threads, float32,
+# (batch, channels, plane) kernel, weight gradient alone (phase grid -> rows, ms): stride 1
+# (8,144,28) 3x3 0.41-0.44 -> 0.21-0.22, (8,576,14) 0.54 -> 0.28, (8,960,7) 0.51 -> 0.30,
+# (8,960,4) 0.35-0.45 -> 0.20-0.24, (1,576,14) 0.118 -> 0.073, (2,64,8) 0.042 -> 0.030, 5x5
+# (8,672,14) 1.61 -> 0.65, 1-d (8,64,4000) k5 0.86-0.89 -> 0.35-0.36, 3-d (2,32,8x28x28)
+# 0.56 -> 0.20; stride 2 (8,144,56) 3x3 0.85-0.97 -> 0.70-0.81, (8,96,112) 3.0-3.2 ->
+# 2.3-2.4, but (8,576,14) 0.35 -> 0.46, 5x5 0.68 -> 0.71-0.73, (4,32,30) 0.050 both.
 DEPTHWISE_ROWS_MIN_CHANNELS_PER_THREAD = 4
-DEPTHWISE_ROWS_MIN_PRODUCTS = 8192      # output positions x taps of one plane
+DEPTHWISE_ROWS_MIN_STRIDED_PRODUCTS = 4096      # output positions x taps of one plane
 
 
 def depthwise_rows_pays(problem, threads):
     """True if the depthwise weight gradient should run by rows (see above)."""
     return (_one_to_one(problem)
             and problem.groups >= DEPTHWISE_ROWS_MIN_CHANNELS_PER_THREAD * threads
-            and prod(problem.out_size) * prod(problem.kernel_size)
-            >= DEPTHWISE_ROWS_MIN_PRODUCTS)
+            and (all(s == 1 for s in problem.stride)
+                 or prod(problem.out_size) * prod(problem.kernel_size)
+                 >= DEPTHWISE_ROWS_MIN_STRIDED_PRODUCTS))
 
 # The weight gradient of a 3x3, stride-1 layer by Winograd F(2x2, 3x3) (WEIGHT_GRAD_WINOGRAD:
 # 16 GEMMs over the 2x2 tiles of the whole batch instead of one over the pixels with 9 taps
@@ -1012,10 +1016,11 @@ WEIGHT_GRAD_RULES = (
          "Winograd F(2x2, 3x3), 16 GEMMs (per depth tap) over the batch's tiles (precision "
          "'fast')"),
     Rule("depthwise", lambda p, itemsize=4, threads=1, *_: depthwise_rows_pays(p, threads),
-         "one input and one output channel per group (depthwise), planes of at least "
-         f"{DEPTHWISE_ROWS_MIN_PRODUCTS} positions x taps: each channel's sums over the whole "
-         "batch in registers, one channel per work item (no partial buffers), from "
-         "zero-padded copies of its input rows"),
+         "one input and one output channel per group (depthwise), at least "
+         f"{DEPTHWISE_ROWS_MIN_CHANNELS_PER_THREAD} channels a thread, stride 1 or planes of "
+         f"at least {DEPTHWISE_ROWS_MIN_STRIDED_PRODUCTS} positions x taps: each channel's "
+         "sums over the whole batch in registers (no partial buffers), blocks of adjacent "
+         "channels a work item, from zero-padded copies of its input rows"),
     Rule("phase", lambda p, itemsize=4, threads=1, *_: (
         p.out_channels * p.gemm_depth <= phase_weight_grad_limit(p, itemsize)
         and (p.batch * p.groups >= threads or phase_shared_plane_pays(p))
