@@ -74,10 +74,32 @@ def test_phases_match_the_reference(case, dtype):
     np.testing.assert_allclose(got, rows, rtol=tol, atol=tol * np.abs(want).max())
 
 
-def test_bands_and_threads_do_not_change_a_bit():
+@pytest.mark.parametrize("case", range(len(GRID)))
+def test_streamed_out_rows_are_the_same_bits(case):
+    """dx assembled band by band and streamed out past the caches (a large or cold dx,
+    conv_grad._streams_output) holds what the straight stores give, on every grid case."""
+    from fastconv._kernels import conv_direct
+    from fastconv._ops.conv import as_5d
+    rng = np.random.default_rng(case)
+    nd, x_shape, w, g, kw = depthwise_call(rng, *GRID[case], np.float32)
+    problem = problem_from_call(x_shape, w.shape, **kw)
+    plan = plan_input_grad(problem, np.float32, "direct_phases")
+    got = {}
+    for stream in (False, True):
+        dx = np.full(x_shape, np.nan, np.float32)
+        conv_direct.input_grad(int(plan.kernel), as_5d(g, nd), as_5d(w, nd), as_5d(dx, nd),
+                               *plan.geometry, problem.groups, plan.band_rows, 2, stream)
+        got[stream] = dx
+    np.testing.assert_array_equal(got[True], got[False])
+    np.testing.assert_array_equal(got[False], INPUT_GRAD[nd](x_shape, w, g,
+                                                             algorithm="direct_phases", **kw))
+
+
+def test_bands_threads_and_streaming_do_not_change_a_bit():
     """A 1-channel 301x300 image at stride 2 in bands of a few rows: every band split and
-    thread count gives the same bits (the kernel at its entry point, bands down to one row,
-    which it rounds up to the stride)."""
+    thread count gives the same bits, written straight or streamed out from a band buffer
+    (the kernel at its entry point, bands down to one row, which it rounds up to the
+    stride)."""
     from fastconv._kernels import conv_direct
     rng = np.random.default_rng(3)
     nd, x_shape, w, g, kw = depthwise_call(rng, 1, 1, (301, 300), (7, 7),
@@ -87,10 +109,10 @@ def test_bands_and_threads_do_not_change_a_bit():
     kernel = int(Kernel.INPUT_GRAD_DIRECT_PHASES)
     want = None
     for band in (1, 2, 5, 64, 301, 10**6):
-        for threads in (1, 2, 3):
+        for threads, stream in ((1, False), (2, True), (3, False), (3, True)):
             dx = np.full((1, 1, 1) + x_shape[2:], np.nan, np.float32)
             conv_direct.input_grad(kernel, g[:, :, None], w[:, :, None], dx, (1, 2, 2),
-                                   (0, 3, 3), (1, 1, 1), 1, band, threads)
+                                   (0, 3, 3), (1, 1, 1), 1, band, threads, stream)
             if want is None:
                 want = dx
             np.testing.assert_array_equal(dx, want)

@@ -29,7 +29,8 @@ cdef extern from "stream_store.h":
 cdef enum:
     WS_DIRECT_XS, WS_DIRECT_WS, WS_DIRECT_LINES, WS_DIRECT_TAIL, WS_PLANES_PHASES,
     WS_PLANES_SUMS, WS_PLANES_TAPS, WS_PHASES_GRADIENT, WS_PHASES_SUMS, WS_PHASES_TAPS,
-    WS_GRAD_LINES, WS_GRAD_ROWS, WS_GRAD_G_ROWS, WS_GRAD_SUMS, WS_GRAD_SHIFTS
+    WS_GRAD_LINES, WS_GRAD_ROWS, WS_GRAD_G_ROWS, WS_GRAD_SUMS, WS_GRAD_SHIFTS,
+    WS_PHASES_BAND
 
 
 # ---------------------------------------------------------------------------------------------
@@ -886,10 +887,13 @@ cdef void interleave_phase_rows(floating* dx_row, Py_ssize_t W, Py_ssize_t sw,
 cdef void phases_item(const floating* g, const floating* w, floating* dx, const ConvShape* s,
                       const AxisPhases* ad, const AxisPhases* ah, const AxisPhases* aw,
                       const PhasesLayout* p, Py_ssize_t plane, Py_ssize_t d, Py_ssize_t h0,
-                      floating* buffer, floating* sums, Py_ssize_t* scratch) noexcept nogil:
+                      floating* buffer, floating* sums, Py_ssize_t* scratch,
+                      floating* band_rows) noexcept nogil:
     """Input rows h0 .. h0 + band - 1 at depth d of input plane `plane` (= n * C + c), from
     output plane `plane` and filter c. `buffer`, `sums` and `scratch` (the taps' offsets,
-    their weights, the depth taps that reach d) are the thread's."""
+    their weights, the depth taps that reach d) are the thread's; with `band_rows` (else
+    NULL: straight into dx) the rows are assembled there and streamed out (the band is
+    contiguous in dx), no line of dx read before it is written."""
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
@@ -904,6 +908,7 @@ cdef void phases_item(const floating* g, const floating* w, floating* dx, const 
     cdef floating* weights = <floating*> (scratch + all_taps)
     cdef Py_ssize_t* slot_kd = scratch + all_taps + all_taps   # floating is at most 8 bytes
     cdef floating* dx_band = dx + ((plane * D + d) * H + h0) * W
+    cdef floating* rows_out = dx_band if band_rows == NULL else band_rows
     cdef const floating* w_c = w + (plane % s.c_out) * all_taps
     cdef Py_ssize_t slots = 0, slot, td, th, tw, kh, kw, od, rh, rw, jh, taps, row_offset, count
     # the depth taps that reach depth d (its phase rd < min(sd, D) has a table entry), each
@@ -942,14 +947,16 @@ cdef void phases_item(const floating* g, const floating* w, floating* dx, const 
                 fc_plane_taps_f32(sums + rw * p.sums, count, 0, buffer, offsets, weights, taps)
             else:
                 fc_plane_taps_f64(sums + rw * p.sums, count, 0, buffer, offsets, weights, taps)
-        interleave_phase_rows(dx_band + rh * W, W, s.stride[2], sh * W, sums, p.sums, pw,
+        interleave_phase_rows(rows_out + rh * W, W, s.stride[2], sh * W, sums, p.sums, pw,
                               aw.phases, jh)
+    if band_rows != NULL:
+        fc_stream_copy(dx_band, band_rows, (h1 - h0) * W * sizeof(floating))
 
 
 @cython.cdivision(True)
 cdef int input_grad_phases(const floating* g, const floating* w, floating* dx,
                            const ConvShape* s, Py_ssize_t band_rows,
-                           int num_threads) noexcept nogil:
+                           int num_threads, bint stream) noexcept nogil:
     cdef Py_ssize_t chunk = VECTOR_BYTES // sizeof(floating)
     cdef AxisPhases ad, ah, aw
     cdef PhasesLayout p
@@ -958,6 +965,7 @@ cdef int input_grad_phases(const floating* g, const floating* w, floating* dx,
     cdef floating* buffer = NULL
     cdef floating* sums = NULL
     cdef Py_ssize_t* scratch = NULL
+    cdef floating* band_out = NULL
     cdef int failed = 0
     cdef int* failed_flag = &failed
     ad.count = ah.count = aw.count = NULL
@@ -978,6 +986,12 @@ cdef int input_grad_phases(const floating* g, const floating* w, floating* dx,
                                             aw.phases * p.sums * sizeof(floating))
             scratch = <Py_ssize_t*> fc_workspace(WS_PHASES_TAPS,
                                                  (3 * all_taps + 1) * sizeof(Py_ssize_t))
+            band_out = NULL
+            if stream:
+                band_out = <floating*> fc_workspace(
+                    WS_PHASES_BAND, p.band * s.in_size[2] * sizeof(floating))
+                if band_out == NULL:
+                    buffer = NULL   # (skips every item below)
             if buffer == NULL or sums == NULL or scratch == NULL:
                 failed_flag[0] = 1
             for item in prange(items, schedule='dynamic', chunksize=chunk_items):
@@ -987,7 +1001,8 @@ cdef int input_grad_phases(const floating* g, const floating* w, floating* dx,
                 h0 = (item % bands) * p.band
                 t = item // bands
                 phases_item(g, w, dx, s, &ad, &ah, &aw, &p, t // D, t % D, h0, buffer, sums,
-                            scratch)
+                            scratch, band_out)
+            fc_stream_fence()
     free_axis_phases(&ad)
     free_axis_phases(&ah)
     free_axis_phases(&aw)
@@ -1263,11 +1278,12 @@ def conv_forward(int kernel, const floating[:, :, :, :, ::1] x,
 def input_grad(int kernel, const floating[:, :, :, :, ::1] g,
                const floating[:, :, :, :, ::1] w, floating[:, :, :, :, ::1] dx,
                tuple stride, tuple pad, tuple dilation, Py_ssize_t groups, Py_ssize_t band_rows,
-               int num_threads):
+               int num_threads, bint stream=False):
     """dx := the input gradient of conv(dx-shaped input, w) for output gradient g (zero
     padding `pad` before each axis). `kernel`: INPUT_GRAD_DIRECT_ROWS (row by row), or
     INPUT_GRAD_DIRECT_PHASES (by stride phases, in bands of `band_rows` input rows; one input
-    and one output channel per group, finite weights)."""
+    and one output channel per group, finite weights; `stream`: dx written by streaming
+    stores, for a dx that no cache would keep until its reader)."""
     cdef ConvShape s = make_shape(shape5(dx.shape), shape5(w.shape), shape5(g.shape),
                                   stride, pad, dilation, groups)
     cdef int status = 0
@@ -1284,7 +1300,8 @@ def input_grad(int kernel, const floating[:, :, :, :, ::1] g,
     with nogil:
         if kernel == INPUT_GRAD_DIRECT_PHASES:
             status = input_grad_phases(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
-                                       &dx[0, 0, 0, 0, 0], &s, band_rows, num_threads)
+                                       &dx[0, 0, 0, 0, 0], &s, band_rows, num_threads,
+                                       stream)
         else:
             status = input_grad_direct(&g[0, 0, 0, 0, 0], &w[0, 0, 0, 0, 0],
                                        &dx[0, 0, 0, 0, 0], &s, num_threads)

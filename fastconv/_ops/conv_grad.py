@@ -92,13 +92,16 @@ def _run_subpixel(plan, problem, w, g, dtype):
     return dx
 
 
-def input_grad_kernel(plan, problem, g, w, dx):
-    """Run `plan` (one input-gradient kernel) for the zero-padded `problem`."""
+def input_grad_kernel(plan, problem, g, w, dx, then_reads=0):
+    """Run `plan` (one input-gradient kernel) for the zero-padded `problem`; `then_reads`:
+    the bytes the caller reads after it, before dx's reader (_streams_output)."""
     nd, kernel = problem.ndim, plan.kernel
     args = (kernel, as_5d(g, nd), as_5d(w, nd), as_5d(dx, nd)) + plan.geometry \
         + (problem.groups,)
     if kernel in (Kernel.INPUT_GRAD_DIRECT_ROWS, Kernel.INPUT_GRAD_DIRECT_PHASES):
-        conv_direct.input_grad(*args, plan.band_rows, plan.threads)
+        conv_direct.input_grad(*args, plan.band_rows, plan.threads,
+                               kernel == Kernel.INPUT_GRAD_DIRECT_PHASES
+                               and _streams_output(dx, g, then_reads=then_reads))
     elif kernel in (Kernel.INPUT_GRAD_PHASE_CLASSES, Kernel.INPUT_GRAD_PHASE_SCATTER):
         conv_phase_grid.input_grad(*args, plan.tile_panels, plan.threads)
     elif kernel == Kernel.INPUT_GRAD_GEMM1X1_STACKED:
@@ -115,13 +118,14 @@ def input_grad_kernel(plan, problem, g, w, dx):
         conv_im2col.input_grad(*args, plan.band_rows, plan.channel_chunks, plan.threads)
 
 
-def run_input_grad(problem, plan, weight, grad_output, dtype):
-    """The input gradient of the zero-padded convolution `problem` by `plan`."""
+def run_input_grad(problem, plan, weight, grad_output, dtype, then_reads=0):
+    """The input gradient of the zero-padded convolution `problem` by `plan` (`then_reads`:
+    see input_grad_kernel)."""
     with denormals_flushed(plan.threads):
-        return _input_grad_by_plan(problem, plan, weight, grad_output, dtype)
+        return _input_grad_by_plan(problem, plan, weight, grad_output, dtype, then_reads)
 
 
-def _input_grad_by_plan(problem, plan, weight, grad_output, dtype):
+def _input_grad_by_plan(problem, plan, weight, grad_output, dtype, then_reads):
     w = contiguous_weight(weight, dtype)
     g = np.ascontiguousarray(grad_output, dtype=dtype)
     if problem.in_shape.count(0) or g.size == 0:
@@ -132,7 +136,7 @@ def _input_grad_by_plan(problem, plan, weight, grad_output, dtype):
         return _run_channels_last_phases(problem, plan, w, g, dtype)
     dx = np.empty(problem.in_shape, dtype)   # every kernel writes (or first zeroes) all of it
     with _threads.single_threaded_blas if plan.uses_blas else contextlib.nullcontext():
-        input_grad_kernel(plan, problem, g, w, dx)
+        input_grad_kernel(plan, problem, g, w, dx, then_reads)
     return dx
 
 
@@ -257,8 +261,10 @@ def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
 # ends, which keep the problem of the forward call and skip checking it again.
 
 @pooled
-def input_grad_of(problem, weight, grad_output, dtype, algorithm="auto"):
-    """The input gradient of the checked convolution `problem`, any padding mode."""
+def input_grad_of(problem, weight, grad_output, dtype, algorithm="auto", then_reads=0):
+    """The input gradient of the checked convolution `problem`, any padding mode;
+    `then_reads`: the bytes the caller reads after it (the weight gradient's operands), which
+    may make a kernel stream dx out past the caches (_streams_output)."""
     padded = problem.explicitly_padded
     relaid = False
     if algorithm == "auto" and _args.is_channels_last(grad_output):
@@ -270,7 +276,7 @@ def input_grad_of(problem, weight, grad_output, dtype, algorithm="auto"):
         if grad is not None:
             return grad
     plan = plan_input_grad(problem, dtype, algorithm, weight)
-    grad = run_input_grad(padded, plan, weight, grad_output, dtype)
+    grad = run_input_grad(padded, plan, weight, grad_output, dtype, then_reads)
     grad = grad if padded is problem else fold_padding(grad, problem)
     return _args.as_channels_last(grad) if relaid else grad
 
@@ -586,7 +592,9 @@ def conv_grads_of(problem, input, weight, grad_output, dtype, bias_out=None):
     else by the two calls."""
     grads = _fused_depthwise(problem, input, weight, grad_output, dtype)
     if grads is None:
-        return (input_grad_of(problem, weight, grad_output, dtype),
+        # the weight gradient reads both operands after dx is written
+        return (input_grad_of(problem, weight, grad_output, dtype,
+                              then_reads=input.nbytes + grad_output.nbytes),
                 weight_grad_of(problem, input, grad_output, tuple(weight.shape), dtype,
                                bias_out))
     if bias_out is not None:
@@ -635,21 +643,27 @@ def _fused_depthwise(problem, input, weight, grad_output, dtype):
         conv_direct.depthwise_grads(as_5d(x, nd), as_5d(g, nd), reversed_w, as_5d(dx, nd),
                                     as_5d(dw, nd), stride, pad, dilation, adjoint_pad,
                                     problem.groups, phase_plan.band_rows, weight_plan.threads,
-                                    _streams_input_grad(x, g, dx))
+                                    _streams_output(dx, x, g))
     return dx, dw
 
 
-# The one-pass depthwise gradients write dx by streaming stores where no cache keeps it:
-# where the call itself moves more than COLD_AFTER_BYTES (its reads evict dx's block before
-# each plane is written, so a plain store first reads the line back from memory), or dx's
-# block is cold. Zen 4 (32 MiB L3), 2 threads, float32, 3x3 on (8, 144, 56, 56) (43 MB),
-# alternating builds: 2.35-2.42 -> 2.12-2.21 ms.
+# The depthwise input gradients (one pass with the weight's, or by stride phases) write dx by
+# streaming stores where no cache keeps it: where the call moves more than COLD_AFTER_BYTES
+# (its reads evict dx's block before each plane is written, so a plain store first reads
+# the line back from memory, and evict dx before its reader), or dx's block is cold. Zen 4
+# (32 MiB L3), 2 threads, float32, batch 8, 144 channels of 56x56: one pass at stride 1
+# (43 MB), alternating builds, 2.35-2.42 -> 2.12-2.21 ms; both gradients at stride 2
+# (dx then dw: 32 MB) 1.70-1.83 -> 1.52-1.59, but dx alone (18 MB, kept in L3 from call to
+# call) 0.64-0.82 -> 0.76-0.88: not streamed.
 _DX_STREAM_MIN_BYTES = 2 << 20
 
 
-def _streams_input_grad(x, g, dx):
-    return dx.nbytes >= _DX_STREAM_MIN_BYTES and (
-        x.nbytes + g.nbytes + dx.nbytes >= COLD_AFTER_BYTES or is_cold(dx))
+def _streams_output(out, *read, then_reads=0):
+    """Whether a kernel that writes `out` whole, reading the arrays `read`, should stream it
+    out (then_reads: the bytes the caller moves after it, before out's reader)."""
+    return out.nbytes >= _DX_STREAM_MIN_BYTES and (
+        out.nbytes + sum(a.nbytes for a in read) + then_reads >= COLD_AFTER_BYTES
+        or is_cold(out))
 
 
 def bias_grad_of(grad_output, dtype):
