@@ -59,6 +59,13 @@ GRID = [
     # the one before it)
     (1, 3, 1, (13, 37), (3, 3), dict(padding=1)),
     (2, 2, 1, (9, 70), (3, 3), dict(padding=(1, 0))),
+    # rows wider than one vector but narrower than two (float32 16-31 wide, float64 8-15):
+    # one block a row whose second vector overlaps the first
+    (1, 3, 1, (13, 21), (3, 3), dict(padding=1)),
+    (2, 2, 1, (9, 12), (3, 3), dict(padding=1)),
+    (1, 2, 1, (10, 29), (5, 5), dict(padding=2)),
+    (1, 3, 1, (13, 19), (3, 4), dict(padding=(1, 2))),
+    (6, 8, 1, (28, 28), (3, 3), dict(padding=1)),                     # planes 4 an item
     # ... written straight into output rows narrower than the rectangle's (3-d: at the depth
     # border only one depth tap reads the input, whose rows are shared again)
     (1, 2, 1, (2, 5, 40), (3, 3, 3), dict(padding=(2, 1, 1))),

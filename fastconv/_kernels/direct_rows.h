@@ -161,16 +161,18 @@ FC_DEFINE_PLANE_TAPS(f64, double)
  * same bits as fc_plane_taps: every output sums its taps in the same order, then adds the
  * bias. The rows go straight to their place in the output (out_stride apart; the flat loop's
  * run of rows as wide as the rectangle's needs a copy to drop the columns past each row's
- * end). The last block of a row overlaps the one before it. Returns 0 (nothing written)
- * where a row is narrower than two vectors: with one vector a row, the four rows' sums are
- * four chains of dependent FMAs, the first and last input rows feeding one of them alone
- * (measured slower than the flat loop on 14x14 planes). */
+ * end). A block is two vectors, h apart: h = V, the last block of a row overlapping the
+ * one before it; a row narrower than two vectors (28 wide in float32) is one block whose
+ * second vector starts h = out_width - V in, overlapping the first. Returns 0 (nothing
+ * written) where a row is at most one vector wide: then the four rows' sums are four chains
+ * of dependent FMAs, the first and last input rows feeding one of them alone (measured
+ * slower than the flat loop on 14x14 planes). */
 /* the input row at p (of kernel row index u) into the accumulators of outputs LO..HI */
 #define FC_PLANE_ROWS4_TAPS(LO, HI)                                                             \
     for (k = 0; k < kw_taps; k++) {                                                            \
         vec v0, v1;                                                                            \
         memcpy(&v0, p + k * dw, sizeof(vec));                                                  \
-        memcpy(&v1, p + k * dw + V, sizeof(vec));                                              \
+        memcpy(&v1, p + k * dw + h, sizeof(vec));                                              \
         FC_KEEP_IN_REGISTER(v0);                                                               \
         FC_KEEP_IN_REGISTER(v1);                                                               \
         for (int m = LO; m <= HI; m++) {                                                       \
@@ -185,7 +187,7 @@ FC_DEFINE_PLANE_TAPS(f64, double)
     if (M < g)                                                                                 \
         for (int q = 0; q < 2; q++) {                                                          \
             vec o = a[M][q] + bias;                                                            \
-            memcpy(out + (r + M) * out_stride + j + q * V, &o, sizeof(o));                     \
+            memcpy(out + (r + M) * out_stride + j + q * h, &o, sizeof(o));                     \
         }
 
 /* Four output rows of a 3x3 kernel, every index a constant: the nine weights broadcast into
@@ -196,7 +198,7 @@ FC_DEFINE_PLANE_TAPS(f64, double)
 #define FC_R3_LOAD(K)                                                                           \
     vec v0_##K, v1_##K;                                                                        \
     memcpy(&v0_##K, p + K * dw, sizeof(vec));                                                 \
-    memcpy(&v1_##K, p + K * dw + V, sizeof(vec));                                             \
+    memcpy(&v1_##K, p + K * dw + h, sizeof(vec));                                             \
     FC_KEEP_IN_REGISTER(v0_##K);                                                               \
     FC_KEEP_IN_REGISTER(v1_##K);
 /* the input row loaded above is kernel row KH of output row M */
@@ -210,7 +212,7 @@ FC_DEFINE_PLANE_TAPS(f64, double)
 #define FC_R3_STORE(M)                                                                          \
     { vec o0 = a##M##0 + bias, o1 = a##M##1 + bias;                                            \
       memcpy(out + (r + M) * out_stride + j, &o0, sizeof(o0));                                 \
-      memcpy(out + (r + M) * out_stride + j + V, &o1, sizeof(o1)); }
+      memcpy(out + (r + M) * out_stride + j + h, &o1, sizeof(o1)); }
 #define FC_R3_WEIGHT(KH, KW)                                                                    \
     vec w##KH##KW = (vec){0} + w[KH * 3 + KW];
 #define FC_R3_KEEP(KH)                                                                          \
@@ -224,12 +226,13 @@ static inline void fc_plane_rows4_3x3_##SUFFIX(T* out, ptrdiff_t out_stride,    
     enum { V = FC_DIRECT_LANES_##SUFFIX };                                                     \
     typedef fc_vec_##SUFFIX vec;                                                               \
     typedef T elem;                                                                            \
+    const ptrdiff_t h = out_width < 2 * V ? out_width - V : V;   /* as fc_plane_rows4's */     \
     FC_R3_WEIGHT(0, 0) FC_R3_WEIGHT(0, 1) FC_R3_WEIGHT(0, 2)                                   \
     FC_R3_WEIGHT(1, 0) FC_R3_WEIGHT(1, 1) FC_R3_WEIGHT(1, 2)                                   \
     FC_R3_WEIGHT(2, 0) FC_R3_WEIGHT(2, 1) FC_R3_WEIGHT(2, 2)                                   \
     for (ptrdiff_t r = 0; r < full; r += 4) {                                                  \
-        for (ptrdiff_t j = 0; j < out_width; j += 2 * V) {                                     \
-            if (j + 2 * V > out_width) j = out_width - 2 * V;                                  \
+        for (ptrdiff_t j = 0; j < out_width; j += V + h) {                                     \
+            if (j + V + h > out_width) j = out_width - V - h;                                  \
             FC_R3_KEEP(0) FC_R3_KEEP(1) FC_R3_KEEP(2)                                          \
             vec a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0};                                    \
             vec a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};                                    \
@@ -255,7 +258,9 @@ static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t out_stride, ptrdiff_
     typedef fc_vec_##SUFFIX vec;                                                               \
     typedef T elem;                                                                            \
     ptrdiff_t r, j, u, k, g;                                                                   \
-    if (out_width < 2 * V || out_width > width) return 0;                                      \
+    /* the block's second vector: h past its first (overlapping it in a narrow row) */      \
+    const ptrdiff_t h = out_width < 2 * V ? out_width - V : V;                                 \
+    if (out_width <= V || out_width > width) return 0;                                         \
     r = 0;                                                                                     \
     if (kh_taps == 3 && kw_taps == 3) {                                                        \
         r = rows / 4 * 4;                                                                      \
@@ -263,8 +268,8 @@ static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t out_stride, ptrdiff_
     }                                                                                          \
     for (; r < rows; r += 4) {                                                                 \
         g = rows - r < 4 ? rows - r : 4;                                                       \
-        for (j = 0; j < out_width; j += 2 * V) {                                               \
-            if (j + 2 * V > out_width) j = out_width - 2 * V;                                  \
+        for (j = 0; j < out_width; j += V + h) {                                               \
+            if (j + V + h > out_width) j = out_width - V - h;                                  \
             vec a[4][2] = {{{0}}};                                                             \
             for (u = 0; u < kh_taps + g - 1; u++) {                                            \
                 const T* p = x + (r + u) * width + j;                                          \
