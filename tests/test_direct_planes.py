@@ -66,6 +66,9 @@ GRID = [
     (1, 2, 1, (10, 29), (5, 5), dict(padding=2)),
     (1, 3, 1, (13, 19), (3, 4), dict(padding=(1, 2))),
     (6, 8, 1, (28, 28), (3, 3), dict(padding=1)),                     # planes 4 an item
+    # 5 and 7 taps along W: their own unrolled loops (dilated along W: taps 2 apart)
+    (1, 2, 1, (10, 50), (3, 5), dict(padding=(1, 4), dilation=(1, 2))),
+    (2, 2, 1, (11, 40), (2, 7), dict(padding=(0, 3))),
     # ... written straight into output rows narrower than the rectangle's (3-d: at the depth
     # border only one depth tap reads the input, whose rows are shared again)
     (1, 2, 1, (2, 5, 40), (3, 3, 3), dict(padding=(2, 1, 1))),

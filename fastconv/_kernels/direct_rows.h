@@ -250,22 +250,18 @@ static inline void fc_plane_rows4_3x3_##SUFFIX(T* out, ptrdiff_t out_stride,    
 FC_DEFINE_PLANE_ROWS4_3X3(f32, float)
 FC_DEFINE_PLANE_ROWS4_3X3(f64, double)
 
-#define FC_DEFINE_PLANE_ROWS4(SUFFIX, T)                                                        \
-static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t out_stride, ptrdiff_t out_width,   \
-        ptrdiff_t rows, ptrdiff_t width, T bias, const T* x, ptrdiff_t kh_taps,                 \
-        ptrdiff_t kw_taps, ptrdiff_t dw, const T* w) {                                          \
+/* rows [r, rows) of out, four at a time, by the loop below: always inlined, so that a call
+ * with a constant kw_taps (5, 7) unrolls the taps along W, every weight's index a constant
+ * (the loop over a runtime count spent a compare and an add on every two multiply-adds) */
+#define FC_DEFINE_PLANE_ROWS4_LOOP(SUFFIX, T)                                                   \
+static inline __attribute__((always_inline)) void fc_plane_rows4_loop_##SUFFIX(               \
+        T* out, ptrdiff_t out_stride, ptrdiff_t out_width, ptrdiff_t r, ptrdiff_t rows,         \
+        ptrdiff_t width, T bias, const T* x, ptrdiff_t kh_taps, ptrdiff_t kw_taps,              \
+        ptrdiff_t dw, const T* w, ptrdiff_t h) {                                                \
     enum { V = FC_DIRECT_LANES_##SUFFIX };                                                     \
     typedef fc_vec_##SUFFIX vec;                                                               \
     typedef T elem;                                                                            \
-    ptrdiff_t r, j, u, k, g;                                                                   \
-    /* the block's second vector: h past its first (overlapping it in a narrow row) */      \
-    const ptrdiff_t h = out_width < 2 * V ? out_width - V : V;                                 \
-    if (out_width <= V || out_width > width) return 0;                                         \
-    r = 0;                                                                                     \
-    if (kh_taps == 3 && kw_taps == 3) {                                                        \
-        r = rows / 4 * 4;                                                                      \
-        fc_plane_rows4_3x3_##SUFFIX(out, out_stride, out_width, r, width, bias, x, dw, w);     \
-    }                                                                                          \
+    ptrdiff_t j, u, k, g;                                                                      \
     for (; r < rows; r += 4) {                                                                 \
         g = rows - r < 4 ? rows - r : 4;                                                       \
         for (j = 0; j < out_width; j += V + h) {                                               \
@@ -281,6 +277,33 @@ static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t out_stride, ptrdiff_
             FC_PLANE_ROWS4_STORE(2) FC_PLANE_ROWS4_STORE(3)                                    \
         }                                                                                      \
     }                                                                                          \
+}
+
+FC_DEFINE_PLANE_ROWS4_LOOP(f32, float)
+FC_DEFINE_PLANE_ROWS4_LOOP(f64, double)
+
+#define FC_DEFINE_PLANE_ROWS4(SUFFIX, T)                                                        \
+static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t out_stride, ptrdiff_t out_width,   \
+        ptrdiff_t rows, ptrdiff_t width, T bias, const T* x, ptrdiff_t kh_taps,                 \
+        ptrdiff_t kw_taps, ptrdiff_t dw, const T* w) {                                          \
+    enum { V = FC_DIRECT_LANES_##SUFFIX };                                                     \
+    ptrdiff_t r = 0;                                                                           \
+    /* the block's second vector: h past its first (overlapping it in a narrow row) */      \
+    const ptrdiff_t h = out_width < 2 * V ? out_width - V : V;                                 \
+    if (out_width <= V || out_width > width) return 0;                                         \
+    if (kh_taps == 3 && kw_taps == 3) {                                                        \
+        r = rows / 4 * 4;                                                                      \
+        fc_plane_rows4_3x3_##SUFFIX(out, out_stride, out_width, r, width, bias, x, dw, w);     \
+    }                                                                                          \
+    if (kw_taps == 5)                                                                          \
+        fc_plane_rows4_loop_##SUFFIX(out, out_stride, out_width, r, rows, width, bias, x,      \
+                                     kh_taps, 5, dw, w, h);                                    \
+    else if (kw_taps == 7)                                                                     \
+        fc_plane_rows4_loop_##SUFFIX(out, out_stride, out_width, r, rows, width, bias, x,      \
+                                     kh_taps, 7, dw, w, h);                                    \
+    else                                                                                       \
+        fc_plane_rows4_loop_##SUFFIX(out, out_stride, out_width, r, rows, width, bias, x,      \
+                                     kh_taps, kw_taps, dw, w, h);                              \
     return 1;                                                                                  \
 }
 
