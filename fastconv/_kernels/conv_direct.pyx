@@ -1189,10 +1189,12 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
                     # the next item's planes asked into L2 a row's worth at a time as this
                     # one's rows are copied: the loads come in while the taps are summed (all
                     # at once, the requests queue ahead of this item's own)
+                    next_x = NULL   # (the last item of the block has none)
+                    next_g = NULL
                     if c + 1 < c1:
                         next_x = x_plane + in_plane
                         next_g = g_plane + out_plane
-                    else:
+                    elif n + 1 < s.n:
                         next_x = x + ((n + 1) * s.c_in + c0) * in_plane
                         next_g = g + ((n + 1) * s.c_out + c0) * out_plane
                     for i in range(D * H):
@@ -1204,7 +1206,7 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
                         else:
                             fill_line(lines + i * line_len, line_len, x_plane + i * W, s,
                                       False)
-                        if n + 1 < s.n or c + 1 < c1:
+                        if next_x != NULL:
                             fc_prefetch_l2(next_x + i * W, W * sizeof(floating))
                             fc_prefetch_l2(next_g + i * g_row_share,
                                            g_row_share * sizeof(floating))
