@@ -273,3 +273,18 @@ def test_a_bad_environment_value_warns_and_keeps_the_default():
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     assert run.stdout.split() == ["True"] and "FASTCONV_MEMORY_POOL" in run.stderr
+
+
+def test_an_output_streams_out_only_when_large_and_past_the_caches():
+    """memory.streams_output: an output of STREAM_MIN_BYTES or more goes out by streaming
+    stores when the call moves COLD_AFTER_BYTES or more (its own reads, or the caller's
+    after it); a small output never, and a large one whose call fits the caches only if its
+    block is cold (a fresh NumPy array is not the pool's: unknown, so not cold)."""
+    from fastconv._runtime.memory import COLD_AFTER_BYTES, STREAM_MIN_BYTES, streams_output
+    out = np.empty(STREAM_MIN_BYTES, np.uint8)
+    small = np.empty(STREAM_MIN_BYTES - 1, np.uint8)
+    rest = np.empty(COLD_AFTER_BYTES - out.nbytes, np.uint8)
+    assert streams_output(out, rest)
+    assert not streams_output(out, rest[1:])
+    assert streams_output(out, rest[1:], then_reads=1)
+    assert not streams_output(small, rest, rest)

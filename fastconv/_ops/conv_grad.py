@@ -27,7 +27,7 @@ from fastconv._plan.dispatch import Kernel, channels_last_col2im_pays, \
 from fastconv._plan.problems import NUMPY_PAD_MODE, check_grad_output, conv_problem
 from fastconv._plan.tiling import stride_phase_geometry
 from fastconv._runtime import threads as _threads
-from fastconv._runtime.memory import COLD_AFTER_BYTES, is_cold, pooled
+from fastconv._runtime.memory import pooled, streams_output
 from fastconv._runtime.precision import denormals_flushed, precision
 
 __all__ = ["conv1d_input", "conv2d_input", "conv3d_input", "conv1d_weight", "conv2d_weight",
@@ -94,14 +94,15 @@ def _run_subpixel(plan, problem, w, g, dtype):
 
 def input_grad_kernel(plan, problem, g, w, dx, then_reads=0):
     """Run `plan` (one input-gradient kernel) for the zero-padded `problem`; `then_reads`:
-    the bytes the caller reads after it, before dx's reader (_streams_output)."""
+    the bytes the caller reads after it, before dx's reader (memory.streams_output; the
+    measurements under _fused_depthwise)."""
     nd, kernel = problem.ndim, plan.kernel
     args = (kernel, as_5d(g, nd), as_5d(w, nd), as_5d(dx, nd)) + plan.geometry \
         + (problem.groups,)
     if kernel in (Kernel.INPUT_GRAD_DIRECT_ROWS, Kernel.INPUT_GRAD_DIRECT_PHASES):
         conv_direct.input_grad(*args, plan.band_rows, plan.threads,
                                kernel == Kernel.INPUT_GRAD_DIRECT_PHASES
-                               and _streams_output(dx, g, then_reads=then_reads))
+                               and streams_output(dx, g, then_reads=then_reads))
     elif kernel in (Kernel.INPUT_GRAD_PHASE_CLASSES, Kernel.INPUT_GRAD_PHASE_SCATTER):
         conv_phase_grid.input_grad(*args, plan.tile_panels, plan.threads)
     elif kernel == Kernel.INPUT_GRAD_GEMM1X1_STACKED:
@@ -264,7 +265,7 @@ def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
 def input_grad_of(problem, weight, grad_output, dtype, algorithm="auto", then_reads=0):
     """The input gradient of the checked convolution `problem`, any padding mode;
     `then_reads`: the bytes the caller reads after it (the weight gradient's operands), which
-    may make a kernel stream dx out past the caches (_streams_output)."""
+    may make a kernel stream dx out past the caches (memory.streams_output)."""
     padded = problem.explicitly_padded
     relaid = False
     if algorithm == "auto" and _args.is_channels_last(grad_output):
@@ -643,27 +644,18 @@ def _fused_depthwise(problem, input, weight, grad_output, dtype):
         conv_direct.depthwise_grads(as_5d(x, nd), as_5d(g, nd), reversed_w, as_5d(dx, nd),
                                     as_5d(dw, nd), stride, pad, dilation, adjoint_pad,
                                     problem.groups, phase_plan.band_rows, weight_plan.threads,
-                                    _streams_output(dx, x, g))
+                                    streams_output(dx, x, g))
     return dx, dw
 
 
 # The depthwise input gradients (one pass with the weight's, or by stride phases) write dx by
-# streaming stores where no cache keeps it: where the call moves more than COLD_AFTER_BYTES
-# (its reads evict dx's block before each plane is written, so a plain store first reads
-# the line back from memory, and evict dx before its reader), or dx's block is cold. Zen 4
-# (32 MiB L3), 2 threads, float32, batch 8, 144 channels of 56x56: one pass at stride 1
-# (43 MB), alternating builds, 2.35-2.42 -> 2.12-2.21 ms; both gradients at stride 2
-# (dx then dw: 32 MB) 1.70-1.83 -> 1.52-1.59, but dx alone (18 MB, kept in L3 from call to
-# call) 0.64-0.82 -> 0.76-0.88: not streamed.
-_DX_STREAM_MIN_BYTES = 2 << 20
-
-
-def _streams_output(out, *read, then_reads=0):
-    """Whether a kernel that writes `out` whole, reading the arrays `read`, should stream it
-    out (then_reads: the bytes the caller moves after it, before out's reader)."""
-    return out.nbytes >= _DX_STREAM_MIN_BYTES and (
-        out.nbytes + sum(a.nbytes for a in read) + then_reads >= COLD_AFTER_BYTES
-        or is_cold(out))
+# streaming stores where no cache keeps it (memory.streams_output): where the call moves more
+# than COLD_AFTER_BYTES (its reads evict dx's block before each plane is written, so a plain
+# store first reads the line back from memory, and evict dx before its reader), or dx's
+# block is cold. Zen 4 (32 MiB L3), 2 threads, float32, batch 8, 144 channels of 56x56: one
+# pass at stride 1 (43 MB), alternating builds, 2.35-2.42 -> 2.12-2.21 ms; both gradients at
+# stride 2 (dx then dw: 32 MB) 1.70-1.83 -> 1.52-1.59, but dx alone (18 MB, kept in L3 from
+# call to call) 0.64-0.82 -> 0.76-0.88: not streamed.
 
 
 def bias_grad_of(grad_output, dtype):

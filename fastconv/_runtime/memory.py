@@ -26,7 +26,7 @@ import os
 from fastconv import _core
 
 __all__ = ["pooled", "set_memory_pool", "get_memory_pool", "empty_memory_pool",
-           "memory_pool_info", "is_cold"]
+           "memory_pool_info", "is_cold", "streams_output"]
 
 _DEFAULT_CAP = 1 << 30
 
@@ -100,6 +100,21 @@ def is_cold(array):
     """Whether `array` owns a block of the cache that is out of the caches (COLD_AFTER_BYTES)
     or new from the system; False for any other array (unknown)."""
     return _core.pool_handed_since(array) >= COLD_AFTER_BYTES
+
+
+# An output of at least this many bytes that is written whole and read only after the caches
+# have turned over goes out by streaming stores (streams_output).
+STREAM_MIN_BYTES = 2 << 20
+
+
+def streams_output(out, *read, then_reads=0):
+    """Whether a kernel that writes `out` whole, reading the arrays `read`, should write it by
+    streaming stores: out is large (STREAM_MIN_BYTES), and the call moves more than the
+    caches hold (COLD_AFTER_BYTES; `then_reads`: the bytes the caller moves after it, before
+    out's reader), or out's block is cold."""
+    return out.nbytes >= STREAM_MIN_BYTES and (
+        out.nbytes + sum(a.nbytes for a in read) + then_reads >= COLD_AFTER_BYTES
+        or is_cold(out))
 
 
 def pooled(function):
