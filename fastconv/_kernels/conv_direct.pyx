@@ -1208,8 +1208,10 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
                                       False)
                         if next_x != NULL:
                             fc_prefetch_l2(next_x + i * W, W * sizeof(floating))
-                            fc_prefetch_l2(next_g + i * g_row_share,
-                                           g_row_share * sizeof(floating))
+                            if i * g_row_share < out_plane:   # (the plane's last share short)
+                                fc_prefetch_l2(next_g + i * g_row_share,
+                                               min(g_row_share, out_plane - i * g_row_share)
+                                               * sizeof(floating))
                     t0 = 0
                     while t0 < tap_rows_count:
                         khb = tap_rows_count - t0 if tap_rows_count - t0 < row_block \
