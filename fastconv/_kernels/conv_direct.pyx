@@ -1012,12 +1012,12 @@ cdef int input_grad_phases(const floating* g, const floating* w, floating* dx,
 # ---------------------------------------------------------------------------------------------
 # depthwise weight gradient (WEIGHT_GRAD_DEPTHWISE_ROWS), one input and one output channel per
 # group: dw[c, tap] = sum over images and output positions of g * the input the tap reads.
-# A work item is one channel over the whole batch, so its sums never leave the thread and
-# need no partial buffers: per image, the input plane's rows are copied into zero-padded
-# lines (fill_line, stride phases split), then blocks of tap rows run over the plane with one
-# accumulator vector per tap (tap_rows.h), and the lanes are added once per channel. (The
-# phase grid's dot products, WEIGHT_GRAD_PHASE, copy each plane twice and clear and add
-# partial buffers: slower on planes of 28x28 and more, faster on small ones.)
+# A work item is a block of channels over the whole batch, so their sums never leave the
+# thread and need no partial buffers: per image, the input plane's rows are copied into
+# zero-padded lines (fill_line, stride phases split), then blocks of tap rows run over the
+# plane with one accumulator vector per tap (tap_rows.h), and the lanes are added once per
+# channel. (The phase grid's dot products, WEIGHT_GRAD_PHASE, copy each plane twice and
+# clear and add partial buffers: slower at stride 1, faster on small strided planes.)
 
 cdef extern from "tap_rows.h":
     int FC_TAP_ROWS_MAX
@@ -1057,18 +1057,17 @@ cdef int weight_grad_rows(const floating* x, const floating* g, floating* dw,
                           const ConvShape* s, int num_threads, floating* dx,
                           const floating* w_adjoint, const ConvShape* adjoint,
                           Py_ssize_t band, bint stream=False) noexcept nogil:
-    """dw := the weight gradient, one item per channel (s.c_in_g == s.c_out_g == 1). With
-    `dx` (else NULL), the input gradient too, in the same pass: `adjoint` the stride-1
+    """dw := the weight gradient of a layer of one channel per group each way (s.c_in_g ==
+    s.c_out_g == 1). With `dx` (else NULL), the input gradient too, in the same pass: `adjoint` the stride-1
     convolution of g by the reversed weights `w_adjoint` whose output is dx, run on each
     image's gradient plane by planes_item (bands of `band` rows) just before the weight
     gradient reads that plane again, from cache: g crosses the memory bus once, not twice;
-    `stream`: dx written by streaming stores (planes_item).
-    Work item: a block of adjacent channels, every image's planes of the block in turn
-    (image outer, channel inner), so each thread reads x and g (and writes dx) in runs of
-    whole blocks of planes, the next item's planes asked into L2 while this one's are
-    summed (fc_prefetch_l2); each channel's sums stay in
-    accumulators of its own, over the images in order, so the bits do not depend on the
-    blocks or the threads."""
+    `stream`: dx written by streaming stores (planes_item). Work item: a block of adjacent
+    channels, every image's planes of the block in turn (image outer, channel inner), so
+    each thread reads x and g (and writes dx) in runs of whole blocks of planes, the next
+    item's planes asked into L2 while this one's are summed (fc_prefetch_l2); each channel's
+    sums stay in accumulators of its own, over the images in order, so the bits do not
+    depend on the blocks or the threads."""
     cdef Py_ssize_t V = FC_VEC_f32 if floating is float else FC_VEC_f64
     cdef Py_ssize_t D = s.in_size[0], H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t OD = s.out_size[0], OH = s.out_size[1], OW = s.out_size[2]

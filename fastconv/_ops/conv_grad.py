@@ -610,7 +610,7 @@ def _fused_depthwise(problem, input, weight, grad_output, dtype):
     (conv_direct.depthwise_grads), the same bits as the two kernels apart. Zen 4, 2 threads,
     float32, batch 8, back to back, ms (two calls -> one pass, with the weight gradient's
     register fix in both): 144 channels of 56x56 3x3 3.3-3.4 -> 3.0-3.2, 96 of 112x112
-    11.6-11.9 -> 9.7-10.7. dx goes out by streaming stores where _streams_input_grad says
+    11.6-11.9 -> 9.7-10.7. dx goes out by streaming stores where memory.streams_output says
     so. None where that does not apply."""
     # (one input and one output channel per group first: the rows kernel needs it, and the
     # other layers skip planning their weight gradient twice)
