@@ -822,7 +822,7 @@ def test_depthwise_gradients_in_one_pass_by_any_band_of_rows(band_rows, stream):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape", [(2, 5, 1, 56, 56), (3, 7, 1, 19, 37), (1, 3, 2, 40, 33)])
 def test_depthwise_gradients_streamed_out_are_the_same_bits(x_shape, dtype):
-    """dx written by streaming stores (a large or cold dx, _streams_input_grad) holds the
+    """dx written by streaming stores (a large or cold dx, memory.streams_output) holds the
     same bits as by plain stores, planes of any size and alignment."""
     from fastconv._kernels import conv_direct
     rng = np.random.default_rng(5)

@@ -77,7 +77,7 @@ def test_phases_match_the_reference(case, dtype):
 @pytest.mark.parametrize("case", range(len(GRID)))
 def test_streamed_out_rows_are_the_same_bits(case):
     """dx assembled band by band and streamed out past the caches (a large or cold dx,
-    conv_grad._streams_output) holds what the straight stores give, on every grid case."""
+    memory.streams_output) holds what the straight stores give, on every grid case."""
     from fastconv._kernels import conv_direct
     from fastconv._ops.conv import as_5d
     rng = np.random.default_rng(case)

@@ -607,16 +607,14 @@ cdef void planes_item(const floating* x, const floating* w, const floating* bias
                     out_row[i] += b
                 continue
             rect = phases + k * rect_stride
-            if stream and by_rows and planes == 1 and plane_rows4(
-                    sums, OW, OW, rows, wq, b, rect + tap_offsets[0], s.kernel[1],
-                    s.kernel[2], p.row_dw, weights):
-                # the rows (contiguous) out past the caches
-                fc_stream_copy(out_row, sums, rows * OW * sizeof(floating))
-                continue
+            # straight into the output rows (no sums to copy), or into the sums, rows OW
+            # apart, and from there (contiguous) out past the caches
             if by_rows and planes == 1 and plane_rows4(
-                    out_row, OW, OW, rows, wq, b, rect + tap_offsets[0], s.kernel[1],
-                    s.kernel[2], p.row_dw, weights):
-                continue   # straight into the output rows: no sums to copy
+                    sums if stream else out_row, OW, OW, rows, wq, b, rect + tap_offsets[0],
+                    s.kernel[1], s.kernel[2], p.row_dw, weights):
+                if stream:
+                    fc_stream_copy(out_row, sums, rows * OW * sizeof(floating))
+                continue
             # one filter a plane (planes > 1): the sums wait for the copy below
             plane_sums = sums + k * p.sums
             if by_rows and plane_rows4(plane_sums, wq, wq, rows, wq, b, rect + tap_offsets[0],

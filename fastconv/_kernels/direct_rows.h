@@ -218,15 +218,15 @@ FC_DEFINE_PLANE_TAPS(f64, double)
 #define FC_R3_KEEP(KH)                                                                          \
     FC_KEEP_IN_REGISTER(w##KH##0); FC_KEEP_IN_REGISTER(w##KH##1); FC_KEEP_IN_REGISTER(w##KH##2);
 
-/* rows [0, full) of out (full a multiple of 4) by the 3x3 block above */
+/* rows [0, full) of out (full a multiple of 4) by the 3x3 block above, blocks of two vectors
+ * h apart (fc_plane_rows4's) */
 #define FC_DEFINE_PLANE_ROWS4_3X3(SUFFIX, T)                                                    \
 static inline void fc_plane_rows4_3x3_##SUFFIX(T* out, ptrdiff_t out_stride,                    \
         ptrdiff_t out_width, ptrdiff_t full, ptrdiff_t width, T bias, const T* x,               \
-        ptrdiff_t dw, const T* w) {                                                             \
+        ptrdiff_t dw, const T* w, ptrdiff_t h) {                                                \
     enum { V = FC_DIRECT_LANES_##SUFFIX };                                                     \
     typedef fc_vec_##SUFFIX vec;                                                               \
     typedef T elem;                                                                            \
-    const ptrdiff_t h = out_width < 2 * V ? out_width - V : V;   /* as fc_plane_rows4's */     \
     FC_R3_WEIGHT(0, 0) FC_R3_WEIGHT(0, 1) FC_R3_WEIGHT(0, 2)                                   \
     FC_R3_WEIGHT(1, 0) FC_R3_WEIGHT(1, 1) FC_R3_WEIGHT(1, 2)                                   \
     FC_R3_WEIGHT(2, 0) FC_R3_WEIGHT(2, 1) FC_R3_WEIGHT(2, 2)                                   \
@@ -293,7 +293,7 @@ static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t out_stride, ptrdiff_
     if (out_width <= V || out_width > width) return 0;                                         \
     if (kh_taps == 3 && kw_taps == 3) {                                                        \
         r = rows / 4 * 4;                                                                      \
-        fc_plane_rows4_3x3_##SUFFIX(out, out_stride, out_width, r, width, bias, x, dw, w);     \
+        fc_plane_rows4_3x3_##SUFFIX(out, out_stride, out_width, r, width, bias, x, dw, w, h);  \
     }                                                                                          \
     if (kw_taps == 5)                                                                          \
         fc_plane_rows4_loop_##SUFFIX(out, out_stride, out_width, r, rows, width, bias, x,      \
