@@ -111,6 +111,35 @@ def test_phase_grid_with_fewer_planes_than_threads_equals_segments(case, threads
                                rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("x_shape, w_shape, stride", [
+    ((1, 5, 13, 13), (64, 5, 3, 3), 2),     # 49 positions: a tile and a one-column tile
+    ((1, 7, 7, 7), (40, 7, 3, 3), 1),       # input channels in uneven ranges at 2 and 3
+    ((1, 2, 9, 9), (48, 2, 3, 3), 1),       # fewer input channels than 3 threads: by tiles
+], ids=str)
+def test_shared_unfolding_split_by_input_channels_changes_no_bit(x_shape, w_shape, stride):
+    """One image's plane of few tiles, its output channels in blocks: the plane is unfolded
+    once into panels the blocks share, each thread unfolding a range of input channels of
+    every tile. The thread count changes the ranges, never a bit of the result."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    problem = planning.problem_from_call(x_shape, w_shape, stride=stride, padding=1)
+    _, mr, _ = tiling.packed_tile(problem, 4)
+    results = []
+    for threads in (1, 2, 3):
+        with fastconv.num_threads(threads):
+            plan = planning.plan_conv(problem, np.float32, "packed_segments")
+            assert plan.channel_panels < -(-w_shape[0] // mr)    # blocks of channels: shared
+            results.append(fastconv.conv2d(x, w, b, stride=stride, padding=1,
+                                           algorithm="packed_segments"))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+    np.testing.assert_allclose(results[0], reference.conv_nd(x.astype(np.float64), w, b,
+                                                             stride=stride, padding=1),
+                               rtol=2e-4, atol=2e-4)
+
+
 # The gradients through the phase grid: the input gradient (col2im as one contiguous add per
 # tap) and the weight gradient (dot products over blocks of images side by side) against the
 # float64 reference, and against their segment-by-segment versions.

@@ -85,9 +85,10 @@ cdef Py_ssize_t panel_segments(const ConvShape* s, Py_ssize_t p_begin, Py_ssize_
 
 cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegment* segments,
                         Py_ssize_t n_segments, Py_ssize_t count, Py_ssize_t NR,
-                        floating* dst) noexcept nogil:
+                        floating* dst, Py_ssize_t c_begin, Py_ssize_t c_end) noexcept nogil:
     """Unfold a tile of output positions of one image and group into panels:
-    dst[j][k][c] = input read by tap k at the tile's position j * NR + c (0 past count).
+    dst[j][k][c] = input read by tap k at the tile's position j * NR + c (0 past count),
+    for the tap rows k of input channels c_begin .. c_end - 1.
     Small planes make many short segments (a 7x7 plane: 7 per tap row, 4608 tap rows for
     512 channels), so the loop does no division per segment nor per tap row, and copies and
     zeroes inline (a libc call per 7-element row, and the divisions, were a third of a
@@ -96,13 +97,14 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
     cdef Py_ssize_t KD = s.kernel[0], KH = s.kernel[1], KW = s.kernel[2]
     cdef Py_ssize_t K = s.c_in_g * KD * KH * KW
     cdef Py_ssize_t sw = s.stride[2], OW = s.out_size[2]
-    cdef Py_ssize_t k = 0, c, kd, kh, kw, off, lo, hi, i_d, i_h, ow, n, e, first, last
+    cdef Py_ssize_t k = c_begin * KD * KH * KW, c, kd, kh, kw, off, lo, hi, i_d, i_h, ow, n, e
+    cdef Py_ssize_t first, last
     # the last panel's columns past count: zeros
     cdef Py_ssize_t tail = count % NR, tail_at = (count // NR) * K * NR + count % NR
     cdef const PanelSegment* seg
     cdef const floating* src
     cdef floating* d
-    for c in range(s.c_in_g):
+    for c in range(c_begin, c_end):
         for kd in range(KD):
             for kh in range(KH):
                 for kw in range(KW):
@@ -141,13 +143,21 @@ cdef void im2col_panels(const floating* x_g, const ConvShape* s, const PanelSegm
 
 
 
+cdef inline Py_ssize_t unfold_channel_parts(Py_ssize_t channels, int num_threads) noexcept nogil:
+    """Ranges of input channels the shared unfolding is cut into: one a thread (each unfolds
+    its channels' tap rows of every tile), or whole tiles alone with fewer channels."""
+    return num_threads if channels >= num_threads else 1
+
+
 cdef int packed_shared_panels(const floating* x, const floating* a, Py_ssize_t a_stride,
                               const floating* bias, floating* out, const ConvShape* s,
                               Py_ssize_t tile_panels, Py_ssize_t channel_panels, int shape,
                               int num_threads) noexcept nogil:
     """conv_packed for planes with few tiles: per (image, group), all tiles are unfolded into
     one shared panel buffer (in parallel), then (tile, block of channels) items multiply.
-    a, a_stride: the weights, as group_panels takes them."""
+    a, a_stride: the weights, as group_panels takes them. The unfolding is split by input
+    channels, not tiles: a plane of 2 or 5 tiles, the last one short, left one thread
+    unfolding most of it alone (ResNet-50's batch-1 layers on 7x7 and 14x14)."""
     cdef PackedGeometry geo = packed_geometry(s, shape, tile_panels, <floating*> NULL)
     cdef Py_ssize_t MR = geo.MR, NR = geo.NR, K = geo.K, out_plane = geo.out_plane
     cdef Py_ssize_t in_plane = geo.in_plane, m_panels = geo.m_panels, tile = geo.tile
@@ -158,6 +168,7 @@ cdef int packed_shared_panels(const floating* x, const floating* a, Py_ssize_t a
                                                     tiles * tile_size * sizeof(floating))
     cdef PanelSegment* segments = NULL
     cdef Py_ssize_t ng, n, g, t, item, block, p_begin, count, first_panel, panels, n_segments
+    cdef Py_ssize_t part, c_parts = unfold_channel_parts(s.c_in_g, num_threads)
     cdef int failed = 0
     cdef int* failed_flag = &failed
     if shared == NULL:
@@ -170,14 +181,17 @@ cdef int packed_shared_panels(const floating* x, const floating* a, Py_ssize_t a
                 WS_SEGMENTS, (tile + tile_panels + 1) * sizeof(PanelSegment))
             if segments == NULL:
                 failed_flag[0] = 1
-            for t in prange(tiles, schedule='static'):
+            for item in prange(tiles * c_parts, schedule='static'):
                 if segments == NULL:
                     continue
+                part = item // tiles    # static: thread i unfolds range i of every tile
+                t = item % tiles
                 p_begin = t * tile
                 count = out_plane - p_begin if out_plane - p_begin < tile else tile
                 n_segments = panel_segments(s, p_begin, count, NR, segments)
                 im2col_panels(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, segments,
-                              n_segments, count, NR, shared + t * tile_size)
+                              n_segments, count, NR, shared + t * tile_size,
+                              part * s.c_in_g // c_parts, (part + 1) * s.c_in_g // c_parts)
         if failed:
             break
         for item in prange(tiles * channel_blocks, num_threads=num_threads, schedule='dynamic'):
@@ -249,7 +263,7 @@ cdef int conv_packed(const floating* x, const floating* w, const floating* bias,
                 panels = channel_panels
             n_segments = panel_segments(s, p_begin, count, NR, segments)
             im2col_panels(x + (n * s.c_in + g * s.c_in_g) * in_plane, s, segments, n_segments,
-                          count, NR, b_packed)
+                          count, NR, b_packed, 0, s.c_in_g)
             multiply_tile(K, panels, s.c_out_g - first_panel * MR, count, NR,
                           group_panels(a, a_stride, s, shape, g, first_panel), b_packed,
                           out + (n * s.c_out + g * s.c_out_g + first_panel * MR) * out_plane
