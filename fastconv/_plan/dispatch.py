@@ -955,7 +955,12 @@ def depthwise_rows_pays(problem, threads):
 # 11.5-11.8 -> 8.9-9.2 (PyTorch 8.8-9.3), 256 on 14x14 11.0-11.2 -> 7.1-7.3, 512 on 7x7
 # 11.0-13.7 -> 9.5-11.5; batch 2, 128 on 64x64 15.1-16.1 -> 12.6-13.6; batch 1, 128 on 28x28
 # 1.39-1.54 -> 1.24-1.28; but 64 -> 64 channels lose (batch 8, 56x56: 9.6 -> 14.4; 32x32:
-# 3.5-4.2 -> 4.4-4.9).
+# 3.5-4.2 -> 4.4-4.9). On a later Zen 4 VM (2026-12-07, copy 32-48 GB/s) 64 channels were
+# mixed: batch 8, 64 -> 64 on 56x56 10.2-10.6 -> 8.7-9.3 (PyTorch 10.4-11.3), 64 -> 128
+# there 19.0-21.0 -> 13.5-16.3, 32x32 a tie, but batch 2 on 128x128 13.3-13.7 -> 15.9-16.4
+# and batch 1 on 56x56 1.50-1.70 -> 1.57-1.84; and 64 inside the ResNet-50, UNet and VGG-11
+# training steps (bench/compare_rules.py, 6 rounds) moved none of them (PyTorch / fastconv
+# 1.14 -> 1.12, 1.48 -> 1.49, 1.51 -> 1.51): kept at 128.
 WINOGRAD_GRAD_MIN_CHANNELS = 128
 WINOGRAD_GRAD_MIN_TILES = 128
 # In 3-d (F(2x2, 3x3) over each depth tap, the input's tiles transformed once for the KD
