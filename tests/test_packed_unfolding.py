@@ -140,6 +140,29 @@ def test_shared_unfolding_split_by_input_channels_changes_no_bit(x_shape, w_shap
                                rtol=2e-4, atol=2e-4)
 
 
+@pytest.mark.parametrize("c_in, c_out, kernel", [(5, 37, 3), (64, 40, 3), (96, 21, 1)],
+                         ids=str)
+def test_a_lone_last_column_gives_the_bits_of_a_panels_column(c_in, c_out, kernel):
+    """A 7x7 output plane is 49 positions: a 48-wide panel and a last panel of one column,
+    which the micro-kernel computes with the rows as vector lanes (gemm_microkernel.h:
+    fc_gemm_column_f32). Its outputs are the same sums in the same order as inside a wider
+    panel: the plane computed alone equals the same outputs of a plane one column wider
+    (56 positions, the last panel 8 columns), bit for bit; 37 output channels leave a last
+    weight panel of 5 rows, 5 input channels a depth that is not a multiple of 8."""
+    rng = np.random.default_rng(c_in * 100 + c_out)
+    size = 7 + kernel - 1
+    wide = rng.standard_normal((1, c_in, size, size + 1)).astype(np.float32)
+    w = rng.standard_normal((c_out, c_in, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(c_out).astype(np.float32)
+    alone = np.ascontiguousarray(wide[..., :size])
+    for algorithm in ("packed_segments", "packed_phase"):
+        got = fastconv.conv2d(alone, w, b, algorithm=algorithm)
+        inside = fastconv.conv2d(wide, w, b, algorithm=algorithm)[..., :7]
+        np.testing.assert_array_equal(got, inside)
+    np.testing.assert_allclose(got, reference.conv_nd(alone.astype(np.float64), w, b),
+                               rtol=2e-4, atol=2e-4)
+
+
 # The gradients through the phase grid: the input gradient (col2im as one contiguous add per
 # tap) and the weight gradient (dot products over blocks of images side by side) against the
 # float64 reference, and against their segment-by-segment versions.

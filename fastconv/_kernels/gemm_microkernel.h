@@ -239,12 +239,89 @@ FC_DEFINE_GEMM_TILE(narrow_tail1_f64, f64, double, FC_GEMM_MR_NARROW, 1, 0)
     else                                                                                       \
         fc_##KIND##_##SUFFIX ARGS;
 
+/* A last panel of one column (a 7x7 plane's 49th position after a 48-wide panel) with the
+ * wide tile's 8 rows as the lanes of one 256-bit vector: per k one multiply-add of A's column
+ * k by B's element k, where the tail tile spends 8 (a broadcast of each A element times a
+ * vector of B of which one lane counts: a fifth of a 512 -> 512 3x3 layer's time at batch
+ * 1). Every output is the same chain of fused multiply-adds over k as in the tail tile, so
+ * the same bits. A's rows read where they lie (lda > 0) are transposed 8 k at a time in
+ * registers. Returns 0 (not computed) for other shapes and levels. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline int fc_gemm_column_f32(int shape, ptrdiff_t k_len, const float* a, ptrdiff_t lda,
+        const float* b, ptrdiff_t b_stride, const ptrdiff_t* offsets, float* c, ptrdiff_t ldc,
+        ptrdiff_t m_valid, const float* bias, int accumulate) {
+    if (shape != 0 || FC_GEMM_MR != 8) return 0;
+    __m256 acc = _mm256_setzero_ps();
+    ptrdiff_t k = 0;
+#define FC_COLUMN_B(K) _mm256_set1_ps(offsets != NULL ? b[offsets[K]] : b[(K) * b_stride])
+    if (lda > 0) {
+        const float* r[8];
+        for (int m = 0; m < 8; m++) r[m] = a + (m < m_valid ? m : m_valid - 1) * lda;
+        for (; k + 8 <= k_len; k += 8) {
+            __m256 t0 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[0] + k), _mm256_loadu_ps(r[1] + k));
+            __m256 t1 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[0] + k), _mm256_loadu_ps(r[1] + k));
+            __m256 t2 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[2] + k), _mm256_loadu_ps(r[3] + k));
+            __m256 t3 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[2] + k), _mm256_loadu_ps(r[3] + k));
+            __m256 t4 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[4] + k), _mm256_loadu_ps(r[5] + k));
+            __m256 t5 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[4] + k), _mm256_loadu_ps(r[5] + k));
+            __m256 t6 = _mm256_unpacklo_ps(_mm256_loadu_ps(r[6] + k), _mm256_loadu_ps(r[7] + k));
+            __m256 t7 = _mm256_unpackhi_ps(_mm256_loadu_ps(r[6] + k), _mm256_loadu_ps(r[7] + k));
+            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            /* column j: A[0..7][k + j] */
+            acc = _mm256_fmadd_ps(_mm256_permute2f128_ps(s0, s4, 0x20), FC_COLUMN_B(k), acc);
+            acc = _mm256_fmadd_ps(_mm256_permute2f128_ps(s1, s5, 0x20), FC_COLUMN_B(k + 1), acc);
+            acc = _mm256_fmadd_ps(_mm256_permute2f128_ps(s2, s6, 0x20), FC_COLUMN_B(k + 2), acc);
+            acc = _mm256_fmadd_ps(_mm256_permute2f128_ps(s3, s7, 0x20), FC_COLUMN_B(k + 3), acc);
+            acc = _mm256_fmadd_ps(_mm256_permute2f128_ps(s0, s4, 0x31), FC_COLUMN_B(k + 4), acc);
+            acc = _mm256_fmadd_ps(_mm256_permute2f128_ps(s1, s5, 0x31), FC_COLUMN_B(k + 5), acc);
+            acc = _mm256_fmadd_ps(_mm256_permute2f128_ps(s2, s6, 0x31), FC_COLUMN_B(k + 6), acc);
+            acc = _mm256_fmadd_ps(_mm256_permute2f128_ps(s3, s7, 0x31), FC_COLUMN_B(k + 7), acc);
+        }
+        for (; k < k_len; k++)
+            acc = _mm256_fmadd_ps(_mm256_setr_ps(r[0][k], r[1][k], r[2][k], r[3][k], r[4][k],
+                                                 r[5][k], r[6][k], r[7][k]),
+                                  FC_COLUMN_B(k), acc);
+    } else {
+        /* packed (a[k * 8 + m]) or A's columns where they lie (a[k * -lda + m]) */
+        const ptrdiff_t step = lda < 0 ? -lda : 8;
+        for (; k < k_len; k++)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k * step), FC_COLUMN_B(k), acc);
+    }
+#undef FC_COLUMN_B
+    float sums[8];
+    _mm256_storeu_ps(sums, acc);
+    for (ptrdiff_t m = 0; m < m_valid; m++) {   /* as FC_GEMM_STORE's partial tile */
+        float sum = bias != NULL ? sums[m] + bias[m] : sums[m];
+        c[m * ldc] = accumulate ? sum + c[m * ldc] : sum;
+    }
+    return 1;
+}
+#else
+static inline int fc_gemm_column_f32(int shape, ptrdiff_t k_len, const float* a, ptrdiff_t lda,
+        const float* b, ptrdiff_t b_stride, const ptrdiff_t* offsets, float* c, ptrdiff_t ldc,
+        ptrdiff_t m_valid, const float* bias, int accumulate) {
+    return 0;
+}
+#endif
+static inline int fc_gemm_column_f64(int shape, ptrdiff_t k_len, const double* a,
+        ptrdiff_t lda, const double* b, ptrdiff_t b_stride, const ptrdiff_t* offsets,
+        double* c, ptrdiff_t ldc, ptrdiff_t m_valid, const double* bias, int accumulate) {
+    return 0;   /* (the tail tile) */
+}
+
 /* fc_gemm_<t>(shape, ...): the arguments of fc_gemm_tile_*; fc_gemm_rows_<t>(shape, ...):
  * those of fc_gemm_rows_tile_*. */
 #define FC_DEFINE_GEMM(SUFFIX, T)                                                              \
 static inline void fc_gemm_##SUFFIX(int shape, ptrdiff_t k_len, const T* a, ptrdiff_t lda,     \
         const T* b, ptrdiff_t b_stride, const ptrdiff_t* offsets, T* c, ptrdiff_t ldc,         \
         ptrdiff_t m_valid, ptrdiff_t n_valid, const T* bias, int accumulate) {                 \
+    if (n_valid == 1 && fc_gemm_column_##SUFFIX(shape, k_len, a, lda, b, b_stride, offsets,    \
+                                                c, ldc, m_valid, bias, accumulate))            \
+        return;                                                                                \
     FC_GEMM_DISPATCH(gemm_tile, SUFFIX, (k_len, a, lda, b, b_stride, offsets, c, ldc, m_valid, \
                                          n_valid, bias, accumulate))                           \
 }                                                                                              \
