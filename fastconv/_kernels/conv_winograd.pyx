@@ -56,6 +56,26 @@ cdef extern from "winograd.h":
                            const Py_ssize_t* plane_offset, const Py_ssize_t* h0,
                            const Py_ssize_t* w0, Py_ssize_t n_lanes, Py_ssize_t OH,
                            Py_ssize_t OW, Py_ssize_t rs, Py_ssize_t ps) noexcept nogil
+    void fc_wino_input_channels_f32(const float* x, Py_ssize_t cb,
+                                    const Py_ssize_t* plane_offset, const Py_ssize_t* h0,
+                                    const Py_ssize_t* w0, Py_ssize_t n_lanes, Py_ssize_t H,
+                                    Py_ssize_t W, Py_ssize_t rs, Py_ssize_t ps, float* v,
+                                    Py_ssize_t c_stride, Py_ssize_t e_stride) noexcept nogil
+    void fc_wino_input_channels_f64(const double* x, Py_ssize_t cb,
+                                    const Py_ssize_t* plane_offset, const Py_ssize_t* h0,
+                                    const Py_ssize_t* w0, Py_ssize_t n_lanes, Py_ssize_t H,
+                                    Py_ssize_t W, Py_ssize_t rs, Py_ssize_t ps, double* v,
+                                    Py_ssize_t c_stride, Py_ssize_t e_stride) noexcept nogil
+    int fc_wino_output_channels_f32(const float* m, Py_ssize_t k_stride, Py_ssize_t e_stride,
+                                    Py_ssize_t kb, const float* bias, float* out,
+                                    const Py_ssize_t* plane_offset, const Py_ssize_t* h0,
+                                    const Py_ssize_t* w0, Py_ssize_t n_lanes, Py_ssize_t OH,
+                                    Py_ssize_t OW, Py_ssize_t rs, Py_ssize_t ps) noexcept nogil
+    int fc_wino_output_channels_f64(const double* m, Py_ssize_t k_stride, Py_ssize_t e_stride,
+                                    Py_ssize_t kb, const double* bias, double* out,
+                                    const Py_ssize_t* plane_offset, const Py_ssize_t* h0,
+                                    const Py_ssize_t* w0, Py_ssize_t n_lanes, Py_ssize_t OH,
+                                    Py_ssize_t OW, Py_ssize_t rs, Py_ssize_t ps) noexcept nogil
     void fc_wino1d_input_f32(const float* row, const Py_ssize_t* image, const Py_ssize_t* start,
                              Py_ssize_t step, Py_ssize_t n_lanes, Py_ssize_t L, Py_ssize_t ps,
                              float* v, Py_ssize_t e_stride) noexcept nogil
@@ -306,6 +326,11 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
     # channels-last: the channels of a pixel are neighbours, so consecutive items of the
     # transforms take consecutive channels of one group of tiles
     cdef bint channels_inner_in = xs[1] < xs[4], channels_inner_out = os[1] < os[4]
+    # ... and with channels one element apart, a pixel's channels are one run
+    cdef bint pixel_runs_in = xs[1] == 1 and xs[4] > 1 and not one_d
+    cdef bint pixel_runs_out = os[1] == 1 and os[4] > 1 and not one_d
+    cdef Py_ssize_t in_blocks = (Cg + L - 1) // L
+    cdef Py_ssize_t channel_blocks = (Kg + L - 1) // L
     cdef int nonfinite = 0
     if m_blocks > m_panels:
         m_blocks = m_panels
@@ -331,42 +356,66 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
     # the input tiles start `pad` to the left of their outputs
     for q in range(0 if one_d else count):
         w0[q] -= s.pad[2]
-    for item in prange(depth_taps * groups_of_lanes, num_threads=num_threads,
-                       schedule='dynamic', chunksize=transform_chunk(
-                           depth_taps * groups_of_lanes, num_threads)):
-        if channels_inner_in:
-            channel = item % depth_taps         # kd * Cg + c
-            q = (item // depth_taps) * L
-        else:
-            channel = item // groups_of_lanes
-            q = (item % groups_of_lanes) * L
-        kd = channel // Cg
-        c = channel % Cg
-        if one_d:
+    if pixel_runs_in:
+        # a channels-last input: L channels (of one depth tap) of L tiles per item, each
+        # pixel's channels loaded as one run
+        for item in prange(KD * in_blocks * groups_of_lanes, num_threads=num_threads,
+                           schedule='dynamic', chunksize=transform_chunk(
+                               KD * in_blocks * groups_of_lanes, num_threads)):
+            block = item % (KD * in_blocks)
+            q = (item // (KD * in_blocks)) * L
+            kd = block // in_blocks
+            c = (block % in_blocks) * L
+            channel = kd * Cg + c
             if floating is float:
-                fc_wino1d_input_f32(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
-                                    dilation, count - q if count - q < L else L, W,
-                                    xs[4],
-                                    v + (q // NR) * depth_taps * NR + channel * NR
-                                    + q % NR, S * depth_taps)
+                fc_wino_input_channels_f32(
+                    x + g * Cg + c, Cg - c if Cg - c < L else L, slice_offset + kd * S + q,
+                    top + kd * S + q, w0 + q, count - q if count - q < L else L, H, W,
+                    xs[3], xs[4], v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
+                    NR, S * depth_taps)
             else:
-                fc_wino1d_input_f64(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
-                                    dilation, count - q if count - q < L else L, W,
-                                    xs[4],
-                                    v + (q // NR) * depth_taps * NR + channel * NR
-                                    + q % NR, S * depth_taps)
-        elif floating is float:
-            fc_wino_input_f32(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
-                              top + kd * S + q, w0 + q,
-                              count - q if count - q < L else L, H, W, xs[3], xs[4],
-                              v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
-                              S * depth_taps)
-        else:
-            fc_wino_input_f64(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
-                              top + kd * S + q, w0 + q,
-                              count - q if count - q < L else L, H, W, xs[3], xs[4],
-                              v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
-                              S * depth_taps)
+                fc_wino_input_channels_f64(
+                    x + g * Cg + c, Cg - c if Cg - c < L else L, slice_offset + kd * S + q,
+                    top + kd * S + q, w0 + q, count - q if count - q < L else L, H, W,
+                    xs[3], xs[4], v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
+                    NR, S * depth_taps)
+    else:
+        for item in prange(depth_taps * groups_of_lanes,
+                           num_threads=num_threads, schedule='dynamic',
+                           chunksize=transform_chunk(depth_taps * groups_of_lanes, num_threads)):
+            if channels_inner_in:
+                channel = item % depth_taps         # kd * Cg + c
+                q = (item // depth_taps) * L
+            else:
+                channel = item // groups_of_lanes
+                q = (item % groups_of_lanes) * L
+            kd = channel // Cg
+            c = channel % Cg
+            if one_d:
+                if floating is float:
+                    fc_wino1d_input_f32(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
+                                        dilation, count - q if count - q < L else L, W,
+                                        xs[4],
+                                        v + (q // NR) * depth_taps * NR + channel * NR
+                                        + q % NR, S * depth_taps)
+                else:
+                    fc_wino1d_input_f64(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
+                                        dilation, count - q if count - q < L else L, W,
+                                        xs[4],
+                                        v + (q // NR) * depth_taps * NR + channel * NR
+                                        + q % NR, S * depth_taps)
+            elif floating is float:
+                fc_wino_input_f32(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
+                                  top + kd * S + q, w0 + q,
+                                  count - q if count - q < L else L, H, W, xs[3], xs[4],
+                                  v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
+                                  S * depth_taps)
+            else:
+                fc_wino_input_f64(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
+                                  top + kd * S + q, w0 + q,
+                                  count - q if count - q < L else L, H, W, xs[3], xs[4],
+                                  v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
+                                  S * depth_taps)
     for q in range(0 if one_d else count):
         w0[q] += s.pad[2]
     for item in prange(E * m_blocks, num_threads=num_threads, schedule='dynamic'):
@@ -380,6 +429,27 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
                       u + (e * m_panels + p0) * depth_taps * MR,
                       v + e * S * depth_taps,
                       m + (e * Kg + p0 * MR) * S, S, NULL, False, TILE_WIDE, NULL)
+    if pixel_runs_out:
+        # a channels-last output: L channels of L tiles per item, each pixel's channels
+        # stored as one run
+        for item in prange(channel_blocks * groups_of_lanes, num_threads=num_threads,
+                           schedule='dynamic', chunksize=transform_chunk(
+                               channel_blocks * groups_of_lanes, num_threads)):
+            k = (item % channel_blocks) * L
+            q = (item // channel_blocks) * L
+            if floating is float:
+                nonfinite += fc_wino_output_channels_f32(
+                    m + k * S + q, S, Kg * S, Kg - k if Kg - k < L else L,
+                    bias + g * Kg + k if bias != NULL else NULL, out + g * Kg + k,
+                    out_offset + q, h0 + q, w0 + q, count - q if count - q < L else L,
+                    OH, OW, os[3], os[4])
+            else:
+                nonfinite += fc_wino_output_channels_f64(
+                    m + k * S + q, S, Kg * S, Kg - k if Kg - k < L else L,
+                    bias + g * Kg + k if bias != NULL else NULL, out + g * Kg + k,
+                    out_offset + q, h0 + q, w0 + q, count - q if count - q < L else L,
+                    OH, OW, os[3], os[4])
+        return nonfinite
     for item in prange(Kg * groups_of_lanes, num_threads=num_threads,
                        schedule='dynamic', chunksize=transform_chunk(
                            Kg * groups_of_lanes, num_threads)):

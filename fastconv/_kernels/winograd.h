@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "gemm_microkernel.h"
+#include "transpose_tiles.h"
 
 #define FC_WINO_TILE 4      /* outputs per tile side */
 #define FC_WINO_INPUT 6     /* input tile side */
@@ -164,6 +165,18 @@ static inline void fc_wino_weight_##SUFFIX(const T* w, ptrdiff_t filter_stride, 
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
+/* v[e * e_stride + lane] = (B^T d_lane B)[e] for gathered tiles: element e of LANES tiles at \
+ * d + e * d_stride */                                                                         \
+static inline void fc_wino_input_tile_##SUFFIX(const T* d, ptrdiff_t d_stride, T* v,           \
+                                              ptrdiff_t e_stride) {                             \
+    fc_wvec_##SUFFIX dv[36];                                                                    \
+    ptrdiff_t i, j;                                                                             \
+    for (i = 0; i < 36; i++) memcpy(&dv[i], d + i * d_stride, sizeof(dv[i]));                   \
+    for (j = 0; j < 6; j++) fc_wino_bt_##SUFFIX(dv + j, 6);      /* columns */                  \
+    for (i = 0; i < 6; i++) fc_wino_bt_##SUFFIX(dv + 6 * i, 1);  /* rows */                     \
+    for (i = 0; i < 36; i++) memcpy(v + i * e_stride, &dv[i], sizeof(dv[i]));                   \
+}                                                                                               \
+                                                                                                \
 /* The input transform of one channel for LANES tiles:                                        \
  *   v[e * e_stride + lane] = (B^T d_lane B)[e],                                              \
  * d_lane the 6x6 block of `plane` (H x W, pixel (h, w) at h * rs + w * ps: rs = W, ps = 1   \
@@ -172,13 +185,18 @@ static inline void fc_wino_weight_##SUFFIX(const T* w, ptrdiff_t filter_stride, 
 static inline void fc_wino_input_##SUFFIX(const T* x, const ptrdiff_t* plane_offset,            \
         const ptrdiff_t* h0, const ptrdiff_t* w0, ptrdiff_t n_lanes, ptrdiff_t H, ptrdiff_t W,  \
         ptrdiff_t rs, ptrdiff_t ps, T* v, ptrdiff_t e_stride) {                                 \
-    enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
-    T d[36][L];                                                                                 \
-    fc_wvec_##SUFFIX dv[36];                                                                    \
+    /* each tile gathered whole into its own row of `tiles`, then transposed into the tiles'   \
+     * vectors through vector registers: gathered straight into the vectors lane by lane, its  \
+     * scalar stores stalled the vector loads that followed (30% of a 64-channel 56x56 layer) */\
+    enum { L = FC_WINO_LANES_##SUFFIX, E = 40 };   /* 36 elements, padded to whole 8-wide tiles */\
+    T tiles[L][E];                                                                              \
+    T d[E][L];                                                                                  \
     ptrdiff_t lane, i, j;                                                                       \
     for (lane = 0; lane < L; lane++) {                                                          \
+        T* tile = tiles[lane];                                                                  \
+        memset(tile + 36, 0, (E - 36) * sizeof(T));                                             \
         if (lane >= n_lanes) {                                                                  \
-            for (i = 0; i < 36; i++) d[i][lane] = 0;                                            \
+            memset(tile, 0, 36 * sizeof(T));                                                   \
             continue;                                                                           \
         }                                                                                       \
         const T* src = x + plane_offset[lane];                                                  \
@@ -186,26 +204,91 @@ static inline void fc_wino_input_##SUFFIX(const T* x, const ptrdiff_t* plane_off
         if (top >= 0 && top + 6 <= H && left >= 0 && left + 6 <= W) {                           \
             const T* row = src + top * rs + left * ps;                                          \
             if (ps == 1)                                                                        \
-                for (i = 0; i < 6; i++, row += rs)                                              \
-                    for (j = 0; j < 6; j++) d[i * 6 + j][lane] = row[j];                        \
+                for (i = 0; i < 6; i++, row += rs) memcpy(tile + i * 6, row, 6 * sizeof(T));    \
             else                                                                                \
                 for (i = 0; i < 6; i++, row += rs)                                              \
-                    for (j = 0; j < 6; j++) d[i * 6 + j][lane] = row[j * ps];                   \
+                    for (j = 0; j < 6; j++) tile[i * 6 + j] = row[j * ps];                      \
         } else {                                                                                \
             for (i = 0; i < 6; i++) {                                                           \
                 ptrdiff_t h = top + i;                                                          \
                 for (j = 0; j < 6; j++) {                                                       \
                     ptrdiff_t c = left + j;                                                     \
-                    d[i * 6 + j][lane] = (h >= 0 && h < H && c >= 0 && c < W)                   \
+                    tile[i * 6 + j] = (h >= 0 && h < H && c >= 0 && c < W)                      \
                         ? src[h * rs + c * ps] : (T)0;                                          \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
     }                                                                                           \
-    memcpy(dv, d, sizeof(dv));                                                                  \
-    for (j = 0; j < 6; j++) fc_wino_bt_##SUFFIX(dv + j, 6);      /* columns */                  \
-    for (i = 0; i < 6; i++) fc_wino_bt_##SUFFIX(dv + 6 * i, 1);  /* rows */                     \
-    for (i = 0; i < 36; i++) memcpy(v + i * e_stride, &dv[i], sizeof(dv[i]));                   \
+    fc_transpose_##SUFFIX(&tiles[0][0], E, &d[0][0], L, L, E);                                  \
+    fc_wino_input_tile_##SUFFIX(&d[0][0], L, v, e_stride);                                      \
+}                                                                                               \
+                                                                                                \
+/* The input transform of `cb` <= LANES consecutive channels of a channels-last plane         \
+ * (channel stride 1, x at the first channel; channel c's transforms at v + c * c_stride) for  \
+ * LANES tiles, as fc_wino_input channel by channel, but each pixel's cb channels loaded as    \
+ * one run, and each tile element's LANES x cb block transposed through vector registers      \
+ * (transpose_tiles.h) into the channels' vectors over the tiles. Channel by channel, an      \
+ * item's 36 x LANES loads came from as many lines C elements apart (a power-of-2 C maps them  \
+ * to a few sets of the L1 cache), and scalar stores assembling the vectors stalled their     \
+ * loads. */                                                                                   \
+static inline void fc_wino_input_channels_##SUFFIX(const T* x, ptrdiff_t cb,                   \
+        const ptrdiff_t* plane_offset, const ptrdiff_t* h0, const ptrdiff_t* w0,                \
+        ptrdiff_t n_lanes, ptrdiff_t H, ptrdiff_t W, ptrdiff_t rs, ptrdiff_t ps, T* v,          \
+        ptrdiff_t c_stride, ptrdiff_t e_stride) {                                               \
+    enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
+    T block[36][L][L];     /* [element of the tile][lane][channel], then [..][channel][lane] */ \
+    T columns[L][L];                                                                            \
+    ptrdiff_t c, lane, i, j;                                                                    \
+    for (lane = 0; lane < L; lane++) {                                                          \
+        const T* src = x + plane_offset[lane < n_lanes ? lane : 0];                             \
+        ptrdiff_t top = h0[lane < n_lanes ? lane : 0], left = w0[lane < n_lanes ? lane : 0];    \
+        for (i = 0; i < 6; i++) {                                                               \
+            ptrdiff_t h = top + i;                                                              \
+            for (j = 0; j < 6; j++) {                                                           \
+                ptrdiff_t w = left + j;                                                         \
+                T* run = block[i * 6 + j][lane];                                                \
+                if (lane < n_lanes && h >= 0 && h < H && w >= 0 && w < W) {                     \
+                    if (cb == L) memcpy(run, src + h * rs + w * ps, L * sizeof(T));             \
+                    else memcpy(run, src + h * rs + w * ps, cb * sizeof(T));                    \
+                } else {                                                                        \
+                    memset(run, 0, L * sizeof(T));                                              \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    for (i = 0; i < 36; i++) {                                                                  \
+        fc_transpose_##SUFFIX(&block[i][0][0], L, &columns[0][0], L, L, cb);                    \
+        memcpy(block[i], columns, cb * L * sizeof(T));                                          \
+    }                                                                                           \
+    for (c = 0; c < cb; c++)                                                                    \
+        fc_wino_input_tile_##SUFFIX(&block[0][c][0], L * L, v + c * c_stride, e_stride);        \
+}                                                                                               \
+                                                                                                \
+/* y[e'] = (A^T m_lane A)[e'] + bias for the 16 outputs e' of LANES tiles' 4x4 tiles,         \
+ * m[e * e_stride + lane]; returns a vector whose lanes are NaN where a tile's output is inf   \
+ * or NaN (inf * 0 and NaN * 0 are NaN), else 0. */                                            \
+static inline fc_wvec_##SUFFIX fc_wino_output_tile_##SUFFIX(const T* m, ptrdiff_t e_stride,    \
+                                                          T bias, fc_wvec_##SUFFIX* y) {       \
+    fc_wvec_##SUFFIX mv[36], t[24];                                                             \
+    ptrdiff_t i, j;                                                                             \
+    for (i = 0; i < 36; i++) memcpy(&mv[i], m + i * e_stride, sizeof(mv[i]));                   \
+    for (j = 0; j < 6; j++) fc_wino_at_##SUFFIX(mv + j, 6, t + j, 6);       /* columns */       \
+    for (i = 0; i < 4; i++) fc_wino_at_##SUFFIX(t + 6 * i, 1, y + 4 * i, 1); /* rows */         \
+    fc_wvec_##SUFFIX nan_if_nonfinite = {0};                                                    \
+    for (i = 0; i < 16; i++) {                                                                  \
+        y[i] += bias;                                                                           \
+        nan_if_nonfinite += y[i] * 0;                                                           \
+    }                                                                                           \
+    return nan_if_nonfinite;                                                                    \
+}                                                                                               \
+                                                                                                \
+static inline int fc_wino_any_nan_##SUFFIX(fc_wvec_##SUFFIX flags_vector, ptrdiff_t n_lanes) {  \
+    T flags[FC_WINO_LANES_##SUFFIX];                                                            \
+    ptrdiff_t lane;                                                                             \
+    memcpy(flags, &flags_vector, sizeof(flags));                                                \
+    for (lane = 0; lane < n_lanes; lane++)                                                      \
+        if (flags[lane] != flags[lane]) return 1;                                               \
+    return 0;                                                                                   \
 }                                                                                               \
                                                                                                 \
 /* The output transform of one output channel for LANES tiles: the 4x4 tile                   \
@@ -217,17 +300,10 @@ static inline int fc_wino_output_##SUFFIX(const T* m, ptrdiff_t e_stride, T bias
         const ptrdiff_t* plane_offset, const ptrdiff_t* h0, const ptrdiff_t* w0,                \
         ptrdiff_t n_lanes, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t rs, ptrdiff_t ps) {            \
     enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
-    fc_wvec_##SUFFIX mv[36], t[24], y[16];                                                      \
+    fc_wvec_##SUFFIX y[16];                                                                     \
     T ys[16][L];                                                                                \
     ptrdiff_t lane, i, j;                                                                       \
-    for (i = 0; i < 36; i++) memcpy(&mv[i], m + i * e_stride, sizeof(mv[i]));                   \
-    for (j = 0; j < 6; j++) fc_wino_at_##SUFFIX(mv + j, 6, t + j, 6);       /* columns */       \
-    for (i = 0; i < 4; i++) fc_wino_at_##SUFFIX(t + 6 * i, 1, y + 4 * i, 1); /* rows */         \
-    fc_wvec_##SUFFIX nan_if_nonfinite = {0};                                                    \
-    for (i = 0; i < 16; i++) {                                                                  \
-        y[i] += bias;                                                                           \
-        nan_if_nonfinite += y[i] * 0;   /* inf * 0 and NaN * 0 are NaN */                       \
-    }                                                                                           \
+    fc_wvec_##SUFFIX nan_if_nonfinite = fc_wino_output_tile_##SUFFIX(m, e_stride, bias, y);     \
     memcpy(ys, y, sizeof(ys));                                                                  \
     for (lane = 0; lane < n_lanes; lane++) {                                                    \
         T* dst = out + plane_offset[lane];                                                      \
@@ -237,11 +313,43 @@ static inline int fc_wino_output_##SUFFIX(const T* m, ptrdiff_t e_stride, T bias
             for (j = 0; j < cols; j++)                                                          \
                 dst[(top + i) * rs + (left + j) * ps] = ys[i * 4 + j][lane];                    \
     }                                                                                           \
-    T flags[L];                                                                                 \
-    memcpy(flags, &nan_if_nonfinite, sizeof(flags));                                            \
-    for (lane = 0; lane < n_lanes; lane++)                                                      \
-        if (flags[lane] != flags[lane]) return 1;                                               \
-    return 0;                                                                                   \
+    return fc_wino_any_nan_##SUFFIX(nan_if_nonfinite, n_lanes);                                 \
+}                                                                                               \
+                                                                                                \
+/* The output transform of `kb` <= LANES consecutive output channels (channel k's products at  \
+ * m + k * k_stride, its bias bias[k] or 0 without bias) for LANES tiles, into a channels-last \
+ * plane (channel stride 1, out at the first channel): as fc_wino_output channel by channel,   \
+ * but each output element's kb x LANES block transposed through vector registers and each    \
+ * pixel's kb channels stored as one run. Channel by channel, the 16 x LANES scalar stores of  \
+ * an item went to as many lines C elements apart, which a power-of-2 C maps to a few sets of  \
+ * the L1 cache: they missed, and took 36% of a 64-channel 56x56 layer. Returns the number of  \
+ * channels with an inf or NaN output. */                                                      \
+static inline int fc_wino_output_channels_##SUFFIX(const T* m, ptrdiff_t k_stride,             \
+        ptrdiff_t e_stride, ptrdiff_t kb, const T* bias, T* out,                                \
+        const ptrdiff_t* plane_offset, const ptrdiff_t* h0, const ptrdiff_t* w0,                \
+        ptrdiff_t n_lanes, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t rs, ptrdiff_t ps) {            \
+    enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
+    fc_wvec_##SUFFIX y[16];                                                                     \
+    T block[16][L][L];     /* [output of the tile][channel][lane] */                            \
+    T runs[L][L];          /* [lane][channel] */                                                \
+    ptrdiff_t k, lane, i;                                                                       \
+    int nonfinite = 0;                                                                          \
+    for (k = 0; k < kb; k++) {                                                                  \
+        nonfinite += fc_wino_any_nan_##SUFFIX(fc_wino_output_tile_##SUFFIX(                     \
+            m + k * k_stride, e_stride, bias != NULL ? bias[k] : (T)0, y), n_lanes);            \
+        for (i = 0; i < 16; i++) memcpy(block[i][k], &y[i], sizeof(y[i]));                     \
+    }                                                                                           \
+    for (i = 0; i < 16; i++) {                                                                  \
+        fc_transpose_##SUFFIX(&block[i][0][0], L, &runs[0][0], L, kb, n_lanes);                 \
+        for (lane = 0; lane < n_lanes; lane++) {                                                \
+            ptrdiff_t h = h0[lane] + i / 4, w = w0[lane] + i % 4;                               \
+            if (h >= OH || w >= OW) continue;                                                   \
+            T* dst = out + plane_offset[lane] + h * rs + w * ps;                                \
+            if (kb == L) memcpy(dst, runs[lane], L * sizeof(T));                                \
+            else memcpy(dst, runs[lane], kb * sizeof(T));                                       \
+        }                                                                                       \
+    }                                                                                           \
+    return nonfinite;                                                                           \
 }
 
 FC_DEFINE_WINOGRAD(f32, float)
