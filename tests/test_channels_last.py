@@ -187,6 +187,53 @@ def test_channels_last_gemm_streams_its_output_with_the_same_bits(x_shape, w_sha
     np.testing.assert_array_equal(fastconv.conv2d(x, w, b, **kwargs), plain)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, w_shape, kwargs", [
+    ((1, 64, 7, 7), (64, 64, 3, 3), dict(padding=1)),     # a batch-1 layer on a small plane
+    ((1, 300, 4, 5), (100, 300, 3, 3), {}),               # K in blocks, a part column panel
+    ((1, 5, 9, 11), (7, 5, 1, 1), {}),                    # 1x1: the input read in place
+    ((2, 16, 5, 7), (40, 16, 1, 1), dict(stride=2)),
+    ((1, 3, 17, 15), (32, 3, 7, 7), dict(stride=2, padding=3)),    # a stem
+])
+def test_a_small_call_packs_a_channels_last_weight_as_it_goes_with_the_same_bits(
+        x_shape, w_shape, kwargs, dtype, monkeypatch):
+    """A call of one or two tiles of pixels transposes a channels-last weight's rows into the
+    GEMM's panels block by block as it uses them (nothing kept between calls): the same sums
+    in the same order as with the kept panels, so the same bits."""
+    import fastconv._ops.conv as conv
+    from fastconv._kernels import conv_channels_last
+    from fastconv._runtime import weight_cache
+    x = channels_last(x_shape, dtype)
+    w = channels_last(w_shape, dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    assert fastconv.choose_algorithm(x, w, b, **kwargs).algorithm == "channels_last_gemm"
+    weight_rows = []
+    real = conv_channels_last.conv_gemm_nhwc
+
+    def spy(*args):
+        weight_rows.append(args[-1])
+        return real(*args)
+    monkeypatch.setattr(conv_channels_last, "conv_gemm_nhwc", spy)
+    weight_cache.forget_transforms()
+    got = fastconv.conv2d(x, w, b, **kwargs)
+    assert weight_rows == [True] and not weight_cache._entries
+    assert is_channels_last(got)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, reference.conv_nd(x.astype(np.float64), w, b, **kwargs),
+                               rtol=tol, atol=tol)
+    monkeypatch.setattr(conv, "_NHWC_PACK_PER_CALL_TILES", 0)     # the kept panels instead
+    kept = fastconv.conv2d(x, w, b, **kwargs)
+    assert weight_rows == [True, False] and weight_cache._entries
+    np.testing.assert_array_equal(got, kept)
+    # a channels-first weight has no such rows (but a 1x1 one, the same memory either way):
+    # its panels are kept
+    monkeypatch.setattr(conv, "_NHWC_PACK_PER_CALL_TILES", 2)
+    np.testing.assert_array_equal(fastconv.conv2d(x, np.ascontiguousarray(w), b, **kwargs),
+                                  kept)
+    assert weight_rows[-1] is (w_shape[2:] == (1, 1))
+    weight_cache.forget_transforms()
+
+
 def test_outputs_stream_when_large_or_cold(monkeypatch):
     import fastconv._ops.conv as conv
     from fastconv._runtime import memory

@@ -33,6 +33,12 @@ from fastconv._kernels.packed_gemm cimport TILE_MIXED, gemm_rows_tile, gemm_tile
     tile_mr, tile_nr, transpose_block, vector_width
 from fastconv._kernels.workspace cimport fc_workspace
 
+cdef extern from "transpose_tiles.h":
+    void fc_transpose_f32(const float* src, Py_ssize_t ss, float* dst, Py_ssize_t ds,
+                          Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
+    void fc_transpose_f64(const double* src, Py_ssize_t ss, double* dst, Py_ssize_t ds,
+                          Py_ssize_t rows, Py_ssize_t cols) noexcept nogil
+
 cdef extern from "stream_store.h":
     void fc_stream_copy(void* dst, const void* src, size_t bytes) noexcept nogil
     void fc_stream_fence() noexcept nogil
@@ -41,7 +47,7 @@ cdef extern from "stream_store.h":
 # per thread), reused from call to call like the other kernels' instead of allocated per call
 cdef enum:
     WS_PATCH_PANELS, WS_PATCH_ROWS, WS_PANEL_IN_PLACE, WS_GRAD_A, WS_GRAD_B, WS_GRAD_ROWS,
-    WS_OUT_TILE, WS_PIXEL_OFFSETS, WS_PATCH_GATHER
+    WS_OUT_TILE, WS_PIXEL_OFFSETS, WS_PATCH_GATHER, WS_WEIGHT_BLOCK
 
 
 ctypedef struct NHWCShape:
@@ -166,7 +172,7 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                    const floating[::1] bias, floating[:, :, :, :] out, tuple kernel,
                    tuple stride, tuple padding, tuple dilation, int shape,
                    Py_ssize_t tile_panels, Py_ssize_t column_chunks, bint read_in_place,
-                   int num_threads, bint stream=False):
+                   int num_threads, bint stream=False, bint weight_rows=False):
     """out (N, OH, OW, C_out) := conv(x (N, H, W, C), w) + bias (C_out, or empty), w the
     weight matrix W (KH * KW * C, C_out) in (kh, kw, c) row order as the micro-kernel's B
     panels: w[j * K + k, c] = W[k, j * NR + c], zero past C_out.
@@ -184,7 +190,13 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     a larger array, as the stride phases of an input gradient write) gets each tile through
     a per-thread buffer, its rows then copied to their pixels. With `stream`, so does a
     dense one, copied out by streaming stores: an output larger than the caches, each of
-    whose elements one K block writes once, is then written without first being read."""
+    whose elements one K block writes once, is then written without first being read.
+
+    With `weight_rows`, w is W's transpose (C_out, K) instead, a channels-last weight's own
+    rows, and each K block of a column panel is transposed into the panel layout by the item
+    that uses it, in a per-thread buffer: for a call of one or two tiles of pixels (a batch-1
+    layer on a small plane) that reads the weight once, where kept panels are read, and
+    checked against a kept copy of the weight, three times over."""
     cdef NHWCShape s = make_shape(x.shape, out.shape, kernel, stride, padding, dilation)
     cdef Py_ssize_t K = s.KH * s.KW * s.C, C_out = s.C_out
     cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
@@ -213,6 +225,9 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     cdef char* in_place = NULL
     cdef Py_ssize_t* patch_offsets = NULL
     cdef floating* rows
+    cdef floating* weight_block = NULL
+    cdef const floating* b
+    cdef Py_ssize_t n_valid
     cdef int failed = 0
     cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
     if pixels == 0 or C_out == 0 or K == 0:     # the Python layer keeps these
@@ -221,9 +236,10 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
             or out.strides[1] % sizeof(floating) or out.strides[2] % sizeof(floating):
         raise ValueError(f"conv_gemm_nhwc: out's channels must be contiguous; got strides "
                          f"{[out.strides[i] for i in range(4)]}")
-    if tile_panels < 1 or column_chunks < 1 or w.shape[0] != n_panels * K \
-            or w.shape[1] != NR:
-        raise ValueError(f"conv_gemm_nhwc: w must be ({n_panels * K}, {NR}) and the tiling "
+    if tile_panels < 1 or column_chunks < 1 or (
+            (w.shape[0], w.shape[1]) != ((C_out, K) if weight_rows else (n_panels * K, NR))):
+        raise ValueError(f"conv_gemm_nhwc: w must be "
+                         f"{(C_out, K) if weight_rows else (n_panels * K, NR)} and the tiling "
                          f"positive; got w {tuple(w.shape)}, tile_panels {tile_panels}, "
                          f"column_chunks {column_chunks}")
     per_chunk = (n_panels + column_chunks - 1) // column_chunks
@@ -248,12 +264,16 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
         gathered = <floating*> fc_workspace(WS_PATCH_GATHER, MR * K * sizeof(floating))
         if not dense:
             tile_out = <floating*> fc_workspace(WS_OUT_TILE, tile * ldc * sizeof(floating))
+        if weight_rows:
+            weight_block = <floating*> fc_workspace(WS_WEIGHT_BLOCK,
+                                                    k_block * NR * sizeof(floating))
         if a == NULL or a_rows == NULL or in_place == NULL or gathered == NULL \
-                or (not dense and tile_out == NULL):
+                or (not dense and tile_out == NULL) or (weight_rows and weight_block == NULL):
             failed_flag[0] = 1
         for item in prange(tiles * column_chunks, schedule='dynamic'):
             if a == NULL or a_rows == NULL or in_place == NULL or gathered == NULL \
-                    or (not dense and tile_out == NULL):
+                    or (not dense and tile_out == NULL) \
+                    or (weight_rows and weight_block == NULL):
                 continue
             t = item // column_chunks
             chunk = item % column_chunks
@@ -288,27 +308,36 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                 k0 = kb * k_block
                 k_len = K - k0 if K - k0 < k_block else k_block
                 for j in range(j0, j1):
+                    n_valid = C_out - j * NR if C_out - j * NR < NR else NR
+                    if weight_rows:
+                        # this K block of panel j: rows k0.. of W^T's columns j * NR..
+                        if n_valid < NR:    # the panel's columns past C_out: zeros
+                            memset(weight_block, 0, k_len * NR * sizeof(floating))
+                        if floating is float:
+                            fc_transpose_f32(&w[j * NR, k0], K, weight_block, NR, n_valid,
+                                             k_len)
+                        else:
+                            fc_transpose_f64(&w[j * NR, k0], K, weight_block, NR, n_valid,
+                                             k_len)
+                        b = weight_block
+                    else:
+                        b = &w[0, 0] + (j * K + k0) * NR
                     for panel in range(m_panels):
                         m_valid = count - panel * MR if count - panel * MR < MR else MR
                         if pointwise:
                             gemm_tile(shape, k_len, &x[0, 0, 0, 0] + (p0 + panel * MR) * K + k0,
-                                      K, &w[0, 0] + (j * K + k0) * NR, NR, NULL,
+                                      K, b, NR, NULL,
                                       rows + panel * MR * ldc + j * NR - cols0, ldc, m_valid,
-                                      C_out - j * NR if C_out - j * NR < NR else NR, NULL,
-                                      with_bias or k0 > 0)
+                                      n_valid, NULL, with_bias or k0 > 0)
                         elif in_place[panel]:
                             gemm_rows_tile(shape, k_len, a_rows + panel * MR,
-                                           patch_offsets + k0, &w[0, 0] + (j * K + k0) * NR,
-                                           NR, rows + panel * MR * ldc + j * NR - cols0, ldc,
-                                           m_valid,
-                                           C_out - j * NR if C_out - j * NR < NR else NR, NULL,
-                                           with_bias or k0 > 0)
+                                           patch_offsets + k0, b, NR,
+                                           rows + panel * MR * ldc + j * NR - cols0, ldc,
+                                           m_valid, n_valid, NULL, with_bias or k0 > 0)
                         else:
-                            gemm_tile(shape, k_len, a + (panel * K + k0) * MR, 0,
-                                      &w[0, 0] + (j * K + k0) * NR, NR, NULL,
+                            gemm_tile(shape, k_len, a + (panel * K + k0) * MR, 0, b, NR, NULL,
                                       rows + panel * MR * ldc + j * NR - cols0, ldc, m_valid,
-                                      C_out - j * NR if C_out - j * NR < NR else NR, NULL,
-                                      with_bias or k0 > 0)
+                                      n_valid, NULL, with_bias or k0 > 0)
             if not dense:
                 scatter_tile(&s, rows, ldc, p0, count, &out[0, 0, 0, 0] + cols0, out_sn,
                              out_sh, out_sw, (j1 * NR if j1 * NR < C_out else C_out) - cols0,

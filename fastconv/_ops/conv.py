@@ -170,6 +170,12 @@ _NHWC_ITEMS_PER_THREAD = 4
 # 8: the 3 -> 32 3x3 stride-2 stem 3.8-4.1 -> 2.3-2.7 ms, 32 -> 16 1x1 on 112x112 1.9-2.3
 # -> 1.0-1.3); level on wide layers.
 _NHWC_READ_IN_PLACE = True
+# A forward call of at most this many tiles of pixels (a batch-1 layer on a small plane)
+# transposes a channels-last weight's rows into the GEMM's panels block by block as it goes
+# (conv_gemm_nhwc's weight_rows), reading the weight once: kept panels are read and checked
+# against a kept copy of the weight, three reads, and inside a network each layer's weight
+# comes from beyond L2.
+_NHWC_PACK_PER_CALL_TILES = 2
 # Channels-last GEMM outputs of at least this many bytes are written by streaming stores
 # (each tile through a buffer in cache): past the last-level cache a plain store first reads
 # the line it writes. Zen 4 (32 MiB L3), 2 threads, ms, plain -> streamed: 16 -> 96 channels
@@ -347,15 +353,29 @@ def _channels_last_kernel(problem, plan, x_nhwc, w, bias, out, geometry, dtype, 
                        else adjoint_of.astype(dtype, copy=False)[:, :, None])
     elif plan.algorithm == "channels_last_gemm":
         shape, panels, chunks, nr = nhwc_gemm_tiling(problem, dtype, plan.threads)
-        weights = nhwc_weight_panels(w, nr, dtype) if adjoint_of is None \
-            else nhwc_weight_panels(adjoint_of, nr, dtype, adjoint=True)
+        weight_rows = adjoint_of is None and _packs_per_call(problem, w, dtype, shape, panels)
+        if weight_rows:
+            weights = w.transpose(0, 2, 3, 1).reshape(c_out, -1)     # a view: W^T's rows
+        elif adjoint_of is None:
+            weights = nhwc_weight_panels(w, nr, dtype)
+        else:
+            weights = nhwc_weight_panels(adjoint_of, nr, dtype, adjoint=True)
         conv_channels_last.conv_gemm_nhwc(x_nhwc, weights, bias, out, *geometry, shape, panels,
                                           chunks, _NHWC_READ_IN_PLACE, plan.threads,
-                                          _streams(out))
+                                          _streams(out), weight_rows)
     else:
         w_taps = np.ascontiguousarray(w.reshape(c_out, kh * kw).T, dtype=dtype)
         conv_channels_last.conv_depthwise_nhwc(x_nhwc, w_taps, bias, out, *geometry,
                                                plan.threads)
+
+
+def _packs_per_call(problem, w, dtype, shape, tile_panels):
+    """Whether the channels-last GEMM takes w's rows and packs them as it goes: a weight that
+    is one channels-last block of `dtype`, and a call of few tiles of pixels."""
+    mr = conv_channels_last.tile_columns(np.dtype(dtype) == np.float64, shape)[0]
+    pixels = problem.batch * prod(problem.out_shape[2:])
+    return (w.dtype == dtype and w.transpose(0, 2, 3, 1).flags.c_contiguous
+            and -(-pixels // (tile_panels * mr)) <= _NHWC_PACK_PER_CALL_TILES)
 
 
 def autotune_forward(problem, dtype, x, w, b):
