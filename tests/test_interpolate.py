@@ -54,10 +54,11 @@ def test_linear_modes_match_reference(name, spatial, size, scale, align_corners)
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name,spatial,size,scale", RESIZE_CASES, ids=RESIZE_IDS)
-def test_nearest_matches_reference_exactly(name, spatial, size, scale):
+def test_nearest_matches_reference_exactly(name, spatial, size, scale, dtype):
     nd = len(spatial)
-    x = rand((2, 3) + spatial)
+    x = rand((2, 3) + spatial, dtype)
     out = fastconv.interpolate(x, size=size, scale_factor=scale)
     scales = None if scale is None else (scale if isinstance(scale, tuple) else (scale,) * nd)
     np.testing.assert_array_equal(out, ref.interpolate_nd(x, expected_size(spatial, size, scale),

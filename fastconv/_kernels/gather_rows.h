@@ -82,6 +82,11 @@ static inline void fc_gather_row_f64(double* out, const double* values, const in
  * over half of bilinear x2 upsampling. base[b] < 0 marks a block whose inputs spread wider
  * (downsampling): scalar.
  *
+ * fc_nearest_row_<t>: the one-tap form, out[i] = r[s0[i]], the values moved by the permute
+ * alone (no arithmetic: -0.0 and NaN payloads survive). The scalar loop through the table was
+ * a load of the index, a load and a store per output: nearest x2 upsampling at 62-68% of the
+ * copy bandwidth (Intel Xeon), where linear, with twice the work, reached 90-97%.
+ *
  * fc_window_row_<t>: fc_gather_row_<t> for tables whose blocks of V outputs each read values
  * within [base[b], base[b] + 3V) (every block's first value `base`, then each entry's offset
  * from it in rel[f * n_pad + i], -1 for a padding entry; block_tables again): the block's
@@ -93,6 +98,9 @@ static inline void fc_gather_row_f64(double* out, const double* values, const in
  * each for float and double, over the per-type vector helpers below. */
 #define FC_LINEAR_ROW_SCALAR(T)                                                                \
     for (ptrdiff_t i = i0; i < i1; i++) out[i] = w0[i] * r[s0[i]] + w1[i] * r[s1[i]];
+
+#define FC_NEAREST_ROW_SCALAR                                                                  \
+    for (ptrdiff_t i = i0; i < i1; i++) out[i] = r[s0[i]];
 
 #define FC_WINDOW_ROW_SCALAR(T)                                                                \
     for (ptrdiff_t i = i0; i < i1; i++) {                                                      \
@@ -170,6 +178,20 @@ static inline void fc_linear_row_##SUFFIX(T* out, const T* r, ptrdiff_t len,    
             fc_pmul_##SUFFIX(fc_pload_##SUFFIX(m_out, w1 + i0), c)));                          \
     }                                                                                          \
 }                                                                                              \
+static inline void fc_nearest_row_##SUFFIX(T* out, const T* r, ptrdiff_t len,                  \
+        const int64_t* s0, const int32_t* base, const int32_t* rel0, ptrdiff_t n) {             \
+    enum { V = FC_PERMUTE_LANES_##SUFFIX };                                                    \
+    for (ptrdiff_t b = 0; b * V < n; b++) {                                                    \
+        ptrdiff_t i0 = b * V, i1 = i0 + V < n ? i0 + V : n;                                    \
+        if (base[b] < 0) { FC_NEAREST_ROW_SCALAR continue; }                                   \
+        const T* p = r + base[b];                                                              \
+        ptrdiff_t avail = len - base[b];                                                       \
+        fc_pvec_##SUFFIX lo = fc_pload_##SUFFIX(fc_pfirst_##SUFFIX(avail), p);                 \
+        fc_pvec_##SUFFIX hi = fc_pload_##SUFFIX(fc_pfirst_##SUFFIX(avail - V), p + V);         \
+        fc_pstore_##SUFFIX(out + i0, fc_pfirst_##SUFFIX(i1 - i0),                              \
+                           fc_ppick2_##SUFFIX(lo, fc_pindex_##SUFFIX(rel0 + i0), hi));         \
+    }                                                                                          \
+}                                                                                              \
 static inline void fc_window_row_##SUFFIX(T* out, const T* values, ptrdiff_t len,             \
         const int32_t* src, const T* weight, const int32_t* base, const int32_t* rel,          \
         ptrdiff_t n_pad, ptrdiff_t n, ptrdiff_t fan_in) {                                      \
@@ -200,6 +222,12 @@ static inline void fc_linear_row_##SUFFIX(T* out, const T* r, ptrdiff_t len,    
     (void)len; (void)base; (void)rel0; (void)rel1;                                             \
     ptrdiff_t i0 = 0, i1 = n;                                                                  \
     FC_LINEAR_ROW_SCALAR(T)                                                                    \
+}                                                                                              \
+static inline void fc_nearest_row_##SUFFIX(T* out, const T* r, ptrdiff_t len,                  \
+        const int64_t* s0, const int32_t* base, const int32_t* rel0, ptrdiff_t n) {             \
+    (void)len; (void)base; (void)rel0;                                                         \
+    ptrdiff_t i0 = 0, i1 = n;                                                                  \
+    FC_NEAREST_ROW_SCALAR                                                                      \
 }                                                                                              \
 static inline void fc_window_row_##SUFFIX(T* out, const T* values, ptrdiff_t len,             \
         const int32_t* src, const T* weight, const int32_t* base, const int32_t* rel,          \
