@@ -66,6 +66,11 @@ GRID = [
     (1, 2, 1, (10, 29), (5, 5), dict(padding=2)),
     (1, 3, 1, (13, 19), (3, 4), dict(padding=(1, 2))),
     (6, 8, 1, (28, 28), (3, 3), dict(padding=1)),                     # planes 4 an item
+    # 5x5 at stride 1: its own four-row block (weights broadcast as they are used); several
+    # planes an item, each computed straight into its output rows; 13 rows and 50 columns:
+    # a last row alone, a last block overlapping the one before it
+    (4, 12, 1, (28, 28), (5, 5), dict(padding=2)),
+    (1, 2, 1, (13, 50), (5, 5), dict(padding=(2, 1))),
     # 5 and 7 taps along W: their own unrolled loops (dilated along W: taps 2 apart)
     (1, 2, 1, (10, 50), (3, 5), dict(padding=(1, 4), dilation=(1, 2))),
     (2, 2, 1, (11, 40), (2, 7), dict(padding=(0, 3))),

@@ -218,37 +218,78 @@ FC_DEFINE_PLANE_TAPS(f64, double)
 #define FC_R3_KEEP(KH)                                                                          \
     FC_KEEP_IN_REGISTER(w##KH##0); FC_KEEP_IN_REGISTER(w##KH##1); FC_KEEP_IN_REGISTER(w##KH##2);
 
-/* rows [0, full) of out (full a multiple of 4) by the 3x3 block above, blocks of two vectors
- * h apart (fc_plane_rows4's) */
-#define FC_DEFINE_PLANE_ROWS4_3X3(SUFFIX, T)                                                    \
-static inline void fc_plane_rows4_3x3_##SUFFIX(T* out, ptrdiff_t out_stride,                    \
+/* fc_plane_rows4_<name>_<t>: rows [0, full) of out (full a multiple of 4) by a block of four
+ * rows with constant indices (the 3x3 and 5x5 ones), blocks of two vectors h apart
+ * (fc_plane_rows4's): WEIGHTS once per call, KEEP at every block, then INPUTS, the input rows
+ * into the sums a<row><half>, which are then stored */
+#define FC_DEFINE_PLANE_ROWS4_BLOCKS(NAME, SUFFIX, T, WEIGHTS, KEEP, INPUTS)                    \
+static inline void fc_plane_rows4_##NAME##_##SUFFIX(T* out, ptrdiff_t out_stride,               \
         ptrdiff_t out_width, ptrdiff_t full, ptrdiff_t width, T bias, const T* x,               \
         ptrdiff_t dw, const T* w, ptrdiff_t h) {                                                \
     enum { V = FC_DIRECT_LANES_##SUFFIX };                                                     \
     typedef fc_vec_##SUFFIX vec;                                                               \
     typedef T elem;                                                                            \
-    FC_R3_WEIGHT(0, 0) FC_R3_WEIGHT(0, 1) FC_R3_WEIGHT(0, 2)                                   \
-    FC_R3_WEIGHT(1, 0) FC_R3_WEIGHT(1, 1) FC_R3_WEIGHT(1, 2)                                   \
-    FC_R3_WEIGHT(2, 0) FC_R3_WEIGHT(2, 1) FC_R3_WEIGHT(2, 2)                                   \
+    WEIGHTS                                                                                    \
     for (ptrdiff_t r = 0; r < full; r += 4) {                                                  \
         for (ptrdiff_t j = 0; j < out_width; j += V + h) {                                     \
             if (j + V + h > out_width) j = out_width - V - h;                                  \
-            FC_R3_KEEP(0) FC_R3_KEEP(1) FC_R3_KEEP(2)                                          \
+            KEEP                                                                               \
             vec a00 = {0}, a01 = {0}, a10 = {0}, a11 = {0};                                    \
             vec a20 = {0}, a21 = {0}, a30 = {0}, a31 = {0};                                    \
-            FC_R3_INPUT(0, FC_R3_ROW(0, 0))                                                    \
-            FC_R3_INPUT(1, FC_R3_ROW(0, 1) FC_R3_ROW(1, 0))                                    \
-            FC_R3_INPUT(2, FC_R3_ROW(0, 2) FC_R3_ROW(1, 1) FC_R3_ROW(2, 0))                    \
-            FC_R3_INPUT(3, FC_R3_ROW(1, 2) FC_R3_ROW(2, 1) FC_R3_ROW(3, 0))                    \
-            FC_R3_INPUT(4, FC_R3_ROW(2, 2) FC_R3_ROW(3, 1))                                    \
-            FC_R3_INPUT(5, FC_R3_ROW(3, 2))                                                    \
+            INPUTS                                                                             \
             FC_R3_STORE(0) FC_R3_STORE(1) FC_R3_STORE(2) FC_R3_STORE(3)                        \
         }                                                                                      \
     }                                                                                          \
 }
 
+#define FC_DEFINE_PLANE_ROWS4_3X3(SUFFIX, T)                                                    \
+FC_DEFINE_PLANE_ROWS4_BLOCKS(3x3, SUFFIX, T,                                                    \
+    FC_R3_WEIGHT(0, 0) FC_R3_WEIGHT(0, 1) FC_R3_WEIGHT(0, 2)                                   \
+    FC_R3_WEIGHT(1, 0) FC_R3_WEIGHT(1, 1) FC_R3_WEIGHT(1, 2)                                   \
+    FC_R3_WEIGHT(2, 0) FC_R3_WEIGHT(2, 1) FC_R3_WEIGHT(2, 2),                                  \
+    FC_R3_KEEP(0) FC_R3_KEEP(1) FC_R3_KEEP(2),                                                 \
+    FC_R3_INPUT(0, FC_R3_ROW(0, 0))                                                            \
+    FC_R3_INPUT(1, FC_R3_ROW(0, 1) FC_R3_ROW(1, 0))                                            \
+    FC_R3_INPUT(2, FC_R3_ROW(0, 2) FC_R3_ROW(1, 1) FC_R3_ROW(2, 0))                            \
+    FC_R3_INPUT(3, FC_R3_ROW(1, 2) FC_R3_ROW(2, 1) FC_R3_ROW(3, 0))                            \
+    FC_R3_INPUT(4, FC_R3_ROW(2, 2) FC_R3_ROW(3, 1))                                            \
+    FC_R3_INPUT(5, FC_R3_ROW(3, 2)))
+
 FC_DEFINE_PLANE_ROWS4_3X3(f32, float)
 FC_DEFINE_PLANE_ROWS4_3X3(f64, double)
+
+/* Four output rows of a 5x5 kernel, every index a constant, as the 3x3 block above: each
+ * input row's five shifted pairs of vectors loaded once (v<half>_<kw>) and added into the
+ * output rows it reaches, the weight broadcast at each pair of multiply-adds (25 of them do
+ * not fit in registers beside the 8 sums and 10 inputs). The loop below, over a runtime
+ * span of rows, ran these at one multiply-add a cycle (a jump table per input row, sums
+ * moved between registers; Intel Xeon). The same sums in the same order. */
+#define FC_R5_LOAD(K) FC_R3_LOAD(K)
+#define FC_R5_ROW(M, KH)                                                                        \
+    { elem s0 = w[KH * 5], s1 = w[KH * 5 + 1], s2 = w[KH * 5 + 2];                           \
+      elem s3 = w[KH * 5 + 3], s4 = w[KH * 5 + 4];                                             \
+      a##M##0 += s0 * v0_0; a##M##1 += s0 * v1_0;                                              \
+      a##M##0 += s1 * v0_1; a##M##1 += s1 * v1_1;                                              \
+      a##M##0 += s2 * v0_2; a##M##1 += s2 * v1_2;                                              \
+      a##M##0 += s3 * v0_3; a##M##1 += s3 * v1_3;                                              \
+      a##M##0 += s4 * v0_4; a##M##1 += s4 * v1_4; }
+#define FC_R5_INPUT(U, ROWS)                                                                    \
+    { const elem* p = x + (r + U) * width + j;                                                 \
+      FC_R5_LOAD(0) FC_R5_LOAD(1) FC_R5_LOAD(2) FC_R5_LOAD(3) FC_R5_LOAD(4) ROWS }
+
+#define FC_DEFINE_PLANE_ROWS4_5X5(SUFFIX, T)                                                    \
+FC_DEFINE_PLANE_ROWS4_BLOCKS(5x5, SUFFIX, T, , ,                                                \
+    FC_R5_INPUT(0, FC_R5_ROW(0, 0))                                                            \
+    FC_R5_INPUT(1, FC_R5_ROW(0, 1) FC_R5_ROW(1, 0))                                            \
+    FC_R5_INPUT(2, FC_R5_ROW(0, 2) FC_R5_ROW(1, 1) FC_R5_ROW(2, 0))                            \
+    FC_R5_INPUT(3, FC_R5_ROW(0, 3) FC_R5_ROW(1, 2) FC_R5_ROW(2, 1) FC_R5_ROW(3, 0))            \
+    FC_R5_INPUT(4, FC_R5_ROW(0, 4) FC_R5_ROW(1, 3) FC_R5_ROW(2, 2) FC_R5_ROW(3, 1))            \
+    FC_R5_INPUT(5, FC_R5_ROW(1, 4) FC_R5_ROW(2, 3) FC_R5_ROW(3, 2))                            \
+    FC_R5_INPUT(6, FC_R5_ROW(2, 4) FC_R5_ROW(3, 3))                                            \
+    FC_R5_INPUT(7, FC_R5_ROW(3, 4)))
+
+FC_DEFINE_PLANE_ROWS4_5X5(f32, float)
+FC_DEFINE_PLANE_ROWS4_5X5(f64, double)
 
 /* rows [r, rows) of out, four at a time, by the loop below: always inlined, so that a call
  * with a constant kw_taps (5, 7) unrolls the taps along W, every weight's index a constant
@@ -294,6 +335,9 @@ static inline int fc_plane_rows4_##SUFFIX(T* out, ptrdiff_t out_stride, ptrdiff_
     if (kh_taps == 3 && kw_taps == 3) {                                                        \
         r = rows / 4 * 4;                                                                      \
         fc_plane_rows4_3x3_##SUFFIX(out, out_stride, out_width, r, width, bias, x, dw, w, h);  \
+    } else if (kh_taps == 5 && kw_taps == 5) {                                                 \
+        r = rows / 4 * 4;                                                                      \
+        fc_plane_rows4_5x5_##SUFFIX(out, out_stride, out_width, r, width, bias, x, dw, w, h);  \
     }                                                                                          \
     if (kw_taps == 5)                                                                          \
         fc_plane_rows4_loop_##SUFFIX(out, out_stride, out_width, r, rows, width, bias, x,      \
