@@ -227,7 +227,7 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
     cdef floating* rows
     cdef floating* weight_block = NULL
     cdef const floating* b
-    cdef Py_ssize_t n_valid
+    cdef Py_ssize_t n_valid, kr
     cdef int failed = 0
     cdef int* failed_flag = &failed     # written through a pointer: shared, not lastprivate
     if pixels == 0 or C_out == 0 or K == 0:     # the Python layer keeps these
@@ -312,7 +312,9 @@ def conv_gemm_nhwc(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                     if weight_rows:
                         # this K block of panel j: rows k0.. of W^T's columns j * NR..
                         if n_valid < NR:    # the panel's columns past C_out: zeros
-                            memset(weight_block, 0, k_len * NR * sizeof(floating))
+                            for kr in range(k_len):
+                                memset(weight_block + kr * NR + n_valid, 0,
+                                       (NR - n_valid) * sizeof(floating))
                         if floating is float:
                             fc_transpose_f32(&w[j * NR, k0], K, weight_block, NR, n_valid,
                                              k_len)

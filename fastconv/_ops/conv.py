@@ -188,7 +188,8 @@ _NHWC_STREAM_MIN_BYTES = 2 << 20
 
 
 def nhwc_gemm_tiling(problem, dtype, threads):
-    """(register tile shape, tile_panels, column_chunks, NR) of the channels-last GEMM."""
+    """(register tile shape, tile_panels, column_chunks, NR, tiles of pixels) of the
+    channels-last GEMM."""
     return _nhwc_gemm_tiling(problem, np.dtype(dtype), threads)
 
 
@@ -202,7 +203,7 @@ def _nhwc_gemm_tiling(problem, dtype, threads):
     tiles = -(-pixels // (panels * mr))
     column_panels = -(-problem.out_channels // nr)
     chunks = max(1, min(column_panels, -(-_NHWC_ITEMS_PER_THREAD * threads // tiles)))
-    return shape, panels, chunks, nr
+    return shape, panels, chunks, nr, tiles
 
 
 @functools.lru_cache(maxsize=512)
@@ -352,8 +353,8 @@ def _channels_last_kernel(problem, plan, x_nhwc, w, bias, out, geometry, dtype, 
                        adjoint_of=None if adjoint_of is None
                        else adjoint_of.astype(dtype, copy=False)[:, :, None])
     elif plan.algorithm == "channels_last_gemm":
-        shape, panels, chunks, nr = nhwc_gemm_tiling(problem, dtype, plan.threads)
-        weight_rows = adjoint_of is None and _packs_per_call(problem, w, dtype, shape, panels)
+        shape, panels, chunks, nr, tiles = nhwc_gemm_tiling(problem, dtype, plan.threads)
+        weight_rows = adjoint_of is None and _packs_per_call(w, dtype, tiles)
         if weight_rows:
             weights = w.transpose(0, 2, 3, 1).reshape(c_out, -1)     # a view: W^T's rows
         elif adjoint_of is None:
@@ -369,13 +370,11 @@ def _channels_last_kernel(problem, plan, x_nhwc, w, bias, out, geometry, dtype, 
                                                plan.threads)
 
 
-def _packs_per_call(problem, w, dtype, shape, tile_panels):
+def _packs_per_call(w, dtype, tiles):
     """Whether the channels-last GEMM takes w's rows and packs them as it goes: a weight that
-    is one channels-last block of `dtype`, and a call of few tiles of pixels."""
-    mr = conv_channels_last.tile_columns(np.dtype(dtype) == np.float64, shape)[0]
-    pixels = problem.batch * prod(problem.out_shape[2:])
+    is one channels-last block of `dtype`, and a call of few `tiles` of pixels."""
     return (w.dtype == dtype and w.transpose(0, 2, 3, 1).flags.c_contiguous
-            and -(-pixels // (tile_panels * mr)) <= _NHWC_PACK_PER_CALL_TILES)
+            and tiles <= _NHWC_PACK_PER_CALL_TILES)
 
 
 def autotune_forward(problem, dtype, x, w, b):

@@ -349,7 +349,7 @@ def _channels_last_phase_input_grad(problem, weight, grad_output, dtype):
         phase = conv_problem(2, grad_output.shape, (c_in, problem.out_channels) + taps, None,
                              1, padding, 1, 1, "zeros")
         threads = _threads.threads_for(phase.multiply_adds)
-        _, tile_panels, chunks, _ = nhwc_gemm_tiling(phase, dtype, threads)
+        _, tile_panels, chunks, _, _ = nhwc_gemm_tiling(phase, dtype, threads)
         with denormals_flushed(threads):
             conv_channels_last.conv_gemm_nhwc(
                 g, panels[rh, rw], empty_bias, out, taps, (1, 1),
