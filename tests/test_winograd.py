@@ -228,6 +228,31 @@ def test_threads_run_whole_super_blocks_where_tiles_are_many_and_channels_few():
     assert blocks((8, 128, 4000), (128, 128, 3), 2)            # a TCN layer
     assert not blocks((8, 64, 56, 56), (64, 64, 3, 3), 1)      # one thread: nothing to split
     assert not blocks((8, 512, 7, 7), (512, 512, 3, 3), 2)     # 32 tiles, 9 MiB of weights
+    assert blocks((1, 64, 56, 56), (64, 64, 3, 3), 2)          # 196 tiles, 0.6 MiB of weights
+    assert not blocks((1, 256, 14, 14), (256, 256, 3, 3), 2)   # 16 tiles, 9 MiB
+
+
+@pytest.mark.parametrize("size", [8, 14, 28, 30])
+def test_own_super_blocks_share_few_tiles_out_evenly_with_the_same_bits(size):
+    """Each thread running whole blocks, the tiles are spread over a multiple of the threads'
+    count of blocks in whole vectors of tiles: 4, 16, 49 and 64 tiles (some blocks then hold
+    none) give the shared split's bits."""
+    from fastconv._plan.dispatch import Kernel
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((1, 8, size, size)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    u = np.empty(conv_winograd.weights_size(8, 8, 1), np.float32)
+    conv_winograd.transform_weights(w[:, :, None], 1, u, 1)
+    outs = []
+    for per_thread_blocks in (False, True):
+        out = np.full((1, 8, 1, size, size), np.nan, np.float32)
+        assert conv_winograd.conv_forward(Kernel.CONV_WINOGRAD, x[:, :, None], w[:, :, None],
+                                          np.empty(0, np.float32), out, (1, 1, 1), (0, 1, 1), (1, 1, 1), 1, 1,
+                                          per_thread_blocks, 2, u) == 0
+        outs.append(out[:, :, 0])
+    np.testing.assert_array_equal(outs[1], outs[0])
+    np.testing.assert_allclose(outs[0], reference.conv_nd(x, w, padding=1), rtol=1e-4,
+                               atol=1e-4)
 
 # --- input gradient and stride-1 transposed convolution ---------------------------------------
 

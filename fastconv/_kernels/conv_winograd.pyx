@@ -297,8 +297,8 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
                         int num_threads) noexcept nogil:
     """Tiles t0 .. t0 + count - 1 (count <= S) of group g through the three steps, each
     parallel over num_threads threads: u is the group's transformed weights; v, m and desc
-    the super-block's buffers, sized by conv_winograd for S tiles. Returns the number of
-    output vectors with an inf or NaN."""
+    the super-block's buffers, sized by conv_winograd for S tiles (a multiple of NR).
+    Returns the number of output vectors with an inf or NaN."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE), NR = tile_nr(TILE_WIDE, <floating*> NULL)
     cdef Py_ssize_t L = lanes(<floating*> NULL)
     cdef Py_ssize_t Cg = s.c_in_g, Kg = s.c_out_g, KD = s.kernel[0]
@@ -315,6 +315,11 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
     # threads to spare
     cdef Py_ssize_t m_blocks = (num_threads * 4 + E - 1) // E
     cdef Py_ssize_t groups_of_lanes = (count + L - 1) // L
+    # the block's own strides, not the buffers' S: a short block's values stay together
+    cdef Py_ssize_t SV = (count + NR - 1) // NR * NR      # V's tiles per element: whole panels
+    # M's, whole vectors: rows of a 52-tile block, 208 bytes apart, split the micro-kernel's
+    # stores and the output transform's loads across cache lines (5% of a 64-channel layer)
+    cdef Py_ssize_t SM = (count + L - 1) // L * L
     cdef Py_ssize_t* in_offset = desc
     cdef Py_ssize_t* out_offset = desc + S
     cdef Py_ssize_t* d0 = desc + 2 * S
@@ -337,7 +342,7 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
     per_block = (m_panels + m_blocks - 1) // m_blocks
     if Cg == 0:
         # no input channels: every product is an empty sum
-        memset(m, 0, E * Kg * S * sizeof(floating))
+        memset(m, 0, E * Kg * SM * sizeof(floating))
     if one_d:
         # h0: each tile's first input position, w0: its first output
         describe_tiles_1d(s, xs, os, blocks, t0, count, in_offset, out_offset, h0, w0)
@@ -372,13 +377,13 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
                     x + g * Cg + c, Cg - c if Cg - c < L else L, slice_offset + kd * S + q,
                     top + kd * S + q, w0 + q, count - q if count - q < L else L, H, W,
                     xs[3], xs[4], v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
-                    NR, S * depth_taps)
+                    NR, SV * depth_taps)
             else:
                 fc_wino_input_channels_f64(
                     x + g * Cg + c, Cg - c if Cg - c < L else L, slice_offset + kd * S + q,
                     top + kd * S + q, w0 + q, count - q if count - q < L else L, H, W,
                     xs[3], xs[4], v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
-                    NR, S * depth_taps)
+                    NR, SV * depth_taps)
     else:
         for item in prange(depth_taps * groups_of_lanes,
                            num_threads=num_threads, schedule='dynamic',
@@ -397,25 +402,25 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
                                         dilation, count - q if count - q < L else L, W,
                                         xs[4],
                                         v + (q // NR) * depth_taps * NR + channel * NR
-                                        + q % NR, S * depth_taps)
+                                        + q % NR, SV * depth_taps)
                 else:
                     fc_wino1d_input_f64(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
                                         dilation, count - q if count - q < L else L, W,
                                         xs[4],
                                         v + (q // NR) * depth_taps * NR + channel * NR
-                                        + q % NR, S * depth_taps)
+                                        + q % NR, SV * depth_taps)
             elif floating is float:
                 fc_wino_input_f32(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
                                   top + kd * S + q, w0 + q,
                                   count - q if count - q < L else L, H, W, xs[3], xs[4],
                                   v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
-                                  S * depth_taps)
+                                  SV * depth_taps)
             else:
                 fc_wino_input_f64(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
                                   top + kd * S + q, w0 + q,
                                   count - q if count - q < L else L, H, W, xs[3], xs[4],
                                   v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
-                                  S * depth_taps)
+                                  SV * depth_taps)
     for q in range(0 if one_d else count):
         w0[q] += s.pad[2]
     for item in prange(E * m_blocks, num_threads=num_threads, schedule='dynamic'):
@@ -427,8 +432,8 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
             continue
         multiply_tile(depth_taps, p1 - p0, Kg - p0 * MR, count, NR,
                       u + (e * m_panels + p0) * depth_taps * MR,
-                      v + e * S * depth_taps,
-                      m + (e * Kg + p0 * MR) * S, S, NULL, False, TILE_WIDE, NULL)
+                      v + e * SV * depth_taps,
+                      m + (e * Kg + p0 * MR) * SM, SM, NULL, False, TILE_WIDE, NULL)
     if pixel_runs_out:
         # a channels-last output: L channels of L tiles per item, each pixel's channels
         # stored as one run
@@ -439,13 +444,13 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
             q = (item // channel_blocks) * L
             if floating is float:
                 nonfinite += fc_wino_output_channels_f32(
-                    m + k * S + q, S, Kg * S, Kg - k if Kg - k < L else L,
+                    m + k * SM + q, SM, Kg * SM, Kg - k if Kg - k < L else L,
                     bias + g * Kg + k if bias != NULL else NULL, out + g * Kg + k,
                     out_offset + q, h0 + q, w0 + q, count - q if count - q < L else L,
                     OH, OW, os[3], os[4])
             else:
                 nonfinite += fc_wino_output_channels_f64(
-                    m + k * S + q, S, Kg * S, Kg - k if Kg - k < L else L,
+                    m + k * SM + q, SM, Kg * SM, Kg - k if Kg - k < L else L,
                     bias + g * Kg + k if bias != NULL else NULL, out + g * Kg + k,
                     out_offset + q, h0 + q, w0 + q, count - q if count - q < L else L,
                     OH, OW, os[3], os[4])
@@ -462,25 +467,64 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
         if one_d:
             if floating is float:
                 nonfinite += fc_wino1d_output_f32(
-                    m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                    m + k * SM + q, Kg * SM, bias[g * Kg + k] if bias != NULL else 0,
                     out + (g * Kg + k) * os[1], out_offset + q, w0 + q, dilation,
                     count - q if count - q < L else L, OW, os[4])
             else:
                 nonfinite += fc_wino1d_output_f64(
-                    m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                    m + k * SM + q, Kg * SM, bias[g * Kg + k] if bias != NULL else 0,
                     out + (g * Kg + k) * os[1], out_offset + q, w0 + q, dilation,
                     count - q if count - q < L else L, OW, os[4])
         elif floating is float:
             nonfinite += fc_wino_output_f32(
-                m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                m + k * SM + q, Kg * SM, bias[g * Kg + k] if bias != NULL else 0,
                 out + (g * Kg + k) * os[1], out_offset + q, h0 + q, w0 + q,
                 count - q if count - q < L else L, OH, OW, os[3], os[4])
         else:
             nonfinite += fc_wino_output_f64(
-                m + k * S + q, Kg * S, bias[g * Kg + k] if bias != NULL else 0,
+                m + k * SM + q, Kg * SM, bias[g * Kg + k] if bias != NULL else 0,
                 out + (g * Kg + k) * os[1], out_offset + q, h0 + q, w0 + q,
                 count - q if count - q < L else L, OH, OW, os[3], os[4])
     return nonfinite
+
+
+cdef inline bint spread_evenly(Py_ssize_t tiles, Py_ssize_t S, int num_threads,
+                               Py_ssize_t L) noexcept nogil:
+    """True if threads running whole blocks should share the tiles out evenly (see
+    block_start) rather than in blocks of S (whole panels, which the GEMM runs fastest): when
+    the busiest thread's tiles in blocks of S exceed an even share of whole vectors by more
+    than a quarter. 49 tiles in blocks of 48 left one thread a single tile; 196 in blocks of
+    96 (96 + 4 and 96) and 1568 (800 and 768) stay whole."""
+    cdef Py_ssize_t blocks = (tiles + S - 1) // S
+    cdef Py_ssize_t rest = tiles - (blocks - 1) * S        # the last block's tiles
+    cdef Py_ssize_t busiest = 0, load
+    cdef Py_ssize_t even = ((tiles + L - 1) // L + num_threads - 1) // num_threads * L
+    cdef int t
+    for t in range(num_threads):
+        load = (blocks - t + num_threads - 1) // num_threads * S
+        if (blocks - 1) % num_threads == t:
+            load -= S - rest
+        if load > busiest:
+            busiest = load
+    return busiest * 4 > even * 5
+
+
+cdef inline Py_ssize_t thread_blocks(Py_ssize_t tiles, Py_ssize_t S,
+                                     int num_threads) noexcept nogil:
+    """Blocks per group for spread_evenly's split: those S allows, rounded up to a multiple
+    of num_threads."""
+    cdef Py_ssize_t blocks = (tiles + S - 1) // S
+    return (blocks + num_threads - 1) // num_threads * num_threads
+
+
+cdef inline Py_ssize_t block_start(Py_ssize_t b, Py_ssize_t blocks, Py_ssize_t tiles,
+                                   Py_ssize_t L) noexcept nogil:
+    """The first tile of block b of `blocks` in spread_evenly's split: the tiles' vectors of
+    L shared out evenly. With S a multiple of L and blocks >= tiles / S, no block holds more
+    than S tiles."""
+    cdef Py_ssize_t vectors = (tiles + L - 1) // L
+    cdef Py_ssize_t t = (b * vectors // blocks) * L
+    return t if t < tiles else tiles
 
 
 cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* u_all,
@@ -494,8 +538,9 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
     A 3-d kernel of depth KD is KD 2-d ones, one per input depth slice: the GEMM's depth runs
     over (depth tap, channel), each slice's input tiles transformed as a channel of their own.
     A 1-d kernel of 3 taps (any dilation) runs F(4, 3): 6 elements per tile instead of 36.
-    The tiles go in super-blocks of tile_panels x NR. With `per_thread_blocks`, each thread
-    takes whole super-blocks (dynamic schedule) and runs their three steps alone in its own
+    The tiles go in super-blocks of tile_panels x NR (or fewer: spread_evenly). With
+    `per_thread_blocks`, each thread takes whole super-blocks (dynamic schedule) and runs
+    their three steps alone in its own
     buffers: one parallel region per call, no barrier between steps, so a thread slowed by
     a busy core takes fewer blocks instead of holding the team at every step's end. Else
     the threads share each super-block, step by step (for few tiles, or large weights).
@@ -512,6 +557,8 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
         if one_d else s.n * OD * ((OH + 3) // 4) * ((OW + 3) // 4)
     cdef Py_ssize_t S = tile_panels * NR
     cdef Py_ssize_t per_group = (tiles + S - 1) // S      # super-blocks per group
+    cdef Py_ssize_t L = lanes(<floating*> NULL)
+    cdef bint even = False          # per_thread_blocks in spread_evenly's split
     cdef Py_ssize_t u_group = E * m_panels * depth_taps * MR
     cdef size_t v_bytes = E * S * depth_taps * sizeof(floating)
     cdef size_t m_bytes = E * Kg * S * sizeof(floating)
@@ -522,6 +569,9 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
     cdef Py_ssize_t g, t0, count, item
     cdef int nonfinite = 0, failed = 0
     if per_thread_blocks and num_threads > 1:
+        even = spread_evenly(tiles, S, num_threads, L)
+        if even:
+            per_group = thread_blocks(tiles, S, num_threads)
         with parallel(num_threads=num_threads):
             v = <floating*> fc_workspace(WS_INPUT, v_bytes)
             m = <floating*> fc_workspace(WS_PRODUCTS, m_bytes)
@@ -531,8 +581,14 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
                     failed += 1
                     continue
                 g = item // per_group
-                t0 = (item % per_group) * S
-                count = tiles - t0 if tiles - t0 < S else S
+                if even:
+                    t0 = block_start(item % per_group, per_group, tiles, L)
+                    count = block_start(item % per_group + 1, per_group, tiles, L) - t0
+                    if count == 0:
+                        continue
+                else:
+                    t0 = (item % per_group) * S
+                    count = tiles - t0 if tiles - t0 < S else S
                 nonfinite += winograd_block(x, xs, u_all + g * u_group, bias, out, os, s, g,
                                             t0, count, S, v, m, desc, 1)
             fc_workspace_trim()

@@ -605,16 +605,32 @@ def winograd_tile_panels(problem, itemsize):
 # weights own blocks lose, quiet: 256 on 14x14 4.4 -> 6.0, 512 on 7x7 5.3 -> 9.4.
 WINOGRAD_THREAD_BLOCK_BYTES = 2 << 20
 WINOGRAD_THREAD_BLOCKS = 4     # at least this many super-blocks per thread
+# ... or transformed weights this small (a thread rereads them from its own L2 per block)
+# and a few vectors of tiles per thread: batch 1, 64 -> 64 on 56x56 (196 tiles, 0.6 MB of
+# weights; Intel Xeon, 2 threads, float32, ms) shared 0.79-0.85 -> own 0.62-0.68 alone, and
+# inside ResNet-50's inference at batch 1 its three layers 3.9 -> 3.0 (with 128 -> 128 on
+# 28x28, 2.4 MB, also own: 3.8 -> 3.9, so not those).
+WINOGRAD_THREAD_WEIGHT_BYTES = 1 << 20
 
 
 def winograd_blocks(problem, itemsize, threads):
     """(panels per super-block, whether each thread runs whole super-blocks alone)."""
-    _, nr, _ = conv_winograd.tile_geometry(itemsize == 8)
+    _, nr, lanes = conv_winograd.tile_geometry(itemsize == 8)
     per_tile = winograd_elements(problem) * (winograd_depth(problem) + problem.out_per_group) \
         * itemsize
+    tiles = winograd_tiles(problem)
+    weight_bytes = winograd_elements(problem) * winograd_depth(problem) \
+        * problem.out_per_group * itemsize
     own = WINOGRAD_THREAD_BLOCK_BYTES // (per_tile * nr)
-    if threads > 1 and own >= 1 \
-            and winograd_tiles(problem) >= WINOGRAD_THREAD_BLOCKS * threads * own * nr:
+    if own > 1:
+        # the weights, reread per block, share the budget: 64 -> 64 channels (0.6 MB of
+        # them), 1 panel against 2 (Intel Xeon, 2 MB L2 a core, 2 threads, ms): batch 8 on
+        # 56x56 4.01 / 4.35, batch 1 0.65 / 0.71
+        own = max(1, (WINOGRAD_THREAD_BLOCK_BYTES - weight_bytes) // (per_tile * nr))
+    if threads > 1 and own >= 1 and (
+            tiles >= WINOGRAD_THREAD_BLOCKS * threads * own * nr
+            or (weight_bytes <= WINOGRAD_THREAD_WEIGHT_BYTES
+                and tiles >= 2 * threads * lanes)):
         return int(own), True
     return winograd_tile_panels(problem, itemsize), False
 
