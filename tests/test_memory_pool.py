@@ -170,6 +170,32 @@ def test_addresses_are_aligned_for_the_widest_vectors(pool):
         assert pooled(np.empty)(size, np.uint8).ctypes.data % 64 == 0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_blocks_it_may_keep_are_mapped_apart_from_mallocs_heap(pool):
+    """Held between uses inside malloc's heap, they pinned its middle, and the caller's own
+    temporaries freed above them were given back to the system and faulted in afresh on
+    every step of a network: large blocks are mapped on their own, small ones (never kept)
+    still come from malloc."""
+    def region_of(address):
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split()
+                start, end = (int(v, 16) for v in fields[0].split("-"))
+                if start <= address < end:
+                    return fields[5] if len(fields) > 5 else ""
+        return None
+    freed = np.empty(8 << 20, np.uint8)    # malloc maps it, and once it is freed, serves
+    del freed                              # blocks up to its size from the heap
+    large = pooled(np.empty)(1 << 20, np.uint8)
+    small = pooled(np.empty)(1 << 10, np.uint8)
+    assert region_of(large.ctypes.data) != "[heap]"
+    assert region_of(large.ctypes.data) is not None
+    del large
+    again = pooled(np.empty)(1 << 20, np.uint8)     # reused from the cache, still mapped
+    assert region_of(again.ctypes.data) not in ("[heap]", None)
+    assert small.ctypes.data % 64 == 0
+
+
 def test_the_limit_bounds_what_is_kept(pool):
     blocks = [pooled(np.empty)(1 << 18, np.float32) for _ in range(8)]    # 1 MiB each
     del blocks

@@ -10,7 +10,10 @@ filters) allocate their outputs, gradients and temporaries through NumPy's memor
 interface (NEP 49) from a cache of the blocks that earlier results freed: an array
 allocated by fastconv returns its block to the cache wherever it dies, and the next call of
 the same size reuses it (fastconv/_runtime/memory_pool.h). Arrays the caller allocates never
-come from it, and NumPy's allocator is changed only inside fastconv's calls.
+come from it, and NumPy's allocator is changed only inside fastconv's calls. On Linux the
+blocks it may keep are mapped from the system on their own, outside malloc's heap: kept
+there, they pinned the heap, and the caller's own temporaries (PyTorch's, between fastconv's
+layers) were given back to the system and faulted in again on every step.
 
 The cache holds at most ``get_memory_pool()`` bytes (by default the smaller of 1 GiB and an
 eighth of the machine's memory; the ``FASTCONV_MEMORY_POOL`` environment variable, in MiB,
