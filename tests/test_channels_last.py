@@ -234,6 +234,31 @@ def test_a_small_call_packs_a_channels_last_weight_as_it_goes_with_the_same_bits
     weight_cache.forget_transforms()
 
 
+def test_a_call_of_more_output_channels_than_pixels_is_one_tile_with_the_same_bits(
+        monkeypatch):
+    """A batch-1 layer on a small plane reads more weight than patches: one tile of every
+    pixel (so the weight is read once, and packed as it goes), its output channels split
+    into two chunks a thread; tiles of the usual size give the same bits."""
+    import fastconv._ops.conv as conv
+    from fastconv.planning import problem_from_call
+    tiling = conv.nhwc_gemm_tiling
+    one = tiling(problem_from_call((1, 512, 7, 7), (512, 512, 3, 3), padding=1), "float32", 2)
+    _, mr, _ = conv.nhwc_tile_shape(512, "float32")
+    assert one[4] == 1 and one[1] * mr >= 49 and one[2] == 4
+    assert tiling(problem_from_call((8, 512, 7, 7), (512, 512, 3, 3), padding=1),
+                  "float32", 2)[4] > 1                   # 392 pixels: more than channels
+    x = channels_last((1, 40, 9, 7))
+    w = channels_last((96, 40, 3, 3))
+    got = fastconv.conv2d(x, w, padding=1)              # 63 pixels, 96 channels
+    monkeypatch.setattr(conv, "_NHWC_TILE_PANELS", (2, 2))
+    conv._nhwc_gemm_tiling.cache_clear()
+    assert tiling(problem_from_call(x.shape, w.shape, padding=1), "float32", 2)[4] > 1
+    np.testing.assert_array_equal(fastconv.conv2d(x, w, padding=1), got)
+    conv._nhwc_gemm_tiling.cache_clear()
+    np.testing.assert_allclose(got, reference.conv_nd(x.astype(np.float64), w, padding=1),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_outputs_stream_when_large_or_cold(monkeypatch):
     import fastconv._ops.conv as conv
     from fastconv._runtime import memory

@@ -165,6 +165,12 @@ def run_conv(problem, plan, x, w, bias, out, remember_weights=True, adjoint_of=N
 _NHWC_TILE_BYTES = 192 << 10
 _NHWC_TILE_PANELS = (2, 32)
 _NHWC_ITEMS_PER_THREAD = 4
+# ... but a call of one tile (see _nhwc_gemm_tiling) packs its patches once per column chunk:
+# 2 chunks a thread (Intel Xeon, 2 threads, batch 1, ms warm, 1 / 2 / 4 chunks a thread):
+# 512 -> 512 3x3 on 7x7 1.38 / 1.44 / 1.52, stride 2 on 14x14 1.50 / 1.45 / 1.52, 256 -> 256
+# on 14x14 0.97 / 0.72 / 0.68, stride 2 on 28x28 1.10 / 1.25 / 1.60 (in tiles as before:
+# 1.96, 2.24, 0.94, 1.22)
+_NHWC_ONE_TILE_CHUNKS = 2
 # Panels of pixels whose taps all lie inside the input are read where they lie, not packed:
 # the same sums, and packing them cost more than the product on few channels (Zen 3, batch
 # 8: the 3 -> 32 3x3 stride-2 stem 3.8-4.1 -> 2.3-2.7 ms, 32 -> 16 1x1 on 112x112 1.9-2.3
@@ -200,8 +206,17 @@ def _nhwc_gemm_tiling(problem, dtype, threads):
     low, high = _NHWC_TILE_PANELS
     panels = int(max(low, min(high, _NHWC_TILE_BYTES // (mr * k * np.dtype(dtype).itemsize))))
     pixels = problem.batch * prod(problem.out_shape[2:])
-    tiles = -(-pixels // (panels * mr))
     column_panels = -(-problem.out_channels // nr)
+    if problem.out_channels >= pixels and -(-pixels // mr) <= high:
+        # more weight than patches (a batch-1 layer on a small plane): one tile of every
+        # pixel reads the weight once (packing it as it goes: weight_rows), where tiles of
+        # _NHWC_TILE_BYTES each read all of it. Intel Xeon, 2 threads, batch 1, ms, warm /
+        # cold caches: 512 -> 512 3x3 on 7x7 1.96-2.35 / 2.10 -> 1.44 / 1.66 (PyTorch 1.72
+        # / 1.77)
+        panels = -(-pixels // mr)
+        return shape, panels, max(1, min(column_panels, _NHWC_ONE_TILE_CHUNKS * threads)), \
+            nr, 1
+    tiles = -(-pixels // (panels * mr))
     chunks = max(1, min(column_panels, -(-_NHWC_ITEMS_PER_THREAD * threads // tiles)))
     return shape, panels, chunks, nr, tiles
 
