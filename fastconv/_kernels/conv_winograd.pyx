@@ -317,8 +317,8 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
     cdef Py_ssize_t groups_of_lanes = (count + L - 1) // L
     # the block's own strides, not the buffers' S: a short block's values stay together
     cdef Py_ssize_t SV = (count + NR - 1) // NR * NR      # V's tiles per element: whole panels
-    # M's, whole vectors: rows of a 52-tile block, 208 bytes apart, split the micro-kernel's
-    # stores and the output transform's loads across cache lines (5% of a 64-channel layer)
+    # M's, in whole vectors: each row of products starts on a vector's boundary, as in a
+    # full block
     cdef Py_ssize_t SM = (count + L - 1) // L * L
     cdef Py_ssize_t* in_offset = desc
     cdef Py_ssize_t* out_offset = desc + S
