@@ -1019,11 +1019,13 @@ cdef int input_grad_phases(const floating* g, const floating* w, floating* dx,
 # channel. (The phase grid's dot products, WEIGHT_GRAD_PHASE, copy each plane twice and
 # clear and add partial buffers: slower at stride 1, faster on small strided planes.)
 
+cdef extern from "prefetch.h":
+    void fc_prefetch_l2(const void* p, size_t bytes) noexcept nogil
+
 cdef extern from "tap_rows.h":
     int FC_TAP_ROWS_MAX
     int FC_TAP_BLOCK_ROWS
     int FC_TAP_BLOCK_SUMS
-    void fc_prefetch_l2(const void* p, size_t bytes) noexcept nogil
     int FC_VEC_f32
     int FC_VEC_f64
     void fc_tap_rows_f32(const float* const* lines, const float* g, const Py_ssize_t* g_rows,

@@ -357,7 +357,7 @@ cdef inline void expand_row(floating* out, const floating* row, Py_ssize_t n,
         out[i] = c * (pre * row[i // 2]) if i // 2 < n_src else 0
 
 
-cdef extern from "tap_rows.h":
+cdef extern from "prefetch.h":
     void fc_prefetch_l2(const void* p, size_t bytes) noexcept nogil
 
 
@@ -449,7 +449,8 @@ cdef int adjoint_rows(const floating* grad_out, floating* grad_in, const Py_ssiz
             first = False
             # the rows after the last one read: the next rows' (a stream the prefetchers
             # lost at each row's W gather, with the array beyond the caches)
-            fc_prefetch_l2(g_rows[entries - 1] + OW, ADJOINT_PREFETCH_ROWS * OW * sizeof(floating))
+            fc_prefetch_l2(g_rows[entries - 1] + OW,
+                           ADJOINT_PREFETCH_ROWS * OW * sizeof(floating))
         if first:                   # no output reads this row
             memset(acc, 0, OW * sizeof(floating))
         if pairs_w:

@@ -141,14 +141,6 @@ static inline void fc_tap_rows_##SUFFIX(const T* const* lines, const T* g,      
     }                                                                                          \
 }
 
-/* Ask for `bytes` from p on into L2 ahead of use: the next work item's planes, a little at
- * a time while this one's are summed, so that their loads overlap its arithmetic (asked all
- * at once, the requests fill the queue ahead of the item's own loads). */
-static inline void fc_prefetch_l2(const void* p, size_t bytes) {
-    const char* c = (const char*)p;
-    for (size_t i = 0; i < bytes; i += 64) __builtin_prefetch(c + i, 0, 2);
-}
-
 FC_DEFINE_TAP_ROWS(f32, float)
 FC_DEFINE_TAP_ROWS(f64, double)
 
