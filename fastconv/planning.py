@@ -135,7 +135,10 @@ def choose_grad_algorithms(input, weight, stride=1, padding=0, dilation=1, group
     >>> import fastconv.planning as fp
     >>> plans = fp.choose_grad_algorithms((32, 64, 28, 28), (64, 64, 3, 3), padding=1)
     >>> plans.input.algorithm, plans.weight.algorithm
-    ('winograd', 'phase')
+    ('winograd', 'winograd')
+    >>> fp.choose_grad_algorithms((32, 64, 28, 28), (64, 64, 3, 3), stride=2,
+    ...                           padding=1).weight.algorithm
+    'phase'
     """
     problem = problem_from_call(input, weight, None, stride, padding, dilation, groups,
                                 padding_mode)

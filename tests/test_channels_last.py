@@ -537,30 +537,46 @@ WEIGHT_GRAD_CASES = [  # input shape, weight shape, kwargs
     ((2, 70, 8, 8), (24, 70, 3, 3), dict(padding=1)),
     # MobileNetV2's stem: 32 output channels, two vectors of a wider tile read in place
     ((2, 3, 15, 15), (32, 3, 3, 3), dict(stride=2, padding=1)),
+    # whole vectors of channels both sides: Winograd's blocks copy whole rows
+    ((2, 32, 9, 10), (48, 32, 3, 3), dict(padding=1)),
 ]
 # (at most this many input channels: the transposed product with the patches in place)
 TAPS_MAX_CHANNELS = 64
 
 
+@pytest.mark.parametrize("precision", ["fast", "exact"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("x_shape, w_shape, kwargs", WEIGHT_GRAD_CASES,
                          ids=[str(i) for i in range(len(WEIGHT_GRAD_CASES))])
 def test_weight_gradients_run_on_the_channels_last_arrays(x_shape, w_shape, kwargs, dtype,
-                                                          monkeypatch):
-    from fastconv._kernels import conv_channels_last
+                                                          precision, monkeypatch):
+    """Every channels-last weight gradient reads both operands where they lie: the GEMM over
+    the pixels, the transposed one over the patches (after a padded copy of the input), or
+    (precision "fast", a 3x3 stride-1 layer of 16 channels a side or more, small enough)
+    Winograd's blocks."""
+    from fastconv._kernels import conv_channels_last, conv_winograd
     x = channels_last(x_shape, dtype)
     g = channels_last(fastconv.conv2d(np.zeros(x_shape, dtype), np.zeros(w_shape, dtype),
                                       **kwargs).shape, dtype)
     seen = []
-    for name in ("weight_grad_nhwc", "weight_grad_nhwc_taps", "pad_nhwc"):
-        def spy(xv, gv, *args, real=getattr(conv_channels_last, name), name=name):
+    for module, name in ((conv_channels_last, "weight_grad_nhwc"),
+                         (conv_channels_last, "weight_grad_nhwc_taps"),
+                         (conv_channels_last, "pad_nhwc"), (conv_winograd, "weight_grad_blocks")):
+        def spy(*args, real=getattr(module, name), name=name):
+            xv, gv = args[1:3] if name == "weight_grad_blocks" else args[:2]
             seen.append((name, xv.__array_interface__["data"][0],
                          gv.__array_interface__["data"][0]))
-            return real(xv, gv, *args)
-        monkeypatch.setattr(conv_channels_last, name, spy)
-    got = fastconv.grad.conv2d_weight(x, w_shape, g, **kwargs)
+            return real(*args)
+        monkeypatch.setattr(module, name, spy)
+    with fastconv.precision(precision):
+        got = fastconv.grad.conv2d_weight(x, w_shape, g, **kwargs)
     x_at, g_at = x.__array_interface__["data"][0], g.__array_interface__["data"][0]
-    if x_shape[1] > TAPS_MAX_CHANNELS or (w_shape[2:] == (1, 1) and not kwargs):
+    blocks = (precision == "fast" and w_shape[2:] == (3, 3) and set(kwargs) == {"padding"}
+              and min(w_shape[:2]) >= 16      # and its 16 products fit in 1 MiB
+              and 16 * w_shape[0] * w_shape[1] * np.dtype(dtype).itemsize <= 1 << 20)
+    if blocks:
+        assert seen == [("weight_grad_blocks", x_at, g_at)]
+    elif x_shape[1] > TAPS_MAX_CHANNELS or (w_shape[2:] == (1, 1) and not kwargs):
         assert seen == [("weight_grad_nhwc", x_at, g_at)]
     elif "padding" in kwargs:   # the input padded into a copy, then both read in place
         assert [call[:2] for call in seen] == [("pad_nhwc", x_at), ("weight_grad_nhwc_taps",

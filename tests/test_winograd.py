@@ -864,6 +864,95 @@ def test_3d_weight_gradient_by_chunks_of_images(x_shape, padding, images_per_chu
         assert not results[0][:, :, [0, 2]].any()
 
 
+def block_plan(x_shape, w_shape, padding, dtype):
+    problem = problem_from_call(x_shape, w_shape, padding=padding)
+    return fastconv.planning.plan_weight_grad(problem, dtype, "winograd")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, c_in, c_out, size, padding, rows", [
+    (2, 16, 16, (9, 11), 1, 2),               # odd sizes: an image's last unit is one row
+    (3, 17, 24, (8, 13), (0, 2), 3),          # channels past whole vectors, asymmetric padding
+    (2, 20, 16, (13, 7), ((2, 0), (1, 3)), 1),  # per-side padding, units of one row
+    (1, 16, 18, (5, 6), 3, 4),                # padding past the kernel's reach, one unit
+    (3, 16, 16, (2, 3), 1, 2),                # planes smaller than a tile, two a unit
+    (5, 16, 24, (7, 7), 1, 9),                # units of two whole images, the last of one
+    (1, 16, 32, (41, 3), ((2, 0), 1), 5),     # one-tile rows
+    (2, 32, 16, (7, 70), 1, 2),               # rows of 35 tiles
+])
+def test_weight_gradient_in_blocks_of_tile_rows_matches_the_reference(batch, c_in, c_out, size,
+                                                                      padding, rows, dtype,
+                                                                      monkeypatch):
+    """2-d, one group, products that fit the cache: each unit of `rows` rows of tiles of an
+    image (or, as many rows as a plane has or more, of whole images) is laid out
+    channels-last, transformed and multiplied while in cache, its products added into one of
+    a number of chunks that the problem sets. Any thread count gives the same bits, and the
+    batch-wide GEMMs agree with it within the bound."""
+    from fastconv._plan import dispatch
+    rng = np.random.default_rng(batch * 100 + c_in + rows)
+    x, w_shape, g = weight_grad_call(rng, batch, c_in, c_out, size, 1, padding, dtype)
+    tiles_h, tiles_w = (-(-n // 2) for n in g.shape[2:])
+    per_row = 16 * tiles_w * (c_in + c_out) * np.dtype(dtype).itemsize
+    monkeypatch.setattr(dispatch, "WINOGRAD_GRAD_BLOCK_BYTES", rows * per_row)
+    dispatch.forget_plans()
+    try:
+        plan = block_plan(x.shape, w_shape, padding, dtype)
+        images = max(1, min(batch, rows // tiles_h))
+        assert plan.per_thread_blocks and plan.band_rows == min(rows, tiles_h)
+        assert plan.images_per_unit == images
+        units = -(-batch // images) * -(-tiles_h // plan.band_rows)
+        assert plan.chunks == min(8, units, max(2, batch * tiles_h * tiles_w // 256))
+        results = []
+        for threads in (1, 2, 3):
+            with fastconv.num_threads(threads):
+                results.append(grad.conv2d_weight(x, w_shape, g, padding=padding,
+                                                  algorithm="winograd"))
+        monkeypatch.setattr(dispatch, "WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES", 0)
+        dispatch.forget_plans()
+        assert not block_plan(x.shape, w_shape, padding, dtype).per_thread_blocks
+        batch_wide = grad.conv2d_weight(x, w_shape, g, padding=padding, algorithm="winograd")
+    finally:
+        monkeypatch.undo()
+        dispatch.forget_plans()
+    want = reference.conv_weight_grad(x.astype(np.float64), w_shape, g.astype(np.float64),
+                                      padding=padding)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    assert results[0].dtype == dtype
+    np.testing.assert_allclose(results[0], want, rtol=tol, atol=tol * np.abs(want).max())
+    np.testing.assert_allclose(batch_wide, results[0], rtol=2 * tol,
+                               atol=2 * tol * np.abs(want).max())
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+
+
+def test_the_blocked_weight_gradient_kernel_refuses_shapes_that_do_not_fit():
+    """The compiled entry refuses operands whose shapes disagree, padding that would place the
+    input past its copy's rows, and scratch too small, rather than read or write past them."""
+    kernel = fastconv.planning.Kernel.WEIGHT_GRAD_WINOGRAD
+    x, g = np.ones((2, 4, 1, 6, 6)), np.ones((2, 6, 1, 6, 6))
+    dw = np.empty((6, 4, 1, 3, 3))
+    partial = np.empty(2 * 16 * 6 * 4)
+    conv_winograd.weight_grad_blocks(kernel, x, g, dw, (0, 1, 1), 2, 1, 2, partial, 2)
+    np.testing.assert_allclose(dw, reference.conv_weight_grad(
+        x[:, :, 0], (6, 4, 3, 3), g[:, :, 0], padding=1)[:, :, None])
+    for bad_x, bad_g, bad_dw in [(x, g[:1], dw), (x, g[:, :5].copy(), dw),
+                                 (x, g, np.empty((6, 2, 1, 3, 3))),
+                                 (x, g, np.empty((6, 4, 1, 5, 5))),
+                                 (np.ones((2, 4, 2, 6, 6)), g, dw)]:
+        with pytest.raises(ValueError, match="conv_winograd.weight_grad_blocks"):
+            conv_winograd.weight_grad_blocks(kernel, bad_x, bad_g, bad_dw, (0, 1, 1), 2, 1, 2,
+                                             partial, 2)
+    for pad in [(0, -1, 1), (0, 1, -1), (0, 1, 4)]:
+        with pytest.raises(ValueError, match="padding before each axis"):
+            conv_winograd.weight_grad_blocks(kernel, x, g, dw, pad, 2, 1, 2, partial, 2)
+    for rows, images, chunks in [(0, 1, 2), (2, 0, 2), (2, 1, 0)]:
+        with pytest.raises(ValueError, match="must be >= 1"):
+            conv_winograd.weight_grad_blocks(kernel, x, g, dw, (0, 1, 1), rows, images, chunks,
+                                             partial, 2)
+    with pytest.raises(ValueError, match="partial too small"):
+        conv_winograd.weight_grad_blocks(kernel, x, g, dw, (0, 1, 1), 2, 1, 3, partial, 2)
+
+
 @pytest.mark.parametrize("where", ["input", "grad_output"])
 @pytest.mark.parametrize("value", [np.inf, np.nan])
 def test_weight_gradient_with_inf_or_nan_is_the_exact_algorithms(where, value):
@@ -879,6 +968,26 @@ def test_weight_gradient_with_inf_or_nan_is_the_exact_algorithms(where, value):
     assert not np.isfinite(got).all() and np.isfinite(got).any()
 
 
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_a_channels_last_weight_gradient_with_inf_or_nan_is_the_exact_algorithms(value):
+    """Channels-last operands go to Winograd's blocks read in place, and a result that is not
+    all finite to the exact channels-last kernels."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((2, 9, 10, 16)).astype(np.float32).transpose(0, 3, 1, 2)
+    g = rng.standard_normal((2, 9, 10, 24)).astype(np.float32).transpose(0, 3, 1, 2)
+    finite = grad.conv2d_weight(x, (24, 16, 3, 3), g, padding=1)
+    want = reference.conv_weight_grad(x.astype(np.float64), (24, 16, 3, 3),
+                                      g.astype(np.float64), padding=1)
+    np.testing.assert_allclose(finite, want, rtol=2e-6, atol=2e-6 * np.abs(want).max())
+    assert finite.transpose(0, 2, 3, 1).flags.c_contiguous     # laid out channels-last
+    x[1, 3, 4, 5] = value
+    got = grad.conv2d_weight(x, (24, 16, 3, 3), g, padding=1)
+    with fastconv.precision("exact"):
+        np.testing.assert_array_equal(got, grad.conv2d_weight(x, (24, 16, 3, 3), g,
+                                                              padding=1))
+    assert not np.isfinite(got).all() and np.isfinite(got).any()
+
+
 def test_auto_runs_the_winograd_weight_gradient_on_wide_layers_only():
     def algorithm(x_shape, w_shape, **kwargs):
         problem = problem_from_call(x_shape, w_shape, **kwargs)
@@ -886,7 +995,12 @@ def test_auto_runs_the_winograd_weight_gradient_on_wide_layers_only():
     assert algorithm((8, 128, 28, 28), (128, 128, 3, 3), padding=1) == "winograd"
     assert algorithm((8, 512, 7, 7), (512, 512, 3, 3), padding=1) == "winograd"
     assert algorithm((1, 512, 7, 7), (512, 512, 3, 3), padding=1) != "winograd"   # 16 tiles
-    assert algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=1) != "winograd"    # channels
+    # fewer channels, one group: in blocks of tile rows where the products fit the cache
+    assert algorithm((8, 64, 56, 56), (64, 64, 3, 3), padding=1) == "winograd"
+    assert algorithm((1, 16, 7, 7), (32, 16, 3, 3), padding=1) == "winograd"
+    assert algorithm((8, 64, 56, 56), (64, 32, 3, 3), padding=1, groups=2) != "winograd"
+    assert algorithm((8, 3, 56, 56), (64, 3, 3, 3), padding=1) != "winograd"       # 3 in
+    assert algorithm((8, 8, 56, 56), (8, 8, 3, 3), padding=1) != "winograd"
     assert algorithm((8, 128, 28, 28), (128, 128, 3, 3), padding=1, stride=2) != "winograd"
     # 3-d: from 64 channels each way and 32 tiles over the batch's depth slices
     assert algorithm((2, 128, 8, 16, 16), (128, 128, 3, 3, 3), padding=1) == "winograd"

@@ -28,10 +28,15 @@ from libc.string cimport memcpy, memset
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, shape5
 from fastconv._kernels.kernel_ids cimport CONV_WINOGRAD, WEIGHT_GRAD_WINOGRAD
-from fastconv._kernels.packed_gemm cimport TILE_WIDE, tile_mr, tile_nr, multiply_tile
+from fastconv._kernels.packed_gemm cimport (TILE_NARROW, TILE_WIDE, tile_mr, tile_nr,
+                                            multiply_tile, choose_tile, gemm_tile,
+                                            transpose_block)
 from fastconv._kernels.blas cimport gemm, hold_blas_single_threaded, release_blas
 from fastconv._core cimport blas_local_threads
 from fastconv._kernels.workspace cimport fc_workspace, fc_workspace_trim
+
+cdef extern from "openmp.h":
+    void fc_team_barrier() noexcept nogil
 
 cdef extern from "winograd.h":
     int FC_WINO_LANES_f32
@@ -105,6 +110,18 @@ cdef extern from "winograd.h":
     void fc_wino2_gradient_plane_f64(const double* g, Py_ssize_t OH, Py_ssize_t OW,
                                      Py_ssize_t tiles_h, Py_ssize_t tiles_w, double* v,
                                      Py_ssize_t run, double* scratch) noexcept nogil
+    void fc_wino2_input_cl_f32(const float* x, Py_ssize_t rs, Py_ssize_t ld, Py_ssize_t tiles_h,
+                               Py_ssize_t tiles_w, Py_ssize_t channels, float* out,
+                               Py_ssize_t es) noexcept nogil
+    void fc_wino2_input_cl_f64(const double* x, Py_ssize_t rs, Py_ssize_t ld,
+                               Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t channels,
+                               double* out, Py_ssize_t es) noexcept nogil
+    void fc_wino2_gradient_cl_f32(const float* g, Py_ssize_t rs, Py_ssize_t ld,
+                                  Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t channels,
+                                  float* out, Py_ssize_t es) noexcept nogil
+    void fc_wino2_gradient_cl_f64(const double* g, Py_ssize_t rs, Py_ssize_t ld,
+                                  Py_ssize_t tiles_h, Py_ssize_t tiles_w, Py_ssize_t channels,
+                                  double* out, Py_ssize_t es) noexcept nogil
     void fc_wino2_filter_grad_f32(const float* m, Py_ssize_t e_stride, Py_ssize_t count,
                                   float* dw, Py_ssize_t filter_stride) noexcept nogil
     void fc_wino2_filter_grad_f64(const double* m, Py_ssize_t e_stride, Py_ssize_t count,
@@ -116,7 +133,7 @@ cdef enum:
 GRADIENT_ELEMENTS = ELEMENTS_F23
 # Slots of the per-thread workspace (workspace.h).
 cdef enum:
-    WS_INPUT, WS_PRODUCTS, WS_TILES, WS_GRADIENT_PLANE
+    WS_INPUT, WS_PRODUCTS, WS_TILES, WS_GRADIENT_PLANE, WS_GRADIENT_BLOCK
 
 # A status of conv_forward: some output is inf or NaN (see the module's docstring).
 cdef enum:
@@ -918,6 +935,221 @@ cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# The weight gradient in blocks of tile rows (2-d, one group; weight_grad_blocks): the
+# products M[e] (C_out x C_in, 16 of them) are small enough to stay in a core's cache, while
+# the batch's transformed tiles are not (64 channels on 56x56 planes: 51 MB for a batch of 8,
+# written, read back, and packed again by BLAS: two thirds of that path's time). So each work
+# unit, a few rows of tiles of one image, is transformed into cache-sized buffers and
+# multiplied at once on fastconv's micro-kernel. The unit's input and gradient rows are first
+# laid out channels-last (8 x 8 register transposes of the raw rows, 4 values a tile), then
+# transformed with channels as the vector lanes, straight into the layouts the micro-kernel
+# reads: B's rows (tile t: the input channels' element e) and A's columns (the output
+# channels'), so nothing is packed. Units go to a fixed number of chunks, each with its own
+# M, summed in chunk order at the end: the same bits for any thread count.
+
+cdef inline Py_ssize_t odd_lines(Py_ssize_t elements, floating* dummy) noexcept nogil:
+    """`elements` rounded up to an odd number of cache lines: the 16 element blocks a
+    transform writes at once then fall in different cache sets (a multiple of 4 KiB apart
+    they evict each other)."""
+    cdef Py_ssize_t per_line = 64 // sizeof(floating)
+    return ((elements + per_line - 1) // per_line | 1) * per_line
+
+
+cdef inline Py_ssize_t padded_channels(Py_ssize_t channels, floating* dummy) noexcept nogil:
+    cdef Py_ssize_t L = lanes(<floating*> NULL)
+    return (channels + L - 1) // L * L
+
+
+ctypedef struct BlockLayout:
+    # a thread's buffer for units of `rows` rows of tiles of `images` images (every unit, the
+    # last ones shorter included, uses the same places: the zeros written once per call stay)
+    Py_ssize_t rows, images, tiles_h, tiles_w, c_ld, k_ld
+    bint nhwc                       # the operands are channels-last (N, H, W, C)
+    Py_ssize_t x_rs, g_rs           # row strides of the channels-last input and gradient rows
+    Py_ssize_t x_es, g_es           # element strides of the transformed tiles
+    Py_ssize_t x_rows, g_rows, x_tiles, g_tiles, elements
+
+
+cdef inline BlockLayout block_layout(const ConvShape* s, Py_ssize_t rows, Py_ssize_t images,
+                                     bint nhwc, floating* dummy) noexcept nogil:
+    cdef BlockLayout b
+    cdef Py_ssize_t tiles
+    b.nhwc = nhwc
+    b.rows = rows
+    b.images = images
+    b.tiles_h = (s.out_size[1] + 1) // 2
+    b.tiles_w = (s.out_size[2] + 1) // 2
+    b.c_ld = padded_channels(s.c_in, <floating*> NULL)
+    b.k_ld = padded_channels(s.c_out, <floating*> NULL)
+    b.x_rs = (2 * b.tiles_w + 2) * b.c_ld
+    b.g_rs = 2 * b.tiles_w * b.k_ld
+    tiles = images * rows * b.tiles_w
+    b.x_es = odd_lines(tiles * b.c_ld, <floating*> NULL)
+    b.g_es = odd_lines(tiles * b.k_ld, <floating*> NULL)
+    b.x_rows = 0
+    b.g_rows = b.x_rows + (2 * rows + 2) * b.x_rs
+    b.x_tiles = b.g_rows + 2 * rows * b.g_rs
+    # the micro-kernel reads whole vectors past B's last column and all MR rows of A's last
+    # column: a tile's width of slack after each
+    b.g_tiles = b.x_tiles + ELEMENTS_F23 * b.x_es + tile_nr(TILE_WIDE, <floating*> NULL)
+    b.elements = b.g_tiles + ELEMENTS_F23 * b.g_es + max(tile_mr(TILE_WIDE),
+                                                          tile_mr(TILE_NARROW))
+    return b
+
+
+cdef void clear_block_borders(const ConvShape* s, const BlockLayout* b,
+                              floating* buffer) noexcept nogil:
+    """Zero the columns outside the planes and the lanes past the channels in every row of
+    the channels-last copies: the same for every unit, never written by them."""
+    cdef Py_ssize_t W = s.in_size[2], OW = s.out_size[2], pad_w = s.pad[2]
+    cdef Py_ssize_t r, q, w
+    cdef floating* row
+    for r in range(2 * b.rows + 2):
+        row = buffer + b.x_rows + r * b.x_rs
+        for q in range(2 * b.tiles_w + 2):
+            w = q - pad_w
+            if w < 0 or w >= W:
+                memset(row + q * b.c_ld, 0, b.c_ld * sizeof(floating))
+            else:
+                memset(row + q * b.c_ld + s.c_in, 0, (b.c_ld - s.c_in) * sizeof(floating))
+    for r in range(2 * b.rows):
+        row = buffer + b.g_rows + r * b.g_rs
+        for q in range(2 * b.tiles_w):
+            if q >= OW:
+                memset(row + q * b.k_ld, 0, b.k_ld * sizeof(floating))
+            else:
+                memset(row + q * b.k_ld + s.c_out, 0, (b.k_ld - s.c_out) * sizeof(floating))
+
+
+cdef void channels_last_rows(const floating* image, bint nhwc, Py_ssize_t channels,
+                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t rows,
+                             Py_ssize_t w0, floating* dst, Py_ssize_t rs,
+                             Py_ssize_t ld) noexcept nogil:
+    """Rows r < rows of dst: row h0 + r of an image of `channels` planes (H x W, one after
+    another at `image`; with `nhwc` channels-last, H x W x channels), element (r, w0 + w, c)
+    at dst[r * rs + (w0 + w) * ld + c]; a row outside the image all zero (w0 columns before
+    each row are left as they are)."""
+    cdef Py_ssize_t r, h, w
+    cdef const floating* src
+    for r in range(rows):
+        h = h0 + r
+        if h < 0 or h >= H:
+            memset(dst + r * rs, 0, rs * sizeof(floating))
+        elif not nhwc:
+            transpose_block(image + h * W, H * W, dst + r * rs + w0 * ld, ld, channels, W)
+        elif ld == channels:
+            memcpy(dst + r * rs + w0 * ld, image + h * W * channels,
+                   W * channels * sizeof(floating))
+        else:
+            src = image + h * W * channels
+            for w in range(W):
+                memcpy(dst + r * rs + (w0 + w) * ld, src + w * channels,
+                       channels * sizeof(floating))
+
+
+cdef void gradient_block(const floating* x, const floating* g, const ConvShape* s,
+                         const BlockLayout* b, Py_ssize_t n0, Py_ssize_t images, Py_ssize_t th0,
+                         Py_ssize_t th1, floating* buffer, int shape,
+                         floating* m) noexcept nogil:
+    """m[e, k, c] += the sum over the tiles of rows [th0, th1) of images n0.. n0 + images - 1
+    of (A dY A^T)[e] of output channel k times (B^T d B)[e] of input channel c: one GEMM over
+    all of them (a 7x7 plane's 16 tiles alone would read and write the products for a few
+    multiply-adds each)."""
+    cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2]
+    cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
+    cdef Py_ssize_t C = s.c_in, K = s.c_out
+    cdef Py_ssize_t rows = th1 - th0, per_image = (th1 - th0) * b.tiles_w
+    cdef Py_ssize_t T = images * per_image
+    cdef Py_ssize_t MR = tile_mr(shape), NR = tile_nr(shape, <floating*> NULL)
+    cdef floating* xt = buffer + b.x_tiles
+    cdef floating* gt = buffer + b.g_tiles
+    cdef Py_ssize_t e, m0, j0, i, n
+    for i in range(images):
+        n = n0 + i
+        # the input rows 2 th0 - pad_h.. (zero padding: the columns before the plane, pad_w
+        # of them, and after it were cleared once)
+        channels_last_rows(x + n * C * H * W, b.nhwc, C, H, W, 2 * th0 - s.pad[1],
+                           2 * rows + 2, s.pad[2], buffer + b.x_rows, b.x_rs, b.c_ld)
+        channels_last_rows(g + n * K * OH * OW, b.nhwc, K, OH, OW, 2 * th0, 2 * rows, 0,
+                           buffer + b.g_rows, b.g_rs, b.k_ld)
+        if floating is float:
+            fc_wino2_input_cl_f32(buffer + b.x_rows, b.x_rs, b.c_ld, rows, b.tiles_w, C,
+                                  xt + i * per_image * b.c_ld, b.x_es)
+            fc_wino2_gradient_cl_f32(buffer + b.g_rows, b.g_rs, b.k_ld, rows, b.tiles_w, K,
+                                     gt + i * per_image * b.k_ld, b.g_es)
+        else:
+            fc_wino2_input_cl_f64(buffer + b.x_rows, b.x_rs, b.c_ld, rows, b.tiles_w, C,
+                                  xt + i * per_image * b.c_ld, b.x_es)
+            fc_wino2_gradient_cl_f64(buffer + b.g_rows, b.g_rs, b.k_ld, rows, b.tiles_w, K,
+                                     gt + i * per_image * b.k_ld, b.g_es)
+    for e in range(ELEMENTS_F23):
+        m0 = 0
+        while m0 < K:
+            j0 = 0
+            while j0 < C:
+                gemm_tile(shape, T, gt + e * b.g_es + m0, -b.k_ld, xt + e * b.x_es + j0, b.c_ld,
+                          NULL, m + (e * K + m0) * C + j0, C, min(MR, K - m0), min(NR, C - j0),
+                          NULL, True)
+                j0 = j0 + NR
+            m0 = m0 + MR
+
+
+cdef int winograd_weight_grad_blocks(const floating* x, const floating* g, floating* dw,
+                                     const ConvShape* s, Py_ssize_t rows_per_block,
+                                     Py_ssize_t images_per_unit, bint nhwc,
+                                     Py_ssize_t chunks, floating* partial,
+                                     int num_threads) noexcept nogil:
+    """0, or 1 where a thread's buffer could not be allocated. partial: chunks x 16 x C_out x
+    C_in elements."""
+    cdef Py_ssize_t C = s.c_in, K = s.c_out
+    cdef BlockLayout b = block_layout(s, rows_per_block, images_per_unit, nhwc,
+                                      <floating*> NULL)
+    cdef Py_ssize_t per_image = (b.tiles_h + rows_per_block - 1) // rows_per_block
+    cdef Py_ssize_t units = (s.n + images_per_unit - 1) // images_per_unit * per_image
+    cdef Py_ssize_t size = ELEMENTS_F23 * K * C
+    cdef int shape = choose_tile(K, <floating*> NULL)
+    cdef Py_ssize_t chunk, unit, th0, n0, i, j, t
+    cdef floating* buffer = NULL
+    cdef floating* mine
+    cdef floating* total
+    cdef int failed = 0
+    cdef int* failed_flag = &failed
+    with parallel(num_threads=num_threads):
+        buffer = <floating*> fc_workspace(WS_GRADIENT_BLOCK, b.elements * sizeof(floating))
+        if buffer == NULL:
+            failed_flag[0] = 1
+        else:
+            clear_block_borders(s, &b, buffer)
+        for chunk in prange(chunks, schedule='dynamic'):
+            if buffer == NULL:
+                continue
+            mine = partial + chunk * size
+            memset(mine, 0, size * sizeof(floating))
+            for unit in range(units * chunk // chunks, units * (chunk + 1) // chunks):
+                th0 = unit % per_image * rows_per_block
+                n0 = unit // per_image * images_per_unit
+                gradient_block(x, g, s, &b, n0, min(images_per_unit, s.n - n0), th0,
+                               min(th0 + rows_per_block, b.tiles_h), buffer, shape, mine)
+        # the chunks' products, once all are done, added to the first in chunk order
+        fc_team_barrier()
+        for i in prange(ELEMENTS_F23 * K, schedule='static'):
+            if failed_flag[0] != 0:
+                continue
+            total = partial + i * C
+            for t in range(1, chunks):
+                for j in range(C):
+                    total[j] = total[j] + partial[t * size + i * C + j]
+    if failed:
+        return 1
+    for i in prange(K, num_threads=num_threads, schedule='static'):
+        if floating is float:
+            fc_wino2_filter_grad_f32(partial + i * C, K * C, C, dw + i * C * 9, 9)
+        else:
+            fc_wino2_filter_grad_f64(partial + i * C, K * C, C, dw + i * C * 9, 9)
+    return 0
+
+
 def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
                 const floating[:, :, :, :, ::1] g,
                 floating[:, :, :, :, ::1] dw, tuple pad, Py_ssize_t groups,
@@ -967,6 +1199,63 @@ def weight_grad(int kernel, const floating[:, :, :, :, ::1] x,
                                       &ghat[0], &products[0], capacity, num_threads)
     if status:
         raise MemoryError("fastconv: could not allocate the weight gradient's transform buffer")
+
+
+def weight_grad_blocks(int kernel, const floating[:, :, :, :, ::1] x,
+                       const floating[:, :, :, :, ::1] g, floating[:, :, :, :, ::1] dw,
+                       tuple pad, Py_ssize_t rows_per_block, Py_ssize_t images_per_unit,
+                       Py_ssize_t chunks, floating[::1] partial, int num_threads,
+                       bint channels_last=False):
+    """`kernel` WEIGHT_GRAD_WINOGRAD, one group, 2-d (D = 1): dw := the weight gradient of the
+    3x3, stride-1 convolution of x (N, C_in, 1, H, W) with zero padding `pad` for output
+    gradient g (N, C_out, 1, OH, OW), by Winograd F(2x2, 3x3) in work units of
+    `rows_per_block` rows of tiles of `images_per_unit` images, summed in `chunks` partial
+    products (scratch `partial`: chunks x 16 x C_out x C_in elements). With `channels_last`, x
+    and g are (N, 1, H, W, C) arrays, read where they lie. The sums depend on the units and
+    chunks, not on the layout or the thread count."""
+    cdef tuple x_shape = shape5(x.shape), g_shape = shape5(g.shape)
+    if channels_last:       # (N, 1, H, W, C) -> the (N, C, 1, H, W) the checks read
+        x_shape = (x_shape[0], x_shape[4]) + x_shape[1:4]
+        g_shape = (g_shape[0], g_shape[4]) + g_shape[1:4]
+    cdef ConvShape s = make_shape(x_shape, shape5(dw.shape), g_shape, (1, 1, 1), pad,
+                                  (1, 1, 1), 1)
+    cdef Py_ssize_t tiles_h = (g_shape[3] + 1) // 2
+    cdef int status
+    if kernel != WEIGHT_GRAD_WINOGRAD:
+        raise ValueError(f"conv_winograd.weight_grad_blocks does not run kernel {kernel}")
+    if shape5(dw.shape)[2:] != (1, 3, 3) or x_shape[2] != 1 or g_shape[2] != 1:
+        raise ValueError(f"conv_winograd.weight_grad_blocks: 2-d 3x3 kernels; got x "
+                         f"{x_shape}, dw {shape5(dw.shape)}")
+    if g_shape[0] != x_shape[0] or g_shape[1] != dw.shape[0] or x_shape[1] != dw.shape[1]:
+        raise ValueError(f"conv_winograd.weight_grad_blocks: x (N, C_in, ...), g (N, C_out, "
+                         f"...) and dw (C_out, C_in, ...); got {x_shape}, {g_shape}, "
+                         f"{shape5(dw.shape)}")
+    if pad[1] < 0 or pad[2] < 0 or pad[2] + x_shape[4] > 2 * ((g_shape[4] + 1) // 2) + 2:
+        raise ValueError(f"conv_winograd.weight_grad_blocks: padding before each axis >= 0 "
+                         f"and an output gradient as wide as the padded input less 2; got pad "
+                         f"{pad}, x {x_shape}, g {g_shape}")
+    if rows_per_block < 1 or images_per_unit < 1 or chunks < 1:
+        raise ValueError(f"conv_winograd.weight_grad_blocks: rows_per_block, images_per_unit "
+                         f"and chunks must be >= 1, got {rows_per_block}, {images_per_unit} "
+                         f"and {chunks}")
+    if partial.shape[0] < chunks * ELEMENTS_F23 * s.c_out * s.c_in:
+        raise ValueError("conv_winograd.weight_grad_blocks: partial too small")
+    if dw.size == 0:
+        return
+    if s.n == 0 or g_shape[3] == 0 or g_shape[4] == 0:
+        dw[...] = 0
+        return
+    rows_per_block = min(rows_per_block, tiles_h)
+    images_per_unit = min(images_per_unit, s.n)
+    chunks = min(chunks, (s.n + images_per_unit - 1) // images_per_unit
+                 * ((tiles_h + rows_per_block - 1) // rows_per_block))
+    with nogil:
+        status = winograd_weight_grad_blocks(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
+                                             &dw[0, 0, 0, 0, 0], &s, rows_per_block,
+                                             images_per_unit, channels_last, chunks,
+                                             &partial[0], num_threads)
+    if status:
+        raise MemoryError("fastconv: could not allocate the weight gradient's block buffers")
 
 
 def gradient_capacity(Py_ssize_t images, Py_ssize_t out_h, Py_ssize_t out_w,

@@ -424,6 +424,43 @@ static inline void fc_wino2_split_##SUFFIX(const T* x, ptrdiff_t H, ptrdiff_t W,
     }                                                                                           \
 }                                                                                               \
                                                                                                 \
+/* (B^T d B)[e] = o[e] of a 4x4 input tile d (row-major), and (A dY A^T)[e] of a 2x2 gradient \
+ * tile, on vectors of independent lanes (tiles, or channels) */                               \
+static inline void fc_wino2_input_tile_##SUFFIX(const fc_wvec_##SUFFIX d[16],                   \
+                                                fc_wvec_##SUFFIX o[16]) {                       \
+    fc_wvec_##SUFFIX t[16];                                                                     \
+    for (int j = 0; j < 4; j++) {                              /* columns: t = B^T d */         \
+        t[j] = d[j] - d[8 + j];                                                                 \
+        t[4 + j] = d[4 + j] + d[8 + j];                                                         \
+        t[8 + j] = d[8 + j] - d[4 + j];                                                         \
+        t[12 + j] = d[4 + j] - d[12 + j];                                                       \
+    }                                                                                           \
+    for (int i = 0; i < 4; i++) {                              /* rows: (B^T d) B */            \
+        const fc_wvec_##SUFFIX* r = t + 4 * i;                                                  \
+        o[4 * i] = r[0] - r[2];                                                                 \
+        o[4 * i + 1] = r[1] + r[2];                                                             \
+        o[4 * i + 2] = r[2] - r[1];                                                             \
+        o[4 * i + 3] = r[1] - r[3];                                                             \
+    }                                                                                           \
+}                                                                                               \
+static inline void fc_wino2_gradient_tile_##SUFFIX(const fc_wvec_##SUFFIX d[4],                 \
+                                                   fc_wvec_##SUFFIX o[16]) {                    \
+    fc_wvec_##SUFFIX t[8];                                                                      \
+    for (int j = 0; j < 2; j++) {                              /* columns: t = A dY (4 x 2) */  \
+        t[j] = d[j];                                                                            \
+        t[2 + j] = d[j] + d[2 + j];                                                             \
+        t[4 + j] = d[j] - d[2 + j];                                                             \
+        t[6 + j] = -d[2 + j];                                                                   \
+    }                                                                                           \
+    for (int i = 0; i < 4; i++) {                              /* rows: (A dY) A^T */           \
+        const fc_wvec_##SUFFIX* r = t + 2 * i;                                                  \
+        o[4 * i] = r[0];                                                                        \
+        o[4 * i + 1] = r[0] + r[1];                                                             \
+        o[4 * i + 2] = r[0] - r[1];                                                             \
+        o[4 * i + 3] = -r[1];                                                                   \
+    }                                                                                           \
+}                                                                                               \
+                                                                                                \
 static inline void fc_wino2_input_plane_##SUFFIX(const T* x, ptrdiff_t H, ptrdiff_t W,          \
         ptrdiff_t pad_h, ptrdiff_t pad_w, ptrdiff_t tiles_h, ptrdiff_t tiles_w, T* v,           \
         ptrdiff_t run, T* scratch) {                                                            \
@@ -434,27 +471,18 @@ static inline void fc_wino2_input_plane_##SUFFIX(const T* x, ptrdiff_t H, ptrdif
     fc_wino2_split_##SUFFIX(x, H, W, pad_h, pad_w, rows, rs, even, odd);                        \
     for (ptrdiff_t th = 0; th < tiles_h; th++)                                                  \
         for (ptrdiff_t k0 = 0; k0 < tiles_w; k0 += L) {                                         \
-            fc_wvec_##SUFFIX d[16], t[16];                                                      \
+            fc_wvec_##SUFFIX d[16], o[16];                                                      \
             for (int i = 0; i < 4; i++) {                                                       \
                 const T* e = even + (2 * th + i) * rs + k0;                                     \
-                const T* o = odd + (2 * th + i) * rs + k0;                                      \
+                const T* od = odd + (2 * th + i) * rs + k0;                                     \
                 memcpy(&d[4 * i], e, sizeof(d[0]));                                             \
-                memcpy(&d[4 * i + 1], o, sizeof(d[0]));                                         \
+                memcpy(&d[4 * i + 1], od, sizeof(d[0]));                                        \
                 memcpy(&d[4 * i + 2], e + 1, sizeof(d[0]));                                     \
-                memcpy(&d[4 * i + 3], o + 1, sizeof(d[0]));                                     \
+                memcpy(&d[4 * i + 3], od + 1, sizeof(d[0]));                                    \
             }                                                                                   \
-            for (int j = 0; j < 4; j++) {                      /* columns: t = B^T d */         \
-                t[j] = d[j] - d[8 + j];                                                         \
-                t[4 + j] = d[4 + j] + d[8 + j];                                                 \
-                t[8 + j] = d[8 + j] - d[4 + j];                                                 \
-                t[12 + j] = d[4 + j] - d[12 + j];                                               \
-            }                                                                                   \
+            fc_wino2_input_tile_##SUFFIX(d, o);                                                 \
             T* out = v + th * tiles_w + k0;                                                     \
-            for (int i = 0; i < 4; i++) {                      /* rows: (B^T d) B */            \
-                const fc_wvec_##SUFFIX* r = t + 4 * i;                                          \
-                fc_wvec_##SUFFIX o[4] = {r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]};   \
-                for (int j = 0; j < 4; j++) memcpy(out + (4 * i + j) * run, &o[j], sizeof(o[j])); \
-            }                                                                                   \
+            for (int e = 0; e < 16; e++) memcpy(out + e * run, &o[e], sizeof(o[e]));            \
         }                                                                                       \
 }                                                                                               \
                                                                                                 \
@@ -467,24 +495,57 @@ static inline void fc_wino2_gradient_plane_##SUFFIX(const T* g, ptrdiff_t OH, pt
     fc_wino2_split_##SUFFIX(g, OH, OW, 0, 0, rows, rs, even, odd);                              \
     for (ptrdiff_t th = 0; th < tiles_h; th++)                                                  \
         for (ptrdiff_t k0 = 0; k0 < tiles_w; k0 += L) {                                         \
-            fc_wvec_##SUFFIX d[4], t[8];                                                        \
+            fc_wvec_##SUFFIX d[4], o[16];                                                       \
             for (int i = 0; i < 2; i++) {                                                       \
                 memcpy(&d[2 * i], even + (2 * th + i) * rs + k0, sizeof(d[0]));                 \
                 memcpy(&d[2 * i + 1], odd + (2 * th + i) * rs + k0, sizeof(d[0]));              \
             }                                                                                   \
-            for (int j = 0; j < 2; j++) {                      /* columns: t = A dY (4 x 2) */  \
-                t[j] = d[j];                                                                    \
-                t[2 + j] = d[j] + d[2 + j];                                                     \
-                t[4 + j] = d[j] - d[2 + j];                                                     \
-                t[6 + j] = -d[2 + j];                                                           \
-            }                                                                                   \
+            fc_wino2_gradient_tile_##SUFFIX(d, o);                                              \
             T* out = v + th * tiles_w + k0;                                                     \
-            for (int i = 0; i < 4; i++) {                      /* rows: (A dY) A^T */           \
-                const fc_wvec_##SUFFIX* r = t + 2 * i;                                          \
-                fc_wvec_##SUFFIX o[4] = {r[0], r[0] + r[1], r[0] - r[1], -r[1]};                \
-                for (int j = 0; j < 4; j++) memcpy(out + (4 * i + j) * run, &o[j], sizeof(o[j])); \
-            }                                                                                   \
+            for (int e = 0; e < 16; e++) memcpy(out + e * run, &o[e], sizeof(o[e]));            \
         }                                                                                       \
+}                                                                                               \
+                                                                                                \
+/* The same transforms on a channels-last block (conv_winograd.pyx, weight_grad_blocks): the   \
+ * lanes of a vector are channels. x: element (row r, column q, channel c) at x[r * rs + q * ld  \
+ * + c], zero-padded (the caller's copy); tile (th, tw) of the block, t = th * tiles_w + tw,     \
+ * reads rows 2 th.. and columns 2 tw..; out[e * es + t * ld + c] = its transformed element e,  \
+ * for channels c < `channels` rounded up to whole vectors (ld, rs and es multiples of L).     \
+ * The arithmetic is the plane transforms' (the same tile functions): the same values. */      \
+static inline void fc_wino2_input_cl_##SUFFIX(const T* x, ptrdiff_t rs, ptrdiff_t ld,           \
+        ptrdiff_t tiles_h, ptrdiff_t tiles_w, ptrdiff_t channels, T* out, ptrdiff_t es) {       \
+    enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
+    for (ptrdiff_t th = 0; th < tiles_h; th++)                                                  \
+        for (ptrdiff_t tw = 0; tw < tiles_w; tw++)                                              \
+            for (ptrdiff_t c = 0; c < channels; c += L) {                                       \
+                const T* p = x + 2 * th * rs + 2 * tw * ld + c;                                 \
+                fc_wvec_##SUFFIX d[16], o[16];                                                  \
+                for (int i = 0; i < 4; i++)                                                     \
+                    for (int j = 0; j < 4; j++)                                                 \
+                        memcpy(&d[4 * i + j], p + i * rs + j * ld, sizeof(d[0]));               \
+                fc_wino2_input_tile_##SUFFIX(d, o);                                             \
+                T* at = out + (th * tiles_w + tw) * ld + c;                                     \
+                for (int e = 0; e < 16; e++) memcpy(at + e * es, &o[e], sizeof(o[e]));          \
+            }                                                                                   \
+}                                                                                               \
+                                                                                                \
+/* (A dY A^T)[e] of the 2x2 tiles of a channels-last block of the output gradient, laid out as  \
+ * fc_wino2_input_cl's */                                                                      \
+static inline void fc_wino2_gradient_cl_##SUFFIX(const T* g, ptrdiff_t rs, ptrdiff_t ld,        \
+        ptrdiff_t tiles_h, ptrdiff_t tiles_w, ptrdiff_t channels, T* out, ptrdiff_t es) {       \
+    enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
+    for (ptrdiff_t th = 0; th < tiles_h; th++)                                                  \
+        for (ptrdiff_t tw = 0; tw < tiles_w; tw++)                                              \
+            for (ptrdiff_t c = 0; c < channels; c += L) {                                       \
+                const T* p = g + 2 * th * rs + 2 * tw * ld + c;                                 \
+                fc_wvec_##SUFFIX d[4], o[16];                                                   \
+                for (int i = 0; i < 2; i++)                                                     \
+                    for (int j = 0; j < 2; j++)                                                 \
+                        memcpy(&d[2 * i + j], p + i * rs + j * ld, sizeof(d[0]));               \
+                fc_wino2_gradient_tile_##SUFFIX(d, o);                                          \
+                T* at = out + (th * tiles_w + tw) * ld + c;                                     \
+                for (int e = 0; e < 16; e++) memcpy(at + e * es, &o[e], sizeof(o[e]));          \
+            }                                                                                   \
 }                                                                                               \
                                                                                                 \
 /* G^T on a column of 4 (w[0..2] = G^T u, u at stride `s`, w at `ws`): on scalars, and on       \

@@ -239,15 +239,21 @@ def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
     od, oh, ow = g5.shape[2:]
     depth_taps = dw5.shape[2]
     elements = conv_winograd.GRADIENT_ELEMENTS
-    capacity = conv_winograd.gradient_capacity(min(plan.images_per_unit, n), oh, ow,
-                                               dtype == np.float64, od, x5.shape[2])
-    xhat = np.empty(elements * c_in * capacity, dtype)
-    ghat = np.empty(elements * problem.out_channels * capacity, dtype)
-    products = np.empty(elements * depth_taps * problem.out_channels * problem.in_per_group,
-                        dtype)
-    with _threads.single_threaded_blas:
-        conv_winograd.weight_grad(plan.kernel, x5, g5, dw5, plan.geometry[1], problem.groups,
-                                  plan.images_per_unit, xhat, ghat, products, plan.threads)
+    products = elements * depth_taps * problem.out_channels * problem.in_per_group
+    if plan.per_thread_blocks:
+        partial = np.empty(plan.chunks * products, dtype)
+        conv_winograd.weight_grad_blocks(plan.kernel, x5, g5, dw5, plan.geometry[1],
+                                         plan.band_rows, plan.images_per_unit, plan.chunks,
+                                         partial, plan.threads)
+    else:
+        capacity = conv_winograd.gradient_capacity(min(plan.images_per_unit, n), oh, ow,
+                                                   dtype == np.float64, od, x5.shape[2])
+        xhat = np.empty(elements * c_in * capacity, dtype)
+        ghat = np.empty(elements * problem.out_channels * capacity, dtype)
+        with _threads.single_threaded_blas:
+            conv_winograd.weight_grad(plan.kernel, x5, g5, dw5, plan.geometry[1],
+                                      problem.groups, plan.images_per_unit, xhat, ghat,
+                                      np.empty(products, dtype), plan.threads)
     if not np.isfinite(dw).all():
         with precision("exact"):
             return _weight_grad_by_plan(problem, plan_weight_grad(problem, dtype), x, g,
@@ -477,6 +483,10 @@ def channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype, 
     if depthwise:
         return _channels_last_depthwise_weight_grad(problem, x, g, grad_output, dtype,
                                                     bias_out)
+    dw = _channels_last_winograd_weight_grad(problem, x, g, grad_output, weight_shape, dtype,
+                                             bias_out)
+    if dw is not None:
+        return dw
     pointwise = (kh, kw) == (1, 1) and problem.stride == (1, 1) \
         and problem.padding == ((0, 0), (0, 0))
     if not pointwise and c_in <= _NHWC_TAPS_MAX_CHANNELS \
@@ -517,6 +527,32 @@ def channels_last_weight_grad(problem, input, grad_output, weight_shape, dtype, 
         conv_channels_last.transpose_images(np.ascontiguousarray(dw)[None], dw_t, threads)
         return dw_t.reshape(c_in, c_out, 1, 1)
     return dw.reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
+
+
+def _channels_last_winograd_weight_grad(problem, x, g, grad_output, weight_shape, dtype,
+                                        bias_out):
+    """The weight gradient of a 3x3 stride-1 layer by Winograd's blocks (the plan `auto`
+    makes for it channels-first), its operands x and g (NHWC) read where they lie; laid out
+    channels-last. None where that plan is not Winograd's blocks, or the result is not all
+    finite (the exact kernels then run)."""
+    plan = plan_weight_grad(problem, dtype)
+    if plan.kernel != Kernel.WEIGHT_GRAD_WINOGRAD or not plan.per_thread_blocks:
+        return None
+    c_out, c_in = weight_shape[:2]
+    dw = np.empty(weight_shape, dtype)
+    partial = np.empty(plan.chunks * conv_winograd.GRADIENT_ELEMENTS * c_out * c_in, dtype)
+    with denormals_flushed(plan.threads):
+        conv_winograd.weight_grad_blocks(plan.kernel, x[:, None], g[:, None], dw[:, :, None],
+                                         plan.geometry[1], plan.band_rows,
+                                         plan.images_per_unit, plan.chunks, partial,
+                                         plan.threads, True)
+    if not np.isfinite(dw).all():
+        return None
+    if bias_out is not None:
+        bias_out[...] = bias_grad_of(grad_output, dtype)
+    dw_cl = np.empty((c_out, 9, c_in), dtype)
+    conv_channels_last.transpose_images(dw.reshape(c_out, c_in, 9), dw_cl, plan.threads)
+    return dw_cl.reshape(c_out, 3, 3, c_in).transpose(0, 3, 1, 2)
 
 
 def _channels_last_taps_weight_grad(problem, x, g, grad_output, weight_shape, dtype,

@@ -1003,23 +1003,76 @@ def winograd_grad_image_bytes(problem, itemsize):
             * slices * -(-oh // 2) * -(-ow // 2))
 
 
-def winograd_grad_pays(problem):
+# The same in blocks of tile rows (conv_winograd.weight_grad_blocks; 2-d, one group): where the
+# 16 products C_out x C_in fit a core's cache, each work unit (a few rows of 2x2 tiles of one
+# image) is laid out channels-last, transformed and multiplied on fastconv's micro-kernel while
+# its tiles are in cache, instead of the batch's transformed tiles going to memory and back
+# through BLAS's packing. Intel Xeon (AVX-512), 2 threads, float32, ms, auto before (phase grid,
+# or winograd from 128 channels) -> blocks (PyTorch): batch 8, 64 -> 64 on 56x56 9.9 -> 4.4
+# (10.7); 64 -> 128 there 19.3 -> 8.6-9.2 (15.2); 128 -> 128 on 28x28 6.2 -> 4.3 (6.7), on
+# 56x56 22.5 -> 16.2 (33.3); 32 -> 32 on 112x112 9.4 -> 5.1 (13.8); 16 -> 16 there 2.7 -> 1.8
+# (2.7); batch 2, 64 on 128x128 12.4 -> 6.1 (14.8); batch 1, 64 on 56x56 1.21 -> 0.71 (1.04), on
+# 7x7 0.09 -> 0.06 (0.05); 128 on 28x28 0.96 -> 0.74 (0.87). Where the products are larger,
+# each chunk's copy of them leaves the cache: 256 -> 256 on 14x14, batch 8, 4.9 -> 9.4 (kept
+# on the batch-wide GEMMs); and with few channels the transforms' vectors and the GEMM's
+# columns are mostly empty: 3 -> 64 on 224x224 15.0 -> 28.3, 8 -> 8 on 64x64 0.32 -> 0.47.
+WINOGRAD_GRAD_BLOCKS_MIN_CHANNELS = 16
+WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES = 1 << 20
+# A unit's transformed tiles, both operands, about this many bytes (rows of tiles: 64 -> 64 on
+# 56x56, batch 8: 2 rows 4.6 ms, 4 rows (0.9 MB) 4.4, 8 rows 5.1; 64 on 128x128 batch 2: 2 rows
+# (1 MB) 6.1, 4 rows 6.8).
+WINOGRAD_GRAD_BLOCK_BYTES = 1 << 20
+# Units go to at most this many chunks, each summing its own products, and at least this
+# many tiles a chunk (its products cost about as much to clear and add up as to multiply over
+# ~100 tiles), but two (both threads of these machines busy): a number that depends on the
+# problem only, so the sums do not depend on the thread count.
+WINOGRAD_GRAD_BLOCK_CHUNKS = 8
+WINOGRAD_GRAD_BLOCK_CHUNK_TILES = 256
+
+
+def winograd_grad_blocks_apply(problem, itemsize):
+    """True if the Winograd weight gradient of `problem` runs in blocks of tile rows."""
+    return (problem.ndim == 2 and problem.groups == 1
+            and min(problem.in_channels, problem.out_channels)
+            >= WINOGRAD_GRAD_BLOCKS_MIN_CHANNELS
+            and WINOGRAD_GRAD_ELEMENTS * problem.in_channels * problem.out_channels * itemsize
+            <= WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES)
+
+
+def winograd_grad_blocks(problem, itemsize):
+    """(rows of 2x2 tiles, images, chunks) of the blocked Winograd weight gradient's work
+    units: rows of one image, or whole planes of several images, about
+    WINOGRAD_GRAD_BLOCK_BYTES of transformed tiles."""
+    tiles_h, tiles_w = (-(-n // 2) for n in problem.out_size[-2:])
+    per_row = (WINOGRAD_GRAD_ELEMENTS * tiles_w * (problem.in_channels + problem.out_channels)
+               * itemsize)
+    rows = int(max(1, min(tiles_h, WINOGRAD_GRAD_BLOCK_BYTES // per_row)))
+    images = int(max(1, min(problem.batch, WINOGRAD_GRAD_BLOCK_BYTES // (per_row * tiles_h))))
+    units = -(-problem.batch // images) * -(-tiles_h // rows)
+    chunks = min(WINOGRAD_GRAD_BLOCK_CHUNKS, units,
+                 max(2, problem.batch * tiles_h * tiles_w // WINOGRAD_GRAD_BLOCK_CHUNK_TILES))
+    return rows, images, chunks
+
+
+def winograd_grad_pays(problem, itemsize=4):
     """True if `auto` should take the Winograd weight gradient (precision "fast")."""
     min_channels, min_tiles = (
         (WINOGRAD_GRAD_MIN_CHANNELS_3D, WINOGRAD_GRAD_MIN_TILES_3D) if problem.ndim == 3
         else (WINOGRAD_GRAD_MIN_CHANNELS, WINOGRAD_GRAD_MIN_TILES))
     return (winograd_grad_computes(problem) and _precision.get_precision() == "fast"
-            and min(problem.in_per_group, problem.out_per_group) >= min_channels
-            and winograd_grad_tiles(problem) >= min_tiles)
+            and (winograd_grad_blocks_apply(problem, itemsize)
+                 or min(problem.in_per_group, problem.out_per_group) >= min_channels
+                 and winograd_grad_tiles(problem) >= min_tiles))
 
 
 WEIGHT_GRAD_RULES = (
-    Rule("winograd", lambda p, *_: winograd_grad_pays(p),
+    Rule("winograd", lambda p, itemsize=4, *_: winograd_grad_pays(p, itemsize),
          f"3x3 (in 3-d, KD x 3 x 3), stride 1, at least {WINOGRAD_GRAD_MIN_CHANNELS} channels "
          f"per group each way and {WINOGRAD_GRAD_MIN_TILES} 2x2 tiles of output gradient "
-         f"(in 3-d {WINOGRAD_GRAD_MIN_CHANNELS_3D} and {WINOGRAD_GRAD_MIN_TILES_3D}): "
-         "Winograd F(2x2, 3x3), 16 GEMMs (per depth tap) over the batch's tiles (precision "
-         "'fast')"),
+         f"(in 3-d {WINOGRAD_GRAD_MIN_CHANNELS_3D} and {WINOGRAD_GRAD_MIN_TILES_3D}), or in "
+         f"2-d with one group at least {WINOGRAD_GRAD_BLOCKS_MIN_CHANNELS} channels each way "
+         f"and products of at most {WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES >> 10} KiB: "
+         "Winograd F(2x2, 3x3), 16 GEMMs (per depth tap) over the tiles (precision 'fast')"),
     Rule("depthwise", lambda p, itemsize=4, threads=1, *_: depthwise_rows_pays(p, threads),
          "one input and one output channel per group (depthwise), at least "
          f"{DEPTHWISE_ROWS_MIN_CHANNELS_PER_THREAD} channels a thread, stride 1 or planes of "
@@ -1122,6 +1175,13 @@ def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas, pr
     padded = problem.explicitly_padded
     family, variant, reason = _choose(padded, itemsize, threads, algorithm, WEIGHT_GRAD_RULES,
                                       WEIGHT_GRAD_ALGORITHMS, "weight_grad")
+    if family == "winograd" and winograd_grad_blocks_apply(padded, itemsize):
+        rows, images, chunks = winograd_grad_blocks(padded, itemsize)
+        return Plan(Kernel.WEIGHT_GRAD_WINOGRAD, reason + f"; in units of {rows} rows of tiles "
+                    f"of {images} image(s), each transformed channels-last and multiplied "
+                    f"while in cache, summed in {chunks} chunks", threads,
+                    tiling.kernel_geometry(padded), per_thread_blocks=True, band_rows=rows,
+                    images_per_unit=images, chunks=max(1, chunks))
     if family == "winograd":
         per_image = winograd_grad_image_bytes(padded, itemsize)
         most = max(1, min(padded.batch, WINOGRAD_GRAD_CHUNK_BYTES // max(per_image, 1)))
