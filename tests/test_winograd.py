@@ -988,6 +988,30 @@ def test_a_channels_last_weight_gradient_with_inf_or_nan_is_the_exact_algorithms
     assert not np.isfinite(got).all() and np.isfinite(got).any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_wide_channels_last_weight_gradient_runs_the_batch_wide_winograd(dtype, monkeypatch):
+    """Products too large for the blocks: the channels-last operands are copied channels-first
+    (tiled transposes) for the batch-wide GEMMs, not left to the direct GEMM over the pixels;
+    the gradient comes back laid out channels-last."""
+    seen = []
+    real = conv_winograd.weight_grad
+
+    def spy(kernel, x, g, *args):
+        seen.append((x.shape, g.shape))
+        return real(kernel, x, g, *args)
+    monkeypatch.setattr(conv_winograd, "weight_grad", spy)
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((2, 16, 16, 136)).astype(dtype).transpose(0, 3, 1, 2)
+    g = rng.standard_normal((2, 16, 16, 144)).astype(dtype).transpose(0, 3, 1, 2)
+    got = grad.conv2d_weight(x, (144, 136, 3, 3), g, padding=1)
+    assert seen == [((2, 136, 1, 16, 16), (2, 144, 1, 16, 16))]
+    assert got.transpose(0, 2, 3, 1).flags.c_contiguous
+    want = reference.conv_weight_grad(x.astype(np.float64), (144, 136, 3, 3),
+                                      g.astype(np.float64), padding=1)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
 def test_auto_runs_the_winograd_weight_gradient_on_wide_layers_only():
     def algorithm(x_shape, w_shape, **kwargs):
         problem = problem_from_call(x_shape, w_shape, **kwargs)
