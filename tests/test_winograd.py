@@ -1001,12 +1001,12 @@ def test_a_wide_channels_last_weight_gradient_runs_the_batch_wide_winograd(dtype
         return real(kernel, x, g, *args)
     monkeypatch.setattr(conv_winograd, "weight_grad", spy)
     rng = np.random.default_rng(23)
-    x = rng.standard_normal((2, 16, 16, 136)).astype(dtype).transpose(0, 3, 1, 2)
-    g = rng.standard_normal((2, 16, 16, 144)).astype(dtype).transpose(0, 3, 1, 2)
-    got = grad.conv2d_weight(x, (144, 136, 3, 3), g, padding=1)
-    assert seen == [((2, 136, 1, 16, 16), (2, 144, 1, 16, 16))]
+    x = rng.standard_normal((2, 16, 16, 200)).astype(dtype).transpose(0, 3, 1, 2)
+    g = rng.standard_normal((2, 16, 16, 208)).astype(dtype).transpose(0, 3, 1, 2)
+    got = grad.conv2d_weight(x, (208, 200, 3, 3), g, padding=1)
+    assert seen == [((2, 200, 1, 16, 16), (2, 208, 1, 16, 16))]
     assert got.transpose(0, 2, 3, 1).flags.c_contiguous
-    want = reference.conv_weight_grad(x.astype(np.float64), (144, 136, 3, 3),
+    want = reference.conv_weight_grad(x.astype(np.float64), (208, 200, 3, 3),
                                       g.astype(np.float64), padding=1)
     tol = 2e-6 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())

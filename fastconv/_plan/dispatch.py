@@ -1012,12 +1012,15 @@ def winograd_grad_image_bytes(problem, itemsize):
 # (10.7); 64 -> 128 there 19.3 -> 8.6-9.2 (15.2); 128 -> 128 on 28x28 6.2 -> 4.3 (6.7), on
 # 56x56 22.5 -> 16.2 (33.3); 32 -> 32 on 112x112 9.4 -> 5.1 (13.8); 16 -> 16 there 2.7 -> 1.8
 # (2.7); batch 2, 64 on 128x128 12.4 -> 6.1 (14.8); batch 1, 64 on 56x56 1.21 -> 0.71 (1.04), on
-# 7x7 0.09 -> 0.06 (0.05); 128 on 28x28 0.96 -> 0.74 (0.87). Where the products are larger,
-# each chunk's copy of them leaves the cache: 256 -> 256 on 14x14, batch 8, 4.9 -> 9.4 (kept
-# on the batch-wide GEMMs); and with few channels the transforms' vectors and the GEMM's
-# columns are mostly empty: 3 -> 64 on 224x224 15.0 -> 28.3, 8 -> 8 on 64x64 0.32 -> 0.47.
+# 7x7 0.09 -> 0.06 (0.05); 128 on 28x28 0.96 -> 0.74 (0.87). Products of 2 MiB (128 -> 256)
+# still gain: batch 2 on 32x32 3.56 -> 2.95 ms, batch 8 on 28x28 10.3 -> 8.8, and inside the
+# UNet and VGG-11 training steps (bench/compare_rules.py, 1 MiB -> 2 MiB) 564 -> 545 and 199.7
+# -> 197.3 ms; 4 MiB (256 -> 256) gains nothing more (on 14x14, batch 8, 4.80 -> 4.66, and
+# 17.8 against 16.8 on 28x28): each chunk's copy of the products leaves the cache. With few
+# channels the transforms' vectors and the GEMM's columns are mostly empty: 3 -> 64 on 224x224
+# 15.0 -> 28.3, 8 -> 8 on 64x64 0.32 -> 0.47.
 WINOGRAD_GRAD_BLOCKS_MIN_CHANNELS = 16
-WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES = 1 << 20
+WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES = 2 << 20
 # A unit's transformed tiles, both operands, about this many bytes (rows of tiles: 64 -> 64 on
 # 56x56, batch 8: 2 rows 4.6 ms, 4 rows (0.9 MB) 4.4, 8 rows 5.1; 64 on 128x128 batch 2: 2 rows
 # (1 MB) 6.1, 4 rows 6.8).
