@@ -925,6 +925,19 @@ def test_weight_gradient_in_blocks_of_tile_rows_matches_the_reference(batch, c_i
         np.testing.assert_array_equal(other, results[0])
 
 
+def test_the_blocked_weight_gradient_has_a_chunk_a_thread_past_eight_threads():
+    """Up to 8 threads the chunks depend on the problem only (the same bits on any of those
+    thread counts); with more threads, one chunk a thread where there are units and tiles
+    enough, so that none idles."""
+    from fastconv._plan import dispatch
+    problem = problem_from_call((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    small = problem_from_call((1, 64, 14, 14), (64, 64, 3, 3), padding=1)   # 49 tiles
+    # 56 units, 6272 tiles: at most 24 chunks of 256 tiles
+    for threads, chunks in [(1, 8), (2, 8), (8, 8), (16, 16), (64, 24)]:
+        assert dispatch.winograd_grad_blocks(problem, 4, threads) == (4, 1, chunks)
+        assert dispatch.winograd_grad_blocks(small, 4, threads)[2] == 1    # one unit
+
+
 def test_the_blocked_weight_gradient_kernel_refuses_shapes_that_do_not_fit():
     """The compiled entry refuses operands whose shapes disagree, padding that would place the
     input past its copy's rows, and scratch too small, rather than read or write past them."""

@@ -945,8 +945,8 @@ cdef int winograd_weight_grad(const floating* x, const floating* g, floating* dw
 # laid out channels-last (8 x 8 register transposes of the raw rows, 4 values a tile), then
 # transformed with channels as the vector lanes, straight into the layouts the micro-kernel
 # reads: B's rows (tile t: the input channels' element e) and A's columns (the output
-# channels'), so nothing is packed. Units go to a fixed number of chunks, each with its own
-# M, summed in chunk order at the end: the same bits for any thread count.
+# channels'), so nothing is packed. Units go to the plan's number of chunks, each with its own
+# M, summed in chunk order at the end: the thread count never changes a bit.
 
 cdef inline Py_ssize_t odd_lines(Py_ssize_t elements, floating* dummy) noexcept nogil:
     """`elements` rounded up to an odd number of cache lines: the 16 element blocks a

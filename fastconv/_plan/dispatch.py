@@ -1025,10 +1025,11 @@ WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES = 2 << 20
 # 56x56, batch 8: 2 rows 4.6 ms, 4 rows (0.9 MB) 4.4, 8 rows 5.1; 64 on 128x128 batch 2: 2 rows
 # (1 MB) 6.1, 4 rows 6.8).
 WINOGRAD_GRAD_BLOCK_BYTES = 1 << 20
-# Units go to at most this many chunks, each summing its own products, and at least this
-# many tiles a chunk (its products cost about as much to clear and add up as to multiply over
-# ~100 tiles), but two (both threads of these machines busy): a number that depends on the
-# problem only, so the sums do not depend on the thread count.
+# Units go to at most this many chunks (or one a thread, with more threads), each summing its
+# own products, and at least this many tiles a chunk (its products cost about as much to
+# clear and add up as to multiply over ~100 tiles), but two (both threads of these machines
+# busy): up to 8 threads a number that depends on the problem only, so the sums do not
+# depend on the thread count; past 8, a fixed number would leave threads idle.
 WINOGRAD_GRAD_BLOCK_CHUNKS = 8
 WINOGRAD_GRAD_BLOCK_CHUNK_TILES = 256
 
@@ -1042,9 +1043,9 @@ def winograd_grad_blocks_apply(problem, itemsize):
             <= WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES)
 
 
-def winograd_grad_blocks(problem, itemsize):
+def winograd_grad_blocks(problem, itemsize, threads=1):
     """(rows of 2x2 tiles, images, chunks) of the blocked Winograd weight gradient's work
-    units: rows of one image, or whole planes of several images, about
+    units on `threads` threads: rows of one image, or whole planes of several images, about
     WINOGRAD_GRAD_BLOCK_BYTES of transformed tiles."""
     tiles_h, tiles_w = (-(-n // 2) for n in problem.out_size[-2:])
     per_row = (WINOGRAD_GRAD_ELEMENTS * tiles_w * (problem.in_channels + problem.out_channels)
@@ -1052,7 +1053,7 @@ def winograd_grad_blocks(problem, itemsize):
     rows = int(max(1, min(tiles_h, WINOGRAD_GRAD_BLOCK_BYTES // per_row)))
     images = int(max(1, min(problem.batch, WINOGRAD_GRAD_BLOCK_BYTES // (per_row * tiles_h))))
     units = -(-problem.batch // images) * -(-tiles_h // rows)
-    chunks = min(WINOGRAD_GRAD_BLOCK_CHUNKS, units,
+    chunks = min(max(WINOGRAD_GRAD_BLOCK_CHUNKS, threads), units,
                  max(2, problem.batch * tiles_h * tiles_w // WINOGRAD_GRAD_BLOCK_CHUNK_TILES))
     return rows, images, chunks
 
@@ -1179,7 +1180,7 @@ def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas, pr
     family, variant, reason = _choose(padded, itemsize, threads, algorithm, WEIGHT_GRAD_RULES,
                                       WEIGHT_GRAD_ALGORITHMS, "weight_grad")
     if family == "winograd" and winograd_grad_blocks_apply(padded, itemsize):
-        rows, images, chunks = winograd_grad_blocks(padded, itemsize)
+        rows, images, chunks = winograd_grad_blocks(padded, itemsize, threads)
         return Plan(Kernel.WEIGHT_GRAD_WINOGRAD, reason + f"; in units of {rows} rows of tiles "
                     f"of {images} image(s), each transformed channels-last and multiplied "
                     f"while in cache, summed in {chunks} chunks", threads,
