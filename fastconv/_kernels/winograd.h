@@ -512,40 +512,32 @@ static inline void fc_wino2_gradient_plane_##SUFFIX(const T* g, ptrdiff_t OH, pt
  * reads rows 2 th.. and columns 2 tw..; out[e * es + t * ld + c] = its transformed element e,  \
  * for channels c < `channels` rounded up to whole vectors (ld, rs and es multiples of L).     \
  * The arithmetic is the plane transforms' (the same tile functions): the same values. */      \
-static inline void fc_wino2_input_cl_##SUFFIX(const T* x, ptrdiff_t rs, ptrdiff_t ld,           \
-        ptrdiff_t tiles_h, ptrdiff_t tiles_w, ptrdiff_t channels, T* out, ptrdiff_t es) {       \
+static inline __attribute__((always_inline)) void fc_wino2_block_cl_##SUFFIX(                   \
+        const T* x, ptrdiff_t rs, ptrdiff_t ld, ptrdiff_t tiles_h, ptrdiff_t tiles_w,           \
+        ptrdiff_t channels, T* out, ptrdiff_t es, const int side) {                             \
     enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
     for (ptrdiff_t th = 0; th < tiles_h; th++)                                                  \
         for (ptrdiff_t tw = 0; tw < tiles_w; tw++)                                              \
             for (ptrdiff_t c = 0; c < channels; c += L) {                                       \
                 const T* p = x + 2 * th * rs + 2 * tw * ld + c;                                 \
                 fc_wvec_##SUFFIX d[16], o[16];                                                  \
-                for (int i = 0; i < 4; i++)                                                     \
-                    for (int j = 0; j < 4; j++)                                                 \
-                        memcpy(&d[4 * i + j], p + i * rs + j * ld, sizeof(d[0]));               \
-                fc_wino2_input_tile_##SUFFIX(d, o);                                             \
+                for (int i = 0; i < side; i++)                                                  \
+                    for (int j = 0; j < side; j++)                                              \
+                        memcpy(&d[side * i + j], p + i * rs + j * ld, sizeof(d[0]));            \
+                if (side == 4) fc_wino2_input_tile_##SUFFIX(d, o);                              \
+                else fc_wino2_gradient_tile_##SUFFIX(d, o);                                     \
                 T* at = out + (th * tiles_w + tw) * ld + c;                                     \
                 for (int e = 0; e < 16; e++) memcpy(at + e * es, &o[e], sizeof(o[e]));          \
             }                                                                                   \
 }                                                                                               \
-                                                                                                \
-/* (A dY A^T)[e] of the 2x2 tiles of a channels-last block of the output gradient, laid out as  \
- * fc_wino2_input_cl's */                                                                      \
+/* the input's 4x4 tiles, and the output gradient's 2x2 ones (A dY A^T), laid out alike */     \
+static inline void fc_wino2_input_cl_##SUFFIX(const T* x, ptrdiff_t rs, ptrdiff_t ld,           \
+        ptrdiff_t tiles_h, ptrdiff_t tiles_w, ptrdiff_t channels, T* out, ptrdiff_t es) {       \
+    fc_wino2_block_cl_##SUFFIX(x, rs, ld, tiles_h, tiles_w, channels, out, es, 4);              \
+}                                                                                               \
 static inline void fc_wino2_gradient_cl_##SUFFIX(const T* g, ptrdiff_t rs, ptrdiff_t ld,        \
         ptrdiff_t tiles_h, ptrdiff_t tiles_w, ptrdiff_t channels, T* out, ptrdiff_t es) {       \
-    enum { L = FC_WINO_LANES_##SUFFIX };                                                        \
-    for (ptrdiff_t th = 0; th < tiles_h; th++)                                                  \
-        for (ptrdiff_t tw = 0; tw < tiles_w; tw++)                                              \
-            for (ptrdiff_t c = 0; c < channels; c += L) {                                       \
-                const T* p = g + 2 * th * rs + 2 * tw * ld + c;                                 \
-                fc_wvec_##SUFFIX d[4], o[16];                                                   \
-                for (int i = 0; i < 2; i++)                                                     \
-                    for (int j = 0; j < 2; j++)                                                 \
-                        memcpy(&d[2 * i + j], p + i * rs + j * ld, sizeof(d[0]));               \
-                fc_wino2_gradient_tile_##SUFFIX(d, o);                                          \
-                T* at = out + (th * tiles_w + tw) * ld + c;                                     \
-                for (int e = 0; e < 16; e++) memcpy(at + e * es, &o[e], sizeof(o[e]));          \
-            }                                                                                   \
+    fc_wino2_block_cl_##SUFFIX(g, rs, ld, tiles_h, tiles_w, channels, out, es, 2);              \
 }                                                                                               \
                                                                                                 \
 /* G^T on a column of 4 (w[0..2] = G^T u, u at stride `s`, w at `ws`): on scalars, and on       \
