@@ -3,9 +3,10 @@
     python bench/compare_rules.py NET NAME VALUE [VALUE ...] [--rounds 6] [--infer]
                                   [--format channels_last]
 
-NAME is a module-level constant of fastconv._plan.dispatch, fastconv._plan.tiling or
-fastconv._ops.conv (for example WINOGRAD_MIN_TILES, PHASE_GRID_MAX_WEIGHT_GRAD,
-COL2IM_BAND_MAX_BYTES, _NHWC_PACK_PER_CALL_TILES); each VALUE is
+NAME is a module-level constant of fastconv._plan.dispatch, fastconv._plan.tiling,
+fastconv._ops.conv or fastconv._runtime.memory (for example WINOGRAD_MIN_TILES,
+PHASE_GRID_MAX_WEIGHT_GRAD, COL2IM_BAND_MAX_BYTES, _NHWC_PACK_PER_CALL_TILES,
+COLD_AFTER_BYTES); each VALUE is
 a Python literal. Every round times one step of the network (bench/networks.py's, a training
 step unless --infer) for PyTorch and for fastconv under each value, the plans recomputed
 after each change and one untimed step run first; the order rotates from round to round, so
@@ -26,6 +27,7 @@ import torch
 import fastconv
 from fastconv._ops import conv as ops_conv
 from fastconv._plan import dispatch, tiling
+from fastconv._runtime import memory
 from fastconv.benchmarks.models import NETS, step, with_fastconv_layers
 
 
@@ -39,10 +41,11 @@ def main():
     parser.add_argument("--format", choices=["contiguous", "channels_last"],
                         default="contiguous", help="the 2-d networks' memory format")
     opts = parser.parse_args()
-    module = next((m for m in (dispatch, tiling, ops_conv) if hasattr(m, opts.name)), None)
+    module = next((m for m in (dispatch, tiling, ops_conv, memory)
+                   if hasattr(m, opts.name)), None)
     if module is None:
-        parser.error(f"no constant {opts.name} in fastconv._plan.dispatch, tiling or "
-                     f"fastconv._ops.conv")
+        parser.error(f"no constant {opts.name} in fastconv._plan.dispatch, tiling, "
+                     f"fastconv._ops.conv or fastconv._runtime.memory")
     original = getattr(module, opts.name)
     torch.set_num_threads(fastconv.get_num_threads())
     build, shape, batch = NETS[opts.net]

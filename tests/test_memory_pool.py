@@ -314,3 +314,39 @@ def test_an_output_streams_out_only_when_large_and_past_the_caches():
     assert not streams_output(out, rest[1:])
     assert streams_output(out, rest[1:], then_reads=1)
     assert not streams_output(small, rest, rest)
+
+
+def _fake_caches(root, caches):
+    for i, (level, size) in enumerate(caches):
+        entry = root / f"index{i}"
+        entry.mkdir()
+        (entry / "level").write_text(f"{level}\n")
+        (entry / "size").write_text(f"{size}\n")
+    return str(root)
+
+
+@pytest.mark.parametrize("caches, expected", [
+    ([(1, "48K"), (1, "32K"), (2, "2048K"), (3, "32768K")], 32 << 20),   # Zen: 32 MiB L3
+    ([(1, "48K"), (2, "2048K"), (3, "491520K")], 480 << 20),             # a VM shown its host's
+    ([(1, "32K"), (2, "1M")], 1 << 20),                                  # no L3: the L2
+    ([(2, "1G"), (3, "12M")], 12 << 20),                                 # the level decides
+])
+def test_the_last_level_cache_is_read_from_sysfs(tmp_path, caches, expected):
+    from fastconv._runtime.memory import _last_level_cache_bytes
+    assert _last_level_cache_bytes(_fake_caches(tmp_path, caches)) == expected
+
+
+def test_an_unreadable_cache_description_is_unknown(tmp_path):
+    from fastconv._runtime.memory import _last_level_cache_bytes
+    assert _last_level_cache_bytes(str(tmp_path / "missing")) is None
+    assert _last_level_cache_bytes(_fake_caches(tmp_path, [(3, "lots")])) is None
+
+
+@pytest.mark.parametrize("last_level, expected", [
+    (None, 32 << 20), (0, 32 << 20),      # unknown: the 32 MiB measured on Zen 3/4/5
+    (8 << 20, 8 << 20), (32 << 20, 32 << 20),
+    (480 << 20, 96 << 20),                # a VM's view of its host's cache: capped
+])
+def test_outputs_count_as_cold_past_about_a_last_level_cache(last_level, expected):
+    from fastconv._runtime.memory import _cold_after_bytes
+    assert _cold_after_bytes(last_level) == expected

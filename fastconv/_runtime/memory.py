@@ -89,14 +89,58 @@ def memory_pool_info():
             "hits": hits, "misses": misses, "min_block_bytes": _core.POOL_MIN_BYTES}
 
 
+def _last_level_cache_bytes(root="/sys/devices/system/cpu/cpu0/cache"):
+    """The size in bytes of the largest cache level that Linux reports for CPU 0 (sysfs); None
+    where it reports none (another system, a container without /sys)."""
+    best_level, best_size = -1, None
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.startswith("index"):
+            continue
+        try:
+            with open(os.path.join(root, entry, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(root, entry, "size")) as f:
+                text = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+        digits = text[:-1] if scale != 1 else text
+        if not digits.isdigit():
+            continue
+        if level > best_level:
+            best_level, best_size = level, int(digits) * scale
+    return best_size
+
+
+def _cold_after_bytes(last_level):
+    """COLD_AFTER_BYTES for a last-level cache of `last_level` bytes (None: unknown)."""
+    if not last_level:
+        return _COLD_AFTER_UNKNOWN
+    return min(last_level, _COLD_AFTER_MAX)
+
+
 # A block of the cache reused after it handed out at least this many bytes of others (about a
-# last-level cache: 32 MiB on the Zen 3 and Zen 4 machines measured) is taken to be out of the
-# caches: a kernel writing it whole gains nothing from plain stores, which first read each
-# line, and the streaming ones skip that read. A forward pass during training writes into
-# blocks the previous backward pass freed (Zen 4, MobileNetV2 channels-last b8, its
-# convolutions' forward: 48.0 -> 43.7 ms streamed); at inference the block is the one a
-# layer or two before freed, still in cache (plain stores: 38.7 against 40.3 streamed).
-COLD_AFTER_BYTES = 32 << 20
+# last-level cache) is taken to be out of the caches: a kernel writing it whole gains nothing
+# from plain stores, which first read each line, and the streaming ones skip that read. A
+# forward pass during training writes into blocks the previous backward pass freed (Zen 4,
+# MobileNetV2 channels-last b8, its convolutions' forward: 48.0 -> 43.7 ms streamed); at
+# inference the block is the one a layer or two before freed, still in cache (plain stores:
+# 38.7 against 40.3 streamed). The size is the machine's last-level cache as Linux reports it
+# (32 MiB on the Zen 3, Zen 4 and Zen 5 machines measured, where 32 MiB was first chosen),
+# at most _COLD_AFTER_MAX: a virtual machine is shown its host's whole cache (480 MiB on an
+# Intel Xeon measured) and keeps a share of it: there a copy's read + write bandwidth, 2
+# threads, stays at 44-52 GB/s up to arrays of 48 MiB, reads 37-42 at 64 MiB and 27-30 GB/s
+# from 96 MiB up. On that Xeon the depthwise backward of 144 channels of 56x56, batch 8 (43
+# MB moved) took 2.16-2.22 ms with dx streamed, 1.88-1.93 ms with plain stores; inside the
+# networks' training steps (MobileNetV2, ResNet-50 contiguous and channels-last) 32 MiB,
+# 96 MiB and no limit read the same within their noise.
+_COLD_AFTER_UNKNOWN = 32 << 20
+_COLD_AFTER_MAX = 96 << 20
+COLD_AFTER_BYTES = _cold_after_bytes(_last_level_cache_bytes())
 
 
 def is_cold(array):
