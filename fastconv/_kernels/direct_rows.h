@@ -263,30 +263,40 @@ FC_DEFINE_PLANE_ROWS4_3X3(f64, double)
  * output rows it reaches, the weight broadcast at each pair of multiply-adds (25 of them do
  * not fit in registers beside the 8 sums and 10 inputs). The loop below, over a runtime
  * span of rows, ran these at one multiply-add a cycle (a jump table per input row, sums
- * moved between registers; Intel Xeon). The same sums in the same order. */
+ * moved between registers; Intel Xeon). Tap kw is added into every output row the input row
+ * reaches before tap kw + 1 (FC_R5_TAPS_<n>): up to eight independent chains of
+ * multiply-adds side by side, where five taps of one row in a row were two chains (Intel
+ * Xeon, one thread, 240 planes of 28x28 in L2: 380 -> 355 ns a plane). Each sum still adds
+ * its taps in the same order: the same bits. */
 #define FC_R5_LOAD(K) FC_R3_LOAD(K)
-#define FC_R5_ROW(M, KH)                                                                        \
-    { elem s0 = w[KH * 5], s1 = w[KH * 5 + 1], s2 = w[KH * 5 + 2];                           \
-      elem s3 = w[KH * 5 + 3], s4 = w[KH * 5 + 4];                                             \
-      a##M##0 += s0 * v0_0; a##M##1 += s0 * v1_0;                                              \
-      a##M##0 += s1 * v0_1; a##M##1 += s1 * v1_1;                                              \
-      a##M##0 += s2 * v0_2; a##M##1 += s2 * v1_2;                                              \
-      a##M##0 += s3 * v0_3; a##M##1 += s3 * v1_3;                                              \
-      a##M##0 += s4 * v0_4; a##M##1 += s4 * v1_4; }
-#define FC_R5_INPUT(U, ROWS)                                                                    \
+/* tap K of kernel row KH into output row M */
+#define FC_R5_TAP(K, M, KH)                                                                     \
+    { elem s = w[KH * 5 + K]; a##M##0 += s * v0_##K; a##M##1 += s * v1_##K; }
+/* tap K for each (output row, kernel row) pair the input row reaches */
+#define FC_R5_TAPS_1(K, M0, H0) FC_R5_TAP(K, M0, H0)
+#define FC_R5_TAPS_2(K, M0, H0, M1, H1) FC_R5_TAP(K, M0, H0) FC_R5_TAP(K, M1, H1)
+#define FC_R5_TAPS_3(K, M0, H0, M1, H1, M2, H2)                                                 \
+    FC_R5_TAP(K, M0, H0) FC_R5_TAP(K, M1, H1) FC_R5_TAP(K, M2, H2)
+#define FC_R5_TAPS_4(K, M0, H0, M1, H1, M2, H2, M3, H3)                                         \
+    FC_R5_TAP(K, M0, H0) FC_R5_TAP(K, M1, H1) FC_R5_TAP(K, M2, H2) FC_R5_TAP(K, M3, H3)
+/* input row U of the block, read by N output rows: the pairs (M, KH) */
+#define FC_R5_INPUT(U, N, ...)                                                                  \
     { const elem* p = x + (r + U) * width + j;                                                 \
-      FC_R5_LOAD(0) FC_R5_LOAD(1) FC_R5_LOAD(2) FC_R5_LOAD(3) FC_R5_LOAD(4) ROWS }
+      FC_R5_LOAD(0) FC_R5_LOAD(1) FC_R5_LOAD(2) FC_R5_LOAD(3) FC_R5_LOAD(4)                    \
+      FC_R5_TAPS_##N(0, __VA_ARGS__) FC_R5_TAPS_##N(1, __VA_ARGS__)                            \
+      FC_R5_TAPS_##N(2, __VA_ARGS__) FC_R5_TAPS_##N(3, __VA_ARGS__)                            \
+      FC_R5_TAPS_##N(4, __VA_ARGS__) }
 
 #define FC_DEFINE_PLANE_ROWS4_5X5(SUFFIX, T)                                                    \
 FC_DEFINE_PLANE_ROWS4_BLOCKS(5x5, SUFFIX, T, , ,                                                \
-    FC_R5_INPUT(0, FC_R5_ROW(0, 0))                                                            \
-    FC_R5_INPUT(1, FC_R5_ROW(0, 1) FC_R5_ROW(1, 0))                                            \
-    FC_R5_INPUT(2, FC_R5_ROW(0, 2) FC_R5_ROW(1, 1) FC_R5_ROW(2, 0))                            \
-    FC_R5_INPUT(3, FC_R5_ROW(0, 3) FC_R5_ROW(1, 2) FC_R5_ROW(2, 1) FC_R5_ROW(3, 0))            \
-    FC_R5_INPUT(4, FC_R5_ROW(0, 4) FC_R5_ROW(1, 3) FC_R5_ROW(2, 2) FC_R5_ROW(3, 1))            \
-    FC_R5_INPUT(5, FC_R5_ROW(1, 4) FC_R5_ROW(2, 3) FC_R5_ROW(3, 2))                            \
-    FC_R5_INPUT(6, FC_R5_ROW(2, 4) FC_R5_ROW(3, 3))                                            \
-    FC_R5_INPUT(7, FC_R5_ROW(3, 4)))
+    FC_R5_INPUT(0, 1, 0, 0)                                                                    \
+    FC_R5_INPUT(1, 2, 0, 1, 1, 0)                                                              \
+    FC_R5_INPUT(2, 3, 0, 2, 1, 1, 2, 0)                                                        \
+    FC_R5_INPUT(3, 4, 0, 3, 1, 2, 2, 1, 3, 0)                                                  \
+    FC_R5_INPUT(4, 4, 0, 4, 1, 3, 2, 2, 3, 1)                                                  \
+    FC_R5_INPUT(5, 3, 1, 4, 2, 3, 3, 2)                                                        \
+    FC_R5_INPUT(6, 2, 2, 4, 3, 3)                                                              \
+    FC_R5_INPUT(7, 1, 3, 4))
 
 FC_DEFINE_PLANE_ROWS4_5X5(f32, float)
 FC_DEFINE_PLANE_ROWS4_5X5(f64, double)
