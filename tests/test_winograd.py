@@ -869,6 +869,32 @@ def block_plan(x_shape, w_shape, padding, dtype):
     return fastconv.planning.plan_weight_grad(problem, dtype, "winograd")
 
 
+def blocks_against_batch_wide(x, w_shape, g, padding, dtype, monkeypatch):
+    """The blocked Winograd weight gradient (the plan in force) on 1, 2 and 3 threads: the
+    float64 reference's within the bound, the same bits on each, and the batch-wide GEMMs'
+    (the blocks switched off) within twice the bound. Returns the three results."""
+    from fastconv._plan import dispatch
+    weight_grad = grad.conv2d_weight if x.ndim == 4 else grad.conv3d_weight
+    results = []
+    for threads in (1, 2, 3):
+        with fastconv.num_threads(threads):
+            results.append(weight_grad(x, w_shape, g, padding=padding, algorithm="winograd"))
+    monkeypatch.setattr(dispatch, "WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES", 0)
+    dispatch.forget_plans()
+    assert not block_plan(x.shape, w_shape, padding, dtype).per_thread_blocks
+    batch_wide = weight_grad(x, w_shape, g, padding=padding, algorithm="winograd")
+    want = reference.conv_weight_grad(x.astype(np.float64), w_shape, g.astype(np.float64),
+                                      padding=padding)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    assert results[0].dtype == dtype
+    np.testing.assert_allclose(results[0], want, rtol=tol, atol=tol * np.abs(want).max())
+    np.testing.assert_allclose(batch_wide, results[0], rtol=2 * tol,
+                               atol=2 * tol * np.abs(want).max())
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])
+    return results
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch, c_in, c_out, size, padding, rows", [
     (2, 16, 16, (9, 11), 1, 2),               # odd sizes: an image's last unit is one row
@@ -902,27 +928,64 @@ def test_weight_gradient_in_blocks_of_tile_rows_matches_the_reference(batch, c_i
         assert plan.images_per_unit == images
         units = -(-batch // images) * -(-tiles_h // plan.band_rows)
         assert plan.chunks == min(8, units, max(2, batch * tiles_h * tiles_w // 256))
-        results = []
-        for threads in (1, 2, 3):
-            with fastconv.num_threads(threads):
-                results.append(grad.conv2d_weight(x, w_shape, g, padding=padding,
-                                                  algorithm="winograd"))
-        monkeypatch.setattr(dispatch, "WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES", 0)
-        dispatch.forget_plans()
-        assert not block_plan(x.shape, w_shape, padding, dtype).per_thread_blocks
-        batch_wide = grad.conv2d_weight(x, w_shape, g, padding=padding, algorithm="winograd")
+        blocks_against_batch_wide(x, w_shape, g, padding, dtype, monkeypatch)
     finally:
         monkeypatch.undo()
         dispatch.forget_plans()
-    want = reference.conv_weight_grad(x.astype(np.float64), w_shape, g.astype(np.float64),
-                                      padding=padding)
-    tol = 2e-6 if dtype == np.float32 else 1e-13
-    assert results[0].dtype == dtype
-    np.testing.assert_allclose(results[0], want, rtol=tol, atol=tol * np.abs(want).max())
-    np.testing.assert_allclose(batch_wide, results[0], rtol=2 * tol,
-                               atol=2 * tol * np.abs(want).max())
-    for other in results[1:]:
-        np.testing.assert_array_equal(other, results[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape, c_out, kd, padding, rows", [
+    ((2, 16, 5, 9, 11), 16, 3, 1, 2),             # odd sizes, units of rows
+    ((1, 17, 3, 6, 7), 24, 3, (0, 1, 1), 3),      # no depth padding: one gradient slice a tap
+    ((2, 16, 4, 5, 5), 20, 3, (2, 1, 0), 9),      # more gradient slices than input depths
+    ((3, 16, 1, 8, 8), 16, 3, 1, 4),              # taps 0 and 2 read only padding: zeros
+    ((2, 16, 6, 7, 5), 18, 2, ((1, 0), 1, 1), 1),  # 2 depth taps, units of one row
+    ((2, 16, 7, 4, 3), 16, 5, (4, 1, 0), 8),      # 5 taps, some past the input: whole planes
+])
+def test_3d_weight_gradient_in_blocks_matches_the_reference(x_shape, c_out, kd, padding, rows,
+                                                           dtype, monkeypatch):
+    """3-d, one group, products that fit the cache: each depth tap is the 2-d blocked
+    gradient over the planes of the output gradient whose input plane lies inside the input,
+    every image's planes the units' "images", tap after tap. Any thread count gives the same
+    bits, and the batch-wide GEMMs agree with it within the bound."""
+    from fastconv._plan import dispatch
+    rng = np.random.default_rng(sum(x_shape) + kd)
+    w_shape = (c_out, x_shape[1], kd, 3, 3)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    g = rng.standard_normal(fastconv.conv3d(x, np.zeros(w_shape, dtype), padding=padding).shape
+                            ).astype(dtype)
+    tiles_h, tiles_w = (-(-n // 2) for n in g.shape[3:])
+    per_row = 16 * tiles_w * (x_shape[1] + c_out) * np.dtype(dtype).itemsize
+    monkeypatch.setattr(dispatch, "WINOGRAD_GRAD_BLOCK_BYTES", rows * per_row)
+    dispatch.forget_plans()
+    try:
+        plan = block_plan(x.shape, w_shape, padding, dtype)
+        assert plan.per_thread_blocks and plan.band_rows == min(rows, tiles_h)
+        assert plan.images_per_unit == max(1, min(x_shape[0] * g.shape[2], rows // tiles_h))
+        results = blocks_against_batch_wide(x, w_shape, g, padding, dtype, monkeypatch)
+    finally:
+        monkeypatch.undo()
+        dispatch.forget_plans()
+    if x_shape[2] == 1:
+        assert not results[0][:, :, [0, 2]].any()
+
+
+def test_the_3d_blocked_weight_gradient_writes_every_tap_over_garbage():
+    """The compiled entry writes every element of dw, the taps that read only padding as
+    zeros, whatever dw held before."""
+    kernel = fastconv.planning.Kernel.WEIGHT_GRAD_WINOGRAD
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal((3, 16, 1, 8, 8)).astype(dtype)
+        g = rng.standard_normal((3, 16, 1, 8, 8)).astype(dtype)
+        dw = np.full((16, 16, 3, 3, 3), np.nan, dtype)
+        partial = np.full(2 * 16 * 16 * 16, np.nan, dtype)
+        conv_winograd.weight_grad_blocks(kernel, x, g, dw, (1, 1, 1), 4, 3, 2, partial, 2)
+        assert not dw[:, :, [0, 2]].any()
+        np.testing.assert_allclose(dw, reference.conv_weight_grad(
+            x.astype(np.float64), dw.shape, g.astype(np.float64), padding=1),
+            rtol=1e-5, atol=1e-5 * np.abs(dw).max())
 
 
 def test_the_blocked_weight_gradient_has_a_chunk_a_thread_past_eight_threads():
@@ -951,11 +1014,15 @@ def test_the_blocked_weight_gradient_kernel_refuses_shapes_that_do_not_fit():
     for bad_x, bad_g, bad_dw in [(x, g[:1], dw), (x, g[:, :5].copy(), dw),
                                  (x, g, np.empty((6, 2, 1, 3, 3))),
                                  (x, g, np.empty((6, 4, 1, 5, 5))),
-                                 (np.ones((2, 4, 2, 6, 6)), g, dw)]:
+                                 (np.ones((2, 4, 2, 6, 6)), g, dw),    # too deep for g
+                                 (x, g, np.empty((6, 4, 0, 3, 3)))]:
         with pytest.raises(ValueError, match="conv_winograd.weight_grad_blocks"):
             conv_winograd.weight_grad_blocks(kernel, bad_x, bad_g, bad_dw, (0, 1, 1), 2, 1, 2,
                                              partial, 2)
-    for pad in [(0, -1, 1), (0, 1, -1), (0, 1, 4)]:
+    with pytest.raises(ValueError, match="C-contiguous"):   # its strides are not read
+        conv_winograd.weight_grad_blocks(kernel, x[:, :, :, ::2], g[:, :, :, ::2], dw,
+                                         (0, 1, 1), 2, 1, 2, partial, 2)
+    for pad in [(0, -1, 1), (0, 1, -1), (0, 1, 4), (-1, 1, 1), (1, 1, 1)]:
         with pytest.raises(ValueError, match="padding before each axis"):
             conv_winograd.weight_grad_blocks(kernel, x, g, dw, pad, 2, 1, 2, partial, 2)
     for rows, images, chunks in [(0, 1, 2), (2, 0, 2), (2, 1, 0)]:
@@ -1039,13 +1106,15 @@ def test_auto_runs_the_winograd_weight_gradient_on_wide_layers_only():
     assert algorithm((8, 3, 56, 56), (64, 3, 3, 3), padding=1) != "winograd"       # 3 in
     assert algorithm((8, 8, 56, 56), (8, 8, 3, 3), padding=1) != "winograd"
     assert algorithm((8, 128, 28, 28), (128, 128, 3, 3), padding=1, stride=2) != "winograd"
-    # 3-d: from 64 channels each way and 32 tiles over the batch's depth slices
+    # 3-d: from 32 tiles over the batch's depth slices, and 64 channels each way or products
+    # that fit the cache (the blocks, each depth tap's)
     assert algorithm((2, 128, 8, 16, 16), (128, 128, 3, 3, 3), padding=1) == "winograd"
     assert algorithm((2, 128, 4, 8, 8), (256, 128, 3, 3, 3), padding=1) == "winograd"
     assert algorithm((2, 64, 8, 16, 16), (128, 64, 3, 3, 3), padding=1) == "winograd"
     assert algorithm((1, 64, 2, 8, 8), (64, 64, 3, 3, 3), padding=1) == "winograd"  # 32 tiles
     assert algorithm((1, 128, 2, 4, 4), (128, 128, 3, 3, 3), padding=1) != "winograd"  # 8
-    assert algorithm((2, 32, 16, 32, 32), (64, 32, 3, 3, 3), padding=1) != "winograd"
+    assert algorithm((2, 32, 16, 32, 32), (64, 32, 3, 3, 3), padding=1) == "winograd"  # blocks
+    assert algorithm((2, 8, 16, 32, 32), (64, 8, 3, 3, 3), padding=1) != "winograd"
     problem = problem_from_call((8, 128, 28, 28), (128, 128, 3, 3), padding=1)
     with fastconv.precision("exact"):
         assert fastconv.planning.plan_weight_grad(problem, "float32").algorithm != "winograd"

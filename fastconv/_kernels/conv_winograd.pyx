@@ -971,6 +971,32 @@ ctypedef struct BlockLayout:
     Py_ssize_t x_rows, g_rows, x_tiles, g_tiles, elements
 
 
+ctypedef struct SliceMap:
+    # where the blocks' "images" lie: image i is depth slice i % slices (plus x_first in x,
+    # g_first in g) of image i // slices of x (N, C, x_depth, H, W) and g (N, K, g_depth, OH,
+    # OW), or of their channels-last forms (N, depth, H, W, C); a 2-d call's map is one slice
+    Py_ssize_t slices, x_first, g_first, x_depth, g_depth
+
+
+cdef inline SliceMap planes_map() noexcept nogil:
+    cdef SliceMap map
+    map.slices, map.x_first, map.g_first, map.x_depth, map.g_depth = 1, 0, 0, 1, 1
+    return map
+
+
+cdef inline const floating* slice_plane(const floating* a, const SliceMap* map, Py_ssize_t i,
+                                        bint x_side, bint nhwc, Py_ssize_t channels,
+                                        Py_ssize_t plane) noexcept nogil:
+    """Where block image i of x (x_side) or g starts: its first channel's plane of `plane`
+    elements (channels-first: the channels map.x_depth or map.g_depth planes apart), or its
+    first pixel (channels-last)."""
+    cdef Py_ssize_t depth = map.x_depth if x_side else map.g_depth
+    cdef Py_ssize_t d = i % map.slices + (map.x_first if x_side else map.g_first)
+    if nhwc:
+        return a + ((i // map.slices) * depth + d) * channels * plane
+    return a + ((i // map.slices) * channels * depth + d) * plane
+
+
 cdef inline BlockLayout block_layout(const ConvShape* s, Py_ssize_t rows, Py_ssize_t images,
                                      bint nhwc, floating* dummy) noexcept nogil:
     cdef BlockLayout b
@@ -1023,13 +1049,13 @@ cdef void clear_block_borders(const ConvShape* s, const BlockLayout* b,
 
 
 cdef void channels_last_rows(const floating* image, bint nhwc, Py_ssize_t channels,
-                             Py_ssize_t H, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t rows,
-                             Py_ssize_t w0, floating* dst, Py_ssize_t rs,
-                             Py_ssize_t ld) noexcept nogil:
-    """Rows r < rows of dst: row h0 + r of an image of `channels` planes (H x W, one after
-    another at `image`; with `nhwc` channels-last, H x W x channels), element (r, w0 + w, c)
-    at dst[r * rs + (w0 + w) * ld + c]; a row outside the image all zero (w0 columns before
-    each row are left as they are)."""
+                             Py_ssize_t channel_step, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t h0, Py_ssize_t rows, Py_ssize_t w0, floating* dst,
+                             Py_ssize_t rs, Py_ssize_t ld) noexcept nogil:
+    """Rows r < rows of dst: row h0 + r of an image of `channels` planes (H x W each,
+    `channel_step` elements apart from `image`; with `nhwc` channels-last, H x W x channels),
+    element (r, w0 + w, c) at dst[r * rs + (w0 + w) * ld + c]; a row outside the image all
+    zero (w0 columns before each row are left as they are)."""
     cdef Py_ssize_t r, h, w
     cdef const floating* src
     for r in range(rows):
@@ -1037,7 +1063,8 @@ cdef void channels_last_rows(const floating* image, bint nhwc, Py_ssize_t channe
         if h < 0 or h >= H:
             memset(dst + r * rs, 0, rs * sizeof(floating))
         elif not nhwc:
-            transpose_block(image + h * W, H * W, dst + r * rs + w0 * ld, ld, channels, W)
+            transpose_block(image + h * W, channel_step, dst + r * rs + w0 * ld, ld, channels,
+                            W)
         elif ld == channels:
             memcpy(dst + r * rs + w0 * ld, image + h * W * channels,
                    W * channels * sizeof(floating))
@@ -1049,13 +1076,13 @@ cdef void channels_last_rows(const floating* image, bint nhwc, Py_ssize_t channe
 
 
 cdef void gradient_block(const floating* x, const floating* g, const ConvShape* s,
-                         const BlockLayout* b, Py_ssize_t n0, Py_ssize_t images, Py_ssize_t th0,
-                         Py_ssize_t th1, floating* buffer, int shape,
-                         floating* m) noexcept nogil:
-    """m[e, k, c] += the sum over the tiles of rows [th0, th1) of images n0.. n0 + images - 1
-    of (A dY A^T)[e] of output channel k times (B^T d B)[e] of input channel c: one GEMM over
-    all of them (a 7x7 plane's 16 tiles alone would read and write the products for a few
-    multiply-adds each)."""
+                         const BlockLayout* b, const SliceMap* map, Py_ssize_t n0,
+                         Py_ssize_t images, Py_ssize_t th0, Py_ssize_t th1, floating* buffer,
+                         int shape, floating* m) noexcept nogil:
+    """m[e, k, c] += the sum over the tiles of rows [th0, th1) of block images n0.. n0 +
+    images - 1 (`map`) of (A dY A^T)[e] of output channel k times (B^T d B)[e] of input
+    channel c: one GEMM over all of them (a 7x7 plane's 16 tiles alone would read and write
+    the products for a few multiply-adds each)."""
     cdef Py_ssize_t H = s.in_size[1], W = s.in_size[2]
     cdef Py_ssize_t OH = s.out_size[1], OW = s.out_size[2]
     cdef Py_ssize_t C = s.c_in, K = s.c_out
@@ -1069,9 +1096,11 @@ cdef void gradient_block(const floating* x, const floating* g, const ConvShape* 
         n = n0 + i
         # the input rows 2 th0 - pad_h.. (zero padding: the columns before the plane, pad_w
         # of them, and after it were cleared once)
-        channels_last_rows(x + n * C * H * W, b.nhwc, C, H, W, 2 * th0 - s.pad[1],
-                           2 * rows + 2, s.pad[2], buffer + b.x_rows, b.x_rs, b.c_ld)
-        channels_last_rows(g + n * K * OH * OW, b.nhwc, K, OH, OW, 2 * th0, 2 * rows, 0,
+        channels_last_rows(slice_plane(x, map, n, True, b.nhwc, C, H * W), b.nhwc, C,
+                           map.x_depth * H * W, H, W, 2 * th0 - s.pad[1], 2 * rows + 2,
+                           s.pad[2], buffer + b.x_rows, b.x_rs, b.c_ld)
+        channels_last_rows(slice_plane(g, map, n, False, b.nhwc, K, OH * OW), b.nhwc, K,
+                           map.g_depth * OH * OW, OH, OW, 2 * th0, 2 * rows, 0,
                            buffer + b.g_rows, b.g_rs, b.k_ld)
         if floating is float:
             fc_wino2_input_cl_f32(buffer + b.x_rows, b.x_rs, b.c_ld, rows, b.tiles_w, C,
@@ -1096,12 +1125,14 @@ cdef void gradient_block(const floating* x, const floating* g, const ConvShape* 
 
 
 cdef int winograd_weight_grad_blocks(const floating* x, const floating* g, floating* dw,
-                                     const ConvShape* s, Py_ssize_t rows_per_block,
+                                     Py_ssize_t filter_step, const ConvShape* s,
+                                     const SliceMap* map, Py_ssize_t rows_per_block,
                                      Py_ssize_t images_per_unit, bint nhwc,
                                      Py_ssize_t chunks, floating* partial,
                                      int num_threads) noexcept nogil:
-    """0, or 1 where a thread's buffer could not be allocated. partial: chunks x 16 x C_out x
-    C_in elements."""
+    """dw[(k * C_in + c) * filter_step + t] := tap t < 9 of the 2-d weight gradient of output
+    channel k, input channel c, over the s.n block images of `map`. 0, or 1 where a thread's
+    buffer could not be allocated. partial: chunks x 16 x C_out x C_in elements."""
     cdef Py_ssize_t C = s.c_in, K = s.c_out
     cdef BlockLayout b = block_layout(s, rows_per_block, images_per_unit, nhwc,
                                       <floating*> NULL)
@@ -1129,7 +1160,7 @@ cdef int winograd_weight_grad_blocks(const floating* x, const floating* g, float
             for unit in range(units * chunk // chunks, units * (chunk + 1) // chunks):
                 th0 = unit % per_image * rows_per_block
                 n0 = unit // per_image * images_per_unit
-                gradient_block(x, g, s, &b, n0, min(images_per_unit, s.n - n0), th0,
+                gradient_block(x, g, s, &b, map, n0, min(images_per_unit, s.n - n0), th0,
                                min(th0 + rows_per_block, b.tiles_h), buffer, shape, mine)
         # the chunks' products, once all are done, added to the first in chunk order
         fc_team_barrier()
@@ -1144,9 +1175,11 @@ cdef int winograd_weight_grad_blocks(const floating* x, const floating* g, float
         return 1
     for i in prange(K, num_threads=num_threads, schedule='static'):
         if floating is float:
-            fc_wino2_filter_grad_f32(partial + i * C, K * C, C, dw + i * C * 9, 9)
+            fc_wino2_filter_grad_f32(partial + i * C, K * C, C, dw + i * C * filter_step,
+                                     filter_step)
         else:
-            fc_wino2_filter_grad_f64(partial + i * C, K * C, C, dw + i * C * 9, 9)
+            fc_wino2_filter_grad_f64(partial + i * C, K * C, C, dw + i * C * filter_step,
+                                     filter_step)
     return 0
 
 
@@ -1206,56 +1239,83 @@ def weight_grad_blocks(int kernel, const floating[:, :, :, :, ::1] x,
                        tuple pad, Py_ssize_t rows_per_block, Py_ssize_t images_per_unit,
                        Py_ssize_t chunks, floating[::1] partial, int num_threads,
                        bint channels_last=False):
-    """`kernel` WEIGHT_GRAD_WINOGRAD, one group, 2-d (D = 1): dw := the weight gradient of the
-    3x3, stride-1 convolution of x (N, C_in, 1, H, W) with zero padding `pad` for output
-    gradient g (N, C_out, 1, OH, OW), by Winograd F(2x2, 3x3) in work units of
-    `rows_per_block` rows of tiles of `images_per_unit` images, summed in `chunks` partial
-    products (scratch `partial`: chunks x 16 x C_out x C_in elements). With `channels_last`, x
-    and g are (N, 1, H, W, C) arrays, read where they lie. The sums depend on the units and
-    chunks, not on the layout or the thread count."""
-    cdef tuple x_shape = shape5(x.shape), g_shape = shape5(g.shape)
-    if channels_last:       # (N, 1, H, W, C) -> the (N, C, 1, H, W) the checks read
+    """`kernel` WEIGHT_GRAD_WINOGRAD, one group: dw := the weight gradient of the 3x3 (in 3-d
+    KD x 3 x 3), stride-1 convolution of x (N, C_in, D, H, W) with zero padding `pad` for
+    output gradient g (N, C_out, OD, OH, OW), by Winograd F(2x2, 3x3) in work units of
+    `rows_per_block` rows of tiles of `images_per_unit` planes, summed in `chunks` partial
+    products (scratch `partial`: chunks x 16 x C_out x C_in elements). In 3-d each depth tap
+    kd is such a 2-d gradient over the planes of g whose input plane (od + kd - pad[0]) lies
+    inside x, every image's taken in turn as the units' planes, the taps one after another
+    (reusing `partial`). With `channels_last`, x and g are (N, D, H, W, C) arrays, read where
+    they lie. The sums depend on the units and chunks, not on the layout or the thread
+    count."""
+    cdef tuple x_shape = shape5(x.shape), g_shape = shape5(g.shape), dw_shape = shape5(dw.shape)
+    if channels_last:       # (N, D, H, W, C) -> the (N, C, D, H, W) the checks read
         x_shape = (x_shape[0], x_shape[4]) + x_shape[1:4]
         g_shape = (g_shape[0], g_shape[4]) + g_shape[1:4]
-    cdef ConvShape s = make_shape(x_shape, shape5(dw.shape), g_shape, (1, 1, 1), pad,
-                                  (1, 1, 1), 1)
-    cdef Py_ssize_t tiles_h = (g_shape[3] + 1) // 2
+    cdef Py_ssize_t n = x_shape[0], depth = x_shape[2], out_depth = g_shape[2]
+    cdef Py_ssize_t taps = dw_shape[2], tiles_h = (g_shape[3] + 1) // 2, pad_d
+    cdef Py_ssize_t kd, lo, hi, slices, rows, images, units, i, c
+    cdef ConvShape s
+    cdef SliceMap map
+    cdef floating* dw_tap
     cdef int status
     if kernel != WEIGHT_GRAD_WINOGRAD:
         raise ValueError(f"conv_winograd.weight_grad_blocks does not run kernel {kernel}")
-    if shape5(dw.shape)[2:] != (1, 3, 3) or x_shape[2] != 1 or g_shape[2] != 1:
-        raise ValueError(f"conv_winograd.weight_grad_blocks: 2-d 3x3 kernels; got x "
-                         f"{x_shape}, dw {shape5(dw.shape)}")
-    if g_shape[0] != x_shape[0] or g_shape[1] != dw.shape[0] or x_shape[1] != dw.shape[1]:
+    if dw_shape[3:] != (3, 3) or taps < 1:
+        raise ValueError(f"conv_winograd.weight_grad_blocks: 3x3 kernels (in 3-d KD x 3 x 3); "
+                         f"got dw {dw_shape}")
+    if g_shape[0] != n or g_shape[1] != dw_shape[0] or x_shape[1] != dw_shape[1]:
         raise ValueError(f"conv_winograd.weight_grad_blocks: x (N, C_in, ...), g (N, C_out, "
                          f"...) and dw (C_out, C_in, ...); got {x_shape}, {g_shape}, "
-                         f"{shape5(dw.shape)}")
-    if pad[1] < 0 or pad[2] < 0 or pad[2] + x_shape[4] > 2 * ((g_shape[4] + 1) // 2) + 2:
-        raise ValueError(f"conv_winograd.weight_grad_blocks: padding before each axis >= 0 "
-                         f"and an output gradient as wide as the padded input less 2; got pad "
-                         f"{pad}, x {x_shape}, g {g_shape}")
+                         f"{dw_shape}")
+    if len(pad) != 3 or pad[0] < 0 or pad[1] < 0 or pad[2] < 0 \
+            or pad[2] + x_shape[4] > 2 * ((g_shape[4] + 1) // 2) + 2 \
+            or pad[0] + depth > out_depth + taps - 1:
+        raise ValueError(f"conv_winograd.weight_grad_blocks: padding before each axis (3 of "
+                         f"them) >= 0, an output gradient as wide as the padded input less 2 "
+                         f"and as deep as it less KD - 1; got pad {pad}, x {x_shape}, g "
+                         f"{g_shape}, dw {dw_shape}")
     if rows_per_block < 1 or images_per_unit < 1 or chunks < 1:
         raise ValueError(f"conv_winograd.weight_grad_blocks: rows_per_block, images_per_unit "
                          f"and chunks must be >= 1, got {rows_per_block}, {images_per_unit} "
                          f"and {chunks}")
-    if partial.shape[0] < chunks * ELEMENTS_F23 * s.c_out * s.c_in:
+    if partial.shape[0] < chunks * ELEMENTS_F23 * dw_shape[0] * dw_shape[1]:
         raise ValueError("conv_winograd.weight_grad_blocks: partial too small")
     if dw.size == 0:
         return
-    if s.n == 0 or g_shape[3] == 0 or g_shape[4] == 0:
+    if n == 0 or out_depth == 0 or g_shape[3] == 0 or g_shape[4] == 0:
         dw[...] = 0
         return
-    rows_per_block = min(rows_per_block, tiles_h)
-    images_per_unit = min(images_per_unit, s.n)
-    chunks = min(chunks, (s.n + images_per_unit - 1) // images_per_unit
-                 * ((tiles_h + rows_per_block - 1) // rows_per_block))
-    with nogil:
-        status = winograd_weight_grad_blocks(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0],
-                                             &dw[0, 0, 0, 0, 0], &s, rows_per_block,
-                                             images_per_unit, channels_last, chunks,
-                                             &partial[0], num_threads)
-    if status:
-        raise MemoryError("fastconv: could not allocate the weight gradient's block buffers")
+    pad_d = pad[0]
+    for kd in range(taps):
+        # the gradient's planes [lo, hi) read input planes od + kd - pad_d inside x
+        lo = max(0, pad_d - kd)
+        hi = min(out_depth, depth + pad_d - kd)
+        if hi <= lo:        # every plane of this tap's reads is padding
+            for i in range(dw_shape[0]):
+                for c in range(dw_shape[1]):
+                    memset(&dw[i, c, kd, 0, 0], 0, 9 * sizeof(floating))
+            continue
+        slices = hi - lo
+        s = make_shape((n * slices, x_shape[1], 1) + x_shape[3:],
+                       (dw_shape[0], dw_shape[1], 1, 3, 3),
+                       (n * slices, g_shape[1], 1) + g_shape[3:], (1, 1, 1),
+                       (0, pad[1], pad[2]), (1, 1, 1), 1)
+        map.slices, map.x_first, map.g_first = slices, lo + kd - pad_d, lo
+        map.x_depth, map.g_depth = depth, out_depth
+        rows = min(rows_per_block, tiles_h)
+        images = min(images_per_unit, s.n)
+        units = (s.n + images - 1) // images * ((tiles_h + rows - 1) // rows)
+        dw_tap = &dw[0, 0, 0, 0, 0] + kd * 9
+        with nogil:
+            status = winograd_weight_grad_blocks(&x[0, 0, 0, 0, 0], &g[0, 0, 0, 0, 0], dw_tap,
+                                                 taps * 9, &s, &map, rows, images,
+                                                 channels_last, min(chunks, units), &partial[0],
+                                                 num_threads)
+        if status:
+            raise MemoryError("fastconv: could not allocate the weight gradient's block "
+                              "buffers")
 
 
 def gradient_capacity(Py_ssize_t images, Py_ssize_t out_h, Py_ssize_t out_w,

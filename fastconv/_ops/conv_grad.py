@@ -241,7 +241,8 @@ def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
     elements = conv_winograd.GRADIENT_ELEMENTS
     products = elements * depth_taps * problem.out_channels * problem.in_per_group
     if plan.per_thread_blocks:
-        partial = np.empty(plan.chunks * products, dtype)
+        # one depth tap's products at a time
+        partial = np.empty(plan.chunks * (products // depth_taps), dtype)
         conv_winograd.weight_grad_blocks(plan.kernel, x5, g5, dw5, plan.geometry[1],
                                          plan.band_rows, plan.images_per_unit, plan.chunks,
                                          partial, plan.threads)

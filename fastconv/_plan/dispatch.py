@@ -1019,6 +1019,14 @@ def winograd_grad_image_bytes(problem, itemsize):
 # 17.8 against 16.8 on 28x28): each chunk's copy of the products leaves the cache. With few
 # channels the transforms' vectors and the GEMM's columns are mostly empty: 3 -> 64 on 224x224
 # 15.0 -> 28.3, 8 -> 8 on 64x64 0.32 -> 0.47.
+# In 3-d each depth tap runs as such a 2-d gradient over the gradient's planes whose input
+# plane lies inside the input (every image's planes the units' "images"; from 32 tiles, as the
+# batch-wide path). Intel Xeon, 2 threads, float32, ms, auto before (phase grid, or batch-wide
+# winograd from 64 channels) -> blocks (PyTorch): batch 2, 32 -> 64 on 16x32x32 21.3 -> 9.3
+# (13.0); 64 -> 128 on 8x16x16 5.0 -> 4.3 (5.5); 128 -> 256 on 4x8x8 2.7 -> 3.0 (3.0); batch
+# 8 there 17.5 -> 7.4 (9.9); 16 -> 32 on 16x64x64 24.0 -> 12.7 (15.6); batch 4, 64 -> 64 on
+# 4x14x14 4.5 -> 1.8 (2.0); batch 1, 32 -> 32 on 4x8x8 0.25 -> 0.14 (0.21), 128 -> 128 on 2x4x4
+# (8 tiles) 0.31 -> 0.53 (0.23): below 32 tiles the exact kernels stay.
 WINOGRAD_GRAD_BLOCKS_MIN_CHANNELS = 16
 WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES = 2 << 20
 # A unit's transformed tiles, both operands, about this many bytes (rows of tiles: 64 -> 64 on
@@ -1035,8 +1043,9 @@ WINOGRAD_GRAD_BLOCK_CHUNK_TILES = 256
 
 
 def winograd_grad_blocks_apply(problem, itemsize):
-    """True if the Winograd weight gradient of `problem` runs in blocks of tile rows."""
-    return (problem.ndim == 2 and problem.groups == 1
+    """True if the Winograd weight gradient of `problem` runs in blocks of tile rows (in 3-d,
+    those of each depth tap's planes)."""
+    return (problem.ndim in (2, 3) and problem.groups == 1
             and min(problem.in_channels, problem.out_channels)
             >= WINOGRAD_GRAD_BLOCKS_MIN_CHANNELS
             and WINOGRAD_GRAD_ELEMENTS * problem.in_channels * problem.out_channels * itemsize
@@ -1044,17 +1053,20 @@ def winograd_grad_blocks_apply(problem, itemsize):
 
 
 def winograd_grad_blocks(problem, itemsize, threads=1):
-    """(rows of 2x2 tiles, images, chunks) of the blocked Winograd weight gradient's work
-    units on `threads` threads: rows of one image, or whole planes of several images, about
-    WINOGRAD_GRAD_BLOCK_BYTES of transformed tiles."""
-    tiles_h, tiles_w = (-(-n // 2) for n in problem.out_size[-2:])
+    """(rows of 2x2 tiles, planes, chunks) of the blocked Winograd weight gradient's work
+    units on `threads` threads: rows of one plane, or several whole planes (images; in 3-d
+    the depth slices of the images, a depth tap at a time), about WINOGRAD_GRAD_BLOCK_BYTES
+    of transformed tiles."""
+    *depth, oh, ow = problem.out_size
+    tiles_h, tiles_w = -(-oh // 2), -(-ow // 2)
+    planes = problem.batch * prod(depth)
     per_row = (WINOGRAD_GRAD_ELEMENTS * tiles_w * (problem.in_channels + problem.out_channels)
                * itemsize)
     rows = int(max(1, min(tiles_h, WINOGRAD_GRAD_BLOCK_BYTES // per_row)))
-    images = int(max(1, min(problem.batch, WINOGRAD_GRAD_BLOCK_BYTES // (per_row * tiles_h))))
-    units = -(-problem.batch // images) * -(-tiles_h // rows)
+    images = int(max(1, min(planes, WINOGRAD_GRAD_BLOCK_BYTES // (per_row * tiles_h))))
+    units = -(-planes // images) * -(-tiles_h // rows)
     chunks = min(max(WINOGRAD_GRAD_BLOCK_CHUNKS, threads), units,
-                 max(2, problem.batch * tiles_h * tiles_w // WINOGRAD_GRAD_BLOCK_CHUNK_TILES))
+                 max(2, planes * tiles_h * tiles_w // WINOGRAD_GRAD_BLOCK_CHUNK_TILES))
     return rows, images, chunks
 
 
@@ -1063,19 +1075,23 @@ def winograd_grad_pays(problem, itemsize=4):
     min_channels, min_tiles = (
         (WINOGRAD_GRAD_MIN_CHANNELS_3D, WINOGRAD_GRAD_MIN_TILES_3D) if problem.ndim == 3
         else (WINOGRAD_GRAD_MIN_CHANNELS, WINOGRAD_GRAD_MIN_TILES))
-    return (winograd_grad_computes(problem) and _precision.get_precision() == "fast"
-            and (winograd_grad_blocks_apply(problem, itemsize)
-                 or min(problem.in_per_group, problem.out_per_group) >= min_channels
-                 and winograd_grad_tiles(problem) >= min_tiles))
+    if not (winograd_grad_computes(problem) and _precision.get_precision() == "fast"):
+        return False
+    tiles = winograd_grad_tiles(problem)
+    return (winograd_grad_blocks_apply(problem, itemsize)
+            and (problem.ndim == 2 or tiles >= min_tiles)
+            or min(problem.in_per_group, problem.out_per_group) >= min_channels
+            and tiles >= min_tiles)
 
 
 WEIGHT_GRAD_RULES = (
     Rule("winograd", lambda p, itemsize=4, *_: winograd_grad_pays(p, itemsize),
          f"3x3 (in 3-d, KD x 3 x 3), stride 1, at least {WINOGRAD_GRAD_MIN_CHANNELS} channels "
          f"per group each way and {WINOGRAD_GRAD_MIN_TILES} 2x2 tiles of output gradient "
-         f"(in 3-d {WINOGRAD_GRAD_MIN_CHANNELS_3D} and {WINOGRAD_GRAD_MIN_TILES_3D}), or in "
-         f"2-d with one group at least {WINOGRAD_GRAD_BLOCKS_MIN_CHANNELS} channels each way "
-         f"and products of at most {WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES >> 10} KiB: "
+         f"(in 3-d {WINOGRAD_GRAD_MIN_CHANNELS_3D} and {WINOGRAD_GRAD_MIN_TILES_3D}), or "
+         f"with one group at least {WINOGRAD_GRAD_BLOCKS_MIN_CHANNELS} channels each way "
+         f"and products of at most {WINOGRAD_GRAD_BLOCKS_MAX_PRODUCT_BYTES >> 10} KiB (in "
+         f"3-d with {WINOGRAD_GRAD_MIN_TILES_3D} tiles): "
          "Winograd F(2x2, 3x3), 16 GEMMs (per depth tap) over the tiles (precision 'fast')"),
     Rule("depthwise", lambda p, itemsize=4, threads=1, *_: depthwise_rows_pays(p, threads),
          "one input and one output channel per group (depthwise), at least "
