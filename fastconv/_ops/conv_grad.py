@@ -241,11 +241,7 @@ def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
     elements = conv_winograd.GRADIENT_ELEMENTS
     products = elements * depth_taps * problem.out_channels * problem.in_per_group
     if plan.per_thread_blocks:
-        # one depth tap's products at a time
-        partial = np.empty(plan.chunks * (products // depth_taps), dtype)
-        conv_winograd.weight_grad_blocks(plan.kernel, x5, g5, dw5, plan.geometry[1],
-                                         plan.band_rows, plan.images_per_unit, plan.chunks,
-                                         partial, plan.threads)
+        _winograd_blocks(plan, x5, g5, dw5, dtype)
     else:
         capacity = conv_winograd.gradient_capacity(min(plan.images_per_unit, n), oh, ow,
                                                    dtype == np.float64, od, x5.shape[2])
@@ -262,6 +258,17 @@ def _run_winograd_weight_grad(problem, plan, x, g, dw, dtype, bias_out):
     if bias_out is not None:
         bias_out[...] = bias_grad_of(g, dtype)
     return dw
+
+
+def _winograd_blocks(plan, x, g, dw, dtype, channels_last=False):
+    """dw (5-d) := the Winograd weight gradient of x and g (5-d, channels-first, or with
+    `channels_last` (N, D, H, W, C)) by plan's blocks (conv_winograd.weight_grad_blocks),
+    their chunks' partial products (one depth tap's at a time) in a fresh array."""
+    c_out, c_in = dw.shape[:2]
+    partial = np.empty(plan.chunks * conv_winograd.GRADIENT_ELEMENTS * c_out * c_in, dtype)
+    conv_winograd.weight_grad_blocks(plan.kernel, x, g, dw, plan.geometry[1], plan.band_rows,
+                                     plan.images_per_unit, plan.chunks, partial, plan.threads,
+                                     channels_last)
 
 
 # The gradients of a checked call (its ConvProblem, operands of its shapes): the public
@@ -544,12 +551,9 @@ def _channels_last_winograd_weight_grad(problem, x, g, grad_output, weight_shape
     c_out, c_in = weight_shape[:2]
     if plan.per_thread_blocks:
         dw = np.empty(weight_shape, dtype)
-        partial = np.empty(plan.chunks * conv_winograd.GRADIENT_ELEMENTS * c_out * c_in, dtype)
         with denormals_flushed(plan.threads):
-            conv_winograd.weight_grad_blocks(plan.kernel, x[:, None], g[:, None],
-                                             dw[:, :, None], plan.geometry[1], plan.band_rows,
-                                             plan.images_per_unit, plan.chunks, partial,
-                                             plan.threads, True)
+            _winograd_blocks(plan, x[:, None], g[:, None], dw[:, :, None], dtype,
+                             channels_last=True)
         if not np.isfinite(dw).all():
             return None
         if bias_out is not None:
