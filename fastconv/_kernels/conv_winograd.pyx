@@ -978,12 +978,6 @@ ctypedef struct SliceMap:
     Py_ssize_t slices, x_first, g_first, x_depth, g_depth
 
 
-cdef inline SliceMap planes_map() noexcept nogil:
-    cdef SliceMap map
-    map.slices, map.x_first, map.g_first, map.x_depth, map.g_depth = 1, 0, 0, 1, 1
-    return map
-
-
 cdef inline const floating* slice_plane(const floating* a, const SliceMap* map, Py_ssize_t i,
                                         bint x_side, bint nhwc, Py_ssize_t channels,
                                         Py_ssize_t plane) noexcept nogil:

@@ -1198,8 +1198,9 @@ def _plan_weight_grad(problem, itemsize, algorithm, threads, full_width_blas, pr
     if family == "winograd" and winograd_grad_blocks_apply(padded, itemsize):
         rows, images, chunks = winograd_grad_blocks(padded, itemsize, threads)
         return Plan(Kernel.WEIGHT_GRAD_WINOGRAD, reason + f"; in units of {rows} rows of tiles "
-                    f"of {images} image(s), each transformed channels-last and multiplied "
-                    f"while in cache, summed in {chunks} chunks", threads,
+                    f"of {images} plane(s) (images; in 3-d, each depth tap's gradient "
+                    f"slices), each transformed channels-last and multiplied while in cache, "
+                    f"summed in {chunks} chunks", threads,
                     tiling.kernel_geometry(padded), per_thread_blocks=True, band_rows=rows,
                     images_per_unit=images, chunks=max(1, chunks))
     if family == "winograd":
