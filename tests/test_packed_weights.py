@@ -132,12 +132,16 @@ def test_the_rule_takes_col2im_for_one_or_two_images_of_small_planes():
     for batch in (1, 2):
         assert kernel(batch, 512, 7, 1) == Kernel.INPUT_GRAD_COL2IM_PACKED
         assert kernel(batch, 512, 14, 2) == Kernel.INPUT_GRAD_COL2IM_PACKED
-    assert kernel(1, 256, 14, 1) == Kernel.INPUT_GRAD_COL2IM_PACKED
+    # (256 on 14x14 at batch 1 is 16 tiles: Winograd with the weights transformed as it
+    # goes, test_winograd.py)
+    assert kernel(2, 256, 14, 1) == Kernel.INPUT_GRAD_WINOGRAD     # 32 tiles
     # 3 or 16 input channels (27 or 144 rows in one chunk): packed, still col2im
     few = fastconv.planning.choose_grad_algorithms((2, 3, 30, 30), (8, 3, 3, 3), stride=2,
                                                    padding=1).input.kernel
     assert few == Kernel.INPUT_GRAD_COL2IM_PACKED
-    assert kernel(4, 512, 7, 1) == Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES
+    # 16 tiles of 512 channels: Winograd, its weights transformed as the GEMM goes
+    assert kernel(4, 512, 7, 1) == Kernel.INPUT_GRAD_WINOGRAD
+    assert kernel(4, 96, 7, 1) == Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES
     assert kernel(8, 512, 14, 2) == Kernel.INPUT_GRAD_CHANNELS_LAST_PHASES
 
 

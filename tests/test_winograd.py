@@ -272,12 +272,20 @@ def test_input_gradient_by_winograd_matches_the_reference(batch, c_in, c_out, si
 
 
 def test_the_input_gradient_needs_more_tiles_than_the_forward_pass():
-    """It transforms new weights on every call: with few tiles that is the call."""
-    forward = problem_from_call((4, 32, 8, 8), (32, 32, 3, 3), padding=1)       # 16 tiles
+    """It transforms new weights on every call: with a few vectors of tiles that is the
+    call; with one, the weights are transformed as the GEMM goes, and it pays again."""
+    forward = problem_from_call((2, 32, 12, 12), (32, 32, 3, 3), padding=1)     # 18 tiles
     assert plan_conv(forward, "float32").algorithm == "winograd"
     assert plan_input_grad(forward, "float32").algorithm != "winograd"
     larger = problem_from_call((2, 32, 16, 16), (32, 32, 3, 3), padding=1)      # 32 tiles
     assert plan_input_grad(larger, "float32").algorithm == "winograd"
+    fewer = problem_from_call((1, 256, 14, 14), (256, 256, 3, 3), padding=1)    # 16 tiles
+    plan = plan_input_grad(fewer, "float32")
+    assert plan.algorithm == "winograd"
+    (*_, phase_plan), = plan.phases
+    assert phase_plan.fused_weights
+    narrow = problem_from_call((1, 64, 14, 14), (64, 64, 3, 3), padding=1)      # too few
+    assert plan_input_grad(narrow, "float32").algorithm != "winograd"          # channels
 
 
 def test_stride_1_transposed_convolution_runs_winograd():
@@ -644,6 +652,137 @@ def test_a_weight_trained_on_every_call_is_refilled_without_copies_until_it_sett
         assert refilled[-1] is False and refilled[-2] is False
         w[0, 0] = -5.0                          # a change after it settled: seen at once
         assert lookup()
+    weight_cache.forget_transforms()
+
+
+# --- weights transformed as the GEMM goes (a call of one vector of tiles) ---------------------
+
+def winograd_call(x, w, padding, groups, u=None, fused=None, adjoint=False, threads=2):
+    """conv_winograd.conv_forward on 5-d operands: with the kept transform `u`, or with
+    `fused` (the weights it reads, transformed as the GEMM goes)."""
+    from fastconv._plan.dispatch import Kernel
+    n, c = x.shape[:2]
+    out = np.full((n, w.shape[0]) + tuple(s + 2 * p - 2 if k == 3 else s
+                                          for s, p, k in zip(x.shape[2:], padding,
+                                                             w.shape[2:])), np.nan, x.dtype)
+    out_of = np.empty(0, x.dtype) if fused is not None else u
+    kwargs = {} if fused is None else dict(fused_weights=fused, adjoint=adjoint)
+    status = conv_winograd.conv_forward(Kernel.CONV_WINOGRAD, x, w, np.empty(0, x.dtype), out,
+                                        (1, 1, 1), padding, (1, 1, 1), groups, 1, False,
+                                        threads, out_of, **kwargs)
+    assert status == 0
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("adjoint", [False, True])
+@pytest.mark.parametrize("x_shape, w_shape, padding, groups", [
+    ((1, 40, 1, 14, 14), (48, 40, 1, 3, 3), (0, 1, 1), 1),     # 16 tiles
+    ((1, 13, 1, 5, 7), (22, 13, 1, 3, 3), (0, 1, 1), 1),       # 4 tiles, a ragged panel
+    ((2, 12, 1, 7, 6), (18, 4, 1, 3, 3), (0, 1, 1), 3),        # groups
+    ((1, 10, 3, 6, 6), (16, 10, 3, 3, 3), (1, 1, 1), 1),       # 3-d: depth taps in the depth
+    ((1, 400, 1, 4, 4), (24, 400, 1, 3, 3), (0, 1, 1), 1),     # a depth of several K blocks
+    ((1, 16, 1, 30, 30), (16, 16, 1, 3, 3), (0, 1, 1), 1),     # 64 tiles: two super-blocks
+])
+def test_weights_transformed_as_the_gemm_goes_give_the_kept_transforms_bits(
+        x_shape, w_shape, padding, groups, adjoint, dtype):
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    size = conv_winograd.weights_size(w_shape[0], w_shape[1], groups, w_shape[2:])
+    u = np.empty(size, dtype)
+    if adjoint:
+        # the layer whose input gradient this call is: C_in = w's outputs, C_out = x's
+        layer = rng.standard_normal((x_shape[1], w_shape[0] // groups) + w_shape[2:])
+        layer = layer.astype(dtype)
+        conv_winograd.transform_adjoint_weights(layer, groups, u, 2)
+        source = layer
+    else:
+        conv_winograd.transform_weights(w, groups, u, 2)
+        source = w
+    kept = winograd_call(x, w, padding, groups, u=u)
+    assert np.isfinite(kept).all()
+    for threads in (1, 2, 3):
+        fused = winograd_call(x, w, padding, groups, fused=source, adjoint=adjoint,
+                              threads=threads)
+        np.testing.assert_array_equal(fused, kept)
+
+
+def test_fused_weights_of_the_wrong_shape_or_a_1d_kernel_are_refused():
+    x = np.zeros((1, 8, 1, 6, 6), np.float32)
+    w = np.zeros((4, 8, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="fused_weights must be"):
+        winograd_call(x, w, (0, 1, 1), 1, fused=np.zeros((8, 4, 1, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="fused_weights must be"):
+        winograd_call(x[:, :, :, :1], w[:, :, :, :1, :], (0, 0, 1), 1,
+                      fused=np.zeros((4, 8, 1, 1, 3), np.float32))
+
+
+def test_the_plan_transforms_the_weights_as_it_goes_for_one_vector_of_tiles():
+    def plan(x_shape, w_shape):
+        return plan_conv(problem_from_call(x_shape, w_shape, padding=1), "float32")
+    few = plan((1, 256, 14, 14), (256, 256, 3, 3))         # ResNet-50's, batch 1: 16 tiles
+    assert few.algorithm == "winograd" and few.fused_weights
+    assert "fused_weights True" in few.explain()
+    assert not plan((8, 256, 14, 14), (256, 256, 3, 3)).fused_weights     # 128 tiles
+    assert not plan((8, 64, 64), (64, 64, 3)).fused_weights                # 1-d
+    assert plan((1, 32, 1, 14, 14), (32, 32, 3, 3, 3)).fused_weights      # 3-d: 16 tiles
+    assert not plan((1, 32, 4, 14, 14), (32, 32, 3, 3, 3)).fused_weights  # 4 depths: 64
+
+
+def test_a_trained_weight_is_transformed_as_the_gemm_goes_and_kept_once_it_settles(
+        monkeypatch):
+    """A weight changed before every call (training) gets no kept transform but on the
+    cache's probes; the answers are the weight's every time, and once it stops changing the
+    kept transform serves it again."""
+    from fastconv._ops import conv as conv_ops
+    from fastconv._runtime import weight_cache
+    weight_cache.forget_transforms()
+    lookups = []
+    real = conv_ops.cached_transform
+
+    def recording(*args, **kwargs):
+        got = real(*args, **kwargs)
+        lookups.append(got is None)
+        return got
+    monkeypatch.setattr(conv_ops, "cached_transform", recording)
+    rng = np.random.default_rng(32)
+    x, w, _ = random_call(rng, 1, 32, 40, (14, 14), 1, np.float64)
+    assert plan_conv(problem_from_call(x.shape, w.shape, padding=1), "float64").fused_weights
+    for step in range(3 * weight_cache.VOLATILE_PROBE):
+        got = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
+        np.testing.assert_allclose(got, reference_fast(x, w), atol=1e-10)
+        w -= 0.01 * rng.standard_normal(w.shape)     # an optimizer step, in place
+    assert sum(lookups) >= 2 * weight_cache.VOLATILE_PROBE     # fused on most steps
+    lookups.clear()
+    for _ in range(weight_cache.VOLATILE_PROBE + 3):
+        got = fastconv.conv2d(x, w, padding=1, algorithm="winograd")
+        np.testing.assert_allclose(got, reference_fast(x, w), atol=1e-10)
+    assert lookups[-2:] == [False, False]          # settled: the kept transform again
+    weight_cache.forget_transforms()
+
+
+def test_a_volatile_lookup_that_may_fuse_returns_none_but_on_probes():
+    from fastconv._runtime import weight_cache
+    weight_cache.forget_transforms()
+    w = np.arange(12.0).reshape(3, 4)
+
+    def fill(weight, out):
+        out[...] = 2 * weight.ravel()
+    results = []
+    for step in range(3 * weight_cache.VOLATILE_PROBE):
+        w[step % 3, step % 4] += 1.0
+        got = weight_cache.cached_transform(("double",), w, w.size, fill,
+                                            unless_volatile=True)
+        if got is not None:
+            np.testing.assert_array_equal(got, 2 * w.ravel())     # never stale
+        results.append(got is None)
+    # first sight and the changed lookups before it turned volatile fill; then only each
+    # probe (which takes the copy) and the comparing lookup after it
+    settling = weight_cache.VOLATILE_AFTER + 1
+    assert results[:settling] == [False] * settling
+    assert results[settling] is True
+    assert results.count(False) <= settling + 2 * (len(results) // weight_cache.VOLATILE_PROBE)
     weight_cache.forget_transforms()
 
 

@@ -28,8 +28,8 @@ from libc.string cimport memcpy, memset
 
 from fastconv._kernels.conv_shape cimport ConvShape, make_shape, shape5
 from fastconv._kernels.kernel_ids cimport CONV_WINOGRAD, WEIGHT_GRAD_WINOGRAD
-from fastconv._kernels.packed_gemm cimport (TILE_NARROW, TILE_WIDE, tile_mr, tile_nr,
-                                            multiply_tile, choose_tile, gemm_tile,
+from fastconv._kernels.packed_gemm cimport (TILE_NARROW, TILE_WIDE, K_BLOCK_BYTES, tile_mr,
+                                            tile_nr, multiply_tile, choose_tile, gemm_tile,
                                             transpose_block)
 from fastconv._kernels.blas cimport gemm, hold_blas_single_threaded, release_blas
 from fastconv._core cimport blas_local_threads
@@ -133,7 +133,7 @@ cdef enum:
 GRADIENT_ELEMENTS = ELEMENTS_F23
 # Slots of the per-thread workspace (workspace.h).
 cdef enum:
-    WS_INPUT, WS_PRODUCTS, WS_TILES, WS_GRADIENT_PLANE, WS_GRADIENT_BLOCK
+    WS_INPUT, WS_PRODUCTS, WS_TILES, WS_GRADIENT_PLANE, WS_GRADIENT_BLOCK, WS_FILTER_BLOCK
 
 # A status of conv_forward: some output is inf or NaN (see the module's docstring).
 cdef enum:
@@ -202,9 +202,25 @@ cdef void transform_block(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ss
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
     cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR, depth = KD * Cg
     cdef Py_ssize_t count = depth - c0 if depth - c0 < TRANSFORM_BLOCK else TRANSFORM_BLOCK
-    cdef Py_ssize_t m_valid = Kg - panel * MR if Kg - panel * MR < MR else MR
-    cdef Py_ssize_t channel, c, kd, first, step, e
+    cdef Py_ssize_t e
     cdef floating buffer[36 * TRANSFORM_BLOCK * TRANSFORM_MAX_MR]
+    transform_filters(w, Kg, Cg, KD, g, adjoint, panel, c0, count, buffer, count * MR)
+    for e in range(36):
+        memcpy(u + e * m_panels * depth * MR + (panel * depth + c0) * MR,
+               buffer + e * count * MR, count * MR * sizeof(floating))
+
+
+cdef void transform_filters(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t KD,
+                            Py_ssize_t g, bint adjoint, Py_ssize_t panel, Py_ssize_t c0,
+                            Py_ssize_t count, floating* buffer,
+                            Py_ssize_t e_stride) noexcept nogil:
+    """buffer[e * e_stride + (channel - c0) * MR + m] := element e of filter (panel * MR +
+    m, channel) transformed, for the depth channels channel = kd * C_g + c of c0 .. c0 +
+    count - 1, zero past K_g (w and `adjoint` as transform_group's): each element's run of
+    count x MR values is an A panel of the micro-kernel's wide tile over those channels."""
+    cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
+    cdef Py_ssize_t m_valid = Kg - panel * MR if Kg - panel * MR < MR else MR
+    cdef Py_ssize_t channel, c, kd, first, step
     for channel in range(c0, c0 + count):
         kd = channel // Cg
         c = channel % Cg
@@ -216,16 +232,12 @@ cdef void transform_block(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ss
         else:
             first = (((g * Kg + panel * MR) * Cg + c) * KD + kd) * 9
             step = Cg * KD * 9
-        # element e of the block's channels count x MR apart in the buffer
         if floating is float:
             fc_wino_weight_f32(w + first, step, m_valid, adjoint,
-                               buffer + (channel - c0) * MR, count * MR)
+                               buffer + (channel - c0) * MR, e_stride)
         else:
             fc_wino_weight_f64(w + first, step, m_valid, adjoint,
-                               buffer + (channel - c0) * MR, count * MR)
-    for e in range(36):
-        memcpy(u + e * m_panels * depth * MR + (panel * depth + c0) * MR,
-               buffer + e * count * MR, count * MR * sizeof(floating))
+                               buffer + (channel - c0) * MR, e_stride)
 
 
 cdef void transform_group_1d(const floating* w, Py_ssize_t Kg, Py_ssize_t Cg, Py_ssize_t g,
@@ -311,11 +323,14 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
                         const floating* bias, floating* out, const Py_ssize_t* os,
                         const ConvShape* s, Py_ssize_t g, Py_ssize_t t0, Py_ssize_t count,
                         Py_ssize_t S, floating* v, floating* m, Py_ssize_t* desc,
+                        const floating* w_fused, bint adjoint, int* failed,
                         int num_threads) noexcept nogil:
     """Tiles t0 .. t0 + count - 1 (count <= S) of group g through the three steps, each
-    parallel over num_threads threads: u is the group's transformed weights; v, m and desc
-    the super-block's buffers, sized by conv_winograd for S tiles (a multiple of NR).
-    Returns the number of output vectors with an inf or NaN."""
+    parallel over num_threads threads: u is the group's transformed weights, or with
+    `w_fused` (u NULL) the weights themselves, transformed as the GEMM step goes
+    (fused_multiply; `adjoint` as transform_group's); v, m and desc the super-block's
+    buffers, sized by conv_winograd for S tiles (a multiple of NR). Returns the number of
+    output vectors with an inf or NaN; sets failed[0] if a buffer could not be had."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE), NR = tile_nr(TILE_WIDE, <floating*> NULL)
     cdef Py_ssize_t L = lanes(<floating*> NULL)
     cdef Py_ssize_t Cg = s.c_in_g, Kg = s.c_out_g, KD = s.kernel[0]
@@ -333,7 +348,10 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
     cdef Py_ssize_t m_blocks = (num_threads * 4 + E - 1) // E
     cdef Py_ssize_t groups_of_lanes = (count + L - 1) // L
     # the block's own strides, not the buffers' S: a short block's values stay together
-    cdef Py_ssize_t SV = (count + NR - 1) // NR * NR      # V's tiles per element: whole panels
+    # V's panels: NR tiles wide, or one vector of them for a block that fits one (a 14x14
+    # plane's 16 tiles in 48-wide panels tripled V's bytes, all read for every weight panel)
+    cdef Py_ssize_t VR = L if count <= L else NR
+    cdef Py_ssize_t SV = (count + VR - 1) // VR * VR      # V's tiles per element: whole panels
     # M's, in whole vectors: each row of products starts on a vector's boundary, as in a
     # full block
     cdef Py_ssize_t SM = (count + L - 1) // L * L
@@ -393,14 +411,14 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
                 fc_wino_input_channels_f32(
                     x + g * Cg + c, Cg - c if Cg - c < L else L, slice_offset + kd * S + q,
                     top + kd * S + q, w0 + q, count - q if count - q < L else L, H, W,
-                    xs[3], xs[4], v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
-                    NR, SV * depth_taps)
+                    xs[3], xs[4], v + (q // VR) * depth_taps * VR + channel * VR + q % VR,
+                    VR, SV * depth_taps)
             else:
                 fc_wino_input_channels_f64(
                     x + g * Cg + c, Cg - c if Cg - c < L else L, slice_offset + kd * S + q,
                     top + kd * S + q, w0 + q, count - q if count - q < L else L, H, W,
-                    xs[3], xs[4], v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
-                    NR, SV * depth_taps)
+                    xs[3], xs[4], v + (q // VR) * depth_taps * VR + channel * VR + q % VR,
+                    VR, SV * depth_taps)
     else:
         for item in prange(depth_taps * groups_of_lanes,
                            num_threads=num_threads, schedule='dynamic',
@@ -418,36 +436,39 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
                     fc_wino1d_input_f32(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
                                         dilation, count - q if count - q < L else L, W,
                                         xs[4],
-                                        v + (q // NR) * depth_taps * NR + channel * NR
-                                        + q % NR, SV * depth_taps)
+                                        v + (q // VR) * depth_taps * VR + channel * VR
+                                        + q % VR, SV * depth_taps)
                 else:
                     fc_wino1d_input_f64(x + (g * Cg + c) * xs[1], in_offset + q, h0 + q,
                                         dilation, count - q if count - q < L else L, W,
                                         xs[4],
-                                        v + (q // NR) * depth_taps * NR + channel * NR
-                                        + q % NR, SV * depth_taps)
+                                        v + (q // VR) * depth_taps * VR + channel * VR
+                                        + q % VR, SV * depth_taps)
             elif floating is float:
                 fc_wino_input_f32(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
                                   top + kd * S + q, w0 + q,
                                   count - q if count - q < L else L, H, W, xs[3], xs[4],
-                                  v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
+                                  v + (q // VR) * depth_taps * VR + channel * VR + q % VR,
                                   SV * depth_taps)
             else:
                 fc_wino_input_f64(x + (g * Cg + c) * xs[1], slice_offset + kd * S + q,
                                   top + kd * S + q, w0 + q,
                                   count - q if count - q < L else L, H, W, xs[3], xs[4],
-                                  v + (q // NR) * depth_taps * NR + channel * NR + q % NR,
+                                  v + (q // VR) * depth_taps * VR + channel * VR + q % VR,
                                   SV * depth_taps)
     for q in range(0 if one_d else count):
         w0[q] += s.pad[2]
-    for item in prange(E * m_blocks, num_threads=num_threads, schedule='dynamic'):
+    if w_fused != NULL:
+        fused_multiply(w_fused, s, g, adjoint, count, v, VR, m, SV, SM, failed, num_threads)
+    for item in prange(0 if w_fused != NULL else E * m_blocks, num_threads=num_threads,
+                       schedule='dynamic'):
         e = item // m_blocks
         block = item % m_blocks
         p0 = block * per_block
         p1 = p0 + per_block if p0 + per_block < m_panels else m_panels
         if p0 >= p1 or Cg == 0:
             continue
-        multiply_tile(depth_taps, p1 - p0, Kg - p0 * MR, count, NR,
+        multiply_tile(depth_taps, p1 - p0, Kg - p0 * MR, count, VR,
                       u + (e * m_panels + p0) * depth_taps * MR,
                       v + e * SV * depth_taps,
                       m + (e * Kg + p0 * MR) * SM, SM, NULL, False, TILE_WIDE, NULL)
@@ -505,6 +526,53 @@ cdef int winograd_block(const floating* x, const Py_ssize_t* xs, const floating*
     return nonfinite
 
 
+# The transformed weights take 4x the weight's bytes (36 values per 3x3 filter). A call of
+# one super-block uses each of them once: transformed as the GEMM goes, a panel's filters at
+# a time into a buffer in L2, they are never written out and read back (measurements:
+# tiling.WINOGRAD_FUSED_MAX_TILES).
+cdef void fused_multiply(const floating* w, const ConvShape* s, Py_ssize_t g, bint adjoint,
+                         Py_ssize_t count, const floating* v, Py_ssize_t VR, floating* m,
+                         Py_ssize_t SV, Py_ssize_t SM, int* failed,
+                         int num_threads) noexcept nogil:
+    """winograd_block's GEMM step for `count` tiles of group g (V in panels VR wide) with
+    w's filters (w and `adjoint` as transform_group's) transformed as it goes: each panel of
+    MR output channels is a work item that transforms its filters a K block at a time
+    (transform_filters) and multiplies every element's block by V's, M[e] (+)= U[e] . V[e].
+    The same K blocks, in the same order, as multiply_tile over transform_weights' panels:
+    the same bits. Sets failed[0] if a thread's buffer could not be had."""
+    cdef Py_ssize_t MR = tile_mr(TILE_WIDE)
+    cdef Py_ssize_t Cg = s.c_in_g, Kg = s.c_out_g
+    cdef Py_ssize_t depth = s.kernel[0] * Cg
+    cdef Py_ssize_t m_panels = (Kg + MR - 1) // MR
+    cdef Py_ssize_t k_block = K_BLOCK_BYTES // (MR * sizeof(floating))
+    # the elements' A panels a cache line more than a multiple of 4 KiB apart: each filter's
+    # 36 values are written together, and 36 stores to one L1 set took 2.4x the GEMM's time
+    cdef Py_ssize_t e_stride = k_block * MR + 64 // sizeof(floating)
+    cdef Py_ssize_t panel, kb, k0, k_len, e, j, m_valid, n_valid
+    cdef floating* filters = NULL
+    if depth == 0:
+        return
+    with parallel(num_threads=num_threads):
+        filters = <floating*> fc_workspace(WS_FILTER_BLOCK, 36 * e_stride * sizeof(floating))
+        for panel in prange(m_panels, schedule='dynamic'):
+            if filters == NULL:
+                failed[0] = 1
+                continue
+            m_valid = Kg - panel * MR if Kg - panel * MR < MR else MR
+            for kb in range((depth + k_block - 1) // k_block):
+                k0 = kb * k_block
+                k_len = depth - k0 if depth - k0 < k_block else k_block
+                transform_filters(w, Kg, Cg, s.kernel[0], g, adjoint, panel, k0, k_len,
+                                  filters, e_stride)
+                for e in range(36):
+                    for j in range((count + VR - 1) // VR):
+                        n_valid = count - j * VR if count - j * VR < VR else VR
+                        gemm_tile(TILE_WIDE, k_len, filters + e * e_stride, 0,
+                                  v + e * SV * depth + j * depth * VR + k0 * VR, VR, NULL,
+                                  m + (e * Kg + panel * MR) * SM + j * VR, SM, m_valid,
+                                  n_valid, NULL, k0 > 0)
+
+
 cdef inline bint spread_evenly(Py_ssize_t tiles, Py_ssize_t S, int num_threads,
                                Py_ssize_t L) noexcept nogil:
     """True if threads running whole blocks should share the tiles out evenly (see
@@ -547,7 +615,7 @@ cdef inline Py_ssize_t block_start(Py_ssize_t b, Py_ssize_t blocks, Py_ssize_t t
 cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* u_all,
                        const floating* bias, floating* out, const Py_ssize_t* os,
                        const ConvShape* s, Py_ssize_t tile_panels, bint per_thread_blocks,
-                       int num_threads) noexcept nogil:
+                       const floating* w_fused, bint adjoint, int num_threads) noexcept nogil:
     """out := conv(x, w) + bias with u_all the weights transformed by transform_weights; xs
     and os: the element strides of x and out over (n, c, d, h, w), so channels-last arrays
     are read and written where they lie (their steps then run channel by channel within a
@@ -561,6 +629,8 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
     buffers: one parallel region per call, no barrier between steps, so a thread slowed by
     a busy core takes fewer blocks instead of holding the team at every step's end. Else
     the threads share each super-block, step by step (for few tiles, or large weights).
+    With `w_fused` (u_all NULL), the weights are transformed as the GEMM step goes
+    (fused_multiply), for each super-block: callers fuse only calls of one super-block.
     Returns 0, 1 (out of memory) or NONFINITE (done, but some output is inf or NaN)."""
     cdef Py_ssize_t MR = tile_mr(TILE_WIDE), NR = tile_nr(TILE_WIDE, <floating*> NULL)
     cdef Py_ssize_t Cg = s.c_in_g, Kg = s.c_out_g, KD = s.kernel[0]
@@ -584,7 +654,9 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
     cdef floating* m = NULL
     cdef Py_ssize_t* desc = NULL
     cdef Py_ssize_t g, t0, count, item
-    cdef int nonfinite = 0, failed = 0
+    cdef int nonfinite = 0, failed = 0, fused_failed = 0
+    cdef int* fused_failed_flag = &fused_failed     # written through: shared by the threads
+    cdef const floating* u_of_group
     if per_thread_blocks and num_threads > 1:
         even = spread_evenly(tiles, S, num_threads, L)
         if even:
@@ -606,8 +678,10 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
                 else:
                     t0 = (item % per_group) * S
                     count = tiles - t0 if tiles - t0 < S else S
-                nonfinite += winograd_block(x, xs, u_all + g * u_group, bias, out, os, s, g,
-                                            t0, count, S, v, m, desc, 1)
+                u_of_group = u_all + g * u_group if u_all != NULL else NULL
+                nonfinite += winograd_block(x, xs, u_of_group, bias, out, os, s, g, t0, count,
+                                            S, v, m, desc, w_fused, adjoint,
+                                            fused_failed_flag, 1)
             fc_workspace_trim()
         if failed:
             return 1
@@ -621,9 +695,13 @@ cdef int conv_winograd(const floating* x, const Py_ssize_t* xs, const floating* 
             for item in range(per_group):
                 t0 = item * S
                 count = tiles - t0 if tiles - t0 < S else S
-                nonfinite += winograd_block(x, xs, u_all + g * u_group, bias, out, os, s, g,
-                                            t0, count, S, v, m, desc, num_threads)
+                u_of_group = u_all + g * u_group if u_all != NULL else NULL
+                nonfinite += winograd_block(x, xs, u_of_group, bias, out, os, s, g, t0, count,
+                                            S, v, m, desc, w_fused, adjoint,
+                                            fused_failed_flag, num_threads)
     fc_workspace_trim()
+    if fused_failed:
+        return 1
     return STATUS_NONFINITE if nonfinite else 0
 
 
@@ -697,7 +775,8 @@ def conv_forward(int kernel, const floating[:, :, :, :, :] x,
                  const floating[:, :, :, :, :] w, const floating[::1] bias,
                  floating[:, :, :, :, :] out, tuple stride, tuple pad, tuple dilation,
                  Py_ssize_t groups, Py_ssize_t tile_panels, bint per_thread_blocks,
-                 int num_threads, const floating[::1] u):
+                 int num_threads, const floating[::1] u,
+                 const floating[:, :, :, :, ::1] fused_weights=None, bint adjoint=False):
     """out := conv(x, w) + bias (bias: empty for none) with zero padding `pad` before each
     axis, by Winograd F(4x4, 3x3) over each (KD, 3, 3) kernel's depth taps (F(4, 3) for a 1-d
     (1, 1, 3) kernel, any dilation), in super-blocks of `tile_panels` panels of tiles (each
@@ -706,7 +785,13 @@ def conv_forward(int kernel, const floating[:, :, :, :, :] x,
     out are read and written through their strides: a channels-last (N, C, D, H, W) view
     (memory (N, D, H, W, C)) in, or out, is computed where it lies. Returns 0, or NONFINITE
     if some output is inf or NaN (then it may differ from the direct sum's where the direct
-    sum is finite: the caller recomputes). `kernel`: CONV_WINOGRAD."""
+    sum is finite: the caller recomputes). `kernel`: CONV_WINOGRAD.
+
+    With `fused_weights` (u then empty), the weights are transformed as the GEMM step goes
+    instead (2-d and 3-d kernels; meant for calls whose tiles fit one super-block, see
+    fused_multiply): w's own values, C-contiguous, or with `adjoint` those of the
+    convolution whose input gradient this one is (C_in, C_out / groups, KD, 3, 3), read as
+    transform_adjoint_weights reads them."""
     cdef ConvShape s = make_shape(shape5(x.shape), shape5(w.shape), shape5(out.shape),
                                   stride, pad, dilation, groups)
     cdef const floating* bias_ptr = &bias[0] if bias.shape[0] > 0 else NULL
@@ -735,10 +820,24 @@ def conv_forward(int kernel, const floating[:, :, :, :, :] x,
     if tile_panels < 1:
         raise ValueError(f"conv_winograd.conv_forward: tile_panels must be >= 1, got "
                          f"{tile_panels}")
-    expected = weights_size(s.c_out, s.c_in_g, groups, shape5(w.shape)[2:])
-    if u.shape[0] != expected:
-        raise ValueError(f"conv_winograd.conv_forward: u must have {expected} elements; got "
-                         f"{u.shape[0]}")
+    cdef const floating* w_fused = NULL
+    if fused_weights is not None:
+        expected_shape = ((s.c_in, s.c_out_g) if adjoint else (s.c_out, s.c_in_g)) \
+            + tuple(shape5(w.shape)[2:])
+        if one_d or shape5(fused_weights.shape) != expected_shape:
+            raise ValueError(f"conv_winograd.conv_forward: fused_weights must be "
+                             f"{expected_shape} for a 2-d or 3-d kernel; got "
+                             f"{shape5(fused_weights.shape)}, kernel {shape5(w.shape)[2:]}")
+        if u.shape[0] != 0:
+            raise ValueError(f"conv_winograd.conv_forward: u must be empty with "
+                             f"fused_weights; got {u.shape[0]} elements")
+        if fused_weights.size > 0:
+            w_fused = &fused_weights[0, 0, 0, 0, 0]
+    else:
+        expected = weights_size(s.c_out, s.c_in_g, groups, shape5(w.shape)[2:])
+        if u.shape[0] != expected:
+            raise ValueError(f"conv_winograd.conv_forward: u must have {expected} elements; "
+                             f"got {u.shape[0]}")
     if out.shape[0] == 0 or out.shape[1] == 0 or out.shape[3] == 0 or out.shape[4] == 0:
         return 0
     for i in range(5):
@@ -750,7 +849,7 @@ def conv_forward(int kernel, const floating[:, :, :, :, :] x,
     with nogil:
         status = conv_winograd(&x[0, 0, 0, 0, 0], xs, &u[0] if u.shape[0] else NULL,
                                bias_ptr, &out[0, 0, 0, 0, 0], os, &s, tile_panels,
-                               per_thread_blocks, num_threads)
+                               per_thread_blocks, w_fused, adjoint, num_threads)
     if status == 1:
         raise MemoryError("fastconv: could not allocate a convolution work buffer")
     return status

@@ -99,16 +99,28 @@ static inline void fc_wino_taps_##SUFFIX(const T* w, ptrdiff_t filter_stride,   
         for (ptrdiff_t k = 0; k < 9; k++) memcpy(&g[k], taps[k], sizeof(v8));                   \
         return;                                                                                 \
     }                                                                                           \
-    for (ptrdiff_t m = 0; m < 8; m++) {                                                         \
-        if (m < m_valid) {                                                                      \
+    if (m_valid >= 8) {                                                                         \
+        /* a whole panel: the rows loaded straight into registers, the ninth taps gathered    \
+         * into one (eight scalar stores read back as a vector stalled store forwarding: a   \
+         * third of the transform's time) */                                                  \
+        const T* n = w + (reversed ? 0 : 8);                                                    \
+        FC_UNROLL for (ptrdiff_t m = 0; m < 8; m++)                                             \
             memcpy(&r[m], w + m * filter_stride + (reversed ? 1 : 0), sizeof(v8));              \
-            ninth[m] = w[m * filter_stride + (reversed ? 0 : 8)];                               \
-        } else {                                                                                \
-            r[m] = (v8){0};                                                                     \
-            ninth[m] = 0;                                                                       \
+        g[8] = (v8){n[0], n[filter_stride], n[2 * filter_stride], n[3 * filter_stride],         \
+                    n[4 * filter_stride], n[5 * filter_stride], n[6 * filter_stride],           \
+                    n[7 * filter_stride]};                                                      \
+    } else {                                                                                    \
+        for (ptrdiff_t m = 0; m < 8; m++) {                                                     \
+            if (m < m_valid) {                                                                  \
+                memcpy(&r[m], w + m * filter_stride + (reversed ? 1 : 0), sizeof(v8));          \
+                ninth[m] = w[m * filter_stride + (reversed ? 0 : 8)];                           \
+            } else {                                                                            \
+                r[m] = (v8){0};                                                                 \
+                ninth[m] = 0;                                                                   \
+            }                                                                                   \
         }                                                                                       \
+        memcpy(&g[8], ninth, sizeof(v8));                                                       \
     }                                                                                           \
-    memcpy(&g[8], ninth, sizeof(v8));                                                           \
     /* pairs of rows interleaved, then pairs of pairs, then halves: column j of the rows */     \
     v8 t0 = __builtin_shuffle(r[0], r[1], (m8){0, 8, 1, 9, 4, 12, 5, 13});                      \
     v8 t1 = __builtin_shuffle(r[0], r[1], (m8){2, 10, 3, 11, 6, 14, 7, 15});                    \
@@ -137,10 +149,10 @@ static inline void fc_wino_taps_##SUFFIX(const T* w, ptrdiff_t filter_stride,   
     col[7] = __builtin_shuffle(s3, s7, (m8){4, 5, 6, 7, 12, 13, 14, 15});                       \
     /* not reversed: rows hold taps 0..7, tap 8 gathered; reversed: taps 1..8, so tap 8 - k  \
      * is column 7 - k, and tap 0 (the last one read back to front) gathered */               \
-    if (reversed)   /* constant indices in each branch: the columns stay in registers */      \
-        for (ptrdiff_t k = 0; k < 8; k++) g[k] = col[7 - k];                                    \
-    else                                                                                        \
-        for (ptrdiff_t k = 0; k < 8; k++) g[k] = col[k];                                        \
+    /* constant indices (the loop unrolled): the columns stay in registers (two loops, one   \
+     * per branch, became a 256-byte copy through the stack whose 64-byte loads of two      \
+     * 32-byte stores stalled store forwarding: a quarter of the transform's time) */         \
+    FC_UNROLL for (ptrdiff_t k = 0; k < 8; k++) g[k] = reversed ? col[7 - k] : col[k];          \
 }                                                                                               \
                                                                                                 \
 /* The weight transform of MR = FC_GEMM_MR filters (lanes: the output channels m of one panel \
@@ -156,12 +168,15 @@ static inline void fc_wino_weight_##SUFFIX(const T* w, ptrdiff_t filter_stride, 
     fc_w8_##SUFFIX g[9], h[3][6], r[6];                                                         \
     ptrdiff_t i, j;                                                                             \
     fc_wino_taps_##SUFFIX(w, filter_stride, m_valid, reversed, g);                              \
-    /* columns: h[j][.] = G g[., j] */                                                          \
-    for (j = 0; j < 3; j++) fc_wino_g_##SUFFIX(g[j], g[3 + j], g[6 + j], h[j]);                 \
+    /* columns: h[j][.] = G g[., j]; the loops unrolled so that g, h and r are registers      \
+     * (as arrays on the stack, a 64-byte copy of two 32-byte halves stored apart stalled      \
+     * store forwarding: a quarter of the transform's time) */                                \
+    FC_UNROLL for (j = 0; j < 3; j++) fc_wino_g_##SUFFIX(g[j], g[3 + j], g[6 + j], h[j]);       \
     /* rows: u[i][.] = G h[.][i] */                                                             \
-    for (i = 0; i < 6; i++) {                                                                   \
+    FC_UNROLL for (i = 0; i < 6; i++) {                                                         \
         fc_wino_g_##SUFFIX(h[0][i], h[1][i], h[2][i], r);                                       \
-        for (j = 0; j < 6; j++) memcpy(u + (i * 6 + j) * e_stride, &r[j], MR * sizeof(T));      \
+        FC_UNROLL for (j = 0; j < 6; j++)                                                       \
+            memcpy(u + (i * 6 + j) * e_stride, &r[j], MR * sizeof(T));                          \
     }                                                                                           \
 }                                                                                               \
                                                                                                 \

@@ -92,6 +92,7 @@ class Plan:
     planes_per_item: int = 1    # direct planes: whole input planes a work item computes
     tile_panels: int = 0        # packed and phase grid: position panels per tile
     per_thread_blocks: bool = False   # winograd: each thread runs whole super-blocks alone
+    fused_weights: bool = False   # winograd: weights not kept transformed are, as it goes
     channel_panels: int = 1     # packed: weight panels per block of output channels
     channel_chunks: int = 1     # col2im: chunks of a group's input channels
     tile_shape: int = 0         # packed micro-kernel register tile (0 wide, 1 narrow)
@@ -119,7 +120,8 @@ class Plan:
         """The plan in words: kernel, reason, threads and work split."""
         defaults = Plan(self.kernel, "")
         split = {k: getattr(self, k) for k in ("band_rows", "planes_per_item", "tile_panels",
-                                                "per_thread_blocks", "channel_panels",
+                                                "per_thread_blocks", "fused_weights",
+                                                "channel_panels",
                                                 "channel_chunks", "tile_shape", "chunks",
                                                 "images_per_unit")
                  if getattr(self, k) != getattr(defaults, k)}
@@ -291,6 +293,26 @@ WINOGRAD_MIN_TILES = 16
 # 12.0, but 256 on 14x14 3.0 / 2.6; 32 tiles: 512 on 7x7, batch 8, 11.5 / 21.6, 512 on
 # 14x14, batch 2, 11.4 / 17.1; 49: 256 on 28x28, batch 1, 6.5 / 8.1.
 WINOGRAD_MIN_TILES_INPUT_GRAD = 32
+# ... unless there are so few tiles that the weights are transformed as the GEMM goes
+# (tiling.WINOGRAD_FUSED_MAX_TILES) and channels enough: Intel Xeon, 2 threads, float32, ms,
+# 16 tiles, Winograd fused / the rules' choice without it / PyTorch: 256 -> 256 on 14x14,
+# batch 1, 1.06-1.09 / 1.19-1.25 (col2im) / 1.04; 512 on 7x7, batch 4, 3.96-4.06 /
+# 4.87-4.95 (channels-last phases) / 3.5; 128 on 14x14 0.37 / 0.38 / 0.37; 64 on 14x14
+# 0.18 / 0.147 / 0.15.
+WINOGRAD_FUSED_INPUT_GRAD_MIN_CHANNELS = 128
+
+
+def winograd_input_grad_pays(problem):
+    """True if `auto` should run the input gradient of `problem` by Winograd: it pays
+    forward (winograd_pays), the gradient is one stride-1 convolution, and either tiles
+    enough to pay for transforming the reversed weights or few enough to transform them as
+    the GEMM goes."""
+    tiles = winograd_tiles(problem)
+    return (winograd_pays(problem) and tiling.subpixel_plan(problem) is not None
+            and (tiles >= WINOGRAD_MIN_TILES_INPUT_GRAD
+                 or (problem.ndim > 1 and tiles <= tiling.WINOGRAD_FUSED_MAX_TILES
+                     and min(tiling.winograd_depth(problem), problem.out_per_group)
+                     >= WINOGRAD_FUSED_INPUT_GRAD_MIN_CHANNELS)))
 
 
 winograd_tiles = tiling.winograd_tiles
@@ -458,6 +480,11 @@ def _forward_kernel_plan(kernel, reason, problem, itemsize, threads):
         return Plan(kernel, reason, threads, geometry, tile_panels=tiling.phase_grid_tile(
             problem, itemsize, nr), tile_shape=shape)
     if kernel == Kernel.CONV_WINOGRAD:
+        fused_panels = tiling.winograd_fused_panels(problem, itemsize)
+        if fused_panels:
+            # one super-block of every tile, its weights transformed as it goes
+            return Plan(kernel, reason, threads, geometry, tile_panels=fused_panels,
+                        fused_weights=True)
         tile_panels, per_thread_blocks = tiling.winograd_blocks(problem, itemsize, threads)
         return Plan(kernel, reason, threads, geometry, tile_panels=tile_panels,
                     per_thread_blocks=per_thread_blocks)
@@ -676,10 +703,12 @@ def channels_last_col2im_pays(problem, itemsize):
 INPUT_GRAD_RULES = (
     Rule("gemm1x1", lambda p, *_: p.pointwise and fits_blas(p),
          "1x1 kernel, stride 1, no padding: the GEMM writes the input gradient directly"),
-    Rule("winograd", lambda p, *_: winograd_pays(p) and tiling.subpixel_plan(p) is not None
-         and winograd_tiles(p) >= WINOGRAD_MIN_TILES_INPUT_GRAD,
+    Rule("winograd", lambda p, *_: winograd_input_grad_pays(p),
          f"3x3, stride 1, at least {WINOGRAD_MIN_CHANNELS} channels per group and "
-         f"{WINOGRAD_MIN_TILES_INPUT_GRAD} tiles: the gradient "
+         f"{WINOGRAD_MIN_TILES_INPUT_GRAD} tiles (or {WINOGRAD_MIN_TILES} to "
+         f"{tiling.WINOGRAD_FUSED_MAX_TILES} in 2-d and 3-d with "
+         f"{WINOGRAD_FUSED_INPUT_GRAD_MIN_CHANNELS} channels, the weights transformed as "
+         "the GEMM goes): the gradient "
          "is a stride-1 convolution of the output gradient with the reversed, transposed "
          "weights, run by Winograd F(4x4, 3x3) (precision 'fast')"),
     Rule("subpixel", lambda p, *_: _one_to_one(p) and all(s == 1 for s in p.stride)

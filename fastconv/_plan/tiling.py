@@ -635,6 +635,29 @@ def winograd_blocks(problem, itemsize, threads):
     return winograd_tile_panels(problem, itemsize), False
 
 
+# Up to this many tiles a call is one block of V one vector row wide, and the weights are
+# transformed as the GEMM goes (conv_winograd's fused_multiply) wherever they are not kept
+# transformed: in training (changed every step) and in the input gradient (the reversed
+# weights). Intel Xeon, 2 threads, float32, ms, batch 1 but where said, kept transform /
+# transformed per call / fused: 256 -> 256 on 14x14 (16 tiles) 0.46 / 0.87 / 0.63-0.68,
+# 512 -> 512 on 14x14 1.5 / 3.3 / 2.45, 128 -> 128 on 14x14 0.17 / 0.28 / 0.23, 512 on 7x7
+# at batch 4 1.6 / 3.4 / 2.47; past one vector of tiles every weight panel rereads a wider
+# V: 256 on 14x14 at batch 2 (32 tiles) 0.81 / 1.28 / 1.29, 128 on 28x28 (49) 0.52 / 0.61
+# / 0.67.
+WINOGRAD_FUSED_MAX_TILES = 16
+
+
+def winograd_fused_panels(problem, itemsize):
+    """The panels of tiles of the one super-block in which Winograd transforms `problem`'s
+    weights as its GEMM goes where they are not kept transformed (2-d or 3-d, at most
+    WINOGRAD_FUSED_MAX_TILES tiles), else 0."""
+    _, nr, _ = conv_winograd.tile_geometry(itemsize == 8)
+    tiles = winograd_tiles(problem)
+    if problem.ndim == 1 or tiles > WINOGRAD_FUSED_MAX_TILES:
+        return 0
+    return -(-tiles // nr)
+
+
 def fft_shape(problem):
     """The FFT convolution's transform length along each spatial axis of `problem`: a fast
     length (scipy.fft.next_fast_len) of at least the size plus the wider of the axis's two

@@ -15,7 +15,13 @@ trained: its entry then refills without comparing or copying the weight (the cop
 over every weight, took 12 ms of a channels-last ResNet-50 training step at batch 1), and
 takes the copy again on every VOLATILE_PROBE-th lookup, so that a weight that stops changing
 (inference after training) is remembered again from the next lookup on. Every lookup that
-does not compare refills, so no stale transform is ever returned. Entries beyond
+does not compare refills, so no stale transform is ever returned. A caller that can
+transform as it computes (Winograd's fused weights) says so, and is then told to (None)
+instead of a refill on those lookups, and also where its entry has gone cold: other
+entries of at least COLD_LOOKUP_BYTES looked up since its last use (a layer inside a
+network, whose transform then comes from memory: reading it and comparing the weight with
+its copy moves 6x the weight's bytes, where transforming as it goes reads them once).
+Entries beyond
 CACHE_BYTES (transformed weights plus their copy) are dropped, least recently used first.
 ``scratch`` gives a calling thread a reusable buffer for transforms of weights that are
 never the same twice (the reversed weights of an input gradient).
@@ -26,17 +32,25 @@ from collections import OrderedDict
 import numpy as np
 
 from fastconv import _core
-from fastconv._runtime import threads
+from fastconv._runtime import memory, threads
 from fastconv._runtime.precision import get_denormals
 
 CACHE_BYTES = 512 << 20
 VOLATILE_AFTER = 2
 VOLATILE_PROBE = 8
+# The weight cache sees only its own entries' bytes; a network moves its activations and the
+# weights its other kernels read where they lie beside them, so a quarter of what the
+# last-level cache holds (ResNet-50 at batch 1: 70 MB of entries a step). Intel Xeon, 2
+# threads, ResNet-50 batch 1 inference (five 256 -> 256 layers on 14x14 whose weights can be
+# transformed as Winograd goes), ms: kept 60.1-63.2, transformed as it goes 58.9-62.2; a
+# loop over one such layer, kept 0.64, transformed 0.71.
+COLD_LOOKUP_BYTES = memory.COLD_AFTER_BYTES // 4
 
 # key -> [copy of the weight, transformed weight, changes found in a row, lookups since the
-# copy was last taken while volatile]
+# copy was last taken while volatile, _clock after its last lookup]
 _entries = OrderedDict()
 _size = 0
+_clock = 0      # bytes of the entries (copy and transform) looked up so far
 _lock = threading.Lock()
 _local = threading.local()
 
@@ -51,27 +65,39 @@ def _raw_bytes(weight):
     return dense.reshape(-1).view(np.uint8)
 
 
-def cached_transform(name, weight, size, fill):
+def cached_transform(name, weight, size, fill, unless_volatile=False):
     """The transform of `weight`: `size` elements of weight's dtype that fill(weight, out)
-    writes, remembered under `name` (what fill computes) and weight's memory."""
-    global _size
+    writes, remembered under `name` (what fill computes) and weight's memory. With
+    `unless_volatile`, None for a weight being trained, except on the lookups that take its
+    copy, and for an entry gone cold (COLD_LOOKUP_BYTES): the caller then transforms it
+    itself, as it goes."""
+    global _size, _clock
     address = weight.__array_interface__["data"][0]
     # the denormal mode too: a transform filled while flushing has its denormal values zeroed,
     # which an IEEE call must not reuse
     key = (name, address, weight.shape, weight.strides, weight.dtype.str, get_denormals())
+    since = 0
     with _lock:
         entry = _entries.get(key)
         if entry is not None:
             _entries.move_to_end(key)
+            since = _clock - entry[4]
+            _clock += entry[0].nbytes + entry[1].nbytes
+            entry[4] = _clock
     if entry is not None and entry[1].size == size:
-        copy, result, changes, skipped = entry
+        copy, result, changes, skipped, _ = entry
+        if unless_volatile and since >= COLD_LOOKUP_BYTES:
+            return None
         if changes >= VOLATILE_AFTER:
             # being trained: refill, and only now and then take the copy that lets the
             # next lookup see whether the weight has stopped changing
-            fill(weight, result)
             if skipped + 1 < VOLATILE_PROBE:
                 entry[3] = skipped + 1
+                if unless_volatile:
+                    return None
+                fill(weight, result)
             else:
+                fill(weight, result)
                 np.copyto(copy, _raw_bytes(weight))
                 entry[2], entry[3] = VOLATILE_AFTER - 1, 0
             return result
@@ -96,10 +122,11 @@ def cached_transform(name, weight, size, fill):
         old = _entries.pop(key, None)
         if old is not None:
             _size -= old[0].nbytes + old[1].nbytes
-        _entries[key] = [raw.copy(), result, 0, 0]
+        _clock += raw.nbytes + result.nbytes
+        _entries[key] = [raw.copy(), result, 0, 0, _clock]
         _size += raw.nbytes + result.nbytes
         while _size > CACHE_BYTES:
-            _, (copy, transformed, _, _) = _entries.popitem(last=False)
+            _, (copy, transformed, *_) = _entries.popitem(last=False)
             _size -= copy.nbytes + transformed.nbytes
     return result
 
