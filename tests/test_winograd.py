@@ -773,7 +773,7 @@ def test_a_volatile_lookup_that_may_fuse_returns_none_but_on_probes():
     for step in range(3 * weight_cache.VOLATILE_PROBE):
         w[step % 3, step % 4] += 1.0
         got = weight_cache.cached_transform(("double",), w, w.size, fill,
-                                            unless_volatile=True)
+                                            caller_can_transform=True)
         if got is not None:
             np.testing.assert_array_equal(got, 2 * w.ravel())     # never stale
         results.append(got is None)

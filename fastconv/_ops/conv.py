@@ -100,32 +100,28 @@ def forward_kernel(plan, problem, x, w, bias, out, remember_weights=True, adjoin
                                             plan.threads)
         # with plan.fused_weights, weights not kept transformed (the reversed ones of an
         # input gradient, a trained layer's, or weights for this call only) are transformed
-        # as the GEMM step goes (fused_source: the weights it reads, C-contiguous)
-        u, fused_source = None, None
+        # as the GEMM step goes, read from `source` (C-contiguous)
+        u, source = None, None
         if adjoint_of is not None:
-            if plan.fused_weights:
-                fused_source = contiguous_weight(adjoint_of)
-            else:
+            source = contiguous_weight(adjoint_of)
+            if not plan.fused_weights:
                 u = scratch(size, w5.dtype)
-                conv_winograd.transform_adjoint_weights(contiguous_weight(adjoint_of),
-                                                        groups, u, plan.threads)
+                conv_winograd.transform_adjoint_weights(source, groups, u, plan.threads)
         elif remember_weights:
             u = cached_transform(("winograd", groups), w5, size, fill,
-                                 unless_volatile=plan.fused_weights)
+                                 caller_can_transform=plan.fused_weights)
         elif not plan.fused_weights:
             u = scratch(size, w5.dtype)
             fill(w5, u)
-        if u is None and fused_source is None:
-            fused_source = contiguous_weight(w5)
-        if fused_source is None:
+        if u is not None:
             status = conv_winograd.conv_forward(*args, plan.tile_panels,
                                                 plan.per_thread_blocks, plan.threads, u)
         else:
-            status = conv_winograd.conv_forward(*args, plan.tile_panels,
-                                                plan.per_thread_blocks, plan.threads,
-                                                np.empty(0, w5.dtype),
-                                                fused_weights=fused_source,
-                                                adjoint=adjoint_of is not None)
+            status = conv_winograd.conv_forward(
+                *args, plan.tile_panels, plan.per_thread_blocks, plan.threads,
+                np.empty(0, w5.dtype),
+                fused_weights=contiguous_weight(w5) if source is None else source,
+                adjoint=adjoint_of is not None)
         if status == conv_winograd.NONFINITE:
             # an inf or NaN spread over whole tiles: the direct sums' answer, exactly
             if adjoint_of is not None:

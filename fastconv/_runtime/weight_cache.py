@@ -65,11 +65,11 @@ def _raw_bytes(weight):
     return dense.reshape(-1).view(np.uint8)
 
 
-def cached_transform(name, weight, size, fill, unless_volatile=False):
+def cached_transform(name, weight, size, fill, caller_can_transform=False):
     """The transform of `weight`: `size` elements of weight's dtype that fill(weight, out)
     writes, remembered under `name` (what fill computes) and weight's memory. With
-    `unless_volatile`, None for a weight being trained, except on the lookups that take its
-    copy, and for an entry gone cold (COLD_LOOKUP_BYTES): the caller then transforms it
+    `caller_can_transform`, None for a weight being trained (except on the lookups that take
+    its copy) and for an entry gone cold (COLD_LOOKUP_BYTES): the caller then transforms it
     itself, as it goes."""
     global _size, _clock
     address = weight.__array_interface__["data"][0]
@@ -86,14 +86,14 @@ def cached_transform(name, weight, size, fill, unless_volatile=False):
             entry[4] = _clock
     if entry is not None and entry[1].size == size:
         copy, result, changes, skipped, _ = entry
-        if unless_volatile and since >= COLD_LOOKUP_BYTES:
+        if caller_can_transform and since >= COLD_LOOKUP_BYTES:
             return None
         if changes >= VOLATILE_AFTER:
             # being trained: refill, and only now and then take the copy that lets the
             # next lookup see whether the weight has stopped changing
             if skipped + 1 < VOLATILE_PROBE:
                 entry[3] = skipped + 1
-                if unless_volatile:
+                if caller_can_transform:
                     return None
                 fill(weight, result)
             else:
